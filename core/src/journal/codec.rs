@@ -1,0 +1,554 @@
+//! Versioned binary encoding of journal entries.
+//!
+//! An entry travels as a key and an optional value, like a Kafka record; a
+//! missing value is a tombstone. Keys are short readable text
+//! (`q/orders`, `m/3:17`, `r/3:17/1:2`) so `kcat` output makes sense. A value
+//! is:
+//!
+//! ```text
+//! u8  format version (1)
+//! u8  record tag
+//! ... fields: varint integers, varint-length-prefixed strings and bytes
+//! u32 CRC32C (Castagnoli, little endian) of everything before it
+//! ```
+//!
+//! Decoding checks the version, the checksum, every length against the bytes
+//! that remain, and that the record's own key matches the key it came with;
+//! it never allocates more than the input holds.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use thiserror::Error;
+
+use super::record::{DurableSub, Entry, Key, QueueDef, QueueKind, Record, Routing, StoredMessage};
+use crate::ids::Id;
+
+/// The version written into every value. Bump on any layout change and keep
+/// decoding the old ones.
+pub const FORMAT_VERSION: u8 = 1;
+
+/// Longest key or name accepted; bodies are bounded by the value size.
+const NAME_BYTES_MAX: usize = 64 * 1024;
+/// Most headers a stored message may carry.
+const HEADERS_MAX: usize = 1024;
+/// Most queues one message may be routed to.
+const QUEUES_MAX: usize = 1 << 20;
+
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum CodecError {
+    #[error("journal value is empty")]
+    Empty,
+    #[error("journal format version {0} is not supported (this build reads version {FORMAT_VERSION})")]
+    UnsupportedVersion(u8),
+    #[error("journal value checksum mismatch (stored {stored:#010x}, computed {computed:#010x})")]
+    Checksum { stored: u32, computed: u32 },
+    #[error("journal value truncated while reading {0}")]
+    Truncated(&'static str),
+    #[error("unknown journal record tag {0}")]
+    UnknownTag(u8),
+    #[error("invalid UTF-8 in journal field {0}")]
+    Utf8(&'static str),
+    #[error("journal field {field} too long ({len} > {max})")]
+    TooLong {
+        field: &'static str,
+        len: usize,
+        max: usize,
+    },
+    #[error("{0} trailing bytes after journal record")]
+    Trailing(usize),
+    #[error("malformed journal key {0:?}")]
+    BadKey(String),
+    #[error("record filed under key {found:?} arrived with key {expected:?}")]
+    KeyMismatch { expected: String, found: String },
+    #[error("invalid value {value} for journal field {field}")]
+    BadValue { field: &'static str, value: u64 },
+}
+
+const TAG_ACTIVATION: u8 = 1;
+const TAG_QUEUE_CREATED: u8 = 2;
+const TAG_MESSAGE_STORED: u8 = 3;
+const TAG_ROUTED: u8 = 4;
+const TAG_ACKED: u8 = 5;
+const TAG_DUPLICATE_ID: u8 = 6;
+
+/// Encodes an entry as (key, value); `None` is a tombstone.
+pub fn encode_entry(entry: &Entry) -> (Bytes, Option<Bytes>) {
+    match entry {
+        Entry::Put(record) => (encode_key(&record.key()), Some(encode_record(record))),
+        Entry::Tombstone(key) => (encode_key(key), None),
+    }
+}
+
+/// Decodes what [`encode_entry`] wrote.
+pub fn decode_entry(key: &[u8], value: Option<&[u8]>) -> Result<Entry, CodecError> {
+    let key = decode_key(key)?;
+    match value {
+        None => Ok(Entry::Tombstone(key)),
+        Some(v) => {
+            let record = decode_record(v)?;
+            let found = record.key();
+            if found != key {
+                return Err(CodecError::KeyMismatch {
+                    expected: String::from_utf8_lossy(&encode_key(&key)).into_owned(),
+                    found: String::from_utf8_lossy(&encode_key(&found)).into_owned(),
+                });
+            }
+            Ok(Entry::Put(record))
+        }
+    }
+}
+
+pub fn encode_key(key: &Key) -> Bytes {
+    let s = match key {
+        Key::Activation => "activation".to_string(),
+        Key::Queue(name) => format!("q/{name}"),
+        Key::Message(id) => format!("m/{id}"),
+        Key::Ref { message, queue } => format!("r/{message}/{queue}"),
+        Key::Duplicate { address, dup_id } => format!("d/{}/{address}/{dup_id}", address.len()),
+    };
+    Bytes::from(s)
+}
+
+pub fn decode_key(raw: &[u8]) -> Result<Key, CodecError> {
+    let bad = || CodecError::BadKey(String::from_utf8_lossy(raw).into_owned());
+    if raw.len() > NAME_BYTES_MAX * 2 + 32 {
+        return Err(bad());
+    }
+    let s = std::str::from_utf8(raw).map_err(|_| bad())?;
+    if s == "activation" {
+        return Ok(Key::Activation);
+    }
+    let (kind, rest) = s.split_once('/').ok_or_else(bad)?;
+    match kind {
+        "q" if !rest.is_empty() => Ok(Key::Queue(rest.to_string())),
+        "m" => Ok(Key::Message(rest.parse().map_err(|_| bad())?)),
+        "r" => {
+            let (m, q) = rest.split_once('/').ok_or_else(bad)?;
+            Ok(Key::Ref {
+                message: m.parse().map_err(|_| bad())?,
+                queue: q.parse().map_err(|_| bad())?,
+            })
+        }
+        "d" => {
+            let (len, rest) = rest.split_once('/').ok_or_else(bad)?;
+            let len: usize = len.parse().map_err(|_| bad())?;
+            if rest.len() < len + 1 || !rest.is_char_boundary(len) || rest.as_bytes()[len] != b'/' {
+                return Err(bad());
+            }
+            Ok(Key::Duplicate {
+                address: rest[..len].to_string(),
+                dup_id: rest[len + 1..].to_string(),
+            })
+        }
+        _ => Err(bad()),
+    }
+}
+
+pub fn encode_record(record: &Record) -> Bytes {
+    let mut out = BytesMut::with_capacity(64 + record_payload_hint(record));
+    out.put_u8(FORMAT_VERSION);
+    match record {
+        Record::Activation { epoch, node } => {
+            out.put_u8(TAG_ACTIVATION);
+            put_varint(&mut out, u64::from(*epoch));
+            put_str(&mut out, node);
+        }
+        Record::QueueCreated(q) => {
+            out.put_u8(TAG_QUEUE_CREATED);
+            put_id(&mut out, q.id);
+            put_str(&mut out, &q.name);
+            put_str(&mut out, &q.address);
+            match &q.kind {
+                QueueKind::Anycast => out.put_u8(0),
+                QueueKind::DurableSubscription(sub) => {
+                    out.put_u8(1);
+                    put_str(&mut out, &sub.client_id);
+                    put_str(&mut out, &sub.name);
+                }
+            }
+        }
+        Record::MessageStored { id, queues, message } => {
+            out.put_u8(TAG_MESSAGE_STORED);
+            put_id(&mut out, *id);
+            put_varint(&mut out, queues.len() as u64);
+            for q in queues {
+                put_id(&mut out, *q);
+            }
+            put_str(&mut out, &message.address);
+            out.put_u8(match message.routing {
+                Routing::Anycast => 0,
+                Routing::Multicast => 1,
+            });
+            put_varint(&mut out, message.headers.len() as u64);
+            for (k, v) in &message.headers {
+                put_str(&mut out, k);
+                put_str(&mut out, v);
+            }
+            put_bytes(&mut out, &message.body);
+        }
+        Record::Routed { id, queue } => {
+            out.put_u8(TAG_ROUTED);
+            put_id(&mut out, *id);
+            put_id(&mut out, *queue);
+        }
+        Record::Acked { id, queue } => {
+            out.put_u8(TAG_ACKED);
+            put_id(&mut out, *id);
+            put_id(&mut out, *queue);
+        }
+        Record::DuplicateId {
+            address,
+            dup_id,
+            message,
+        } => {
+            out.put_u8(TAG_DUPLICATE_ID);
+            put_str(&mut out, address);
+            put_str(&mut out, dup_id);
+            put_id(&mut out, *message);
+        }
+    }
+    let crc = crc32c::crc32c(&out);
+    out.put_u32_le(crc);
+    out.freeze()
+}
+
+fn record_payload_hint(record: &Record) -> usize {
+    match record {
+        Record::MessageStored { message, .. } => message.size_bytes() + 16 * message.headers.len(),
+        _ => 0,
+    }
+}
+
+pub fn decode_record(raw: &[u8]) -> Result<Record, CodecError> {
+    if raw.is_empty() {
+        return Err(CodecError::Empty);
+    }
+    if raw[0] != FORMAT_VERSION {
+        return Err(CodecError::UnsupportedVersion(raw[0]));
+    }
+    if raw.len() < 2 + 4 {
+        return Err(CodecError::Truncated("header"));
+    }
+    let (payload, crc_bytes) = raw.split_at(raw.len() - 4);
+    let stored = u32::from_le_bytes([crc_bytes[0], crc_bytes[1], crc_bytes[2], crc_bytes[3]]);
+    let computed = crc32c::crc32c(payload);
+    if stored != computed {
+        return Err(CodecError::Checksum { stored, computed });
+    }
+    let mut r = Reader {
+        buf: &payload[1..],
+    };
+    let tag = r.u8("tag")?;
+    let record = match tag {
+        TAG_ACTIVATION => {
+            let epoch = r.varint("epoch")?;
+            let epoch = u32::try_from(epoch).map_err(|_| CodecError::BadValue {
+                field: "epoch",
+                value: epoch,
+            })?;
+            Record::Activation {
+                epoch,
+                node: r.string("node")?,
+            }
+        }
+        TAG_QUEUE_CREATED => {
+            let id = r.id("queue id")?;
+            let name = r.string("queue name")?;
+            let address = r.string("queue address")?;
+            let kind = match r.u8("queue kind")? {
+                0 => QueueKind::Anycast,
+                1 => QueueKind::DurableSubscription(DurableSub {
+                    client_id: r.string("client id")?,
+                    name: r.string("subscription name")?,
+                }),
+                other => {
+                    return Err(CodecError::BadValue {
+                        field: "queue kind",
+                        value: u64::from(other),
+                    })
+                }
+            };
+            Record::QueueCreated(QueueDef {
+                id,
+                name,
+                address,
+                kind,
+            })
+        }
+        TAG_MESSAGE_STORED => {
+            let id = r.id("message id")?;
+            let n = r.count("queue count", QUEUES_MAX)?;
+            let mut queues = Vec::with_capacity(n.min(r.buf.len()));
+            for _ in 0..n {
+                queues.push(r.id("queue id")?);
+            }
+            let address = r.string("address")?;
+            let routing = match r.u8("routing")? {
+                0 => Routing::Anycast,
+                1 => Routing::Multicast,
+                other => {
+                    return Err(CodecError::BadValue {
+                        field: "routing",
+                        value: u64::from(other),
+                    })
+                }
+            };
+            let n = r.count("header count", HEADERS_MAX)?;
+            let mut headers = Vec::with_capacity(n.min(r.buf.len()));
+            for _ in 0..n {
+                let k = r.string("header name")?;
+                let v = r.string("header value")?;
+                headers.push((k, v));
+            }
+            let body = Bytes::copy_from_slice(r.bytes("body", usize::MAX)?);
+            Record::MessageStored {
+                id,
+                queues,
+                message: StoredMessage {
+                    address,
+                    routing,
+                    headers,
+                    body,
+                },
+            }
+        }
+        TAG_ROUTED => Record::Routed {
+            id: r.id("message id")?,
+            queue: r.id("queue id")?,
+        },
+        TAG_ACKED => Record::Acked {
+            id: r.id("message id")?,
+            queue: r.id("queue id")?,
+        },
+        TAG_DUPLICATE_ID => Record::DuplicateId {
+            address: r.string("address")?,
+            dup_id: r.string("duplicate id")?,
+            message: r.id("message id")?,
+        },
+        other => return Err(CodecError::UnknownTag(other)),
+    };
+    if !r.buf.is_empty() {
+        return Err(CodecError::Trailing(r.buf.len()));
+    }
+    Ok(record)
+}
+
+fn put_varint(out: &mut BytesMut, mut v: u64) {
+    while v >= 0x80 {
+        out.put_u8((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.put_u8(v as u8);
+}
+
+fn put_id(out: &mut BytesMut, id: Id) {
+    put_varint(out, u64::from(id.epoch));
+    put_varint(out, id.seq);
+}
+
+fn put_bytes(out: &mut BytesMut, b: &[u8]) {
+    put_varint(out, b.len() as u64);
+    out.put_slice(b);
+}
+
+fn put_str(out: &mut BytesMut, s: &str) {
+    put_bytes(out, s.as_bytes());
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn u8(&mut self, what: &'static str) -> Result<u8, CodecError> {
+        let (&b, rest) = self.buf.split_first().ok_or(CodecError::Truncated(what))?;
+        self.buf = rest;
+        Ok(b)
+    }
+
+    fn varint(&mut self, what: &'static str) -> Result<u64, CodecError> {
+        let mut v: u64 = 0;
+        for shift in (0..64).step_by(7) {
+            let b = self.u8(what)?;
+            v |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err(CodecError::BadValue {
+            field: what,
+            value: v,
+        })
+    }
+
+    fn id(&mut self, what: &'static str) -> Result<Id, CodecError> {
+        let epoch = self.varint(what)?;
+        let epoch = u32::try_from(epoch).map_err(|_| CodecError::BadValue {
+            field: what,
+            value: epoch,
+        })?;
+        Ok(Id::new(epoch, self.varint(what)?))
+    }
+
+    fn count(&mut self, what: &'static str, max: usize) -> Result<usize, CodecError> {
+        let n = self.varint(what)?;
+        match usize::try_from(n) {
+            Ok(n) if n <= max => Ok(n),
+            _ => Err(CodecError::TooLong {
+                field: what,
+                len: usize::try_from(n).unwrap_or(usize::MAX),
+                max,
+            }),
+        }
+    }
+
+    fn bytes(&mut self, what: &'static str, max: usize) -> Result<&'a [u8], CodecError> {
+        let n = self.count(what, max)?;
+        if n > self.buf.len() {
+            return Err(CodecError::Truncated(what));
+        }
+        let (b, rest) = self.buf.split_at(n);
+        self.buf = rest;
+        Ok(b)
+    }
+
+    fn string(&mut self, what: &'static str) -> Result<String, CodecError> {
+        let b = self.bytes(what, NAME_BYTES_MAX)?;
+        std::str::from_utf8(b)
+            .map(str::to_owned)
+            .map_err(|_| CodecError::Utf8(what))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn id() -> impl Strategy<Value = Id> {
+        (0u32..5, 0u64..1_000_000).prop_map(|(e, s)| Id::new(e, s))
+    }
+
+    fn name() -> impl Strategy<Value = String> {
+        "[a-zA-Z0-9_./:-]{1,20}"
+    }
+
+    fn record() -> impl Strategy<Value = Record> {
+        prop_oneof![
+            (any::<u32>(), name()).prop_map(|(epoch, node)| Record::Activation { epoch, node }),
+            (id(), name(), name(), proptest::option::of((name(), name()))).prop_map(
+                |(id, name, address, sub)| Record::QueueCreated(QueueDef {
+                    id,
+                    name,
+                    address,
+                    kind: match sub {
+                        None => QueueKind::Anycast,
+                        Some((client_id, name)) => {
+                            QueueKind::DurableSubscription(DurableSub { client_id, name })
+                        }
+                    },
+                })
+            ),
+            (
+                id(),
+                proptest::collection::vec(id(), 0..4),
+                name(),
+                any::<bool>(),
+                proptest::collection::vec((name(), ".{0,10}"), 0..4),
+                proptest::collection::vec(any::<u8>(), 0..64)
+            )
+                .prop_map(|(id, queues, address, multi, headers, body)| {
+                    Record::MessageStored {
+                        id,
+                        queues,
+                        message: StoredMessage {
+                            address,
+                            routing: if multi {
+                                Routing::Multicast
+                            } else {
+                                Routing::Anycast
+                            },
+                            headers,
+                            body: Bytes::from(body),
+                        },
+                    }
+                }),
+            (id(), id()).prop_map(|(id, queue)| Record::Routed { id, queue }),
+            (id(), id()).prop_map(|(id, queue)| Record::Acked { id, queue }),
+            (name(), ".{0,30}", id()).prop_map(|(address, dup_id, message)| {
+                Record::DuplicateId {
+                    address,
+                    dup_id,
+                    message,
+                }
+            }),
+        ]
+    }
+
+    fn entry() -> impl Strategy<Value = Entry> {
+        prop_oneof![
+            record().prop_map(Entry::Put),
+            record().prop_map(|r| Entry::Tombstone(r.key())),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn entries_round_trip(e in entry()) {
+            let (k, v) = encode_entry(&e);
+            let back = decode_entry(&k, v.as_deref()).expect("decodes");
+            prop_assert_eq!(back, e);
+        }
+
+        #[test]
+        fn any_single_byte_flip_is_detected(r in record(), pos in any::<prop::sample::Index>(), bit in 0u8..8) {
+            let v = encode_record(&r);
+            let mut bad = v.to_vec();
+            let i = pos.index(bad.len());
+            bad[i] ^= 1 << bit;
+            prop_assert!(decode_record(&bad).is_err());
+        }
+
+        #[test]
+        fn garbage_never_panics(k in proptest::collection::vec(any::<u8>(), 0..40), v in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..200))) {
+            let _ = decode_entry(&k, v.as_deref());
+        }
+
+        #[test]
+        fn truncation_is_detected(r in record(), cut in any::<prop::sample::Index>()) {
+            let v = encode_record(&r);
+            let n = cut.index(v.len());
+            prop_assert!(decode_record(&v[..n]).is_err());
+        }
+    }
+
+    #[test]
+    fn keys_are_readable() {
+        let k = Key::Ref {
+            message: Id::new(3, 17),
+            queue: Id::new(1, 2),
+        };
+        assert_eq!(&encode_key(&k)[..], b"r/3:17/1:2");
+        let d = Key::Duplicate {
+            address: "a/b".into(),
+            dup_id: "x/y".into(),
+        };
+        assert_eq!(&encode_key(&d)[..], b"d/3/a/b/x/y");
+        assert_eq!(decode_key(&encode_key(&d)).unwrap(), d);
+    }
+
+    #[test]
+    fn wrong_version_and_key_mismatch_are_errors() {
+        let r = Record::Acked {
+            id: Id::new(1, 1),
+            queue: Id::new(1, 2),
+        };
+        let mut v = encode_record(&r).to_vec();
+        v[0] = 9;
+        assert_eq!(decode_record(&v), Err(CodecError::UnsupportedVersion(9)));
+        let v = encode_record(&r);
+        assert!(matches!(
+            decode_entry(b"m/1:1", Some(&v)),
+            Err(CodecError::KeyMismatch { .. })
+        ));
+    }
+}

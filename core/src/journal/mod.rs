@@ -1,0 +1,14 @@
+//! The journal: what the broker writes down, how it is encoded, and how a
+//! sequence of journal entries is replayed into broker state.
+//!
+//! The journal is a log of [`Entry`]s. Each entry has a [`Key`] saying what it
+//! is about; a later entry with the same key supersedes an earlier one, and a
+//! tombstone (an entry without a record) deletes the key. That is exactly
+//! Kafka's compacted-topic model, so a compacted journal replays to the same
+//! state as the full one.
+
+pub mod codec;
+pub mod record;
+
+pub use codec::{decode_entry, encode_entry, CodecError, FORMAT_VERSION};
+pub use record::{DurableSub, Entry, Key, QueueDef, QueueKind, Record, Routing, StoredMessage};

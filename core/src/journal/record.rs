@@ -1,0 +1,146 @@
+//! Journal record types.
+
+use bytes::Bytes;
+
+use crate::ids::Id;
+
+/// How an address hands a message to its queues.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Routing {
+    /// Point to point: one queue named like the address, competing consumers.
+    Anycast,
+    /// Publish/subscribe: every subscription queue gets a copy.
+    Multicast,
+}
+
+impl Routing {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Routing::Anycast => "ANYCAST",
+            Routing::Multicast => "MULTICAST",
+        }
+    }
+}
+
+/// The name a durable subscription is known by: `client-id` plus subscription name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct DurableSub {
+    pub client_id: String,
+    pub name: String,
+}
+
+/// What kind of queue a [`QueueDef`] describes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum QueueKind {
+    /// The anycast queue of an address (same name as the address).
+    Anycast,
+    /// A durable subscription of a multicast address.
+    DurableSubscription(DurableSub),
+}
+
+/// A durable queue. Only durable queues are journaled; non-durable topic
+/// subscriptions live and die with their connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueueDef {
+    pub id: Id,
+    pub name: String,
+    pub address: String,
+    pub kind: QueueKind,
+}
+
+/// A message as stored: what a consumer needs to rebuild the MESSAGE frame.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredMessage {
+    pub address: String,
+    pub routing: Routing,
+    /// Application headers from the SEND frame (control headers removed).
+    pub headers: Vec<(String, String)>,
+    pub body: Bytes,
+}
+
+impl StoredMessage {
+    /// Bytes this message occupies, for window and memory accounting.
+    pub fn size_bytes(&self) -> usize {
+        self.body.len()
+            + self.address.len()
+            + self
+                .headers
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + 2)
+                .sum::<usize>()
+    }
+}
+
+/// One thing the broker wrote down.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Record {
+    /// A node became live with this epoch. Ids minted by that live carry it.
+    Activation { epoch: u32, node: String },
+    /// A durable queue exists.
+    QueueCreated(QueueDef),
+    /// A persistent message, referenced by the given durable queues.
+    MessageStored {
+        id: Id,
+        queues: Vec<Id>,
+        message: StoredMessage,
+    },
+    /// An extra reference from a queue to an already stored message (for
+    /// example the dead-letter queue taking it over).
+    Routed { id: Id, queue: Id },
+    /// The reference from `queue` to message `id` is gone (consumed, or moved).
+    Acked { id: Id, queue: Id },
+    /// A send with this duplicate-detection id was stored on this address.
+    DuplicateId {
+        address: String,
+        dup_id: String,
+        message: Id,
+    },
+}
+
+/// What an entry is about. Later entries with the same key supersede earlier ones.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Key {
+    Activation,
+    Queue(String),
+    Message(Id),
+    /// The state of one queue's reference to one message.
+    Ref { message: Id, queue: Id },
+    Duplicate { address: String, dup_id: String },
+}
+
+impl Record {
+    /// The key this record is filed under.
+    pub fn key(&self) -> Key {
+        match self {
+            Record::Activation { .. } => Key::Activation,
+            Record::QueueCreated(q) => Key::Queue(q.name.clone()),
+            Record::MessageStored { id, .. } => Key::Message(*id),
+            Record::Routed { id, queue } | Record::Acked { id, queue } => Key::Ref {
+                message: *id,
+                queue: *queue,
+            },
+            Record::DuplicateId {
+                address, dup_id, ..
+            } => Key::Duplicate {
+                address: address.clone(),
+                dup_id: dup_id.clone(),
+            },
+        }
+    }
+}
+
+/// One journal entry: a record, or a tombstone deleting a key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Entry {
+    Put(Record),
+    Tombstone(Key),
+}
+
+impl Entry {
+    pub fn key(&self) -> Key {
+        match self {
+            Entry::Put(r) => r.key(),
+            Entry::Tombstone(k) => k.clone(),
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! Events a node reports for logs, metrics and the simulator's trace.
+//!
+//! Their `Display` text is the log line operators grep for.
+
+use std::fmt;
+
+use crate::ha::Role;
+use crate::ids::ConnId;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    Starting { node: String, role: Role },
+    BackupAnnounced,
+    LiveLockObtained,
+    JournalLoaded { entries: u64, messages: u64, queues: u64 },
+    Live { epoch: u32, was_backup: bool },
+    Fenced { by_epoch: Option<u32>, our_epoch: u32 },
+    JournalFailed { reason: String },
+    JournalOpenFailed { reason: String },
+    LockLost { reason: String },
+    LockUnavailable { reason: String },
+    FailingBack,
+    SteppedDown,
+    DrainTimedOut { pending: usize },
+    Stopped,
+    /// A client got an ERROR frame.
+    ClientError { conn: ConnId, message: String },
+}
+
+impl Event {
+    /// Events about the node's role, logged at info level; others are debug or warn.
+    pub fn is_state_change(&self) -> bool {
+        !matches!(self, Event::ClientError { .. } | Event::LockUnavailable { .. })
+    }
+}
+
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Event::Starting { node, role } => write!(f, "node {node} starting as {}", role.as_str()),
+            Event::BackupAnnounced => write!(f, "backup announced"),
+            Event::LiveLockObtained => write!(f, "live lock obtained"),
+            Event::JournalLoaded {
+                entries,
+                messages,
+                queues,
+            } => write!(
+                f,
+                "journal loaded: {entries} entries, {messages} messages in {queues} queues"
+            ),
+            Event::Live {
+                epoch,
+                was_backup: true,
+            } => write!(f, "backup is now live (epoch {epoch})"),
+            Event::Live {
+                epoch,
+                was_backup: false,
+            } => write!(f, "node is live (epoch {epoch})"),
+            Event::Fenced {
+                by_epoch: Some(e), ..
+            } => write!(f, "fenced by epoch {e}, stepping down"),
+            Event::Fenced {
+                by_epoch: None,
+                our_epoch,
+            } => write!(
+                f,
+                "fenced by a newer live (our epoch {our_epoch}), stepping down"
+            ),
+            Event::JournalFailed { reason } => {
+                write!(f, "journal append failed ({reason}), stepping down")
+            }
+            Event::JournalOpenFailed { reason } => {
+                write!(f, "journal could not be opened ({reason}), will retry")
+            }
+            Event::LockLost { reason } => write!(f, "live lock lost ({reason}), stepping down"),
+            Event::LockUnavailable { reason } => write!(f, "lock unavailable: {reason}"),
+            Event::FailingBack => write!(f, "failing back to primary"),
+            Event::SteppedDown => write!(f, "now a backup, waiting for the live lock"),
+            Event::DrainTimedOut { pending } => {
+                write!(f, "drain timed out with {pending} journal batches pending")
+            }
+            Event::Stopped => write!(f, "node stopped"),
+            Event::ClientError { conn, message } => write!(f, "{conn}: ERROR sent: {message}"),
+        }
+    }
+}

@@ -1,0 +1,2 @@
+//! Wire protocols spoken by clients.
+pub mod stomp;

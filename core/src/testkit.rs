@@ -1,0 +1,251 @@
+//! An in-memory driver for a [`Node`]: a journal that is a `Vec`, a lock
+//! that is always granted, and clients that are frame queues. Used by unit
+//! tests, property tests and benches; it does no I/O.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use bytes::Bytes;
+
+use crate::ids::{ConnId, Ticket};
+use crate::journal::{decode_entry, encode_entry, Entry};
+use crate::node::{Event, Input, JournalEvent, LockEvent, Node, NodeConfig, Output};
+use crate::protocol::stomp::{encode_to_bytes, Command, Decoded, Decoder, Frame, Limits, Version};
+use crate::Millis;
+
+/// Drives one node in memory.
+pub struct Harness {
+    pub node: Node,
+    pub now: Millis,
+    /// Durable batches, in order.
+    pub journal: Vec<Vec<Entry>>,
+    /// Appended, not yet durable.
+    pub in_flight: VecDeque<(Ticket, Vec<Entry>)>,
+    /// Keep appends in flight until [`Harness::complete`] is called.
+    pub hold_journal: bool,
+    clients: BTreeMap<ConnId, Decoder>,
+    received: BTreeMap<ConnId, VecDeque<Frame>>,
+    pub closed: BTreeSet<ConnId>,
+    pub events: Vec<Event>,
+    pub accepting: bool,
+    pub paused: BTreeSet<ConnId>,
+}
+
+impl Harness {
+    /// A node started on an empty journal, live.
+    pub fn new(config: NodeConfig) -> Harness {
+        Harness::with_journal(config, Vec::new())
+    }
+
+    /// A node started on an existing journal (a restart), live.
+    pub fn with_journal(config: NodeConfig, journal: Vec<Vec<Entry>>) -> Harness {
+        let mut h = Harness {
+            node: Node::new(config),
+            now: 0,
+            journal,
+            in_flight: VecDeque::new(),
+            hold_journal: false,
+            clients: BTreeMap::new(),
+            received: BTreeMap::new(),
+            closed: BTreeSet::new(),
+            events: Vec::new(),
+            accepting: false,
+            paused: BTreeSet::new(),
+        };
+        h.input(Input::Start);
+        assert!(h.node.is_live(), "node did not become live: {:?}", h.node.state());
+        h
+    }
+
+    pub fn input(&mut self, input: Input) {
+        self.node.handle(self.now, input);
+        self.pump();
+    }
+
+    /// Moves virtual time forward, ticking at every deadline on the way.
+    pub fn advance(&mut self, ms: Millis) {
+        let end = self.now + ms;
+        while let Some(d) = self.node.next_deadline() {
+            if d > end {
+                break;
+            }
+            self.now = self.now.max(d);
+            self.input(Input::Tick);
+        }
+        self.now = end;
+        self.input(Input::Tick);
+    }
+
+    /// Carries out every pending output.
+    pub fn pump(&mut self) {
+        loop {
+            let mut progressed = false;
+            while let Some(out) = self.node.poll_output() {
+                progressed = true;
+                match out {
+                    Output::Send { conn, bytes } => {
+                        let n = bytes.len();
+                        if let Some(d) = self.clients.get_mut(&conn) {
+                            d.push(&bytes).expect("server frames decode");
+                            while let Some(x) = d.next().expect("server frames decode") {
+                                if let Decoded::Frame(f) = x {
+                                    self.received.entry(conn).or_default().push_back(f);
+                                }
+                            }
+                        }
+                        self.node.handle(self.now, Input::Flushed { conn, bytes: n });
+                    }
+                    Output::Close { conn } => {
+                        self.closed.insert(conn);
+                    }
+                    Output::PauseReading { conn } => {
+                        self.paused.insert(conn);
+                    }
+                    Output::ResumeReading { conn } => {
+                        self.paused.remove(&conn);
+                    }
+                    Output::Append { ticket, entries } => {
+                        // Through the codec, as a real journal would.
+                        let entries = entries
+                            .iter()
+                            .map(|e| {
+                                let (k, v) = encode_entry(e);
+                                decode_entry(&k, v.as_deref()).expect("journal entry round trip")
+                            })
+                            .collect();
+                        self.in_flight.push_back((ticket, entries));
+                    }
+                    Output::OpenJournal => {
+                        let entries: Vec<Entry> = self.journal.iter().flatten().cloned().collect();
+                        self.node
+                            .handle(self.now, Input::Journal(JournalEvent::Loaded { entries }));
+                        self.node.handle(self.now, Input::Journal(JournalEvent::Ready));
+                    }
+                    Output::AcquireLock => {
+                        self.node.handle(self.now, Input::Lock(LockEvent::Acquired));
+                    }
+                    Output::StartAccepting => self.accepting = true,
+                    Output::StopAccepting => self.accepting = false,
+                    Output::Event(e) => self.events.push(e),
+                    Output::CloseJournal | Output::ReleaseLock | Output::Stopped => {}
+                }
+            }
+            if !self.hold_journal && !self.in_flight.is_empty() {
+                self.complete(usize::MAX);
+                progressed = true;
+            }
+            if !progressed {
+                break;
+            }
+        }
+    }
+
+    /// Makes up to `n` in-flight batches durable, in order.
+    pub fn complete(&mut self, n: usize) {
+        for _ in 0..n {
+            let Some((ticket, entries)) = self.in_flight.pop_front() else {
+                break;
+            };
+            self.journal.push(entries);
+            self.node
+                .handle(self.now, Input::Journal(JournalEvent::Durable { ticket }));
+        }
+        self.pump();
+    }
+
+    /// Opens a connection and sends CONNECT (STOMP 1.2).
+    pub fn connect(&mut self, conn: u64) -> ConnId {
+        self.connect_with(conn, &[])
+    }
+
+    pub fn connect_with(&mut self, conn: u64, headers: &[(&str, &str)]) -> ConnId {
+        let id = ConnId(conn);
+        let mut d = Decoder::new(Limits::default());
+        d.set_version(Version::V1_2);
+        self.clients.insert(id, d);
+        self.input(Input::Opened { conn: id });
+        let mut f = Frame::new(Command::Connect)
+            .with_header("accept-version", "1.2")
+            .with_header("host", "localhost");
+        for (k, v) in headers {
+            f.push_header(*k, *v);
+        }
+        self.send(id, f);
+        let connected = self.take(id);
+        assert!(
+            connected.iter().any(|f| f.command == Command::Connected),
+            "no CONNECTED: {connected:?}"
+        );
+        id
+    }
+
+    /// Sends raw bytes from a client.
+    pub fn send_raw(&mut self, conn: ConnId, bytes: &[u8]) {
+        self.input(Input::Received {
+            conn,
+            bytes: Bytes::copy_from_slice(bytes),
+        });
+    }
+
+    pub fn send(&mut self, conn: ConnId, frame: Frame) {
+        let bytes = encode_to_bytes(&frame, Version::V1_2);
+        self.input(Input::Received { conn, bytes });
+    }
+
+    /// Frames the client has received and not yet taken.
+    pub fn take(&mut self, conn: ConnId) -> Vec<Frame> {
+        self.received
+            .get_mut(&conn)
+            .map(|q| q.drain(..).collect())
+            .unwrap_or_default()
+    }
+
+    pub fn close(&mut self, conn: ConnId) {
+        self.clients.remove(&conn);
+        self.input(Input::Closed { conn });
+    }
+
+    /// A fresh node restarted on the first `batches` durable batches.
+    pub fn restart_on_prefix(&self, batches: usize) -> Harness {
+        let prefix = self.journal[..batches.min(self.journal.len())].to_vec();
+        Harness::with_journal(self.node.config().clone(), prefix)
+    }
+
+    /// A fresh node restarted on the whole durable journal.
+    pub fn restart(&self) -> Harness {
+        self.restart_on_prefix(self.journal.len())
+    }
+}
+
+/// Frame builders for tests.
+pub mod frames {
+    use super::*;
+
+    pub fn send(dest: &str, body: &str) -> Frame {
+        Frame::new(Command::Send)
+            .with_header("destination", dest)
+            .with_body(Bytes::copy_from_slice(body.as_bytes()))
+    }
+
+    pub fn send_receipt(dest: &str, body: &str, receipt: &str) -> Frame {
+        send(dest, body).with_header("receipt", receipt)
+    }
+
+    pub fn subscribe(id: &str, dest: &str, ack: &str) -> Frame {
+        Frame::new(Command::Subscribe)
+            .with_header("id", id)
+            .with_header("destination", dest)
+            .with_header("ack", ack)
+    }
+
+    pub fn ack(id: &str) -> Frame {
+        Frame::new(Command::Ack).with_header("id", id)
+    }
+
+    pub fn nack(id: &str) -> Frame {
+        Frame::new(Command::Nack).with_header("id", id)
+    }
+
+    pub fn body(f: &Frame) -> String {
+        String::from_utf8_lossy(&f.body).into_owned()
+    }
+}

@@ -1,0 +1,2 @@
+//! Journal adapters.
+pub mod local;

@@ -1,0 +1,2 @@
+//! Lock adapters.
+pub mod file;
