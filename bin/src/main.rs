@@ -1,1 +1,54 @@
-fn main() {}
+//! `halyard`: the broker node and its companion tools.
+
+mod clients;
+mod config;
+mod node_cmd;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "halyard",
+    version,
+    about = "Halyard: a highly available STOMP message broker with a Kafka or local journal",
+    long_about = None
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a broker node (default: 127.0.0.1:61616, local journal in ./data)
+    Node {
+        /// TOML file with node settings (keys as the flags, with underscores)
+        #[arg(long, env = "HALYARD_CONFIG", value_name = "FILE")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        settings: config::NodeSettings,
+    },
+    /// Send messages with receipts (follows failover and resends unreceipted ones)
+    Produce(clients::ProduceArgs),
+    /// Receive messages and acknowledge them (follows failover)
+    Consume(clients::ConsumeArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Node { config, settings } => node_cmd::run(config, settings),
+        Command::Produce(a) => clients::produce(a),
+        Command::Consume(a) => clients::consume(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("halyard: {e}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -52,7 +52,11 @@ impl Harness {
             paused: BTreeSet::new(),
         };
         h.input(Input::Start);
-        assert!(h.node.is_live(), "node did not become live: {:?}", h.node.state());
+        assert!(
+            h.node.is_live(),
+            "node did not become live: {:?}",
+            h.node.state()
+        );
         h
     }
 
@@ -92,7 +96,8 @@ impl Harness {
                                 }
                             }
                         }
-                        self.node.handle(self.now, Input::Flushed { conn, bytes: n });
+                        self.node
+                            .handle(self.now, Input::Flushed { conn, bytes: n });
                     }
                     Output::Close { conn } => {
                         self.closed.insert(conn);
@@ -118,7 +123,8 @@ impl Harness {
                         let entries: Vec<Entry> = self.journal.iter().flatten().cloned().collect();
                         self.node
                             .handle(self.now, Input::Journal(JournalEvent::Loaded { entries }));
-                        self.node.handle(self.now, Input::Journal(JournalEvent::Ready));
+                        self.node
+                            .handle(self.now, Input::Journal(JournalEvent::Ready));
                     }
                     Output::AcquireLock => {
                         self.node.handle(self.now, Input::Lock(LockEvent::Acquired));

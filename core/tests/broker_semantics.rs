@@ -11,7 +11,10 @@ fn h() -> Harness {
 }
 
 fn messages(frames: &[Frame]) -> Vec<&Frame> {
-    frames.iter().filter(|f| f.command == Command::Message).collect()
+    frames
+        .iter()
+        .filter(|f| f.command == Command::Message)
+        .collect()
 }
 
 fn bodies(frames: &[Frame]) -> Vec<String> {
@@ -74,8 +77,14 @@ fn anycast_consumers_compete_and_multicast_subscriptions_each_get_a_copy() {
     h.send(p, send("/topic/news", "n1"));
     let fa = h.take(a);
     let fb = h.take(b);
-    let wa: Vec<_> = bodies(&fa).into_iter().filter(|b| b.starts_with('w')).collect();
-    let wb: Vec<_> = bodies(&fb).into_iter().filter(|b| b.starts_with('w')).collect();
+    let wa: Vec<_> = bodies(&fa)
+        .into_iter()
+        .filter(|b| b.starts_with('w'))
+        .collect();
+    let wb: Vec<_> = bodies(&fb)
+        .into_iter()
+        .filter(|b| b.starts_with('w'))
+        .collect();
     assert_eq!(wa.len() + wb.len(), 4);
     assert_eq!(wa.len(), 2, "round robin");
     assert!(bodies(&fa).contains(&"n1".to_string()));
@@ -91,11 +100,15 @@ fn destination_type_header_selects_routing() {
     let mut h = h();
     let a = h.connect(1);
     let b = h.connect(2);
-    let sub = |id: &str| subscribe(id, "events", "auto").with_header("destination-type", "MULTICAST");
+    let sub =
+        |id: &str| subscribe(id, "events", "auto").with_header("destination-type", "MULTICAST");
     h.send(a, sub("x"));
     h.send(b, sub("y"));
     let p = h.connect(3);
-    h.send(p, send("events", "e1").with_header("destination-type", "MULTICAST"));
+    h.send(
+        p,
+        send("events", "e1").with_header("destination-type", "MULTICAST"),
+    );
     assert_eq!(bodies(&h.take(a)), vec!["e1"]);
     assert_eq!(bodies(&h.take(b)), vec!["e1"]);
 }
@@ -111,7 +124,10 @@ fn auto_ack_consumes_for_good() {
     let mut r = h.restart();
     let c = r.connect(2);
     r.send(c, subscribe("s", "/queue/a", "auto"));
-    assert!(bodies(&r.take(c)).is_empty(), "auto-acked message came back");
+    assert!(
+        bodies(&r.take(c)).is_empty(),
+        "auto-acked message came back"
+    );
 }
 
 #[test]
@@ -158,7 +174,10 @@ fn unknown_ack_id_is_an_error_and_other_connections_carry_on() {
     let other = h.connect(2);
     h.send(c, ack("12345").with_header("receipt", "x"));
     let f = h.take(c);
-    let err = f.iter().find(|f| f.command == Command::Error).expect("ERROR");
+    let err = f
+        .iter()
+        .find(|f| f.command == Command::Error)
+        .expect("ERROR");
     assert!(err.header("message").unwrap().contains("unknown ack id"));
     assert_eq!(err.header("receipt-id"), Some("x"));
     assert!(h.closed.contains(&c));
@@ -201,10 +220,12 @@ fn disconnect_returns_unacked_messages() {
 
 #[test]
 fn dead_letter_after_max_delivery_attempts_survives_restart() {
-    let mut cfg = NodeConfig::default();
-    cfg.broker = BrokerConfig {
-        max_delivery_attempts: 3,
-        ..BrokerConfig::default()
+    let cfg = NodeConfig {
+        broker: BrokerConfig {
+            max_delivery_attempts: 3,
+            ..BrokerConfig::default()
+        },
+        ..NodeConfig::default()
     };
     let mut h = Harness::new(cfg);
     let p = h.connect(1);
@@ -220,18 +241,27 @@ fn dead_letter_after_max_delivery_attempts_survives_restart() {
     let mut r = h.restart();
     let c = r.connect(2);
     r.send(c, subscribe("s", "/queue/a", "auto"));
-    assert!(bodies(&r.take(c)).is_empty(), "poison message back on its queue");
+    assert!(
+        bodies(&r.take(c)).is_empty(),
+        "poison message back on its queue"
+    );
     r.send(c, subscribe("d", "/queue/DLQ", "auto"));
     let f = r.take(c);
     assert_eq!(bodies(&f), vec!["poison"]);
-    assert_eq!(messages(&f)[0].header("original-destination"), Some("/queue/a"));
+    assert_eq!(
+        messages(&f)[0].header("original-destination"),
+        Some("/queue/a")
+    );
 }
 
 #[test]
 fn durable_subscription_collects_while_away_and_survives_restart() {
     let mut h = h();
     let s = h.connect_with(1, &[("client-id", "app")]);
-    let durable = |id: &str| subscribe(id, "/topic/news", "client-individual").with_header("durable-subscription-name", "feed");
+    let durable = |id: &str| {
+        subscribe(id, "/topic/news", "client-individual")
+            .with_header("durable-subscription-name", "feed")
+    };
     h.send(s, durable("d").with_header("receipt", "sub"));
     assert_eq!(receipts(&h.take(s)), vec!["sub"]);
     let n = h.connect(2);
@@ -254,12 +284,21 @@ fn durable_subscription_collects_while_away_and_survives_restart() {
 fn durable_subscription_needs_client_id_and_can_be_removed() {
     let mut h = h();
     let s = h.connect(1);
-    h.send(s, subscribe("d", "/topic/t", "auto").with_header("durable-subscription-name", "x"));
+    h.send(
+        s,
+        subscribe("d", "/topic/t", "auto").with_header("durable-subscription-name", "x"),
+    );
     let f = h.take(s);
-    assert!(f.iter().any(|f| f.command == Command::Error
-        && f.header("message").unwrap().contains("client-id")));
+    assert!(
+        f.iter()
+            .any(|f| f.command == Command::Error
+                && f.header("message").unwrap().contains("client-id"))
+    );
     let s = h.connect_with(2, &[("client-id", "c")]);
-    h.send(s, subscribe("d", "/topic/t", "auto").with_header("durable-subscription-name", "x"));
+    h.send(
+        s,
+        subscribe("d", "/topic/t", "auto").with_header("durable-subscription-name", "x"),
+    );
     h.send(
         s,
         Frame::new(Command::Unsubscribe)
@@ -273,7 +312,10 @@ fn durable_subscription_needs_client_id_and_can_be_removed() {
     let mut r = h.restart();
     assert!(r.node.broker().queue_by_name("c.x").is_none());
     let s = r.connect_with(2, &[("client-id", "c")]);
-    r.send(s, subscribe("d", "/topic/t", "auto").with_header("durable-subscription-name", "x"));
+    r.send(
+        s,
+        subscribe("d", "/topic/t", "auto").with_header("durable-subscription-name", "x"),
+    );
     assert!(bodies(&r.take(s)).is_empty());
 }
 
@@ -287,13 +329,24 @@ fn transaction_commit_stores_sends_and_acks_atomically() {
     let ids = ack_ids(&h.take(c));
     let watcher = h.connect(3);
     h.send(watcher, subscribe("w", "/queue/out", "auto"));
-    h.send(c, Frame::new(Command::Begin).with_header("transaction", "t1"));
-    h.send(c, send("/queue/out", "new").with_header("transaction", "t1"));
+    h.send(
+        c,
+        Frame::new(Command::Begin).with_header("transaction", "t1"),
+    );
+    h.send(
+        c,
+        send("/queue/out", "new").with_header("transaction", "t1"),
+    );
     h.send(c, ack(&ids[0]).with_header("transaction", "t1"));
     assert!(bodies(&h.take(watcher)).is_empty(), "visible before COMMIT");
     let batches_before = h.journal.len();
     h.hold_journal = true;
-    h.send(c, Frame::new(Command::Commit).with_header("transaction", "t1").with_header("receipt", "c1"));
+    h.send(
+        c,
+        Frame::new(Command::Commit)
+            .with_header("transaction", "t1")
+            .with_header("receipt", "c1"),
+    );
     assert_eq!(h.in_flight.len(), 1, "commit is one batch");
     assert!(receipts(&h.take(c)).is_empty());
     h.complete(1);
@@ -314,10 +367,21 @@ fn transaction_abort_discards_sends_and_returns_acked_messages() {
     let c = h.connect(2);
     h.send(c, subscribe("s", "/queue/in", "client-individual"));
     let ids = ack_ids(&h.take(c));
-    h.send(c, Frame::new(Command::Begin).with_header("transaction", "t"));
-    h.send(c, send("/queue/out", "never").with_header("transaction", "t"));
+    h.send(
+        c,
+        Frame::new(Command::Begin).with_header("transaction", "t"),
+    );
+    h.send(
+        c,
+        send("/queue/out", "never").with_header("transaction", "t"),
+    );
     h.send(c, ack(&ids[0]).with_header("transaction", "t"));
-    h.send(c, Frame::new(Command::Abort).with_header("transaction", "t").with_header("receipt", "ab"));
+    h.send(
+        c,
+        Frame::new(Command::Abort)
+            .with_header("transaction", "t")
+            .with_header("receipt", "ab"),
+    );
     let f = h.take(c);
     assert!(receipts(&f).contains(&"ab".to_string()));
     assert_eq!(bodies(&f), vec!["m"], "rolled-back ack redelivers");
@@ -334,14 +398,28 @@ fn consumer_window_limits_unacked_bytes() {
         h.send(p, send("/queue/a", &format!("message-{i}")));
     }
     let c = h.connect(2);
-    h.send(c, subscribe("s", "/queue/a", "client-individual").with_header("consumer-window-size", "10"));
+    h.send(
+        c,
+        subscribe("s", "/queue/a", "client-individual").with_header("consumer-window-size", "10"),
+    );
     let f = h.take(c);
-    assert_eq!(bodies(&f).len(), 1, "window of 10 bytes holds one 40-byte message");
+    assert_eq!(
+        bodies(&f).len(),
+        1,
+        "window of 10 bytes holds one 40-byte message"
+    );
     h.send(c, ack(&ack_ids(&f)[0]));
     assert_eq!(bodies(&h.take(c)), vec!["message-1"]);
     let d = h.connect(3);
-    h.send(d, subscribe("s", "/queue/a", "client-individual").with_header("consumer-window-size", "-1"));
-    assert_eq!(bodies(&h.take(d)).len(), 3, "unbounded window gets the rest");
+    h.send(
+        d,
+        subscribe("s", "/queue/a", "client-individual").with_header("consumer-window-size", "-1"),
+    );
+    assert_eq!(
+        bodies(&h.take(d)).len(),
+        3,
+        "unbounded window gets the rest"
+    );
 }
 
 #[test]
@@ -349,7 +427,10 @@ fn non_persistent_messages_do_not_survive_restart() {
     let mut h = h();
     let p = h.connect(1);
     h.send(p, send("/queue/a", "keep"));
-    h.send(p, send("/queue/a", "lose").with_header("persistent", "false"));
+    h.send(
+        p,
+        send("/queue/a", "lose").with_header("persistent", "false"),
+    );
     let c = h.connect(2);
     h.send(c, subscribe("s", "/queue/a", "client"));
     assert_eq!(bodies(&h.take(c)), vec!["keep", "lose"]);
@@ -364,15 +445,27 @@ fn duplicate_ids_are_stored_once() {
     let mut h = h();
     let p = h.connect(1);
     h.hold_journal = true;
-    h.send(p, send_receipt("/queue/a", "x", "1").with_header("_AMQ_DUPL_ID", "d1"));
-    h.send(p, send_receipt("/queue/a", "x", "2").with_header("_AMQ_DUPL_ID", "d1"));
+    h.send(
+        p,
+        send_receipt("/queue/a", "x", "1").with_header("_AMQ_DUPL_ID", "d1"),
+    );
+    h.send(
+        p,
+        send_receipt("/queue/a", "x", "2").with_header("_AMQ_DUPL_ID", "d1"),
+    );
     h.complete(usize::MAX);
     assert_eq!(receipts(&h.take(p)), vec!["1", "2"]);
     h.hold_journal = false;
-    h.send(p, send_receipt("/queue/a", "x", "3").with_header("_AMQ_DUPL_ID", "d1"));
+    h.send(
+        p,
+        send_receipt("/queue/a", "x", "3").with_header("_AMQ_DUPL_ID", "d1"),
+    );
     let mut r = h.restart();
     let p = r.connect(1);
-    r.send(p, send_receipt("/queue/a", "x", "4").with_header("_AMQ_DUPL_ID", "d1"));
+    r.send(
+        p,
+        send_receipt("/queue/a", "x", "4").with_header("_AMQ_DUPL_ID", "d1"),
+    );
     assert_eq!(receipts(&r.take(p)), vec!["4"]);
     let c = r.connect(2);
     r.send(c, subscribe("s", "/queue/a", "auto"));
@@ -381,18 +474,22 @@ fn duplicate_ids_are_stored_once() {
 
 #[test]
 fn heart_beats_are_sent_and_silent_clients_are_dropped() {
-    let mut cfg = NodeConfig::default();
-    cfg.heartbeat_ms = 1_000;
+    let cfg = NodeConfig {
+        heartbeat_ms: 1_000,
+        ..NodeConfig::default()
+    };
     let mut h = Harness::new(cfg);
     let c = h.connect_with(1, &[("heart-beat", "1000,1000")]);
     h.advance(1_500);
     assert!(!h.closed.contains(&c));
     h.advance(1_000);
-    assert!(h.closed.contains(&c), "silent client kept for 2.5 s with 1 s heart-beats");
-    assert!(h
-        .events
-        .iter()
-        .any(|e| matches!(e, Event::ClientError { message, .. } if message.contains("heart-beat"))));
+    assert!(
+        h.closed.contains(&c),
+        "silent client kept for 2.5 s with 1 s heart-beats"
+    );
+    assert!(h.events.iter().any(
+        |e| matches!(e, Event::ClientError { message, .. } if message.contains("heart-beat"))
+    ));
 }
 
 #[test]
@@ -407,8 +504,10 @@ fn connect_timeout_and_frames_before_connect() {
 
 #[test]
 fn many_pending_sends_pause_the_reader_then_resume() {
-    let mut cfg = NodeConfig::default();
-    cfg.conn_inflight_max = 4;
+    let cfg = NodeConfig {
+        conn_inflight_max: 4,
+        ..NodeConfig::default()
+    };
     let mut h = Harness::new(cfg);
     let p = h.connect(1);
     h.hold_journal = true;

@@ -1,5 +1,7 @@
 //! Halyard's I/O side: Tokio drivers that run a `halyard_core::node::Node`
 //! on real sockets, and the adapters behind its journal and lock ports.
 
+pub mod client;
 pub mod journal;
 pub mod lock;
+pub mod server;

@@ -74,10 +74,15 @@ impl DestinationConfig {
             Some(t) if t.eq_ignore_ascii_case("MULTICAST") => Some(Routing::Multicast),
             Some(t) => return Err(DestinationError::BadType(t.to_string())),
         };
-        let (address, by_prefix) = if !self.anycast_prefix.is_empty() && dest.starts_with(&self.anycast_prefix) {
+        let (address, by_prefix) = if !self.anycast_prefix.is_empty()
+            && dest.starts_with(&self.anycast_prefix)
+        {
             (&dest[self.anycast_prefix.len()..], Some(Routing::Anycast))
         } else if !self.multicast_prefix.is_empty() && dest.starts_with(&self.multicast_prefix) {
-            (&dest[self.multicast_prefix.len()..], Some(Routing::Multicast))
+            (
+                &dest[self.multicast_prefix.len()..],
+                Some(Routing::Multicast),
+            )
         } else {
             (dest, None)
         };
@@ -139,9 +144,15 @@ mod tests {
     fn prefixes_pick_routing() {
         let c = DestinationConfig::default();
         let d = c.resolve(Some("/queue/orders"), None, none).unwrap();
-        assert_eq!((d.address.as_str(), d.routing), ("orders", Routing::Anycast));
+        assert_eq!(
+            (d.address.as_str(), d.routing),
+            ("orders", Routing::Anycast)
+        );
         let d = c.resolve(Some("/topic/news"), None, none).unwrap();
-        assert_eq!((d.address.as_str(), d.routing), ("news", Routing::Multicast));
+        assert_eq!(
+            (d.address.as_str(), d.routing),
+            ("news", Routing::Multicast)
+        );
         assert_eq!(c.spell("news", Routing::Multicast), "/topic/news");
     }
 
@@ -150,7 +161,9 @@ mod tests {
         let c = DestinationConfig::default();
         let d = c.resolve(Some("news"), Some("MULTICAST"), none).unwrap();
         assert_eq!(d.routing, Routing::Multicast);
-        let d = c.resolve(Some("news"), None, |_| Some(Routing::Multicast)).unwrap();
+        let d = c
+            .resolve(Some("news"), None, |_| Some(Routing::Multicast))
+            .unwrap();
         assert_eq!(d.routing, Routing::Multicast);
         let d = c.resolve(Some("news"), None, none).unwrap();
         assert_eq!(d.routing, Routing::Anycast);
@@ -160,12 +173,27 @@ mod tests {
     fn bad_destinations_are_named() {
         let c = DestinationConfig::default();
         assert_eq!(c.resolve(None, None, none), Err(DestinationError::Missing));
-        assert!(matches!(c.resolve(Some("/queue/"), None, none), Err(DestinationError::Empty(_))));
-        assert!(matches!(c.resolve(Some("a b"), None, none), Err(DestinationError::BadCharacter(_))));
-        assert!(matches!(c.resolve(Some("a.*"), None, none), Err(DestinationError::Wildcard(_))));
+        assert!(matches!(
+            c.resolve(Some("/queue/"), None, none),
+            Err(DestinationError::Empty(_))
+        ));
+        assert!(matches!(
+            c.resolve(Some("a b"), None, none),
+            Err(DestinationError::BadCharacter(_))
+        ));
+        assert!(matches!(
+            c.resolve(Some("a.*"), None, none),
+            Err(DestinationError::Wildcard(_))
+        ));
         let long = "x".repeat(300);
-        assert!(matches!(c.resolve(Some(&long), None, none), Err(DestinationError::TooLong { .. })));
-        assert!(matches!(c.resolve(Some("q"), Some("BOTH"), none), Err(DestinationError::BadType(_))));
+        assert!(matches!(
+            c.resolve(Some(&long), None, none),
+            Err(DestinationError::TooLong { .. })
+        ));
+        assert!(matches!(
+            c.resolve(Some("q"), Some("BOTH"), none),
+            Err(DestinationError::BadType(_))
+        ));
         assert!(matches!(
             c.resolve(Some("/queue/q"), Some("MULTICAST"), none),
             Err(DestinationError::Conflict { .. })

@@ -83,7 +83,13 @@ pub struct Queue {
 }
 
 impl Queue {
-    pub fn new(id: Id, name: String, address: String, routing: Routing, owner: QueueOwner) -> Queue {
+    pub fn new(
+        id: Id,
+        name: String,
+        address: String,
+        routing: Routing,
+        owner: QueueOwner,
+    ) -> Queue {
         Queue {
             id,
             name,

@@ -220,7 +220,11 @@ impl Broker {
                 self.max_epoch = self.max_epoch.max(*epoch);
             }
             Entry::Put(Record::QueueCreated(def)) => self.create_durable_queue(def),
-            Entry::Put(Record::MessageStored { id, queues, message }) => {
+            Entry::Put(Record::MessageStored {
+                id,
+                queues,
+                message,
+            }) => {
                 let msg = self.messages.entry(*id).or_insert_with(|| Msg {
                     body: Arc::new(message.clone()),
                     refs: 0,
@@ -294,12 +298,11 @@ impl Broker {
         // The message key first: if a crash splits the batch, losing the
         // `r/` tombstones is harmless while the `m/` one is what frees space.
         let mut v = vec![Entry::Tombstone(Key::Message(message))];
-        v.extend(queues.iter().map(|q| {
-            Entry::Tombstone(Key::Ref {
-                message,
-                queue: *q,
-            })
-        }));
+        v.extend(
+            queues
+                .iter()
+                .map(|q| Entry::Tombstone(Key::Ref { message, queue: *q })),
+        );
         v
     }
 
@@ -572,8 +575,10 @@ impl Broker {
         let Some(q) = self.queues.get_mut(&queue) else {
             return Err(SubscribeError::NoQueue(queue.to_string()));
         };
-        if matches!(q.owner, QueueOwner::Durable(QueueKind::DurableSubscription(_)))
-            && !q.consumers.is_empty()
+        if matches!(
+            q.owner,
+            QueueOwner::Durable(QueueKind::DurableSubscription(_))
+        ) && !q.consumers.is_empty()
         {
             return Err(SubscribeError::DurableInUse(q.name.clone()));
         }
@@ -611,7 +616,9 @@ impl Broker {
                 existing: q.address.clone(),
                 requested: address.to_string(),
             }),
-            Some(q) if !q.consumers.is_empty() => Err(SubscribeError::DurableInUse(name.to_string())),
+            Some(q) if !q.consumers.is_empty() => {
+                Err(SubscribeError::DurableInUse(name.to_string()))
+            }
             Some(q) => Ok(Some(q.id)),
         }
     }
@@ -809,10 +816,7 @@ impl Broker {
     pub fn dispatch(&mut self, send: &mut dyn FnMut(Delivery) -> usize) {
         let out_max = self.config.connection_outbound_bytes_max;
         while let Some(qid) = self.dirty.pop_first() {
-            loop {
-                let Some(q) = self.queues.get_mut(&qid) else {
-                    break;
-                };
+            while let Some(q) = self.queues.get_mut(&qid) {
                 let Some((&pos, &mid)) = q.ready.first_key_value() else {
                     break;
                 };
@@ -911,7 +915,11 @@ impl Broker {
     /// Verifies internal bookkeeping; for tests and the simulator.
     pub fn check_invariants(&self) -> Result<(), String> {
         for (mid, m) in &self.messages {
-            let refs = self.queues.values().filter(|q| q.refs.contains_key(mid)).count();
+            let refs = self
+                .queues
+                .values()
+                .filter(|q| q.refs.contains_key(mid))
+                .count();
             let durable = self
                 .queues
                 .values()
@@ -931,7 +939,10 @@ impl Broker {
                 }
                 let in_ready = q.ready.get(&r.pos) == Some(mid);
                 if in_ready != (r.state == RefState::Ready) {
-                    return Err(format!("queue {} message {mid}: ready index out of sync", q.name));
+                    return Err(format!(
+                        "queue {} message {mid}: ready index out of sync",
+                        q.name
+                    ));
                 }
             }
             if q.ready.len() > q.refs.len() {

@@ -36,7 +36,9 @@ pub enum HaState {
     NotStarted,
     /// Asked for the live lock; a backup until it is granted. `retry_at` is
     /// when to ask again after a failed activation.
-    Waiting { retry_at: Option<Millis> },
+    Waiting {
+        retry_at: Option<Millis>,
+    },
     /// Holds the lock; fencing older writers and reading the journal.
     Loading,
     /// Journal read; the activation record is being written.
@@ -45,7 +47,10 @@ pub enum HaState {
     Live,
     /// Handing the live role back (failback or shutdown): no new work,
     /// finishing what is in the journal pipeline.
-    Draining { until: Millis, then: AfterDrain },
+    Draining {
+        until: Millis,
+        then: AfterDrain,
+    },
     Stopped,
 }
 

@@ -37,7 +37,9 @@ const QUEUES_MAX: usize = 1 << 20;
 pub enum CodecError {
     #[error("journal value is empty")]
     Empty,
-    #[error("journal format version {0} is not supported (this build reads version {FORMAT_VERSION})")]
+    #[error(
+        "journal format version {0} is not supported (this build reads version {FORMAT_VERSION})"
+    )]
     UnsupportedVersion(u8),
     #[error("journal value checksum mismatch (stored {stored:#010x}, computed {computed:#010x})")]
     Checksum { stored: u32, computed: u32 },
@@ -166,7 +168,11 @@ pub fn encode_record(record: &Record) -> Bytes {
                 }
             }
         }
-        Record::MessageStored { id, queues, message } => {
+        Record::MessageStored {
+            id,
+            queues,
+            message,
+        } => {
             out.put_u8(TAG_MESSAGE_STORED);
             put_id(&mut out, *id);
             put_varint(&mut out, queues.len() as u64);
@@ -234,9 +240,7 @@ pub fn decode_record(raw: &[u8]) -> Result<Record, CodecError> {
     if stored != computed {
         return Err(CodecError::Checksum { stored, computed });
     }
-    let mut r = Reader {
-        buf: &payload[1..],
-    };
+    let mut r = Reader { buf: &payload[1..] };
     let tag = r.u8("tag")?;
     let record = match tag {
         TAG_ACTIVATION => {

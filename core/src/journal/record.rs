@@ -104,8 +104,14 @@ pub enum Key {
     Queue(String),
     Message(Id),
     /// The state of one queue's reference to one message.
-    Ref { message: Id, queue: Id },
-    Duplicate { address: String, dup_id: String },
+    Ref {
+        message: Id,
+        queue: Id,
+    },
+    Duplicate {
+        address: String,
+        dup_id: String,
+    },
 }
 
 impl Record {

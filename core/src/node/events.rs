@@ -9,35 +9,66 @@ use crate::ids::ConnId;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
-    Starting { node: String, role: Role },
+    Starting {
+        node: String,
+        role: Role,
+    },
     BackupAnnounced,
     LiveLockObtained,
-    JournalLoaded { entries: u64, messages: u64, queues: u64 },
-    Live { epoch: u32, was_backup: bool },
-    Fenced { by_epoch: Option<u32>, our_epoch: u32 },
-    JournalFailed { reason: String },
-    JournalOpenFailed { reason: String },
-    LockLost { reason: String },
-    LockUnavailable { reason: String },
+    JournalLoaded {
+        entries: u64,
+        messages: u64,
+        queues: u64,
+    },
+    Live {
+        epoch: u32,
+        was_backup: bool,
+    },
+    Fenced {
+        by_epoch: Option<u32>,
+        our_epoch: u32,
+    },
+    JournalFailed {
+        reason: String,
+    },
+    JournalOpenFailed {
+        reason: String,
+    },
+    LockLost {
+        reason: String,
+    },
+    LockUnavailable {
+        reason: String,
+    },
     FailingBack,
     SteppedDown,
-    DrainTimedOut { pending: usize },
+    DrainTimedOut {
+        pending: usize,
+    },
     Stopped,
     /// A client got an ERROR frame.
-    ClientError { conn: ConnId, message: String },
+    ClientError {
+        conn: ConnId,
+        message: String,
+    },
 }
 
 impl Event {
     /// Events about the node's role, logged at info level; others are debug or warn.
     pub fn is_state_change(&self) -> bool {
-        !matches!(self, Event::ClientError { .. } | Event::LockUnavailable { .. })
+        !matches!(
+            self,
+            Event::ClientError { .. } | Event::LockUnavailable { .. }
+        )
     }
 }
 
 impl fmt::Display for Event {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Event::Starting { node, role } => write!(f, "node {node} starting as {}", role.as_str()),
+            Event::Starting { node, role } => {
+                write!(f, "node {node} starting as {}", role.as_str())
+            }
             Event::BackupAnnounced => write!(f, "backup announced"),
             Event::LiveLockObtained => write!(f, "live lock obtained"),
             Event::JournalLoaded {

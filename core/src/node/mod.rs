@@ -1,7 +1,7 @@
 //! The sans-IO node: one [`Node`] glues STOMP sessions, the broker, the
 //! journal pipeline and HA activation together.
 //!
-//! ```ignore
+//! ```text
 //! node.handle(now, Input::Received { conn, bytes });
 //! while let Some(out) = node.poll_output() { /* do it */ }
 //! if let Some(at) = node.next_deadline() { /* call handle(at, Input::Tick) then */ }
@@ -22,6 +22,7 @@ use bytes::Bytes;
 pub use events::Event;
 use pipeline::{Pending, Work};
 use session::Conn;
+pub use session::DUPLICATE_ID_HEADER;
 
 use crate::broker::{Broker, BrokerConfig, DestinationConfig};
 use crate::ha::{AfterDrain, HaState, Role};
@@ -90,12 +91,22 @@ pub enum Input {
     Start,
     /// Drain and stop (SIGTERM).
     Shutdown,
-    Opened { conn: ConnId },
-    Received { conn: ConnId, bytes: Bytes },
+    Opened {
+        conn: ConnId,
+    },
+    Received {
+        conn: ConnId,
+        bytes: Bytes,
+    },
     /// The driver wrote this many bytes of what the node sent to `conn`.
-    Flushed { conn: ConnId, bytes: usize },
+    Flushed {
+        conn: ConnId,
+        bytes: usize,
+    },
     /// The peer closed, or the socket failed.
-    Closed { conn: ConnId },
+    Closed {
+        conn: ConnId,
+    },
     Journal(JournalEvent),
     Lock(LockEvent),
 }
@@ -108,7 +119,10 @@ pub enum JournalEvent {
     /// The batch was not written (or its fate is unknown). The node steps down.
     Failed { ticket: Ticket, reason: String },
     /// A newer live fenced us. `by_epoch` is its activation epoch if known.
-    Fenced { ticket: Ticket, by_epoch: Option<u32> },
+    Fenced {
+        ticket: Ticket,
+        by_epoch: Option<u32>,
+    },
     /// Part of the journal, in order, after `Output::OpenJournal`.
     Loaded { entries: Vec<Entry> },
     /// Fencing done and the journal read to its end.
@@ -135,14 +149,26 @@ pub enum LockEvent {
 /// An effect the driver must carry out.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Output {
-    Send { conn: ConnId, bytes: Bytes },
+    Send {
+        conn: ConnId,
+        bytes: Bytes,
+    },
     /// Flush what was sent, then close.
-    Close { conn: ConnId },
+    Close {
+        conn: ConnId,
+    },
     /// Stop reading from the connection until `ResumeReading` (backpressure).
-    PauseReading { conn: ConnId },
-    ResumeReading { conn: ConnId },
+    PauseReading {
+        conn: ConnId,
+    },
+    ResumeReading {
+        conn: ConnId,
+    },
     /// Append this batch atomically, after every earlier batch.
-    Append { ticket: Ticket, entries: Vec<Entry> },
+    Append {
+        ticket: Ticket,
+        entries: Vec<Entry>,
+    },
     /// Fence older writers, then read the whole journal: `Loaded`* then `Ready`.
     OpenJournal,
     /// Stop writing; drop the writer (after stepping down).
@@ -230,7 +256,10 @@ impl Node {
 
     /// Journal batches issued and not yet answered.
     pub fn pending_appends(&self) -> usize {
-        self.pipeline.iter().filter(|p| p.ticket.is_some() && !p.done).count()
+        self.pipeline
+            .iter()
+            .filter(|p| p.ticket.is_some() && !p.done)
+            .count()
     }
 
     /// Applies one input. Effects are queued for [`Node::poll_output`].
@@ -583,7 +612,8 @@ impl Node {
                 self.dispatch();
             }
             for (id, queues) in self.broker.take_dead() {
-                self.housekeeping.extend(Broker::tombstones_for(id, &queues));
+                self.housekeeping
+                    .extend(Broker::tombstones_for(id, &queues));
             }
             for key in self.broker.take_dead_dups() {
                 self.housekeeping.push(Entry::Tombstone(key));
@@ -598,4 +628,3 @@ impl Node {
         self.resume_readers();
     }
 }
-

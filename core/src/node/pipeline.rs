@@ -65,9 +65,9 @@ pub(crate) enum Work {
 impl Work {
     pub fn conn(&self) -> Option<ConnId> {
         match self {
-            Work::Frame { conn, .. } | Work::Subscribe { conn, .. } | Work::Disconnect { conn, .. } => {
-                Some(*conn)
-            }
+            Work::Frame { conn, .. }
+            | Work::Subscribe { conn, .. }
+            | Work::Disconnect { conn, .. } => Some(*conn),
             Work::Activation { .. } | Work::Housekeeping { .. } => None,
         }
     }

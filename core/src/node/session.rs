@@ -316,7 +316,7 @@ impl Node {
     }
 
     fn on_connect(&mut self, conn: ConnId, f: &Frame) -> Result<(), Refused> {
-        let version = negotiate(f.header("accept-version")).ok_or_else(|| Refused {
+        let version = Version::negotiate(f.header("accept-version")).ok_or_else(|| Refused {
             message: "supported protocol versions are 1.0,1.1,1.2".into(),
             detail: format!(
                 "client offered accept-version {:?}",
@@ -387,7 +387,10 @@ impl Node {
                 self.config.transaction_frames_max,
                 self.config.transaction_bytes_max,
             );
-            let c = self.conns.get_mut(&conn).ok_or_else(|| Refused::new("gone"))?;
+            let c = self
+                .conns
+                .get_mut(&conn)
+                .ok_or_else(|| Refused::new("gone"))?;
             let t = c
                 .txs
                 .get_mut(&tx)
@@ -410,7 +413,15 @@ impl Node {
         let mut entries = Vec::new();
         let mut sends = Vec::new();
         let mut dups = Vec::new();
-        self.plan_one_send(dest, persistent, dup_id, message, &mut entries, &mut sends, &mut dups)?;
+        self.plan_one_send(
+            dest,
+            persistent,
+            dup_id,
+            message,
+            &mut entries,
+            &mut sends,
+            &mut dups,
+        )?;
         self.submit(
             entries,
             Work::Frame {
@@ -449,7 +460,11 @@ impl Node {
         }
         let plan = self.broker.plan_send(&dest, persistent, &mut self.ids)?;
         let id = self.ids.next_id();
-        entries.extend(plan.creates.into_iter().map(|d| Entry::Put(Record::QueueCreated(d))));
+        entries.extend(
+            plan.creates
+                .into_iter()
+                .map(|d| Entry::Put(Record::QueueCreated(d))),
+        );
         if let Some(d) = dup_id {
             entries.push(Entry::Put(Record::DuplicateId {
                 address: dest.address.clone(),
@@ -493,9 +508,11 @@ impl Node {
         })?;
         let window = match f.header("consumer-window-size") {
             None => self.config.broker.consumer_window_bytes_default,
-            Some(w) => w.parse::<i64>().ok().filter(|w| *w >= -1).ok_or_else(|| {
-                Refused::new(format!("invalid consumer-window-size {w:?}"))
-            })?,
+            Some(w) => w
+                .parse::<i64>()
+                .ok()
+                .filter(|w| *w >= -1)
+                .ok_or_else(|| Refused::new(format!("invalid consumer-window-size {w:?}")))?,
         };
         let window = usize::try_from(window).ok();
         if self.broker.has_subscription(conn, &sub_id) {
@@ -510,9 +527,12 @@ impl Node {
         let mut entries = Vec::new();
         let target = match (dest.routing, durable_name) {
             (Routing::Anycast, _) => {
-                let (_, create) =
-                    self.broker
-                        .plan_queue(&dest.address, &dest.address, QueueKind::Anycast, &mut self.ids);
+                let (_, create) = self.broker.plan_queue(
+                    &dest.address,
+                    &dest.address,
+                    QueueKind::Anycast,
+                    &mut self.ids,
+                );
                 entries.extend(create.map(|d| Entry::Put(Record::QueueCreated(d))));
                 SubTarget::Queue(dest.address.clone())
             }
@@ -526,13 +546,18 @@ impl Node {
                         Refused::new("a durable subscription needs a client-id header on CONNECT")
                     })?;
                 let qname = format!("{client_id}.{name}");
-                if self.broker.durable_subscription(&qname, &dest.address)?.is_none() {
+                if self
+                    .broker
+                    .durable_subscription(&qname, &dest.address)?
+                    .is_none()
+                {
                     let kind = QueueKind::DurableSubscription(DurableSub {
                         client_id,
                         name: name.to_string(),
                     });
                     let (_, create) =
-                        self.broker.plan_queue(&qname, &dest.address, kind, &mut self.ids);
+                        self.broker
+                            .plan_queue(&qname, &dest.address, kind, &mut self.ids);
                     entries.extend(create.map(|d| Entry::Put(Record::QueueCreated(d))));
                 }
                 SubTarget::Queue(qname)
@@ -563,7 +588,14 @@ impl Node {
             }
         };
         self.broker
-            .subscribe(conn, &req.sub_id, queue, req.ack, req.window, req.destination.clone())
+            .subscribe(
+                conn,
+                &req.sub_id,
+                queue,
+                req.ack,
+                req.window,
+                req.destination.clone(),
+            )
             .map_err(|e| e.to_string())
     }
 
@@ -687,15 +719,18 @@ impl Node {
     }
 
     fn tx_name(f: &Frame) -> Result<String, Refused> {
-        f.header("transaction")
-            .map(str::to_owned)
-            .ok_or_else(|| Refused::new(format!("{} needs a transaction header", f.command.as_str())))
+        f.header("transaction").map(str::to_owned).ok_or_else(|| {
+            Refused::new(format!("{} needs a transaction header", f.command.as_str()))
+        })
     }
 
     fn on_begin(&mut self, conn: ConnId, f: &Frame) -> Result<(), Refused> {
         let tx = Self::tx_name(f)?;
         let max = self.config.transactions_per_conn_max;
-        let c = self.conns.get_mut(&conn).ok_or_else(|| Refused::new("gone"))?;
+        let c = self
+            .conns
+            .get_mut(&conn)
+            .ok_or_else(|| Refused::new("gone"))?;
         if c.txs.contains_key(&tx) {
             return Err(Refused::new(format!("transaction {tx:?} is already open")));
         }
@@ -811,7 +846,10 @@ impl Node {
             let bytes = crate::protocol::stomp::encode_to_bytes(&f, c.version);
             let n = bytes.len();
             c.last_send = now;
-            outputs.push_back(Output::Send { conn: d.conn, bytes });
+            outputs.push_back(Output::Send {
+                conn: d.conn,
+                bytes,
+            });
             if let Some(k) = d.auto_settled {
                 if k.durable {
                     housekeeping.push(Entry::Put(Record::Acked {
@@ -853,17 +891,6 @@ impl Node {
             self.protocol_error(id, why, "", None);
         }
     }
-}
-
-/// Highest version both sides speak. No header means STOMP 1.0.
-fn negotiate(accept: Option<&str>) -> Option<Version> {
-    let Some(list) = accept else {
-        return Some(Version::V1_0);
-    };
-    let offered: Vec<&str> = list.split(',').map(str::trim).collect();
-    [Version::V1_2, Version::V1_1, Version::V1_0]
-        .into_iter()
-        .find(|v| offered.contains(&v.as_str()))
 }
 
 fn parse_heartbeat(h: &str) -> Option<(u64, u64)> {

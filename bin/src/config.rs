@@ -1,0 +1,264 @@
+//! `halyard node` settings: flags, then `HALYARD_*` environment variables,
+//! then `--config halyard.toml`, then defaults (first one set wins).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use halyard_core::broker::{BrokerConfig, DestinationConfig};
+use halyard_core::ha::Role;
+use halyard_core::node::NodeConfig;
+use halyard_core::protocol::stomp::Limits;
+use serde::Deserialize;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum RoleArg {
+    Primary,
+    Backup,
+}
+
+/// Every node setting. As flags each is optional so that the environment,
+/// the config file and the defaults can fill in what is not given.
+#[derive(Args, Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSettings {
+    /// Address to accept STOMP clients on [default: 127.0.0.1:61616]
+    #[arg(long, env = "HALYARD_LISTEN", value_name = "ADDR:PORT")]
+    pub listen: Option<SocketAddr>,
+    /// Folder for the local journal [default: ./data]
+    #[arg(long, env = "HALYARD_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Folder holding the live lock shared by a live and its backups [default: the data dir]
+    #[arg(long, env = "HALYARD_LOCK_DIR", value_name = "DIR")]
+    pub lock_dir: Option<PathBuf>,
+    /// Name of this node in logs and activation records [default: halyard-PORT]
+    #[arg(long, env = "HALYARD_NODE_ID")]
+    pub node_id: Option<String>,
+    /// Whether this node prefers to be live (primary) or waits (backup) [default: primary]
+    #[arg(long, env = "HALYARD_ROLE", value_enum)]
+    pub role: Option<RoleArg>,
+    /// A returning primary takes the live role back from a backup [default: false]
+    #[arg(long, env = "HALYARD_ALLOW_FAILBACK", num_args = 0..=1, default_missing_value = "true")]
+    pub allow_failback: Option<bool>,
+    /// Heart-beat interval offered to clients, in ms; 0 disables [default: 10000]
+    #[arg(long, env = "HALYARD_HEARTBEAT_MS")]
+    pub heartbeat_ms: Option<u64>,
+    /// Deliveries before a message goes to the dead-letter address [default: 10]
+    #[arg(long, env = "HALYARD_MAX_DELIVERY_ATTEMPTS")]
+    pub max_delivery_attempts: Option<u32>,
+    /// Dead-letter address [default: DLQ]
+    #[arg(long, env = "HALYARD_DEAD_LETTER_ADDRESS")]
+    pub dead_letter_address: Option<String>,
+    /// Destination prefix for anycast (queues) [default: /queue/]
+    #[arg(long, env = "HALYARD_ANYCAST_PREFIX")]
+    pub anycast_prefix: Option<String>,
+    /// Destination prefix for multicast (topics) [default: /topic/]
+    #[arg(long, env = "HALYARD_MULTICAST_PREFIX")]
+    pub multicast_prefix: Option<String>,
+    /// Largest STOMP frame accepted, in bytes [default: 10485760]
+    #[arg(long, env = "HALYARD_MAX_FRAME_BYTES")]
+    pub max_frame_bytes: Option<usize>,
+    /// Local journal segment size in bytes [default: 67108864]
+    #[arg(long, env = "HALYARD_SEGMENT_BYTES")]
+    pub segment_bytes: Option<u64>,
+    /// fsync every group commit; false risks acknowledged data on power loss [default: true]
+    #[arg(long, env = "HALYARD_FSYNC", num_args = 0..=1, default_missing_value = "true")]
+    pub fsync: Option<bool>,
+    /// Log filter (tracing EnvFilter syntax) [default: info]
+    #[arg(long, env = "HALYARD_LOG")]
+    pub log: Option<String>,
+}
+
+/// Settings after layering, with defaults applied.
+#[derive(Clone, Debug)]
+pub struct Resolved {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub lock_dir: PathBuf,
+    pub segment_bytes: u64,
+    pub fsync: bool,
+    pub log: String,
+    pub node: NodeConfig,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid setting {name} = {value}: {why}")]
+    Invalid {
+        name: &'static str,
+        value: String,
+        why: &'static str,
+    },
+}
+
+pub fn load_file(path: &Path) -> Result<NodeSettings, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string().trim().replace('\n', " "),
+    })
+}
+
+macro_rules! layer {
+    ($cli:expr, $file:expr, $($f:ident),*) => {
+        NodeSettings { $($f: $cli.$f.clone().or($file.$f.clone()),)* }
+    };
+}
+
+/// Flags and environment (already merged by clap) over the file.
+pub fn merge(cli: &NodeSettings, file: &NodeSettings) -> NodeSettings {
+    layer!(
+        cli,
+        file,
+        listen,
+        data_dir,
+        lock_dir,
+        node_id,
+        role,
+        allow_failback,
+        heartbeat_ms,
+        max_delivery_attempts,
+        dead_letter_address,
+        anycast_prefix,
+        multicast_prefix,
+        max_frame_bytes,
+        segment_bytes,
+        fsync,
+        log
+    )
+}
+
+pub fn resolve(s: NodeSettings) -> Result<Resolved, ConfigError> {
+    let listen = s
+        .listen
+        .unwrap_or_else(|| "127.0.0.1:61616".parse().expect("default address"));
+    let data_dir = s.data_dir.unwrap_or_else(|| PathBuf::from("./data"));
+    let lock_dir = s.lock_dir.unwrap_or_else(|| data_dir.clone());
+    let mut limits = Limits::default();
+    if let Some(m) = s.max_frame_bytes {
+        if m < 1024 {
+            return Err(ConfigError::Invalid {
+                name: "max_frame_bytes",
+                value: m.to_string(),
+                why: "must be at least 1024",
+            });
+        }
+        limits.max_frame_bytes = m;
+        limits.max_pending_bytes = limits.max_pending_bytes.max(m + 64 * 1024);
+    }
+    let mut broker = BrokerConfig::default();
+    if let Some(n) = s.max_delivery_attempts {
+        broker.max_delivery_attempts = n;
+    }
+    if let Some(d) = s.dead_letter_address {
+        if d.is_empty() {
+            return Err(ConfigError::Invalid {
+                name: "dead_letter_address",
+                value: d,
+                why: "must not be empty",
+            });
+        }
+        broker.dead_letter_address = d;
+    }
+    let mut destinations = DestinationConfig::default();
+    if let Some(p) = s.anycast_prefix {
+        destinations.anycast_prefix = p;
+    }
+    if let Some(p) = s.multicast_prefix {
+        destinations.multicast_prefix = p;
+    }
+    if !destinations.anycast_prefix.is_empty()
+        && destinations.anycast_prefix == destinations.multicast_prefix
+    {
+        return Err(ConfigError::Invalid {
+            name: "multicast_prefix",
+            value: destinations.multicast_prefix,
+            why: "must differ from anycast_prefix",
+        });
+    }
+    let segment_bytes = s.segment_bytes.unwrap_or(64 * 1024 * 1024);
+    if segment_bytes < 4096 {
+        return Err(ConfigError::Invalid {
+            name: "segment_bytes",
+            value: segment_bytes.to_string(),
+            why: "must be at least 4096",
+        });
+    }
+    let node = NodeConfig {
+        node_id: s
+            .node_id
+            .unwrap_or_else(|| format!("halyard-{}", listen.port())),
+        role: match s.role.unwrap_or(RoleArg::Primary) {
+            RoleArg::Primary => Role::Primary,
+            RoleArg::Backup => Role::Backup,
+        },
+        allow_failback: s.allow_failback.unwrap_or(false),
+        limits,
+        destinations,
+        broker,
+        heartbeat_ms: s.heartbeat_ms.unwrap_or(10_000),
+        ..NodeConfig::default()
+    };
+    Ok(Resolved {
+        listen,
+        data_dir,
+        lock_dir,
+        segment_bytes,
+        fsync: s.fsync.unwrap_or(true),
+        log: s.log.unwrap_or_else(|| "info".into()),
+        node,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_file_and_defaults_fill_the_rest() {
+        let cli = NodeSettings {
+            listen: Some("127.0.0.1:7000".parse().unwrap()),
+            ..Default::default()
+        };
+        let file: NodeSettings = toml::from_str(
+            "listen = \"127.0.0.1:9000\"\ndata_dir = \"/tmp/x\"\nheartbeat_ms = 500\n",
+        )
+        .unwrap();
+        let r = resolve(merge(&cli, &file)).unwrap();
+        assert_eq!(r.listen.port(), 7000);
+        assert_eq!(r.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(r.node.heartbeat_ms, 500);
+        assert_eq!(r.node.broker.max_delivery_attempts, 10);
+        assert_eq!(r.node.node_id, "halyard-7000");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_named() {
+        let e = toml::from_str::<NodeSettings>("lisen = \"x\"").unwrap_err();
+        assert!(e.to_string().contains("lisen"), "{e}");
+        let e = toml::from_str::<NodeSettings>("listen = \"nowhere\"").unwrap_err();
+        assert!(
+            e.to_string().contains("listen") || e.to_string().contains("socket"),
+            "{e}"
+        );
+        let s = NodeSettings {
+            segment_bytes: Some(10),
+            ..Default::default()
+        };
+        assert!(resolve(s)
+            .unwrap_err()
+            .to_string()
+            .contains("segment_bytes"));
+    }
+}

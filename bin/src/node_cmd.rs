@@ -1,0 +1,87 @@
+//! `halyard node`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use halyard_core::node::Node;
+use halyard_io::journal::local::LocalJournalConfig;
+use halyard_io::journal::spawn_local_journal;
+use halyard_io::lock::{spawn_file_lock, FileLockConfig};
+use halyard_io::server::{self, ServerConfig};
+use tracing::info;
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{self, NodeSettings};
+
+pub fn run(
+    config_file: Option<PathBuf>,
+    cli: NodeSettings,
+) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let file = match &config_file {
+        Some(p) => config::load_file(p)?,
+        None => NodeSettings::default(),
+    };
+    let r = config::resolve(config::merge(&cli, &file))?;
+    let filter =
+        EnvFilter::try_new(&r.log).map_err(|e| format!("invalid log filter {:?}: {e}", r.log))?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        server::check_listen(r.listen).await?;
+        info!(
+            listen = %r.listen,
+            data_dir = %r.data_dir.display(),
+            lock_dir = %r.lock_dir.display(),
+            role = r.node.role.as_str(),
+            journal = "local",
+            "halyard {} starting",
+            env!("CARGO_PKG_VERSION")
+        );
+        let (inputs_tx, inputs_rx) = server::input_channel();
+        let mut jc = LocalJournalConfig::new(r.data_dir.join("journal"));
+        jc.segment_bytes = r.segment_bytes;
+        jc.fsync = r.fsync;
+        let journal = spawn_local_journal(jc, inputs_tx.clone());
+        let lock = spawn_file_lock(
+            FileLockConfig {
+                dir: r.lock_dir.clone(),
+                role: r.node.role,
+                allow_failback: r.node.allow_failback,
+                poll_ms: 200,
+            },
+            inputs_tx.clone(),
+        );
+        let node = Node::new(r.node.clone());
+        server::run(
+            node,
+            ServerConfig { listen: r.listen },
+            journal,
+            lock,
+            inputs_rx,
+            shutdown_signal,
+        )
+        .await?;
+        info!("halyard stopped");
+        Ok::<_, Box<dyn std::error::Error>>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -1,0 +1,365 @@
+//! Incremental frame decoder.
+
+use bytes::{Buf, Bytes, BytesMut};
+
+use super::escape::{unescape, Escaping};
+use super::frame::{parse_content_length, Command, Frame, Version};
+
+/// Bounds on what a peer may make the decoder hold.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest frame: command line, header lines and body, without the NUL.
+    pub max_frame_bytes: usize,
+    /// Most header lines in one frame.
+    pub max_headers: usize,
+    /// Longest command or header line, without its EOL, before unescaping.
+    pub max_header_line_bytes: usize,
+    /// Most bytes [`Decoder::push`] accepts before they are decoded.
+    pub max_pending_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_frame_bytes: 10 * 1024 * 1024,
+            max_headers: 128,
+            max_header_line_bytes: 16 * 1024,
+            max_pending_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// What [`Decoder::next`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decoded {
+    Frame(Frame),
+    /// One EOL (LF or CR LF) between frames.
+    HeartBeat,
+}
+
+/// Why a byte stream is not valid STOMP. The `Display` text is one short
+/// line, fit for the `message` header of an ERROR frame.
+#[derive(thiserror::Error, Debug, Clone, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("unknown command {0:?}")]
+    UnknownCommand(String),
+    #[error("header line without ':'")]
+    MissingColon,
+    #[error("empty header name")]
+    EmptyHeaderName,
+    #[error("invalid escape sequence \"{0}\" in header")]
+    InvalidEscape(String),
+    #[error("header is not valid UTF-8")]
+    InvalidUtf8,
+    #[error("more than {max} headers")]
+    TooManyHeaders { max: usize },
+    #[error("header line longer than {max} bytes")]
+    HeaderLineTooLong { max: usize },
+    #[error("frame larger than {max} bytes")]
+    FrameTooLarge { max: usize },
+    #[error("invalid content-length {0:?}")]
+    BadContentLength(String),
+    /// The byte after a `content-length` body is not NUL. (Without
+    /// `content-length` the body simply runs to the first NUL, and a frame
+    /// that never has one ends in [`DecodeError::FrameTooLarge`].)
+    #[error("frame body not terminated by NUL")]
+    MissingNul,
+    #[error("more than {max} bytes buffered")]
+    PendingTooLarge { max: usize },
+}
+
+/// Longest piece of peer input quoted in an error message.
+const QUOTE_MAX_CHARS: usize = 40;
+
+fn quote(s: &str) -> String {
+    s.chars().take(QUOTE_MAX_CHARS).collect()
+}
+
+/// Bodies up to this size are copied out of the read buffer; larger ones
+/// share it. A shared body would pin the whole buffer allocation for as long
+/// as the message sits in a queue, which for small messages costs far more
+/// memory than the copy costs time.
+const COPY_BODY_MAX_BYTES: usize = 4096;
+
+/// Incremental STOMP decoder for one connection.
+///
+/// Feed bytes with [`push`](Decoder::push), then call
+/// [`next`](Decoder::next) until it returns `Ok(None)`. Errors are fatal:
+/// once `push` or `next` has returned an error, both keep returning it, and
+/// the connection should be closed (after an ERROR frame).
+#[derive(Debug)]
+pub struct Decoder {
+    limits: Limits,
+    version: Option<Version>,
+    input: Input,
+    /// The frame being decoded, once its command line has been read.
+    head: Option<Head>,
+    failed: Option<DecodeError>,
+}
+
+/// The unconsumed bytes.
+#[derive(Debug, Default)]
+struct Input {
+    buf: BytesMut,
+    /// How much of `buf` is known not to contain the byte being searched
+    /// for, so bytes that trickle in are not rescanned from the start.
+    /// Reset whenever bytes are consumed.
+    scanned: usize,
+}
+
+/// The part of a frame decoded so far.
+#[derive(Debug)]
+struct Head {
+    command: Command,
+    escaping: Escaping,
+    headers: Vec<(String, String)>,
+    /// Bytes of the command and header lines, EOLs included.
+    head_bytes: usize,
+    /// The first `content-length` header, once seen.
+    content_length: Option<usize>,
+    /// The blank line after the headers has been read.
+    in_body: bool,
+}
+
+impl Decoder {
+    pub fn new(limits: Limits) -> Decoder {
+        Decoder {
+            limits,
+            version: None,
+            input: Input::default(),
+            head: None,
+            failed: None,
+        }
+    }
+
+    /// Sets the negotiated version, which decides how headers of the frames
+    /// not yet decoded are unescaped. Call it right after the CONNECT frame.
+    pub fn set_version(&mut self, v: Version) {
+        self.version = Some(v);
+    }
+
+    /// The version given to [`set_version`](Decoder::set_version), if any.
+    pub fn version(&self) -> Option<Version> {
+        self.version
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Bytes pushed but not yet consumed by [`next`](Decoder::next).
+    pub fn buffered_bytes(&self) -> usize {
+        self.input.buf.len()
+    }
+
+    /// Buffers bytes read from the peer. Fails, buffering nothing, if more
+    /// than `max_pending_bytes` would then be buffered.
+    pub fn push(&mut self, data: &[u8]) -> Result<(), DecodeError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        let max = self.limits.max_pending_bytes;
+        if self.input.buf.len().saturating_add(data.len()) > max {
+            return Err(self.fail(DecodeError::PendingTooLarge { max }));
+        }
+        self.input.buf.extend_from_slice(data);
+        Ok(())
+    }
+
+    /// The next frame or heart-beat; `Ok(None)` if more bytes are needed.
+    #[allow(clippy::should_implement_trait)] // fallible, so not an Iterator
+    pub fn next(&mut self) -> Result<Option<Decoded>, DecodeError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        self.step().map_err(|e| self.fail(e))
+    }
+
+    fn fail(&mut self, e: DecodeError) -> DecodeError {
+        self.failed = Some(e.clone());
+        e
+    }
+
+    fn step(&mut self) -> Result<Option<Decoded>, DecodeError> {
+        let limits = &self.limits;
+        let frame_max = limits.max_frame_bytes;
+        loop {
+            let Some(head) = &mut self.head else {
+                // Between frames: heart-beats, or the next command line.
+                match self.input.buf.first() {
+                    None => return Ok(None),
+                    Some(b'\n') => {
+                        self.input.consume(1);
+                        return Ok(Some(Decoded::HeartBeat));
+                    }
+                    Some(b'\r') => match self.input.buf.get(1) {
+                        None => return Ok(None),
+                        Some(b'\n') => {
+                            self.input.consume(2);
+                            return Ok(Some(Decoded::HeartBeat));
+                        }
+                        Some(_) => {}
+                    },
+                    Some(_) => {}
+                }
+                let Some((len, eol_len)) = self.input.find_line(limits.max_header_line_bytes)?
+                else {
+                    return Ok(None);
+                };
+                let line = &self.input.buf[..len];
+                let command = Command::parse(line).ok_or_else(|| {
+                    DecodeError::UnknownCommand(quote(&String::from_utf8_lossy(line)))
+                })?;
+                let head_bytes = len + eol_len;
+                if head_bytes > frame_max {
+                    return Err(DecodeError::FrameTooLarge { max: frame_max });
+                }
+                self.input.consume(head_bytes);
+                let version = self.version.unwrap_or(Version::V1_2);
+                self.head = Some(Head {
+                    command,
+                    escaping: Escaping::for_frame(version, command),
+                    headers: Vec::new(),
+                    head_bytes,
+                    content_length: None,
+                    in_body: false,
+                });
+                continue;
+            };
+
+            if !head.in_body {
+                let Some((len, eol_len)) = self.input.find_line(limits.max_header_line_bytes)?
+                else {
+                    return Ok(None);
+                };
+                head.head_bytes = head.head_bytes.saturating_add(len + eol_len);
+                if head.head_bytes > frame_max {
+                    return Err(DecodeError::FrameTooLarge { max: frame_max });
+                }
+                if len == 0 {
+                    head.in_body = true;
+                } else {
+                    if head.headers.len() >= limits.max_headers {
+                        return Err(DecodeError::TooManyHeaders {
+                            max: limits.max_headers,
+                        });
+                    }
+                    let (name, value) = parse_header(&self.input.buf[..len], head.escaping)?;
+                    // Only the first content-length counts; check it now
+                    // rather than after waiting for a body that may never
+                    // fit.
+                    if name == "content-length" && head.content_length.is_none() {
+                        let n = parse_content_length(&value)
+                            .ok_or_else(|| DecodeError::BadContentLength(quote(&value)))?;
+                        head.content_length = Some(n);
+                    }
+                    head.headers.push((name, value));
+                }
+                if let Some(n) = head.content_length {
+                    if head.head_bytes.saturating_add(n) > frame_max {
+                        return Err(DecodeError::FrameTooLarge { max: frame_max });
+                    }
+                }
+                self.input.consume(len + eol_len);
+                continue;
+            }
+
+            let body_len = match head.content_length {
+                Some(n) => match self.input.buf.get(n) {
+                    None => return Ok(None),
+                    Some(0) => n,
+                    Some(_) => return Err(DecodeError::MissingNul),
+                },
+                None => {
+                    let found = self.input.find(0);
+                    // Without a NUL, everything buffered is body so far.
+                    let len = found.unwrap_or(self.input.buf.len());
+                    if head.head_bytes.saturating_add(len) > frame_max {
+                        return Err(DecodeError::FrameTooLarge { max: frame_max });
+                    }
+                    match found {
+                        Some(n) => n,
+                        None => return Ok(None),
+                    }
+                }
+            };
+            let body = self.input.take_body(body_len);
+            return Ok(self.head.take().map(|head| {
+                Decoded::Frame(Frame {
+                    command: head.command,
+                    headers: head.headers,
+                    body,
+                })
+            }));
+        }
+    }
+}
+
+/// Splits a header line at its first `:` and unescapes both sides.
+fn parse_header(line: &[u8], escaping: Escaping) -> Result<(String, String), DecodeError> {
+    let colon = line
+        .iter()
+        .position(|&b| b == b':')
+        .ok_or(DecodeError::MissingColon)?;
+    if colon == 0 {
+        return Err(DecodeError::EmptyHeaderName);
+    }
+    let name = unescape(&line[..colon], escaping)?;
+    let value = unescape(&line[colon + 1..], escaping)?;
+    Ok((name, value))
+}
+
+impl Input {
+    fn consume(&mut self, n: usize) {
+        self.buf.advance(n);
+        self.scanned = 0;
+    }
+
+    /// Position of the first `byte`, searching only bytes not searched before.
+    fn find(&mut self, byte: u8) -> Option<usize> {
+        let start = self.scanned.min(self.buf.len());
+        match self.buf[start..].iter().position(|&b| b == byte) {
+            Some(i) => Some(start + i),
+            None => {
+                self.scanned = self.buf.len();
+                None
+            }
+        }
+    }
+
+    /// Finds the line at the front of the buffer: its length without EOL
+    /// and the EOL's length. Fails as soon as the line is known to be longer
+    /// than `max`, even if its end has not arrived.
+    fn find_line(&mut self, max: usize) -> Result<Option<(usize, usize)>, DecodeError> {
+        let too_long = DecodeError::HeaderLineTooLong { max };
+        let Some(lf) = self.find(b'\n') else {
+            // The last byte may be the CR of a CR LF, hence the + 1.
+            if self.buf.len() > max.saturating_add(1) {
+                return Err(too_long);
+            }
+            return Ok(None);
+        };
+        let (len, eol_len) = if lf > 0 && self.buf[lf - 1] == b'\r' {
+            (lf - 1, 2)
+        } else {
+            (lf, 1)
+        };
+        if len > max {
+            return Err(too_long);
+        }
+        Ok(Some((len, eol_len)))
+    }
+
+    /// Takes a body of `len` bytes and the NUL after it.
+    fn take_body(&mut self, len: usize) -> Bytes {
+        let body = if len <= COPY_BODY_MAX_BYTES {
+            let body = Bytes::copy_from_slice(&self.buf[..len]);
+            self.buf.advance(len);
+            body
+        } else {
+            self.buf.split_to(len).freeze()
+        };
+        self.consume(1);
+        body
+    }
+}

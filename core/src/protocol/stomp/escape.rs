@@ -1,0 +1,83 @@
+//! Header escaping (STOMP 1.1 and 1.2).
+
+use bytes::{BufMut, BytesMut};
+
+use super::decode::DecodeError;
+use super::frame::{Command, Version};
+
+/// How the headers of one frame are escaped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Escaping {
+    /// No escapes (STOMP 1.0, and CONNECT/STOMP/CONNECTED in every version).
+    Raw,
+    /// `\n`, `\c`, `\\`.
+    V1_1,
+    /// `\r`, `\n`, `\c`, `\\`.
+    V1_2,
+}
+
+impl Escaping {
+    pub(crate) fn for_frame(version: Version, command: Command) -> Escaping {
+        if command.is_never_escaped() {
+            return Escaping::Raw;
+        }
+        match version {
+            Version::V1_0 => Escaping::Raw,
+            Version::V1_1 => Escaping::V1_1,
+            Version::V1_2 => Escaping::V1_2,
+        }
+    }
+}
+
+/// Unescapes a raw header name or value and checks that it is UTF-8.
+pub(crate) fn unescape(raw: &[u8], escaping: Escaping) -> Result<String, DecodeError> {
+    let bytes = if escaping == Escaping::Raw || !raw.contains(&b'\\') {
+        raw.to_vec()
+    } else {
+        let mut out = Vec::with_capacity(raw.len());
+        let mut iter = raw.iter();
+        while let Some(&b) = iter.next() {
+            if b != b'\\' {
+                out.push(b);
+                continue;
+            }
+            let next = iter.next().copied();
+            out.push(match (next, escaping) {
+                (Some(b'n'), _) => b'\n',
+                (Some(b'c'), _) => b':',
+                (Some(b'\\'), _) => b'\\',
+                (Some(b'r'), Escaping::V1_2) => b'\r',
+                _ => return Err(DecodeError::InvalidEscape(show_escape(next))),
+            });
+        }
+        out
+    };
+    String::from_utf8(bytes).map_err(|_| DecodeError::InvalidUtf8)
+}
+
+/// A printable rendering of a bad escape sequence for the error message.
+fn show_escape(next: Option<u8>) -> String {
+    match next {
+        None => "\\".to_owned(),
+        Some(b) if b.is_ascii_graphic() => format!("\\{}", char::from(b)),
+        Some(b) => format!("\\x{b:02x}"),
+    }
+}
+
+/// Appends `s` escaped for the wire.
+///
+/// Without escapes a LF cannot be represented and would end the header line
+/// early, letting one header smuggle in others; it is written as a space.
+pub(crate) fn escape_into(out: &mut BytesMut, s: &str, escaping: Escaping) {
+    for &b in s.as_bytes() {
+        match (b, escaping) {
+            (b'\n', Escaping::Raw) => out.put_u8(b' '),
+            (_, Escaping::Raw) => out.put_u8(b),
+            (b'\\', _) => out.put_slice(b"\\\\"),
+            (b'\n', _) => out.put_slice(b"\\n"),
+            (b':', _) => out.put_slice(b"\\c"),
+            (b'\r', Escaping::V1_2) => out.put_slice(b"\\r"),
+            _ => out.put_u8(b),
+        }
+    }
+}

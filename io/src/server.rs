@@ -1,0 +1,377 @@
+//! The Tokio driver: runs one sans-IO `Node` on real TCP connections, a
+//! journal backend and a lock backend.
+//!
+//! One task owns the node. Connection readers, writers, the journal thread
+//! and the lock task talk to it through one bounded channel of
+//! [`DriverMsg`]s; the node's outputs are carried out in order.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use halyard_core::ids::ConnId;
+use halyard_core::node::{Event, Input, Node, Output};
+use thiserror::Error;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tracing::{debug, error, info, info_span, warn, Instrument};
+
+use crate::journal::{JournalCommand, JournalHandle};
+use crate::lock::{LockCommand, LockHandle};
+
+/// Bytes read from a socket at a time.
+const READ_BUFFER_BYTES: usize = 64 * 1024;
+/// Messages the node's input channel holds before senders wait.
+pub const INPUT_CHANNEL_CAPACITY: usize = 4096;
+/// Inputs handled before outputs are carried out, to batch work.
+const INPUTS_PER_TURN_MAX: usize = 256;
+
+#[derive(Debug, Error)]
+pub enum ServerError {
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// What flows into the node's task.
+pub enum DriverMsg {
+    Input(Input),
+    /// A new connection's writer and reader controls, sent before its `Opened`.
+    Register(ConnId, ConnHandle),
+}
+
+impl From<Input> for DriverMsg {
+    fn from(i: Input) -> Self {
+        DriverMsg::Input(i)
+    }
+}
+
+enum WriteCmd {
+    Data(Bytes),
+    Close,
+}
+
+pub struct ConnHandle {
+    writer: mpsc::UnboundedSender<WriteCmd>,
+    pause: watch::Sender<bool>,
+    reader: tokio::task::AbortHandle,
+}
+
+/// The channel the backends report into.
+pub fn input_channel() -> (mpsc::Sender<Input>, mpsc::Receiver<Input>) {
+    mpsc::channel(INPUT_CHANNEL_CAPACITY)
+}
+
+/// Driver settings.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+}
+
+/// Checks that the listen address can be bound, so a bad `--listen` fails
+/// at start-up with a clear message rather than when the node goes live.
+pub async fn check_listen(addr: SocketAddr) -> Result<(), ServerError> {
+    TcpListener::bind(addr)
+        .await
+        .map(drop)
+        .map_err(|source| ServerError::Listen { addr, source })
+}
+
+/// Runs the node until it stops. `backend_inputs` carries what the journal and
+/// lock backends report; `shutdown` resolves on SIGTERM/SIGINT (each
+/// resolution asks for a drain; the driver exits when the node says Stopped).
+pub async fn run<S, F>(
+    mut node: Node,
+    config: ServerConfig,
+    journal: JournalHandle,
+    lock: LockHandle,
+    mut backend_inputs: mpsc::Receiver<Input>,
+    mut shutdown: S,
+) -> Result<(), ServerError>
+where
+    S: FnMut() -> F,
+    F: Future<Output = ()>,
+{
+    let start = Instant::now();
+    let now = || start.elapsed().as_millis() as u64;
+    let (tx, mut rx) = mpsc::channel::<DriverMsg>(INPUT_CHANNEL_CAPACITY);
+    let next_conn = Arc::new(AtomicU64::new(1));
+    let mut conns: HashMap<ConnId, ConnHandle> = HashMap::new();
+    let mut acceptor: Option<JoinHandle<()>> = None;
+    let mut shutdown_asked = false;
+    let span = info_span!("node", id = %node.config().node_id);
+    let _enter = span.enter();
+
+    node.handle(now(), Input::Start);
+    loop {
+        // Carry out everything the node asked for.
+        let mut stopped = false;
+        while let Some(out) = node.poll_output() {
+            match out {
+                Output::Send { conn, bytes } => {
+                    if let Some(c) = conns.get(&conn) {
+                        let _ = c.writer.send(WriteCmd::Data(bytes));
+                    }
+                }
+                Output::Close { conn } => {
+                    if let Some(c) = conns.remove(&conn) {
+                        let _ = c.writer.send(WriteCmd::Close);
+                        c.reader.abort();
+                    }
+                }
+                Output::PauseReading { conn } => {
+                    if let Some(c) = conns.get(&conn) {
+                        let _ = c.pause.send(true);
+                    }
+                }
+                Output::ResumeReading { conn } => {
+                    if let Some(c) = conns.get(&conn) {
+                        let _ = c.pause.send(false);
+                    }
+                }
+                Output::Append { ticket, entries } => {
+                    journal.send(JournalCommand::Append { ticket, entries })
+                }
+                Output::OpenJournal => journal.send(JournalCommand::Open),
+                Output::CloseJournal => journal.send(JournalCommand::Close),
+                Output::AcquireLock => lock.send(LockCommand::Acquire),
+                Output::ReleaseLock => lock.send(LockCommand::Release),
+                Output::StartAccepting => {
+                    if acceptor.is_none() {
+                        acceptor = Some(tokio::spawn(
+                            accept_loop(config.listen, tx.clone(), next_conn.clone())
+                                .instrument(span.clone()),
+                        ));
+                    }
+                }
+                Output::StopAccepting => {
+                    if let Some(a) = acceptor.take() {
+                        a.abort();
+                        info!(listen = %config.listen, "stopped accepting clients");
+                    }
+                }
+                Output::Event(e) => log_event(&e),
+                Output::Stopped => stopped = true,
+            }
+        }
+        if stopped {
+            break;
+        }
+        let deadline = node.next_deadline();
+        let sleep = async {
+            match deadline {
+                Some(at) => {
+                    let wait = at.saturating_sub(now());
+                    tokio::time::sleep(Duration::from_millis(wait)).await
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            _ = shutdown() => {
+                if shutdown_asked {
+                    warn!("second stop signal: exiting without draining");
+                    break;
+                }
+                shutdown_asked = true;
+                info!("stop signal received, draining");
+                node.handle(now(), Input::Shutdown);
+            }
+            Some(input) = backend_inputs.recv() => {
+                node.handle(now(), input);
+                for _ in 0..INPUTS_PER_TURN_MAX {
+                    match backend_inputs.try_recv() {
+                        Ok(i) => node.handle(now(), i),
+                        Err(_) => break,
+                    }
+                }
+            }
+            Some(msg) = rx.recv() => {
+                let mut msg = Some(msg);
+                for _ in 0..INPUTS_PER_TURN_MAX {
+                    let Some(m) = msg.take() else { break };
+                    match m {
+                        DriverMsg::Register(id, h) => { conns.insert(id, h); }
+                        DriverMsg::Input(i) => {
+                            if let Input::Closed { conn } = &i {
+                                conns.remove(conn);
+                            }
+                            node.handle(now(), i)
+                        }
+                    }
+                    msg = rx.try_recv().ok();
+                }
+            }
+            _ = sleep => node.handle(now(), Input::Tick),
+        }
+    }
+    if let Some(a) = acceptor.take() {
+        a.abort();
+    }
+    for (_, c) in conns.drain() {
+        let _ = c.writer.send(WriteCmd::Close);
+        c.reader.abort();
+    }
+    journal.send(JournalCommand::Close);
+    lock.send(LockCommand::Release);
+    // Let writers flush their last frames and the lock be released.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    Ok(())
+}
+
+fn log_event(e: &Event) {
+    match e {
+        Event::ClientError { .. } => debug!("{e}"),
+        Event::LockUnavailable { .. } | Event::DrainTimedOut { .. } => warn!("{e}"),
+        Event::Fenced { .. }
+        | Event::JournalFailed { .. }
+        | Event::LockLost { .. }
+        | Event::JournalOpenFailed { .. } => {
+            warn!("{e}")
+        }
+        _ => info!("{e}"),
+    }
+}
+
+async fn accept_loop(addr: SocketAddr, tx: mpsc::Sender<DriverMsg>, next_conn: Arc<AtomicU64>) {
+    let listener = loop {
+        match TcpListener::bind(addr).await {
+            Ok(l) => break l,
+            Err(e) => {
+                error!(listen = %addr, error = %e, "cannot listen; retrying in 1 s");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    };
+    info!(listen = %addr, "accepting STOMP clients");
+    loop {
+        let (sock, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = sock.set_nodelay(true);
+        let id = ConnId(next_conn.fetch_add(1, Ordering::Relaxed));
+        let span = info_span!("conn", id = %id, %peer);
+        debug!(parent: &span, "connection opened");
+        let (rd, wr) = sock.into_split();
+        let (wtx, wrx) = mpsc::unbounded_channel();
+        let (ptx, prx) = watch::channel(false);
+        let (go_tx, go_rx) = tokio::sync::oneshot::channel();
+        let reader =
+            tokio::spawn(read_loop(id, rd, prx, go_rx, tx.clone()).instrument(span.clone()));
+        tokio::spawn(write_loop(id, wr, wrx, tx.clone()).instrument(span));
+        let handle = ConnHandle {
+            writer: wtx,
+            pause: ptx,
+            reader: reader.abort_handle(),
+        };
+        if tx.send(DriverMsg::Register(id, handle)).await.is_err()
+            || tx.send(Input::Opened { conn: id }.into()).await.is_err()
+        {
+            return;
+        }
+        let _ = go_tx.send(());
+    }
+}
+
+async fn read_loop(
+    id: ConnId,
+    mut rd: tokio::net::tcp::OwnedReadHalf,
+    mut paused: watch::Receiver<bool>,
+    go: tokio::sync::oneshot::Receiver<()>,
+    tx: mpsc::Sender<DriverMsg>,
+) {
+    // Registration and `Opened` must reach the node before the first bytes.
+    if go.await.is_err() {
+        return;
+    }
+    let mut buf = vec![0u8; READ_BUFFER_BYTES];
+    loop {
+        while *paused.borrow() {
+            if paused.changed().await.is_err() {
+                return;
+            }
+        }
+        let n = match rd.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) => {
+                debug!(error = %e, "read failed");
+                break;
+            }
+        };
+        let bytes = Bytes::copy_from_slice(&buf[..n]);
+        if tx
+            .send(Input::Received { conn: id, bytes }.into())
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+    debug!("connection closed by peer");
+    let _ = tx.send(Input::Closed { conn: id }.into()).await;
+}
+
+async fn write_loop(
+    id: ConnId,
+    mut wr: tokio::net::tcp::OwnedWriteHalf,
+    mut rx: mpsc::UnboundedReceiver<WriteCmd>,
+    tx: mpsc::Sender<DriverMsg>,
+) {
+    let mut batch: Vec<u8> = Vec::with_capacity(64 * 1024);
+    loop {
+        let Some(first) = rx.recv().await else {
+            return;
+        };
+        let mut close = false;
+        let mut pending = Some(first);
+        // Coalesce what is queued into one write.
+        while let Some(cmd) = pending.take() {
+            match cmd {
+                WriteCmd::Data(b) => batch.extend_from_slice(&b),
+                WriteCmd::Close => {
+                    close = true;
+                    break;
+                }
+            }
+            if batch.len() >= 256 * 1024 {
+                break;
+            }
+            pending = rx.try_recv().ok();
+        }
+        if !batch.is_empty() {
+            let n = batch.len();
+            if let Err(e) = wr.write_all(&batch).await {
+                debug!(error = %e, "write failed");
+                let _ = tx.send(Input::Closed { conn: id }.into()).await;
+                return;
+            }
+            batch.clear();
+            if tx
+                .send(Input::Flushed { conn: id, bytes: n }.into())
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+        if close {
+            let _ = wr.shutdown().await;
+            return;
+        }
+    }
+}

@@ -1,0 +1,750 @@
+//! Tests of the local segment-file journal: round trips, torn tails,
+//! corruption, group commit and compaction (with a model-based proptest).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use halyard_io::journal::local::{
+    segment_file_name, Entry, LocalJournal, LocalJournalConfig, LocalJournalError,
+    BATCH_FRAME_BYTES, KEY_BYTES_MAX, SEGMENT_HEADER_BYTES,
+};
+use proptest::prelude::*;
+
+fn config(dir: &Path, segment_bytes: u64) -> LocalJournalConfig {
+    LocalJournalConfig {
+        dir: dir.to_path_buf(),
+        segment_bytes,
+        fsync: false,
+    }
+}
+
+fn open(cfg: &LocalJournalConfig) -> LocalJournal {
+    LocalJournal::open(cfg.clone()).expect("open journal").0
+}
+
+fn put(key: &str, value: &str) -> Entry {
+    Entry::put(
+        Bytes::copy_from_slice(key.as_bytes()),
+        Bytes::copy_from_slice(value.as_bytes()),
+    )
+}
+
+fn del(key: &str) -> Entry {
+    Entry::tombstone(Bytes::copy_from_slice(key.as_bytes()))
+}
+
+/// A batch whose size and content vary with `i`, tombstones included.
+fn sample_batch(i: usize) -> Vec<Entry> {
+    (0..1 + i % 4)
+        .map(|j| {
+            let key = format!("key-{}", (i * 7 + j) % 50);
+            if matches!((i + j) % 5, 0) {
+                del(&key)
+            } else {
+                put(&key, &"v".repeat((i * 13 + j) % 90))
+            }
+        })
+        .collect()
+}
+
+fn segment_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = fs::read_dir(dir)
+        .expect("list journal folder")
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// Latest value per key, tombstones removing the key.
+fn latest_view(batches: &[Vec<Entry>]) -> BTreeMap<Bytes, Bytes> {
+    let mut view = BTreeMap::new();
+    for e in batches.iter().flatten() {
+        match &e.value {
+            Some(v) => view.insert(e.key.clone(), v.clone()),
+            None => view.remove(&e.key),
+        };
+    }
+    view
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).expect("create copy");
+    for f in segment_files(from) {
+        fs::copy(&f, to.join(f.file_name().expect("name"))).expect("copy segment");
+    }
+}
+
+/// Parses a segment by the layout documented in the module, independently of
+/// the journal's own decoder: returns the (offset, frame length) of each batch.
+fn parse_frames(bytes: &[u8]) -> Vec<(usize, usize)> {
+    assert_eq!(&bytes[0..8], b"HLYDJSEG", "magic");
+    let mut frames = Vec::new();
+    let mut at = SEGMENT_HEADER_BYTES as usize;
+    while at < bytes.len() {
+        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize;
+        frames.push((at, 8 + len));
+        at += 8 + len;
+    }
+    assert_eq!(at, bytes.len(), "frames end exactly at the end of the file");
+    frames
+}
+
+#[test]
+fn round_trip_across_many_segments() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cfg = config(tmp.path(), 512);
+    let (mut journal, recovery) = LocalJournal::open(cfg.clone()).expect("open");
+    assert_eq!(recovery.batches, 0);
+
+    let mut written = Vec::new();
+    let mut i = 0;
+    while i < 300 {
+        // Group commits of 1..=5 batches, one of them empty, one oversized.
+        let group: Vec<Vec<Entry>> = (i..i + 1 + i % 5).map(sample_batch).collect();
+        i += group.len();
+        journal.append(&group).expect("append");
+        written.extend(group);
+    }
+    let empty_and_big = vec![vec![], vec![put("big", &"x".repeat(2000))]];
+    journal.append(&empty_and_big).expect("append oversized");
+    written.extend(empty_and_big);
+    journal
+        .append(&[sample_batch(1)])
+        .expect("append after oversized");
+    written.push(sample_batch(1));
+
+    let stats = journal.stats();
+    assert!(
+        stats.segments > 10,
+        "expected many segments, got {}",
+        stats.segments
+    );
+    assert_eq!(stats.batches_appended, written.len() as u64);
+    assert_eq!(journal.read_all().expect("read"), written);
+    assert_eq!(stats.live_entries, latest_view(&written).len() as u64);
+    drop(journal);
+
+    let (journal, recovery) = LocalJournal::open(cfg.clone()).expect("reopen");
+    assert_eq!(recovery.truncated_bytes, 0);
+    assert_eq!(recovery.batches, written.len() as u64);
+    assert_eq!(recovery.segments, stats.segments);
+    assert_eq!(recovery.bytes, stats.bytes);
+    assert_eq!(journal.read_all().expect("read after reopen"), written);
+    let mut streamed = Vec::new();
+    journal
+        .for_each_batch(|b| streamed.push(b.to_vec()))
+        .expect("for_each_batch");
+    assert_eq!(streamed, written);
+    assert_eq!(journal.stats().live_entries, stats.live_entries);
+
+    // No batch spans segments; a segment over the limit holds one batch only.
+    let mut total_frames = 0;
+    for f in segment_files(tmp.path()) {
+        let bytes = fs::read(&f).expect("read segment");
+        let frames = parse_frames(&bytes);
+        total_frames += frames.len();
+        if bytes.len() as u64 > cfg.segment_bytes {
+            assert_eq!(
+                frames.len(),
+                1,
+                "{} is oversized but holds several batches",
+                f.display()
+            );
+        }
+    }
+    assert_eq!(total_frames, written.len());
+}
+
+#[test]
+fn on_disk_format_matches_the_documentation() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (mut journal, _) = LocalJournal::open(config(tmp.path(), 1 << 20)).expect("open");
+    journal
+        .append(&[vec![put("k", "vv"), del("t")]])
+        .expect("append");
+    drop(journal);
+
+    let files = segment_files(tmp.path());
+    assert_eq!(files.len(), 1);
+    assert_eq!(
+        files[0].file_name().and_then(|n| n.to_str()),
+        Some("00000000000000000001.seg")
+    );
+    let bytes = fs::read(&files[0]).expect("read");
+    let mut expected_header = Vec::new();
+    expected_header.extend_from_slice(b"HLYDJSEG");
+    expected_header.extend_from_slice(&1u32.to_le_bytes()); // version
+    expected_header.extend_from_slice(&0u32.to_le_bytes()); // flags
+    expected_header.extend_from_slice(&1u64.to_le_bytes()); // segment id
+    assert_eq!(&bytes[..24], &expected_header[..]);
+
+    let mut payload = Vec::new();
+    payload.extend_from_slice(&2u32.to_le_bytes());
+    payload.extend_from_slice(&1u32.to_le_bytes());
+    payload.extend_from_slice(b"k");
+    payload.push(1);
+    payload.extend_from_slice(&2u32.to_le_bytes());
+    payload.extend_from_slice(b"vv");
+    payload.extend_from_slice(&1u32.to_le_bytes());
+    payload.extend_from_slice(b"t");
+    payload.push(0);
+    payload.extend_from_slice(&0u32.to_le_bytes());
+    let mut frame = Vec::new();
+    frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    frame.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
+    frame.extend_from_slice(&payload);
+    assert_eq!(&bytes[24..], &frame[..]);
+}
+
+/// A journal of `n` batches over several segments; returns the batches and
+/// the offset and length of the final batch in the last segment.
+fn journal_with_final_batch(dir: &Path, n: usize) -> (Vec<Vec<Entry>>, PathBuf, u64, u64) {
+    let cfg = config(dir, 400);
+    let mut journal = open(&cfg);
+    let mut batches = Vec::new();
+    for i in 0..n - 1 {
+        batches.push(sample_batch(i));
+        journal.append(&batches[i..]).expect("append");
+    }
+    let last_file = segment_files(dir).pop().expect("a segment");
+    let before = fs::metadata(&last_file).expect("stat").len();
+    let last = vec![
+        put("final-a", "hello"),
+        del("key-3"),
+        put("final-b", "world!"),
+    ];
+    batches.push(last);
+    journal.append(&batches[n - 1..]).expect("append final");
+    drop(journal);
+    assert_eq!(
+        segment_files(dir).pop().as_ref(),
+        Some(&last_file),
+        "final batch must not roll"
+    );
+    let after = fs::metadata(&last_file).expect("stat").len();
+    assert!(segment_files(dir).len() > 1, "want several segments");
+    (batches, last_file, before, after - before)
+}
+
+/// Reopens a damaged copy: it must hold exactly `kept`, report the cut, take
+/// a new append and keep it across another reopen.
+fn check_recovers(dir: &Path, kept: &[Vec<Entry>], expected_truncated: u64) {
+    let cfg = config(dir, 400);
+    let (mut journal, recovery) = LocalJournal::open(cfg.clone()).expect("open damaged journal");
+    assert_eq!(recovery.truncated_bytes, expected_truncated);
+    assert_eq!(recovery.batches, kept.len() as u64);
+    assert_eq!(journal.read_all().expect("read"), kept);
+    let extra = vec![put("after", "recovery")];
+    journal
+        .append(std::slice::from_ref(&extra))
+        .expect("append after recovery");
+    drop(journal);
+    let (journal, recovery) = LocalJournal::open(cfg).expect("reopen");
+    assert_eq!(recovery.truncated_bytes, 0);
+    let mut want = kept.to_vec();
+    want.push(extra);
+    assert_eq!(journal.read_all().expect("read"), want);
+}
+
+#[test]
+fn torn_tail_at_every_offset_is_cut_off() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let pristine = tmp.path().join("pristine");
+    let (batches, last_file, start, len) = journal_with_final_batch(&pristine, 12);
+    let name = last_file.file_name().expect("name");
+    for cut in 1..len {
+        let dir = tmp.path().join(format!("cut-{cut}"));
+        copy_dir(&pristine, &dir);
+        let f = fs::OpenOptions::new()
+            .write(true)
+            .open(dir.join(name))
+            .expect("open segment");
+        f.set_len(start + cut).expect("truncate");
+        drop(f);
+        check_recovers(&dir, &batches[..batches.len() - 1], cut);
+        fs::remove_dir_all(&dir).expect("clean up");
+    }
+    // Cutting exactly at the batch boundary leaves a clean journal.
+    let dir = tmp.path().join("boundary");
+    copy_dir(&pristine, &dir);
+    fs::OpenOptions::new()
+        .write(true)
+        .open(dir.join(name))
+        .and_then(|f| f.set_len(start))
+        .expect("truncate");
+    check_recovers(&dir, &batches[..batches.len() - 1], 0);
+}
+
+#[test]
+fn flipped_byte_in_final_batch_is_cut_off() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let pristine = tmp.path().join("pristine");
+    let (batches, last_file, start, len) = journal_with_final_batch(&pristine, 12);
+    let name = last_file.file_name().expect("name");
+    for at in 0..len {
+        let dir = tmp.path().join(format!("flip-{at}"));
+        copy_dir(&pristine, &dir);
+        let path = dir.join(name);
+        let mut bytes = fs::read(&path).expect("read");
+        bytes[(start + at) as usize] ^= 0x20;
+        fs::write(&path, &bytes).expect("write");
+        check_recovers(&dir, &batches[..batches.len() - 1], len);
+        fs::remove_dir_all(&dir).expect("clean up");
+    }
+}
+
+#[test]
+fn garbage_after_the_final_batch_is_cut_off() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (batches, last_file, _, _) = journal_with_final_batch(tmp.path(), 6);
+    // Zeros, as a crash can leave when the size reached disk but data did not.
+    let mut bytes = fs::read(&last_file).expect("read");
+    bytes.extend_from_slice(&[0u8; 100]);
+    fs::write(&last_file, &bytes).expect("write");
+    check_recovers(tmp.path(), &batches, 100);
+}
+
+#[test]
+fn torn_header_of_a_new_last_segment_is_repaired() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (batches, last_file, _, _) = journal_with_final_batch(tmp.path(), 6);
+    let last_name = last_file
+        .file_name()
+        .and_then(|n| n.to_str())
+        .expect("name");
+    let next_id: u64 = last_name
+        .trim_end_matches(".seg")
+        .parse::<u64>()
+        .expect("id")
+        + 1;
+    // A crash right after creating the next segment: 10 bytes of its header.
+    let header = fs::read(&last_file).expect("read")[..10].to_vec();
+    fs::write(tmp.path().join(segment_file_name(next_id)), &header).expect("write");
+    check_recovers(tmp.path(), &batches, 10);
+}
+
+#[test]
+fn corrupt_batch_in_an_older_segment_fails_open() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (_, _, _, _) = journal_with_final_batch(tmp.path(), 20);
+    let first = segment_files(tmp.path()).remove(0);
+    let mut bytes = fs::read(&first).expect("read");
+    let frames = parse_frames(&bytes);
+    assert!(
+        frames.len() >= 2,
+        "want a batch in the middle of the first segment"
+    );
+    let (offset, _) = frames[frames.len() / 2];
+    bytes[offset + 12] ^= 0xff; // inside the payload
+    fs::write(&first, &bytes).expect("write");
+
+    let err = LocalJournal::open(config(tmp.path(), 400)).expect_err("open must fail");
+    let msg = err.to_string();
+    assert!(
+        matches!(&err, LocalJournalError::CorruptBatch { file, offset: o, .. }
+            if file == "00000000000000000001.seg" && *o == offset as u64),
+        "unexpected error: {msg}"
+    );
+    assert!(
+        msg.starts_with(&format!(
+            "corrupt batch at 00000000000000000001.seg offset {offset}: crc mismatch"
+        )),
+        "unclear message: {msg}"
+    );
+    // Nothing was cut: the file is untouched.
+    assert_eq!(fs::read(&first).expect("read"), bytes);
+}
+
+#[test]
+fn torn_end_of_an_older_segment_fails_open() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    journal_with_final_batch(tmp.path(), 20);
+    let first = segment_files(tmp.path()).remove(0);
+    let len = fs::metadata(&first).expect("stat").len();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&first)
+        .and_then(|f| f.set_len(len - 3))
+        .expect("truncate");
+    let err = LocalJournal::open(config(tmp.path(), 400)).expect_err("open must fail");
+    assert!(
+        matches!(err, LocalJournalError::CorruptBatch { .. }),
+        "{err}"
+    );
+}
+
+#[test]
+fn foreign_header_on_the_last_segment_is_an_error_not_a_torn_tail() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    journal_with_final_batch(tmp.path(), 6);
+    let last = segment_files(tmp.path()).pop().expect("segment");
+    let mut bytes = fs::read(&last).expect("read");
+    bytes[8] = 9; // format version 9
+    fs::write(&last, &bytes).expect("write");
+    let err = LocalJournal::open(config(tmp.path(), 400)).expect_err("open must fail");
+    assert!(
+        matches!(err, LocalJournalError::BadSegmentHeader { .. }),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("unsupported format version 9"),
+        "{err}"
+    );
+    assert_eq!(fs::read(&last).expect("read"), bytes, "file left untouched");
+}
+
+#[test]
+fn group_commit_fsyncs_once_per_append() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cfg = LocalJournalConfig::new(tmp.path());
+    assert!(cfg.fsync, "fsync is the default");
+    let (mut journal, _) = LocalJournal::open(cfg.clone()).expect("open");
+    let before = journal.stats();
+
+    let group: Vec<Vec<Entry>> = (0..50).map(sample_batch).collect();
+    journal.append(&group).expect("append");
+    let after = journal.stats();
+    assert_eq!(after.fsyncs - before.fsyncs, 1, "one fsync for 50 batches");
+    assert_eq!(after.batches_appended - before.batches_appended, 50);
+
+    journal.append(&[sample_batch(7)]).expect("append one");
+    assert_eq!(journal.stats().fsyncs - after.fsyncs, 1);
+    journal.append(&[]).expect("append nothing");
+    assert_eq!(journal.stats().fsyncs - after.fsyncs, 1, "nothing to sync");
+    drop(journal);
+
+    let (journal, recovery) = LocalJournal::open(cfg).expect("reopen");
+    assert_eq!(recovery.batches, 51);
+    assert_eq!(journal.read_all().expect("read").len(), 51);
+}
+
+#[test]
+fn rejected_batch_writes_nothing() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cfg = config(tmp.path(), 1 << 20);
+    let mut journal = open(&cfg);
+    journal.append(&[vec![put("a", "1")]]).expect("append");
+    let bytes = journal.stats().bytes;
+    let too_long = Entry::tombstone(Bytes::from(vec![b'k'; KEY_BYTES_MAX + 1]));
+    let err = journal
+        .append(&[vec![put("b", "2")], vec![too_long]])
+        .expect_err("must reject");
+    assert!(
+        matches!(err, LocalJournalError::BatchRejected { batch: 1, .. }),
+        "{err}"
+    );
+    assert_eq!(journal.stats().bytes, bytes);
+    journal
+        .append(&[vec![put("c", "3")]])
+        .expect("append after rejection");
+    drop(journal);
+    let journal = open(&cfg);
+    assert_eq!(
+        journal.read_all().expect("read"),
+        vec![vec![put("a", "1")], vec![put("c", "3")]]
+    );
+}
+
+/// Appends `batch` and then filler batches until the journal rolls, so the
+/// batch ends up in a sealed segment.
+fn append_and_seal(journal: &mut LocalJournal, batch: Vec<Entry>, written: &mut Vec<Vec<Entry>>) {
+    let segments = journal.stats().segments;
+    journal
+        .append(std::slice::from_ref(&batch))
+        .expect("append");
+    written.push(batch);
+    let mut n = 0;
+    while journal.stats().segments == segments {
+        let filler = vec![put("filler", &format!("{n}"))];
+        journal
+            .append(std::slice::from_ref(&filler))
+            .expect("append filler");
+        written.push(filler);
+        n += 1;
+    }
+}
+
+#[test]
+fn compaction_deletes_dead_segments_and_keeps_the_latest_view() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cfg = config(tmp.path(), 300);
+    let mut journal = open(&cfg);
+    let mut written = Vec::new();
+    for round in 0..3 {
+        for k in 0..20 {
+            let batch = vec![put(
+                &format!("k{k}"),
+                &format!("round {round} {}", "x".repeat(20)),
+            )];
+            journal
+                .append(std::slice::from_ref(&batch))
+                .expect("append");
+            written.push(batch);
+        }
+    }
+    for k in 0..10 {
+        let batch = vec![del(&format!("k{k}"))];
+        journal
+            .append(std::slice::from_ref(&batch))
+            .expect("append");
+        written.push(batch);
+    }
+    let expected = latest_view(&written);
+    assert_eq!(expected.len(), 10);
+    let before = journal.stats();
+    let files_before = segment_files(tmp.path());
+
+    let compacted = journal.compact().expect("compact");
+    assert!(compacted.segments_deleted >= 3, "{compacted:?}");
+    assert!(compacted.bytes_reclaimed > 0);
+    let after = journal.stats();
+    assert_eq!(after.segments, before.segments - compacted.segments_deleted);
+    assert_eq!(
+        segment_files(tmp.path()).len(),
+        files_before.len() - compacted.segments_deleted
+    );
+    assert!(
+        !files_before[0].exists(),
+        "the oldest segment only held superseded entries"
+    );
+    assert_eq!(latest_view(&journal.read_all().expect("read")), expected);
+    assert_eq!(after.live_entries, 10);
+    // A second compaction right away finds nothing new.
+    assert_eq!(
+        journal.compact().expect("compact again").segments_deleted,
+        0
+    );
+    drop(journal);
+
+    let (journal, recovery) = LocalJournal::open(cfg).expect("reopen");
+    assert_eq!(recovery.segments, after.segments);
+    assert_eq!(latest_view(&journal.read_all().expect("read")), expected);
+    assert_eq!(journal.stats().live_entries, 10);
+}
+
+#[test]
+fn segment_with_one_live_entry_is_kept() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cfg = config(tmp.path(), 200);
+    let mut journal = open(&cfg);
+    let mut written = Vec::new();
+    append_and_seal(
+        &mut journal,
+        vec![put("a", "1"), put("b", "1"), put("keep", "1")],
+        &mut written,
+    );
+    let first = segment_files(tmp.path()).remove(0);
+    append_and_seal(&mut journal, vec![put("a", "2"), del("b")], &mut written);
+
+    journal.compact().expect("compact");
+    assert!(first.exists(), "segment 1 still holds the live `keep`");
+    assert_eq!(
+        latest_view(&journal.read_all().expect("read")),
+        latest_view(&written)
+    );
+
+    append_and_seal(&mut journal, vec![put("keep", "2")], &mut written);
+    let stats = journal.compact().expect("compact");
+    assert!(!first.exists(), "segment 1 is all dead now");
+    assert!(stats.segments_deleted >= 1);
+    drop(journal);
+    let journal = open(&cfg);
+    assert_eq!(
+        latest_view(&journal.read_all().expect("read")),
+        latest_view(&written)
+    );
+}
+
+#[test]
+fn tombstone_outlives_the_older_segment_holding_its_key() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cfg = config(tmp.path(), 200);
+    let mut journal = open(&cfg);
+    let mut written = Vec::new();
+    // Segment 1: `a` (to be deleted) and `x` (stays live).
+    append_and_seal(
+        &mut journal,
+        vec![put("a", "1"), put("x", "1")],
+        &mut written,
+    );
+    // Segment 2: the tombstone of `a`, and fillers superseded later.
+    append_and_seal(&mut journal, vec![del("a")], &mut written);
+    // Supersede every filler so only the tombstone could keep segment 2.
+    for _ in 0..3 {
+        append_and_seal(&mut journal, vec![], &mut written);
+    }
+    let segment_2 = tmp.path().join(segment_file_name(2));
+    assert!(segment_2.exists());
+    journal.compact().expect("compact");
+    assert!(
+        segment_2.exists(),
+        "deleting it would resurrect `a` from segment 1"
+    );
+    drop(journal);
+    let mut journal = open(&cfg);
+    let view = latest_view(&journal.read_all().expect("read"));
+    assert!(
+        !view.contains_key(&Bytes::from_static(b"a")),
+        "a resurrected"
+    );
+
+    // Once `x` moves on, segment 1 goes, and then the tombstone can go too.
+    append_and_seal(&mut journal, vec![put("x", "2")], &mut written);
+    journal.compact().expect("compact");
+    assert!(!tmp.path().join(segment_file_name(1)).exists());
+    assert!(!segment_2.exists());
+    assert_eq!(
+        latest_view(&journal.read_all().expect("read")),
+        latest_view(&written)
+    );
+}
+
+#[test]
+fn compaction_is_crash_safe_at_every_deletion_prefix() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let live = tmp.path().join("live");
+    let cfg = config(&live, 150);
+    let mut journal = open(&cfg);
+    for i in 0..200usize {
+        let key = format!("k{}", i % 9);
+        let e = if i % 4 == 3 {
+            del(&key)
+        } else {
+            put(&key, &format!("{i}"))
+        };
+        journal.append(&[vec![e]]).expect("append");
+    }
+    let expected = latest_view(&journal.read_all().expect("read"));
+    let snapshot = tmp.path().join("snapshot");
+    copy_dir(&live, &snapshot);
+    let before: BTreeSet<PathBuf> = segment_files(&live)
+        .into_iter()
+        .map(|p| p.file_name().expect("n").into())
+        .collect();
+    let stats = journal.compact().expect("compact");
+    assert!(stats.segments_deleted > 3, "{stats:?}");
+    let after: BTreeSet<PathBuf> = segment_files(&live)
+        .into_iter()
+        .map(|p| p.file_name().expect("n").into())
+        .collect();
+    let deleted: Vec<&PathBuf> = before.difference(&after).collect(); // ascending ids
+    for prefix in 0..=deleted.len() {
+        let dir = tmp.path().join(format!("crash-{prefix}"));
+        copy_dir(&snapshot, &dir);
+        for name in &deleted[..prefix] {
+            fs::remove_file(dir.join(name)).expect("remove");
+        }
+        let journal = open(&config(&dir, 150));
+        assert_eq!(
+            latest_view(&journal.read_all().expect("read")),
+            expected,
+            "view changed after a crash with {prefix} of {} deletions done",
+            deleted.len()
+        );
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    /// One group commit: batches of (key index, value length or tombstone).
+    Append(Vec<Vec<(u8, Option<u8>)>>),
+    Compact,
+    Reopen,
+}
+
+fn op_strategy() -> impl Strategy<Value = Op> {
+    let entry = (0u8..6, proptest::option::weighted(0.7, 0u8..40));
+    let batch = proptest::collection::vec(entry, 0..4);
+    prop_oneof![
+        6 => proptest::collection::vec(batch, 1..4).prop_map(Op::Append),
+        2 => Just(Op::Compact),
+        1 => Just(Op::Reopen),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_puts_tombstones_compactions_and_reopens_match_a_model(
+        segment_bytes in 64u64..400,
+        ops in proptest::collection::vec(op_strategy(), 1..60),
+    ) {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let cfg = config(tmp.path(), segment_bytes);
+        let mut journal = open(&cfg);
+        let mut model: BTreeMap<Bytes, Bytes> = BTreeMap::new();
+        for (n, op) in ops.into_iter().enumerate() {
+            match op {
+                Op::Append(batches) => {
+                    let batches: Vec<Vec<Entry>> = batches
+                        .into_iter()
+                        .map(|b| {
+                            b.into_iter()
+                                .map(|(k, v)| Entry {
+                                    key: Bytes::from(format!("key{k}")),
+                                    value: v.map(|len| Bytes::from(format!("{n}:{}", "v".repeat(len as usize)))),
+                                })
+                                .collect()
+                        })
+                        .collect();
+                    for e in batches.iter().flatten() {
+                        match &e.value {
+                            Some(v) => model.insert(e.key.clone(), v.clone()),
+                            None => model.remove(&e.key),
+                        };
+                    }
+                    journal.append(&batches).expect("append");
+                }
+                Op::Compact => {
+                    journal.compact().expect("compact");
+                }
+                Op::Reopen => {
+                    drop(journal);
+                    let (j, recovery) = LocalJournal::open(cfg.clone()).expect("reopen");
+                    prop_assert_eq!(recovery.truncated_bytes, 0);
+                    journal = j;
+                }
+            }
+            let view = latest_view(&journal.read_all().expect("read"));
+            prop_assert_eq!(&view, &model, "after op {}", n);
+            prop_assert_eq!(journal.stats().live_entries, model.len() as u64);
+            prop_assert_eq!(journal.stats().segments, segment_files(tmp.path()).len());
+        }
+        // The index stays bounded by the keys: at most 6 keys ever existed.
+        prop_assert!(journal.stats().tracked_keys <= 6);
+        // Everything compactable is gone: only the current segment, segments
+        // with a live put, and tombstone segments still shadowing remain.
+        journal.compact().expect("final compact");
+        drop(journal);
+        let journal = open(&cfg);
+        prop_assert_eq!(latest_view(&journal.read_all().expect("read")), model);
+    }
+}
+
+#[test]
+fn frame_overhead_constants_match_the_file() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut journal = open(&config(tmp.path(), 1 << 20));
+    journal.append(&[vec![]]).expect("append empty batch");
+    // Header, frame, and a 4-byte payload holding the entry count 0.
+    assert_eq!(
+        journal.stats().bytes,
+        SEGMENT_HEADER_BYTES + BATCH_FRAME_BYTES + 4
+    );
+}
+
+#[test]
+fn a_second_handle_on_the_same_folder_is_refused() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cfg = config(tmp.path(), 1 << 20);
+    let first = open(&cfg);
+    let err = LocalJournal::open(cfg.clone()).expect_err("second open must fail");
+    assert!(matches!(err, LocalJournalError::Locked { .. }), "{err}");
+    drop(first);
+    LocalJournal::open(cfg).expect("open after the first handle closed");
+}
