@@ -196,11 +196,13 @@ where
                 }
             }
             Some(msg) = rx.recv() => {
-                let mut msg = Some(msg);
-                for _ in 0..INPUTS_PER_TURN_MAX {
-                    let Some(m) = msg.take() else { break };
-                    match m {
-                        DriverMsg::Register(id, h) => { conns.insert(id, h); }
+                let mut msg = msg;
+                let mut handled = 0;
+                loop {
+                    match msg {
+                        DriverMsg::Register(id, h) => {
+                            conns.insert(id, h);
+                        }
                         DriverMsg::Input(i) => {
                             if let Input::Closed { conn } = &i {
                                 conns.remove(conn);
@@ -208,7 +210,14 @@ where
                             node.handle(now(), i)
                         }
                     }
-                    msg = rx.try_recv().ok();
+                    handled += 1;
+                    if handled >= INPUTS_PER_TURN_MAX {
+                        break;
+                    }
+                    match rx.try_recv() {
+                        Ok(m) => msg = m,
+                        Err(_) => break,
+                    }
                 }
             }
             _ = sleep => node.handle(now(), Input::Tick),
