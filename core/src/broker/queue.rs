@@ -128,6 +128,18 @@ impl Queue {
         v.into_iter().map(|(_, id)| id).collect()
     }
 
+    /// Ids of the journaled messages this queue references, in arrival order.
+    pub fn durable_message_ids(&self) -> Vec<Id> {
+        let mut v: Vec<(u64, Id)> = self
+            .refs
+            .iter()
+            .filter(|(_, r)| r.durable)
+            .map(|(id, r)| (r.pos, *id))
+            .collect();
+        v.sort();
+        v.into_iter().map(|(_, id)| id).collect()
+    }
+
     pub(crate) fn push(&mut self, id: Id, durable: bool) -> bool {
         if self.refs.contains_key(&id) {
             return false;
