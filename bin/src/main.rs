@@ -3,6 +3,7 @@
 mod clients;
 mod config;
 mod node_cmd;
+mod sim_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -35,6 +36,8 @@ enum Command {
     Produce(clients::ProduceArgs),
     /// Receive messages and acknowledge them (follows failover)
     Consume(clients::ConsumeArgs),
+    /// Run seeded deterministic simulations of a cluster under faults and check nothing is lost
+    Sim(sim_cmd::SimArgs),
 }
 
 fn main() -> ExitCode {
@@ -43,6 +46,7 @@ fn main() -> ExitCode {
         Command::Node { config, settings } => node_cmd::run(config, settings),
         Command::Produce(a) => clients::produce(a),
         Command::Consume(a) => clients::consume(a),
+        Command::Sim(a) => sim_cmd::run(a),
     };
     match result {
         Ok(code) => code,

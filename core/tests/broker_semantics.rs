@@ -527,3 +527,54 @@ fn many_pending_sends_pause_the_reader_then_resume() {
     assert!(!h.paused.contains(&p));
     assert_eq!(receipts(&h.take(p)).len(), 10);
 }
+
+/// Compaction keeps only the latest copy of a re-emitted `QueueCreated`,
+/// which can then come after a message that references the queue.
+#[test]
+fn replay_tolerates_queue_creation_after_its_messages() {
+    use halyard_core::ids::Id;
+    use halyard_core::journal::{Entry, QueueDef, QueueKind, Record, Routing, StoredMessage};
+    let q = Id::new(1, 2);
+    let create = Entry::Put(Record::QueueCreated(QueueDef {
+        id: q,
+        name: "orders".into(),
+        address: "orders".into(),
+        kind: QueueKind::Anycast,
+    }));
+    let stored = |seq: u64, body: &str| {
+        Entry::Put(Record::MessageStored {
+            id: Id::new(1, seq),
+            queues: vec![q],
+            message: StoredMessage {
+                address: "orders".into(),
+                routing: Routing::Anycast,
+                headers: vec![],
+                body: bytes::Bytes::copy_from_slice(body.as_bytes()),
+            },
+        })
+    };
+    // What is left after compaction dropped the first QueueCreated.
+    let journal = vec![vec![stored(3, "first")], vec![create, stored(5, "second")]];
+    let mut h = Harness::with_journal(NodeConfig::default(), journal);
+    let c = h.connect(1);
+    h.send(c, subscribe("s", "/queue/orders", "auto"));
+    assert_eq!(bodies(&h.take(c)), vec!["first", "second"]);
+    // A reference to a queue that never appears is dropped, and the message
+    // is tombstoned so compaction can reclaim it.
+    let ghost = Entry::Put(Record::MessageStored {
+        id: Id::new(1, 9),
+        queues: vec![Id::new(1, 8)],
+        message: StoredMessage {
+            address: "gone".into(),
+            routing: Routing::Anycast,
+            headers: vec![],
+            body: bytes::Bytes::from_static(b"x"),
+        },
+    });
+    let h = Harness::with_journal(NodeConfig::default(), vec![vec![ghost]]);
+    let last = h.journal.last().expect("activation batch");
+    assert!(
+        last.iter().any(|e| matches!(e, Entry::Tombstone(halyard_core::journal::Key::Message(id)) if *id == Id::new(1, 9))),
+        "no tombstone for the orphaned message: {last:?}"
+    );
+}

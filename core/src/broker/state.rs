@@ -147,6 +147,11 @@ pub struct Broker {
     /// Duplicate ids evicted from the bounded cache: tombstone their keys.
     dead_dups: Vec<Key>,
     max_epoch: u32,
+    /// Reading the journal: references may name queues whose creation record
+    /// comes later (compaction keeps only the latest copy of a re-emitted
+    /// `QueueCreated`), so they wait here until the load finishes.
+    loading: bool,
+    orphans: BTreeMap<Id, Vec<Id>>,
 }
 
 impl Broker {
@@ -166,6 +171,24 @@ impl Broker {
             dups: BTreeMap::new(),
             dead_dups: Vec::new(),
             max_epoch: 0,
+            loading: false,
+            orphans: BTreeMap::new(),
+        }
+    }
+
+    /// Starts replaying a journal (see `orphans`).
+    pub fn begin_load(&mut self) {
+        self.loading = true;
+    }
+
+    /// The whole journal has been applied: references to queues that never
+    /// appeared are dropped, and messages nobody references become dead.
+    pub fn finish_load(&mut self) {
+        self.loading = false;
+        self.orphans.clear();
+        let ids: Vec<Id> = self.messages.keys().copied().collect();
+        for id in ids {
+            self.check_dead(id);
         }
     }
 
@@ -271,6 +294,9 @@ impl Broker {
                     }
                 }
                 self.dead.retain(|(d, _)| d != id);
+                for waiting in self.orphans.values_mut() {
+                    waiting.retain(|m| m != id);
+                }
             }
             Entry::Tombstone(Key::Duplicate { address, dup_id }) => {
                 if let Some(c) = self.dups.get_mut(address) {
@@ -327,6 +353,9 @@ impl Broker {
             QueueOwner::Durable(def.kind.clone()),
         );
         self.insert_queue(q);
+        for m in self.orphans.remove(&def.id).unwrap_or_default() {
+            self.add_ref(m, def.id, true);
+        }
     }
 
     fn insert_queue(&mut self, q: Queue) {
@@ -372,6 +401,14 @@ impl Broker {
 
     fn add_ref(&mut self, message: Id, queue: Id, durable: bool) {
         let Some(q) = self.queues.get_mut(&queue) else {
+            if self.loading && durable {
+                if let Some(m) = self.messages.get_mut(&message) {
+                    if !m.durable_queues_ever.contains(&queue) {
+                        m.durable_queues_ever.push(queue);
+                    }
+                    self.orphans.entry(queue).or_default().push(message);
+                }
+            }
             return;
         };
         let Some(m) = self.messages.get_mut(&message) else {
@@ -393,6 +430,9 @@ impl Broker {
     /// Removes a queue's reference to a message, wherever it stands.
     fn drop_ref(&mut self, message: Id, queue: Id) {
         let Some(q) = self.queues.get_mut(&queue) else {
+            if let Some(waiting) = self.orphans.get_mut(&queue) {
+                waiting.retain(|m| *m != message);
+            }
             return;
         };
         let Some(r) = q.remove(message) else {
@@ -416,6 +456,9 @@ impl Broker {
     }
 
     fn check_dead(&mut self, message: Id) {
+        if self.loading {
+            return;
+        }
         let Some(m) = self.messages.get_mut(&message) else {
             return;
         };

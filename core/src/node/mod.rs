@@ -59,6 +59,17 @@ pub struct NodeConfig {
     pub drain_timeout_ms: u64,
     /// Pause before asking for the lock again after a failed activation.
     pub activation_retry_ms: u64,
+    /// A deliberate bug (simulator self-tests only).
+    #[cfg(feature = "planted-bugs")]
+    pub planted_bug: Option<PlantedBug>,
+}
+
+/// Deliberate bugs the simulator's checker must catch.
+#[cfg(feature = "planted-bugs")]
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum PlantedBug {
+    /// Answer sends (RECEIPT) and apply acks before the journal says durable.
+    ReceiptBeforeDurable,
 }
 
 impl Default for NodeConfig {
@@ -78,6 +89,8 @@ impl Default for NodeConfig {
             transaction_bytes_max: 64 * 1024 * 1024,
             drain_timeout_ms: 5_000,
             activation_retry_ms: 1_000,
+            #[cfg(feature = "planted-bugs")]
+            planted_bug: None,
         }
     }
 }
@@ -329,6 +342,7 @@ impl Node {
                     self.event(Event::LiveLockObtained);
                     self.state = HaState::Loading;
                     self.broker = Broker::new(self.config.broker.clone());
+                    self.broker.begin_load();
                     self.loaded_entries = 0;
                     self.outputs.push_back(Output::OpenJournal);
                 }
@@ -403,6 +417,7 @@ impl Node {
 
     /// Journal read: pick the next epoch and write it down before serving.
     fn activate(&mut self) {
+        self.broker.finish_load();
         let epoch = self.broker.max_epoch() + 1;
         self.epoch = epoch;
         self.ids = IdGen::new(epoch);
@@ -561,9 +576,15 @@ impl Node {
         if let Some(c) = work.conn().and_then(|c| self.conns.get_mut(&c)) {
             c.inflight += 1;
         }
+        #[cfg(feature = "planted-bugs")]
+        let ticket_done = ticket.is_none()
+            || (self.config.planted_bug == Some(PlantedBug::ReceiptBeforeDurable)
+                && self.state == HaState::Live);
+        #[cfg(not(feature = "planted-bugs"))]
+        let ticket_done = ticket.is_none();
         self.pipeline.push_back(Pending {
             ticket,
-            done: ticket.is_none(),
+            done: ticket_done,
             entries,
             work,
         });

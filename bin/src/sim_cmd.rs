@@ -1,0 +1,171 @@
+//! `halyard sim`: run seeded simulations and report.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use clap::Args;
+use halyard_sim::{run_seed, Report};
+
+#[derive(Args, Debug)]
+pub struct SimArgs {
+    /// Replay exactly this seed
+    #[arg(long, conflicts_with = "seeds")]
+    seed: Option<u64>,
+    /// Number of seeds to run (starting at --first)
+    #[arg(long, default_value_t = 100)]
+    seeds: u64,
+    /// First seed of the range
+    #[arg(long, default_value_t = 1)]
+    first: u64,
+    /// Parallel workers (default: number of CPUs)
+    #[arg(long)]
+    jobs: Option<usize>,
+    /// Print the run's timeline (with --seed)
+    #[arg(long)]
+    trace: bool,
+    /// Run the seed twice and compare the trace hashes (with --seed)
+    #[arg(long)]
+    check_determinism: bool,
+}
+
+#[derive(Default)]
+struct Totals {
+    seeds: u64,
+    failed: Vec<(u64, String)>,
+    faults: BTreeMap<&'static str, u64>,
+    sent: u64,
+    receipted: u64,
+    resent: u64,
+    delivered: u64,
+    duplicates: u64,
+    explained: u64,
+    fenced: u64,
+    compactions: u64,
+    virtual_ms: u64,
+}
+
+impl Totals {
+    fn add(&mut self, r: &Report) {
+        self.seeds += 1;
+        if !r.ok() {
+            self.failed.push((r.seed, r.violations.summary()));
+        }
+        for (k, v) in &r.faults {
+            *self.faults.entry(k).or_insert(0) += v;
+        }
+        self.sent += r.counts.sent;
+        self.receipted += r.counts.receipted;
+        self.resent += r.counts.resent;
+        self.delivered += r.counts.delivered;
+        self.duplicates += r.counts.duplicates;
+        self.explained += r.counts.explained_duplicates;
+        self.fenced += r.kafka.fenced_requests;
+        self.compactions += r.kafka.compactions;
+        self.virtual_ms += r.end_ms;
+    }
+}
+
+pub fn run(a: SimArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    if let Some(seed) = a.seed {
+        let r = run_seed(seed, a.trace);
+        if a.trace {
+            for l in &r.trace {
+                println!("{l}");
+            }
+        }
+        if a.check_determinism {
+            let again = run_seed(seed, false);
+            if again.trace_hash != r.trace_hash {
+                eprintln!("seed {seed} is not deterministic: {:016x} vs {:016x}", r.trace_hash, again.trace_hash);
+                return Ok(ExitCode::from(1));
+            }
+            println!("deterministic: two runs of seed {seed} have trace hash {:016x}", r.trace_hash);
+        }
+        let mut t = Totals::default();
+        t.add(&r);
+        print_summary(&t, 0.0);
+        println!("trace hash {:016x}, {} events, {} virtual ms", r.trace_hash, r.events, r.end_ms);
+        return Ok(if r.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) });
+    }
+    let jobs = a
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+        .max(1);
+    let next = Arc::new(AtomicU64::new(a.first));
+    let end = a.first + a.seeds;
+    let totals = Arc::new(Mutex::new(Totals::default()));
+    let start = Instant::now();
+    let workers: Vec<_> = (0..jobs)
+        .map(|_| {
+            let next = next.clone();
+            let totals = totals.clone();
+            std::thread::spawn(move || loop {
+                let seed = next.fetch_add(1, Ordering::Relaxed);
+                if seed >= end {
+                    return;
+                }
+                let r = run_seed(seed, false);
+                let mut t = totals.lock().expect("totals lock");
+                t.add(&r);
+                if !r.ok() {
+                    eprintln!(
+                        "\nseed {seed} FAILED: {}\n  replay: halyard sim --seed {seed} --trace",
+                        r.violations.summary()
+                    );
+                }
+                let done = t.seeds;
+                let total = end - a.first;
+                if done % 10 == 0 || done == total {
+                    let width = 30;
+                    let filled = (done * width / total.max(1)) as usize;
+                    eprint!(
+                        "\r[{}{}] {done}/{total} seeds, {} failed, {:.0} s",
+                        "#".repeat(filled),
+                        ".".repeat(width as usize - filled),
+                        t.failed.len(),
+                        start.elapsed().as_secs_f64()
+                    );
+                    let _ = std::io::stderr().flush();
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        let _ = w.join();
+    }
+    eprintln!();
+    let t = totals.lock().expect("totals lock");
+    print_summary(&t, start.elapsed().as_secs_f64());
+    Ok(if t.failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn print_summary(t: &Totals, secs: f64) {
+    println!("seeds: {} ({} failed){}", t.seeds, t.failed.len(), if secs > 0.0 { format!(" in {secs:.1} s") } else { String::new() });
+    let faults: Vec<String> = t.faults.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    println!("faults injected: {}", if faults.is_empty() { "none".into() } else { faults.join(", ") });
+    println!(
+        "messages: sent {} receipted {} resent {} delivered {}",
+        t.sent, t.receipted, t.resent, t.delivered
+    );
+    println!(
+        "duplicates: {} ({} explained by failover, resend or redelivery)",
+        t.duplicates, t.explained
+    );
+    println!("kafka: {} fenced requests, {} compactions; {:.0} virtual seconds", t.fenced, t.compactions, t.virtual_ms as f64 / 1000.0);
+    if t.failed.is_empty() {
+        println!("violations: none");
+    } else {
+        println!("violations:");
+        for (seed, why) in &t.failed {
+            println!("  seed {seed}: {why}\n    replay: halyard sim --seed {seed} --trace");
+        }
+    }
+}

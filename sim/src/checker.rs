@@ -1,0 +1,229 @@
+//! The checker, in the spirit of Jepsen's total-queue: after the faults stop
+//! and everything drained, compare what producers were told (receipts) with
+//! what consumers got.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::client::{Client, Kind};
+use crate::kafka::Writer;
+
+/// What went wrong, each a failure of the run.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Violations {
+    /// Receipted but never delivered: (group, producer, seq).
+    pub lost: Vec<(String, String, u64)>,
+    /// Delivered but never sent.
+    pub unexpected: Vec<(String, String, u64)>,
+    /// Delivered twice with no failover, resend or redelivery to explain it.
+    pub unexplained_duplicates: Vec<(String, String, u64)>,
+    /// A producer with duplicate ids whose message was stored more than once.
+    pub stored_twice: Vec<(String, String, u64)>,
+    /// Within one consumer session, a producer's messages out of order.
+    pub order: Vec<String>,
+    /// Journal writes accepted from a fenced (older) live, or two nodes for one epoch.
+    pub split_brain: Vec<String>,
+    /// The run did not finish after the faults stopped.
+    pub stuck: Option<String>,
+}
+
+impl Violations {
+    pub fn is_empty(&self) -> bool {
+        self.lost.is_empty()
+            && self.unexpected.is_empty()
+            && self.unexplained_duplicates.is_empty()
+            && self.stored_twice.is_empty()
+            && self.order.is_empty()
+            && self.split_brain.is_empty()
+            && self.stuck.is_none()
+    }
+
+    pub fn summary(&self) -> String {
+        let mut parts = Vec::new();
+        let mut add = |name: &str, n: usize, first: Option<String>| {
+            if n > 0 {
+                parts.push(format!("{n} {name} (first: {})", first.unwrap_or_default()));
+            }
+        };
+        let fmt = |v: &Vec<(String, String, u64)>| v.first().map(|(g, p, s)| format!("{p}:{s} in {g}"));
+        add("lost", self.lost.len(), fmt(&self.lost));
+        add("unexpected", self.unexpected.len(), fmt(&self.unexpected));
+        add("unexplained duplicates", self.unexplained_duplicates.len(), fmt(&self.unexplained_duplicates));
+        add("stored twice despite duplicate id", self.stored_twice.len(), fmt(&self.stored_twice));
+        add("order violations", self.order.len(), self.order.first().cloned());
+        add("split brain", self.split_brain.len(), self.split_brain.first().cloned());
+        if let Some(s) = &self.stuck {
+            parts.push(format!("stuck: {s}"));
+        }
+        parts.join("; ")
+    }
+}
+
+/// Counters for the summary.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub sent: u64,
+    pub receipted: u64,
+    pub resent: u64,
+    pub delivered: u64,
+    pub duplicates: u64,
+    pub explained_duplicates: u64,
+}
+
+/// The consumer group a consumer belongs to: the queue, or the durable subscription.
+fn group_of(c: &Client) -> Option<String> {
+    match &c.kind {
+        Kind::Consumer { durable: Some((id, name)), .. } => Some(format!("sub:{id}.{name}")),
+        Kind::Consumer { dest, .. } if dest == "/queue/DLQ" => None,
+        Kind::Consumer { dest, .. } => Some(dest.clone()),
+        Kind::Producer { .. } => None,
+    }
+}
+
+pub fn check(clients: &[Client], commits: &[Writer]) -> (Violations, Counts) {
+    let mut v = Violations::default();
+    let mut counts = Counts::default();
+
+    // What each producer sent and was told.
+    struct Sent<'a> {
+        client: &'a Client,
+        dest: &'a str,
+    }
+    let mut producers: BTreeMap<&str, Sent> = BTreeMap::new();
+    for c in clients {
+        if let Kind::Producer { dest, .. } = &c.kind {
+            producers.insert(c.name.as_str(), Sent { client: c, dest });
+            counts.sent += c.sent.len() as u64;
+            counts.receipted += c.receipted.len() as u64;
+            counts.resent += c.resent.len() as u64;
+        }
+    }
+
+    // Groups expecting each destination's messages.
+    let mut groups: BTreeMap<String, &str> = BTreeMap::new();
+    for c in clients {
+        if let (Some(g), Kind::Consumer { dest, .. }) = (group_of(c), &c.kind) {
+            groups.insert(g, dest.as_str());
+        }
+    }
+
+    // Deliveries per group; dead-lettered messages count for every group of
+    // their origin (only queues use NACK here, so that is the queue).
+    type Seen<'a> = Vec<(&'a str, &'a crate::client::Delivery)>;
+    let mut delivered: BTreeMap<String, BTreeMap<(String, u64), Seen>> = BTreeMap::new();
+    let mut ids: BTreeMap<(String, String, u64), BTreeSet<&str>> = BTreeMap::new();
+    for c in clients {
+        for d in &c.deliveries {
+            counts.delivered += 1;
+            let g = match group_of(c) {
+                Some(g) => g,
+                None => d.origin.clone(),
+            };
+            delivered
+                .entry(g.clone())
+                .or_default()
+                .entry((d.producer.clone(), d.seq))
+                .or_default()
+                .push((c.name.as_str(), d));
+            ids.entry((g, d.producer.clone(), d.seq)).or_default().insert(d.message_id.as_str());
+        }
+    }
+
+    for (g, dest) in &groups {
+        let got = delivered.get(g);
+        for p in producers.values().filter(|p| p.dest == *dest) {
+            for seq in &p.client.receipted {
+                if !got.is_some_and(|m| m.contains_key(&(p.client.name.clone(), *seq))) {
+                    v.lost.push((g.clone(), p.client.name.clone(), *seq));
+                }
+            }
+        }
+    }
+
+    for (g, msgs) in &delivered {
+        for ((producer, seq), ds) in msgs {
+            let Some(p) = producers.get(producer.as_str()) else {
+                v.unexpected.push((g.clone(), producer.clone(), *seq));
+                continue;
+            };
+            if !p.client.sent.contains(seq) {
+                v.unexpected.push((g.clone(), producer.clone(), *seq));
+                continue;
+            }
+            if ds.len() > 1 {
+                counts.duplicates += ds.len() as u64 - 1;
+                // A later copy is explained by a resend, a redelivery flag,
+                // or arriving on another consumer connection than an
+                // earlier copy (the earlier one's ack may not have made it).
+                let resent = p.client.resent.contains(seq);
+                let mut ordered = ds.clone();
+                ordered.sort_by_key(|(_, d)| d.at);
+                let explained = ordered.iter().enumerate().skip(1).all(|(i, (who, d))| {
+                    resent
+                        || d.redelivered
+                        || ordered[..i].iter().any(|(w, e)| w != who || e.session != d.session)
+                });
+                if explained {
+                    counts.explained_duplicates += ds.len() as u64 - 1;
+                } else {
+                    v.unexplained_duplicates.push((g.clone(), producer.clone(), *seq));
+                }
+            }
+            if p.client.uses_dup_ids() {
+                if let Some(set) = ids.get(&(g.clone(), producer.clone(), *seq)) {
+                    if set.len() > 1 {
+                        v.stored_twice.push((g.clone(), producer.clone(), *seq));
+                    }
+                }
+            }
+        }
+    }
+
+    // Order: within one consumer session, first deliveries of messages a
+    // producer sent only once arrive in the order they were sent.
+    for c in clients {
+        if group_of(c).is_none() {
+            continue;
+        }
+        let mut last: BTreeMap<(u64, &str), u64> = BTreeMap::new();
+        for d in &c.deliveries {
+            if d.redelivered {
+                continue;
+            }
+            let Some(p) = producers.get(d.producer.as_str()) else { continue };
+            if p.client.resent.contains(&d.seq) {
+                continue;
+            }
+            let key = (d.session, d.producer.as_str());
+            if let Some(prev) = last.get(&key) {
+                if d.seq < *prev {
+                    v.order.push(format!(
+                        "{} session {} got {}:{} after {}:{}",
+                        c.name, d.session, d.producer, d.seq, d.producer, prev
+                    ));
+                }
+            }
+            last.insert(key, d.seq.max(*last.get(&key).unwrap_or(&0)));
+        }
+    }
+
+    // Split brain: once a newer live's writes are committed, an older
+    // epoch's write must never be accepted again; one epoch, one node.
+    let mut max_epoch = 0u32;
+    let mut by_epoch: BTreeMap<u32, BTreeSet<&str>> = BTreeMap::new();
+    for w in commits {
+        by_epoch.entry(w.epoch).or_default().insert(w.node.as_str());
+        if w.epoch < max_epoch {
+            v.split_brain.push(format!(
+                "{} committed a write with epoch {} after epoch {} was live",
+                w.node, w.epoch, max_epoch
+            ));
+        }
+        max_epoch = max_epoch.max(w.epoch);
+    }
+    for (e, nodes) in by_epoch {
+        if nodes.len() > 1 {
+            v.split_brain.push(format!("epoch {e} has writes from {nodes:?}"));
+        }
+    }
+    (v, counts)
+}

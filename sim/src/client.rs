@@ -1,0 +1,428 @@
+//! Simulated STOMP clients: producers that resend what has no receipt after
+//! a failover, and consumers that acknowledge what they get. Each is a small
+//! sans-IO state machine; the world carries out its [`Action`]s.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use bytes::Bytes;
+use halyard_core::protocol::stomp::{encode_to_bytes, Command, Decoded, Decoder, Frame, Limits, Version};
+
+use crate::rng::Rng;
+
+pub type Millis = u64;
+
+/// Header naming the producer of a simulated message.
+pub const PRODUCER: &str = "sim-producer";
+/// Header with the producer's sequence number.
+pub const SEQ: &str = "sim-seq";
+/// Header naming the destination the producer sent to (kept through dead-lettering).
+pub const ORIGIN: &str = "sim-origin";
+
+#[derive(Clone, Debug)]
+pub enum Action {
+    Connect { node: usize },
+    Send(Bytes),
+    Close,
+    Timer(Millis),
+    Trace(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AckStyle {
+    Individual,
+    Cumulative,
+}
+
+#[derive(Clone, Debug)]
+pub enum Kind {
+    Producer {
+        dest: String,
+        total: u64,
+        window: usize,
+        dup_ids: bool,
+        /// Messages per transaction; None sends plain SENDs.
+        tx_size: Option<usize>,
+        /// Wait until every durable subscription exists before sending.
+        wait_for_subscriptions: bool,
+    },
+    Consumer {
+        dest: String,
+        ack: AckStyle,
+        durable: Option<(String, String)>,
+        nack_chance: f64,
+    },
+}
+
+/// One message as a consumer saw it.
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    pub producer: String,
+    pub seq: u64,
+    pub origin: String,
+    pub message_id: String,
+    pub redelivered: bool,
+    /// Connection session of the consumer (changes on every reconnect).
+    pub session: u64,
+    pub at: Millis,
+}
+
+pub struct Client {
+    pub name: String,
+    pub kind: Kind,
+    nodes: usize,
+    cursor: usize,
+    connected: bool,
+    connecting: bool,
+    decoder: Decoder,
+    backoff_ms: u64,
+    rng: Rng,
+    pub session: u64,
+    // producer
+    next_seq: u64,
+    /// seq -> sends of it so far
+    pub pending: BTreeMap<u64, u32>,
+    pub receipted: BTreeSet<u64>,
+    pub resent: BTreeSet<u64>,
+    pub sent: BTreeSet<u64>,
+    tx_in_flight: BTreeMap<String, Vec<u64>>,
+    next_tx: u64,
+    // consumer
+    pub deliveries: Vec<Delivery>,
+    subscribed_once: bool,
+    pub last_delivery_at: Millis,
+    /// Set by the world: every durable subscription exists.
+    pub may_start: bool,
+    pub done: bool,
+}
+
+impl Client {
+    pub fn new(name: String, kind: Kind, nodes: usize, rng: Rng) -> Client {
+        let may_start = !matches!(
+            kind,
+            Kind::Producer {
+                wait_for_subscriptions: true,
+                ..
+            }
+        );
+        Client {
+            name,
+            kind,
+            nodes,
+            cursor: 0,
+            connected: false,
+            connecting: false,
+            decoder: Decoder::new(Limits::default()),
+            backoff_ms: 50,
+            rng,
+            session: 0,
+            next_seq: 0,
+            pending: BTreeMap::new(),
+            receipted: BTreeSet::new(),
+            resent: BTreeSet::new(),
+            sent: BTreeSet::new(),
+            tx_in_flight: BTreeMap::new(),
+            next_tx: 0,
+            deliveries: Vec::new(),
+            subscribed_once: false,
+            last_delivery_at: 0,
+            may_start,
+            done: false,
+        }
+    }
+
+    pub fn is_producer(&self) -> bool {
+        matches!(self.kind, Kind::Producer { .. })
+    }
+
+    pub fn subscribed_once(&self) -> bool {
+        self.subscribed_once
+    }
+
+    pub fn uses_dup_ids(&self) -> bool {
+        matches!(self.kind, Kind::Producer { dup_ids: true, .. })
+    }
+
+    /// Producer finished: every message receipted.
+    pub fn producer_done(&self) -> bool {
+        match &self.kind {
+            Kind::Producer { total, .. } => self.receipted.len() as u64 >= *total,
+            Kind::Consumer { .. } => true,
+        }
+    }
+
+    pub fn start(&mut self, now: Millis) -> Vec<Action> {
+        let delay = self.rng.range(0, 300);
+        vec![Action::Timer(now + delay)]
+    }
+
+    fn try_connect(&mut self) -> Vec<Action> {
+        if self.connected || self.connecting || self.done {
+            return vec![];
+        }
+        self.connecting = true;
+        let node = self.cursor % self.nodes;
+        vec![Action::Connect { node }]
+    }
+
+    /// The TCP connection was accepted: say CONNECT.
+    pub fn on_open(&mut self) -> Vec<Action> {
+        self.decoder = Decoder::new(Limits::default());
+        let mut f = Frame::new(Command::Connect)
+            .with_header("accept-version", "1.2")
+            .with_header("host", "sim");
+        if let Kind::Consumer {
+            durable: Some((client_id, _)),
+            ..
+        } = &self.kind
+        {
+            f.push_header("client-id", client_id.as_str());
+        }
+        vec![Action::Send(encode_to_bytes(&f, Version::V1_0))]
+    }
+
+    /// Refused, reset, or closed by the broker: try the next node later.
+    pub fn on_closed(&mut self, now: Millis) -> Vec<Action> {
+        let was = self.connected;
+        self.connected = false;
+        self.connecting = false;
+        self.cursor += 1;
+        self.tx_in_flight.clear();
+        self.backoff_ms = if was { 50 } else { (self.backoff_ms * 2).min(1_000) };
+        let mut out = vec![];
+        if was {
+            out.push(Action::Trace(format!("{}: connection lost, trying again", self.name)));
+        }
+        if !self.done {
+            out.push(Action::Timer(now + self.backoff_ms + self.rng.range(0, 50)));
+        }
+        out
+    }
+
+    pub fn on_timer(&mut self, now: Millis) -> Vec<Action> {
+        if !self.connected {
+            return self.try_connect();
+        }
+        let mut out = self.produce_some(now);
+        if self.is_producer() && !self.done {
+            out.push(Action::Timer(now + self.rng.range(5, 40)));
+        }
+        out
+    }
+
+    pub fn on_bytes(&mut self, now: Millis, bytes: &[u8]) -> Vec<Action> {
+        let mut out = Vec::new();
+        if let Err(e) = self.decoder.push(bytes) {
+            out.push(Action::Trace(format!("{}: undecodable bytes from broker: {e}", self.name)));
+            out.push(Action::Close);
+            return out;
+        }
+        loop {
+            match self.decoder.next() {
+                Ok(Some(Decoded::Frame(f))) => out.extend(self.on_frame(now, f)),
+                Ok(Some(Decoded::HeartBeat)) => {}
+                Ok(None) => break,
+                Err(e) => {
+                    out.push(Action::Trace(format!("{}: bad frame from broker: {e}", self.name)));
+                    out.push(Action::Close);
+                    break;
+                }
+            }
+        }
+        out
+    }
+
+    fn send_frame(f: &Frame) -> Action {
+        Action::Send(encode_to_bytes(f, Version::V1_2))
+    }
+
+    fn on_frame(&mut self, now: Millis, f: Frame) -> Vec<Action> {
+        let mut out = Vec::new();
+        match f.command {
+            Command::Connected => {
+                self.connected = true;
+                self.connecting = false;
+                self.session += 1;
+                self.decoder.set_version(Version::V1_2);
+                out.push(Action::Trace(format!("{}: connected (session {})", self.name, self.session)));
+                match self.kind.clone() {
+                    Kind::Producer { .. } => {
+                        out.extend(self.resend_pending());
+                        out.extend(self.produce_some(now));
+                        out.push(Action::Timer(now + self.rng.range(5, 40)));
+                    }
+                    Kind::Consumer { dest, durable, .. } => {
+                        let mut s = Frame::new(Command::Subscribe)
+                            .with_header("id", "s")
+                            .with_header("destination", dest.as_str())
+                            .with_header("ack", match &self.kind {
+                                Kind::Consumer { ack: AckStyle::Cumulative, .. } => "client",
+                                _ => "client-individual",
+                            })
+                            .with_header("receipt", "sub");
+                        if let Some((_, name)) = durable {
+                            s.push_header("durable-subscription-name", name.as_str());
+                        }
+                        out.push(Self::send_frame(&s));
+                    }
+                }
+            }
+            Command::Receipt => {
+                let id = f.header("receipt-id").unwrap_or_default().to_string();
+                if id == "sub" {
+                    self.subscribed_once = true;
+                } else if let Some(seq) = id.strip_prefix('m').and_then(|s| s.parse::<u64>().ok()) {
+                    if self.pending.remove(&seq).is_some() {
+                        self.receipted.insert(seq);
+                    }
+                } else if let Some(seqs) = self.tx_in_flight.remove(&id) {
+                    for seq in seqs {
+                        if self.pending.remove(&seq).is_some() {
+                            self.receipted.insert(seq);
+                        }
+                    }
+                }
+                if self.is_producer() && self.producer_done() && !self.done {
+                    self.done = true;
+                    out.push(Action::Trace(format!("{}: all {} messages receipted", self.name, self.receipted.len())));
+                    out.push(Self::send_frame(&Frame::new(Command::Disconnect)));
+                    out.push(Action::Close);
+                }
+            }
+            Command::Message => {
+                self.last_delivery_at = now;
+                let d = Delivery {
+                    producer: f.header(PRODUCER).unwrap_or_default().to_string(),
+                    seq: f.header(SEQ).and_then(|s| s.parse().ok()).unwrap_or(u64::MAX),
+                    origin: f.header(ORIGIN).unwrap_or_default().to_string(),
+                    message_id: f.header("message-id").unwrap_or_default().to_string(),
+                    redelivered: f.header("redelivered") == Some("true"),
+                    session: self.session,
+                    at: now,
+                };
+                if let Kind::Consumer { ack, nack_chance, .. } = &self.kind {
+                    let ack_id = f.header("ack").unwrap_or_default().to_string();
+                    let nack = *ack == AckStyle::Individual && self.rng.chance(*nack_chance);
+                    let cmd = if nack { Command::Nack } else { Command::Ack };
+                    out.push(Action::Trace(format!(
+                        "{}: got {}:{} id {}{}, {}",
+                        self.name,
+                        d.producer,
+                        d.seq,
+                        d.message_id,
+                        if d.redelivered { " (redelivered)" } else { "" },
+                        if nack { "NACK" } else { "ACK" }
+                    )));
+                    self.deliveries.push(d);
+                    out.push(Self::send_frame(&Frame::new(cmd).with_header("id", ack_id)));
+                } else {
+                    self.deliveries.push(d);
+                }
+            }
+            Command::Error => {
+                out.push(Action::Trace(format!(
+                    "{}: ERROR from broker: {}",
+                    self.name,
+                    f.header("message").unwrap_or("")
+                )));
+            }
+            _ => {}
+        }
+        out
+    }
+
+    fn message(&self, seq: u64, tx: Option<&str>) -> Frame {
+        let Kind::Producer { dest, dup_ids, .. } = &self.kind else {
+            unreachable!("only producers send messages")
+        };
+        let mut f = Frame::new(Command::Send)
+            .with_header("destination", dest.as_str())
+            .with_header(PRODUCER, self.name.as_str())
+            .with_header(SEQ, seq.to_string())
+            .with_header(ORIGIN, dest.as_str());
+        match tx {
+            Some(t) => f.push_header("transaction", t),
+            None => f.push_header("receipt", format!("m{seq}")),
+        }
+        if *dup_ids {
+            f.push_header("_AMQ_DUPL_ID", format!("{}:{seq}", self.name));
+        }
+        f.with_body(Bytes::from(format!("{}:{seq}:payload", self.name)))
+    }
+
+    /// Frames that send `seqs`, as plain sends or one transaction.
+    fn send_seqs(&mut self, seqs: &[u64]) -> Vec<Action> {
+        let tx_size = match &self.kind {
+            Kind::Producer { tx_size, .. } => *tx_size,
+            Kind::Consumer { .. } => return vec![],
+        };
+        for s in seqs {
+            self.sent.insert(*s);
+            let n = self.pending.entry(*s).or_insert(0);
+            *n += 1;
+            if *n > 1 {
+                self.resent.insert(*s);
+            }
+        }
+        match tx_size {
+            None => seqs
+                .iter()
+                .map(|s| Self::send_frame(&self.message(*s, None)))
+                .collect(),
+            Some(_) => {
+                self.next_tx += 1;
+                let name = format!("t{}", self.next_tx);
+                let mut frames = vec![Frame::new(Command::Begin).with_header("transaction", name.as_str())];
+                for s in seqs {
+                    frames.push(self.message(*s, Some(&name)));
+                }
+                frames.push(
+                    Frame::new(Command::Commit)
+                        .with_header("transaction", name.as_str())
+                        .with_header("receipt", name.as_str()),
+                );
+                self.tx_in_flight.insert(name, seqs.to_vec());
+                frames.iter().map(Self::send_frame).collect()
+            }
+        }
+    }
+
+    fn resend_pending(&mut self) -> Vec<Action> {
+        let seqs: Vec<u64> = self.pending.keys().copied().collect();
+        if seqs.is_empty() {
+            return vec![];
+        }
+        let chunk = match &self.kind {
+            Kind::Producer { tx_size: Some(n), .. } => *n,
+            _ => seqs.len(),
+        };
+        let mut out = vec![Action::Trace(format!("{}: resending {} unreceipted", self.name, seqs.len()))];
+        for c in seqs.chunks(chunk.max(1)) {
+            out.extend(self.send_seqs(c));
+        }
+        out
+    }
+
+    fn produce_some(&mut self, _now: Millis) -> Vec<Action> {
+        let Kind::Producer {
+            total,
+            window,
+            tx_size,
+            wait_for_subscriptions,
+            ..
+        } = self.kind.clone()
+        else {
+            return vec![];
+        };
+        if !self.connected || (wait_for_subscriptions && !self.may_start) {
+            return vec![];
+        }
+        let n = tx_size.unwrap_or(1);
+        if self.pending.len() + n > window.max(n) || self.next_seq >= total {
+            return vec![];
+        }
+        let end = (self.next_seq + n as u64).min(total);
+        let seqs: Vec<u64> = (self.next_seq..end).collect();
+        self.next_seq = end;
+        self.send_seqs(&seqs)
+    }
+}

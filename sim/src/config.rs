@@ -1,0 +1,81 @@
+//! What a simulation run looks like, derived from its seed.
+
+use crate::kafka::KafkaConfig;
+use crate::rng::Rng;
+
+/// Deliberate bugs in the simulated drivers (the core has its own, behind
+/// the `planted-bugs` feature) that the checker must catch.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum DriverBug {
+    /// Each activation uses a fresh transactional id, so nothing fences a zombie live.
+    SkipFencing,
+    /// Report a batch durable once produced, before the transaction commits.
+    AckBeforeCommit,
+}
+
+/// A planted bug, in the core or in a driver.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum PlantedBug {
+    Driver(DriverBug),
+    #[cfg(feature = "planted-bugs")]
+    Core(halyard_core::node::PlantedBug),
+}
+
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    pub seed: u64,
+    pub nodes: usize,
+    pub allow_failback: bool,
+    /// Plain producers to queues.
+    pub queue_producers: usize,
+    /// Producers that send in transactions.
+    pub tx_producers: usize,
+    /// Producers to the topic with durable subscribers.
+    pub topic_producers: usize,
+    pub messages_per_producer: u64,
+    /// Competing consumers on the queue.
+    pub queue_consumers: usize,
+    pub durable_subscribers: usize,
+    /// Producers that put duplicate-detection ids on sends.
+    pub duplicate_ids: bool,
+    /// Faults are injected from 1 s until this time.
+    pub fault_until_ms: u64,
+    /// The run fails as stuck if it has not finished by then.
+    pub max_time_ms: u64,
+    /// Inject faults at all (off for a clean baseline run).
+    pub faults: bool,
+    pub kafka: KafkaConfig,
+    pub lock_heartbeat_ms: u64,
+    pub request_timeout_ms: u64,
+    pub planted_bug: Option<PlantedBug>,
+}
+
+impl SimConfig {
+    /// The configuration a seed stands for.
+    pub fn from_seed(seed: u64) -> SimConfig {
+        let mut r = Rng::new(seed ^ 0x5EED_C0F1_6000_0000);
+        SimConfig {
+            seed,
+            nodes: r.range(2, 4) as usize,
+            allow_failback: r.chance(0.5),
+            queue_producers: r.range(1, 3) as usize,
+            tx_producers: r.range(0, 1) as usize,
+            topic_producers: r.range(0, 1) as usize,
+            messages_per_producer: r.range(50, 200),
+            queue_consumers: r.range(1, 3) as usize,
+            durable_subscribers: r.range(1, 2) as usize,
+            duplicate_ids: r.chance(0.5),
+            fault_until_ms: r.range(20_000, 40_000),
+            max_time_ms: 400_000,
+            faults: true,
+            kafka: KafkaConfig {
+                session_timeout_ms: 3_000,
+                transaction_timeout_ms: 15_000,
+                tombstone_retention_ms: r.range(1_000, 10_000),
+            },
+            lock_heartbeat_ms: 500,
+            request_timeout_ms: 1_500,
+            planted_bug: None,
+        }
+    }
+}

@@ -1,0 +1,44 @@
+//! The run's timeline: every line is hashed (so two runs of one seed can be
+//! compared byte for byte) and kept only when a trace was asked for.
+
+pub struct Trace {
+    keep: bool,
+    lines: Vec<String>,
+    hash: u64,
+    count: u64,
+}
+
+impl Trace {
+    pub fn new(keep: bool) -> Trace {
+        Trace {
+            keep,
+            lines: Vec::new(),
+            hash: 0xcbf2_9ce4_8422_2325,
+            count: 0,
+        }
+    }
+
+    pub fn line(&mut self, now: u64, who: &str, what: &str) {
+        let l = format!("{:>6}.{:03} {:<6} {}", now / 1000, now % 1000, who, what);
+        for b in l.bytes().chain(std::iter::once(b'\n')) {
+            self.hash ^= u64::from(b);
+            self.hash = self.hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        self.count += 1;
+        if self.keep {
+            self.lines.push(l);
+        }
+    }
+
+    pub fn hash(&self) -> u64 {
+        self.hash
+    }
+
+    pub fn lines(&self) -> &[String] {
+        &self.lines
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+}
