@@ -42,7 +42,9 @@ struct Totals {
     resent: u64,
     delivered: u64,
     duplicates: u64,
-    explained: u64,
+    by_resend: u64,
+    by_redelivery: u64,
+    by_failover: u64,
     fenced: u64,
     compactions: u64,
     virtual_ms: u64,
@@ -62,7 +64,9 @@ impl Totals {
         self.resent += r.counts.resent;
         self.delivered += r.counts.delivered;
         self.duplicates += r.counts.duplicates;
-        self.explained += r.counts.explained_duplicates;
+        self.by_resend += r.counts.duplicates_by_resend;
+        self.by_redelivery += r.counts.duplicates_by_redelivery;
+        self.by_failover += r.counts.duplicates_by_failover;
         self.fenced += r.kafka.fenced_requests;
         self.compactions += r.kafka.compactions;
         self.virtual_ms += r.end_ms;
@@ -80,16 +84,29 @@ pub fn run(a: SimArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         if a.check_determinism {
             let again = run_seed(seed, false);
             if again.trace_hash != r.trace_hash {
-                eprintln!("seed {seed} is not deterministic: {:016x} vs {:016x}", r.trace_hash, again.trace_hash);
+                eprintln!(
+                    "seed {seed} is not deterministic: {:016x} vs {:016x}",
+                    r.trace_hash, again.trace_hash
+                );
                 return Ok(ExitCode::from(1));
             }
-            println!("deterministic: two runs of seed {seed} have trace hash {:016x}", r.trace_hash);
+            println!(
+                "deterministic: two runs of seed {seed} have trace hash {:016x}",
+                r.trace_hash
+            );
         }
         let mut t = Totals::default();
         t.add(&r);
         print_summary(&t, 0.0);
-        println!("trace hash {:016x}, {} events, {} virtual ms", r.trace_hash, r.events, r.end_ms);
-        return Ok(if r.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) });
+        println!(
+            "trace hash {:016x}, {} events, {} virtual ms",
+            r.trace_hash, r.events, r.end_ms
+        );
+        return Ok(if r.ok() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        });
     }
     let jobs = a
         .jobs
@@ -119,16 +136,22 @@ pub fn run(a: SimArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 }
                 let done = t.seeds;
                 let total = end - a.first;
-                if done % 10 == 0 || done == total {
+                let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+                let step = if tty { 10 } else { (total / 10).max(1) };
+                if done % step == 0 || done == total {
                     let width = 30;
                     let filled = (done * width / total.max(1)) as usize;
                     eprint!(
-                        "\r[{}{}] {done}/{total} seeds, {} failed, {:.0} s",
+                        "{}[{}{}] {done}/{total} seeds, {} failed, {:.0} s",
+                        if tty { "\r" } else { "" },
                         "#".repeat(filled),
                         ".".repeat(width as usize - filled),
                         t.failed.len(),
                         start.elapsed().as_secs_f64()
                     );
+                    if !tty {
+                        eprintln!();
+                    }
                     let _ = std::io::stderr().flush();
                 }
             })
@@ -148,18 +171,39 @@ pub fn run(a: SimArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
 }
 
 fn print_summary(t: &Totals, secs: f64) {
-    println!("seeds: {} ({} failed){}", t.seeds, t.failed.len(), if secs > 0.0 { format!(" in {secs:.1} s") } else { String::new() });
+    println!(
+        "seeds: {} ({} failed){}",
+        t.seeds,
+        t.failed.len(),
+        if secs > 0.0 {
+            format!(" in {secs:.1} s")
+        } else {
+            String::new()
+        }
+    );
     let faults: Vec<String> = t.faults.iter().map(|(k, v)| format!("{k} {v}")).collect();
-    println!("faults injected: {}", if faults.is_empty() { "none".into() } else { faults.join(", ") });
+    println!(
+        "faults injected: {}",
+        if faults.is_empty() {
+            "none".into()
+        } else {
+            faults.join(", ")
+        }
+    );
     println!(
         "messages: sent {} receipted {} resent {} delivered {}",
         t.sent, t.receipted, t.resent, t.delivered
     );
     println!(
-        "duplicates: {} ({} explained by failover, resend or redelivery)",
-        t.duplicates, t.explained
+        "duplicates: {} (explained: {} by a producer resend, {} by redelivery, {} by a consumer failover; the rest are violations)",
+        t.duplicates, t.by_resend, t.by_redelivery, t.by_failover
     );
-    println!("kafka: {} fenced requests, {} compactions; {:.0} virtual seconds", t.fenced, t.compactions, t.virtual_ms as f64 / 1000.0);
+    println!(
+        "kafka: {} fenced requests, {} compactions; {:.0} virtual seconds",
+        t.fenced,
+        t.compactions,
+        t.virtual_ms as f64 / 1000.0
+    );
     if t.failed.is_empty() {
         println!("violations: none");
     } else {

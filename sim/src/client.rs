@@ -5,7 +5,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
-use halyard_core::protocol::stomp::{encode_to_bytes, Command, Decoded, Decoder, Frame, Limits, Version};
+use halyard_core::protocol::stomp::{
+    encode_to_bytes, Command, Decoded, Decoder, Frame, Limits, Version,
+};
 
 use crate::rng::Rng;
 
@@ -29,8 +31,14 @@ pub enum Action {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AckStyle {
+    /// client-individual: ACK each message.
     Individual,
+    /// client: ACK each message, which acknowledges everything before it.
     Cumulative,
+    /// client-individual, with ACKs grouped in transactions of a few messages.
+    Transactional,
+    /// auto: the broker counts a message consumed once sent (at most once).
+    Auto,
 }
 
 #[derive(Clone, Debug)]
@@ -93,7 +101,13 @@ pub struct Client {
     /// Set by the world: every durable subscription exists.
     pub may_start: bool,
     pub done: bool,
+    connect_deadline: Millis,
+    /// Transactional consumer: the open ack transaction and its size.
+    open_tx: Option<(String, u32)>,
 }
+
+/// How long a client waits for CONNECTED before trying another broker.
+const CONNECT_TIMEOUT_MS: Millis = 5_000;
 
 impl Client {
     pub fn new(name: String, kind: Kind, nodes: usize, rng: Rng) -> Client {
@@ -127,6 +141,8 @@ impl Client {
             last_delivery_at: 0,
             may_start,
             done: false,
+            connect_deadline: 0,
+            open_tx: None,
         }
     }
 
@@ -155,13 +171,30 @@ impl Client {
         vec![Action::Timer(now + delay)]
     }
 
-    fn try_connect(&mut self) -> Vec<Action> {
-        if self.connected || self.connecting || self.done {
+    fn try_connect(&mut self, now: Millis) -> Vec<Action> {
+        if self.connected || self.done {
             return vec![];
         }
+        if self.connecting {
+            // No CONNECTED in time (a paused broker): give up on this one.
+            if now >= self.connect_deadline {
+                self.connecting = false;
+                self.cursor += 1;
+                return vec![
+                    Action::Trace(format!("{}: connect timed out", self.name)),
+                    Action::Close,
+                    Action::Timer(now + 10),
+                ];
+            }
+            return vec![Action::Timer(self.connect_deadline)];
+        }
         self.connecting = true;
+        self.connect_deadline = now + CONNECT_TIMEOUT_MS;
         let node = self.cursor % self.nodes;
-        vec![Action::Connect { node }]
+        vec![
+            Action::Connect { node },
+            Action::Timer(self.connect_deadline),
+        ]
     }
 
     /// The TCP connection was accepted: say CONNECT.
@@ -187,10 +220,18 @@ impl Client {
         self.connecting = false;
         self.cursor += 1;
         self.tx_in_flight.clear();
-        self.backoff_ms = if was { 50 } else { (self.backoff_ms * 2).min(1_000) };
+        self.open_tx = None;
+        self.backoff_ms = if was {
+            50
+        } else {
+            (self.backoff_ms * 2).min(1_000)
+        };
         let mut out = vec![];
         if was {
-            out.push(Action::Trace(format!("{}: connection lost, trying again", self.name)));
+            out.push(Action::Trace(format!(
+                "{}: connection lost, trying again",
+                self.name
+            )));
         }
         if !self.done {
             out.push(Action::Timer(now + self.backoff_ms + self.rng.range(0, 50)));
@@ -200,7 +241,7 @@ impl Client {
 
     pub fn on_timer(&mut self, now: Millis) -> Vec<Action> {
         if !self.connected {
-            return self.try_connect();
+            return self.try_connect(now);
         }
         let mut out = self.produce_some(now);
         if self.is_producer() && !self.done {
@@ -212,7 +253,10 @@ impl Client {
     pub fn on_bytes(&mut self, now: Millis, bytes: &[u8]) -> Vec<Action> {
         let mut out = Vec::new();
         if let Err(e) = self.decoder.push(bytes) {
-            out.push(Action::Trace(format!("{}: undecodable bytes from broker: {e}", self.name)));
+            out.push(Action::Trace(format!(
+                "{}: undecodable bytes from broker: {e}",
+                self.name
+            )));
             out.push(Action::Close);
             return out;
         }
@@ -222,7 +266,10 @@ impl Client {
                 Ok(Some(Decoded::HeartBeat)) => {}
                 Ok(None) => break,
                 Err(e) => {
-                    out.push(Action::Trace(format!("{}: bad frame from broker: {e}", self.name)));
+                    out.push(Action::Trace(format!(
+                        "{}: bad frame from broker: {e}",
+                        self.name
+                    )));
                     out.push(Action::Close);
                     break;
                 }
@@ -243,7 +290,10 @@ impl Client {
                 self.connecting = false;
                 self.session += 1;
                 self.decoder.set_version(Version::V1_2);
-                out.push(Action::Trace(format!("{}: connected (session {})", self.name, self.session)));
+                out.push(Action::Trace(format!(
+                    "{}: connected (session {})",
+                    self.name, self.session
+                )));
                 match self.kind.clone() {
                     Kind::Producer { .. } => {
                         out.extend(self.resend_pending());
@@ -254,10 +304,20 @@ impl Client {
                         let mut s = Frame::new(Command::Subscribe)
                             .with_header("id", "s")
                             .with_header("destination", dest.as_str())
-                            .with_header("ack", match &self.kind {
-                                Kind::Consumer { ack: AckStyle::Cumulative, .. } => "client",
-                                _ => "client-individual",
-                            })
+                            .with_header(
+                                "ack",
+                                match &self.kind {
+                                    Kind::Consumer {
+                                        ack: AckStyle::Cumulative,
+                                        ..
+                                    } => "client",
+                                    Kind::Consumer {
+                                        ack: AckStyle::Auto,
+                                        ..
+                                    } => "auto",
+                                    _ => "client-individual",
+                                },
+                            )
                             .with_header("receipt", "sub");
                         if let Some((_, name)) = durable {
                             s.push_header("durable-subscription-name", name.as_str());
@@ -283,7 +343,11 @@ impl Client {
                 }
                 if self.is_producer() && self.producer_done() && !self.done {
                     self.done = true;
-                    out.push(Action::Trace(format!("{}: all {} messages receipted", self.name, self.receipted.len())));
+                    out.push(Action::Trace(format!(
+                        "{}: all {} messages receipted",
+                        self.name,
+                        self.receipted.len()
+                    )));
                     out.push(Self::send_frame(&Frame::new(Command::Disconnect)));
                     out.push(Action::Close);
                 }
@@ -292,28 +356,69 @@ impl Client {
                 self.last_delivery_at = now;
                 let d = Delivery {
                     producer: f.header(PRODUCER).unwrap_or_default().to_string(),
-                    seq: f.header(SEQ).and_then(|s| s.parse().ok()).unwrap_or(u64::MAX),
+                    seq: f
+                        .header(SEQ)
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or(u64::MAX),
                     origin: f.header(ORIGIN).unwrap_or_default().to_string(),
                     message_id: f.header("message-id").unwrap_or_default().to_string(),
                     redelivered: f.header("redelivered") == Some("true"),
                     session: self.session,
                     at: now,
                 };
-                if let Kind::Consumer { ack, nack_chance, .. } = &self.kind {
+                if let Kind::Consumer {
+                    ack, nack_chance, ..
+                } = self.kind.clone()
+                {
                     let ack_id = f.header("ack").unwrap_or_default().to_string();
-                    let nack = *ack == AckStyle::Individual && self.rng.chance(*nack_chance);
-                    let cmd = if nack { Command::Nack } else { Command::Ack };
+                    let nack = ack == AckStyle::Individual && self.rng.chance(nack_chance);
+                    let what = match (&ack, nack) {
+                        (AckStyle::Auto, _) => "auto",
+                        (_, true) => "NACK",
+                        _ => "ACK",
+                    };
                     out.push(Action::Trace(format!(
-                        "{}: got {}:{} id {}{}, {}",
+                        "{}: got {}:{} id {}{}, {what}",
                         self.name,
                         d.producer,
                         d.seq,
                         d.message_id,
                         if d.redelivered { " (redelivered)" } else { "" },
-                        if nack { "NACK" } else { "ACK" }
                     )));
                     self.deliveries.push(d);
-                    out.push(Self::send_frame(&Frame::new(cmd).with_header("id", ack_id)));
+                    match ack {
+                        AckStyle::Auto => {}
+                        AckStyle::Transactional => {
+                            if self.open_tx.is_none() {
+                                self.next_tx += 1;
+                                let t = format!("a{}", self.next_tx);
+                                out.push(Self::send_frame(
+                                    &Frame::new(Command::Begin)
+                                        .with_header("transaction", t.as_str()),
+                                ));
+                                self.open_tx = Some((t, 0));
+                            }
+                            if let Some((t, n)) = self.open_tx.as_mut() {
+                                out.push(Self::send_frame(
+                                    &Frame::new(Command::Ack)
+                                        .with_header("id", ack_id)
+                                        .with_header("transaction", t.as_str()),
+                                ));
+                                *n += 1;
+                                if *n >= 3 {
+                                    out.push(Self::send_frame(
+                                        &Frame::new(Command::Commit)
+                                            .with_header("transaction", t.as_str()),
+                                    ));
+                                    self.open_tx = None;
+                                }
+                            }
+                        }
+                        _ => {
+                            let cmd = if nack { Command::Nack } else { Command::Ack };
+                            out.push(Self::send_frame(&Frame::new(cmd).with_header("id", ack_id)));
+                        }
+                    }
                 } else {
                     self.deliveries.push(d);
                 }
@@ -371,7 +476,8 @@ impl Client {
             Some(_) => {
                 self.next_tx += 1;
                 let name = format!("t{}", self.next_tx);
-                let mut frames = vec![Frame::new(Command::Begin).with_header("transaction", name.as_str())];
+                let mut frames =
+                    vec![Frame::new(Command::Begin).with_header("transaction", name.as_str())];
                 for s in seqs {
                     frames.push(self.message(*s, Some(&name)));
                 }
@@ -392,10 +498,16 @@ impl Client {
             return vec![];
         }
         let chunk = match &self.kind {
-            Kind::Producer { tx_size: Some(n), .. } => *n,
+            Kind::Producer {
+                tx_size: Some(n), ..
+            } => *n,
             _ => seqs.len(),
         };
-        let mut out = vec![Action::Trace(format!("{}: resending {} unreceipted", self.name, seqs.len()))];
+        let mut out = vec![Action::Trace(format!(
+            "{}: resending {} unreceipted",
+            self.name,
+            seqs.len()
+        ))];
         for c in seqs.chunks(chunk.max(1)) {
             out.extend(self.send_seqs(c));
         }

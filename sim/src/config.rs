@@ -54,7 +54,7 @@ impl SimConfig {
     /// The configuration a seed stands for.
     pub fn from_seed(seed: u64) -> SimConfig {
         let mut r = Rng::new(seed ^ 0x5EED_C0F1_6000_0000);
-        SimConfig {
+        let mut c = SimConfig {
             seed,
             nodes: r.range(2, 4) as usize,
             allow_failback: r.chance(0.5),
@@ -66,7 +66,7 @@ impl SimConfig {
             durable_subscribers: r.range(1, 2) as usize,
             duplicate_ids: r.chance(0.5),
             fault_until_ms: r.range(20_000, 40_000),
-            max_time_ms: 400_000,
+            max_time_ms: 0,
             faults: true,
             kafka: KafkaConfig {
                 session_timeout_ms: 3_000,
@@ -76,6 +76,9 @@ impl SimConfig {
             lock_heartbeat_ms: 500,
             request_timeout_ms: 1_500,
             planted_bug: None,
-        }
+        };
+        // Two minutes after the faults stop is plenty to drain everything.
+        c.max_time_ms = c.fault_until_ms + 120_000;
+        c
     }
 }

@@ -111,7 +111,11 @@ struct Partition {
 
 impl Partition {
     fn lso(&self) -> u64 {
-        self.open.values().copied().min().unwrap_or(self.next_offset)
+        self.open
+            .values()
+            .copied()
+            .min()
+            .unwrap_or(self.next_offset)
     }
     fn log_start(&self) -> u64 {
         self.entries.first().map_or(self.next_offset, |e| e.offset)
@@ -431,7 +435,10 @@ impl KafkaModel {
                 break;
             }
             next = e.offset + 1;
-            if let Payload::Data { key, value, txn, .. } = &e.payload {
+            if let Payload::Data {
+                key, value, txn, ..
+            } = &e.payload
+            {
                 let visible = match txn {
                     None => true,
                     Some(t) => outcomes.get(t) == Some(&Outcome::Committed),
@@ -456,7 +463,12 @@ impl KafkaModel {
     }
 
     /// The offset a `read_committed` reader must reach to have read everything committed.
-    pub fn end_offset_committed(&mut self, now: Millis, topic: &str, p: u32) -> Result<u64, KafkaError> {
+    pub fn end_offset_committed(
+        &mut self,
+        now: Millis,
+        topic: &str,
+        p: u32,
+    ) -> Result<u64, KafkaError> {
         self.tick(now);
         Ok(self.partition(topic, p)?.lso())
     }
@@ -473,7 +485,9 @@ impl KafkaModel {
                     txn: Some(t),
                     writer: Some(w),
                     ..
-                } if self.outcomes.get(t) == Some(&Outcome::Committed) => Some((e.offset, w.clone())),
+                } if self.outcomes.get(t) == Some(&Outcome::Committed) => {
+                    Some((e.offset, w.clone()))
+                }
                 _ => None,
             })
             .collect()
@@ -484,10 +498,7 @@ impl KafkaModel {
         let part = self.topics.get(topic).and_then(|ps| ps.get(p as usize))?;
         part.entries.iter().rev().find_map(|e| match &e.payload {
             Payload::Data {
-                key: k,
-                value,
-                txn,
-                ..
+                key: k, value, txn, ..
             } if &k[..] == key
                 && txn.is_none_or(|t| self.outcomes.get(&t) == Some(&Outcome::Committed)) =>
             {
@@ -505,14 +516,25 @@ impl KafkaModel {
         part.entries
             .iter()
             .map(|e| match &e.payload {
-                Payload::Data { key, value, txn, writer } => format!(
+                Payload::Data {
+                    key,
+                    value,
+                    txn,
+                    writer,
+                } => format!(
                     "{} {:?} {} {:?} {:?} {}",
                     e.offset,
                     txn.map(|t| self.outcomes.get(&t).copied()),
                     String::from_utf8_lossy(key),
                     writer,
                     value.as_ref().map(|v| v.len()),
-                    value.as_ref().map(|v| String::from_utf8_lossy(v).chars().filter(|c| !c.is_control()).collect::<String>()).unwrap_or_default()
+                    value
+                        .as_ref()
+                        .map(|v| String::from_utf8_lossy(v)
+                            .chars()
+                            .filter(|c| !c.is_control())
+                            .collect::<String>())
+                        .unwrap_or_default()
                 ),
                 Payload::Marker => format!("{} marker", e.offset),
             })
@@ -532,9 +554,13 @@ impl KafkaModel {
     pub fn join_group(&mut self, now: Millis, group: &str, member: &str) -> GroupStatus {
         self.tick(now);
         let g = self.groups.entry(group.to_string()).or_default();
-        if g
-            .members
-            .insert(member.to_string(), Member { last_heartbeat: now })
+        if g.members
+            .insert(
+                member.to_string(),
+                Member {
+                    last_heartbeat: now,
+                },
+            )
             .is_none()
         {
             g.generation += 1;
@@ -543,7 +569,12 @@ impl KafkaModel {
         Self::status(g)
     }
 
-    pub fn heartbeat(&mut self, now: Millis, group: &str, member: &str) -> Result<GroupStatus, KafkaError> {
+    pub fn heartbeat(
+        &mut self,
+        now: Millis,
+        group: &str,
+        member: &str,
+    ) -> Result<GroupStatus, KafkaError> {
         self.tick(now);
         let g = self.groups.entry(group.to_string()).or_default();
         match g.members.get_mut(member) {
@@ -601,7 +632,10 @@ impl KafkaModel {
             if expired > 0 {
                 self.stats.expired_members += expired as u64;
                 g.generation += 1;
-                if g.holder.as_ref().is_some_and(|h| !g.members.contains_key(h)) {
+                if g.holder
+                    .as_ref()
+                    .is_some_and(|h| !g.members.contains_key(h))
+                {
                     g.holder = None;
                 }
                 Self::assign(g);
@@ -611,7 +645,11 @@ impl KafkaModel {
         let overdue: Vec<String> = self
             .txns
             .iter()
-            .filter(|(_, c)| c.open.as_ref().is_some_and(|o| o.started_at + timeout <= now))
+            .filter(|(_, c)| {
+                c.open
+                    .as_ref()
+                    .is_some_and(|o| o.started_at + timeout <= now)
+            })
             .map(|(id, _)| id.clone())
             .collect();
         for id in overdue {
@@ -644,7 +682,8 @@ impl KafkaModel {
                         break;
                     }
                     if let Payload::Data { key, txn, .. } = &e.payload {
-                        let committed = txn.is_none_or(|t| outcomes.get(&t) == Some(&Outcome::Committed));
+                        let committed =
+                            txn.is_none_or(|t| outcomes.get(&t) == Some(&Outcome::Committed));
                         if committed {
                             latest.insert(key.clone(), e.offset);
                         }
@@ -656,8 +695,11 @@ impl KafkaModel {
                         return true;
                     }
                     match &e.payload {
-                        Payload::Data { key, value, txn, .. } => {
-                            let outcome = txn.map(|t| outcomes.get(&t).copied().unwrap_or(Outcome::Open));
+                        Payload::Data {
+                            key, value, txn, ..
+                        } => {
+                            let outcome =
+                                txn.map(|t| outcomes.get(&t).copied().unwrap_or(Outcome::Open));
                             if outcome == Some(Outcome::Aborted) {
                                 return false;
                             }
@@ -728,7 +770,8 @@ mod tests {
     fn init_producer_id_fences_the_old_producer() {
         let mut k = model();
         let (pid, e0) = k.init_producer_id(0, "tx");
-        k.produce(1, "tx", pid, e0, 0, T, 0, &[rec("a", Some("1"))], None).unwrap();
+        k.produce(1, "tx", pid, e0, 0, T, 0, &[rec("a", Some("1"))], None)
+            .unwrap();
         k.end_txn(2, "tx", pid, e0, true).unwrap();
         let (pid2, e1) = k.init_producer_id(3, "tx");
         assert_eq!(pid2, pid);
@@ -737,7 +780,10 @@ mod tests {
             k.produce(4, "tx", pid, e0, 1, T, 0, &[rec("b", Some("2"))], None),
             Err(KafkaError::ProducerFenced { .. })
         ));
-        assert!(matches!(k.end_txn(5, "tx", pid, e0, true), Err(KafkaError::ProducerFenced { .. })));
+        assert!(matches!(
+            k.end_txn(5, "tx", pid, e0, true),
+            Err(KafkaError::ProducerFenced { .. })
+        ));
         assert_eq!(visible(&mut k, 6), vec![("a".into(), Some("1".into()))]);
     }
 
@@ -745,23 +791,31 @@ mod tests {
     fn init_aborts_the_open_transaction_of_the_old_epoch() {
         let mut k = model();
         let (pid, e0) = k.init_producer_id(0, "tx");
-        k.produce(1, "tx", pid, e0, 0, T, 0, &[rec("a", Some("1"))], None).unwrap();
+        k.produce(1, "tx", pid, e0, 0, T, 0, &[rec("a", Some("1"))], None)
+            .unwrap();
         // Uncommitted data holds the LSO back.
         assert_eq!(k.end_offset_committed(2, T, 0).unwrap(), 0);
         k.init_producer_id(3, "tx");
         assert!(visible(&mut k, 4).is_empty(), "aborted data visible");
-        assert_eq!(k.end_offset_committed(4, T, 0).unwrap(), 2, "data + abort marker");
+        assert_eq!(
+            k.end_offset_committed(4, T, 0).unwrap(),
+            2,
+            "data + abort marker"
+        );
     }
 
     #[test]
     fn read_committed_hides_aborted_and_open_transactions() {
         let mut k = model();
         let (pid, e) = k.init_producer_id(0, "tx");
-        k.produce(1, "tx", pid, e, 0, T, 0, &[rec("a", Some("1"))], None).unwrap();
+        k.produce(1, "tx", pid, e, 0, T, 0, &[rec("a", Some("1"))], None)
+            .unwrap();
         k.end_txn(2, "tx", pid, e, false).unwrap();
-        k.produce(3, "tx", pid, e, 1, T, 0, &[rec("b", Some("2"))], None).unwrap();
+        k.produce(3, "tx", pid, e, 1, T, 0, &[rec("b", Some("2"))], None)
+            .unwrap();
         k.end_txn(4, "tx", pid, e, true).unwrap();
-        k.produce(5, "tx", pid, e, 2, T, 0, &[rec("c", Some("3"))], None).unwrap();
+        k.produce(5, "tx", pid, e, 2, T, 0, &[rec("c", Some("3"))], None)
+            .unwrap();
         assert_eq!(visible(&mut k, 6), vec![("b".into(), Some("2".into()))]);
     }
 
@@ -769,8 +823,12 @@ mod tests {
     fn produce_is_idempotent_and_end_txn_retry_succeeds() {
         let mut k = model();
         let (pid, e) = k.init_producer_id(0, "tx");
-        let a = k.produce(1, "tx", pid, e, 0, T, 0, &[rec("a", Some("1"))], None).unwrap();
-        let b = k.produce(2, "tx", pid, e, 0, T, 0, &[rec("a", Some("1"))], None).unwrap();
+        let a = k
+            .produce(1, "tx", pid, e, 0, T, 0, &[rec("a", Some("1"))], None)
+            .unwrap();
+        let b = k
+            .produce(2, "tx", pid, e, 0, T, 0, &[rec("a", Some("1"))], None)
+            .unwrap();
         assert_eq!(a, b);
         k.end_txn(3, "tx", pid, e, true).unwrap();
         k.end_txn(4, "tx", pid, e, true).unwrap();
@@ -782,9 +840,13 @@ mod tests {
     fn overdue_transaction_is_aborted_and_fenced() {
         let mut k = model();
         let (pid, e) = k.init_producer_id(0, "tx");
-        k.produce(1, "tx", pid, e, 0, T, 0, &[rec("a", Some("1"))], None).unwrap();
+        k.produce(1, "tx", pid, e, 0, T, 0, &[rec("a", Some("1"))], None)
+            .unwrap();
         let late = k.config.transaction_timeout_ms + 10;
-        assert!(matches!(k.end_txn(late, "tx", pid, e, true), Err(KafkaError::ProducerFenced { .. })));
+        assert!(matches!(
+            k.end_txn(late, "tx", pid, e, true),
+            Err(KafkaError::ProducerFenced { .. })
+        ));
         assert!(visible(&mut k, late).is_empty());
     }
 
@@ -792,11 +854,17 @@ mod tests {
     fn compaction_keeps_the_latest_value_per_key_and_drops_tombstones_later() {
         let mut k = model();
         let (pid, e) = k.init_producer_id(0, "tx");
-        let recs = [rec("a", Some("1")), rec("b", Some("1")), rec("a", Some("2")), rec("b", None)];
+        let recs = [
+            rec("a", Some("1")),
+            rec("b", Some("1")),
+            rec("a", Some("2")),
+            rec("b", None),
+        ];
         k.produce(1, "tx", pid, e, 0, T, 0, &recs, None).unwrap();
         k.end_txn(2, "tx", pid, e, true).unwrap();
         let (pid2, e2) = (pid, e);
-        k.produce(3, "tx", pid2, e2, 1, T, 0, &[rec("c", Some("1"))], None).unwrap();
+        k.produce(3, "tx", pid2, e2, 1, T, 0, &[rec("c", Some("1"))], None)
+            .unwrap();
         k.end_txn(4, "tx", pid2, e2, true).unwrap();
         let before = visible(&mut k, 5);
         // Clean everything below the LSO, several times.
@@ -807,27 +875,54 @@ mod tests {
         let mid = visible(&mut k, 100);
         assert_eq!(
             mid,
-            vec![("a".into(), Some("2".into())), ("b".into(), None), ("c".into(), Some("1".into()))],
+            vec![
+                ("a".into(), Some("2".into())),
+                ("b".into(), None),
+                ("c".into(), Some("1".into()))
+            ],
             "before: {before:?}"
         );
         k.compact(100 + k.config.tombstone_retention_ms, &mut rng);
         let mut after = visible(&mut k, 20_000);
         after.retain(|(_, v)| v.is_some());
-        assert_eq!(after, vec![("a".into(), Some("2".into())), ("c".into(), Some("1".into()))]);
+        assert_eq!(
+            after,
+            vec![
+                ("a".into(), Some("2".into())),
+                ("c".into(), Some("1".into()))
+            ]
+        );
     }
 
     #[test]
     fn compaction_never_passes_an_open_transaction() {
         let mut k = model();
         let (pid, e) = k.init_producer_id(0, "tx");
-        k.produce(1, "tx", pid, e, 0, T, 0, &[rec("a", Some("1")), rec("a", Some("2"))], None).unwrap();
+        k.produce(
+            1,
+            "tx",
+            pid,
+            e,
+            0,
+            T,
+            0,
+            &[rec("a", Some("1")), rec("a", Some("2"))],
+            None,
+        )
+        .unwrap();
         let mut rng = Rng::new(3);
         for i in 0..20 {
             k.compact(2 + i, &mut rng);
         }
         assert_eq!(k.log_len(T, 0), 2, "cleaned past the LSO");
         k.end_txn(30, "tx", pid, e, true).unwrap();
-        assert_eq!(visible(&mut k, 31), vec![("a".into(), Some("1".into())), ("a".into(), Some("2".into()))]);
+        assert_eq!(
+            visible(&mut k, 31),
+            vec![
+                ("a".into(), Some("1".into())),
+                ("a".into(), Some("2".into()))
+            ]
+        );
     }
 
     #[test]
@@ -849,8 +944,14 @@ mod tests {
         ));
         // The primary returns: the backup keeps the lock until it leaves.
         k.join_group(session + 1002, "lock", "0-primary");
-        assert_eq!(k.group_status("lock").unwrap().holder.as_deref(), Some("1-backup"));
+        assert_eq!(
+            k.group_status("lock").unwrap().holder.as_deref(),
+            Some("1-backup")
+        );
         k.leave_group(session + 1003, "lock", "1-backup");
-        assert_eq!(k.group_status("lock").unwrap().holder.as_deref(), Some("0-primary"));
+        assert_eq!(
+            k.group_status("lock").unwrap().holder.as_deref(),
+            Some("0-primary")
+        );
     }
 }

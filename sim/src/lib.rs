@@ -82,11 +82,13 @@ pub fn run(cfg: SimConfig, keep_trace: bool) -> Report {
             w.heal();
         }
         if healed {
+            // Done when every producer is done and every group has every
+            // receipted message; a run that cannot get there is stuck.
             let producers_done = w.clients.iter().all(|c| c.producer_done());
-            let last_delivery = w.clients.iter().map(|c| c.last_delivery_at).max().unwrap_or(0);
-            if producers_done && t > last_delivery + 5_000 {
+            if producers_done && checker::check(&w.clients, &[]).0.lost.is_empty() {
                 let since = *idle_since.get_or_insert(t);
-                if t >= since + 1_000 {
+                // A moment more, so late duplicates are seen too.
+                if t >= since + 2_000 {
                     break;
                 }
             } else {
@@ -98,14 +100,24 @@ pub fn run(cfg: SimConfig, keep_trace: bool) -> Report {
                 .clients
                 .iter()
                 .filter(|c| !c.producer_done())
-                .map(|c| format!("{} ({} of its messages receipted)", c.name, c.receipted.len()))
+                .map(|c| {
+                    format!(
+                        "{} ({} of its messages receipted)",
+                        c.name,
+                        c.receipted.len()
+                    )
+                })
                 .collect();
-            stuck = Some(format!(
-                "not finished {} ms after the faults stopped; live nodes: {}; unfinished producers: {}",
-                t - cfg.fault_until_ms,
-                w.live_count(),
-                unfinished.join(", ")
-            ));
+            // Lost messages are reported by the checker; stuck means the
+            // cluster stopped serving.
+            if !unfinished.is_empty() || w.live_count() == 0 {
+                stuck = Some(format!(
+                    "not finished {} ms after the faults stopped; live nodes: {}; unfinished producers: {}",
+                    t.saturating_sub(cfg.fault_until_ms),
+                    w.live_count(),
+                    unfinished.join(", ")
+                ));
+            }
             break;
         }
     }

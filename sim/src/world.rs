@@ -9,7 +9,7 @@ use halyard_core::ids::{ConnId, Ticket};
 use halyard_core::journal::{decode_entry, encode_entry, Entry};
 use halyard_core::node::{Input, JournalEvent, LockEvent, Node, NodeConfig, Output};
 
-use crate::client::{Action, AckStyle, Client, Kind};
+use crate::client::{AckStyle, Action, Client, Kind};
 use crate::config::{DriverBug, PlantedBug, SimConfig};
 use crate::kafka::{FetchResult, GroupStatus, KafkaError, KafkaModel, Writer};
 use crate::rng::Rng;
@@ -27,9 +27,13 @@ const ATTEMPTS_MAX: u32 = 3;
 
 #[derive(Clone, Debug)]
 enum KReq {
-    InitPid { txn_id: String },
+    InitPid {
+        txn_id: String,
+    },
     EndOffset,
-    Fetch { offset: u64 },
+    Fetch {
+        offset: u64,
+    },
     Produce {
         txn_id: String,
         pid: u64,
@@ -38,11 +42,22 @@ enum KReq {
         records: Vec<(Bytes, Option<Bytes>)>,
         writer: Writer,
     },
-    EndTxn { txn_id: String, pid: u64, epoch: u16, commit: bool },
+    EndTxn {
+        txn_id: String,
+        pid: u64,
+        epoch: u16,
+        commit: bool,
+    },
     LatestActivation,
-    Join { member: String },
-    Heartbeat { member: String },
-    Leave { member: String },
+    Join {
+        member: String,
+    },
+    Heartbeat {
+        member: String,
+    },
+    Leave {
+        member: String,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -59,20 +74,59 @@ enum KResp {
 
 #[derive(Clone, Debug)]
 enum Ev {
-    ToKafka { node: usize, gen: u32, rid: u64, req: KReq },
-    FromKafka { node: usize, gen: u32, rid: u64, resp: KResp },
-    Timeout { node: usize, gen: u32, rid: u64 },
-    Heartbeat { node: usize, gen: u32 },
-    NodeTick { node: usize, gen: u32 },
-    ToNode { conn: u64, bytes: Bytes },
-    ToClient { conn: u64, bytes: Bytes },
-    CloseToNode { conn: u64 },
-    CloseToClient { conn: u64 },
-    ClientTimer { client: usize },
+    ToKafka {
+        node: usize,
+        gen: u32,
+        rid: u64,
+        req: KReq,
+    },
+    FromKafka {
+        node: usize,
+        gen: u32,
+        rid: u64,
+        resp: KResp,
+    },
+    Timeout {
+        node: usize,
+        gen: u32,
+        rid: u64,
+    },
+    Heartbeat {
+        node: usize,
+        gen: u32,
+    },
+    NodeTick {
+        node: usize,
+        gen: u32,
+    },
+    ToNode {
+        conn: u64,
+        bytes: Bytes,
+    },
+    ToClient {
+        conn: u64,
+        bytes: Bytes,
+    },
+    CloseToNode {
+        conn: u64,
+    },
+    CloseToClient {
+        conn: u64,
+    },
+    ClientTimer {
+        client: usize,
+    },
     Fault,
-    Restart { node: usize },
-    HealKafka { node: usize },
-    HealClient { client: usize, node: usize },
+    Restart {
+        node: usize,
+    },
+    HealKafka {
+        node: usize,
+    },
+    HealClient {
+        client: usize,
+        node: usize,
+    },
     Compact,
     ReplyLossEnd,
 }
@@ -254,58 +308,110 @@ impl World {
             w.clients.push(Client::new(name, kind, n, r));
         };
         for i in 0..c.queue_producers {
-            add(self, format!("qp{i}"), Kind::Producer {
-                dest: "/queue/orders".into(),
-                total: c.messages_per_producer,
-                window: 20,
-                dup_ids: c.duplicate_ids,
-                tx_size: None,
-                wait_for_subscriptions: false,
-            });
+            add(
+                self,
+                format!("qp{i}"),
+                Kind::Producer {
+                    dest: "/queue/orders".into(),
+                    total: c.messages_per_producer,
+                    window: 20,
+                    dup_ids: c.duplicate_ids,
+                    tx_size: None,
+                    wait_for_subscriptions: false,
+                },
+            );
         }
         for i in 0..c.tx_producers {
-            add(self, format!("tp{i}"), Kind::Producer {
-                dest: "/queue/orders".into(),
-                total: c.messages_per_producer,
-                window: 20,
-                dup_ids: c.duplicate_ids,
-                tx_size: Some(5),
-                wait_for_subscriptions: false,
-            });
+            add(
+                self,
+                format!("tp{i}"),
+                Kind::Producer {
+                    dest: "/queue/orders".into(),
+                    total: c.messages_per_producer,
+                    window: 20,
+                    dup_ids: c.duplicate_ids,
+                    tx_size: Some(5),
+                    wait_for_subscriptions: false,
+                },
+            );
         }
         for i in 0..c.topic_producers {
-            add(self, format!("tpub{i}"), Kind::Producer {
-                dest: "/topic/events".into(),
-                total: c.messages_per_producer,
+            add(
+                self,
+                format!("tpub{i}"),
+                Kind::Producer {
+                    dest: "/topic/events".into(),
+                    total: c.messages_per_producer,
+                    window: 20,
+                    dup_ids: c.duplicate_ids,
+                    tx_size: None,
+                    wait_for_subscriptions: true,
+                },
+            );
+        }
+        for i in 0..c.queue_consumers {
+            let ack = match i % 3 {
+                0 => AckStyle::Individual,
+                1 => AckStyle::Cumulative,
+                _ => AckStyle::Transactional,
+            };
+            add(
+                self,
+                format!("qc{i}"),
+                Kind::Consumer {
+                    dest: "/queue/orders".into(),
+                    ack,
+                    durable: None,
+                    nack_chance: 0.02,
+                },
+            );
+        }
+        for i in 0..c.durable_subscribers {
+            add(
+                self,
+                format!("ds{i}"),
+                Kind::Consumer {
+                    dest: "/topic/events".into(),
+                    ack: AckStyle::Individual,
+                    durable: Some((format!("app{i}"), "feed".into())),
+                    nack_chance: 0.0,
+                },
+            );
+        }
+        // At-most-once traffic: an auto-ack consumer may lose what was in
+        // flight when its connection broke, so its queue is not checked for loss.
+        add(
+            self,
+            "ap0".into(),
+            Kind::Producer {
+                dest: "/queue/telemetry".into(),
+                total: c.messages_per_producer / 2,
                 window: 20,
                 dup_ids: c.duplicate_ids,
                 tx_size: None,
-                wait_for_subscriptions: true,
-            });
-        }
-        for i in 0..c.queue_consumers {
-            let ack = if i % 2 == 0 { AckStyle::Individual } else { AckStyle::Cumulative };
-            add(self, format!("qc{i}"), Kind::Consumer {
-                dest: "/queue/orders".into(),
-                ack,
+                wait_for_subscriptions: false,
+            },
+        );
+        add(
+            self,
+            "ac0".into(),
+            Kind::Consumer {
+                dest: "/queue/telemetry".into(),
+                ack: AckStyle::Auto,
                 durable: None,
-                nack_chance: 0.02,
-            });
-        }
-        for i in 0..c.durable_subscribers {
-            add(self, format!("ds{i}"), Kind::Consumer {
-                dest: "/topic/events".into(),
-                ack: AckStyle::Individual,
-                durable: Some((format!("app{i}"), "feed".into())),
                 nack_chance: 0.0,
-            });
-        }
-        add(self, "dlq".into(), Kind::Consumer {
-            dest: "/queue/DLQ".into(),
-            ack: AckStyle::Individual,
-            durable: None,
-            nack_chance: 0.0,
-        });
+            },
+        );
+        add(
+            self,
+            "dlq".into(),
+            Kind::Consumer {
+                dest: "/queue/DLQ".into(),
+                ack: AckStyle::Individual,
+                durable: None,
+                nack_chance: 0.0,
+            },
+        );
         self.client_conn = vec![None; self.clients.len()];
     }
 
@@ -383,9 +489,22 @@ impl World {
             }
         }
         match ev {
-            Ev::ToKafka { node, gen, rid, req } => self.kafka_request(node, gen, rid, req),
-            Ev::FromKafka { node, gen, rid, resp } => {
-                if self.nodes[node].gen != gen || self.nodes[node].node.is_none() || self.kafka_cut.contains(&node) {
+            Ev::ToKafka {
+                node,
+                gen,
+                rid,
+                req,
+            } => self.kafka_request(node, gen, rid, req),
+            Ev::FromKafka {
+                node,
+                gen,
+                rid,
+                resp,
+            } => {
+                if self.nodes[node].gen != gen
+                    || self.nodes[node].node.is_none()
+                    || self.kafka_cut.contains(&node)
+                {
                     return;
                 }
                 if let Some(kind) = self.nodes[node].outstanding.remove(&rid) {
@@ -412,15 +531,25 @@ impl World {
                 }
             }
             Ev::ToNode { conn, bytes } => {
-                let Some(c) = self.conns.get(&conn) else { return };
+                let Some(c) = self.conns.get(&conn) else {
+                    return;
+                };
                 if !c.node_open || self.nodes[c.node].gen != c.gen {
                     return;
                 }
                 let node = c.node;
-                self.feed(node, Input::Received { conn: ConnId(conn), bytes });
+                self.feed(
+                    node,
+                    Input::Received {
+                        conn: ConnId(conn),
+                        bytes,
+                    },
+                );
             }
             Ev::CloseToNode { conn } => {
-                let Some(c) = self.conns.get_mut(&conn) else { return };
+                let Some(c) = self.conns.get_mut(&conn) else {
+                    return;
+                };
                 if !c.node_open {
                     return;
                 }
@@ -435,7 +564,9 @@ impl World {
                 }
             }
             Ev::ToClient { conn, bytes } => {
-                let Some(c) = self.conns.get(&conn) else { return };
+                let Some(c) = self.conns.get(&conn) else {
+                    return;
+                };
                 if !c.client_open {
                     return;
                 }
@@ -444,7 +575,9 @@ impl World {
                 self.client_actions(client, acts);
             }
             Ev::CloseToClient { conn } => {
-                let Some(c) = self.conns.get_mut(&conn) else { return };
+                let Some(c) = self.conns.get_mut(&conn) else {
+                    return;
+                };
                 if !c.client_open {
                     return;
                 }
@@ -554,7 +687,9 @@ impl World {
         let mut inputs = VecDeque::from([input]);
         while let Some(input) = inputs.pop_front() {
             let now = self.now;
-            let Some(node) = self.nodes[i].node.as_mut() else { return };
+            let Some(node) = self.nodes[i].node.as_mut() else {
+                return;
+            };
             node.handle(now, input);
             while let Some(out) = self.nodes[i].node.as_mut().and_then(Node::poll_output) {
                 self.perform(i, out, &mut inputs);
@@ -581,7 +716,13 @@ impl World {
                     if c.node_open {
                         let t = (self.now + lat).max(c.to_client_at);
                         c.to_client_at = t;
-                        self.at(t, Ev::ToClient { conn: conn.0, bytes });
+                        self.at(
+                            t,
+                            Ev::ToClient {
+                                conn: conn.0,
+                                bytes,
+                            },
+                        );
                     }
                 }
                 inputs.push_back(Input::Flushed { conn, bytes: n });
@@ -598,9 +739,6 @@ impl World {
             }
             Output::PauseReading { .. } | Output::ResumeReading { .. } => {}
             Output::Append { ticket, entries } => {
-                if std::env::var("SIMDBG").is_ok() {
-                    println!("{} {} append {ticket} {:?}", self.now, self.nodes[i].name, entries.iter().map(|e| format!("{:?}", e).chars().take(120).collect::<String>()).collect::<Vec<_>>());
-                }
                 self.nodes[i].queue.push_back((ticket, entries));
                 self.pump_journal(i, inputs);
             }
@@ -622,7 +760,8 @@ impl World {
                 h.j = JState::Closed;
                 h.txn = None;
                 h.queue.clear();
-                h.outstanding.retain(|_, k| matches!(k, ReqKind::Join | ReqKind::Heartbeat));
+                h.outstanding
+                    .retain(|_, k| matches!(k, ReqKind::Join | ReqKind::Heartbeat));
             }
             Output::AcquireLock => {
                 self.nodes[i].want_lock = true;
@@ -665,7 +804,15 @@ impl World {
         self.at(timeout, Ev::Timeout { node: i, gen, rid });
         if !self.kafka_cut.contains(&i) {
             let t = self.now + self.latency();
-            self.at(t, Ev::ToKafka { node: i, gen, rid, req });
+            self.at(
+                t,
+                Ev::ToKafka {
+                    node: i,
+                    gen,
+                    rid,
+                    req,
+                },
+            );
         }
     }
 
@@ -675,7 +822,15 @@ impl World {
         if !self.kafka_cut.contains(&i) {
             let gen = self.nodes[i].gen;
             let t = self.now + self.latency();
-            self.at(t, Ev::ToKafka { node: i, gen, rid, req });
+            self.at(
+                t,
+                Ev::ToKafka {
+                    node: i,
+                    gen,
+                    rid,
+                    req,
+                },
+            );
         }
     }
 
@@ -690,16 +845,42 @@ impl World {
                 let (pid, epoch) = k.init_producer_id(now, &txn_id);
                 KResp::Pid(pid, epoch)
             }
-            KReq::EndOffset => KResp::End(k.end_offset_committed(now, JOURNAL_TOPIC, 0).unwrap_or(0)),
-            KReq::Fetch { offset } => match k.fetch_committed(now, JOURNAL_TOPIC, 0, offset, FETCH_RECORDS_MAX) {
-                Ok(f) => KResp::Fetched(f),
-                Err(_) => return,
-            },
-            KReq::Produce { txn_id, pid, epoch, seq, records, writer } => {
-                KResp::Produced(k.produce(now, &txn_id, pid, epoch, seq, JOURNAL_TOPIC, 0, &records, Some(writer)))
+            KReq::EndOffset => {
+                KResp::End(k.end_offset_committed(now, JOURNAL_TOPIC, 0).unwrap_or(0))
             }
-            KReq::EndTxn { txn_id, pid, epoch, commit } => KResp::Ended(k.end_txn(now, &txn_id, pid, epoch, commit)),
-            KReq::LatestActivation => KResp::Activation(k.latest_committed(JOURNAL_TOPIC, 0, b"activation")),
+            KReq::Fetch { offset } => {
+                match k.fetch_committed(now, JOURNAL_TOPIC, 0, offset, FETCH_RECORDS_MAX) {
+                    Ok(f) => KResp::Fetched(f),
+                    Err(_) => return,
+                }
+            }
+            KReq::Produce {
+                txn_id,
+                pid,
+                epoch,
+                seq,
+                records,
+                writer,
+            } => KResp::Produced(k.produce(
+                now,
+                &txn_id,
+                pid,
+                epoch,
+                seq,
+                JOURNAL_TOPIC,
+                0,
+                &records,
+                Some(writer),
+            )),
+            KReq::EndTxn {
+                txn_id,
+                pid,
+                epoch,
+                commit,
+            } => KResp::Ended(k.end_txn(now, &txn_id, pid, epoch, commit)),
+            KReq::LatestActivation => {
+                KResp::Activation(k.latest_committed(JOURNAL_TOPIC, 0, b"activation"))
+            }
             KReq::Join { member } => KResp::Group(Ok(k.join_group(now, LOCK_GROUP, &member))),
             KReq::Heartbeat { member } => KResp::Group(k.heartbeat(now, LOCK_GROUP, &member)),
             KReq::Leave { member } => {
@@ -712,7 +893,15 @@ impl World {
             return;
         }
         let t = self.now + self.latency();
-        self.at(t, Ev::FromKafka { node, gen, rid, resp });
+        self.at(
+            t,
+            Ev::FromKafka {
+                node,
+                gen,
+                rid,
+                resp,
+            },
+        );
     }
 
     fn on_response(&mut self, i: usize, kind: ReqKind, resp: KResp) {
@@ -739,7 +928,9 @@ impl World {
                 self.fetch_next(i, &mut inputs);
             }
             (ReqKind::Fetch, KResp::Fetched(f)) => {
-                let JState::Loading { end, .. } = self.nodes[i].j else { return };
+                let JState::Loading { end, .. } = self.nodes[i].j else {
+                    return;
+                };
                 let mut entries = Vec::with_capacity(f.records.len());
                 for r in &f.records {
                     match decode_entry(&r.key, r.value.as_deref()) {
@@ -756,17 +947,23 @@ impl World {
                 if !entries.is_empty() {
                     inputs.push_back(Input::Journal(JournalEvent::Loaded { entries }));
                 }
-                self.nodes[i].j = JState::Loading { offset: f.next_offset, end };
+                self.nodes[i].j = JState::Loading {
+                    offset: f.next_offset,
+                    end,
+                };
                 self.nodes[i].attempts = 0;
                 self.fetch_next(i, &mut inputs);
             }
             (ReqKind::Produce, KResp::Produced(r)) => {
-                if self.nodes[i].j != JState::Open || self.nodes[i].txn.as_ref().is_none_or(|t| t.committing) {
+                if self.nodes[i].j != JState::Open
+                    || self.nodes[i].txn.as_ref().is_none_or(|t| t.committing)
+                {
                     return;
                 }
                 match r {
                     Ok(_) => {
-                        let bug = self.cfg.planted_bug == Some(PlantedBug::Driver(DriverBug::AckBeforeCommit));
+                        let bug = self.cfg.planted_bug
+                            == Some(PlantedBug::Driver(DriverBug::AckBeforeCommit));
                         let h = &mut self.nodes[i];
                         let t = h.txn.as_mut().expect("txn");
                         t.committing = true;
@@ -774,10 +971,17 @@ impl World {
                         if bug {
                             t.acked_early = true;
                             for tk in t.tickets.clone() {
-                                inputs.push_back(Input::Journal(JournalEvent::Durable { ticket: tk }));
+                                inputs.push_back(Input::Journal(JournalEvent::Durable {
+                                    ticket: tk,
+                                }));
                             }
                         }
-                        let req = KReq::EndTxn { txn_id: h.txn_id.clone(), pid: h.pid, epoch: h.epoch, commit: true };
+                        let req = KReq::EndTxn {
+                            txn_id: h.txn_id.clone(),
+                            pid: h.pid,
+                            epoch: h.epoch,
+                            commit: true,
+                        };
                         self.request(i, ReqKind::EndTxn, req);
                     }
                     Err(KafkaError::ProducerFenced { .. }) => self.journal_fenced(i),
@@ -793,7 +997,9 @@ impl World {
                         let t = self.nodes[i].txn.take().expect("txn");
                         if !t.acked_early {
                             for tk in t.tickets {
-                                inputs.push_back(Input::Journal(JournalEvent::Durable { ticket: tk }));
+                                inputs.push_back(Input::Journal(JournalEvent::Durable {
+                                    ticket: tk,
+                                }));
                             }
                         }
                         self.pump_journal(i, &mut inputs);
@@ -804,10 +1010,15 @@ impl World {
             }
             (ReqKind::Activation, KResp::Activation(v)) => {
                 // Which live fenced us, for the log line; then step down.
-                let by_epoch = v.as_deref().and_then(|v| match decode_entry(b"activation", Some(v)) {
-                    Ok(Entry::Put(halyard_core::journal::Record::Activation { epoch, .. })) => Some(epoch),
-                    _ => None,
-                });
+                let by_epoch =
+                    v.as_deref()
+                        .and_then(|v| match decode_entry(b"activation", Some(v)) {
+                            Ok(Entry::Put(halyard_core::journal::Record::Activation {
+                                epoch,
+                                ..
+                            })) => Some(epoch),
+                            _ => None,
+                        });
                 self.deliver_fenced(i, by_epoch, &mut inputs);
             }
             (ReqKind::Join, KResp::Group(Ok(s))) | (ReqKind::Heartbeat, KResp::Group(Ok(s))) => {
@@ -865,11 +1076,17 @@ impl World {
                 }
             }
             ReqKind::Produce | ReqKind::EndTxn => {
-                let Some(t) = self.nodes[i].txn.as_mut() else { return };
+                let Some(t) = self.nodes[i].txn.as_mut() else {
+                    return;
+                };
                 t.attempts += 1;
                 if t.attempts > ATTEMPTS_MAX {
                     // Its fate is unknown: the node must step down and reload.
-                    self.journal_failed(i, "Kafka did not confirm the transaction".into(), &mut inputs);
+                    self.journal_failed(
+                        i,
+                        "Kafka did not confirm the transaction".into(),
+                        &mut inputs,
+                    );
                 } else {
                     self.send_txn_step(i);
                 }
@@ -889,7 +1106,9 @@ impl World {
     }
 
     fn fetch_next(&mut self, i: usize, inputs: &mut VecDeque<Input>) {
-        let JState::Loading { offset, end } = self.nodes[i].j else { return };
+        let JState::Loading { offset, end } = self.nodes[i].j else {
+            return;
+        };
         if offset >= end {
             self.nodes[i].j = JState::Open;
             inputs.push_back(Input::Journal(JournalEvent::Ready));
@@ -909,7 +1128,9 @@ impl World {
         let mut tickets = Vec::new();
         let mut records = Vec::new();
         while tickets.len() < TXN_BATCHES_MAX {
-            let Some((t, entries)) = h.queue.pop_front() else { break };
+            let Some((t, entries)) = h.queue.pop_front() else {
+                break;
+            };
             tickets.push(t);
             for e in &entries {
                 let (k, v) = encode_entry(e);
@@ -935,7 +1156,15 @@ impl World {
         let h = &self.nodes[i];
         let Some(t) = h.txn.as_ref() else { return };
         let req = if t.committing {
-            (ReqKind::EndTxn, KReq::EndTxn { txn_id: h.txn_id.clone(), pid: h.pid, epoch: h.epoch, commit: true })
+            (
+                ReqKind::EndTxn,
+                KReq::EndTxn {
+                    txn_id: h.txn_id.clone(),
+                    pid: h.pid,
+                    epoch: h.epoch,
+                    commit: true,
+                },
+            )
         } else {
             (
                 ReqKind::Produce,
@@ -945,7 +1174,10 @@ impl World {
                     epoch: h.epoch,
                     seq: t.seq,
                     records: t.records.clone(),
-                    writer: Writer { node: h.name.clone(), epoch: epoch_core },
+                    writer: Writer {
+                        node: h.name.clone(),
+                        epoch: epoch_core,
+                    },
                 },
             )
         };
@@ -1041,7 +1273,9 @@ impl World {
             inputs.push_back(Input::Lock(LockEvent::Acquired));
         } else if !mine && h.held {
             h.held = false;
-            inputs.push_back(Input::Lock(LockEvent::Lost { reason: "lock partition reassigned".into() }));
+            inputs.push_back(Input::Lock(LockEvent::Lost {
+                reason: "lock partition reassigned".into(),
+            }));
         } else if !mine && !h.announced {
             h.announced = true;
             inputs.push_back(Input::Lock(LockEvent::Standby));
@@ -1069,7 +1303,9 @@ impl World {
                 }
                 Action::Connect { node } => self.connect(c, node),
                 Action::Send(bytes) => {
-                    let Some(id) = self.client_conn[c] else { continue };
+                    let Some(id) = self.client_conn[c] else {
+                        continue;
+                    };
                     let lat = self.latency();
                     let Some(sc) = self.conns.get_mut(&id).filter(|sc| sc.client_open) else {
                         continue;
@@ -1174,11 +1410,16 @@ impl World {
                 self.count_fault("client-partition");
                 self.client_cut.insert((c, target));
                 let cname = self.clients[c].name.clone();
-                self.log("fault", format!("partition client {cname} from {name} for {d} ms"));
+                self.log(
+                    "fault",
+                    format!("partition client {cname} from {name} for {d} ms"),
+                );
                 let ids: Vec<u64> = self
                     .conns
                     .iter()
-                    .filter(|(_, sc)| sc.client == c && sc.node == target && (sc.client_open || sc.node_open))
+                    .filter(|(_, sc)| {
+                        sc.client == c && sc.node == target && (sc.client_open || sc.node_open)
+                    })
                     .map(|(id, _)| *id)
                     .collect();
                 for id in ids {
@@ -1186,7 +1427,13 @@ impl World {
                     self.at(t, Ev::CloseToClient { conn: id });
                     self.at(t, Ev::CloseToNode { conn: id });
                 }
-                self.at(self.now + d, Ev::HealClient { client: c, node: target });
+                self.at(
+                    self.now + d,
+                    Ev::HealClient {
+                        client: c,
+                        node: target,
+                    },
+                );
             }
             _ => {
                 let d = self.fault_rng.range(500, 5_000);
@@ -1229,7 +1476,15 @@ impl World {
         let ready = self
             .clients
             .iter()
-            .filter(|c| matches!(&c.kind, Kind::Consumer { durable: Some(_), .. }))
+            .filter(|c| {
+                matches!(
+                    &c.kind,
+                    Kind::Consumer {
+                        durable: Some(_),
+                        ..
+                    }
+                )
+            })
             .all(Client::subscribed_once);
         for c in &mut self.clients {
             c.may_start = ready;
