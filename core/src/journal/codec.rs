@@ -133,7 +133,8 @@ pub fn decode_key(raw: &[u8]) -> Result<Key, CodecError> {
         "d" => {
             let (len, rest) = rest.split_once('/').ok_or_else(bad)?;
             let len: usize = len.parse().map_err(|_| bad())?;
-            if rest.len() < len + 1 || !rest.is_char_boundary(len) || rest.as_bytes()[len] != b'/' {
+            // `len` is untrusted: compare without overflowing.
+            if len >= rest.len() || !rest.is_char_boundary(len) || rest.as_bytes()[len] != b'/' {
                 return Err(bad());
             }
             Ok(Key::Duplicate {
@@ -538,6 +539,15 @@ mod tests {
         };
         assert_eq!(&encode_key(&d)[..], b"d/3/a/b/x/y");
         assert_eq!(decode_key(&encode_key(&d)).unwrap(), d);
+    }
+
+    #[test]
+    fn huge_duplicate_key_length_is_an_error() {
+        // Found by the journal_decode fuzz target: len + 1 overflowed.
+        let k = format!("d/{}/x", usize::MAX);
+        assert!(decode_key(k.as_bytes()).is_err());
+        assert!(decode_key(b"d/1/a").is_err());
+        assert!(decode_key(b"d/0//x").is_ok());
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! sends per second through one disk.
 
 use std::thread;
+use std::time::{Duration, Instant};
 
 use halyard_core::journal::{decode_entry, encode_entry};
 use halyard_core::node::{Input, JournalEvent};
@@ -40,12 +41,56 @@ fn send(inputs: &mpsc::Sender<Input>, ev: JournalEvent) -> bool {
     inputs.blocking_send(Input::Journal(ev)).is_ok()
 }
 
+/// How often the journal thread logs its group-commit figures.
+const REPORT_EVERY: Duration = Duration::from_secs(10);
+
+/// Group-commit figures since the last report.
+struct Window {
+    started: Instant,
+    appends: u64,
+    batches: u64,
+    fsyncs_at_start: u64,
+}
+
+impl Window {
+    fn new(fsyncs: u64) -> Window {
+        Window {
+            started: Instant::now(),
+            appends: 0,
+            batches: 0,
+            fsyncs_at_start: fsyncs,
+        }
+    }
+
+    /// Logs and restarts the window if it is old enough (or `force`).
+    fn maybe_report(&mut self, j: &LocalJournal, force: bool) {
+        let secs = self.started.elapsed().as_secs_f64();
+        if self.batches == 0 || (!force && self.started.elapsed() < REPORT_EVERY) {
+            return;
+        }
+        let stats = j.stats();
+        let fsyncs = stats.fsyncs - self.fsyncs_at_start;
+        info!(
+            batches = self.batches,
+            group_commits = self.appends,
+            fsyncs,
+            batches_per_sec = format!("{:.0}", self.batches as f64 / secs),
+            fsyncs_per_sec = format!("{:.0}", fsyncs as f64 / secs),
+            batches_per_fsync = format!("{:.1}", self.batches as f64 / fsyncs.max(1) as f64),
+            segments = stats.segments,
+            "journal group commit"
+        );
+        *self = Window::new(stats.fsyncs);
+    }
+}
+
 fn run(
     config: LocalJournalConfig,
     mut rx: mpsc::UnboundedReceiver<JournalCommand>,
     inputs: mpsc::Sender<Input>,
 ) {
     let mut journal: Option<LocalJournal> = None;
+    let mut window = Window::new(0);
     let mut appends_since_compact = 0u64;
     let mut pending: Option<JournalCommand> = None;
     loop {
@@ -61,6 +106,7 @@ fn run(
                 journal = None;
                 match open_and_load(&config, &inputs) {
                     Ok(j) => {
+                        window = Window::new(j.stats().fsyncs);
                         journal = Some(j);
                         if !send(&inputs, JournalEvent::Ready) {
                             return;
@@ -75,6 +121,9 @@ fn run(
                 }
             }
             JournalCommand::Close => {
+                if let Some(j) = journal.as_ref() {
+                    window.maybe_report(j, true);
+                }
                 journal = None;
             }
             JournalCommand::Append { ticket, entries } => {
@@ -109,8 +158,11 @@ fn run(
                     }
                     continue;
                 };
+                window.appends += 1;
+                window.batches += batches.len() as u64;
                 match j.append(&batches) {
                     Ok(()) => {
+                        window.maybe_report(j, false);
                         for t in tickets {
                             if !send(&inputs, JournalEvent::Durable { ticket: t }) {
                                 return;
