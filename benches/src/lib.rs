@@ -84,7 +84,7 @@ pub fn message_stored(seq: u64) -> Entry {
     Entry::Put(Record::MessageStored {
         id: Id::new(7, seq),
         queues: vec![QUEUE_ID],
-        message: stored_message(),
+        message: std::sync::Arc::new(stored_message()),
     })
 }
 

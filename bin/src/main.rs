@@ -10,6 +10,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+// The broker and the simulator allocate many small, short-lived objects
+// (frames, headers, journal entries); mimalloc handles that far better than
+// glibc's allocator (measured: see BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "halyard",

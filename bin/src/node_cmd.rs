@@ -58,13 +58,20 @@ pub fn run(
             inputs_tx.clone(),
         );
         let node = Node::new(r.node.clone());
+        let (stop_tx, stop_rx) = tokio::sync::mpsc::unbounded_channel();
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let term = signal(SignalKind::terminate())?;
+            let int = signal(SignalKind::interrupt())?;
+            tokio::spawn(forward_stop_signals(term, int, stop_tx));
+        }
         server::run(
             node,
             ServerConfig { listen: r.listen },
             journal,
             lock,
             inputs_rx,
-            shutdown_signal,
+            stop_rx,
         )
         .await?;
         info!("halyard stopped");
@@ -73,15 +80,20 @@ pub fn run(
     Ok(ExitCode::SUCCESS)
 }
 
-/// Resolves on SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+/// Sends one message per SIGTERM or Ctrl-C. The listeners are installed
+/// before the node starts (and before this is spawned), so no signal is lost.
+async fn forward_stop_signals(
+    mut term: tokio::signal::unix::Signal,
+    mut int: tokio::signal::unix::Signal,
+    tx: tokio::sync::mpsc::UnboundedSender<()>,
+) {
+    loop {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        if tx.send(()).is_err() {
+            return;
+        }
     }
 }

@@ -545,12 +545,12 @@ fn replay_tolerates_queue_creation_after_its_messages() {
         Entry::Put(Record::MessageStored {
             id: Id::new(1, seq),
             queues: vec![q],
-            message: StoredMessage {
+            message: std::sync::Arc::new(StoredMessage {
                 address: "orders".into(),
                 routing: Routing::Anycast,
                 headers: vec![],
                 body: bytes::Bytes::copy_from_slice(body.as_bytes()),
-            },
+            }),
         })
     };
     // What is left after compaction dropped the first QueueCreated.
@@ -564,12 +564,12 @@ fn replay_tolerates_queue_creation_after_its_messages() {
     let ghost = Entry::Put(Record::MessageStored {
         id: Id::new(1, 9),
         queues: vec![Id::new(1, 8)],
-        message: StoredMessage {
+        message: std::sync::Arc::new(StoredMessage {
             address: "gone".into(),
             routing: Routing::Anycast,
             headers: vec![],
             body: bytes::Bytes::from_static(b"x"),
-        },
+        }),
     });
     let h = Harness::with_journal(NodeConfig::default(), vec![vec![ghost]]);
     let last = h.journal.last().expect("activation batch");
@@ -577,4 +577,29 @@ fn replay_tolerates_queue_creation_after_its_messages() {
         last.iter().any(|e| matches!(e, Entry::Tombstone(halyard_core::journal::Key::Message(id)) if *id == Id::new(1, 9))),
         "no tombstone for the orphaned message: {last:?}"
     );
+}
+
+/// A bad frame after good ones: the good ones are answered first, then ERROR.
+#[test]
+fn error_waits_for_the_receipts_of_earlier_frames() {
+    let mut h = h();
+    let p = h.connect(1);
+    h.hold_journal = true;
+    h.send_raw(
+        p,
+        b"SEND\ndestination:/queue/mixed\nreceipt:ok-1\n\none\0SEND\ndestination:/queue/mixed\nreceipt:ok-2\n\ntwo\0BOGUS\n\n\0",
+    );
+    assert!(h.take(p).is_empty(), "answered before the journal");
+    h.complete(usize::MAX);
+    let f = h.take(p);
+    let order: Vec<String> = f
+        .iter()
+        .map(|f| match f.command {
+            Command::Receipt => f.header("receipt-id").unwrap_or_default().to_string(),
+            Command::Error => "ERROR".to_string(),
+            _ => "?".to_string(),
+        })
+        .collect();
+    assert_eq!(order, vec!["ok-1", "ok-2", "ERROR"]);
+    assert!(h.closed.contains(&p));
 }

@@ -6,7 +6,6 @@
 //! [`DriverMsg`]s; the node's outputs are carried out in order.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -86,20 +85,17 @@ pub async fn check_listen(addr: SocketAddr) -> Result<(), ServerError> {
 }
 
 /// Runs the node until it stops. `backend_inputs` carries what the journal and
-/// lock backends report; `shutdown` resolves on SIGTERM/SIGINT (each
-/// resolution asks for a drain; the driver exits when the node says Stopped).
-pub async fn run<S, F>(
+/// lock backends report; every message on `shutdown` (SIGTERM, Ctrl-C) asks
+/// for a drain, a second one exits at once. The driver returns when the node
+/// says Stopped.
+pub async fn run(
     mut node: Node,
     config: ServerConfig,
     journal: JournalHandle,
     lock: LockHandle,
     mut backend_inputs: mpsc::Receiver<Input>,
-    mut shutdown: S,
-) -> Result<(), ServerError>
-where
-    S: FnMut() -> F,
-    F: Future<Output = ()>,
-{
+    mut shutdown: mpsc::UnboundedReceiver<()>,
+) -> Result<(), ServerError> {
     let start = Instant::now();
     let now = || start.elapsed().as_millis() as u64;
     let (tx, mut rx) = mpsc::channel::<DriverMsg>(INPUT_CHANNEL_CAPACITY);
@@ -177,7 +173,7 @@ where
         };
         tokio::select! {
             biased;
-            _ = shutdown() => {
+            Some(()) = shutdown.recv() => {
                 if shutdown_asked {
                     warn!("second stop signal: exiting without draining");
                     break;

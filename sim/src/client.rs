@@ -22,11 +22,16 @@ pub const ORIGIN: &str = "sim-origin";
 
 #[derive(Clone, Debug)]
 pub enum Action {
-    Connect { node: usize },
+    Connect {
+        node: usize,
+    },
     Send(Bytes),
     Close,
     Timer(Millis),
     Trace(String),
+    /// A per-message line: kept in a printed trace, not hashed (so runs
+    /// without a trace need not format it).
+    Detail(String),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -104,6 +109,8 @@ pub struct Client {
     connect_deadline: Millis,
     /// Transactional consumer: the open ack transaction and its size.
     open_tx: Option<(String, u32)>,
+    /// Report every message (for a printed trace).
+    pub verbose: bool,
 }
 
 /// How long a client waits for CONNECTED before trying another broker.
@@ -143,6 +150,7 @@ impl Client {
             done: false,
             connect_deadline: 0,
             open_tx: None,
+            verbose: false,
         }
     }
 
@@ -377,14 +385,16 @@ impl Client {
                         (_, true) => "NACK",
                         _ => "ACK",
                     };
-                    out.push(Action::Trace(format!(
-                        "{}: got {}:{} id {}{}, {what}",
-                        self.name,
-                        d.producer,
-                        d.seq,
-                        d.message_id,
-                        if d.redelivered { " (redelivered)" } else { "" },
-                    )));
+                    if self.verbose {
+                        out.push(Action::Detail(format!(
+                            "{}: got {}:{} id {}{}, {what}",
+                            self.name,
+                            d.producer,
+                            d.seq,
+                            d.message_id,
+                            if d.redelivered { " (redelivered)" } else { "" },
+                        )));
+                    }
                     self.deliveries.push(d);
                     match ack {
                         AckStyle::Auto => {}

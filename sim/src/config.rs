@@ -51,21 +51,28 @@ pub struct SimConfig {
 }
 
 impl SimConfig {
-    /// The configuration a seed stands for.
+    /// The configuration a seed stands for: mostly the standard scenario
+    /// (3 nodes, a dozen clients, over 1,000 messages, faults for 60
+    /// virtual seconds), sometimes 2 or 4 nodes.
     pub fn from_seed(seed: u64) -> SimConfig {
         let mut r = Rng::new(seed ^ 0x5EED_C0F1_6000_0000);
+        let nodes = match r.range(0, 19) {
+            0..=2 => 2,
+            3..=5 => 4,
+            _ => 3,
+        };
         let mut c = SimConfig {
             seed,
-            nodes: r.range(2, 4) as usize,
+            nodes,
             allow_failback: r.chance(0.5),
-            queue_producers: r.range(1, 3) as usize,
+            queue_producers: r.range(2, 3) as usize,
             tx_producers: r.range(0, 1) as usize,
             topic_producers: r.range(0, 1) as usize,
-            messages_per_producer: r.range(50, 200),
+            messages_per_producer: r.range(250, 400),
             queue_consumers: r.range(1, 3) as usize,
             durable_subscribers: r.range(1, 2) as usize,
             duplicate_ids: r.chance(0.5),
-            fault_until_ms: r.range(20_000, 40_000),
+            fault_until_ms: 60_000,
             max_time_ms: 0,
             faults: true,
             kafka: KafkaConfig {
@@ -80,5 +87,11 @@ impl SimConfig {
         // Two minutes after the faults stop is plenty to drain everything.
         c.max_time_ms = c.fault_until_ms + 120_000;
         c
+    }
+
+    /// Messages the producers will send in all.
+    pub fn total_messages(&self) -> u64 {
+        let producers = self.queue_producers + self.tx_producers + self.topic_producers;
+        producers as u64 * self.messages_per_producer + self.messages_per_producer / 2
     }
 }

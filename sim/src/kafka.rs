@@ -665,7 +665,11 @@ impl KafkaModel {
     pub fn compact(&mut self, now: Millis, rng: &mut Rng) {
         self.tick(now);
         let retention = self.config.tombstone_retention_ms;
-        let outcomes = self.outcomes.clone();
+        let outcomes = &self.outcomes;
+        let committed =
+            |txn: &Option<u64>| txn.is_none_or(|t| outcomes.get(&t) == Some(&Outcome::Committed));
+        let aborted =
+            |txn: &Option<u64>| txn.is_some_and(|t| outcomes.get(&t) == Some(&Outcome::Aborted));
         let mut removed_total = 0u64;
         for parts in self.topics.values_mut() {
             for part in parts.iter_mut() {
@@ -675,47 +679,49 @@ impl KafkaModel {
                     continue;
                 }
                 let clean_point = rng.range(start, lso);
-                // Latest offset of each key below the cleaning point.
-                let mut latest: BTreeMap<Bytes, u64> = BTreeMap::new();
+                // Latest offset of each key below the cleaning point (only
+                // looked up, never iterated, so a HashMap keeps runs deterministic).
+                let mut latest: std::collections::HashMap<&[u8], u64> =
+                    std::collections::HashMap::new();
                 for e in &part.entries {
                     if e.offset >= clean_point {
                         break;
                     }
                     if let Payload::Data { key, txn, .. } = &e.payload {
-                        let committed =
-                            txn.is_none_or(|t| outcomes.get(&t) == Some(&Outcome::Committed));
-                        if committed {
-                            latest.insert(key.clone(), e.offset);
+                        if committed(txn) {
+                            latest.insert(&key[..], e.offset);
                         }
                     }
                 }
+                // Decide first (the map borrows the log), then remove.
+                let superseded: Vec<bool> = part
+                    .entries
+                    .iter()
+                    .map(|e| match &e.payload {
+                        Payload::Data { key, txn, .. } if e.offset < clean_point => {
+                            aborted(txn) || latest.get(&key[..]).is_some_and(|l| *l > e.offset)
+                        }
+                        _ => false,
+                    })
+                    .collect();
+                drop(latest);
+                let mut superseded = superseded.into_iter();
                 let before = part.entries.len();
                 part.entries.retain_mut(|e| {
+                    if superseded.next().unwrap_or(false) {
+                        return false;
+                    }
                     if e.offset >= clean_point {
                         return true;
                     }
                     match &e.payload {
-                        Payload::Data {
-                            key, value, txn, ..
-                        } => {
-                            let outcome =
-                                txn.map(|t| outcomes.get(&t).copied().unwrap_or(Outcome::Open));
-                            if outcome == Some(Outcome::Aborted) {
-                                return false;
-                            }
-                            if latest.get(key).is_some_and(|l| *l > e.offset) {
-                                return false;
-                            }
-                            if value.is_none() {
-                                return Self::survives_retention(e, now, retention);
-                            }
-                            true
+                        Payload::Data { value: None, .. } | Payload::Marker => {
+                            Self::survives_retention(e, now, retention)
                         }
-                        Payload::Marker => Self::survives_retention(e, now, retention),
+                        Payload::Data { .. } => true,
                     }
                 });
-                let removed = (before - part.entries.len()) as u64;
-                removed_total += removed;
+                removed_total += (before - part.entries.len()) as u64;
             }
         }
         self.stats.compactions += 1;

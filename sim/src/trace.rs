@@ -30,6 +30,23 @@ impl Trace {
         }
     }
 
+    /// A line for a printed trace only; not part of the hash.
+    pub fn detail(&mut self, now: u64, who: &str, what: &str) {
+        if self.keep {
+            self.lines.push(format!(
+                "{:>6}.{:03} {:<6} {}",
+                now / 1000,
+                now % 1000,
+                who,
+                what
+            ));
+        }
+    }
+
+    pub fn keeps(&self) -> bool {
+        self.keep
+    }
+
     pub fn hash(&self) -> u64 {
         self.hash
     }

@@ -413,6 +413,10 @@ impl World {
             },
         );
         self.client_conn = vec![None; self.clients.len()];
+        let verbose = self.trace.keeps();
+        for c in &mut self.clients {
+            c.verbose = verbose;
+        }
     }
 
     fn at(&mut self, t: Millis, ev: Ev) {
@@ -610,7 +614,7 @@ impl World {
             Ev::Compact => {
                 let mut r = self.fault_rng.fork();
                 self.kafka.compact(self.now, &mut r);
-                let t = self.now + self.fault_rng.range(500, 4_000);
+                let t = self.now + self.fault_rng.range(1_000, 8_000);
                 self.at(t, Ev::Compact);
             }
             Ev::ReplyLossEnd => self.reply_loss = 0.002,
@@ -1300,6 +1304,10 @@ impl World {
                 Action::Trace(s) => {
                     let name = self.clients[c].name.clone();
                     self.log(&name, s);
+                }
+                Action::Detail(s) => {
+                    let now = self.now;
+                    self.trace.detail(now, &self.clients[c].name, &s);
                 }
                 Action::Connect { node } => self.connect(c, node),
                 Action::Send(bytes) => {

@@ -41,18 +41,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_until(pred, timeout: float, what: str, poll_s: float = 0.02):
-    """Polls `pred` (for conditions with nothing to block on, such as a port)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(poll_s)
-
-
 class Node:
     """One `halyard node` process with a data dir that outlives restarts."""
 

@@ -28,6 +28,7 @@ pub struct Delivery {
     /// The `ack` header value, for client and client-individual subscriptions.
     pub ack: Option<u64>,
     pub message_id: Id,
+    pub queue: Id,
     pub message: Arc<StoredMessage>,
     /// 1 on first delivery.
     pub deliveries: u32,
@@ -249,7 +250,7 @@ impl Broker {
                 message,
             }) => {
                 let msg = self.messages.entry(*id).or_insert_with(|| Msg {
-                    body: Arc::new(message.clone()),
+                    body: message.clone(),
                     refs: 0,
                     durable_refs: 0,
                     journaled: true,
@@ -932,6 +933,7 @@ impl Broker {
                     sub_id: c.sub_id.clone(),
                     ack,
                     message_id: mid,
+                    queue: qid,
                     message: m.body.clone(),
                     deliveries: r.deliveries,
                     destination: c.destination.clone(),

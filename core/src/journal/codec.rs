@@ -16,6 +16,8 @@
 //! that remain, and that the record's own key matches the key it came with;
 //! it never allocates more than the input holds.
 
+use std::sync::Arc;
+
 use bytes::{BufMut, Bytes, BytesMut};
 use thiserror::Error;
 
@@ -308,12 +310,12 @@ pub fn decode_record(raw: &[u8]) -> Result<Record, CodecError> {
             Record::MessageStored {
                 id,
                 queues,
-                message: StoredMessage {
+                message: Arc::new(StoredMessage {
                     address,
                     routing,
                     headers,
                     body,
-                },
+                }),
             }
         }
         TAG_ROUTED => Record::Routed {
@@ -465,7 +467,7 @@ mod tests {
                     Record::MessageStored {
                         id,
                         queues,
-                        message: StoredMessage {
+                        message: Arc::new(StoredMessage {
                             address,
                             routing: if multi {
                                 Routing::Multicast
@@ -474,7 +476,7 @@ mod tests {
                             },
                             headers,
                             body: Bytes::from(body),
-                        },
+                        }),
                     }
                 }),
             (id(), id()).prop_map(|(id, queue)| Record::Routed { id, queue }),

@@ -1,5 +1,7 @@
 //! Journal record types.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 
 use crate::ids::Id;
@@ -82,7 +84,8 @@ pub enum Record {
     MessageStored {
         id: Id,
         queues: Vec<Id>,
-        message: StoredMessage,
+        /// Shared with the broker's in-memory copy: no deep copies per batch.
+        message: Arc<StoredMessage>,
     },
     /// An extra reference from a queue to an already stored message (for
     /// example the dead-letter queue taking it over).

@@ -64,12 +64,19 @@ pub struct NodeConfig {
     pub planted_bug: Option<PlantedBug>,
 }
 
-/// Deliberate bugs the simulator's checker must catch.
-#[cfg(feature = "planted-bugs")]
+/// Deliberate bugs the simulator's checker must catch. They can only be
+/// switched on with the `planted-bugs` feature (simulator tests).
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum PlantedBug {
     /// Answer sends (RECEIPT) and apply acks before the journal says durable.
     ReceiptBeforeDurable,
+    /// Go live after the first chunk of the journal instead of its end.
+    AcceptBeforeLoaded,
+    /// Journal the ack of a client-acknowledged message when it is delivered,
+    /// not when the client's ACK is durable.
+    RemoveBeforeAckDurable,
+    /// Keep the previous activation's epoch, so ids repeat.
+    ReuseIds,
 }
 
 impl Default for NodeConfig {
@@ -246,6 +253,18 @@ impl Node {
         &self.config
     }
 
+    /// Is this planted bug switched on? (Always false without the feature.)
+    #[cfg(feature = "planted-bugs")]
+    pub(crate) fn bug(&self, bug: PlantedBug) -> bool {
+        self.config.planted_bug == Some(bug)
+    }
+
+    #[cfg(not(feature = "planted-bugs"))]
+    #[inline(always)]
+    pub(crate) fn bug(&self, _bug: PlantedBug) -> bool {
+        false
+    }
+
     pub fn state(&self) -> HaState {
         self.state
     }
@@ -382,6 +401,9 @@ impl Node {
                 for e in &entries {
                     self.broker.apply(e);
                 }
+                if self.bug(PlantedBug::AcceptBeforeLoaded) {
+                    self.activate();
+                }
             }
             JournalEvent::Ready => {
                 if self.state != HaState::Loading {
@@ -418,7 +440,11 @@ impl Node {
     /// Journal read: pick the next epoch and write it down before serving.
     fn activate(&mut self) {
         self.broker.finish_load();
-        let epoch = self.broker.max_epoch() + 1;
+        let epoch = if self.bug(PlantedBug::ReuseIds) {
+            self.broker.max_epoch().max(1)
+        } else {
+            self.broker.max_epoch() + 1
+        };
         self.epoch = epoch;
         self.ids = IdGen::new(epoch);
         self.state = HaState::Activating;
@@ -576,12 +602,8 @@ impl Node {
         if let Some(c) = work.conn().and_then(|c| self.conns.get_mut(&c)) {
             c.inflight += 1;
         }
-        #[cfg(feature = "planted-bugs")]
         let ticket_done = ticket.is_none()
-            || (self.config.planted_bug == Some(PlantedBug::ReceiptBeforeDurable)
-                && self.state == HaState::Live);
-        #[cfg(not(feature = "planted-bugs"))]
-        let ticket_done = ticket.is_none();
+            || (self.bug(PlantedBug::ReceiptBeforeDurable) && self.state == HaState::Live);
         self.pipeline.push_back(Pending {
             ticket,
             done: ticket_done,

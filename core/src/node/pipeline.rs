@@ -56,6 +56,11 @@ pub(crate) enum Work {
         conn: ConnId,
         receipt: Option<String>,
     },
+    /// ERROR, then close: after the work that came before the bad frame.
+    Error {
+        conn: ConnId,
+        frame: Frame,
+    },
     /// Auto-acks and tombstones nobody waits for.
     Housekeeping {
         volatile: Vec<RefKey>,
@@ -67,7 +72,8 @@ impl Work {
         match self {
             Work::Frame { conn, .. }
             | Work::Subscribe { conn, .. }
-            | Work::Disconnect { conn, .. } => Some(*conn),
+            | Work::Disconnect { conn, .. }
+            | Work::Error { conn, .. } => Some(*conn),
             Work::Activation { .. } | Work::Housekeeping { .. } => None,
         }
     }
@@ -123,6 +129,10 @@ impl Node {
                 if self.conns.contains_key(&conn) {
                     self.close_conn(conn);
                 }
+            }
+            Work::Error { conn, frame } => {
+                self.send_frame(conn, &frame);
+                self.close_conn(conn);
             }
             Work::Housekeeping { volatile } => {
                 for key in volatile {

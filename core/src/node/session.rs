@@ -68,6 +68,8 @@ pub(crate) struct Conn {
     last_recv: Millis,
     pub last_send: Millis,
     txs: BTreeMap<String, Tx>,
+    /// An ERROR is waiting for its turn in the pipeline.
+    error_queued: bool,
     /// Pipeline entries of this connection not yet completed.
     pub inflight: usize,
     paused: bool,
@@ -140,6 +142,7 @@ impl Node {
             last_recv: self.now,
             last_send: self.now,
             txs: BTreeMap::new(),
+            error_queued: false,
             inflight: 0,
             paused: false,
         };
@@ -229,16 +232,25 @@ impl Node {
         detail: &str,
         receipt: Option<&str>,
     ) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if c.closing && c.error_queued {
+            return;
+        }
+        // Read nothing more; answer what came before the bad frame first
+        // (its receipts are owed), then ERROR and close.
+        c.closing = true;
+        c.error_queued = true;
         let mut f = Frame::error(message, detail);
         if let Some(r) = receipt {
             f.push_header("receipt-id", r);
         }
-        self.send_frame(conn, &f);
         self.event(Event::ClientError {
             conn,
             message: message.to_string(),
         });
-        self.close_conn(conn);
+        self.submit(Vec::new(), Work::Error { conn, frame: f });
     }
 
     pub(super) fn close_conn(&mut self, conn: ConnId) {
@@ -480,7 +492,7 @@ impl Node {
             entries.push(Entry::Put(Record::MessageStored {
                 id,
                 queues: plan.durable_queues,
-                message: (*message).clone(),
+                message: message.clone(),
             }));
         }
         sends.push(VolatileSend {
@@ -815,6 +827,7 @@ impl Node {
 
     /// Hands ready messages to consumers as MESSAGE frames.
     pub(super) fn dispatch(&mut self) {
+        let early_ack = self.bug(super::PlantedBug::RemoveBeforeAckDurable);
         let conns = &mut self.conns;
         let outputs = &mut self.outputs;
         let dests = &self.config.destinations;
@@ -850,6 +863,12 @@ impl Node {
                 conn: d.conn,
                 bytes,
             });
+            if early_ack && d.ack.is_some() {
+                housekeeping.push(Entry::Put(Record::Acked {
+                    id: d.message_id,
+                    queue: d.queue,
+                }));
+            }
             if let Some(k) = d.auto_settled {
                 if k.durable {
                     housekeeping.push(Entry::Put(Record::Acked {

@@ -69,6 +69,13 @@ fn show_escape(next: Option<u8>) -> String {
 /// Without escapes a LF cannot be represented and would end the header line
 /// early, letting one header smuggle in others; it is written as a space.
 pub(crate) fn escape_into(out: &mut BytesMut, s: &str, escaping: Escaping) {
+    // Most header names and values need no escaping: copy them whole.
+    let special = |b: &u8| matches!(b, b'\\' | b'\n' | b':' | b'\r');
+    if !s.as_bytes().iter().any(special) {
+        out.extend_from_slice(s.as_bytes());
+        return;
+    }
+    out.reserve(s.len() + 8);
     for &b in s.as_bytes() {
         match (b, escaping) {
             (b'\n', Escaping::Raw) => out.put_u8(b' '),
