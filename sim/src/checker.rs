@@ -130,41 +130,34 @@ pub fn check(clients: &[Client], commits: &[Writer]) -> (Violations, Counts) {
     }
 
     // Groups expecting each destination's messages.
-    let mut groups: BTreeMap<String, &str> = BTreeMap::new();
-    for c in clients {
-        if let (Some(g), Kind::Consumer { dest, .. }) = (group_of(c), &c.kind) {
-            groups.insert(g, dest.as_str());
+    let group_names: Vec<Option<String>> = clients.iter().map(group_of).collect();
+    let mut groups: BTreeMap<&str, &str> = BTreeMap::new();
+    for (c, g) in clients.iter().zip(&group_names) {
+        if let (Some(g), Kind::Consumer { dest, .. }) = (g, &c.kind) {
+            groups.insert(g.as_str(), dest.as_str());
         }
     }
 
-    // Deliveries per group; dead-lettered messages count for every group of
-    // their origin (only queues use NACK here, so that is the queue).
+    // Deliveries per (group, producer, seq); dead-lettered messages count
+    // for the group of their origin (only queues use NACK here).
     type Seen<'a> = Vec<(&'a str, &'a crate::client::Delivery)>;
-    let mut delivered: BTreeMap<String, BTreeMap<(String, u64), Seen>> = BTreeMap::new();
-    let mut ids: BTreeMap<(String, String, u64), BTreeSet<&str>> = BTreeMap::new();
-    for c in clients {
+    let mut delivered: BTreeMap<(&str, &str, u64), Seen> = BTreeMap::new();
+    for (c, g) in clients.iter().zip(&group_names) {
         for d in &c.deliveries {
             counts.delivered += 1;
-            let g = match group_of(c) {
-                Some(g) => g,
-                None => d.origin.clone(),
-            };
+            let g = g.as_deref().unwrap_or(d.origin.as_str());
             delivered
-                .entry(g.clone())
-                .or_default()
-                .entry((d.producer.clone(), d.seq))
+                .entry((g, d.producer.as_str(), d.seq))
                 .or_default()
                 .push((c.name.as_str(), d));
-            ids.entry((g, d.producer.clone(), d.seq))
-                .or_default()
-                .insert(d.message_id.as_str());
         }
     }
 
     // Groups with an auto-ack consumer are at most once: not checked for loss.
-    let at_most_once: BTreeSet<String> = clients
+    let at_most_once: BTreeSet<&str> = clients
         .iter()
-        .filter(|c| {
+        .zip(&group_names)
+        .filter(|(c, _)| {
             matches!(
                 &c.kind,
                 Kind::Consumer {
@@ -173,61 +166,60 @@ pub fn check(clients: &[Client], commits: &[Writer]) -> (Violations, Counts) {
                 }
             )
         })
-        .filter_map(group_of)
+        .filter_map(|(_, g)| g.as_deref())
         .collect();
     for (g, dest) in &groups {
         if at_most_once.contains(g) {
             continue;
         }
-        let got = delivered.get(g);
         for p in producers.values().filter(|p| p.dest == *dest) {
             for seq in &p.client.receipted {
-                if !got.is_some_and(|m| m.contains_key(&(p.client.name.clone(), *seq))) {
-                    v.lost.push((g.clone(), p.client.name.clone(), *seq));
+                if !delivered.contains_key(&(*g, p.client.name.as_str(), *seq)) {
+                    v.lost.push((g.to_string(), p.client.name.clone(), *seq));
                 }
             }
         }
     }
 
-    for (g, msgs) in &delivered {
-        for ((producer, seq), ds) in msgs {
-            let Some(p) = producers.get(producer.as_str()) else {
-                v.unexpected.push((g.clone(), producer.clone(), *seq));
-                continue;
-            };
-            if !p.client.sent.contains(seq) {
-                v.unexpected.push((g.clone(), producer.clone(), *seq));
-                continue;
-            }
-            if ds.len() > 1 {
-                counts.duplicates += ds.len() as u64 - 1;
-                // A later copy is explained by a resend, a redelivery flag,
-                // or arriving on another consumer connection than an
-                // earlier copy (the earlier one's ack may not have made it).
-                let resent = p.client.resent.contains(seq);
-                let mut ordered = ds.clone();
-                ordered.sort_by_key(|(_, d)| d.at);
-                for (i, (who, d)) in ordered.iter().enumerate().skip(1) {
-                    if resent {
-                        counts.duplicates_by_resend += 1;
-                    } else if d.redelivered {
-                        counts.duplicates_by_redelivery += 1;
-                    } else if ordered[..i]
-                        .iter()
-                        .any(|(w, e)| w != who || e.session != d.session)
-                    {
-                        counts.duplicates_by_failover += 1;
-                    } else {
-                        v.unexplained_duplicates
-                            .push((g.clone(), producer.clone(), *seq));
-                    }
+    for ((g, producer, seq), ds) in &delivered {
+        let Some(p) = producers.get(producer) else {
+            v.unexpected
+                .push((g.to_string(), producer.to_string(), *seq));
+            continue;
+        };
+        if !p.client.sent.contains(seq) {
+            v.unexpected
+                .push((g.to_string(), producer.to_string(), *seq));
+            continue;
+        }
+        if ds.len() > 1 {
+            counts.duplicates += ds.len() as u64 - 1;
+            // A later copy is explained by a resend, a redelivery flag, or
+            // arriving on another consumer connection than an earlier copy
+            // (the earlier one's ack may not have made it).
+            let resent = p.client.resent.contains(seq);
+            let mut ordered = ds.clone();
+            ordered.sort_by_key(|(_, d)| d.at);
+            for (i, (who, d)) in ordered.iter().enumerate().skip(1) {
+                if resent {
+                    counts.duplicates_by_resend += 1;
+                } else if d.redelivered {
+                    counts.duplicates_by_redelivery += 1;
+                } else if ordered[..i]
+                    .iter()
+                    .any(|(w, e)| w != who || e.session != d.session)
+                {
+                    counts.duplicates_by_failover += 1;
+                } else {
+                    v.unexplained_duplicates
+                        .push((g.to_string(), producer.to_string(), *seq));
                 }
             }
             if p.client.uses_dup_ids() {
-                if let Some(set) = ids.get(&(g.clone(), producer.clone(), *seq)) {
-                    if set.len() > 1 {
-                        v.stored_twice.push((g.clone(), producer.clone(), *seq));
-                    }
+                let ids: BTreeSet<&str> = ds.iter().map(|(_, d)| d.message_id.as_str()).collect();
+                if ids.len() > 1 {
+                    v.stored_twice
+                        .push((g.to_string(), producer.to_string(), *seq));
                 }
             }
         }

@@ -61,14 +61,20 @@ impl SimConfig {
             3..=5 => 4,
             _ => 3,
         };
+        let queue_producers = r.range(2, 3) as usize;
+        let tx_producers = r.range(0, 1) as usize;
+        let topic_producers = r.range(0, 1) as usize;
+        // At least 1,000 messages in all, spread over the producers.
+        let producers = (queue_producers + tx_producers + topic_producers) as u64;
+        let messages_per_producer = 1_000_u64.div_ceil(producers) + r.range(0, 50);
         let mut c = SimConfig {
             seed,
             nodes,
             allow_failback: r.chance(0.5),
-            queue_producers: r.range(2, 3) as usize,
-            tx_producers: r.range(0, 1) as usize,
-            topic_producers: r.range(0, 1) as usize,
-            messages_per_producer: r.range(250, 400),
+            queue_producers,
+            tx_producers,
+            topic_producers,
+            messages_per_producer,
             queue_consumers: r.range(1, 3) as usize,
             durable_subscribers: r.range(1, 2) as usize,
             duplicate_ids: r.chance(0.5),

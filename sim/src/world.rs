@@ -39,7 +39,7 @@ enum KReq {
         pid: u64,
         epoch: u16,
         seq: u64,
-        records: Vec<(Bytes, Option<Bytes>)>,
+        records: std::sync::Arc<Vec<(Bytes, Option<Bytes>)>>,
         writer: Writer,
     },
     EndTxn {
@@ -154,7 +154,7 @@ enum ReqKind {
 
 struct Txn {
     tickets: Vec<Ticket>,
-    records: Vec<(Bytes, Option<Bytes>)>,
+    records: std::sync::Arc<Vec<(Bytes, Option<Bytes>)>>,
     seq: u64,
     committing: bool,
     attempts: u32,
@@ -1145,7 +1145,7 @@ impl World {
         h.seq += 1;
         h.txn = Some(Txn {
             tickets,
-            records,
+            records: std::sync::Arc::new(records),
             seq,
             committing: false,
             attempts: 0,

@@ -1,11 +1,21 @@
-//! The simulator's own tests: seeds pass, runs are deterministic, and
-//! planted bugs are caught.
+//! The simulator's own tests: seeds pass, runs are deterministic, and every
+//! planted bug is caught.
 
-use halyard_sim::{run, run_seed, DriverBug, PlantedBug, SimConfig};
+use halyard_sim::run_seed;
+
+/// Fewer seeds in unoptimised builds; `scripts/test.sh` runs these tests in
+/// release mode and then 2,000 seeds through `halyard sim`.
+fn seeds() -> u64 {
+    if cfg!(debug_assertions) {
+        5
+    } else {
+        100
+    }
+}
 
 #[test]
 fn seeds_pass() {
-    for seed in 1..=100 {
+    for seed in 1..=seeds() {
         let r = run_seed(seed, false);
         assert!(
             r.ok(),
@@ -18,7 +28,7 @@ fn seeds_pass() {
 
 #[test]
 fn same_seed_same_trace() {
-    for seed in [3, 17, 4242] {
+    for seed in [3, 17] {
         let a = run_seed(seed, true);
         let b = run_seed(seed, false);
         assert_eq!(
@@ -32,12 +42,12 @@ fn same_seed_same_trace() {
 
 #[test]
 fn faults_are_injected_and_failovers_happen() {
-    let mut crashes = 0;
-    let mut fenced = 0;
-    let mut failovers = 0;
-    for seed in 1..=50 {
+    let (mut crashes, mut fenced, mut failovers, mut pauses, mut cuts) = (0, 0, 0, 0, 0);
+    for seed in 1..=seeds().min(20) {
         let r = run_seed(seed, true);
         crashes += r.faults.get("crash").copied().unwrap_or(0);
+        pauses += r.faults.get("pause").copied().unwrap_or(0);
+        cuts += r.faults.get("kafka-partition").copied().unwrap_or(0);
         fenced += r.kafka.fenced_requests;
         failovers += r
             .trace
@@ -45,54 +55,78 @@ fn faults_are_injected_and_failovers_happen() {
             .filter(|l| l.contains("backup is now live"))
             .count();
     }
-    assert!(crashes > 20, "only {crashes} crashes in 50 seeds");
-    assert!(failovers > 20, "only {failovers} failovers in 50 seeds");
-    assert!(fenced > 0, "no write was ever fenced in 50 seeds");
-}
-
-fn caught(bug: PlantedBug, seeds: std::ops::RangeInclusive<u64>) -> Vec<(u64, String)> {
-    seeds
-        .filter_map(|seed| {
-            let mut cfg = SimConfig::from_seed(seed);
-            cfg.planted_bug = Some(bug);
-            let r = run(cfg, false);
-            (!r.ok()).then(|| (seed, r.violations.summary()))
-        })
-        .collect()
-}
-
-#[test]
-fn checker_catches_a_driver_that_never_fences() {
-    let failed = caught(PlantedBug::Driver(DriverBug::SkipFencing), 1..=60);
-    assert!(!failed.is_empty(), "no seed caught the missing fencing");
+    assert!(crashes > 10, "only {crashes} crashes");
     assert!(
-        failed
-            .iter()
-            .any(|(_, why)| why.contains("split brain") || why.contains("lost")),
-        "{failed:?}"
+        pauses > 5 && cuts > 5,
+        "pauses {pauses}, Kafka partitions {cuts}"
     );
-}
-
-#[test]
-fn checker_catches_a_driver_that_acks_before_commit() {
-    // The window (produced, not yet committed, and the live dies before a
-    // consumer got the message) is narrow: a few seeds in hundreds hit it.
-    let failed = caught(PlantedBug::Driver(DriverBug::AckBeforeCommit), 1..=400);
-    assert!(
-        failed.iter().any(|(_, why)| why.contains("lost")),
-        "no seed lost a message acknowledged before its commit: {failed:?}"
-    );
+    assert!(failovers > 10, "only {failovers} failovers");
+    if !cfg!(debug_assertions) {
+        assert!(fenced > 0, "no write was ever fenced");
+    }
 }
 
 #[cfg(feature = "planted-bugs")]
-#[test]
-fn checker_catches_receipts_before_durable() {
-    let failed = caught(
-        PlantedBug::Core(halyard_core::node::PlantedBug::ReceiptBeforeDurable),
-        1..=60,
-    );
-    assert!(
-        failed.iter().any(|(_, why)| why.contains("lost")),
-        "no seed lost a message receipted before durable: {failed:?}"
-    );
+mod planted {
+    use halyard_core::node::PlantedBug as CoreBug;
+    use halyard_sim::{run, DriverBug, PlantedBug, SimConfig};
+
+    /// Runs seeds with the bug until the checker fails one; returns it.
+    fn first_catch(bug: PlantedBug, expect: &[&str]) -> (u64, String) {
+        for seed in 1..=2_000 {
+            let mut cfg = SimConfig::from_seed(seed);
+            cfg.planted_bug = Some(bug);
+            let r = run(cfg, false);
+            if !r.ok() {
+                let why = r.violations.summary();
+                println!("planted bug {bug:?} caught by seed {seed}: {why}");
+                println!("  replay with the bug: SimConfig::from_seed({seed}) with planted_bug = {bug:?}");
+                assert!(
+                    expect.iter().any(|e| why.contains(e)),
+                    "seed {seed} failed for another reason: {why}"
+                );
+                return (seed, why);
+            }
+        }
+        panic!("planted bug {bug:?} not caught in 2,000 seeds");
+    }
+
+    #[test]
+    fn receipt_before_durable_is_caught() {
+        first_catch(PlantedBug::Core(CoreBug::ReceiptBeforeDurable), &["lost"]);
+    }
+
+    #[test]
+    fn activation_without_fencing_is_caught() {
+        first_catch(
+            PlantedBug::Driver(DriverBug::SkipFencing),
+            &["split brain", "lost"],
+        );
+    }
+
+    #[test]
+    fn accepting_clients_before_the_journal_is_loaded_is_caught() {
+        first_catch(
+            PlantedBug::Core(CoreBug::AcceptBeforeLoaded),
+            &["lost", "split brain"],
+        );
+    }
+
+    #[test]
+    fn removing_a_message_before_its_ack_is_durable_is_caught() {
+        first_catch(PlantedBug::Core(CoreBug::RemoveBeforeAckDurable), &["lost"]);
+    }
+
+    #[test]
+    fn reusing_message_ids_across_activations_is_caught() {
+        first_catch(
+            PlantedBug::Core(CoreBug::ReuseIds),
+            &["lost", "split brain", "duplicates", "stored twice"],
+        );
+    }
+
+    #[test]
+    fn acknowledging_before_the_kafka_commit_is_caught() {
+        first_catch(PlantedBug::Driver(DriverBug::AckBeforeCommit), &["lost"]);
+    }
 }
