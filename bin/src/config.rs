@@ -68,6 +68,45 @@ pub struct NodeSettings {
     /// Log filter (tracing EnvFilter syntax) [default: info]
     #[arg(long, env = "HALYARD_LOG")]
     pub log: Option<String>,
+    /// Kafka bootstrap servers: journal and live lock in Kafka instead of local files
+    #[arg(
+        long,
+        env = "HALYARD_KAFKA_BOOTSTRAP_SERVERS",
+        value_name = "HOST:PORT,..."
+    )]
+    pub kafka_bootstrap: Option<String>,
+    /// Cluster name: the journal topic, lock group and transactional id derive from it [default: halyard]
+    #[arg(long, env = "HALYARD_CLUSTER_ID")]
+    pub cluster_id: Option<String>,
+    /// Extra Kafka client property, e.g. security.protocol=SSL (repeatable)
+    #[arg(
+        long = "kafka-property",
+        env = "HALYARD_KAFKA_PROPERTIES",
+        value_name = "KEY=VALUE",
+        value_delimiter = ','
+    )]
+    pub kafka_properties: Option<Vec<String>>,
+    /// Lock group session timeout in ms: how long a silent live keeps the lock [default: 6000]
+    #[arg(long, env = "HALYARD_KAFKA_SESSION_TIMEOUT_MS")]
+    pub kafka_session_timeout_ms: Option<u64>,
+    /// Lock group heartbeat interval in ms [default: session timeout / 3]
+    #[arg(long, env = "HALYARD_KAFKA_HEARTBEAT_MS")]
+    pub kafka_heartbeat_ms: Option<u64>,
+    /// Replication factor of the topics Halyard creates [default: 1]
+    #[arg(long, env = "HALYARD_KAFKA_REPLICATION_FACTOR")]
+    pub kafka_replication_factor: Option<i32>,
+}
+
+/// Where the journal and the lock live.
+#[derive(Clone, Debug)]
+pub enum Backend {
+    /// Segment files in the data dir and `flock` on the lock dir.
+    Local,
+    Kafka {
+        config: halyard_io::kafka::KafkaConfig,
+        session_timeout_ms: u64,
+        heartbeat_ms: u64,
+    },
 }
 
 /// Settings after layering, with defaults applied.
@@ -80,6 +119,7 @@ pub struct Resolved {
     pub fsync: bool,
     pub log: String,
     pub node: NodeConfig,
+    pub backend: Backend,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -135,7 +175,13 @@ pub fn merge(cli: &NodeSettings, file: &NodeSettings) -> NodeSettings {
         max_frame_bytes,
         segment_bytes,
         fsync,
-        log
+        log,
+        kafka_bootstrap,
+        cluster_id,
+        kafka_properties,
+        kafka_session_timeout_ms,
+        kafka_heartbeat_ms,
+        kafka_replication_factor
     )
 }
 
@@ -210,7 +256,72 @@ pub fn resolve(s: NodeSettings) -> Result<Resolved, ConfigError> {
         heartbeat_ms: s.heartbeat_ms.unwrap_or(10_000),
         ..NodeConfig::default()
     };
+    let backend = match s.kafka_bootstrap.filter(|b| !b.trim().is_empty()) {
+        None => Backend::Local,
+        Some(bootstrap) => {
+            let cluster_id = s.cluster_id.unwrap_or_else(|| "halyard".into());
+            if cluster_id.is_empty()
+                || !cluster_id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+            {
+                return Err(ConfigError::Invalid {
+                    name: "cluster_id",
+                    value: cluster_id,
+                    why: "use letters, digits, '.', '_' and '-' (it names Kafka topics)",
+                });
+            }
+            let mut config = halyard_io::kafka::KafkaConfig::new(bootstrap, cluster_id);
+            for p in s.kafka_properties.unwrap_or_default() {
+                let Some((k, v)) = p.split_once('=') else {
+                    return Err(ConfigError::Invalid {
+                        name: "kafka_properties",
+                        value: p,
+                        why: "each must be KEY=VALUE",
+                    });
+                };
+                config
+                    .properties
+                    .push((k.trim().to_string(), v.trim().to_string()));
+            }
+            if let Some(r) = s.kafka_replication_factor {
+                if r < 1 {
+                    return Err(ConfigError::Invalid {
+                        name: "kafka_replication_factor",
+                        value: r.to_string(),
+                        why: "must be at least 1",
+                    });
+                }
+                config.replication_factor = r;
+            }
+            let session_timeout_ms = s.kafka_session_timeout_ms.unwrap_or(6_000);
+            if session_timeout_ms < 1_000 {
+                return Err(ConfigError::Invalid {
+                    name: "kafka_session_timeout_ms",
+                    value: session_timeout_ms.to_string(),
+                    why: "must be at least 1000 (and within the broker's group.min/max.session.timeout.ms)",
+                });
+            }
+            let heartbeat_ms = s
+                .kafka_heartbeat_ms
+                .unwrap_or(session_timeout_ms / 3)
+                .max(100);
+            if heartbeat_ms >= session_timeout_ms {
+                return Err(ConfigError::Invalid {
+                    name: "kafka_heartbeat_ms",
+                    value: heartbeat_ms.to_string(),
+                    why: "must be lower than kafka_session_timeout_ms",
+                });
+            }
+            Backend::Kafka {
+                config,
+                session_timeout_ms,
+                heartbeat_ms,
+            }
+        }
+    };
     Ok(Resolved {
+        backend,
         listen,
         data_dir,
         lock_dir,

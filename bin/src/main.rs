@@ -3,6 +3,7 @@
 mod clients;
 mod config;
 mod node_cmd;
+mod proxy_cmd;
 mod sim_cmd;
 
 use std::path::PathBuf;
@@ -36,7 +37,7 @@ enum Command {
         #[arg(long, env = "HALYARD_CONFIG", value_name = "FILE")]
         config: Option<PathBuf>,
         #[command(flatten)]
-        settings: config::NodeSettings,
+        settings: Box<config::NodeSettings>,
     },
     /// Send messages with receipts (follows failover and resends unreceipted ones)
     Produce(clients::ProduceArgs),
@@ -44,15 +45,18 @@ enum Command {
     Consume(clients::ConsumeArgs),
     /// Run seeded deterministic simulations of a cluster under faults and check nothing is lost
     Sim(sim_cmd::SimArgs),
+    /// TCP fault proxy for tests: forward a port, cut and heal it on demand
+    Proxy(proxy_cmd::ProxyArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Node { config, settings } => node_cmd::run(config, settings),
+        Command::Node { config, settings } => node_cmd::run(config, *settings),
         Command::Produce(a) => clients::produce(a),
         Command::Consume(a) => clients::consume(a),
         Command::Sim(a) => sim_cmd::run(a),
+        Command::Proxy(a) => proxy_cmd::run(a),
     };
     match result {
         Ok(code) => code,

@@ -6,12 +6,13 @@ use std::process::ExitCode;
 use halyard_core::node::Node;
 use halyard_io::journal::local::LocalJournalConfig;
 use halyard_io::journal::spawn_local_journal;
+use halyard_io::kafka::{spawn_kafka_journal, spawn_kafka_lock, KafkaLockConfig};
 use halyard_io::lock::{spawn_file_lock, FileLockConfig};
 use halyard_io::server::{self, ServerConfig};
 use tracing::info;
 use tracing_subscriber::EnvFilter;
 
-use crate::config::{self, NodeSettings};
+use crate::config::{self, Backend, NodeSettings};
 
 pub fn run(
     config_file: Option<PathBuf>,
@@ -39,24 +40,58 @@ pub fn run(
             data_dir = %r.data_dir.display(),
             lock_dir = %r.lock_dir.display(),
             role = r.node.role.as_str(),
-            journal = "local",
+            journal = match r.backend {
+                Backend::Local => "local",
+                Backend::Kafka { .. } => "kafka",
+            },
             "halyard {} starting",
             env!("CARGO_PKG_VERSION")
         );
         let (inputs_tx, inputs_rx) = server::input_channel();
-        let mut jc = LocalJournalConfig::new(r.data_dir.join("journal"));
-        jc.segment_bytes = r.segment_bytes;
-        jc.fsync = r.fsync;
-        let journal = spawn_local_journal(jc, inputs_tx.clone());
-        let lock = spawn_file_lock(
-            FileLockConfig {
-                dir: r.lock_dir.clone(),
-                role: r.node.role,
-                allow_failback: r.node.allow_failback,
-                poll_ms: 200,
-            },
-            inputs_tx.clone(),
-        );
+        let (journal, lock) = match &r.backend {
+            Backend::Local => {
+                let mut jc = LocalJournalConfig::new(r.data_dir.join("journal"));
+                jc.segment_bytes = r.segment_bytes;
+                jc.fsync = r.fsync;
+                let journal = spawn_local_journal(jc, inputs_tx.clone());
+                let lock = spawn_file_lock(
+                    FileLockConfig {
+                        dir: r.lock_dir.clone(),
+                        role: r.node.role,
+                        allow_failback: r.node.allow_failback,
+                        poll_ms: 200,
+                    },
+                    inputs_tx.clone(),
+                );
+                (journal, lock)
+            }
+            Backend::Kafka {
+                config,
+                session_timeout_ms,
+                heartbeat_ms,
+            } => {
+                info!(
+                    bootstrap = %config.bootstrap,
+                    journal_topic = %config.journal_topic(),
+                    lock_group = %config.lock_group(),
+                    session_timeout_ms,
+                    "journal and live lock in Kafka"
+                );
+                let journal = spawn_kafka_journal(config.clone(), inputs_tx.clone());
+                let lock = spawn_kafka_lock(
+                    KafkaLockConfig {
+                        kafka: config.clone(),
+                        role: r.node.role,
+                        allow_failback: r.node.allow_failback,
+                        node_id: r.node.node_id.clone(),
+                        session_timeout_ms: *session_timeout_ms,
+                        heartbeat_interval_ms: *heartbeat_ms,
+                    },
+                    inputs_tx.clone(),
+                );
+                (journal, lock)
+            }
+        };
         let node = Node::new(r.node.clone());
         let (stop_tx, stop_rx) = tokio::sync::mpsc::unbounded_channel();
         {

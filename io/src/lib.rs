@@ -3,5 +3,7 @@
 
 pub mod client;
 pub mod journal;
+pub mod kafka;
 pub mod lock;
+pub mod proxy;
 pub mod server;

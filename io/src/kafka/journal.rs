@@ -1,0 +1,473 @@
+//! The journal in Kafka: one compacted single-partition topic per cluster,
+//! written by a transactional producer whose `transactional.id` is fixed per
+//! cluster, read with `isolation.level=read_committed`.
+//!
+//! - Open: create the topic if missing, `init_transactions` (which fences
+//!   every older producer with our transactional id and aborts its open
+//!   transaction), then read the partition from the start to its end.
+//! - Append: every batch waiting in the channel goes into one Kafka
+//!   transaction (group commit: batches pile up while a commit is in flight).
+//!   A batch is durable when `commit_transaction` returns.
+//! - A fencing error becomes the core's `Fenced` input; any other failure
+//!   `Failed` (the node steps down and reloads, so nothing of an uncertain
+//!   outcome is ever assumed).
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use halyard_core::ids::Ticket;
+use halyard_core::journal::{decode_entry, encode_entry, Entry, Record};
+use halyard_core::node::{Input, JournalEvent};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::mpsc;
+use tracing::{error, info, warn};
+
+use super::{ensure_topic, is_fencing, KafkaConfig};
+use crate::journal::port::{JournalCommand, JournalHandle};
+
+/// Bounds one group commit.
+const GROUP_BATCHES_MAX: usize = 4096;
+const GROUP_BYTES_MAX: usize = 8 * 1024 * 1024;
+/// Entries per `Loaded` input while reading the journal.
+const LOAD_CHUNK_ENTRIES: usize = 4096;
+/// Largest record (a STOMP frame is at most 10 MiB by default).
+pub const RECORD_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// Retries of a commit whose error is retriable.
+const COMMIT_ATTEMPTS_MAX: u32 = 3;
+
+/// Topic settings of the journal (see docs/kafka.md).
+pub const JOURNAL_TOPIC_CONFIG: &[(&str, &str)] = &[
+    // Keep the latest record per key; tombstones delete consumed messages.
+    ("cleanup.policy", "compact"),
+    // Any record may be compacted away as soon as a newer one exists.
+    ("min.compaction.lag.ms", "0"),
+    // Roll segments often enough that the cleaner can work on them.
+    ("segment.ms", "600000"),
+    // A backup must finish reading within this long to see every tombstone.
+    ("delete.retention.ms", "86400000"),
+    // Large messages fit (frames up to 10 MiB plus framing).
+    ("max.message.bytes", "16777216"),
+];
+
+/// Starts the journal thread. `inputs` is the node's input channel.
+pub fn spawn_kafka_journal(config: KafkaConfig, inputs: mpsc::Sender<Input>) -> JournalHandle {
+    let (tx, rx) = mpsc::unbounded_channel();
+    thread::Builder::new()
+        .name("halyard-kafka-journal".into())
+        .spawn(move || run(config, rx, inputs))
+        .expect("spawn journal thread");
+    JournalHandle::new(tx)
+}
+
+fn send(inputs: &mpsc::Sender<Input>, ev: JournalEvent) -> bool {
+    inputs.blocking_send(Input::Journal(ev)).is_ok()
+}
+
+struct Writer {
+    producer: BaseProducer,
+    topic: String,
+}
+
+fn run(
+    config: KafkaConfig,
+    mut rx: mpsc::UnboundedReceiver<JournalCommand>,
+    inputs: mpsc::Sender<Input>,
+) {
+    let mut writer: Option<Writer> = None;
+    let mut pending: Option<JournalCommand> = None;
+    let mut stats = CommitStats::new();
+    loop {
+        let cmd = match pending.take() {
+            Some(c) => c,
+            None => match rx.blocking_recv() {
+                Some(c) => c,
+                None => return,
+            },
+        };
+        match cmd {
+            JournalCommand::Open => {
+                writer = None;
+                let started = Instant::now();
+                match open_and_load(&config, &inputs) {
+                    Ok((w, loaded)) => {
+                        let secs = started.elapsed().as_secs_f64();
+                        info!(
+                            topic = %w.topic,
+                            records = loaded.records,
+                            megabytes = format!("{:.1}", loaded.bytes as f64 / 1e6),
+                            seconds = format!("{secs:.3}"),
+                            records_per_sec = format!("{:.0}", loaded.records as f64 / secs.max(1e-6)),
+                            "Kafka journal fenced and read to its end"
+                        );
+                        writer = Some(w);
+                        if !send(&inputs, JournalEvent::Ready) {
+                            return;
+                        }
+                    }
+                    Err(reason) => {
+                        error!(%reason, "Kafka journal open failed");
+                        if !send(&inputs, JournalEvent::OpenFailed { reason }) {
+                            return;
+                        }
+                    }
+                }
+            }
+            JournalCommand::Close => {
+                if writer.take().is_some() {
+                    stats.report(true);
+                }
+            }
+            JournalCommand::Append { ticket, entries } => {
+                let mut tickets = vec![ticket];
+                let mut batches = vec![entries];
+                let mut bytes = 0usize;
+                while tickets.len() < GROUP_BATCHES_MAX && bytes < GROUP_BYTES_MAX {
+                    match rx.try_recv() {
+                        Ok(JournalCommand::Append { ticket, entries }) => {
+                            bytes += entries.len() * 64;
+                            tickets.push(ticket);
+                            batches.push(entries);
+                        }
+                        Ok(other) => {
+                            pending = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                let Some(w) = writer.as_ref() else {
+                    for t in tickets {
+                        send(
+                            &inputs,
+                            JournalEvent::Failed {
+                                ticket: t,
+                                reason: "Kafka journal is not open".into(),
+                            },
+                        );
+                    }
+                    continue;
+                };
+                match commit(&config, w, &batches) {
+                    Ok(()) => {
+                        stats.add(tickets.len());
+                        stats.report(false);
+                        for t in tickets {
+                            if !send(&inputs, JournalEvent::Durable { ticket: t }) {
+                                return;
+                            }
+                        }
+                    }
+                    Err(e) if is_fencing(&e) => {
+                        writer = None;
+                        let by_epoch = latest_activation_epoch(&config);
+                        warn!(error = %e, ?by_epoch, "journal producer fenced by a newer live");
+                        send(
+                            &inputs,
+                            JournalEvent::Fenced {
+                                ticket: tickets[0],
+                                by_epoch,
+                            },
+                        );
+                    }
+                    Err(e) => {
+                        writer = None;
+                        error!(error = %e, "Kafka journal transaction failed");
+                        send(
+                            &inputs,
+                            JournalEvent::Failed {
+                                ticket: first(&tickets),
+                                reason: e.to_string(),
+                            },
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn first(tickets: &[Ticket]) -> Ticket {
+    tickets[0]
+}
+
+/// Group-commit figures, logged every 10 s.
+struct CommitStats {
+    since: Instant,
+    batches: u64,
+    transactions: u64,
+}
+
+impl CommitStats {
+    fn new() -> CommitStats {
+        CommitStats {
+            since: Instant::now(),
+            batches: 0,
+            transactions: 0,
+        }
+    }
+
+    fn add(&mut self, batches: usize) {
+        self.batches += batches as u64;
+        self.transactions += 1;
+    }
+
+    fn report(&mut self, force: bool) {
+        let secs = self.since.elapsed().as_secs_f64();
+        if self.transactions == 0 || (!force && secs < 10.0) {
+            return;
+        }
+        info!(
+            batches = self.batches,
+            transactions = self.transactions,
+            batches_per_sec = format!("{:.0}", self.batches as f64 / secs),
+            transactions_per_sec = format!("{:.0}", self.transactions as f64 / secs),
+            batches_per_transaction =
+                format!("{:.1}", self.batches as f64 / self.transactions as f64),
+            "journal group commit (Kafka)"
+        );
+        *self = CommitStats::new();
+    }
+}
+
+/// One Kafka transaction holding every batch, in order.
+fn commit(config: &KafkaConfig, w: &Writer, batches: &[Vec<Entry>]) -> Result<(), KafkaError> {
+    let t0 = Instant::now();
+    w.producer.begin_transaction()?;
+    for batch in batches {
+        for e in batch {
+            let (key, value) = encode_entry(e);
+            produce(&w.producer, &w.topic, &key, value.as_ref())?;
+        }
+    }
+    // Wait for every record's ack ourselves, polling in short steps: the
+    // rdkafka crate's flush (which commit_transaction calls first) polls in
+    // 100 ms steps and would add up to 100 ms to every transaction.
+    let deadline = Instant::now() + config.timeout();
+    while w.producer.in_flight_count() > 0 {
+        if Instant::now() > deadline {
+            return Err(KafkaError::Flush(RDKafkaErrorCode::MessageTimedOut));
+        }
+        w.producer.poll(Duration::from_millis(1));
+    }
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match w.producer.commit_transaction(config.timeout()) {
+            Ok(()) => {
+                tracing::trace!(elapsed = ?t0.elapsed(), batches = batches.len(), "transaction committed");
+                return Ok(());
+            }
+            Err(e) => {
+                let retriable = matches!(&e, KafkaError::Transaction(t) if t.is_retriable());
+                let abortable = matches!(&e, KafkaError::Transaction(t) if t.txn_requires_abort());
+                if retriable && attempt < COMMIT_ATTEMPTS_MAX {
+                    warn!(error = %e, attempt, "commit failed, retrying");
+                    continue;
+                }
+                if abortable {
+                    // The batch is not in the journal; the node steps down anyway.
+                    let _ = w.producer.abort_transaction(config.timeout());
+                }
+                return Err(e);
+            }
+        }
+    }
+}
+
+fn produce(
+    producer: &BaseProducer,
+    topic: &str,
+    key: &Bytes,
+    value: Option<&Bytes>,
+) -> Result<(), KafkaError> {
+    loop {
+        let mut rec = BaseRecord::<[u8], [u8]>::to(topic)
+            .partition(0)
+            .key(&key[..]);
+        if let Some(v) = value {
+            rec = rec.payload(&v[..]);
+        }
+        match producer.send(rec) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                producer.poll(Duration::from_millis(5));
+            }
+            Err((e, _)) => return Err(e),
+        }
+    }
+}
+
+struct Loaded {
+    records: u64,
+    bytes: u64,
+}
+
+fn open_and_load(
+    config: &KafkaConfig,
+    inputs: &mpsc::Sender<Input>,
+) -> Result<(Writer, Loaded), String> {
+    let topic = config.journal_topic();
+    ensure_topic(config, &topic, 1, JOURNAL_TOPIC_CONFIG).map_err(|e| e.to_string())?;
+    let producer: BaseProducer = config
+        .client()
+        .set("transactional.id", config.transactional_id())
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set(
+            "transaction.timeout.ms",
+            config.transaction_timeout_ms.to_string(),
+        )
+        .set("message.max.bytes", RECORD_BYTES_MAX.to_string())
+        // A transaction's records go out together when the commit flushes
+        // them; lingering lets them form large batches meanwhile.
+        .set("linger.ms", "2")
+        .create()
+        .map_err(|e| format!("cannot create Kafka producer for {}: {e}", config.bootstrap))?;
+    // Fence every older live: after this, their writes fail.
+    producer
+        .init_transactions(config.timeout())
+        .map_err(|e| format!("init_transactions on {}: {e}", config.bootstrap))?;
+    let loaded = load(config, &topic, inputs)?;
+    Ok((Writer { producer, topic }, loaded))
+}
+
+/// Quiet about end-of-partition, which the reader asks for on purpose.
+struct ReaderContext;
+
+impl rdkafka::ClientContext for ReaderContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if !matches!(error, KafkaError::PartitionEOF(_)) {
+            warn!(%error, reason, "Kafka journal reader");
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for ReaderContext {}
+
+fn reader(config: &KafkaConfig) -> Result<BaseConsumer<ReaderContext>, String> {
+    config
+        .client()
+        .set("group.id", format!("halyard-{}-reader", config.cluster_id))
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "true")
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.max.bytes", "52428800")
+        .set(
+            "max.partition.fetch.bytes",
+            (RECORD_BYTES_MAX * 2).to_string(),
+        )
+        .create_with_context(ReaderContext)
+        .map_err(|e| format!("cannot create Kafka consumer for {}: {e}", config.bootstrap))
+}
+
+/// Reads the whole journal, committed records only, up to the end offset it
+/// had once we fenced (no older producer can add to it any more).
+fn load(config: &KafkaConfig, topic: &str, inputs: &mpsc::Sender<Input>) -> Result<Loaded, String> {
+    let consumer = reader(config)?;
+    let (low, high) = consumer
+        .fetch_watermarks(topic, 0, config.timeout())
+        .map_err(|e| format!("cannot read the end of {topic}: {e}"))?;
+    let mut loaded = Loaded {
+        records: 0,
+        bytes: 0,
+    };
+    if high <= low {
+        return Ok(loaded);
+    }
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)
+        .map_err(|e| e.to_string())?;
+    consumer.assign(&tpl).map_err(|e| e.to_string())?;
+    let mut chunk: Vec<Entry> = Vec::with_capacity(LOAD_CHUNK_ENTRIES);
+    let mut last_progress = Instant::now();
+    loop {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                last_progress = Instant::now();
+                let key = m.key().unwrap_or_default();
+                let value = m.payload();
+                loaded.records += 1;
+                loaded.bytes += (key.len() + value.map_or(0, <[u8]>::len)) as u64;
+                let e = decode_entry(key, value).map_err(|e| {
+                    format!(
+                        "undecodable journal record at offset {} of {topic}: {e}",
+                        m.offset()
+                    )
+                })?;
+                chunk.push(e);
+                if chunk.len() >= LOAD_CHUNK_ENTRIES {
+                    let entries = std::mem::take(&mut chunk);
+                    if !send(inputs, JournalEvent::Loaded { entries }) {
+                        return Err("node is gone".into());
+                    }
+                }
+                if m.offset() + 1 >= high {
+                    break;
+                }
+            }
+            Some(Err(KafkaError::PartitionEOF(_))) => {
+                // With read_committed, EOF is the last stable offset; markers
+                // after the last record make it reach `high` without a record.
+                let pos = consumer
+                    .position()
+                    .ok()
+                    .and_then(|p| p.find_partition(topic, 0).map(|e| e.offset()));
+                match pos {
+                    Some(Offset::Offset(o)) if o >= high => break,
+                    _ if last_progress.elapsed() > config.timeout() => {
+                        return Err(format!(
+                            "journal read stuck before offset {high} of {topic}"
+                        ))
+                    }
+                    _ => {}
+                }
+            }
+            Some(Err(e)) => return Err(format!("reading {topic}: {e}")),
+            None => {
+                if last_progress.elapsed() > config.timeout() {
+                    return Err(format!(
+                        "no journal records from {} for {} ms (read {} of offsets {low}..{high})",
+                        config.bootstrap, config.operation_timeout_ms, loaded.records
+                    ));
+                }
+            }
+        }
+    }
+    if !chunk.is_empty() {
+        send(inputs, JournalEvent::Loaded { entries: chunk });
+    }
+    Ok(loaded)
+}
+
+/// The epoch of the newest activation record, to say who fenced us.
+fn latest_activation_epoch(config: &KafkaConfig) -> Option<u32> {
+    let topic = config.journal_topic();
+    let consumer = reader(config).ok()?;
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(&topic, 0, Offset::OffsetTail(1000))
+        .ok()?;
+    consumer.assign(&tpl).ok()?;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut epoch = None;
+    while Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) if m.key() == Some(b"activation".as_slice()) => {
+                if let Ok(Entry::Put(Record::Activation { epoch: e, .. })) =
+                    decode_entry(b"activation", m.payload())
+                {
+                    epoch = Some(e);
+                }
+            }
+            Some(Err(KafkaError::PartitionEOF(_))) => break,
+            _ => {}
+        }
+    }
+    epoch
+}

@@ -1,0 +1,164 @@
+//! Kafka adapters: the journal in a compacted topic written by a
+//! transactional (fencing) producer, and the live lock as consumer-group
+//! membership. See docs/kafka.md for every setting and why.
+
+pub mod journal;
+pub mod lock;
+
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::RDKafkaErrorCode;
+use thiserror::Error;
+
+pub use journal::spawn_kafka_journal;
+pub use lock::{spawn_kafka_lock, KafkaLockConfig};
+
+/// How a node reaches Kafka and names its cluster's topics.
+#[derive(Clone, Debug)]
+pub struct KafkaConfig {
+    /// `bootstrap.servers`.
+    pub bootstrap: String,
+    /// Names the journal topic, the lock group and the transactional id.
+    pub cluster_id: String,
+    /// Extra client properties for every client (TLS, SASL, timeouts).
+    pub properties: Vec<(String, String)>,
+    /// Replication factor for the topics Halyard creates.
+    pub replication_factor: i32,
+    /// `transaction.timeout.ms` of the journal producer.
+    pub transaction_timeout_ms: u64,
+    /// Bound on one Kafka operation (init, commit, metadata).
+    pub operation_timeout_ms: u64,
+}
+
+impl KafkaConfig {
+    pub fn new(bootstrap: impl Into<String>, cluster_id: impl Into<String>) -> KafkaConfig {
+        KafkaConfig {
+            bootstrap: bootstrap.into(),
+            cluster_id: cluster_id.into(),
+            properties: Vec::new(),
+            replication_factor: 1,
+            transaction_timeout_ms: 60_000,
+            operation_timeout_ms: 10_000,
+        }
+    }
+
+    pub fn journal_topic(&self) -> String {
+        format!("halyard-{}-journal", self.cluster_id)
+    }
+
+    pub fn lock_topic(&self) -> String {
+        format!("halyard-{}-lock", self.cluster_id)
+    }
+
+    pub fn lock_group(&self) -> String {
+        format!("halyard-{}-lock", self.cluster_id)
+    }
+
+    /// Fixed per cluster: every live uses it, so each new live fences the last.
+    pub fn transactional_id(&self) -> String {
+        format!("halyard-{}-journal", self.cluster_id)
+    }
+
+    pub(crate) fn timeout(&self) -> Duration {
+        Duration::from_millis(self.operation_timeout_ms)
+    }
+
+    /// A client config with the bootstrap servers and the passthrough properties.
+    pub(crate) fn client(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.bootstrap);
+        c.set("client.id", format!("halyard-{}", self.cluster_id));
+        for (k, v) in &self.properties {
+            c.set(k, v);
+        }
+        c
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum KafkaSetupError {
+    #[error("cannot create Kafka client for {bootstrap}: {source}")]
+    Client {
+        bootstrap: String,
+        source: rdkafka::error::KafkaError,
+    },
+    #[error("cannot create topic {topic}: {reason}")]
+    Topic { topic: String, reason: String },
+}
+
+/// Creates `topic` with `partitions` and `configs` unless it exists.
+pub(crate) fn ensure_topic(
+    config: &KafkaConfig,
+    topic: &str,
+    partitions: i32,
+    configs: &[(&str, &str)],
+) -> Result<(), KafkaSetupError> {
+    let admin: AdminClient<DefaultClientContext> =
+        config
+            .client()
+            .create()
+            .map_err(|source| KafkaSetupError::Client {
+                bootstrap: config.bootstrap.clone(),
+                source,
+            })?;
+    let mut new = NewTopic::new(
+        topic,
+        partitions,
+        TopicReplication::Fixed(config.replication_factor),
+    );
+    for (k, v) in configs {
+        new = new.set(k, v);
+    }
+    let opts = AdminOptions::new().operation_timeout(Some(config.timeout()));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| KafkaSetupError::Topic {
+            topic: topic.to_string(),
+            reason: e.to_string(),
+        })?;
+    let results = rt
+        .block_on(async {
+            tokio::time::timeout(config.timeout(), admin.create_topics([&new], &opts)).await
+        })
+        .map_err(|_| KafkaSetupError::Topic {
+            topic: topic.to_string(),
+            reason: format!(
+                "Kafka at {} did not answer in {} ms",
+                config.bootstrap, config.operation_timeout_ms
+            ),
+        })?
+        .map_err(|e| KafkaSetupError::Topic {
+            topic: topic.to_string(),
+            reason: e.to_string(),
+        })?;
+    for r in results {
+        match r {
+            Ok(_) => tracing::info!(topic, partitions, "created Kafka topic"),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((_, code)) => {
+                return Err(KafkaSetupError::Topic {
+                    topic: topic.to_string(),
+                    reason: code.to_string(),
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Is this error the sign of a newer producer with our transactional id?
+pub(crate) fn is_fencing(e: &rdkafka::error::KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::Fenced
+                | RDKafkaErrorCode::ProducerFenced
+                | RDKafkaErrorCode::InvalidProducerEpoch
+                | RDKafkaErrorCode::TransactionCoordinatorFenced
+        )
+    )
+}
