@@ -9,11 +9,16 @@
 #   scripts/kafka.sh reset              stop, wipe target/kafka/data (next start formats anew)
 #   scripts/kafka.sh logs [TAIL ARGS]   tail the broker log (default: last 200 lines; e.g. `logs -f`)
 #   scripts/kafka.sh bootstrap          print the bootstrap address (127.0.0.1:PORT)
+#   scripts/kafka.sh proxied-bootstrap  print the PROXIED listener's advertised address, which is
+#                                       a fault proxy's (127.0.0.1:KAFKA_PROXY_PORT): clients use it
+#   scripts/kafka.sh proxied-upstream   print the PROXIED listener's own address
+#                                       (127.0.0.1:KAFKA_PROXIED_PORT): the proxy forwards to it
 #   scripts/kafka.sh topics ARGS...     kafka-topics (org.apache.kafka.tools.TopicCommand) against it
 #   scripts/kafka.sh tool CLASS ARGS... run any Kafka main class with the jars, e.g.
 #                                       tool org.apache.kafka.tools.ConsoleProducer --bootstrap-server ...
 #
 # Environment: KAFKA_PORT (default 9092), KAFKA_CONTROLLER_PORT (default KAFKA_PORT+1),
+# KAFKA_PROXIED_PORT (default KAFKA_PORT+2), KAFKA_PROXY_PORT (default KAFKA_PROXIED_PORT+10000),
 # KAFKA_HEAP_OPTS (default "-Xms128m -Xmx512m"), KAFKA_START_TIMEOUT seconds (default 90).
 # Everything lives under <repo>/target/kafka (jars in libs/, data in data/, log in kafka.log).
 # See docs/kafka.md for the version and every broker setting.
@@ -32,11 +37,20 @@ PROBE_CONF="$KDIR/probe.properties"
 PIDFILE="$KDIR/kafka.pid"
 LOGFILE="$KDIR/kafka.log"
 BOOTFILE="$KDIR/bootstrap"
+PROXIED_FILE="$KDIR/proxied"   # "PROXY_ADDR UPSTREAM_ADDR" of the running broker
 CLUSTER_ID_FILE="$KDIR/cluster.id"
 STAMP="$LIBS/.fetched"
 
 KAFKA_PORT=${KAFKA_PORT:-9092}
 KAFKA_CONTROLLER_PORT=${KAFKA_CONTROLLER_PORT:-$((KAFKA_PORT + 1))}
+# Second client listener, PROXIED, for putting a fault proxy between one client and Kafka.
+# Kafka clients bootstrap, then connect to the *advertised* address of the listener they came
+# in on; PROXIED listens on KAFKA_PROXIED_PORT but advertises the proxy's port, so a client that
+# bootstraps through the proxy keeps going through it. The proxy port is the proxied port plus
+# 10000: by default 9092 + 2 = 9094 (listener) and 9094 + 10000 = 19094 (proxy), run as
+#   halyard proxy --listen 127.0.0.1:19094 --upstream 127.0.0.1:9094 --control 127.0.0.1:19095
+KAFKA_PROXIED_PORT=${KAFKA_PROXIED_PORT:-$((KAFKA_PORT + 2))}
+KAFKA_PROXY_PORT=${KAFKA_PROXY_PORT:-$((KAFKA_PROXIED_PORT + 10000))}
 KAFKA_HEAP_OPTS=${KAFKA_HEAP_OPTS:--Xms128m -Xmx512m}
 KAFKA_START_TIMEOUT=${KAFKA_START_TIMEOUT:-90}
 
@@ -84,9 +98,12 @@ node.id=1
 # Static one-voter quorum: survives a change of ports between runs (no voter set is
 # written into the formatted metadata log, unlike --standalone).
 controller.quorum.voters=1@127.0.0.1:${KAFKA_CONTROLLER_PORT}
-listeners=PLAINTEXT://127.0.0.1:${KAFKA_PORT},CONTROLLER://127.0.0.1:${KAFKA_CONTROLLER_PORT}
-advertised.listeners=PLAINTEXT://127.0.0.1:${KAFKA_PORT}
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+# PROXIED is a second plain listener whose advertised address is a fault proxy in front of it
+# (halyard proxy ${KAFKA_PROXY_PORT} -> ${KAFKA_PROXIED_PORT}): clients that bootstrap through the proxy
+# are told to keep using the proxy. Nothing but clients uses it.
+listeners=PLAINTEXT://127.0.0.1:${KAFKA_PORT},PROXIED://127.0.0.1:${KAFKA_PROXIED_PORT},CONTROLLER://127.0.0.1:${KAFKA_CONTROLLER_PORT}
+advertised.listeners=PLAINTEXT://127.0.0.1:${KAFKA_PORT},PROXIED://127.0.0.1:${KAFKA_PROXY_PORT}
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,PROXIED:PLAINTEXT,CONTROLLER:PLAINTEXT
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
 log.dirs=${DATA}
@@ -197,6 +214,19 @@ bootstrap() {
     fi
 }
 
+# proxied_addr 1: the PROXIED listener's advertised address (the proxy; clients bootstrap here).
+# proxied_addr 2: the PROXIED listener itself (the proxy's upstream).
+proxied_addr() {
+    local proxy upstream
+    if is_running && [[ -s "$PROXIED_FILE" ]]; then
+        read -r proxy upstream <"$PROXIED_FILE"
+    else
+        proxy=127.0.0.1:$KAFKA_PROXY_PORT
+        upstream=127.0.0.1:$KAFKA_PROXIED_PORT
+    fi
+    if [[ $1 == 1 ]]; then printf '%s\n' "$proxy"; else printf '%s\n' "$upstream"; fi
+}
+
 # Pid of our broker if it is running (pid file present, process alive, and it is kafka.Kafka).
 running_pid() {
     [[ -f "$PIDFILE" ]] || return 1
@@ -254,11 +284,14 @@ cmd_start() {
     fi
     rm -f "$PIDFILE"
     fetch
-    for p in "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT"; do
+    for p in "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT" "$KAFKA_PROXIED_PORT"; do
         if port_open "$p"; then
-            die "port $p on 127.0.0.1 is already in use by another process (set KAFKA_PORT / KAFKA_CONTROLLER_PORT)"
+            die "port $p on 127.0.0.1 is already in use by another process (set KAFKA_PORT / KAFKA_CONTROLLER_PORT / KAFKA_PROXIED_PORT)"
         fi
     done
+    if ((KAFKA_PROXY_PORT == KAFKA_PORT || KAFKA_PROXY_PORT == KAFKA_CONTROLLER_PORT || KAFKA_PROXY_PORT == KAFKA_PROXIED_PORT)); then
+        die "KAFKA_PROXY_PORT ($KAFKA_PROXY_PORT) must differ from the broker's own ports"
+    fi
     write_config
     format_storage
     if [[ -f "$LOGFILE" ]]; then mv -f "$LOGFILE" "$LOGFILE.1"; fi
@@ -272,7 +305,8 @@ cmd_start() {
     pid=$!
     printf '%s\n' "$pid" >"$PIDFILE"
     printf '127.0.0.1:%s\n' "$KAFKA_PORT" >"$BOOTFILE"
-    log "started Kafka $(kafka_version) pid $pid on 127.0.0.1:$KAFKA_PORT; waiting up to ${KAFKA_START_TIMEOUT}s for it to answer"
+    printf '127.0.0.1:%s 127.0.0.1:%s\n' "$KAFKA_PROXY_PORT" "$KAFKA_PROXIED_PORT" >"$PROXIED_FILE"
+    log "started Kafka $(kafka_version) pid $pid on 127.0.0.1:$KAFKA_PORT (PROXIED listener 127.0.0.1:$KAFKA_PROXIED_PORT, advertised as the proxy 127.0.0.1:$KAFKA_PROXY_PORT); waiting up to ${KAFKA_START_TIMEOUT}s for it to answer"
     local deadline=$((SECONDS + KAFKA_START_TIMEOUT)) reason="timed out after ${KAFKA_START_TIMEOUT}s"
     while :; do
         if ! kill -0 "$pid" 2>/dev/null; then
@@ -368,6 +402,8 @@ main() {
         reset) cmd_reset ;;
         logs) cmd_logs "$@" ;;
         bootstrap) bootstrap ;;
+        proxied-bootstrap) proxied_addr 1 ;;
+        proxied-upstream) proxied_addr 2 ;;
         topics) fetch; [[ -f "$LOG4J_TOOLS" ]] || write_tool_config
             tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$(bootstrap)" "$@" ;;
         tool) fetch; [[ -f "$LOG4J_TOOLS" ]] || write_tool_config; tool "$@" ;;

@@ -428,6 +428,13 @@ impl Node {
                         by_epoch,
                         our_epoch: self.epoch,
                     });
+                } else {
+                    // A write still in flight when we stepped down (say, the
+                    // lock was lost first): the journal refused it, as it must.
+                    self.event(Event::FencedAfterStepDown {
+                        by_epoch,
+                        our_epoch: self.epoch,
+                    });
                 }
             }
         }
