@@ -238,6 +238,7 @@ fn log_event(e: &Event) {
         Event::ClientError { .. } => debug!("{e}"),
         Event::LockUnavailable { .. } | Event::DrainTimedOut { .. } => warn!("{e}"),
         Event::Fenced { .. }
+        | Event::FencedAfterStepDown { .. }
         | Event::JournalFailed { .. }
         | Event::LockLost { .. }
         | Event::JournalOpenFailed { .. } => {

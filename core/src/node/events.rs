@@ -28,6 +28,11 @@ pub enum Event {
         by_epoch: Option<u32>,
         our_epoch: u32,
     },
+    /// A write from before a step-down was refused by the journal.
+    FencedAfterStepDown {
+        by_epoch: Option<u32>,
+        our_epoch: u32,
+    },
     JournalFailed {
         reason: String,
     },
@@ -96,6 +101,20 @@ impl fmt::Display for Event {
             } => write!(
                 f,
                 "fenced by a newer live (our epoch {our_epoch}), stepping down"
+            ),
+            Event::FencedAfterStepDown {
+                by_epoch: Some(e),
+                our_epoch,
+            } => write!(
+                f,
+                "fenced by epoch {e}: a write of epoch {our_epoch} still in flight after stepping down was refused"
+            ),
+            Event::FencedAfterStepDown {
+                by_epoch: None,
+                our_epoch,
+            } => write!(
+                f,
+                "fenced by a newer live: a write of epoch {our_epoch} still in flight after stepping down was refused"
             ),
             Event::JournalFailed { reason } => {
                 write!(f, "journal append failed ({reason}), stepping down")
