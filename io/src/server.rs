@@ -272,7 +272,8 @@ async fn accept_loop(addr: SocketAddr, tx: mpsc::Sender<DriverMsg>, next_conn: A
         let id = ConnId(next_conn.fetch_add(1, Ordering::Relaxed));
         let span = info_span!("conn", id = %id, %peer);
         debug!(parent: &span, "connection opened");
-        let (rd, wr) = sock.into_split();
+        // tokio::io::split rather than into_split: madsim's TcpStream has only the former.
+        let (rd, wr) = tokio::io::split(sock);
         let (wtx, wrx) = mpsc::unbounded_channel();
         let (ptx, prx) = watch::channel(false);
         let (go_tx, go_rx) = tokio::sync::oneshot::channel();
@@ -295,7 +296,7 @@ async fn accept_loop(addr: SocketAddr, tx: mpsc::Sender<DriverMsg>, next_conn: A
 
 async fn read_loop(
     id: ConnId,
-    mut rd: tokio::net::tcp::OwnedReadHalf,
+    mut rd: tokio::io::ReadHalf<tokio::net::TcpStream>,
     mut paused: watch::Receiver<bool>,
     go: tokio::sync::oneshot::Receiver<()>,
     tx: mpsc::Sender<DriverMsg>,
@@ -334,7 +335,7 @@ async fn read_loop(
 
 async fn write_loop(
     id: ConnId,
-    mut wr: tokio::net::tcp::OwnedWriteHalf,
+    mut wr: tokio::io::WriteHalf<tokio::net::TcpStream>,
     mut rx: mpsc::UnboundedReceiver<WriteCmd>,
     tx: mpsc::Sender<DriverMsg>,
 ) {
@@ -361,7 +362,13 @@ async fn write_loop(
         }
         if !batch.is_empty() {
             let n = batch.len();
-            if let Err(e) = wr.write_all(&batch).await {
+            // flush: a no-op on a real socket, but generic writers (madsim's
+            // simulated TCP) may hold bytes until it.
+            let written = match wr.write_all(&batch).await {
+                Ok(()) => wr.flush().await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = written {
                 debug!(error = %e, "write failed");
                 let _ = tx.send(Input::Closed { conn: id }.into()).await;
                 return;

@@ -1,3 +1,4 @@
+#![cfg(not(madsim))]
 //! The TCP fault proxy, in process, on 127.0.0.1 with an echo server upstream.
 
 use std::io;

@@ -8,7 +8,7 @@ use halyard_core::protocol::stomp::{
 };
 use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 
 #[derive(Debug, Error)]
@@ -38,14 +38,14 @@ pub enum ClientError {
 
 /// Sends frames.
 pub struct StompWriter {
-    wr: OwnedWriteHalf,
+    wr: WriteHalf<TcpStream>,
     version: Version,
     buf: BytesMut,
 }
 
 /// Receives frames.
 pub struct StompReader {
-    rd: OwnedReadHalf,
+    rd: ReadHalf<TcpStream>,
     decoder: Decoder,
     buf: Vec<u8>,
 }
@@ -54,10 +54,7 @@ impl StompWriter {
     pub async fn send(&mut self, frame: &Frame) -> Result<(), ClientError> {
         self.buf.clear();
         encode(frame, self.version, &mut self.buf);
-        self.wr
-            .write_all(&self.buf)
-            .await
-            .map_err(|e| ClientError::Lost(e.to_string()))
+        self.write_raw_inner().await
     }
 
     /// Encodes several frames into one write.
@@ -66,17 +63,21 @@ impl StompWriter {
         for f in frames {
             encode(f, self.version, &mut self.buf);
         }
-        self.wr
-            .write_all(&self.buf)
-            .await
-            .map_err(|e| ClientError::Lost(e.to_string()))
+        self.write_raw_inner().await
     }
 
     pub async fn write_raw(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
+        self.wr.write_all(bytes).await.map_err(|e| ClientError::Lost(e.to_string()))?;
+        self.wr.flush().await.map_err(|e| ClientError::Lost(e.to_string()))
+    }
+
+    /// Writes the encoded buffer and flushes (simulated sockets need the flush).
+    async fn write_raw_inner(&mut self) -> Result<(), ClientError> {
         self.wr
-            .write_all(bytes)
+            .write_all(&self.buf)
             .await
-            .map_err(|e| ClientError::Lost(e.to_string()))
+            .map_err(|e| ClientError::Lost(e.to_string()))?;
+        self.wr.flush().await.map_err(|e| ClientError::Lost(e.to_string()))
     }
 
     pub fn version(&self) -> Version {
@@ -120,7 +121,7 @@ pub async fn connect(
             source,
         })?;
     let _ = stream.set_nodelay(true);
-    let (rd, wr) = stream.into_split();
+    let (rd, wr) = tokio::io::split(stream);
     let mut limits = Limits::default();
     limits.max_pending_bytes = limits.max_pending_bytes.max(64 * 1024 * 1024);
     let mut reader = StompReader {

@@ -235,6 +235,22 @@ impl CommitStats {
 }
 
 /// One Kafka transaction holding every batch, in order.
+/// Serves delivery reports until every record is acknowledged (or failed).
+///
+/// Polls in short steps: the rdkafka crate's own flush (which
+/// commit_transaction calls first) polls in 100 ms steps and would add up to
+/// 100 ms to every transaction; abort_transaction needs the reports served too.
+fn drain(config: &KafkaConfig, producer: &BaseProducer) -> Result<(), KafkaError> {
+    let deadline = Instant::now() + config.timeout();
+    while producer.in_flight_count() > 0 {
+        if Instant::now() > deadline {
+            return Err(KafkaError::Flush(RDKafkaErrorCode::MessageTimedOut));
+        }
+        producer.poll(Duration::from_millis(1));
+    }
+    Ok(())
+}
+
 fn commit(config: &KafkaConfig, w: &Writer, batches: &[Vec<Entry>]) -> Result<(), KafkaError> {
     let t0 = Instant::now();
     w.producer.begin_transaction()?;
@@ -244,15 +260,9 @@ fn commit(config: &KafkaConfig, w: &Writer, batches: &[Vec<Entry>]) -> Result<()
             produce(&w.producer, &w.topic, &key, value.as_ref())?;
         }
     }
-    // Wait for every record's ack ourselves, polling in short steps: the
-    // rdkafka crate's flush (which commit_transaction calls first) polls in
-    // 100 ms steps and would add up to 100 ms to every transaction.
-    let deadline = Instant::now() + config.timeout();
-    while w.producer.in_flight_count() > 0 {
-        if Instant::now() > deadline {
-            return Err(KafkaError::Flush(RDKafkaErrorCode::MessageTimedOut));
-        }
-        w.producer.poll(Duration::from_millis(1));
+    if let Err(e) = drain(config, &w.producer) {
+        let _ = w.producer.abort_transaction(config.timeout());
+        return Err(e);
     }
     let mut attempt = 0;
     loop {
@@ -271,6 +281,7 @@ fn commit(config: &KafkaConfig, w: &Writer, batches: &[Vec<Entry>]) -> Result<()
                 }
                 if abortable {
                     // The batch is not in the journal; the node steps down anyway.
+                    let _ = drain(config, &w.producer);
                     let _ = w.producer.abort_transaction(config.timeout());
                 }
                 return Err(e);
