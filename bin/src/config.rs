@@ -89,7 +89,7 @@ pub struct NodeSettings {
     /// Lock group session timeout in ms: how long a silent live keeps the lock [default: 6000]
     #[arg(long, env = "HALYARD_KAFKA_SESSION_TIMEOUT_MS")]
     pub kafka_session_timeout_ms: Option<u64>,
-    /// Lock group heartbeat interval in ms [default: session timeout / 3]
+    /// Lock group heartbeat interval in ms [default: the lower of 500 and session timeout / 3]
     #[arg(long, env = "HALYARD_KAFKA_HEARTBEAT_MS")]
     pub kafka_heartbeat_ms: Option<u64>,
     /// Replication factor of the topics Halyard creates [default: 1]
@@ -302,9 +302,11 @@ pub fn resolve(s: NodeSettings) -> Result<Resolved, ConfigError> {
                     why: "must be at least 1000 (and within the broker's group.min/max.session.timeout.ms)",
                 });
             }
+            // Frequent heartbeats make a clean hand-over (the live leaves the
+            // group) reach the backup quickly; a few nodes make little traffic.
             let heartbeat_ms = s
                 .kafka_heartbeat_ms
-                .unwrap_or(session_timeout_ms / 3)
+                .unwrap_or((session_timeout_ms / 3).min(500))
                 .max(100);
             if heartbeat_ms >= session_timeout_ms {
                 return Err(ConfigError::Invalid {

@@ -91,6 +91,11 @@ fn real_txn(
             }
             p.send(rec).map_err(|(e, _)| e)?;
         }
+        // Serve the delivery reports first (the BaseProducer needs them polled).
+        let deadline = Instant::now() + timeout();
+        while p.in_flight_count() > 0 && Instant::now() < deadline {
+            p.poll(Duration::from_millis(1));
+        }
         if commit {
             p.commit_transaction(timeout())
         } else {
