@@ -1,5 +1,8 @@
 //! `halyard`: the broker node and its companion tools.
 
+mod bench;
+mod bench_cmd;
+mod ceiling_cmd;
 mod clients;
 mod config;
 mod node_cmd;
@@ -47,6 +50,10 @@ enum Command {
     Sim(sim_cmd::SimArgs),
     /// TCP fault proxy for tests: forward a port, cut and heal it on demand
     Proxy(proxy_cmd::ProxyArgs),
+    /// Load-test a STOMP broker: throughput and HDR latency percentiles, JSON and plots
+    Bench(bench_cmd::BenchArgs),
+    /// Measure the Kafka journal's write ceiling: a plain transactional producer writing journal-shaped records
+    KafkaCeiling(ceiling_cmd::CeilingArgs),
 }
 
 fn main() -> ExitCode {
@@ -57,6 +64,8 @@ fn main() -> ExitCode {
         Command::Consume(a) => clients::consume(a),
         Command::Sim(a) => sim_cmd::run(a),
         Command::Proxy(a) => proxy_cmd::run(a),
+        Command::Bench(a) => bench_cmd::run(a),
+        Command::KafkaCeiling(a) => ceiling_cmd::run(a),
     };
     match result {
         Ok(code) => code,

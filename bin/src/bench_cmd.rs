@@ -1,0 +1,380 @@
+//! `halyard bench`: load-test a STOMP broker.
+//!
+//! Consumers subscribe, producers send for a warm-up and then a measured
+//! window, and the run reports throughput and HDR latency percentiles
+//! (send to RECEIPT, and end to end), as a table, JSON and plots. See
+//! docs/bench.md.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{ArgAction, Args};
+
+use crate::bench::payload::MIN_SIZE;
+use crate::bench::plot;
+use crate::bench::run::{self, AckMode, BenchConfig};
+use crate::bench::schedule::Rate;
+use crate::bench::stats::{self, ConfigReport, Latencies, Measured, Report};
+
+#[derive(Args, Debug)]
+#[command(after_help = "\
+Consumers subscribe first; producers then send for --warmup seconds (not \
+recorded) and --duration seconds (recorded), stop, and consumers drain for up \
+to 5 s. Reports msg/s sent and received, and latency percentiles from send to \
+RECEIPT and from send to delivery (end to end). With --rate N sends follow a \
+fixed schedule and latency counts from the scheduled time, which corrects for \
+coordinated omission. Exits 1 if nothing was received or the broker sent an \
+ERROR. See docs/bench.md.\n\n\
+Example: halyard bench --url tcp://127.0.0.1:61616 --rate 5000 --json out.json --plot plots/")]
+pub struct BenchArgs {
+    /// Broker: tcp://HOST:PORT (one broker, no failover)
+    #[arg(long, default_value = "tcp://127.0.0.1:61616", env = "HALYARD_URL")]
+    url: String,
+    /// Destination: /queue/NAME (each message to one consumer) or /topic/NAME (to every consumer)
+    #[arg(long, default_value = "/queue/bench")]
+    destination: String,
+    /// Producer connections (they share --rate)
+    #[arg(long, default_value_t = 1)]
+    producers: usize,
+    /// Consumer connections, subscribed before producers start (0: send only)
+    #[arg(long, default_value_t = 1)]
+    consumers: usize,
+    /// Message body size in bytes (at least 64: the body starts with a timestamp)
+    #[arg(long, value_name = "BYTES", default_value_t = 1024)]
+    size: usize,
+    /// Send persistent messages (persistent:true header); false sends persistent:false
+    #[arg(long, value_name = "true|false", default_value_t = true, action = ArgAction::Set)]
+    persistent: bool,
+    /// Ask a RECEIPT for every send and measure send-to-receipt latency
+    #[arg(long, value_name = "true|false", default_value_t = true, action = ArgAction::Set)]
+    receipts: bool,
+    /// Sends in flight without a receipt, per producer
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    window: usize,
+    /// Seconds measured, after the warm-up
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    duration: f64,
+    /// Seconds of load before measuring (not recorded)
+    #[arg(long, value_name = "SECS", default_value_t = 2.0)]
+    warmup: f64,
+    /// Total target rate over all producers: MSG_PER_SEC (open loop, fixed send schedule, latency from the scheduled time) or max (closed loop, limited by --window)
+    #[arg(long, value_name = "MSG_PER_SEC|max", default_value = "max")]
+    rate: Rate,
+    /// Consumer ack mode
+    #[arg(long, default_value = "client-individual", value_parser = ["auto", "client-individual"])]
+    ack: String,
+    /// login header on CONNECT (Artemis: e.g. artemis)
+    #[arg(long)]
+    login: Option<String>,
+    /// passcode header on CONNECT (Artemis: e.g. artemis)
+    #[arg(long)]
+    passcode: Option<String>,
+    /// Write the results as JSON to FILE (summary, full percentile series, per-second counts)
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Write latency.svg/.png (percentile curves) and throughput.svg/.png (msg/s over time) into DIR
+    #[arg(long, value_name = "DIR")]
+    plot: Option<PathBuf>,
+    /// Name of this run in the table, JSON and plots (default: HOST:PORT)
+    #[arg(long, value_name = "NAME")]
+    label: Option<String>,
+    /// CI smoke run: 0.5 s warm-up, 2 s measured, 1 producer, 1 consumer, window 100; also fails if a message is missing
+    #[arg(long, conflicts_with_all = ["duration", "warmup", "producers", "consumers", "window"])]
+    smoke: bool,
+}
+
+/// `tcp://HOST:PORT` (also `stomp://` or a bare `HOST:PORT`) to `HOST:PORT`.
+pub fn parse_url(url: &str) -> Result<String, String> {
+    let addr = url
+        .strip_prefix("tcp://")
+        .or_else(|| url.strip_prefix("stomp://"))
+        .unwrap_or(url)
+        .trim_end_matches('/');
+    let ok = match addr.rsplit_once(':') {
+        Some((host, port)) => {
+            !host.is_empty()
+                && !host.contains('/')
+                && !host.contains('(')
+                && port.parse::<u16>().is_ok()
+        }
+        None => false,
+    };
+    if ok {
+        Ok(addr.to_string())
+    } else {
+        Err(format!(
+            "--url {url:?}: expected tcp://HOST:PORT (bench loads one broker; no failover lists)"
+        ))
+    }
+}
+
+fn secs(what: &str, v: f64, min: f64) -> Result<Duration, String> {
+    if v.is_finite() && v >= min && v <= 86_400.0 {
+        Ok(Duration::from_secs_f64(v))
+    } else {
+        Err(format!("{what} must be between {min} and 86400 seconds"))
+    }
+}
+
+fn config(a: &BenchArgs) -> Result<BenchConfig, String> {
+    let addr = parse_url(&a.url)?;
+    if a.size < MIN_SIZE {
+        return Err(format!(
+            "--size must be at least {MIN_SIZE} bytes (the body carries a timestamp)"
+        ));
+    }
+    if a.producers == 0 || a.producers > 10_000 {
+        return Err("--producers must be between 1 and 10000".into());
+    }
+    if a.consumers > 10_000 {
+        return Err("--consumers must be at most 10000".into());
+    }
+    if a.window == 0 || a.window > 1_000_000 {
+        return Err("--window must be between 1 and 1000000".into());
+    }
+    let (producers, consumers, window, warmup, duration) = if a.smoke {
+        (1, 1, 100, 0.5, 2.0)
+    } else {
+        (a.producers, a.consumers, a.window, a.warmup, a.duration)
+    };
+    Ok(BenchConfig {
+        addr,
+        destination: a.destination.clone(),
+        producers,
+        consumers,
+        size_bytes: a.size,
+        persistent: a.persistent,
+        receipts: a.receipts,
+        window,
+        warmup: secs("--warmup", warmup, 0.0)?,
+        duration: secs("--duration", duration, 0.1)?,
+        rate: a.rate,
+        ack: if a.ack == "auto" {
+            AckMode::Auto
+        } else {
+            AckMode::ClientIndividual
+        },
+        login: a.login.clone(),
+        passcode: a.passcode.clone(),
+        drain: Duration::from_secs(5),
+        connect_timeout: Duration::from_secs(5),
+        progress: true,
+    })
+}
+
+/// Builds the report of a finished run.
+pub fn report(label: &str, url: &str, cfg: &BenchConfig, o: &run::Outcome) -> Report {
+    let warmup_secs = cfg.warmup.as_secs_f64();
+    let duration_secs = cfg.duration.as_secs_f64();
+    Report {
+        label: label.to_string(),
+        config: ConfigReport {
+            url: url.to_string(),
+            destination: cfg.destination.clone(),
+            producers: cfg.producers,
+            consumers: cfg.consumers,
+            size_bytes: cfg.size_bytes,
+            persistent: cfg.persistent,
+            receipts: cfg.receipts,
+            window: cfg.window,
+            duration_secs,
+            warmup_secs,
+            rate: cfg.rate.to_string(),
+            ack: cfg.ack.as_str().to_string(),
+        },
+        totals: o.totals.clone(),
+        measured: Measured::new(
+            duration_secs,
+            o.sent_measured,
+            o.received_measured,
+            cfg.size_bytes,
+        ),
+        latency_ms: Latencies {
+            send_to_receipt: stats::summarize(&o.send_to_receipt),
+            end_to_end: stats::summarize(&o.end_to_end),
+        },
+        per_second: stats::per_second(
+            &o.sent_per_sec,
+            &o.received_per_sec,
+            warmup_secs,
+            duration_secs,
+        ),
+        errors: o.errors.clone(),
+    }
+}
+
+pub fn run(a: BenchArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let cfg = config(&a)?;
+    let label = a.label.clone().unwrap_or_else(|| cfg.addr.clone());
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()?;
+    eprintln!(
+        "bench {label}: {} producer(s), {} consumer(s), {} B {}, receipts {}, window {}, rate {}, warm-up {:.1}s, measure {:.1}s",
+        cfg.producers,
+        cfg.consumers,
+        cfg.size_bytes,
+        if cfg.persistent { "persistent" } else { "non-persistent" },
+        cfg.receipts,
+        cfg.window,
+        cfg.rate,
+        cfg.warmup.as_secs_f64(),
+        cfg.duration.as_secs_f64(),
+    );
+    let started = Instant::now();
+    let outcome = rt.block_on(run::run(cfg.clone()))?;
+    drop(rt);
+    let r = report(&label, &a.url, &cfg, &outcome);
+    print!("{}", stats::table(std::slice::from_ref(&r)));
+    let t = &r.totals;
+    println!(
+        "sent={} receipted={} unreceipted={} received={} expected={} missing={} duplicates={} foreign={} behind_schedule={} seconds={:.1}",
+        t.sent,
+        t.receipted,
+        t.unreceipted,
+        t.received,
+        t.expected,
+        t.missing,
+        t.duplicates,
+        t.foreign,
+        t.behind_schedule,
+        started.elapsed().as_secs_f64()
+    );
+    if t.missing > 0 {
+        println!(
+            "note: {} deliveries did not arrive within {} s after the producers stopped (still queued, or lost)",
+            t.missing,
+            cfg.drain.as_secs()
+        );
+    }
+    if t.tracking_overflowed {
+        println!("note: too many gaps to track duplicates; missing/duplicates are estimates");
+    }
+    if let Some(path) = &a.json {
+        let text = serde_json::to_string_pretty(&r)?;
+        std::fs::write(path, text + "\n")
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    if let Some(dir) = &a.plot {
+        for f in plot::write_plots(dir, &r)? {
+            eprintln!("wrote {}", f.display());
+        }
+    }
+    let mut failures = Vec::new();
+    for e in &r.errors {
+        failures.push(e.clone());
+    }
+    if t.sent == 0 {
+        failures.push("nothing was sent".to_string());
+    }
+    if cfg.consumers > 0 && t.received == 0 {
+        failures.push("nothing was received".to_string());
+    }
+    if a.smoke && t.missing > 0 {
+        failures.push(format!("{} sent messages were not received", t.missing));
+    }
+    if a.smoke && cfg.receipts && t.unreceipted > 0 {
+        failures.push(format!("{} sends got no receipt", t.unreceipted));
+    }
+    if failures.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        for f in &failures {
+            eprintln!("halyard bench: {f}");
+        }
+        Ok(ExitCode::from(1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        a: BenchArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<BenchArgs, clap::Error> {
+        let mut v = vec!["bench"];
+        v.extend_from_slice(args);
+        Cli::try_parse_from(v).map(|c| c.a)
+    }
+
+    #[test]
+    fn urls() {
+        assert_eq!(
+            parse_url("tcp://127.0.0.1:61616").as_deref(),
+            Ok("127.0.0.1:61616")
+        );
+        assert_eq!(parse_url("stomp://h:1/").as_deref(), Ok("h:1"));
+        assert_eq!(
+            parse_url("localhost:61613").as_deref(),
+            Ok("localhost:61613")
+        );
+        assert!(parse_url("tcp://host").is_err());
+        assert!(parse_url("tcp://host:99999").is_err());
+        assert!(parse_url("failover:(tcp://a:1,tcp://b:2)").is_err());
+    }
+
+    #[test]
+    fn defaults() {
+        let a = parse(&[]).expect("parses");
+        let c = config(&a).expect("valid");
+        assert_eq!(c.destination, "/queue/bench");
+        assert_eq!(
+            (c.producers, c.consumers, c.size_bytes, c.window),
+            (1, 1, 1024, 1000)
+        );
+        assert!(c.persistent && c.receipts);
+        assert_eq!(c.rate, Rate::Max);
+        assert_eq!(c.ack, AckMode::ClientIndividual);
+        assert_eq!(c.duration, Duration::from_secs(10));
+        assert_eq!(c.warmup, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn flags() {
+        let a = parse(&[
+            "--persistent",
+            "false",
+            "--receipts",
+            "false",
+            "--rate",
+            "5000",
+            "--ack",
+            "auto",
+            "--producers",
+            "3",
+            "--consumers",
+            "0",
+            "--size",
+            "64",
+        ])
+        .expect("parses");
+        let c = config(&a).expect("valid");
+        assert!(!c.persistent && !c.receipts);
+        assert_eq!(c.rate, Rate::PerSec(5000.0));
+        assert_eq!(c.ack, AckMode::Auto);
+        assert_eq!((c.producers, c.consumers), (3, 0));
+        assert!(config(&parse(&["--size", "10"]).expect("parses")).is_err());
+        assert!(parse(&["--rate", "fast"]).is_err());
+        assert!(parse(&["--persistent", "maybe"]).is_err());
+        assert!(parse(&["--ack", "client"]).is_err());
+    }
+
+    #[test]
+    fn smoke_is_short_and_exclusive() {
+        let c = config(&parse(&["--smoke"]).expect("parses")).expect("valid");
+        assert_eq!(c.duration, Duration::from_secs(2));
+        assert_eq!(c.warmup, Duration::from_millis(500));
+        assert_eq!((c.producers, c.consumers, c.window), (1, 1, 100));
+        assert!(parse(&["--smoke", "--duration", "5"]).is_err());
+    }
+}
