@@ -62,7 +62,14 @@ pub struct ConnHandle {
     writer: mpsc::UnboundedSender<WriteCmd>,
     pause: watch::Sender<bool>,
     reader: tokio::task::AbortHandle,
+    /// Read chunks the node has not handled yet: the reader waits for a
+    /// permit before sending one, so a flooding client is held back by TCP
+    /// instead of filling the driver's queue (and the decoder's buffer).
+    credit: Arc<tokio::sync::Semaphore>,
 }
+
+/// Read chunks (of up to READ_BUFFER_BYTES) in flight per connection.
+const READ_CHUNKS_IN_FLIGHT: usize = 16;
 
 /// The channel the backends report into.
 pub fn input_channel() -> (mpsc::Sender<Input>, mpsc::Receiver<Input>) {
@@ -99,6 +106,9 @@ pub async fn run(
     let start = Instant::now();
     let now = || start.elapsed().as_millis() as u64;
     let (tx, mut rx) = mpsc::channel::<DriverMsg>(INPUT_CHANNEL_CAPACITY);
+    // Writers report flushed bytes on a channel of their own that is served
+    // first: deliveries must resume even while readers flood the node.
+    let (flush_tx, mut flush_rx) = mpsc::unbounded_channel::<(ConnId, usize)>();
     let next_conn = Arc::new(AtomicU64::new(1));
     let mut conns: HashMap<ConnId, ConnHandle> = HashMap::new();
     let mut acceptor: Option<JoinHandle<()>> = None;
@@ -143,8 +153,13 @@ pub async fn run(
                 Output::StartAccepting => {
                     if acceptor.is_none() {
                         acceptor = Some(tokio::spawn(
-                            accept_loop(config.listen, tx.clone(), next_conn.clone())
-                                .instrument(span.clone()),
+                            accept_loop(
+                                config.listen,
+                                tx.clone(),
+                                flush_tx.clone(),
+                                next_conn.clone(),
+                            )
+                            .instrument(span.clone()),
                         ));
                     }
                 }
@@ -182,6 +197,15 @@ pub async fn run(
                 info!("stop signal received, draining");
                 node.handle(now(), Input::Shutdown);
             }
+            Some((conn, bytes)) = flush_rx.recv() => {
+                node.handle(now(), Input::Flushed { conn, bytes });
+                for _ in 0..INPUTS_PER_TURN_MAX {
+                    match flush_rx.try_recv() {
+                        Ok((conn, bytes)) => node.handle(now(), Input::Flushed { conn, bytes }),
+                        Err(_) => break,
+                    }
+                }
+            }
             Some(input) = backend_inputs.recv() => {
                 node.handle(now(), input);
                 for _ in 0..INPUTS_PER_TURN_MAX {
@@ -200,8 +224,16 @@ pub async fn run(
                             conns.insert(id, h);
                         }
                         DriverMsg::Input(i) => {
-                            if let Input::Closed { conn } = &i {
-                                conns.remove(conn);
+                            match &i {
+                                Input::Closed { conn } => {
+                                    conns.remove(conn);
+                                }
+                                Input::Received { conn, .. } => {
+                                    if let Some(c) = conns.get(conn) {
+                                        c.credit.add_permits(1);
+                                    }
+                                }
+                                _ => {}
                             }
                             node.handle(now(), i)
                         }
@@ -248,7 +280,12 @@ fn log_event(e: &Event) {
     }
 }
 
-async fn accept_loop(addr: SocketAddr, tx: mpsc::Sender<DriverMsg>, next_conn: Arc<AtomicU64>) {
+async fn accept_loop(
+    addr: SocketAddr,
+    tx: mpsc::Sender<DriverMsg>,
+    flush_tx: mpsc::UnboundedSender<(ConnId, usize)>,
+    next_conn: Arc<AtomicU64>,
+) {
     let listener = loop {
         match TcpListener::bind(addr).await {
             Ok(l) => break l,
@@ -277,13 +314,16 @@ async fn accept_loop(addr: SocketAddr, tx: mpsc::Sender<DriverMsg>, next_conn: A
         let (wtx, wrx) = mpsc::unbounded_channel();
         let (ptx, prx) = watch::channel(false);
         let (go_tx, go_rx) = tokio::sync::oneshot::channel();
-        let reader =
-            tokio::spawn(read_loop(id, rd, prx, go_rx, tx.clone()).instrument(span.clone()));
-        tokio::spawn(write_loop(id, wr, wrx, tx.clone()).instrument(span));
+        let credit = Arc::new(tokio::sync::Semaphore::new(READ_CHUNKS_IN_FLIGHT));
+        let reader = tokio::spawn(
+            read_loop(id, rd, prx, go_rx, credit.clone(), tx.clone()).instrument(span.clone()),
+        );
+        tokio::spawn(write_loop(id, wr, wrx, flush_tx.clone(), tx.clone()).instrument(span));
         let handle = ConnHandle {
             writer: wtx,
             pause: ptx,
             reader: reader.abort_handle(),
+            credit,
         };
         if tx.send(DriverMsg::Register(id, handle)).await.is_err()
             || tx.send(Input::Opened { conn: id }.into()).await.is_err()
@@ -299,6 +339,7 @@ async fn read_loop(
     mut rd: tokio::io::ReadHalf<tokio::net::TcpStream>,
     mut paused: watch::Receiver<bool>,
     go: tokio::sync::oneshot::Receiver<()>,
+    credit: Arc<tokio::sync::Semaphore>,
     tx: mpsc::Sender<DriverMsg>,
 ) {
     // Registration and `Opened` must reach the node before the first bytes.
@@ -311,6 +352,11 @@ async fn read_loop(
             if paused.changed().await.is_err() {
                 return;
             }
+        }
+        // The driver returns the permit once the node has handled the chunk.
+        match credit.acquire().await {
+            Ok(p) => p.forget(),
+            Err(_) => return,
         }
         let n = match rd.read(&mut buf).await {
             Ok(0) => break,
@@ -337,6 +383,7 @@ async fn write_loop(
     id: ConnId,
     mut wr: tokio::io::WriteHalf<tokio::net::TcpStream>,
     mut rx: mpsc::UnboundedReceiver<WriteCmd>,
+    flushed: mpsc::UnboundedSender<(ConnId, usize)>,
     tx: mpsc::Sender<DriverMsg>,
 ) {
     let mut batch: Vec<u8> = Vec::with_capacity(64 * 1024);
@@ -374,11 +421,7 @@ async fn write_loop(
                 return;
             }
             batch.clear();
-            if tx
-                .send(Input::Flushed { conn: id, bytes: n }.into())
-                .await
-                .is_err()
-            {
+            if flushed.send((id, n)).is_err() {
                 return;
             }
         }

@@ -300,9 +300,12 @@ impl Broker {
                 }
             }
             Entry::Tombstone(Key::Duplicate { address, dup_id }) => {
+                // Usually the id was already evicted (that is why the
+                // tombstone exists): only scan the order when it is present.
                 if let Some(c) = self.dups.get_mut(address) {
-                    c.ids.remove(dup_id);
-                    c.order.retain(|d| d != dup_id);
+                    if c.ids.remove(dup_id).is_some() {
+                        c.order.retain(|d| d != dup_id);
+                    }
                 }
             }
             Entry::Tombstone(Key::Ref { .. }) | Entry::Tombstone(Key::Activation) => {}

@@ -33,6 +33,11 @@ use crate::journal::port::{JournalCommand, JournalHandle};
 /// Bounds one group commit.
 const GROUP_BATCHES_MAX: usize = 4096;
 const GROUP_BYTES_MAX: usize = 8 * 1024 * 1024;
+/// Under load, a transaction waits up to GROUP_LINGER_STEPS x GROUP_LINGER_STEP
+/// for at least GROUP_BATCHES_MIN batches.
+const GROUP_BATCHES_MIN: usize = 64;
+const GROUP_LINGER_STEPS: u32 = 2;
+const GROUP_LINGER_STEP: Duration = Duration::from_millis(1);
 /// Entries per `Loaded` input while reading the journal.
 const LOAD_CHUNK_ENTRIES: usize = 4096;
 /// Largest record (a STOMP frame is at most 10 MiB by default).
@@ -81,6 +86,7 @@ fn run(
     let mut writer: Option<Writer> = None;
     let mut pending: Option<JournalCommand> = None;
     let mut stats = CommitStats::new();
+    let mut last_group = 0usize;
     loop {
         let cmd = match pending.take() {
             Some(c) => c,
@@ -126,20 +132,37 @@ fn run(
                 let mut tickets = vec![ticket];
                 let mut batches = vec![entries];
                 let mut bytes = 0usize;
-                while tickets.len() < GROUP_BATCHES_MAX && bytes < GROUP_BYTES_MAX {
-                    match rx.try_recv() {
-                        Ok(JournalCommand::Append { ticket, entries }) => {
-                            bytes += entries.len() * 64;
-                            tickets.push(ticket);
-                            batches.push(entries);
+                // A transaction costs several milliseconds however small. Under
+                // load (the last one carried more than one batch), wait a
+                // moment for more batches rather than commit a tiny one; an
+                // idle node commits at once.
+                let mut lingers = if last_group > 1 {
+                    GROUP_LINGER_STEPS
+                } else {
+                    0
+                };
+                loop {
+                    while tickets.len() < GROUP_BATCHES_MAX
+                        && bytes < GROUP_BYTES_MAX
+                        && pending.is_none()
+                    {
+                        match rx.try_recv() {
+                            Ok(JournalCommand::Append { ticket, entries }) => {
+                                bytes += entries.len() * 64;
+                                tickets.push(ticket);
+                                batches.push(entries);
+                            }
+                            Ok(other) => pending = Some(other),
+                            Err(_) => break,
                         }
-                        Ok(other) => {
-                            pending = Some(other);
-                            break;
-                        }
-                        Err(_) => break,
                     }
+                    if lingers == 0 || tickets.len() >= GROUP_BATCHES_MIN || pending.is_some() {
+                        break;
+                    }
+                    lingers -= 1;
+                    thread::sleep(GROUP_LINGER_STEP);
                 }
+                last_group = tickets.len();
                 let Some(w) = writer.as_ref() else {
                     for t in tickets {
                         send(
