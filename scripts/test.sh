@@ -1,32 +1,45 @@
 #!/usr/bin/env bash
-# The whole test suite. Installs and starts what it needs: Apache Kafka from
-# Maven Central (scripts/kafka.sh) and Python clients from PyPI into
-# target/pyenv (scripts/pyenv.sh). Fails loudly if a service does not come up.
+# The whole test suite: what CI runs (.ci/run calls exactly this).
 #
-#   bash scripts/test.sh            # everything (what CI runs)
-#   SIM_SEEDS=10000 bash scripts/test.sh
+# It installs and starts what it needs: Apache Kafka from Maven Central
+# (scripts/kafka.sh, KRaft on 127.0.0.1) and Python clients from PyPI into
+# target/pyenv (scripts/pyenv.sh). A service that does not come up fails the
+# run; nothing is skipped.
+#
+#   bash scripts/test.sh
+#   SIM_SEEDS=10000 MADSIM_TEST_NUM=1000 bash scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 SIM_SEEDS=${SIM_SEEDS:-2000}
+export MADSIM_TEST_NUM=${MADSIM_TEST_NUM:-200}
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 started=$(date +%s)
 step() { printf '\n==> [%4ss] %s\n' "$(( $(date +%s) - started ))" "$*"; }
+work="$root/target/test-run"
+rm -rf "$work" && mkdir -p "$work"
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    scripts/kafka.sh stop >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
 
 step "format (cargo fmt --check)"
 cargo fmt --all --check
 
 step "lint (cargo clippy --all-targets -D warnings)"
-cargo clippy --workspace --all-targets --features halyard-sim/planted-bugs -- -D warnings
+cargo clippy --workspace --all-targets --features halyard-sim/planted-bugs,halyard/kafka-tests -- -D warnings
 
 step "halyard-core stays sans-IO"
 scripts/check-sans-io.sh
 
-step "unit, property and driver tests (cargo test)"
-cargo test --workspace
+step "unit, property, codec, journal, proxy and driver tests"
+cargo test --workspace --release
 
-step "simulator self-tests with planted bugs (release)"
-cargo test --release -p halyard-sim --features planted-bugs
+step "simulator self-tests: determinism, planted bugs caught"
+cargo test --release -p halyard-sim --features planted-bugs -- --nocapture 2>&1 | grep -E "planted bug|test result|panicked|FAILED" || true
+cargo test --release -p halyard-sim --features planted-bugs --quiet
 
 step "release binary"
 cargo build --release -p halyard
@@ -35,22 +48,44 @@ bin="$root/target/release/halyard"
 
 step "simulation: $SIM_SEEDS seeds"
 "$bin" sim --seeds "$SIM_SEEDS"
-"$bin" sim --seed 42 --check-determinism >/dev/null
+"$bin" sim --seed 42 --check-determinism | tail -1
 
-step "Python clients (PyPI, target/pyenv)"
+step "madsim: real driver and client, $MADSIM_TEST_NUM seeds"
+scripts/madsim.sh
+
+step "Python clients (PyPI into target/pyenv)"
 PY=$(scripts/pyenv.sh | tail -1)
 export PY HALYARD_BIN="$bin"
 
 step "Apache Kafka (Maven Central, KRaft on 127.0.0.1)"
 scripts/kafka.sh start
-trap 'scripts/kafka.sh stop >/dev/null 2>&1 || true' EXIT
 scripts/kafka.sh status
 "$PY" scripts/kafka-smoke.py
 
-step "integration tests with real clients (stomp.py)"
+step "Kafka model vs real Kafka (through the fault proxy for the group scenario)"
+proxy=$(scripts/kafka.sh proxied-bootstrap)
+upstream=$(scripts/kafka.sh proxied-upstream)
+control=127.0.0.1:$(( ${proxy##*:} + 1 ))
+"$bin" proxy --listen "$proxy" --upstream "$upstream" --control "$control" >"$work/proxy.log" 2>&1 &
+pids+=($!)
+HALYARD_KAFKA_BOOTSTRAP=$(scripts/kafka.sh bootstrap) HALYARD_KAFKA_PROXY="$proxy" HALYARD_KAFKA_PROXY_CONTROL="$control" \
+    cargo test --release -p halyard --features kafka-tests --test kafka_model_conformance -- --test-threads 2
+kill "${pids[-1]}" 2>/dev/null || true
+
+step "integration tests with stomp.py against real nodes (local journal)"
 scripts/integration.sh
 
-step "benchmarks compile and run once (criterion --test)"
-cargo bench -p halyard-benches -- --test
+step "live/backup failover on Kafka with real processes"
+scripts/kafka-ha.sh
 
-step "all tests passed"
+step "the HA walkthrough with local processes"
+scripts/walkthrough.sh
+
+step "benchmarks: criterion benches run once, and a halyard bench smoke run"
+cargo bench -p halyard-benches -- --test
+"$bin" node --listen 127.0.0.1:61690 --data-dir "$work/bench-node" >"$work/bench-node.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 1 100); do grep -q "accepting STOMP clients" "$work/bench-node.log" && break; sleep 0.1; done
+"$bin" bench --url tcp://127.0.0.1:61690 --smoke
+
+step "all tests passed in $(( $(date +%s) - started )) s"

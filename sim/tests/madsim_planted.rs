@@ -15,6 +15,9 @@ mod wire;
 async fn a_journal_that_acks_without_writing_is_caught() {
     cluster::ACK_WITHOUT_WRITING.store(true, std::sync::atomic::Ordering::Relaxed);
     let lost = scenario::scenario().await;
-    assert!(!lost.is_empty(), "a journal that never wrote lost nothing: the check is blind");
+    assert!(
+        !lost.is_empty(),
+        "a journal that never wrote lost nothing: the check is blind"
+    );
     println!("planted bug caught: {} receipted messages lost", lost.len());
 }

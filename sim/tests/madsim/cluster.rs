@@ -43,7 +43,7 @@ fn epoch() -> madsim::time::Instant {
 }
 
 /// Serves the Kafka model on this host until the task is dropped.
-pub async fn serve_kafka(addr: SocketAddr, writers: Arc<Mutex<Vec<Writer>>>) {
+pub async fn serve_kafka(addr: SocketAddr) {
     let mut model = KafkaModel::new(KafkaConfig {
         session_timeout_ms: SESSION_TIMEOUT_MS,
         transaction_timeout_ms: 20_000,
@@ -53,9 +53,10 @@ pub async fn serve_kafka(addr: SocketAddr, writers: Arc<Mutex<Vec<Writer>>>) {
     let model = Arc::new(Mutex::new(model));
     let listener = TcpListener::bind(addr).await.expect("bind kafka");
     loop {
-        let Ok((sock, _)) = listener.accept().await else { continue };
+        let Ok((sock, _)) = listener.accept().await else {
+            continue;
+        };
         let model = model.clone();
-        let _ = &writers;
         tokio::spawn(async move {
             let (mut rd, mut wr) = tokio::io::split(sock);
             while let Ok(frame) = read_frame(&mut rd).await {
@@ -78,7 +79,9 @@ fn handle(k: &mut KafkaModel, req: Req) -> Resp {
             let (pid, epoch) = k.init_producer_id(now, &txn_id);
             Resp::Pid { pid, epoch }
         }
-        Req::EndOffset => Resp::End { offset: k.end_offset_committed(now, TOPIC, 0).unwrap_or(0) },
+        Req::EndOffset => Resp::End {
+            offset: k.end_offset_committed(now, TOPIC, 0).unwrap_or(0),
+        },
         Req::Fetch { offset } => match k.fetch_committed(now, TOPIC, 0, offset, 500) {
             Ok(f) => Resp::Fetched {
                 records: f.records.into_iter().map(|r| (r.key, r.value)).collect(),
@@ -86,8 +89,19 @@ fn handle(k: &mut KafkaModel, req: Req) -> Resp {
             },
             Err(e) => Resp::Error(e.to_string()),
         },
-        Req::Produce { txn_id, pid, epoch, seq, records, node, core_epoch } => {
-            let w = Writer { node, epoch: core_epoch };
+        Req::Produce {
+            txn_id,
+            pid,
+            epoch,
+            seq,
+            records,
+            node,
+            core_epoch,
+        } => {
+            let w = Writer {
+                node,
+                epoch: core_epoch,
+            };
             match k.produce(now, &txn_id, pid, epoch, seq, TOPIC, 0, &records, Some(w)) {
                 Ok(_) => Resp::Ok,
                 Err(KafkaError::ProducerFenced { .. }) => Resp::Fenced,
@@ -101,10 +115,16 @@ fn handle(k: &mut KafkaModel, req: Req) -> Resp {
         },
         Req::Join { member } => {
             let s = k.join_group(now, GROUP, &member);
-            Resp::Group { holder: s.holder, members: s.members }
+            Resp::Group {
+                holder: s.holder,
+                members: s.members,
+            }
         }
         Req::Heartbeat { member } => match k.heartbeat(now, GROUP, &member) {
-            Ok(s) => Resp::Group { holder: s.holder, members: s.members },
+            Ok(s) => Resp::Group {
+                holder: s.holder,
+                members: s.members,
+            },
             Err(_) => Resp::UnknownMember,
         },
         Req::Leave { member } => {
@@ -118,7 +138,10 @@ fn handle(k: &mut KafkaModel, req: Req) -> Resp {
 /// late reply can never be taken for the answer to a later request.
 struct Rpc {
     kafka: SocketAddr,
-    conn: Option<(tokio::io::ReadHalf<TcpStream>, tokio::io::WriteHalf<TcpStream>)>,
+    conn: Option<(
+        tokio::io::ReadHalf<TcpStream>,
+        tokio::io::WriteHalf<TcpStream>,
+    )>,
 }
 
 impl Rpc {
@@ -158,7 +181,8 @@ impl Rpc {
 
 /// A planted bug for the test's self-check: acknowledge appends without
 /// writing them to Kafka.
-pub static ACK_WITHOUT_WRITING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+pub static ACK_WITHOUT_WRITING: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
 
 async fn journal_task(
     name: String,
@@ -186,12 +210,27 @@ async fn journal_task(
         match cmd {
             JournalCommand::Open => {
                 open = None;
-                let Some(Resp::Pid { pid, epoch }) = rpc.call_retry(&Req::InitPid { txn_id: TXN_ID.into() }, 3).await else {
-                    send(JournalEvent::OpenFailed { reason: "Kafka unreachable (init)".into() }).await;
+                let Some(Resp::Pid { pid, epoch }) = rpc
+                    .call_retry(
+                        &Req::InitPid {
+                            txn_id: TXN_ID.into(),
+                        },
+                        3,
+                    )
+                    .await
+                else {
+                    send(JournalEvent::OpenFailed {
+                        reason: "Kafka unreachable (init)".into(),
+                    })
+                    .await;
                     continue;
                 };
-                let Some(Resp::End { offset: end }) = rpc.call_retry(&Req::EndOffset, 3).await else {
-                    send(JournalEvent::OpenFailed { reason: "Kafka unreachable (end offset)".into() }).await;
+                let Some(Resp::End { offset: end }) = rpc.call_retry(&Req::EndOffset, 3).await
+                else {
+                    send(JournalEvent::OpenFailed {
+                        reason: "Kafka unreachable (end offset)".into(),
+                    })
+                    .await;
                     continue;
                 };
                 let mut offset = 0;
@@ -206,7 +245,8 @@ async fn journal_task(
                                     Err(e) => panic!("{name}: undecodable journal entry: {e}"),
                                 }
                             }
-                            if !entries.is_empty() && !send(JournalEvent::Loaded { entries }).await {
+                            if !entries.is_empty() && !send(JournalEvent::Loaded { entries }).await
+                            {
                                 return;
                             }
                             offset = next;
@@ -218,7 +258,10 @@ async fn journal_task(
                     }
                 }
                 if !ok {
-                    send(JournalEvent::OpenFailed { reason: "Kafka unreachable (fetch)".into() }).await;
+                    send(JournalEvent::OpenFailed {
+                        reason: "Kafka unreachable (fetch)".into(),
+                    })
+                    .await;
                     continue;
                 }
                 open = Some((pid, epoch));
@@ -246,7 +289,11 @@ async fn journal_task(
                     }
                 }
                 let Some((pid, epoch)) = open else {
-                    send(JournalEvent::Failed { ticket: tickets[0], reason: "journal not open".into() }).await;
+                    send(JournalEvent::Failed {
+                        ticket: tickets[0],
+                        reason: "journal not open".into(),
+                    })
+                    .await;
                     continue;
                 };
                 let core_epoch = *epoch_of_node.lock().expect("epoch");
@@ -264,7 +311,17 @@ async fn journal_task(
                     Some(Resp::Ok)
                 } else {
                     match rpc.call_retry(&produce, 3).await {
-                        Some(Resp::Ok) => rpc.call_retry(&Req::EndTxn { txn_id: TXN_ID.into(), pid, epoch }, 3).await,
+                        Some(Resp::Ok) => {
+                            rpc.call_retry(
+                                &Req::EndTxn {
+                                    txn_id: TXN_ID.into(),
+                                    pid,
+                                    epoch,
+                                },
+                                3,
+                            )
+                            .await
+                        }
                         other => other,
                     }
                 };
@@ -278,7 +335,11 @@ async fn journal_task(
                     }
                     Some(Resp::Fenced) => {
                         open = None;
-                        send(JournalEvent::Fenced { ticket: tickets[0], by_epoch: None }).await;
+                        send(JournalEvent::Fenced {
+                            ticket: tickets[0],
+                            by_epoch: None,
+                        })
+                        .await;
                     }
                     other => {
                         open = None;
@@ -303,7 +364,8 @@ async fn lock_task(
     inputs: mpsc::Sender<Input>,
 ) {
     let mut rpc = Rpc::new(kafka);
-    let (mut want, mut joined, mut held, mut announced, mut handed_back) = (false, false, false, false, false);
+    let (mut want, mut joined, mut held, mut announced, mut handed_back) =
+        (false, false, false, false, false);
     let mut last_ok = now_ms();
     let send = |ev| {
         let inputs = inputs.clone();
@@ -333,7 +395,15 @@ async fn lock_task(
         if !want {
             continue;
         }
-        let req = if joined { Req::Heartbeat { member: member.clone() } } else { Req::Join { member: member.clone() } };
+        let req = if joined {
+            Req::Heartbeat {
+                member: member.clone(),
+            }
+        } else {
+            Req::Join {
+                member: member.clone(),
+            }
+        };
         let resp = rpc.call(&req).await;
         tracing::debug!(?req, ?resp, "lock rpc");
         match resp {
@@ -348,7 +418,11 @@ async fn lock_task(
                     }
                 } else if !mine && held {
                     held = false;
-                    if !send(LockEvent::Lost { reason: "lock reassigned".into() }).await {
+                    if !send(LockEvent::Lost {
+                        reason: "lock reassigned".into(),
+                    })
+                    .await
+                    {
                         return;
                     }
                 } else if !mine && !announced {
@@ -357,7 +431,12 @@ async fn lock_task(
                         return;
                     }
                 }
-                if mine && allow_failback && role == Role::Backup && !handed_back && members.iter().any(|m| m.starts_with("0-")) {
+                if mine
+                    && allow_failback
+                    && role == Role::Backup
+                    && !handed_back
+                    && members.iter().any(|m| m.starts_with("0-"))
+                {
                     handed_back = true;
                     if !send(LockEvent::HandBack).await {
                         return;
@@ -368,7 +447,11 @@ async fn lock_task(
                 joined = false;
                 if held {
                     held = false;
-                    if !send(LockEvent::Lost { reason: "expelled from the lock group".into() }).await {
+                    if !send(LockEvent::Lost {
+                        reason: "expelled from the lock group".into(),
+                    })
+                    .await
+                    {
                         return;
                     }
                 }
@@ -377,7 +460,11 @@ async fn lock_task(
                 if held && now_ms() > last_ok + SESSION_TIMEOUT_MS {
                     held = false;
                     joined = false;
-                    if !send(LockEvent::Lost { reason: "no heartbeat answer for a session".into() }).await {
+                    if !send(LockEvent::Lost {
+                        reason: "no heartbeat answer for a session".into(),
+                    })
+                    .await
+                    {
                         return;
                     }
                 }
@@ -387,7 +474,13 @@ async fn lock_task(
 }
 
 /// Runs one Halyard node (the real Tokio driver) on this host until killed.
-pub async fn run_node(name: String, role: Role, allow_failback: bool, listen: SocketAddr, kafka: SocketAddr) {
+pub async fn run_node(
+    name: String,
+    role: Role,
+    allow_failback: bool,
+    listen: SocketAddr,
+    kafka: SocketAddr,
+) {
     let config = NodeConfig {
         node_id: name.clone(),
         role,
@@ -408,7 +501,11 @@ pub async fn run_node(name: String, role: Role, allow_failback: bool, listen: So
             while let Some(cmd) = erx.recv().await {
                 if let JournalCommand::Append { entries, .. } = &cmd {
                     for e in entries {
-                        if let Entry::Put(halyard_core::journal::Record::Activation { epoch: ep, .. }) = e {
+                        if let Entry::Put(halyard_core::journal::Record::Activation {
+                            epoch: ep,
+                            ..
+                        }) = e
+                        {
                             *epoch.lock().expect("epoch") = *ep;
                         }
                     }
@@ -419,9 +516,22 @@ pub async fn run_node(name: String, role: Role, allow_failback: bool, listen: So
             }
         });
     }
-    tokio::spawn(journal_task(name.clone(), kafka, jrx, inputs_tx.clone(), epoch));
+    tokio::spawn(journal_task(
+        name.clone(),
+        kafka,
+        jrx,
+        inputs_tx.clone(),
+        epoch,
+    ));
     let rank = if role == Role::Primary { 0 } else { 1 };
-    tokio::spawn(lock_task(format!("{rank}-{name}"), role, allow_failback, kafka, lrx, inputs_tx.clone()));
+    tokio::spawn(lock_task(
+        format!("{rank}-{name}"),
+        role,
+        allow_failback,
+        kafka,
+        lrx,
+        inputs_tx.clone(),
+    ));
     let (_stop_tx, stop_rx) = mpsc::unbounded_channel();
     let node = Node::new(config);
     let _ = server::run(

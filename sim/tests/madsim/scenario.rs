@@ -4,7 +4,6 @@
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use halyard_core::ha::Role;
@@ -24,7 +23,11 @@ fn ip(s: &str) -> IpAddr {
 /// The node that accepts STOMP connections now, if any.
 async fn live_index(listens: &[SocketAddr]) -> Option<usize> {
     for (i, a) in listens.iter().enumerate() {
-        let c = madsim::time::timeout(Duration::from_millis(200), tokio::net::TcpStream::connect(a)).await;
+        let c = madsim::time::timeout(
+            Duration::from_millis(200),
+            tokio::net::TcpStream::connect(a),
+        )
+        .await;
         if matches!(c, Ok(Ok(_))) {
             return Some(i);
         }
@@ -41,9 +44,12 @@ pub async fn scenario() -> Vec<u64> {
         .try_init();
     let handle = Handle::current();
     let kafka_addr: SocketAddr = "10.0.0.1:9092".parse().expect("addr");
-    let writers = Arc::new(Mutex::new(Vec::new()));
-    let kafka = handle.create_node().name("kafka").ip(kafka_addr.ip()).build();
-    kafka.spawn(cluster::serve_kafka(kafka_addr, writers));
+    let kafka = handle
+        .create_node()
+        .name("kafka")
+        .ip(kafka_addr.ip())
+        .build();
+    kafka.spawn(cluster::serve_kafka(kafka_addr));
     let allow_failback = thread_rng().gen_bool(0.5);
 
     let mut nodes = Vec::new();
@@ -64,12 +70,20 @@ pub async fn scenario() -> Vec<u64> {
     }
     let url: BrokerUrl = format!(
         "failover:({})?maxReconnectAttempts=-1&initialReconnectDelay=50&maxReconnectDelay=1000",
-        listens.iter().map(|a| format!("tcp://{a}")).collect::<Vec<_>>().join(",")
+        listens
+            .iter()
+            .map(|a| format!("tcp://{a}"))
+            .collect::<Vec<_>>()
+            .join(",")
     )
     .parse()
     .expect("url");
 
-    let client = handle.create_node().name("client").ip(ip("10.0.2.1")).build();
+    let client = handle
+        .create_node()
+        .name("client")
+        .ip(ip("10.0.2.1"))
+        .build();
     let purl = url.clone();
     let producer = client.spawn(async move {
         // Let the first live come up.
@@ -96,7 +110,10 @@ pub async fn scenario() -> Vec<u64> {
         // Mostly hit the live node (the one that accepts connections).
         let live = {
             let listens = listens.clone();
-            client.spawn(async move { live_index(&listens).await }).await.expect("probe")
+            client
+                .spawn(async move { live_index(&listens).await })
+                .await
+                .expect("probe")
         };
         let victim = match live {
             Some(l) if rng.gen_bool(0.7) => l,
@@ -141,7 +158,10 @@ pub async fn scenario() -> Vec<u64> {
     // must come back from the journal, not from a live node's memory.
     let live = {
         let listens = listens.clone();
-        client.spawn(async move { live_index(&listens).await }).await.expect("probe")
+        client
+            .spawn(async move { live_index(&listens).await })
+            .await
+            .expect("probe")
     };
     if let Some(l) = live {
         tracing::info!("fault: kill the live n{} after the last receipt", l + 1);
@@ -171,12 +191,20 @@ pub async fn scenario() -> Vec<u64> {
         .expect("consumer task")
         .expect("consumer failed");
     let seen: BTreeSet<u64> = c.seen.iter().map(|(_, s)| *s).collect();
-    let lost: Vec<u64> = p.receipted_seqs.iter().copied().filter(|s| !seen.contains(s)).collect();
+    let lost: Vec<u64> = p
+        .receipted_seqs
+        .iter()
+        .copied()
+        .filter(|s| !seen.contains(s))
+        .collect();
     println!(
         "kills {kills}; sent {} receipted {} resent {} reconnects {}; received {} distinct {} duplicates {}",
         p.sent, p.receipted, p.resent, p.reconnects, c.received, c.distinct, c.duplicates
     );
     assert_eq!(p.receipted, MESSAGES);
-    assert!(seen.iter().all(|s| *s < MESSAGES), "delivered a message never sent");
+    assert!(
+        seen.iter().all(|s| *s < MESSAGES),
+        "delivered a message never sent"
+    );
     lost
 }

@@ -9,25 +9,58 @@ pub type Records = Vec<(Bytes, Option<Bytes>)>;
 
 #[derive(Debug, Clone)]
 pub enum Req {
-    InitPid { txn_id: String },
+    InitPid {
+        txn_id: String,
+    },
     EndOffset,
-    Fetch { offset: u64 },
-    Produce { txn_id: String, pid: u64, epoch: u16, seq: u64, records: Records, node: String, core_epoch: u32 },
-    EndTxn { txn_id: String, pid: u64, epoch: u16 },
-    Join { member: String },
-    Heartbeat { member: String },
-    Leave { member: String },
+    Fetch {
+        offset: u64,
+    },
+    Produce {
+        txn_id: String,
+        pid: u64,
+        epoch: u16,
+        seq: u64,
+        records: Records,
+        node: String,
+        core_epoch: u32,
+    },
+    EndTxn {
+        txn_id: String,
+        pid: u64,
+        epoch: u16,
+    },
+    Join {
+        member: String,
+    },
+    Heartbeat {
+        member: String,
+    },
+    Leave {
+        member: String,
+    },
 }
 
 #[derive(Debug, Clone)]
 pub enum Resp {
-    Pid { pid: u64, epoch: u16 },
-    End { offset: u64 },
-    Fetched { records: Records, next: u64 },
+    Pid {
+        pid: u64,
+        epoch: u16,
+    },
+    End {
+        offset: u64,
+    },
+    Fetched {
+        records: Records,
+        next: u64,
+    },
     Ok,
     Fenced,
     Error(String),
-    Group { holder: Option<String>, members: Vec<String> },
+    Group {
+        holder: Option<String>,
+        members: Vec<String>,
+    },
     UnknownMember,
 }
 
@@ -69,7 +102,11 @@ fn get_records(b: &mut Bytes) -> Records {
     (0..n)
         .map(|_| {
             let k = get_bytes(b);
-            let v = if b.get_u8() == 1 { Some(get_bytes(b)) } else { None };
+            let v = if b.get_u8() == 1 {
+                Some(get_bytes(b))
+            } else {
+                None
+            };
             (k, v)
         })
         .collect()
@@ -88,7 +125,15 @@ impl Req {
                 b.put_u8(3);
                 b.put_u64(*offset);
             }
-            Req::Produce { txn_id, pid, epoch, seq, records, node, core_epoch } => {
+            Req::Produce {
+                txn_id,
+                pid,
+                epoch,
+                seq,
+                records,
+                node,
+                core_epoch,
+            } => {
                 b.put_u8(4);
                 put_str(&mut b, txn_id);
                 b.put_u64(*pid);
@@ -122,9 +167,13 @@ impl Req {
 
     pub fn decode(mut b: Bytes) -> Req {
         match b.get_u8() {
-            1 => Req::InitPid { txn_id: get_str(&mut b) },
+            1 => Req::InitPid {
+                txn_id: get_str(&mut b),
+            },
             2 => Req::EndOffset,
-            3 => Req::Fetch { offset: b.get_u64() },
+            3 => Req::Fetch {
+                offset: b.get_u64(),
+            },
             4 => {
                 let txn_id = get_str(&mut b);
                 let pid = b.get_u64();
@@ -133,7 +182,15 @@ impl Req {
                 let records = get_records(&mut b);
                 let node = get_str(&mut b);
                 let core_epoch = b.get_u32();
-                Req::Produce { txn_id, pid, epoch, seq, records, node, core_epoch }
+                Req::Produce {
+                    txn_id,
+                    pid,
+                    epoch,
+                    seq,
+                    records,
+                    node,
+                    core_epoch,
+                }
             }
             5 => {
                 let txn_id = get_str(&mut b);
@@ -141,9 +198,15 @@ impl Req {
                 let epoch = b.get_u16();
                 Req::EndTxn { txn_id, pid, epoch }
             }
-            6 => Req::Join { member: get_str(&mut b) },
-            7 => Req::Heartbeat { member: get_str(&mut b) },
-            8 => Req::Leave { member: get_str(&mut b) },
+            6 => Req::Join {
+                member: get_str(&mut b),
+            },
+            7 => Req::Heartbeat {
+                member: get_str(&mut b),
+            },
+            8 => Req::Leave {
+                member: get_str(&mut b),
+            },
             t => panic!("unknown request tag {t}"),
         }
     }
@@ -188,11 +251,19 @@ impl Resp {
 
     pub fn decode(mut b: Bytes) -> Resp {
         match b.get_u8() {
-            1 => Resp::Pid { pid: b.get_u64(), epoch: b.get_u16() },
-            2 => Resp::End { offset: b.get_u64() },
+            1 => Resp::Pid {
+                pid: b.get_u64(),
+                epoch: b.get_u16(),
+            },
+            2 => Resp::End {
+                offset: b.get_u64(),
+            },
             3 => {
                 let records = get_records(&mut b);
-                Resp::Fetched { records, next: b.get_u64() }
+                Resp::Fetched {
+                    records,
+                    next: b.get_u64(),
+                }
             }
             4 => Resp::Ok,
             5 => Resp::Fenced,
@@ -201,7 +272,10 @@ impl Resp {
                 let h = get_str(&mut b);
                 let n = b.get_u32() as usize;
                 let members = (0..n).map(|_| get_str(&mut b)).collect();
-                Resp::Group { holder: (!h.is_empty()).then_some(h), members }
+                Resp::Group {
+                    holder: (!h.is_empty()).then_some(h),
+                    members,
+                }
             }
             8 => Resp::UnknownMember,
             t => panic!("unknown response tag {t}"),
@@ -209,7 +283,10 @@ impl Resp {
     }
 }
 
-pub async fn write_frame<W: AsyncWriteExt + Unpin>(w: &mut W, payload: &[u8]) -> std::io::Result<()> {
+pub async fn write_frame<W: AsyncWriteExt + Unpin>(
+    w: &mut W,
+    payload: &[u8],
+) -> std::io::Result<()> {
     let mut b = BytesMut::with_capacity(payload.len() + 4);
     b.put_u32(payload.len() as u32);
     b.put_slice(payload);
