@@ -84,13 +84,22 @@ impl ClientContext for LockContext {
 }
 
 impl ConsumerContext for LockContext {
-    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    // Revocations are seen before the unassign: librdkafka clears the
+    // "assignment lost" flag once the revocation is done.
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            if has_partition0(tpl) {
+                self.push(Seen::Revoked {
+                    lost: consumer.assignment_lost(),
+                });
+            }
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(tpl) if has_partition0(tpl) => self.push(Seen::Assigned),
             Rebalance::Assign(_) => self.push(Seen::AssignedOther),
-            Rebalance::Revoke(tpl) if has_partition0(tpl) => self.push(Seen::Revoked {
-                lost: consumer.assignment_lost(),
-            }),
             Rebalance::Revoke(_) => {}
             Rebalance::Error(e) => self.push(Seen::Error(format!("rebalance failed: {e}"))),
         }
