@@ -67,8 +67,14 @@ impl StompWriter {
     }
 
     pub async fn write_raw(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
-        self.wr.write_all(bytes).await.map_err(|e| ClientError::Lost(e.to_string()))?;
-        self.wr.flush().await.map_err(|e| ClientError::Lost(e.to_string()))
+        self.wr
+            .write_all(bytes)
+            .await
+            .map_err(|e| ClientError::Lost(e.to_string()))?;
+        self.wr
+            .flush()
+            .await
+            .map_err(|e| ClientError::Lost(e.to_string()))
     }
 
     /// Writes the encoded buffer and flushes (simulated sockets need the flush).
@@ -77,7 +83,10 @@ impl StompWriter {
             .write_all(&self.buf)
             .await
             .map_err(|e| ClientError::Lost(e.to_string()))?;
-        self.wr.flush().await.map_err(|e| ClientError::Lost(e.to_string()))
+        self.wr
+            .flush()
+            .await
+            .map_err(|e| ClientError::Lost(e.to_string()))
     }
 
     pub fn version(&self) -> Version {
