@@ -487,7 +487,9 @@ fn latest_activation_epoch(config: &KafkaConfig) -> Option<u32> {
     let topic = config.journal_topic();
     let consumer = reader(config).ok()?;
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(&topic, 0, Offset::OffsetTail(1000))
+    // The newer live wrote its activation record when it took over; since
+    // then at most a few seconds of traffic followed it.
+    tpl.add_partition_offset(&topic, 0, Offset::OffsetTail(50_000))
         .ok()?;
     consumer.assign(&tpl).ok()?;
     let deadline = Instant::now() + Duration::from_secs(3);
