@@ -603,3 +603,56 @@ fn error_waits_for_the_receipts_of_earlier_frames() {
     assert_eq!(order, vec!["ok-1", "ok-2", "ERROR"]);
     assert!(h.closed.contains(&p));
 }
+
+/// Duplicate ids evicted from the bounded cache are tombstoned once: a
+/// restart does not write their tombstones again, unless the journal lacks
+/// them (a crash came between the eviction and its tombstone).
+#[test]
+fn evicted_duplicate_ids_are_tombstoned_once() {
+    use halyard_core::journal::{Entry, Key};
+    let cfg = NodeConfig {
+        broker: BrokerConfig {
+            duplicate_ids_per_address_max: 2,
+            ..BrokerConfig::default()
+        },
+        ..NodeConfig::default()
+    };
+    let mut h = Harness::new(cfg);
+    let p = h.connect(1);
+    for i in 0..5 {
+        h.send(
+            p,
+            send_receipt("/queue/a", "x", &i.to_string())
+                .with_header("_AMQ_DUPL_ID", format!("d{i}")),
+        );
+    }
+    let dup_tombstones = |batches: &[Vec<Entry>]| {
+        batches
+            .iter()
+            .flatten()
+            .filter(|e| matches!(e, Entry::Tombstone(Key::Duplicate { .. })))
+            .count()
+    };
+    assert_eq!(dup_tombstones(&h.journal), 3, "three evictions");
+    let r = h.restart();
+    let activation = r.journal.last().expect("activation batch");
+    assert_eq!(
+        dup_tombstones(std::slice::from_ref(activation)),
+        0,
+        "rewritten on restart"
+    );
+    // Without the tombstones (journal cut before them), the restart writes them.
+    let without: Vec<Vec<Entry>> = h
+        .journal
+        .iter()
+        .map(|b| {
+            b.iter()
+                .filter(|e| !matches!(e, Entry::Tombstone(Key::Duplicate { .. })))
+                .cloned()
+                .collect()
+        })
+        .collect();
+    let r = Harness::with_journal(h.node.config().clone(), without);
+    let activation = r.journal.last().expect("activation batch");
+    assert_eq!(dup_tombstones(std::slice::from_ref(activation)), 3);
+}

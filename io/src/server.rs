@@ -149,7 +149,7 @@ pub async fn run(
                 Output::OpenJournal => journal.send(JournalCommand::Open),
                 Output::CloseJournal => journal.send(JournalCommand::Close),
                 Output::AcquireLock => lock.send(LockCommand::Acquire),
-                Output::ReleaseLock => lock.send(LockCommand::Release),
+                Output::ReleaseLock => lock.send(LockCommand::Release { done: None }),
                 Output::StartAccepting => {
                     if acceptor.is_none() {
                         acceptor = Some(tokio::spawn(
@@ -259,8 +259,12 @@ pub async fn run(
         c.reader.abort();
     }
     journal.send(JournalCommand::Close);
-    lock.send(LockCommand::Release);
-    // Let writers flush their last frames and the lock be released.
+    // Leave the lock group before exiting, so a backup takes over now rather
+    // than after a session timeout.
+    if !lock.release_and_wait(Duration::from_secs(5)).await {
+        warn!("the lock was not released within 5 s");
+    }
+    // Let writers flush their last frames.
     tokio::time::sleep(Duration::from_millis(50)).await;
     Ok(())
 }

@@ -153,6 +153,8 @@ pub struct Broker {
     /// `QueueCreated`), so they wait here until the load finishes.
     loading: bool,
     orphans: BTreeMap<Id, Vec<Id>>,
+    /// Duplicate ids evicted while replaying whose tombstones were not (yet) seen.
+    evicted_in_load: BTreeSet<Key>,
 }
 
 impl Broker {
@@ -174,6 +176,7 @@ impl Broker {
             max_epoch: 0,
             loading: false,
             orphans: BTreeMap::new(),
+            evicted_in_load: BTreeSet::new(),
         }
     }
 
@@ -187,6 +190,9 @@ impl Broker {
     pub fn finish_load(&mut self) {
         self.loading = false;
         self.orphans.clear();
+        // Evictions whose tombstones the journal lacks (a crash came between).
+        self.dead_dups
+            .extend(std::mem::take(&mut self.evicted_in_load));
         let ids: Vec<Id> = self.messages.keys().copied().collect();
         for id in ids {
             self.check_dead(id);
@@ -300,6 +306,12 @@ impl Broker {
                 }
             }
             Entry::Tombstone(Key::Duplicate { address, dup_id }) => {
+                if self.loading {
+                    self.evicted_in_load.remove(&Key::Duplicate {
+                        address: address.clone(),
+                        dup_id: dup_id.clone(),
+                    });
+                }
                 // Usually the id was already evicted (that is why the
                 // tombstone exists): only scan the order when it is present.
                 if let Some(c) = self.dups.get_mut(address) {
@@ -484,10 +496,17 @@ impl Broker {
         while c.order.len() > max {
             if let Some(old) = c.order.pop_front() {
                 c.ids.remove(&old);
-                self.dead_dups.push(Key::Duplicate {
+                let key = Key::Duplicate {
                     address: address.to_string(),
                     dup_id: old,
-                });
+                };
+                if self.loading {
+                    // Its tombstone is most likely further on in the journal:
+                    // write one only if the replay never meets it.
+                    self.evicted_in_load.insert(key);
+                } else {
+                    self.dead_dups.push(key);
+                }
             }
         }
     }

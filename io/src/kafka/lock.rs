@@ -176,13 +176,16 @@ fn run(
         loop {
             match rx.try_recv() {
                 Ok(LockCommand::Acquire) => want = true,
-                Ok(LockCommand::Release) => {
+                Ok(LockCommand::Release { done }) => {
                     want = false;
                     if let Some(m) = member.take() {
                         // Closing leaves the group at once: partition 0 moves now.
                         m.consumer.unsubscribe();
                         drop(m);
                         info!("left the lock group");
+                    }
+                    if let Some(d) = done {
+                        let _ = d.send(());
                     }
                 }
                 Err(mpsc::error::TryRecvError::Empty) => break,

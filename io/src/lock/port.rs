@@ -17,10 +17,14 @@ use tracing::{debug, warn};
 use super::file::FileLock;
 
 /// What the driver asks of a lock backend.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum LockCommand {
     Acquire,
-    Release,
+    /// Give the lock up; `done` is told once it really is (a Kafka member has
+    /// left its group), so a stopping node can wait for that before exiting.
+    Release {
+        done: Option<tokio::sync::oneshot::Sender<()>>,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -37,6 +41,13 @@ impl LockHandle {
         if self.tx.send(cmd).is_err() {
             tracing::error!("lock backend has exited; command dropped");
         }
+    }
+
+    /// Releases the lock and waits (bounded) until the backend has done it.
+    pub async fn release_and_wait(&self, timeout: std::time::Duration) -> bool {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.send(LockCommand::Release { done: Some(tx) });
+        matches!(tokio::time::timeout(timeout, rx).await, Ok(Ok(())))
     }
 }
 
@@ -97,10 +108,13 @@ async fn run(
                 announced = false;
                 handed_back = false;
             }
-            Some(LockCommand::Release) => {
+            Some(LockCommand::Release { done }) => {
                 want = false;
                 held = None;
                 primary_flag = None;
+                if let Some(d) = done {
+                    let _ = d.send(());
+                }
                 continue;
             }
             None => {}

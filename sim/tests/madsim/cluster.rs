@@ -380,12 +380,15 @@ async fn lock_task(
                     announced = false;
                     handed_back = false;
                 }
-                Some(LockCommand::Release) => {
+                Some(LockCommand::Release { done }) => {
                     want = false;
                     held = false;
                     if joined {
                         joined = false;
                         let _ = rpc.call(&Req::Leave { member: member.clone() }).await;
+                    }
+                    if let Some(d) = done {
+                        let _ = d.send(());
                     }
                     continue;
                 }
