@@ -49,6 +49,20 @@ pub enum LocalJournalError {
     #[error("journal is unusable after an earlier failure ({reason}); reopen it to recover")]
     Poisoned { reason: String },
 
+    /// Cleaning found the compaction index and the segment files
+    /// disagreeing (a bug). Nothing was changed on disk; the journal is
+    /// poisoned so that reopening rebuilds the index from the files.
+    #[error(
+        "journal cleaning aborted: the compaction index disagrees with the segments: {detail}"
+    )]
+    IndexMismatch { detail: String },
+
+    /// A cleaned segment replaced ids up to and including the newest
+    /// segment in the folder. Our own crashes cannot leave this (the
+    /// current segment is never cleaned); files were removed by hand.
+    #[error("segment {replaced} is replaced by the cleaned segment {by}, but no newer segment exists; files were removed from the journal folder")]
+    ReplacedLastSegment { replaced: String, by: String },
+
     #[error("segment ids exhausted (last segment id {last})")]
     SegmentIdsExhausted { last: u64 },
 }

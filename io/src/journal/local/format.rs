@@ -13,7 +13,7 @@ use super::Entry;
 pub const SEGMENT_MAGIC: [u8; 8] = *b"HLYDJSEG";
 /// Version of the on-disk layout this build writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
-/// magic (8) + version (u32) + flags (u32) + segment id (u64).
+/// magic (8) + version (u32) + replaces (u32) + segment id (u64).
 pub const SEGMENT_HEADER_BYTES: u64 = 24;
 /// u32 payload length + u32 CRC32C of the payload.
 pub const BATCH_FRAME_BYTES: u64 = 8;
@@ -30,7 +30,7 @@ pub const BATCH_PAYLOAD_BYTES_MAX: usize = 128 * 1024 * 1024;
 pub const BATCH_ENTRIES_MAX: usize = 1 << 20;
 
 /// u32 entry count at the start of every payload.
-const PAYLOAD_HEADER_BYTES: usize = 4;
+pub(super) const PAYLOAD_HEADER_BYTES: usize = 4;
 /// u32 key length + u8 has_value + u32 value length: an entry with an empty
 /// key and no value.
 const ENTRY_BYTES_MIN: usize = 4 + 1 + 4;
@@ -46,8 +46,6 @@ pub enum Corruption {
     BadMagic { found: [u8; 8] },
     #[error("unsupported format version {found} (this build reads version {FORMAT_VERSION})")]
     UnsupportedVersion { found: u32 },
-    #[error("unknown header flags {found:#010x}")]
-    UnknownFlags { found: u32 },
     #[error("header names segment {found} but the file name says {expected}")]
     SegmentIdMismatch { expected: u64, found: u64 },
     #[error("batch frame cut short ({available} of {BATCH_FRAME_BYTES} bytes)")]
@@ -79,19 +77,21 @@ impl Corruption {
     }
 }
 
-/// The header of segment `id`.
-pub fn encode_header(id: u64) -> [u8; SEGMENT_HEADER_BYTES as usize] {
+/// The header of segment `id`. `replaces` is 0, except in a segment written
+/// by a cleaning: there it is how many ids after `id` the cleaned segment
+/// replaced (see `LocalJournal::compact`).
+pub fn encode_header(id: u64, replaces: u32) -> [u8; SEGMENT_HEADER_BYTES as usize] {
     let mut h = [0u8; SEGMENT_HEADER_BYTES as usize];
     h[0..8].copy_from_slice(&SEGMENT_MAGIC);
     h[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
-    // h[12..16]: flags, none defined.
+    h[12..16].copy_from_slice(&replaces.to_le_bytes());
     h[16..24].copy_from_slice(&id.to_le_bytes());
     h
 }
 
 /// Checks the header bytes of segment `expected_id`. `bytes` holds what the
-/// file has, at most `SEGMENT_HEADER_BYTES`.
-pub fn check_header(bytes: &[u8], expected_id: u64) -> Result<(), Corruption> {
+/// file has, at most `SEGMENT_HEADER_BYTES`. Returns its `replaces` field.
+pub fn check_header(bytes: &[u8], expected_id: u64) -> Result<u32, Corruption> {
     let len = bytes.len() as u64;
     if len < SEGMENT_HEADER_BYTES {
         return Err(Corruption::HeaderShort { len });
@@ -108,10 +108,7 @@ pub fn check_header(bytes: &[u8], expected_id: u64) -> Result<(), Corruption> {
     if version != FORMAT_VERSION {
         return Err(Corruption::UnsupportedVersion { found: version });
     }
-    let flags = le_u32(&bytes[12..16]);
-    if flags != 0 {
-        return Err(Corruption::UnknownFlags { found: flags });
-    }
+    let replaces = le_u32(&bytes[12..16]);
     let id = le_u64(&bytes[16..24]);
     if id != expected_id {
         return Err(Corruption::SegmentIdMismatch {
@@ -119,7 +116,7 @@ pub fn check_header(bytes: &[u8], expected_id: u64) -> Result<(), Corruption> {
             found: id,
         });
     }
-    Ok(())
+    Ok(replaces)
 }
 
 /// Checks a batch against the limits and returns its payload length, so
@@ -159,6 +156,11 @@ pub fn payload_len(batch: &[Entry]) -> Result<usize, BatchLimit> {
         }
     }
     Ok(len)
+}
+
+/// Bytes `entry` takes inside a batch payload.
+pub(super) fn entry_bytes(entry: &Entry) -> u64 {
+    (ENTRY_BYTES_MIN + entry.key.len() + entry.value.as_ref().map_or(0, |v| v.len())) as u64
 }
 
 /// Appends the frame of `batch` (whose payload length `payload_len` returned)
@@ -344,9 +346,10 @@ mod tests {
 
     #[test]
     fn header_round_trips_and_rejects_others() {
-        assert_eq!(check_header(&encode_header(7), 7), Ok(()));
+        assert_eq!(check_header(&encode_header(7, 0), 7), Ok(0));
+        assert_eq!(check_header(&encode_header(7, 3), 7), Ok(3));
         assert_eq!(
-            check_header(&encode_header(7), 8),
+            check_header(&encode_header(7, 0), 8),
             Err(Corruption::SegmentIdMismatch {
                 expected: 8,
                 found: 7
@@ -357,7 +360,7 @@ mod tests {
             check_header(&[1; 5], 1),
             Err(Corruption::HeaderShort { len: 5 })
         );
-        let mut h = encode_header(1);
+        let mut h = encode_header(1, 0);
         h[8] = 2;
         assert_eq!(
             check_header(&h, 1),

@@ -15,6 +15,9 @@ use super::Entry;
 /// the lexical order of names the numeric order of ids.
 const NAME_DIGITS: usize = 20;
 const SUFFIX: &str = ".seg";
+/// Suffix of the file a cleaning writes before renaming it over the first
+/// segment of the prefix it cleans: `00000000000000000001.seg.cleaning`.
+const CLEANING_SUFFIX: &str = ".cleaning";
 /// Read buffer for scans: large enough for sequential throughput, small
 /// enough not to matter.
 const SCAN_BUFFER_BYTES: usize = 256 * 1024;
@@ -39,10 +42,32 @@ pub fn parse_file_name(name: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
-/// Ids of the segment files in `dir`, oldest first. Other files are ignored.
-pub fn list(dir: &Path) -> Result<Vec<u64>, LocalJournalError> {
+/// Where a cleaning that keeps id `id` writes the cleaned segment.
+pub fn cleaning_path(dir: &Path, id: u64) -> PathBuf {
+    dir.join(format!("{}{CLEANING_SUFFIX}", file_name(id)))
+}
+
+/// Whether `name` is a file a cleaning left behind (`<segment name>.cleaning`).
+fn is_cleaning_leftover(name: &str) -> bool {
+    name.strip_suffix(CLEANING_SUFFIX)
+        .and_then(parse_file_name)
+        .is_some()
+}
+
+/// What a journal folder holds.
+#[derive(Debug, Default)]
+pub struct Listing {
+    /// Segment ids, oldest first.
+    pub ids: Vec<u64>,
+    /// Unfinished cleaning outputs, which a crash before their rename leaves.
+    pub cleaning_leftovers: Vec<PathBuf>,
+}
+
+/// The segment files in `dir`, oldest first, and leftover cleaning files.
+/// Other files are ignored.
+pub fn list(dir: &Path) -> Result<Listing, LocalJournalError> {
     let read_dir = std::fs::read_dir(dir).map_err(|e| LocalJournalError::io("list", dir, e))?;
-    let mut ids = Vec::new();
+    let mut listing = Listing::default();
     for (n, item) in read_dir.enumerate() {
         if n >= DIR_ENTRIES_MAX {
             return Err(LocalJournalError::InvalidConfig(format!(
@@ -51,15 +76,20 @@ pub fn list(dir: &Path) -> Result<Vec<u64>, LocalJournalError> {
             )));
         }
         let item = item.map_err(|e| LocalJournalError::io("list", dir, e))?;
-        match item.file_name().to_str().and_then(parse_file_name) {
-            Some(id) => ids.push(id),
+        let name = item.file_name();
+        let name = name.to_str();
+        match name.and_then(parse_file_name) {
+            Some(id) => listing.ids.push(id),
+            None if name.is_some_and(is_cleaning_leftover) => {
+                listing.cleaning_leftovers.push(item.path())
+            }
             None => {
                 tracing::debug!(file = ?item.file_name(), "ignoring non-segment file in journal folder")
             }
         }
     }
-    ids.sort_unstable();
-    Ok(ids)
+    listing.ids.sort_unstable();
+    Ok(listing)
 }
 
 /// Creates segment `id` with its header written (not synced). Fails if the
@@ -72,7 +102,7 @@ pub fn create(dir: &Path, id: u64) -> Result<File, LocalJournalError> {
         .create_new(true)
         .open(&p)
         .map_err(|e| LocalJournalError::io("create", &p, e))?;
-    file.write_all_at(&format::encode_header(id), 0)
+    file.write_all_at(&format::encode_header(id, 0), 0)
         .map_err(|e| LocalJournalError::io("write header of", &p, e))?;
     Ok(file)
 }
@@ -102,19 +132,22 @@ pub struct Scan {
     pub valid_bytes: u64,
     pub batches: u64,
     pub entries: u64,
+    /// The header's `replaces` field (0 unless a cleaning wrote the segment).
+    pub replaces: u32,
     /// The first invalid thing and its offset; `None` if all of it is valid.
     pub stop: Option<(u64, Corruption)>,
 }
 
 /// Reads segment `id` from the start, verifying the header and every batch,
-/// and hands each good batch to `on_batch` in order. Stops at the first
-/// invalid header or batch and reports it; the caller decides whether that is
-/// a torn tail or corruption. Reads at most `limit` bytes if given.
+/// and hands each good batch to `on_batch` in order, with the offset of its
+/// frame. Stops at the first invalid header or batch and reports it; the
+/// caller decides whether that is a torn tail or corruption. Reads at most
+/// `limit` bytes if given.
 pub fn scan(
     dir: &Path,
     id: u64,
     limit: Option<u64>,
-    on_batch: &mut dyn FnMut(Vec<Entry>),
+    on_batch: &mut dyn FnMut(u64, Vec<Entry>),
 ) -> Result<Scan, LocalJournalError> {
     let p = path(dir, id);
     let p = p.as_path();
@@ -128,6 +161,7 @@ pub fn scan(
         valid_bytes: 0,
         batches: 0,
         entries: 0,
+        replaces: 0,
         stop: None,
     };
 
@@ -136,9 +170,12 @@ pub fn scan(
     reader
         .read_exact(&mut header[..header_len])
         .map_err(io("read header of"))?;
-    if let Err(c) = format::check_header(&header[..header_len], id) {
-        scan.stop = Some((0, c));
-        return Ok(scan);
+    match format::check_header(&header[..header_len], id) {
+        Ok(replaces) => scan.replaces = replaces,
+        Err(c) => {
+            scan.stop = Some((0, c));
+            return Ok(scan);
+        }
     }
     let mut offset = SEGMENT_HEADER_BYTES;
     scan.valid_bytes = offset;
@@ -174,7 +211,7 @@ pub fn scan(
             Ok(entries) => {
                 scan.batches += 1;
                 scan.entries += entries.len() as u64;
-                on_batch(entries);
+                on_batch(offset, entries);
                 offset += BATCH_FRAME_BYTES + len as u64;
                 scan.valid_bytes = offset;
             }
@@ -185,6 +222,70 @@ pub fn scan(
         }
     }
     Ok(scan)
+}
+
+/// Reads the first `len` bytes of segment `id`, which must all be valid
+/// (recovery already cut any torn tail, so damage now is corruption), and
+/// hands each batch to `on_batch` in order.
+pub fn scan_verified(
+    dir: &Path,
+    id: u64,
+    len: u64,
+    on_batch: &mut dyn FnMut(u64, Vec<Entry>),
+) -> Result<(), LocalJournalError> {
+    let scan = scan(dir, id, Some(len), on_batch)?;
+    if let Some((offset, problem)) = scan.stop {
+        let file = file_name(id);
+        return Err(if offset == 0 {
+            LocalJournalError::BadSegmentHeader { file, problem }
+        } else {
+            LocalJournalError::CorruptBatch {
+                file,
+                offset,
+                problem,
+            }
+        });
+    }
+    if scan.valid_bytes != len {
+        return Err(LocalJournalError::CorruptBatch {
+            file: file_name(id),
+            offset: scan.valid_bytes,
+            problem: Corruption::FrameShort { available: 0 },
+        });
+    }
+    Ok(())
+}
+
+/// Reads and verifies the one batch whose frame starts at `offset` in
+/// segment `id` (open as `file`, `len` valid bytes long). Any problem is
+/// corruption: the offset came from a scan or an append that succeeded.
+pub fn read_batch(
+    file: &File,
+    dir: &Path,
+    id: u64,
+    len: u64,
+    offset: u64,
+) -> Result<Vec<Entry>, LocalJournalError> {
+    let corrupt = |problem| LocalJournalError::CorruptBatch {
+        file: file_name(id),
+        offset,
+        problem,
+    };
+    let available = len.saturating_sub(offset);
+    if offset < SEGMENT_HEADER_BYTES || available < BATCH_FRAME_BYTES {
+        return Err(corrupt(Corruption::FrameShort { available }));
+    }
+    let p = path(dir, id);
+    let mut frame = [0u8; BATCH_FRAME_BYTES as usize];
+    file.read_exact_at(&mut frame, offset)
+        .map_err(|e| LocalJournalError::io("read", &p, e))?;
+    let (payload_len, crc) =
+        format::check_frame(&frame, available - BATCH_FRAME_BYTES).map_err(corrupt)?;
+    // Bounded by BATCH_PAYLOAD_BYTES_MAX and by the segment's length.
+    let mut payload = vec![0u8; payload_len];
+    file.read_exact_at(&mut payload, offset + BATCH_FRAME_BYTES)
+        .map_err(|e| LocalJournalError::io("read", &p, e))?;
+    format::decode_payload(Bytes::from(payload), crc).map_err(corrupt)
 }
 
 #[cfg(test)]
@@ -199,5 +300,18 @@ mod tests {
         assert_eq!(parse_file_name("0000000000000000000x.seg"), None);
         assert_eq!(parse_file_name("00000000000000000001.seg.tmp"), None);
         assert!(file_name(9) < file_name(10));
+    }
+
+    #[test]
+    fn cleaning_leftovers_are_recognised_and_nothing_else() {
+        let dir = Path::new("/j");
+        let p = cleaning_path(dir, 3);
+        assert_eq!(p, Path::new("/j/00000000000000000003.seg.cleaning"));
+        let name = p.file_name().and_then(|n| n.to_str()).expect("name");
+        assert!(is_cleaning_leftover(name));
+        assert_eq!(parse_file_name(name), None, "never taken for a segment");
+        assert!(!is_cleaning_leftover("3.seg.cleaning"));
+        assert!(!is_cleaning_leftover("00000000000000000003.seg"));
+        assert!(!is_cleaning_leftover("notes.cleaning"));
     }
 }
