@@ -277,3 +277,90 @@ pub fn check(clients: &[Client], commits: &[Writer]) -> (Violations, Counts) {
     }
     (v, counts)
 }
+
+/// Tells, cheaply and as often as asked, whether [`check`] would find
+/// nothing lost yet: it remembers every delivery it has seen (deliveries
+/// only grow), so each call looks only at the new ones, then at the
+/// receipted messages. Used to detect the end of a run; the verdict comes
+/// from [`check`].
+#[derive(Default)]
+pub struct LossTracker {
+    /// Deliveries already taken in, per client.
+    seen: Vec<usize>,
+    /// Group -> producer -> seqs delivered to that group.
+    delivered: BTreeMap<String, BTreeMap<String, BTreeSet<u64>>>,
+}
+
+impl LossTracker {
+    pub fn new() -> LossTracker {
+        LossTracker::default()
+    }
+
+    /// Same answer as `check(clients, ..).0.lost.is_empty()`.
+    pub fn nothing_lost(&mut self, clients: &[Client]) -> bool {
+        self.seen.resize(clients.len(), 0);
+        for (i, c) in clients.iter().enumerate() {
+            let new = &c.deliveries[self.seen[i]..];
+            if new.is_empty() {
+                continue;
+            }
+            self.seen[i] = c.deliveries.len();
+            let group = group_of(c);
+            for d in new {
+                let g = group.as_deref().unwrap_or(d.origin.as_str());
+                if !self.delivered.contains_key(g) {
+                    self.delivered.insert(g.to_string(), BTreeMap::new());
+                }
+                let by_producer = self.delivered.get_mut(g).expect("inserted");
+                if !by_producer.contains_key(d.producer.as_str()) {
+                    by_producer.insert(d.producer.clone(), BTreeSet::new());
+                }
+                by_producer
+                    .get_mut(d.producer.as_str())
+                    .expect("inserted")
+                    .insert(d.seq);
+            }
+        }
+        // The groups `check` examines for loss, and their destinations.
+        let group_names: Vec<Option<String>> = clients.iter().map(group_of).collect();
+        let at_most_once = |g: &str| {
+            clients.iter().zip(&group_names).any(|(c, n)| {
+                n.as_deref() == Some(g)
+                    && matches!(
+                        &c.kind,
+                        Kind::Consumer {
+                            ack: crate::client::AckStyle::Auto,
+                            ..
+                        }
+                    )
+            })
+        };
+        let mut groups: BTreeMap<&str, &str> = BTreeMap::new();
+        for (c, g) in clients.iter().zip(&group_names) {
+            if let (Some(g), Kind::Consumer { dest, .. }) = (g, &c.kind) {
+                groups.insert(g.as_str(), dest.as_str());
+            }
+        }
+        for (g, dest) in groups {
+            if at_most_once(g) {
+                continue;
+            }
+            let by_producer = self.delivered.get(g);
+            for p in clients {
+                let Kind::Producer { dest: pd, .. } = &p.kind else {
+                    continue;
+                };
+                if pd != dest || p.receipted.is_empty() {
+                    continue;
+                }
+                let Some(seqs) = by_producer.and_then(|m| m.get(p.name.as_str())) else {
+                    return false;
+                };
+                if p.receipted.len() > seqs.len() || !p.receipted.iter().all(|s| seqs.contains(s)) {
+                    return false;
+                }
+            }
+        }
+        true
+    }
+}

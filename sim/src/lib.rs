@@ -49,6 +49,14 @@ pub fn run_seed(seed: u64, keep_trace: bool) -> Report {
     run(SimConfig::from_seed(seed), keep_trace)
 }
 
+/// Whether the checker would find nothing lost so far (checked against the
+/// full checker in debug builds).
+fn nothing_lost(losses: &mut checker::LossTracker, clients: &[client::Client]) -> bool {
+    let nothing = losses.nothing_lost(clients);
+    debug_assert_eq!(nothing, checker::check(clients, &[]).0.lost.is_empty());
+    nothing
+}
+
 /// Runs one simulation to the end and checks it.
 pub fn run(cfg: SimConfig, keep_trace: bool) -> Report {
     let mut w = World::new(cfg.clone(), Trace::new(keep_trace));
@@ -73,6 +81,7 @@ pub fn run(cfg: SimConfig, keep_trace: bool) -> Report {
     let mut healed = false;
     let mut idle_since: Option<u64> = None;
     let mut stuck = None;
+    let mut losses = checker::LossTracker::new();
     loop {
         t += step;
         w.run_until(t);
@@ -85,7 +94,7 @@ pub fn run(cfg: SimConfig, keep_trace: bool) -> Report {
             // Done when every producer is done and every group has every
             // receipted message; a run that cannot get there is stuck.
             let producers_done = w.clients.iter().all(|c| c.producer_done());
-            // The full check is costly: look only once deliveries pause.
+            // Look only once deliveries pause.
             let quiet = w
                 .clients
                 .iter()
@@ -94,11 +103,7 @@ pub fn run(cfg: SimConfig, keep_trace: bool) -> Report {
                 .unwrap_or(0)
                 + 1_000
                 <= t;
-            if producers_done
-                && quiet
-                && t % 1_000 == 0
-                && checker::check(&w.clients, &[]).0.lost.is_empty()
-            {
+            if producers_done && quiet && t % 1_000 == 0 && nothing_lost(&mut losses, &w.clients) {
                 let since = *idle_since.get_or_insert(t);
                 // A moment more, so late duplicates are seen too.
                 if t >= since + 2_000 {
