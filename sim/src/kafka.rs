@@ -27,7 +27,9 @@
 //!
 //! The model is pure: time comes in as `now`, randomness from the caller.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use thiserror::Error;
@@ -85,7 +87,8 @@ enum Payload {
         value: Option<Bytes>,
         /// Transaction instance, or None for a non-transactional write.
         txn: Option<u64>,
-        writer: Option<Writer>,
+        /// Shared by every record of the batch.
+        writer: Option<Arc<Writer>>,
     },
     /// A commit or abort marker (its outcome is kept in `outcomes`).
     Marker,
@@ -326,6 +329,7 @@ impl KafkaModel {
         }
         let base = part.next_offset;
         part.open.entry(instance).or_insert(base);
+        let writer = writer.map(Arc::new);
         for (key, value) in records {
             let offset = part.next_offset;
             part.next_offset += 1;
@@ -486,7 +490,7 @@ impl KafkaModel {
                     writer: Some(w),
                     ..
                 } if self.outcomes.get(t) == Some(&Outcome::Committed) => {
-                    Some((e.offset, w.clone()))
+                    Some((e.offset, Writer::clone(w)))
                 }
                 _ => None,
             })
@@ -679,14 +683,13 @@ impl KafkaModel {
                     continue;
                 }
                 let clean_point = rng.range(start, lso);
+                // Entries are in offset order: those below the cleaning point first.
+                let below = part.entries.partition_point(|e| e.offset < clean_point);
                 // Latest offset of each key below the cleaning point (only
                 // looked up, never iterated, so a HashMap keeps runs deterministic).
-                let mut latest: std::collections::HashMap<&[u8], u64> =
-                    std::collections::HashMap::new();
-                for e in &part.entries {
-                    if e.offset >= clean_point {
-                        break;
-                    }
+                let mut latest: HashMap<&[u8], u64, BuildHasherDefault<FxHasher>> =
+                    HashMap::with_capacity_and_hasher(below, Default::default());
+                for e in &part.entries[..below] {
                     if let Payload::Data { key, txn, .. } = &e.payload {
                         if committed(txn) {
                             latest.insert(&key[..], e.offset);
@@ -694,20 +697,20 @@ impl KafkaModel {
                     }
                 }
                 // Decide first (the map borrows the log), then remove.
-                let superseded: Vec<bool> = part
-                    .entries
+                let superseded: Vec<bool> = part.entries[..below]
                     .iter()
                     .map(|e| match &e.payload {
-                        Payload::Data { key, txn, .. } if e.offset < clean_point => {
+                        Payload::Data { key, txn, .. } => {
                             aborted(txn) || latest.get(&key[..]).is_some_and(|l| *l > e.offset)
                         }
-                        _ => false,
+                        Payload::Marker => false,
                     })
                     .collect();
                 drop(latest);
                 let mut superseded = superseded.into_iter();
                 let before = part.entries.len();
                 part.entries.retain_mut(|e| {
+                    // Past the cleaning point the iterator is exhausted.
                     if superseded.next().unwrap_or(false) {
                         return false;
                     }
@@ -736,6 +739,45 @@ impl KafkaModel {
             }
             Some(t) => now < t + retention,
         }
+    }
+}
+
+/// The Fx hash (as in rustc): fast on short keys, deterministic. Only used
+/// for maps that are looked up, never iterated.
+#[derive(Default, Clone, Copy)]
+struct FxHasher(u64);
+
+impl FxHasher {
+    const K: u64 = 0x517c_c1b7_2722_0a95;
+
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(Self::K);
+    }
+}
+
+impl Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.add(u64::from_le_bytes(w));
+        }
+        for &b in chunks.remainder() {
+            self.add(u64::from(b));
+        }
+    }
+
+    fn write_u8(&mut self, n: u8) {
+        self.add(u64::from(n));
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.add(n as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
     }
 }
 
