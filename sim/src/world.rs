@@ -1,7 +1,8 @@
 //! The simulated world: Kafka, nodes with their drivers, the network,
 //! clients and faults, all advanced by one event queue in virtual time.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 
 use bytes::Bytes;
 use halyard_core::ha::Role;
@@ -221,7 +222,12 @@ pub struct World {
     pub now: Millis,
     rng: Rng,
     fault_rng: Rng,
-    events: BTreeMap<(Millis, u64), Ev>,
+    /// Due events as (time, order of scheduling, slot in `slots`); the
+    /// smallest runs first. Events themselves wait in `slots`, so the heap
+    /// moves only small keys.
+    events: BinaryHeap<Reverse<(Millis, u64, usize)>>,
+    slots: Vec<Option<Ev>>,
+    free_slots: Vec<usize>,
     seq: u64,
     pub kafka: KafkaModel,
     nodes: Vec<NodeHost>,
@@ -280,7 +286,9 @@ impl World {
             now: 0,
             rng,
             fault_rng,
-            events: BTreeMap::new(),
+            events: BinaryHeap::new(),
+            slots: Vec::new(),
+            free_slots: Vec::new(),
             seq: 0,
             kafka,
             nodes,
@@ -421,7 +429,17 @@ impl World {
 
     fn at(&mut self, t: Millis, ev: Ev) {
         self.seq += 1;
-        self.events.insert((t.max(self.now), self.seq), ev);
+        let slot = match self.free_slots.pop() {
+            Some(i) => {
+                self.slots[i] = Some(ev);
+                i
+            }
+            None => {
+                self.slots.push(Some(ev));
+                self.slots.len() - 1
+            }
+        };
+        self.events.push(Reverse((t.max(self.now), self.seq, slot)));
     }
 
     fn latency(&mut self) -> Millis {
@@ -457,11 +475,12 @@ impl World {
 
     /// Runs events until `until` or until the queue is empty.
     pub fn run_until(&mut self, until: Millis) {
-        while let Some((&(t, s), _)) = self.events.first_key_value() {
-            if t > until {
+        while self.events.peek().is_some_and(|e| e.0 .0 <= until) {
+            let Some(Reverse((t, _, slot))) = self.events.pop() else {
                 break;
-            }
-            let ev = self.events.remove(&(t, s)).expect("event present");
+            };
+            let ev = self.slots[slot].take().expect("a scheduled event");
+            self.free_slots.push(slot);
             self.now = t;
             self.events_processed += 1;
             self.dispatch(ev);
