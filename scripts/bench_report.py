@@ -858,15 +858,16 @@ def main():
         text = (
             "How to read (b)/(a): the ceiling writes **one** 1 KiB record per message and nothing "
             "else, with no STOMP clients to serve. Halyard's journal writes the message record when "
-            "a message is stored, an `Acked` record when the consumer acknowledges it, and then "
-            "tombstones for the message key and the queue-reference key so that compaction can drop "
-            "them"
+            "a message is stored and, when the consumer acknowledges it, a tombstone for the "
+            "message key (a message on several durable queues takes an `Acked` record per queue "
+            "before its last acknowledgement, and tombstones for those too) so that compaction can "
+            "drop it"
         )
         if rpm is not None:
             text += (
                 f": measured on the journal topic, **{rpm:.2f} records per message**. In records, "
                 f"(b) wrote {rpm * b:,.0f} records/s against the ceiling's {ceiling_tp:,.0f} "
-                f"({rpm * b / ceiling_tp:.0%}), but three of the four are small (no body)"
+                f"({rpm * b / ceiling_tp:.0%}); only the first record of a message carries its body"
             )
         text += (
             ". Both share the machine's cores with Kafka; (b) also with the bench's producer and "

@@ -656,3 +656,135 @@ fn evicted_duplicate_ids_are_tombstoned_once() {
     let activation = r.journal.last().expect("activation batch");
     assert_eq!(dup_tombstones(std::slice::from_ref(activation)), 3);
 }
+
+/// What one consumed message costs the journal, by kind of entry.
+fn journal_kinds(h: &Harness) -> Vec<&'static str> {
+    use halyard_core::journal::{Entry, Key, Record};
+    h.journal
+        .iter()
+        .flatten()
+        .filter_map(|e| match e {
+            Entry::Put(Record::MessageStored { .. }) => Some("stored"),
+            Entry::Put(Record::Acked { .. }) => Some("acked"),
+            Entry::Put(Record::Routed { .. }) => Some("routed"),
+            Entry::Tombstone(Key::Message(_)) => Some("m-tombstone"),
+            Entry::Tombstone(Key::Ref { .. }) => Some("r-tombstone"),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn consuming_a_queued_message_takes_one_tombstone() {
+    for mode in ["client-individual", "client", "auto"] {
+        let mut h = h();
+        let p = h.connect(1);
+        h.send(p, send("/queue/q", "one"));
+        let c = h.connect(2);
+        h.send(c, subscribe("s", "/queue/q", mode));
+        let got = h.take(c);
+        assert_eq!(bodies(&got), vec!["one"], "{mode}");
+        if mode != "auto" {
+            h.send(c, ack(&ack_ids(&got)[0]));
+        }
+        // The only reference: the ack is the message's tombstone, one batch.
+        assert_eq!(journal_kinds(&h), ["stored", "m-tombstone"], "{mode}");
+        let mut r = h.restart();
+        let c = r.connect(2);
+        r.send(c, subscribe("s", "/queue/q", "auto"));
+        assert!(
+            bodies(&r.take(c)).is_empty(),
+            "{mode}: consumed survives restart"
+        );
+    }
+}
+
+#[test]
+fn a_message_on_two_durable_subscriptions_is_tombstoned_after_the_last_ack() {
+    let mut h = h();
+    let durable = |id: &str, name: &str| {
+        subscribe(id, "/topic/news", "client-individual")
+            .with_header("durable-subscription-name", name)
+    };
+    let a = h.connect_with(1, &[("client-id", "a")]);
+    h.send(a, durable("a", "feed"));
+    let b = h.connect_with(2, &[("client-id", "b")]);
+    h.send(b, durable("b", "feed"));
+    let p = h.connect(3);
+    h.send(p, send("/topic/news", "both"));
+    let got_a = h.take(a);
+    let got_b = h.take(b);
+    assert_eq!(bodies(&got_a), vec!["both"]);
+    assert_eq!(bodies(&got_b), vec!["both"]);
+    h.send(a, ack(&ack_ids(&got_a)[0]));
+    // Still wanted by b: only a's reference goes.
+    assert_eq!(journal_kinds(&h), ["stored", "acked"]);
+    let mut r = h.restart();
+    let b2 = r.connect_with(2, &[("client-id", "b")]);
+    r.send(b2, durable("b", "feed"));
+    assert_eq!(
+        bodies(&r.take(b2)),
+        vec!["both"],
+        "b still has it after a restart"
+    );
+    h.send(b, ack(&ack_ids(&got_b)[0]));
+    // The last one tombstones the message and a's `r/` key, nothing more.
+    assert_eq!(
+        journal_kinds(&h),
+        ["stored", "acked", "m-tombstone", "r-tombstone"]
+    );
+    let mut r = h.restart();
+    for (conn, id) in [(1, "a"), (2, "b")] {
+        let c = r.connect_with(conn, &[("client-id", id)]);
+        r.send(c, durable(id, "feed"));
+        assert!(
+            bodies(&r.take(c)).is_empty(),
+            "{id}: consumed survives restart"
+        );
+    }
+}
+
+#[test]
+fn a_message_also_held_by_a_non_durable_subscriber_is_acked_not_tombstoned() {
+    let mut h = h();
+    let d = h.connect_with(1, &[("client-id", "a")]);
+    h.send(
+        d,
+        subscribe("d", "/topic/news", "client-individual")
+            .with_header("durable-subscription-name", "feed"),
+    );
+    let n = h.connect(2);
+    h.send(n, subscribe("n", "/topic/news", "client-individual"));
+    let p = h.connect(3);
+    h.send(p, send("/topic/news", "x"));
+    let got_d = h.take(d);
+    h.send(d, ack(&ack_ids(&got_d)[0]));
+    // The non-durable subscriber's copy must not go with a tombstone.
+    let got_n = h.take(n);
+    assert_eq!(bodies(&got_n), vec!["x"]);
+    // The journal forgets it (no durable reference is left); the
+    // non-durable subscriber's copy lives on in memory.
+    assert_eq!(
+        journal_kinds(&h),
+        ["stored", "acked", "m-tombstone", "r-tombstone"]
+    );
+    h.send(n, nack(&ack_ids(&got_n)[0]));
+    assert_eq!(
+        bodies(&h.take(n)),
+        vec!["x"],
+        "redelivered to the non-durable one"
+    );
+}
+
+#[test]
+fn nack_on_a_topic_subscription_redelivers() {
+    let mut h = h();
+    let n = h.connect(2);
+    h.send(n, subscribe("n", "/topic/news", "client-individual"));
+    let p = h.connect(3);
+    h.send(p, send("/topic/news", "x"));
+    let got_n = h.take(n);
+    assert_eq!(bodies(&got_n), vec!["x"]);
+    h.send(n, nack(&ack_ids(&got_n)[0]));
+    assert_eq!(bodies(&h.take(n)), vec!["x"], "redelivered");
+}

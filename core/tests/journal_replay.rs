@@ -79,7 +79,8 @@ fn absorb(h: &mut Harness, conn: halyard_core::ids::ConnId, o: &mut Observed) {
 
 fn drain(h: &mut Harness) -> Vec<String> {
     let c = h.connect(900);
-    for (i, q) in QUEUES.iter().enumerate() {
+    // Dead-lettered messages (too many deliveries) are not lost either.
+    for (i, q) in QUEUES.iter().chain(&["/queue/DLQ"]).enumerate() {
         h.send(c, subscribe(&format!("d{i}"), q, "auto"));
     }
     h.take(c)

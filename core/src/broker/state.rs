@@ -37,6 +37,9 @@ pub struct Delivery {
     pub original_address: Option<String>,
     /// Auto-ack: this reference is settled by sending it; journal its ack.
     pub auto_settled: Option<RefKey>,
+    /// The journal entries that settle `auto_settled` (see
+    /// [`Broker::settle_entries`]); empty for a volatile reference.
+    pub auto_settle_entries: Vec<Entry>,
 }
 
 /// Where a send goes.
@@ -116,8 +119,42 @@ struct Msg {
     durable_refs: usize,
     /// Still has a live `m/` record in the journal.
     journaled: bool,
-    /// Durable queues that ever referenced it: the `r/` keys to tombstone.
-    durable_queues_ever: Vec<Id>,
+    /// Queues whose `r/` key (a `Routed` or `Acked` record) the journal
+    /// holds for it: the `r/` keys to tombstone with it.
+    ref_keys: Vec<Id>,
+}
+
+impl Msg {
+    fn note_ref_key(&mut self, queue: Id) {
+        if !self.ref_keys.contains(&queue) {
+            self.ref_keys.push(queue);
+        }
+    }
+}
+
+/// Appends the journal entries that settle one reference (nothing for a
+/// volatile one). Usually an `Acked` record; once the message is dead, the
+/// node tombstones its `m/` and `r/` keys in a later batch so that
+/// compaction can drop it. When the reference is the message's only one,
+/// the tombstones alone settle it: replay (and the live path, which applies
+/// the same entries) drops every reference of a tombstoned message. That is
+/// one batch and 1 record per consumed message instead of 2 batches and 3
+/// records, and nothing can add a reference to a stored message meanwhile
+/// (the reference being settled is not deliverable, and dead-lettering only
+/// moves unsettled ones).
+fn settle_entries_into(m: Option<&Msg>, key: &RefKey, out: &mut Vec<Entry>) {
+    if !key.durable {
+        return;
+    }
+    match m {
+        Some(m) if m.journaled && m.refs == 1 && m.durable_refs == 1 => {
+            out.extend(Broker::tombstones_for(key.message, &m.ref_keys));
+        }
+        _ => out.push(Entry::Put(Record::Acked {
+            id: key.message,
+            queue: key.queue,
+        })),
+    }
 }
 
 /// Remembered duplicate-detection ids of one address, oldest first.
@@ -260,7 +297,7 @@ impl Broker {
                     refs: 0,
                     durable_refs: 0,
                     journaled: true,
-                    durable_queues_ever: Vec::new(),
+                    ref_keys: Vec::new(),
                 });
                 msg.journaled = true;
                 for q in queues {
@@ -269,11 +306,15 @@ impl Broker {
                 self.check_dead(*id);
             }
             Entry::Put(Record::Routed { id, queue }) => {
-                if self.messages.get(id).is_some_and(|m| m.journaled) {
+                if let Some(m) = self.messages.get_mut(id).filter(|m| m.journaled) {
+                    m.note_ref_key(*queue);
                     self.add_ref(*id, *queue, true);
                 }
             }
             Entry::Put(Record::Acked { id, queue }) => {
+                if let Some(m) = self.messages.get_mut(id) {
+                    m.note_ref_key(*queue);
+                }
                 self.drop_ref(*id, *queue);
             }
             Entry::Put(Record::DuplicateId {
@@ -288,12 +329,14 @@ impl Broker {
             }
             Entry::Tombstone(Key::Message(id)) => {
                 if let Some(m) = self.messages.get_mut(id) {
-                    // The journal forgot it; any references left are stale.
+                    // The journal forgot it: its journaled references are
+                    // stale. In-memory ones (a non-durable subscription's
+                    // copy) live on until their consumer settles them.
                     m.journaled = false;
                     let queues: Vec<Id> = self
                         .queues
                         .iter()
-                        .filter(|(_, q)| q.refs.contains_key(id))
+                        .filter(|(_, q)| q.refs.get(id).is_some_and(|r| r.durable))
                         .map(|(qid, _)| *qid)
                         .collect();
                     for q in queues {
@@ -333,6 +376,16 @@ impl Broker {
     /// Duplicate-id keys evicted from the bounded cache.
     pub fn take_dead_dups(&mut self) -> Vec<Key> {
         std::mem::take(&mut self.dead_dups)
+    }
+
+    /// The journal entries that settle (acknowledge) `keys`, which
+    /// `settle` returned. See `settle_entries_into`.
+    pub fn settle_entries(&self, keys: &[RefKey]) -> Vec<Entry> {
+        let mut out = Vec::new();
+        for k in keys {
+            settle_entries_into(self.messages.get(&k.message), k, &mut out);
+        }
+        out
     }
 
     /// The tombstones that let compaction drop a dead message.
@@ -417,13 +470,8 @@ impl Broker {
 
     fn add_ref(&mut self, message: Id, queue: Id, durable: bool) {
         let Some(q) = self.queues.get_mut(&queue) else {
-            if self.loading && durable {
-                if let Some(m) = self.messages.get_mut(&message) {
-                    if !m.durable_queues_ever.contains(&queue) {
-                        m.durable_queues_ever.push(queue);
-                    }
-                    self.orphans.entry(queue).or_default().push(message);
-                }
+            if self.loading && durable && self.messages.contains_key(&message) {
+                self.orphans.entry(queue).or_default().push(message);
             }
             return;
         };
@@ -435,9 +483,6 @@ impl Broker {
             m.refs += 1;
             if durable {
                 m.durable_refs += 1;
-                if !m.durable_queues_ever.contains(&queue) {
-                    m.durable_queues_ever.push(queue);
-                }
             }
             self.dirty.insert(queue);
         }
@@ -480,7 +525,7 @@ impl Broker {
         };
         if m.journaled && m.durable_refs == 0 {
             m.journaled = false;
-            self.dead.push((message, m.durable_queues_ever.clone()));
+            self.dead.push((message, m.ref_keys.clone()));
         }
         if m.refs == 0 && !m.journaled {
             self.messages.remove(&message);
@@ -600,7 +645,7 @@ impl Broker {
             refs: 0,
             durable_refs: 0,
             journaled: false,
-            durable_queues_ever: Vec::new(),
+            ref_keys: Vec::new(),
         });
         for q in queues {
             self.add_ref(id, *q, false);
@@ -928,16 +973,16 @@ impl Broker {
                 };
                 r.deliveries += 1;
                 let size = m.body.size_bytes();
+                let mut auto_settle_entries = Vec::new();
                 let (ack, auto_settled) = if c.ack_mode == AckMode::Auto {
                     r.state = RefState::Settling;
-                    (
-                        None,
-                        Some(RefKey {
-                            message: mid,
-                            queue: qid,
-                            durable: r.durable,
-                        }),
-                    )
+                    let key = RefKey {
+                        message: mid,
+                        queue: qid,
+                        durable: r.durable,
+                    };
+                    settle_entries_into(Some(m), &key, &mut auto_settle_entries);
+                    (None, Some(key))
                 } else {
                     let seq = flow.next_ack;
                     flow.next_ack += 1;
@@ -961,6 +1006,7 @@ impl Broker {
                     destination: c.destination.clone(),
                     original_address: (m.body.address != q.address).then(|| m.body.address.clone()),
                     auto_settled,
+                    auto_settle_entries,
                 };
                 let conn = c.conn;
                 let bytes = send(delivery);

@@ -166,19 +166,6 @@ impl Node {
         self.outputs.push_back(Output::Send { conn, bytes });
     }
 
-    /// The journal records for settling references (acks).
-    pub(super) fn ack_entries(keys: &[RefKey]) -> Vec<Entry> {
-        keys.iter()
-            .filter(|k| k.durable)
-            .map(|k| {
-                Entry::Put(crate::journal::Record::Acked {
-                    id: k.message,
-                    queue: k.queue,
-                })
-            })
-            .collect()
-    }
-
     /// Journal entries and in-memory moves that take settling references to
     /// the dead-letter queue.
     pub(super) fn dead_letter(&mut self, keys: &[RefKey]) -> (Vec<Entry>, Vec<(RefKey, Id)>) {

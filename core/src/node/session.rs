@@ -699,7 +699,7 @@ impl Node {
         }
         let keys = self.broker.settle(conn, &ack_id)?;
         if positive {
-            let entries = Self::ack_entries(&keys);
+            let entries = self.broker.settle_entries(&keys);
             let drops = keys.into_iter().filter(|k| !k.durable).collect();
             self.submit(
                 entries,
@@ -789,7 +789,7 @@ impl Node {
                 return Err(e);
             }
         }
-        entries.extend(Self::ack_entries(&tx.acks));
+        entries.extend(self.broker.settle_entries(&tx.acks));
         let drops = tx.acks.into_iter().filter(|k| !k.durable).collect();
         self.submit(
             entries,
@@ -871,10 +871,7 @@ impl Node {
             }
             if let Some(k) = d.auto_settled {
                 if k.durable {
-                    housekeeping.push(Entry::Put(Record::Acked {
-                        id: k.message,
-                        queue: k.queue,
-                    }));
+                    housekeeping.extend(d.auto_settle_entries);
                 } else {
                     volatile.push(k);
                 }
