@@ -102,14 +102,67 @@ pub fn decode_entry(key: &[u8], value: Option<&[u8]>) -> Result<Entry, CodecErro
 }
 
 pub fn encode_key(key: &Key) -> Bytes {
-    let s = match key {
-        Key::Activation => "activation".to_string(),
-        Key::Queue(name) => format!("q/{name}"),
-        Key::Message(id) => format!("m/{id}"),
-        Key::Ref { message, queue } => format!("r/{message}/{queue}"),
-        Key::Duplicate { address, dup_id } => format!("d/{}/{address}/{dup_id}", address.len()),
-    };
-    Bytes::from(s)
+    // Built by hand rather than with `format!`: keys are written for every
+    // journal entry, and the formatting machinery cost more than the rest.
+    let mut out = Vec::with_capacity(key_len_hint(key));
+    match key {
+        Key::Activation => out.extend_from_slice(b"activation"),
+        Key::Queue(name) => {
+            out.extend_from_slice(b"q/");
+            out.extend_from_slice(name.as_bytes());
+        }
+        Key::Message(id) => {
+            out.extend_from_slice(b"m/");
+            put_key_id(&mut out, *id);
+        }
+        Key::Ref { message, queue } => {
+            out.extend_from_slice(b"r/");
+            put_key_id(&mut out, *message);
+            out.push(b'/');
+            put_key_id(&mut out, *queue);
+        }
+        Key::Duplicate { address, dup_id } => {
+            out.extend_from_slice(b"d/");
+            put_decimal(&mut out, address.len() as u64);
+            out.push(b'/');
+            out.extend_from_slice(address.as_bytes());
+            out.push(b'/');
+            out.extend_from_slice(dup_id.as_bytes());
+        }
+    }
+    Bytes::from(out)
+}
+
+fn key_len_hint(key: &Key) -> usize {
+    // Two ids of at most 10 + 1 + 20 digits each, separators, prefixes.
+    match key {
+        Key::Activation => 10,
+        Key::Queue(name) => 2 + name.len(),
+        Key::Message(_) | Key::Ref { .. } => 2 + 2 * 31 + 1,
+        Key::Duplicate { address, dup_id } => 2 + 20 + 2 + address.len() + dup_id.len(),
+    }
+}
+
+/// An id as its `Display` writes it: `epoch:seq`.
+fn put_key_id(out: &mut Vec<u8>, id: Id) {
+    put_decimal(out, u64::from(id.epoch));
+    out.push(b':');
+    put_decimal(out, id.seq);
+}
+
+/// `n` in decimal, as `Display` writes it.
+fn put_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
 }
 
 pub fn decode_key(raw: &[u8]) -> Result<Key, CodecError> {
@@ -521,6 +574,24 @@ mod tests {
         }
 
         #[test]
+        fn keys_are_written_as_display_would(e in any::<u32>(), q in any::<u64>(), e2 in any::<u32>(), q2 in any::<u64>(), name in name(), other in name()) {
+            let (a, b) = (Id::new(e, q), Id::new(e2, q2));
+            let cases = [
+                (Key::Activation, "activation".to_string()),
+                (Key::Queue(name.clone()), format!("q/{name}")),
+                (Key::Message(a), format!("m/{a}")),
+                (Key::Ref { message: a, queue: b }, format!("r/{a}/{b}")),
+                (
+                    Key::Duplicate { address: name.clone(), dup_id: other.clone() },
+                    format!("d/{}/{name}/{other}", name.len()),
+                ),
+            ];
+            for (key, text) in cases {
+                prop_assert_eq!(&encode_key(&key)[..], text.as_bytes());
+            }
+        }
+
+        #[test]
         fn truncation_is_detected(r in record(), cut in any::<prop::sample::Index>()) {
             let v = encode_record(&r);
             let n = cut.index(v.len());
@@ -535,6 +606,14 @@ mod tests {
             queue: Id::new(1, 2),
         };
         assert_eq!(&encode_key(&k)[..], b"r/3:17/1:2");
+        let edges = Key::Ref {
+            message: Id::new(0, 0),
+            queue: Id::new(u32::MAX, u64::MAX),
+        };
+        assert_eq!(
+            &encode_key(&edges)[..],
+            format!("r/0:0/{}:{}", u32::MAX, u64::MAX).as_bytes()
+        );
         let d = Key::Duplicate {
             address: "a/b".into(),
             dup_id: "x/y".into(),
