@@ -243,6 +243,36 @@ pub struct World {
     reply_loss: f64,
     pub faults: FaultStats,
     pub events_processed: u64,
+    decoded: DecodedRecords,
+}
+
+/// Journal records already decoded, by offset. A Kafka offset holds the
+/// same record for ever (compaction removes records, never changes them)
+/// and decoding is a pure function of its bytes, so every node's reload
+/// after the first takes a copy of the entry instead of decoding again.
+#[derive(Default)]
+struct DecodedRecords {
+    by_offset: Vec<Option<Entry>>,
+}
+
+impl DecodedRecords {
+    fn get(
+        &mut self,
+        offset: u64,
+        key: &[u8],
+        value: Option<&[u8]>,
+    ) -> Result<Entry, halyard_core::journal::CodecError> {
+        let i = usize::try_from(offset).expect("offsets fit in memory");
+        if let Some(Some(e)) = self.by_offset.get(i) {
+            return Ok(e.clone());
+        }
+        let e = decode_entry(key, value)?;
+        if self.by_offset.len() <= i {
+            self.by_offset.resize(i + 1, None);
+        }
+        self.by_offset[i] = Some(e.clone());
+        Ok(e)
+    }
 }
 
 impl World {
@@ -303,6 +333,7 @@ impl World {
             reply_loss: 0.002,
             faults: FaultStats::default(),
             events_processed: 0,
+            decoded: DecodedRecords::default(),
         };
         w.make_clients();
         w
@@ -956,7 +987,7 @@ impl World {
                 };
                 let mut entries = Vec::with_capacity(f.records.len());
                 for r in &f.records {
-                    match decode_entry(&r.key, r.value.as_deref()) {
+                    match self.decoded.get(r.offset, &r.key, r.value.as_deref()) {
                         Ok(e) => entries.push(e),
                         Err(e) => {
                             self.nodes[i].j = JState::Closed;
