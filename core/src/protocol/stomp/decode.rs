@@ -81,6 +81,9 @@ fn quote(s: &str) -> String {
 /// memory than the copy costs time.
 const COPY_BODY_MAX_BYTES: usize = 4096;
 
+/// Headers room is made for up front (more still fit, by growing).
+const HEADERS_HINT: usize = 12;
+
 /// Incremental STOMP decoder for one connection.
 ///
 /// Feed bytes with [`push`](Decoder::push), then call
@@ -219,7 +222,8 @@ impl Decoder {
                 self.head = Some(Head {
                     command,
                     escaping: Escaping::for_frame(version, command),
-                    headers: Vec::new(),
+                    // Room for a typical MESSAGE frame's headers at once.
+                    headers: Vec::with_capacity(HEADERS_HINT),
                     head_bytes,
                     content_length: None,
                     in_body: false,
@@ -309,6 +313,27 @@ fn parse_header(line: &[u8], escaping: Escaping) -> Result<(String, String), Dec
     Ok((name, value))
 }
 
+/// Position of the first `needle` in `hay`: eight bytes at a time, then
+/// byte by byte within the word that has it.
+fn find_byte(hay: &[u8], needle: u8) -> Option<usize> {
+    const LOW: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let pattern = LOW.wrapping_mul(u64::from(needle));
+    let mut at = 0;
+    let mut words = hay.chunks_exact(8);
+    for w in &mut words {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(w);
+        let x = u64::from_le_bytes(b) ^ pattern;
+        // Non-zero exactly when some byte of x is zero, i.e. matched.
+        if x.wrapping_sub(LOW) & !x & HIGH != 0 {
+            break;
+        }
+        at += 8;
+    }
+    hay[at..].iter().position(|&b| b == needle).map(|i| at + i)
+}
+
 impl Input {
     fn consume(&mut self, n: usize) {
         self.buf.advance(n);
@@ -318,7 +343,7 @@ impl Input {
     /// Position of the first `byte`, searching only bytes not searched before.
     fn find(&mut self, byte: u8) -> Option<usize> {
         let start = self.scanned.min(self.buf.len());
-        match self.buf[start..].iter().position(|&b| b == byte) {
+        match find_byte(&self.buf[start..], byte) {
             Some(i) => Some(start + i),
             None => {
                 self.scanned = self.buf.len();
@@ -361,5 +386,35 @@ impl Input {
         };
         self.consume(1);
         body
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::find_byte;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn find_byte_is_position(hay in proptest::collection::vec(0u8..4, 0..70), needle in 0u8..5) {
+            prop_assert_eq!(find_byte(&hay, needle), hay.iter().position(|&b| b == needle));
+        }
+
+        #[test]
+        fn find_byte_is_position_on_any_bytes(hay in proptest::collection::vec(any::<u8>(), 0..70), needle in any::<u8>()) {
+            prop_assert_eq!(find_byte(&hay, needle), hay.iter().position(|&b| b == needle));
+        }
+    }
+
+    #[test]
+    fn find_byte_edges() {
+        assert_eq!(find_byte(b"", b'\n'), None);
+        assert_eq!(
+            find_byte(b"\x80\x80\x80\x80\x80\x80\x80\x80\n", b'\n'),
+            Some(8)
+        );
+        assert_eq!(find_byte(b"\x0b\x09\x0b\x0b\x0b\x0b\x0b\x0b", b'\n'), None);
+        assert_eq!(find_byte(&[0xff; 17], 0xff), Some(0));
+        assert_eq!(find_byte(&[0u8; 17], 0), Some(0));
     }
 }
