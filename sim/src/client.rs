@@ -376,8 +376,9 @@ impl Client {
                 };
                 if let Kind::Consumer {
                     ack, nack_chance, ..
-                } = self.kind.clone()
+                } = &self.kind
                 {
+                    let (ack, nack_chance) = (ack.clone(), *nack_chance);
                     let ack_id = f.header("ack").unwrap_or_default().to_string();
                     let nack = ack == AckStyle::Individual && self.rng.chance(nack_chance);
                     let what = match (&ack, nack) {
@@ -449,19 +450,26 @@ impl Client {
         let Kind::Producer { dest, dup_ids, .. } = &self.kind else {
             unreachable!("only producers send messages")
         };
-        let mut f = Frame::new(Command::Send)
-            .with_header("destination", dest.as_str())
-            .with_header(PRODUCER, self.name.as_str())
-            .with_header(SEQ, seq.to_string())
-            .with_header(ORIGIN, dest.as_str());
+        let seq_text = decimal(seq);
+        let mut f = Frame {
+            command: Command::Send,
+            headers: Vec::with_capacity(6),
+            body: Bytes::new(),
+        };
+        f.push_header("destination", dest.as_str());
+        f.push_header(PRODUCER, self.name.as_str());
+        f.push_header(SEQ, seq_text.as_str());
+        f.push_header(ORIGIN, dest.as_str());
         match tx {
             Some(t) => f.push_header("transaction", t),
-            None => f.push_header("receipt", format!("m{seq}")),
+            None => f.push_header("receipt", ["m", &seq_text].concat()),
         }
         if *dup_ids {
-            f.push_header("_AMQ_DUPL_ID", format!("{}:{seq}", self.name));
+            f.push_header("_AMQ_DUPL_ID", [&self.name, ":", &seq_text].concat());
         }
-        f.with_body(Bytes::from(format!("{}:{seq}:payload", self.name)))
+        f.with_body(Bytes::from(
+            [&self.name, ":", &seq_text, ":payload"].concat(),
+        ))
     }
 
     /// Frames that send `seqs`, as plain sends or one transaction.
@@ -531,7 +539,7 @@ impl Client {
             tx_size,
             wait_for_subscriptions,
             ..
-        } = self.kind.clone()
+        } = self.kind
         else {
             return vec![];
         };
@@ -546,5 +554,30 @@ impl Client {
         let seqs: Vec<u64> = (self.next_seq..end).collect();
         self.next_seq = end;
         self.send_seqs(&seqs)
+    }
+}
+
+/// `n` in decimal, as `to_string` writes it (without the formatting machinery).
+fn decimal(mut n: u64) -> String {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    digits[i..].iter().map(|&d| char::from(d)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn decimal_is_to_string() {
+        for n in [0, 1, 9, 10, 99, 100, 12_345, u64::MAX] {
+            assert_eq!(super::decimal(n), n.to_string());
+        }
     }
 }
