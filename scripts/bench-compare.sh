@@ -7,6 +7,8 @@
 # Configurations (CONFIGS, in this order within a round):
 #   ceiling        `halyard kafka-ceiling`: a plain rdkafka transactional producer writing
 #                  journal-shaped 1 KiB records as fast as it can (sized to ~CEILING_SECONDS,
+#                  with CEILING_TOMBSTONES=1 also each message's tombstone one transaction
+#                  later: the same records Halyard writes for a message stored and consumed;
 #                  CEILING_RUNS runs, the better one counts)
 #   halyard-kafka  `halyard node` with the Kafka journal (a fresh cluster id each round)
 #   halyard-local  `halyard node` with the local journal (fsync on; a fresh data dir under target/)
@@ -29,7 +31,8 @@
 #   ROUNDS [1]            rounds of every configuration; the report takes the median
 #   CONFIGS               [ceiling halyard-kafka halyard-local artemis]
 #   LATENCY_RATE [5000]   open-loop rate for the equal-load latency runs; 0 skips them
-#   CEILING_SECONDS [20]  CEILING_RUNS [2]  CEILING_TXN [1000] (records per transaction)
+#   CEILING_SECONDS [20]  CEILING_RUNS [2]  CEILING_TXN [1000] (messages per transaction)
+#   CEILING_TOMBSTONES [1] (1: the ceiling also tombstones each message, as Halyard does)
 #   ARTEMIS_WINDOW [-1]   ARTEMIS_DEFAULT_WINDOW_RUN [1]
 #   HALYARD_KAFKA_PORT [61701] HALYARD_LOCAL_PORT [61702]  (Artemis: ARTEMIS_STOMP_PORT, 61613)
 #   SETTLE [3]            seconds of quiet between configurations
@@ -65,6 +68,9 @@ LATENCY_RATE=${LATENCY_RATE:-5000}
 CEILING_SECONDS=${CEILING_SECONDS:-20}
 CEILING_RUNS=${CEILING_RUNS:-2}
 CEILING_TXN=${CEILING_TXN:-1000}
+CEILING_TOMBSTONES=${CEILING_TOMBSTONES:-1}
+CEILING_FLAGS=()
+if [[ "$CEILING_TOMBSTONES" == 1 ]]; then CEILING_FLAGS=(--tombstones); fi
 HALYARD_KAFKA_PORT=${HALYARD_KAFKA_PORT:-61701}
 HALYARD_LOCAL_PORT=${HALYARD_LOCAL_PORT:-61702}
 ARTEMIS_STOMP_PORT=${ARTEMIS_STOMP_PORT:-61613}
@@ -271,7 +277,7 @@ run_ceiling() { # ROUND
     for ((k = 1; k <= CEILING_RUNS; k++)); do
         local tag="ceiling-r$round-$k" topic="halyard-ceiling-$RUN_ID-r$round-$k"
         local cmd=("$BIN" kafka-ceiling --bootstrap "$bootstrap" --count "$count" --size "$SIZE"
-            --transaction-records "$CEILING_TXN" --topic "$topic")
+            --transaction-records "$CEILING_TXN" --topic "$topic" "${CEILING_FLAGS[@]}")
         record_cmd ceiling "$round" "${cmd[@]}"
         log "$tag: kafka-ceiling, $count records, $CEILING_TXN per transaction"
         local t0 load_before rc=0
@@ -300,7 +306,7 @@ calibrate_ceiling() {
     local bootstrap topic="halyard-ceiling-$RUN_ID-calibration" n=${CEILING_CALIBRATION_COUNT:-200000}
     bootstrap=$(scripts/kafka.sh bootstrap)
     local cmd=("$BIN" kafka-ceiling --bootstrap "$bootstrap" --count "$n" --size "$SIZE"
-        --transaction-records "$CEILING_TXN" --topic "$topic")
+        --transaction-records "$CEILING_TXN" --topic "$topic" "${CEILING_FLAGS[@]}")
     record_cmd ceiling-calibration 0 "${cmd[@]}"
     log "calibrating the ceiling run size ($n records)"
     "${cmd[@]}" >"$RUN/logs/ceiling-calibration.log" 2>&1 \
@@ -436,7 +442,7 @@ if wants ceiling || wants halyard-kafka; then
     meta kafka_heap "${KAFKA_HEAP_OPTS:--Xms128m -Xmx512m}"
 fi
 for v in PRODUCERS CONSUMERS SIZE WINDOW DURATION WARMUP RATE DESTINATION PERSISTENT RECEIPTS ACK \
-    ROUNDS CONFIGS LATENCY_RATE CEILING_SECONDS CEILING_RUNS CEILING_TXN SETTLE SAMPLE_INTERVAL ARTEMIS_WINDOW \
+    ROUNDS CONFIGS LATENCY_RATE CEILING_SECONDS CEILING_RUNS CEILING_TXN CEILING_TOMBSTONES SETTLE SAMPLE_INTERVAL ARTEMIS_WINDOW \
     ARTEMIS_DEFAULT_WINDOW_RUN; do
     meta "env_$v" "${!v}"
 done

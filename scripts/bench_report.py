@@ -112,9 +112,10 @@ def bench_runs(run, label):
     return out
 
 
+# Older builds printed only records= (one record per message).
 CEIL_RE = re.compile(
-    r"kafka ceiling: records=(\d+) transactions=(\d+) seconds=([\d.]+) "
-    r"msg_per_sec=([\d.]+) mb_per_sec=([\d.]+)"
+    r"kafka ceiling: (?:messages=(\d+) )?records=(\d+) transactions=(\d+) seconds=([\d.]+) "
+    r"msg_per_sec=([\d.]+) (?:records_per_sec=[\d.]+ )?mb_per_sec=([\d.]+)"
 )
 
 
@@ -133,12 +134,16 @@ def ceiling_runs(run):
         mm = CEIL_RE.search(text)
         res = None
         if mm:
+            records = int(mm.group(2))
+            messages = int(mm.group(1)) if mm.group(1) else records
             res = {
-                "records": int(mm.group(1)),
-                "transactions": int(mm.group(2)),
-                "seconds": float(mm.group(3)),
-                "msg_per_sec": float(mm.group(4)),
-                "mb_per_sec": float(mm.group(5)),
+                "messages": messages,
+                "records": records,
+                "records_per_message": records / messages if messages else 1.0,
+                "transactions": int(mm.group(3)),
+                "seconds": float(mm.group(4)),
+                "msg_per_sec": float(mm.group(5)),
+                "mb_per_sec": float(mm.group(6)),
                 "line": mm.group(0),
             }
         out.setdefault(rnd, []).append((k, res, info))
@@ -622,13 +627,21 @@ def main():
         "Artemis: `journal-datasync` true, sync on non-transactional sends by default)."
     )
     w("")
+    tomb = env.get("CEILING_TOMBSTONES") == "1"
     w(
         "- **(a) the ceiling** is `halyard kafka-ceiling`: a plain rdkafka transactional producer "
         "(idempotent, acks=all, linger.ms=2) writing journal-shaped records (an `m/` key and an "
         f"encoded {env.get('SIZE')}-byte message) to a fresh compacted one-partition topic, "
-        f"{env.get('CEILING_TXN')} records per transaction, as fast as it can, no STOMP, no consumer; "
-        f"the run size was calibrated to take about {env.get('CEILING_SECONDS')} s "
-        f"({fmt_int(float(meta['ceiling_count']) if meta.get('ceiling_count') else None)} records), "
+        f"{env.get('CEILING_TXN')} messages per transaction, as fast as it can, no STOMP, no consumer"
+        + (
+            " — and, with `--tombstones`, each message's tombstone in the next transaction: the "
+            "same records Halyard's journal writes for a message that is stored and then consumed "
+            "(2 per message)"
+            if tomb
+            else " (1 record per message; Halyard writes 2, see below)"
+        )
+        + f"; the run size was calibrated to take about {env.get('CEILING_SECONDS')} s "
+        f"({fmt_int(float(meta['ceiling_count']) if meta.get('ceiling_count') else None)} messages), "
         f"run {env.get('CEILING_RUNS')} times per round, the better run counts."
     )
     w("- **(b)** `halyard node` with the Kafka journal, a fresh cluster id (so fresh topics) per round.")
@@ -683,7 +696,9 @@ def main():
     if ceil_pick:
         r = ceil_pick[1][1]
         w(
-            f"| {NAMES['ceiling']} ({r['transactions']:,} transactions of {env.get('CEILING_TXN')} records) "
+            f"| {NAMES['ceiling']} ({r['transactions']:,} transactions of {env.get('CEILING_TXN')} messages"
+            + (f", {r['records_per_message']:.2f} records per message" if r["records_per_message"] != 1 else "")
+            + ") "
             f"| {fmt_int(r['msg_per_sec'])} | — (no consumer) | {r['mb_per_sec']:.1f} (written) | — | — | — | — | — |"
         )
     elif "ceiling" in env.get("CONFIGS", ""):
@@ -855,19 +870,26 @@ def main():
             mo = re.search(r"^[^\s:]+:0:(\d+)\s*$", offs, re.M)
             if mo and pk[1]["totals"]["sent"]:
                 rpm = (int(mo.group(1)) - kst["transactions"]) / pk[1]["totals"]["sent"]
+        crpm = ceil_pick[1][1].get("records_per_message", 1.0) if ceil_pick else 1.0
         text = (
-            "How to read (b)/(a): the ceiling writes **one** 1 KiB record per message and nothing "
-            "else, with no STOMP clients to serve. Halyard's journal writes the message record when "
-            "a message is stored and, when the consumer acknowledges it, a tombstone for the "
-            "message key (a message on several durable queues takes an `Acked` record per queue "
-            "before its last acknowledgement, and tombstones for those too) so that compaction can "
-            "drop it"
+            "How to read (b)/(a): Halyard's journal writes the message record when a message is "
+            "stored and, when the consumer acknowledges it, a tombstone for the message key (a "
+            "message on several durable queues takes an `Acked` record per queue before its last "
+            "acknowledgement, and tombstones for those too) so that compaction can drop it. "
+            + (
+                f"The ceiling writes the same records ({crpm:.2f} per message), with no STOMP "
+                "clients to serve"
+                if crpm > 1
+                else "The ceiling writes **one** 1 KiB record per message and nothing else, with no "
+                "STOMP clients to serve"
+            )
         )
         if rpm is not None:
             text += (
-                f": measured on the journal topic, **{rpm:.2f} records per message**. In records, "
-                f"(b) wrote {rpm * b:,.0f} records/s against the ceiling's {ceiling_tp:,.0f} "
-                f"({rpm * b / ceiling_tp:.0%}); only the first record of a message carries its body"
+                f". Measured on the journal topic, Halyard wrote **{rpm:.2f} records per message**; "
+                f"in records, (b) wrote {rpm * b:,.0f} records/s against the ceiling's "
+                f"{crpm * ceiling_tp:,.0f} ({rpm * b / (crpm * ceiling_tp):.0%}); only the first record "
+                "of a message carries its body"
             )
         text += (
             ". Both share the machine's cores with Kafka; (b) also with the bench's producer and "
@@ -1013,7 +1035,8 @@ def main():
                 gc_lines.append(
                     f"- **{label}**: the journal topic ended at offset {end:,}: {recs:,} records plus "
                     f"{kafka['transactions']:,} transaction commit markers, i.e. **{recs / sent:.2f} "
-                    f"records per message** sent ({sent:,}); the ceiling writes 1.00."
+                    f"records per message** sent ({sent:,}); the ceiling writes "
+                    f"{(ceil_pick[1][1].get('records_per_message', 1.0) if ceil_pick else 1.0):.2f}."
                 )
             gc_lines.append(
                 f"- **{label}**: {kafka['transactions']:,} Kafka transactions carried "

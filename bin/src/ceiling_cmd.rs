@@ -1,8 +1,11 @@
 //! `halyard kafka-ceiling`: the throughput ceiling of the Kafka journal's
 //! write path on a given Kafka — a plain rdkafka transactional producer
 //! writing records of the same shape as Halyard's journal (a `m/` key and an
-//! encoded 1 KiB message) in transactions, as fast as it can. Halyard's
-//! Kafka-journal throughput is reported as a fraction of this.
+//! encoded 1 KiB message) in transactions, as fast as it can. With
+//! `--tombstones` it writes the same records Halyard writes for a message
+//! that is stored and then consumed: the message record and, one
+//! transaction later, a tombstone for its key. Halyard's Kafka-journal
+//! throughput is reported as a fraction of this.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -30,6 +33,14 @@ pub struct CeilingArgs {
     /// Topic to write (created by the broker's defaults if auto-creation is on; else created here)
     #[arg(long)]
     topic: Option<String>,
+    /// Also write a tombstone for each message, in the next transaction (the
+    /// records Halyard's journal writes for a message stored, then consumed).
+    /// --count still counts messages
+    #[arg(long)]
+    tombstones: bool,
+    /// Producer linger.ms (the Kafka journal's default unless --kafka-property sets one)
+    #[arg(long, default_value = halyard_io::kafka::journal::LINGER_MS_DEFAULT)]
+    linger_ms: String,
 }
 
 pub fn run(a: CeilingArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
@@ -48,7 +59,7 @@ pub fn run(a: CeilingArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         .set("transactional.id", format!("halyard-ceiling-{stamp}"))
         .set("enable.idempotence", "true")
         .set("acks", "all")
-        .set("linger.ms", "2")
+        .set("linger.ms", &a.linger_ms)
         .create()?;
     let timeout = Duration::from_secs(30);
     producer.init_transactions(timeout)?;
@@ -56,9 +67,16 @@ pub fn run(a: CeilingArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let start = Instant::now();
     let mut written = 0u64;
     let mut transactions = 0u64;
-    while written < a.count {
+    let mut records = 0u64;
+    // Keys of the previous transaction's messages, tombstoned in this one.
+    let mut consumed: Vec<bytes::Bytes> = Vec::new();
+    while written < a.count || !consumed.is_empty() {
         producer.begin_transaction()?;
         let n = a.transaction_records.min(a.count - written);
+        for k in std::mem::take(&mut consumed) {
+            send(&producer, &topic, &k, None)?;
+            records += 1;
+        }
         for i in 0..n {
             let entry = Entry::Put(Record::MessageStored {
                 id: Id::new(1, written + i),
@@ -71,42 +89,54 @@ pub fn run(a: CeilingArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 }),
             });
             let (k, v) = encode_entry(&entry);
-            let v = v.unwrap_or_default();
-            loop {
-                match producer.send(
-                    BaseRecord::<[u8], [u8]>::to(&topic)
-                        .partition(0)
-                        .key(&k[..])
-                        .payload(&v[..]),
-                ) {
-                    Ok(()) => break,
-                    Err((
-                        rdkafka::error::KafkaError::MessageProduction(
-                            rdkafka::types::RDKafkaErrorCode::QueueFull,
-                        ),
-                        _,
-                    )) => {
-                        producer.poll(Duration::from_millis(1));
-                    }
-                    Err((e, _)) => return Err(e.into()),
-                }
+            send(&producer, &topic, &k, v.as_deref())?;
+            records += 1;
+            if a.tombstones {
+                consumed.push(k);
             }
         }
-        // Serve delivery reports in short steps (see the Kafka journal).
-        while producer.in_flight_count() > 0 {
-            producer.poll(Duration::from_millis(1));
-        }
+        // Serve delivery reports as the Kafka journal does.
+        halyard_io::kafka::serve_deliveries(&producer, timeout)?;
         producer.commit_transaction(timeout)?;
         written += n;
         transactions += 1;
     }
     let secs = start.elapsed().as_secs_f64();
     println!(
-        "kafka ceiling: records={written} transactions={transactions} seconds={secs:.3} msg_per_sec={:.0} mb_per_sec={:.2}",
+        "kafka ceiling: messages={written} records={records} transactions={transactions} seconds={secs:.3} msg_per_sec={:.0} records_per_sec={:.0} mb_per_sec={:.2}",
         written as f64 / secs,
+        records as f64 / secs,
         written as f64 * a.size as f64 / secs / 1e6
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Sends one record (a tombstone without `value`), waiting for queue space.
+fn send(
+    producer: &BaseProducer,
+    topic: &str,
+    key: &[u8],
+    value: Option<&[u8]>,
+) -> Result<(), rdkafka::error::KafkaError> {
+    loop {
+        let mut rec = BaseRecord::<[u8], [u8]>::to(topic).partition(0).key(key);
+        if let Some(v) = value {
+            rec = rec.payload(v);
+        }
+        match producer.send(rec) {
+            Ok(()) => return Ok(()),
+            Err((
+                rdkafka::error::KafkaError::MessageProduction(
+                    rdkafka::types::RDKafkaErrorCode::QueueFull,
+                ),
+                _,
+            )) => {
+                producer.poll(Duration::ZERO);
+                std::thread::sleep(halyard_io::kafka::DELIVERY_NAP);
+            }
+            Err((e, _)) => return Err(e),
+        }
+    }
 }
 
 fn create_topic(bootstrap: &str, topic: &str) -> Result<(), Box<dyn std::error::Error>> {

@@ -40,6 +40,8 @@ const GROUP_LINGER_STEPS: u32 = 2;
 const GROUP_LINGER_STEP: Duration = Duration::from_millis(1);
 /// Entries per `Loaded` input while reading the journal.
 const LOAD_CHUNK_ENTRIES: usize = 4096;
+/// The journal producer's `linger.ms` unless the user sets one.
+pub const LINGER_MS_DEFAULT: &str = "2";
 /// Largest record (a STOMP frame is at most 10 MiB by default).
 pub const RECORD_BYTES_MAX: usize = 16 * 1024 * 1024;
 /// Retries of a commit whose error is retriable.
@@ -259,19 +261,8 @@ impl CommitStats {
 
 /// One Kafka transaction holding every batch, in order.
 /// Serves delivery reports until every record is acknowledged (or failed).
-///
-/// Polls in short steps: the rdkafka crate's own flush (which
-/// commit_transaction calls first) polls in 100 ms steps and would add up to
-/// 100 ms to every transaction; abort_transaction needs the reports served too.
 fn drain(config: &KafkaConfig, producer: &BaseProducer) -> Result<(), KafkaError> {
-    let deadline = Instant::now() + config.timeout();
-    while producer.in_flight_count() > 0 {
-        if Instant::now() > deadline {
-            return Err(KafkaError::Flush(RDKafkaErrorCode::MessageTimedOut));
-        }
-        producer.poll(Duration::from_millis(1));
-    }
-    Ok(())
+    super::serve_deliveries(producer, config.timeout())
 }
 
 fn commit(config: &KafkaConfig, w: &Writer, batches: &[Vec<Entry>]) -> Result<(), KafkaError> {
@@ -329,7 +320,10 @@ fn produce(
         match producer.send(rec) {
             Ok(()) => return Ok(()),
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                producer.poll(Duration::from_millis(5));
+                // Reports free queue space; see `serve_deliveries` for why
+                // not poll with a timeout.
+                producer.poll(Duration::ZERO);
+                thread::sleep(super::DELIVERY_NAP);
             }
             Err((e, _)) => return Err(e),
         }
@@ -347,8 +341,14 @@ fn open_and_load(
 ) -> Result<(Writer, Loaded), String> {
     let topic = config.journal_topic();
     ensure_topic(config, &topic, 1, JOURNAL_TOPIC_CONFIG).map_err(|e| e.to_string())?;
-    let producer: BaseProducer = config
-        .client()
+    let mut client = config.client();
+    if client.get("linger.ms").is_none() && client.get("queue.buffering.max.ms").is_none() {
+        // A transaction's records go out together when the commit flushes
+        // them; lingering lets them form large batches meanwhile. A
+        // `--kafka-property linger.ms=N` overrides it.
+        client.set("linger.ms", LINGER_MS_DEFAULT);
+    }
+    let producer: BaseProducer = client
         .set("transactional.id", config.transactional_id())
         .set("enable.idempotence", "true")
         .set("acks", "all")
@@ -357,9 +357,6 @@ fn open_and_load(
             config.transaction_timeout_ms.to_string(),
         )
         .set("message.max.bytes", RECORD_BYTES_MAX.to_string())
-        // A transaction's records go out together when the commit flushes
-        // them; lingering lets them form large batches meanwhile.
-        .set("linger.ms", "2")
         .create()
         .map_err(|e| format!("cannot create Kafka producer for {}: {e}", config.bootstrap))?;
     // Fence every older live: after this, their writes fail.

@@ -151,6 +151,40 @@ pub(crate) fn ensure_topic(
 }
 
 /// Is this error the sign of a newer producer with our transactional id?
+/// Pause between two looks at a producer's delivery reports.
+pub const DELIVERY_NAP: Duration = Duration::from_micros(100);
+
+/// Serves a producer's delivery reports until every record it sent is
+/// acknowledged (or failed), or `timeout` passes.
+///
+/// Not `BaseProducer::poll(timeout)` in a loop: in rdkafka 0.39 that call
+/// keeps polling until its whole timeout has passed, and once less than a
+/// millisecond is left it spins on zero-timeout polls (a 1 ms timeout spins
+/// throughout). Profiled under load, 45% of the Kafka journal thread went
+/// to `clock_gettime` in that loop. A zero-timeout poll and a short nap
+/// serve reports as they arrive, at most `DELIVERY_NAP` late, for a
+/// fraction of the CPU. (The rdkafka crate's own `flush`, which
+/// `commit_transaction` calls, waits in 100 ms steps.)
+pub fn serve_deliveries(
+    producer: &rdkafka::producer::BaseProducer,
+    timeout: Duration,
+) -> Result<(), rdkafka::error::KafkaError> {
+    use rdkafka::producer::Producer;
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        producer.poll(Duration::ZERO);
+        if producer.in_flight_count() == 0 {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(rdkafka::error::KafkaError::Flush(
+                RDKafkaErrorCode::MessageTimedOut,
+            ));
+        }
+        std::thread::sleep(DELIVERY_NAP);
+    }
+}
+
 pub(crate) fn is_fencing(e: &rdkafka::error::KafkaError) -> bool {
     matches!(
         e.rdkafka_error_code(),
