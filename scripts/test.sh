@@ -72,6 +72,10 @@ HALYARD_KAFKA_BOOTSTRAP=$(scripts/kafka.sh bootstrap) HALYARD_KAFKA_PROXY="$prox
     cargo test --release -p halyard --features kafka-tests --test kafka_model_conformance -- --test-threads 2
 kill "${pids[-1]}" 2>/dev/null || true
 
+step "hot-standby journal copy vs a full read of real Kafka"
+HALYARD_KAFKA_BOOTSTRAP=$(scripts/kafka.sh bootstrap) \
+    cargo test --release -p halyard --features kafka-tests --test kafka_standby
+
 step "integration tests with stomp.py against real nodes (local journal)"
 scripts/integration.sh
 

@@ -4,7 +4,9 @@
 //!
 //! - Open: create the topic if missing, `init_transactions` (which fences
 //!   every older producer with our transactional id and aborts its open
-//!   transaction), then read the partition from the start to its end.
+//!   transaction), then read the partition from the start to its end: from
+//!   the standby copy (see `standby`), which a reader thread kept while the
+//!   node was not live, caught up to the end; or in full if there is none.
 //! - Append: every batch waiting in the channel goes into one Kafka
 //!   transaction (group commit: batches pile up while a commit is in flight).
 //!   A batch is durable when `commit_transaction` returns.
@@ -27,6 +29,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
+use super::standby::{Standby, View};
 use super::{ensure_topic, is_fencing, KafkaConfig};
 use crate::journal::port::{JournalCommand, JournalHandle};
 
@@ -86,6 +89,8 @@ fn run(
     inputs: mpsc::Sender<Input>,
 ) {
     let mut writer: Option<Writer> = None;
+    // Follows the journal while the node is not live.
+    let mut standby: Option<Standby> = Some(Standby::start(&config));
     let mut pending: Option<JournalCommand> = None;
     let mut stats = CommitStats::new();
     let mut last_group = 0usize;
@@ -101,7 +106,7 @@ fn run(
             JournalCommand::Open => {
                 writer = None;
                 let started = Instant::now();
-                match open_and_load(&config, &inputs) {
+                match open_and_load(&config, &inputs, standby.take()) {
                     Ok((w, loaded)) => {
                         let secs = started.elapsed().as_secs_f64();
                         info!(
@@ -110,6 +115,7 @@ fn run(
                             megabytes = format!("{:.1}", loaded.bytes as f64 / 1e6),
                             seconds = format!("{secs:.3}"),
                             records_per_sec = format!("{:.0}", loaded.records as f64 / secs.max(1e-6)),
+                            from_standby_copy = loaded.from_standby,
                             "Kafka journal fenced and read to its end"
                         );
                         writer = Some(w);
@@ -119,6 +125,7 @@ fn run(
                     }
                     Err(reason) => {
                         error!(%reason, "Kafka journal open failed");
+                        standby = Some(Standby::start(&config));
                         if !send(&inputs, JournalEvent::OpenFailed { reason }) {
                             return;
                         }
@@ -128,6 +135,9 @@ fn run(
             JournalCommand::Close => {
                 if writer.take().is_some() {
                     stats.report(true);
+                }
+                if standby.is_none() {
+                    standby = Some(Standby::start(&config));
                 }
             }
             JournalCommand::Append { ticket, entries } => {
@@ -189,6 +199,7 @@ fn run(
                     }
                     Err(e) if is_fencing(&e) => {
                         writer = None;
+                        standby = Some(Standby::start(&config));
                         let by_epoch = latest_activation_epoch(&config);
                         warn!(error = %e, ?by_epoch, "journal producer fenced by a newer live");
                         send(
@@ -201,6 +212,7 @@ fn run(
                     }
                     Err(e) => {
                         writer = None;
+                        standby = Some(Standby::start(&config));
                         error!(error = %e, "Kafka journal transaction failed");
                         send(
                             &inputs,
@@ -333,11 +345,14 @@ fn produce(
 struct Loaded {
     records: u64,
     bytes: u64,
+    /// Read from the standby copy rather than from the start of the topic.
+    from_standby: bool,
 }
 
 fn open_and_load(
     config: &KafkaConfig,
     inputs: &mpsc::Sender<Input>,
+    standby: Option<Standby>,
 ) -> Result<(Writer, Loaded), String> {
     let topic = config.journal_topic();
     ensure_topic(config, &topic, 1, JOURNAL_TOPIC_CONFIG).map_err(|e| e.to_string())?;
@@ -363,12 +378,52 @@ fn open_and_load(
     producer
         .init_transactions(config.timeout())
         .map_err(|e| format!("init_transactions on {}: {e}", config.bootstrap))?;
-    let loaded = load(config, &topic, inputs)?;
+    // Fenced: the end offset read now is final, no older live can add to
+    // it. The standby copy is used only if it gets there.
+    let view = standby.ok_or_else(|| "none".to_string()).and_then(|s| {
+        let (_, end) = producer
+            .client()
+            .fetch_watermarks(&topic, 0, config.timeout())
+            .map_err(|e| format!("cannot read the end of {topic}: {e}"))?;
+        s.handover(end, config.timeout())
+    });
+    let loaded = match view {
+        Ok(view) => deliver(view, inputs)?,
+        Err(reason) => {
+            if reason != "none" {
+                warn!(%reason, "standby journal copy unusable; reading the journal from its start");
+            }
+            load(config, &topic, inputs)?
+        }
+    };
     Ok((Writer { producer, topic }, loaded))
 }
 
+/// Hands the standby copy to the node, in offset order.
+fn deliver(view: View, inputs: &mpsc::Sender<Input>) -> Result<Loaded, String> {
+    let loaded = Loaded {
+        records: view.len() as u64,
+        bytes: view.bytes(),
+        from_standby: true,
+    };
+    let mut chunk: Vec<Entry> = Vec::with_capacity(LOAD_CHUNK_ENTRIES);
+    for e in view.into_entries() {
+        chunk.push(e);
+        if chunk.len() >= LOAD_CHUNK_ENTRIES {
+            let entries = std::mem::replace(&mut chunk, Vec::with_capacity(LOAD_CHUNK_ENTRIES));
+            if !send(inputs, JournalEvent::Loaded { entries }) {
+                return Err("node is gone".into());
+            }
+        }
+    }
+    if !chunk.is_empty() && !send(inputs, JournalEvent::Loaded { entries: chunk }) {
+        return Err("node is gone".into());
+    }
+    Ok(loaded)
+}
+
 /// Quiet about end-of-partition, which the reader asks for on purpose.
-struct ReaderContext;
+pub(crate) struct ReaderContext;
 
 impl rdkafka::ClientContext for ReaderContext {
     fn error(&self, error: KafkaError, reason: &str) {
@@ -414,6 +469,7 @@ fn load(config: &KafkaConfig, topic: &str, inputs: &mpsc::Sender<Input>) -> Resu
     let mut loaded = Loaded {
         records: 0,
         bytes: 0,
+        from_standby: false,
     };
     if high <= low {
         return Ok(loaded);
@@ -440,7 +496,8 @@ fn load(config: &KafkaConfig, topic: &str, inputs: &mpsc::Sender<Input>) -> Resu
                 })?;
                 chunk.push(e);
                 if chunk.len() >= LOAD_CHUNK_ENTRIES {
-                    let entries = std::mem::take(&mut chunk);
+                    let entries =
+                        std::mem::replace(&mut chunk, Vec::with_capacity(LOAD_CHUNK_ENTRIES));
                     if !send(inputs, JournalEvent::Loaded { entries }) {
                         return Err("node is gone".into());
                     }

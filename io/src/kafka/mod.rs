@@ -4,6 +4,7 @@
 
 pub mod journal;
 pub mod lock;
+pub mod standby;
 
 use std::time::Duration;
 
@@ -90,7 +91,7 @@ pub enum KafkaSetupError {
 }
 
 /// Creates `topic` with `partitions` and `configs` unless it exists.
-pub(crate) fn ensure_topic(
+pub fn ensure_topic(
     config: &KafkaConfig,
     topic: &str,
     partitions: i32,

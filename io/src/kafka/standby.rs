@@ -1,0 +1,337 @@
+//! Hot standby: while a node is not live, a reader thread follows the
+//! journal topic and keeps a compacted copy of it in memory, so that an
+//! activation reads only what was written since instead of the whole topic
+//! (failover time then hardly depends on how much the journal holds).
+//!
+//! The copy is what Kafka's log cleaner would make of the log: records in
+//! offset order, a record dropped once a later one has its key, and a
+//! tombstone dropped together with what it deletes (nothing older of its key
+//! is left in the copy). Replay of such a log gives the same broker state as
+//! replay of the full log; the simulator checks the core against exactly
+//! this kind of compaction. Reads are `read_committed`, like the full load.
+//!
+//! The copy is handed over only after the new live has fenced every older
+//! producer (`init_transactions`) and read the end offset: the reader first
+//! catches up to that offset, so the copy covers the same records a full
+//! load would. If anything goes wrong the journal falls back to a full load.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::mpsc as std_mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use halyard_core::journal::{decode_entry, Entry};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use tracing::{debug, info, warn};
+
+use super::journal::ReaderContext;
+use super::KafkaConfig;
+
+/// How long the reader waits for data at the end of the topic. Short enough
+/// that catching up at a handover does not idle, long enough that a
+/// following backup does not flood Kafka with empty fetches.
+const FETCH_WAIT_MS: &str = "50";
+/// A copy that has not heard from Kafka for this long is thrown away and
+/// rebuilt: Kafka drops tombstones after `delete.retention.ms` (a day), and
+/// a reader that came back later might miss one and keep what it deleted.
+const STALE_AFTER: Duration = Duration::from_secs(3600);
+
+/// The compacted copy: the latest record of every key, in offset order.
+#[derive(Debug, Default)]
+pub struct View {
+    /// Offset -> entry, with its key and value size in bytes.
+    by_offset: BTreeMap<i64, (Entry, u64)>,
+    /// Raw key -> offset of its latest record in `by_offset`.
+    latest: HashMap<Bytes, i64>,
+    /// Key and value bytes of what `by_offset` holds.
+    bytes: u64,
+    /// Records read from Kafka since the copy was started.
+    pub records_read: u64,
+    /// Offset of the next record to read.
+    pub next_offset: i64,
+}
+
+impl View {
+    /// Folds in the record at `offset`.
+    pub fn apply(&mut self, offset: i64, key: &[u8], value: Option<&[u8]>, entry: Entry) {
+        self.records_read += 1;
+        self.next_offset = offset + 1;
+        if let Some(old) = self.latest.remove(key) {
+            if let Some((_, size)) = self.by_offset.remove(&old) {
+                self.bytes -= size;
+            }
+        }
+        // A tombstone goes with what it deletes: nothing older of its key is
+        // left here.
+        if value.is_some() {
+            let size = (key.len() + value.map_or(0, <[u8]>::len)) as u64;
+            self.by_offset.insert(offset, (entry, size));
+            self.latest.insert(Bytes::copy_from_slice(key), offset);
+            self.bytes += size;
+        }
+    }
+
+    /// Records kept.
+    pub fn len(&self) -> usize {
+        self.by_offset.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_offset.is_empty()
+    }
+
+    /// Key and value bytes kept.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// The kept entries in offset order.
+    pub fn into_entries(self) -> impl Iterator<Item = Entry> {
+        self.by_offset.into_values().map(|(e, _)| e)
+    }
+}
+
+enum Control {
+    /// Read up to `end` (exclusive), then send the copy and stop.
+    Handover {
+        end: i64,
+        reply: std_mpsc::Sender<Result<View, String>>,
+    },
+}
+
+/// A running standby reader. Dropping it stops the thread.
+pub struct Standby {
+    control: std_mpsc::Sender<Control>,
+}
+
+impl Standby {
+    /// Starts following the journal topic of `config` from its beginning.
+    pub fn start(config: &KafkaConfig) -> Standby {
+        let (tx, rx) = std_mpsc::channel();
+        let config = config.clone();
+        let spawned = thread::Builder::new()
+            .name("halyard-kafka-standby".into())
+            .spawn(move || follow(&config, &rx));
+        if let Err(e) = spawned {
+            // The handover then fails and the journal reads in full.
+            warn!(error = %e, "cannot start the standby journal reader");
+        }
+        Standby { control: tx }
+    }
+
+    /// Stops following once the copy reaches offset `end` (the end offset
+    /// read after fencing) and returns it; `Err` if the reader failed or
+    /// could not get there within `timeout` (then read the journal in full).
+    pub fn handover(self, end: i64, timeout: Duration) -> Result<View, String> {
+        let (reply, answer) = std_mpsc::channel();
+        self.control
+            .send(Control::Handover { end, reply })
+            .map_err(|_| "standby reader has stopped".to_string())?;
+        // The reader's own catch-up is bounded by `timeout`; allow it that.
+        answer
+            .recv_timeout(timeout + Duration::from_secs(5))
+            .map_err(|_| "standby reader did not answer".to_string())?
+    }
+}
+
+fn consumer(config: &KafkaConfig, topic: &str) -> Result<BaseConsumer<ReaderContext>, String> {
+    let consumer: BaseConsumer<ReaderContext> = config
+        .client()
+        .set("group.id", format!("halyard-{}-standby", config.cluster_id))
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "true")
+        .set("fetch.wait.max.ms", FETCH_WAIT_MS)
+        .set("auto.offset.reset", "earliest")
+        .set(
+            "max.partition.fetch.bytes",
+            (super::journal::RECORD_BYTES_MAX * 2).to_string(),
+        )
+        .create_with_context(ReaderContext)
+        .map_err(|e| format!("cannot create Kafka consumer for {}: {e}", config.bootstrap))?;
+    assign_from_start(&consumer, topic)?;
+    Ok(consumer)
+}
+
+fn assign_from_start(consumer: &BaseConsumer<ReaderContext>, topic: &str) -> Result<(), String> {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)
+        .map_err(|e| e.to_string())?;
+    consumer.assign(&tpl).map_err(|e| e.to_string())
+}
+
+/// The reader thread: follows until asked for the copy, or until the
+/// `Standby` is dropped.
+fn follow(config: &KafkaConfig, control: &std_mpsc::Receiver<Control>) {
+    let topic = config.journal_topic();
+    let consumer = match consumer(config, &topic) {
+        Ok(c) => c,
+        Err(reason) => {
+            warn!(%reason, "standby journal reader not started");
+            // Answer a handover, if one comes, with the reason.
+            if let Ok(Control::Handover { reply, .. }) = control.recv() {
+                let _ = reply.send(Err(reason));
+            }
+            return;
+        }
+    };
+    let mut view = View::default();
+    let mut heard = Instant::now();
+    debug!(%topic, "standby journal reader following");
+    loop {
+        match control.try_recv() {
+            Ok(Control::Handover { end, reply }) => {
+                let result = catch_up(config, &consumer, &topic, view, end);
+                let _ = reply.send(result);
+                return;
+            }
+            Err(std_mpsc::TryRecvError::Disconnected) => return,
+            Err(std_mpsc::TryRecvError::Empty) => {}
+        }
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                heard = Instant::now();
+                if let Err(reason) = fold(&mut view, &m) {
+                    // The full load will meet the same record and say so.
+                    warn!(%reason, "standby journal reader stopped");
+                    if let Ok(Control::Handover { reply, .. }) = control.recv() {
+                        let _ = reply.send(Err(reason));
+                    }
+                    return;
+                }
+            }
+            Some(Err(KafkaError::PartitionEOF(_))) => heard = Instant::now(),
+            Some(Err(e)) => debug!(error = %e, "standby journal reader"),
+            None => {}
+        }
+        if heard.elapsed() > STALE_AFTER {
+            warn!(
+                silent_secs = heard.elapsed().as_secs(),
+                "standby journal copy is stale; reading the journal again from its start"
+            );
+            view = View::default();
+            heard = Instant::now();
+            if let Err(reason) = assign_from_start(&consumer, &topic) {
+                warn!(%reason, "standby journal reader cannot seek back");
+            }
+        }
+    }
+}
+
+fn fold(view: &mut View, m: &rdkafka::message::BorrowedMessage<'_>) -> Result<(), String> {
+    let key = m.key().unwrap_or_default();
+    let value = m.payload();
+    let entry = decode_entry(key, value).map_err(|e| {
+        format!(
+            "undecodable journal record at offset {} of {}: {e}",
+            m.offset(),
+            m.topic()
+        )
+    })?;
+    view.apply(m.offset(), key, value, entry);
+    Ok(())
+}
+
+/// Reads on until offset `end`, then returns the copy.
+fn catch_up(
+    config: &KafkaConfig,
+    consumer: &BaseConsumer<ReaderContext>,
+    topic: &str,
+    mut view: View,
+    end: i64,
+) -> Result<View, String> {
+    let started = Instant::now();
+    let before = view.records_read;
+    let mut last_progress = Instant::now();
+    while view.next_offset < end {
+        match consumer.poll(Duration::from_millis(20)) {
+            Some(Ok(m)) => {
+                last_progress = Instant::now();
+                fold(&mut view, &m)?;
+                continue;
+            }
+            Some(Err(KafkaError::PartitionEOF(_))) | None => {}
+            Some(Err(e)) => return Err(format!("standby reader: {e}")),
+        }
+        // The journal usually ends with a transaction marker, not a record:
+        // the consumer's position passes it without handing anything over
+        // (and a reader already at the end sees no new end-of-partition).
+        let pos = consumer
+            .position()
+            .ok()
+            .and_then(|p| p.find_partition(topic, 0).map(|e| e.offset()));
+        if let Some(Offset::Offset(o)) = pos {
+            view.next_offset = view.next_offset.max(o);
+        }
+        if view.next_offset < end && last_progress.elapsed() > config.timeout() {
+            return Err(format!(
+                "standby reader stuck at offset {} of {topic} (end {end})",
+                view.next_offset
+            ));
+        }
+    }
+    info!(
+        records_kept = view.len(),
+        records_caught_up = view.records_read - before,
+        catch_up_ms = started.elapsed().as_millis() as u64,
+        "standby journal copy handed over"
+    );
+    Ok(view)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use halyard_core::ids::Id;
+    use halyard_core::journal::{encode_entry, Key, Record};
+
+    fn put(view: &mut View, offset: i64, e: Entry) {
+        let (k, v) = encode_entry(&e);
+        view.apply(offset, &k, v.as_deref(), e);
+    }
+
+    fn activation(epoch: u32) -> Entry {
+        Entry::Put(Record::Activation {
+            epoch,
+            node: "n".into(),
+        })
+    }
+
+    #[test]
+    fn keeps_the_latest_record_of_each_key_in_offset_order() {
+        let mut v = View::default();
+        put(&mut v, 0, activation(1));
+        put(
+            &mut v,
+            1,
+            Entry::Put(Record::Acked {
+                id: Id::new(1, 5),
+                queue: Id::new(1, 1),
+            }),
+        );
+        put(&mut v, 2, activation(2));
+        // A tombstone takes what it deletes with it and is not kept.
+        put(
+            &mut v,
+            4,
+            Entry::Tombstone(Key::Ref {
+                message: Id::new(1, 5),
+                queue: Id::new(1, 1),
+            }),
+        );
+        // A tombstone for a key the copy never saw is not kept either.
+        put(&mut v, 5, Entry::Tombstone(Key::Message(Id::new(1, 9))));
+        assert_eq!(v.records_read, 5);
+        assert_eq!(v.next_offset, 6);
+        assert_eq!(v.len(), 1);
+        let (k, val) = encode_entry(&activation(2));
+        assert_eq!(v.bytes(), (k.len() + val.map_or(0, |x| x.len())) as u64);
+        let kept: Vec<Entry> = v.into_entries().collect();
+        assert_eq!(kept, vec![activation(2)]);
+    }
+}
