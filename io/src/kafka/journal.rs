@@ -89,8 +89,11 @@ fn run(
     inputs: mpsc::Sender<Input>,
 ) {
     let mut writer: Option<Writer> = None;
-    // Follows the journal while the node is not live.
-    let mut standby: Option<Standby> = Some(Standby::start(&config));
+    // Follow the journal, and a producer made ready (not yet fenced with:
+    // that is the activation), while the node is not live.
+    let mut standby: Option<Standby> = None;
+    let mut prepared: Option<BaseProducer> = None;
+    rearm(&config, &mut standby, &mut prepared);
     let mut pending: Option<JournalCommand> = None;
     let mut stats = CommitStats::new();
     let mut last_group = 0usize;
@@ -106,7 +109,7 @@ fn run(
             JournalCommand::Open => {
                 writer = None;
                 let started = Instant::now();
-                match open_and_load(&config, &inputs, standby.take()) {
+                match open_and_load(&config, &inputs, standby.take(), prepared.take()) {
                     Ok((w, loaded)) => {
                         let secs = started.elapsed().as_secs_f64();
                         info!(
@@ -125,7 +128,7 @@ fn run(
                     }
                     Err(reason) => {
                         error!(%reason, "Kafka journal open failed");
-                        standby = Some(Standby::start(&config));
+                        rearm(&config, &mut standby, &mut prepared);
                         if !send(&inputs, JournalEvent::OpenFailed { reason }) {
                             return;
                         }
@@ -137,7 +140,7 @@ fn run(
                     stats.report(true);
                 }
                 if standby.is_none() {
-                    standby = Some(Standby::start(&config));
+                    rearm(&config, &mut standby, &mut prepared);
                 }
             }
             JournalCommand::Append { ticket, entries } => {
@@ -199,7 +202,7 @@ fn run(
                     }
                     Err(e) if is_fencing(&e) => {
                         writer = None;
-                        standby = Some(Standby::start(&config));
+                        rearm(&config, &mut standby, &mut prepared);
                         let by_epoch = latest_activation_epoch(&config);
                         warn!(error = %e, ?by_epoch, "journal producer fenced by a newer live");
                         send(
@@ -212,7 +215,7 @@ fn run(
                     }
                     Err(e) => {
                         writer = None;
-                        standby = Some(Standby::start(&config));
+                        rearm(&config, &mut standby, &mut prepared);
                         error!(error = %e, "Kafka journal transaction failed");
                         send(
                             &inputs,
@@ -226,6 +229,19 @@ fn run(
             }
         }
     }
+}
+
+/// Starts following the journal for the next activation and prepares its
+/// producer (creating one does not fence anybody; `init_transactions` does).
+fn rearm(config: &KafkaConfig, standby: &mut Option<Standby>, prepared: &mut Option<BaseProducer>) {
+    *standby = Some(Standby::start(config));
+    *prepared = match new_producer(config) {
+        Ok(p) => Some(p),
+        Err(reason) => {
+            warn!(%reason, "cannot prepare the journal producer; activation will try again");
+            None
+        }
+    };
 }
 
 fn first(tickets: &[Ticket]) -> Ticket {
@@ -353,31 +369,23 @@ fn open_and_load(
     config: &KafkaConfig,
     inputs: &mpsc::Sender<Input>,
     standby: Option<Standby>,
+    prepared: Option<BaseProducer>,
 ) -> Result<(Writer, Loaded), String> {
     let topic = config.journal_topic();
-    ensure_topic(config, &topic, 1, JOURNAL_TOPIC_CONFIG).map_err(|e| e.to_string())?;
-    let mut client = config.client();
-    if client.get("linger.ms").is_none() && client.get("queue.buffering.max.ms").is_none() {
-        // A transaction's records go out together when the commit flushes
-        // them; lingering lets them form large batches meanwhile. A
-        // `--kafka-property linger.ms=N` overrides it.
-        client.set("linger.ms", LINGER_MS_DEFAULT);
+    let t0 = Instant::now();
+    if !standby.as_ref().is_some_and(Standby::topic_ready) {
+        ensure_topic(config, &topic, 1, JOURNAL_TOPIC_CONFIG).map_err(|e| e.to_string())?;
     }
-    let producer: BaseProducer = client
-        .set("transactional.id", config.transactional_id())
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set(
-            "transaction.timeout.ms",
-            config.transaction_timeout_ms.to_string(),
-        )
-        .set("message.max.bytes", RECORD_BYTES_MAX.to_string())
-        .create()
-        .map_err(|e| format!("cannot create Kafka producer for {}: {e}", config.bootstrap))?;
+    let t_topic = t0.elapsed();
+    let producer = match prepared {
+        Some(p) => p,
+        None => new_producer(config)?,
+    };
     // Fence every older live: after this, their writes fail.
     producer
         .init_transactions(config.timeout())
         .map_err(|e| format!("init_transactions on {}: {e}", config.bootstrap))?;
+    let t_fenced = t0.elapsed();
     // Fenced: the end offset read now is final, no older live can add to
     // it. The standby copy is used only if it gets there.
     let view = standby.ok_or_else(|| "none".to_string()).and_then(|s| {
@@ -387,6 +395,12 @@ fn open_and_load(
             .map_err(|e| format!("cannot read the end of {topic}: {e}"))?;
         s.handover(end, config.timeout())
     });
+    tracing::debug!(
+        topic_ms = t_topic.as_millis() as u64,
+        fenced_ms = t_fenced.as_millis() as u64,
+        copy_ms = t0.elapsed().as_millis() as u64,
+        "journal open steps"
+    );
     let loaded = match view {
         Ok(view) => deliver(view, inputs)?,
         Err(reason) => {
@@ -397,6 +411,28 @@ fn open_and_load(
         }
     };
     Ok((Writer { producer, topic }, loaded))
+}
+
+/// The journal's transactional producer, not yet initialised.
+fn new_producer(config: &KafkaConfig) -> Result<BaseProducer, String> {
+    let mut client = config.client();
+    if client.get("linger.ms").is_none() && client.get("queue.buffering.max.ms").is_none() {
+        // A transaction's records go out together when the commit flushes
+        // them; lingering lets them form large batches meanwhile. A
+        // `--kafka-property linger.ms=N` overrides it.
+        client.set("linger.ms", LINGER_MS_DEFAULT);
+    }
+    client
+        .set("transactional.id", config.transactional_id())
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set(
+            "transaction.timeout.ms",
+            config.transaction_timeout_ms.to_string(),
+        )
+        .set("message.max.bytes", RECORD_BYTES_MAX.to_string())
+        .create()
+        .map_err(|e| format!("cannot create Kafka producer for {}: {e}", config.bootstrap))
 }
 
 /// Hands the standby copy to the node, in offset order.

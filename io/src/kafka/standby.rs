@@ -16,7 +16,9 @@
 //! load would. If anything goes wrong the journal falls back to a full load.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc as std_mpsc;
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -106,6 +108,9 @@ enum Control {
 /// A running standby reader. Dropping it stops the thread.
 pub struct Standby {
     control: std_mpsc::Sender<Control>,
+    /// The reader made sure the journal topic exists (creating it if
+    /// needed), so activation need not ask Kafka again.
+    topic_ready: Arc<AtomicBool>,
 }
 
 impl Standby {
@@ -113,14 +118,34 @@ impl Standby {
     pub fn start(config: &KafkaConfig) -> Standby {
         let (tx, rx) = std_mpsc::channel();
         let config = config.clone();
+        let topic_ready = Arc::new(AtomicBool::new(false));
+        let ready = topic_ready.clone();
         let spawned = thread::Builder::new()
             .name("halyard-kafka-standby".into())
-            .spawn(move || follow(&config, &rx));
+            .spawn(move || {
+                let topic = config.journal_topic();
+                match super::ensure_topic(&config, &topic, 1, super::journal::JOURNAL_TOPIC_CONFIG)
+                {
+                    Ok(()) => ready.store(true, Ordering::Release),
+                    Err(e) => {
+                        debug!(error = %e, "standby reader could not check the journal topic")
+                    }
+                }
+                follow(&config, &rx)
+            });
         if let Err(e) = spawned {
             // The handover then fails and the journal reads in full.
             warn!(error = %e, "cannot start the standby journal reader");
         }
-        Standby { control: tx }
+        Standby {
+            control: tx,
+            topic_ready,
+        }
+    }
+
+    /// Whether the reader has made sure the journal topic exists.
+    pub fn topic_ready(&self) -> bool {
+        self.topic_ready.load(Ordering::Acquire)
     }
 
     /// Stops following once the copy reaches offset `end` (the end offset
@@ -248,15 +273,20 @@ fn catch_up(
     let started = Instant::now();
     let before = view.records_read;
     let mut last_progress = Instant::now();
+    let mut first = true;
     while view.next_offset < end {
-        match consumer.poll(Duration::from_millis(20)) {
-            Some(Ok(m)) => {
-                last_progress = Instant::now();
-                fold(&mut view, &m)?;
-                continue;
+        // Look at the position before waiting: a reader that follows
+        // closely is usually there already.
+        if !std::mem::take(&mut first) {
+            match consumer.poll(Duration::from_millis(20)) {
+                Some(Ok(m)) => {
+                    last_progress = Instant::now();
+                    fold(&mut view, &m)?;
+                    continue;
+                }
+                Some(Err(KafkaError::PartitionEOF(_))) | None => {}
+                Some(Err(e)) => return Err(format!("standby reader: {e}")),
             }
-            Some(Err(KafkaError::PartitionEOF(_))) | None => {}
-            Some(Err(e)) => return Err(format!("standby reader: {e}")),
         }
         // The journal usually ends with a transaction marker, not a record:
         // the consumer's position passes it without handing anything over
