@@ -207,6 +207,8 @@ fn follow(config: &KafkaConfig, control: &std_mpsc::Receiver<Control>) {
     };
     let mut view = View::default();
     let mut heard = Instant::now();
+    let mut caught_up = false;
+    let started = Instant::now();
     debug!(%topic, "standby journal reader following");
     loop {
         match control.try_recv() {
@@ -230,7 +232,17 @@ fn follow(config: &KafkaConfig, control: &std_mpsc::Receiver<Control>) {
                     return;
                 }
             }
-            Some(Err(KafkaError::PartitionEOF(_))) => heard = Instant::now(),
+            Some(Err(KafkaError::PartitionEOF(_))) => {
+                heard = Instant::now();
+                if !std::mem::replace(&mut caught_up, true) {
+                    info!(
+                        records_kept = view.len(),
+                        records_read = view.records_read,
+                        seconds = format!("{:.3}", started.elapsed().as_secs_f64()),
+                        "standby journal copy caught up"
+                    );
+                }
+            }
             Some(Err(e)) => debug!(error = %e, "standby journal reader"),
             None => {}
         }
@@ -241,6 +253,7 @@ fn follow(config: &KafkaConfig, control: &std_mpsc::Receiver<Control>) {
             );
             view = View::default();
             heard = Instant::now();
+            caught_up = false;
             if let Err(reason) = assign_from_start(&consumer, &topic) {
                 warn!(%reason, "standby journal reader cannot seek back");
             }
