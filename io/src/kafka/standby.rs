@@ -41,6 +41,11 @@ const FETCH_WAIT_MS: &str = "50";
 /// rebuilt: Kafka drops tombstones after `delete.retention.ms` (a day), and
 /// a reader that came back later might miss one and keep what it deleted.
 const STALE_AFTER: Duration = Duration::from_secs(3600);
+/// How often the reader asks Kafka for the end offset: to know when it has
+/// caught up (end-of-partition events do not reach a `BaseConsumer` poll
+/// reliably) and that Kafka still answers.
+const CHECK_EVERY: Duration = Duration::from_secs(1);
+const CHECK_EVERY_CAUGHT_UP: Duration = Duration::from_secs(30);
 
 /// The compacted copy: the latest record of every key, in offset order.
 #[derive(Debug, Default)]
@@ -209,6 +214,7 @@ fn follow(config: &KafkaConfig, control: &std_mpsc::Receiver<Control>) {
     let mut heard = Instant::now();
     let mut caught_up = false;
     let started = Instant::now();
+    let mut next_check = Instant::now();
     debug!(%topic, "standby journal reader following");
     loop {
         match control.try_recv() {
@@ -232,19 +238,40 @@ fn follow(config: &KafkaConfig, control: &std_mpsc::Receiver<Control>) {
                     return;
                 }
             }
-            Some(Err(KafkaError::PartitionEOF(_))) => {
-                heard = Instant::now();
-                if !std::mem::replace(&mut caught_up, true) {
-                    info!(
-                        records_kept = view.len(),
-                        records_read = view.records_read,
-                        seconds = format!("{:.3}", started.elapsed().as_secs_f64()),
-                        "standby journal copy caught up"
-                    );
-                }
-            }
+            Some(Err(KafkaError::PartitionEOF(_))) => heard = Instant::now(),
             Some(Err(e)) => debug!(error = %e, "standby journal reader"),
             None => {}
+        }
+        if Instant::now() >= next_check {
+            match consumer.fetch_watermarks(&topic, 0, Duration::from_secs(2)) {
+                Ok((_, end)) => {
+                    heard = Instant::now();
+                    let pos = consumer
+                        .position()
+                        .ok()
+                        .and_then(|p| p.find_partition(&topic, 0).map(|e| e.offset()));
+                    let at = match pos {
+                        Some(Offset::Offset(o)) => o.max(view.next_offset),
+                        _ => view.next_offset,
+                    };
+                    if !caught_up && at >= end {
+                        caught_up = true;
+                        info!(
+                            records_kept = view.len(),
+                            records_read = view.records_read,
+                            seconds = format!("{:.3}", started.elapsed().as_secs_f64()),
+                            "standby journal copy caught up"
+                        );
+                    }
+                }
+                Err(e) => debug!(error = %e, "standby reader cannot read the end offset"),
+            }
+            next_check = Instant::now()
+                + if caught_up {
+                    CHECK_EVERY_CAUGHT_UP
+                } else {
+                    CHECK_EVERY
+                };
         }
         if heard.elapsed() > STALE_AFTER {
             warn!(
