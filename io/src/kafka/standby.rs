@@ -215,6 +215,10 @@ fn follow(config: &KafkaConfig, control: &std_mpsc::Receiver<Control>) {
     let mut caught_up = false;
     let started = Instant::now();
     let mut next_check = Instant::now();
+    // The end offset at the previous check: with a live writing, the
+    // position (which stops at the last stable offset, before any open
+    // transaction) never reaches the current end, but passes the old one.
+    let mut prev_end: Option<i64> = None;
     debug!(%topic, "standby journal reader following");
     loop {
         match control.try_recv() {
@@ -254,7 +258,7 @@ fn follow(config: &KafkaConfig, control: &std_mpsc::Receiver<Control>) {
                         Some(Offset::Offset(o)) => o.max(view.next_offset),
                         _ => view.next_offset,
                     };
-                    if !caught_up && at >= end {
+                    if !caught_up && (at >= end || prev_end.is_some_and(|p| at >= p)) {
                         caught_up = true;
                         info!(
                             records_kept = view.len(),
@@ -263,6 +267,7 @@ fn follow(config: &KafkaConfig, control: &std_mpsc::Receiver<Control>) {
                             "standby journal copy caught up"
                         );
                     }
+                    prev_end = Some(end);
                 }
                 Err(e) => debug!(error = %e, "standby reader cannot read the end offset"),
             }
