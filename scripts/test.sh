@@ -85,6 +85,15 @@ scripts/kafka-ha.sh
 step "the HA walkthrough with local processes"
 scripts/walkthrough.sh
 
+step "docker-compose.yml accepted by docker compose config"
+if docker compose version >/dev/null 2>&1; then
+    docker compose -f docker-compose.yml config -q && echo "docker compose config: docker-compose.yml accepted"
+elif command -v docker-compose >/dev/null 2>&1; then
+    docker-compose -f docker-compose.yml config -q && echo "docker-compose config: docker-compose.yml accepted ($(docker-compose version --short 2>/dev/null))"
+else
+    echo "NOTE: neither 'docker compose' nor 'docker-compose' is installed here; the compose file is not checked (install one to check it)"
+fi
+
 step "benchmarks: criterion benches run once, and a halyard bench smoke run"
 cargo bench -p halyard-benches -- --test
 "$bin" node --listen 127.0.0.1:61690 --data-dir "$work/bench-node" >"$work/bench-node.log" 2>&1 &
