@@ -14,7 +14,7 @@ use clap::Args;
 use halyard_core::ids::Id;
 use halyard_core::journal::{encode_entry, Entry, Record, Routing, StoredMessage};
 use rdkafka::config::ClientConfig;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseProducer, Producer};
 
 #[derive(Args, Debug)]
 pub struct CeilingArgs {
@@ -74,7 +74,7 @@ pub fn run(a: CeilingArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         producer.begin_transaction()?;
         let n = a.transaction_records.min(a.count - written);
         for k in std::mem::take(&mut consumed) {
-            send(&producer, &topic, &k, None)?;
+            halyard_io::kafka::send_record(&producer, &topic, &k, None)?;
             records += 1;
         }
         for i in 0..n {
@@ -89,7 +89,7 @@ pub fn run(a: CeilingArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 }),
             });
             let (k, v) = encode_entry(&entry);
-            send(&producer, &topic, &k, v.as_deref())?;
+            halyard_io::kafka::send_record(&producer, &topic, &k, v.as_deref())?;
             records += 1;
             if a.tombstones {
                 consumed.push(k);
@@ -109,34 +109,6 @@ pub fn run(a: CeilingArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         written as f64 * a.size as f64 / secs / 1e6
     );
     Ok(ExitCode::SUCCESS)
-}
-
-/// Sends one record (a tombstone without `value`), waiting for queue space.
-fn send(
-    producer: &BaseProducer,
-    topic: &str,
-    key: &[u8],
-    value: Option<&[u8]>,
-) -> Result<(), rdkafka::error::KafkaError> {
-    loop {
-        let mut rec = BaseRecord::<[u8], [u8]>::to(topic).partition(0).key(key);
-        if let Some(v) = value {
-            rec = rec.payload(v);
-        }
-        match producer.send(rec) {
-            Ok(()) => return Ok(()),
-            Err((
-                rdkafka::error::KafkaError::MessageProduction(
-                    rdkafka::types::RDKafkaErrorCode::QueueFull,
-                ),
-                _,
-            )) => {
-                producer.poll(Duration::ZERO);
-                std::thread::sleep(halyard_io::kafka::DELIVERY_NAP);
-            }
-            Err((e, _)) => return Err(e),
-        }
-    }
 }
 
 fn create_topic(bootstrap: &str, topic: &str) -> Result<(), Box<dyn std::error::Error>> {

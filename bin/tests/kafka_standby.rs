@@ -153,6 +153,24 @@ fn compacted_full_read(cfg: &KafkaConfig, end: i64) -> Vec<Entry> {
     by_offset.into_iter().map(|(_, e)| e).collect()
 }
 
+/// What activation does: a new live fences the old one, reads the end
+/// offset and takes the copy caught up to it. Returns the copy's entries and
+/// that end offset.
+fn fence_and_hand_over(cfg: &KafkaConfig, standby: Standby) -> (Vec<Entry>, i64) {
+    let new_live = producer(cfg);
+    let (_, end) = new_live
+        .client()
+        .fetch_watermarks(&cfg.journal_topic(), 0, timeout())
+        .expect("watermarks");
+    let view = standby.handover(end, timeout()).expect("handover");
+    assert!(
+        view.next_offset >= end,
+        "copy stopped at {} of {end}",
+        view.next_offset
+    );
+    (view.into_entries().collect(), end)
+}
+
 #[test]
 fn standby_copy_equals_the_compacted_committed_log() {
     let cfg = cluster();
@@ -185,18 +203,7 @@ fn standby_copy_equals_the_compacted_committed_log() {
     // The old live's last transaction never commits: the new live fences it.
     txn(&old_live, &topic, &[gone(5), stored(6, "never")], End::Open);
 
-    let new_live = producer(&cfg);
-    let (_, end) = new_live
-        .client()
-        .fetch_watermarks(&topic, 0, timeout())
-        .expect("watermarks");
-    let view = standby.handover(end, timeout()).expect("handover");
-    assert!(
-        view.next_offset >= end,
-        "copy stopped at {} of {end}",
-        view.next_offset
-    );
-    let got: Vec<Entry> = view.into_entries().collect();
+    let (got, end) = fence_and_hand_over(&cfg, standby);
     let expected = compacted_full_read(&cfg, end);
     assert_eq!(got, expected);
     // And that is, spelled out: the activation of epoch 2, b and e.
@@ -215,18 +222,7 @@ fn standby_started_after_everything_catches_up_at_handover() {
     txn(&live, &topic, &gone_half, End::Commit);
     // Handover right away: the copy is built during the catch-up.
     let standby = Standby::start(&cfg);
-    let new_live = producer(&cfg);
-    let (_, end) = new_live
-        .client()
-        .fetch_watermarks(&topic, 0, timeout())
-        .expect("watermarks");
-    let view = standby.handover(end, timeout()).expect("handover");
-    assert!(
-        view.next_offset >= end,
-        "copy stopped at {}",
-        view.next_offset
-    );
-    let got: Vec<Entry> = view.into_entries().collect();
+    let (got, end) = fence_and_hand_over(&cfg, standby);
     assert_eq!(got.len(), 1000);
     assert_eq!(got, compacted_full_read(&cfg, end));
 }

@@ -17,14 +17,13 @@
 use std::thread;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use halyard_core::ids::Ticket;
 use halyard_core::journal::{decode_entry, encode_entry, Entry, Record};
 use halyard_core::node::{Input, JournalEvent};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseProducer, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
@@ -299,7 +298,7 @@ fn commit(config: &KafkaConfig, w: &Writer, batches: &[Vec<Entry>]) -> Result<()
     for batch in batches {
         for e in batch {
             let (key, value) = encode_entry(e);
-            produce(&w.producer, &w.topic, &key, value.as_ref())?;
+            super::send_record(&w.producer, &w.topic, &key, value.as_deref())?;
         }
     }
     if let Err(e) = drain(config, &w.producer) {
@@ -328,32 +327,6 @@ fn commit(config: &KafkaConfig, w: &Writer, batches: &[Vec<Entry>]) -> Result<()
                 }
                 return Err(e);
             }
-        }
-    }
-}
-
-fn produce(
-    producer: &BaseProducer,
-    topic: &str,
-    key: &Bytes,
-    value: Option<&Bytes>,
-) -> Result<(), KafkaError> {
-    loop {
-        let mut rec = BaseRecord::<[u8], [u8]>::to(topic)
-            .partition(0)
-            .key(&key[..]);
-        if let Some(v) = value {
-            rec = rec.payload(&v[..]);
-        }
-        match producer.send(rec) {
-            Ok(()) => return Ok(()),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                // Reports free queue space; see `serve_deliveries` for why
-                // not poll with a timeout.
-                producer.poll(Duration::ZERO);
-                thread::sleep(super::DELIVERY_NAP);
-            }
-            Err((e, _)) => return Err(e),
         }
     }
 }
@@ -388,7 +361,7 @@ fn open_and_load(
     let t_fenced = t0.elapsed();
     // Fenced: the end offset read now is final, no older live can add to
     // it. The standby copy is used only if it gets there.
-    let view = standby.ok_or_else(|| "none".to_string()).and_then(|s| {
+    let view = standby.map(|s| {
         let (_, end) = producer
             .client()
             .fetch_watermarks(&topic, 0, config.timeout())
@@ -402,13 +375,12 @@ fn open_and_load(
         "journal open steps"
     );
     let loaded = match view {
-        Ok(view) => deliver(view, inputs)?,
-        Err(reason) => {
-            if reason != "none" {
-                warn!(%reason, "standby journal copy unusable; reading the journal from its start");
-            }
+        Some(Ok(view)) => deliver(view, inputs)?,
+        Some(Err(reason)) => {
+            warn!(%reason, "standby journal copy unusable; reading the journal from its start");
             load(config, &topic, inputs)?
         }
+        None => load(config, &topic, inputs)?,
     };
     Ok((Writer { producer, topic }, loaded))
 }
@@ -545,12 +517,8 @@ fn load(config: &KafkaConfig, topic: &str, inputs: &mpsc::Sender<Input>) -> Resu
             Some(Err(KafkaError::PartitionEOF(_))) => {
                 // With read_committed, EOF is the last stable offset; markers
                 // after the last record make it reach `high` without a record.
-                let pos = consumer
-                    .position()
-                    .ok()
-                    .and_then(|p| p.find_partition(topic, 0).map(|e| e.offset()));
-                match pos {
-                    Some(Offset::Offset(o)) if o >= high => break,
+                match super::read_position(&consumer, topic) {
+                    Some(o) if o >= high => break,
                     _ if last_progress.elapsed() > config.timeout() => {
                         return Err(format!(
                             "journal read stuck before offset {high} of {topic}"

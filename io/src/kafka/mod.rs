@@ -186,6 +186,47 @@ pub fn serve_deliveries(
     }
 }
 
+/// Sends one record to partition 0 of `topic` (a tombstone without
+/// `value`), waiting for queue space when the producer's queue is full.
+pub fn send_record(
+    producer: &rdkafka::producer::BaseProducer,
+    topic: &str,
+    key: &[u8],
+    value: Option<&[u8]>,
+) -> Result<(), rdkafka::error::KafkaError> {
+    use rdkafka::error::KafkaError;
+    use rdkafka::producer::BaseRecord;
+    loop {
+        let mut rec = BaseRecord::<[u8], [u8]>::to(topic).partition(0).key(key);
+        if let Some(v) = value {
+            rec = rec.payload(v);
+        }
+        match producer.send(rec) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                // Reports free queue space; see `serve_deliveries` for why
+                // not poll with a timeout.
+                producer.poll(Duration::ZERO);
+                std::thread::sleep(DELIVERY_NAP);
+            }
+            Err((e, _)) => return Err(e),
+        }
+    }
+}
+
+/// Where a consumer will read next in partition 0 of `topic` (past any
+/// transaction markers it has skipped), if it knows.
+pub(crate) fn read_position<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &rdkafka::consumer::BaseConsumer<C>,
+    topic: &str,
+) -> Option<i64> {
+    use rdkafka::consumer::Consumer;
+    match consumer.position().ok()?.find_partition(topic, 0)?.offset() {
+        rdkafka::Offset::Offset(o) => Some(o),
+        _ => None,
+    }
+}
+
 pub(crate) fn is_fencing(e: &rdkafka::error::KafkaError) -> bool {
     matches!(
         e.rdkafka_error_code(),

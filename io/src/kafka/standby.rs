@@ -250,14 +250,8 @@ fn follow(config: &KafkaConfig, control: &std_mpsc::Receiver<Control>) {
             match consumer.fetch_watermarks(&topic, 0, Duration::from_secs(2)) {
                 Ok((_, end)) => {
                     heard = Instant::now();
-                    let pos = consumer
-                        .position()
-                        .ok()
-                        .and_then(|p| p.find_partition(&topic, 0).map(|e| e.offset()));
-                    let at = match pos {
-                        Some(Offset::Offset(o)) => o.max(view.next_offset),
-                        _ => view.next_offset,
-                    };
+                    let at = super::read_position(&consumer, &topic)
+                        .map_or(view.next_offset, |o| o.max(view.next_offset));
                     if !caught_up && (at >= end || prev_end.is_some_and(|p| at >= p)) {
                         caught_up = true;
                         info!(
@@ -336,11 +330,7 @@ fn catch_up(
         // The journal usually ends with a transaction marker, not a record:
         // the consumer's position passes it without handing anything over
         // (and a reader already at the end sees no new end-of-partition).
-        let pos = consumer
-            .position()
-            .ok()
-            .and_then(|p| p.find_partition(topic, 0).map(|e| e.offset()));
-        if let Some(Offset::Offset(o)) = pos {
+        if let Some(o) = super::read_position(consumer, topic) {
             view.next_offset = view.next_offset.max(o);
         }
         if view.next_offset < end && last_progress.elapsed() > config.timeout() {
