@@ -26,6 +26,8 @@ set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
+# shellcheck source=lib/terminate.sh
+. "$SCRIPT_DIR/lib/terminate.sh"
 POM="$SCRIPT_DIR/kafka/pom.xml"
 KDIR="$ROOT/target/kafka"
 LIBS="$KDIR/libs"
@@ -338,21 +340,7 @@ cmd_stop() {
         log "not running"
         return 0
     fi
-    log "stopping pid $pid (SIGTERM)"
-    kill -TERM "$pid" 2>/dev/null || true
-    local i
-    for ((i = 0; i < 120; i++)); do   # 60 s
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.5
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        log "still alive after 60 s; SIGKILL"
-        kill -KILL "$pid" 2>/dev/null || true
-        for ((i = 0; i < 20; i++)); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.5
-        done
-    fi
+    terminate "$pid"
     rm -f "$PIDFILE"
     log "stopped"
 }
