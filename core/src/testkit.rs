@@ -8,7 +8,10 @@ use bytes::Bytes;
 
 use crate::ids::{ConnId, Ticket};
 use crate::journal::{decode_entry, encode_entry, Entry};
-use crate::node::{Event, Input, JournalEvent, LockEvent, Node, NodeConfig, Output};
+use crate::node::{
+    AcceptRequest, ConnEvent, ConnRequest, Event, Input, JournalEvent, JournalRequest, LockEvent,
+    LockRequest, Node, NodeConfig, Output,
+};
 use crate::protocol::stomp::{encode_to_bytes, Command, Decoded, Decoder, Frame, Limits, Version};
 use crate::Millis;
 
@@ -86,7 +89,7 @@ impl Harness {
             while let Some(out) = self.node.poll_output() {
                 progressed = true;
                 match out {
-                    Output::Send { conn, bytes } => {
+                    Output::Conn(ConnRequest::Send { conn, bytes }) => {
                         let n = bytes.len();
                         if let Some(d) = self.clients.get_mut(&conn) {
                             d.push(&bytes).expect("server frames decode");
@@ -97,18 +100,18 @@ impl Harness {
                             }
                         }
                         self.node
-                            .handle(self.now, Input::Flushed { conn, bytes: n });
+                            .handle(self.now, Input::Conn(ConnEvent::Flushed { conn, bytes: n }));
                     }
-                    Output::Close { conn } => {
+                    Output::Conn(ConnRequest::Close { conn }) => {
                         self.closed.insert(conn);
                     }
-                    Output::PauseReading { conn } => {
+                    Output::Conn(ConnRequest::PauseReading { conn }) => {
                         self.paused.insert(conn);
                     }
-                    Output::ResumeReading { conn } => {
+                    Output::Conn(ConnRequest::ResumeReading { conn }) => {
                         self.paused.remove(&conn);
                     }
-                    Output::Append { ticket, entries } => {
+                    Output::Journal(JournalRequest::Append { ticket, entries }) => {
                         // Through the codec, as a real journal would.
                         let entries = entries
                             .iter()
@@ -119,20 +122,22 @@ impl Harness {
                             .collect();
                         self.in_flight.push_back((ticket, entries));
                     }
-                    Output::OpenJournal => {
+                    Output::Journal(JournalRequest::Open) => {
                         let entries: Vec<Entry> = self.journal.iter().flatten().cloned().collect();
                         self.node
                             .handle(self.now, Input::Journal(JournalEvent::Loaded { entries }));
                         self.node
                             .handle(self.now, Input::Journal(JournalEvent::Ready));
                     }
-                    Output::AcquireLock => {
+                    Output::Lock(LockRequest::Acquire) => {
                         self.node.handle(self.now, Input::Lock(LockEvent::Acquired));
                     }
-                    Output::StartAccepting => self.accepting = true,
-                    Output::StopAccepting => self.accepting = false,
+                    Output::Accept(AcceptRequest::Start) => self.accepting = true,
+                    Output::Accept(AcceptRequest::Stop) => self.accepting = false,
                     Output::Event(e) => self.events.push(e),
-                    Output::CloseJournal | Output::ReleaseLock | Output::Stopped => {}
+                    Output::Journal(JournalRequest::Close)
+                    | Output::Lock(LockRequest::Release)
+                    | Output::Stopped => {}
                 }
             }
             if !self.hold_journal && !self.in_flight.is_empty() {
@@ -168,7 +173,7 @@ impl Harness {
         let mut d = Decoder::new(Limits::default());
         d.set_version(Version::V1_2);
         self.clients.insert(id, d);
-        self.input(Input::Opened { conn: id });
+        self.input(Input::Conn(ConnEvent::Opened { conn: id }));
         let mut f = Frame::new(Command::Connect)
             .with_header("accept-version", "1.2")
             .with_header("host", "localhost");
@@ -186,15 +191,15 @@ impl Harness {
 
     /// Sends raw bytes from a client.
     pub fn send_raw(&mut self, conn: ConnId, bytes: &[u8]) {
-        self.input(Input::Received {
+        self.input(Input::Conn(ConnEvent::Received {
             conn,
             bytes: Bytes::copy_from_slice(bytes),
-        });
+        }));
     }
 
     pub fn send(&mut self, conn: ConnId, frame: Frame) {
         let bytes = encode_to_bytes(&frame, Version::V1_2);
-        self.input(Input::Received { conn, bytes });
+        self.input(Input::Conn(ConnEvent::Received { conn, bytes }));
     }
 
     /// Frames the client has received and not yet taken.
@@ -207,7 +212,7 @@ impl Harness {
 
     pub fn close(&mut self, conn: ConnId) {
         self.clients.remove(&conn);
-        self.input(Input::Closed { conn });
+        self.input(Input::Conn(ConnEvent::Closed { conn }));
     }
 
     /// A fresh node restarted on the first `batches` durable batches.

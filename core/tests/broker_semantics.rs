@@ -1,7 +1,7 @@
 //! Broker semantics through the sans-IO node, driven in memory.
 
 use halyard_core::broker::BrokerConfig;
-use halyard_core::node::{Event, NodeConfig};
+use halyard_core::node::{ConnEvent, Event, NodeConfig};
 use halyard_core::protocol::stomp::{Command, Frame};
 use halyard_core::testkit::frames::*;
 use halyard_core::testkit::Harness;
@@ -495,9 +495,9 @@ fn heart_beats_are_sent_and_silent_clients_are_dropped() {
 #[test]
 fn connect_timeout_and_frames_before_connect() {
     let mut h = h();
-    h.input(halyard_core::node::Input::Opened {
+    h.input(halyard_core::node::Input::Conn(ConnEvent::Opened {
         conn: halyard_core::ids::ConnId(9),
-    });
+    }));
     h.advance(31_000);
     assert!(h.closed.contains(&halyard_core::ids::ConnId(9)));
 }

@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use halyard_core::ids::ConnId;
-use halyard_core::node::{Event, Input, Node, Output};
+use halyard_core::node::{
+    AcceptRequest, ConnEvent, ConnRequest, Event, Input, JournalRequest, LockRequest, Node, Output,
+};
 use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -21,8 +23,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, error, info, info_span, warn, Instrument};
 
-use crate::journal::{JournalCommand, JournalHandle};
-use crate::lock::{LockCommand, LockHandle};
+use crate::journal::JournalHandle;
+use crate::lock::LockHandle;
 
 /// Bytes read from a socket at a time.
 const READ_BUFFER_BYTES: usize = 64 * 1024;
@@ -122,35 +124,35 @@ pub async fn run(
         let mut stopped = false;
         while let Some(out) = node.poll_output() {
             match out {
-                Output::Send { conn, bytes } => {
+                Output::Conn(ConnRequest::Send { conn, bytes }) => {
                     if let Some(c) = conns.get(&conn) {
                         let _ = c.writer.send(WriteCmd::Data(bytes));
                     }
                 }
-                Output::Close { conn } => {
+                Output::Conn(ConnRequest::Close { conn }) => {
                     if let Some(c) = conns.remove(&conn) {
                         let _ = c.writer.send(WriteCmd::Close);
                         c.reader.abort();
                     }
                 }
-                Output::PauseReading { conn } => {
+                Output::Conn(ConnRequest::PauseReading { conn }) => {
                     if let Some(c) = conns.get(&conn) {
                         let _ = c.pause.send(true);
                     }
                 }
-                Output::ResumeReading { conn } => {
+                Output::Conn(ConnRequest::ResumeReading { conn }) => {
                     if let Some(c) = conns.get(&conn) {
                         let _ = c.pause.send(false);
                     }
                 }
-                Output::Append { ticket, entries } => {
-                    journal.send(JournalCommand::Append { ticket, entries })
+                Output::Journal(JournalRequest::Append { ticket, entries }) => {
+                    journal.send(JournalRequest::Append { ticket, entries })
                 }
-                Output::OpenJournal => journal.send(JournalCommand::Open),
-                Output::CloseJournal => journal.send(JournalCommand::Close),
-                Output::AcquireLock => lock.send(LockCommand::Acquire),
-                Output::ReleaseLock => lock.send(LockCommand::Release { done: None }),
-                Output::StartAccepting => {
+                Output::Journal(JournalRequest::Open) => journal.send(JournalRequest::Open),
+                Output::Journal(JournalRequest::Close) => journal.send(JournalRequest::Close),
+                Output::Lock(LockRequest::Acquire) => lock.send(LockRequest::Acquire, None),
+                Output::Lock(LockRequest::Release) => lock.send(LockRequest::Release, None),
+                Output::Accept(AcceptRequest::Start) => {
                     if acceptor.is_none() {
                         acceptor = Some(tokio::spawn(
                             accept_loop(
@@ -163,7 +165,7 @@ pub async fn run(
                         ));
                     }
                 }
-                Output::StopAccepting => {
+                Output::Accept(AcceptRequest::Stop) => {
                     if let Some(a) = acceptor.take() {
                         a.abort();
                         info!(listen = %config.listen, "stopped accepting clients");
@@ -198,10 +200,10 @@ pub async fn run(
                 node.handle(now(), Input::Shutdown);
             }
             Some((conn, bytes)) = flush_rx.recv() => {
-                node.handle(now(), Input::Flushed { conn, bytes });
+                node.handle(now(), Input::Conn(ConnEvent::Flushed { conn, bytes }));
                 for _ in 0..INPUTS_PER_TURN_MAX {
                     match flush_rx.try_recv() {
-                        Ok((conn, bytes)) => node.handle(now(), Input::Flushed { conn, bytes }),
+                        Ok((conn, bytes)) => node.handle(now(), Input::Conn(ConnEvent::Flushed { conn, bytes })),
                         Err(_) => break,
                     }
                 }
@@ -225,10 +227,10 @@ pub async fn run(
                         }
                         DriverMsg::Input(i) => {
                             match &i {
-                                Input::Closed { conn } => {
+                                Input::Conn(ConnEvent::Closed { conn }) => {
                                     conns.remove(conn);
                                 }
-                                Input::Received { conn, .. } => {
+                                Input::Conn(ConnEvent::Received { conn, .. }) => {
                                     if let Some(c) = conns.get(conn) {
                                         c.credit.add_permits(1);
                                     }
@@ -258,7 +260,7 @@ pub async fn run(
         let _ = c.writer.send(WriteCmd::Close);
         c.reader.abort();
     }
-    journal.send(JournalCommand::Close);
+    journal.send(JournalRequest::Close);
     // Leave the lock group before exiting, so a backup takes over now rather
     // than after a session timeout.
     if !lock.release_and_wait(Duration::from_secs(5)).await {
@@ -330,7 +332,10 @@ async fn accept_loop(
             credit,
         };
         if tx.send(DriverMsg::Register(id, handle)).await.is_err()
-            || tx.send(Input::Opened { conn: id }.into()).await.is_err()
+            || tx
+                .send(Input::Conn(ConnEvent::Opened { conn: id }).into())
+                .await
+                .is_err()
         {
             return;
         }
@@ -372,7 +377,7 @@ async fn read_loop(
         };
         let bytes = Bytes::copy_from_slice(&buf[..n]);
         if tx
-            .send(Input::Received { conn: id, bytes }.into())
+            .send(Input::Conn(ConnEvent::Received { conn: id, bytes }).into())
             .await
             .is_err()
         {
@@ -380,7 +385,9 @@ async fn read_loop(
         }
     }
     debug!("connection closed by peer");
-    let _ = tx.send(Input::Closed { conn: id }.into()).await;
+    let _ = tx
+        .send(Input::Conn(ConnEvent::Closed { conn: id }).into())
+        .await;
 }
 
 async fn write_loop(
@@ -421,7 +428,9 @@ async fn write_loop(
             };
             if let Err(e) = written {
                 debug!(error = %e, "write failed");
-                let _ = tx.send(Input::Closed { conn: id }.into()).await;
+                let _ = tx
+                    .send(Input::Conn(ConnEvent::Closed { conn: id }).into())
+                    .await;
                 return;
             }
             batch.clear();

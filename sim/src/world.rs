@@ -8,7 +8,10 @@ use bytes::Bytes;
 use halyard_core::ha::Role;
 use halyard_core::ids::{ConnId, Ticket};
 use halyard_core::journal::{decode_entry, encode_entry, Entry};
-use halyard_core::node::{Input, JournalEvent, LockEvent, Node, NodeConfig, Output};
+use halyard_core::node::{
+    AcceptRequest, ConnEvent, ConnRequest, Input, JournalEvent, JournalRequest, LockEvent,
+    LockRequest, Node, NodeConfig, Output,
+};
 
 use crate::client::{AckStyle, Action, Client, Kind};
 use crate::config::{DriverBug, PlantedBug, SimConfig};
@@ -594,10 +597,10 @@ impl World {
                 let node = c.node;
                 self.feed(
                     node,
-                    Input::Received {
+                    Input::Conn(ConnEvent::Received {
                         conn: ConnId(conn),
                         bytes,
-                    },
+                    }),
                 );
             }
             Ev::CloseToNode { conn } => {
@@ -614,7 +617,7 @@ impl World {
                 }
                 if self.nodes[node].gen == gen {
                     self.nodes[node].conns.remove(&conn);
-                    self.feed(node, Input::Closed { conn: ConnId(conn) });
+                    self.feed(node, Input::Conn(ConnEvent::Closed { conn: ConnId(conn) }));
                 }
             }
             Ev::ToClient { conn, bytes } => {
@@ -763,7 +766,7 @@ impl World {
 
     fn perform(&mut self, i: usize, out: Output, inputs: &mut VecDeque<Input>) {
         match out {
-            Output::Send { conn, bytes } => {
+            Output::Conn(ConnRequest::Send { conn, bytes }) => {
                 let n = bytes.len();
                 let lat = self.latency();
                 if let Some(c) = self.conns.get_mut(&conn.0) {
@@ -779,9 +782,9 @@ impl World {
                         );
                     }
                 }
-                inputs.push_back(Input::Flushed { conn, bytes: n });
+                inputs.push_back(Input::Conn(ConnEvent::Flushed { conn, bytes: n }));
             }
-            Output::Close { conn } => {
+            Output::Conn(ConnRequest::Close { conn }) => {
                 self.nodes[i].conns.remove(&conn.0);
                 if let Some(c) = self.conns.get_mut(&conn.0) {
                     if c.node_open {
@@ -791,12 +794,12 @@ impl World {
                     }
                 }
             }
-            Output::PauseReading { .. } | Output::ResumeReading { .. } => {}
-            Output::Append { ticket, entries } => {
+            Output::Conn(ConnRequest::PauseReading { .. } | ConnRequest::ResumeReading { .. }) => {}
+            Output::Journal(JournalRequest::Append { ticket, entries }) => {
                 self.nodes[i].queue.push_back((ticket, entries));
                 self.pump_journal(i, inputs);
             }
-            Output::OpenJournal => {
+            Output::Journal(JournalRequest::Open) => {
                 let h = &mut self.nodes[i];
                 h.j = JState::Init;
                 h.attempts = 0;
@@ -809,7 +812,7 @@ impl World {
                 let txn_id = h.txn_id.clone();
                 self.request(i, ReqKind::Init, KReq::InitPid { txn_id });
             }
-            Output::CloseJournal => {
+            Output::Journal(JournalRequest::Close) => {
                 let h = &mut self.nodes[i];
                 h.j = JState::Closed;
                 h.txn = None;
@@ -817,13 +820,13 @@ impl World {
                 h.outstanding
                     .retain(|_, k| matches!(k, ReqKind::Join | ReqKind::Heartbeat));
             }
-            Output::AcquireLock => {
+            Output::Lock(LockRequest::Acquire) => {
                 self.nodes[i].want_lock = true;
                 self.nodes[i].handback_sent = false;
                 self.join(i);
                 self.ensure_heartbeats(i);
             }
-            Output::ReleaseLock => {
+            Output::Lock(LockRequest::Release) => {
                 let h = &mut self.nodes[i];
                 h.want_lock = false;
                 h.held = false;
@@ -835,8 +838,8 @@ impl World {
                     self.send_oneway(i, KReq::Leave { member });
                 }
             }
-            Output::StartAccepting => self.nodes[i].accepting = true,
-            Output::StopAccepting => self.nodes[i].accepting = false,
+            Output::Accept(AcceptRequest::Start) => self.nodes[i].accepting = true,
+            Output::Accept(AcceptRequest::Stop) => self.nodes[i].accepting = false,
             Output::Event(e) => {
                 let name = self.nodes[i].name.clone();
                 if e.is_state_change() {
@@ -1412,7 +1415,7 @@ impl World {
         }
         self.nodes[node].conns.insert(id);
         let acts = self.clients[c].on_open();
-        self.feed(node, Input::Opened { conn: ConnId(id) });
+        self.feed(node, Input::Conn(ConnEvent::Opened { conn: ConnId(id) }));
         self.client_actions(c, acts);
     }
 

@@ -8,19 +8,23 @@
 //! ```
 //!
 //! The driver promises: appends complete (durable, failed or fenced) in the
-//! order they were issued; `Output::Close` flushes what was sent before it;
-//! after `Output::Close` the node has already forgotten the connection.
+//! order they were issued; `ConnRequest::Close` flushes what was sent before
+//! it; after `ConnRequest::Close` the node has already forgotten the
+//! connection.
 
 mod events;
 mod pipeline;
+mod ports;
 mod session;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use bytes::Bytes;
-
 pub use events::Event;
 use pipeline::{Pending, Work};
+pub use ports::{
+    AcceptRequest, ConnEvent, ConnRequest, Input, JournalEvent, JournalRequest, LockEvent,
+    LockRequest, Output,
+};
 use session::Conn;
 pub use session::DUPLICATE_ID_HEADER;
 
@@ -100,106 +104,6 @@ impl Default for NodeConfig {
             planted_bug: None,
         }
     }
-}
-
-/// Something that happened, reported by the driver.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Input {
-    /// Time passed; check deadlines.
-    Tick,
-    /// Begin activation (ask for the live lock).
-    Start,
-    /// Drain and stop (SIGTERM).
-    Shutdown,
-    Opened {
-        conn: ConnId,
-    },
-    Received {
-        conn: ConnId,
-        bytes: Bytes,
-    },
-    /// The driver wrote this many bytes of what the node sent to `conn`.
-    Flushed {
-        conn: ConnId,
-        bytes: usize,
-    },
-    /// The peer closed, or the socket failed.
-    Closed {
-        conn: ConnId,
-    },
-    Journal(JournalEvent),
-    Lock(LockEvent),
-}
-
-/// Outcomes from the journal port.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum JournalEvent {
-    /// The batch of this ticket is durable.
-    Durable { ticket: Ticket },
-    /// The batch was not written (or its fate is unknown). The node steps down.
-    Failed { ticket: Ticket, reason: String },
-    /// A newer live fenced us. `by_epoch` is its activation epoch if known.
-    Fenced {
-        ticket: Ticket,
-        by_epoch: Option<u32>,
-    },
-    /// Part of the journal, in order, after `Output::OpenJournal`.
-    Loaded { entries: Vec<Entry> },
-    /// Fencing done and the journal read to its end.
-    Ready,
-    /// Opening the journal failed; the node will try again.
-    OpenFailed { reason: String },
-}
-
-/// Outcomes from the lock port.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum LockEvent {
-    /// This node now holds the live lock.
-    Acquired,
-    /// Registered, but another node holds the lock: we are a backup.
-    Standby,
-    /// The lock was lost (session timeout, lock service unreachable, revoked).
-    Lost { reason: String },
-    /// Failback: the primary is back; hand the live role over in order.
-    HandBack,
-    /// The lock service cannot be reached right now (informational while waiting).
-    Unavailable { reason: String },
-}
-
-/// An effect the driver must carry out.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Output {
-    Send {
-        conn: ConnId,
-        bytes: Bytes,
-    },
-    /// Flush what was sent, then close.
-    Close {
-        conn: ConnId,
-    },
-    /// Stop reading from the connection until `ResumeReading` (backpressure).
-    PauseReading {
-        conn: ConnId,
-    },
-    ResumeReading {
-        conn: ConnId,
-    },
-    /// Append this batch atomically, after every earlier batch.
-    Append {
-        ticket: Ticket,
-        entries: Vec<Entry>,
-    },
-    /// Fence older writers, then read the whole journal: `Loaded`* then `Ready`.
-    OpenJournal,
-    /// Stop writing; drop the writer (after stepping down).
-    CloseJournal,
-    AcquireLock,
-    ReleaseLock,
-    StartAccepting,
-    StopAccepting,
-    Event(Event),
-    /// The node has stopped; the driver may exit.
-    Stopped,
 }
 
 /// The sans-IO broker node.
@@ -302,12 +206,12 @@ impl Node {
             Input::Tick => self.on_tick(),
             Input::Start => self.on_start(),
             Input::Shutdown => self.on_shutdown(),
-            Input::Opened { conn } => self.on_opened(conn),
-            Input::Received { conn, bytes } => self.on_received(conn, &bytes),
-            Input::Flushed { conn, bytes } => {
+            Input::Conn(ConnEvent::Opened { conn }) => self.on_opened(conn),
+            Input::Conn(ConnEvent::Received { conn, bytes }) => self.on_received(conn, &bytes),
+            Input::Conn(ConnEvent::Flushed { conn, bytes }) => {
                 self.broker.flushed(conn, bytes);
             }
-            Input::Closed { conn } => self.on_closed(conn),
+            Input::Conn(ConnEvent::Closed { conn }) => self.on_closed(conn),
             Input::Journal(ev) => self.on_journal(ev),
             Input::Lock(ev) => self.on_lock(ev),
         }
@@ -315,11 +219,13 @@ impl Node {
     }
 
     /// The next effect to carry out, in order.
+    #[must_use]
     pub fn poll_output(&mut self) -> Option<Output> {
         self.outputs.pop_front()
     }
 
     /// When the node next needs `Input::Tick`.
+    #[must_use]
     pub fn next_deadline(&self) -> Option<Millis> {
         let mut d: Option<Millis> = None;
         let mut at = |t: Millis| d = Some(d.map_or(t, |x| x.min(t)));
@@ -351,7 +257,7 @@ impl Node {
             node: self.config.node_id.clone(),
             role: self.config.role,
         });
-        self.outputs.push_back(Output::AcquireLock);
+        self.outputs.push_back(Output::Lock(LockRequest::Acquire));
     }
 
     fn on_lock(&mut self, ev: LockEvent) {
@@ -363,9 +269,10 @@ impl Node {
                     self.broker = Broker::new(self.config.broker.clone());
                     self.broker.begin_load();
                     self.loaded_entries = 0;
-                    self.outputs.push_back(Output::OpenJournal);
+                    self.outputs
+                        .push_back(Output::Journal(JournalRequest::Open));
                 }
-                HaState::Stopped => self.outputs.push_back(Output::ReleaseLock),
+                HaState::Stopped => self.outputs.push_back(Output::Lock(LockRequest::Release)),
                 _ => {}
             },
             LockEvent::Standby => {
@@ -481,7 +388,7 @@ impl Node {
         self.announced_backup = false;
         self.event(Event::Live { epoch, was_backup });
         self.accepting = true;
-        self.outputs.push_back(Output::StartAccepting);
+        self.outputs.push_back(Output::Accept(AcceptRequest::Start));
     }
 
     /// Leave the live role at once: fenced, journal failure or lock lost.
@@ -489,7 +396,7 @@ impl Node {
     fn step_down(&mut self, why: Event) {
         self.event(why);
         self.drop_live_state();
-        self.outputs.push_back(Output::ReleaseLock);
+        self.outputs.push_back(Output::Lock(LockRequest::Release));
         self.state = HaState::Waiting {
             retry_at: Some(self.now + self.config.activation_retry_ms),
         };
@@ -499,11 +406,12 @@ impl Node {
     fn drop_live_state(&mut self) {
         if self.accepting {
             self.accepting = false;
-            self.outputs.push_back(Output::StopAccepting);
+            self.outputs.push_back(Output::Accept(AcceptRequest::Stop));
         }
         let conns: Vec<ConnId> = self.conns.keys().copied().collect();
         for c in conns {
-            self.outputs.push_back(Output::Close { conn: c });
+            self.outputs
+                .push_back(Output::Conn(ConnRequest::Close { conn: c }));
         }
         self.conns.clear();
         self.pipeline.clear();
@@ -511,13 +419,14 @@ impl Node {
         self.housekeeping_volatile.clear();
         self.planned_dups.clear();
         self.broker = Broker::new(self.config.broker.clone());
-        self.outputs.push_back(Output::CloseJournal);
+        self.outputs
+            .push_back(Output::Journal(JournalRequest::Close));
     }
 
     fn begin_drain(&mut self, then: AfterDrain) {
         if self.accepting {
             self.accepting = false;
-            self.outputs.push_back(Output::StopAccepting);
+            self.outputs.push_back(Output::Accept(AcceptRequest::Stop));
         }
         self.state = HaState::Draining {
             until: self.now + self.config.drain_timeout_ms,
@@ -539,7 +448,7 @@ impl Node {
             });
         }
         self.drop_live_state();
-        self.outputs.push_back(Output::ReleaseLock);
+        self.outputs.push_back(Output::Lock(LockRequest::Release));
         match then {
             AfterDrain::BecomeBackup => {
                 self.state = HaState::Waiting {
@@ -569,7 +478,7 @@ impl Node {
                 if self.state.holds_lock() {
                     self.drop_live_state();
                 }
-                self.outputs.push_back(Output::ReleaseLock);
+                self.outputs.push_back(Output::Lock(LockRequest::Release));
                 self.state = HaState::Stopped;
                 self.event(Event::Stopped);
                 self.outputs.push_back(Output::Stopped);
@@ -582,7 +491,7 @@ impl Node {
         match self.state {
             HaState::Waiting { retry_at: Some(t) } if now >= t => {
                 self.state = HaState::Waiting { retry_at: None };
-                self.outputs.push_back(Output::AcquireLock);
+                self.outputs.push_back(Output::Lock(LockRequest::Acquire));
             }
             HaState::Draining { until, .. } if now >= until => {
                 self.maybe_finish_drain(true);
@@ -600,10 +509,11 @@ impl Node {
         } else {
             let t = Ticket(self.next_ticket);
             self.next_ticket += 1;
-            self.outputs.push_back(Output::Append {
-                ticket: t,
-                entries: entries.clone(),
-            });
+            self.outputs
+                .push_back(Output::Journal(JournalRequest::Append {
+                    ticket: t,
+                    entries: entries.clone(),
+                }));
             Some(t)
         };
         if let Some(c) = work.conn().and_then(|c| self.conns.get_mut(&c)) {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::session::SubscribeReq;
-use super::{Node, Output};
+use super::{ConnRequest, Node, Output};
 use crate::broker::RefKey;
 use crate::ids::{ConnId, Id, Ticket};
 use crate::journal::{Entry, StoredMessage};
@@ -163,7 +163,8 @@ impl Node {
         };
         c.last_send = self.now;
         self.broker.charge(conn, bytes.len());
-        self.outputs.push_back(Output::Send { conn, bytes });
+        self.outputs
+            .push_back(Output::Conn(ConnRequest::Send { conn, bytes }));
     }
 
     /// Journal entries and in-memory moves that take settling references to

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tracing::debug;
 
 use super::pipeline::{VolatileSend, Work};
-use super::{Event, Node, NodeConfig, Output};
+use super::{ConnRequest, Event, Node, NodeConfig, Output};
 use crate::broker::{AckMode, Destination, RefKey};
 use crate::ha::HaState;
 use crate::ids::ConnId;
@@ -185,7 +185,8 @@ impl Node {
             }
             if c.inflight >= max {
                 c.paused = true;
-                self.outputs.push_back(Output::PauseReading { conn });
+                self.outputs
+                    .push_back(Output::Conn(ConnRequest::PauseReading { conn }));
                 return;
             }
             match c.decoder.next() {
@@ -219,7 +220,8 @@ impl Node {
             if let Some(c) = self.conns.get_mut(&conn) {
                 c.paused = false;
             }
-            self.outputs.push_back(Output::ResumeReading { conn });
+            self.outputs
+                .push_back(Output::Conn(ConnRequest::ResumeReading { conn }));
             self.process_frames(conn);
         }
     }
@@ -255,7 +257,8 @@ impl Node {
 
     pub(super) fn close_conn(&mut self, conn: ConnId) {
         if self.conns.contains_key(&conn) {
-            self.outputs.push_back(Output::Close { conn });
+            self.outputs
+                .push_back(Output::Conn(ConnRequest::Close { conn }));
             self.forget_conn(conn);
         }
     }
@@ -859,10 +862,10 @@ impl Node {
             let bytes = crate::protocol::stomp::encode_to_bytes(&f, c.version);
             let n = bytes.len();
             c.last_send = now;
-            outputs.push_back(Output::Send {
+            outputs.push_back(Output::Conn(ConnRequest::Send {
                 conn: d.conn,
                 bytes,
-            });
+            }));
             if early_ack && d.ack.is_some() {
                 housekeeping.push(Entry::Put(Record::Acked {
                     id: d.message_id,

@@ -14,7 +14,8 @@ use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
 use super::local::{Entry as RawEntry, LocalJournal, LocalJournalConfig};
-use super::port::{JournalCommand, JournalHandle};
+use super::port::JournalHandle;
+use halyard_core::node::JournalRequest;
 
 /// Bounds one group commit.
 const GROUP_BATCHES_MAX: usize = 4096;
@@ -86,13 +87,13 @@ impl Window {
 
 fn run(
     config: LocalJournalConfig,
-    mut rx: mpsc::UnboundedReceiver<JournalCommand>,
+    mut rx: mpsc::UnboundedReceiver<JournalRequest>,
     inputs: mpsc::Sender<Input>,
 ) {
     let mut journal: Option<LocalJournal> = None;
     let mut window = Window::new(0);
     let mut appends_since_compact = 0u64;
-    let mut pending: Option<JournalCommand> = None;
+    let mut pending: Option<JournalRequest> = None;
     loop {
         let cmd = match pending.take() {
             Some(c) => c,
@@ -102,7 +103,7 @@ fn run(
             },
         };
         match cmd {
-            JournalCommand::Open => {
+            JournalRequest::Open => {
                 journal = None;
                 match open_and_load(&config, &inputs) {
                     Ok(j) => {
@@ -120,20 +121,20 @@ fn run(
                     }
                 }
             }
-            JournalCommand::Close => {
+            JournalRequest::Close => {
                 if let Some(j) = journal.as_ref() {
                     window.maybe_report(j, true);
                 }
                 journal = None;
             }
-            JournalCommand::Append { ticket, entries } => {
+            JournalRequest::Append { ticket, entries } => {
                 // Group commit: take every append already queued behind this one.
                 let mut tickets = vec![ticket];
                 let mut batches = vec![to_raw(&entries)];
                 let mut bytes = batch_bytes(&batches[0]);
                 while tickets.len() < GROUP_BATCHES_MAX && bytes < GROUP_BYTES_MAX {
                     match rx.try_recv() {
-                        Ok(JournalCommand::Append { ticket, entries }) => {
+                        Ok(JournalRequest::Append { ticket, entries }) => {
                             let raw = to_raw(&entries);
                             bytes += batch_bytes(&raw);
                             tickets.push(ticket);

@@ -4,4 +4,4 @@ pub mod local_port;
 pub mod port;
 
 pub use local_port::spawn_local_journal;
-pub use port::{JournalCommand, JournalHandle};
+pub use port::JournalHandle;

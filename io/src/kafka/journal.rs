@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use halyard_core::ids::Ticket;
 use halyard_core::journal::{decode_entry, encode_entry, Entry, Record};
-use halyard_core::node::{Input, JournalEvent};
+use halyard_core::node::{Input, JournalEvent, JournalRequest};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
@@ -30,7 +30,7 @@ use tracing::{error, info, warn};
 
 use super::standby::{Standby, View};
 use super::{ensure_topic, is_fencing, KafkaConfig};
-use crate::journal::port::{JournalCommand, JournalHandle};
+use crate::journal::port::JournalHandle;
 
 /// Bounds one group commit.
 const GROUP_BATCHES_MAX: usize = 4096;
@@ -84,7 +84,7 @@ struct Writer {
 
 fn run(
     config: KafkaConfig,
-    mut rx: mpsc::UnboundedReceiver<JournalCommand>,
+    mut rx: mpsc::UnboundedReceiver<JournalRequest>,
     inputs: mpsc::Sender<Input>,
 ) {
     let mut writer: Option<Writer> = None;
@@ -93,7 +93,7 @@ fn run(
     let mut standby: Option<Standby> = None;
     let mut prepared: Option<BaseProducer> = None;
     rearm(&config, &mut standby, &mut prepared);
-    let mut pending: Option<JournalCommand> = None;
+    let mut pending: Option<JournalRequest> = None;
     let mut stats = CommitStats::new();
     let mut last_group = 0usize;
     loop {
@@ -105,7 +105,7 @@ fn run(
             },
         };
         match cmd {
-            JournalCommand::Open => {
+            JournalRequest::Open => {
                 writer = None;
                 let started = Instant::now();
                 match open_and_load(&config, &inputs, standby.take(), prepared.take()) {
@@ -134,7 +134,7 @@ fn run(
                     }
                 }
             }
-            JournalCommand::Close => {
+            JournalRequest::Close => {
                 if writer.take().is_some() {
                     stats.report(true);
                 }
@@ -142,7 +142,7 @@ fn run(
                     rearm(&config, &mut standby, &mut prepared);
                 }
             }
-            JournalCommand::Append { ticket, entries } => {
+            JournalRequest::Append { ticket, entries } => {
                 let mut tickets = vec![ticket];
                 let mut batches = vec![entries];
                 let mut bytes = 0usize;
@@ -161,7 +161,7 @@ fn run(
                         && pending.is_none()
                     {
                         match rx.try_recv() {
-                            Ok(JournalCommand::Append { ticket, entries }) => {
+                            Ok(JournalRequest::Append { ticket, entries }) => {
                                 bytes += entries.len() * 64;
                                 tickets.push(ticket);
                                 batches.push(entries);

@@ -18,7 +18,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use halyard_core::ha::Role;
-use halyard_core::node::{Input, LockEvent};
+use halyard_core::node::{Input, LockEvent, LockRequest};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
 use rdkafka::{ClientContext, TopicPartitionList};
@@ -26,7 +26,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::{ensure_topic, KafkaConfig};
-use crate::lock::port::{LockCommand, LockHandle};
+use crate::lock::port::{LockHandle, LockMsg};
 
 #[derive(Clone, Debug)]
 pub struct KafkaLockConfig {
@@ -164,7 +164,7 @@ fn join(config: &KafkaLockConfig) -> Result<Member, String> {
 
 fn run(
     config: KafkaLockConfig,
-    mut rx: mpsc::UnboundedReceiver<LockCommand>,
+    mut rx: mpsc::UnboundedReceiver<LockMsg>,
     inputs: mpsc::Sender<Input>,
 ) {
     let mut member: Option<Member> = None;
@@ -175,8 +175,8 @@ fn run(
         // Commands first.
         loop {
             match rx.try_recv() {
-                Ok(LockCommand::Acquire) => want = true,
-                Ok(LockCommand::Release { done }) => {
+                Ok((LockRequest::Acquire, _)) => want = true,
+                Ok((LockRequest::Release, done)) => {
                     want = false;
                     if let Some(m) = member.take() {
                         // Closing leaves the group at once: partition 0 moves now.

@@ -2,4 +2,4 @@
 pub mod file;
 pub mod port;
 
-pub use port::{spawn_file_lock, FileLockConfig, LockCommand, LockHandle};
+pub use port::{spawn_file_lock, FileLockConfig, LockHandle, LockMsg};

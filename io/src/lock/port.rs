@@ -10,35 +10,29 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use halyard_core::ha::Role;
-use halyard_core::node::{Input, LockEvent};
+use halyard_core::node::{Input, LockEvent, LockRequest};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use super::file::FileLock;
 
-/// What the driver asks of a lock backend.
-#[derive(Debug)]
-pub enum LockCommand {
-    Acquire,
-    /// Give the lock up; `done` is told once it really is (a Kafka member has
-    /// left its group), so a stopping node can wait for that before exiting.
-    Release {
-        done: Option<tokio::sync::oneshot::Sender<()>>,
-    },
-}
+/// A lock request from the node; `done` (releases only) is told once the
+/// lock really is given up (a Kafka member has left its group), so a
+/// stopping node can wait for that before exiting.
+pub type LockMsg = (LockRequest, Option<tokio::sync::oneshot::Sender<()>>);
 
 #[derive(Clone, Debug)]
 pub struct LockHandle {
-    tx: mpsc::UnboundedSender<LockCommand>,
+    tx: mpsc::UnboundedSender<LockMsg>,
 }
 
 impl LockHandle {
-    pub fn new(tx: mpsc::UnboundedSender<LockCommand>) -> LockHandle {
+    pub fn new(tx: mpsc::UnboundedSender<LockMsg>) -> LockHandle {
         LockHandle { tx }
     }
 
-    pub fn send(&self, cmd: LockCommand) {
-        if self.tx.send(cmd).is_err() {
+    pub fn send(&self, request: LockRequest, done: Option<tokio::sync::oneshot::Sender<()>>) {
+        if self.tx.send((request, done)).is_err() {
             tracing::error!("lock backend has exited; command dropped");
         }
     }
@@ -46,7 +40,7 @@ impl LockHandle {
     /// Releases the lock and waits (bounded) until the backend has done it.
     pub async fn release_and_wait(&self, timeout: std::time::Duration) -> bool {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.send(LockCommand::Release { done: Some(tx) });
+        self.send(LockRequest::Release, Some(tx));
         matches!(tokio::time::timeout(timeout, rx).await, Ok(Ok(())))
     }
 }
@@ -73,7 +67,7 @@ pub fn spawn_file_lock(config: FileLockConfig, inputs: mpsc::Sender<Input>) -> L
 
 async fn run(
     config: FileLockConfig,
-    mut rx: mpsc::UnboundedReceiver<LockCommand>,
+    mut rx: mpsc::UnboundedReceiver<LockMsg>,
     inputs: mpsc::Sender<Input>,
 ) {
     if let Err(e) = std::fs::create_dir_all(&config.dir) {
@@ -103,12 +97,12 @@ async fn run(
             }
         };
         match cmd {
-            Some(LockCommand::Acquire) => {
+            Some((LockRequest::Acquire, _)) => {
                 want = true;
                 announced = false;
                 handed_back = false;
             }
-            Some(LockCommand::Release { done }) => {
+            Some((LockRequest::Release, done)) => {
                 want = false;
                 held = None;
                 primary_flag = None;

@@ -9,9 +9,11 @@ use std::time::Duration;
 use halyard_core::ha::Role;
 use halyard_core::ids::Ticket;
 use halyard_core::journal::{decode_entry, encode_entry, Entry};
-use halyard_core::node::{Input, JournalEvent, LockEvent, Node, NodeConfig};
-use halyard_io::journal::{JournalCommand, JournalHandle};
-use halyard_io::lock::{LockCommand, LockHandle};
+use halyard_core::node::{
+    Input, JournalEvent, JournalRequest, LockEvent, LockRequest, Node, NodeConfig,
+};
+use halyard_io::journal::JournalHandle;
+use halyard_io::lock::{LockHandle, LockMsg};
 use halyard_io::server::{self, ServerConfig};
 use halyard_sim::kafka::{KafkaConfig, KafkaError, KafkaModel, Writer};
 use tokio::net::{TcpListener, TcpStream};
@@ -187,7 +189,7 @@ pub static ACK_WITHOUT_WRITING: std::sync::atomic::AtomicBool =
 async fn journal_task(
     name: String,
     kafka: SocketAddr,
-    mut cmds: mpsc::UnboundedReceiver<JournalCommand>,
+    mut cmds: mpsc::UnboundedReceiver<JournalRequest>,
     inputs: mpsc::Sender<Input>,
     epoch_of_node: Arc<Mutex<u32>>,
 ) {
@@ -198,7 +200,7 @@ async fn journal_task(
         let inputs = inputs.clone();
         async move { inputs.send(Input::Journal(ev)).await.is_ok() }
     };
-    let mut pending: Option<JournalCommand> = None;
+    let mut pending: Option<JournalRequest> = None;
     loop {
         let cmd = match pending.take() {
             Some(c) => c,
@@ -208,7 +210,7 @@ async fn journal_task(
             },
         };
         match cmd {
-            JournalCommand::Open => {
+            JournalRequest::Open => {
                 open = None;
                 let Some(Resp::Pid { pid, epoch }) = rpc
                     .call_retry(
@@ -270,14 +272,14 @@ async fn journal_task(
                     return;
                 }
             }
-            JournalCommand::Close => open = None,
-            JournalCommand::Append { ticket, entries } => {
+            JournalRequest::Close => open = None,
+            JournalRequest::Append { ticket, entries } => {
                 let mut tickets: Vec<Ticket> = vec![ticket];
                 let mut records: Vec<(bytes::Bytes, Option<bytes::Bytes>)> =
                     entries.iter().map(encode_entry).collect();
                 while tickets.len() < 256 {
                     match cmds.try_recv() {
-                        Ok(JournalCommand::Append { ticket, entries }) => {
+                        Ok(JournalRequest::Append { ticket, entries }) => {
                             tickets.push(ticket);
                             records.extend(entries.iter().map(|e: &Entry| encode_entry(e)));
                         }
@@ -360,7 +362,7 @@ async fn lock_task(
     role: Role,
     allow_failback: bool,
     kafka: SocketAddr,
-    mut cmds: mpsc::UnboundedReceiver<LockCommand>,
+    mut cmds: mpsc::UnboundedReceiver<LockMsg>,
     inputs: mpsc::Sender<Input>,
 ) {
     let mut rpc = Rpc::new(kafka);
@@ -375,12 +377,12 @@ async fn lock_task(
         tokio::select! {
             cmd = cmds.recv() => match cmd {
                 None => return,
-                Some(LockCommand::Acquire) => {
+                Some((LockRequest::Acquire, _)) => {
                     want = true;
                     announced = false;
                     handed_back = false;
                 }
-                Some(LockCommand::Release { done }) => {
+                Some((LockRequest::Release, done)) => {
                     want = false;
                     held = false;
                     if joined {
@@ -497,12 +499,12 @@ pub async fn run_node(
     let (ltx, lrx) = mpsc::unbounded_channel();
     let epoch = Arc::new(Mutex::new(0u32));
     // The journal adapter learns the node's epoch from the activation record it writes.
-    let (etx, mut erx) = mpsc::unbounded_channel::<JournalCommand>();
+    let (etx, mut erx) = mpsc::unbounded_channel::<JournalRequest>();
     {
         let epoch = epoch.clone();
         tokio::spawn(async move {
             while let Some(cmd) = erx.recv().await {
-                if let JournalCommand::Append { entries, .. } = &cmd {
+                if let JournalRequest::Append { entries, .. } = &cmd {
                     for e in entries {
                         if let Entry::Put(halyard_core::journal::Record::Activation {
                             epoch: ep,

@@ -1,0 +1,140 @@
+//! The node's ports: what a driver reports ([`Input`]) and what the node
+//! asks of it ([`Output`]), grouped the same way on both sides: connections,
+//! journal, lock, accepting, events.
+
+use bytes::Bytes;
+
+use super::Event;
+use crate::ids::{ConnId, Ticket};
+use crate::journal::Entry;
+
+/// Something that happened, reported by the driver.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Input {
+    /// Time passed; check deadlines.
+    Tick,
+    /// Begin activation (ask for the live lock).
+    Start,
+    /// Drain and stop (SIGTERM).
+    Shutdown,
+    Conn(ConnEvent),
+    Journal(JournalEvent),
+    Lock(LockEvent),
+}
+
+/// What happened on a client connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConnEvent {
+    Opened {
+        conn: ConnId,
+    },
+    Received {
+        conn: ConnId,
+        bytes: Bytes,
+    },
+    /// The driver wrote this many bytes of what the node sent to `conn`.
+    Flushed {
+        conn: ConnId,
+        bytes: usize,
+    },
+    /// The peer closed, or the socket failed.
+    Closed {
+        conn: ConnId,
+    },
+}
+
+/// Outcomes from the journal port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JournalEvent {
+    /// The batch of this ticket is durable.
+    Durable { ticket: Ticket },
+    /// The batch was not written (or its fate is unknown). The node steps down.
+    Failed { ticket: Ticket, reason: String },
+    /// A newer live fenced us. `by_epoch` is its activation epoch if known.
+    Fenced {
+        ticket: Ticket,
+        by_epoch: Option<u32>,
+    },
+    /// Part of the journal, in order, after `JournalRequest::Open`.
+    Loaded { entries: Vec<Entry> },
+    /// Fencing done and the journal read to its end.
+    Ready,
+    /// Opening the journal failed; the node will try again.
+    OpenFailed { reason: String },
+}
+
+/// Outcomes from the lock port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LockEvent {
+    /// This node now holds the live lock.
+    Acquired,
+    /// Registered, but another node holds the lock: we are a backup.
+    Standby,
+    /// The lock was lost (session timeout, lock service unreachable, revoked).
+    Lost { reason: String },
+    /// Failback: the primary is back; hand the live role over in order.
+    HandBack,
+    /// The lock service cannot be reached right now (informational while waiting).
+    Unavailable { reason: String },
+}
+
+/// An effect the driver must carry out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    Conn(ConnRequest),
+    Journal(JournalRequest),
+    Lock(LockRequest),
+    Accept(AcceptRequest),
+    Event(Event),
+    /// The node has stopped; the driver may exit.
+    Stopped,
+}
+
+/// What the node asks of a client connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConnRequest {
+    Send {
+        conn: ConnId,
+        bytes: Bytes,
+    },
+    /// Flush what was sent, then close.
+    Close {
+        conn: ConnId,
+    },
+    /// Stop reading from the connection until `ResumeReading` (backpressure).
+    PauseReading {
+        conn: ConnId,
+    },
+    ResumeReading {
+        conn: ConnId,
+    },
+}
+
+/// What the node asks of the journal port.
+///
+/// The driver promises: appends complete (durable, failed or fenced) in the
+/// order they were issued; `Open` answers `Loaded`* then `Ready` (or
+/// `OpenFailed`); after `Close` nothing more is written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JournalRequest {
+    /// Append this batch atomically, after every earlier batch.
+    Append { ticket: Ticket, entries: Vec<Entry> },
+    /// Fence older writers, then read the whole journal: `Loaded`* then `Ready`.
+    Open,
+    /// Stop writing; drop the writer (after stepping down).
+    Close,
+}
+
+/// What the node asks of the lock port.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum LockRequest {
+    Acquire,
+    Release,
+}
+
+/// Whether the client listener should be bound.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum AcceptRequest {
+    Start,
+    Stop,
+}
