@@ -198,6 +198,24 @@ impl Node {
             .count()
     }
 
+    /// Verifies the node's bookkeeping (broker state, journal pipeline); the
+    /// simulator calls it after every step in debug builds.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        self.broker.check_invariants()?;
+        let mut last: Option<Ticket> = None;
+        for p in &self.pipeline {
+            if let Some(t) = p.ticket {
+                if last.is_some_and(|l| l >= t) {
+                    return Err(format!(
+                        "pipeline tickets out of order: {last:?} then {t:?}"
+                    ));
+                }
+                last = Some(t);
+            }
+        }
+        Ok(())
+    }
+
     /// Applies one input. Effects are queued for [`Node::poll_output`].
     pub fn handle(&mut self, now: Millis, input: Input) {
         debug_assert!(now >= self.now, "time went backwards: {now} < {}", self.now);
