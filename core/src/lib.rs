@@ -10,6 +10,7 @@ pub mod broker;
 pub mod ha;
 pub mod ids;
 pub mod journal;
+pub mod message;
 pub mod node;
 pub mod protocol;
 pub mod testkit;

@@ -26,7 +26,9 @@ mod decode;
 mod encode;
 mod escape;
 mod frame;
+mod session;
 
 pub use decode::{DecodeError, Decoded, Decoder, Limits};
 pub use encode::{encode, encode_to_bytes, HEARTBEAT};
 pub use frame::{Command, Frame, Version};
+pub use session::{StompSession, DUPLICATE_ID_HEADER};
