@@ -222,7 +222,7 @@ fn disconnect_returns_unacked_messages() {
 fn dead_letter_after_max_delivery_attempts_survives_restart() {
     let cfg = NodeConfig {
         broker: BrokerConfig {
-            max_delivery_attempts: 3,
+            delivery_attempts_max: 3,
             ..BrokerConfig::default()
         },
         ..NodeConfig::default()

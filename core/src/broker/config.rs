@@ -4,7 +4,7 @@
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BrokerConfig {
     /// Deliveries before a message goes to the dead-letter address (Artemis default 10).
-    pub max_delivery_attempts: u32,
+    pub delivery_attempts_max: u32,
     /// Where undeliverable messages go (Artemis default `DLQ`).
     pub dead_letter_address: String,
     /// Unflushed bytes a connection may hold before deliveries to it pause.
@@ -20,7 +20,7 @@ pub struct BrokerConfig {
 impl Default for BrokerConfig {
     fn default() -> Self {
         BrokerConfig {
-            max_delivery_attempts: 10,
+            delivery_attempts_max: 10,
             dead_letter_address: "DLQ".into(),
             connection_outbound_bytes_max: 4 * 1024 * 1024,
             consumer_window_bytes_default: -1,

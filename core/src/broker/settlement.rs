@@ -66,10 +66,10 @@ impl Broker {
     }
 
     /// Puts settling references back in line for redelivery. Those that were
-    /// delivered `max_delivery_attempts` times are left settling and returned:
+    /// delivered `delivery_attempts_max` times are left settling and returned:
     /// the caller moves them to the dead-letter address.
     pub fn requeue(&mut self, keys: &[RefKey]) -> Vec<RefKey> {
-        let max = self.config.max_delivery_attempts;
+        let max = self.config.delivery_attempts_max;
         let dla = self.config.dead_letter_address.clone();
         let mut dead = Vec::new();
         for key in keys {

@@ -97,7 +97,7 @@ impl Broker {
     }
 
     /// Detaches a consumer. Its unacknowledged messages go back to the queue;
-    /// those past `max_delivery_attempts` are returned for dead-lettering. A
+    /// those past `delivery_attempts_max` are returned for dead-lettering. A
     /// connection-owned queue is deleted with its consumer.
     pub fn unsubscribe(&mut self, conn: ConnId, sub_id: &str) -> Option<Vec<RefKey>> {
         let cid = self.conns.get_mut(&conn)?.subs.remove(sub_id)?;

@@ -92,7 +92,7 @@ pub enum Outcome {
     /// Consumed (STOMP ACK, AMQP accepted).
     Accepted,
     /// Back in line for redelivery (STOMP NACK: it counts as a failed
-    /// delivery, so `max_delivery_attempts` sends it to the dead-letter
+    /// delivery, so `delivery_attempts_max` sends it to the dead-letter
     /// address).
     Requeue,
 }
