@@ -46,7 +46,7 @@ pub struct RawFrame {
     pub body: Bytes,
 }
 
-/// What [`FrameDecoder::next`] found.
+/// What [`FrameDecoder::next_item`] found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Item {
     Header(ProtocolHeader),
@@ -82,7 +82,7 @@ impl FrameError {
 
 /// Splits bytes into protocol headers and frames.
 ///
-/// Errors are sticky: after one, `next` keeps returning it.
+/// Errors are sticky: after one, `next_item` keeps returning it.
 #[derive(Debug)]
 pub struct FrameDecoder {
     buf: BytesMut,
@@ -131,7 +131,7 @@ impl FrameDecoder {
         e
     }
 
-    pub fn next(&mut self) -> Result<Option<Item>, FrameError> {
+    pub fn next_item(&mut self) -> Result<Option<Item>, FrameError> {
         if let Some(e) = &self.failed {
             return Err(e.clone());
         }

@@ -30,6 +30,7 @@
 //! and never panics on input (see `fuzz/fuzz_targets/amqp_decode.rs`).
 
 mod composite;
+pub mod connection;
 mod decode;
 mod definitions;
 mod delivery_state;

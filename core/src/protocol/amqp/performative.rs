@@ -129,7 +129,7 @@ pub struct Detach {
 pub enum Performative {
     Open(Open),
     Begin(Begin),
-    Attach(Attach),
+    Attach(Box<Attach>),
     Flow(Flow),
     Transfer(Transfer),
     Disposition(Disposition),
@@ -178,7 +178,7 @@ impl Performative {
         Ok(match code {
             OPEN => Performative::Open(read_open(&mut f)?),
             BEGIN => Performative::Begin(read_begin(&mut f)?),
-            ATTACH => Performative::Attach(read_attach(&mut f)?),
+            ATTACH => Performative::Attach(Box::new(read_attach(&mut f)?)),
             FLOW => Performative::Flow(read_flow(&mut f)?),
             TRANSFER => Performative::Transfer(read_transfer(&mut f)?),
             DISPOSITION => Performative::Disposition(read_disposition(&mut f)?),
