@@ -44,10 +44,10 @@ pub struct Reader<'l> {
     limits: &'l DecodeLimits,
 }
 
-/// The constructor of a value: its format code and, for described values
-/// inside arrays, the shared descriptor.
+/// The constructor of a value: its format code and the descriptors before
+/// it, outermost first (shared by all elements of an array).
 struct Constructor {
-    descriptor: Option<Descriptor>,
+    descriptors: Vec<Descriptor>,
     code: u8,
 }
 
@@ -166,29 +166,17 @@ impl<'l> Reader<'l> {
     }
 
     fn constructor(&mut self) -> Result<Constructor, CodecError> {
-        let code = self.u8()?;
-        if code != 0x00 {
-            return Ok(Constructor {
-                descriptor: None,
-                code,
-            });
-        }
-        self.enter()?;
-        let d = self.read().and_then(descriptor_of);
-        let inner = d.and_then(|d| {
+        let mut descriptors = Vec::new();
+        loop {
             let code = self.u8()?;
-            if code == 0x00 {
-                // A described descriptor's value is itself described: legal
-                // in theory, unused in practice, refused to keep this simple.
-                return Err(CodecError::InvalidFormatCode(0x00));
+            if code != 0x00 {
+                // The descriptors' own nesting is bounded like any other.
+                self.depth -= descriptors.len() as u32;
+                return Ok(Constructor { descriptors, code });
             }
-            Ok(Constructor {
-                descriptor: Some(d),
-                code,
-            })
-        });
-        self.depth -= 1;
-        inner
+            self.enter()?;
+            descriptors.push(descriptor_of(self.read()?)?);
+        }
     }
 
     fn read_with(&mut self, c: &Constructor) -> Result<Value, CodecError> {
@@ -198,14 +186,14 @@ impl<'l> Reader<'l> {
             });
         }
         self.values_left -= 1;
-        let value = self.read_code(c.code)?;
-        Ok(match &c.descriptor {
-            None => value,
-            Some(d) => Value::Described(Box::new(Described {
+        let mut value = self.read_code(c.code)?;
+        for d in c.descriptors.iter().rev() {
+            value = Value::Described(Box::new(Described {
                 descriptor: d.clone(),
                 value,
-            })),
-        })
+            }));
+        }
+        Ok(value)
     }
 
     fn read_code(&mut self, code: u8) -> Result<Value, CodecError> {
