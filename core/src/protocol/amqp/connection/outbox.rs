@@ -65,6 +65,11 @@ impl Outbox {
         }
     }
 
+    /// Whether every output so far was taken.
+    pub fn is_drained(&self) -> bool {
+        self.queue.is_empty() && self.bytes.is_empty()
+    }
+
     pub fn pop(&mut self) -> Option<Output> {
         if self.queue.is_empty() {
             self.flush();

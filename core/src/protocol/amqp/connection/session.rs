@@ -179,6 +179,16 @@ impl Session {
         self.write(out, &Performative::Flow(flow));
     }
 
+    /// Reopens our incoming window once half of it is used. Called when the
+    /// owner has taken every event: so one burst of input can never queue
+    /// more than a window of deliveries.
+    pub fn reopen_window(&mut self, out: &mut Outbox, window: u32) {
+        if self.state == SessionState::Mapped && self.incoming_window <= window / 2 {
+            self.incoming_window = window;
+            self.send_flow(out, None);
+        }
+    }
+
     /// Sends queued transfers while the peer's session window allows.
     pub fn pump(&mut self, out: &mut Outbox) {
         self.flush_dispositions(out);
@@ -372,12 +382,6 @@ impl Session {
         }
         self.incoming_window -= 1;
         self.next_incoming_id = self.next_incoming_id.wrapping_add(1);
-        // Payloads go to the owner at once and link credit paces the peer,
-        // so the window is reopened as soon as half of it is used.
-        if self.incoming_window <= ctx.config.session_incoming_window / 2 {
-            self.incoming_window = ctx.config.session_incoming_window;
-            self.send_flow(ctx.out, None);
-        }
         let h = t.handle;
         let unsettled_max = ctx.config.unsettled_per_session_max;
         let link = self

@@ -142,6 +142,12 @@ impl Connection {
     /// The next thing for the driver to do.
     #[must_use]
     pub fn poll_output(&mut self) -> Option<Output> {
+        if self.out.is_drained() && self.phase == Phase::Opened {
+            let window = self.config.session_incoming_window;
+            for s in self.sessions.values_mut() {
+                s.reopen_window(&mut self.out, window);
+            }
+        }
         for s in self.sessions.values_mut() {
             s.flush_dispositions(&mut self.out);
         }
