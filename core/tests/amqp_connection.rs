@@ -967,3 +967,55 @@ fn owner_detach_end_and_close() {
     c.send(0, Performative::Close { error: None });
     assert!(c.disconnected);
 }
+
+#[test]
+fn errors_on_a_link_still_waiting_for_the_owner_attach_before_detaching() {
+    let mut c = Client::opened(ConnectionConfig::default());
+    c.send(
+        0,
+        Performative::Attach(Box::new(attach("p", 0, Role::Sender, "q"))),
+    );
+    let Some(Event::AttachRequested(req)) = c.take_events().pop() else {
+        panic!()
+    };
+    // No credit was granted yet.
+    c.input(&frame_with(0, transfer(0, 0, false, true), b"x"));
+    let frames = c.take_frames();
+    assert!(
+        matches!(frames.as_slice(), [Performative::Attach(a), Performative::Detach(d)] if a.target.is_none() && condition(&d.error) == Some(Condition::TransferLimitExceeded)),
+        "{frames:?}"
+    );
+    assert!(
+        matches!(c.take_events().as_slice(), [Event::LinkDetached { link, .. }] if *link == req.link)
+    );
+    assert_eq!(
+        c.conn.accept_attach(req.link, AttachAnswer::echo(&req)),
+        Err(CommandError::UnknownLink)
+    );
+}
+
+#[test]
+fn a_frame_too_large_for_the_peer_closes_with_frame_size_too_small() {
+    let mut c = Client::opened(ConnectionConfig::default());
+    let mut a = attach("big", 0, Role::Receiver, "q");
+    a.properties = Some(vec![(Value::symbol("pad"), Value::String("x".repeat(300)))]);
+    a.source.as_mut().unwrap().terminus.address = Some("y".repeat(300));
+    c.send(0, Performative::Attach(Box::new(a)));
+    let Some(Event::AttachRequested(req)) = c.take_events().pop() else {
+        panic!()
+    };
+    // Echoing the 300-byte address twice does not fit the peer's 512.
+    let mut answer = AttachAnswer::echo(&req);
+    answer.target = Some(AttachTarget::Target(Target {
+        terminus: Terminus {
+            address: Some("z".repeat(300)),
+            ..Terminus::default()
+        },
+    }));
+    c.conn.accept_attach(req.link, answer).unwrap();
+    c.drain();
+    assert_eq!(
+        condition(&c.close_error()),
+        Some(Condition::FrameSizeTooSmall)
+    );
+}

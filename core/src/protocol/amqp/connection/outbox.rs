@@ -16,6 +16,10 @@ pub(crate) struct Outbox {
     /// Bytes were written since the last call to `take_activity`.
     active: bool,
     disconnect: bool,
+    /// The peer's max-frame-size, once known.
+    peer_max_frame: Option<u32>,
+    /// A frame that did not fit it: its name and size.
+    oversize: Option<(&'static str, usize)>,
 }
 
 impl Outbox {
@@ -32,8 +36,26 @@ impl Outbox {
         if self.disconnect {
             return;
         }
+        let start = self.bytes.len();
         encode_frame(&mut self.bytes, false, channel, &perf.to_value(), payload);
+        let size = self.bytes.len() - start;
+        if self.peer_max_frame.is_some_and(|max| size > max as usize) {
+            // Unsendable: dropped, and the connection closes.
+            self.bytes.truncate(start);
+            self.oversize.get_or_insert((perf.name(), size));
+            return;
+        }
         self.active = true;
+    }
+
+    /// From the peer's open on, frames larger than `max` are refused.
+    pub fn set_peer_max_frame(&mut self, max: u32) {
+        self.peer_max_frame = Some(max);
+    }
+
+    /// The first frame refused as too large since the last call.
+    pub fn take_oversize(&mut self) -> Option<(&'static str, usize)> {
+        self.oversize.take()
     }
 
     pub fn heartbeat(&mut self) {

@@ -617,6 +617,7 @@ impl Session {
         if link.state == LinkState::DetachSent {
             return;
         }
+        let was_pending = link.state == LinkState::Pending;
         link.state = LinkState::DetachSent;
         let id = link.id;
         if let Some(p) = link.partial.take() {
@@ -627,12 +628,20 @@ impl Session {
             closed: true,
             error: Some(error.clone()),
         });
-        let detach = Detach {
-            handle,
-            closed: true,
-            error: Some(error),
-        };
-        self.write(ctx.out, &Performative::Detach(detach));
+        if was_pending {
+            // Every detach follows an attach of ours.
+            if let Some(link) = self.links.remove(&handle) {
+                self.write_refusal(ctx.out, &link, error);
+                self.links.insert(handle, link);
+            }
+        } else {
+            let detach = Detach {
+                handle,
+                closed: true,
+                error: Some(error),
+            };
+            self.write(ctx.out, &Performative::Detach(detach));
+        }
         self.drop_link_state(handle);
     }
 

@@ -113,10 +113,12 @@ impl Connection {
     /// One input at time `now`.
     pub fn handle(&mut self, now: Millis, input: Input) {
         self.now = self.now.max(now);
-        let started = *self.started_ms.get_or_insert(self.now);
-        if self.started_ms == Some(self.now) && self.last_received_ms == 0 {
-            self.last_received_ms = started;
-            self.last_sent_ms = started;
+        if self.started_ms.is_none() {
+            // Time starts with the first input: the open timeout and the
+            // idle clocks count from here.
+            self.started_ms = Some(self.now);
+            self.last_received_ms = self.now;
+            self.last_sent_ms = self.now;
         }
         match input {
             Input::Bytes(b) => {
@@ -181,7 +183,14 @@ impl Connection {
         self.phase == Phase::Done || matches!(self.phase, Phase::Closing { .. })
     }
 
+    /// Notes bytes written as sent now, and closes the connection if one of
+    /// our frames could not be written because it exceeds the peer's
+    /// max-frame-size (e.g. an attach echoing a huge filter).
     pub(crate) fn note_activity(&mut self) {
+        if let Some((what, size)) = self.out.take_oversize() {
+            let max = self.peer.map_or(MIN_MAX_FRAME_SIZE, |p| p.max_frame_size);
+            self.fail(ProtocolError::OurFrameTooLarge { what, size, max });
+        }
         if self.out.take_activity() {
             self.last_sent_ms = self.now;
         }
@@ -432,6 +441,7 @@ impl Connection {
             .idle_time_out
             .filter(|t| *t > 0)
             .map(|t| (u64::from(t) / 2).max(HEARTBEAT_INTERVAL_MIN_MS));
+        self.out.set_peer_max_frame(o.max_frame_size);
         self.peer = Some(Peer {
             max_frame_size: o.max_frame_size,
             channel_max: o.channel_max,
