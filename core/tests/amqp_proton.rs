@@ -15,7 +15,17 @@ use bytes::Bytes;
 use halyard_core::protocol::amqp::connection::{
     AttachAnswer, Connection, ConnectionConfig, Event, Input, LinkId, Outgoing, Output,
 };
-use halyard_core::protocol::amqp::{AttachTarget, DeliveryState, Role, Symbol, Value};
+use halyard_core::protocol::amqp::{
+    AttachTarget, DecodeLimits, DeliveryState, Message, Role, Symbol,
+};
+
+/// Decodes a client's message with our codec and encodes it again, so the
+/// client reading it back checks the round trip.
+fn reencoded(payload: Bytes) -> Bytes {
+    Message::decode(payload, &DecodeLimits::default())
+        .expect("the client's message decodes")
+        .to_bytes()
+}
 
 /// Messages by address, shared by all connections.
 type Store = Arc<Mutex<BTreeMap<String, VecDeque<Bytes>>>>;
@@ -118,7 +128,7 @@ fn serve(stream: TcpStream, store: Store) {
                             .unwrap()
                             .entry(address)
                             .or_default()
-                            .push_back(r.payload);
+                            .push_back(reencoded(r.payload));
                         if !r.settled {
                             conn.settle(r.link, r.delivery_id, DeliveryState::Accepted)
                                 .unwrap();
@@ -185,6 +195,4 @@ fn proton_client_sends_and_receives() {
         .status()
         .unwrap();
     assert!(status.success(), "client failed: {status}");
-    // The body is not inspected here: the client checks what it reads back.
-    let _ = Value::Null;
 }

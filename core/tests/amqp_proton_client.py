@@ -25,19 +25,38 @@ def check(cond, what):
 conn = BlockingConnection(url, user="alice", password="secret", allowed_mechs="PLAIN", heartbeat=1)
 sender = conn.create_sender("q1")
 for i in range(25):
-    sender.send(Message(body=f"m{i}", properties={"i": i}, subject="s", durable=True, priority=7))
+    sender.send(Message(body=f"m{i}", properties={"i": i, "f": 1.5, "s": "x"}, subject="s", durable=True,
+                        priority=7, ttl=60, id=f"id-{i}", correlation_id=i, reply_to="r",
+                        content_type="text/plain", annotations={"x-opt-jms-msg-type": 5}))
 big = "x" * 300_000
 sender.send(Message(body=big, annotations={"x-opt-jms-msg-type": 5}))
-check(True, "26 messages sent, each accepted (blocking send waits for the outcome)")
+# Each body kind: data (bytes), amqp-value (map), amqp-sequence (list).
+sender.send(Message(body=b"\x00\x01binary"))
+sender.send(Message(body={"k": 1, "l": [1, 2]}))
+seq = Message(body=[1, "two"])
+seq.inferred = True
+sender.send(seq)
+check(True, "29 messages sent, each accepted (blocking send waits for the outcome)")
 
 receiver = conn.create_receiver("q1", credit=3)
 for i in range(25):
     m = receiver.receive(timeout=5)
-    check(m.body == f"m{i}" and m.properties == {"i": i} and m.subject == "s"
-          and m.durable and m.priority == 7, f"received m{i} with its properties")
+    check(m.body == f"m{i}" and m.properties == {"i": i, "f": 1.5, "s": "x"} and m.subject == "s"
+          and m.durable and m.priority == 7 and m.ttl == 60 and m.id == f"id-{i}"
+          and m.correlation_id == i and m.reply_to == "r" and m.content_type == "text/plain"
+          and m.annotations == {"x-opt-jms-msg-type": 5}, f"received m{i} with its header, properties and annotations")
     receiver.accept()
 m = receiver.receive(timeout=5)
 check(m.body == big and m.annotations == {"x-opt-jms-msg-type": 5}, "received the 300 kB multi-frame message")
+receiver.accept()
+m = receiver.receive(timeout=5)
+check(m.body == b"\x00\x01binary", "data body kept")
+receiver.accept()
+m = receiver.receive(timeout=5)
+check(m.body == {"k": 1, "l": [1, 2]} and not m.inferred, "amqp-value map body kept")
+receiver.accept()
+m = receiver.receive(timeout=5)
+check(m.body == [1, "two"] and m.inferred, "amqp-sequence body kept")
 receiver.accept()
 
 # Drain with nothing left: the server must answer with drain and use up the credit.
