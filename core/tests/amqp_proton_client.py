@@ -10,7 +10,8 @@ import struct
 import sys
 import time
 
-from proton import Message
+from proton import Link, Message
+from proton.reactor import AtMostOnce
 from proton.utils import BlockingConnection
 
 port = int(sys.argv[1])
@@ -78,6 +79,15 @@ if m is None:
 check(m.body == "after idle", "connection alive after 3 s idle with heartbeats")
 receiver.accept()
 
+# Pre-settled both ways (snd-settle-mode settled): nothing to acknowledge.
+fast_sender = conn.create_sender("q3", options=AtMostOnce())
+for i in range(3):
+    fast_sender.send(Message(body=f"fast{i}"))
+fast_receiver = conn.create_receiver("q3", credit=5, options=AtMostOnce())
+for i in range(3):
+    m = fast_receiver.receive(timeout=5)
+    check(m.body == f"fast{i}", f"pre-settled fast{i} received")
+check(fast_receiver.link.snd_settle_mode == Link.SND_SETTLED, "server honoured snd-settle-mode settled")
 conn.close()
 
 # A bad frame on a second connection: a clear close with decode-error.
