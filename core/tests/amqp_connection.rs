@@ -7,7 +7,7 @@ mod amqp_client;
 use amqp_client::*;
 use bytes::{Bytes, BytesMut};
 use halyard_core::protocol::amqp::connection::{
-    AttachAnswer, CloseReason, CommandError, ConnectionConfig, Event,
+    AttachAnswer, CloseReason, CommandError, ConnectionConfig, Event, Input,
 };
 use halyard_core::protocol::amqp::{
     encode_frame, AmqpError, AttachTarget, Condition, Detach, Performative, ProtocolHeader, Role,
@@ -381,4 +381,33 @@ fn a_frame_too_large_for_the_peer_closes_with_frame_size_too_small() {
         condition(&c.close_error()),
         Some(Condition::FrameSizeTooSmall)
     );
+}
+
+proptest::proptest! {
+    /// Random bytes after a valid handshake, with an owner that accepts
+    /// every link and grants credit: never a panic, and the connection
+    /// either keeps going or closes with an error.
+    #[test]
+    fn hostile_bytes_after_the_handshake_never_panic(chunks in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64), 1..8)) {
+        let mut c = Client::opened(ConnectionConfig { max_frame_size: 1024, ..ConnectionConfig::default() });
+        // A valid attach first, so that link frames reach a link.
+        c.send(0, Performative::Attach(Box::new(attach("l", 0, halyard_core::protocol::amqp::Role::Sender, "q"))));
+        if let Some(Event::AttachRequested(req)) = c.events.pop() {
+            c.conn.accept_attach(req.link, AttachAnswer::echo(&req)).unwrap();
+            c.conn.grant_credit(req.link, 5, false).unwrap();
+        }
+        for chunk in chunks {
+            // Each chunk as a frame body on channel 0, then raw.
+            let mut framed = vec![0, 0, 0, 0, 2, 0, 0, 0];
+            framed.extend_from_slice(&chunk);
+            let size = (framed.len() as u32).to_be_bytes();
+            framed[..4].copy_from_slice(&size);
+            let conn = &mut c.conn;
+            conn.handle(c.now, Input::Bytes(bytes::Bytes::from(framed)));
+            conn.handle(c.now, Input::Bytes(bytes::Bytes::from(chunk)));
+            while conn.poll_output().is_some() {}
+        }
+        c.conn.handle(c.now + 100_000, Input::Tick);
+        while c.conn.poll_output().is_some() {}
+    }
 }
