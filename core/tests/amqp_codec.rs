@@ -538,3 +538,16 @@ proptest! {
         let _ = Message::decode_lazy(b.into(), &DecodeLimits::default());
     }
 }
+
+#[test]
+fn jms_message_types_map_to_their_annotation_bytes() {
+    use halyard_core::protocol::amqp::jms::{self, JmsMsgType};
+    let m = jms_text_message();
+    let kind = m
+        .message_annotation(jms::JMS_MSG_TYPE)
+        .and_then(JmsMsgType::from_value);
+    assert_eq!(kind, Some(JmsMsgType::Text));
+    assert_eq!(JmsMsgType::Bytes.to_value(), Value::Byte(3));
+    assert_eq!(JmsMsgType::from_value(&Value::Byte(6)), None);
+    assert!(jms::has_capability(&[Symbol::from("topic")], jms::TOPIC));
+}

@@ -37,6 +37,7 @@ mod delivery_state;
 mod encode;
 mod error;
 mod frame;
+pub mod jms;
 mod message;
 mod performative;
 mod sasl;
