@@ -17,12 +17,17 @@
 //!   not a panic that a caller can contain: one hostile client would kill
 //!   the broker. Bounding it from outside means walking the encoding
 //!   ourselves first, which is most of a decoder.
-//! - A broker forwards the bare message it received; serde decoding builds
-//!   typed values and re-encodes them, and cannot skip a body without
-//!   building it. Here [`Message::decode_lazy`] walks the body with the same
-//!   bounds but keeps it as the bytes sent.
-//! - Its derive macros (syn 3, darling) add build time on a 2-core machine
-//!   for about 1,500 lines of codec that we can test and fuzz ourselves.
+//! - A broker forwards the bare message it received. serde decoding builds
+//!   typed values to re-encode; keeping a body as sent needs the crate's
+//!   lazy values, which rest on the same unbounded walk. Here
+//!   [`Message::decode_lazy`] walks the body with the same bounds as
+//!   everything else and keeps it as the bytes sent.
+//! - It is one maintainer's 0.x crate, and its derive macros (syn 3,
+//!   darling) add build time on a 2-core machine, for about 1,500 lines of
+//!   codec that we can test and fuzz ourselves.
+//!
+//! The connection, session and link state machines ([`connection`]) are
+//! ours either way; they know nothing of queues.
 //!
 //! The codec here bounds depth, items per compound and values per decode
 //! ([`DecodeLimits`]), checks every declared size against the bytes that
