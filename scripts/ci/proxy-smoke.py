@@ -2,10 +2,10 @@
 """Smoke check of the fault proxy between a Kafka client and the test broker's
 PROXIED listener (docs/proxy.md, docs/kafka.md).
 
-    scripts/kafka.sh start
+    scripts/services/kafka.sh start
     cargo build --release -p halyard
-    PY=$(scripts/pyenv.sh | tail -1)
-    "$PY" scripts/proxy-smoke.py
+    PY=$(scripts/services/pyenv.sh | tail -1)
+    "$PY" scripts/ci/proxy-smoke.py
 
 It starts `target/release/halyard proxy --listen 127.0.0.1:19094 --upstream
 127.0.0.1:9094 --control 127.0.0.1:19095` itself (or uses a running one with
