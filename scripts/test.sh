@@ -60,10 +60,16 @@ step "Python clients (PyPI into target/pyenv)"
 PY=$(venv_python)
 export PY HALYARD_BIN="$bin"
 
+step "scripts: every shell script parses (and passes shellcheck), every Python file compiles, the bench tools start"
+scripts/ci/check-scripts.sh
+
 step "Apache Kafka (Maven Central, KRaft on 127.0.0.1)"
 scripts/services/kafka.sh start
 scripts/services/kafka.sh status
-"$PY" scripts/ci/kafka-smoke.py
+"$PY" scripts/ci/kafka-smoke.py --bootstrap "$(scripts/services/kafka.sh bootstrap)"
+
+step "the fault proxy between librdkafka clients and real Kafka (PROXIED listener, cut, heal)"
+"$PY" scripts/ci/proxy-smoke.py
 
 step "Kafka model vs real Kafka (through the fault proxy for the group scenario)"
 proxy=$(scripts/services/kafka.sh proxied-bootstrap)

@@ -109,7 +109,6 @@ KAFKA_STARTED=0
 ARTEMIS_USED=0
 NODE_PID=""
 SAMPLER_PID=""
-DELETE_TOPICS=()
 
 cleanup() {
     local rc=$?
@@ -323,7 +322,8 @@ calibrate_ceiling() {
 }
 
 run_halyard_kafka() { # ROUND
-    local round=$1 cid="bench-$RUN_ID-r$round"
+    local round=$1
+    local cid="bench-$RUN_ID-r$round"
     cid=${cid,,}
     start_node halyard-kafka "$round" "$RUN/logs/halyard-kafka-r$round.node.log" "$HALYARD_KAFKA_PORT" \
         --data-dir "$RUN/data/halyard-kafka-r$round" \

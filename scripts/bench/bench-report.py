@@ -463,7 +463,7 @@ def main():
     a = ap.parse_args()
 
     run = a.run.rstrip("/")
-    root = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+    root = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
     out_dir = os.path.dirname(os.path.abspath(a.out)) or "."
     meta = read_kv(os.path.join(run, "meta.txt"))
     cmds = read_commands(run)

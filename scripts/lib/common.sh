@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by every shell script under scripts/ (after `set -euo pipefail`):
 #
 #   # shellcheck source=../lib/common.sh

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by scripts/services/kafka.sh and scripts/services/artemis.sh (after lib/common.sh).
 #
 # terminate PID: SIGTERM, up to 60 s to exit, then SIGKILL and up to 10 s
