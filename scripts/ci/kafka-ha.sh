@@ -12,11 +12,12 @@
 # running: another suite may be using it; scripts/test.sh stops it at the end.
 #
 # Environment: HALYARD_BIN = binary to test (default: target/release/halyard,
-# built here if missing or older than the sources). KAFKA_PORT = the port of
-# the broker to use (default 9092; scripts/services/kafka.sh derives the fault
-# proxy's port from it, so two suites that both cut their broker need two
-# brokers: run another with KAFKA_PORT=39092 from its own tree). KAFKA_SH =
-# another copy of scripts/services/kafka.sh to use (a broker in another tree).
+# built here if missing or older than the sources). KAFKA_SH = the kafka.sh of
+# another checkout, to use its broker. The broker is the one kafka.sh runs, or
+# starts with KAFKA_PORT and the rest of its header; the fault proxy's port
+# derives from KAFKA_PORT and only one proxy fits a broker, so two runs that
+# both cut Kafka need two brokers, e.g. one started in another checkout with
+# `KAFKA_PORT=39092 scripts/services/kafka.sh start` (proxy port 49094).
 set -euo pipefail
 # shellcheck source=../lib/common.sh
 . "$(dirname "${BASH_SOURCE[0]}")/../lib/common.sh"
