@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """Failover figures for Halyard on a real Kafka; writes docs/failover.md.
 
-    PY=$(scripts/pyenv.sh | tail -1)
+    PY=$(scripts/services/pyenv.sh | tail -1)
     cargo build --release -p halyard
-    scripts/kafka.sh start
-    "$PY" scripts/failover_figures.py                  # full set, about 5 minutes
-    "$PY" scripts/failover_figures.py --runs 1 --journal 0 --session-timeouts 3000 --no-write   # quick look
+    scripts/services/kafka.sh start
+    "$PY" scripts/bench/failover-figures.py                  # full set, about 5 minutes
+    "$PY" scripts/bench/failover-figures.py --runs 1 --journal 0 --session-timeouts 3000 --no-write   # quick look
 
 For each lock-group session timeout (3000 ms and the default 6000 ms) and each
 journal size (0 and 100,000 unconsumed 1 KiB messages, filled with
@@ -43,20 +43,34 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "kafka"))
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests"))
 
-import conftest as h  # noqa: E402  (the harness of tests/kafka)
+# The shared test harness (tests/harness), as the Kafka HA suite uses it.
+from harness.failover import FailoverConsumer, FailoverProducer, check_delivery  # noqa: E402
+from harness.kafka import (  # noqa: E402
+    BACKUP_ANNOUNCED,
+    BACKUP_LIVE,
+    JOURNAL_READ,
+    LOCK_OBTAINED,
+    Cluster,
+    HaNode,
+    ensure_kafka,
+    new_cluster_id,
+)
+from harness.logs import log  # noqa: E402
+from harness.node import HALYARD_BIN  # noqa: E402
+from harness.stomp_wire import stomp_accepts  # noqa: E402
 
 PROBE_DEST = "/queue/probe"
-NOTES_MARKER = "<!-- notes: written by hand, kept by scripts/failover_figures.py -->"
+NOTES_MARKER = "<!-- notes: written by hand, kept by scripts/bench/failover-figures.py -->"
 FILL_DEST = "/queue/fill"
 
 
 class Prober(threading.Thread):
     """Polls one node's STOMP port; records the first time it answers."""
 
-    def __init__(self, node: h.HaNode, period_s: float = 0.01):
+    def __init__(self, node: HaNode, period_s: float = 0.01):
         super().__init__(daemon=True)
         self.node = node
         self.period_s = period_s
@@ -66,7 +80,7 @@ class Prober(threading.Thread):
     def run(self):
         while not self.stop_flag and self.first is None:
             t = time.time()
-            if h.stomp_accepts(self.node.addr, timeout=1.0):
+            if stomp_accepts(self.node.addr, timeout=1.0):
                 self.first = t
                 return
             time.sleep(self.period_s)
@@ -87,11 +101,11 @@ def journal_label(count: int, dup_ids: bool) -> str:
     return f"{count:,}" + ("" if dup_ids else " (no dup ids)")
 
 
-def fill(node: h.HaNode, count: int, dup_ids: bool = True) -> tuple[float, str]:
+def fill(node: HaNode, count: int, dup_ids: bool = True) -> tuple[float, str]:
     t0 = time.monotonic()
     r = subprocess.run(
         [
-            str(h.HALYARD_BIN),
+            str(HALYARD_BIN),
             "produce",
             "--url",
             f"tcp://127.0.0.1:{node.port}",
@@ -115,16 +129,16 @@ def fill(node: h.HaNode, count: int, dup_ids: bool = True) -> tuple[float, str]:
     return time.monotonic() - t0, (out[-1] if out else "")
 
 
-def journal_line(node: h.HaNode, since: int) -> dict:
-    hits = node.find(h.JOURNAL_READ, since=since)
+def journal_line(node: HaNode, since: int) -> dict:
+    hits = node.find(JOURNAL_READ, since=since)
     if not hits:
         return {}
-    m = re.search(h.JOURNAL_READ, hits[-1].line)
+    m = re.search(JOURNAL_READ, hits[-1].line)
     records, mb, secs, rps = int(m.group(1)), float(m.group(2)), float(m.group(3)), float(m.group(4))
     return {"records": records, "mb": mb, "secs": secs, "rps": rps, "mbps": mb / secs if secs else 0.0}
 
 
-def loaded_line(node: h.HaNode, since: int) -> str:
+def loaded_line(node: HaNode, since: int) -> str:
     hits = node.find(r"journal loaded: .*", since=since)
     return re.search(r"journal loaded: .*", hits[-1].line).group(0) if hits else ""
 
@@ -132,7 +146,7 @@ def loaded_line(node: h.HaNode, since: int) -> str:
 def one_scenario(base: Path, bootstrap: str, session_ms: int, spec: str, runs: int, sigterm_runs: int):
     journal_msgs, dup_ids = parse_journal(spec)
     label = journal_label(journal_msgs, dup_ids)
-    c = h.Cluster(base / f"s{session_ms}-j{spec}", bootstrap, h.new_cluster_id("fig"))
+    c = Cluster(base / f"s{session_ms}-j{spec}", bootstrap, new_cluster_id("fig"))
     c.base_dir.mkdir(parents=True, exist_ok=True)
     a = c.node("a", "primary", session_timeout_ms=session_ms)
     b = c.node("b", "backup", session_timeout_ms=session_ms)
@@ -144,10 +158,10 @@ def one_scenario(base: Path, bootstrap: str, session_ms: int, spec: str, runs: i
         if journal_msgs:
             secs, line = fill(a, journal_msgs, dup_ids)
             results["fill"] = (secs, line)
-            h.log(f"filled {label} messages in {secs:.1f} s: {line}")
-        run_id = h.new_cluster_id("run")
-        consumer = h.FailoverConsumer(c.addrs(), PROBE_DEST, run_id, window_bytes=65536)
-        producer = h.FailoverProducer(c.addrs(), PROBE_DEST, 10**9, run_id, window=200, rate=200, give_up_s=120)
+            log(f"filled {label} messages in {secs:.1f} s: {line}")
+        run_id = new_cluster_id("run")
+        consumer = FailoverConsumer(c.addrs(), PROBE_DEST, run_id, window_bytes=65536)
+        producer = FailoverProducer(c.addrs(), PROBE_DEST, 10**9, run_id, window=200, rate=200, give_up_s=120)
         consumer.start()
         producer.start()
         assert consumer.wait_count(200, timeout=30), "the probe consumer gets nothing"
@@ -177,8 +191,8 @@ def one_scenario(base: Path, bootstrap: str, session_ms: int, spec: str, runs: i
             if kind == "term":
                 rc = live.wait_exit(20)
                 assert rc == 0, f"{live.name} exit code {rc} after SIGTERM"
-            lock = backup.wait_log(h.LOCK_OBTAINED, since=pos, timeout=60)
-            became = backup.wait_log(h.BACKUP_LIVE, since=pos, timeout=120)
+            lock = backup.wait_log(LOCK_OBTAINED, since=pos, timeout=60)
+            became = backup.wait_log(BACKUP_LIVE, since=pos, timeout=120)
             prober.join(timeout=30)
             assert prober.first is not None, f"{backup.name} never accepted"
             deadline = time.monotonic() + 30
@@ -200,7 +214,7 @@ def one_scenario(base: Path, bootstrap: str, session_ms: int, spec: str, runs: i
                 "loaded": loaded_line(backup, pos),
             }
             results[kind].append(row)
-            h.log(
+            log(
                 f"session {session_ms} ms, journal {label}: {kind} {live.name}: lock {row['lock']:.2f} s, "
                 f"live {row['live']:.2f} s, accept {row['accept']:.2f} s, first msg "
                 f"{row['first'] if row['first'] is None else round(row['first'], 2)} s; journal {j}; {row['loaded']}"
@@ -208,7 +222,7 @@ def one_scenario(base: Path, bootstrap: str, session_ms: int, spec: str, runs: i
             # The old live comes back as the backup for the next run.
             pos2 = live.log_pos()
             live.start()
-            live.wait_log(h.BACKUP_ANNOUNCED, since=pos2, timeout=60)
+            live.wait_log(BACKUP_ANNOUNCED, since=pos2, timeout=60)
             # A backup that has been up a while holds a caught-up copy of the
             # journal (hot standby); measure that steady state, not a copy
             # still being built seconds after a restart (see the notes).
@@ -223,10 +237,10 @@ def one_scenario(base: Path, bootstrap: str, session_ms: int, spec: str, runs: i
         caught_up = consumer.wait_for(want, timeout=60)
         consumer.stop()
         consumer.join(timeout=10)
-        r = h.check_delivery(producer, consumer)
+        r = check_delivery(producer, consumer)
         if not caught_up:
-            h.log(f"the probe consumer did not catch up within 60 s: {len(r.lost)} receipted messages missing")
-        h.log(f"probe traffic: {r.line()}")
+            log(f"the probe consumer did not catch up within 60 s: {len(r.lost)} receipted messages missing")
+        log(f"probe traffic: {r.line()}")
         results["check"] = r
         return results
     finally:
@@ -254,12 +268,12 @@ def binary_info() -> str:
 
     head = git("rev-parse", "--short", "HEAD")
     dirty = [l[3:] for l in git("status", "--porcelain", "--untracked-files=no").splitlines() if l.strip()]
-    built = dt.datetime.fromtimestamp(h.HALYARD_BIN.stat().st_mtime, dt.timezone.utc)
+    built = dt.datetime.fromtimestamp(HALYARD_BIN.stat().st_mtime, dt.timezone.utc)
     tree = f"commit {head}" + (f" plus uncommitted changes to {', '.join(dirty)}" if dirty else "")
     try:
-        name = h.HALYARD_BIN.resolve().relative_to(ROOT)
+        name = HALYARD_BIN.resolve().relative_to(ROOT)
     except ValueError:
-        name = h.HALYARD_BIN
+        name = HALYARD_BIN
     return f"`{name}` (built {built:%H:%M} UTC); source tree at run time: {tree}"
 
 
@@ -274,7 +288,7 @@ def breakdown(r) -> tuple[float | None, float | None]:
 
 
 def render(all_results, args, started, elapsed) -> str:
-    cmd = "\"$PY\" scripts/failover_figures.py" + (" " + " ".join(sys.argv[1:]) if sys.argv[1:] else "")
+    cmd = "\"$PY\" scripts/bench/failover-figures.py" + (" " + " ".join(sys.argv[1:]) if sys.argv[1:] else "")
     cpu = ""
     try:
         cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
@@ -283,14 +297,14 @@ def render(all_results, args, started, elapsed) -> str:
     lines = [
         "# Failover figures (Kafka journal and lock)",
         "",
-        "Measured by `scripts/failover_figures.py` against a real Apache Kafka 4.3.1",
-        "(`scripts/kafka.sh`, single KRaft node on 127.0.0.1) and real `halyard node`",
+        "Measured by `scripts/bench/failover-figures.py` against a real Apache Kafka 4.3.1",
+        "(`scripts/services/kafka.sh`, single KRaft node on 127.0.0.1) and real `halyard node`",
         "processes (release build). Reproduce with:",
         "",
         "```sh",
         "cargo build --release -p halyard",
-        "scripts/kafka.sh start",
-        "PY=$(scripts/pyenv.sh | tail -1)",
+        "scripts/services/kafka.sh start",
+        "PY=$(scripts/services/pyenv.sh | tail -1)",
         cmd,
         "```",
         "",
@@ -423,11 +437,11 @@ def main() -> int:
     ap.add_argument("--no-write", action="store_true", help="print the report, do not write --out")
     args = ap.parse_args()
 
-    bootstrap = h.ensure_kafka()
+    bootstrap = ensure_kafka()
     started = dt.datetime.now(dt.timezone.utc)
     t0 = time.monotonic()
     base = Path(tempfile.mkdtemp(prefix="halyard-figures-"))
-    h.log(f"logs under {base}")
+    log(f"logs under {base}")
     all_results = []
     for s_ms in [int(x) for x in args.session_timeouts.split(",")]:
         for spec in args.journal.split(","):
@@ -441,7 +455,7 @@ def main() -> int:
         if out.exists() and NOTES_MARKER in out.read_text():
             report += "\n" + NOTES_MARKER + out.read_text().split(NOTES_MARKER, 1)[1]
         out.write_text(report)
-        h.log(f"wrote {args.out}")
+        log(f"wrote {args.out}")
     bad = [r for _, res in all_results if (r := res["check"]) and (r.lost or r.stored_twice or r.unexpected)]
     return 1 if bad else 0
 

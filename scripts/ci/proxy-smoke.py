@@ -2,14 +2,16 @@
 """Smoke check of the fault proxy between a Kafka client and the test broker's
 PROXIED listener (docs/proxy.md, docs/kafka.md).
 
-    scripts/kafka.sh start
+    scripts/services/kafka.sh start
     cargo build --release -p halyard
-    PY=$(scripts/pyenv.sh | tail -1)
-    "$PY" scripts/proxy-smoke.py
+    PY=$(scripts/services/pyenv.sh | tail -1)
+    "$PY" scripts/ci/proxy-smoke.py
 
-It starts `target/release/halyard proxy --listen 127.0.0.1:19094 --upstream
-127.0.0.1:9094 --control 127.0.0.1:19095` itself (or uses a running one with
---no-spawn) and checks, with confluent-kafka (librdkafka):
+It starts `halyard proxy --listen 127.0.0.1:19094 --upstream 127.0.0.1:9094
+--control 127.0.0.1:19095` itself (or uses a running one with --no-spawn;
+binary: $HALYARD_BIN, default target/release/halyard; the addresses are those
+of the broker scripts/services/kafka.sh runs, the control port is the proxy's
+plus one) and checks, with confluent-kafka (librdkafka):
   1. clients that bootstrap at the proxy are told the broker is at the proxy
      (the PROXIED listener's advertised address), so they stay on it;
   2. through the proxy only: create a topic, commit a transaction
@@ -39,7 +41,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka import libversion, version
 from confluent_kafka.admin import AdminClient, NewTopic
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RDKAFKA_LOG_FILE = os.path.join(ROOT, "target", "proxy-smoke-rdkafka.log")
 RDKAFKA_LOG = logging.getLogger("rdkafka")
 failures = []
@@ -120,6 +122,16 @@ def wait_port(addr, timeout_s):
     return False
 
 
+def kafka_sh(command):
+    """The last line `scripts/services/kafka.sh COMMAND` prints (an address
+    of the running broker, or the configured one)."""
+    out = subprocess.run(
+        ["bash", os.path.join(ROOT, "scripts", "services", "kafka.sh"), command],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    return out.strip().splitlines()[-1]
+
+
 def poll_values(consumer, want, timeout_s):
     """Polls until every value in `want` arrived or time runs out; returns (got, ms)."""
     t0 = time.monotonic()
@@ -137,14 +149,15 @@ def poll_values(consumer, want, timeout_s):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    kport = int(os.environ.get("KAFKA_PORT", "9092"))
-    proxied_port = int(os.environ.get("KAFKA_PROXIED_PORT", kport + 2))
-    proxy_port = int(os.environ.get("KAFKA_PROXY_PORT", proxied_port + 10000))
-    ap.add_argument("--bootstrap", default=f"127.0.0.1:{kport}", help="the plain listener")
-    ap.add_argument("--upstream", default=f"127.0.0.1:{proxied_port}", help="the PROXIED listener")
-    ap.add_argument("--proxy", default=f"127.0.0.1:{proxy_port}", help="the proxy (PROXIED's advertised address)")
+    proxy = kafka_sh("proxied-bootstrap")
+    proxy_port = int(proxy.rsplit(":", 1)[1])
+    ap.add_argument("--bootstrap", default=kafka_sh("bootstrap"), help="the plain listener")
+    ap.add_argument("--upstream", default=kafka_sh("proxied-upstream"), help="the PROXIED listener")
+    ap.add_argument("--proxy", default=proxy, help="the proxy (PROXIED's advertised address)")
     ap.add_argument("--control", default=f"127.0.0.1:{proxy_port + 1}", help="the proxy's control API")
-    ap.add_argument("--halyard", default=os.path.join(ROOT, "target", "release", "halyard"))
+    ap.add_argument(
+        "--halyard", default=os.environ.get("HALYARD_BIN", os.path.join(ROOT, "target", "release", "halyard"))
+    )
     ap.add_argument("--no-spawn", action="store_true", help="use an already running proxy")
     args = ap.parse_args()
     os.makedirs(os.path.dirname(RDKAFKA_LOG_FILE), exist_ok=True)

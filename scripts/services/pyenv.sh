@@ -1,23 +1,20 @@
 #!/usr/bin/env bash
 # Creates (idempotently) the Python venv at <repo>/target/pyenv with the pinned
-# clients from scripts/requirements.txt (stomp.py, confluent-kafka,
+# clients from scripts/services/requirements.txt (stomp.py, confluent-kafka,
 # python-qpid-proton, pytest). The last line of stdout is the venv's python:
 #
-#   PY=$(scripts/pyenv.sh | tail -1)
+#   PY=$(scripts/services/pyenv.sh | tail -1)
 #
 # Environment: PYTHON = interpreter to build the venv from (default python3).
 set -euo pipefail
 
-SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
-REQ="$SCRIPT_DIR/requirements.txt"
+# shellcheck source=../lib/common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../lib/common.sh"
+REQ="$SCRIPTS/services/requirements.txt"
 VENV="$ROOT/target/pyenv"
 PY="$VENV/bin/python"
 STAMP="$VENV/.installed"
 PYTHON=${PYTHON:-python3}
-
-log() { printf 'pyenv.sh: %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
 
 want_stamp() {
     { sha256sum "$REQ" | cut -d' ' -f1; "$PY" -c 'import sys; print(sys.version)'; } 2>/dev/null

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Halyard against the ceiling of its journal and against Apache ActiveMQ Artemis, in one run,
-# on one machine and one Kafka, then BENCHMARKS.md (scripts/bench_report.py).
+# on one machine and one Kafka, then BENCHMARKS.md (scripts/bench/bench-report.py).
 #
-#   scripts/bench-compare.sh            build, run every configuration ROUNDS times, write the report
+#   scripts/bench/bench-compare.sh      build, run every configuration ROUNDS times, write the report
 #
 # Configurations (CONFIGS, in this order within a round):
 #   ceiling        `halyard kafka-ceiling`: a plain rdkafka transactional producer writing
@@ -12,7 +12,7 @@
 #                  CEILING_RUNS runs, the better one counts)
 #   halyard-kafka  `halyard node` with the Kafka journal (a fresh cluster id each round)
 #   halyard-local  `halyard node` with the local journal (fsync on; a fresh data dir under target/)
-#   artemis        Apache ActiveMQ Artemis (scripts/artemis.sh: default persistent journal,
+#   artemis        Apache ActiveMQ Artemis (scripts/services/artemis.sh: default persistent journal,
 #                  STOMP acceptor, login artemis/artemis; its data emptied before each run).
 #                  Its STOMP consumer window is set to ARTEMIS_WINDOW (-1, unbounded: Halyard's
 #                  default; Artemis's own default is 10 KiB for client-individual acks, with which
@@ -41,14 +41,14 @@
 #   REPORT [BENCHMARKS.md]  PLOTS [docs/benchmarks]  (the report copies the plots there)
 # Raw results, logs and CPU samples: target/bench-compare/RUN_ID/ (target/bench-compare/latest).
 #
-# Kafka: scripts/kafka.sh start if it is not running (then stopped at the end); if it was
+# Kafka: scripts/services/kafka.sh start if it is not running (then stopped at the end); if it was
 # already running (someone else may use it) it is left running. Topics this script creates
 # (ceiling topics, the Halyard clusters' journal and lock topics) are deleted after use so the
 # log cleaner does not compact them during later runs.
 set -euo pipefail
 
-SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
+# shellcheck source=../lib/common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../lib/common.sh"
 cd "$ROOT"
 
 PRODUCERS=${PRODUCERS:-1}
@@ -96,7 +96,6 @@ COMMANDS="$RUN/commands.txt"
 : >"$COMMANDS"
 
 log() { printf '[bench-compare %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "error: $*"; exit 1; }
 meta() { printf '%s=%s\n' "$1" "$2" >>"$META"; }
 record_cmd() { # LABEL ROUND ARGV...
     local label=$1 round=$2
@@ -110,7 +109,6 @@ KAFKA_STARTED=0
 ARTEMIS_USED=0
 NODE_PID=""
 SAMPLER_PID=""
-DELETE_TOPICS=()
 
 cleanup() {
     local rc=$?
@@ -119,10 +117,10 @@ cleanup() {
         kill -TERM "$NODE_PID" 2>/dev/null || true
         wait "$NODE_PID" 2>/dev/null || true
     fi
-    if ((ARTEMIS_USED)); then scripts/artemis.sh stop || true; fi
+    if ((ARTEMIS_USED)); then scripts/services/artemis.sh stop || true; fi
     if ((KAFKA_STARTED)); then
         log "stopping the Kafka this script started"
-        scripts/kafka.sh stop || true
+        scripts/services/kafka.sh stop || true
     fi
     exit "$rc"
 }
@@ -136,7 +134,7 @@ port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 kafka_pid() { cat target/kafka/kafka.pid 2>/dev/null || true; }
 
 # Samples CPU ticks of the machine (/proc/stat) and of every thread of each LABEL=PID, every
-# SAMPLE_INTERVAL seconds, into FILE, until killed. bench_report.py turns it into CPU %.
+# SAMPLE_INTERVAL seconds, into FILE, until killed. bench-report.py turns it into CPU %.
 sample_cpu() { # FILE LABEL=PID...
     local out=$1
     shift
@@ -185,7 +183,7 @@ stop_sampler() {
 }
 
 delete_topic() {
-    scripts/kafka.sh topics --delete --if-exists --topic "$1" >>"$RUN/logs/topic-deletes.log" 2>&1 \
+    scripts/services/kafka.sh topics --delete --if-exists --topic "$1" >>"$RUN/logs/topic-deletes.log" 2>&1 \
         || log "warning: could not delete Kafka topic $1 (see $RUN/logs/topic-deletes.log)"
 }
 
@@ -272,7 +270,7 @@ run_bench() { # LABEL ROUND PORT BROKER_PID RATE [EXTRA BENCH ARGS...]
 
 run_ceiling() { # ROUND
     local round=$1 bootstrap
-    bootstrap=$(scripts/kafka.sh bootstrap)
+    bootstrap=$(scripts/services/kafka.sh bootstrap)
     local count=$CEILING_COUNT k
     for ((k = 1; k <= CEILING_RUNS; k++)); do
         local tag="ceiling-r$round-$k" topic="halyard-ceiling-$RUN_ID-r$round-$k"
@@ -304,7 +302,7 @@ run_ceiling() { # ROUND
 # Sizes the ceiling runs to take about CEILING_SECONDS: a short calibration run first.
 calibrate_ceiling() {
     local bootstrap topic="halyard-ceiling-$RUN_ID-calibration" n=${CEILING_CALIBRATION_COUNT:-200000}
-    bootstrap=$(scripts/kafka.sh bootstrap)
+    bootstrap=$(scripts/services/kafka.sh bootstrap)
     local cmd=("$BIN" kafka-ceiling --bootstrap "$bootstrap" --count "$n" --size "$SIZE"
         --transaction-records "$CEILING_TXN" --topic "$topic" "${CEILING_FLAGS[@]}")
     record_cmd ceiling-calibration 0 "${cmd[@]}"
@@ -324,16 +322,17 @@ calibrate_ceiling() {
 }
 
 run_halyard_kafka() { # ROUND
-    local round=$1 cid="bench-$RUN_ID-r$round"
+    local round=$1
+    local cid="bench-$RUN_ID-r$round"
     cid=${cid,,}
     start_node halyard-kafka "$round" "$RUN/logs/halyard-kafka-r$round.node.log" "$HALYARD_KAFKA_PORT" \
         --data-dir "$RUN/data/halyard-kafka-r$round" \
-        --kafka-bootstrap "$(scripts/kafka.sh bootstrap)" --cluster-id "$cid"
+        --kafka-bootstrap "$(scripts/services/kafka.sh bootstrap)" --cluster-id "$cid"
     run_bench halyard-kafka "$round" "$HALYARD_KAFKA_PORT" "$NODE_PID" "$RATE"
     stop_node
     # End offset of the journal topic: records written plus one commit marker per transaction.
-    scripts/kafka.sh tool org.apache.kafka.tools.GetOffsetShell --bootstrap-server \
-        "$(scripts/kafka.sh bootstrap)" --topic "halyard-$cid-journal" \
+    scripts/services/kafka.sh tool org.apache.kafka.tools.GetOffsetShell --bootstrap-server \
+        "$(scripts/services/kafka.sh bootstrap)" --topic "halyard-$cid-journal" \
         >"$RUN/results/halyard-kafka-r$round.journal-offsets" 2>>"$RUN/logs/topic-deletes.log" || true
     delete_topic "halyard-$cid-journal"
     delete_topic "halyard-$cid-lock"
@@ -374,8 +373,8 @@ run_artemis() { # ROUND
         windows+=("")
     fi
     for i in "${!labels[@]}"; do
-        scripts/artemis.sh clean
-        ARTEMIS_STOMP_CONSUMER_WINDOW=${windows[$i]} scripts/artemis.sh start
+        scripts/services/artemis.sh clean
+        ARTEMIS_STOMP_CONSUMER_WINDOW=${windows[$i]} scripts/services/artemis.sh start
         meta "artemis_acceptor_${labels[$i]}" \
             "$(sed -n -E 's#.*<acceptor name="stomp">([^<]*)</acceptor>.*#\1#p' target/artemis/instance/etc/broker.xml)"
         cp target/artemis/artemis.out "$RUN/logs/${labels[$i]}-r$round.start.log" 2>/dev/null || true
@@ -386,7 +385,7 @@ run_artemis() { # ROUND
             --user "$ARTEMIS_USER" --password "$ARTEMIS_PASSWORD" \
             --url "tcp://127.0.0.1:${ARTEMIS_CORE_PORT:-61626}" --queueName "${DESTINATION##*/}" \
             >"$RUN/results/${labels[$i]}-r$round.queue-stat" 2>&1 || true
-        scripts/artemis.sh stop
+        scripts/services/artemis.sh stop
         cp target/artemis/artemis.out "$RUN/logs/${labels[$i]}-r$round.broker.log" 2>/dev/null || true
     done
 }
@@ -405,18 +404,18 @@ fi
 wants() { [[ " $CONFIGS " == *" $1 "* ]]; }
 
 if wants ceiling || wants halyard-kafka; then
-    if scripts/kafka.sh status >/dev/null 2>&1; then
+    if scripts/services/kafka.sh status >/dev/null 2>&1; then
         log "Kafka already running; leaving it running afterwards"
     else
-        log "starting Kafka (scripts/kafka.sh start)"
-        scripts/kafka.sh start
+        log "starting Kafka (scripts/services/kafka.sh start)"
+        scripts/services/kafka.sh start
         KAFKA_STARTED=1
     fi
 fi
 if wants artemis; then
     # A fresh instance for this run (artemis create, journal auto-tuning included).
-    scripts/artemis.sh reset
-    scripts/artemis.sh fetch
+    scripts/services/artemis.sh reset
+    scripts/services/artemis.sh fetch
 fi
 for p in "$HALYARD_KAFKA_PORT" "$HALYARD_LOCAL_PORT"; do
     port_free "$p" || die "127.0.0.1:$p is taken by another process"
@@ -436,7 +435,7 @@ meta java "$(java -version 2>&1 | head -n 1)"
 meta java_runtime "$(java -version 2>&1 | sed -n 2p)"
 if wants ceiling || wants halyard-kafka; then
     meta kafka_version "$(ls target/kafka/libs/kafka_2.13-*.jar 2>/dev/null | head -n 1 | sed -E 's/.*kafka_2.13-(.*)\.jar/\1/')"
-    meta kafka_bootstrap "$(scripts/kafka.sh bootstrap)"
+    meta kafka_bootstrap "$(scripts/services/kafka.sh bootstrap)"
     meta kafka_started_by_script "$KAFKA_STARTED"
     meta kafka_data_dir "target/kafka/data"
     meta kafka_heap "${KAFKA_HEAP_OPTS:--Xms128m -Xmx512m}"
@@ -464,17 +463,17 @@ for ((round = 1; round <= ROUNDS; round++)); do
 done
 
 if wants artemis; then
-    scripts/artemis.sh info | sed 's/^/artemis_/' >>"$META"
+    scripts/services/artemis.sh info | sed 's/^/artemis_/' >>"$META"
     # Artemis's ASYNCIO journal needs libaio; without it `artemis create` picks NIO.
     meta libaio "$( (ldconfig -p 2>/dev/null | grep -q 'libaio\.so') && echo present || echo absent)"
     cp target/artemis/create.log "$RUN/logs/artemis-create.log" 2>/dev/null || true
     cp target/artemis/instance/etc/broker.xml "$RUN/logs/artemis-broker.xml" 2>/dev/null || true
-    scripts/artemis.sh clean # its journal files: hundreds of MB
+    scripts/services/artemis.sh clean # its journal files: hundreds of MB
 fi
 meta finished_utc "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 meta load_at_end "$(cat /proc/loadavg)"
 
 log "writing $REPORT"
-python3 scripts/bench_report.py --run "$RUN" --out "$REPORT" --plots "$PLOTS"
-gzip -q "$RUN"/cpu/*.txt "$RUN"/cpu/*.threads 2>/dev/null || true # bench_report.py reads .gz too
+python3 scripts/bench/bench-report.py --run "$RUN" --out "$REPORT" --plots "$PLOTS"
+gzip -q "$RUN"/cpu/*.txt "$RUN"/cpu/*.threads 2>/dev/null || true # bench-report.py reads .gz too
 log "done: $REPORT, plots in $PLOTS/, raw results in $RUN"

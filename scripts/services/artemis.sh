@@ -1,22 +1,22 @@
 #!/usr/bin/env bash
-# Apache ActiveMQ Artemis, for comparing Halyard against it (scripts/bench-compare.sh).
+# Apache ActiveMQ Artemis, for comparing Halyard against it (scripts/bench/bench-compare.sh).
 # No Docker, no tarball from a web site: the binary distribution comes from Maven Central
-# through Maven, like scripts/kafka.sh's Kafka jars.
+# through Maven, like scripts/services/kafka.sh's Kafka jars.
 #
-#   scripts/artemis.sh fetch     download and unpack the pinned distribution once
-#   scripts/artemis.sh start     fetch, create the broker instance if missing, start it in the
-#                                background, wait until STOMP answers a real CONNECT with login
-#   scripts/artemis.sh stop      SIGTERM (Artemis stops cleanly), wait up to 60 s, then SIGKILL
-#   scripts/artemis.sh status    exit 0 if running and STOMP answers a CONNECT
-#   scripts/artemis.sh restart   stop + start
-#   scripts/artemis.sh clean     stop and empty the instance's data dir (journal, bindings,
-#                                paging): the next start has no messages, same configuration
-#   scripts/artemis.sh reset     stop and delete the instance (next start runs `artemis create`
-#                                again, journal auto-tuning included)
-#   scripts/artemis.sh logs [TAIL ARGS]   tail the broker's output (default: last 200 lines)
-#   scripts/artemis.sh version   print the Artemis version
-#   scripts/artemis.sh info      version, journal type (NIO / ASYNCIO / MAPPED), journal settings,
-#                                the STOMP acceptor, as KEY=VALUE lines
+#   scripts/services/artemis.sh fetch     download and unpack the pinned distribution once
+#   scripts/services/artemis.sh start     fetch, create the broker instance if missing, start it in the
+#                                         background, wait until STOMP answers a real CONNECT with login
+#   scripts/services/artemis.sh stop      SIGTERM (Artemis stops cleanly), wait up to 60 s, then SIGKILL
+#   scripts/services/artemis.sh status    exit 0 if running and STOMP answers a CONNECT
+#   scripts/services/artemis.sh restart   stop + start
+#   scripts/services/artemis.sh clean     stop and empty the instance's data dir (journal, bindings,
+#                                         paging): the next start has no messages, same configuration
+#   scripts/services/artemis.sh reset     stop and delete the instance (next start runs `artemis create`
+#                                         again, journal auto-tuning included)
+#   scripts/services/artemis.sh logs [TAIL ARGS]   tail the broker's output (default: last 200 lines)
+#   scripts/services/artemis.sh version   print the Artemis version
+#   scripts/services/artemis.sh info      version, journal type (NIO / ASYNCIO / MAPPED), journal settings,
+#                                         the STOMP acceptor, as KEY=VALUE lines
 #
 # The version is pinned (ARTEMIS_VERSION, default 2.56.0: the newest 2.x that resolves on
 # Maven Central here). From 2.41 on, Artemis is an Apache top-level project and its artifacts
@@ -45,10 +45,10 @@
 # ARTEMIS_START_TIMEOUT seconds (90).
 set -euo pipefail
 
-SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
-# shellcheck source=lib/terminate.sh
-. "$SCRIPT_DIR/lib/terminate.sh"
+# shellcheck source=../lib/common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../lib/common.sh"
+# shellcheck source=../lib/terminate.sh
+. "$SCRIPTS/lib/terminate.sh"
 
 ARTEMIS_VERSION=${ARTEMIS_VERSION:-2.56.0}
 ARTEMIS_STOMP_PORT=${ARTEMIS_STOMP_PORT:-61613}
@@ -79,9 +79,6 @@ PIDFILE="$ADIR/artemis.pid"
 LOGFILE="$ADIR/artemis.out"
 CREATE_LOG="$ADIR/create.log"
 INSTANCE_STAMP="$INSTANCE/.halyard-create"
-
-log() { printf 'artemis.sh: %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
 
 # --- fetch -----------------------------------------------------------------
 
@@ -225,7 +222,7 @@ cmd_start() {
     done
     log "STOMP on 127.0.0.1:$ARTEMIS_STOMP_PORT did not answer CONNECTED within ${ARTEMIS_START_TIMEOUT}s (last answer: ${answer:-none}); last lines of $LOGFILE:"
     tail -n 40 "$LOGFILE" >&2 || true
-    die "Artemis did not become ready (still running as pid $pid; scripts/artemis.sh stop ends it)"
+    die "Artemis did not become ready (still running as pid $pid; scripts/services/artemis.sh stop ends it)"
 }
 
 cmd_stop() {

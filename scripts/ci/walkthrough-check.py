@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
-"""Helpers for scripts/walkthrough.sh (the HA walkthrough with local processes).
+"""Helpers for scripts/ci/walkthrough.sh (the HA walkthrough with local processes).
 
-    walkthrough_check.py free-ports N
+    walkthrough-check.py free-ports N
         Print N distinct free TCP ports on 127.0.0.1, one per line.
 
-    walkthrough_check.py tap --out FILE LISTEN_PORT=HOST:PORT [LISTEN_PORT=HOST:PORT ...]
+    walkthrough-check.py tap --out FILE LISTEN_PORT=HOST:PORT [LISTEN_PORT=HOST:PORT ...]
         A recording STOMP tap: forwards each 127.0.0.1:LISTEN_PORT to its upstream and
         writes "PRODUCER SEQ MESSAGE-ID conn=N" for every MESSAGE frame (halyard-producer,
         halyard-seq and message-id headers; N counts the tap's connections) the upstream
@@ -14,17 +14,17 @@
         When the upstream refuses (a backup does not listen), the client is closed at once,
         so a failover client moves on to the next address. Runs until SIGTERM/SIGINT.
 
-    walkthrough_check.py drain --out FILE --destination D HOST:PORT [HOST:PORT ...]
+    walkthrough-check.py drain --out FILE --destination D HOST:PORT [HOST:PORT ...]
         With stomp.py (an independent client): connect to whichever address accepts,
         subscribe (client-individual), record and ack every message until idle, then
         write "PRODUCER SEQ MESSAGE-ID" lines. Finds what the consumer left behind.
 
-    walkthrough_check.py verify --count N --producer-id P FILE [FILE ...]
+    walkthrough-check.py verify --count N --producer-id P FILE [FILE ...]
         Union of the recorded messages; exit 1 unless every seq 0..N-1 of producer P
         is present, under one message-id each (a seq under two ids was stored twice),
         and nothing else arrived. Prints a JSON summary.
 
-Only the standard library, plus stomp.py for `drain` (target/pyenv, scripts/pyenv.sh).
+Only the standard library, plus stomp.py for `drain` (target/pyenv, scripts/services/pyenv.sh).
 """
 
 import argparse

@@ -8,8 +8,8 @@ A file imports another when a `use` or an inline path (`crate::a::B`,
 child module (`mod x;`) is not an import. Methods spread over several files
 (`impl Node` blocks) are not imports either: only names are.
 
-    scripts/check-imports.py            # core, io, sim, bin
-    scripts/check-imports.py --max-lines 900
+    scripts/ci/check-imports.py            # core, io, sim, bin
+    scripts/ci/check-imports.py --max-lines 900
 """
 import argparse
 import os

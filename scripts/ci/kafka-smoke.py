@@ -4,9 +4,9 @@ journal relies on (see /work/shared/DESIGN.md, "Kafka journal and lock").
 
 Run with the venv python against a started broker:
 
-    scripts/kafka.sh start
-    PY=$(scripts/pyenv.sh | tail -1)
-    "$PY" scripts/kafka-smoke.py [--bootstrap 127.0.0.1:9092] [--keep]
+    scripts/services/kafka.sh start
+    PY=$(scripts/services/pyenv.sh | tail -1)
+    "$PY" scripts/ci/kafka-smoke.py [--bootstrap 127.0.0.1:9092] [--keep]
 
 It checks, with confluent-kafka (librdkafka):
   1. a compacted topic can be created (cleanup.policy=compact);

@@ -3,7 +3,9 @@
 # crate, or if its source reads a clock, spawns threads or touches sockets or
 # files. The core must stay sans-IO: time and bytes arrive as inputs.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+# shellcheck source=../lib/common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../lib/common.sh"
+cd "$ROOT"
 
 deps=$(cargo tree -q -p halyard-core -e normal --prefix none | awk '{print $1}' | sort -u)
 bad_deps=$(echo "$deps" | grep -E -x '(tokio|mio|rdkafka|madsim|madsim-tokio|async-std|smol|rand|getrandom|socket2|libc)' || true)

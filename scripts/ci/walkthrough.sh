@@ -16,27 +16,27 @@
 # tap in front of the consumer plus a final stomp.py drain), the expected log lines present.
 # Prints a summary; exits non-zero on a lost message, a missing log line or a timeout.
 #
-#   bash scripts/walkthrough.sh
-#   WALK_RATE=300 WALK_SECONDS=60 bash scripts/walkthrough.sh
+#   bash scripts/ci/walkthrough.sh
+#   WALK_RATE=300 WALK_SECONDS=60 bash scripts/ci/walkthrough.sh
 #
 # Environment (defaults): WALK_RATE (200 msg/s), WALK_SECONDS (60: count = rate x seconds),
 # WALK_COUNT (overrides the count), WALK_SIZE (512 bytes), WALK_SESSION_TIMEOUT_MS (3000),
 # WALK_PHASE_TIMEOUT (45 s per wait), WALK_SETTLE (3 s of traffic between phases),
 # WALK_PROXY_WAIT (120 s: how long to wait for the proxied port to be free), HALYARD_BIN,
-# PY (a python with stomp.py; default from scripts/pyenv.sh), WALK_KAFKA_SH (another copy of
-# kafka.sh, e.g. one in a scratch dir run with KAFKA_PORT=29092 for a private broker whose proxy
-# port is 39094), WALK_KEEP=1 (keep the nodes' data dirs on success). Kafka comes from
-# scripts/kafka.sh: started if not running, stopped at the end only if this script started it.
+# PY (a python with stomp.py; default from scripts/services/pyenv.sh), WALK_KAFKA_SH (the
+# kafka.sh of another checkout, e.g. one started there with KAFKA_PORT=29092 for a private
+# broker whose proxy port is 39094), WALK_KEEP=1 (keep the nodes' data dirs on success). Kafka comes from
+# scripts/services/kafka.sh: started if not running, stopped at the end only if this script started it.
 # Kafka advertises one fixed proxy address (127.0.0.1:19094), so one walkthrough at a time:
 # the script waits (WALK_PROXY_WAIT) while anything else listens there.
 # Work dir: target/walkthrough/RUN_ID (the log of every process, the tap's record, the drain).
 set -euo pipefail
 
-SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
+# shellcheck source=../lib/common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../lib/common.sh"
 BIN=${HALYARD_BIN:-$ROOT/target/release/halyard}
-KAFKA_SH=${WALK_KAFKA_SH:-$SCRIPT_DIR/kafka.sh}
-CHECK="$SCRIPT_DIR/walkthrough_check.py"
+KAFKA_SH=${WALK_KAFKA_SH:-$SCRIPTS/services/kafka.sh}
+CHECK="$SCRIPTS/ci/walkthrough-check.py"
 
 RATE=${WALK_RATE:-200}
 SECONDS_OF_TRAFFIC=${WALK_SECONDS:-60}
@@ -66,8 +66,8 @@ mkdir -p "$WORK"
 log "run $RUN_ID, work dir $WORK"
 
 [[ -x "$BIN" ]] || { log "building $BIN"; (cd "$ROOT" && cargo build --release -p halyard >&2); }
-PY=${PY:-$("$SCRIPT_DIR/pyenv.sh" | tail -1)}
-"$PY" -c 'import stomp' || { echo "walkthrough: $PY has no stomp.py (scripts/pyenv.sh)" >&2; exit 1; }
+PY=${PY:-$(venv_python)}
+"$PY" -c 'import stomp' || { echo "walkthrough: $PY has no stomp.py (scripts/services/pyenv.sh)" >&2; exit 1; }
 
 # --- process bookkeeping ---------------------------------------------------------
 
@@ -183,10 +183,10 @@ port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 if "$KAFKA_SH" status >/dev/null 2>&1; then
     log "Kafka is already running: using it (and leaving it running)"
 else
-    log "starting Kafka (scripts/kafka.sh start)"
+    log "starting Kafka (scripts/services/kafka.sh start)"
     if ! "$KAFKA_SH" start >"$WORK/kafka-start.log" 2>&1; then
         cat "$WORK/kafka-start.log" >&2
-        die "scripts/kafka.sh start failed"
+        die "scripts/services/kafka.sh start failed"
     fi
     # start is idempotent: if another run started it meanwhile, it is not ours to stop.
     if grep -q "started Kafka" "$WORK/kafka-start.log"; then KAFKA_STARTED=1; fi

@@ -4,11 +4,13 @@
 # restarts and clogged links; zero lost receipted messages per seed. A failing
 # seed prints `MADSIM_TEST_SEED=...`; rerun with that variable to replay it.
 #
-#   scripts/madsim.sh                  # seeds 1..200
-#   MADSIM_TEST_NUM=1000 scripts/madsim.sh
-#   MADSIM_TEST_SEED=42 MADSIM_TEST_NUM=1 RUST_LOG=info scripts/madsim.sh -- --nocapture
+#   scripts/ci/madsim.sh                  # seeds 1..200
+#   MADSIM_TEST_NUM=1000 scripts/ci/madsim.sh
+#   MADSIM_TEST_SEED=42 MADSIM_TEST_NUM=1 RUST_LOG=info scripts/ci/madsim.sh -- --nocapture
 set -euo pipefail
-cd "$(dirname "$0")/.."
+# shellcheck source=../lib/common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../lib/common.sh"
+cd "$ROOT"
 export RUSTFLAGS="--cfg madsim"
 export MADSIM_TEST_SEED=${MADSIM_TEST_SEED:-1}
 export MADSIM_TEST_NUM=${MADSIM_TEST_NUM:-200}
