@@ -58,7 +58,8 @@ impl Broker {
                         None => true,
                         Some(w) => c.unacked.is_empty() || c.unacked_bytes < w,
                     };
-                    if conn_ok && window_ok {
+                    let credit_ok = c.credit != Some(0);
+                    if conn_ok && window_ok && credit_ok {
                         chosen = Some(cid);
                         break;
                     }
@@ -81,6 +82,9 @@ impl Broker {
                     continue;
                 };
                 r.deliveries += 1;
+                if let Some(credit) = c.credit.as_mut() {
+                    *credit -= 1;
+                }
                 let size = m.body.size_bytes();
                 let mut auto_settle_entries = Vec::new();
                 let (ack, auto_settled) = if c.ack_mode == AckMode::Auto {
@@ -123,6 +127,22 @@ impl Broker {
                     f.unflushed_bytes += bytes;
                 }
             }
+        }
+        self.finish_drains();
+    }
+
+    /// Consumers asked to drain that can get nothing more now: their
+    /// remaining credit is used up (AMQP: the sender advances its
+    /// delivery-count and answers the flow).
+    fn finish_drains(&mut self) {
+        let draining = std::mem::take(&mut self.draining);
+        for cid in draining {
+            let Some(c) = self.consumers.get_mut(&cid) else {
+                continue;
+            };
+            c.credit = Some(0);
+            c.drain = false;
+            self.drained.push((c.conn, c.sub_id.clone()));
         }
     }
 }

@@ -24,4 +24,4 @@ pub use destination::{Destination, DestinationConfig, DestinationError};
 pub use errors::{AckError, SendError, SubscribeError};
 pub use queue::{AckMode, Queue};
 pub use state::Broker;
-pub use types::{Delivery, RefKey, SendPlan};
+pub use types::{ConsumerSpec, Delivery, RefKey, SendPlan};

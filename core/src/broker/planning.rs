@@ -53,7 +53,9 @@ impl Broker {
                 let (id, create) =
                     self.plan_queue(&dest.address, &dest.address, QueueKind::Anycast, ids);
                 plan.creates.extend(create);
-                if persistent {
+                // A temporary queue is not journaled: neither are its messages.
+                let durable = self.queues.get(&id).is_none_or(Queue::durable);
+                if persistent && durable {
                     plan.durable_queues.push(id);
                 } else {
                     plan.volatile_queues.push(id);

@@ -65,8 +65,11 @@ pub struct MessageRef {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum QueueOwner {
     Durable(QueueKind),
-    /// A non-durable topic subscription; it ends with its connection.
+    /// A non-durable topic subscription or a temporary queue; it ends with
+    /// its connection.
     Connection(ConnId),
+    /// A non-durable shared subscription; it ends with its last consumer.
+    Shared,
 }
 
 #[derive(Clone, Debug)]

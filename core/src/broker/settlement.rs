@@ -89,6 +89,21 @@ impl Broker {
         dead
     }
 
+    /// Puts settling references back in line without counting their
+    /// delivery (AMQP `released`: the client never processed them).
+    pub fn release(&mut self, keys: &[RefKey]) {
+        for key in keys {
+            let Some(q) = self.queues.get_mut(&key.queue) else {
+                continue;
+            };
+            if let Some(r) = q.refs.get_mut(&key.message) {
+                r.deliveries = r.deliveries.saturating_sub(1);
+                q.make_ready(key.message);
+                self.dirty.insert(key.queue);
+            }
+        }
+    }
+
     /// Moves a settling non-journaled reference to another queue in memory.
     pub fn move_volatile(&mut self, key: RefKey, to: Id) {
         self.drop_ref(key.message, key.queue);

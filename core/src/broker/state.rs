@@ -20,6 +20,11 @@ pub(crate) struct Consumer {
     pub(crate) queue: Id,
     pub(crate) ack_mode: AckMode,
     pub(crate) window_bytes: Option<usize>,
+    /// Deliveries left (AMQP link credit); `None`: not credit-limited.
+    pub(crate) credit: Option<u32>,
+    /// The client asked to use up the credit: once nothing more can be
+    /// delivered, the rest of it is given back (see `take_drained`).
+    pub(crate) drain: bool,
     pub(crate) unacked_bytes: usize,
     /// ack seq -> (message, size), in delivery order for cumulative acks.
     pub(crate) unacked: BTreeMap<u64, (Id, usize)>,
@@ -109,6 +114,10 @@ pub struct Broker {
     pub(crate) conns: BTreeMap<ConnId, ConnFlow>,
     /// Queues that may be able to deliver.
     pub(crate) dirty: BTreeSet<Id>,
+    /// Consumers asked to drain their credit.
+    pub(crate) draining: BTreeSet<ConsumerId>,
+    /// (connection, subscription) whose drain finished: tell the client.
+    pub(crate) drained: Vec<(ConnId, String)>,
     /// Journaled messages no durable queue references any more: tombstone them.
     pub(crate) dead: Vec<(Id, Vec<Id>)>,
     pub(crate) dups: BTreeMap<String, DupCache>,
@@ -137,6 +146,8 @@ impl Broker {
             next_consumer: 1,
             conns: BTreeMap::new(),
             dirty: BTreeSet::new(),
+            draining: BTreeSet::new(),
+            drained: Vec::new(),
             dead: Vec::new(),
             dups: BTreeMap::new(),
             dead_dups: Vec::new(),

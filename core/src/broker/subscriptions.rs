@@ -4,9 +4,9 @@
 use std::collections::BTreeMap;
 
 use super::errors::SubscribeError;
-use super::queue::{AckMode, ConsumerId, Queue, QueueOwner, RefState};
+use super::queue::{ConsumerId, Queue, QueueOwner, RefState};
 use super::state::{Broker, Consumer};
-use super::types::RefKey;
+use super::types::{ConsumerSpec, RefKey};
 use crate::ids::{ConnId, Id};
 use crate::journal::{QueueKind, Routing};
 
@@ -24,20 +24,47 @@ impl Broker {
         id
     }
 
+    /// Creates a connection-owned anycast queue named like its address (a
+    /// temporary queue): sends to the address reach it; it ends with the
+    /// connection.
+    pub fn create_temporary_queue(&mut self, conn: ConnId, address: &str, id: Id) -> Id {
+        let q = Queue::new(
+            id,
+            address.to_string(),
+            address.to_string(),
+            Routing::Anycast,
+            QueueOwner::Connection(conn),
+        );
+        self.insert_queue(q);
+        id
+    }
+
+    /// The queue of a non-durable shared subscription, created on first use.
+    pub fn shared_volatile_queue(&mut self, name: &str, address: &str, id: Id) -> Id {
+        if let Some(q) = self.names.get(name) {
+            return *q;
+        }
+        let q = Queue::new(
+            id,
+            name.to_string(),
+            address.to_string(),
+            Routing::Multicast,
+            QueueOwner::Shared,
+        );
+        self.insert_queue(q);
+        id
+    }
+
     /// Attaches a consumer to a queue.
-    #[allow(clippy::too_many_arguments)]
     pub fn subscribe(
         &mut self,
         conn: ConnId,
-        sub_id: &str,
         queue: Id,
-        ack_mode: AckMode,
-        window_bytes: Option<usize>,
-        destination: String,
+        spec: ConsumerSpec,
     ) -> Result<(), SubscribeError> {
         let flow = self.conns.entry(conn).or_default();
-        if flow.subs.contains_key(sub_id) {
-            return Err(SubscribeError::DuplicateId(sub_id.to_string()));
+        if flow.subs.contains_key(&spec.sub_id) {
+            return Err(SubscribeError::DuplicateId(spec.sub_id));
         }
         let Some(q) = self.queues.get_mut(&queue) else {
             return Err(SubscribeError::NoQueue(queue.to_string()));
@@ -46,28 +73,62 @@ impl Broker {
             q.owner,
             QueueOwner::Durable(QueueKind::DurableSubscription(_))
         ) && !q.consumers.is_empty()
+            && !spec.shared
         {
             return Err(SubscribeError::DurableInUse(q.name.clone()));
         }
         let cid = ConsumerId(self.next_consumer);
         self.next_consumer += 1;
         q.consumers.push_back(cid);
-        flow.subs.insert(sub_id.to_string(), cid);
+        flow.subs.insert(spec.sub_id.clone(), cid);
         self.consumers.insert(
             cid,
             Consumer {
                 conn,
-                sub_id: sub_id.to_string(),
+                sub_id: spec.sub_id,
                 queue,
-                ack_mode,
-                window_bytes,
+                ack_mode: spec.ack_mode,
+                window_bytes: spec.window_bytes,
+                credit: spec.credit,
+                drain: false,
                 unacked_bytes: 0,
                 unacked: BTreeMap::new(),
-                destination,
+                destination: spec.destination,
             },
         );
         self.dirty.insert(queue);
         Ok(())
+    }
+
+    /// Sets a consumer's credit (AMQP flow); with `drain`, what cannot be
+    /// delivered now is given back once dispatch has run.
+    pub fn set_credit(&mut self, conn: ConnId, sub_id: &str, credit: u32, drain: bool) -> bool {
+        let Some(cid) = self
+            .conns
+            .get(&conn)
+            .and_then(|f| f.subs.get(sub_id))
+            .copied()
+        else {
+            return false;
+        };
+        let Some(c) = self.consumers.get_mut(&cid) else {
+            return false;
+        };
+        c.credit = Some(credit);
+        c.drain = drain;
+        if drain {
+            self.draining.insert(cid);
+        } else {
+            self.draining.remove(&cid);
+        }
+        self.dirty.insert(c.queue);
+        true
+    }
+
+    /// Subscriptions whose drain finished since the last call: their
+    /// credit is used up, and the client is to be told.
+    pub fn take_drained(&mut self) -> Vec<(ConnId, String)> {
+        std::mem::take(&mut self.drained)
     }
 
     /// Checks a durable subscription can be attached: returns its queue if it exists.
@@ -75,6 +136,7 @@ impl Broker {
         &self,
         name: &str,
         address: &str,
+        shared: bool,
     ) -> Result<Option<Id>, SubscribeError> {
         match self.names.get(name).and_then(|id| self.queues.get(id)) {
             None => Ok(None),
@@ -83,7 +145,7 @@ impl Broker {
                 existing: q.address.clone(),
                 requested: address.to_string(),
             }),
-            Some(q) if !q.consumers.is_empty() => {
+            Some(q) if !q.consumers.is_empty() && !shared => {
                 Err(SubscribeError::DurableInUse(name.to_string()))
             }
             Some(q) => Ok(Some(q.id)),
@@ -108,6 +170,7 @@ impl Broker {
         let Some(c) = self.consumers.remove(&cid) else {
             return Vec::new();
         };
+        self.draining.remove(&cid);
         if let Some(flow) = self.conns.get_mut(&c.conn) {
             flow.subs.remove(&c.sub_id);
             for seq in c.unacked.keys() {
@@ -128,7 +191,11 @@ impl Broker {
                     });
                 }
             }
-            delete = matches!(q.owner, QueueOwner::Connection(_));
+            delete = match q.owner {
+                QueueOwner::Connection(_) => q.routing == Routing::Multicast,
+                QueueOwner::Shared => q.consumers.is_empty(),
+                QueueOwner::Durable(_) => false,
+            };
         }
         if delete {
             self.delete_queue(c.queue);
@@ -146,6 +213,16 @@ impl Broker {
         let mut dlq = Vec::new();
         for cid in flow.subs.values() {
             dlq.extend(self.remove_consumer(*cid));
+        }
+        // Its temporary queues go with it.
+        let temporary: Vec<Id> = self
+            .queues
+            .values()
+            .filter(|q| q.owner == QueueOwner::Connection(conn))
+            .map(|q| q.id)
+            .collect();
+        for q in temporary {
+            self.delete_queue(q);
         }
         dlq
     }

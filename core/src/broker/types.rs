@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use super::queue::AckMode;
 use crate::ids::{ConnId, Id};
 use crate::journal::{Entry, QueueDef};
 use crate::message::Message;
@@ -46,4 +47,22 @@ pub struct SendPlan {
     pub durable_queues: Vec<Id>,
     /// Queues that hold it in memory only.
     pub volatile_queues: Vec<Id>,
+}
+
+/// A consumer to attach: how it acknowledges and how much it may hold.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConsumerSpec {
+    /// Unique per connection.
+    pub sub_id: String,
+    pub ack_mode: AckMode,
+    /// Unacknowledged bytes it may hold; `None` is unbounded (STOMP's
+    /// `consumer-window-size`).
+    pub window_bytes: Option<usize>,
+    /// Deliveries it may still receive, granted by the client (AMQP link
+    /// credit); `None` when the protocol has no credit.
+    pub credit: Option<u32>,
+    /// Other consumers may share its queue (a shared subscription).
+    pub shared: bool,
+    /// How its deliveries name where they came from.
+    pub destination: String,
 }

@@ -13,9 +13,14 @@ pub struct DurableSub {
 }
 
 impl DurableSub {
-    /// The name of its queue (Artemis's `client-id.name`).
+    /// The name of its queue (Artemis's `client-id.name`; a global one,
+    /// with no client id, is just `name`).
     pub fn queue_name(&self) -> String {
-        format!("{}.{}", self.client_id, self.name)
+        if self.client_id.is_empty() {
+            self.name.clone()
+        } else {
+            format!("{}.{}", self.client_id, self.name)
+        }
     }
 }
 

@@ -2,6 +2,8 @@
 
 use crate::broker::{BrokerConfig, DestinationConfig};
 use crate::ha::Role;
+use crate::protocol::amqp::connection::ConnectionConfig;
+use crate::protocol::amqp::jms;
 use crate::protocol::stomp::Limits;
 
 /// Everything a node is configured with. Time and randomness are not here:
@@ -32,6 +34,9 @@ pub struct NodeConfig {
     pub drain_timeout_ms: u64,
     /// Pause before asking for the lock again after a failed activation.
     pub activation_retry_ms: u64,
+    /// AMQP connections: what the open frame offers and every limit a peer
+    /// can push on.
+    pub amqp: ConnectionConfig,
     /// A deliberate bug (simulator self-tests only).
     #[cfg(feature = "planted-bugs")]
     pub planted_bug: Option<PlantedBug>,
@@ -69,8 +74,23 @@ impl Default for NodeConfig {
             transaction_bytes_max: 64 * 1024 * 1024,
             drain_timeout_ms: 5_000,
             activation_retry_ms: 1_000,
+            amqp: amqp_defaults(),
             #[cfg(feature = "planted-bugs")]
             planted_bug: None,
         }
+    }
+}
+
+/// What an AMQP client is offered: Qpid JMS needs ANONYMOUS-RELAY for
+/// producers without a destination, SHARED-SUBS for shared subscriptions,
+/// DELAYED_DELIVERY for delivery delays.
+pub fn amqp_defaults() -> ConnectionConfig {
+    ConnectionConfig {
+        offered_capabilities: vec![
+            jms::ANONYMOUS_RELAY.into(),
+            jms::SHARED_SUBS.into(),
+            jms::DELAYED_DELIVERY.into(),
+        ],
+        ..ConnectionConfig::default()
     }
 }

@@ -7,24 +7,28 @@ use super::config::NodeConfig;
 use super::ops::{ProtocolSession, TxName};
 use crate::broker::RefKey;
 use crate::message::Message;
+use crate::protocol::amqp::AmqpSession;
 use crate::protocol::stomp::StompSession;
 use crate::Millis;
 
 /// The protocols a client connection can speak.
 pub(crate) enum Session {
     Stomp(Box<StompSession>),
+    Amqp(Box<AmqpSession>),
 }
 
 impl Session {
     pub fn get(&mut self) -> &mut dyn ProtocolSession {
         match self {
             Session::Stomp(s) => s.as_mut(),
+            Session::Amqp(s) => s.as_mut(),
         }
     }
 
     pub fn peek(&self) -> &dyn ProtocolSession {
         match self {
             Session::Stomp(s) => s.as_ref(),
+            Session::Amqp(s) => s.as_ref(),
         }
     }
 }

@@ -15,6 +15,7 @@ use crate::broker::RefKey;
 use crate::ha::HaState;
 use crate::ids::ConnId;
 use crate::journal::{Entry, Record};
+use crate::protocol::amqp::AmqpSession;
 use crate::protocol::stomp::StompSession;
 
 /// How many first bytes decide the protocol: AMQP's header starts `AMQP`.
@@ -54,15 +55,12 @@ impl Node {
             if c.sniffed[..n] == AMQP_PREFIX[..n] && n < SNIFF_BYTES {
                 return; // could still be AMQP: wait for more
             }
-            if c.sniffed.starts_with(AMQP_PREFIX) {
-                debug!(%conn, "AMQP protocol header, but AMQP is not served yet");
-                self.close_conn(conn);
-                return;
-            }
-            c.session = Some(Session::Stomp(Box::new(StompSession::new(
-                &self.config,
-                c.opened_at,
-            ))));
+            c.session = Some(if c.sniffed.starts_with(AMQP_PREFIX) {
+                debug!(%conn, "AMQP client");
+                Session::Amqp(Box::new(AmqpSession::new(self.config.amqp.clone())))
+            } else {
+                Session::Stomp(Box::new(StompSession::new(&self.config, c.opened_at)))
+            });
             Bytes::from(std::mem::take(&mut c.sniffed))
         } else {
             Bytes::copy_from_slice(bytes)
@@ -275,6 +273,12 @@ impl Node {
             }
             n
         });
+        for (conn, sub_id) in self.broker.take_drained() {
+            if let Some(s) = self.conns.get_mut(&conn).and_then(|c| c.session.as_mut()) {
+                with_cx!(self, conn, cx, s.get().drained(&mut cx, &sub_id));
+                self.carry_out(conn);
+            }
+        }
     }
 
     /// Connect timeouts, heart-beats out, and silent peers.

@@ -82,8 +82,12 @@ impl Node {
                             },
                         )
                     }
-                    Outcome::Requeue => {
-                        let dead = self.broker.requeue(&keys);
+                    Outcome::Requeue | Outcome::Reject => {
+                        let dead = if outcome == Outcome::Reject {
+                            keys
+                        } else {
+                            self.broker.requeue(&keys)
+                        };
                         let (entries, moves) = self.dead_letter(&dead);
                         (
                             entries,
@@ -93,6 +97,10 @@ impl Node {
                             },
                         )
                     }
+                    Outcome::Release => {
+                        self.broker.release(&keys);
+                        (Vec::new(), Effects::default())
+                    }
                 };
                 self.submit(
                     entries,
@@ -100,6 +108,38 @@ impl Node {
                         conn,
                         tag: Some(tag),
                         effects,
+                    },
+                );
+                Ok(())
+            }
+            Op::Flow {
+                sub_id,
+                credit,
+                drain,
+            } => {
+                self.broker.set_credit(conn, &sub_id, credit, drain);
+                self.submit(
+                    Vec::new(),
+                    Work::Op {
+                        conn,
+                        tag: Some(tag),
+                        effects: Effects::default(),
+                    },
+                );
+                Ok(())
+            }
+            Op::CreateTemporaryQueue { address } => {
+                if self.broker.queue_by_name(&address).is_some() {
+                    return Err(OpError::AddressInUse(address));
+                }
+                let id = self.ids.next_id();
+                self.broker.create_temporary_queue(conn, &address, id);
+                self.submit(
+                    Vec::new(),
+                    Work::Op {
+                        conn,
+                        tag: Some(tag),
+                        effects: Effects::default(),
                     },
                 );
                 Ok(())
@@ -193,9 +233,15 @@ impl Node {
             SubscribeTarget::Topic {
                 address,
                 durable: Some(sub),
+                shared,
+                ..
             } => {
                 let qname = sub.queue_name();
-                if self.broker.durable_subscription(&qname, address)?.is_none() {
+                if self
+                    .broker
+                    .durable_subscription(&qname, address, *shared)?
+                    .is_none()
+                {
                     let kind = QueueKind::DurableSubscription(sub.clone());
                     let (_, create) = self.broker.plan_queue(&qname, address, kind, &mut self.ids);
                     entries.extend(create.map(|d| Entry::Put(Record::QueueCreated(d))));

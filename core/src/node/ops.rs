@@ -45,6 +45,18 @@ pub enum Op {
         outcome: Outcome,
         tx: Option<TxName>,
     },
+    /// Set a consumer's credit (AMQP flow); with `drain`, the session
+    /// hears [`ProtocolSession::drained`] once nothing more can be delivered.
+    Flow {
+        sub_id: String,
+        credit: u32,
+        drain: bool,
+    },
+    /// A temporary queue on `address`, owned by this connection (a JMS
+    /// temporary queue): not journaled, gone with the connection.
+    CreateTemporaryQueue {
+        address: String,
+    },
     Begin {
         tx: TxName,
     },
@@ -70,6 +82,9 @@ pub struct SubscribeOp {
     pub ack: AckMode,
     /// Unacknowledged bytes the consumer may hold; `None` is unbounded.
     pub window_bytes: Option<usize>,
+    /// Deliveries it may receive before the client grants more (AMQP link
+    /// credit, starting at 0); `None` when the protocol has no credit.
+    pub credit: Option<u32>,
     /// How deliveries name where they came from (the destination as the
     /// client spelled it).
     pub destination: String,
@@ -79,10 +94,14 @@ pub struct SubscribeOp {
 pub enum SubscribeTarget {
     /// The anycast queue of an address (created if missing).
     Queue { address: String },
-    /// A multicast address: a connection-owned subscription, or a durable one.
+    /// A multicast address: a connection-owned subscription, a durable one
+    /// (shared among consumers when `shared`), or a non-durable shared one
+    /// (its queue named `shared_volatile`, gone with its last consumer).
     Topic {
         address: String,
         durable: Option<DurableSub>,
+        shared: bool,
+        shared_volatile: Option<String>,
     },
 }
 
@@ -91,10 +110,15 @@ pub enum SubscribeTarget {
 pub enum Outcome {
     /// Consumed (STOMP ACK, AMQP accepted).
     Accepted,
-    /// Back in line for redelivery (STOMP NACK: it counts as a failed
-    /// delivery, so `delivery_attempts_max` sends it to the dead-letter
-    /// address).
+    /// Back in line for redelivery (STOMP NACK, AMQP modified with
+    /// delivery-failed: it counts as a failed delivery, so
+    /// `delivery_attempts_max` sends it to the dead-letter address).
     Requeue,
+    /// Back in line as if never delivered (AMQP released).
+    Release,
+    /// Straight to the dead-letter address (AMQP rejected, or modified
+    /// with undeliverable-here).
+    Reject,
 }
 
 /// Why an operation was refused. Its text is what the client is told.
@@ -122,6 +146,8 @@ pub enum OpError {
     Send(#[from] SendError),
     #[error("queue {0:?} does not exist")]
     NoQueue(String),
+    #[error("address {0:?} is already in use")]
+    AddressInUse(String),
 }
 
 /// What an adapter hands the node.
@@ -183,4 +209,7 @@ pub trait ProtocolSession {
     /// The node cannot serve this client (it is not live): answer with an
     /// error in the protocol's own terms and close.
     fn refuse(&mut self, cx: &mut SessionCx<'_>, message: &str);
+    /// A drain asked for with [`Op::Flow`] finished: the subscription's
+    /// credit is used up.
+    fn drained(&mut self, _cx: &mut SessionCx<'_>, _sub_id: &str) {}
 }

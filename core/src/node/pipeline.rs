@@ -3,10 +3,10 @@
 
 use super::config::PlantedBug;
 use super::node::Node;
-use super::ops::OpError;
+use super::ops::{OpError, SubscribeOp, SubscribeTarget};
 use super::ports::{JournalRequest, Output};
 use super::work::{Effects, Pending, Work};
-use crate::broker::{Broker, RefKey};
+use crate::broker::{Broker, ConsumerSpec, RefKey};
 use crate::ha::HaState;
 use crate::ids::{Id, Ticket};
 use crate::journal::{Entry, QueueKind, Record};
@@ -189,7 +189,7 @@ impl Node {
     fn attach(
         &mut self,
         conn: crate::ids::ConnId,
-        req: &super::ops::SubscribeOp,
+        req: &SubscribeOp,
         queue: Option<&str>,
     ) -> Result<(), OpError> {
         let queue = match (queue, &req.target) {
@@ -198,21 +198,44 @@ impl Node {
                 .queue_by_name(name)
                 .map(|q| q.id)
                 .ok_or_else(|| OpError::NoQueue(name.to_string()))?,
-            (None, super::ops::SubscribeTarget::Topic { address, .. }) => {
+            (
+                None,
+                SubscribeTarget::Topic {
+                    address,
+                    shared_volatile: Some(name),
+                    ..
+                },
+            ) => {
+                let id = self.ids.next_id();
+                self.broker.shared_volatile_queue(name, address, id)
+            }
+            (None, SubscribeTarget::Topic { address, .. }) => {
                 let id = self.ids.next_id();
                 self.broker.create_connection_queue(conn, address, id)
             }
-            (None, super::ops::SubscribeTarget::Queue { address }) => {
+            (None, SubscribeTarget::Queue { address }) => {
                 return Err(OpError::NoQueue(address.clone()))
             }
         };
+        let shared = matches!(
+            req.target,
+            SubscribeTarget::Topic { shared: true, .. }
+                | SubscribeTarget::Topic {
+                    shared_volatile: Some(_),
+                    ..
+                }
+        );
         self.broker.subscribe(
             conn,
-            &req.sub_id,
             queue,
-            req.ack,
-            req.window_bytes,
-            req.destination.clone(),
+            ConsumerSpec {
+                sub_id: req.sub_id.clone(),
+                ack_mode: req.ack,
+                window_bytes: req.window_bytes,
+                credit: req.credit,
+                shared,
+                destination: req.destination.clone(),
+            },
         )?;
         Ok(())
     }

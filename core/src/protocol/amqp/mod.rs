@@ -34,6 +34,7 @@
 //! remain before allocating, shares binary values with the input buffer,
 //! and never panics on input (see `fuzz/fuzz_targets/amqp_decode.rs`).
 
+pub mod adapter;
 mod composite;
 pub mod connection;
 mod decode;
@@ -49,6 +50,7 @@ mod sasl;
 mod terminus;
 mod value;
 
+pub use adapter::AmqpSession;
 pub use decode::{decode_value, DecodeLimits, Reader};
 pub use definitions::{ReceiverSettleMode, Role, SenderSettleMode};
 pub use delivery_state::{DeliveryState, TxnRequest};

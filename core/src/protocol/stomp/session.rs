@@ -315,6 +315,8 @@ impl StompSession {
                 SubscribeTarget::Topic {
                     address: dest.address,
                     durable,
+                    shared: false,
+                    shared_volatile: None,
                 }
             }
         };
@@ -323,6 +325,7 @@ impl StompSession {
             target,
             ack,
             window_bytes: usize::try_from(window).ok(),
+            credit: None,
             destination,
         };
         self.op(cx, Op::Subscribe(req), receipt(f));

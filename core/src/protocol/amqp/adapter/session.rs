@@ -1,0 +1,859 @@
+//! The AMQP adapter: one client connection's AMQP state machine
+//! ([`Connection`]) glued to the node's protocol-neutral operations.
+//!
+//! - A producer link's transfers become sends; an unsettled one is
+//!   answered `accepted` only once the node reports it durable (the same
+//!   contract as a STOMP RECEIPT).
+//! - A consumer link is a subscription with credit; the client's
+//!   dispositions settle deliveries (accepted, released, modified,
+//!   rejected), pre-settled links are auto-acknowledged.
+//! - The coordinator link's declare and discharge are transactions: a
+//!   commit is one atomic journal batch.
+//!
+//! Input is decoded as it arrives; the events it yields are handled one
+//! per [`ProtocolSession::step`], so the node's backpressure applies.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use bytes::{Bytes, BytesMut};
+use tracing::debug;
+
+use super::convert::{from_neutral, to_neutral};
+use super::links::{
+    is_durable_source, is_shared, routing_of, routing_of_jms_dest, LinkKind, SubscriptionName,
+};
+use crate::broker::{AckMode, Delivery};
+use crate::message::Routing;
+use crate::node::{
+    NodeConfig, Op, OpError, Outcome, ProtocolSession, SessionAction, SessionCx, SubscribeOp,
+    SubscribeTarget,
+};
+use crate::protocol::amqp::connection::{
+    AttachAnswer, AttachRequest, CloseReason, Connection, ConnectionConfig, Event, Input, LinkId,
+    Outgoing, Output, Received,
+};
+use crate::protocol::amqp::jms;
+use crate::protocol::amqp::{
+    AmqpError, AttachTarget, Body, Condition, DeliveryState, Message, Role, SenderSettleMode,
+    Source, TxnRequest,
+};
+use crate::Millis;
+
+/// Credit given to a producer link, topped up when half is used.
+const PRODUCER_CREDIT: u32 = 1000;
+/// Most links whose answer or deliveries are tracked per connection.
+const LINKS_MAX: usize = 4096;
+
+/// What a completion of one of our operations finishes.
+enum Waiting {
+    /// A transfer to answer (if unsettled) once durable.
+    Send {
+        link: LinkId,
+        delivery_id: u32,
+        settled: bool,
+        txn: Option<Bytes>,
+    },
+    /// An attach to accept once its subscription (or node) exists.
+    Attach {
+        link: LinkId,
+        answer: AttachAnswer,
+        kind: LinkKind,
+    },
+    Declare {
+        link: LinkId,
+        delivery_id: u32,
+        txn_id: Bytes,
+    },
+    Discharge {
+        link: LinkId,
+        delivery_id: u32,
+    },
+    /// Nothing to say (settlements, flows, unsubscribes).
+    Quiet,
+}
+
+/// One AMQP client connection.
+pub struct AmqpSession {
+    conn: Connection,
+    /// Events (and a disconnect) from the connection, handled one per step.
+    events: VecDeque<Output>,
+    container_id: String,
+    links: BTreeMap<LinkId, LinkKind>,
+    /// Subscription id -> its link.
+    subs: BTreeMap<String, LinkId>,
+    waiting: BTreeMap<u64, Waiting>,
+    next_tag: u64,
+    /// Deliveries sent and not settled: (link, delivery id) -> ack number.
+    unsettled: BTreeMap<(LinkId, u32), u64>,
+    /// Open transactions: txn-id -> the node's name for it.
+    txs: BTreeMap<Bytes, String>,
+    next_tx: u64,
+    next_temporary: u64,
+    closed: bool,
+}
+
+impl AmqpSession {
+    pub fn new(config: ConnectionConfig) -> AmqpSession {
+        AmqpSession {
+            conn: Connection::new(config),
+            events: VecDeque::new(),
+            container_id: String::new(),
+            links: BTreeMap::new(),
+            subs: BTreeMap::new(),
+            waiting: BTreeMap::new(),
+            next_tag: 1,
+            unsettled: BTreeMap::new(),
+            txs: BTreeMap::new(),
+            next_tx: 1,
+            next_temporary: 1,
+            closed: false,
+        }
+    }
+
+    /// Moves the connection's output along: bytes go out now (in the order
+    /// the connection made them), events wait for `step`.
+    fn pump(&mut self, cx: &mut SessionCx<'_>) {
+        while let Some(out) = self.conn.poll_output() {
+            match out {
+                Output::Transmit(b) => cx.push(SessionAction::Send(b)),
+                other => self.events.push_back(other),
+            }
+        }
+    }
+
+    /// Handles every queued event (for calls outside the read path).
+    fn drain_events(&mut self, cx: &mut SessionCx<'_>) {
+        self.pump(cx);
+        while let Some(e) = self.events.pop_front() {
+            self.on_output(cx, e);
+            self.pump(cx);
+        }
+    }
+
+    fn op(&mut self, cx: &mut SessionCx<'_>, op: Op, then: Waiting) {
+        let tag = self.next_tag;
+        self.next_tag += 1;
+        self.waiting.insert(tag, then);
+        cx.push(SessionAction::Op { tag, op });
+    }
+
+    fn on_output(&mut self, cx: &mut SessionCx<'_>, out: Output) {
+        match out {
+            Output::Transmit(b) => cx.push(SessionAction::Send(b)),
+            Output::Disconnect => {
+                self.closed = true;
+                cx.push(SessionAction::Close);
+            }
+            Output::Event(e) => self.on_event(cx, e),
+        }
+    }
+
+    fn on_event(&mut self, cx: &mut SessionCx<'_>, e: Event) {
+        match e {
+            // PLAIN checks nothing until users exist (the security issue).
+            Event::SaslAuth(_) => {
+                let _ = self.conn.sasl_outcome(true);
+            }
+            Event::Opened(open) => self.container_id = open.container_id,
+            Event::SessionBegun(_) | Event::SessionEnded { .. } | Event::Aborted { .. } => {}
+            Event::AttachRequested(req) => self.on_attach(cx, *req),
+            Event::Credit {
+                link,
+                credit,
+                drain,
+            } => {
+                if let Some(LinkKind::Consumer { sub_id, .. }) = self.links.get(&link) {
+                    let sub_id = sub_id.clone();
+                    self.op(
+                        cx,
+                        Op::Flow {
+                            sub_id,
+                            credit,
+                            drain,
+                        },
+                        Waiting::Quiet,
+                    );
+                }
+            }
+            Event::Received(r) => self.on_received(cx, r),
+            Event::Disposition {
+                link,
+                delivery_id,
+                state,
+                ..
+            } => self.on_disposition(cx, link, delivery_id, state),
+            Event::PeerSettled { .. } => {}
+            Event::LinkDetached { link, closed, .. } => self.on_detached(cx, link, closed),
+            Event::Closed(reason) => {
+                if let CloseReason::Protocol(err) = &reason {
+                    cx.push(SessionAction::ClientError(
+                        err.description
+                            .clone()
+                            .unwrap_or_else(|| err.condition.as_str().to_owned()),
+                    ));
+                }
+                debug!(?reason, "AMQP connection closed");
+            }
+        }
+    }
+
+    fn refuse_attach(&mut self, link: LinkId, condition: Condition, text: impl Into<String>) {
+        let _ = self
+            .conn
+            .refuse_attach(link, AmqpError::new(condition, text.into()));
+    }
+
+    fn on_attach(&mut self, cx: &mut SessionCx<'_>, req: AttachRequest) {
+        if self.links.len() >= LINKS_MAX {
+            self.refuse_attach(
+                req.link,
+                Condition::ResourceLimitExceeded,
+                format!("more than {LINKS_MAX} links on one connection"),
+            );
+            return;
+        }
+        match req.role {
+            // We receive: the client produces (or coordinates transactions).
+            Role::Receiver => self.attach_producer(cx, req),
+            Role::Sender => self.attach_consumer(cx, req),
+        }
+    }
+
+    fn attach_producer(&mut self, cx: &mut SessionCx<'_>, req: AttachRequest) {
+        let link = req.link;
+        match &req.target {
+            Some(AttachTarget::Coordinator(_)) => {
+                self.accept_now(link, AttachAnswer::echo(&req), LinkKind::Coordinator);
+            }
+            Some(AttachTarget::Target(t)) if t.terminus.dynamic => {
+                // Qpid JMS makes a temporary queue or topic with a dynamic
+                // sender link; the node exists once the attach is answered.
+                let caps = &t.terminus.capabilities;
+                let routing = routing_of(caps).unwrap_or(Routing::Anycast);
+                let address = self.temporary_address(routing);
+                let mut target = t.clone();
+                target.terminus.address = Some(address.clone());
+                let answer = AttachAnswer {
+                    source: req.source.clone(),
+                    target: Some(AttachTarget::Target(target)),
+                    ..AttachAnswer::default()
+                };
+                let kind = LinkKind::Producer {
+                    address: Some(address.clone()),
+                    routing: Some(routing),
+                };
+                if routing == Routing::Anycast {
+                    self.op(
+                        cx,
+                        Op::CreateTemporaryQueue { address },
+                        Waiting::Attach { link, answer, kind },
+                    );
+                } else {
+                    self.accept_now(link, answer, kind);
+                }
+            }
+            Some(AttachTarget::Target(t)) => {
+                let kind = LinkKind::Producer {
+                    address: t.terminus.address.clone(),
+                    routing: routing_of(&t.terminus.capabilities),
+                };
+                self.accept_now(link, AttachAnswer::echo(&req), kind);
+            }
+            None => self.refuse_attach(link, Condition::InvalidField, "attach without a target"),
+        }
+    }
+
+    fn accept_now(&mut self, link: LinkId, answer: AttachAnswer, kind: LinkKind) {
+        if self.conn.accept_attach(link, answer).is_ok() {
+            let producer = !matches!(kind, LinkKind::Consumer { .. });
+            self.links.insert(link, kind);
+            if producer {
+                let _ = self.conn.grant_credit(link, PRODUCER_CREDIT, false);
+            }
+        }
+    }
+
+    fn temporary_address(&mut self, routing: Routing) -> String {
+        let n = self.next_temporary;
+        self.next_temporary += 1;
+        let kind = if routing == Routing::Anycast {
+            "queue"
+        } else {
+            "topic"
+        };
+        format!("temp-{kind}://{}/{}", self.container_id, n)
+    }
+
+    fn attach_consumer(&mut self, cx: &mut SessionCx<'_>, req: AttachRequest) {
+        let link = req.link;
+        let Some(source) = req.source.clone() else {
+            // Qpid JMS looks a durable subscription up (to unsubscribe) by
+            // attaching with its link name and no source.
+            let name = SubscriptionName::parse(&req.name);
+            let durable = name.durable(&self.container_id);
+            match cx.broker.queue_by_name(&durable.queue_name()) {
+                Some(q) => {
+                    let mut s = Source::default();
+                    s.terminus.address = Some(q.address.clone());
+                    s.terminus.capabilities = vec![jms::TOPIC.into()];
+                    let answer = AttachAnswer {
+                        source: Some(s),
+                        target: req.target.clone(),
+                        ..AttachAnswer::default()
+                    };
+                    self.accept_now(link, answer, LinkKind::Lookup { durable });
+                }
+                None => self.refuse_attach(
+                    link,
+                    Condition::NotFound,
+                    format!("no subscription {:?}", name.name),
+                ),
+            }
+            return;
+        };
+        if source.selector().is_some() {
+            self.refuse_attach(
+                link,
+                Condition::NotImplemented,
+                "JMS selectors are not supported yet",
+            );
+            return;
+        }
+        let sub_id = format!("amqp-{}", link.serial());
+        let ack = if req.snd_settle_mode == SenderSettleMode::Settled {
+            AckMode::Auto
+        } else {
+            AckMode::ClientIndividual
+        };
+        let mut answer = AttachAnswer::echo(&req);
+        let routing = routing_of(&source.terminus.capabilities);
+        let (target, durable, first_op) = if source.terminus.dynamic {
+            let routing = routing.unwrap_or(Routing::Anycast);
+            let address = self.temporary_address(routing);
+            let mut s = source.clone();
+            s.terminus.address = Some(address.clone());
+            answer.source = Some(s);
+            if routing == Routing::Anycast {
+                (
+                    SubscribeTarget::Queue {
+                        address: address.clone(),
+                    },
+                    None,
+                    Some(Op::CreateTemporaryQueue { address }),
+                )
+            } else {
+                (
+                    SubscribeTarget::Topic {
+                        address,
+                        durable: None,
+                        shared: false,
+                        shared_volatile: None,
+                    },
+                    None,
+                    None,
+                )
+            }
+        } else {
+            let Some(address) = source.terminus.address.clone() else {
+                self.refuse_attach(link, Condition::InvalidField, "source without an address");
+                return;
+            };
+            let routing = routing
+                .or_else(|| cx.broker.address_routing(&address))
+                .unwrap_or(Routing::Anycast);
+            match routing {
+                Routing::Anycast => (SubscribeTarget::Queue { address }, None, None),
+                Routing::Multicast => {
+                    let name = SubscriptionName::parse(&req.name);
+                    let shared = is_shared(&source);
+                    if is_durable_source(&source) {
+                        let durable = name.durable(&self.container_id);
+                        (
+                            SubscribeTarget::Topic {
+                                address,
+                                durable: Some(durable.clone()),
+                                shared,
+                                shared_volatile: None,
+                            },
+                            Some(durable),
+                            None,
+                        )
+                    } else if shared {
+                        let queue = format!(
+                            "{}:shared-volatile",
+                            name.durable(&self.container_id).queue_name()
+                        );
+                        (
+                            SubscribeTarget::Topic {
+                                address,
+                                durable: None,
+                                shared: true,
+                                shared_volatile: Some(queue),
+                            },
+                            None,
+                            None,
+                        )
+                    } else {
+                        (
+                            SubscribeTarget::Topic {
+                                address,
+                                durable: None,
+                                shared: false,
+                                shared_volatile: None,
+                            },
+                            None,
+                            None,
+                        )
+                    }
+                }
+            }
+        };
+        if let Some(op) = first_op {
+            self.op(cx, op, Waiting::Quiet);
+        }
+        let kind = LinkKind::Consumer {
+            sub_id: sub_id.clone(),
+            durable,
+        };
+        let destination = match &target {
+            SubscribeTarget::Queue { address } | SubscribeTarget::Topic { address, .. } => {
+                address.clone()
+            }
+        };
+        self.op(
+            cx,
+            Op::Subscribe(SubscribeOp {
+                sub_id,
+                target,
+                ack,
+                window_bytes: None,
+                credit: Some(0),
+                destination,
+            }),
+            Waiting::Attach { link, answer, kind },
+        );
+    }
+
+    fn on_received(&mut self, cx: &mut SessionCx<'_>, r: Received) {
+        let Some(kind) = self.links.get(&r.link).cloned() else {
+            return;
+        };
+        let txn = match &r.state {
+            Some(DeliveryState::Transactional { txn_id, .. }) => Some(txn_id.clone()),
+            _ => None,
+        };
+        let decoded = Message::decode(r.payload, &Default::default());
+        match kind {
+            LinkKind::Coordinator => self.on_coordinator(cx, r.link, r.delivery_id, decoded),
+            LinkKind::Producer { address, routing } => {
+                // Keep the producer going.
+                if self
+                    .conn
+                    .credit(r.link)
+                    .is_some_and(|c| c <= PRODUCER_CREDIT / 2)
+                {
+                    let _ = self.conn.grant_credit(r.link, PRODUCER_CREDIT, false);
+                }
+                let m = match decoded {
+                    Ok(m) => m,
+                    Err(e) => {
+                        self.reject(
+                            r.link,
+                            r.delivery_id,
+                            r.settled,
+                            Condition::DecodeError,
+                            e.to_string(),
+                        );
+                        return;
+                    }
+                };
+                let address = address.or_else(|| m.properties.as_ref().and_then(|p| p.to.clone()));
+                let Some(address) = address else {
+                    self.reject(
+                        r.link,
+                        r.delivery_id,
+                        r.settled,
+                        Condition::InvalidField,
+                        "a message on the anonymous relay needs a `to` address".into(),
+                    );
+                    return;
+                };
+                let routing = routing
+                    .or_else(|| {
+                        m.message_annotation(jms::JMS_DEST).and_then(|v| match v {
+                            crate::protocol::amqp::Value::Byte(b) => routing_of_jms_dest(*b),
+                            _ => None,
+                        })
+                    })
+                    .or_else(|| cx.broker.address_routing(&address))
+                    .unwrap_or(Routing::Anycast);
+                let message = to_neutral(m, address, routing, cx.now);
+                let tx = match &txn {
+                    None => None,
+                    Some(id) => match self.txs.get(id) {
+                        Some(name) => Some(name.clone()),
+                        None => {
+                            self.reject(
+                                r.link,
+                                r.delivery_id,
+                                r.settled,
+                                Condition::TransactionUnknownId,
+                                "unknown transaction".into(),
+                            );
+                            return;
+                        }
+                    },
+                };
+                self.op(
+                    cx,
+                    Op::Send { message, tx },
+                    Waiting::Send {
+                        link: r.link,
+                        delivery_id: r.delivery_id,
+                        settled: r.settled,
+                        txn,
+                    },
+                );
+            }
+            LinkKind::Consumer { .. } | LinkKind::Lookup { .. } => {}
+        }
+    }
+
+    fn reject(
+        &mut self,
+        link: LinkId,
+        delivery_id: u32,
+        settled: bool,
+        c: Condition,
+        text: String,
+    ) {
+        if !settled {
+            let _ = self.conn.settle(
+                link,
+                delivery_id,
+                DeliveryState::Rejected {
+                    error: Some(AmqpError::new(c, text)),
+                },
+            );
+        }
+    }
+
+    fn on_coordinator(
+        &mut self,
+        cx: &mut SessionCx<'_>,
+        link: LinkId,
+        delivery_id: u32,
+        decoded: Result<Message, crate::protocol::amqp::CodecError>,
+    ) {
+        let request = decoded.ok().and_then(|m| match m.body {
+            Body::Value(v) => TxnRequest::from_value(v).ok(),
+            _ => None,
+        });
+        match request {
+            Some(TxnRequest::Declare { .. }) => {
+                let n = self.next_tx;
+                self.next_tx += 1;
+                let txn_id = Bytes::copy_from_slice(&n.to_be_bytes());
+                let name = format!("amqp-tx-{n}");
+                self.txs.insert(txn_id.clone(), name.clone());
+                self.op(
+                    cx,
+                    Op::Begin { tx: name },
+                    Waiting::Declare {
+                        link,
+                        delivery_id,
+                        txn_id,
+                    },
+                );
+            }
+            Some(TxnRequest::Discharge { txn_id, fail }) => {
+                let Some(name) = self.txs.remove(&txn_id) else {
+                    self.reject(
+                        link,
+                        delivery_id,
+                        false,
+                        Condition::TransactionUnknownId,
+                        "unknown transaction".into(),
+                    );
+                    return;
+                };
+                let op = if fail {
+                    Op::Abort { tx: name }
+                } else {
+                    Op::Commit { tx: name }
+                };
+                self.op(cx, op, Waiting::Discharge { link, delivery_id });
+            }
+            None => self.reject(
+                link,
+                delivery_id,
+                false,
+                Condition::DecodeError,
+                "the coordinator takes declare and discharge".into(),
+            ),
+        }
+    }
+
+    fn on_disposition(
+        &mut self,
+        cx: &mut SessionCx<'_>,
+        link: LinkId,
+        delivery_id: u32,
+        state: Option<DeliveryState>,
+    ) {
+        let Some(state) = state else { return };
+        let Some(ack) = self.unsettled.remove(&(link, delivery_id)) else {
+            return;
+        };
+        let (outcome, tx) = match state {
+            DeliveryState::Transactional { txn_id, outcome } => {
+                let tx = self.txs.get(&txn_id).cloned();
+                (outcome.map_or(DeliveryState::Accepted, |o| *o), tx)
+            }
+            other => (other, None),
+        };
+        let outcome = match outcome {
+            DeliveryState::Accepted => Outcome::Accepted,
+            DeliveryState::Released => Outcome::Release,
+            DeliveryState::Rejected { .. } => Outcome::Reject,
+            DeliveryState::Modified {
+                undeliverable_here: true,
+                ..
+            } => Outcome::Reject,
+            DeliveryState::Modified {
+                delivery_failed, ..
+            } => {
+                if delivery_failed {
+                    Outcome::Requeue
+                } else {
+                    Outcome::Release
+                }
+            }
+            // Not an outcome: keep waiting for one.
+            _ => {
+                self.unsettled.insert((link, delivery_id), ack);
+                return;
+            }
+        };
+        self.op(cx, Op::Settle { ack, outcome, tx }, Waiting::Quiet);
+    }
+
+    fn on_detached(&mut self, cx: &mut SessionCx<'_>, link: LinkId, closed: bool) {
+        let Some(kind) = self.links.remove(&link) else {
+            return;
+        };
+        self.unsettled.retain(|(l, _), _| *l != link);
+        match kind {
+            LinkKind::Consumer { sub_id, durable } => {
+                self.subs.remove(&sub_id);
+                let durable = durable.filter(|_| closed);
+                self.op(
+                    cx,
+                    Op::Unsubscribe {
+                        sub_id: Some(sub_id),
+                        durable,
+                    },
+                    Waiting::Quiet,
+                );
+            }
+            LinkKind::Lookup { durable } if closed => {
+                self.op(
+                    cx,
+                    Op::Unsubscribe {
+                        sub_id: None,
+                        durable: Some(durable),
+                    },
+                    Waiting::Quiet,
+                );
+            }
+            _ => {}
+        }
+    }
+
+    fn finish(&mut self, waiting: Waiting, result: Result<(), OpError>) {
+        match (waiting, result) {
+            (Waiting::Quiet, _) => {}
+            (
+                Waiting::Send {
+                    link,
+                    delivery_id,
+                    settled,
+                    txn,
+                },
+                Ok(()),
+            ) => {
+                if !settled {
+                    let state = match txn {
+                        Some(txn_id) => DeliveryState::Transactional {
+                            txn_id,
+                            outcome: Some(Box::new(DeliveryState::Accepted)),
+                        },
+                        None => DeliveryState::Accepted,
+                    };
+                    let _ = self.conn.settle(link, delivery_id, state);
+                }
+            }
+            (
+                Waiting::Send {
+                    link,
+                    delivery_id,
+                    settled,
+                    ..
+                },
+                Err(e),
+            ) => self.reject(link, delivery_id, settled, condition_of(&e), e.to_string()),
+            (Waiting::Attach { link, answer, kind }, Ok(())) => {
+                if let LinkKind::Consumer { sub_id, .. } = &kind {
+                    self.subs.insert(sub_id.clone(), link);
+                }
+                self.accept_now(link, answer, kind);
+            }
+            (Waiting::Attach { link, .. }, Err(e)) => {
+                self.refuse_attach(link, condition_of(&e), e.to_string())
+            }
+            (
+                Waiting::Declare {
+                    link,
+                    delivery_id,
+                    txn_id,
+                },
+                Ok(()),
+            ) => {
+                let _ = self
+                    .conn
+                    .settle(link, delivery_id, DeliveryState::Declared { txn_id });
+            }
+            (
+                Waiting::Declare {
+                    link,
+                    delivery_id,
+                    txn_id,
+                },
+                Err(e),
+            ) => {
+                self.txs.remove(&txn_id);
+                self.reject(link, delivery_id, false, condition_of(&e), e.to_string());
+            }
+            (Waiting::Discharge { link, delivery_id }, Ok(())) => {
+                let _ = self.conn.settle(link, delivery_id, DeliveryState::Accepted);
+            }
+            (Waiting::Discharge { link, delivery_id }, Err(e)) => self.reject(
+                link,
+                delivery_id,
+                false,
+                Condition::TransactionRollback,
+                e.to_string(),
+            ),
+        }
+    }
+}
+
+fn condition_of(e: &OpError) -> Condition {
+    match e {
+        OpError::UnknownTransaction(_) => Condition::TransactionUnknownId,
+        OpError::TooManyTransactions(_) | OpError::TransactionTooLarge { .. } => {
+            Condition::ResourceLimitExceeded
+        }
+        OpError::Send(_) => Condition::ResourceLimitExceeded,
+        OpError::Subscribe(crate::broker::SubscribeError::DurableInUse(_)) => {
+            Condition::ResourceLocked
+        }
+        OpError::NoQueue(_) | OpError::NoSubscription(_) => Condition::NotFound,
+        OpError::AddressInUse(_) => Condition::ResourceLocked,
+        _ => Condition::InvalidField,
+    }
+}
+
+impl ProtocolSession for AmqpSession {
+    fn receive(&mut self, cx: &mut SessionCx<'_>, bytes: &[u8]) {
+        self.conn
+            .handle(cx.now, Input::Bytes(Bytes::copy_from_slice(bytes)));
+        self.pump(cx);
+    }
+
+    fn step(&mut self, cx: &mut SessionCx<'_>) -> bool {
+        if self.closed {
+            return false;
+        }
+        let Some(e) = self.events.pop_front() else {
+            return false;
+        };
+        self.on_output(cx, e);
+        self.pump(cx);
+        !self.events.is_empty() && !self.closed
+    }
+
+    fn completed(&mut self, cx: &mut SessionCx<'_>, tag: u64, result: Result<(), OpError>) {
+        if let Some(w) = self.waiting.remove(&tag) {
+            self.finish(w, result);
+        }
+        self.drain_events(cx);
+    }
+
+    fn deliver(&mut self, _now: Millis, _config: &NodeConfig, d: &Delivery) -> Bytes {
+        let Some(&link) = self.subs.get(&d.sub_id) else {
+            return Bytes::new();
+        };
+        let m = from_neutral(&d.message, d.deliveries);
+        let tag = d.ack.unwrap_or(d.message_id.seq).to_be_bytes();
+        let sent = self.conn.send(
+            link,
+            Outgoing {
+                tag: Bytes::copy_from_slice(&tag),
+                payload: m.to_bytes(),
+                settled: d.ack.is_none(),
+                message_format: 0,
+            },
+        );
+        match sent {
+            Ok(delivery_id) => {
+                if let Some(ack) = d.ack {
+                    self.unsettled.insert((link, delivery_id), ack);
+                }
+            }
+            // The broker keeps credit in step with the link's, so this is
+            // a bug; the message stays with this consumer until it leaves.
+            Err(e) => debug_assert!(false, "AMQP send refused: {e}"),
+        }
+        let mut out = BytesMut::new();
+        while let Some(o) = self.conn.poll_output() {
+            match o {
+                Output::Transmit(b) => out.extend_from_slice(&b),
+                other => self.events.push_back(other),
+            }
+        }
+        out.freeze()
+    }
+
+    fn tick(&mut self, cx: &mut SessionCx<'_>) {
+        self.conn.handle(cx.now, Input::Tick);
+        self.drain_events(cx);
+    }
+
+    fn deadline(&self, _config: &NodeConfig) -> Option<Millis> {
+        self.conn.next_deadline()
+    }
+
+    fn sent(&mut self, _now: Millis) {}
+
+    fn refuse(&mut self, cx: &mut SessionCx<'_>, message: &str) {
+        self.conn.close(Some(AmqpError::new(
+            Condition::ConnectionForced,
+            message.to_owned(),
+        )));
+        self.pump(cx);
+        cx.push(SessionAction::ClientError(message.to_owned()));
+        self.closed = true;
+        cx.push(SessionAction::SendInTurn {
+            bytes: Bytes::new(),
+            close: true,
+        });
+    }
+
+    fn drained(&mut self, cx: &mut SessionCx<'_>, sub_id: &str) {
+        if let Some(&link) = self.subs.get(sub_id) {
+            let _ = self.conn.drain_complete(link);
+            self.drain_events(cx);
+        }
+    }
+}
