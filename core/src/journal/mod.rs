@@ -8,6 +8,7 @@
 //! state as the full one.
 
 pub mod codec;
+pub mod group_commit;
 pub mod record;
 
 pub use codec::{decode_entry, encode_entry, CodecError, FORMAT_VERSION};
