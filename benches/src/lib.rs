@@ -10,7 +10,7 @@ use bytes::Bytes;
 use halyard_core::ids::Id;
 use halyard_core::journal::{encode_entry, Entry, Record, Routing, StoredMessage};
 use halyard_core::protocol::stomp::{Command, Frame};
-use halyard_io::journal::local::Entry as RawEntry;
+use halyard_io::local::Entry as RawEntry;
 
 /// Body size of the messages every bench moves.
 pub const BODY_BYTES: usize = 1024;

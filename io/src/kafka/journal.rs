@@ -30,7 +30,7 @@ use tracing::{error, info, warn};
 
 use super::standby::{Standby, View};
 use super::{ensure_topic, is_fencing, KafkaConfig};
-use crate::journal::port::JournalHandle;
+use crate::journal::JournalHandle;
 
 /// Bounds one group commit.
 const GROUP_BATCHES_MAX: usize = 4096;

@@ -26,7 +26,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::{ensure_topic, KafkaConfig};
-use crate::lock::port::{LockHandle, LockMsg};
+use crate::lock::{LockHandle, LockMsg};
 
 #[derive(Clone, Debug)]
 pub struct KafkaLockConfig {
