@@ -17,7 +17,7 @@ const LIMITS: GroupLimits = GroupLimits {
 };
 
 fn entry(n: u64) -> Entry {
-    if n % 2 == 0 {
+    if n.is_multiple_of(2) {
         Entry::Put(Record::Activation {
             epoch: n as u32,
             node: "n".into(),
