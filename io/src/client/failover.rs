@@ -11,7 +11,7 @@ use super::url::BrokerUrl;
 
 /// Connects to the first broker of `url` that accepts, retrying with
 /// exponential backoff as the URL allows. `say` reports progress lines.
-pub async fn connect_any(
+pub(super) async fn connect_any(
     url: &BrokerUrl,
     headers: &[(String, String)],
     reconnecting: bool,

@@ -1,6 +1,6 @@
 //! A STOMP client that follows a broker through failover.
 //!
-//! [`connect_any`] walks the addresses of a [`BrokerUrl`] with backoff until
+//! `connect_any` walks the addresses of a [`BrokerUrl`] with backoff until
 //! one accepts. [`produce`] and [`consume`] are the loops behind
 //! `halyard produce` and `halyard consume`: the producer keeps every send
 //! without a receipt and sends it again after reconnecting (with a
@@ -15,6 +15,5 @@ mod url;
 
 pub use conn::{connect, ClientError, StompReader, StompWriter};
 pub use consume::{consume, ConsumeOptions, ConsumerStats};
-pub use failover::connect_any;
-pub use produce::{produce, ProduceOptions, ProducerStats, PRODUCER_HEADER, SEQ_HEADER};
+pub use produce::{produce, ProduceOptions, ProducerStats};
 pub use url::{BrokerUrl, UrlError};

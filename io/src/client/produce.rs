@@ -11,9 +11,9 @@ use super::failover::{connect_any, spawn_reader};
 use super::url::BrokerUrl;
 
 /// Header carrying the producer's name on every message `produce` sends.
-pub const PRODUCER_HEADER: &str = "halyard-producer";
+pub(super) const PRODUCER_HEADER: &str = "halyard-producer";
 /// Header carrying the per-producer sequence number.
-pub const SEQ_HEADER: &str = "halyard-seq";
+pub(super) const SEQ_HEADER: &str = "halyard-seq";
 
 #[derive(Clone, Debug)]
 pub struct ProduceOptions {

@@ -37,7 +37,7 @@ impl KafkaConfig {
         format!("halyard-{}-journal", self.cluster_id)
     }
 
-    pub fn lock_topic(&self) -> String {
+    pub(crate) fn lock_topic(&self) -> String {
         format!("halyard-{}-lock", self.cluster_id)
     }
 

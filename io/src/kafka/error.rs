@@ -56,7 +56,7 @@ pub enum ReadError {
 
 /// Opening the journal: fencing and reading it to its end.
 #[derive(Debug, Error)]
-pub enum KafkaJournalError {
+pub(crate) enum KafkaJournalError {
     #[error(transparent)]
     Setup(#[from] KafkaSetupError),
     #[error("cannot create Kafka producer for {bootstrap}: {source}")]
@@ -105,7 +105,7 @@ pub enum StandbyError {
 
 /// Joining the lock group.
 #[derive(Debug, Error)]
-pub enum LockError {
+pub(crate) enum LockError {
     #[error(transparent)]
     Setup(#[from] KafkaSetupError),
     #[error("cannot create lock consumer for {bootstrap}: {source}")]

@@ -19,10 +19,10 @@ mod standby;
 mod topic;
 
 pub use config::KafkaConfig;
-pub use error::{KafkaJournalError, KafkaSetupError, LockError, ReadError, StandbyError};
+pub use error::{KafkaSetupError, ReadError, StandbyError};
 pub use journal::spawn_kafka_journal;
 pub use lock::{spawn_kafka_lock, KafkaLockConfig};
 pub use open::LINGER_MS_DEFAULT;
-pub use produce::{send_record, serve_deliveries, DELIVERY_NAP};
+pub use produce::{send_record, serve_deliveries};
 pub use standby::{Standby, View};
-pub use topic::{ensure_topic, JOURNAL_TOPIC_CONFIG, RECORD_BYTES_MAX};
+pub use topic::{ensure_topic, JOURNAL_TOPIC_CONFIG};

@@ -7,7 +7,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
 /// Pause between two looks at a producer's delivery reports.
-pub const DELIVERY_NAP: Duration = Duration::from_micros(100);
+const DELIVERY_NAP: Duration = Duration::from_micros(100);
 
 /// Serves a producer's delivery reports until every record it sent is
 /// acknowledged (or failed), or `timeout` passes.

@@ -58,14 +58,14 @@ pub struct View {
     /// Key and value bytes of what `by_offset` holds.
     bytes: u64,
     /// Records read from Kafka since the copy was started.
-    pub records_read: u64,
+    records_read: u64,
     /// Offset of the next record to read.
     pub next_offset: i64,
 }
 
 impl View {
     /// Folds in the record at `offset`.
-    pub fn apply(&mut self, offset: i64, key: &[u8], value: Option<&[u8]>, entry: Entry) {
+    fn apply(&mut self, offset: i64, key: &[u8], value: Option<&[u8]>, entry: Entry) {
         self.records_read += 1;
         self.next_offset = offset + 1;
         if let Some(old) = self.latest.remove(key) {
@@ -84,16 +84,12 @@ impl View {
     }
 
     /// Records kept.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.by_offset.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.by_offset.is_empty()
-    }
-
     /// Key and value bytes kept.
-    pub fn bytes(&self) -> u64 {
+    pub(crate) fn bytes(&self) -> u64 {
         self.bytes
     }
 
@@ -149,7 +145,7 @@ impl Standby {
     }
 
     /// Whether the reader has made sure the journal topic exists.
-    pub fn topic_ready(&self) -> bool {
+    pub(crate) fn topic_ready(&self) -> bool {
         self.topic_ready.load(Ordering::Acquire)
     }
 

@@ -9,7 +9,7 @@ use super::config::KafkaConfig;
 use super::error::KafkaSetupError;
 
 /// Largest record (a STOMP frame is at most 10 MiB by default).
-pub const RECORD_BYTES_MAX: usize = 16 * 1024 * 1024;
+pub(crate) const RECORD_BYTES_MAX: usize = 16 * 1024 * 1024;
 
 /// Topic settings of the journal (see docs/kafka.md).
 pub const JOURNAL_TOPIC_CONFIG: &[(&str, &str)] = &[

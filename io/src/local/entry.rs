@@ -25,8 +25,4 @@ impl Entry {
             value: None,
         }
     }
-
-    pub fn is_tombstone(&self) -> bool {
-        self.value.is_none()
-    }
 }

@@ -230,10 +230,6 @@ impl LocalJournal {
         Ok((journal, recovery))
     }
 
-    pub fn config(&self) -> &LocalJournalConfig {
-        &self.config
-    }
-
     /// Calls `f` with every batch in append order, reading the segments from
     /// disk one batch at a time (the journal is never held in memory twice).
     /// Any invalid batch is an error here: recovery already cut the torn

@@ -95,16 +95,13 @@ mod stats;
 mod testkit;
 
 pub use cleaning::CLEAN_MIN_SEGMENTS;
-pub use config::{LocalJournalConfig, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX};
+pub use config::LocalJournalConfig;
 pub use driver::spawn_local_journal;
 pub use entry::Entry;
 pub use error::LocalJournalError;
 pub use file_lock::FileLock;
-pub use format::{
-    BatchLimit, Corruption, BATCH_ENTRIES_MAX, BATCH_FRAME_BYTES, BATCH_PAYLOAD_BYTES_MAX,
-    FORMAT_VERSION, KEY_BYTES_MAX, SEGMENT_HEADER_BYTES, SEGMENT_MAGIC, VALUE_BYTES_MAX,
-};
-pub use journal::{LocalJournal, LOCK_FILE_NAME};
+pub use format::{BatchLimit, Corruption, BATCH_FRAME_BYTES, KEY_BYTES_MAX, SEGMENT_HEADER_BYTES};
+pub use journal::LocalJournal;
 pub use lock::{spawn_file_lock, FileLockConfig};
-pub use segment::{file_name as segment_file_name, parse_file_name as parse_segment_file_name};
+pub use segment::file_name as segment_file_name;
 pub use stats::{CompactStats, JournalStats, Recovery};
