@@ -281,59 +281,171 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-/// Takes the answers so far, checking that `Durable` only answers written
-/// tickets.
-fn collect(
-    c: &mut GroupCommit,
-    answered: &mut Vec<u64>,
-    written: &[u64],
-) -> Result<(), TestCaseError> {
-    while let Some(ev) = c.poll_event() {
-        match ev {
-            JournalEvent::Durable { ticket } => {
-                prop_assert!(
-                    written.contains(&ticket.0),
-                    "durable but never written: {}",
-                    ticket
-                );
-                answered.push(ticket.0);
+/// The test's copy of what the group commit holds, to check `next_group`.
+#[derive(Debug)]
+enum Queued {
+    Append { ticket: u64, bytes: usize },
+    Open,
+    Close,
+}
+
+/// Limits that both bind in the property test: at most 4 appends, and
+/// about 3 appends' bytes.
+fn prop_limits() -> GroupLimits {
+    GroupLimits {
+        group_appends_max: 4,
+        group_bytes_max: 3 * append_bytes(2),
+    }
+}
+
+fn append_bytes(t: u64) -> usize {
+    let (k, v) = encode_entry(&entry(t));
+    k.len() + v.map_or(0, |v| v.len())
+}
+
+/// `next_group` recounted from the copy of the queue.
+fn expected_next(queue: &std::collections::VecDeque<Queued>, limits: GroupLimits) -> NextGroup {
+    let mut next = NextGroup::default();
+    for q in queue {
+        match q {
+            Queued::Append { bytes, .. }
+                if next.appends == 0
+                    || (next.appends < limits.group_appends_max
+                        && next.bytes + bytes <= limits.group_bytes_max) =>
+            {
+                next.appends += 1;
+                next.bytes += bytes;
+                if next.appends >= limits.group_appends_max || next.bytes >= limits.group_bytes_max
+                {
+                    next.sealed = true;
+                    break;
+                }
             }
-            JournalEvent::Failed { ticket, .. } | JournalEvent::Fenced { ticket, .. } => {
-                answered.push(ticket.0)
-            }
-            JournalEvent::Ready | JournalEvent::OpenFailed { .. } | JournalEvent::Loaded { .. } => {
+            _ => {
+                next.sealed = true;
+                break;
             }
         }
     }
-    Ok(())
+    next
+}
+
+/// The model of one run: what was issued, answered and written, and the
+/// copy of the queue.
+#[derive(Default)]
+struct Model {
+    queue: std::collections::VecDeque<Queued>,
+    in_flight: Vec<u64>,
+    answered: Vec<u64>,
+    written: Vec<u64>,
+}
+
+impl Model {
+    /// Takes the answers so far. `Durable` only answers written tickets; an
+    /// answer to a ticket not in flight was taken off the queue.
+    fn collect(&mut self, c: &mut GroupCommit) -> Result<(), TestCaseError> {
+        while let Some(ev) = c.poll_event() {
+            let ticket = match ev {
+                JournalEvent::Durable { ticket } => {
+                    prop_assert!(
+                        self.written.contains(&ticket.0),
+                        "durable but never written: {}",
+                        ticket
+                    );
+                    ticket.0
+                }
+                JournalEvent::Failed { ticket, .. } | JournalEvent::Fenced { ticket, .. } => {
+                    ticket.0
+                }
+                JournalEvent::Ready
+                | JournalEvent::OpenFailed { .. }
+                | JournalEvent::Loaded { .. } => continue,
+            };
+            self.answered.push(ticket);
+            if !self.in_flight.contains(&ticket) {
+                let front = self.queue.pop_front();
+                let ok = matches!(front, Some(Queued::Append { ticket: t, .. }) if t == ticket);
+                prop_assert!(
+                    ok,
+                    "answered {} but the queue starts with {:?}",
+                    ticket,
+                    front
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// A step was taken off the queue.
+    fn took(&mut self, step: &JournalStep) -> Result<(), TestCaseError> {
+        match step {
+            JournalStep::Open => {
+                let front = self.queue.pop_front();
+                prop_assert!(
+                    matches!(front, Some(Queued::Open)),
+                    "opening before {:?}",
+                    front
+                );
+            }
+            JournalStep::Close => {
+                let front = self.queue.pop_front();
+                prop_assert!(
+                    matches!(front, Some(Queued::Close)),
+                    "closing before {:?}",
+                    front
+                );
+            }
+            JournalStep::Write(g) => {
+                self.in_flight = g.tickets.iter().map(|t| t.0).collect();
+                for t in &self.in_flight {
+                    let front = self.queue.pop_front();
+                    let ok = matches!(front, Some(Queued::Append { ticket, .. }) if ticket == *t);
+                    prop_assert!(ok, "writing {} but the queue starts with {:?}", t, front);
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 proptest! {
     /// Whatever the node asks and however the I/O ends: every append is
     /// answered once, in issue order; `Durable` only for written groups;
-    /// no write between a failure and the next open, none while closed.
+    /// no write between a failure and the next open, none while closed;
+    /// `next_group` tells what the next write takes.
     #[test]
     fn every_append_is_answered_once_in_order(ops in prop::collection::vec(op(), 1..200)) {
-        let mut c = GroupCommit::new(LIMITS);
+        let limits = prop_limits();
+        let mut c = GroupCommit::new(limits);
+        let mut m = Model::default();
         let mut next_ticket = 1u64;
         let mut issued = Vec::new();
-        let mut answered: Vec<u64> = Vec::new();
-        let mut written: Vec<u64> = Vec::new();
         // Open as the driver sees it: nothing may be written otherwise.
         let mut open = false;
         for op in ops {
             match op {
                 Op::Append => {
                     c.push(append(next_ticket));
+                    m.queue.push_back(Queued::Append { ticket: next_ticket, bytes: append_bytes(next_ticket) });
                     issued.push(next_ticket);
                     next_ticket += 1;
                 }
-                Op::Open => c.push(JournalRequest::Open),
-                Op::Close => c.push(JournalRequest::Close),
+                Op::Open => {
+                    c.push(JournalRequest::Open);
+                    m.queue.push_back(Queued::Open);
+                }
+                Op::Close => {
+                    c.push(JournalRequest::Close);
+                    m.queue.push_back(Queued::Close);
+                }
                 Op::Step(outcome) => {
+                    let predicted = c.next_group();
                     let Some(step) = c.poll_step() else {
+                        m.collect(&mut c)?;
                         continue;
                     };
+                    m.collect(&mut c)?;
+                    m.took(&step)?;
                     match step {
                         JournalStep::Open => {
                             open = false;
@@ -346,11 +458,11 @@ proptest! {
                         }
                         JournalStep::Close => open = false,
                         JournalStep::Write(g) => {
-                            prop_assert!(open, "a write while not open: {g:?}");
-                            prop_assert!(g.tickets.len() <= LIMITS.group_appends_max);
+                            prop_assert!(open, "a write while not open: {:?}", g);
+                            prop_assert_eq!((g.tickets.len(), g.bytes), (predicted.appends, predicted.bytes));
                             match outcome {
                                 WriteOutcome::Written | WriteOutcome::OpenFails => {
-                                    written.extend(g.tickets.iter().map(|t| t.0));
+                                    m.written.extend(g.tickets.iter().map(|t| t.0));
                                     c.written();
                                 }
                                 WriteOutcome::Failed => {
@@ -366,22 +478,28 @@ proptest! {
                     }
                 }
             }
-            collect(&mut c, &mut answered, &written)?;
+            m.collect(&mut c)?;
+            prop_assert_eq!(c.next_group(), expected_next(&m.queue, limits));
         }
         // Carry out what is left.
         for _ in 0..1000 {
-            match c.poll_step() {
-                Some(JournalStep::Write(g)) => {
-                    written.extend(g.tickets.iter().map(|t| t.0));
+            let Some(step) = c.poll_step() else {
+                break;
+            };
+            m.collect(&mut c)?;
+            m.took(&step)?;
+            match step {
+                JournalStep::Write(g) => {
+                    m.written.extend(g.tickets.iter().map(|t| t.0));
                     c.written();
                 }
-                Some(JournalStep::Open) => c.opened(),
-                Some(JournalStep::Close) => {}
-                None => break,
+                JournalStep::Open => c.opened(),
+                JournalStep::Close => {}
             }
-            collect(&mut c, &mut answered, &written)?;
+            m.collect(&mut c)?;
+            prop_assert_eq!(c.next_group(), expected_next(&m.queue, limits));
         }
-        collect(&mut c, &mut answered, &written)?;
-        prop_assert_eq!(answered, issued);
+        m.collect(&mut c)?;
+        prop_assert_eq!(m.answered, issued);
     }
 }

@@ -163,6 +163,9 @@ pub struct GroupCommit {
     queue: VecDeque<Waiting>,
     state: State,
     events: VecDeque<JournalEvent>,
+    /// What the next write would take, kept up to date so that a driver
+    /// gathering requests asks in O(1).
+    next: NextGroup,
     /// The last ticket pushed and the last one answered: both only grow.
     last_pushed: Option<Ticket>,
     last_answered: Option<Ticket>,
@@ -179,6 +182,7 @@ impl GroupCommit {
             queue: VecDeque::new(),
             state: State::Closed,
             events: VecDeque::new(),
+            next: NextGroup::default(),
             last_pushed: None,
             last_answered: None,
         }
@@ -211,6 +215,9 @@ impl GroupCommit {
             JournalRequest::Open => Waiting::Open,
             JournalRequest::Close => Waiting::Close,
         };
+        if !self.next.sealed {
+            self.next = self.grow(self.next, &waiting);
+        }
         self.queue.push_back(waiting);
     }
 
@@ -223,19 +230,21 @@ impl GroupCommit {
             return None;
         }
         self.answer_unwritable();
-        match self.queue.front()? {
+        let step = match self.queue.front()? {
             Waiting::Open => {
                 self.queue.pop_front();
                 self.state = State::Opening;
-                Some(JournalStep::Open)
+                JournalStep::Open
             }
             Waiting::Close => {
                 self.queue.pop_front();
                 self.state = State::Closed;
-                Some(JournalStep::Close)
+                JournalStep::Close
             }
-            Waiting::Append { .. } => Some(JournalStep::Write(self.take_group())),
-        }
+            Waiting::Append { .. } => JournalStep::Write(self.take_group()),
+        };
+        self.recompute_next();
+        Some(step)
     }
 
     /// The next answer to send to the node, in ticket order.
@@ -244,24 +253,36 @@ impl GroupCommit {
         self.events.pop_front()
     }
 
-    /// What the next write would take if it started now.
+    /// What the next write would take if it started now. O(1).
     pub fn next_group(&self) -> NextGroup {
+        self.next
+    }
+
+    /// `next` with `waiting` queued behind it (`next` not sealed).
+    fn grow(&self, mut next: NextGroup, waiting: &Waiting) -> NextGroup {
+        match waiting {
+            Waiting::Append { bytes, .. } if next.appends == 0 || self.fits(next, *bytes) => {
+                next.appends += 1;
+                next.bytes += bytes;
+                next.sealed = next.appends >= self.limits.group_appends_max
+                    || next.bytes >= self.limits.group_bytes_max;
+            }
+            Waiting::Append { .. } | Waiting::Open | Waiting::Close => next.sealed = true,
+        }
+        next
+    }
+
+    /// Recounts `next` after the head of the queue changed. Looks at no
+    /// more than one group's worth of requests.
+    fn recompute_next(&mut self) {
         let mut next = NextGroup::default();
-        for w in &self.queue {
-            let Waiting::Append { bytes, .. } = w else {
-                next.sealed = true;
-                break;
-            };
-            if next.appends > 0 && !self.fits(next, *bytes) {
-                next.sealed = true;
+        for waiting in &self.queue {
+            if next.sealed {
                 break;
             }
-            next.appends += 1;
-            next.bytes += bytes;
+            next = self.grow(next, waiting);
         }
-        next.sealed |= next.appends >= self.limits.group_appends_max
-            || next.bytes >= self.limits.group_bytes_max;
-        next
+        self.next = next;
     }
 
     /// The `Open` step succeeded: the driver has sent every `Loaded`.
@@ -327,6 +348,7 @@ impl GroupCommit {
             State::Broken { reason } => reason.clone(),
             State::Opening | State::Open | State::Writing { .. } => return,
         };
+        let mut answered = false;
         while let Some(Waiting::Append { ticket, .. }) = self.queue.front() {
             let ticket = *ticket;
             self.queue.pop_front();
@@ -334,6 +356,10 @@ impl GroupCommit {
                 ticket,
                 reason: reason.clone(),
             });
+            answered = true;
+        }
+        if answered {
+            self.recompute_next();
         }
     }
 
