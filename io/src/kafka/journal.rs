@@ -21,7 +21,9 @@
 use std::thread;
 use std::time::{Duration, Instant};
 
-use halyard_core::journal::group_commit::{EncodedEntry, GroupCommit, GroupLimits, JournalStep};
+use halyard_core::journal::group_commit::{
+    EncodedEntry, GroupCommit, GroupLimits, JournalStep, NextGroup,
+};
 use halyard_core::node::{Input, JournalRequest};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, Producer};
@@ -33,7 +35,7 @@ use super::error::KafkaJournalError;
 use super::open::{latest_activation_epoch, new_producer, open_and_load, Writer};
 use super::produce::{is_fencing, send_record, serve_deliveries};
 use super::standby::Standby;
-use crate::journal::JournalHandle;
+use crate::journal::{next_step, JournalHandle};
 
 /// Bounds one group commit.
 const GROUP_LIMITS: GroupLimits = GroupLimits {
@@ -58,27 +60,6 @@ pub fn spawn_kafka_journal(config: KafkaConfig, inputs: mpsc::Sender<Input>) -> 
     JournalHandle::new(tx)
 }
 
-/// Sends the answers the group commit has ready; false once the node is gone.
-fn send_answers(commit: &mut GroupCommit, inputs: &mpsc::Sender<Input>) -> bool {
-    while let Some(ev) = commit.poll_event() {
-        if inputs.blocking_send(Input::Journal(ev)).is_err() {
-            return false;
-        }
-    }
-    true
-}
-
-/// Moves what is waiting in the channel into the group commit, until the
-/// next group can take no more.
-fn gather(rx: &mut mpsc::UnboundedReceiver<JournalRequest>, commit: &mut GroupCommit) {
-    while !commit.next_group().sealed {
-        match rx.try_recv() {
-            Ok(request) => commit.push(request),
-            Err(_) => break,
-        }
-    }
-}
-
 fn run(
     config: KafkaConfig,
     mut rx: mpsc::UnboundedReceiver<JournalRequest>,
@@ -94,31 +75,26 @@ fn run(
     let mut stats = CommitStats::new();
     let mut last_group = 0usize;
     loop {
-        gather(&mut rx, &mut commit);
         // A transaction costs several milliseconds however small. Under
         // load (the last one carried more than one batch), wait a moment
         // for more batches rather than commit a tiny one; an idle node
         // commits at once.
-        if writer.is_some() && last_group > 1 {
-            for _ in 0..GROUP_LINGER_STEPS {
-                let next = commit.next_group();
-                if next.appends == 0 || next.appends >= GROUP_BATCHES_MIN || next.sealed {
-                    break;
-                }
-                thread::sleep(GROUP_LINGER_STEP);
-                gather(&mut rx, &mut commit);
+        let mut lingers = if writer.is_some() && last_group > 1 {
+            GROUP_LINGER_STEPS
+        } else {
+            0
+        };
+        let linger = |next: NextGroup| {
+            if lingers == 0 || next.appends == 0 || next.appends >= GROUP_BATCHES_MIN || next.sealed
+            {
+                return false;
             }
-        }
-        let step = commit.poll_step();
-        if !send_answers(&mut commit, &inputs) {
+            lingers -= 1;
+            thread::sleep(GROUP_LINGER_STEP);
+            true
+        };
+        let Some(step) = next_step(&mut rx, &mut commit, &inputs, linger) else {
             return;
-        }
-        let Some(step) = step else {
-            match rx.blocking_recv() {
-                Some(request) => commit.push(request),
-                None => return,
-            }
-            continue;
         };
         match step {
             JournalStep::Open => {

@@ -23,7 +23,7 @@ use super::config::LocalJournalConfig;
 use super::entry::Entry;
 use super::error::LocalJournalError;
 use super::journal::LocalJournal;
-use crate::journal::JournalHandle;
+use crate::journal::{next_step, JournalHandle};
 
 /// Bounds one group commit.
 const GROUP_LIMITS: GroupLimits = GroupLimits {
@@ -50,16 +50,6 @@ pub fn spawn_local_journal(
 
 fn send(inputs: &mpsc::Sender<Input>, ev: JournalEvent) -> bool {
     inputs.blocking_send(Input::Journal(ev)).is_ok()
-}
-
-/// Sends the answers the group commit has ready; false once the node is gone.
-fn send_answers(commit: &mut GroupCommit, inputs: &mpsc::Sender<Input>) -> bool {
-    while let Some(ev) = commit.poll_event() {
-        if !send(inputs, ev) {
-            return false;
-        }
-    }
-    true
 }
 
 /// How often the journal thread logs its group-commit figures.
@@ -114,25 +104,7 @@ fn run(
     let mut window = Window::new(0);
     let mut appends_since_compact = 0u64;
     let mut commit = GroupCommit::new(GROUP_LIMITS);
-    loop {
-        // Take what queued up meanwhile: it joins the next group.
-        while !commit.next_group().sealed {
-            match rx.try_recv() {
-                Ok(request) => commit.push(request),
-                Err(_) => break,
-            }
-        }
-        let step = commit.poll_step();
-        if !send_answers(&mut commit, &inputs) {
-            return;
-        }
-        let Some(step) = step else {
-            match rx.blocking_recv() {
-                Some(request) => commit.push(request),
-                None => return,
-            }
-            continue;
-        };
+    while let Some(step) = next_step(&mut rx, &mut commit, &inputs, |_| false) {
         match step {
             JournalStep::Open => {
                 journal = None;
