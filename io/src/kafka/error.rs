@@ -42,7 +42,7 @@ pub enum ReadError {
         bootstrap: String,
         source: KafkaError,
     },
-    #[error("cannot read {topic} from its start: {source}")]
+    #[error("cannot assign partition 0 of {topic}: {source}")]
     Assign { topic: String, source: KafkaError },
     #[error("cannot read the end of {topic}: {source}")]
     EndOffset { topic: String, source: KafkaError },

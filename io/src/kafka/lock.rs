@@ -79,6 +79,7 @@ struct LockContext {
 
 impl LockContext {
     fn push(&self, s: Seen) {
+        // Poisoned only if a thread panicked holding it; nothing to add then.
         if let Ok(mut v) = self.seen.lock() {
             v.push(s);
         }
@@ -278,6 +279,8 @@ fn run(
         }
         // A member that joined and got nothing after a rebalance is a backup;
         // with cooperative assignment an empty Assign may not be reported.
+        // (Here and below, a look at the group that fails is simply taken
+        // again next round.)
         if !m.held && !m.announced {
             if let Ok(a) = m.consumer.assignment() {
                 if a.count() == 0 && m.last_check.elapsed() > Duration::from_secs(1) {

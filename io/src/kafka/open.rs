@@ -11,7 +11,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
-use tracing::warn;
+use tracing::{debug, warn};
 
 use super::config::KafkaConfig;
 use super::error::{KafkaJournalError, ReadError};
@@ -258,16 +258,31 @@ fn load(
 }
 
 /// The epoch of the newest activation record, to say who fenced us; `None`
-/// if it cannot be read within a few seconds (the fencing stands anyway).
+/// if it cannot be read within a few seconds (only the log line loses the
+/// epoch: the fencing stands anyway).
 pub(super) fn latest_activation_epoch(config: &KafkaConfig) -> Option<u32> {
+    match read_latest_activation_epoch(config) {
+        Ok(epoch) => epoch,
+        Err(e) => {
+            debug!(error = %e, "cannot read who fenced the journal");
+            None
+        }
+    }
+}
+
+fn read_latest_activation_epoch(config: &KafkaConfig) -> Result<Option<u32>, ReadError> {
     let topic = config.journal_topic();
-    let consumer = reader(config).ok()?;
+    let consumer = reader(config)?;
+    let assign = |source| ReadError::Assign {
+        topic: topic.clone(),
+        source,
+    };
     let mut tpl = TopicPartitionList::new();
     // The newer live wrote its activation record when it took over; since
     // then at most a few seconds of traffic followed it.
     tpl.add_partition_offset(&topic, 0, Offset::OffsetTail(50_000))
-        .ok()?;
-    consumer.assign(&tpl).ok()?;
+        .map_err(assign)?;
+    consumer.assign(&tpl).map_err(assign)?;
     let deadline = Instant::now() + Duration::from_secs(3);
     let mut epoch = None;
     while Instant::now() < deadline {
@@ -280,8 +295,9 @@ pub(super) fn latest_activation_epoch(config: &KafkaConfig) -> Option<u32> {
                 }
             }
             Some(Err(KafkaError::PartitionEOF(_))) => break,
+            // Other records, and errors: keep looking until the deadline.
             _ => {}
         }
     }
-    epoch
+    Ok(epoch)
 }

@@ -128,7 +128,8 @@ async fn run(
                         return;
                     }
                 }
-                Err(_) => {}
+                // Cannot tell now (say, the folder is gone): look again next poll.
+                Err(e) => debug!(error = %e, "cannot probe primary.lock"),
             }
         }
     }
