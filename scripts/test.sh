@@ -2,26 +2,29 @@
 # The whole test suite: what CI runs (.ci/run calls exactly this).
 #
 # It installs and starts what it needs: Apache Kafka from Maven Central
-# (scripts/kafka.sh, KRaft on 127.0.0.1) and Python clients from PyPI into
-# target/pyenv (scripts/pyenv.sh). A service that does not come up fails the
-# run; nothing is skipped.
+# (scripts/services/kafka.sh, KRaft on 127.0.0.1) and Python clients from PyPI
+# into target/pyenv (scripts/services/pyenv.sh). A service that does not come
+# up fails the run; nothing is skipped. Its steps that are more than a command
+# live in scripts/ci/.
 #
 #   bash scripts/test.sh
 #   SIM_SEEDS=10000 MADSIM_TEST_NUM=1000 bash scripts/test.sh
 set -euo pipefail
-cd "$(dirname "$0")/.."
-root=$(pwd)
+# shellcheck source=lib/common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+cd "$ROOT"
+
 SIM_SEEDS=${SIM_SEEDS:-2000}
 export MADSIM_TEST_NUM=${MADSIM_TEST_NUM:-200}
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 started=$(date +%s)
 step() { printf '\n==> [%4ss] %s\n' "$(( $(date +%s) - started ))" "$*"; }
-work="$root/target/test-run"
+work="$ROOT/target/test-run"
 rm -rf "$work" && mkdir -p "$work"
 pids=()
 cleanup() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    scripts/kafka.sh stop >/dev/null 2>&1 || true
+    scripts/services/kafka.sh stop >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
 
@@ -32,7 +35,7 @@ step "lint (cargo clippy --all-targets -D warnings)"
 cargo clippy --workspace --all-targets --features halyard-sim/planted-bugs,halyard/kafka-tests -- -D warnings
 
 step "halyard-core stays sans-IO"
-scripts/check-sans-io.sh
+scripts/ci/check-sans-io.sh
 
 step "unit, property, codec, journal, proxy and driver tests"
 cargo test --workspace --release
@@ -43,7 +46,7 @@ cargo test --release -p halyard-sim --features planted-bugs --quiet
 
 step "release binary"
 cargo build --release -p halyard
-bin="$root/target/release/halyard"
+bin="$ROOT/target/release/halyard"
 "$bin" --help >/dev/null
 
 step "simulation: $SIM_SEEDS seeds"
@@ -51,39 +54,45 @@ step "simulation: $SIM_SEEDS seeds"
 "$bin" sim --seed 42 --check-determinism | tail -1
 
 step "madsim: real driver and client, $MADSIM_TEST_NUM seeds"
-scripts/madsim.sh
+scripts/ci/madsim.sh
 
 step "Python clients (PyPI into target/pyenv)"
-PY=$(scripts/pyenv.sh | tail -1)
+PY=$(venv_python)
 export PY HALYARD_BIN="$bin"
 
+step "scripts: every shell script parses (and passes shellcheck), every Python file compiles, the bench tools start"
+scripts/ci/check-scripts.sh
+
 step "Apache Kafka (Maven Central, KRaft on 127.0.0.1)"
-scripts/kafka.sh start
-scripts/kafka.sh status
-"$PY" scripts/kafka-smoke.py
+scripts/services/kafka.sh start
+scripts/services/kafka.sh status
+"$PY" scripts/ci/kafka-smoke.py --bootstrap "$(scripts/services/kafka.sh bootstrap)"
+
+step "the fault proxy between librdkafka clients and real Kafka (PROXIED listener, cut, heal)"
+"$PY" scripts/ci/proxy-smoke.py
 
 step "Kafka model vs real Kafka (through the fault proxy for the group scenario)"
-proxy=$(scripts/kafka.sh proxied-bootstrap)
-upstream=$(scripts/kafka.sh proxied-upstream)
+proxy=$(scripts/services/kafka.sh proxied-bootstrap)
+upstream=$(scripts/services/kafka.sh proxied-upstream)
 control=127.0.0.1:$(( ${proxy##*:} + 1 ))
 "$bin" proxy --listen "$proxy" --upstream "$upstream" --control "$control" >"$work/proxy.log" 2>&1 &
 pids+=($!)
-HALYARD_KAFKA_BOOTSTRAP=$(scripts/kafka.sh bootstrap) HALYARD_KAFKA_PROXY="$proxy" HALYARD_KAFKA_PROXY_CONTROL="$control" \
+HALYARD_KAFKA_BOOTSTRAP=$(scripts/services/kafka.sh bootstrap) HALYARD_KAFKA_PROXY="$proxy" HALYARD_KAFKA_PROXY_CONTROL="$control" \
     cargo test --release -p halyard --features kafka-tests --test kafka_model_conformance -- --test-threads 2
 kill "${pids[-1]}" 2>/dev/null || true
 
 step "hot-standby journal copy vs a full read of real Kafka"
-HALYARD_KAFKA_BOOTSTRAP=$(scripts/kafka.sh bootstrap) \
+HALYARD_KAFKA_BOOTSTRAP=$(scripts/services/kafka.sh bootstrap) \
     cargo test --release -p halyard --features kafka-tests --test kafka_standby
 
 step "integration tests with stomp.py against real nodes (local journal)"
-scripts/integration.sh
+scripts/ci/integration.sh
 
 step "live/backup failover on Kafka with real processes"
-scripts/kafka-ha.sh
+scripts/ci/kafka-ha.sh
 
 step "the HA walkthrough with local processes"
-scripts/walkthrough.sh
+scripts/ci/walkthrough.sh
 
 step "docker-compose.yml accepted by docker compose config"
 if docker compose version >/dev/null 2>&1; then

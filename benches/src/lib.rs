@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use halyard_core::ids::Id;
-use halyard_core::journal::{encode_entry, Entry, Record, Routing, StoredMessage};
+use halyard_core::journal::{encode_entry, Entry, Record, Routing};
+use halyard_core::message::{Body, Message, Value};
 use halyard_core::protocol::stomp::{Command, Frame};
 use halyard_io::local::Entry as RawEntry;
 
@@ -60,20 +61,20 @@ pub fn message_frame(destination: &str) -> Frame {
 }
 
 /// The message a 1 KiB SEND to `/queue/q` is stored as.
-pub fn stored_message() -> StoredMessage {
-    StoredMessage {
-        address: "q".into(),
-        routing: Routing::Anycast,
-        headers: vec![
-            ("content-type".into(), "application/octet-stream".into()),
-            ("priority".into(), "4".into()),
-            (
-                "app-trace-id".into(),
-                "3f2a9c1e-5b7d-4e21-9a0c-7d1f6b2e8c44".into(),
-            ),
-        ],
-        body: body(),
-    }
+pub fn stored_message() -> Message {
+    let mut m = Message::new("q", Routing::Anycast, Body::Bytes(body()));
+    m.application = vec![
+        (
+            "content-type".into(),
+            Value::from("application/octet-stream"),
+        ),
+        ("priority".into(), Value::from("4")),
+        (
+            "app-trace-id".into(),
+            Value::from("3f2a9c1e-5b7d-4e21-9a0c-7d1f6b2e8c44"),
+        ),
+    ];
+    m
 }
 
 /// The queue every stored message is routed to.

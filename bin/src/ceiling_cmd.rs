@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use halyard_core::ids::Id;
-use halyard_core::journal::{encode_entry, Entry, Record, Routing, StoredMessage};
+use halyard_core::journal::{encode_entry, Entry, Record, Routing};
+use halyard_core::message::{Body, Message};
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseProducer, Producer};
 
@@ -81,12 +82,11 @@ pub fn run(a: CeilingArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
             let entry = Entry::Put(Record::MessageStored {
                 id: Id::new(1, written + i),
                 queues: vec![Id::new(1, 1)],
-                message: std::sync::Arc::new(StoredMessage {
-                    address: "bench".into(),
-                    routing: Routing::Anycast,
-                    headers: vec![],
-                    body: body.clone(),
-                }),
+                message: std::sync::Arc::new(Message::new(
+                    "bench",
+                    Routing::Anycast,
+                    Body::Bytes(body.clone()),
+                )),
             });
             let (k, v) = encode_entry(&entry);
             halyard_io::kafka::send_record(&producer, &topic, &k, v.as_deref())?;

@@ -58,7 +58,7 @@ pub struct NodeSettings {
     pub multicast_prefix: Option<String>,
     /// Largest STOMP frame accepted, in bytes [default: 10485760]
     #[arg(long, env = "HALYARD_MAX_FRAME_BYTES")]
-    pub max_frame_bytes: Option<usize>,
+    pub frame_bytes_max: Option<usize>,
     /// Local journal segment size in bytes [default: 67108864]
     #[arg(long, env = "HALYARD_SEGMENT_BYTES")]
     pub segment_bytes: Option<u64>,
@@ -172,7 +172,7 @@ pub fn merge(cli: &NodeSettings, file: &NodeSettings) -> NodeSettings {
         dead_letter_address,
         anycast_prefix,
         multicast_prefix,
-        max_frame_bytes,
+        frame_bytes_max,
         segment_bytes,
         fsync,
         log,
@@ -192,20 +192,20 @@ pub fn resolve(s: NodeSettings) -> Result<Resolved, ConfigError> {
     let data_dir = s.data_dir.unwrap_or_else(|| PathBuf::from("./data"));
     let lock_dir = s.lock_dir.unwrap_or_else(|| data_dir.clone());
     let mut limits = Limits::default();
-    if let Some(m) = s.max_frame_bytes {
+    if let Some(m) = s.frame_bytes_max {
         if m < 1024 {
             return Err(ConfigError::Invalid {
-                name: "max_frame_bytes",
+                name: "frame_bytes_max",
                 value: m.to_string(),
                 why: "must be at least 1024",
             });
         }
-        limits.max_frame_bytes = m;
-        limits.max_pending_bytes = limits.max_pending_bytes.max(m + 64 * 1024);
+        limits.frame_bytes_max = m;
+        limits.pending_bytes_max = limits.pending_bytes_max.max(m + 64 * 1024);
     }
     let mut broker = BrokerConfig::default();
     if let Some(n) = s.max_delivery_attempts {
-        broker.max_delivery_attempts = n;
+        broker.delivery_attempts_max = n;
     }
     if let Some(d) = s.dead_letter_address {
         if d.is_empty() {
@@ -352,7 +352,7 @@ mod tests {
         assert_eq!(r.listen.port(), 7000);
         assert_eq!(r.data_dir, PathBuf::from("/tmp/x"));
         assert_eq!(r.node.heartbeat_ms, 500);
-        assert_eq!(r.node.broker.max_delivery_attempts, 10);
+        assert_eq!(r.node.broker.delivery_attempts_max, 10);
         assert_eq!(r.node.node_id, "halyard-7000");
     }
 

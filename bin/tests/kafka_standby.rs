@@ -81,12 +81,11 @@ fn stored(seq: u64, body: &str) -> Entry {
     Entry::Put(Record::MessageStored {
         id: Id::new(1, seq),
         queues: vec![Id::new(1, 1)],
-        message: std::sync::Arc::new(halyard_core::journal::StoredMessage {
-            address: "q".into(),
-            routing: halyard_core::journal::Routing::Anycast,
-            headers: vec![],
-            body: Bytes::from(body.to_string()),
-        }),
+        message: std::sync::Arc::new(halyard_core::message::Message::new(
+            "q",
+            halyard_core::journal::Routing::Anycast,
+            halyard_core::message::Body::Text(Bytes::from(body.to_string())),
+        )),
     })
 }
 

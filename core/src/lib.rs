@@ -10,8 +10,11 @@ pub mod broker;
 pub mod ha;
 pub mod ids;
 pub mod journal;
+pub mod message;
 pub mod node;
 pub mod protocol;
+/// An in-memory driver for tests and benches (feature `testkit`).
+#[cfg(feature = "testkit")]
 pub mod testkit;
 
 /// Milliseconds of a monotonic clock owned by the driver.

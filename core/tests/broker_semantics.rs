@@ -222,7 +222,7 @@ fn disconnect_returns_unacked_messages() {
 fn dead_letter_after_max_delivery_attempts_survives_restart() {
     let cfg = NodeConfig {
         broker: BrokerConfig {
-            max_delivery_attempts: 3,
+            delivery_attempts_max: 3,
             ..BrokerConfig::default()
         },
         ..NodeConfig::default()
@@ -533,7 +533,8 @@ fn many_pending_sends_pause_the_reader_then_resume() {
 #[test]
 fn replay_tolerates_queue_creation_after_its_messages() {
     use halyard_core::ids::Id;
-    use halyard_core::journal::{Entry, QueueDef, QueueKind, Record, Routing, StoredMessage};
+    use halyard_core::journal::{Entry, QueueDef, QueueKind, Record, Routing};
+    use halyard_core::message::{Body, Message};
     let q = Id::new(1, 2);
     let create = Entry::Put(Record::QueueCreated(QueueDef {
         id: q,
@@ -545,12 +546,11 @@ fn replay_tolerates_queue_creation_after_its_messages() {
         Entry::Put(Record::MessageStored {
             id: Id::new(1, seq),
             queues: vec![q],
-            message: std::sync::Arc::new(StoredMessage {
-                address: "orders".into(),
-                routing: Routing::Anycast,
-                headers: vec![],
-                body: bytes::Bytes::copy_from_slice(body.as_bytes()),
-            }),
+            message: std::sync::Arc::new(Message::new(
+                "orders",
+                Routing::Anycast,
+                Body::Text(bytes::Bytes::copy_from_slice(body.as_bytes())),
+            )),
         })
     };
     // What is left after compaction dropped the first QueueCreated.
@@ -564,12 +564,11 @@ fn replay_tolerates_queue_creation_after_its_messages() {
     let ghost = Entry::Put(Record::MessageStored {
         id: Id::new(1, 9),
         queues: vec![Id::new(1, 8)],
-        message: std::sync::Arc::new(StoredMessage {
-            address: "gone".into(),
-            routing: Routing::Anycast,
-            headers: vec![],
-            body: bytes::Bytes::from_static(b"x"),
-        }),
+        message: std::sync::Arc::new(Message::new(
+            "gone",
+            Routing::Anycast,
+            Body::Text(bytes::Bytes::from_static(b"x")),
+        )),
     });
     let h = Harness::with_journal(NodeConfig::default(), vec![vec![ghost]]);
     let last = h.journal.last().expect("activation batch");

@@ -255,7 +255,8 @@ fn durable_view(h: &Harness) -> BTreeMap<String, BTreeSet<String>> {
                 .into_iter()
                 .filter_map(|id| {
                     b.message(id)
-                        .map(|m| String::from_utf8_lossy(&m.body).into_owned())
+                        .and_then(|m| m.body.raw())
+                        .map(|b| String::from_utf8_lossy(b).into_owned())
                 })
                 .collect();
             (q.name.clone(), bodies)

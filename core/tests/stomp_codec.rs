@@ -75,10 +75,10 @@ fn roundtrip(f: &Frame, version: Version) -> Frame {
 
 fn small_limits() -> Limits {
     Limits {
-        max_frame_bytes: 1024,
-        max_headers: 8,
-        max_header_line_bytes: 100,
-        max_pending_bytes: 4096,
+        frame_bytes_max: 1024,
+        headers_max: 8,
+        header_line_bytes_max: 100,
+        pending_bytes_max: 4096,
     }
 }
 
@@ -587,7 +587,7 @@ fn frame_too_large_without_nul_while_streaming() {
             max: 10 * 1024 * 1024
         })
     );
-    assert!(d.buffered_bytes() <= limits.max_frame_bytes + chunk.len());
+    assert!(d.buffered_bytes() <= limits.frame_bytes_max + chunk.len());
     assert_eq!(
         DecodeError::FrameTooLarge {
             max: 10 * 1024 * 1024
@@ -896,7 +896,7 @@ proptest! {
         cuts in prop::collection::vec(any::<usize>(), 0..20),
         version in prop::option::of(prop::sample::select(Version::ALL.to_vec())),
     ) {
-        let limits = Limits { max_pending_bytes: 600, ..small_limits() };
+        let limits = Limits { pending_bytes_max: 600, ..small_limits() };
         let mut d = Decoder::new(limits.clone());
         if let Some(v) = version {
             d.set_version(v);
@@ -907,7 +907,7 @@ proptest! {
         let mut from = 0;
         for to in cuts {
             let pushed = d.push(&input[from..to]);
-            prop_assert!(d.buffered_bytes() <= limits.max_pending_bytes);
+            prop_assert!(d.buffered_bytes() <= limits.pending_bytes_max);
             if pushed.is_err() {
                 break;
             }
@@ -917,7 +917,7 @@ proptest! {
                     Ok(Some(_)) => {}
                     Ok(None) => {
                         // Waiting for more: only part of one frame is held.
-                        let bound = limits.max_frame_bytes.max(limits.max_header_line_bytes + 1);
+                        let bound = limits.frame_bytes_max.max(limits.header_line_bytes_max + 1);
                         prop_assert!(d.buffered_bytes() <= bound, "{} buffered", d.buffered_bytes());
                         break;
                     }
@@ -938,7 +938,7 @@ proptest! {
         cuts in prop::collection::vec(any::<usize>(), 0..20),
     ) {
         // Roomy pending limit, so only the content decides.
-        let limits = Limits { max_pending_bytes: 1 << 20, ..small_limits() };
+        let limits = Limits { pending_bytes_max: 1 << 20, ..small_limits() };
         let whole = feed_in_pieces(&mut Decoder::new(limits.clone()), &input, &[]);
         let pieces = feed_in_pieces(&mut Decoder::new(limits), &input, &cuts);
         prop_assert_eq!(whole, pieces);

@@ -13,11 +13,11 @@ use libfuzzer_sys::fuzz_target;
 /// Small limits, so the fuzzer reaches every one of them.
 fn limits() -> Limits {
     Limits {
-        max_frame_bytes: 1024,
-        max_headers: 8,
-        max_header_line_bytes: 128,
+        frame_bytes_max: 1024,
+        headers_max: 8,
+        header_line_bytes_max: 128,
         // Above libFuzzer's input sizes: the content alone decides.
-        max_pending_bytes: 1 << 20,
+        pending_bytes_max: 1 << 20,
     }
 }
 
@@ -33,7 +33,7 @@ fn decoder(version: Option<Version>, limits: Limits) -> Decoder {
 fn decode(mut d: Decoder, pieces: &[&[u8]]) -> (Vec<Decoded>, Option<DecodeError>) {
     let l = d.limits().clone();
     // While waiting for bytes the decoder holds at most part of one frame.
-    let held_max = l.max_frame_bytes.max(l.max_header_line_bytes + 1);
+    let held_max = l.frame_bytes_max.max(l.header_line_bytes_max + 1);
     let mut out = Vec::new();
     for piece in pieces {
         if let Err(e) = d.push(piece) {

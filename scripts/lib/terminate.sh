@@ -1,4 +1,5 @@
-# Sourced by scripts/kafka.sh and scripts/artemis.sh.
+# shellcheck shell=bash
+# Sourced by scripts/services/kafka.sh and scripts/services/artemis.sh (after lib/common.sh).
 #
 # terminate PID: SIGTERM, up to 60 s to exit, then SIGKILL and up to 10 s
 # more. Logs through the caller's `log`.

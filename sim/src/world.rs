@@ -1248,7 +1248,13 @@ impl World {
 
     fn deliver_fenced(&mut self, i: usize, by_epoch: Option<u32>, inputs: &mut VecDeque<Input>) {
         let h = &mut self.nodes[i];
-        let ticket = h.txn.as_ref().and_then(|t| t.tickets.first().copied());
+        // A transaction acknowledged early (planted bug) has no ticket left
+        // to answer: the next unanswered one is in the queue.
+        let ticket = h
+            .txn
+            .as_ref()
+            .filter(|t| !t.acked_early)
+            .and_then(|t| t.tickets.first().copied());
         let ticket = ticket.or_else(|| h.queue.front().map(|(t, _)| *t));
         h.txn = None;
         h.queue.clear();
@@ -1260,7 +1266,13 @@ impl World {
 
     fn journal_failed(&mut self, i: usize, reason: String, inputs: &mut VecDeque<Input>) {
         let h = &mut self.nodes[i];
-        let ticket = h.txn.as_ref().and_then(|t| t.tickets.first().copied());
+        // A transaction acknowledged early (planted bug) has no ticket left
+        // to answer: the next unanswered one is in the queue.
+        let ticket = h
+            .txn
+            .as_ref()
+            .filter(|t| !t.acked_early)
+            .and_then(|t| t.tickets.first().copied());
         let ticket = ticket.or_else(|| h.queue.front().map(|(t, _)| *t));
         h.txn = None;
         h.queue.clear();

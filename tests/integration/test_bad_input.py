@@ -14,7 +14,8 @@ import uuid
 
 import pytest
 
-from conftest import Client, RawConn
+from harness.clients import Client
+from harness.stomp_wire import RawConn
 
 MIB = 1024 * 1024
 

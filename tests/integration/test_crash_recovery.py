@@ -17,7 +17,8 @@ from collections import Counter
 import pytest
 import stomp
 
-from conftest import WAIT_S, Client, Node
+from harness.clients import WAIT_S, Client
+from harness.node import LocalNode
 
 BODY_BYTES = 1024
 MESSAGES = 10_000
@@ -118,7 +119,7 @@ class SeqTracker(stomp.ConnectionListener):
 
 
 def drain(
-    node: Node,
+    node: LocalNode,
     clients,
     dest: str,
     expected: set[int],
@@ -168,7 +169,7 @@ def check_delivery(
     )
 
 
-def produce_and_crash(node: Node, clients, dest: str) -> tuple[set[int], set[int]]:
+def produce_and_crash(node: LocalNode, clients, dest: str) -> tuple[set[int], set[int]]:
     """Runs a pipelined producer and SIGKILLs the node from this thread once
     KILL_AFTER_RECEIPTS receipts have arrived, with sends still in flight."""
     client = clients(node)
@@ -338,11 +339,11 @@ def test_sigterm_under_load_is_not_lost(node, clients):
         for producer in producers:
             rec = producer.client.rec
             rec.wait(lambda: len(rec.receipts) >= 500 or rec.disconnected)
-        node.send_sigterm()
+        node.sigterm()
         rc = node.wait_exit(STOP_WAIT_S)
         if rc is None:
             log = node.current_log()
-            node.send_sigterm()
+            node.sigterm()
             rc2 = node.wait_exit(STOP_WAIT_S)
             log2 = node.current_log()
             if rc2 is None:

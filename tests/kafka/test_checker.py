@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import Delivery, FailoverConsumer, FailoverProducer, assert_report, body_for, check_delivery
+from harness.failover import (
+    Delivery,
+    FailoverConsumer,
+    FailoverProducer,
+    assert_report,
+    body_for,
+    check_delivery,
+)
 
 
 def _clients(receipted, deliveries, unexpected=()):

@@ -17,7 +17,9 @@ import time
 
 import pytest
 
-from conftest import BACKUP_ANNOUNCED, BACKUP_LIVE, LOCK_OBTAINED, log, wait_accepts
+from harness.kafka import BACKUP_ANNOUNCED, BACKUP_LIVE, LOCK_OBTAINED
+from harness.logs import log
+from harness.node import wait_accepts
 
 ROUNDS = 4
 LOCK_WITHIN_S = 1.5  # the session timeout is 3 s

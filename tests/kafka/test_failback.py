@@ -6,25 +6,27 @@ from __future__ import annotations
 import re
 import time
 
-from conftest import (
-    ACCEPTING,
-    BACKUP_ANNOUNCED,
-    BACKUP_LIVE,
-    FAILING_BACK,
+from harness.failover import (
     AcceptMonitor,
-    LOCK_OBTAINED,
-    ANY_LIVE,
-    NOW_BACKUP,
     FailoverConsumer,
     FailoverProducer,
     assert_report,
     check_delivery,
-    log,
-    new_cluster_id,
     run_until_done,
-    stomp_accepts,
-    wait_accepts,
 )
+from harness.kafka import (
+    ACCEPTING,
+    ANY_LIVE,
+    BACKUP_ANNOUNCED,
+    BACKUP_LIVE,
+    FAILING_BACK,
+    LOCK_OBTAINED,
+    NOW_BACKUP,
+    new_cluster_id,
+)
+from harness.logs import log
+from harness.node import wait_accepts
+from harness.stomp_wire import stomp_accepts
 
 COUNT = 20_000
 RATE = 1500  # msg/s: traffic keeps flowing through the failover and the failback

@@ -11,20 +11,10 @@ from __future__ import annotations
 
 import time
 
-from conftest import (
-    ACCEPTING,
-    BACKUP_LIVE,
-    JOURNAL_READ,
-    LOCK_OBTAINED,
-    FailoverConsumer,
-    FailoverProducer,
-    assert_report,
-    check_delivery,
-    log,
-    new_cluster_id,
-    run_until_done,
-    wait_accepts,
-)
+from harness.failover import FailoverConsumer, FailoverProducer, assert_report, check_delivery, run_until_done
+from harness.kafka import ACCEPTING, BACKUP_LIVE, JOURNAL_READ, LOCK_OBTAINED, new_cluster_id
+from harness.logs import log
+from harness.node import wait_accepts
 
 COUNT = 20_000
 KILL_AFTER = 6_000

@@ -21,7 +21,9 @@ import subprocess
 
 import pytest
 
-from conftest import BACKUP_ANNOUNCED, BACKUP_LIVE, HALYARD_BIN, JOURNAL_READ, log
+from harness.kafka import BACKUP_ANNOUNCED, BACKUP_LIVE, JOURNAL_READ
+from harness.logs import log
+from harness.node import HALYARD_BIN
 
 COUNT = 30_000
 CACHE = 20_000  # duplicate ids kept per address (the broker's default bound)

@@ -13,7 +13,8 @@ from __future__ import annotations
 import re
 import time
 
-from conftest import (
+from harness.failover import FailoverConsumer, FailoverProducer, assert_report, check_delivery, run_until_done
+from harness.kafka import (
     ACCEPTING,
     BACKUP_ANNOUNCED,
     BACKUP_LIVE,
@@ -22,16 +23,11 @@ from conftest import (
     LOCK_LOST,
     LOCK_OBTAINED,
     NOW_BACKUP,
-    FailoverConsumer,
-    FailoverProducer,
-    assert_report,
-    check_delivery,
-    log,
     new_cluster_id,
-    run_until_done,
-    stomp_accepts,
-    wait_accepts,
 )
+from harness.logs import log
+from harness.node import wait_accepts
+from harness.stomp_wire import stomp_accepts
 
 # Logged when a write still in flight at the step-down is refused later.
 LATE_FENCE = r"fenced by (?:epoch \d+|a newer live)\S*: .*still in flight.*"

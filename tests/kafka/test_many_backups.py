@@ -11,20 +11,17 @@ from __future__ import annotations
 import re
 import time
 
-from conftest import (
-    ACCEPTING,
-    ANY_LIVE,
-    BACKUP_LIVE,
+from harness.failover import (
     AcceptMonitor,
     FailoverConsumer,
     FailoverProducer,
     assert_report,
     check_delivery,
-    log,
-    new_cluster_id,
     run_until_done,
-    wait_accepts,
 )
+from harness.kafka import ACCEPTING, ANY_LIVE, BACKUP_LIVE, new_cluster_id
+from harness.logs import log
+from harness.node import wait_accepts
 
 COUNT = 20_000
 RATE = 2500

@@ -3,7 +3,7 @@
 //! A queue delivers a producer's messages nearly in order, so the set is a
 //! handful of ranges however many messages passed: memory grows with the
 //! number of gaps (lost or still reordered messages), not with the count.
-//! Past `max_ranges` it stops tracking and only counts.
+//! Past `ranges_max` it stops tracking and only counts.
 
 use std::collections::BTreeMap;
 
@@ -20,16 +20,16 @@ pub struct SeqSet {
     /// start -> end (exclusive); ranges neither overlap nor touch.
     ranges: BTreeMap<u64, u64>,
     distinct: u64,
-    max_ranges: usize,
+    ranges_max: usize,
     overflowed: bool,
 }
 
 impl SeqSet {
-    pub fn new(max_ranges: usize) -> SeqSet {
+    pub fn new(ranges_max: usize) -> SeqSet {
         SeqSet {
             ranges: BTreeMap::new(),
             distinct: 0,
-            max_ranges: max_ranges.max(1),
+            ranges_max: ranges_max.max(1),
             overflowed: false,
         }
     }
@@ -70,7 +70,7 @@ impl SeqSet {
                 self.ranges.insert(x, ae);
             }
             _ => {
-                if self.ranges.len() >= self.max_ranges {
+                if self.ranges.len() >= self.ranges_max {
                     self.overflowed = true;
                     self.ranges.clear();
                     self.distinct += 1;

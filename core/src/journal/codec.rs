@@ -6,7 +6,7 @@
 //! is:
 //!
 //! ```text
-//! u8  format version (1)
+//! u8  format version (see [`FORMAT_VERSION`]; older versions are still read)
 //! u8  record tag
 //! ... fields: varint integers, varint-length-prefixed strings and bytes
 //! u32 CRC32C (Castagnoli, little endian) of everything before it
@@ -19,53 +19,16 @@
 use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use thiserror::Error;
 
-use super::record::{DurableSub, Entry, Key, QueueDef, QueueKind, Record, Routing, StoredMessage};
+use super::format::NAME_BYTES_MAX;
+pub use super::format::{CodecError, FORMAT_VERSION, FORMAT_VERSION_OLDEST};
+use super::message_codec::{put_message, read_message, read_message_v1};
+use super::record::{DurableSub, Entry, Key, QueueDef, QueueKind, Record};
+use super::wire::{put_id, put_str, put_varint, Reader};
 use crate::ids::Id;
 
-/// The version written into every value. Bump on any layout change and keep
-/// decoding the old ones.
-pub const FORMAT_VERSION: u8 = 1;
-
-/// Longest key or name accepted; bodies are bounded by the value size.
-const NAME_BYTES_MAX: usize = 64 * 1024;
-/// Most headers a stored message may carry.
-const HEADERS_MAX: usize = 1024;
 /// Most queues one message may be routed to.
 const QUEUES_MAX: usize = 1 << 20;
-
-#[derive(Debug, Error, Clone, PartialEq, Eq)]
-pub enum CodecError {
-    #[error("journal value is empty")]
-    Empty,
-    #[error(
-        "journal format version {0} is not supported (this build reads version {FORMAT_VERSION})"
-    )]
-    UnsupportedVersion(u8),
-    #[error("journal value checksum mismatch (stored {stored:#010x}, computed {computed:#010x})")]
-    Checksum { stored: u32, computed: u32 },
-    #[error("journal value truncated while reading {0}")]
-    Truncated(&'static str),
-    #[error("unknown journal record tag {0}")]
-    UnknownTag(u8),
-    #[error("invalid UTF-8 in journal field {0}")]
-    Utf8(&'static str),
-    #[error("journal field {field} too long ({len} > {max})")]
-    TooLong {
-        field: &'static str,
-        len: usize,
-        max: usize,
-    },
-    #[error("{0} trailing bytes after journal record")]
-    Trailing(usize),
-    #[error("malformed journal key {0:?}")]
-    BadKey(String),
-    #[error("record filed under key {found:?} arrived with key {expected:?}")]
-    KeyMismatch { expected: String, found: String },
-    #[error("invalid value {value} for journal field {field}")]
-    BadValue { field: &'static str, value: u64 },
-}
 
 const TAG_ACTIVATION: u8 = 1;
 const TAG_QUEUE_CREATED: u8 = 2;
@@ -235,17 +198,7 @@ pub fn encode_record(record: &Record) -> Bytes {
             for q in queues {
                 put_id(&mut out, *q);
             }
-            put_str(&mut out, &message.address);
-            out.put_u8(match message.routing {
-                Routing::Anycast => 0,
-                Routing::Multicast => 1,
-            });
-            put_varint(&mut out, message.headers.len() as u64);
-            for (k, v) in &message.headers {
-                put_str(&mut out, k);
-                put_str(&mut out, v);
-            }
-            put_bytes(&mut out, &message.body);
+            put_message(&mut out, message);
         }
         Record::Routed { id, queue } => {
             out.put_u8(TAG_ROUTED);
@@ -275,7 +228,9 @@ pub fn encode_record(record: &Record) -> Bytes {
 
 fn record_payload_hint(record: &Record) -> usize {
     match record {
-        Record::MessageStored { message, .. } => message.size_bytes() + 16 * message.headers.len(),
+        Record::MessageStored { message, .. } => {
+            message.size_bytes() + 16 * (message.application.len() + message.annotations.len())
+        }
         _ => 0,
     }
 }
@@ -284,8 +239,9 @@ pub fn decode_record(raw: &[u8]) -> Result<Record, CodecError> {
     if raw.is_empty() {
         return Err(CodecError::Empty);
     }
-    if raw[0] != FORMAT_VERSION {
-        return Err(CodecError::UnsupportedVersion(raw[0]));
+    let version = raw[0];
+    if !(FORMAT_VERSION_OLDEST..=FORMAT_VERSION).contains(&version) {
+        return Err(CodecError::UnsupportedVersion(version));
     }
     if raw.len() < 2 + 4 {
         return Err(CodecError::Truncated("header"));
@@ -299,17 +255,10 @@ pub fn decode_record(raw: &[u8]) -> Result<Record, CodecError> {
     let mut r = Reader { buf: &payload[1..] };
     let tag = r.u8("tag")?;
     let record = match tag {
-        TAG_ACTIVATION => {
-            let epoch = r.varint("epoch")?;
-            let epoch = u32::try_from(epoch).map_err(|_| CodecError::BadValue {
-                field: "epoch",
-                value: epoch,
-            })?;
-            Record::Activation {
-                epoch,
-                node: r.string("node")?,
-            }
-        }
+        TAG_ACTIVATION => Record::Activation {
+            epoch: r.narrow("epoch")?,
+            node: r.string("node")?,
+        },
         TAG_QUEUE_CREATED => {
             let id = r.id("queue id")?;
             let name = r.string("queue name")?;
@@ -341,34 +290,15 @@ pub fn decode_record(raw: &[u8]) -> Result<Record, CodecError> {
             for _ in 0..n {
                 queues.push(r.id("queue id")?);
             }
-            let address = r.string("address")?;
-            let routing = match r.u8("routing")? {
-                0 => Routing::Anycast,
-                1 => Routing::Multicast,
-                other => {
-                    return Err(CodecError::BadValue {
-                        field: "routing",
-                        value: u64::from(other),
-                    })
-                }
+            let message = if version == 1 {
+                read_message_v1(&mut r)?
+            } else {
+                read_message(&mut r)?
             };
-            let n = r.count("header count", HEADERS_MAX)?;
-            let mut headers = Vec::with_capacity(n.min(r.buf.len()));
-            for _ in 0..n {
-                let k = r.string("header name")?;
-                let v = r.string("header value")?;
-                headers.push((k, v));
-            }
-            let body = Bytes::copy_from_slice(r.bytes("body", usize::MAX)?);
             Record::MessageStored {
                 id,
                 queues,
-                message: Arc::new(StoredMessage {
-                    address,
-                    routing,
-                    headers,
-                    body,
-                }),
+                message: Arc::new(message),
             }
         }
         TAG_ROUTED => Record::Routed {
@@ -390,93 +320,6 @@ pub fn decode_record(raw: &[u8]) -> Result<Record, CodecError> {
         return Err(CodecError::Trailing(r.buf.len()));
     }
     Ok(record)
-}
-
-fn put_varint(out: &mut BytesMut, mut v: u64) {
-    while v >= 0x80 {
-        out.put_u8((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.put_u8(v as u8);
-}
-
-fn put_id(out: &mut BytesMut, id: Id) {
-    put_varint(out, u64::from(id.epoch));
-    put_varint(out, id.seq);
-}
-
-fn put_bytes(out: &mut BytesMut, b: &[u8]) {
-    put_varint(out, b.len() as u64);
-    out.put_slice(b);
-}
-
-fn put_str(out: &mut BytesMut, s: &str) {
-    put_bytes(out, s.as_bytes());
-}
-
-struct Reader<'a> {
-    buf: &'a [u8],
-}
-
-impl<'a> Reader<'a> {
-    fn u8(&mut self, what: &'static str) -> Result<u8, CodecError> {
-        let (&b, rest) = self.buf.split_first().ok_or(CodecError::Truncated(what))?;
-        self.buf = rest;
-        Ok(b)
-    }
-
-    fn varint(&mut self, what: &'static str) -> Result<u64, CodecError> {
-        let mut v: u64 = 0;
-        for shift in (0..64).step_by(7) {
-            let b = self.u8(what)?;
-            v |= u64::from(b & 0x7f) << shift;
-            if b & 0x80 == 0 {
-                return Ok(v);
-            }
-        }
-        Err(CodecError::BadValue {
-            field: what,
-            value: v,
-        })
-    }
-
-    fn id(&mut self, what: &'static str) -> Result<Id, CodecError> {
-        let epoch = self.varint(what)?;
-        let epoch = u32::try_from(epoch).map_err(|_| CodecError::BadValue {
-            field: what,
-            value: epoch,
-        })?;
-        Ok(Id::new(epoch, self.varint(what)?))
-    }
-
-    fn count(&mut self, what: &'static str, max: usize) -> Result<usize, CodecError> {
-        let n = self.varint(what)?;
-        match usize::try_from(n) {
-            Ok(n) if n <= max => Ok(n),
-            _ => Err(CodecError::TooLong {
-                field: what,
-                len: usize::try_from(n).unwrap_or(usize::MAX),
-                max,
-            }),
-        }
-    }
-
-    fn bytes(&mut self, what: &'static str, max: usize) -> Result<&'a [u8], CodecError> {
-        let n = self.count(what, max)?;
-        if n > self.buf.len() {
-            return Err(CodecError::Truncated(what));
-        }
-        let (b, rest) = self.buf.split_at(n);
-        self.buf = rest;
-        Ok(b)
-    }
-
-    fn string(&mut self, what: &'static str) -> Result<String, CodecError> {
-        let b = self.bytes(what, NAME_BYTES_MAX)?;
-        std::str::from_utf8(b)
-            .map(str::to_owned)
-            .map_err(|_| CodecError::Utf8(what))
-    }
 }
 
 #[cfg(test)]
@@ -511,26 +354,12 @@ mod tests {
             (
                 id(),
                 proptest::collection::vec(id(), 0..4),
-                name(),
-                any::<bool>(),
-                proptest::collection::vec((name(), ".{0,10}"), 0..4),
-                proptest::collection::vec(any::<u8>(), 0..64)
+                crate::message::testing::message(),
             )
-                .prop_map(|(id, queues, address, multi, headers, body)| {
-                    Record::MessageStored {
-                        id,
-                        queues,
-                        message: Arc::new(StoredMessage {
-                            address,
-                            routing: if multi {
-                                Routing::Multicast
-                            } else {
-                                Routing::Anycast
-                            },
-                            headers,
-                            body: Bytes::from(body),
-                        }),
-                    }
+                .prop_map(|(id, queues, message)| Record::MessageStored {
+                    id,
+                    queues,
+                    message: Arc::new(message),
                 }),
             (id(), id()).prop_map(|(id, queue)| Record::Routed { id, queue }),
             (id(), id()).prop_map(|(id, queue)| Record::Acked { id, queue }),

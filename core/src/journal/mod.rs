@@ -8,8 +8,13 @@
 //! state as the full one.
 
 pub mod codec;
+mod format;
 pub mod group_commit;
+mod message_codec;
 pub mod record;
+mod wire;
 
-pub use codec::{decode_entry, encode_entry, CodecError, FORMAT_VERSION};
-pub use record::{DurableSub, Entry, Key, QueueDef, QueueKind, Record, Routing, StoredMessage};
+pub use codec::{decode_entry, encode_entry, CodecError, FORMAT_VERSION, FORMAT_VERSION_OLDEST};
+pub use record::{DurableSub, Entry, Key, QueueDef, QueueKind, Record};
+// Where the journal's users have always found it.
+pub use crate::message::Routing;

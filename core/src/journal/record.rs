@@ -2,33 +2,21 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
-
 use crate::ids::Id;
-
-/// How an address hands a message to its queues.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
-pub enum Routing {
-    /// Point to point: one queue named like the address, competing consumers.
-    Anycast,
-    /// Publish/subscribe: every subscription queue gets a copy.
-    Multicast,
-}
-
-impl Routing {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Routing::Anycast => "ANYCAST",
-            Routing::Multicast => "MULTICAST",
-        }
-    }
-}
+use crate::message::Message;
 
 /// The name a durable subscription is known by: `client-id` plus subscription name.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct DurableSub {
     pub client_id: String,
     pub name: String,
+}
+
+impl DurableSub {
+    /// The name of its queue (Artemis's `client-id.name`).
+    pub fn queue_name(&self) -> String {
+        format!("{}.{}", self.client_id, self.name)
+    }
 }
 
 /// What kind of queue a [`QueueDef`] describes.
@@ -50,29 +38,6 @@ pub struct QueueDef {
     pub kind: QueueKind,
 }
 
-/// A message as stored: what a consumer needs to rebuild the MESSAGE frame.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StoredMessage {
-    pub address: String,
-    pub routing: Routing,
-    /// Application headers from the SEND frame (control headers removed).
-    pub headers: Vec<(String, String)>,
-    pub body: Bytes,
-}
-
-impl StoredMessage {
-    /// Bytes this message occupies, for window and memory accounting.
-    pub fn size_bytes(&self) -> usize {
-        self.body.len()
-            + self.address.len()
-            + self
-                .headers
-                .iter()
-                .map(|(k, v)| k.len() + v.len() + 2)
-                .sum::<usize>()
-    }
-}
-
 /// One thing the broker wrote down.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Record {
@@ -85,7 +50,7 @@ pub enum Record {
         id: Id,
         queues: Vec<Id>,
         /// Shared with the broker's in-memory copy: no deep copies per batch.
-        message: Arc<StoredMessage>,
+        message: Arc<Message>,
     },
     /// An extra reference from a queue to an already stored message (for
     /// example the dead-letter queue taking it over).

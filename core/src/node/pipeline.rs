@@ -1,138 +1,166 @@
-//! Work waiting for the journal.
-//!
-//! Every client frame that changes or observes state takes a place in one
-//! FIFO. An entry completes when its batch is durable (or at once if it has
-//! none) *and* everything before it has completed, so receipts, deliveries
-//! and state changes happen in exactly the order the journal holds them.
+//! The journal pipeline: submitting work with its batch, completing it in
+//! order once durable, and the housekeeping batch after every input.
 
-use std::sync::Arc;
+use super::config::PlantedBug;
+use super::node::Node;
+use super::ops::OpError;
+use super::ports::{JournalRequest, Output};
+use super::work::{Effects, Pending, Work};
+use crate::broker::{Broker, RefKey};
+use crate::ha::HaState;
+use crate::ids::{Id, Ticket};
+use crate::journal::{Entry, QueueKind, Record};
 
-use bytes::Bytes;
-
-use super::session::SubscribeReq;
-use super::{ConnRequest, Node, Output};
-use crate::broker::RefKey;
-use crate::ids::{ConnId, Id, Ticket};
-use crate::journal::{Entry, StoredMessage};
-use crate::protocol::stomp::{encode_to_bytes, Command, Frame};
-
-pub(crate) struct Pending {
-    pub ticket: Option<Ticket>,
-    pub done: bool,
-    /// Applied to the broker when the entry completes.
-    pub entries: Vec<Entry>,
-    pub work: Work,
-}
-
-/// A send whose turn has come: in-memory references to add.
-pub(crate) struct VolatileSend {
-    pub id: Id,
-    pub message: Arc<StoredMessage>,
-    pub queues: Vec<Id>,
-}
-
-pub(crate) enum Work {
-    Activation {
-        epoch: u32,
-    },
-    /// SEND, ACK, NACK, BEGIN, ABORT, UNSUBSCRIBE...: finish, then RECEIPT.
-    Frame {
-        conn: ConnId,
-        receipt: Option<String>,
-        sends: Vec<VolatileSend>,
-        /// Non-journaled references whose ack completes here.
-        drops: Vec<RefKey>,
-        /// Non-journaled references moved to another queue (dead-lettering).
-        moves: Vec<(RefKey, Id)>,
-        /// (address, duplicate id) no longer pending.
-        dups: Vec<(String, String)>,
-    },
-    Subscribe {
-        conn: ConnId,
-        receipt: Option<String>,
-        req: SubscribeReq,
-    },
-    Disconnect {
-        conn: ConnId,
-        receipt: Option<String>,
-    },
-    /// ERROR, then close: after the work that came before the bad frame.
-    Error {
-        conn: ConnId,
-        frame: Frame,
-    },
-    /// Auto-acks and tombstones nobody waits for.
-    Housekeeping {
-        volatile: Vec<RefKey>,
-    },
-}
-
-impl Work {
-    pub fn conn(&self) -> Option<ConnId> {
-        match self {
-            Work::Frame { conn, .. }
-            | Work::Subscribe { conn, .. }
-            | Work::Disconnect { conn, .. }
-            | Work::Error { conn, .. } => Some(*conn),
-            Work::Activation { .. } | Work::Housekeeping { .. } => None,
-        }
-    }
-
-    pub fn receipt_only(conn: ConnId, receipt: Option<String>) -> Work {
-        Work::Frame {
-            conn,
-            receipt,
-            sends: Vec::new(),
-            drops: Vec::new(),
-            moves: Vec::new(),
-            dups: Vec::new(),
-        }
-    }
-}
+/// Rounds of deliver-then-housekeep after one input. Completing work can
+/// make deliveries, auto-acks and tombstones, which complete more work when
+/// nothing is journaled; a few rounds always settle it.
+const AFTER_INPUT_ROUNDS_MAX: usize = 8;
 
 impl Node {
-    pub(super) fn finish_work(&mut self, work: Work) {
+    pub(crate) fn submit(&mut self, entries: Vec<Entry>, work: Work) {
+        let ticket = if entries.is_empty() {
+            None
+        } else {
+            let t = Ticket(self.next_ticket);
+            self.next_ticket += 1;
+            self.outputs
+                .push_back(Output::Journal(JournalRequest::Append {
+                    ticket: t,
+                    entries: entries.clone(),
+                }));
+            Some(t)
+        };
+        if let Some(c) = work.conn().and_then(|c| self.conns.get_mut(&c)) {
+            c.inflight += 1;
+        }
+        let ticket_done = ticket.is_none()
+            || (self.bug(PlantedBug::ReceiptBeforeDurable) && self.state == HaState::Live);
+        self.pipeline.push_back(Pending {
+            ticket,
+            done: ticket_done,
+            entries,
+            work,
+        });
+        // Work without a journal batch still waits for its turn.
+        self.complete_ready();
+    }
+
+    pub(crate) fn on_durable(&mut self, ticket: Ticket) {
+        self.note_answered(ticket);
+        if let Some(p) = self.pipeline.iter_mut().find(|p| p.ticket == Some(ticket)) {
+            p.done = true;
+        }
+        self.complete_ready();
+    }
+
+    /// The driver's promise: appends are answered in the order they were
+    /// issued. A broken promise would reorder receipts and state changes.
+    pub(crate) fn note_answered(&mut self, ticket: Ticket) {
+        assert!(
+            ticket.0 < self.next_ticket,
+            "journal answered {ticket}, which was never issued (next is t{})",
+            self.next_ticket
+        );
+        if let Some(last) = self.last_answered {
+            assert!(
+                ticket > last,
+                "journal answered {ticket} after {last}: appends must complete in the order issued"
+            );
+        }
+        self.last_answered = Some(ticket);
+    }
+
+    pub(crate) fn complete_ready(&mut self) {
+        while self.pipeline.front().is_some_and(|p| p.done) {
+            let Some(p) = self.pipeline.pop_front() else {
+                break;
+            };
+            for e in &p.entries {
+                self.broker.apply(e);
+            }
+            if let Some(c) = p.work.conn().and_then(|c| self.conns.get_mut(&c)) {
+                c.inflight = c.inflight.saturating_sub(1);
+            }
+            self.finish_work(p.work);
+        }
+        if matches!(self.state, HaState::Draining { .. }) {
+            self.maybe_finish_drain(false);
+        }
+    }
+
+    /// Runs after every input: deliver, batch housekeeping, resume readers.
+    pub(crate) fn after_input(&mut self) {
+        // Nothing may be written before the activation record.
+        if !matches!(
+            self.state,
+            HaState::Activating | HaState::Live | HaState::Draining { .. }
+        ) {
+            return;
+        }
+        // Loop because completing work can make deliveries, auto-acks and
+        // tombstones, which complete more work when nothing is journaled.
+        let mut settled = false;
+        for _ in 0..AFTER_INPUT_ROUNDS_MAX {
+            if matches!(self.state, HaState::Live | HaState::Draining { .. }) {
+                self.dispatch();
+            }
+            for (id, queues) in self.broker.take_dead() {
+                self.housekeeping
+                    .extend(Broker::tombstones_for(id, &queues));
+            }
+            for key in self.broker.take_dead_dups() {
+                self.housekeeping.push(Entry::Tombstone(key));
+            }
+            if self.housekeeping.is_empty() && self.housekeeping_volatile.is_empty() {
+                settled = true;
+                break;
+            }
+            let entries = std::mem::take(&mut self.housekeeping);
+            let volatile = std::mem::take(&mut self.housekeeping_volatile);
+            self.submit(entries, Work::Housekeeping { volatile });
+        }
+        // Never silently: work left here waits for the next input, which
+        // is correct but means a chain of completions longer than expected.
+        debug_assert!(
+            settled,
+            "after_input did not settle in {AFTER_INPUT_ROUNDS_MAX} rounds"
+        );
+        if !settled {
+            tracing::warn!(
+                rounds = AFTER_INPUT_ROUNDS_MAX,
+                "housekeeping did not settle within one input; continuing on the next"
+            );
+        }
+        self.resume_readers();
+    }
+
+    pub(crate) fn finish_work(&mut self, work: Work) {
         match work {
             Work::Activation { epoch } => self.became_live(epoch),
-            Work::Frame {
+            Work::Op { conn, tag, effects } => {
+                self.apply_effects(effects);
+                if let Some(tag) = tag {
+                    self.complete_op(conn, tag, Ok(()));
+                }
+            }
+            Work::Subscribe {
                 conn,
-                receipt,
-                sends,
-                drops,
-                moves,
-                dups,
+                tag,
+                req,
+                queue,
             } => {
-                for s in sends {
-                    self.broker.add_volatile(s.id, &s.message, &s.queues);
-                }
-                for key in drops {
-                    self.broker.drop_volatile(key);
-                }
-                for (key, to) in moves {
-                    self.broker.move_volatile(key, to);
-                }
-                for d in dups {
-                    self.planned_dups.remove(&d);
-                }
-                self.send_receipt(conn, receipt);
-            }
-            Work::Subscribe { conn, receipt, req } => {
                 if self.conns.contains_key(&conn) {
-                    match self.attach(conn, &req) {
-                        Ok(()) => self.send_receipt(conn, receipt),
-                        Err(msg) => self.protocol_error(conn, &msg, "", receipt.as_deref()),
-                    }
+                    let result = self.attach(conn, &req, queue.as_deref());
+                    self.complete_op(conn, tag, result);
                 }
             }
-            Work::Disconnect { conn, receipt } => {
-                self.send_receipt(conn, receipt);
-                if self.conns.contains_key(&conn) {
+            Work::SendInTurn { conn, bytes, close } => {
+                if !bytes.is_empty() {
+                    self.send_bytes(conn, bytes);
+                }
+                if close {
                     self.close_conn(conn);
                 }
-            }
-            Work::Error { conn, frame } => {
-                self.send_frame(conn, &frame);
-                self.close_conn(conn);
             }
             Work::Housekeeping { volatile } => {
                 for key in volatile {
@@ -142,56 +170,75 @@ impl Node {
         }
     }
 
-    pub(super) fn send_receipt(&mut self, conn: ConnId, receipt: Option<String>) {
-        if let Some(r) = receipt {
-            let f = Frame::new(Command::Receipt).with_header("receipt-id", r);
-            self.send_frame(conn, &f);
+    fn apply_effects(&mut self, effects: Effects) {
+        for s in effects.sends {
+            self.broker.add_volatile(s.id, &s.message, &s.queues);
+        }
+        for key in effects.drops {
+            self.broker.drop_volatile(key);
+        }
+        for (key, to) in effects.moves {
+            self.broker.move_volatile(key, to);
+        }
+        for d in effects.dups {
+            self.planned_dups.remove(&d);
         }
     }
 
-    pub(super) fn send_frame(&mut self, conn: ConnId, frame: &Frame) {
-        let Some(c) = self.conns.get_mut(&conn) else {
-            return;
+    /// Attaches a consumer whose turn in the pipeline has come.
+    fn attach(
+        &mut self,
+        conn: crate::ids::ConnId,
+        req: &super::ops::SubscribeOp,
+        queue: Option<&str>,
+    ) -> Result<(), OpError> {
+        let queue = match (queue, &req.target) {
+            (Some(name), _) => self
+                .broker
+                .queue_by_name(name)
+                .map(|q| q.id)
+                .ok_or_else(|| OpError::NoQueue(name.to_string()))?,
+            (None, super::ops::SubscribeTarget::Topic { address, .. }) => {
+                let id = self.ids.next_id();
+                self.broker.create_connection_queue(conn, address, id)
+            }
+            (None, super::ops::SubscribeTarget::Queue { address }) => {
+                return Err(OpError::NoQueue(address.clone()))
+            }
         };
-        let bytes = encode_to_bytes(frame, c.version);
-        self.send_bytes(conn, bytes);
-    }
-
-    pub(super) fn send_bytes(&mut self, conn: ConnId, bytes: Bytes) {
-        let Some(c) = self.conns.get_mut(&conn) else {
-            return;
-        };
-        c.last_send = self.now;
-        self.broker.charge(conn, bytes.len());
-        self.outputs
-            .push_back(Output::Conn(ConnRequest::Send { conn, bytes }));
+        self.broker.subscribe(
+            conn,
+            &req.sub_id,
+            queue,
+            req.ack,
+            req.window_bytes,
+            req.destination.clone(),
+        )?;
+        Ok(())
     }
 
     /// Journal entries and in-memory moves that take settling references to
     /// the dead-letter queue.
-    pub(super) fn dead_letter(&mut self, keys: &[RefKey]) -> (Vec<Entry>, Vec<(RefKey, Id)>) {
+    pub(crate) fn dead_letter(&mut self, keys: &[RefKey]) -> (Vec<Entry>, Vec<(RefKey, Id)>) {
         if keys.is_empty() {
             return (Vec::new(), Vec::new());
         }
         let dla = self.config.broker.dead_letter_address.clone();
-        let (dlq, create) = self.broker.plan_queue(
-            &dla,
-            &dla,
-            crate::journal::QueueKind::Anycast,
-            &mut self.ids,
-        );
+        let (dlq, create) = self
+            .broker
+            .plan_queue(&dla, &dla, QueueKind::Anycast, &mut self.ids);
         let mut entries: Vec<Entry> = create
             .into_iter()
-            .map(|d| Entry::Put(crate::journal::Record::QueueCreated(d)))
+            .map(|d| Entry::Put(Record::QueueCreated(d)))
             .collect();
         let mut moves = Vec::new();
         for k in keys {
             if k.durable {
-                entries.push(Entry::Put(crate::journal::Record::Routed {
+                entries.push(Entry::Put(Record::Routed {
                     id: k.message,
                     queue: dlq,
                 }));
-                entries.push(Entry::Put(crate::journal::Record::Acked {
+                entries.push(Entry::Put(Record::Acked {
                     id: k.message,
                     queue: k.queue,
                 }));

@@ -1,2 +1,3 @@
 //! Wire protocols spoken by clients.
+pub mod amqp;
 pub mod stomp;

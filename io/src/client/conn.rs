@@ -132,7 +132,7 @@ pub async fn connect(
     let _ = stream.set_nodelay(true);
     let (rd, wr) = tokio::io::split(stream);
     let mut limits = Limits::default();
-    limits.max_pending_bytes = limits.max_pending_bytes.max(64 * 1024 * 1024);
+    limits.pending_bytes_max = limits.pending_bytes_max.max(64 * 1024 * 1024);
     let mut reader = StompReader {
         rd,
         decoder: Decoder::new(limits),

@@ -2,32 +2,10 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
+use super::error::DecodeError;
 use super::escape::{unescape, Escaping};
 use super::frame::{parse_content_length, Command, Frame, Version};
-
-/// Bounds on what a peer may make the decoder hold.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Limits {
-    /// Largest frame: command line, header lines and body, without the NUL.
-    pub max_frame_bytes: usize,
-    /// Most header lines in one frame.
-    pub max_headers: usize,
-    /// Longest command or header line, without its EOL, before unescaping.
-    pub max_header_line_bytes: usize,
-    /// Most bytes [`Decoder::push`] accepts before they are decoded.
-    pub max_pending_bytes: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Limits {
-        Limits {
-            max_frame_bytes: 10 * 1024 * 1024,
-            max_headers: 128,
-            max_header_line_bytes: 16 * 1024,
-            max_pending_bytes: 16 * 1024 * 1024,
-        }
-    }
-}
+use super::limits::Limits;
 
 /// What [`Decoder::next`] found.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -35,37 +13,6 @@ pub enum Decoded {
     Frame(Frame),
     /// One EOL (LF or CR LF) between frames.
     HeartBeat,
-}
-
-/// Why a byte stream is not valid STOMP. The `Display` text is one short
-/// line, fit for the `message` header of an ERROR frame.
-#[derive(thiserror::Error, Debug, Clone, PartialEq, Eq)]
-pub enum DecodeError {
-    #[error("unknown command {0:?}")]
-    UnknownCommand(String),
-    #[error("header line without ':'")]
-    MissingColon,
-    #[error("empty header name")]
-    EmptyHeaderName,
-    #[error("invalid escape sequence \"{0}\" in header")]
-    InvalidEscape(String),
-    #[error("header is not valid UTF-8")]
-    InvalidUtf8,
-    #[error("more than {max} headers")]
-    TooManyHeaders { max: usize },
-    #[error("header line longer than {max} bytes")]
-    HeaderLineTooLong { max: usize },
-    #[error("frame larger than {max} bytes")]
-    FrameTooLarge { max: usize },
-    #[error("invalid content-length {0:?}")]
-    BadContentLength(String),
-    /// The byte after a `content-length` body is not NUL. (Without
-    /// `content-length` the body simply runs to the first NUL, and a frame
-    /// that never has one ends in [`DecodeError::FrameTooLarge`].)
-    #[error("frame body not terminated by NUL")]
-    MissingNul,
-    #[error("more than {max} bytes buffered")]
-    PendingTooLarge { max: usize },
 }
 
 /// Longest piece of peer input quoted in an error message.
@@ -156,12 +103,12 @@ impl Decoder {
     }
 
     /// Buffers bytes read from the peer. Fails, buffering nothing, if more
-    /// than `max_pending_bytes` would then be buffered.
+    /// than `pending_bytes_max` would then be buffered.
     pub fn push(&mut self, data: &[u8]) -> Result<(), DecodeError> {
         if let Some(e) = &self.failed {
             return Err(e.clone());
         }
-        let max = self.limits.max_pending_bytes;
+        let max = self.limits.pending_bytes_max;
         if self.input.buf.len().saturating_add(data.len()) > max {
             return Err(self.fail(DecodeError::PendingTooLarge { max }));
         }
@@ -185,7 +132,7 @@ impl Decoder {
 
     fn step(&mut self) -> Result<Option<Decoded>, DecodeError> {
         let limits = &self.limits;
-        let frame_max = limits.max_frame_bytes;
+        let frame_max = limits.frame_bytes_max;
         loop {
             let Some(head) = &mut self.head else {
                 // Between frames: heart-beats, or the next command line.
@@ -205,7 +152,7 @@ impl Decoder {
                     },
                     Some(_) => {}
                 }
-                let Some((len, eol_len)) = self.input.find_line(limits.max_header_line_bytes)?
+                let Some((len, eol_len)) = self.input.find_line(limits.header_line_bytes_max)?
                 else {
                     return Ok(None);
                 };
@@ -232,7 +179,7 @@ impl Decoder {
             };
 
             if !head.in_body {
-                let Some((len, eol_len)) = self.input.find_line(limits.max_header_line_bytes)?
+                let Some((len, eol_len)) = self.input.find_line(limits.header_line_bytes_max)?
                 else {
                     return Ok(None);
                 };
@@ -243,9 +190,9 @@ impl Decoder {
                 if len == 0 {
                     head.in_body = true;
                 } else {
-                    if head.headers.len() >= limits.max_headers {
+                    if head.headers.len() >= limits.headers_max {
                         return Err(DecodeError::TooManyHeaders {
-                            max: limits.max_headers,
+                            max: limits.headers_max,
                         });
                     }
                     let (name, value) = parse_header(&self.input.buf[..len], head.escaping)?;

@@ -2,7 +2,7 @@
 
 use bytes::{BufMut, BytesMut};
 
-use super::decode::DecodeError;
+use super::error::DecodeError;
 use super::frame::{Command, Version};
 
 /// How the headers of one frame are escaped.

@@ -19,14 +19,20 @@
 //!   never escaped (spec, for 1.0 compatibility).
 //! - Every limit in [`Limits`] is enforced while bytes trickle in, so a
 //!   peer can never make the decoder buffer more than
-//!   `max(max_frame_bytes, max_header_line_bytes + 1)` bytes of an
+//!   `max(frame_bytes_max, header_line_bytes_max + 1)` bytes of an
 //!   incomplete frame.
 
 mod decode;
 mod encode;
+mod error;
 mod escape;
 mod frame;
+mod limits;
+mod session;
 
-pub use decode::{DecodeError, Decoded, Decoder, Limits};
+pub use decode::{Decoded, Decoder};
 pub use encode::{encode, encode_to_bytes, HEARTBEAT};
+pub use error::DecodeError;
 pub use frame::{Command, Frame, Version};
+pub use limits::Limits;
+pub use session::{StompSession, DUPLICATE_ID_HEADER};

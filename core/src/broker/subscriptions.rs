@@ -1,0 +1,164 @@
+//! Consumers: attaching, detaching, durable subscriptions and
+//! connection-owned queues.
+
+use std::collections::BTreeMap;
+
+use super::errors::SubscribeError;
+use super::queue::{AckMode, ConsumerId, Queue, QueueOwner, RefState};
+use super::state::{Broker, Consumer};
+use super::types::RefKey;
+use crate::ids::{ConnId, Id};
+use crate::journal::{QueueKind, Routing};
+
+impl Broker {
+    /// Creates a connection-owned multicast queue (non-durable subscription).
+    pub fn create_connection_queue(&mut self, conn: ConnId, address: &str, id: Id) -> Id {
+        let q = Queue::new(
+            id,
+            format!("{}.{}.{}", address, conn, id),
+            address.to_string(),
+            Routing::Multicast,
+            QueueOwner::Connection(conn),
+        );
+        self.insert_queue(q);
+        id
+    }
+
+    /// Attaches a consumer to a queue.
+    #[allow(clippy::too_many_arguments)]
+    pub fn subscribe(
+        &mut self,
+        conn: ConnId,
+        sub_id: &str,
+        queue: Id,
+        ack_mode: AckMode,
+        window_bytes: Option<usize>,
+        destination: String,
+    ) -> Result<(), SubscribeError> {
+        let flow = self.conns.entry(conn).or_default();
+        if flow.subs.contains_key(sub_id) {
+            return Err(SubscribeError::DuplicateId(sub_id.to_string()));
+        }
+        let Some(q) = self.queues.get_mut(&queue) else {
+            return Err(SubscribeError::NoQueue(queue.to_string()));
+        };
+        if matches!(
+            q.owner,
+            QueueOwner::Durable(QueueKind::DurableSubscription(_))
+        ) && !q.consumers.is_empty()
+        {
+            return Err(SubscribeError::DurableInUse(q.name.clone()));
+        }
+        let cid = ConsumerId(self.next_consumer);
+        self.next_consumer += 1;
+        q.consumers.push_back(cid);
+        flow.subs.insert(sub_id.to_string(), cid);
+        self.consumers.insert(
+            cid,
+            Consumer {
+                conn,
+                sub_id: sub_id.to_string(),
+                queue,
+                ack_mode,
+                window_bytes,
+                unacked_bytes: 0,
+                unacked: BTreeMap::new(),
+                destination,
+            },
+        );
+        self.dirty.insert(queue);
+        Ok(())
+    }
+
+    /// Checks a durable subscription can be attached: returns its queue if it exists.
+    pub fn durable_subscription(
+        &self,
+        name: &str,
+        address: &str,
+    ) -> Result<Option<Id>, SubscribeError> {
+        match self.names.get(name).and_then(|id| self.queues.get(id)) {
+            None => Ok(None),
+            Some(q) if q.address != address => Err(SubscribeError::DurableOtherAddress {
+                name: name.to_string(),
+                existing: q.address.clone(),
+                requested: address.to_string(),
+            }),
+            Some(q) if !q.consumers.is_empty() => {
+                Err(SubscribeError::DurableInUse(name.to_string()))
+            }
+            Some(q) => Ok(Some(q.id)),
+        }
+    }
+
+    pub fn has_subscription(&self, conn: ConnId, sub_id: &str) -> bool {
+        self.conns
+            .get(&conn)
+            .is_some_and(|f| f.subs.contains_key(sub_id))
+    }
+
+    /// Detaches a consumer. Its unacknowledged messages go back to the queue;
+    /// those past `delivery_attempts_max` are returned for dead-lettering. A
+    /// connection-owned queue is deleted with its consumer.
+    pub fn unsubscribe(&mut self, conn: ConnId, sub_id: &str) -> Option<Vec<RefKey>> {
+        let cid = self.conns.get_mut(&conn)?.subs.remove(sub_id)?;
+        Some(self.remove_consumer(cid))
+    }
+
+    pub(crate) fn remove_consumer(&mut self, cid: ConsumerId) -> Vec<RefKey> {
+        let Some(c) = self.consumers.remove(&cid) else {
+            return Vec::new();
+        };
+        if let Some(flow) = self.conns.get_mut(&c.conn) {
+            flow.subs.remove(&c.sub_id);
+            for seq in c.unacked.keys() {
+                flow.acks.remove(seq);
+            }
+        }
+        let mut returned = Vec::new();
+        let mut delete = false;
+        if let Some(q) = self.queues.get_mut(&c.queue) {
+            q.consumers.retain(|x| *x != cid);
+            for (mid, _) in c.unacked.values() {
+                if let Some(r) = q.refs.get_mut(mid) {
+                    r.state = RefState::Settling;
+                    returned.push(RefKey {
+                        message: *mid,
+                        queue: c.queue,
+                        durable: r.durable,
+                    });
+                }
+            }
+            delete = matches!(q.owner, QueueOwner::Connection(_));
+        }
+        if delete {
+            self.delete_queue(c.queue);
+            return Vec::new();
+        }
+        self.requeue(&returned)
+    }
+
+    /// The connection is gone: detach all its consumers and forget it.
+    /// Returns references that must be dead-lettered.
+    pub fn connection_closed(&mut self, conn: ConnId) -> Vec<RefKey> {
+        let Some(flow) = self.conns.remove(&conn) else {
+            return Vec::new();
+        };
+        let mut dlq = Vec::new();
+        for cid in flow.subs.values() {
+            dlq.extend(self.remove_consumer(*cid));
+        }
+        dlq
+    }
+
+    pub(crate) fn forget_unacked(&mut self, consumer: ConsumerId, ack_seq: u64) {
+        if let Some(c) = self.consumers.get_mut(&consumer) {
+            if let Some((_, size)) = c.unacked.remove(&ack_seq) {
+                c.unacked_bytes = c.unacked_bytes.saturating_sub(size);
+                self.dirty.insert(c.queue);
+            }
+            if let Some(flow) = self.conns.get_mut(&c.conn) {
+                flow.acks.remove(&ack_seq);
+            }
+        }
+    }
+}

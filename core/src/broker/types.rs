@@ -1,0 +1,49 @@
+//! What the broker hands out: references, deliveries and send plans.
+
+use std::sync::Arc;
+
+use crate::ids::{ConnId, Id};
+use crate::journal::{Entry, QueueDef};
+use crate::message::Message;
+
+/// One queue's reference to one message.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RefKey {
+    pub message: Id,
+    pub queue: Id,
+    /// Journaled: removing or moving it takes a journal record.
+    pub durable: bool,
+}
+
+/// A message handed to a consumer; its connection's protocol session encodes it.
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    pub conn: ConnId,
+    pub sub_id: String,
+    /// The `ack` header value, for client and client-individual subscriptions.
+    pub ack: Option<u64>,
+    pub message_id: Id,
+    pub queue: Id,
+    pub message: Arc<Message>,
+    /// 1 on first delivery.
+    pub deliveries: u32,
+    pub destination: String,
+    /// The queue's address differs from the message's (dead-lettered).
+    pub original_address: Option<String>,
+    /// Auto-ack: this reference is settled by sending it; journal its ack.
+    pub auto_settled: Option<RefKey>,
+    /// The journal entries that settle `auto_settled` (see
+    /// [`Broker::settle_entries`]); empty for a volatile reference.
+    pub auto_settle_entries: Vec<Entry>,
+}
+
+/// Where a send goes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SendPlan {
+    /// Durable queues that do not exist yet and are created in the same batch.
+    pub creates: Vec<QueueDef>,
+    /// Durable queues that keep a journaled reference (persistent sends only).
+    pub durable_queues: Vec<Id>,
+    /// Queues that hold it in memory only.
+    pub volatile_queues: Vec<Id>,
+}

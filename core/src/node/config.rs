@@ -1,0 +1,76 @@
+//! What a node is configured with.
+
+use crate::broker::{BrokerConfig, DestinationConfig};
+use crate::ha::Role;
+use crate::protocol::stomp::Limits;
+
+/// Everything a node is configured with. Time and randomness are not here:
+/// they arrive as inputs.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// Name written into activation records and logs.
+    pub node_id: String,
+    pub role: Role,
+    /// A returning primary takes the live role back from a backup.
+    pub allow_failback: bool,
+    pub limits: Limits,
+    pub destinations: DestinationConfig,
+    pub broker: BrokerConfig,
+    /// Heart-beat interval the server offers and asks for (ms); 0 disables.
+    pub heartbeat_ms: u64,
+    /// A connection that sends no CONNECT within this time is closed.
+    pub connect_timeout_ms: u64,
+    /// Operations of one connection waiting for the journal before its reading pauses.
+    pub conn_inflight_max: usize,
+    /// Open transactions per connection.
+    pub transactions_per_conn_max: usize,
+    /// Operations (sends and acknowledgements) in one transaction.
+    pub transaction_ops_max: usize,
+    /// Body bytes in one transaction.
+    pub transaction_bytes_max: usize,
+    /// How long a failback or shutdown waits for pending journal work.
+    pub drain_timeout_ms: u64,
+    /// Pause before asking for the lock again after a failed activation.
+    pub activation_retry_ms: u64,
+    /// A deliberate bug (simulator self-tests only).
+    #[cfg(feature = "planted-bugs")]
+    pub planted_bug: Option<PlantedBug>,
+}
+
+/// Deliberate bugs the simulator's checker must catch. They can only be
+/// switched on with the `planted-bugs` feature (simulator tests).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum PlantedBug {
+    /// Answer sends (RECEIPT) and apply acks before the journal says durable.
+    ReceiptBeforeDurable,
+    /// Go live after the first chunk of the journal instead of its end.
+    AcceptBeforeLoaded,
+    /// Journal the ack of a client-acknowledged message when it is delivered,
+    /// not when the client's ACK is durable.
+    RemoveBeforeAckDurable,
+    /// Keep the previous activation's epoch, so ids repeat.
+    ReuseIds,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            node_id: "halyard".into(),
+            role: Role::Primary,
+            allow_failback: false,
+            limits: Limits::default(),
+            destinations: DestinationConfig::default(),
+            broker: BrokerConfig::default(),
+            heartbeat_ms: 10_000,
+            connect_timeout_ms: 30_000,
+            conn_inflight_max: 10_000,
+            transactions_per_conn_max: 64,
+            transaction_ops_max: 100_000,
+            transaction_bytes_max: 64 * 1024 * 1024,
+            drain_timeout_ms: 5_000,
+            activation_retry_ms: 1_000,
+            #[cfg(feature = "planted-bugs")]
+            planted_bug: None,
+        }
+    }
+}

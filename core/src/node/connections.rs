@@ -1,0 +1,302 @@
+//! Client connections: telling the protocol from the first bytes, running
+//! each connection's protocol session, carrying out what it asks for, flow
+//! control, deliveries, heart-beats and goodbyes.
+
+use bytes::Bytes;
+use tracing::debug;
+
+use super::config::PlantedBug;
+use super::conn::{Conn, Session};
+use super::node::Node;
+use super::ops::{SessionAction, SessionCx};
+use super::ports::{ConnRequest, Output};
+use super::work::{Effects, Work};
+use crate::broker::RefKey;
+use crate::ha::HaState;
+use crate::ids::ConnId;
+use crate::journal::{Entry, Record};
+use crate::protocol::stomp::StompSession;
+
+/// How many first bytes decide the protocol: AMQP's header starts `AMQP`.
+const SNIFF_BYTES: usize = 4;
+const AMQP_PREFIX: &[u8] = b"AMQP";
+
+/// Runs `$body` with `$cx`, a [`SessionCx`] for connection `$conn`, without
+/// borrowing all of `$node` (the session, the broker and the action buffer
+/// are different fields).
+macro_rules! with_cx {
+    ($node:ident, $conn:expr, $cx:ident, $body:expr) => {{
+        let live = $node.state == HaState::Live;
+        let mut $cx = SessionCx {
+            now: $node.now,
+            conn: $conn,
+            config: &$node.config,
+            broker: &$node.broker,
+            live,
+            actions: &mut $node.actions,
+        };
+        $body
+    }};
+}
+
+impl Node {
+    pub(crate) fn on_opened(&mut self, conn: ConnId) {
+        self.conns.insert(conn, Conn::new(self.now));
+    }
+
+    pub(crate) fn on_received(&mut self, conn: ConnId, bytes: &[u8]) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let bytes: Bytes = if c.session.is_none() {
+            c.sniffed.extend_from_slice(bytes);
+            let n = c.sniffed.len().min(SNIFF_BYTES);
+            if c.sniffed[..n] == AMQP_PREFIX[..n] && n < SNIFF_BYTES {
+                return; // could still be AMQP: wait for more
+            }
+            if c.sniffed.starts_with(AMQP_PREFIX) {
+                debug!(%conn, "AMQP protocol header, but AMQP is not served yet");
+                self.close_conn(conn);
+                return;
+            }
+            c.session = Some(Session::Stomp(Box::new(StompSession::new(
+                &self.config,
+                c.opened_at,
+            ))));
+            Bytes::from(std::mem::take(&mut c.sniffed))
+        } else {
+            Bytes::copy_from_slice(bytes)
+        };
+        if let Some(s) = c.session.as_mut() {
+            with_cx!(self, conn, cx, s.get().receive(&mut cx, &bytes));
+            if self.state != HaState::Live {
+                with_cx!(
+                    self,
+                    conn,
+                    cx,
+                    s.get().refuse(&mut cx, "this node is not live")
+                );
+            }
+        }
+        self.carry_out(conn);
+        self.run_session(conn);
+    }
+
+    pub(crate) fn on_closed(&mut self, conn: ConnId) {
+        if self.conns.contains_key(&conn) {
+            self.forget_conn(conn);
+        }
+    }
+
+    /// Lets the session handle what it has buffered, one unit at a time,
+    /// pausing the connection when too much of its work is in flight.
+    pub(crate) fn run_session(&mut self, conn: ConnId) {
+        let max = self.config.conn_inflight_max;
+        loop {
+            if self.state != HaState::Live {
+                return;
+            }
+            let Some(c) = self.conns.get_mut(&conn) else {
+                return;
+            };
+            if c.paused {
+                return;
+            }
+            if c.inflight >= max {
+                c.paused = true;
+                self.outputs
+                    .push_back(Output::Conn(ConnRequest::PauseReading { conn }));
+                return;
+            }
+            let Some(s) = c.session.as_mut() else {
+                return;
+            };
+            let more = with_cx!(self, conn, cx, s.get().step(&mut cx));
+            self.carry_out(conn);
+            if !more {
+                return;
+            }
+        }
+    }
+
+    /// Carries out what the connection's session asked for.
+    pub(crate) fn carry_out(&mut self, conn: ConnId) {
+        // Bounded: each round handles what the previous one pushed; a
+        // refusal pushes an answer and stops the session reading, so this
+        // settles within a few rounds.
+        for _ in 0..64 {
+            if self.actions.is_empty() {
+                return;
+            }
+            let actions = std::mem::take(&mut self.actions);
+            for a in actions {
+                match a {
+                    SessionAction::Op { tag, op } => {
+                        if let Err(e) = self.execute(conn, tag, op) {
+                            if let Some(s) =
+                                self.conns.get_mut(&conn).and_then(|c| c.session.as_mut())
+                            {
+                                with_cx!(self, conn, cx, s.get().completed(&mut cx, tag, Err(e)));
+                            }
+                        }
+                    }
+                    SessionAction::Send(bytes) => self.send_bytes(conn, bytes),
+                    SessionAction::SendInTurn { bytes, close } => {
+                        self.submit(Vec::new(), Work::SendInTurn { conn, bytes, close });
+                    }
+                    SessionAction::Close => self.close_conn(conn),
+                    SessionAction::ClientError(message) => {
+                        self.event(super::events::Event::ClientError { conn, message })
+                    }
+                }
+            }
+        }
+        debug_assert!(self.actions.is_empty(), "session actions did not settle");
+        self.actions.clear();
+    }
+
+    /// Lets paused connections read again once their work has drained.
+    pub(crate) fn resume_readers(&mut self) {
+        let low = self.config.conn_inflight_max / 2;
+        let ready: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.paused && c.inflight <= low)
+            .map(|(id, _)| *id)
+            .collect();
+        for conn in ready {
+            if let Some(c) = self.conns.get_mut(&conn) {
+                c.paused = false;
+            }
+            self.outputs
+                .push_back(Output::Conn(ConnRequest::ResumeReading { conn }));
+            self.run_session(conn);
+        }
+    }
+
+    /// Completion of a tagged operation, in pipeline order.
+    pub(crate) fn complete_op(
+        &mut self,
+        conn: ConnId,
+        tag: u64,
+        result: Result<(), super::ops::OpError>,
+    ) {
+        if let Some(s) = self.conns.get_mut(&conn).and_then(|c| c.session.as_mut()) {
+            with_cx!(self, conn, cx, s.get().completed(&mut cx, tag, result));
+            self.carry_out(conn);
+        }
+    }
+
+    pub(crate) fn close_conn(&mut self, conn: ConnId) {
+        if self.conns.contains_key(&conn) {
+            self.outputs
+                .push_back(Output::Conn(ConnRequest::Close { conn }));
+            self.forget_conn(conn);
+        }
+    }
+
+    /// Returns everything the connection held: open transactions are rolled
+    /// back, unacknowledged messages go back to their queues.
+    fn forget_conn(&mut self, conn: ConnId) {
+        let Some(c) = self.conns.remove(&conn) else {
+            return;
+        };
+        let mut back: Vec<RefKey> = Vec::new();
+        for (_, tx) in c.txs {
+            back.extend(tx.acks);
+        }
+        let mut dead = self.broker.requeue(&back);
+        dead.extend(self.broker.connection_closed(conn));
+        self.dead_letter_now(conn, dead);
+    }
+
+    /// Journals the dead-lettering of settling references (if any).
+    pub(crate) fn dead_letter_now(&mut self, conn: ConnId, dead: Vec<RefKey>) {
+        if dead.is_empty() {
+            return;
+        }
+        let (entries, moves) = self.dead_letter(&dead);
+        self.submit(
+            entries,
+            Work::Op {
+                conn,
+                tag: None,
+                effects: Effects {
+                    moves,
+                    ..Effects::default()
+                },
+            },
+        );
+    }
+
+    pub(crate) fn send_bytes(&mut self, conn: ConnId, bytes: Bytes) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if let Some(s) = c.session.as_mut() {
+            s.get().sent(self.now);
+        }
+        self.broker.charge(conn, bytes.len());
+        self.outputs
+            .push_back(Output::Conn(ConnRequest::Send { conn, bytes }));
+    }
+
+    /// Hands ready messages to consumers, encoded by their sessions.
+    pub(crate) fn dispatch(&mut self) {
+        let early_ack = self.bug(PlantedBug::RemoveBeforeAckDurable);
+        let conns = &mut self.conns;
+        let outputs = &mut self.outputs;
+        let config = &self.config;
+        let housekeeping = &mut self.housekeeping;
+        let volatile = &mut self.housekeeping_volatile;
+        let now = self.now;
+        self.broker.dispatch(&mut |d| {
+            let Some(s) = conns.get_mut(&d.conn).and_then(|c| c.session.as_mut()) else {
+                return 0;
+            };
+            let bytes = s.get().deliver(now, config, &d);
+            let n = bytes.len();
+            outputs.push_back(Output::Conn(ConnRequest::Send {
+                conn: d.conn,
+                bytes,
+            }));
+            if early_ack && d.ack.is_some() {
+                housekeeping.push(Entry::Put(Record::Acked {
+                    id: d.message_id,
+                    queue: d.queue,
+                }));
+            }
+            if let Some(k) = d.auto_settled {
+                if k.durable {
+                    housekeeping.extend(d.auto_settle_entries);
+                } else {
+                    volatile.push(k);
+                }
+            }
+            n
+        });
+    }
+
+    /// Connect timeouts, heart-beats out, and silent peers.
+    pub(crate) fn tick_sessions(&mut self) {
+        let now = self.now;
+        let ids: Vec<ConnId> = self.conns.keys().copied().collect();
+        for conn in ids {
+            let Some(c) = self.conns.get_mut(&conn) else {
+                continue;
+            };
+            match c.session.as_mut() {
+                None => {
+                    if now >= c.opened_at + self.config.connect_timeout_ms {
+                        debug!(%conn, "no protocol header in time");
+                        self.close_conn(conn);
+                    }
+                }
+                Some(s) => {
+                    with_cx!(self, conn, cx, s.get().tick(&mut cx));
+                    self.carry_out(conn);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,217 @@
+//! Executing protocol-neutral operations: each becomes a journal batch and
+//! the in-memory work that follows it, in the pipeline.
+
+use std::sync::Arc;
+
+use super::node::Node;
+use super::ops::{Op, OpError, Outcome, SubscribeOp, SubscribeTarget};
+use super::work::{Effects, VolatileSend, Work};
+use crate::broker::Destination;
+use crate::ids::ConnId;
+use crate::journal::{Entry, Key, QueueKind, Record};
+use crate::message::Message;
+
+impl Node {
+    /// Executes one operation of `conn`'s session. `Err` means nothing of it
+    /// happened; the session is told at once.
+    pub(crate) fn execute(&mut self, conn: ConnId, tag: u64, op: Op) -> Result<(), OpError> {
+        match op {
+            Op::Send { message, tx: None } => {
+                let mut entries = Vec::new();
+                let mut effects = Effects::default();
+                self.plan_one_send(message, &mut entries, &mut effects)?;
+                self.submit(
+                    entries,
+                    Work::Op {
+                        conn,
+                        tag: Some(tag),
+                        effects,
+                    },
+                );
+                Ok(())
+            }
+            Op::Send {
+                message,
+                tx: Some(tx),
+            } => self.tx_send(conn, tag, &tx, message),
+            Op::Subscribe(req) => self.plan_subscribe(conn, tag, req),
+            Op::Unsubscribe { sub_id, durable } => {
+                let returned = sub_id
+                    .as_deref()
+                    .and_then(|id| self.broker.unsubscribe(conn, id));
+                let mut entries = Vec::new();
+                if let Some(d) = durable {
+                    let qname = d.queue_name();
+                    if self.broker.queue_by_name(&qname).is_some() {
+                        entries.push(Entry::Tombstone(Key::Queue(qname)));
+                    }
+                } else if returned.is_none() {
+                    return Err(OpError::NoSubscription(sub_id.unwrap_or_default()));
+                }
+                let (dl_entries, moves) = self.dead_letter(&returned.unwrap_or_default());
+                entries.extend(dl_entries);
+                self.submit(
+                    entries,
+                    Work::Op {
+                        conn,
+                        tag: Some(tag),
+                        effects: Effects {
+                            moves,
+                            ..Effects::default()
+                        },
+                    },
+                );
+                Ok(())
+            }
+            Op::Settle {
+                ack,
+                outcome: Outcome::Accepted,
+                tx: Some(tx),
+            } => self.tx_settle(conn, tag, &tx, ack),
+            Op::Settle { ack, outcome, .. } => {
+                let keys = self.broker.settle(conn, ack)?;
+                let (entries, effects) = match outcome {
+                    Outcome::Accepted => {
+                        let entries = self.broker.settle_entries(&keys);
+                        let drops = keys.into_iter().filter(|k| !k.durable).collect();
+                        (
+                            entries,
+                            Effects {
+                                drops,
+                                ..Effects::default()
+                            },
+                        )
+                    }
+                    Outcome::Requeue => {
+                        let dead = self.broker.requeue(&keys);
+                        let (entries, moves) = self.dead_letter(&dead);
+                        (
+                            entries,
+                            Effects {
+                                moves,
+                                ..Effects::default()
+                            },
+                        )
+                    }
+                };
+                self.submit(
+                    entries,
+                    Work::Op {
+                        conn,
+                        tag: Some(tag),
+                        effects,
+                    },
+                );
+                Ok(())
+            }
+            Op::Begin { tx } => self.tx_begin(conn, tag, tx),
+            Op::Commit { tx } => self.tx_commit(conn, tag, &tx),
+            Op::Abort { tx } => self.tx_abort(conn, tag, &tx),
+            Op::Barrier => {
+                self.submit(
+                    Vec::new(),
+                    Work::Op {
+                        conn,
+                        tag: Some(tag),
+                        effects: Effects::default(),
+                    },
+                );
+                Ok(())
+            }
+        }
+    }
+
+    /// Adds one send's journal entries and in-memory work.
+    pub(crate) fn plan_one_send(
+        &mut self,
+        message: Message,
+        entries: &mut Vec<Entry>,
+        effects: &mut Effects,
+    ) -> Result<(), OpError> {
+        if let Some(d) = &message.dup_id {
+            let key = (message.address.clone(), d.clone());
+            if self.broker.duplicate(&message.address, d).is_some()
+                || self.planned_dups.contains(&key)
+                || effects.dups.contains(&key)
+            {
+                // Stored before: answer it again, store nothing.
+                return Ok(());
+            }
+        }
+        let dest = Destination {
+            address: message.address.clone(),
+            routing: message.routing,
+        };
+        let plan = self
+            .broker
+            .plan_send(&dest, message.durable, &mut self.ids)?;
+        let id = self.ids.next_id();
+        entries.extend(
+            plan.creates
+                .into_iter()
+                .map(|d| Entry::Put(Record::QueueCreated(d))),
+        );
+        if let Some(d) = &message.dup_id {
+            entries.push(Entry::Put(Record::DuplicateId {
+                address: message.address.clone(),
+                dup_id: d.clone(),
+                message: id,
+            }));
+            let key = (message.address.clone(), d.clone());
+            self.planned_dups.insert(key.clone());
+            effects.dups.push(key);
+        }
+        let message = Arc::new(message);
+        if !plan.durable_queues.is_empty() {
+            entries.push(Entry::Put(Record::MessageStored {
+                id,
+                queues: plan.durable_queues,
+                message: message.clone(),
+            }));
+        }
+        effects.sends.push(VolatileSend {
+            id,
+            message,
+            queues: plan.volatile_queues,
+        });
+        Ok(())
+    }
+
+    /// Creates what a subscription needs (its durable queue) in the journal;
+    /// the consumer attaches when that is durable.
+    fn plan_subscribe(&mut self, conn: ConnId, tag: u64, req: SubscribeOp) -> Result<(), OpError> {
+        let mut entries = Vec::new();
+        let queue = match &req.target {
+            SubscribeTarget::Queue { address } => {
+                let (_, create) =
+                    self.broker
+                        .plan_queue(address, address, QueueKind::Anycast, &mut self.ids);
+                entries.extend(create.map(|d| Entry::Put(Record::QueueCreated(d))));
+                Some(address.clone())
+            }
+            SubscribeTarget::Topic { durable: None, .. } => None,
+            SubscribeTarget::Topic {
+                address,
+                durable: Some(sub),
+            } => {
+                let qname = sub.queue_name();
+                if self.broker.durable_subscription(&qname, address)?.is_none() {
+                    let kind = QueueKind::DurableSubscription(sub.clone());
+                    let (_, create) = self.broker.plan_queue(&qname, address, kind, &mut self.ids);
+                    entries.extend(create.map(|d| Entry::Put(Record::QueueCreated(d))));
+                }
+                Some(qname)
+            }
+        };
+        self.submit(
+            entries,
+            Work::Subscribe {
+                conn,
+                tag,
+                req,
+                queue,
+            },
+        );
+        Ok(())
+    }
+}

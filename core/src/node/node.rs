@@ -1,0 +1,170 @@
+//! The [`Node`] itself: its state, and the sans-IO face a driver uses.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use super::config::{NodeConfig, PlantedBug};
+use super::conn::Conn;
+use super::events::Event;
+use super::ops::SessionAction;
+use super::ports::{ConnEvent, Input, Output};
+use super::work::Pending;
+use crate::broker::{Broker, RefKey};
+use crate::ha::HaState;
+use crate::ids::{ConnId, IdGen, Ticket};
+use crate::journal::Entry;
+use crate::Millis;
+
+/// The sans-IO broker node.
+pub struct Node {
+    pub(crate) config: NodeConfig,
+    pub(crate) state: HaState,
+    /// Has been a backup since it last was live (for "backup is now live").
+    pub(crate) announced_backup: bool,
+    pub(crate) epoch: u32,
+    pub(crate) ids: IdGen,
+    pub(crate) broker: Broker,
+    pub(crate) conns: BTreeMap<ConnId, Conn>,
+    /// Work waiting for the journal, in the order it was issued.
+    pub(crate) pipeline: VecDeque<Pending>,
+    pub(crate) next_ticket: u64,
+    /// The last ticket answered (durable, failed or fenced): the driver
+    /// answers in issue order, and the node checks that it does.
+    pub(crate) last_answered: Option<Ticket>,
+    pub(crate) outputs: VecDeque<Output>,
+    pub(crate) now: Millis,
+    /// Journal entries with nobody waiting on them (auto-acks, tombstones),
+    /// collected during one `handle` and appended as one batch.
+    pub(crate) housekeeping: Vec<Entry>,
+    pub(crate) housekeeping_volatile: Vec<RefKey>,
+    /// (address, duplicate id) of sends on their way to the journal.
+    pub(crate) planned_dups: BTreeSet<(String, String)>,
+    pub(crate) accepting: bool,
+    pub(crate) loaded_entries: u64,
+    /// Actions adapters pushed, waiting to be carried out (reused buffer).
+    pub(crate) actions: Vec<SessionAction>,
+}
+
+impl Node {
+    pub fn new(config: NodeConfig) -> Node {
+        let broker = Broker::new(config.broker.clone());
+        Node {
+            config,
+            state: HaState::NotStarted,
+            announced_backup: false,
+            epoch: 0,
+            ids: IdGen::new(0),
+            broker,
+            conns: BTreeMap::new(),
+            pipeline: VecDeque::new(),
+            next_ticket: 1,
+            last_answered: None,
+            outputs: VecDeque::new(),
+            now: 0,
+            housekeeping: Vec::new(),
+            housekeeping_volatile: Vec::new(),
+            planned_dups: BTreeSet::new(),
+            accepting: false,
+            loaded_entries: 0,
+            actions: Vec::new(),
+        }
+    }
+
+    pub fn config(&self) -> &NodeConfig {
+        &self.config
+    }
+
+    /// Is this planted bug switched on? (Always false without the feature.)
+    #[cfg(feature = "planted-bugs")]
+    pub(crate) fn bug(&self, bug: PlantedBug) -> bool {
+        self.config.planted_bug == Some(bug)
+    }
+
+    #[cfg(not(feature = "planted-bugs"))]
+    #[inline(always)]
+    pub(crate) fn bug(&self, _bug: PlantedBug) -> bool {
+        false
+    }
+
+    pub fn state(&self) -> HaState {
+        self.state
+    }
+
+    /// Activation epoch of the current (or last) live period.
+    pub fn epoch(&self) -> u32 {
+        self.epoch
+    }
+
+    pub fn broker(&self) -> &Broker {
+        &self.broker
+    }
+
+    pub fn is_live(&self) -> bool {
+        self.state == HaState::Live
+    }
+
+    /// Verifies the node's bookkeeping (broker state, journal pipeline); the
+    /// simulator calls it after every step in debug builds.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        self.broker.check_invariants()?;
+        let mut last: Option<Ticket> = None;
+        for p in &self.pipeline {
+            if let Some(t) = p.ticket {
+                if last.is_some_and(|l| l >= t) {
+                    return Err(format!(
+                        "pipeline tickets out of order: {last:?} then {t:?}"
+                    ));
+                }
+                last = Some(t);
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies one input. Effects are queued for [`Node::poll_output`].
+    pub fn handle(&mut self, now: Millis, input: Input) {
+        debug_assert!(now >= self.now, "time went backwards: {now} < {}", self.now);
+        self.now = self.now.max(now);
+        match input {
+            Input::Tick => self.on_tick(),
+            Input::Start => self.on_start(),
+            Input::Shutdown => self.on_shutdown(),
+            Input::Conn(ConnEvent::Opened { conn }) => self.on_opened(conn),
+            Input::Conn(ConnEvent::Received { conn, bytes }) => self.on_received(conn, &bytes),
+            Input::Conn(ConnEvent::Flushed { conn, bytes }) => {
+                self.broker.flushed(conn, bytes);
+            }
+            Input::Conn(ConnEvent::Closed { conn }) => self.on_closed(conn),
+            Input::Journal(ev) => self.on_journal(ev),
+            Input::Lock(ev) => self.on_lock(ev),
+        }
+        self.after_input();
+    }
+
+    /// The next effect to carry out, in order.
+    #[must_use]
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// When the node next needs `Input::Tick`.
+    #[must_use]
+    pub fn next_deadline(&self) -> Option<Millis> {
+        let mut d: Option<Millis> = None;
+        let mut at = |t: Millis| d = Some(d.map_or(t, |x| x.min(t)));
+        match self.state {
+            HaState::Waiting { retry_at: Some(t) } => at(t),
+            HaState::Draining { until, .. } => at(until),
+            _ => {}
+        }
+        for c in self.conns.values() {
+            if let Some(t) = c.deadline(&self.config) {
+                at(t);
+            }
+        }
+        d
+    }
+
+    pub(crate) fn event(&mut self, e: Event) {
+        self.outputs.push_back(Output::Event(e));
+    }
+}

@@ -1,0 +1,186 @@
+//! The protocol-neutral face of the node: the operations a protocol adapter
+//! asks for, what it hears back, and the context it works in.
+//!
+//! An adapter (STOMP today, AMQP next) owns one client connection's protocol
+//! state. It turns the client's bytes into [`SessionAction`]s — operations on
+//! the broker tagged with a number of its choosing, bytes to send now, bytes
+//! to send once everything before them is durable — and turns completions and
+//! deliveries back into bytes. It never touches the broker or the journal.
+//!
+//! The node executes operations in the order they arrive and completes them
+//! (through [`ProtocolSession::completed`]) in that same order, each once its
+//! journal batch is durable: the durability contract lives in the node, not
+//! in the adapters.
+
+use bytes::Bytes;
+use thiserror::Error;
+
+use super::config::NodeConfig;
+use crate::broker::{AckError, AckMode, Broker, Delivery, SendError, SubscribeError};
+use crate::ids::ConnId;
+use crate::journal::DurableSub;
+use crate::message::Message;
+use crate::Millis;
+
+/// A transaction, named by the adapter (unique per connection).
+pub type TxName = String;
+
+/// What a client asked the broker to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// Store and route a message (at commit if `tx` is set).
+    Send {
+        message: Message,
+        tx: Option<TxName>,
+    },
+    Subscribe(SubscribeOp),
+    /// Detach a consumer (by id) and/or delete a durable subscription.
+    Unsubscribe {
+        sub_id: Option<String>,
+        durable: Option<DurableSub>,
+    },
+    /// Settle delivered messages by their ack number (from [`Delivery::ack`]).
+    Settle {
+        ack: u64,
+        outcome: Outcome,
+        tx: Option<TxName>,
+    },
+    Begin {
+        tx: TxName,
+    },
+    /// One atomic journal batch: every send and every settlement of `tx`.
+    Commit {
+        tx: TxName,
+    },
+    /// Forget the sends; settled messages go back to their queues.
+    Abort {
+        tx: TxName,
+    },
+    /// Nothing to do but wait for its turn (a receipt for a frame that
+    /// changes nothing, such as STOMP's DISCONNECT).
+    Barrier,
+}
+
+/// A consumer to attach.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SubscribeOp {
+    /// Unique per connection.
+    pub sub_id: String,
+    pub target: SubscribeTarget,
+    pub ack: AckMode,
+    /// Unacknowledged bytes the consumer may hold; `None` is unbounded.
+    pub window_bytes: Option<usize>,
+    /// How deliveries name where they came from (the destination as the
+    /// client spelled it).
+    pub destination: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SubscribeTarget {
+    /// The anycast queue of an address (created if missing).
+    Queue { address: String },
+    /// A multicast address: a connection-owned subscription, or a durable one.
+    Topic {
+        address: String,
+        durable: Option<DurableSub>,
+    },
+}
+
+/// How a consumer settles a delivery.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Consumed (STOMP ACK, AMQP accepted).
+    Accepted,
+    /// Back in line for redelivery (STOMP NACK: it counts as a failed
+    /// delivery, so `delivery_attempts_max` sends it to the dead-letter
+    /// address).
+    Requeue,
+}
+
+/// Why an operation was refused. Its text is what the client is told.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum OpError {
+    #[error("unknown transaction {0:?}")]
+    UnknownTransaction(TxName),
+    #[error("transaction {0:?} is already open")]
+    TransactionOpen(TxName),
+    #[error("more than {0} open transactions")]
+    TooManyTransactions(usize),
+    #[error("transaction {tx:?} exceeds {ops_max} operations or {bytes_max} bytes")]
+    TransactionTooLarge {
+        tx: TxName,
+        ops_max: usize,
+        bytes_max: usize,
+    },
+    #[error("no subscription with id {0:?}")]
+    NoSubscription(String),
+    #[error(transparent)]
+    Ack(#[from] AckError),
+    #[error(transparent)]
+    Subscribe(#[from] SubscribeError),
+    #[error(transparent)]
+    Send(#[from] SendError),
+    #[error("queue {0:?} does not exist")]
+    NoQueue(String),
+}
+
+/// What an adapter hands the node.
+#[derive(Debug)]
+pub enum SessionAction {
+    /// Execute an operation; `tag` comes back with its completion.
+    Op { tag: u64, op: Op },
+    /// Write these bytes now (a handshake answer, a heart-beat).
+    Send(Bytes),
+    /// Write these bytes once everything this connection asked for before
+    /// is complete (a receipt for a frame with nothing to do, an error
+    /// owed after earlier receipts), then close if `close`.
+    SendInTurn { bytes: Bytes, close: bool },
+    /// Close now (the client said goodbye, or is gone).
+    Close,
+    /// The client was told it did something wrong (for logs and metrics).
+    ClientError(String),
+}
+
+/// What an adapter sees of the node while it works.
+pub struct SessionCx<'a> {
+    pub now: Millis,
+    pub conn: ConnId,
+    pub config: &'a NodeConfig,
+    /// Read-only: for checks a protocol makes before asking (does this
+    /// address exist, is this subscription id in use).
+    pub broker: &'a Broker,
+    /// Whether this node serves clients right now.
+    pub live: bool,
+    pub actions: &'a mut Vec<SessionAction>,
+}
+
+impl SessionCx<'_> {
+    pub fn push(&mut self, action: SessionAction) {
+        self.actions.push(action);
+    }
+}
+
+/// One client connection's protocol state, as the node drives it.
+pub trait ProtocolSession {
+    /// Bytes from the client: buffer them (and report a framing error as
+    /// actions).
+    fn receive(&mut self, cx: &mut SessionCx<'_>, bytes: &[u8]);
+    /// Handle at most one unit of input (a frame), pushing its actions.
+    /// Returns false when there is nothing more to handle for now or the
+    /// session reads no more (closing).
+    fn step(&mut self, cx: &mut SessionCx<'_>) -> bool;
+    /// An operation finished: `Ok` once it is durable and applied, `Err`
+    /// when it was refused. Called in the order the operations were pushed.
+    fn completed(&mut self, cx: &mut SessionCx<'_>, tag: u64, result: Result<(), OpError>);
+    /// Encodes a delivery for the client.
+    fn deliver(&mut self, now: Millis, config: &NodeConfig, delivery: &Delivery) -> Bytes;
+    /// Time passed: heart-beats out, timeouts.
+    fn tick(&mut self, cx: &mut SessionCx<'_>);
+    /// When `tick` is next needed.
+    fn deadline(&self, config: &NodeConfig) -> Option<Millis>;
+    /// The node wrote bytes to this client (for heart-beat bookkeeping).
+    fn sent(&mut self, now: Millis);
+    /// The node cannot serve this client (it is not live): answer with an
+    /// error in the protocol's own terms and close.
+    fn refuse(&mut self, cx: &mut SessionCx<'_>, message: &str);
+}

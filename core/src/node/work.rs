@@ -1,0 +1,86 @@
+//! Work waiting for the journal.
+//!
+//! Every client operation that changes or observes state takes a place in
+//! one FIFO ([`Pending`]). An entry completes when its batch is durable (or
+//! at once if it has none) *and* everything before it has completed, so
+//! answers, deliveries and state changes happen in exactly the order the
+//! journal holds them.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::ops::SubscribeOp;
+use crate::broker::RefKey;
+use crate::ids::{ConnId, Id, Ticket};
+use crate::journal::Entry;
+use crate::message::Message;
+
+pub(crate) struct Pending {
+    pub ticket: Option<Ticket>,
+    pub done: bool,
+    /// Applied to the broker when the entry completes.
+    pub entries: Vec<Entry>,
+    pub work: Work,
+}
+
+/// A send whose turn has come: in-memory references to add.
+pub(crate) struct VolatileSend {
+    pub id: Id,
+    pub message: Arc<Message>,
+    pub queues: Vec<Id>,
+}
+
+/// In-memory changes that go with a journal batch, made when it completes.
+#[derive(Default)]
+pub(crate) struct Effects {
+    pub sends: Vec<VolatileSend>,
+    /// Non-journaled references whose ack completes here.
+    pub drops: Vec<RefKey>,
+    /// Non-journaled references moved to another queue (dead-lettering).
+    pub moves: Vec<(RefKey, Id)>,
+    /// (address, duplicate id) no longer pending.
+    pub dups: Vec<(String, String)>,
+}
+
+pub(crate) enum Work {
+    Activation {
+        epoch: u32,
+    },
+    /// A client operation (or the node's own work for a connection, such as
+    /// dead-lettering on close, with no tag): apply, then complete.
+    Op {
+        conn: ConnId,
+        tag: Option<u64>,
+        effects: Effects,
+    },
+    /// A consumer to attach once its queue exists.
+    Subscribe {
+        conn: ConnId,
+        tag: u64,
+        req: SubscribeOp,
+        /// The durable queue to attach to (`None`: a connection-owned one).
+        queue: Option<String>,
+    },
+    /// Bytes owed to a client after its earlier work (an ERROR, a receipt).
+    SendInTurn {
+        conn: ConnId,
+        bytes: Bytes,
+        close: bool,
+    },
+    /// Auto-acks and tombstones nobody waits for.
+    Housekeeping {
+        volatile: Vec<RefKey>,
+    },
+}
+
+impl Work {
+    pub fn conn(&self) -> Option<ConnId> {
+        match self {
+            Work::Op { conn, .. }
+            | Work::Subscribe { conn, .. }
+            | Work::SendInTurn { conn, .. } => Some(*conn),
+            Work::Activation { .. } | Work::Housekeeping { .. } => None,
+        }
+    }
+}

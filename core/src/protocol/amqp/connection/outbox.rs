@@ -1,0 +1,106 @@
+//! Where frames and events wait for the driver, in order.
+
+use std::collections::VecDeque;
+
+use bytes::BytesMut;
+
+use super::event::{Event, Output};
+use crate::protocol::amqp::{encode_frame, Performative, EMPTY_FRAME};
+
+/// Frames coalesce into one byte buffer until an event or the driver
+/// takes them, so a burst of frames costs one write.
+#[derive(Debug, Default)]
+pub(crate) struct Outbox {
+    bytes: BytesMut,
+    queue: VecDeque<Output>,
+    /// Bytes were written since the last call to `take_activity`.
+    active: bool,
+    disconnect: bool,
+    /// The peer's max-frame-size, once known.
+    peer_max_frame: Option<u32>,
+    /// A frame that did not fit it: its name and size.
+    oversize: Option<(&'static str, usize)>,
+}
+
+impl Outbox {
+    pub fn raw(&mut self, b: &[u8]) {
+        // Nothing may follow the disconnect the driver was asked for.
+        if self.disconnect {
+            return;
+        }
+        self.bytes.extend_from_slice(b);
+        self.active = true;
+    }
+
+    pub fn frame(&mut self, channel: u16, perf: &Performative, payload: &[u8]) {
+        if self.disconnect {
+            return;
+        }
+        let start = self.bytes.len();
+        encode_frame(&mut self.bytes, false, channel, &perf.to_value(), payload);
+        let size = self.bytes.len() - start;
+        if self.peer_max_frame.is_some_and(|max| size > max as usize) {
+            // Unsendable: dropped, and the connection closes.
+            self.bytes.truncate(start);
+            self.oversize.get_or_insert((perf.name(), size));
+            return;
+        }
+        self.active = true;
+    }
+
+    /// From the peer's open on, frames larger than `max` are refused.
+    pub fn set_peer_max_frame(&mut self, max: u32) {
+        self.peer_max_frame = Some(max);
+    }
+
+    /// The first frame refused as too large since the last call.
+    pub fn take_oversize(&mut self) -> Option<(&'static str, usize)> {
+        self.oversize.take()
+    }
+
+    pub fn heartbeat(&mut self) {
+        self.raw(&EMPTY_FRAME);
+    }
+
+    pub fn event(&mut self, e: Event) {
+        self.flush();
+        self.queue.push_back(Output::Event(e));
+    }
+
+    /// Asks the driver to close the transport after what is queued.
+    pub fn disconnect(&mut self) {
+        if !self.disconnect {
+            self.flush();
+            self.queue.push_back(Output::Disconnect);
+            self.disconnect = true;
+        }
+    }
+
+    pub fn disconnecting(&self) -> bool {
+        self.disconnect
+    }
+
+    fn flush(&mut self) {
+        if !self.bytes.is_empty() {
+            self.queue
+                .push_back(Output::Transmit(self.bytes.split().freeze()));
+        }
+    }
+
+    /// Whether every output so far was taken.
+    pub fn is_drained(&self) -> bool {
+        self.queue.is_empty() && self.bytes.is_empty()
+    }
+
+    pub fn pop(&mut self) -> Option<Output> {
+        if self.queue.is_empty() {
+            self.flush();
+        }
+        self.queue.pop_front()
+    }
+
+    /// Whether anything was written since the last call.
+    pub fn take_activity(&mut self) -> bool {
+        std::mem::take(&mut self.active)
+    }
+}

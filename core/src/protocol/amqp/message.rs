@@ -1,0 +1,417 @@
+//! Message sections (spec 3.2): decoding a transfer's payload and encoding
+//! a message, keeping what was sent.
+//!
+//! A decoded message re-encodes to the same sections with the same types:
+//! same body kind (data, amqp-sequence or amqp-value), same properties,
+//! same annotations in the same order. With [`Message::decode_lazy`] the
+//! body is not decoded at all and is re-encoded byte for byte, which is
+//! what a broker wants for the bare message it only forwards.
+
+use bytes::{Bytes, BytesMut};
+
+use super::composite::{descriptor_code, open_composite, FieldWriter};
+use super::decode::{DecodeLimits, Reader};
+use super::encode::encode_value;
+use super::error::CodecError;
+use super::value::{map_get, Descriptor, Map, Symbol, Value};
+
+const HEADER: u64 = 0x70;
+const DELIVERY_ANNOTATIONS: u64 = 0x71;
+const MESSAGE_ANNOTATIONS: u64 = 0x72;
+const PROPERTIES: u64 = 0x73;
+const APPLICATION_PROPERTIES: u64 = 0x74;
+const DATA: u64 = 0x75;
+const AMQP_SEQUENCE: u64 = 0x76;
+const AMQP_VALUE: u64 = 0x77;
+const FOOTER: u64 = 0x78;
+
+const NAMES: &[(u64, &str)] = &[
+    (HEADER, "amqp:header:list"),
+    (DELIVERY_ANNOTATIONS, "amqp:delivery-annotations:map"),
+    (MESSAGE_ANNOTATIONS, "amqp:message-annotations:map"),
+    (PROPERTIES, "amqp:properties:list"),
+    (APPLICATION_PROPERTIES, "amqp:application-properties:map"),
+    (DATA, "amqp:data:binary"),
+    (AMQP_SEQUENCE, "amqp:amqp-sequence:list"),
+    (AMQP_VALUE, "amqp:value:*"),
+    (FOOTER, "amqp:footer:map"),
+];
+
+/// Transport headers (spec 3.2.1).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Header {
+    pub durable: bool,
+    pub priority: u8,
+    /// Milliseconds.
+    pub ttl: Option<u32>,
+    pub first_acquirer: bool,
+    pub delivery_count: u32,
+}
+
+impl Default for Header {
+    fn default() -> Header {
+        Header {
+            durable: false,
+            priority: 4,
+            ttl: None,
+            first_acquirer: false,
+            delivery_count: 0,
+        }
+    }
+}
+
+/// Immutable properties of the bare message (spec 3.2.4).
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct Properties {
+    /// ulong, uuid, binary or string.
+    pub message_id: Option<Value>,
+    pub user_id: Option<Bytes>,
+    pub to: Option<String>,
+    pub subject: Option<String>,
+    pub reply_to: Option<String>,
+    pub correlation_id: Option<Value>,
+    pub content_type: Option<Symbol>,
+    pub content_encoding: Option<Symbol>,
+    /// Milliseconds since the epoch.
+    pub absolute_expiry_time: Option<i64>,
+    pub creation_time: Option<i64>,
+    pub group_id: Option<String>,
+    pub group_sequence: Option<u32>,
+    pub reply_to_group_id: Option<String>,
+}
+
+/// The kind of a message's body: JMS maps its message types onto these.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyKind {
+    Empty,
+    Data,
+    Sequence,
+    Value,
+}
+
+/// The application data.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Body {
+    Empty,
+    /// One or more data sections.
+    Data(Vec<Bytes>),
+    /// One or more amqp-sequence sections.
+    Sequence(Vec<Vec<Value>>),
+    Value(Value),
+    /// The body sections as sent, not decoded.
+    Raw {
+        kind: BodyKind,
+        bytes: Bytes,
+    },
+}
+
+impl Body {
+    pub fn kind(&self) -> BodyKind {
+        match self {
+            Body::Empty => BodyKind::Empty,
+            Body::Data(_) => BodyKind::Data,
+            Body::Sequence(_) => BodyKind::Sequence,
+            Body::Value(_) => BodyKind::Value,
+            Body::Raw { kind, .. } => *kind,
+        }
+    }
+
+    /// Decodes a raw body; any other body is returned as it is.
+    pub fn decoded(self, limits: &DecodeLimits) -> Result<Body, CodecError> {
+        let Body::Raw { bytes, .. } = self else {
+            return Ok(self);
+        };
+        let mut r = Reader::new(bytes, limits);
+        let mut body = Body::Empty;
+        while !r.is_empty() {
+            let v = r.read()?;
+            let code = section_code(&v)?;
+            add_body_section(&mut body, code, v)?;
+        }
+        Ok(body)
+    }
+}
+
+/// A message: the header and annotations a hop may change, and the bare
+/// message (properties, application properties, body) it must not.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Message {
+    pub header: Option<Header>,
+    pub delivery_annotations: Option<Map>,
+    pub message_annotations: Option<Map>,
+    pub properties: Option<Properties>,
+    pub application_properties: Option<Map>,
+    pub body: Body,
+    pub footer: Option<Map>,
+}
+
+impl Default for Message {
+    fn default() -> Message {
+        Message {
+            header: None,
+            delivery_annotations: None,
+            message_annotations: None,
+            properties: None,
+            application_properties: None,
+            body: Body::Empty,
+            footer: None,
+        }
+    }
+}
+
+fn section_code(v: &Value) -> Result<u64, CodecError> {
+    v.as_described()
+        .and_then(|d| descriptor_code(&d.descriptor, NAMES))
+        .filter(|c| (HEADER..=FOOTER).contains(c))
+        .ok_or(CodecError::UnexpectedType {
+            expected: "message section",
+        })
+}
+
+fn section_value(v: Value) -> Value {
+    match v {
+        Value::Described(d) => d.value,
+        other => other,
+    }
+}
+
+fn section_map(v: Value, field: &'static str) -> Result<Map, CodecError> {
+    match section_value(v) {
+        Value::Map(m) => Ok(m),
+        _ => Err(CodecError::InvalidField {
+            type_name: "message",
+            field,
+        }),
+    }
+}
+
+fn add_body_section(body: &mut Body, code: u64, v: Value) -> Result<(), CodecError> {
+    match (code, &mut *body) {
+        (DATA, Body::Empty) => *body = Body::Data(Vec::new()),
+        (AMQP_SEQUENCE, Body::Empty) => *body = Body::Sequence(Vec::new()),
+        (AMQP_VALUE, Body::Empty) => {
+            *body = Body::Value(section_value(v));
+            return Ok(());
+        }
+        _ => {}
+    }
+    match (code, body, section_value(v)) {
+        (DATA, Body::Data(parts), Value::Binary(b)) => parts.push(b),
+        (AMQP_SEQUENCE, Body::Sequence(parts), Value::List(l)) => parts.push(l),
+        (DATA | AMQP_SEQUENCE, Body::Data(_) | Body::Sequence(_), _) => {
+            return Err(CodecError::InvalidField {
+                type_name: "message",
+                field: "body",
+            })
+        }
+        _ => return Err(CodecError::SectionOrder),
+    }
+    Ok(())
+}
+
+impl Message {
+    /// Decodes every section of a transfer payload.
+    pub fn decode(payload: Bytes, limits: &DecodeLimits) -> Result<Message, CodecError> {
+        Message::decode_with(payload, limits, false)
+    }
+
+    /// Decodes the header, annotations, properties and footer but keeps the
+    /// body sections as sent ([`Body::Raw`]).
+    pub fn decode_lazy(payload: Bytes, limits: &DecodeLimits) -> Result<Message, CodecError> {
+        Message::decode_with(payload, limits, true)
+    }
+
+    fn decode_with(
+        payload: Bytes,
+        limits: &DecodeLimits,
+        lazy: bool,
+    ) -> Result<Message, CodecError> {
+        let mut m = Message::default();
+        let mut r = Reader::new(payload.clone(), limits);
+        // The last section code seen: sections come in code order, only
+        // data and amqp-sequence sections repeat, and one body kind only.
+        let mut last = 0u64;
+        let mut raw_body: Option<(BodyKind, usize, usize)> = None;
+        while !r.is_empty() {
+            let start = r.position();
+            let code = peek_code(&payload.slice(start..), limits)?;
+            let is_body = (DATA..=AMQP_VALUE).contains(&code);
+            let repeat_ok = matches!(code, DATA | AMQP_SEQUENCE) && code == last;
+            let other_body = is_body && (DATA..=AMQP_VALUE).contains(&last) && code != last;
+            if code < last || (code == last && !repeat_ok) || other_body {
+                return Err(CodecError::SectionOrder);
+            }
+            last = code;
+            if lazy && is_body {
+                // Walked, not built: the body stays as sent.
+                r.skip()?;
+                let kind = match code {
+                    DATA => BodyKind::Data,
+                    AMQP_SEQUENCE => BodyKind::Sequence,
+                    _ => BodyKind::Value,
+                };
+                let first = raw_body.map_or(start, |(_, s, _)| s);
+                raw_body = Some((kind, first, r.position()));
+                continue;
+            }
+            let v = r.read()?;
+            match code {
+                HEADER => m.header = Some(decode_header(v)?),
+                DELIVERY_ANNOTATIONS => {
+                    m.delivery_annotations = Some(section_map(v, "delivery-annotations")?)
+                }
+                MESSAGE_ANNOTATIONS => {
+                    m.message_annotations = Some(section_map(v, "message-annotations")?)
+                }
+                PROPERTIES => m.properties = Some(decode_properties(v)?),
+                APPLICATION_PROPERTIES => {
+                    m.application_properties = Some(section_map(v, "application-properties")?)
+                }
+                FOOTER => m.footer = Some(section_map(v, "footer")?),
+                _ => add_body_section(&mut m.body, code, v)?,
+            }
+        }
+        if let Some((kind, s, e)) = raw_body {
+            m.body = Body::Raw {
+                kind,
+                bytes: payload.slice(s..e),
+            };
+        }
+        Ok(m)
+    }
+
+    /// Encodes the message as a transfer payload.
+    pub fn encode(&self, out: &mut BytesMut) {
+        let section = |code: u64, v: Value, out: &mut BytesMut| {
+            encode_value(&Value::described(Descriptor::Code(code), v), out)
+        };
+        if let Some(h) = &self.header {
+            encode_value(&encode_header(h), out);
+        }
+        if let Some(m) = &self.delivery_annotations {
+            section(DELIVERY_ANNOTATIONS, Value::Map(m.clone()), out);
+        }
+        if let Some(m) = &self.message_annotations {
+            section(MESSAGE_ANNOTATIONS, Value::Map(m.clone()), out);
+        }
+        if let Some(p) = &self.properties {
+            encode_value(&encode_properties(p), out);
+        }
+        if let Some(m) = &self.application_properties {
+            section(APPLICATION_PROPERTIES, Value::Map(m.clone()), out);
+        }
+        match &self.body {
+            Body::Empty => {}
+            Body::Data(parts) => parts
+                .iter()
+                .for_each(|b| section(DATA, Value::Binary(b.clone()), out)),
+            Body::Sequence(parts) => parts
+                .iter()
+                .for_each(|l| section(AMQP_SEQUENCE, Value::List(l.clone()), out)),
+            Body::Value(v) => section(AMQP_VALUE, v.clone(), out),
+            Body::Raw { bytes, .. } => out.extend_from_slice(bytes),
+        }
+        if let Some(m) = &self.footer {
+            section(FOOTER, Value::Map(m.clone()), out);
+        }
+    }
+
+    pub fn to_bytes(&self) -> Bytes {
+        let mut out = BytesMut::new();
+        self.encode(&mut out);
+        out.freeze()
+    }
+
+    /// A message annotation by its symbol key (e.g. `x-opt-jms-msg-type`).
+    pub fn message_annotation(&self, key: &str) -> Option<&Value> {
+        self.message_annotations
+            .as_ref()
+            .and_then(|m| map_get(m, key))
+    }
+
+    /// Sets a message annotation, replacing one with the same key.
+    pub fn set_message_annotation(&mut self, key: Symbol, value: Value) {
+        let m = self.message_annotations.get_or_insert_with(Vec::new);
+        match m.iter_mut().find(|(k, _)| k.as_str() == Some(key.as_str())) {
+            Some((_, v)) => *v = value,
+            None => m.push((Value::Symbol(key), value)),
+        }
+    }
+
+    /// An application property by name.
+    pub fn application_property(&self, key: &str) -> Option<&Value> {
+        self.application_properties
+            .as_ref()
+            .and_then(|m| map_get(m, key))
+    }
+}
+
+/// The code of the section starting `bytes`, read from its descriptor
+/// alone so that a body the caller chose not to decode is not decoded.
+fn peek_code(bytes: &Bytes, limits: &DecodeLimits) -> Result<u64, CodecError> {
+    let mut r = Reader::new(bytes.clone(), limits);
+    r.read_descriptor()?
+        .and_then(|d| descriptor_code(&d, NAMES))
+        .filter(|c| (HEADER..=FOOTER).contains(c))
+        .ok_or(CodecError::UnexpectedType {
+            expected: "message section",
+        })
+}
+
+fn decode_header(v: Value) -> Result<Header, CodecError> {
+    let mut f = open_composite(v, HEADER, NAMES[0].1, "header")?;
+    Ok(Header {
+        durable: f.bool_or("durable", false)?,
+        priority: f.opt_u8("priority")?.unwrap_or(4),
+        ttl: f.opt_u32("ttl")?,
+        first_acquirer: f.bool_or("first-acquirer", false)?,
+        delivery_count: f.opt_u32("delivery-count")?.unwrap_or(0),
+    })
+}
+
+fn encode_header(h: &Header) -> Value {
+    FieldWriter::new()
+        .unless_default(h.durable, false)
+        .opt((h.priority != 4).then_some(Value::Ubyte(h.priority)))
+        .opt(h.ttl)
+        .unless_default(h.first_acquirer, false)
+        .unless_default(h.delivery_count, 0)
+        .finish(HEADER)
+}
+
+fn decode_properties(v: Value) -> Result<Properties, CodecError> {
+    let mut f = open_composite(v, PROPERTIES, NAMES[3].1, "properties")?;
+    Ok(Properties {
+        message_id: f.opt(),
+        user_id: f.opt_binary("user-id")?,
+        to: f.opt_string("to")?,
+        subject: f.opt_string("subject")?,
+        reply_to: f.opt_string("reply-to")?,
+        correlation_id: f.opt(),
+        content_type: f.opt_symbol("content-type")?,
+        content_encoding: f.opt_symbol("content-encoding")?,
+        absolute_expiry_time: f.opt_timestamp("absolute-expiry-time")?,
+        creation_time: f.opt_timestamp("creation-time")?,
+        group_id: f.opt_string("group-id")?,
+        group_sequence: f.opt_u32("group-sequence")?,
+        reply_to_group_id: f.opt_string("reply-to-group-id")?,
+    })
+}
+
+fn encode_properties(p: &Properties) -> Value {
+    FieldWriter::new()
+        .opt(p.message_id.clone())
+        .opt(p.user_id.clone())
+        .opt(p.to.clone())
+        .opt(p.subject.clone())
+        .opt(p.reply_to.clone())
+        .opt(p.correlation_id.clone())
+        .opt(p.content_type.clone())
+        .opt(p.content_encoding.clone())
+        .opt(p.absolute_expiry_time.map(Value::Timestamp))
+        .opt(p.creation_time.map(Value::Timestamp))
+        .opt(p.group_id.clone())
+        .opt(p.group_sequence)
+        .opt(p.reply_to_group_id.clone())
+        .finish(PROPERTIES)
+}

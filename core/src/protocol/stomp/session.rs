@@ -1,0 +1,568 @@
+//! The STOMP adapter: one client connection's STOMP state, turning frames
+//! into the node's protocol-neutral operations and completions and
+//! deliveries back into frames.
+
+use std::borrow::Cow;
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+use tracing::debug;
+
+use super::decode::{Decoded, Decoder};
+use super::encode::{encode_to_bytes, HEARTBEAT};
+use super::frame::{Command, Frame, Version};
+use crate::broker::{AckError, AckMode, Delivery, Destination};
+use crate::journal::DurableSub;
+use crate::message::{Body, Message, Value, PRIORITY_DEFAULT};
+use crate::node::{
+    NodeConfig, Op, OpError, Outcome, ProtocolSession, SessionAction, SessionCx, SubscribeOp,
+    SubscribeTarget,
+};
+use crate::Millis;
+
+/// Headers that steer the broker and are not stored with the message.
+const CONTROL_HEADERS: &[&str] = &[
+    "destination",
+    "destination-type",
+    "receipt",
+    "transaction",
+    "content-length",
+    "persistent",
+    "message-id",
+    "subscription",
+    "ack",
+    "redelivered",
+    "delivery-count",
+    DUPLICATE_ID_HEADER,
+];
+
+/// Artemis's duplicate-detection header, honoured as is.
+pub const DUPLICATE_ID_HEADER: &str = "_AMQ_DUPL_ID";
+
+/// A frame could not be served; the connection gets ERROR and is closed.
+struct Refused {
+    message: String,
+    detail: String,
+}
+
+impl Refused {
+    fn new(message: impl Into<String>) -> Refused {
+        Refused {
+            message: message.into(),
+            detail: String::new(),
+        }
+    }
+}
+
+impl<E: std::error::Error> From<E> for Refused {
+    fn from(e: E) -> Refused {
+        Refused::new(e.to_string())
+    }
+}
+
+/// One STOMP client connection.
+pub struct StompSession {
+    decoder: Decoder,
+    version: Version,
+    connected: bool,
+    /// DISCONNECT or an error: no more frames are read.
+    closing: bool,
+    /// An ERROR is on its way: no second one.
+    error_queued: bool,
+    client_id: Option<String>,
+    hb_send_ms: u64,
+    hb_recv_ms: u64,
+    opened_at: Millis,
+    last_recv: Millis,
+    last_send: Millis,
+    /// Operations waiting for completion, in the order pushed: their tag
+    /// and the receipt the frame asked for.
+    waiting: VecDeque<(u64, Option<String>)>,
+    next_tag: u64,
+}
+
+impl StompSession {
+    pub fn new(config: &NodeConfig, opened_at: Millis) -> StompSession {
+        StompSession {
+            decoder: Decoder::new(config.limits.clone()),
+            version: Version::V1_0,
+            connected: false,
+            closing: false,
+            error_queued: false,
+            client_id: None,
+            hb_send_ms: 0,
+            hb_recv_ms: 0,
+            opened_at,
+            last_recv: opened_at,
+            last_send: opened_at,
+            waiting: VecDeque::new(),
+            next_tag: 1,
+        }
+    }
+
+    fn op(&mut self, cx: &mut SessionCx<'_>, op: Op, receipt: Option<String>) {
+        let tag = self.next_tag;
+        self.next_tag += 1;
+        self.waiting.push_back((tag, receipt));
+        cx.push(SessionAction::Op { tag, op });
+    }
+
+    /// Sends ERROR (with `receipt-id` if the frame asked for a receipt) after
+    /// the answers owed for earlier frames, and closes.
+    fn protocol_error(
+        &mut self,
+        cx: &mut SessionCx<'_>,
+        message: &str,
+        detail: &str,
+        receipt: Option<&str>,
+    ) {
+        if self.closing && self.error_queued {
+            return;
+        }
+        self.closing = true;
+        self.error_queued = true;
+        let mut f = Frame::error(message, detail);
+        if let Some(r) = receipt {
+            f.push_header("receipt-id", r);
+        }
+        cx.push(SessionAction::ClientError(message.to_string()));
+        cx.push(SessionAction::SendInTurn {
+            bytes: encode_to_bytes(&f, self.version),
+            close: true,
+        });
+    }
+
+    fn handle_frame(&mut self, cx: &mut SessionCx<'_>, f: Frame) -> Result<(), Refused> {
+        debug!(command = f.command.as_str(), "frame");
+        match (self.connected, f.command) {
+            (false, Command::Connect | Command::Stomp) => self.on_connect(cx, &f),
+            (false, other) => Err(Refused::new(format!(
+                "expected CONNECT or STOMP, got {}",
+                other.as_str()
+            ))),
+            (true, Command::Connect | Command::Stomp) => Err(Refused::new("already connected")),
+            (true, Command::Send) => self.on_send(cx, f),
+            (true, Command::Subscribe) => self.on_subscribe(cx, &f),
+            (true, Command::Unsubscribe) => self.on_unsubscribe(cx, &f),
+            (true, Command::Ack) => self.on_ack(cx, &f, Outcome::Accepted),
+            (true, Command::Nack) => self.on_ack(cx, &f, Outcome::Requeue),
+            (true, Command::Begin) => {
+                let tx = tx_name(&f)?;
+                self.op(cx, Op::Begin { tx }, receipt(&f));
+                Ok(())
+            }
+            (true, Command::Commit) => {
+                let tx = tx_name(&f)?;
+                self.op(cx, Op::Commit { tx }, receipt(&f));
+                Ok(())
+            }
+            (true, Command::Abort) => {
+                let tx = tx_name(&f)?;
+                self.op(cx, Op::Abort { tx }, receipt(&f));
+                Ok(())
+            }
+            (true, Command::Disconnect) => {
+                self.closing = true;
+                if let Some(r) = receipt(&f) {
+                    let f = Frame::new(Command::Receipt).with_header("receipt-id", r);
+                    cx.push(SessionAction::SendInTurn {
+                        bytes: encode_to_bytes(&f, self.version),
+                        close: true,
+                    });
+                } else {
+                    cx.push(SessionAction::SendInTurn {
+                        bytes: Bytes::new(),
+                        close: true,
+                    });
+                }
+                Ok(())
+            }
+            (true, other) => Err(Refused::new(format!(
+                "{} is a server frame; clients may not send it",
+                other.as_str()
+            ))),
+        }
+    }
+
+    fn on_connect(&mut self, cx: &mut SessionCx<'_>, f: &Frame) -> Result<(), Refused> {
+        let version = Version::negotiate(f.header("accept-version")).ok_or_else(|| Refused {
+            message: "supported protocol versions are 1.0,1.1,1.2".into(),
+            detail: format!(
+                "client offered accept-version {:?}",
+                f.header("accept-version").unwrap_or("")
+            ),
+        })?;
+        let (cx_ms, cy_ms) = match f.header("heart-beat") {
+            None => (0, 0),
+            Some(h) => parse_heartbeat(h)
+                .ok_or_else(|| Refused::new(format!("invalid heart-beat header {h:?}")))?,
+        };
+        let hb = cx.config.heartbeat_ms;
+        self.hb_send_ms = if hb == 0 || cy_ms == 0 {
+            0
+        } else {
+            hb.max(cy_ms)
+        };
+        self.hb_recv_ms = if hb == 0 || cx_ms == 0 {
+            0
+        } else {
+            hb.max(cx_ms)
+        };
+        self.client_id = f.header("client-id").map(str::to_owned);
+        self.version = version;
+        self.decoder.set_version(version);
+        self.connected = true;
+        let reply = Frame::new(Command::Connected)
+            .with_header("version", version.as_str())
+            .with_header("server", concat!("halyard/", env!("CARGO_PKG_VERSION")))
+            .with_header("session", cx.conn.to_string())
+            .with_header("heart-beat", format!("{hb},{hb}"));
+        cx.push(SessionAction::Send(encode_to_bytes(&reply, self.version)));
+        Ok(())
+    }
+
+    fn resolve(&self, cx: &SessionCx<'_>, f: &Frame) -> Result<Destination, Refused> {
+        Ok(cx.config.destinations.resolve(
+            f.header("destination"),
+            f.header("destination-type"),
+            |a| cx.broker.address_routing(a),
+        )?)
+    }
+
+    fn on_send(&mut self, cx: &mut SessionCx<'_>, f: Frame) -> Result<(), Refused> {
+        let dest = self.resolve(cx, &f)?;
+        let durable = match f.header("persistent") {
+            None => true,
+            Some(p) if p.eq_ignore_ascii_case("true") => true,
+            Some(p) if p.eq_ignore_ascii_case("false") => false,
+            Some(p) => return Err(Refused::new(format!("invalid persistent header {p:?}"))),
+        };
+        let mut application: Vec<(String, Value)> = Vec::new();
+        for (k, v) in &f.headers {
+            // First occurrence wins, as for every STOMP header.
+            if !CONTROL_HEADERS.contains(&k.as_str()) && !application.iter().any(|(h, _)| h == k) {
+                application.push((k.clone(), Value::String(v.clone())));
+            }
+        }
+        // A body with a length is bytes (Artemis: a BytesMessage); without
+        // one it is text.
+        let body = if f.header("content-length").is_some() {
+            Body::Bytes(f.body.clone())
+        } else {
+            Body::Text(f.body.clone())
+        };
+        let message = Message {
+            address: dest.address,
+            routing: dest.routing,
+            durable,
+            priority: PRIORITY_DEFAULT,
+            expiration_ms: None,
+            deliver_at_ms: None,
+            dup_id: f.header(DUPLICATE_ID_HEADER).map(str::to_owned),
+            properties: None,
+            application,
+            annotations: Vec::new(),
+            body,
+        };
+        let tx = f.header("transaction").map(str::to_owned);
+        self.op(cx, Op::Send { message, tx }, receipt(&f));
+        Ok(())
+    }
+
+    fn on_subscribe(&mut self, cx: &mut SessionCx<'_>, f: &Frame) -> Result<(), Refused> {
+        let dest = self.resolve(cx, f)?;
+        let destination = f.header("destination").unwrap_or_default().to_string();
+        let sub_id = match f.header("id") {
+            Some(id) => id.to_string(),
+            None if self.version == Version::V1_0 => destination.clone(),
+            None => return Err(Refused::new("SUBSCRIBE needs an id header")),
+        };
+        let ack = AckMode::parse(f.header("ack")).ok_or_else(|| {
+            Refused::new(format!(
+                "invalid ack mode {:?} (auto, client or client-individual)",
+                f.header("ack").unwrap_or("")
+            ))
+        })?;
+        let window = match f.header("consumer-window-size") {
+            None => cx.config.broker.consumer_window_bytes_default,
+            Some(w) => w
+                .parse::<i64>()
+                .ok()
+                .filter(|w| *w >= -1)
+                .ok_or_else(|| Refused::new(format!("invalid consumer-window-size {w:?}")))?,
+        };
+        if cx.broker.has_subscription(cx.conn, &sub_id) {
+            return Err(Refused::new(format!(
+                "subscription id {sub_id:?} is already in use on this connection"
+            )));
+        }
+        let target = match (dest.routing, durable_name(f)) {
+            (crate::message::Routing::Anycast, _) => SubscribeTarget::Queue {
+                address: dest.address,
+            },
+            (crate::message::Routing::Multicast, name) => {
+                let durable = match name {
+                    None => None,
+                    Some(name) => Some(DurableSub {
+                        client_id: self.client_id.clone().ok_or_else(|| {
+                            Refused::new(
+                                "a durable subscription needs a client-id header on CONNECT",
+                            )
+                        })?,
+                        name: name.to_string(),
+                    }),
+                };
+                SubscribeTarget::Topic {
+                    address: dest.address,
+                    durable,
+                }
+            }
+        };
+        let req = SubscribeOp {
+            sub_id,
+            target,
+            ack,
+            window_bytes: usize::try_from(window).ok(),
+            destination,
+        };
+        self.op(cx, Op::Subscribe(req), receipt(f));
+        Ok(())
+    }
+
+    fn on_unsubscribe(&mut self, cx: &mut SessionCx<'_>, f: &Frame) -> Result<(), Refused> {
+        let sub_id = match (f.header("id"), self.version) {
+            (Some(id), _) => id.to_string(),
+            (None, Version::V1_0) => f
+                .header("destination")
+                .ok_or_else(|| Refused::new("UNSUBSCRIBE needs an id or destination header"))?
+                .to_string(),
+            (None, _) => return Err(Refused::new("UNSUBSCRIBE needs an id header")),
+        };
+        let durable = match durable_name(f) {
+            None => None,
+            Some(name) => Some(DurableSub {
+                client_id: self.client_id.clone().ok_or_else(|| {
+                    Refused::new("removing a durable subscription needs a client-id")
+                })?,
+                name: name.to_string(),
+            }),
+        };
+        self.op(
+            cx,
+            Op::Unsubscribe {
+                sub_id: Some(sub_id),
+                durable,
+            },
+            receipt(f),
+        );
+        Ok(())
+    }
+
+    fn on_ack(
+        &mut self,
+        cx: &mut SessionCx<'_>,
+        f: &Frame,
+        outcome: Outcome,
+    ) -> Result<(), Refused> {
+        let ack = match f.header("id") {
+            Some(id) => id
+                .parse::<u64>()
+                .map_err(|_| AckError::UnknownAckId(id.to_string()))?,
+            None => {
+                // STOMP 1.0/1.1 clients acknowledge by message-id (and subscription).
+                let mid = f
+                    .header("message-id")
+                    .ok_or_else(|| Refused::new("ACK/NACK needs an id header"))?;
+                let parsed = mid
+                    .parse()
+                    .map_err(|_| Refused::new(format!("unknown message-id {mid:?}")))?;
+                cx.broker
+                    .ack_for_message(cx.conn, f.header("subscription"), parsed)
+                    .ok_or_else(|| Refused::new(format!("unknown message-id {mid:?}")))?
+            }
+        };
+        let tx = f.header("transaction").map(str::to_owned);
+        self.op(cx, Op::Settle { ack, outcome, tx }, receipt(f));
+        Ok(())
+    }
+
+    fn frame_for(&self, config: &NodeConfig, d: &Delivery) -> Frame {
+        let m = &d.message;
+        let mut f = Frame::new(Command::Message)
+            .with_header("subscription", d.sub_id.as_str())
+            .with_header("message-id", d.message_id.to_string())
+            .with_header("destination", d.destination.as_str());
+        if let Some(a) = d.ack {
+            f.push_header("ack", a.to_string());
+        }
+        if d.deliveries > 1 {
+            f.push_header("redelivered", "true");
+        }
+        f.push_header("delivery-count", d.deliveries.to_string());
+        if let Some(orig) = &d.original_address {
+            f.push_header(
+                "original-destination",
+                config.destinations.spell(orig, m.routing),
+            );
+        }
+        for (k, v) in &m.application {
+            f.push_header(k.as_str(), header_text(v));
+        }
+        if let Some(dup) = &m.dup_id {
+            f.push_header(DUPLICATE_ID_HEADER, dup.as_str());
+        }
+        f.body = match &m.body {
+            Body::Text(b) | Body::Bytes(b) => b.clone(),
+            Body::Value(v) => Bytes::from(header_text(v).into_owned()),
+        };
+        f
+    }
+}
+
+impl ProtocolSession for StompSession {
+    fn receive(&mut self, cx: &mut SessionCx<'_>, bytes: &[u8]) {
+        self.last_recv = cx.now;
+        if let Err(e) = self.decoder.push(bytes) {
+            self.protocol_error(cx, &e.to_string(), "", None);
+        }
+    }
+
+    fn step(&mut self, cx: &mut SessionCx<'_>) -> bool {
+        if self.closing {
+            return false;
+        }
+        match self.decoder.next() {
+            Ok(None) => false,
+            Ok(Some(Decoded::HeartBeat)) => true,
+            Ok(Some(Decoded::Frame(f))) => {
+                let receipt = receipt(&f);
+                match self.handle_frame(cx, f) {
+                    Ok(()) => !self.closing,
+                    Err(r) => {
+                        self.protocol_error(cx, &r.message, &r.detail, receipt.as_deref());
+                        false
+                    }
+                }
+            }
+            Err(e) => {
+                self.protocol_error(cx, &e.to_string(), "", None);
+                false
+            }
+        }
+    }
+
+    fn completed(&mut self, cx: &mut SessionCx<'_>, tag: u64, result: Result<(), OpError>) {
+        // In order, except a refusal, which comes at once for the newest.
+        let pos = if self.waiting.front().is_some_and(|(t, _)| *t == tag) {
+            Some(0)
+        } else if self.waiting.back().is_some_and(|(t, _)| *t == tag) {
+            Some(self.waiting.len() - 1)
+        } else {
+            self.waiting.iter().position(|(t, _)| *t == tag)
+        };
+        let Some((_, receipt)) = pos.and_then(|p| self.waiting.remove(p)) else {
+            debug_assert!(false, "completion for unknown tag {tag}");
+            return;
+        };
+        match result {
+            Ok(()) => {
+                if let Some(r) = receipt {
+                    let f = Frame::new(Command::Receipt).with_header("receipt-id", r);
+                    cx.push(SessionAction::Send(encode_to_bytes(&f, self.version)));
+                }
+            }
+            Err(e) => self.protocol_error(cx, &e.to_string(), "", receipt.as_deref()),
+        }
+    }
+
+    fn deliver(&mut self, now: Millis, config: &NodeConfig, delivery: &Delivery) -> Bytes {
+        self.last_send = now;
+        encode_to_bytes(&self.frame_for(config, delivery), self.version)
+    }
+
+    fn tick(&mut self, cx: &mut SessionCx<'_>) {
+        let now = cx.now;
+        if !self.connected {
+            if now >= self.opened_at + cx.config.connect_timeout_ms {
+                self.protocol_error(cx, "no CONNECT frame in time", "", None);
+            }
+            return;
+        }
+        if self.hb_recv_ms > 0 && now >= self.last_recv + 2 * self.hb_recv_ms {
+            self.protocol_error(
+                cx,
+                "heart-beat timeout: nothing received from the client",
+                "",
+                None,
+            );
+            return;
+        }
+        if self.hb_send_ms > 0 && now >= self.last_send + self.hb_send_ms {
+            cx.push(SessionAction::Send(Bytes::from_static(HEARTBEAT)));
+        }
+    }
+
+    fn deadline(&self, config: &NodeConfig) -> Option<Millis> {
+        if !self.connected {
+            return Some(self.opened_at + config.connect_timeout_ms);
+        }
+        let mut d = None;
+        if self.hb_send_ms > 0 {
+            d = Some(self.last_send + self.hb_send_ms);
+        }
+        if self.hb_recv_ms > 0 {
+            let t = self.last_recv + 2 * self.hb_recv_ms;
+            d = Some(d.map_or(t, |x: Millis| x.min(t)));
+        }
+        d
+    }
+
+    fn sent(&mut self, now: Millis) {
+        self.last_send = now;
+    }
+
+    fn refuse(&mut self, cx: &mut SessionCx<'_>, message: &str) {
+        self.protocol_error(cx, message, "", None);
+    }
+}
+
+fn receipt(f: &Frame) -> Option<String> {
+    f.header("receipt").map(str::to_owned)
+}
+
+fn tx_name(f: &Frame) -> Result<String, Refused> {
+    f.header("transaction")
+        .map(str::to_owned)
+        .ok_or_else(|| Refused::new(format!("{} needs a transaction header", f.command.as_str())))
+}
+
+fn durable_name(f: &Frame) -> Option<&str> {
+    f.header("durable-subscription-name")
+        .or_else(|| f.header("activemq.subscriptionName"))
+}
+
+fn parse_heartbeat(h: &str) -> Option<(u64, u64)> {
+    let (a, b) = h.split_once(',')?;
+    Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
+}
+
+/// A typed value as a STOMP header value.
+fn header_text(v: &Value) -> Cow<'_, str> {
+    match v {
+        Value::String(s) | Value::Symbol(s) => Cow::Borrowed(s),
+        Value::Null => Cow::Borrowed(""),
+        Value::Bool(b) => Cow::Owned(b.to_string()),
+        Value::Ubyte(n) => Cow::Owned(n.to_string()),
+        Value::Ushort(n) => Cow::Owned(n.to_string()),
+        Value::Uint(n) => Cow::Owned(n.to_string()),
+        Value::Ulong(n) => Cow::Owned(n.to_string()),
+        Value::Byte(n) => Cow::Owned(n.to_string()),
+        Value::Short(n) => Cow::Owned(n.to_string()),
+        Value::Int(n) => Cow::Owned(n.to_string()),
+        Value::Long(n) | Value::Timestamp(n) => Cow::Owned(n.to_string()),
+        Value::Float(x) => Cow::Owned(x.to_string()),
+        Value::Double(x) => Cow::Owned(x.to_string()),
+        Value::Char(c) => Cow::Owned(c.to_string()),
+        other => Cow::Owned(format!("{other:?}")),
+    }
+}

@@ -1,0 +1,479 @@
+#!/usr/bin/env bash
+# Halyard against the ceiling of its journal and against Apache ActiveMQ Artemis, in one run,
+# on one machine and one Kafka, then BENCHMARKS.md (scripts/bench/bench-report.py).
+#
+#   scripts/bench/bench-compare.sh      build, run every configuration ROUNDS times, write the report
+#
+# Configurations (CONFIGS, in this order within a round):
+#   ceiling        `halyard kafka-ceiling`: a plain rdkafka transactional producer writing
+#                  journal-shaped 1 KiB records as fast as it can (sized to ~CEILING_SECONDS,
+#                  with CEILING_TOMBSTONES=1 also each message's tombstone one transaction
+#                  later: the same records Halyard writes for a message stored and consumed;
+#                  CEILING_RUNS runs, the better one counts)
+#   halyard-kafka  `halyard node` with the Kafka journal (a fresh cluster id each round)
+#   halyard-local  `halyard node` with the local journal (fsync on; a fresh data dir under target/)
+#   artemis        Apache ActiveMQ Artemis (scripts/services/artemis.sh: default persistent journal,
+#                  STOMP acceptor, login artemis/artemis; its data emptied before each run).
+#                  Its STOMP consumer window is set to ARTEMIS_WINDOW (-1, unbounded: Halyard's
+#                  default; Artemis's own default is 10 KiB for client-individual acks, with which
+#                  its consumer falls behind). Unless ARTEMIS_DEFAULT_WINDOW_RUN=0, a run with
+#                  Artemis's default window follows (label artemis-defaultwindow, not in the goals).
+# The three brokers get the same closed-loop `halyard bench` workload, one broker at a time.
+# Unless LATENCY_RATE=0, halyard-local and artemis also get an open-loop run at LATENCY_RATE
+# msg/s (labels halyard-local-openloop, artemis-openloop): latencies at an equal offered load,
+# which closed-loop runs cannot give (docs/bench.md).
+#
+# Environment (defaults in brackets):
+#   PRODUCERS [1] CONSUMERS [1] SIZE [1024] WINDOW [1000] DURATION [20] WARMUP [15] RATE [max]
+#                         (15 s warm-up: Artemis's JIT needs 10-15 s of load to reach its
+#                         steady throughput; with 5 s its measured window still climbs)
+#   DESTINATION [/queue/bench] PERSISTENT [true] RECEIPTS [true] ACK [client-individual]
+#   ROUNDS [1]            rounds of every configuration; the report takes the median
+#   CONFIGS               [ceiling halyard-kafka halyard-local artemis]
+#   LATENCY_RATE [5000]   open-loop rate for the equal-load latency runs; 0 skips them
+#   CEILING_SECONDS [20]  CEILING_RUNS [2]  CEILING_TXN [1000] (messages per transaction)
+#   CEILING_TOMBSTONES [1] (1: the ceiling also tombstones each message, as Halyard does)
+#   ARTEMIS_WINDOW [-1]   ARTEMIS_DEFAULT_WINDOW_RUN [1]
+#   HALYARD_KAFKA_PORT [61701] HALYARD_LOCAL_PORT [61702]  (Artemis: ARTEMIS_STOMP_PORT, 61613)
+#   SETTLE [3]            seconds of quiet between configurations
+#   SAMPLE_INTERVAL [0.25] seconds between CPU samples (/proc/PID/task/*/stat)
+#   BUILD [1]             cargo build --release -p halyard first (0: use target/release/halyard)
+#   REPORT [BENCHMARKS.md]  PLOTS [docs/benchmarks]  (the report copies the plots there)
+# Raw results, logs and CPU samples: target/bench-compare/RUN_ID/ (target/bench-compare/latest).
+#
+# Kafka: scripts/services/kafka.sh start if it is not running (then stopped at the end); if it was
+# already running (someone else may use it) it is left running. Topics this script creates
+# (ceiling topics, the Halyard clusters' journal and lock topics) are deleted after use so the
+# log cleaner does not compact them during later runs.
+set -euo pipefail
+
+# shellcheck source=../lib/common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../lib/common.sh"
+cd "$ROOT"
+
+PRODUCERS=${PRODUCERS:-1}
+CONSUMERS=${CONSUMERS:-1}
+SIZE=${SIZE:-1024}
+WINDOW=${WINDOW:-1000}
+DURATION=${DURATION:-20}
+WARMUP=${WARMUP:-15}
+RATE=${RATE:-max}
+DESTINATION=${DESTINATION:-/queue/bench}
+PERSISTENT=${PERSISTENT:-true}
+RECEIPTS=${RECEIPTS:-true}
+ACK=${ACK:-client-individual}
+ROUNDS=${ROUNDS:-1}
+CONFIGS=${CONFIGS:-ceiling halyard-kafka halyard-local artemis}
+LATENCY_RATE=${LATENCY_RATE:-5000}
+CEILING_SECONDS=${CEILING_SECONDS:-20}
+CEILING_RUNS=${CEILING_RUNS:-2}
+CEILING_TXN=${CEILING_TXN:-1000}
+CEILING_TOMBSTONES=${CEILING_TOMBSTONES:-1}
+CEILING_FLAGS=()
+if [[ "$CEILING_TOMBSTONES" == 1 ]]; then CEILING_FLAGS=(--tombstones); fi
+HALYARD_KAFKA_PORT=${HALYARD_KAFKA_PORT:-61701}
+HALYARD_LOCAL_PORT=${HALYARD_LOCAL_PORT:-61702}
+ARTEMIS_STOMP_PORT=${ARTEMIS_STOMP_PORT:-61613}
+ARTEMIS_USER=${ARTEMIS_USER:-artemis}
+ARTEMIS_PASSWORD=${ARTEMIS_PASSWORD:-artemis}
+ARTEMIS_WINDOW=${ARTEMIS_WINDOW--1}
+ARTEMIS_DEFAULT_WINDOW_RUN=${ARTEMIS_DEFAULT_WINDOW_RUN:-1}
+export ARTEMIS_STOMP_PORT ARTEMIS_USER ARTEMIS_PASSWORD
+SETTLE=${SETTLE:-3}
+SAMPLE_INTERVAL=${SAMPLE_INTERVAL:-0.25}
+BUILD=${BUILD:-1}
+REPORT=${REPORT:-BENCHMARKS.md}
+PLOTS=${PLOTS:-docs/benchmarks}
+
+BIN="target/release/halyard"
+RUN_ID=$(date -u +%Y%m%dT%H%M%SZ)
+RUN="target/bench-compare/$RUN_ID"
+mkdir -p "$RUN/results" "$RUN/logs" "$RUN/plots" "$RUN/cpu" "$RUN/data"
+ln -sfn "$RUN_ID" target/bench-compare/latest
+META="$RUN/meta.txt"
+COMMANDS="$RUN/commands.txt"
+: >"$META"
+: >"$COMMANDS"
+
+log() { printf '[bench-compare %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+meta() { printf '%s=%s\n' "$1" "$2" >>"$META"; }
+record_cmd() { # LABEL ROUND ARGV...
+    local label=$1 round=$2
+    shift 2
+    printf '%s\t%s\t%s\n' "$label" "$round" "$(printf '%q ' "$@" | sed 's/ $//')" >>"$COMMANDS"
+}
+
+# --- cleanup -----------------------------------------------------------------
+
+KAFKA_STARTED=0
+ARTEMIS_USED=0
+NODE_PID=""
+SAMPLER_PID=""
+
+cleanup() {
+    local rc=$?
+    [[ -n "$SAMPLER_PID" ]] && kill "$SAMPLER_PID" 2>/dev/null || true
+    if [[ -n "$NODE_PID" ]] && kill -0 "$NODE_PID" 2>/dev/null; then
+        kill -TERM "$NODE_PID" 2>/dev/null || true
+        wait "$NODE_PID" 2>/dev/null || true
+    fi
+    if ((ARTEMIS_USED)); then scripts/services/artemis.sh stop || true; fi
+    if ((KAFKA_STARTED)); then
+        log "stopping the Kafka this script started"
+        scripts/services/kafka.sh stop || true
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# --- helpers -----------------------------------------------------------------
+
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+kafka_pid() { cat target/kafka/kafka.pid 2>/dev/null || true; }
+
+# Samples CPU ticks of the machine (/proc/stat) and of every thread of each LABEL=PID, every
+# SAMPLE_INTERVAL seconds, into FILE, until killed. bench-report.py turns it into CPU %.
+sample_cpu() { # FILE LABEL=PID...
+    local out=$1
+    shift
+    local lp label pid f line now
+    while :; do
+        now=$(date +%s.%N)
+        { read -r line </proc/stat && printf 'T %s %s\n' "$now" "$line"; } >>"$out"
+        for lp in "$@"; do
+            label=${lp%%=*}
+            pid=${lp#*=}
+            [[ -n "$pid" ]] || continue
+            { read -r line <"/proc/$pid/stat" && printf 'Q %s %s %s\n' "$now" "$label" "$line"; } \
+                >>"$out" 2>/dev/null || true
+            for f in /proc/"$pid"/task/*/stat; do
+                read -r line <"$f" 2>/dev/null && printf 'P %s %s %s\n' "$now" "$label" "$line"
+            done >>"$out" 2>/dev/null || true
+        done
+        sleep "$SAMPLE_INTERVAL"
+    done
+}
+
+start_sampler() { # FILE LABEL=PID...
+    sample_cpu "$@" &
+    SAMPLER_PID=$!
+}
+
+# For each LABEL=PID that is a JVM, the full thread names (kernel thread names stop at 15
+# characters): jcmd Thread.print into cpu/TAG.LABEL.threads, once the window is over.
+java_thread_names() { # TAG LABEL=PID...
+    local tag=$1 lp
+    shift
+    command -v jcmd >/dev/null || return 0
+    for lp in "$@"; do
+        local label=${lp%%=*} pid=${lp#*=}
+        [[ -n "$pid" && "$(cat "/proc/$pid/comm" 2>/dev/null)" == java ]] || continue
+        timeout 20 jcmd "$pid" Thread.print >"$RUN/cpu/$tag.$label.threads" 2>/dev/null || true
+    done
+}
+
+stop_sampler() {
+    if [[ -n "$SAMPLER_PID" ]]; then
+        kill "$SAMPLER_PID" 2>/dev/null || true
+        wait "$SAMPLER_PID" 2>/dev/null || true
+        SAMPLER_PID=""
+    fi
+}
+
+delete_topic() {
+    scripts/services/kafka.sh topics --delete --if-exists --topic "$1" >>"$RUN/logs/topic-deletes.log" 2>&1 \
+        || log "warning: could not delete Kafka topic $1 (see $RUN/logs/topic-deletes.log)"
+}
+
+# Starts `halyard node ARGS...` in the background, logging to LOGFILE; waits for
+# "accepting STOMP clients" (60 s at most). Sets NODE_PID.
+start_node() { # LABEL ROUND LOGFILE PORT ARGS...
+    local label=$1 round=$2 logfile=$3 port=$4
+    shift 4
+    port_free "$port" || die "127.0.0.1:$port is taken; set HALYARD_KAFKA_PORT / HALYARD_LOCAL_PORT"
+    local cmd=("$BIN" node --listen "127.0.0.1:$port" "$@")
+    record_cmd "$label-node" "$round" "${cmd[@]}"
+    NO_COLOR=1 "${cmd[@]}" >"$logfile" 2>&1 &
+    NODE_PID=$!
+    local i
+    for ((i = 0; i < 600; i++)); do
+        if grep -q "accepting STOMP clients" "$logfile"; then
+            return 0
+        fi
+        if ! kill -0 "$NODE_PID" 2>/dev/null; then
+            tail -n 30 "$logfile" >&2
+            die "halyard node ($label) exited during start-up (log $logfile)"
+        fi
+        sleep 0.1
+    done
+    tail -n 30 "$logfile" >&2
+    die "halyard node ($label) not accepting clients after 60 s (log $logfile)"
+}
+
+stop_node() {
+    if [[ -n "$NODE_PID" ]]; then
+        kill -TERM "$NODE_PID" 2>/dev/null || true
+        local i
+        for ((i = 0; i < 300; i++)); do
+            kill -0 "$NODE_PID" 2>/dev/null || break
+            sleep 0.1
+        done
+        if kill -0 "$NODE_PID" 2>/dev/null; then
+            log "node $NODE_PID still running 30 s after SIGTERM; SIGKILL"
+            kill -KILL "$NODE_PID" 2>/dev/null || true
+        fi
+        wait "$NODE_PID" 2>/dev/null || true
+        NODE_PID=""
+    fi
+}
+
+# Runs `halyard bench` against 127.0.0.1:PORT while sampling CPU of the bench, the broker
+# and Kafka. Results: results/LABEL-rROUND.json, plots/LABEL-rROUND/, logs/LABEL-rROUND.bench.log,
+# cpu/LABEL-rROUND.txt, and a line in results/LABEL-rROUND.run (start time, exit code).
+run_bench() { # LABEL ROUND PORT BROKER_PID RATE [EXTRA BENCH ARGS...]
+    local label=$1 round=$2 port=$3 broker_pid=$4 rate=$5
+    shift 5
+    local tag="$label-r$round"
+    local cmd=("$BIN" bench --url "tcp://127.0.0.1:$port" "$@"
+        --destination "$DESTINATION" --producers "$PRODUCERS" --consumers "$CONSUMERS"
+        --size "$SIZE" --persistent "$PERSISTENT" --receipts "$RECEIPTS" --ack "$ACK"
+        --window "$WINDOW" --duration "$DURATION" --warmup "$WARMUP" --rate "$rate"
+        --json "$RUN/results/$tag.json" --plot "$RUN/plots/$tag" --label "$label")
+    record_cmd "$label" "$round" "${cmd[@]}"
+    log "$tag: bench against 127.0.0.1:$port (rate $rate, ${WARMUP}s warm-up + ${DURATION}s)"
+    local load_before
+    load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+    local t0
+    t0=$(date +%s.%N)
+    "${cmd[@]}" >"$RUN/logs/$tag.bench.log" 2>&1 &
+    local bench_pid=$!
+    start_sampler "$RUN/cpu/$tag.txt" "bench=$bench_pid" "broker=$broker_pid" "kafka=$(kafka_pid)"
+    local rc=0
+    wait "$bench_pid" || rc=$?
+    stop_sampler
+    java_thread_names "$tag" "broker=$broker_pid" "kafka=$(kafka_pid)"
+    printf 'start=%s\nrc=%s\nwarmup=%s\nduration=%s\nload_before=%s\nload_after=%s\n' \
+        "$t0" "$rc" "$WARMUP" "$DURATION" "$load_before" "$(cut -d' ' -f1-3 /proc/loadavg)" \
+        >"$RUN/results/$tag.run"
+    if ((rc != 0)); then
+        log "$tag: bench exited $rc; last lines:"
+        tail -n 15 "$RUN/logs/$tag.bench.log" >&2
+    else
+        grep -E '^(sent=|'"$label"' )' "$RUN/logs/$tag.bench.log" | sed 's/^/    /' >&2 || true
+    fi
+    sleep "$SETTLE"
+}
+
+# --- configurations ------------------------------------------------------------
+
+run_ceiling() { # ROUND
+    local round=$1 bootstrap
+    bootstrap=$(scripts/services/kafka.sh bootstrap)
+    local count=$CEILING_COUNT k
+    for ((k = 1; k <= CEILING_RUNS; k++)); do
+        local tag="ceiling-r$round-$k" topic="halyard-ceiling-$RUN_ID-r$round-$k"
+        local cmd=("$BIN" kafka-ceiling --bootstrap "$bootstrap" --count "$count" --size "$SIZE"
+            --transaction-records "$CEILING_TXN" --topic "$topic" "${CEILING_FLAGS[@]}")
+        record_cmd ceiling "$round" "${cmd[@]}"
+        log "$tag: kafka-ceiling, $count records, $CEILING_TXN per transaction"
+        local t0 load_before rc=0
+        load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+        t0=$(date +%s.%N)
+        "${cmd[@]}" >"$RUN/logs/$tag.log" 2>&1 &
+        local pid=$!
+        start_sampler "$RUN/cpu/$tag.txt" "bench=$pid" "kafka=$(kafka_pid)"
+        wait "$pid" || rc=$?
+        stop_sampler
+        java_thread_names "$tag" "kafka=$(kafka_pid)"
+        printf 'start=%s\nrc=%s\nload_before=%s\nload_after=%s\n' "$t0" "$rc" "$load_before" \
+            "$(cut -d' ' -f1-3 /proc/loadavg)" >"$RUN/results/$tag.run"
+        if ((rc != 0)); then
+            log "$tag: kafka-ceiling exited $rc"
+            tail -n 15 "$RUN/logs/$tag.log" >&2
+        fi
+        grep '^kafka ceiling:' "$RUN/logs/$tag.log" | sed 's/^/    /' >&2 || true
+        delete_topic "$topic"
+        sleep "$SETTLE"
+    done
+}
+
+# Sizes the ceiling runs to take about CEILING_SECONDS: a short calibration run first.
+calibrate_ceiling() {
+    local bootstrap topic="halyard-ceiling-$RUN_ID-calibration" n=${CEILING_CALIBRATION_COUNT:-200000}
+    bootstrap=$(scripts/services/kafka.sh bootstrap)
+    local cmd=("$BIN" kafka-ceiling --bootstrap "$bootstrap" --count "$n" --size "$SIZE"
+        --transaction-records "$CEILING_TXN" --topic "$topic" "${CEILING_FLAGS[@]}")
+    record_cmd ceiling-calibration 0 "${cmd[@]}"
+    log "calibrating the ceiling run size ($n records)"
+    "${cmd[@]}" >"$RUN/logs/ceiling-calibration.log" 2>&1 \
+        || { tail -n 15 "$RUN/logs/ceiling-calibration.log" >&2; die "kafka-ceiling failed"; }
+    local rate
+    rate=$(sed -n -E 's/.*msg_per_sec=([0-9.]+).*/\1/p' "$RUN/logs/ceiling-calibration.log")
+    [[ -n "$rate" ]] || die "no msg_per_sec in $RUN/logs/ceiling-calibration.log"
+    CEILING_COUNT=$(awk -v r="$rate" -v s="$CEILING_SECONDS" -v t="$CEILING_TXN" \
+        'BEGIN { c = int(r * s / t + 0.5) * t; if (c < 10 * t) c = 10 * t; print c }')
+    log "calibration: $rate msg/s -> $CEILING_COUNT records per ceiling run"
+    meta ceiling_calibration_msg_per_sec "$rate"
+    meta ceiling_count "$CEILING_COUNT"
+    delete_topic "$topic"
+    sleep "$SETTLE"
+}
+
+run_halyard_kafka() { # ROUND
+    local round=$1
+    local cid="bench-$RUN_ID-r$round"
+    cid=${cid,,}
+    start_node halyard-kafka "$round" "$RUN/logs/halyard-kafka-r$round.node.log" "$HALYARD_KAFKA_PORT" \
+        --data-dir "$RUN/data/halyard-kafka-r$round" \
+        --kafka-bootstrap "$(scripts/services/kafka.sh bootstrap)" --cluster-id "$cid"
+    run_bench halyard-kafka "$round" "$HALYARD_KAFKA_PORT" "$NODE_PID" "$RATE"
+    stop_node
+    # End offset of the journal topic: records written plus one commit marker per transaction.
+    scripts/services/kafka.sh tool org.apache.kafka.tools.GetOffsetShell --bootstrap-server \
+        "$(scripts/services/kafka.sh bootstrap)" --topic "halyard-$cid-journal" \
+        >"$RUN/results/halyard-kafka-r$round.journal-offsets" 2>>"$RUN/logs/topic-deletes.log" || true
+    delete_topic "halyard-$cid-journal"
+    delete_topic "halyard-$cid-lock"
+}
+
+run_halyard_local() { # ROUND
+    local round=$1 dir
+    dir="$RUN/data/halyard-local-r$round"
+    start_node halyard-local "$round" "$RUN/logs/halyard-local-r$round.node.log" "$HALYARD_LOCAL_PORT" \
+        --data-dir "$dir"
+    run_bench halyard-local "$round" "$HALYARD_LOCAL_PORT" "$NODE_PID" "$RATE"
+    stop_node
+    rm -rf "$dir"
+    if [[ "$LATENCY_RATE" != 0 ]]; then
+        dir="$RUN/data/halyard-local-openloop-r$round"
+        start_node halyard-local-openloop "$round" "$RUN/logs/halyard-local-openloop-r$round.node.log" \
+            "$HALYARD_LOCAL_PORT" --data-dir "$dir"
+        run_bench halyard-local-openloop "$round" "$HALYARD_LOCAL_PORT" "$NODE_PID" "$LATENCY_RATE"
+        stop_node
+        rm -rf "$dir"
+    fi
+}
+
+artemis_pid() { cat target/artemis/artemis.pid; }
+
+run_artemis() { # ROUND
+    local round=$1
+    ARTEMIS_USED=1
+    local labels=(artemis) rates=("$RATE") windows=("$ARTEMIS_WINDOW") i
+    if [[ "$LATENCY_RATE" != 0 ]]; then
+        labels+=(artemis-openloop)
+        rates+=("$LATENCY_RATE")
+        windows+=("$ARTEMIS_WINDOW")
+    fi
+    if ((ARTEMIS_DEFAULT_WINDOW_RUN)); then
+        labels+=(artemis-defaultwindow)
+        rates+=("$RATE")
+        windows+=("")
+    fi
+    for i in "${!labels[@]}"; do
+        scripts/services/artemis.sh clean
+        ARTEMIS_STOMP_CONSUMER_WINDOW=${windows[$i]} scripts/services/artemis.sh start
+        meta "artemis_acceptor_${labels[$i]}" \
+            "$(sed -n -E 's#.*<acceptor name="stomp">([^<]*)</acceptor>.*#\1#p' target/artemis/instance/etc/broker.xml)"
+        cp target/artemis/artemis.out "$RUN/logs/${labels[$i]}-r$round.start.log" 2>/dev/null || true
+        run_bench "${labels[$i]}" "$round" "$ARTEMIS_STOMP_PORT" "$(artemis_pid)" "${rates[$i]}" \
+            --login "$ARTEMIS_USER" --passcode "$ARTEMIS_PASSWORD"
+        # What is left on the queue (the bench's "missing" are either still queued or lost).
+        timeout 60 target/artemis/instance/bin/artemis queue stat --silent --json \
+            --user "$ARTEMIS_USER" --password "$ARTEMIS_PASSWORD" \
+            --url "tcp://127.0.0.1:${ARTEMIS_CORE_PORT:-61626}" --queueName "${DESTINATION##*/}" \
+            >"$RUN/results/${labels[$i]}-r$round.queue-stat" 2>&1 || true
+        scripts/services/artemis.sh stop
+        cp target/artemis/artemis.out "$RUN/logs/${labels[$i]}-r$round.broker.log" 2>/dev/null || true
+    done
+}
+
+# --- main ----------------------------------------------------------------------
+
+log "run $RUN_ID: configurations [$CONFIGS], $ROUNDS round(s); results in $RUN"
+
+if ((BUILD)); then
+    log "cargo build --release -p halyard"
+    cargo build --release -p halyard >"$RUN/logs/build.log" 2>&1 \
+        || { tail -n 30 "$RUN/logs/build.log" >&2; die "build failed"; }
+fi
+[[ -x "$BIN" ]] || die "$BIN missing (cargo build --release -p halyard)"
+
+wants() { [[ " $CONFIGS " == *" $1 "* ]]; }
+
+if wants ceiling || wants halyard-kafka; then
+    if scripts/services/kafka.sh status >/dev/null 2>&1; then
+        log "Kafka already running; leaving it running afterwards"
+    else
+        log "starting Kafka (scripts/services/kafka.sh start)"
+        scripts/services/kafka.sh start
+        KAFKA_STARTED=1
+    fi
+fi
+if wants artemis; then
+    # A fresh instance for this run (artemis create, journal auto-tuning included).
+    scripts/services/artemis.sh reset
+    scripts/services/artemis.sh fetch
+fi
+for p in "$HALYARD_KAFKA_PORT" "$HALYARD_LOCAL_PORT"; do
+    port_free "$p" || die "127.0.0.1:$p is taken by another process"
+done
+
+# --- what ran, on what ---
+meta run_id "$RUN_ID"
+meta started_utc "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+meta git_commit "$(git rev-parse HEAD 2>/dev/null || echo unknown)"
+meta git_commit_subject "$(git log -1 --format=%s 2>/dev/null || echo unknown)"
+meta git_dirty_rust "$(git status --porcelain -- '*.rs' 'Cargo.toml' 'Cargo.lock' '**/Cargo.toml' 2>/dev/null | wc -l)"
+meta git_dirty_files "$(git status --porcelain -- '*.rs' 'Cargo.toml' 'Cargo.lock' '**/Cargo.toml' 2>/dev/null | awk '{print $2}' | tr '\n' ' ')"
+meta halyard_version "$("$BIN" --version 2>/dev/null || echo unknown)"
+meta halyard_binary_mtime "$(date -u -r "$BIN" +%Y-%m-%dT%H:%M:%SZ)"
+meta rustc "$(rustc --version 2>/dev/null || echo unknown)"
+meta java "$(java -version 2>&1 | head -n 1)"
+meta java_runtime "$(java -version 2>&1 | sed -n 2p)"
+if wants ceiling || wants halyard-kafka; then
+    meta kafka_version "$(ls target/kafka/libs/kafka_2.13-*.jar 2>/dev/null | head -n 1 | sed -E 's/.*kafka_2.13-(.*)\.jar/\1/')"
+    meta kafka_bootstrap "$(scripts/services/kafka.sh bootstrap)"
+    meta kafka_started_by_script "$KAFKA_STARTED"
+    meta kafka_data_dir "target/kafka/data"
+    meta kafka_heap "${KAFKA_HEAP_OPTS:--Xms128m -Xmx512m}"
+fi
+for v in PRODUCERS CONSUMERS SIZE WINDOW DURATION WARMUP RATE DESTINATION PERSISTENT RECEIPTS ACK \
+    ROUNDS CONFIGS LATENCY_RATE CEILING_SECONDS CEILING_RUNS CEILING_TXN CEILING_TOMBSTONES SETTLE SAMPLE_INTERVAL ARTEMIS_WINDOW \
+    ARTEMIS_DEFAULT_WINDOW_RUN; do
+    meta "env_$v" "${!v}"
+done
+meta load_at_start "$(cat /proc/loadavg)"
+
+if wants ceiling; then calibrate_ceiling; fi
+
+for ((round = 1; round <= ROUNDS; round++)); do
+    log "=== round $round of $ROUNDS ==="
+    for c in $CONFIGS; do
+        case "$c" in
+            ceiling) run_ceiling "$round" ;;
+            halyard-kafka) run_halyard_kafka "$round" ;;
+            halyard-local) run_halyard_local "$round" ;;
+            artemis) run_artemis "$round" ;;
+            *) die "unknown configuration $c (ceiling, halyard-kafka, halyard-local, artemis)" ;;
+        esac
+    done
+done
+
+if wants artemis; then
+    scripts/services/artemis.sh info | sed 's/^/artemis_/' >>"$META"
+    # Artemis's ASYNCIO journal needs libaio; without it `artemis create` picks NIO.
+    meta libaio "$( (ldconfig -p 2>/dev/null | grep -q 'libaio\.so') && echo present || echo absent)"
+    cp target/artemis/create.log "$RUN/logs/artemis-create.log" 2>/dev/null || true
+    cp target/artemis/instance/etc/broker.xml "$RUN/logs/artemis-broker.xml" 2>/dev/null || true
+    scripts/services/artemis.sh clean # its journal files: hundreds of MB
+fi
+meta finished_utc "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+meta load_at_end "$(cat /proc/loadavg)"
+
+log "writing $REPORT"
+python3 scripts/bench/bench-report.py --run "$RUN" --out "$REPORT" --plots "$PLOTS"
+gzip -q "$RUN"/cpu/*.txt "$RUN"/cpu/*.threads 2>/dev/null || true # bench-report.py reads .gz too
+log "done: $REPORT, plots in $PLOTS/, raw results in $RUN"

@@ -1,0 +1,1282 @@
+#!/usr/bin/env python3
+"""Turns one scripts/bench/bench-compare.sh run into BENCHMARKS.md (standard library only).
+
+    python3 scripts/bench/bench-report.py --run target/bench-compare/RUN_ID \
+        [--out BENCHMARKS.md] [--plots docs/benchmarks]
+
+Reads, from the run directory:
+  meta.txt                 KEY=VALUE: versions, settings, load averages
+  commands.txt             LABEL<TAB>ROUND<TAB>command line, as executed
+  results/LABEL-rN.json    `halyard bench --json` reports; results/LABEL-rN.run: start, exit code
+  logs/ceiling-rN-K.log    `halyard kafka-ceiling` output (the better of the K runs of a round counts)
+  logs/*.node.log          Halyard node logs (the "journal group commit" lines)
+  logs/artemis*-rN.broker.log   Artemis's output
+  cpu/TAG.txt              /proc samples (T: /proc/stat; P: LABEL and one thread's stat line)
+  plots/LABEL-rN/          `halyard bench --plot` output
+and the machine from /proc and /sys. For every configuration the round with the median
+throughput is the one reported (all rounds are listed too); its plots are copied to
+PLOTS/LABEL/.
+"""
+
+import argparse
+import gzip
+import json
+import os
+import re
+import shutil
+import statistics
+import sys
+
+CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+CLOSED = ["halyard-kafka", "halyard-local", "artemis"]
+OPEN = ["halyard-local-openloop", "artemis-openloop"]
+EXTRA = ["artemis-defaultwindow"]
+NAMES = {
+    "ceiling": "(a) Kafka ceiling: `halyard kafka-ceiling`",
+    "halyard-kafka": "(b) Halyard, Kafka journal",
+    "halyard-local": "(c) Halyard, local journal",
+    "artemis": "(d) Artemis",
+    "halyard-local-openloop": "(c') Halyard, local journal, open loop",
+    "artemis-openloop": "(d') Artemis, open loop",
+    "artemis-defaultwindow": "(d*) Artemis, its default STOMP consumer window (10 KiB)",
+}
+GOAL_KAFKA = 0.70
+GOAL_ARTEMIS = 1.5
+
+
+# --- reading ------------------------------------------------------------------------------
+
+
+def read_kv(path):
+    out = {}
+    if not os.path.exists(path):
+        return out
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            line = line.rstrip("\n")
+            if "=" in line:
+                k, v = line.split("=", 1)
+                out[k.strip()] = v
+    return out
+
+
+def read_text(path):
+    """The file's text, or that of PATH.gz; "" if neither exists."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read()
+    except OSError:
+        pass
+    try:
+        with gzip.open(path + ".gz", "rt", encoding="utf-8", errors="replace") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def exists(path):
+    return os.path.exists(path) or os.path.exists(path + ".gz")
+
+
+def read_commands(run):
+    cmds = []
+    for line in read_text(os.path.join(run, "commands.txt")).splitlines():
+        parts = line.split("\t", 2)
+        if len(parts) == 3:
+            cmds.append((parts[0], parts[1], parts[2]))
+    return cmds
+
+
+def bench_runs(run, label):
+    """[(round, report or None, runinfo)] for a bench label."""
+    out = []
+    d = os.path.join(run, "results")
+    pat = re.compile(re.escape(label) + r"-r(\d+)\.run$")
+    for name in sorted(os.listdir(d)) if os.path.isdir(d) else []:
+        m = pat.match(name)
+        if not m:
+            continue
+        rnd = int(m.group(1))
+        info = read_kv(os.path.join(d, name))
+        rep = None
+        jp = os.path.join(d, f"{label}-r{rnd}.json")
+        if os.path.exists(jp):
+            try:
+                with open(jp, encoding="utf-8") as f:
+                    rep = json.load(f)
+            except ValueError:
+                rep = None
+        out.append((rnd, rep, info))
+    out.sort(key=lambda x: x[0])
+    return out
+
+
+# Older builds printed only records= (one record per message).
+CEIL_RE = re.compile(
+    r"kafka ceiling: (?:messages=(\d+) )?records=(\d+) transactions=(\d+) seconds=([\d.]+) "
+    r"msg_per_sec=([\d.]+) (?:records_per_sec=[\d.]+ )?mb_per_sec=([\d.]+)"
+)
+
+
+def ceiling_runs(run):
+    """{round: [(k, dict or None, runinfo)]}"""
+    out = {}
+    d = os.path.join(run, "results")
+    pat = re.compile(r"ceiling-r(\d+)-(\d+)\.run$")
+    for name in sorted(os.listdir(d)) if os.path.isdir(d) else []:
+        m = pat.match(name)
+        if not m:
+            continue
+        rnd, k = int(m.group(1)), int(m.group(2))
+        info = read_kv(os.path.join(d, name))
+        text = read_text(os.path.join(run, "logs", f"ceiling-r{rnd}-{k}.log"))
+        mm = CEIL_RE.search(text)
+        res = None
+        if mm:
+            records = int(mm.group(2))
+            messages = int(mm.group(1)) if mm.group(1) else records
+            res = {
+                "messages": messages,
+                "records": records,
+                "records_per_message": records / messages if messages else 1.0,
+                "transactions": int(mm.group(3)),
+                "seconds": float(mm.group(4)),
+                "msg_per_sec": float(mm.group(5)),
+                "mb_per_sec": float(mm.group(6)),
+                "line": mm.group(0),
+            }
+        out.setdefault(rnd, []).append((k, res, info))
+    for v in out.values():
+        v.sort(key=lambda x: x[0])
+    return out
+
+
+# --- CPU samples --------------------------------------------------------------------------
+
+
+def parse_cpu(path):
+    """[(ts, machine_busy_ticks, machine_total_ticks, {label: {(tid, comm): ticks}})]"""
+    samples = {}
+    order = []
+    for line in read_text(path).splitlines():
+        if line.startswith("T "):
+            parts = line.split()
+            ts = float(parts[1])
+            vals = [int(x) for x in parts[3:11]]  # user nice system idle iowait irq softirq steal
+            total = sum(vals)
+            busy = total - vals[3] - vals[4]
+            samples[ts] = [ts, busy, total, {}]
+            order.append(ts)
+        elif line.startswith("Q "):
+            try:
+                _, ts, label, rest = line.split(" ", 3)
+                ts = float(ts)
+                fields = rest[rest.rindex(")") + 2 :].split()
+                ticks = int(fields[11]) + int(fields[12])
+            except (ValueError, IndexError):
+                continue
+            if ts in samples:
+                samples[ts][3]["#" + label] = ticks
+                samples[ts][3]["@" + label] = int(rest.split(" ", 1)[0])
+        elif line.startswith("P "):
+            try:
+                _, ts, label, rest = line.split(" ", 3)
+                ts = float(ts)
+                tid = int(rest.split(" ", 1)[0])
+                comm = rest[rest.index("(") + 1 : rest.rindex(")")]
+                fields = rest[rest.rindex(")") + 2 :].split()
+                ticks = int(fields[11]) + int(fields[12])
+            except (ValueError, IndexError):
+                continue
+            if ts in samples:
+                samples[ts][3].setdefault(label, {})[(tid, comm)] = ticks
+    return [samples[t] for t in order]
+
+
+def _proc_pairs(a, b):
+    """{label: (ticks at a, ticks at b)} from the whole-process lines (dead threads included)."""
+    out = {}
+    for key, tb in b[3].items():
+        if key.startswith("#") and key in a[3]:
+            out[key[1:]] = (a[3][key], tb)
+    return out
+
+
+def java_thread_names(path):
+    """{tid: full name} from a `jcmd PID Thread.print` dump ({} if none)."""
+    names = {}
+    for m in re.finditer(r'^"(.*)" .*\bnid=(0x[0-9a-fA-F]+|\d+)', read_text(path), re.M):
+        nid = m.group(2)
+        names[int(nid, 16) if nid.startswith("0x") else int(nid)] = m.group(1)
+    return names
+
+
+def thread_group(name):
+    """Pool name of a thread: numbers, Artemis's Thread-N (...) wrapper and broker name dropped."""
+    g = re.sub(r"^Thread-\d+ \((.*)\)$", r"\1", name)
+    g = g.replace("-halyard-bench", "")
+    g = re.sub(r"@[0-9a-f]+", "", g)
+    g = re.sub(r"[-_:# ]*\d+$", "", g).strip()
+    g = re.sub(r"\d+$", "", g)
+    return g or name
+
+
+def cpu_window(path, start=None, end=None, names=None):
+    """CPU use between the samples nearest to start and end (whole file if None):
+    {'secs', 'machine' (% of one core, summed over cores), 'procs': {label: %},
+    'threads': {label: [(group, %), ...]}} or None."""
+    s = parse_cpu(path)
+    if len(s) < 2:
+        return None
+    if start is None:
+        a = s[0]
+    else:
+        a = min(s, key=lambda x: abs(x[0] - start))
+    if end is None:
+        b = s[-1]
+    else:
+        b = min(s, key=lambda x: abs(x[0] - end))
+    if b[0] - a[0] < 0.5:
+        a, b = s[0], s[-1]
+    dt = b[0] - a[0]
+    if dt <= 0:
+        return None
+    ncpu = os.cpu_count() or 1
+    machine = (b[1] - a[1]) / max(1, b[2] - a[2]) * 100.0 * ncpu
+    procs, threads = {}, {}
+    for label, (ta_ticks, tb_ticks) in _proc_pairs(a, b).items():
+        procs[label] = (tb_ticks - ta_ticks) / CLK_TCK / dt * 100.0
+    tb_main = {k[1:]: v for k, v in b[3].items() if k.startswith("@")}
+    for label, tb in b[3].items():
+        if label.startswith(("#", "@")):
+            continue
+        ta = a[3].get(label, {})
+        groups = {}
+        for key, ticks in tb.items():
+            # a thread born inside the window spent all its ticks inside it
+            d = ticks - ta[key] if key in ta else ticks
+            full = (names or {}).get(label, {}).get(key[0])
+            if full is None and key[0] == tb_main.get(label):
+                full = key[1] + " (main thread)"
+            g = thread_group(full or key[1])
+            groups[g] = groups.get(g, 0) + d
+        threads[label] = sorted(
+            ((g, v / CLK_TCK / dt * 100.0) for g, v in groups.items()),
+            key=lambda x: -x[1],
+        )
+    return {"secs": dt, "machine": machine, "procs": procs, "threads": threads}
+
+
+# --- node logs ----------------------------------------------------------------------------
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+KV = re.compile(r'(\w+)=("[^"]*"|\S+)')
+
+
+def group_commits(path):
+    """Sums of the 'journal group commit' lines of a node log."""
+    text = ANSI.sub("", read_text(path))
+    local = {"batches": 0, "group_commits": 0, "fsyncs": 0, "secs": 0.0, "lines": 0,
+             "segments": None, "compactions": text.count("journal compacted")}
+    kafka = {"batches": 0, "transactions": 0, "secs": 0.0, "lines": 0}
+    for line in text.splitlines():
+        if "journal group commit" not in line:
+            continue
+        kv = {k: v.strip('"') for k, v in KV.findall(line)}
+        try:
+            if "(Kafka)" in line:
+                kafka["batches"] += int(kv["batches"])
+                kafka["transactions"] += int(kv["transactions"])
+                bps = float(kv.get("batches_per_sec", "0") or 0)
+                if bps > 0:
+                    kafka["secs"] += int(kv["batches"]) / bps
+                kafka["lines"] += 1
+            else:
+                local["batches"] += int(kv["batches"])
+                local["group_commits"] += int(kv["group_commits"])
+                local["fsyncs"] += int(kv["fsyncs"])
+                bps = float(kv.get("batches_per_sec", "0") or 0)
+                if bps > 0:
+                    local["secs"] += int(kv["batches"]) / bps
+                local["lines"] += 1
+                if "segments" in kv:
+                    local["segments"] = int(kv["segments"])
+        except (KeyError, ValueError):
+            continue
+    return local, kafka
+
+
+def queue_stat(path):
+    """Artemis `queue stat --json` of the bench queue after a run: dict or None."""
+    text = read_text(path)
+    i = text.find("{")
+    if i < 0:
+        return None
+    try:
+        data = json.loads(text[i:])
+        rows = data.get("data") or []
+        return rows[0] if rows else None
+    except ValueError:
+        return None
+
+
+def stalls(rep):
+    """Runs of whole seconds (warm-up or measured) in which fewer than 10% of the median
+    per-second sends went out: [(first second, last second, messages sent before)]."""
+    ps = [p for p in rep.get("per_second", []) if p["phase"] in ("warmup", "measure")]
+    if len(ps) < 3:
+        return []
+    med = statistics.median(p["sent"] for p in ps)
+    out, cum, cur = [], 0, None
+    for p in ps:
+        if p["sent"] < 0.1 * med:
+            if cur is None:
+                cur = [p["second"], p["second"], cum]
+            else:
+                cur[1] = p["second"]
+        elif cur is not None:
+            out.append(tuple(cur))
+            cur = None
+        cum += p["sent"]
+    if cur is not None:
+        out.append(tuple(cur))
+    return out
+
+
+def log_problems(path, pattern=r"\b(WARN|ERROR)\b"):
+    text = ANSI.sub("", read_text(path))
+    return [l for l in text.splitlines() if re.search(pattern, l)]
+
+
+# --- machine ------------------------------------------------------------------------------
+
+
+def machine_info(root):
+    info = {}
+    cpuinfo = read_text("/proc/cpuinfo")
+    m = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.M)
+    info["cpu"] = m.group(1).strip() if m else "unknown"
+    info["cores"] = os.cpu_count()
+    m = re.search(r"^MemTotal:\s*(\d+) kB", read_text("/proc/meminfo"), re.M)
+    info["ram"] = f"{int(m.group(1)) / 1024 / 1024:.1f} GiB" if m else "unknown"
+    u = os.uname()
+    info["kernel"] = f"{u.sysname} {u.release} ({u.machine})"
+    m = re.search(r"^flags\s*:.*\bhypervisor\b", cpuinfo, re.M)
+    info["virtual"] = bool(m)
+    # The disk under the repository.
+    disk = "unknown"
+    try:
+        st = os.stat(root)
+        major, minor = os.major(st.st_dev), os.minor(st.st_dev)
+        link = os.path.realpath(f"/sys/dev/block/{major}:{minor}")
+        name = os.path.basename(link)
+        # a partition's parent holds queue/rotational
+        base = link if os.path.exists(os.path.join(link, "queue")) else os.path.dirname(link)
+        rot = read_text(os.path.join(base, "queue", "rotational")).strip()
+        model = read_text(os.path.join(base, "device", "model")).strip()
+        kind = {"0": "the kernel flags it non-rotational", "1": "the kernel flags it rotational"}.get(
+            rot, "type unknown"
+        )
+        driver = ""
+        if name.startswith("vd"):
+            driver = "virtio block device (a virtual disk: the host's storage is not visible), "
+        elif name.startswith("nvme"):
+            driver = "NVMe, "
+        fs, mnt = "", ""
+        best = ""
+        for line in read_text("/proc/mounts").splitlines():
+            p = line.split()
+            if len(p) >= 3 and root.startswith(p[1]) and len(p[1]) >= len(best):
+                best, fs, mnt = p[1], p[2], p[0]
+        disk = f"/dev/{name}: {driver}{kind}" + (f", model {model}" if model else "")
+        if fs:
+            disk += f"; filesystem {fs} on {best}"
+    except OSError:
+        pass
+    info["disk"] = disk
+    return info
+
+
+# --- formatting ---------------------------------------------------------------------------
+
+
+def fmt_int(x):
+    return "—" if x is None else f"{x:,.0f}"
+
+
+def fmt_ms(x):
+    if x is None:
+        return "—"
+    if x >= 100:
+        return f"{x:,.0f}"
+    if x >= 10:
+        return f"{x:.1f}"
+    return f"{x:.2f}"
+
+
+def fmt_pct(x):
+    return "—" if x is None else f"{x:.0f}%"
+
+
+def lat(rep, kind, key):
+    try:
+        v = rep["latency_ms"][kind]
+        return None if v is None else v[key]
+    except (KeyError, TypeError):
+        return None
+
+
+def throughput(rep):
+    """Delivered msg/s in the measured window (deliveries read by the consumers)."""
+    try:
+        return rep["measured"]["msg_per_sec_received"]
+    except (KeyError, TypeError):
+        return None
+
+
+def median_pick(items, key):
+    """The item with the median key (lower median for an even count); None if none valid."""
+    valid = [it for it in items if key(it) is not None]
+    if not valid:
+        return None
+    valid.sort(key=key)
+    return valid[(len(valid) - 1) // 2]
+
+
+def rel(path, start):
+    return os.path.relpath(path, start).replace(os.sep, "/")
+
+
+def shell_cmd(cmd):
+    return cmd
+
+
+# --- report -------------------------------------------------------------------------------
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--run", required=True, help="target/bench-compare/RUN_ID")
+    ap.add_argument("--out", default="BENCHMARKS.md")
+    ap.add_argument("--plots", default="docs/benchmarks")
+    a = ap.parse_args()
+
+    run = a.run.rstrip("/")
+    root = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+    out_dir = os.path.dirname(os.path.abspath(a.out)) or "."
+    meta = read_kv(os.path.join(run, "meta.txt"))
+    cmds = read_commands(run)
+    mach = machine_info(root)
+    env = {k[4:]: v for k, v in meta.items() if k.startswith("env_")}
+    warmup = float(env.get("WARMUP", "5"))
+    duration = float(env.get("DURATION", "20"))
+
+    # ---- collect ----
+    picked = {}  # label -> (round, rep, info)
+    rounds = {}  # label -> [(round, rep, info)]
+    for label in CLOSED + OPEN + EXTRA:
+        rs = bench_runs(run, label)
+        if not rs:
+            continue
+        rounds[label] = rs
+        ok = [r for r in rs if r[1] is not None and r[2].get("rc") == "0"]
+        if label in OPEN:
+            # equal offered load: the median is taken on the p99 send->receipt latency
+            pick = median_pick(ok, lambda r: lat(r[1], "send_to_receipt", "p99_ms"))
+        else:
+            pick = median_pick(ok, lambda r: throughput(r[1]))
+        if pick is None and rs:
+            pick = rs[-1]
+        picked[label] = pick
+
+    ceil = ceiling_runs(run)
+    ceil_best = {}  # round -> (k, res, info)
+    for rnd, runs in ceil.items():
+        good = [r for r in runs if r[1] is not None]
+        if good:
+            ceil_best[rnd] = max(good, key=lambda r: r[1]["msg_per_sec"])
+    ceil_pick = median_pick(list(ceil_best.items()), lambda x: x[1][1]["msg_per_sec"])
+
+    # plots of the median rounds
+    plot_links = {}
+    for label, pick in picked.items():
+        if pick is None:
+            continue
+        src = os.path.join(run, "plots", f"{label}-r{pick[0]}")
+        if not os.path.isdir(src):
+            continue
+        dst = os.path.join(a.plots, label)
+        os.makedirs(dst, exist_ok=True)
+        for f in os.listdir(dst):
+            if f.endswith((".png", ".svg")):
+                os.remove(os.path.join(dst, f))
+        for f in sorted(os.listdir(src)):
+            if f.endswith((".png", ".svg")):
+                shutil.copyfile(os.path.join(src, f), os.path.join(dst, f))
+        plot_links[label] = {
+            f[: -len(".png")]: rel(os.path.join(dst, f), out_dir)
+            for f in os.listdir(dst)
+            if f.endswith(".png")
+        }
+
+    def rep_of(label):
+        p = picked.get(label)
+        return None if p is None else p[1]
+
+    def tp(label):
+        return throughput(rep_of(label))
+
+    ceiling_tp = ceil_pick[1][1]["msg_per_sec"] if ceil_pick else None
+
+    L = []
+    w = L.append
+    w("# Benchmarks: Halyard against its journal's ceiling and against ActiveMQ Artemis")
+    w("")
+    w(
+        f"Generated by `scripts/bench/bench-compare.sh` (run `{meta.get('run_id', '?')}`, "
+        f"{meta.get('started_utc', '?')} to {meta.get('finished_utc', '?')}) and "
+        "`scripts/bench/bench-report.py`; do not edit by hand, run the script again. "
+        f"Raw results, logs and CPU samples were in `{run}/` (not committed)."
+    )
+    w("")
+    nrounds = int(env.get("ROUNDS", "1") or 1)
+    w(
+        "**Read with care:** the machine is small (2 cores) and shared: other engineers' builds, "
+        "test suites and simulations may run alongside (the *others* column under "
+        "[Where the time goes](#where-the-time-goes) shows how much CPU they took), so numbers "
+        "move by tens of percent from run to run; "
+        + (
+            f"each configuration ran {nrounds} times and the round with the median "
+            "throughput (for the open-loop runs: the median p99 send→receipt) is reported."
+            if nrounds > 1
+            else "each configuration ran **once** (`ROUNDS=3 scripts/bench/bench-compare.sh` "
+            "repeats every configuration and reports the median)."
+        )
+        + f" Load average (1, 5, 15 min) at start: {', '.join(meta.get('load_at_start', '?').split(' ')[0:3])}; "
+        f"at end: {', '.join(meta.get('load_at_end', '?').split(' ')[0:3])}."
+    )
+    w("")
+
+    # ---- machine and versions ----
+    w("## Machine and versions")
+    w("")
+    w("| what | value |")
+    w("| --- | --- |")
+    w(f"| CPU | {mach['cpu']}, {mach['cores']} cores" + (" (virtual machine)" if mach["virtual"] else "") + " |")
+    w(f"| RAM | {mach['ram']} |")
+    sync = meta.get("artemis_create_sync_test", "")
+    w(
+        f"| disk (repository, local journal, Kafka and Artemis data) | {mach['disk']}"
+        + (f"; `artemis create`'s sync-write test measured {sync}" if sync else "")
+        + " |"
+    )
+    w(f"| kernel | {mach['kernel']} |")
+    dirty = meta.get("git_dirty_rust", "0").strip()
+    commit = meta.get("git_commit", "unknown")
+    w(
+        f"| Halyard | `{meta.get('halyard_version', '?')}`, commit `{commit[:12]}` "
+        f"({meta.get('git_commit_subject', '')})"
+        + (
+            f"; **{dirty} Rust/Cargo files modified in the work tree** when the run started "
+            f"(other work in progress: {meta.get('git_dirty_files', '').strip()}), so the binary "
+            "measured is that commit plus those changes"
+            if dirty not in ("", "0")
+            else "; clean work tree"
+        )
+        + f"; binary built {meta.get('halyard_binary_mtime', '?')}, {meta.get('rustc', '')} |"
+    )
+    if meta.get("kafka_version"):
+        w(
+            f"| Kafka | Apache Kafka {meta.get('kafka_version')} (KRaft, one broker+controller, "
+            f"`scripts/services/kafka.sh`, heap `{meta.get('kafka_heap', '')}`), {meta.get('kafka_bootstrap', '')}, "
+            f"data on the same disk |"
+        )
+    if meta.get("artemis_version"):
+        w(
+            f"| Artemis | Apache Artemis (formerly ActiveMQ Artemis) {meta.get('artemis_version_running') or meta.get('artemis_version')} "
+            f"(`{meta.get('artemis_coordinates', '')}` from Maven Central), journal "
+            f"**{meta.get('artemis_journal_type_running', '?')}**"
+            + (
+                " (libaio is not installed here, so `artemis create` could not choose ASYNCIO, "
+                "its preferred journal on Linux)"
+                if meta.get("libaio") == "absent"
+                else ""
+            )
+            + ", persistence "
+            f"{meta.get('artemis_persistence_enabled', '?')}, journal-datasync "
+            f"{meta.get('artemis_journal_datasync', '?')}, journal-buffer-timeout "
+            f"{meta.get('artemis_journal_buffer_timeout_ns', '?')} ns (auto-tuned by `artemis create`: "
+            f"{meta.get('artemis_create_sync_test', '?')}), JVM `{meta.get('artemis_java_args', '').strip()}` |"
+        )
+    w(f"| Java | {meta.get('java', '?')} ({meta.get('java_runtime', '')}) |")
+    w("")
+
+    # ---- workload ----
+    w("## Workload")
+    w("")
+    w(
+        f"Every broker got the same `halyard bench` load, one broker at a time: "
+        f"{env.get('PRODUCERS')} producer and {env.get('CONSUMERS')} consumer connection(s) on "
+        f"`{env.get('DESTINATION')}`, {env.get('SIZE')}-byte bodies, `persistent:{env.get('PERSISTENT')}`, "
+        f"a RECEIPT asked for every SEND (receipts {env.get('RECEIPTS')}), at most "
+        f"{env.get('WINDOW')} unreceipted sends in flight per producer, consumers ack "
+        f"`{env.get('ACK')}`, closed loop (`--rate {env.get('RATE')}`), {env.get('WARMUP')} s warm-up "
+        f"then {env.get('DURATION')} s measured. Both brokers send a persistent message's RECEIPT only "
+        "once it is fsync'd (Halyard: local journal fsync or committed Kafka transaction; "
+        "Artemis: `journal-datasync` true, sync on non-transactional sends by default)."
+    )
+    w("")
+    tomb = env.get("CEILING_TOMBSTONES") == "1"
+    w(
+        "- **(a) the ceiling** is `halyard kafka-ceiling`: a plain rdkafka transactional producer "
+        "(idempotent, acks=all, linger.ms=2) writing journal-shaped records (an `m/` key and an "
+        f"encoded {env.get('SIZE')}-byte message) to a fresh compacted one-partition topic, "
+        f"{env.get('CEILING_TXN')} messages per transaction, as fast as it can, no STOMP, no consumer"
+        + (
+            " — and, with `--tombstones`, each message's tombstone in the next transaction: the "
+            "same records Halyard's journal writes for a message that is stored and then consumed "
+            "(2 per message)"
+            if tomb
+            else " (1 record per message; Halyard writes 2, see below)"
+        )
+        + f"; the run size was calibrated to take about {env.get('CEILING_SECONDS')} s "
+        f"({fmt_int(float(meta['ceiling_count']) if meta.get('ceiling_count') else None)} messages), "
+        f"run {env.get('CEILING_RUNS')} times per round, the better run counts."
+    )
+    w("- **(b)** `halyard node` with the Kafka journal, a fresh cluster id (so fresh topics) per round.")
+    w("- **(c)** `halyard node` with the local journal (fsync on), a fresh data dir under `target/` per round.")
+    acc = meta.get("artemis_acceptor_artemis", "")
+    mwin = re.search(r"stompConsumerWindowSize=(-?\d+)", acc)
+    w(
+        "- **(d)** Artemis, `scripts/services/artemis.sh`: `artemis create --require-login` defaults "
+        "(journal included), STOMP acceptor on 127.0.0.1:61613 with "
+        "`anycastPrefix=/queue/;multicastPrefix=/topic/`"
+        + (
+            f" and `stompConsumerWindowSize={mwin.group(1)}`"
+            + (" (unbounded, like Halyard's default: see (d*))" if mwin.group(1) == "-1" else "")
+            if mwin
+            else " (Artemis's default STOMP consumer window)"
+        )
+        + ", login artemis/artemis, its data dir emptied before each run."
+    )
+    if "artemis-defaultwindow" in rounds:
+        w(
+            "- **(d\*)** Artemis exactly as (d) but with Artemis's own default STOMP consumer window: "
+            "a subscription with `ack:client-individual` and no `consumer-window-size` header gets "
+            "10 KiB of unacknowledged messages (about 9 of these messages) in flight; Halyard's "
+            "default is unbounded. Shown for the record, not used for the goals."
+        )
+    if any(l in rounds for l in OPEN):
+        w(
+            f"- **(c') and (d')**: the same, but open loop at `--rate {env.get('LATENCY_RATE')}` msg/s, "
+            "so both brokers face the same offered load: closed-loop latencies mostly measure "
+            "the queue the window builds (docs/bench.md), these measure the broker."
+        )
+    w("")
+    if warmup >= 10:
+        w(
+            f"The {warmup:g} s warm-up is for Artemis: its JIT needs 10 to 15 s of load before its "
+            "throughput stops climbing (with a 5 s warm-up its measured window still ramped from "
+            "20,000 to 55,000 msg/s here). Halyard gets the same warm-up."
+        )
+        w("")
+    w("Throughput below is **msg/s delivered** to the consumer in the measured window "
+      "(equal to msg/s sent when the consumer keeps up); MB/s counts delivered body bytes (10^6).")
+    w("")
+
+    # ---- the table ----
+    w("## Results")
+    w("")
+    w(
+        "| configuration | msg/s sent | msg/s delivered | MB/s | send→receipt p50 / p99 / p99.9 (ms) "
+        "| end-to-end p50 / p99 / p99.9 (ms) | max send→receipt (ms) | unreceipted | missing |"
+    )
+    w("| --- | ---: | ---: | ---: | --- | --- | ---: | ---: | ---: |")
+    if ceil_pick:
+        r = ceil_pick[1][1]
+        w(
+            f"| {NAMES['ceiling']} ({r['transactions']:,} transactions of {env.get('CEILING_TXN')} messages"
+            + (f", {r['records_per_message']:.2f} records per message" if r["records_per_message"] != 1 else "")
+            + ") "
+            f"| {fmt_int(r['msg_per_sec'])} | — (no consumer) | {r['mb_per_sec']:.1f} (written) | — | — | — | — | — |"
+        )
+    elif "ceiling" in env.get("CONFIGS", ""):
+        w(f"| {NAMES['ceiling']} | failed | | | | | | | |")
+
+    def row(label):
+        p = picked.get(label)
+        if p is None:
+            return
+        rnd, rep, info = p
+        if rep is None or info.get("rc") != "0":
+            errs = ", ".join((rep or {}).get("errors", []) or []) if rep else ""
+            w(
+                f"| {NAMES[label]} | **failed** (bench exit {info.get('rc', '?')}"
+                + (f": {errs}" if errs else "")
+                + ") | | | | | | | |"
+            )
+            if rep is None:
+                return
+        m = rep["measured"]
+        t = rep["totals"]
+        sr = " / ".join(fmt_ms(lat(rep, "send_to_receipt", k)) for k in ("p50_ms", "p99_ms", "p999_ms"))
+        e2e = " / ".join(fmt_ms(lat(rep, "end_to_end", k)) for k in ("p50_ms", "p99_ms", "p999_ms"))
+        w(
+            f"| {NAMES[label]} | {fmt_int(m['msg_per_sec_sent'])} | {fmt_int(m['msg_per_sec_received'])} "
+            f"| {m['mb_per_sec_received']:.1f} | {sr} | {e2e} | {fmt_ms(lat(rep, 'send_to_receipt', 'max_ms'))} "
+            f"| {t['unreceipted']:,} | {t['missing']:,} |"
+        )
+
+    for label in CLOSED:
+        row(label)
+    for label in OPEN + EXTRA:
+        row(label)
+    w("")
+    bad = []
+    for label, p in picked.items():
+        if p and p[1]:
+            t = p[1]["totals"]
+            if t["unreceipted"] or t["missing"] or t["duplicates"] or p[1].get("errors"):
+                bad.append(
+                    f"{label}: unreceipted {t['unreceipted']}, missing {t['missing']}, "
+                    f"duplicates {t['duplicates']}, errors {p[1].get('errors')}"
+                )
+            if t["missing"] and label.startswith("artemis"):
+                qs = queue_stat(os.path.join(run, "results", f"{label}-r{p[0]}.queue-stat"))
+                if qs is not None:
+                    bad.append(
+                        f"{label}: after the run Artemis still held {int(qs.get('messageCount', 0)):,} "
+                        f"messages on `{qs.get('name')}` (added {int(qs.get('messagesAdded', 0)):,}, "
+                        f"acked {int(qs.get('messagesAcked', 0)):,}): the missing deliveries were "
+                        "a backlog the consumer had not reached within the bench's 5 s drain"
+                        + (
+                            ""
+                            if int(qs.get("messageCount", 0)) == t["missing"]
+                            else (
+                                f" (Artemis counts {int(qs.get('messageCount', 0)) - t['missing']} more: "
+                                "messages already on their way to the consumer when it disconnected "
+                                "go back to the queue)"
+                                if int(qs.get("messageCount", 0)) > t["missing"]
+                                else " (**fewer than missing: some may be lost**)"
+                            )
+                        )
+                    )
+            if t.get("foreign"):
+                bad.append(f"{label}: {t['foreign']} foreign messages were on the destination")
+            if t.get("behind_schedule"):
+                bad.append(f"{label}: {t['behind_schedule']:,} messages behind schedule (broker did not keep up with the offered rate)")
+    if bad:
+        w("Anomalies: " + "; ".join(bad) + ".")
+    else:
+        w("Every message sent was receipted and delivered exactly once in every reported run "
+          "(unreceipted, missing and duplicates all 0).")
+    w("")
+
+    # ---- ratios and goals ----
+    w("## Ratios and goals")
+    w("")
+
+    def all_tp(label):
+        return [throughput(r[1]) for r in rounds.get(label, []) if r[1] and r[2].get("rc") == "0"]
+
+    ceil_all = [v[1]["msg_per_sec"] for v in ceil_best.values()]
+
+    def spread(num, den):
+        """' (rounds: worst–best pairing X–Y)' when there are several rounds."""
+        num = [x for x in num if x]
+        den = [x for x in den if x]
+        if len(num) < 2 and len(den) < 2 or not num or not den:
+            return ""
+        lo, hi = min(num) / max(den), max(num) / min(den)
+        return lo, hi
+
+    w("| goal | measured (medians) | met? | across rounds (worst to best pairing) |")
+    w("| --- | --- | --- | --- |")
+    fragile = []
+    verdicts = {}
+    b, c, d = tp("halyard-kafka"), tp("halyard-local"), tp("artemis")
+    if b is not None and ceiling_tp:
+        r = b / ceiling_tp
+        verdicts["kafka"] = r >= GOAL_KAFKA
+        sp = spread(all_tp("halyard-kafka"), ceil_all)
+        w(
+            f"| (b)/(a): Halyard on Kafka ≥ {GOAL_KAFKA:.0%} of the Kafka ceiling "
+            f"| {fmt_int(b)} / {fmt_int(ceiling_tp)} msg/s = **{r:.0%}** "
+            f"| {'yes' if r >= GOAL_KAFKA else '**no**'} | "
+            + (f"{sp[0]:.0%} to {sp[1]:.0%}" if sp else "—")
+            + " |"
+        )
+        if sp and sp[0] < GOAL_KAFKA <= sp[1]:
+            fragile.append("(b)/(a)")
+    else:
+        w(f"| (b)/(a) ≥ {GOAL_KAFKA:.0%} | not measured (a run failed or was not selected) | — | — |")
+    if c is not None and d:
+        r = c / d
+        verdicts["artemis_tp"] = r >= GOAL_ARTEMIS
+        sp = spread(all_tp("halyard-local"), all_tp("artemis"))
+        w(
+            f"| (c)/(d): Halyard local ≥ {GOAL_ARTEMIS}x Artemis throughput "
+            f"| {fmt_int(c)} / {fmt_int(d)} msg/s = **{r:.2f}x** "
+            f"| {'yes' if r >= GOAL_ARTEMIS else '**no**'} | "
+            + (f"{sp[0]:.2f}x to {sp[1]:.2f}x" if sp else "—")
+            + " |"
+        )
+        if sp and sp[0] < GOAL_ARTEMIS <= sp[1]:
+            fragile.append("(c)/(d) throughput")
+    else:
+        w(f"| (c)/(d) ≥ {GOAL_ARTEMIS}x | not measured | — | — |")
+    rc_, rd_ = rep_of("halyard-local"), rep_of("artemis")
+    for kind, name in (("send_to_receipt", "send→receipt"), ("end_to_end", "end-to-end")):
+        pc, pd = lat(rc_, kind, "p99_ms"), lat(rd_, kind, "p99_ms")
+        if pc is not None and pd is not None:
+            verdicts[f"p99_{kind}"] = pc < pd
+            ac = [lat(x[1], kind, "p99_ms") for x in rounds.get("halyard-local", []) if x[1]]
+            ad = [lat(x[1], kind, "p99_ms") for x in rounds.get("artemis", []) if x[1]]
+            sp = spread(ac, ad)
+            w(
+                f"| p99 {name}, closed loop: (c) lower than (d) | {fmt_ms(pc)} ms vs {fmt_ms(pd)} ms "
+                f"({pc / pd:.2f}x) | {'yes' if pc < pd else '**no**'} | "
+                + (f"(c)/(d) {sp[0]:.2f}x to {sp[1]:.2f}x" if sp else "—")
+                + " |"
+            )
+    ro_c, ro_d = rep_of("halyard-local-openloop"), rep_of("artemis-openloop")
+    for kind, name in (("send_to_receipt", "send→receipt"), ("end_to_end", "end-to-end")):
+        pc, pd = lat(ro_c, kind, "p99_ms"), lat(ro_d, kind, "p99_ms")
+        if pc is not None and pd is not None:
+            ac = [lat(x[1], kind, "p99_ms") for x in rounds.get("halyard-local-openloop", []) if x[1]]
+            ad = [lat(x[1], kind, "p99_ms") for x in rounds.get("artemis-openloop", []) if x[1]]
+            sp = spread(ac, ad)
+            w(
+                f"| p99 {name}, open loop at {env.get('LATENCY_RATE')} msg/s: (c') lower than (d') "
+                f"| {fmt_ms(pc)} ms vs {fmt_ms(pd)} ms ({pc / pd:.2f}x) | {'yes' if pc < pd else '**no**'} | "
+                + (f"(c')/(d') {sp[0]:.2f}x to {sp[1]:.2f}x" if sp else "—")
+                + " |"
+            )
+    w("")
+    if fragile:
+        w(
+            "**Not robust:** for " + " and ".join(fragile) + " the verdict flips depending on which "
+            "rounds are paired (last column): on this shared machine, whether the goal is met is "
+            "within the run-to-run noise. Run `ROUNDS=5` (or more) on a quiet machine before trusting it."
+        )
+        w("")
+    if b is not None and ceiling_tp:
+        rpm = None
+        pk = picked.get("halyard-kafka")
+        if pk and pk[1]:
+            _, kst = group_commits(os.path.join(run, "logs", f"halyard-kafka-r{pk[0]}.node.log"))
+            offs = read_text(os.path.join(run, "results", f"halyard-kafka-r{pk[0]}.journal-offsets"))
+            mo = re.search(r"^[^\s:]+:0:(\d+)\s*$", offs, re.M)
+            if mo and pk[1]["totals"]["sent"]:
+                rpm = (int(mo.group(1)) - kst["transactions"]) / pk[1]["totals"]["sent"]
+        crpm = ceil_pick[1][1].get("records_per_message", 1.0) if ceil_pick else 1.0
+        text = (
+            "How to read (b)/(a): Halyard's journal writes the message record when a message is "
+            "stored and, when the consumer acknowledges it, a tombstone for the message key (a "
+            "message on several durable queues takes an `Acked` record per queue before its last "
+            "acknowledgement, and tombstones for those too) so that compaction can drop it. "
+            + (
+                f"The ceiling writes the same records ({crpm:.2f} per message), with no STOMP "
+                "clients to serve"
+                if crpm > 1
+                else "The ceiling writes **one** 1 KiB record per message and nothing else, with no "
+                "STOMP clients to serve"
+            )
+        )
+        if rpm is not None:
+            text += (
+                f". Measured on the journal topic, Halyard wrote **{rpm:.2f} records per message**; "
+                f"in records, (b) wrote {rpm * b:,.0f} records/s against the ceiling's "
+                f"{crpm * ceiling_tp:,.0f} ({rpm * b / (crpm * ceiling_tp):.0%}); only the first record "
+                "of a message carries its body"
+            )
+        text += (
+            ". Both share the machine's cores with Kafka; (b) also with the bench's producer and "
+            "consumer."
+        )
+        w(text)
+        w("")
+
+    # ---- all rounds ----
+    if nrounds > 1 or any(len(v) > 1 for v in rounds.values()) or any(len(v) > 1 for v in ceil.values()):
+        w("## Every round")
+        w("")
+        w("| configuration | round | msg/s delivered | send→receipt p99 (ms) | end-to-end p99 (ms) | load avg before | reported |")
+        w("| --- | ---: | ---: | ---: | ---: | --- | --- |")
+        for rnd in sorted(ceil):
+            for k, res, info in ceil[rnd]:
+                mark = "median" if ceil_pick and ceil_pick[0] == rnd and ceil_pick[1][0] == k else ""
+                w(
+                    f"| ceiling (run {k}) | {rnd} | {fmt_int(res['msg_per_sec']) if res else 'failed'} (written) "
+                    f"| — | — | {info.get('load_before', '?')} | {mark} |"
+                )
+        for label in CLOSED + OPEN + EXTRA:
+            for rnd, rep, info in rounds.get(label, []):
+                mark = "median" if picked.get(label) and picked[label][0] == rnd else ""
+                w(
+                    f"| {label} | {rnd} | {fmt_int(throughput(rep)) if rep and info.get('rc') == '0' else 'failed'} "
+                    f"| {fmt_ms(lat(rep, 'send_to_receipt', 'p99_ms'))} | {fmt_ms(lat(rep, 'end_to_end', 'p99_ms'))} "
+                    f"| {info.get('load_before', '?')} | {mark} |"
+                )
+        w("")
+
+    # ---- plots ----
+    if plot_links:
+        w("## Plots")
+        w("")
+        w(
+            "Latency against percentile (send→receipt and end-to-end) and sends/deliveries per "
+            "second over the run (measured window marked), as drawn by `halyard bench --plot`; "
+            f"SVG versions beside the PNGs in `{a.plots}/LABEL/`."
+        )
+        w("")
+        for label in CLOSED + OPEN + EXTRA:
+            links = plot_links.get(label)
+            if not links:
+                continue
+            w(f"### {NAMES[label]}")
+            w("")
+            for kind in ("latency", "throughput"):
+                if kind in links:
+                    w(f"![{label} {kind}]({links[kind]})")
+            w("")
+
+    # ---- where the time goes ----
+    w("## Where the time goes")
+    w("")
+    w(
+        f"CPU use sampled every {env.get('SAMPLE_INTERVAL', '1')} s from `/proc/PID/task/*/stat` "
+        "(what `ps` reads) during the measured window, in % of one core (the machine has "
+        f"{mach['cores']}, so {100 * (mach['cores'] or 1)}% is everything). *others* is the rest of "
+        "the machine: processes that are not part of the run (other engineers' work) and the kernel. "
+        "*Broker CPU per message* is the broker's CPU time divided by the messages it handled (the "
+        "larger of msg/s sent and delivered; each message is received, journaled, receipted, "
+        "delivered, acked and journaled again); at a low open-loop rate it is mostly fixed costs. For "
+        "Halyard on Kafka, Kafka's own CPU comes on top."
+    )
+    w("")
+    w("| configuration | bench (client) | broker | Kafka | others | machine busy | broker CPU per message | busiest threads |")
+    w("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+    cpu_rows = {}
+
+    def cpu_for(tag, info, whole=False):
+        path = os.path.join(run, "cpu", f"{tag}.txt")
+        if not exists(path):
+            return None
+        names = {
+            lbl: java_thread_names(os.path.join(run, "cpu", f"{tag}.{lbl}.threads"))
+            for lbl in ("broker", "kafka")
+        }
+        if whole:
+            return cpu_window(path, names=names)
+        try:
+            t0 = float(info.get("start"))
+        except (TypeError, ValueError):
+            return cpu_window(path, names=names)
+        wu = float(info.get("warmup", warmup))
+        du = float(info.get("duration", duration))
+        return cpu_window(path, t0 + wu + 0.5, t0 + wu + du, names=names)
+
+    def busiest(cw):
+        parts = []
+        for label in ("broker", "bench", "kafka"):
+            for g, v in cw["threads"].get(label, [])[:3]:
+                if v >= 5:
+                    parts.append(f"{label}:`{g}` {v:.0f}%")
+        return ", ".join(parts[:7])
+
+    def cpu_row(name, cw, msg_per_sec=None):
+        ours = sum(cw["procs"].values())
+        others = max(0.0, cw["machine"] - ours)
+        per = "—"
+        if msg_per_sec and cw["procs"].get("broker") is not None:
+            per = f"{cw['procs']['broker'] / 100.0 / msg_per_sec * 1e6:.1f} µs"
+        w(
+            f"| {name} | {fmt_pct(cw['procs'].get('bench'))} | {fmt_pct(cw['procs'].get('broker'))} "
+            f"| {fmt_pct(cw['procs'].get('kafka'))} | {fmt_pct(others)} | {fmt_pct(cw['machine'])} "
+            f"| {per} | {busiest(cw)} |"
+        )
+
+    if ceil_pick:
+        rnd, (k, res, info) = ceil_pick
+        cw = cpu_for(f"ceiling-r{rnd}-{k}", info, whole=True)
+        if cw:
+            cpu_rows["ceiling"] = cw
+            cpu_row(NAMES["ceiling"] + " (bench = the producer)", cw)
+    for label in CLOSED + OPEN + EXTRA:
+        p = picked.get(label)
+        if not p:
+            continue
+        cw = cpu_for(f"{label}-r{p[0]}", p[2])
+        if cw:
+            cpu_rows[label] = cw
+            handled = None
+            if p[1]:
+                m = p[1]["measured"]
+                handled = max(m["msg_per_sec_sent"], m["msg_per_sec_received"])
+            cpu_row(NAMES[label], cw, handled)
+    w("")
+
+    # group commit
+    gc_lines = []
+    for label in ("halyard-kafka", "halyard-local", "halyard-local-openloop"):
+        p = picked.get(label)
+        if not p or not p[1]:
+            continue
+        local, kafka = group_commits(os.path.join(run, "logs", f"{label}-r{p[0]}.node.log"))
+        sent = p[1]["totals"]["sent"]
+        if kafka["transactions"]:
+            offs = read_text(os.path.join(run, "results", f"{label}-r{p[0]}.journal-offsets"))
+            mo = re.search(r"^[^\s:]+:0:(\d+)\s*$", offs, re.M)
+            if mo and sent:
+                end = int(mo.group(1))
+                recs = end - kafka["transactions"]
+                gc_lines.append(
+                    f"- **{label}**: the journal topic ended at offset {end:,}: {recs:,} records plus "
+                    f"{kafka['transactions']:,} transaction commit markers, i.e. **{recs / sent:.2f} "
+                    f"records per message** sent ({sent:,}); the ceiling writes "
+                    f"{(ceil_pick[1][1].get('records_per_message', 1.0) if ceil_pick else 1.0):.2f}."
+                )
+            gc_lines.append(
+                f"- **{label}**: {kafka['transactions']:,} Kafka transactions carried "
+                f"{kafka['batches']:,} journal batches ({kafka['batches'] / kafka['transactions']:.1f} "
+                f"batches per transaction, {kafka['transactions'] / kafka['secs']:.0f} transactions/s while busy); "
+                f"{sent:,} messages were sent in the whole run, so about "
+                f"{sent / kafka['transactions']:.0f} messages (each stored and later acknowledged) "
+                f"per transaction, against {env.get('CEILING_TXN')} records per transaction for the ceiling."
+                if kafka["secs"] > 0
+                else f"- **{label}**: {kafka['transactions']:,} Kafka transactions, {kafka['batches']:,} batches."
+            )
+        if local["fsyncs"]:
+            gc_lines.append(
+                f"- **{label}**: {local['fsyncs']:,} fsyncs for {local['group_commits']:,} group commits "
+                f"carrying {local['batches']:,} journal batches ({local['batches'] / local['fsyncs']:.0f} "
+                f"batches per fsync, {local['fsyncs'] / local['secs']:.0f} fsyncs/s while busy); "
+                f"{sent:,} messages sent in the whole run, so about {sent / local['fsyncs']:.0f} "
+                "messages per fsync"
+                + (
+                    f"; {local['segments']} journal segments at shutdown, "
+                    + (
+                        f"{local['compactions']} compaction(s) that deleted segments"
+                        if local["compactions"]
+                        else "none deleted during the run although every message was consumed"
+                    )
+                    if local["segments"] is not None
+                    else ""
+                )
+                + "."
+                if local["secs"] > 0
+                else f"- **{label}**: {local['fsyncs']:,} fsyncs, {local['batches']:,} batches."
+            )
+    if gc_lines:
+        w("Group commit, from the nodes' `journal group commit` log lines (logged every 10 s and at "
+          "shutdown, so warm-up and drain are included):")
+        w("")
+        L.extend(gc_lines)
+        w("")
+
+    # automatic observations
+    obs = []
+    ncores = mach["cores"] or 1
+    for label in CLOSED + EXTRA:
+        rp = rep_of(label)
+        mean = lat(rp, "send_to_receipt", "mean_ms")
+        if not rp or not mean or rp["config"].get("rate") != "max":
+            continue
+        inflight = rp["config"]["producers"] * rp["config"]["window"]
+        bound = inflight / (mean / 1000.0)
+        sent = rp["measured"]["msg_per_sec_sent"]
+        cw = cpu_rows.get(label)
+        if sent and abs(bound - sent) / sent < 0.2:
+            obs.append(
+                f"{label}: {inflight:,} sends in flight / {mean:.1f} ms mean send→receipt = "
+                f"{bound:,.0f} msg/s, the rate measured ({sent:,.0f}): the producer's window was "
+                "always full, so the closed loop ran at the pace of the broker's receipts"
+                + (
+                    f"; the bench process itself used {cw['procs'].get('bench', 0):.0f}% of a core"
+                    if cw
+                    else ""
+                )
+            )
+    for label in CLOSED + OPEN + EXTRA:
+        p = picked.get(label)
+        if not p or not p[1]:
+            continue
+        st = stalls(p[1])
+        if not st:
+            continue
+        parts = []
+        cpath = os.path.join(run, "cpu", f"{label}-r{p[0]}.txt")
+        names = {
+            lbl: java_thread_names(os.path.join(run, "cpu", f"{label}-r{p[0]}.{lbl}.threads"))
+            for lbl in ("broker", "kafka")
+        }
+        try:
+            t0 = float(p[2].get("start"))
+        except (TypeError, ValueError):
+            t0 = None
+        for first, last, before in st:
+            txt = (
+                f"second{'s' if last > first else ''} {first}"
+                + (f"–{last}" if last > first else "")
+                + f" (after {before:,} messages)"
+            )
+            if t0 is not None and exists(cpath):
+                cw = cpu_window(cpath, t0 + first, t0 + last + 1, names=names)
+                if cw and cw["threads"].get("broker"):
+                    top = cw["threads"]["broker"][:2]
+                    txt += ": broker threads " + ", ".join(f"`{g}` {v:.0f}%" for g, v in top)
+            parts.append(txt)
+        obs.append(
+            f"{label}: the producer sent almost nothing (under 10% of its median rate) in "
+            + "; ".join(parts)
+            + " (seconds since the producers started; CPU over those seconds, in % of a core)"
+        )
+    for label in ("halyard-local", "halyard-kafka"):
+        p = picked.get(label)
+        if not p or not p[1]:
+            continue
+        local, kafka = group_commits(os.path.join(run, "logs", f"{label}-r{p[0]}.node.log"))
+        cw = cpu_rows.get(label)
+        thr = None
+        if cw:
+            for g, v in cw["threads"].get("broker", []):
+                if g.startswith("halyard-journal") or g.startswith("halyard-kafka-j"):
+                    thr = (g, v)
+                    break
+        if local["fsyncs"] and local["secs"]:
+            cyc = local["secs"] / local["fsyncs"] * 1000
+            text = (
+                f"{label}: one group commit (write + fsync) every {cyc:.2f} ms on average while busy, "
+                f"about {p[1]['totals']['sent'] / local['fsyncs']:.0f} messages each"
+                + (f"; the journal thread `{thr[0]}` was on a CPU {thr[1]:.0f}% of the time" if thr else "")
+            )
+            ol = picked.get("halyard-local-openloop") if label == "halyard-local" else None
+            lo = None
+            if ol and ol[1]:
+                lo, _ = group_commits(os.path.join(run, "logs", f"halyard-local-openloop-r{ol[0]}.node.log"))
+            sync = meta.get("artemis_create_sync_test", "")
+            facts = []
+            if lo and lo["fsyncs"] and lo["secs"]:
+                facts.append(
+                    f"under the open-loop load the same journal completed a group commit every "
+                    f"{lo['secs'] / lo['fsyncs'] * 1000:.2f} ms"
+                )
+            if sync:
+                facts.append(f"`artemis create`'s sync-write test measured {sync}")
+            if facts:
+                text += (
+                    ". An fsync on this disk takes far less than that cycle ("
+                    + "; ".join(facts)
+                    + ")"
+                    + (
+                        f": the journal thread is off the CPU {100 - thr[1]:.0f}% of each cycle, "
+                        "mostly waiting for work from the rest of the node or for a free core, "
+                        "not for the disk"
+                        if thr
+                        else ""
+                    )
+                )
+            obs.append(text)
+        if kafka["transactions"] and kafka["secs"]:
+            cyc = kafka["secs"] / kafka["transactions"] * 1000
+            obs.append(
+                f"{label}: one Kafka transaction every {cyc:.1f} ms on average while busy"
+                + (f"; the journal thread `{thr[0]}` used {thr[1]:.0f}% of a core" if thr else "")
+                + " (it encodes the records, hands them to rdkafka and polls for the commit)"
+            )
+    for label, cw in cpu_rows.items():
+        for g, v in cw["threads"].get("kafka", []):
+            if g.startswith("kafka-log-cleaner") and v >= 10:
+                obs.append(
+                    f"{label}: Kafka's log cleaner used {v:.0f}% of a core (`scripts/services/kafka.sh` sets "
+                    "`log.cleaner.min.cleanable.ratio=0.01` for tests, so compacted topics, the journal "
+                    "and the ceiling's among them, are cleaned eagerly; Kafka's default is 0.5)"
+                )
+        if cw["machine"] >= 85 * ncores:
+            obs.append(
+                f"{label}: the machine was {cw['machine']:.0f}% busy out of {100 * ncores}%: "
+                "the run is CPU-bound, the client, the broker (and Kafka) compete for the same cores; "
+                "a faster broker shows up as more CPU left for the others"
+            )
+        for proc in ("broker", "bench", "kafka"):
+            for g, v in cw["threads"].get(proc, [])[:2]:
+                if v >= 85:
+                    obs.append(f"{label}: {proc} thread group `{g}` used {v:.0f}% of a core: a single-thread limit")
+    if obs:
+        w("Observations computed from these samples:")
+        w("")
+        for o in obs:
+            w(f"- {o}.")
+        w("")
+
+    # Artemis log warnings
+    art_notes = []
+    for label in ("artemis", "artemis-openloop"):
+        p = picked.get(label)
+        if not p:
+            continue
+        probs = log_problems(os.path.join(run, "logs", f"{label}-r{p[0]}.broker.log"))
+        if probs:
+            art_notes.append(f"- {label}: {len(probs)} WARN/ERROR lines in Artemis's log, e.g. `{probs[0][-200:]}`")
+    if art_notes:
+        w("Artemis log:")
+        w("")
+        L.extend(art_notes)
+        w("")
+
+    # ---- commands ----
+    w("## Exact commands")
+    w("")
+    w("Round 1 (later rounds differ only in file names, the cluster id and the topic):")
+    w("")
+    w("```sh")
+    w("# what scripts/bench/bench-compare.sh ran, with "
+      + " ".join(f"{k}={v}" for k, v in env.items() if k in ("ROUNDS", "DURATION", "WARMUP", "LATENCY_RATE")))
+    seen = set()
+    created = False
+    for label, rnd, cmd in cmds:
+        if rnd not in ("0", "1"):
+            continue
+        key = (label, cmd.split(" --topic ")[0] if label.startswith("ceiling") else cmd)
+        if key in seen:
+            continue
+        seen.add(key)
+        w(f"# {label}")
+        if label.startswith("artemis"):
+            acc = meta.get(f"artemis_acceptor_{label}", "")
+            mwin = re.search(r"stompConsumerWindowSize=(-?\d+)", acc)
+            if not created:
+                created = True
+                w("# artemis: scripts/services/artemis.sh reset once; the first start below runs")
+                if meta.get("artemis_create_args"):
+                    w(f"#   artemis create {meta['artemis_create_args']} target/artemis/instance")
+            w(
+                "scripts/services/artemis.sh clean && "
+                + (f"ARTEMIS_STOMP_CONSUMER_WINDOW={mwin.group(1)} " if mwin else "")
+                + "scripts/services/artemis.sh start"
+            )
+            if acc:
+                w(f"#   STOMP acceptor: {acc}")
+        w(cmd)
+    w("```")
+    w("")
+    w(
+        "Reproduce: `scripts/bench/bench-compare.sh` (env: `ROUNDS`, `DURATION`, `WARMUP`, `PRODUCERS`, "
+        "`CONSUMERS`, `SIZE`, `WINDOW`, `RATE`, `LATENCY_RATE`, `CEILING_SECONDS`, `CONFIGS`; "
+        "see the script's header)."
+    )
+    w("")
+
+    text = "\n".join(L).rstrip() + "\n"
+    with open(a.out, "w", encoding="utf-8") as f:
+        f.write(text)
+    print(f"wrote {a.out}", file=sys.stderr)
+    for k, v in verdicts.items():
+        print(f"goal {k}: {'met' if v else 'NOT met'}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

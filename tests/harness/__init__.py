@@ -1,0 +1,24 @@
+"""The one test harness of the Python suites (tests/integration, tests/kafka)
+and of scripts/bench/failover-figures.py.
+
+- `harness.node`: `halyard node` processes (`NodeProcess`; `LocalNode` on the
+  local journal), free ports, the one teardown stop policy (`stop_process`),
+  `wait_accepts`, and the registry of running nodes.
+- `harness.logs`: progress output, node log timestamps, ANSI stripping.
+- `harness.stomp_wire`: STOMP as bytes: the CONNECT probe, a frame parser,
+  `RawConn` for input stomp.py would never send.
+- `harness.clients`: `Client`, a stomp.py 1.2 connection that records every
+  frame, so tests wait on conditions instead of sleeping.
+- `harness.failover`: stomp.py clients that fail over between nodes
+  (`FailoverProducer`, `FailoverConsumer`), `AcceptMonitor`, and the
+  zero-loss checker (`check_delivery`, `assert_report`).
+- `harness.kafka`: the Kafka side: `scripts/services/kafka.sh`, `HaNode`
+  (a node with its journal and lock in Kafka), `Cluster`, `FaultProxy`
+  (`halyard proxy`) and the log lines of the HA transitions.
+- `harness.report`: the pytest hook that attaches the log tail of every
+  running node to a failing test's report (tests/conftest.py registers it).
+
+tests/pytest.ini puts tests/ on sys.path, so a suite imports
+`from harness.node import ...`; a script outside pytest inserts
+<repo>/tests into sys.path first.
+"""
