@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
 use halyard_benches::{bench_tmp_dir, raw_message_stored, WARM_UP_TIME};
 use halyard_core::journal::decode_entry;
-use halyard_io::journal::local::{Entry, LocalJournal, LocalJournalConfig, BATCH_FRAME_BYTES};
+use halyard_io::local::{Entry, LocalJournal, LocalJournalConfig, BATCH_FRAME_BYTES};
 use tempfile::TempDir;
 
 /// Distinct message ids the append benches cycle through.

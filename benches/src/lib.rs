@@ -11,7 +11,7 @@ use halyard_core::ids::Id;
 use halyard_core::journal::{encode_entry, Entry, Record, Routing};
 use halyard_core::message::{Body, Message, Value};
 use halyard_core::protocol::stomp::{Command, Frame};
-use halyard_io::journal::local::Entry as RawEntry;
+use halyard_io::local::Entry as RawEntry;
 
 /// Body size of the messages every bench moves.
 pub const BODY_BYTES: usize = 1024;

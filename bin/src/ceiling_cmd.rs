@@ -40,7 +40,7 @@ pub struct CeilingArgs {
     #[arg(long)]
     tombstones: bool,
     /// Producer linger.ms (the Kafka journal's default unless --kafka-property sets one)
-    #[arg(long, default_value = halyard_io::kafka::journal::LINGER_MS_DEFAULT)]
+    #[arg(long, default_value = halyard_io::kafka::LINGER_MS_DEFAULT)]
     linger_ms: String,
 }
 

@@ -4,10 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use halyard_core::node::Node;
-use halyard_io::journal::local::LocalJournalConfig;
-use halyard_io::journal::spawn_local_journal;
 use halyard_io::kafka::{spawn_kafka_journal, spawn_kafka_lock, KafkaLockConfig};
-use halyard_io::lock::{spawn_file_lock, FileLockConfig};
+use halyard_io::local::{spawn_file_lock, spawn_local_journal, FileLockConfig, LocalJournalConfig};
 use halyard_io::server::{self, ServerConfig};
 use tracing::info;
 use tracing_subscriber::EnvFilter;

@@ -1,10 +1,20 @@
 //! Halyard's I/O side: Tokio drivers that run a `halyard_core::node::Node`
-//! on real sockets, and the adapters behind its journal and lock ports.
+//! on real sockets, and the backends behind its journal and lock ports.
+//!
+//! - `server`: the driver (one task owns the node; TCP connections), with
+//!   the ports it talks through: `journal` and `lock`.
+//! - `local`: the embedded backend: the segment-file journal, its driver
+//!   thread with group commit, and the file lock.
+//! - `kafka`: the Kafka backend: the journal in a compacted topic, its hot
+//!   standby copy, and the lock as consumer-group membership.
+//! - `client`: the failover STOMP client behind `halyard produce/consume`.
+//! - `proxy`: the TCP fault proxy used by the Kafka partition tests.
 
 pub mod client;
 pub mod journal;
 #[cfg(not(madsim))]
 pub mod kafka;
+pub mod local;
 pub mod lock;
 // A real-network tool; under madsim, the simulator clogs links itself.
 #[cfg(not(madsim))]

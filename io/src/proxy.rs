@@ -36,7 +36,7 @@ use tracing::{debug, info, info_span, warn, Instrument};
 /// kernel's accept backlog until one ends.
 pub const MAX_CONNECTIONS_DEFAULT: usize = 1024;
 /// Bytes buffered per direction per connection by default.
-pub const BUFFER_BYTES_DEFAULT: usize = 16 * 1024;
+const BUFFER_BYTES_DEFAULT: usize = 16 * 1024;
 /// How long connecting to the upstream may take by default.
 pub const CONNECT_TIMEOUT_MS_DEFAULT: u64 = 5_000;
 
@@ -113,7 +113,7 @@ pub struct ProxyStatus {
 
 impl ProxyStatus {
     /// `{"state":"open"|"cut","mode":"reset"|"blackhole"|null,"connections":N,"bytes_up":N,"bytes_down":N}`
-    pub fn to_json(&self) -> String {
+    fn to_json(self) -> String {
         let (state, mode) = match self.state {
             ProxyState::Open => ("open", "null".to_string()),
             ProxyState::Cut(m) => ("cut", format!("\"{m}\"")),

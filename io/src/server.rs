@@ -3,7 +3,7 @@
 //!
 //! One task owns the node. Connection readers, writers, the journal thread
 //! and the lock task talk to it through one bounded channel of
-//! [`DriverMsg`]s; the node's outputs are carried out in order.
+//! `DriverMsg`s; the node's outputs are carried out in order.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -29,7 +29,7 @@ use crate::lock::LockHandle;
 /// Bytes read from a socket at a time.
 const READ_BUFFER_BYTES: usize = 64 * 1024;
 /// Messages the node's input channel holds before senders wait.
-pub const INPUT_CHANNEL_CAPACITY: usize = 4096;
+const INPUT_CHANNEL_CAPACITY: usize = 4096;
 /// Inputs handled before outputs are carried out, to batch work.
 const INPUTS_PER_TURN_MAX: usize = 256;
 
@@ -43,7 +43,7 @@ pub enum ServerError {
 }
 
 /// What flows into the node's task.
-pub enum DriverMsg {
+enum DriverMsg {
     Input(Input),
     /// A new connection's writer and reader controls, sent before its `Opened`.
     Register(ConnId, ConnHandle),
@@ -60,7 +60,7 @@ enum WriteCmd {
     Close,
 }
 
-pub struct ConnHandle {
+struct ConnHandle {
     writer: mpsc::UnboundedSender<WriteCmd>,
     pause: watch::Sender<bool>,
     reader: tokio::task::AbortHandle,

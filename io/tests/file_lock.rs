@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use halyard_io::lock::file::FileLock;
+use halyard_io::local::FileLock;
 
 #[test]
 fn second_acquire_fails_while_held_and_succeeds_after_release() {

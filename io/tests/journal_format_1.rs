@@ -12,7 +12,7 @@ use halyard_core::node::NodeConfig;
 use halyard_core::protocol::stomp::{Command, Frame};
 use halyard_core::testkit::frames::{send_receipt, subscribe};
 use halyard_core::testkit::Harness;
-use halyard_io::journal::local::{LocalJournal, LocalJournalConfig};
+use halyard_io::local::{LocalJournal, LocalJournalConfig};
 
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();

@@ -7,7 +7,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use halyard_io::journal::local::{
+use halyard_io::local::{
     segment_file_name, Entry, LocalJournal, LocalJournalConfig, LocalJournalError,
     BATCH_FRAME_BYTES, CLEAN_MIN_SEGMENTS, KEY_BYTES_MAX, SEGMENT_HEADER_BYTES,
 };

@@ -9,6 +9,7 @@
 
 pub mod codec;
 mod format;
+pub mod group_commit;
 mod message_codec;
 pub mod record;
 mod wire;

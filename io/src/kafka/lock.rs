@@ -25,8 +25,10 @@ use rdkafka::{ClientContext, TopicPartitionList};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use super::{ensure_topic, KafkaConfig};
-use crate::lock::port::{LockHandle, LockMsg};
+use super::config::KafkaConfig;
+use super::error::LockError;
+use super::topic::ensure_topic;
+use crate::lock::{LockHandle, LockMsg};
 
 #[derive(Clone, Debug)]
 pub struct KafkaLockConfig {
@@ -58,7 +60,17 @@ enum Seen {
     Assigned,
     AssignedOther,
     Revoked { lost: bool },
-    Error(String),
+    Error(Trouble),
+}
+
+/// An error the callbacks saw; the node hears it as `LockEvent::Unavailable`.
+#[derive(Debug, thiserror::Error)]
+enum Trouble {
+    /// librdkafka reported an error (usually: Kafka unreachable).
+    #[error("{error}: {reason}")]
+    Client { error: KafkaError, reason: String },
+    #[error("rebalance failed: {0}")]
+    Rebalance(KafkaError),
 }
 
 struct LockContext {
@@ -67,6 +79,7 @@ struct LockContext {
 
 impl LockContext {
     fn push(&self, s: Seen) {
+        // Poisoned only if a thread panicked holding it; nothing to add then.
         if let Ok(mut v) = self.seen.lock() {
             v.push(s);
         }
@@ -79,7 +92,10 @@ fn has_partition0(tpl: &TopicPartitionList) -> bool {
 
 impl ClientContext for LockContext {
     fn error(&self, error: KafkaError, reason: &str) {
-        self.push(Seen::Error(format!("{error}: {reason}")));
+        self.push(Seen::Error(Trouble::Client {
+            error,
+            reason: reason.to_string(),
+        }));
     }
 }
 
@@ -101,7 +117,7 @@ impl ConsumerContext for LockContext {
             Rebalance::Assign(tpl) if has_partition0(tpl) => self.push(Seen::Assigned),
             Rebalance::Assign(_) => self.push(Seen::AssignedOther),
             Rebalance::Revoke(_) => {}
-            Rebalance::Error(e) => self.push(Seen::Error(format!("rebalance failed: {e}"))),
+            Rebalance::Error(e) => self.push(Seen::Error(Trouble::Rebalance(e.clone()))),
         }
     }
 }
@@ -124,9 +140,9 @@ struct Member {
     last_check: Instant,
 }
 
-fn join(config: &KafkaLockConfig) -> Result<Member, String> {
+fn join(config: &KafkaLockConfig) -> Result<Member, LockError> {
     let topic = config.kafka.lock_topic();
-    ensure_topic(&config.kafka, &topic, 1, &[]).map_err(|e| e.to_string())?;
+    ensure_topic(&config.kafka, &topic, 1, &[])?;
     let seen = Arc::new(Mutex::new(Vec::new()));
     let consumer: BaseConsumer<LockContext> = config
         .kafka
@@ -142,15 +158,16 @@ fn join(config: &KafkaLockConfig) -> Result<Member, String> {
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .create_with_context(LockContext { seen: seen.clone() })
-        .map_err(|e| {
-            format!(
-                "cannot create lock consumer for {}: {e}",
-                config.kafka.bootstrap
-            )
+        .map_err(|source| LockError::Consumer {
+            bootstrap: config.kafka.bootstrap.clone(),
+            source,
         })?;
     consumer
         .subscribe(&[&topic])
-        .map_err(|e| format!("cannot join lock group {}: {e}", config.kafka.lock_group()))?;
+        .map_err(|source| LockError::Join {
+            group: config.kafka.lock_group(),
+            source,
+        })?;
     info!(group = %config.kafka.lock_group(), member = %config.client_id(), "joined the lock group");
     Ok(Member {
         consumer,
@@ -185,7 +202,10 @@ fn run(
                         info!("left the lock group");
                     }
                     if let Some(d) = done {
-                        let _ = d.send(());
+                        // The node may have stopped waiting (its wait is bounded).
+                        if d.send(()).is_err() {
+                            debug!("lock release confirmed after the node stopped waiting");
+                        }
                     }
                 }
                 Err(mpsc::error::TryRecvError::Empty) => break,
@@ -195,7 +215,8 @@ fn run(
         if want && member.is_none() {
             match join(&config) {
                 Ok(m) => member = Some(m),
-                Err(reason) => {
+                Err(e) => {
+                    let reason = e.to_string();
                     warn!(%reason, "cannot join the lock group; retrying");
                     if !send(LockEvent::Unavailable { reason }) {
                         return;
@@ -246,8 +267,9 @@ fn run(
                     }
                 }
                 // Rate-limited: a down Kafka reports the same error often.
-                Seen::Error(reason) if last_error_report.elapsed() > Duration::from_secs(5) => {
+                Seen::Error(trouble) if last_error_report.elapsed() > Duration::from_secs(5) => {
                     last_error_report = Instant::now();
+                    let reason = trouble.to_string();
                     if !send(LockEvent::Unavailable { reason }) {
                         return;
                     }
@@ -257,6 +279,8 @@ fn run(
         }
         // A member that joined and got nothing after a rebalance is a backup;
         // with cooperative assignment an empty Assign may not be reported.
+        // (Here and below, a look at the group that fails is simply taken
+        // again next round.)
         if !m.held && !m.announced {
             if let Ok(a) = m.consumer.assignment() {
                 if a.count() == 0 && m.last_check.elapsed() > Duration::from_secs(1) {

@@ -27,11 +27,12 @@ use halyard_core::journal::{decode_entry, Entry};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
-use rdkafka::{Offset, TopicPartitionList};
 use tracing::{debug, info, warn};
 
-use super::journal::ReaderContext;
-use super::KafkaConfig;
+use super::config::KafkaConfig;
+use super::error::{ReadError, StandbyError};
+use super::read::{assign_from_start, read_position, ReaderContext};
+use super::topic::{ensure_topic, JOURNAL_TOPIC_CONFIG, RECORD_BYTES_MAX};
 
 /// How long the reader waits for data at the end of the topic. Short enough
 /// that catching up at a handover does not idle, long enough that a
@@ -57,14 +58,14 @@ pub struct View {
     /// Key and value bytes of what `by_offset` holds.
     bytes: u64,
     /// Records read from Kafka since the copy was started.
-    pub records_read: u64,
+    records_read: u64,
     /// Offset of the next record to read.
     pub next_offset: i64,
 }
 
 impl View {
     /// Folds in the record at `offset`.
-    pub fn apply(&mut self, offset: i64, key: &[u8], value: Option<&[u8]>, entry: Entry) {
+    fn apply(&mut self, offset: i64, key: &[u8], value: Option<&[u8]>, entry: Entry) {
         self.records_read += 1;
         self.next_offset = offset + 1;
         if let Some(old) = self.latest.remove(key) {
@@ -83,16 +84,12 @@ impl View {
     }
 
     /// Records kept.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.by_offset.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.by_offset.is_empty()
-    }
-
     /// Key and value bytes kept.
-    pub fn bytes(&self) -> u64 {
+    pub(crate) fn bytes(&self) -> u64 {
         self.bytes
     }
 
@@ -106,7 +103,7 @@ enum Control {
     /// Read up to `end` (exclusive), then send the copy and stop.
     Handover {
         end: i64,
-        reply: std_mpsc::Sender<Result<View, String>>,
+        reply: std_mpsc::Sender<Result<View, StandbyError>>,
     },
 }
 
@@ -129,8 +126,7 @@ impl Standby {
             .name("halyard-kafka-standby".into())
             .spawn(move || {
                 let topic = config.journal_topic();
-                match super::ensure_topic(&config, &topic, 1, super::journal::JOURNAL_TOPIC_CONFIG)
-                {
+                match ensure_topic(&config, &topic, 1, JOURNAL_TOPIC_CONFIG) {
                     Ok(()) => ready.store(true, Ordering::Release),
                     Err(e) => {
                         debug!(error = %e, "standby reader could not check the journal topic")
@@ -149,26 +145,26 @@ impl Standby {
     }
 
     /// Whether the reader has made sure the journal topic exists.
-    pub fn topic_ready(&self) -> bool {
+    pub(crate) fn topic_ready(&self) -> bool {
         self.topic_ready.load(Ordering::Acquire)
     }
 
     /// Stops following once the copy reaches offset `end` (the end offset
     /// read after fencing) and returns it; `Err` if the reader failed or
     /// could not get there within `timeout` (then read the journal in full).
-    pub fn handover(self, end: i64, timeout: Duration) -> Result<View, String> {
+    pub fn handover(self, end: i64, timeout: Duration) -> Result<View, StandbyError> {
         let (reply, answer) = std_mpsc::channel();
         self.control
             .send(Control::Handover { end, reply })
-            .map_err(|_| "standby reader has stopped".to_string())?;
+            .map_err(|_| StandbyError::Stopped)?;
         // The reader's own catch-up is bounded by `timeout`; allow it that.
         answer
             .recv_timeout(timeout + Duration::from_secs(5))
-            .map_err(|_| "standby reader did not answer".to_string())?
+            .map_err(|_| StandbyError::NoAnswer)?
     }
 }
 
-fn consumer(config: &KafkaConfig, topic: &str) -> Result<BaseConsumer<ReaderContext>, String> {
+fn consumer(config: &KafkaConfig, topic: &str) -> Result<BaseConsumer<ReaderContext>, ReadError> {
     let consumer: BaseConsumer<ReaderContext> = config
         .client()
         .set("group.id", format!("halyard-{}-standby", config.cluster_id))
@@ -180,19 +176,15 @@ fn consumer(config: &KafkaConfig, topic: &str) -> Result<BaseConsumer<ReaderCont
         .set("auto.offset.reset", "earliest")
         .set(
             "max.partition.fetch.bytes",
-            (super::journal::RECORD_BYTES_MAX * 2).to_string(),
+            (RECORD_BYTES_MAX * 2).to_string(),
         )
         .create_with_context(ReaderContext)
-        .map_err(|e| format!("cannot create Kafka consumer for {}: {e}", config.bootstrap))?;
+        .map_err(|source| ReadError::Consumer {
+            bootstrap: config.bootstrap.clone(),
+            source,
+        })?;
     assign_from_start(&consumer, topic)?;
     Ok(consumer)
-}
-
-fn assign_from_start(consumer: &BaseConsumer<ReaderContext>, topic: &str) -> Result<(), String> {
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, Offset::Beginning)
-        .map_err(|e| e.to_string())?;
-    consumer.assign(&tpl).map_err(|e| e.to_string())
 }
 
 /// The reader thread: follows until asked for the copy, or until the
@@ -201,11 +193,11 @@ fn follow(config: &KafkaConfig, control: &std_mpsc::Receiver<Control>) {
     let topic = config.journal_topic();
     let consumer = match consumer(config, &topic) {
         Ok(c) => c,
-        Err(reason) => {
-            warn!(%reason, "standby journal reader not started");
+        Err(e) => {
+            warn!(reason = %e, "standby journal reader not started");
             // Answer a handover, if one comes, with the reason.
             if let Ok(Control::Handover { reply, .. }) = control.recv() {
-                let _ = reply.send(Err(reason));
+                answer(reply, Err(e.into()));
             }
             return;
         }
@@ -223,8 +215,7 @@ fn follow(config: &KafkaConfig, control: &std_mpsc::Receiver<Control>) {
     loop {
         match control.try_recv() {
             Ok(Control::Handover { end, reply }) => {
-                let result = catch_up(config, &consumer, &topic, view, end);
-                let _ = reply.send(result);
+                answer(reply, catch_up(config, &consumer, &topic, view, end));
                 return;
             }
             Err(std_mpsc::TryRecvError::Disconnected) => return,
@@ -233,11 +224,11 @@ fn follow(config: &KafkaConfig, control: &std_mpsc::Receiver<Control>) {
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
                 heard = Instant::now();
-                if let Err(reason) = fold(&mut view, &m) {
+                if let Err(e) = fold(&mut view, &m) {
                     // The full load will meet the same record and say so.
-                    warn!(%reason, "standby journal reader stopped");
+                    warn!(reason = %e, "standby journal reader stopped");
                     if let Ok(Control::Handover { reply, .. }) = control.recv() {
-                        let _ = reply.send(Err(reason));
+                        answer(reply, Err(e.into()));
                     }
                     return;
                 }
@@ -250,7 +241,7 @@ fn follow(config: &KafkaConfig, control: &std_mpsc::Receiver<Control>) {
             match consumer.fetch_watermarks(&topic, 0, Duration::from_secs(2)) {
                 Ok((_, end)) => {
                     heard = Instant::now();
-                    let at = super::read_position(&consumer, &topic)
+                    let at = read_position(&consumer, &topic)
                         .map_or(view.next_offset, |o| o.max(view.next_offset));
                     if !caught_up && (at >= end || prev_end.is_some_and(|p| at >= p)) {
                         caught_up = true;
@@ -280,22 +271,28 @@ fn follow(config: &KafkaConfig, control: &std_mpsc::Receiver<Control>) {
             view = View::default();
             heard = Instant::now();
             caught_up = false;
-            if let Err(reason) = assign_from_start(&consumer, &topic) {
-                warn!(%reason, "standby journal reader cannot seek back");
+            if let Err(e) = assign_from_start(&consumer, &topic) {
+                warn!(reason = %e, "standby journal reader cannot seek back");
             }
         }
     }
 }
 
-fn fold(view: &mut View, m: &rdkafka::message::BorrowedMessage<'_>) -> Result<(), String> {
+/// Sends the handover's answer. The journal may have stopped waiting for
+/// it (it then reads the journal in full), so a closed channel is fine.
+fn answer(reply: std_mpsc::Sender<Result<View, StandbyError>>, result: Result<View, StandbyError>) {
+    if reply.send(result).is_err() {
+        debug!("standby handover answered after the journal stopped waiting");
+    }
+}
+
+fn fold(view: &mut View, m: &rdkafka::message::BorrowedMessage<'_>) -> Result<(), ReadError> {
     let key = m.key().unwrap_or_default();
     let value = m.payload();
-    let entry = decode_entry(key, value).map_err(|e| {
-        format!(
-            "undecodable journal record at offset {} of {}: {e}",
-            m.offset(),
-            m.topic()
-        )
+    let entry = decode_entry(key, value).map_err(|source| ReadError::Undecodable {
+        offset: m.offset(),
+        topic: m.topic().to_string(),
+        source,
     })?;
     view.apply(m.offset(), key, value, entry);
     Ok(())
@@ -308,7 +305,7 @@ fn catch_up(
     topic: &str,
     mut view: View,
     end: i64,
-) -> Result<View, String> {
+) -> Result<View, StandbyError> {
     let started = Instant::now();
     let before = view.records_read;
     let mut last_progress = Instant::now();
@@ -324,20 +321,21 @@ fn catch_up(
                     continue;
                 }
                 Some(Err(KafkaError::PartitionEOF(_))) | None => {}
-                Some(Err(e)) => return Err(format!("standby reader: {e}")),
+                Some(Err(e)) => return Err(StandbyError::Poll(e)),
             }
         }
         // The journal usually ends with a transaction marker, not a record:
         // the consumer's position passes it without handing anything over
         // (and a reader already at the end sees no new end-of-partition).
-        if let Some(o) = super::read_position(consumer, topic) {
+        if let Some(o) = read_position(consumer, topic) {
             view.next_offset = view.next_offset.max(o);
         }
         if view.next_offset < end && last_progress.elapsed() > config.timeout() {
-            return Err(format!(
-                "standby reader stuck at offset {} of {topic} (end {end})",
-                view.next_offset
-            ));
+            return Err(StandbyError::Stuck {
+                at: view.next_offset,
+                topic: topic.to_string(),
+                end,
+            });
         }
     }
     info!(

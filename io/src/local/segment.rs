@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
+use super::entry::Entry;
 use super::error::LocalJournalError;
 use super::format::{self, Corruption, BATCH_FRAME_BYTES, SEGMENT_HEADER_BYTES};
-use super::Entry;
 
 /// Digits in a segment file name: enough for any u64, and zero padding makes
 /// the lexical order of names the numeric order of ids.

@@ -1,4 +1,4 @@
-//! The lock port as seen by the driver, and the file-lock backend.
+//! The live/backup lock on a shared folder.
 //!
 //! File-lock mode is for a live and backups on one machine (or sharing a
 //! folder): whoever holds `flock` on `live.lock` is live, like Artemis's
@@ -14,36 +14,8 @@ use halyard_core::node::{Input, LockEvent, LockRequest};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
-use super::file::FileLock;
-
-/// A lock request from the node; `done` (releases only) is told once the
-/// lock really is given up (a Kafka member has left its group), so a
-/// stopping node can wait for that before exiting.
-pub type LockMsg = (LockRequest, Option<tokio::sync::oneshot::Sender<()>>);
-
-#[derive(Clone, Debug)]
-pub struct LockHandle {
-    tx: mpsc::UnboundedSender<LockMsg>,
-}
-
-impl LockHandle {
-    pub fn new(tx: mpsc::UnboundedSender<LockMsg>) -> LockHandle {
-        LockHandle { tx }
-    }
-
-    pub fn send(&self, request: LockRequest, done: Option<tokio::sync::oneshot::Sender<()>>) {
-        if self.tx.send((request, done)).is_err() {
-            tracing::error!("lock backend has exited; command dropped");
-        }
-    }
-
-    /// Releases the lock and waits (bounded) until the backend has done it.
-    pub async fn release_and_wait(&self, timeout: std::time::Duration) -> bool {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.send(LockRequest::Release, Some(tx));
-        matches!(tokio::time::timeout(timeout, rx).await, Ok(Ok(())))
-    }
-}
+use super::file_lock::FileLock;
+use crate::lock::{LockHandle, LockMsg};
 
 /// File-lock settings.
 #[derive(Clone, Debug)]
@@ -156,7 +128,8 @@ async fn run(
                         return;
                     }
                 }
-                Err(_) => {}
+                // Cannot tell now (say, the folder is gone): look again next poll.
+                Err(e) => debug!(error = %e, "cannot probe primary.lock"),
             }
         }
     }

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use super::format::Corruption;
+use super::format::{BatchLimit, Corruption};
 
 /// Everything that can go wrong with the local journal.
 ///
@@ -65,27 +65,6 @@ pub enum LocalJournalError {
 
     #[error("segment ids exhausted (last segment id {last})")]
     SegmentIdsExhausted { last: u64 },
-}
-
-/// Which limit a batch broke (see the limits in `format`).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum BatchLimit {
-    #[error("{count} entries, more than the limit of {max}")]
-    TooManyEntries { count: usize, max: usize },
-    #[error("entry {entry} has a {len}-byte key, more than the limit of {max}")]
-    KeyTooLong {
-        entry: usize,
-        len: usize,
-        max: usize,
-    },
-    #[error("entry {entry} has a {len}-byte value, more than the limit of {max}")]
-    ValueTooLong {
-        entry: usize,
-        len: usize,
-        max: usize,
-    },
-    #[error("payload of {len} bytes, more than the limit of {max}")]
-    PayloadTooLarge { len: usize, max: usize },
 }
 
 impl LocalJournalError {

@@ -40,8 +40,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use bytes::Bytes;
 
+use super::entry::Entry;
 use super::format;
-use super::Entry;
 
 /// The key map is shrunk once it is this many times larger than needed ...
 const KEYS_SHRINK_RATIO: usize = 4;
@@ -56,6 +56,16 @@ pub struct Position {
     pub offset: u64,
     /// Index of the entry in its batch.
     pub index: u32,
+}
+
+/// Where entry `index` of the batch at `offset` in segment `id` is. Batches
+/// hold at most `BATCH_ENTRIES_MAX` entries, so the index fits.
+pub(super) fn position(id: u64, offset: u64, index: usize) -> Position {
+    Position {
+        segment: id,
+        offset,
+        index: index as u32,
+    }
 }
 
 #[derive(Debug)]
@@ -367,6 +377,7 @@ impl Liveness {
 
     /// Checks the per-segment counters against the keys. O(keys): for
     /// tests.
+    #[cfg(any(test, feature = "testkit"))]
     pub fn check(&self) -> Result<(), String> {
         let mut puts: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
         let mut firsts: BTreeMap<u64, BTreeMap<u64, u64>> = BTreeMap::new();

@@ -6,8 +6,7 @@
 
 use bytes::Bytes;
 
-use super::error::BatchLimit;
-use super::Entry;
+use super::entry::Entry;
 
 /// First bytes of every segment file.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"HLYDJSEG";
@@ -75,6 +74,27 @@ impl Corruption {
             Corruption::HeaderShort { .. } | Corruption::HeaderZeroed
         )
     }
+}
+
+/// Which limit a batch broke (see the limits above).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BatchLimit {
+    #[error("{count} entries, more than the limit of {max}")]
+    TooManyEntries { count: usize, max: usize },
+    #[error("entry {entry} has a {len}-byte key, more than the limit of {max}")]
+    KeyTooLong {
+        entry: usize,
+        len: usize,
+        max: usize,
+    },
+    #[error("entry {entry} has a {len}-byte value, more than the limit of {max}")]
+    ValueTooLong {
+        entry: usize,
+        len: usize,
+        max: usize,
+    },
+    #[error("payload of {len} bytes, more than the limit of {max}")]
+    PayloadTooLarge { len: usize, max: usize },
 }
 
 /// The header of segment `id`. `replaces` is 0, except in a segment written

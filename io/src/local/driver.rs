@@ -3,23 +3,33 @@
 //! Appends that queue up while an fsync is in progress are written together
 //! and made durable by the next single fsync: with an fsync costing about a
 //! quarter of a millisecond, that is what lets thousands of producers'
-//! sends per second through one disk.
+//! sends per second through one disk. What to write next and how each
+//! ticket is answered (a failed write fails every append queued behind it
+//! until the journal is reopened) is `halyard_core::journal::group_commit`;
+//! this thread does the file I/O.
 
 use std::thread;
 use std::time::{Duration, Instant};
 
-use halyard_core::journal::{decode_entry, encode_entry};
-use halyard_core::node::{Input, JournalEvent};
+use halyard_core::journal::decode_entry;
+use halyard_core::journal::group_commit::{
+    EncodedEntry, GroupCommit, GroupLimits, JournalStep, WriteGroup,
+};
+use halyard_core::node::{Input, JournalEvent, JournalRequest};
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
-use super::local::{Entry as RawEntry, LocalJournal, LocalJournalConfig};
-use super::port::JournalHandle;
-use halyard_core::node::JournalRequest;
+use super::config::LocalJournalConfig;
+use super::entry::Entry;
+use super::error::LocalJournalError;
+use super::journal::LocalJournal;
+use crate::journal::{next_step, JournalHandle};
 
 /// Bounds one group commit.
-const GROUP_BATCHES_MAX: usize = 4096;
-const GROUP_BYTES_MAX: usize = 16 * 1024 * 1024;
+const GROUP_LIMITS: GroupLimits = GroupLimits {
+    group_appends_max: 4096,
+    group_bytes_max: 16 * 1024 * 1024,
+};
 /// Entries per `Loaded` input while reading the journal.
 const LOAD_CHUNK_ENTRIES: usize = 4096;
 /// Appends between compaction attempts.
@@ -93,97 +103,47 @@ fn run(
     let mut journal: Option<LocalJournal> = None;
     let mut window = Window::new(0);
     let mut appends_since_compact = 0u64;
-    let mut pending: Option<JournalRequest> = None;
-    loop {
-        let cmd = match pending.take() {
-            Some(c) => c,
-            None => match rx.blocking_recv() {
-                Some(c) => c,
-                None => return,
-            },
-        };
-        match cmd {
-            JournalRequest::Open => {
+    let mut commit = GroupCommit::new(GROUP_LIMITS);
+    while let Some(step) = next_step(&mut rx, &mut commit, &inputs, |_| false) {
+        match step {
+            JournalStep::Open => {
                 journal = None;
                 match open_and_load(&config, &inputs) {
                     Ok(j) => {
                         window = Window::new(j.stats().fsyncs);
                         journal = Some(j);
-                        if !send(&inputs, JournalEvent::Ready) {
-                            return;
-                        }
+                        commit.opened();
                     }
-                    Err(reason) => {
+                    Err(OpenError::NodeGone) => return,
+                    Err(e) => {
+                        let reason = e.to_string();
                         error!(%reason, "journal open failed");
-                        if !send(&inputs, JournalEvent::OpenFailed { reason }) {
-                            return;
-                        }
+                        commit.open_failed(reason);
                     }
                 }
             }
-            JournalRequest::Close => {
+            JournalStep::Close => {
                 if let Some(j) = journal.as_ref() {
                     window.maybe_report(j, true);
                 }
                 journal = None;
             }
-            JournalRequest::Append { ticket, entries } => {
-                // Group commit: take every append already queued behind this one.
-                let mut tickets = vec![ticket];
-                let mut batches = vec![to_raw(&entries)];
-                let mut bytes = batch_bytes(&batches[0]);
-                while tickets.len() < GROUP_BATCHES_MAX && bytes < GROUP_BYTES_MAX {
-                    match rx.try_recv() {
-                        Ok(JournalRequest::Append { ticket, entries }) => {
-                            let raw = to_raw(&entries);
-                            bytes += batch_bytes(&raw);
-                            tickets.push(ticket);
-                            batches.push(raw);
-                        }
-                        Ok(other) => {
-                            pending = Some(other);
-                            break;
-                        }
-                        Err(_) => break,
-                    }
-                }
+            JournalStep::Write(group) => {
                 let Some(j) = journal.as_mut() else {
-                    for t in tickets {
-                        send(
-                            &inputs,
-                            JournalEvent::Failed {
-                                ticket: t,
-                                reason: "journal is not open".into(),
-                            },
-                        );
-                    }
-                    continue;
+                    unreachable!("the group commit asks for writes only while the journal is open");
                 };
                 window.appends += 1;
-                window.batches += batches.len() as u64;
-                match j.append(&batches) {
+                window.batches += group.batches.len() as u64;
+                match j.append(&to_raw(group)) {
                     Ok(()) => {
                         window.maybe_report(j, false);
-                        for t in tickets {
-                            if !send(&inputs, JournalEvent::Durable { ticket: t }) {
-                                return;
-                            }
-                        }
+                        commit.written();
                     }
                     Err(e) => {
                         error!(error = %e, "journal append failed");
-                        let reason = e.to_string();
-                        for t in tickets {
-                            send(
-                                &inputs,
-                                JournalEvent::Failed {
-                                    ticket: t,
-                                    reason: reason.clone(),
-                                },
-                            );
-                        }
                         // The node steps down and reopens; start from the files.
                         journal = None;
+                        commit.write_failed(e.to_string());
                     }
                 }
                 appends_since_compact += 1;
@@ -207,11 +167,26 @@ fn run(
     }
 }
 
+/// Why opening the journal failed.
+#[derive(Debug, thiserror::Error)]
+enum OpenError {
+    #[error(transparent)]
+    Journal(#[from] LocalJournalError),
+    #[error("undecodable journal entry with key {key:?}: {source}")]
+    Undecodable {
+        key: String,
+        source: halyard_core::journal::CodecError,
+    },
+    /// The node's input channel is closed: the driver is stopping.
+    #[error("the node is gone")]
+    NodeGone,
+}
+
 fn open_and_load(
     config: &LocalJournalConfig,
     inputs: &mpsc::Sender<Input>,
-) -> Result<LocalJournal, String> {
-    let (j, rec) = LocalJournal::open(config.clone()).map_err(|e| e.to_string())?;
+) -> Result<LocalJournal, OpenError> {
+    let (j, rec) = LocalJournal::open(config.clone())?;
     info!(
         dir = %config.dir.display(),
         segments = rec.segments,
@@ -228,7 +203,7 @@ fn open_and_load(
         );
     }
     let mut chunk = Vec::with_capacity(LOAD_CHUNK_ENTRIES);
-    let mut failure: Option<String> = None;
+    let mut failure: Option<OpenError> = None;
     let mut closed = false;
     j.for_each_batch(|batch| {
         if failure.is_some() || closed {
@@ -237,11 +212,11 @@ fn open_and_load(
         for raw in batch {
             match decode_entry(&raw.key, raw.value.as_deref()) {
                 Ok(e) => chunk.push(e),
-                Err(e) => {
-                    failure = Some(format!(
-                        "undecodable journal entry with key {:?}: {e}",
-                        String::from_utf8_lossy(&raw.key)
-                    ));
+                Err(source) => {
+                    failure = Some(OpenError::Undecodable {
+                        key: String::from_utf8_lossy(&raw.key).into_owned(),
+                        source,
+                    });
                     return;
                 }
             }
@@ -250,30 +225,27 @@ fn open_and_load(
             let entries = std::mem::take(&mut chunk);
             closed = !send(inputs, JournalEvent::Loaded { entries });
         }
-    })
-    .map_err(|e| e.to_string())?;
+    })?;
     if let Some(f) = failure {
         return Err(f);
     }
-    if !chunk.is_empty() {
-        send(inputs, JournalEvent::Loaded { entries: chunk });
+    if closed || !chunk.is_empty() && !send(inputs, JournalEvent::Loaded { entries: chunk }) {
+        return Err(OpenError::NodeGone);
     }
     Ok(j)
 }
 
-fn to_raw(entries: &[halyard_core::journal::Entry]) -> Vec<RawEntry> {
-    entries
-        .iter()
-        .map(|e| {
-            let (key, value) = encode_entry(e);
-            RawEntry { key, value }
+/// The group's batches as the local journal stores them (no copies: the
+/// key and value bytes are shared).
+fn to_raw(group: WriteGroup) -> Vec<Vec<Entry>> {
+    group
+        .batches
+        .into_iter()
+        .map(|batch| {
+            batch
+                .into_iter()
+                .map(|EncodedEntry { key, value }| Entry { key, value })
+                .collect()
         })
         .collect()
-}
-
-fn batch_bytes(batch: &[RawEntry]) -> usize {
-    batch
-        .iter()
-        .map(|e| e.key.len() + e.value.as_ref().map_or(0, |v| v.len()))
-        .sum()
 }

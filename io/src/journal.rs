@@ -1,0 +1,79 @@
+//! The journal port as seen by the driver: the node's `JournalRequest`s go
+//! to a journal backend's thread through a [`JournalHandle`]; the backend
+//! reports `Input::Journal`s. The helpers below are what the backends'
+//! threads (`local`, `kafka`) share around the core's group commit.
+
+use halyard_core::journal::group_commit::{GroupCommit, JournalStep, NextGroup};
+use halyard_core::node::{Input, JournalRequest};
+use tokio::sync::mpsc;
+
+/// Sends commands to a journal backend task or thread.
+#[derive(Clone, Debug)]
+pub struct JournalHandle {
+    tx: mpsc::UnboundedSender<JournalRequest>,
+}
+
+impl JournalHandle {
+    pub fn new(tx: mpsc::UnboundedSender<JournalRequest>) -> JournalHandle {
+        JournalHandle { tx }
+    }
+
+    /// Queues a command; a backend that has exited drops it (the node will
+    /// not hear back and its activation or drain times out).
+    pub fn send(&self, cmd: JournalRequest) {
+        if self.tx.send(cmd).is_err() {
+            tracing::error!("journal backend has exited; command dropped");
+        }
+    }
+}
+
+/// The skeleton of a journal backend's thread: waits for the next step the
+/// group commit asks for, gathering the node's requests and sending the
+/// answers on the way. `wait_for_more` is asked, with the group the next
+/// write would take, whether to pause and gather again first (the Kafka
+/// journal lingers under load; it must bound how often it says yes).
+/// `None` once the node is gone or has dropped its requests' sender.
+pub(crate) fn next_step(
+    rx: &mut mpsc::UnboundedReceiver<JournalRequest>,
+    commit: &mut GroupCommit,
+    inputs: &mpsc::Sender<Input>,
+    mut wait_for_more: impl FnMut(NextGroup) -> bool,
+) -> Option<JournalStep> {
+    loop {
+        gather(rx, commit);
+        while wait_for_more(commit.next_group()) {
+            gather(rx, commit);
+        }
+        let step = commit.poll_step();
+        if !send_answers(commit, inputs) {
+            return None;
+        }
+        match step {
+            Some(step) => return Some(step),
+            None => commit.push(rx.blocking_recv()?),
+        }
+    }
+}
+
+/// Moves what is waiting in the channel into the group commit, until the
+/// next group can take no more: what queued up during the last write joins
+/// the next one.
+fn gather(rx: &mut mpsc::UnboundedReceiver<JournalRequest>, commit: &mut GroupCommit) {
+    while !commit.next_group().sealed {
+        match rx.try_recv() {
+            Ok(request) => commit.push(request),
+            Err(_) => break,
+        }
+    }
+}
+
+/// Sends the answers the group commit has ready, in order; false once the
+/// node is gone (its input channel closed).
+pub(crate) fn send_answers(commit: &mut GroupCommit, inputs: &mpsc::Sender<Input>) -> bool {
+    while let Some(ev) = commit.poll_event() {
+        if inputs.blocking_send(Input::Journal(ev)).is_err() {
+            return false;
+        }
+    }
+    true
+}

@@ -1,0 +1,303 @@
+//! Opening the Kafka journal: fence every older writer, then read the
+//! journal to its end, from the standby copy if it gets there, else in full.
+
+use std::time::{Duration, Instant};
+
+use halyard_core::journal::{decode_entry, Entry, Record};
+use halyard_core::node::{Input, JournalEvent};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+
+use super::config::KafkaConfig;
+use super::error::{KafkaJournalError, ReadError};
+use super::read::{assign_from_start, read_position, ReaderContext};
+use super::standby::{Standby, View};
+use super::topic::{ensure_topic, JOURNAL_TOPIC_CONFIG, RECORD_BYTES_MAX};
+
+/// Entries per `Loaded` input while reading the journal.
+const LOAD_CHUNK_ENTRIES: usize = 4096;
+/// The journal producer's `linger.ms` unless the user sets one.
+pub const LINGER_MS_DEFAULT: &str = "2";
+
+/// The open journal's writer: a transactional producer that has fenced
+/// every older one.
+pub(super) struct Writer {
+    pub(super) producer: BaseProducer,
+    pub(super) topic: String,
+}
+
+/// What opening read.
+pub(super) struct Loaded {
+    pub(super) records: u64,
+    pub(super) bytes: u64,
+    /// Read from the standby copy rather than from the start of the topic.
+    pub(super) from_standby: bool,
+}
+
+fn send(inputs: &mpsc::Sender<Input>, ev: JournalEvent) -> Result<(), KafkaJournalError> {
+    inputs
+        .blocking_send(Input::Journal(ev))
+        .map_err(|_| KafkaJournalError::NodeGone)
+}
+
+/// Fences, then sends the whole journal to the node as `Loaded` inputs.
+pub(super) fn open_and_load(
+    config: &KafkaConfig,
+    inputs: &mpsc::Sender<Input>,
+    standby: Option<Standby>,
+    prepared: Option<BaseProducer>,
+) -> Result<(Writer, Loaded), KafkaJournalError> {
+    let topic = config.journal_topic();
+    let t0 = Instant::now();
+    if !standby.as_ref().is_some_and(Standby::topic_ready) {
+        ensure_topic(config, &topic, 1, JOURNAL_TOPIC_CONFIG)?;
+    }
+    let t_topic = t0.elapsed();
+    let producer = match prepared {
+        Some(p) => p,
+        None => new_producer(config)?,
+    };
+    // Fence every older live: after this, their writes fail.
+    producer
+        .init_transactions(config.timeout())
+        .map_err(|source| KafkaJournalError::InitTransactions {
+            bootstrap: config.bootstrap.clone(),
+            source,
+        })?;
+    let t_fenced = t0.elapsed();
+    // Fenced: the end offset read now is final, no older live can add to
+    // it. The standby copy is used only if it gets there.
+    let view = standby.map(|s| {
+        let (_, end) = producer
+            .client()
+            .fetch_watermarks(&topic, 0, config.timeout())
+            .map_err(|source| ReadError::EndOffset {
+                topic: topic.clone(),
+                source,
+            })?;
+        s.handover(end, config.timeout())
+    });
+    tracing::debug!(
+        topic_ms = t_topic.as_millis() as u64,
+        fenced_ms = t_fenced.as_millis() as u64,
+        copy_ms = t0.elapsed().as_millis() as u64,
+        "journal open steps"
+    );
+    let loaded = match view {
+        Some(Ok(view)) => deliver(view, inputs)?,
+        Some(Err(reason)) => {
+            warn!(%reason, "standby journal copy unusable; reading the journal from its start");
+            load(config, &topic, inputs)?
+        }
+        None => load(config, &topic, inputs)?,
+    };
+    Ok((Writer { producer, topic }, loaded))
+}
+
+/// The journal's transactional producer, not yet initialised.
+pub(super) fn new_producer(config: &KafkaConfig) -> Result<BaseProducer, KafkaJournalError> {
+    let mut client = config.client();
+    if client.get("linger.ms").is_none() && client.get("queue.buffering.max.ms").is_none() {
+        // A transaction's records go out together when the commit flushes
+        // them; lingering lets them form large batches meanwhile. A
+        // `--kafka-property linger.ms=N` overrides it.
+        client.set("linger.ms", LINGER_MS_DEFAULT);
+    }
+    client
+        .set("transactional.id", config.transactional_id())
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set(
+            "transaction.timeout.ms",
+            config.transaction_timeout_ms.to_string(),
+        )
+        .set("message.max.bytes", RECORD_BYTES_MAX.to_string())
+        .create()
+        .map_err(|source| KafkaJournalError::Producer {
+            bootstrap: config.bootstrap.clone(),
+            source,
+        })
+}
+
+/// Hands the standby copy to the node, in offset order.
+fn deliver(view: View, inputs: &mpsc::Sender<Input>) -> Result<Loaded, KafkaJournalError> {
+    let loaded = Loaded {
+        records: view.len() as u64,
+        bytes: view.bytes(),
+        from_standby: true,
+    };
+    let mut chunk: Vec<Entry> = Vec::with_capacity(LOAD_CHUNK_ENTRIES);
+    for e in view.into_entries() {
+        chunk.push(e);
+        if chunk.len() >= LOAD_CHUNK_ENTRIES {
+            let entries = std::mem::replace(&mut chunk, Vec::with_capacity(LOAD_CHUNK_ENTRIES));
+            send(inputs, JournalEvent::Loaded { entries })?;
+        }
+    }
+    if !chunk.is_empty() {
+        send(inputs, JournalEvent::Loaded { entries: chunk })?;
+    }
+    Ok(loaded)
+}
+
+fn reader(config: &KafkaConfig) -> Result<BaseConsumer<ReaderContext>, ReadError> {
+    config
+        .client()
+        .set("group.id", format!("halyard-{}-reader", config.cluster_id))
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "true")
+        // The journal usually ends with a transaction marker, not a record: the
+        // end shows as EOF after an empty fetch, which should not idle for
+        // the default 500 ms.
+        .set("fetch.wait.max.ms", "10")
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.max.bytes", "52428800")
+        .set(
+            "max.partition.fetch.bytes",
+            (RECORD_BYTES_MAX * 2).to_string(),
+        )
+        .create_with_context(ReaderContext)
+        .map_err(|source| ReadError::Consumer {
+            bootstrap: config.bootstrap.clone(),
+            source,
+        })
+}
+
+/// Reads the whole journal, committed records only, up to the end offset it
+/// had once we fenced (no older producer can add to it any more).
+fn load(
+    config: &KafkaConfig,
+    topic: &str,
+    inputs: &mpsc::Sender<Input>,
+) -> Result<Loaded, KafkaJournalError> {
+    let consumer = reader(config)?;
+    let (low, high) = consumer
+        .fetch_watermarks(topic, 0, config.timeout())
+        .map_err(|source| ReadError::EndOffset {
+            topic: topic.to_string(),
+            source,
+        })?;
+    let mut loaded = Loaded {
+        records: 0,
+        bytes: 0,
+        from_standby: false,
+    };
+    if high <= low {
+        return Ok(loaded);
+    }
+    assign_from_start(&consumer, topic)?;
+    let mut chunk: Vec<Entry> = Vec::with_capacity(LOAD_CHUNK_ENTRIES);
+    let mut last_progress = Instant::now();
+    loop {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                last_progress = Instant::now();
+                let key = m.key().unwrap_or_default();
+                let value = m.payload();
+                loaded.records += 1;
+                loaded.bytes += (key.len() + value.map_or(0, <[u8]>::len)) as u64;
+                let e = decode_entry(key, value).map_err(|source| ReadError::Undecodable {
+                    offset: m.offset(),
+                    topic: topic.to_string(),
+                    source,
+                })?;
+                chunk.push(e);
+                if chunk.len() >= LOAD_CHUNK_ENTRIES {
+                    let entries =
+                        std::mem::replace(&mut chunk, Vec::with_capacity(LOAD_CHUNK_ENTRIES));
+                    send(inputs, JournalEvent::Loaded { entries })?;
+                }
+                if m.offset() + 1 >= high {
+                    break;
+                }
+            }
+            Some(Err(KafkaError::PartitionEOF(_))) => {
+                // With read_committed, EOF is the last stable offset; markers
+                // after the last record make it reach `high` without a record.
+                match read_position(&consumer, topic) {
+                    Some(o) if o >= high => break,
+                    _ if last_progress.elapsed() > config.timeout() => {
+                        return Err(KafkaJournalError::Stuck {
+                            topic: topic.to_string(),
+                            end: high,
+                        })
+                    }
+                    _ => {}
+                }
+            }
+            Some(Err(source)) => {
+                return Err(KafkaJournalError::Poll {
+                    topic: topic.to_string(),
+                    source,
+                })
+            }
+            None => {
+                if last_progress.elapsed() > config.timeout() {
+                    return Err(KafkaJournalError::Silent {
+                        bootstrap: config.bootstrap.clone(),
+                        timeout_ms: config.operation_timeout_ms,
+                        records: loaded.records,
+                        low,
+                        high,
+                    });
+                }
+            }
+        }
+    }
+    if !chunk.is_empty() {
+        send(inputs, JournalEvent::Loaded { entries: chunk })?;
+    }
+    Ok(loaded)
+}
+
+/// The epoch of the newest activation record, to say who fenced us; `None`
+/// if it cannot be read within a few seconds (only the log line loses the
+/// epoch: the fencing stands anyway).
+pub(super) fn latest_activation_epoch(config: &KafkaConfig) -> Option<u32> {
+    match read_latest_activation_epoch(config) {
+        Ok(epoch) => epoch,
+        Err(e) => {
+            debug!(error = %e, "cannot read who fenced the journal");
+            None
+        }
+    }
+}
+
+fn read_latest_activation_epoch(config: &KafkaConfig) -> Result<Option<u32>, ReadError> {
+    let topic = config.journal_topic();
+    let consumer = reader(config)?;
+    let assign = |source| ReadError::Assign {
+        topic: topic.clone(),
+        source,
+    };
+    let mut tpl = TopicPartitionList::new();
+    // The newer live wrote its activation record when it took over; since
+    // then at most a few seconds of traffic followed it.
+    tpl.add_partition_offset(&topic, 0, Offset::OffsetTail(50_000))
+        .map_err(assign)?;
+    consumer.assign(&tpl).map_err(assign)?;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut epoch = None;
+    while Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) if m.key() == Some(b"activation".as_slice()) => {
+                if let Ok(Entry::Put(Record::Activation { epoch: e, .. })) =
+                    decode_entry(b"activation", m.payload())
+                {
+                    epoch = Some(e);
+                }
+            }
+            Some(Err(KafkaError::PartitionEOF(_))) => break,
+            // Other records, and errors: keep looking until the deadline.
+            _ => {}
+        }
+    }
+    Ok(epoch)
+}

@@ -1,0 +1,19 @@
+//! Test-only hooks of the local journal, compiled with the `testkit`
+//! feature (the crate's own tests enable it).
+
+use super::journal::LocalJournal;
+
+impl LocalJournal {
+    /// The next `compact` makes at most `steps` changes to the files (an
+    /// unlink, creating or finishing the cleaning output, a rename) and then
+    /// stops as if the process had crashed, leaving the journal poisoned.
+    /// Drop it and reopen to see what a crash at that point leaves.
+    pub fn simulate_crash_in_next_compact(&mut self, steps: u64) {
+        self.crash_after_steps = Some(steps);
+    }
+
+    /// Checks the compaction index's counters against its keys. O(keys).
+    pub fn check_index(&self) -> Result<(), String> {
+        self.liveness.check()
+    }
+}
