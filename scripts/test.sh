@@ -37,6 +37,9 @@ cargo clippy --workspace --all-targets --features halyard-sim/planted-bugs,halya
 step "halyard-core stays sans-IO"
 scripts/ci/check-sans-io.sh
 
+step "no two source files import each other, no module over 900 lines"
+python3 scripts/ci/check-imports.py
+
 step "unit, property, codec, journal, proxy and driver tests"
 cargo test --workspace --release
 
