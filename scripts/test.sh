@@ -110,7 +110,7 @@ step "benchmarks: criterion benches run once, and a halyard bench smoke run"
 cargo bench -p halyard-benches -- --test
 "$bin" node --listen 127.0.0.1:61690 --data-dir "$work/bench-node" >"$work/bench-node.log" 2>&1 &
 pids+=($!)
-for _ in $(seq 1 100); do grep -q "accepting STOMP clients" "$work/bench-node.log" && break; sleep 0.1; done
+for _ in $(seq 1 100); do grep -q "accepting clients (STOMP, AMQP)" "$work/bench-node.log" && break; sleep 0.1; done
 "$bin" bench --url tcp://127.0.0.1:61690 --smoke
 
 step "all tests passed in $(( $(date +%s) - started )) s"

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use halyard_core::broker::{BrokerConfig, DestinationConfig};
 use halyard_core::ha::Role;
-use halyard_core::node::NodeConfig;
+use halyard_core::node::{amqp_defaults, NodeConfig};
+use halyard_core::protocol::amqp::{jms, Value};
 use halyard_core::protocol::stomp::Limits;
 use serde::Deserialize;
 
@@ -58,7 +59,7 @@ pub struct NodeSettings {
     pub multicast_prefix: Option<String>,
     /// Largest STOMP frame accepted, in bytes [default: 10485760]
     #[arg(long, env = "HALYARD_MAX_FRAME_BYTES")]
-    pub frame_bytes_max: Option<usize>,
+    pub max_frame_bytes: Option<usize>,
     /// Local journal segment size in bytes [default: 67108864]
     #[arg(long, env = "HALYARD_SEGMENT_BYTES")]
     pub segment_bytes: Option<u64>,
@@ -95,6 +96,15 @@ pub struct NodeSettings {
     /// Replication factor of the topics Halyard creates [default: 1]
     #[arg(long, env = "HALYARD_KAFKA_REPLICATION_FACTOR")]
     pub kafka_replication_factor: Option<i32>,
+    /// Client address of another node of this cluster, offered to AMQP
+    /// clients in the open frame's failover-server-list (repeatable)
+    #[arg(
+        long = "failover-server",
+        env = "HALYARD_FAILOVER_SERVERS",
+        value_name = "HOST:PORT",
+        value_delimiter = ','
+    )]
+    pub failover_servers: Option<Vec<String>>,
 }
 
 /// Where the journal and the lock live.
@@ -172,7 +182,7 @@ pub fn merge(cli: &NodeSettings, file: &NodeSettings) -> NodeSettings {
         dead_letter_address,
         anycast_prefix,
         multicast_prefix,
-        frame_bytes_max,
+        max_frame_bytes,
         segment_bytes,
         fsync,
         log,
@@ -181,8 +191,31 @@ pub fn merge(cli: &NodeSettings, file: &NodeSettings) -> NodeSettings {
         kafka_properties,
         kafka_session_timeout_ms,
         kafka_heartbeat_ms,
-        kafka_replication_factor
+        kafka_replication_factor,
+        failover_servers
     )
+}
+
+/// One entry of AMQP's failover-server-list, as Qpid JMS reads it.
+fn failover_entry(server: &str) -> Result<Value, ConfigError> {
+    let bad = || ConfigError::Invalid {
+        name: "failover_servers",
+        value: server.to_string(),
+        why: "must be HOST:PORT",
+    };
+    let (host, port) = server.trim().rsplit_once(':').ok_or_else(bad)?;
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    if host.is_empty() {
+        return Err(bad());
+    }
+    Ok(Value::Map(vec![
+        (
+            Value::symbol("network-host"),
+            Value::String(host.to_string()),
+        ),
+        (Value::symbol("port"), Value::Int(i32::from(port))),
+        (Value::symbol("scheme"), Value::String("amqp".into())),
+    ]))
 }
 
 pub fn resolve(s: NodeSettings) -> Result<Resolved, ConfigError> {
@@ -192,10 +225,10 @@ pub fn resolve(s: NodeSettings) -> Result<Resolved, ConfigError> {
     let data_dir = s.data_dir.unwrap_or_else(|| PathBuf::from("./data"));
     let lock_dir = s.lock_dir.unwrap_or_else(|| data_dir.clone());
     let mut limits = Limits::default();
-    if let Some(m) = s.frame_bytes_max {
+    if let Some(m) = s.max_frame_bytes {
         if m < 1024 {
             return Err(ConfigError::Invalid {
-                name: "frame_bytes_max",
+                name: "max_frame_bytes",
                 value: m.to_string(),
                 why: "must be at least 1024",
             });
@@ -241,6 +274,18 @@ pub fn resolve(s: NodeSettings) -> Result<Resolved, ConfigError> {
             why: "must be at least 4096",
         });
     }
+    let mut amqp = amqp_defaults();
+    if let Some(servers) = s.failover_servers.filter(|v| !v.is_empty()) {
+        amqp.properties = Some(vec![(
+            Value::symbol(jms::FAILOVER_SERVER_LIST),
+            Value::List(
+                servers
+                    .iter()
+                    .map(|s| failover_entry(s))
+                    .collect::<Result<_, _>>()?,
+            ),
+        )]);
+    }
     let node = NodeConfig {
         node_id: s
             .node_id
@@ -254,6 +299,7 @@ pub fn resolve(s: NodeSettings) -> Result<Resolved, ConfigError> {
         destinations,
         broker,
         heartbeat_ms: s.heartbeat_ms.unwrap_or(10_000),
+        amqp,
         ..NodeConfig::default()
     };
     let backend = match s.kafka_bootstrap.filter(|b| !b.trim().is_empty()) {

@@ -301,7 +301,7 @@ async fn accept_loop(
             }
         }
     };
-    info!(listen = %addr, "accepting STOMP clients");
+    info!(listen = %addr, "accepting clients (STOMP, AMQP)");
     loop {
         let (sock, peer) = match listener.accept().await {
             Ok(x) => x,

@@ -188,7 +188,7 @@ delete_topic() {
 }
 
 # Starts `halyard node ARGS...` in the background, logging to LOGFILE; waits for
-# "accepting STOMP clients" (60 s at most). Sets NODE_PID.
+# "accepting clients (STOMP, AMQP)" (60 s at most). Sets NODE_PID.
 start_node() { # LABEL ROUND LOGFILE PORT ARGS...
     local label=$1 round=$2 logfile=$3 port=$4
     shift 4
@@ -199,7 +199,7 @@ start_node() { # LABEL ROUND LOGFILE PORT ARGS...
     NODE_PID=$!
     local i
     for ((i = 0; i < 600; i++)); do
-        if grep -q "accepting STOMP clients" "$logfile"; then
+        if grep -q "accepting clients (STOMP, AMQP)" "$logfile"; then
             return 0
         fi
         if ! kill -0 "$NODE_PID" 2>/dev/null; then

@@ -10,7 +10,7 @@ HA transitions.
   return the wall-clock time of the signal, so failover times can be measured
   against log timestamps.
 - `Cluster`: nodes sharing one fresh `--cluster-id`; `start_live()` waits for
-  `accepting STOMP clients` and a CONNECTED, `start_backup()` for
+  `accepting clients (STOMP, AMQP)` and a CONNECTED, `start_backup()` for
   `backup announced`.
 - `FaultProxy`: `halyard proxy` on the PROXIED listener's advertised address.
 """
@@ -50,7 +50,7 @@ LOCK_OBTAINED = r"live lock obtained"
 BACKUP_LIVE = r"backup is now live \(epoch (\d+)\)"
 NODE_LIVE = r"node is live \(epoch (\d+)\)"
 ANY_LIVE = r"(?:backup is now live|node is live) \(epoch (\d+)\)"
-ACCEPTING = r"accepting STOMP clients"
+ACCEPTING = r"accepting clients \(STOMP, AMQP\)"
 FENCED = r"fenced by (?:epoch (\d+)|a newer live \(our epoch \d+\)), stepping down"
 LOCK_LOST = r"live lock lost \((.*)\), stepping down"
 JOURNAL_FAILED = r"journal append failed \((.*)\), stepping down"

@@ -31,7 +31,7 @@ mod ports;
 mod transactions;
 mod work;
 
-pub use config::{NodeConfig, PlantedBug};
+pub use config::{amqp_defaults, NodeConfig, PlantedBug};
 pub use events::Event;
 pub use node::Node;
 pub use ops::{
