@@ -8,10 +8,9 @@ use bytes::Bytes;
 use halyard_core::protocol::stomp::{
     encode_to_bytes, Command, Decoded, Decoder, Frame, Limits, Version,
 };
+use halyard_core::Millis;
 
 use crate::rng::Rng;
-
-pub type Millis = u64;
 
 /// Header naming the producer of a simulated message.
 pub const PRODUCER: &str = "sim-producer";
