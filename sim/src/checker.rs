@@ -24,6 +24,8 @@ pub struct Violations {
     pub split_brain: Vec<String>,
     /// The run did not finish after the faults stopped.
     pub stuck: Option<String>,
+    /// A node's `check_invariants` failed (checked in debug builds only).
+    pub broken_invariant: Option<String>,
 }
 
 impl Violations {
@@ -35,6 +37,7 @@ impl Violations {
             && self.order.is_empty()
             && self.split_brain.is_empty()
             && self.stuck.is_none()
+            && self.broken_invariant.is_none()
     }
 
     pub fn summary(&self) -> String {
@@ -71,6 +74,9 @@ impl Violations {
         if let Some(s) = &self.stuck {
             parts.push(format!("stuck: {s}"));
         }
+        if let Some(s) = &self.broken_invariant {
+            parts.push(format!("broken invariant: {s}"));
+        }
         parts.join("; ")
     }
 }
@@ -89,12 +95,6 @@ pub struct Counts {
     pub duplicates_by_redelivery: u64,
     /// It arrived again on another consumer connection (an ack lost in a failover).
     pub duplicates_by_failover: u64,
-}
-
-impl Counts {
-    pub fn explained_duplicates(&self) -> u64 {
-        self.duplicates_by_resend + self.duplicates_by_redelivery + self.duplicates_by_failover
-    }
 }
 
 /// The consumer group a consumer belongs to: the queue, or the durable subscription.

@@ -19,7 +19,6 @@ impl KafkaModel {
             |txn: &Option<u64>| txn.is_none_or(|t| outcomes.get(&t) == Some(&Outcome::Committed));
         let aborted =
             |txn: &Option<u64>| txn.is_some_and(|t| outcomes.get(&t) == Some(&Outcome::Aborted));
-        let mut removed_total = 0u64;
         for parts in self.topics.values_mut() {
             for part in parts.iter_mut() {
                 let lso = part.lso();
@@ -53,7 +52,6 @@ impl KafkaModel {
                     .collect();
                 drop(latest);
                 let mut superseded = superseded.into_iter();
-                let before = part.entries.len();
                 part.entries.retain_mut(|e| {
                     // Past the cleaning point the iterator is exhausted.
                     if superseded.next().unwrap_or(false) {
@@ -69,11 +67,9 @@ impl KafkaModel {
                         Payload::Data { .. } => true,
                     }
                 });
-                removed_total += (before - part.entries.len()) as u64;
             }
         }
         self.stats.compactions += 1;
-        self.stats.records_compacted += removed_total;
     }
 
     fn survives_retention(e: &mut LogEntry, now: Millis, retention: u64) -> bool {

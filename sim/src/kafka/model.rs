@@ -31,13 +31,8 @@ impl Default for KafkaConfig {
 /// Counters for the simulator's summary.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KafkaStats {
-    pub committed_txns: u64,
-    pub aborted_txns: u64,
     pub fenced_requests: u64,
     pub compactions: u64,
-    pub records_compacted: u64,
-    pub expired_members: u64,
-    pub timed_out_txns: u64,
 }
 
 /// The model. One instance stands for the whole Kafka cluster.
@@ -120,10 +115,10 @@ impl KafkaModel {
     // --------------------------------------------------------------- time
 
     /// Expires silent members and overdue transactions. Called by every request.
-    pub fn tick(&mut self, now: Millis) {
+    pub(super) fn tick(&mut self, now: Millis) {
         let session = self.config.session_timeout_ms;
         for g in self.groups.values_mut() {
-            self.stats.expired_members += g.expire(now, session);
+            g.expire(now, session);
         }
         let timeout = self.config.transaction_timeout_ms;
         let overdue: Vec<String> = self
@@ -137,7 +132,6 @@ impl KafkaModel {
             .map(|(id, _)| id.clone())
             .collect();
         for id in overdue {
-            self.stats.timed_out_txns += 1;
             self.abort_open(&id);
             if let Some(c) = self.txns.get_mut(&id) {
                 c.epoch = c.epoch.wrapping_add(1);

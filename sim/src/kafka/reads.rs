@@ -21,8 +21,6 @@ pub struct FetchResult {
     pub records: Vec<Fetched>,
     /// Where the next fetch starts.
     pub next_offset: u64,
-    /// The end a `read_committed` reader can reach now (the LSO).
-    pub end_offset: u64,
 }
 
 impl KafkaModel {
@@ -75,7 +73,6 @@ impl KafkaModel {
         Ok(FetchResult {
             records,
             next_offset: next,
-            end_offset: lso,
         })
     }
 
@@ -103,13 +100,5 @@ impl KafkaModel {
             }
             _ => None,
         })
-    }
-
-    /// Records physically present (all kinds), for tests of compaction.
-    pub fn log_len(&self, topic: &str, p: u32) -> usize {
-        self.topics
-            .get(topic)
-            .and_then(|ps| ps.get(p as usize))
-            .map_or(0, |part| part.entries.len())
     }
 }

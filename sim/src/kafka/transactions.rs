@@ -152,12 +152,9 @@ impl KafkaModel {
             },
         );
         if commit {
-            self.stats.committed_txns += 1;
             if let Some(w) = &open.writer {
                 self.commits.push(w.clone());
             }
-        } else {
-            self.stats.aborted_txns += 1;
         }
         for (topic, p) in open.partitions {
             if let Ok(part) = self.partition(&topic, p) {

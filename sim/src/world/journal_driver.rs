@@ -2,7 +2,7 @@
 //! writers (init producer id), reads to the committed end and hands the
 //! records to the node; appends waiting together go into one transaction
 //! (group commit). It answers the node's requests and Kafka's responses with
-//! [`Effect`]s.
+//! `Effect`s.
 
 use std::collections::VecDeque;
 use std::sync::Arc;

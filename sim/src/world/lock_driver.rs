@@ -1,7 +1,7 @@
 //! A node's lock driver: the live lock is partition 0 of a one-partition
 //! Kafka consumer group. It joins when the node asks for the lock,
 //! heartbeats, tells the node when it gets or loses the partition, and leaves
-//! on release. It answers with [`Effect`]s.
+//! on release. It answers with `Effect`s.
 
 use halyard_core::ha::Role;
 use halyard_core::node::{Input, LockEvent};

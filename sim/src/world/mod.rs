@@ -1,14 +1,14 @@
 //! The simulated world: Kafka, nodes with their drivers, the network,
 //! clients and faults, all advanced by one event queue in virtual time.
 //!
-//! - [`state`]: the `World` and how it is built;
-//! - [`events`] and [`dispatch`]: the event queue and what each event does;
-//! - [`node_host`], [`nodes`], [`journal_driver`], [`lock_driver`],
-//!   [`effects`]: each node with its drivers, which return effects;
-//! - [`kafka_requests`] and [`kafka_link`]: requests to Kafka and their way there and back;
-//! - [`network`]: client connections and cuts;
-//! - [`faults`]: faults and healing;
-//! - [`clients`]: the clients and their wiring.
+//! - `state`: the `World` and how it is built;
+//! - `events` and `dispatch`: the event queue and what each event does;
+//! - `node_host`, `nodes`, `journal_driver`, `lock_driver`,
+//!   `effects`: each node with its drivers, which return effects;
+//! - `kafka_requests` and `kafka_link`: requests to Kafka and their way there and back;
+//! - `network`: client connections and cuts;
+//! - `faults`: faults and healing;
+//! - `clients`: the clients and their wiring.
 
 mod clients;
 mod dispatch;
