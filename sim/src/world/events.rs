@@ -98,10 +98,11 @@ impl EventQueue {
 
     /// The next event due at or before `until`, with its time.
     pub(super) fn pop_due(&mut self, until: Millis) -> Option<(Millis, Event)> {
-        if !self.due.peek().is_some_and(|e| e.0 .0 <= until) {
+        let &Reverse((at, _, slot)) = self.due.peek()?;
+        if at > until {
             return None;
         }
-        let Reverse((at, _, slot)) = self.due.pop()?;
+        self.due.pop();
         let event = self.slots[slot].take().expect("a scheduled event");
         self.free_slots.push(slot);
         Some((at, event))
