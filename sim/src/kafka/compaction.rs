@@ -15,10 +15,12 @@ impl KafkaModel {
         self.tick(now);
         let retention = self.config.tombstone_retention_ms;
         let outcomes = &self.outcomes;
-        let committed =
-            |txn: &Option<u64>| txn.is_none_or(|t| outcomes.get(&t) == Some(&Outcome::Committed));
-        let aborted =
-            |txn: &Option<u64>| txn.is_some_and(|t| outcomes.get(&t) == Some(&Outcome::Aborted));
+        let committed = |transaction: &Option<u64>| {
+            transaction.is_none_or(|t| outcomes.get(&t) == Some(&Outcome::Committed))
+        };
+        let aborted = |transaction: &Option<u64>| {
+            transaction.is_some_and(|t| outcomes.get(&t) == Some(&Outcome::Aborted))
+        };
         for parts in self.topics.values_mut() {
             for part in parts.iter_mut() {
                 let lso = part.lso();
@@ -34,8 +36,11 @@ impl KafkaModel {
                 let mut latest: HashMap<&[u8], u64, BuildHasherDefault<FxHasher>> =
                     HashMap::with_capacity_and_hasher(below, Default::default());
                 for e in &part.entries[..below] {
-                    if let Payload::Data { key, txn, .. } = &e.payload {
-                        if committed(txn) {
+                    if let Payload::Data {
+                        key, transaction, ..
+                    } = &e.payload
+                    {
+                        if committed(transaction) {
                             latest.insert(&key[..], e.offset);
                         }
                     }
@@ -44,8 +49,11 @@ impl KafkaModel {
                 let superseded: Vec<bool> = part.entries[..below]
                     .iter()
                     .map(|e| match &e.payload {
-                        Payload::Data { key, txn, .. } => {
-                            aborted(txn) || latest.get(&key[..]).is_some_and(|l| *l > e.offset)
+                        Payload::Data {
+                            key, transaction, ..
+                        } => {
+                            aborted(transaction)
+                                || latest.get(&key[..]).is_some_and(|l| *l > e.offset)
                         }
                         Payload::Marker => false,
                     })

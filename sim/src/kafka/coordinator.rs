@@ -12,7 +12,7 @@ pub struct Writer {
 }
 
 #[derive(Clone, Debug)]
-pub(super) struct OpenTxn {
+pub(super) struct OpenTransaction {
     pub(super) instance: u64,
     pub(super) partitions: BTreeSet<(String, u32)>,
     pub(super) started_at: Millis,
@@ -20,10 +20,10 @@ pub(super) struct OpenTxn {
 }
 
 #[derive(Clone, Debug)]
-pub(super) struct TxnCoordinator {
+pub(super) struct TransactionCoordinator {
     pub(super) producer_id: u64,
     pub(super) epoch: u16,
-    pub(super) open: Option<OpenTxn>,
+    pub(super) open: Option<OpenTransaction>,
     /// The last finished instance and whether it committed, so a retried
     /// `end_txn` whose first reply was lost gets the same answer.
     pub(super) last: Option<(u64, bool)>,

@@ -12,7 +12,7 @@ pub(super) enum Payload {
         key: Bytes,
         value: Option<Bytes>,
         /// Transaction instance, or None for a non-transactional write.
-        txn: Option<u64>,
+        transaction: Option<u64>,
     },
     /// A commit or abort marker (its outcome is kept in `outcomes`).
     Marker,

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use halyard_core::Millis;
 
-use super::coordinator::{TxnCoordinator, Writer};
+use super::coordinator::{TransactionCoordinator, Writer};
 use super::error::KafkaError;
 use super::group::{Group, GroupStatus};
 use super::log::{Outcome, Partition};
@@ -40,11 +40,11 @@ pub struct KafkaStats {
 pub struct KafkaModel {
     pub config: KafkaConfig,
     pub(super) topics: BTreeMap<String, Vec<Partition>>,
-    pub(super) txns: BTreeMap<String, TxnCoordinator>,
+    pub(super) coordinators: BTreeMap<String, TransactionCoordinator>,
     pub(super) outcomes: BTreeMap<u64, Outcome>,
     groups: BTreeMap<String, Group>,
     pub(super) next_producer_id: u64,
-    pub(super) next_txn_instance: u64,
+    pub(super) next_transaction_instance: u64,
     pub stats: KafkaStats,
     /// Writer of every committed transaction, in commit order (never compacted).
     pub commits: Vec<Writer>,
@@ -55,11 +55,11 @@ impl KafkaModel {
         KafkaModel {
             config,
             topics: BTreeMap::new(),
-            txns: BTreeMap::new(),
+            coordinators: BTreeMap::new(),
             outcomes: BTreeMap::new(),
             groups: BTreeMap::new(),
             next_producer_id: 1000,
-            next_txn_instance: 1,
+            next_transaction_instance: 1,
             stats: KafkaStats::default(),
             commits: Vec::new(),
         }
@@ -122,7 +122,7 @@ impl KafkaModel {
         }
         let timeout = self.config.transaction_timeout_ms;
         let overdue: Vec<String> = self
-            .txns
+            .coordinators
             .iter()
             .filter(|(_, c)| {
                 c.open
@@ -133,7 +133,7 @@ impl KafkaModel {
             .collect();
         for id in overdue {
             self.abort_open(&id);
-            if let Some(c) = self.txns.get_mut(&id) {
+            if let Some(c) = self.coordinators.get_mut(&id) {
                 c.epoch = c.epoch.wrapping_add(1);
             }
         }

@@ -51,10 +51,13 @@ impl KafkaModel {
             }
             next = e.offset + 1;
             if let Payload::Data {
-                key, value, txn, ..
+                key,
+                value,
+                transaction,
+                ..
             } = &e.payload
             {
-                let visible = match txn {
+                let visible = match transaction {
                     None => true,
                     Some(t) => outcomes.get(t) == Some(&Outcome::Committed),
                 };
@@ -92,9 +95,13 @@ impl KafkaModel {
         let part = self.topics.get(topic).and_then(|ps| ps.get(p as usize))?;
         part.entries.iter().rev().find_map(|e| match &e.payload {
             Payload::Data {
-                key: k, value, txn, ..
+                key: k,
+                value,
+                transaction,
+                ..
             } if &k[..] == key
-                && txn.is_none_or(|t| self.outcomes.get(&t) == Some(&Outcome::Committed)) =>
+                && transaction
+                    .is_none_or(|t| self.outcomes.get(&t) == Some(&Outcome::Committed)) =>
             {
                 value.clone()
             }

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use bytes::Bytes;
 use halyard_core::Millis;
 
-use super::coordinator::{OpenTxn, TxnCoordinator, Writer};
+use super::coordinator::{OpenTransaction, TransactionCoordinator, Writer};
 use super::error::KafkaError;
 use super::log::{LogEntry, Outcome, Payload};
 use super::model::KafkaModel;
@@ -15,12 +15,12 @@ impl KafkaModel {
     /// `initTransactions()`: fence older producers of this transactional id.
     pub fn init_producer_id(&mut self, now: Millis, txn_id: &str) -> (u64, u16) {
         self.tick(now);
-        if !self.txns.contains_key(txn_id) {
+        if !self.coordinators.contains_key(txn_id) {
             let pid = self.next_producer_id;
             self.next_producer_id += 1;
-            self.txns.insert(
+            self.coordinators.insert(
                 txn_id.to_string(),
-                TxnCoordinator {
+                TransactionCoordinator {
                     producer_id: pid,
                     epoch: 0,
                     open: None,
@@ -30,13 +30,19 @@ impl KafkaModel {
             return (pid, 0);
         }
         self.abort_open(txn_id);
-        let c = self.txns.get_mut(txn_id).expect("coordinator exists");
+        let c = self
+            .coordinators
+            .get_mut(txn_id)
+            .expect("coordinator exists");
         c.epoch = c.epoch.wrapping_add(1);
         (c.producer_id, c.epoch)
     }
 
     fn check_epoch(&mut self, txn_id: &str, pid: u64, epoch: u16) -> Result<(), KafkaError> {
-        let c = self.txns.get(txn_id).ok_or(KafkaError::UnknownProducer)?;
+        let c = self
+            .coordinators
+            .get(txn_id)
+            .ok_or(KafkaError::UnknownProducer)?;
         if c.producer_id != pid || c.epoch != epoch {
             self.stats.fenced_requests += 1;
             return Err(KafkaError::ProducerFenced {
@@ -65,12 +71,12 @@ impl KafkaModel {
         self.check_epoch(txn_id, pid, epoch)?;
         self.partition(topic, p)?;
         let instance = {
-            let next = &mut self.next_txn_instance;
-            let c = self.txns.get_mut(txn_id).expect("checked");
+            let next = &mut self.next_transaction_instance;
+            let c = self.coordinators.get_mut(txn_id).expect("checked");
             let open = c.open.get_or_insert_with(|| {
                 let i = *next;
                 *next += 1;
-                OpenTxn {
+                OpenTransaction {
                     instance: i,
                     partitions: BTreeSet::new(),
                     started_at: now,
@@ -107,7 +113,7 @@ impl KafkaModel {
                 payload: Payload::Data {
                     key: key.clone(),
                     value: value.clone(),
-                    txn: Some(instance),
+                    transaction: Some(instance),
                 },
                 cleaned_at: None,
             });
@@ -127,7 +133,7 @@ impl KafkaModel {
     ) -> Result<(), KafkaError> {
         self.tick(now);
         self.check_epoch(txn_id, pid, epoch)?;
-        let c = self.txns.get_mut(txn_id).expect("checked");
+        let c = self.coordinators.get_mut(txn_id).expect("checked");
         match c.open.take() {
             Some(open) => {
                 c.last = Some((open.instance, commit));
@@ -142,7 +148,7 @@ impl KafkaModel {
         }
     }
 
-    fn finish(&mut self, open: OpenTxn, commit: bool) {
+    fn finish(&mut self, open: OpenTransaction, commit: bool) {
         self.outcomes.insert(
             open.instance,
             if commit {
@@ -171,7 +177,11 @@ impl KafkaModel {
     }
 
     pub(super) fn abort_open(&mut self, txn_id: &str) {
-        if let Some(open) = self.txns.get_mut(txn_id).and_then(|c| c.open.take()) {
+        if let Some(open) = self
+            .coordinators
+            .get_mut(txn_id)
+            .and_then(|c| c.open.take())
+        {
             self.finish(open, false);
         }
     }

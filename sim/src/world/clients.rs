@@ -23,11 +23,11 @@ impl World {
                 self,
                 format!("qp{i}"),
                 Kind::Producer {
-                    dest: "/queue/orders".into(),
+                    destination: "/queue/orders".into(),
                     total: c.messages_per_producer,
                     window: 20,
-                    dup_ids: c.duplicate_ids,
-                    tx_size: None,
+                    duplicate_ids: c.duplicate_ids,
+                    transaction_size: None,
                     wait_for_subscriptions: false,
                 },
             );
@@ -37,11 +37,11 @@ impl World {
                 self,
                 format!("tp{i}"),
                 Kind::Producer {
-                    dest: "/queue/orders".into(),
+                    destination: "/queue/orders".into(),
                     total: c.messages_per_producer,
                     window: 20,
-                    dup_ids: c.duplicate_ids,
-                    tx_size: Some(5),
+                    duplicate_ids: c.duplicate_ids,
+                    transaction_size: Some(5),
                     wait_for_subscriptions: false,
                 },
             );
@@ -51,11 +51,11 @@ impl World {
                 self,
                 format!("tpub{i}"),
                 Kind::Producer {
-                    dest: "/topic/events".into(),
+                    destination: "/topic/events".into(),
                     total: c.messages_per_producer,
                     window: 20,
-                    dup_ids: c.duplicate_ids,
-                    tx_size: None,
+                    duplicate_ids: c.duplicate_ids,
+                    transaction_size: None,
                     wait_for_subscriptions: true,
                 },
             );
@@ -70,7 +70,7 @@ impl World {
                 self,
                 format!("qc{i}"),
                 Kind::Consumer {
-                    dest: "/queue/orders".into(),
+                    destination: "/queue/orders".into(),
                     ack,
                     durable: None,
                     nack_chance: 0.02,
@@ -82,7 +82,7 @@ impl World {
                 self,
                 format!("ds{i}"),
                 Kind::Consumer {
-                    dest: "/topic/events".into(),
+                    destination: "/topic/events".into(),
                     ack: AckStyle::Individual,
                     durable: Some((format!("app{i}"), "feed".into())),
                     nack_chance: 0.0,
@@ -95,11 +95,11 @@ impl World {
             self,
             "ap0".into(),
             Kind::Producer {
-                dest: "/queue/telemetry".into(),
+                destination: "/queue/telemetry".into(),
                 total: c.messages_per_producer / 2,
                 window: 20,
-                dup_ids: c.duplicate_ids,
-                tx_size: None,
+                duplicate_ids: c.duplicate_ids,
+                transaction_size: None,
                 wait_for_subscriptions: false,
             },
         );
@@ -107,7 +107,7 @@ impl World {
             self,
             "ac0".into(),
             Kind::Consumer {
-                dest: "/queue/telemetry".into(),
+                destination: "/queue/telemetry".into(),
                 ack: AckStyle::Auto,
                 durable: None,
                 nack_chance: 0.0,
@@ -117,7 +117,7 @@ impl World {
             self,
             "dlq".into(),
             Kind::Consumer {
-                dest: "/queue/DLQ".into(),
+                destination: "/queue/DLQ".into(),
                 ack: AckStyle::Individual,
                 durable: None,
                 nack_chance: 0.0,
@@ -172,12 +172,12 @@ impl World {
     /// cut off from the client closes the connection at once.
     fn connect(&mut self, c: usize, node: usize) {
         let latency = self.latency();
-        let h = &self.nodes[node];
+        let host = &self.nodes[node];
         let reachable =
-            h.node.is_some() && h.accepting && !self.network.client_cut.contains(&(c, node));
+            host.node.is_some() && host.accepting && !self.network.client_cut.contains(&(c, node));
         let id = self
             .network
-            .connect(c, node, h.generation, reachable, self.now);
+            .connect(c, node, host.generation, reachable, self.now);
         if !reachable {
             self.at(self.now + latency, Event::CloseToClient { connection: id });
             return;

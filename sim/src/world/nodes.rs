@@ -39,16 +39,16 @@ impl World {
             return;
         }
         let cfg = self.node_config(i);
-        let h = &mut self.nodes[i];
-        h.generation += 1;
-        h.node = Some(Node::new(cfg));
-        h.paused_until = None;
-        h.accepting = false;
-        h.tick_at = None;
-        h.requests_in_flight.clear();
-        h.journal.reset();
-        h.lock.reset();
-        let name = h.name.clone();
+        let host = &mut self.nodes[i];
+        host.generation += 1;
+        host.node = Some(Node::new(cfg));
+        host.paused_until = None;
+        host.accepting = false;
+        host.tick_at = None;
+        host.requests_in_flight.clear();
+        host.journal.reset();
+        host.lock.reset();
+        let name = host.name.clone();
         self.log(&name, "boot");
         self.feed(i, Input::Start);
     }
@@ -56,12 +56,12 @@ impl World {
     pub(super) fn crash(&mut self, i: usize) {
         let name = self.nodes[i].name.clone();
         self.log("fault", format!("crash {name}"));
-        let h = &mut self.nodes[i];
-        h.node = None;
-        h.accepting = false;
-        h.requests_in_flight.clear();
-        h.journal.reset();
-        let connections = std::mem::take(&mut h.connections);
+        let host = &mut self.nodes[i];
+        host.node = None;
+        host.accepting = false;
+        host.requests_in_flight.clear();
+        host.journal.reset();
+        let connections = std::mem::take(&mut host.connections);
         for c in connections {
             if let Some(t) = self.network.node_crashed(c, self.now) {
                 self.at(t, Event::CloseToClient { connection: c });
@@ -88,10 +88,10 @@ impl World {
         }
         if let Some(node) = self.nodes[i].node.as_ref() {
             if let Some(d) = node.next_deadline() {
-                let h = &mut self.nodes[i];
-                if h.tick_at.is_none_or(|t| d < t) {
-                    h.tick_at = Some(d);
-                    let generation = h.generation;
+                let host = &mut self.nodes[i];
+                if host.tick_at.is_none_or(|t| d < t) {
+                    host.tick_at = Some(d);
+                    let generation = host.generation;
                     self.at(
                         d,
                         Event::NodeTick {
@@ -151,15 +151,15 @@ impl World {
             }
             Output::Conn(ConnRequest::PauseReading { .. } | ConnRequest::ResumeReading { .. }) => {}
             Output::Journal(JournalRequest::Append { ticket, entries }) => {
-                let h = &mut self.nodes[i];
-                let epoch = h.node_epoch();
-                h.journal.append(ticket, entries, epoch, &mut effects);
+                let host = &mut self.nodes[i];
+                let epoch = host.node_epoch();
+                host.journal.append(ticket, entries, epoch, &mut effects);
             }
             Output::Journal(JournalRequest::Open) => self.nodes[i].journal.open(&mut effects),
             Output::Journal(JournalRequest::Close) => {
-                let h = &mut self.nodes[i];
-                h.journal.close();
-                h.requests_in_flight.retain(|_, k| k.is_lock());
+                let host = &mut self.nodes[i];
+                host.journal.close();
+                host.requests_in_flight.retain(|_, k| k.is_lock());
             }
             Output::Lock(LockRequest::Acquire) => self.nodes[i].lock.acquire(&mut effects),
             Output::Lock(LockRequest::Release) => self.nodes[i].lock.release(&mut effects),
@@ -208,8 +208,8 @@ impl World {
     ) {
         let mut effects = Vec::new();
         let now = self.now;
-        let h = &mut self.nodes[i];
-        let epoch = h.node_epoch();
+        let host = &mut self.nodes[i];
+        let epoch = host.node_epoch();
         match (kind, response) {
             (
                 RequestKind::InitProducerId,
@@ -217,27 +217,28 @@ impl World {
                     producer_id,
                     producer_epoch,
                 },
-            ) => h
+            ) => host
                 .journal
                 .on_producer_id(producer_id, producer_epoch, &mut effects),
             (RequestKind::EndOffset, KafkaResponse::EndOffset(end)) => {
-                h.journal.on_end_offset(end, epoch, &mut effects);
+                host.journal.on_end_offset(end, epoch, &mut effects);
             }
             (RequestKind::Fetch, KafkaResponse::Fetched(f)) => {
-                h.journal
+                host.journal
                     .on_fetched(&f, &mut self.decoded, epoch, &mut effects);
             }
             (RequestKind::Produce, KafkaResponse::Produced(r)) => {
-                h.journal.on_produced(r, &mut effects);
+                host.journal.on_produced(r, &mut effects);
             }
             (RequestKind::EndTransaction, KafkaResponse::TransactionEnded(r)) => {
-                h.journal.on_transaction_ended(r, epoch, &mut effects);
+                host.journal.on_transaction_ended(r, epoch, &mut effects);
             }
             (RequestKind::LatestActivation, KafkaResponse::LatestActivation(v)) => {
-                h.journal.on_latest_activation(v.as_deref(), &mut effects);
+                host.journal
+                    .on_latest_activation(v.as_deref(), &mut effects);
             }
             (RequestKind::JoinGroup | RequestKind::Heartbeat, KafkaResponse::Group(r)) => {
-                h.lock.on_group(r, now, &mut effects);
+                host.lock.on_group(r, now, &mut effects);
             }
             _ => {}
         }
@@ -248,15 +249,15 @@ impl World {
 
     pub(super) fn on_request_timeout(&mut self, i: usize, kind: RequestKind) {
         let mut effects = Vec::new();
-        let h = &mut self.nodes[i];
+        let host = &mut self.nodes[i];
         // Lock requests count too: they go to the same Kafka, so a node that
         // cannot reach it gives up opening the journal sooner.
-        h.journal.attempts += 1;
+        host.journal.attempts += 1;
         if kind.is_lock() {
-            h.lock.on_timeout();
+            host.lock.on_timeout();
         } else {
-            let epoch = h.node_epoch();
-            h.journal.on_timeout(kind, epoch, &mut effects);
+            let epoch = host.node_epoch();
+            host.journal.on_timeout(kind, epoch, &mut effects);
         }
         let mut inputs = VecDeque::new();
         self.apply_effects(i, effects, &mut inputs);
@@ -278,6 +279,6 @@ impl World {
     pub(super) fn live_node(&self) -> Option<usize> {
         self.nodes
             .iter()
-            .position(|h| h.node.as_ref().is_some_and(Node::is_live))
+            .position(|host| host.node.as_ref().is_some_and(Node::is_live))
     }
 }

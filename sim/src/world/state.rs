@@ -92,7 +92,7 @@ impl World {
     pub(crate) fn live_count(&self) -> usize {
         self.nodes
             .iter()
-            .filter(|h| h.node.as_ref().is_some_and(Node::is_live))
+            .filter(|host| host.node.as_ref().is_some_and(Node::is_live))
             .count()
     }
 }
