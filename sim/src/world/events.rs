@@ -81,6 +81,7 @@ pub(super) struct EventQueue {
 }
 
 impl EventQueue {
+    #[inline]
     pub(super) fn push(&mut self, at: Millis, event: Event) {
         self.scheduled += 1;
         let slot = match self.free_slots.pop() {
@@ -97,6 +98,7 @@ impl EventQueue {
     }
 
     /// The next event due at or before `until`, with its time.
+    #[inline]
     pub(super) fn pop_due(&mut self, until: Millis) -> Option<(Millis, Event)> {
         let &Reverse((at, _, slot)) = self.due.peek()?;
         if at > until {

@@ -127,7 +127,7 @@ impl World {
     }
 
     fn perform(&mut self, i: usize, out: Output, inputs: &mut VecDeque<Input>) {
-        let mut effects = Vec::new();
+        let mut effects = std::mem::take(&mut self.effects);
         match out {
             Output::Conn(ConnRequest::Send { conn, bytes }) => {
                 let n = bytes.len();
@@ -173,12 +173,13 @@ impl World {
             }
             Output::Stopped => {}
         }
-        self.apply_effects(i, effects, inputs);
+        self.apply_effects(i, &mut effects, inputs);
+        self.effects = effects;
     }
 
     /// Sends the requests now, in order; queues the inputs for the node.
-    fn apply_effects(&mut self, i: usize, effects: Vec<Effect>, inputs: &mut VecDeque<Input>) {
-        for effect in effects {
+    fn apply_effects(&mut self, i: usize, effects: &mut Vec<Effect>, inputs: &mut VecDeque<Input>) {
+        for effect in effects.drain(..) {
             match effect {
                 Effect::Request(kind, request) => self.request(i, kind, request),
                 Effect::Notify(request) => self.notify(i, request),
@@ -206,7 +207,7 @@ impl World {
         kind: RequestKind,
         response: KafkaResponse,
     ) {
-        let mut effects = Vec::new();
+        let mut effects = std::mem::take(&mut self.effects);
         let now = self.now;
         let host = &mut self.nodes[i];
         let epoch = host.node_epoch();
@@ -243,12 +244,13 @@ impl World {
             _ => {}
         }
         let mut inputs = VecDeque::new();
-        self.apply_effects(i, effects, &mut inputs);
+        self.apply_effects(i, &mut effects, &mut inputs);
+        self.effects = effects;
         self.feed_all(i, inputs);
     }
 
     pub(super) fn on_request_timeout(&mut self, i: usize, kind: RequestKind) {
-        let mut effects = Vec::new();
+        let mut effects = std::mem::take(&mut self.effects);
         let host = &mut self.nodes[i];
         // Lock requests count too: they go to the same Kafka, so a node that
         // cannot reach it gives up opening the journal sooner.
@@ -260,18 +262,20 @@ impl World {
             host.journal.on_timeout(kind, epoch, &mut effects);
         }
         let mut inputs = VecDeque::new();
-        self.apply_effects(i, effects, &mut inputs);
+        self.apply_effects(i, &mut effects, &mut inputs);
+        self.effects = effects;
         self.feed_all(i, inputs);
     }
 
     pub(super) fn on_heartbeat_due(&mut self, i: usize) {
-        let mut effects = Vec::new();
+        let mut effects = std::mem::take(&mut self.effects);
         let (now, session_ms) = (self.now, self.cfg.kafka.session_timeout_ms);
         self.nodes[i]
             .lock
             .on_heartbeat_due(now, session_ms, &mut effects);
         let mut inputs = VecDeque::new();
-        self.apply_effects(i, effects, &mut inputs);
+        self.apply_effects(i, &mut effects, &mut inputs);
+        self.effects = effects;
         self.feed_all(i, inputs);
     }
 

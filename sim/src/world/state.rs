@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use halyard_core::node::Node;
 use halyard_core::Millis;
 
+use super::effects::Effect;
 use super::events::{Event, EventQueue};
 use super::journal_driver::DecodedRecords;
 use super::kafka_requests::JOURNAL_TOPIC;
@@ -41,6 +42,8 @@ pub(crate) struct World {
     pub(crate) faults: FaultStats,
     pub(crate) events_processed: u64,
     pub(super) decoded: DecodedRecords,
+    /// An empty buffer for drivers' effects, kept so they cost no allocation.
+    pub(super) effects: Vec<Effect>,
     /// The first node invariant found broken (checked in debug builds only).
     pub(crate) broken_invariant: Option<String>,
     /// How many times node invariants were checked.
@@ -69,6 +72,7 @@ impl World {
             faults: FaultStats::default(),
             events_processed: 0,
             decoded: DecodedRecords::default(),
+            effects: Vec::new(),
             broken_invariant: None,
             invariant_checks: 0,
         };
