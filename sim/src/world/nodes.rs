@@ -126,6 +126,8 @@ impl World {
         }
     }
 
+    /// Carries out one output of node `i`; the inputs it yields (a flushed
+    /// send, what a driver has for the node) join `inputs`.
     fn perform(&mut self, i: usize, out: Output, inputs: &mut VecDeque<Input>) {
         let mut effects = std::mem::take(&mut self.effects);
         match out {
