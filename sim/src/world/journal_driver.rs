@@ -1,15 +1,20 @@
 //! A node's journal driver: Kafka as the journal. Opening fences older
 //! writers (init producer id), reads to the committed end and hands the
-//! records to the node; appends waiting together go into one transaction
-//! (group commit). It answers the node's requests and Kafka's responses with
+//! records to the node; each write group is one Kafka transaction.
+//!
+//! What to write next and how every ticket is answered (a failed or fenced
+//! transaction fails every append queued behind it until the next open) is
+//! `halyard_core::journal::group_commit`, the same core the local and Kafka
+//! drivers of `halyard-io` and the madsim harness use: this driver only
+//! turns its steps into Kafka model requests and their answers back into
+//! `opened`, `written`, `write_failed` and `write_fenced`. It answers with
 //! `Effect`s.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 
-use halyard_core::ids::Ticket;
-use halyard_core::journal::{decode_entry, encode_entry, CodecError, Entry, Record};
-use halyard_core::node::{Input, JournalEvent};
+use halyard_core::journal::group_commit::{GroupCommit, GroupLimits, JournalStep, WriteGroup};
+use halyard_core::journal::{decode_entry, CodecError, Entry, Record};
+use halyard_core::node::{Input, JournalEvent, JournalRequest};
 
 use super::effects::Effect;
 use super::kafka_requests::{KafkaRequest, Records, RequestKind};
@@ -17,35 +22,56 @@ use crate::config::{DriverBug, PlantedBug};
 use crate::kafka::{FetchResult, KafkaError, Writer};
 
 const TRANSACTIONAL_ID: &str = "halyard-cluster";
-/// Journal batches per Kafka transaction (group commit).
-const TRANSACTION_BATCHES_MAX: usize = 64;
+/// One group commit is one Kafka transaction of at most this many journal
+/// batches; the simulated messages are small, so the byte bound never binds.
+const GROUP_LIMITS: GroupLimits = GroupLimits {
+    group_appends_max: 64,
+    group_bytes_max: 64 * 1024 * 1024,
+};
 const ATTEMPTS_MAX: u32 = 3;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum JournalState {
-    Closed,
+/// Where an `Open` step is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Opening {
     InitProducerId,
     EndOffset,
     Loading { offset: u64, end: u64 },
-    Open,
 }
 
-/// The transaction in flight: produced, then committed.
+/// The transaction of the `Write` step in flight: produced, then committed.
 struct Transaction {
-    tickets: Vec<Ticket>,
     records: Records,
     sequence: u64,
     committing: bool,
     attempts: u32,
+    /// Planted bug `AckBeforeCommit`: its tickets were answered `Durable`
+    /// once produced, so the group commit no longer waits for it.
     acked_early: bool,
+    /// The producer was fenced; the newest activation record is being read
+    /// to tell the node who fenced it.
+    finding_fencer: bool,
+}
+
+/// How a transaction answered early (planted bug) ended, when not committed.
+#[derive(Clone, Debug)]
+enum LateFailure {
+    Failed(String),
+    Fenced(Option<u32>),
 }
 
 pub(super) struct JournalDriver {
     node_name: String,
     planted_bug: Option<DriverBug>,
-    state: JournalState,
-    waiting: VecDeque<(Ticket, Vec<Entry>)>,
+    commit: GroupCommit,
+    /// The `Open` step in flight.
+    opening: Option<Opening>,
+    /// The `Write` step in flight (or, with the planted bug, a transaction
+    /// answered early and still committing).
     transaction: Option<Transaction>,
+    /// With the planted bug: a transaction answered early then failed. The
+    /// group commit had already heard `written`, so the next group is
+    /// failed with this, which makes the node step down.
+    late_failure: Option<LateFailure>,
     producer_id: u64,
     producer_epoch: u16,
     sequence: u64,
@@ -64,9 +90,10 @@ impl JournalDriver {
         JournalDriver {
             node_name,
             planted_bug,
-            state: JournalState::Closed,
-            waiting: VecDeque::new(),
+            commit: GroupCommit::new(GROUP_LIMITS),
+            opening: None,
             transaction: None,
+            late_failure: None,
             producer_id: 0,
             producer_epoch: 0,
             sequence: 0,
@@ -76,18 +103,54 @@ impl JournalDriver {
         }
     }
 
-    /// Forgets the node's requests (it crashed or restarted).
+    /// Forgets the node's requests (it crashed or restarted): its tickets
+    /// start again from the first.
     pub(super) fn reset(&mut self) {
-        self.state = JournalState::Closed;
-        self.waiting.clear();
+        self.commit = GroupCommit::new(GROUP_LIMITS);
+        self.opening = None;
         self.transaction = None;
+        self.late_failure = None;
     }
 
-    pub(super) fn open(&mut self, out: &mut Vec<Effect>) {
-        self.state = JournalState::InitProducerId;
+    /// A request from the node. `node_epoch` is the node's activation
+    /// epoch, recorded as the writer of what it writes.
+    pub(super) fn request(
+        &mut self,
+        request: JournalRequest,
+        node_epoch: u32,
+        out: &mut Vec<Effect>,
+    ) {
+        self.commit.push(request);
+        self.advance(node_epoch, out);
+    }
+
+    /// Carries out the group commit's next steps until one waits for Kafka,
+    /// and passes its answers on to the node in order.
+    fn advance(&mut self, node_epoch: u32, out: &mut Vec<Effect>) {
+        while self.opening.is_none() && self.transaction.is_none() {
+            let step = self.commit.poll_step();
+            // Earlier answers first: the `Loaded` inputs of an open follow them.
+            self.answers(out);
+            match step {
+                None => return,
+                Some(JournalStep::Open) => self.open(out),
+                Some(JournalStep::Close) => self.late_failure = None,
+                Some(JournalStep::Write(group)) => self.write(group, node_epoch, out),
+            }
+        }
+        self.answers(out);
+    }
+
+    fn answers(&mut self, out: &mut Vec<Effect>) {
+        while let Some(ev) = self.commit.poll_event() {
+            out.push(Effect::Input(Input::Journal(ev)));
+        }
+    }
+
+    fn open(&mut self, out: &mut Vec<Effect>) {
+        self.opening = Some(Opening::InitProducerId);
+        self.late_failure = None;
         self.attempts = 0;
-        self.transaction = None;
-        self.waiting.clear();
         self.activations += 1;
         if self.planted_bug == Some(DriverBug::SkipFencing) {
             self.transactional_id =
@@ -96,22 +159,40 @@ impl JournalDriver {
         self.request_producer_id(out);
     }
 
-    pub(super) fn close(&mut self) {
-        self.state = JournalState::Closed;
-        self.transaction = None;
-        self.waiting.clear();
+    fn open_failed(&mut self, reason: String, node_epoch: u32, out: &mut Vec<Effect>) {
+        self.opening = None;
+        self.commit.open_failed(reason);
+        self.advance(node_epoch, out);
     }
 
-    /// `node_epoch` is the node's activation epoch, recorded as the writer.
-    pub(super) fn append(
-        &mut self,
-        ticket: Ticket,
-        entries: Vec<Entry>,
-        node_epoch: u32,
-        out: &mut Vec<Effect>,
-    ) {
-        self.waiting.push_back((ticket, entries));
-        self.start_transaction(node_epoch, out);
+    /// Starts the transaction of one write group.
+    fn write(&mut self, group: WriteGroup, node_epoch: u32, out: &mut Vec<Effect>) {
+        if let Some(failure) = self.late_failure.take() {
+            // Planted bug: the writer failed after answering early; this
+            // group cannot be written by it either.
+            match failure {
+                LateFailure::Failed(reason) => self.commit.write_failed(reason),
+                LateFailure::Fenced(by_epoch) => self.commit.write_fenced(by_epoch),
+            }
+            return;
+        }
+        let records: Vec<_> = group
+            .batches
+            .into_iter()
+            .flatten()
+            .map(|e| (e.key, e.value))
+            .collect();
+        let sequence = self.sequence;
+        self.sequence += 1;
+        self.transaction = Some(Transaction {
+            records: Arc::new(records),
+            sequence,
+            committing: false,
+            attempts: 0,
+            acked_early: false,
+            finding_fencer: false,
+        });
+        self.send_transaction_step(node_epoch, out);
     }
 
     pub(super) fn on_producer_id(
@@ -120,13 +201,13 @@ impl JournalDriver {
         producer_epoch: u16,
         out: &mut Vec<Effect>,
     ) {
-        if self.state != JournalState::InitProducerId {
+        if self.opening != Some(Opening::InitProducerId) {
             return;
         }
         self.producer_id = producer_id;
         self.producer_epoch = producer_epoch;
         self.sequence = 0;
-        self.state = JournalState::EndOffset;
+        self.opening = Some(Opening::EndOffset);
         self.attempts = 0;
         out.push(Effect::Request(
             RequestKind::EndOffset,
@@ -135,10 +216,10 @@ impl JournalDriver {
     }
 
     pub(super) fn on_end_offset(&mut self, end: u64, node_epoch: u32, out: &mut Vec<Effect>) {
-        if self.state != JournalState::EndOffset {
+        if self.opening != Some(Opening::EndOffset) {
             return;
         }
-        self.state = JournalState::Loading { offset: 0, end };
+        self.opening = Some(Opening::Loading { offset: 0, end });
         self.attempts = 0;
         self.fetch_next(node_epoch, out);
     }
@@ -150,7 +231,7 @@ impl JournalDriver {
         node_epoch: u32,
         out: &mut Vec<Effect>,
     ) {
-        let JournalState::Loading { end, .. } = self.state else {
+        let Some(Opening::Loading { end, .. }) = self.opening else {
             return;
         };
         let mut entries = Vec::with_capacity(fetched.records.len());
@@ -158,10 +239,8 @@ impl JournalDriver {
             match decoded.get(r.offset, &r.key, r.value.as_deref()) {
                 Ok(e) => entries.push(e),
                 Err(e) => {
-                    self.state = JournalState::Closed;
-                    out.push(Effect::Input(Input::Journal(JournalEvent::OpenFailed {
-                        reason: format!("offset {}: {e}", r.offset),
-                    })));
+                    let reason = format!("offset {}: {e}", r.offset);
+                    self.open_failed(reason, node_epoch, out);
                     return;
                 }
             }
@@ -171,41 +250,43 @@ impl JournalDriver {
                 entries,
             })));
         }
-        self.state = JournalState::Loading {
+        self.opening = Some(Opening::Loading {
             offset: fetched.next_offset,
             end,
-        };
+        });
         self.attempts = 0;
         self.fetch_next(node_epoch, out);
     }
 
-    pub(super) fn on_produced(&mut self, result: Result<u64, KafkaError>, out: &mut Vec<Effect>) {
-        if self.state != JournalState::Open
-            || self.transaction.as_ref().is_none_or(|t| t.committing)
-        {
+    pub(super) fn on_produced(
+        &mut self,
+        result: Result<u64, KafkaError>,
+        node_epoch: u32,
+        out: &mut Vec<Effect>,
+    ) {
+        let Some(t) = self.transaction.as_mut() else {
+            return;
+        };
+        if t.committing || t.finding_fencer {
             return;
         }
         match result {
             Ok(_) => {
-                let ack_early = self.planted_bug == Some(DriverBug::AckBeforeCommit);
-                let t = self.transaction.as_mut().expect("a transaction");
                 t.committing = true;
                 t.attempts = 0;
-                if ack_early {
+                if self.planted_bug == Some(DriverBug::AckBeforeCommit) {
+                    // Planted bug: durable once produced, before the commit.
                     t.acked_early = true;
-                    for &ticket in &t.tickets {
-                        out.push(Effect::Input(Input::Journal(JournalEvent::Durable {
-                            ticket,
-                        })));
-                    }
+                    self.commit.written();
+                    self.answers(out);
                 }
                 out.push(Effect::Request(
                     RequestKind::EndTransaction,
                     self.end_transaction(),
                 ));
             }
-            Err(KafkaError::ProducerFenced { .. }) => Self::find_fencer(out),
-            Err(e) => self.failed(e.to_string(), out),
+            Err(KafkaError::ProducerFenced { .. }) => self.find_fencer(out),
+            Err(e) => self.failed(e.to_string(), node_epoch, out),
         }
     }
 
@@ -215,54 +296,58 @@ impl JournalDriver {
         node_epoch: u32,
         out: &mut Vec<Effect>,
     ) {
-        if self.state != JournalState::Open || self.transaction.is_none() {
+        let Some(t) = self.transaction.as_ref() else {
+            return;
+        };
+        if !t.committing || t.finding_fencer {
             return;
         }
         match result {
             Ok(()) => {
                 let t = self.transaction.take().expect("a transaction");
                 if !t.acked_early {
-                    for ticket in t.tickets {
-                        out.push(Effect::Input(Input::Journal(JournalEvent::Durable {
-                            ticket,
-                        })));
-                    }
+                    self.commit.written();
                 }
-                self.start_transaction(node_epoch, out);
+                self.advance(node_epoch, out);
             }
-            Err(KafkaError::ProducerFenced { .. }) => Self::find_fencer(out),
-            Err(e) => self.failed(e.to_string(), out),
+            Err(KafkaError::ProducerFenced { .. }) => self.find_fencer(out),
+            Err(e) => self.failed(e.to_string(), node_epoch, out),
         }
     }
 
     /// The newest activation record names the live that fenced us.
-    pub(super) fn on_latest_activation(&mut self, value: Option<&[u8]>, out: &mut Vec<Effect>) {
+    pub(super) fn on_latest_activation(
+        &mut self,
+        value: Option<&[u8]>,
+        node_epoch: u32,
+        out: &mut Vec<Effect>,
+    ) {
         let by_epoch = value.and_then(|v| match decode_entry(b"activation", Some(v)) {
             Ok(Entry::Put(Record::Activation { epoch, .. })) => Some(epoch),
             _ => None,
         });
-        self.fenced(by_epoch, out);
+        self.fenced(by_epoch, node_epoch, out);
     }
 
     /// A journal request of `kind` got no answer in time.
     pub(super) fn on_timeout(&mut self, kind: RequestKind, node_epoch: u32, out: &mut Vec<Effect>) {
         match kind {
             RequestKind::InitProducerId | RequestKind::EndOffset | RequestKind::Fetch => {
+                let Some(opening) = self.opening else {
+                    return;
+                };
                 if self.attempts > ATTEMPTS_MAX {
-                    self.state = JournalState::Closed;
-                    out.push(Effect::Input(Input::Journal(JournalEvent::OpenFailed {
-                        reason: "Kafka did not answer while opening the journal".into(),
-                    })));
-                } else {
-                    match self.state {
-                        JournalState::InitProducerId => self.request_producer_id(out),
-                        JournalState::EndOffset => out.push(Effect::Request(
-                            RequestKind::EndOffset,
-                            KafkaRequest::EndOffset,
-                        )),
-                        JournalState::Loading { .. } => self.fetch_next(node_epoch, out),
-                        _ => {}
-                    }
+                    let reason = "Kafka did not answer while opening the journal".to_string();
+                    self.open_failed(reason, node_epoch, out);
+                    return;
+                }
+                match opening {
+                    Opening::InitProducerId => self.request_producer_id(out),
+                    Opening::EndOffset => out.push(Effect::Request(
+                        RequestKind::EndOffset,
+                        KafkaRequest::EndOffset,
+                    )),
+                    Opening::Loading { .. } => self.fetch_next(node_epoch, out),
                 }
             }
             RequestKind::Produce | RequestKind::EndTransaction => {
@@ -272,12 +357,16 @@ impl JournalDriver {
                 t.attempts += 1;
                 if t.attempts > ATTEMPTS_MAX {
                     // Its fate is unknown: the node must step down and reload.
-                    self.failed("Kafka did not confirm the transaction".into(), out);
+                    self.failed(
+                        "Kafka did not confirm the transaction".into(),
+                        node_epoch,
+                        out,
+                    );
                 } else {
                     self.send_transaction_step(node_epoch, out);
                 }
             }
-            RequestKind::LatestActivation => self.fenced(None, out),
+            RequestKind::LatestActivation => self.fenced(None, node_epoch, out),
             RequestKind::JoinGroup | RequestKind::Heartbeat => {}
         }
     }
@@ -292,47 +381,19 @@ impl JournalDriver {
     }
 
     fn fetch_next(&mut self, node_epoch: u32, out: &mut Vec<Effect>) {
-        let JournalState::Loading { offset, end } = self.state else {
+        let Some(Opening::Loading { offset, end }) = self.opening else {
             return;
         };
         if offset >= end {
-            self.state = JournalState::Open;
-            out.push(Effect::Input(Input::Journal(JournalEvent::Ready)));
-            self.start_transaction(node_epoch, out);
+            self.opening = None;
+            self.commit.opened();
+            self.advance(node_epoch, out);
         } else {
             out.push(Effect::Request(
                 RequestKind::Fetch,
                 KafkaRequest::Fetch { offset },
             ));
         }
-    }
-
-    /// Starts a transaction with every append waiting (group commit).
-    fn start_transaction(&mut self, node_epoch: u32, out: &mut Vec<Effect>) {
-        if self.state != JournalState::Open || self.transaction.is_some() || self.waiting.is_empty()
-        {
-            return;
-        }
-        let mut tickets = Vec::new();
-        let mut records = Vec::new();
-        while tickets.len() < TRANSACTION_BATCHES_MAX {
-            let Some((t, entries)) = self.waiting.pop_front() else {
-                break;
-            };
-            tickets.push(t);
-            records.extend(entries.iter().map(encode_entry));
-        }
-        let sequence = self.sequence;
-        self.sequence += 1;
-        self.transaction = Some(Transaction {
-            tickets,
-            records: Arc::new(records),
-            sequence,
-            committing: false,
-            attempts: 0,
-            acked_early: false,
-        });
-        self.send_transaction_step(node_epoch, out);
     }
 
     /// Sends (again) what the transaction in flight needs next.
@@ -370,46 +431,38 @@ impl JournalDriver {
     }
 
     /// Asks which live fenced us (for "fenced by epoch N"), then tells the node.
-    fn find_fencer(out: &mut Vec<Effect>) {
+    fn find_fencer(&mut self, out: &mut Vec<Effect>) {
+        if let Some(t) = self.transaction.as_mut() {
+            t.finding_fencer = true;
+        }
         out.push(Effect::Request(
             RequestKind::LatestActivation,
             KafkaRequest::LatestActivation,
         ));
     }
 
-    fn fenced(&mut self, by_epoch: Option<u32>, out: &mut Vec<Effect>) {
-        if let Some(ticket) = self.abandon() {
-            out.push(Effect::Input(Input::Journal(JournalEvent::Fenced {
-                ticket,
-                by_epoch,
-            })));
+    fn fenced(&mut self, by_epoch: Option<u32>, node_epoch: u32, out: &mut Vec<Effect>) {
+        let Some(t) = self.transaction.take() else {
+            return;
+        };
+        if t.acked_early {
+            self.late_failure = Some(LateFailure::Fenced(by_epoch));
+        } else {
+            self.commit.write_fenced(by_epoch);
         }
+        self.advance(node_epoch, out);
     }
 
-    fn failed(&mut self, reason: String, out: &mut Vec<Effect>) {
-        if let Some(ticket) = self.abandon() {
-            out.push(Effect::Input(Input::Journal(JournalEvent::Failed {
-                ticket,
-                reason,
-            })));
+    fn failed(&mut self, reason: String, node_epoch: u32, out: &mut Vec<Effect>) {
+        let Some(t) = self.transaction.take() else {
+            return;
+        };
+        if t.acked_early {
+            self.late_failure = Some(LateFailure::Failed(reason));
+        } else {
+            self.commit.write_failed(reason);
         }
-    }
-
-    /// Closes the journal and drops what waits; returns the oldest ticket
-    /// not yet answered, the one the node hears the outcome for.
-    fn abandon(&mut self) -> Option<Ticket> {
-        // A transaction acknowledged early (planted bug) has no ticket left
-        // to answer: the next unanswered one waits in the queue.
-        let ticket = self
-            .transaction
-            .as_ref()
-            .filter(|t| !t.acked_early)
-            .and_then(|t| t.tickets.first().copied());
-        let ticket = ticket.or_else(|| self.waiting.front().map(|(t, _)| *t));
-        self.transaction = None;
-        self.waiting.clear();
-        self.state = JournalState::Closed;
-        ticket
+        self.advance(node_epoch, out);
     }
 }
 

@@ -4,8 +4,7 @@
 use std::collections::VecDeque;
 
 use halyard_core::node::{
-    AcceptRequest, ConnEvent, ConnRequest, Input, JournalRequest, LockRequest, Node, NodeConfig,
-    Output,
+    AcceptRequest, ConnEvent, ConnRequest, Input, LockRequest, Node, NodeConfig, Output,
 };
 
 use super::effects::Effect;
@@ -152,16 +151,13 @@ impl World {
                 }
             }
             Output::Conn(ConnRequest::PauseReading { .. } | ConnRequest::ResumeReading { .. }) => {}
-            Output::Journal(JournalRequest::Append { ticket, entries }) => {
+            // Requests in flight stay in flight through a close: the group
+            // commit waits for the write in flight before it closes, as the
+            // io drivers do.
+            Output::Journal(request) => {
                 let host = &mut self.nodes[i];
                 let epoch = host.node_epoch();
-                host.journal.append(ticket, entries, epoch, &mut effects);
-            }
-            Output::Journal(JournalRequest::Open) => self.nodes[i].journal.open(&mut effects),
-            Output::Journal(JournalRequest::Close) => {
-                let host = &mut self.nodes[i];
-                host.journal.close();
-                host.requests_in_flight.retain(|_, k| k.is_lock());
+                host.journal.request(request, epoch, &mut effects);
             }
             Output::Lock(LockRequest::Acquire) => self.nodes[i].lock.acquire(&mut effects),
             Output::Lock(LockRequest::Release) => self.nodes[i].lock.release(&mut effects),
@@ -231,14 +227,14 @@ impl World {
                     .on_fetched(&f, &mut self.decoded, epoch, &mut effects);
             }
             (RequestKind::Produce, KafkaResponse::Produced(r)) => {
-                host.journal.on_produced(r, &mut effects);
+                host.journal.on_produced(r, epoch, &mut effects);
             }
             (RequestKind::EndTransaction, KafkaResponse::TransactionEnded(r)) => {
                 host.journal.on_transaction_ended(r, epoch, &mut effects);
             }
             (RequestKind::LatestActivation, KafkaResponse::LatestActivation(v)) => {
                 host.journal
-                    .on_latest_activation(v.as_deref(), &mut effects);
+                    .on_latest_activation(v.as_deref(), epoch, &mut effects);
             }
             (RequestKind::JoinGroup | RequestKind::Heartbeat, KafkaResponse::Group(r)) => {
                 host.lock.on_group(r, now, &mut effects);
