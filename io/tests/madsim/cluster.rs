@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use halyard_core::ha::Role;
-use halyard_core::ids::Ticket;
-use halyard_core::journal::{decode_entry, encode_entry, Entry};
+use halyard_core::journal::group_commit::{GroupCommit, GroupLimits, JournalStep};
+use halyard_core::journal::{decode_entry, Entry};
 use halyard_core::node::{
     Input, JournalEvent, JournalRequest, LockEvent, LockRequest, Node, NodeConfig,
 };
@@ -177,128 +177,81 @@ impl Rpc {
 pub static ACK_WITHOUT_WRITING: std::sync::atomic::AtomicBool =
     std::sync::atomic::AtomicBool::new(false);
 
+/// Bounds one group commit (one Kafka transaction).
+const GROUP_LIMITS: GroupLimits = GroupLimits {
+    group_appends_max: 256,
+    group_bytes_max: 8 * 1024 * 1024,
+};
+
+/// The journal adapter: core's group commit (the same as the io drivers'
+/// and the simulator's) decides what to write and answers the tickets;
+/// this task only talks to the Kafka host.
 async fn journal_task(
     name: String,
     kafka: SocketAddr,
-    mut cmds: mpsc::UnboundedReceiver<JournalRequest>,
+    mut requests: mpsc::UnboundedReceiver<JournalRequest>,
     inputs: mpsc::Sender<Input>,
     epoch_of_node: Arc<Mutex<u32>>,
 ) {
     let mut rpc = Rpc::new(kafka);
-    let mut open: Option<(u64, u16)> = None;
-    let mut seq = 0u64;
-    let send = |ev| {
-        let inputs = inputs.clone();
-        async move { inputs.send(Input::Journal(ev)).await.is_ok() }
-    };
-    let mut pending: Option<JournalRequest> = None;
+    let mut commit = GroupCommit::new(GROUP_LIMITS);
+    // The producer id and epoch while the journal is open.
+    let mut writer: Option<(u64, u16)> = None;
+    let mut sequence = 0u64;
     loop {
-        let cmd = match pending.take() {
-            Some(c) => c,
-            None => match cmds.recv().await {
-                Some(c) => c,
+        // What queued up during the last step joins the next group.
+        while !commit.next_group().sealed {
+            match requests.try_recv() {
+                Ok(request) => commit.push(request),
+                Err(_) => break,
+            }
+        }
+        let step = commit.poll_step();
+        if !send_answers(&mut commit, &inputs).await {
+            return;
+        }
+        let Some(step) = step else {
+            match requests.recv().await {
+                Some(request) => commit.push(request),
                 None => return,
-            },
+            }
+            continue;
         };
-        match cmd {
-            JournalRequest::Open => {
-                open = None;
-                let Some(Resp::Pid { pid, epoch }) = rpc
-                    .call_retry(
-                        &Req::InitPid {
-                            txn_id: TXN_ID.into(),
-                        },
-                        3,
-                    )
-                    .await
-                else {
-                    send(JournalEvent::OpenFailed {
-                        reason: "Kafka unreachable (init)".into(),
-                    })
-                    .await;
-                    continue;
-                };
-                let Some(Resp::End { offset: end }) = rpc.call_retry(&Req::EndOffset, 3).await
-                else {
-                    send(JournalEvent::OpenFailed {
-                        reason: "Kafka unreachable (end offset)".into(),
-                    })
-                    .await;
-                    continue;
-                };
-                let mut offset = 0;
-                let mut ok = true;
-                while offset < end {
-                    match rpc.call_retry(&Req::Fetch { offset }, 3).await {
-                        Some(Resp::Fetched { records, next }) => {
-                            let mut entries = Vec::with_capacity(records.len());
-                            for (k, v) in &records {
-                                match decode_entry(k, v.as_deref()) {
-                                    Ok(e) => entries.push(e),
-                                    Err(e) => panic!("{name}: undecodable journal entry: {e}"),
-                                }
-                            }
-                            if !entries.is_empty() && !send(JournalEvent::Loaded { entries }).await
-                            {
-                                return;
-                            }
-                            offset = next;
-                        }
-                        _ => {
-                            ok = false;
-                            break;
-                        }
+        match step {
+            JournalStep::Open => {
+                writer = None;
+                match open_journal(&name, &mut rpc, &inputs).await {
+                    Ok(Some(producer)) => {
+                        writer = Some(producer);
+                        sequence = 0;
+                        commit.opened();
                     }
-                }
-                if !ok {
-                    send(JournalEvent::OpenFailed {
-                        reason: "Kafka unreachable (fetch)".into(),
-                    })
-                    .await;
-                    continue;
-                }
-                open = Some((pid, epoch));
-                seq = 0;
-                if !send(JournalEvent::Ready).await {
-                    return;
+                    Ok(None) => return,
+                    Err(reason) => commit.open_failed(reason),
                 }
             }
-            JournalRequest::Close => open = None,
-            JournalRequest::Append { ticket, entries } => {
-                let mut tickets: Vec<Ticket> = vec![ticket];
-                let mut records: Records = entries.iter().map(encode_entry).collect();
-                while tickets.len() < 256 {
-                    match cmds.try_recv() {
-                        Ok(JournalRequest::Append { ticket, entries }) => {
-                            tickets.push(ticket);
-                            records.extend(entries.iter().map(|e: &Entry| encode_entry(e)));
-                        }
-                        Ok(other) => {
-                            pending = Some(other);
-                            break;
-                        }
-                        Err(_) => break,
-                    }
-                }
-                let Some((pid, epoch)) = open else {
-                    send(JournalEvent::Failed {
-                        ticket: tickets[0],
-                        reason: "journal not open".into(),
-                    })
-                    .await;
-                    continue;
+            JournalStep::Close => writer = None,
+            JournalStep::Write(group) => {
+                let Some((pid, epoch)) = writer else {
+                    unreachable!("the group commit asks for writes only while the journal is open");
                 };
+                let records: Records = group
+                    .batches
+                    .into_iter()
+                    .flatten()
+                    .map(|e| (e.key, e.value))
+                    .collect();
                 let core_epoch = *epoch_of_node.lock().expect("epoch");
                 let produce = Req::Produce {
                     txn_id: TXN_ID.into(),
                     pid,
                     epoch,
-                    seq,
+                    seq: sequence,
                     records,
                     node: name.clone(),
                     core_epoch,
                 };
-                seq += 1;
+                sequence += 1;
                 let outcome = if ACK_WITHOUT_WRITING.load(std::sync::atomic::Ordering::Relaxed) {
                     Some(Resp::Ok)
                 } else {
@@ -318,33 +271,73 @@ async fn journal_task(
                     }
                 };
                 match outcome {
-                    Some(Resp::Ok) => {
-                        for t in tickets {
-                            if !send(JournalEvent::Durable { ticket: t }).await {
-                                return;
-                            }
-                        }
-                    }
+                    Some(Resp::Ok) => commit.written(),
                     Some(Resp::Fenced) => {
-                        open = None;
-                        send(JournalEvent::Fenced {
-                            ticket: tickets[0],
-                            by_epoch: None,
-                        })
-                        .await;
+                        writer = None;
+                        commit.write_fenced(None);
                     }
                     other => {
-                        open = None;
-                        send(JournalEvent::Failed {
-                            ticket: tickets[0],
-                            reason: format!("transaction outcome unknown: {other:?}"),
-                        })
-                        .await;
+                        writer = None;
+                        commit.write_failed(format!("transaction outcome unknown: {other:?}"));
                     }
                 }
             }
         }
     }
+}
+
+/// Sends the group commit's answers to the node, in order; false once the
+/// node is gone.
+async fn send_answers(commit: &mut GroupCommit, inputs: &mpsc::Sender<Input>) -> bool {
+    while let Some(ev) = commit.poll_event() {
+        if inputs.send(Input::Journal(ev)).await.is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+/// Fences older writers and reads the journal to its end, sending `Loaded`
+/// inputs: the producer id and epoch, `None` once the node is gone, or why
+/// opening failed.
+async fn open_journal(
+    name: &str,
+    rpc: &mut Rpc,
+    inputs: &mpsc::Sender<Input>,
+) -> Result<Option<(u64, u16)>, String> {
+    let init = Req::InitPid {
+        txn_id: TXN_ID.into(),
+    };
+    let Some(Resp::Pid { pid, epoch }) = rpc.call_retry(&init, 3).await else {
+        return Err("Kafka unreachable (init)".into());
+    };
+    let Some(Resp::End { offset: end }) = rpc.call_retry(&Req::EndOffset, 3).await else {
+        return Err("Kafka unreachable (end offset)".into());
+    };
+    let mut offset = 0;
+    while offset < end {
+        let Some(Resp::Fetched { records, next }) = rpc.call_retry(&Req::Fetch { offset }, 3).await
+        else {
+            return Err("Kafka unreachable (fetch)".into());
+        };
+        let mut entries = Vec::with_capacity(records.len());
+        for (k, v) in &records {
+            match decode_entry(k, v.as_deref()) {
+                Ok(e) => entries.push(e),
+                Err(e) => panic!("{name}: undecodable journal entry: {e}"),
+            }
+        }
+        if !entries.is_empty()
+            && inputs
+                .send(Input::Journal(JournalEvent::Loaded { entries }))
+                .await
+                .is_err()
+        {
+            return Ok(None);
+        }
+        offset = next;
+    }
+    Ok(Some((pid, epoch)))
 }
 
 async fn lock_task(
