@@ -43,7 +43,8 @@
 # AMQP (for Qpid JMS and python-qpid-proton, tests/amqp): ARTEMIS_AMQP=1 gives the instance an
 # AMQP 1.0 acceptor on 127.0.0.1:ARTEMIS_AMQP_PORT (61627), and start/status then also wait for
 # it to answer the AMQP protocol header; unset (the benchmarks) removes that acceptor again, so
-# the instance is STOMP-only as before. Applied at every start.
+# the instance is STOMP-only as before. ARTEMIS_AMQP_IDLE_TIMEOUT_MS sets its amqpIdleTimeout
+# (unset: Artemis's default, 60 s). Applied at every start.
 #
 # ARTEMIS_INSTANCE names the instance folder under target/artemis (default `instance`, the
 # benchmarks'); another name (the tests use `tests`) is a separate broker with its own journal,
@@ -51,7 +52,8 @@
 # never share state. Give it its own ports too.
 #
 # Environment: ARTEMIS_VERSION, ARTEMIS_GROUP, ARTEMIS_STOMP_PORT (61613), ARTEMIS_CORE_PORT
-# (61626), ARTEMIS_AMQP (unset), ARTEMIS_AMQP_PORT (61627), ARTEMIS_INSTANCE (instance),
+# (61626), ARTEMIS_AMQP (unset), ARTEMIS_AMQP_PORT (61627),
+# ARTEMIS_AMQP_IDLE_TIMEOUT_MS (unset), ARTEMIS_INSTANCE (instance),
 # ARTEMIS_USER/ARTEMIS_PASSWORD (artemis/artemis), ARTEMIS_STOMP_CONSUMER_WINDOW (unset),
 # ARTEMIS_START_TIMEOUT seconds (90).
 set -euo pipefail
@@ -66,6 +68,7 @@ ARTEMIS_STOMP_PORT=${ARTEMIS_STOMP_PORT:-61613}
 ARTEMIS_CORE_PORT=${ARTEMIS_CORE_PORT:-61626}
 ARTEMIS_AMQP=${ARTEMIS_AMQP-}
 ARTEMIS_AMQP_PORT=${ARTEMIS_AMQP_PORT:-61627}
+ARTEMIS_AMQP_IDLE_TIMEOUT_MS=${ARTEMIS_AMQP_IDLE_TIMEOUT_MS-}
 ARTEMIS_INSTANCE=${ARTEMIS_INSTANCE:-instance}
 ARTEMIS_USER=${ARTEMIS_USER:-artemis}
 ARTEMIS_PASSWORD=${ARTEMIS_PASSWORD:-artemis}
@@ -184,6 +187,9 @@ configure_amqp() {
     sed -i -E '/<acceptor name="amqp">[^<]*<\/acceptor>/d' "$BROKER_XML"
     [[ "$ARTEMIS_AMQP" == 1 ]] || return 0
     local url="tcp://127.0.0.1:${ARTEMIS_AMQP_PORT}?protocols=AMQP;useEpoll=true;amqpCredits=1000;amqpLowCredits=300;amqpDuplicateDetection=true"
+    if [[ -n "$ARTEMIS_AMQP_IDLE_TIMEOUT_MS" ]]; then
+        url+=";amqpIdleTimeout=${ARTEMIS_AMQP_IDLE_TIMEOUT_MS}"
+    fi
     sed -i -E "s#</acceptors>#   <acceptor name=\"amqp\">${url}</acceptor>\n      </acceptors>#" "$BROKER_XML"
     grep -qF "<acceptor name=\"amqp\">${url}</acceptor>" "$BROKER_XML" \
         || die "could not configure the AMQP acceptor in $BROKER_XML"
