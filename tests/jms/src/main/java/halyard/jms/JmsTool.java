@@ -48,6 +48,10 @@ import org.apache.qpid.jms.message.JmsInboundMessageDispatch;
  *   request      send --count requests to --queue with a temporary reply queue, await replies
  *   unsubscribe  remove durable subscription --name of --client-id
  *
+ * --gate (produce, consume): after connecting, print {"event":"gate"} and wait for a line on
+ *   stdin before creating the session (so a test can kill a broker in between and see the
+ *   connection fail over before any message moves).
+ *
  * Connection options (every command):
  *   --url URL            amqp://127.0.0.1:61616 or failover:(amqp://a,amqp://b)?failover.maxReconnectAttempts=-1
  *   --user U --password P   log in (SASL PLAIN); without them Qpid JMS uses ANONYMOUS
@@ -58,7 +62,8 @@ import org.apache.qpid.jms.message.JmsInboundMessageDispatch;
  *          [--priorities 0,9,4 (cycled)] [--ttl MS] [--delay MS] [--property k=v | k:int=v | k:long=v |
  *          k:double=v | k:bool=v ...] [--body TEXT (default msg-SEQ; {seq} is replaced)]
  *          [--body-size CHARS] [--type text|bytes|map|stream|object] [--run ID] [--start SEQ]
- *          [--transacted --commit-every K [--rollback] [--retry-rolled-back]] [--sleep-ms MS]
+ *          [--transacted --commit-every K [--rollback] [--retry-rolled-back (resend a batch whose
+ *          commit failed, every 200 ms, up to 600 times)]] [--sleep-ms MS]
  * consume: --queue|--topic NAME [--count N (0: subscribe and exit)] [--timeout-ms T (idle)]
  *          [--first-timeout-ms T] [--selector S] [--durable NAME] [--shared NAME] [--no-local]
  *          [--ack auto|client|dups] [--transacted --commit-every K [--rollback-first]]
@@ -76,7 +81,7 @@ public final class JmsTool {
 
     private static final Set<String> FLAGS = Set.of(
             "persistent", "non-persistent", "transacted", "rollback", "rollback-first", "no-local",
-            "retry-rolled-back", "unsubscribe");
+            "retry-rolled-back", "unsubscribe", "gate");
 
     private static final PrintStream OUT = new PrintStream(System.out, true, StandardCharsets.UTF_8);
     private static final AtomicInteger RECONNECTS = new AtomicInteger();
@@ -211,6 +216,18 @@ public final class JmsTool {
         ev.put("uri", String.valueOf(uri));
         ev.put("command", command);
         emit(ev);
+        if (flag("gate")) {
+            emit(event("gate"));
+            try {
+                new java.io.BufferedReader(new java.io.InputStreamReader(System.in, StandardCharsets.UTF_8)).readLine();
+            } catch (java.io.IOException e) {
+                throw new IllegalStateException("reading the gate line", e);
+            }
+            Map<String, Object> g = event("gate-open");
+            g.put("uri", String.valueOf(((JmsConnection) c).getConnectedURI()));
+            g.put("reconnects", RECONNECTS.get());
+            emit(g);
+        }
         return c;
     }
 
@@ -470,9 +487,12 @@ public final class JmsTool {
                             // the transaction is gone with the connection; the retry starts a new one
                         }
                     }
-                    if (!retry || attempt >= 20) {
+                    // A commit that failed while the connection was failing over: wait a little
+                    // (the failover provider reconnects meanwhile) and send the batch again.
+                    if (!retry || attempt >= 600) {
                         break;
                     }
+                    Thread.sleep(200);
                 }
                 seq = batchEnd;
             }
@@ -589,7 +609,7 @@ public final class JmsTool {
             Session s = transacted ? c.createSession(true, Session.SESSION_TRANSACTED) : c.createSession(false, ackMode);
             Destination d = destination(s);
             MessageConsumer consumer;
-            if (durable != null && shared != null) {
+            if (durable != null && shared != null && !"durable".equals(shared)) {
                 throw new IllegalArgumentException("--durable NAME and --shared NAME: give one (shared durable: --durable NAME --shared durable)");
             }
             String subName = durable != null ? durable : shared;
