@@ -60,7 +60,8 @@ import org.apache.qpid.jms.message.JmsInboundMessageDispatch;
  *
  * produce: --queue|--topic NAME --count N [--persistent|--non-persistent] [--priority P]
  *          [--priorities 0,9,4 (cycled)] [--ttl MS] [--delay MS] [--property k=v | k:int=v | k:long=v |
- *          k:double=v | k:bool=v ...] [--body TEXT (default msg-SEQ; {seq} is replaced)]
+ *          k:double=v | k:bool=v ...; {seq} in v is the message's seq] [--property-cycle k=a,b,,c
+ *          (message seq takes value seq % 4; an empty value leaves the property unset)] [--body TEXT (default msg-SEQ; {seq} is replaced)]
  *          [--body-size CHARS] [--type text|bytes|map|stream|object] [--run ID] [--start SEQ]
  *          [--transacted --commit-every K [--rollback] [--retry-rolled-back (resend a batch whose
  *          commit failed, every 200 ms, up to 600 times)]] [--sleep-ms MS]
@@ -356,13 +357,25 @@ public final class JmsTool {
         if (run != null) {
             m.setStringProperty("run", run);
         }
-        for (String p : all("property")) {
+        List<String> props = new ArrayList<>(all("property"));
+        for (String p : all("property-cycle")) {
+            int eq = p.indexOf('=');
+            if (eq < 0) {
+                throw new IllegalArgumentException("--property-cycle wants k=v1,v2,..., got " + p);
+            }
+            String[] values = p.substring(eq + 1).split(",", -1);
+            String v = values[(int) (seq % values.length)];
+            if (!v.isEmpty()) {
+                props.add(p.substring(0, eq) + "=" + v);
+            }
+        }
+        for (String p : props) {
             int eq = p.indexOf('=');
             if (eq < 0) {
                 throw new IllegalArgumentException("--property wants k=v, got " + p);
             }
             String k = p.substring(0, eq);
-            String v = p.substring(eq + 1);
+            String v = p.substring(eq + 1).replace("{seq}", Long.toString(seq));
             String kind = "string";
             int colon = k.indexOf(':');
             if (colon >= 0) {
