@@ -7,7 +7,6 @@ import threading
 
 import stomp
 
-from conftest import Broker, Jms
 
 
 class Listener(stomp.ConnectionListener):

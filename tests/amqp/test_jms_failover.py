@@ -12,7 +12,6 @@ from __future__ import annotations
 import collections
 from urllib.parse import urlparse
 
-from conftest import Pair
 
 
 def seqs(events) -> list[int]:

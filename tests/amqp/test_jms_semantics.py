@@ -8,7 +8,6 @@ import uuid
 
 import pytest
 
-from conftest import Broker, Jms
 
 
 def seqs(events) -> list[int]:

@@ -12,7 +12,6 @@ from proton import Delivery, Link, Message, symbol, uint
 
 from amqp_engine import EngineClient
 from amqp_raw import ATTACH, BEGIN, TRANSFER, RawAmqp, encode_value, frame, performative
-from conftest import Broker
 
 
 def client(broker: Broker, **kw) -> EngineClient:
