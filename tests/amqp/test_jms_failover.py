@@ -38,7 +38,7 @@ def test_seed002_30_persistent_messages_survive_killing_the_live(pair: Pair, pai
     assert consumer.summary["reconnects"] >= 1
 
 
-def test_10000_messages_sigkill_mid_stream_loses_no_returned_send(pair: Pair, pair_jms, name):
+def test_10000_messages_sigkill_mid_stream_loses_no_returned_send(pair: Pair, pair_jms, name, report):
     total = 10_000
     producer = pair_jms.start("produce", "--queue", name, "--count", str(total), "--persistent")
     producer.wait_for(lambda: producer.count("sent") >= total // 2, timeout=300, what="half of the sends")
@@ -55,7 +55,7 @@ def test_10000_messages_sigkill_mid_stream_loses_no_returned_send(pair: Pair, pa
     duplicates = {s: n for s, n in counts.items() if n > 1}
     lost = sorted(set(returned) - set(counts))
     never_sent = sorted(set(counts) - set(range(total)))
-    print(f"\n[{pair.kind}] 10,000 with SIGKILL after {total // 2} returned sends: "
+    report(f"[{pair.kind}] 10,000 with SIGKILL after {total // 2} returned sends: "
           f"returned={len(set(returned))} send_failed={len(failed)} reconnects={producer.summary['reconnects']} "
           f"received={len(received)} unique={len(counts)} duplicates={sum(duplicates.values()) - len(duplicates)} "
           f"(seqs {sorted(duplicates)[:20]}) unreturned_but_delivered={len(set(counts) - set(returned))} lost={len(lost)}")
@@ -64,7 +64,7 @@ def test_10000_messages_sigkill_mid_stream_loses_no_returned_send(pair: Pair, pa
     assert not never_sent, never_sent[:20]
 
 
-def test_durable_and_shared_durable_subscriptions_survive_a_failover(pair: Pair, pair_jms, name):
+def test_durable_and_shared_durable_subscriptions_survive_a_failover(pair: Pair, pair_jms, name, report):
     topic = f"{name}-topic"
     # A durable subscription, then a shared durable one, both made and left while messages come.
     pair_jms.run("consume", "--topic", topic, "--durable", "dur", "--client-id", f"{name}-cid", "--count", "0")
@@ -84,12 +84,12 @@ def test_durable_and_shared_durable_subscriptions_survive_a_failover(pair: Pair,
     b.release()
     assert a.wait() == 0 and b.wait() == 0, a.describe() + b.describe()
     sa, sb = seqs(a.of("received")), seqs(b.of("received"))
-    print(f"\n[{pair.kind}] shared durable subscription after failover: {len(sa)} + {len(sb)} messages")
+    report(f"[{pair.kind}] shared durable subscription after failover: {len(sa)} + {len(sb)} messages")
     assert sorted(sa + sb) == list(range(20))
     assert sa and sb, "both consumers of the shared subscription get messages"
 
 
-def test_transacted_commits_that_were_answered_survive_a_failover(pair: Pair, pair_jms, name):
+def test_transacted_commits_that_were_answered_survive_a_failover(pair: Pair, pair_jms, name, report):
     total, batch = 400, 10
     producer = pair_jms.start("produce", "--queue", name, "--count", str(total), "--transacted",
                               "--commit-every", str(batch), "--retry-rolled-back", "--persistent")
@@ -107,7 +107,7 @@ def test_transacted_commits_that_were_answered_survive_a_failover(pair: Pair, pa
     counts = collections.Counter(received)
     lost = sorted(committed - set(counts))
     dups = sum(n - 1 for n in counts.values() if n > 1)
-    print(f"\n[{pair.kind}] transacted producer across failover: committed={len(committed)} "
+    report(f"[{pair.kind}] transacted producer across failover: committed={len(committed)} "
           f"commit_failed={len(failed_commits)} received={len(received)} duplicates={dups} lost={len(lost)}")
     assert producer.summary["reconnects"] >= 1
     assert committed == set(range(total)), "every batch is committed in the end (retried after a rollback)"

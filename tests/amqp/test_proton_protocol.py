@@ -190,7 +190,7 @@ def test_idle_timeout_empty_frames_keep_a_quiet_connection_open(broker: Broker, 
         c.close()
 
 
-def test_silent_client_is_closed(broker: Broker):
+def test_silent_client_is_closed(broker: Broker, report):
     raw = RawAmqp(broker.host, broker.amqp_port, broker.user, broker.password)
     try:
         remote_open = raw.open()
@@ -205,7 +205,7 @@ def test_silent_client_is_closed(broker: Broker):
         assert info.eof, f"still open after {waited:.1f} s of silence"
         assert info.error and info.error[0].startswith("amqp:"), info.error
         assert waited >= idle_s * 0.9, f"closed after {waited:.1f} s, before the announced {idle_s} s"
-        print(f"\n[{broker.kind}] silent client closed after {waited:.1f} s "
+        report(f"[{broker.kind}] silent client closed after {waited:.1f} s "
               f"(announced idle-time-out {idle_s} s): {info.error}")
     finally:
         raw.close()
@@ -235,7 +235,8 @@ BAD_PERFORMATIVES = {
 }
 
 
-def check_bad_input(broker: Broker, name: str, data: bytes, artemis_condition: str, spec_condition: str):
+def check_bad_input(broker: Broker, name: str, report, case: str, data: bytes, artemis_condition: str,
+                    spec_condition: str):
     good = client(broker)
     try:
         raw = RawAmqp(broker.host, broker.amqp_port, broker.user, broker.password)
@@ -252,7 +253,7 @@ def check_bad_input(broker: Broker, name: str, data: bytes, artemis_condition: s
         want = artemis_condition if broker.kind == "artemis" else spec_condition
         assert cond == want, f"close condition {cond!r} ({desc!r}), expected {want!r}"
         assert desc, "the close says what was wrong"
-        print(f"\n[{broker.kind}] {cond}: {desc}")
+        report(f"[{broker.kind}] bad input {case}: close {cond}: {desc}")
         # The other connection is unaffected.
         good.send_all(good.sender(name), [Message(body="after")])
         assert bodies(drain_all(good, good.receiver(name))) == ["after"]
@@ -261,13 +262,13 @@ def check_bad_input(broker: Broker, name: str, data: bytes, artemis_condition: s
 
 
 @pytest.mark.parametrize("case", list(BAD_FRAMES))
-def test_bad_frame_gets_error_close(broker: Broker, name, case):
-    check_bad_input(broker, name, *BAD_FRAMES[case])
+def test_bad_frame_gets_error_close(broker: Broker, name, report, case):
+    check_bad_input(broker, name, report, case, *BAD_FRAMES[case])
 
 
 @pytest.mark.parametrize("case", list(BAD_PERFORMATIVES))
-def test_bad_performative_gets_error_close(broker: Broker, name, case):
-    check_bad_input(broker, name, *BAD_PERFORMATIVES[case])
+def test_bad_performative_gets_error_close(broker: Broker, name, report, case):
+    check_bad_input(broker, name, report, case, *BAD_PERFORMATIVES[case])
 
 
 def test_open_offers_jms_capabilities(broker: Broker):

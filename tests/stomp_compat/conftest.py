@@ -33,6 +33,8 @@ ARTEMIS_ENV = {
     "ARTEMIS_CORE_PORT": os.environ.get("ARTEMIS_CORE_PORT", "61636"),
     "ARTEMIS_AMQP_PORT": os.environ.get("ARTEMIS_AMQP_PORT", "61637"),
     "ARTEMIS_AMQP_IDLE_TIMEOUT_MS": os.environ.get("ARTEMIS_AMQP_IDLE_TIMEOUT_MS", "4000"),
+    # Artemis blocks producers above 90 % disk use by default; a shared build disk gets there.
+    "ARTEMIS_MAX_DISK_USAGE": os.environ.get("ARTEMIS_MAX_DISK_USAGE", "100"),
 }
 
 
