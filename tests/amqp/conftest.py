@@ -3,7 +3,7 @@
 Minimal on purpose: it will be folded into the shared Python test harness (tests/...) later.
 
 Brokers (the `broker` fixture, parameterized; every test runs once per broker):
-  artemis  the Artemis 2.56 instance that scripts/artemis.sh runs with ARTEMIS_INSTANCE=tests and
+  artemis  the Artemis 2.56 instance that scripts/services/artemis.sh runs with ARTEMIS_INSTANCE=tests and
            ARTEMIS_AMQP=1 (AMQP on ARTEMIS_AMQP_PORT, STOMP on ARTEMIS_STOMP_PORT); the fixture
            starts it through the script if it is not running and fails loudly if it cannot.
   halyard  a `halyard node` (HALYARD_BIN) serving STOMP and AMQP on one port. Until Halyard
@@ -40,11 +40,11 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[2]
 JMS_JAR = Path(os.environ.get("JMS_TOOL_JAR", REPO_ROOT / "tests" / "jms" / "target" / "jms-tool.jar"))
 HALYARD_BIN = Path(os.environ.get("HALYARD_BIN", REPO_ROOT / "target" / "release" / "halyard"))
-ARTEMIS_SH = REPO_ROOT / "scripts" / "artemis.sh"
+ARTEMIS_SH = REPO_ROOT / "scripts" / "services" / "artemis.sh"
 ARTEMIS_DIR = REPO_ROOT / "target" / "artemis"
 ARTEMIS_VERSION = os.environ.get("ARTEMIS_VERSION", "2.56.0")
 
-# The test instance of scripts/artemis.sh: its own name and ports, so a benchmark's Artemis
+# The test instance of scripts/services/artemis.sh: its own name and ports, so a benchmark's Artemis
 # (61613/61626) can run at the same time.
 ARTEMIS_ENV = {
     "ARTEMIS_INSTANCE": os.environ.get("ARTEMIS_INSTANCE", "tests"),
@@ -283,7 +283,7 @@ def start_artemis() -> Broker:
     env.update(ARTEMIS_ENV)
     r = subprocess.run(["bash", str(ARTEMIS_SH), "start"], env=env, capture_output=True, text=True, timeout=300)
     if r.returncode != 0:
-        pytest.fail(f"scripts/artemis.sh start failed (rc {r.returncode}):\n{r.stdout}\n{r.stderr}", pytrace=False)
+        pytest.fail(f"scripts/services/artemis.sh start failed (rc {r.returncode}):\n{r.stdout}\n{r.stderr}", pytrace=False)
     return Broker("artemis", "127.0.0.1", int(ARTEMIS_ENV["ARTEMIS_AMQP_PORT"]), int(ARTEMIS_ENV["ARTEMIS_STOMP_PORT"]),
                   ARTEMIS_USER, ARTEMIS_PASSWORD)
 
@@ -358,7 +358,7 @@ def _artemis_home() -> Path:
         env = dict(os.environ)
         r = subprocess.run(["bash", str(ARTEMIS_SH), "fetch"], env=env, capture_output=True, text=True, timeout=600)
         if r.returncode != 0:
-            pytest.fail(f"scripts/artemis.sh fetch failed:\n{r.stderr}", pytrace=False)
+            pytest.fail(f"scripts/services/artemis.sh fetch failed:\n{r.stderr}", pytrace=False)
     return home
 
 
@@ -461,7 +461,7 @@ class JmsProc:
     def __init__(self, args: list[str], log_path: Path):
         if not JMS_JAR.is_file():
             pytest.fail(f"{JMS_JAR} missing: build it with `mvn -q -B -f tests/jms/pom.xml package` "
-                        "(scripts/amqp-tests.sh does)", pytrace=False)
+                        "(scripts/ci/amqp-tests.sh does)", pytrace=False)
         self.args = args
         self.log_path = log_path
         self.events: list[dict] = []

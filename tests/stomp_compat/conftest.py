@@ -3,7 +3,7 @@ STOMP acceptor and against a `halyard node`, in one test.
 
 Minimal on purpose: it will be folded into the shared Python test harness later.
 
-- Artemis: the instance scripts/artemis.sh runs with ARTEMIS_INSTANCE=tests (the same one the
+- Artemis: the instance scripts/services/artemis.sh runs with ARTEMIS_INSTANCE=tests (the same one the
   AMQP tests use; started here through the script if it is not running; a failure to start
   fails the tests, it never skips them). Its STOMP acceptor maps /queue/ to anycast and /topic/
   to multicast, as Halyard does, and it requires login artemis/artemis.
@@ -25,7 +25,7 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HALYARD_BIN = Path(os.environ.get("HALYARD_BIN", REPO_ROOT / "target" / "release" / "halyard"))
-ARTEMIS_SH = REPO_ROOT / "scripts" / "artemis.sh"
+ARTEMIS_SH = REPO_ROOT / "scripts" / "services" / "artemis.sh"
 ARTEMIS_ENV = {
     "ARTEMIS_INSTANCE": os.environ.get("ARTEMIS_INSTANCE", "tests"),
     "ARTEMIS_AMQP": "1",
@@ -72,7 +72,7 @@ def artemis() -> Target:
     env.update(ARTEMIS_ENV)
     r = subprocess.run(["bash", str(ARTEMIS_SH), "start"], env=env, capture_output=True, text=True, timeout=300)
     if r.returncode != 0:
-        pytest.fail(f"scripts/artemis.sh start failed (rc {r.returncode}):\n{r.stdout}\n{r.stderr}", pytrace=False)
+        pytest.fail(f"scripts/services/artemis.sh start failed (rc {r.returncode}):\n{r.stdout}\n{r.stderr}", pytrace=False)
     return Target("artemis", "127.0.0.1", int(ARTEMIS_ENV["ARTEMIS_STOMP_PORT"]), "artemis", "artemis")
 
 

@@ -3,8 +3,8 @@
 # (tests/stomp_compat), with everything they need installed and started here:
 #
 #   - jms-tool: tests/jms built by Maven (Qpid JMS 2.10.0 from Maven Central, Java 17)
-#   - python-qpid-proton and stomp.py from PyPI into target/pyenv (scripts/pyenv.sh)
-#   - Apache Artemis 2.56 (scripts/artemis.sh) as the instance `tests`, with an AMQP acceptor;
+#   - python-qpid-proton and stomp.py from PyPI into target/pyenv (scripts/services/pyenv.sh)
+#   - Apache Artemis 2.56 (scripts/services/artemis.sh) as the instance `tests`, with an AMQP acceptor;
 #     the Artemis shared-store pair used by the failover tests is started by the tests themselves
 #   - halyard: HALYARD_BIN, default target/release/halyard (built here if it is missing)
 #
@@ -13,9 +13,9 @@
 # once it does, so that they must pass. STOMP headers Halyard does not implement yet are xfail
 # as listed in tests/stomp_compat/test_artemis_headers.py (STOMP_COMPAT_STRICT=1: must pass).
 #
-#   scripts/amqp-tests.sh                       # both suites, both brokers
-#   scripts/amqp-tests.sh tests/stomp_compat    # arguments go to pytest (paths, -k, -x, ...)
-#   AMQP_TEST_BROKERS=artemis scripts/amqp-tests.sh tests/amqp
+#   scripts/ci/amqp-tests.sh                       # both suites, both brokers
+#   scripts/ci/amqp-tests.sh tests/stomp_compat    # arguments go to pytest (paths, -k, -x, ...)
+#   AMQP_TEST_BROKERS=artemis scripts/ci/amqp-tests.sh tests/amqp
 #
 # Environment: HALYARD_BIN, HALYARD_AMQP, AMQP_TEST_BROKERS (artemis,halyard), STOMP_COMPAT_STRICT,
 # ARTEMIS_KEEP=1 (leave the Artemis test instance running afterwards), and the Artemis ports:
@@ -23,12 +23,9 @@
 # ARTEMIS_PAIR_PORTS (61646,61649).
 set -euo pipefail
 
-SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
+# shellcheck source=../lib/common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../lib/common.sh"
 cd "$ROOT"
-
-log() { printf 'amqp-tests.sh: %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
 
 # The Artemis test instance: its own name and ports, so a benchmark's Artemis can run beside it.
 export ARTEMIS_INSTANCE=${ARTEMIS_INSTANCE:-tests}
@@ -43,32 +40,25 @@ export ARTEMIS_PAIR_PORTS=${ARTEMIS_PAIR_PORTS:-61646,61649}
 command -v java >/dev/null || die "java not found (Java 17 is needed for Qpid JMS and Artemis)"
 command -v mvn >/dev/null || die "mvn not found (Maven builds tests/jms and fetches Artemis)"
 
-if [[ -z "${HALYARD_BIN:-}" ]]; then
-    export HALYARD_BIN="$ROOT/target/release/halyard"
-    if [[ ! -x "$HALYARD_BIN" ]]; then
-        log "building the release binary"
-        cargo build --release -p halyard --quiet || die "cargo build failed"
-    fi
-fi
-[[ -x "$HALYARD_BIN" ]] || die "$HALYARD_BIN is not an executable"
+halyard_bin
 
 log "building tests/jms (Qpid JMS client tool)"
 mvn -q -B -Dstyle.color=never -f tests/jms/pom.xml package >&2 || die "Maven build of tests/jms failed"
 [[ -f tests/jms/target/jms-tool.jar ]] || die "no tests/jms/target/jms-tool.jar after the build"
 export JMS_TOOL_JAR="$ROOT/tests/jms/target/jms-tool.jar"
 
-PY=$("$SCRIPT_DIR/pyenv.sh" | tail -1)
+PY=$(venv_python)
 "$PY" -c 'import proton, stomp, pytest' || die "python-qpid-proton / stomp.py / pytest missing in $PY"
 
 stop_artemis() {
     if [[ "${ARTEMIS_KEEP:-}" != 1 ]]; then
-        "$SCRIPT_DIR/artemis.sh" stop >/dev/null 2>&1 || true
+        "$SCRIPTS/services/artemis.sh" stop >/dev/null 2>&1 || true
     fi
 }
 trap stop_artemis EXIT
 log "starting Artemis (instance $ARTEMIS_INSTANCE: STOMP $ARTEMIS_STOMP_PORT, AMQP $ARTEMIS_AMQP_PORT)"
-"$SCRIPT_DIR/artemis.sh" start || die "Artemis did not start"
-"$SCRIPT_DIR/artemis.sh" status || die "Artemis does not answer"
+"$SCRIPTS/services/artemis.sh" start || die "Artemis did not start"
+"$SCRIPTS/services/artemis.sh" status || die "Artemis does not answer"
 
 log "python: $PY; halyard: $HALYARD_BIN; brokers: ${AMQP_TEST_BROKERS:-artemis,halyard}"
 if (($# == 0)); then
