@@ -47,6 +47,9 @@ step "simulator self-tests: determinism, planted bugs caught"
 cargo test --release -p halyard-sim --features planted-bugs -- --nocapture 2>&1 | grep -E "planted bug|test result|panicked|FAILED" || true
 cargo test --release -p halyard-sim --features planted-bugs --quiet
 
+step "simulator with debug assertions: 300 seeds, broker invariants checked after every step"
+cargo test --profile debug-seeds -p halyard-sim --test debug_seeds -- --include-ignored
+
 step "release binary"
 cargo build --release -p halyard
 bin="$ROOT/target/release/halyard"

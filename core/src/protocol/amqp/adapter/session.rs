@@ -56,7 +56,7 @@ enum Waiting {
     /// An attach to accept once its subscription (or node) exists.
     Attach {
         link: LinkId,
-        answer: AttachAnswer,
+        answer: Box<AttachAnswer>,
         kind: LinkKind,
     },
     Declare {
@@ -246,7 +246,11 @@ impl AmqpSession {
                     self.op(
                         cx,
                         Op::CreateTemporaryQueue { address },
-                        Waiting::Attach { link, answer, kind },
+                        Waiting::Attach {
+                            link,
+                            answer: Box::new(answer),
+                            kind,
+                        },
                     );
                 } else {
                     self.accept_now(link, answer, kind);
@@ -430,7 +434,11 @@ impl AmqpSession {
                 credit: Some(0),
                 destination,
             }),
-            Waiting::Attach { link, answer, kind },
+            Waiting::Attach {
+                link,
+                answer: Box::new(answer),
+                kind,
+            },
         );
     }
 
@@ -706,7 +714,7 @@ impl AmqpSession {
                 if let LinkKind::Consumer { sub_id, .. } = &kind {
                     self.subs.insert(sub_id.clone(), link);
                 }
-                self.accept_now(link, answer, kind);
+                self.accept_now(link, *answer, kind);
             }
             (Waiting::Attach { link, .. }, Err(e)) => {
                 self.refuse_attach(link, condition_of(&e), e.to_string())
