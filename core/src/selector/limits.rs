@@ -12,7 +12,8 @@ pub struct Limits {
     /// (`a AND b AND c` is one level: AND and OR are n-ary). Bounds the
     /// recursion of parsing, evaluation, printing and dropping.
     pub depth_max: usize,
-    /// Most terms (operators, literals and identifiers) in the expression.
+    /// Most terms in the expression: literals, identifiers and operators
+    /// (each AND and OR of a chain counts).
     pub terms_max: usize,
 }
 

@@ -1,7 +1,11 @@
-//! Tokens into an [`Expr`], by recursive descent over the spec's precedence
-//! levels (loosest first): OR, AND, NOT, comparison (`=` `<>` `<` `<=` `>`
-//! `>=` `[NOT] BETWEEN` `[NOT] LIKE` `[NOT] IN` `IS [NOT] NULL`, all one
-//! level, left to right), `+ -`, `* / %`, unary `+ -`.
+//! Tokens into an [`Expr`], by operator precedence over the spec's levels
+//! (loosest first): OR, AND, NOT, comparison (`=` `<>` `<` `<=` `>` `>=`
+//! `[NOT] BETWEEN` `[NOT] LIKE` `[NOT] IN` `IS [NOT] NULL`, all one level),
+//! `+ -`, `* / %`, unary `+ -`; left to right within a level.
+//!
+//! Operators wait on an explicit stack rather than in nested calls, so the
+//! parser recurses only into parentheses and BETWEEN's bounds: one frame
+//! per level, which [`Limits::depth_max`] bounds.
 //!
 //! Operand types are checked where they are known without a message: a
 //! literal's, an operator's result's. An identifier may hold anything, so
@@ -53,6 +57,81 @@ struct Parser<'s> {
     nesting: usize,
 }
 
+/// An operator waiting for its operands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Op {
+    Or,
+    And,
+    Not,
+    Cmp(CmpOp),
+    Arith(ArithOp),
+    /// Unary minus.
+    Neg,
+    /// Unary plus.
+    Pos,
+}
+
+/// What may follow an operand.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Infix {
+    Op(Op),
+    Between { negated: bool },
+    Like { negated: bool },
+    In { negated: bool },
+    IsNull,
+}
+
+/// Precedence levels, loosest first.
+const OR: u8 = 1;
+const AND: u8 = 2;
+const NOT: u8 = 3;
+const CMP: u8 = 4;
+const ADD: u8 = 5;
+const MUL: u8 = 6;
+const UNARY: u8 = 7;
+
+impl Op {
+    fn precedence(self) -> u8 {
+        match self {
+            Op::Or => OR,
+            Op::And => AND,
+            Op::Not => NOT,
+            Op::Cmp(_) => CMP,
+            Op::Arith(ArithOp::Add | ArithOp::Sub) => ADD,
+            Op::Arith(_) => MUL,
+            Op::Neg | Op::Pos => UNARY,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Op::Or => "OR",
+            Op::And => "AND",
+            Op::Not => "NOT",
+            Op::Cmp(CmpOp::Eq) => "'='",
+            Op::Cmp(CmpOp::Ne) => "'<>'",
+            Op::Cmp(CmpOp::Lt) => "'<'",
+            Op::Cmp(CmpOp::Le) => "'<='",
+            Op::Cmp(CmpOp::Gt) => "'>'",
+            Op::Cmp(CmpOp::Ge) => "'>='",
+            Op::Arith(ArithOp::Add) | Op::Pos => "'+'",
+            Op::Arith(ArithOp::Sub) | Op::Neg => "'-'",
+            Op::Arith(ArithOp::Mul) => "'*'",
+            Op::Arith(ArithOp::Div) => "'/'",
+            Op::Arith(ArithOp::Mod) => "'%'",
+        }
+    }
+}
+
+impl Infix {
+    fn precedence(self) -> u8 {
+        match self {
+            Infix::Op(op) => op.precedence(),
+            _ => CMP,
+        }
+    }
+}
+
 /// Parses `src` into an expression that yields a condition.
 pub(super) fn parse(src: &str, limits: &Limits) -> Result<Expr, SelectorError> {
     if src.len() > limits.selector_bytes_max {
@@ -72,7 +151,7 @@ pub(super) fn parse(src: &str, limits: &Limits) -> Result<Expr, SelectorError> {
         terms: 0,
         nesting: 0,
     };
-    let node = p.or()?;
+    let node = p.expr(0)?;
     if let Some(t) = p.peek_token() {
         return Err(p.unexpected(t, "an operator or the end of the selector"));
     }
@@ -206,154 +285,227 @@ impl Parser<'_> {
         self.want(n, &[Kind::Num], operator, "numbers", at)
     }
 
-    fn or(&mut self) -> Result<Node, SelectorError> {
-        self.logic(Kw::Or)
-    }
-
-    /// `a OR b OR ...` (or AND): one n-ary node, nested ones flattened, so
-    /// a long chain costs no depth.
-    fn logic(&mut self, kw: Kw) -> Result<Node, SelectorError> {
-        let operand = |p: &mut Parser| {
-            if kw == Kw::Or {
-                p.logic(Kw::And)
-            } else {
-                p.not()
-            }
-        };
-        let first = operand(self)?;
-        if !self.at_kw(kw) {
-            return Ok(first);
-        }
-        let start = first.at;
-        let (mut terms, mut depth) = (Vec::new(), 0);
-        let mut add = |p: &Parser, n: Node, at: usize| -> Result<(), SelectorError> {
-            p.want_condition(&n, kw.name(), at)?;
-            depth = depth.max(n.depth);
-            match n.expr {
-                Expr::Or(inner) if kw == Kw::Or => terms.extend(inner),
-                Expr::And(inner) if kw == Kw::And => terms.extend(inner),
-                e => terms.push(e),
-            }
-            Ok(())
-        };
-        let first_at = self.here();
-        add(self, first, first_at)?;
-        while let Some(at) = self.eat_kw(kw) {
-            let n = operand(self)?;
-            add(self, n, at)?;
-        }
-        let expr = if kw == Kw::Or {
-            Expr::Or(terms)
-        } else {
-            Expr::And(terms)
-        };
-        self.node(expr, Kind::Bool, depth, start)
-    }
-
-    fn not(&mut self) -> Result<Node, SelectorError> {
-        // A loop, not recursion, so `NOT NOT NOT ...` cannot run the stack out.
-        let mut nots = Vec::new();
-        while let Some(at) = self.eat_kw(Kw::Not) {
-            nots.push(at);
-            if nots.len() > self.limits.depth_max {
-                return Err(SelectorError::TooDeep {
-                    max: self.limits.depth_max,
-                    position: self.pos(at),
-                });
-            }
-        }
-        let mut n = self.comparison()?;
-        for at in nots.into_iter().rev() {
-            self.want_condition(&n, "NOT", at)?;
-            n = self.node(Expr::Not(Box::new(n.expr)), Kind::Bool, n.depth, at)?;
-        }
-        Ok(n)
-    }
-
-    fn comparison(&mut self) -> Result<Node, SelectorError> {
-        let mut left = self.additive()?;
+    /// An expression of operators binding at least as tightly as `min`:
+    /// operands and operators are pushed, and an operator is applied when
+    /// one that binds no tighter arrives (all are left-associative).
+    fn expr(&mut self, min: u8) -> Result<Node, SelectorError> {
+        let mut operands: Vec<Node> = Vec::new();
+        let mut ops: Vec<(Op, usize)> = Vec::new();
         loop {
-            let at = self.here();
-            let negated = matches!(self.peek(), Some(Tok::Kw(Kw::Not)))
-                && matches!(
-                    self.toks.get(self.next + 1).map(|t| &t.tok),
-                    Some(Tok::Kw(Kw::Between | Kw::Like | Kw::In))
-                );
-            if negated {
+            // Where an operand is due: prefixes, then the operand.
+            let mut signs = 0;
+            while let Some(op) = match self.peek() {
+                Some(Tok::Kw(Kw::Not)) => Some(Op::Not),
+                Some(Tok::Minus) => Some(Op::Neg),
+                Some(Tok::Plus) => Some(Op::Pos),
+                _ => None,
+            } {
+                if op.precedence() < min {
+                    break;
+                }
+                signs = if op == Op::Not { 0 } else { signs + 1 };
+                let at = self.here();
                 self.next += 1;
+                self.push(&mut ops, op, at)?;
             }
-            let op = match self.peek() {
-                Some(Tok::Eq) if !negated => CmpOp::Eq,
-                Some(Tok::Ne) if !negated => CmpOp::Ne,
-                Some(Tok::Lt) if !negated => CmpOp::Lt,
-                Some(Tok::Le) if !negated => CmpOp::Le,
-                Some(Tok::Gt) if !negated => CmpOp::Gt,
-                Some(Tok::Ge) if !negated => CmpOp::Ge,
-                Some(Tok::Kw(Kw::Between)) => {
-                    left = self.between(left, negated, at)?;
+            let operand = self.operand(&mut ops, signs)?;
+            operands.push(operand);
+            // Where an operator may follow.
+            loop {
+                let Some(infix) = self.peek_infix().filter(|i| i.precedence() >= min) else {
+                    while !ops.is_empty() {
+                        self.reduce(&mut operands, &mut ops)?;
+                    }
+                    return Ok(operands
+                        .pop()
+                        .expect("an operand per reduced operator, plus one"));
+                };
+                while ops
+                    .last()
+                    .is_some_and(|(op, _)| op.precedence() >= infix.precedence())
+                {
+                    self.reduce(&mut operands, &mut ops)?;
+                }
+                let at = self.here();
+                let Infix::Op(op) = infix else {
+                    let value = operands.pop().expect("an operand precedes an operator");
+                    let node = self.postfix(infix, value, at)?;
+                    operands.push(node);
                     continue;
-                }
-                Some(Tok::Kw(Kw::Like)) => {
-                    left = self.like(left, negated, at)?;
-                    continue;
-                }
-                Some(Tok::Kw(Kw::In)) => {
-                    left = self.in_list(left, negated, at)?;
-                    continue;
-                }
-                Some(Tok::Kw(Kw::Is)) if !negated => {
-                    left = self.is_null(left)?;
-                    continue;
-                }
-                _ => return Ok(left),
-            };
-            self.next += 1;
-            let right = self.additive()?;
-            let name = match op {
-                CmpOp::Eq => "'='",
-                CmpOp::Ne => "'<>'",
-                CmpOp::Lt => "'<'",
-                CmpOp::Le => "'<='",
-                CmpOp::Gt => "'>'",
-                CmpOp::Ge => "'>='",
-            };
-            if matches!(op, CmpOp::Eq | CmpOp::Ne) {
-                // Like types only (the spec's grammar has a rule per type).
-                if left.kind != Kind::Any && right.kind != Kind::Any && left.kind != right.kind {
-                    return Err(SelectorError::Incomparable {
-                        operator: name,
-                        left: left.kind.describe(),
-                        right: right.kind.describe(),
-                        position: self.pos(at),
-                    });
-                }
-            } else {
-                self.want(
-                    &left,
-                    &[Kind::Num],
-                    name,
-                    "numbers (strings and booleans allow only = and <>)",
-                    at,
-                )?;
-                self.want(
-                    &right,
-                    &[Kind::Num],
-                    name,
-                    "numbers (strings and booleans allow only = and <>)",
-                    at,
-                )?;
+                };
+                self.next += 1;
+                self.push(&mut ops, op, at)?;
+                break;
             }
-            let depth = left.depth.max(right.depth);
-            let expr = Expr::Cmp(op, Box::new(left.expr), Box::new(right.expr));
-            left = self.node(expr, Kind::Bool, depth, left.at)?;
         }
+    }
+
+    /// Pushes a pending operator. Each pending one will nest over the
+    /// next, so a stack deeper than the depth limit fails now.
+    fn push(&self, ops: &mut Vec<(Op, usize)>, op: Op, at: usize) -> Result<(), SelectorError> {
+        if ops.len() >= self.limits.depth_max {
+            return Err(SelectorError::TooDeep {
+                max: self.limits.depth_max,
+                position: self.pos(at),
+            });
+        }
+        ops.push((op, at));
+        Ok(())
+    }
+
+    /// What the next token does after an operand, if anything.
+    fn peek_infix(&self) -> Option<Infix> {
+        let after_not = self.toks.get(self.next + 1).map(|t| &t.tok);
+        Some(match self.peek()? {
+            Tok::Kw(Kw::Or) => Infix::Op(Op::Or),
+            Tok::Kw(Kw::And) => Infix::Op(Op::And),
+            Tok::Eq => Infix::Op(Op::Cmp(CmpOp::Eq)),
+            Tok::Ne => Infix::Op(Op::Cmp(CmpOp::Ne)),
+            Tok::Lt => Infix::Op(Op::Cmp(CmpOp::Lt)),
+            Tok::Le => Infix::Op(Op::Cmp(CmpOp::Le)),
+            Tok::Gt => Infix::Op(Op::Cmp(CmpOp::Gt)),
+            Tok::Ge => Infix::Op(Op::Cmp(CmpOp::Ge)),
+            Tok::Plus => Infix::Op(Op::Arith(ArithOp::Add)),
+            Tok::Minus => Infix::Op(Op::Arith(ArithOp::Sub)),
+            Tok::Star => Infix::Op(Op::Arith(ArithOp::Mul)),
+            Tok::Slash => Infix::Op(Op::Arith(ArithOp::Div)),
+            Tok::Percent => Infix::Op(Op::Arith(ArithOp::Mod)),
+            Tok::Kw(Kw::Between) => Infix::Between { negated: false },
+            Tok::Kw(Kw::Like) => Infix::Like { negated: false },
+            Tok::Kw(Kw::In) => Infix::In { negated: false },
+            Tok::Kw(Kw::Is) => Infix::IsNull,
+            Tok::Kw(Kw::Not) => match after_not? {
+                Tok::Kw(Kw::Between) => Infix::Between { negated: true },
+                Tok::Kw(Kw::Like) => Infix::Like { negated: true },
+                Tok::Kw(Kw::In) => Infix::In { negated: true },
+                _ => return None,
+            },
+            _ => return None,
+        })
+    }
+
+    fn postfix(&mut self, infix: Infix, value: Node, at: usize) -> Result<Node, SelectorError> {
+        // Past NOT (if any) and the keyword.
+        self.next += if matches!(
+            infix,
+            Infix::Between { negated: true }
+                | Infix::Like { negated: true }
+                | Infix::In { negated: true }
+        ) {
+            2
+        } else {
+            1
+        };
+        match infix {
+            Infix::Between { negated } => self.between(value, negated, at),
+            Infix::Like { negated } => self.like(value, negated, at),
+            Infix::In { negated } => self.in_list(value, negated, at),
+            Infix::IsNull | Infix::Op(_) => self.is_null(value),
+        }
+    }
+
+    /// Applies the top pending operator to its operands.
+    fn reduce(
+        &mut self,
+        operands: &mut Vec<Node>,
+        ops: &mut Vec<(Op, usize)>,
+    ) -> Result<(), SelectorError> {
+        let (op, at) = ops.pop().expect("reduce has an operator");
+        let right = operands.pop().expect("an operator has a right operand");
+        let node = match op {
+            Op::Not => {
+                self.want_condition(&right, "NOT", at)?;
+                self.node(Expr::Not(Box::new(right.expr)), Kind::Bool, right.depth, at)?
+            }
+            Op::Pos => {
+                self.want_number(&right, op.name(), at)?;
+                Node { at, ..right }
+            }
+            Op::Neg => {
+                self.want_number(&right, op.name(), at)?;
+                let expr = match right.expr {
+                    Expr::Lit(Lit::Float(x)) => Expr::Lit(Lit::Float(-x)),
+                    Expr::Lit(Lit::Int(i)) if i != i64::MIN => Expr::Lit(Lit::Int(-i)),
+                    e => Expr::Neg(Box::new(e)),
+                };
+                self.node(expr, Kind::Num, right.depth, at)?
+            }
+            Op::Or | Op::And => {
+                let left = operands
+                    .pop()
+                    .expect("a binary operator has a left operand");
+                self.want_condition(&left, op.name(), at)?;
+                self.want_condition(&right, op.name(), at)?;
+                let start = left.at;
+                // One n-ary node, nested ones flattened, so a long chain
+                // costs no depth.
+                let (mut terms, mut depth) = (Vec::new(), 0);
+                for n in [left, right] {
+                    match n.expr {
+                        Expr::Or(inner) if op == Op::Or => {
+                            terms.extend(inner);
+                            depth = depth.max(n.depth - 1);
+                        }
+                        Expr::And(inner) if op == Op::And => {
+                            terms.extend(inner);
+                            depth = depth.max(n.depth - 1);
+                        }
+                        e => {
+                            terms.push(e);
+                            depth = depth.max(n.depth);
+                        }
+                    }
+                }
+                let expr = if op == Op::Or {
+                    Expr::Or(terms)
+                } else {
+                    Expr::And(terms)
+                };
+                self.node(expr, Kind::Bool, depth, start)?
+            }
+            Op::Cmp(cmp) => {
+                let left = operands
+                    .pop()
+                    .expect("a binary operator has a left operand");
+                if matches!(cmp, CmpOp::Eq | CmpOp::Ne) {
+                    // Like types only (the spec's grammar has a rule per type).
+                    if left.kind != Kind::Any && right.kind != Kind::Any && left.kind != right.kind
+                    {
+                        return Err(SelectorError::Incomparable {
+                            operator: op.name(),
+                            left: left.kind.describe(),
+                            right: right.kind.describe(),
+                            position: self.pos(at),
+                        });
+                    }
+                } else {
+                    let expected = "numbers (strings and booleans allow only = and <>)";
+                    self.want(&left, &[Kind::Num], op.name(), expected, at)?;
+                    self.want(&right, &[Kind::Num], op.name(), expected, at)?;
+                }
+                let (start, depth) = (left.at, left.depth.max(right.depth));
+                let expr = Expr::Cmp(cmp, Box::new(left.expr), Box::new(right.expr));
+                self.node(expr, Kind::Bool, depth, start)?
+            }
+            Op::Arith(arith) => {
+                let left = operands
+                    .pop()
+                    .expect("a binary operator has a left operand");
+                self.want_number(&left, op.name(), at)?;
+                self.want_number(&right, op.name(), at)?;
+                let (start, depth) = (left.at, left.depth.max(right.depth));
+                let expr = Expr::Arith(arith, Box::new(left.expr), Box::new(right.expr));
+                self.node(expr, Kind::Num, depth, start)?
+            }
+        };
+        operands.push(node);
+        Ok(())
     }
 
     fn between(&mut self, value: Node, negated: bool, at: usize) -> Result<Node, SelectorError> {
-        self.next += 1;
-        let low = self.additive()?;
+        let low = self.expr(ADD)?;
         self.expect(Tok::Kw(Kw::And), "AND")?;
-        let high = self.additive()?;
+        let high = self.expr(ADD)?;
         for n in [&value, &low, &high] {
             self.want_number(n, "BETWEEN", at)?;
         }
@@ -368,7 +520,6 @@ impl Parser<'_> {
     }
 
     fn like(&mut self, value: Node, negated: bool, at: usize) -> Result<Node, SelectorError> {
-        self.next += 1;
         self.want(&value, &[Kind::Str], "LIKE", "a string", at)?;
         let Some(Tok::Str(pattern)) = self.peek().cloned() else {
             return Err(self.expected("a string literal pattern"));
@@ -400,7 +551,6 @@ impl Parser<'_> {
     }
 
     fn in_list(&mut self, value: Node, negated: bool, at: usize) -> Result<Node, SelectorError> {
-        self.next += 1;
         let Expr::Field(field) = value.expr else {
             return Err(SelectorError::InNeedsProperty {
                 position: self.pos(at),
@@ -434,7 +584,6 @@ impl Parser<'_> {
     }
 
     fn is_null(&mut self, value: Node) -> Result<Node, SelectorError> {
-        self.next += 1;
         let negated = self.eat_kw(Kw::Not).is_some();
         self.expect(Tok::Kw(Kw::Null), "NULL")?;
         let expr = Expr::IsNull {
@@ -444,117 +593,41 @@ impl Parser<'_> {
         self.node(expr, Kind::Bool, value.depth, value.at)
     }
 
-    /// `a + b - c ...` and, one level tighter, `a * b / c % d ...`.
-    fn additive(&mut self) -> Result<Node, SelectorError> {
-        self.arithmetic(true)
-    }
-
-    fn arithmetic(&mut self, additive: bool) -> Result<Node, SelectorError> {
-        let operand = |p: &mut Parser| {
-            if additive {
-                p.arithmetic(false)
-            } else {
-                p.unary()
-            }
-        };
-        let mut left = operand(self)?;
-        loop {
-            let op = match (additive, self.peek()) {
-                (true, Some(Tok::Plus)) => ArithOp::Add,
-                (true, Some(Tok::Minus)) => ArithOp::Sub,
-                (false, Some(Tok::Star)) => ArithOp::Mul,
-                (false, Some(Tok::Slash)) => ArithOp::Div,
-                (false, Some(Tok::Percent)) => ArithOp::Mod,
-                _ => return Ok(left),
-            };
-            let at = self.here();
-            self.next += 1;
-            let right = operand(self)?;
-            let name = match op {
-                ArithOp::Add => "'+'",
-                ArithOp::Sub => "'-'",
-                ArithOp::Mul => "'*'",
-                ArithOp::Div => "'/'",
-                ArithOp::Mod => "'%'",
-            };
-            self.want_number(&left, name, at)?;
-            self.want_number(&right, name, at)?;
-            let depth = left.depth.max(right.depth);
-            let expr = Expr::Arith(op, Box::new(left.expr), Box::new(right.expr));
-            left = self.node(expr, Kind::Num, depth, left.at)?;
-        }
-    }
-
-    fn unary(&mut self) -> Result<Node, SelectorError> {
-        // Signs are gathered in a loop, not by recursion (see `not`).
-        let mut signs = Vec::new();
-        while let Some(tok) = self.peek() {
-            let negative = match tok {
-                Tok::Plus => false,
-                Tok::Minus => true,
-                _ => break,
-            };
-            signs.push((negative, self.here()));
-            self.next += 1;
-            if signs.len() > self.limits.depth_max {
-                return Err(SelectorError::TooDeep {
-                    max: self.limits.depth_max,
-                    position: self.pos(self.here()),
-                });
-            }
-        }
-        let Some(&(_, first)) = signs.first() else {
-            return self.primary();
-        };
-        let negative = signs.iter().filter(|(n, _)| *n).count() % 2 == 1;
-        // A signed number is one literal: `-9223372036854775808` is in range
-        // though its magnitude alone is not.
-        match self.peek() {
-            Some(&Tok::Int(m)) => {
-                let at = self.here();
-                self.next += 1;
-                let value = if negative {
-                    0i64.checked_sub_unsigned(m)
-                } else {
-                    i64::try_from(m).ok()
-                };
-                let Some(n) = value else {
-                    return Err(SelectorError::NumberOutOfRange {
-                        text: format!("{}{m}", if negative { "-" } else { "" }),
-                        position: self.pos(at),
-                    });
-                };
-                return self.node(Expr::Lit(Lit::Int(n)), Kind::Num, 0, first);
-            }
-            Some(&Tok::Float(x)) => {
-                self.next += 1;
-                let x = if negative { -x } else { x };
-                return self.node(Expr::Lit(Lit::Float(x)), Kind::Num, 0, first);
-            }
-            _ => {}
-        }
-        let mut n = self.primary()?;
-        for (negative, at) in signs.into_iter().rev() {
-            self.want_number(&n, if negative { "'-'" } else { "'+'" }, at)?;
-            if !negative {
-                continue;
-            }
-            let expr = match n.expr {
-                Expr::Lit(Lit::Float(x)) => Expr::Lit(Lit::Float(-x)),
-                Expr::Lit(Lit::Int(i)) if i != i64::MIN => Expr::Lit(Lit::Int(-i)),
-                e => Expr::Neg(Box::new(e)),
-            };
-            n = self.node(expr, Kind::Num, n.depth, at)?;
-        }
-        Ok(n)
-    }
-
-    fn primary(&mut self) -> Result<Node, SelectorError> {
+    /// An operand: a literal, an identifier or a parenthesised expression.
+    /// `signs` unary signs just pushed onto `ops` fold into a number that
+    /// follows them: `-9223372036854775808` is in range though its
+    /// magnitude alone is not.
+    fn operand(&mut self, ops: &mut Vec<(Op, usize)>, signs: usize) -> Result<Node, SelectorError> {
         let Some(t) = self.peek_token().cloned() else {
             return Err(SelectorError::UnexpectedEnd {
                 expected: "an expression",
             });
         };
+        if signs > 0 && matches!(t.tok, Tok::Int(_) | Tok::Float(_)) {
+            let applied = ops.split_off(ops.len() - signs);
+            let first = applied[0].1;
+            let negative = applied.iter().filter(|(op, _)| *op == Op::Neg).count() % 2 == 1;
+            self.next += 1;
+            let lit = match t.tok {
+                Tok::Int(m) => {
+                    let value = if negative {
+                        0i64.checked_sub_unsigned(m)
+                    } else {
+                        i64::try_from(m).ok()
+                    };
+                    let Some(n) = value else {
+                        return Err(SelectorError::NumberOutOfRange {
+                            text: format!("{}{m}", if negative { "-" } else { "" }),
+                            position: self.pos(t.at),
+                        });
+                    };
+                    Lit::Int(n)
+                }
+                Tok::Float(x) => Lit::Float(if negative { -x } else { x }),
+                _ => unreachable!("matched above"),
+            };
+            return self.node(Expr::Lit(lit), Kind::Num, 0, first);
+        }
         self.next += 1;
         let (expr, kind) = match t.tok {
             Tok::Int(m) => match i64::try_from(m) {
@@ -584,7 +657,7 @@ impl Parser<'_> {
                         position: self.pos(t.at),
                     });
                 }
-                let mut inner = self.or()?;
+                let mut inner = self.expr(0)?;
                 self.expect(Tok::RParen, "')'")?;
                 self.nesting -= 1;
                 inner.at = t.at;
