@@ -95,18 +95,36 @@ fn literals() {
     assert_eq!(norm("x = 1E+300"), "x = 1e300");
     assert_eq!(norm("x = 9223372036854775807"), "x = 9223372036854775807");
     assert_eq!(norm("x = -9223372036854775808"), "x = -9223372036854775808");
-    assert_eq!(norm("x = - 9223372036854775808"), "x = -9223372036854775808");
-    assert_eq!(norm("x = -(-9223372036854775808)"), "x = -(-9223372036854775808)");
+    assert_eq!(
+        norm("x = - 9223372036854775808"),
+        "x = -9223372036854775808"
+    );
+    assert_eq!(
+        norm("x = -(-9223372036854775808)"),
+        "x = -(-9223372036854775808)"
+    );
     assert_eq!(norm("x = - - 5"), "x = 5");
     assert_eq!(norm("x = -(5)"), "x = -5");
     assert_eq!(norm("b = TRUE"), "b = TRUE");
-    for bad in ["x = 9223372036854775808", "x = 99999999999999999999", "x = 1e400"] {
+    for bad in [
+        "x = 9223372036854775808",
+        "x = 99999999999999999999",
+        "x = 1e400",
+    ] {
         assert!(
             matches!(err(bad), SelectorError::NumberOutOfRange { .. }),
             "{bad}"
         );
     }
-    for bad in ["x = 08", "x = 0x", "x = 1e", "x = 1.5L", "x = 5f", "x = 1.2.3", "x = 0xZ"] {
+    for bad in [
+        "x = 08",
+        "x = 0x",
+        "x = 1e",
+        "x = 1.5L",
+        "x = 5f",
+        "x = 1.2.3",
+        "x = 0xZ",
+    ] {
         assert!(
             matches!(err(bad), SelectorError::InvalidNumber { .. }),
             "{bad}: {}",
@@ -185,7 +203,10 @@ fn in_lists_are_sorted_and_deduplicated() {
 
 #[test]
 fn like_prints_its_pattern_and_escape() {
-    assert_eq!(norm("a LIKE '%x\\_' ESCAPE '\\'"), "a LIKE '%x\\_' ESCAPE '\\'");
+    assert_eq!(
+        norm("a LIKE '%x\\_' ESCAPE '\\'"),
+        "a LIKE '%x\\_' ESCAPE '\\'"
+    );
     assert_eq!(norm("a NOT LIKE 'it''s%'"), "a NOT LIKE 'it''s%'");
     assert_eq!(norm("a LIKE '!%' ESCAPE ''''"), "a LIKE '!%' ESCAPE ''''");
     assert_eq!(norm("'abc' LIKE 'a%'"), "'abc' LIKE 'a%'");
