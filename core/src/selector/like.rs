@@ -143,7 +143,7 @@ impl Segment {
     /// The byte offset just past the leftmost match anywhere in `text`.
     fn find(&self, text: &str) -> Option<usize> {
         match self {
-            Segment::Plain(s) => text.find(&**s).map(|i| i + s.len()),
+            Segment::Plain(s) => find_plain(text, s).map(|i| i + s.len()),
             Segment::Wild {
                 automaton: Some(a), ..
             } => a.find(text),
@@ -152,6 +152,25 @@ impl Segment {
                 .find_map(|(i, _)| self.match_start(&text[i..]).map(|end| i + end)),
         }
     }
+}
+
+/// Where `needle` first occurs in `text`. A short needle is looked for
+/// window by window (linear, as its length is bounded), which beats the
+/// set-up of the standard library's Two-Way search on the short property
+/// values selectors usually see. A UTF-8 needle can only match at a
+/// character boundary, so comparing bytes is exact.
+fn find_plain(text: &str, needle: &str) -> Option<usize> {
+    const SHORT_MAX: usize = 8;
+    if needle.len() > SHORT_MAX {
+        return text.find(needle);
+    }
+    let needle = needle.as_bytes();
+    let Some(&first) = needle.first() else {
+        return Some(0);
+    };
+    let bytes = text.as_bytes();
+    let last_start = bytes.len().checked_sub(needle.len())?;
+    (0..=last_start).find(|&i| bytes[i] == first && bytes[i..i + needle.len()] == *needle)
 }
 
 impl LikePattern {
@@ -223,11 +242,23 @@ impl LikePattern {
         let Some((last, middle)) = rest.split_last() else {
             return false;
         };
-        let Some(start) = first.match_start(text) else {
-            return false;
+        // `x%` and `%x` leave an empty end: skip the empty comparison, which
+        // costs a call into libc's memcmp.
+        let start = if first.is_empty() {
+            0
+        } else {
+            match first.match_start(text) {
+                Some(start) => start,
+                None => return false,
+            }
         };
-        let Some(end) = last.match_end(&text[start..]) else {
-            return false;
+        let end = if last.is_empty() {
+            text.len() - start
+        } else {
+            match last.match_end(&text[start..]) {
+                Some(end) => end,
+                None => return false,
+            }
         };
         let mut left = &text[start..start + end];
         for seg in middle {
