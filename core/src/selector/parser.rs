@@ -75,6 +75,13 @@ enum Op {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Infix {
     Op(Op),
+    /// A comparison-level form that applies at once to the operand before
+    /// it and reads its own right-hand parts.
+    Post(Post),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Post {
     Between { negated: bool },
     Like { negated: bool },
     In { negated: bool },
@@ -127,7 +134,7 @@ impl Infix {
     fn precedence(self) -> u8 {
         match self {
             Infix::Op(op) => op.precedence(),
-            _ => CMP,
+            Infix::Post(_) => CMP,
         }
     }
 }
@@ -327,11 +334,14 @@ impl Parser<'_> {
                     self.reduce(&mut operands, &mut ops)?;
                 }
                 let at = self.here();
-                let Infix::Op(op) = infix else {
-                    let value = operands.pop().expect("an operand precedes an operator");
-                    let node = self.postfix(infix, value, at)?;
-                    operands.push(node);
-                    continue;
+                let op = match infix {
+                    Infix::Op(op) => op,
+                    Infix::Post(post) => {
+                        let value = operands.pop().expect("an operand precedes an operator");
+                        let node = self.postfix(post, value, at)?;
+                        operands.push(node);
+                        continue;
+                    }
                 };
                 self.next += 1;
                 self.push(&mut ops, op, at)?;
@@ -370,37 +380,32 @@ impl Parser<'_> {
             Tok::Star => Infix::Op(Op::Arith(ArithOp::Mul)),
             Tok::Slash => Infix::Op(Op::Arith(ArithOp::Div)),
             Tok::Percent => Infix::Op(Op::Arith(ArithOp::Mod)),
-            Tok::Kw(Kw::Between) => Infix::Between { negated: false },
-            Tok::Kw(Kw::Like) => Infix::Like { negated: false },
-            Tok::Kw(Kw::In) => Infix::In { negated: false },
-            Tok::Kw(Kw::Is) => Infix::IsNull,
+            Tok::Kw(Kw::Between) => Infix::Post(Post::Between { negated: false }),
+            Tok::Kw(Kw::Like) => Infix::Post(Post::Like { negated: false }),
+            Tok::Kw(Kw::In) => Infix::Post(Post::In { negated: false }),
+            Tok::Kw(Kw::Is) => Infix::Post(Post::IsNull),
             Tok::Kw(Kw::Not) => match after_not? {
-                Tok::Kw(Kw::Between) => Infix::Between { negated: true },
-                Tok::Kw(Kw::Like) => Infix::Like { negated: true },
-                Tok::Kw(Kw::In) => Infix::In { negated: true },
+                Tok::Kw(Kw::Between) => Infix::Post(Post::Between { negated: true }),
+                Tok::Kw(Kw::Like) => Infix::Post(Post::Like { negated: true }),
+                Tok::Kw(Kw::In) => Infix::Post(Post::In { negated: true }),
                 _ => return None,
             },
             _ => return None,
         })
     }
 
-    fn postfix(&mut self, infix: Infix, value: Node, at: usize) -> Result<Node, SelectorError> {
-        // Past NOT (if any) and the keyword.
-        self.next += if matches!(
-            infix,
-            Infix::Between { negated: true }
-                | Infix::Like { negated: true }
-                | Infix::In { negated: true }
-        ) {
-            2
-        } else {
-            1
+    fn postfix(&mut self, post: Post, value: Node, at: usize) -> Result<Node, SelectorError> {
+        let negated = match post {
+            Post::Between { negated } | Post::Like { negated } | Post::In { negated } => negated,
+            Post::IsNull => false,
         };
-        match infix {
-            Infix::Between { negated } => self.between(value, negated, at),
-            Infix::Like { negated } => self.like(value, negated, at),
-            Infix::In { negated } => self.in_list(value, negated, at),
-            Infix::IsNull | Infix::Op(_) => self.is_null(value),
+        // Past NOT (if any) and the keyword.
+        self.next += 1 + usize::from(negated);
+        match post {
+            Post::Between { .. } => self.between(value, negated, at),
+            Post::Like { .. } => self.like(value, negated, at),
+            Post::In { .. } => self.in_list(value, negated, at),
+            Post::IsNull => self.is_null(value),
         }
     }
 
