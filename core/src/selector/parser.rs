@@ -608,30 +608,37 @@ impl Parser<'_> {
                 expected: "an expression",
             });
         };
-        if signs > 0 && matches!(t.tok, Tok::Int(_) | Tok::Float(_)) {
+        // The signs just pushed, taken back: whether they negate, and where
+        // the first stood.
+        let take_signs = |ops: &mut Vec<(Op, usize)>| {
             let applied = ops.split_off(ops.len() - signs);
-            let first = applied[0].1;
             let negative = applied.iter().filter(|(op, _)| *op == Op::Neg).count() % 2 == 1;
-            self.next += 1;
-            let lit = match t.tok {
-                Tok::Int(m) => {
-                    let value = if negative {
-                        0i64.checked_sub_unsigned(m)
-                    } else {
-                        i64::try_from(m).ok()
-                    };
-                    let Some(n) = value else {
-                        return Err(SelectorError::NumberOutOfRange {
-                            text: format!("{}{m}", if negative { "-" } else { "" }),
-                            position: self.pos(t.at),
-                        });
-                    };
-                    Lit::Int(n)
-                }
-                Tok::Float(x) => Lit::Float(if negative { -x } else { x }),
-                _ => unreachable!("matched above"),
-            };
-            return self.node(Expr::Lit(lit), Kind::Num, 0, first);
+            (negative, applied[0].1)
+        };
+        match t.tok {
+            Tok::Int(m) if signs > 0 => {
+                let (negative, first) = take_signs(ops);
+                self.next += 1;
+                let value = if negative {
+                    0i64.checked_sub_unsigned(m)
+                } else {
+                    i64::try_from(m).ok()
+                };
+                let Some(n) = value else {
+                    return Err(SelectorError::NumberOutOfRange {
+                        text: format!("{}{m}", if negative { "-" } else { "" }),
+                        position: self.pos(t.at),
+                    });
+                };
+                return self.node(Expr::Lit(Lit::Int(n)), Kind::Num, 0, first);
+            }
+            Tok::Float(x) if signs > 0 => {
+                let (negative, first) = take_signs(ops);
+                self.next += 1;
+                let x = if negative { -x } else { x };
+                return self.node(Expr::Lit(Lit::Float(x)), Kind::Num, 0, first);
+            }
+            _ => {}
         }
         self.next += 1;
         let (expr, kind) = match t.tok {
