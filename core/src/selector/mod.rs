@@ -32,6 +32,14 @@
 //! `AMQGroupID`, `AMQAddress`, `AMQSize` read the message's fields; every
 //! other name is an application property.
 //!
+//! **Truth values.** SQL's three: a message is selected only when the
+//! selector is True. A missing property is NULL, and NULL makes
+//! comparisons, arithmetic, LIKE, IN and BETWEEN Unknown (`IS NULL` is
+//! never Unknown). Values of unlike types (a string and a number) compare
+//! False, as the spec says, and `<>` is NOT `=`, so True, as in Artemis;
+//! LIKE on a non-string is False and IN on one Unknown, also as in Artemis.
+//! The difference between False and Unknown shows only under NOT.
+//!
 //! **STOMP.** STOMP header values are strings, and a selector converts no
 //! strings to numbers: `x > 5` is False for a header `x:7` (write
 //! `x = '7'`). Artemis does the same: its STOMP subscriptions hand the
