@@ -13,6 +13,7 @@ pub mod journal;
 pub mod message;
 pub mod node;
 pub mod protocol;
+pub mod selector;
 /// An in-memory driver for tests and benches (feature `testkit`).
 #[cfg(feature = "testkit")]
 pub mod testkit;
