@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use clap::Args;
-use halyard_sim::{run_seed, Report};
+use halyard_sim::{Report, SimConfig};
 
 #[derive(Args, Debug)]
 pub struct SimArgs {
@@ -30,6 +30,19 @@ pub struct SimArgs {
     /// Run the seed twice and compare the trace hashes (with --seed)
     #[arg(long)]
     check_determinism: bool,
+    /// The chance that a client speaks AMQP rather than STOMP (0 to 1;
+    /// default: the simulator's, see SimConfig::amqp_share)
+    #[arg(long)]
+    amqp_share: Option<f64>,
+}
+
+/// Runs `seed`'s scenario, with the AMQP share asked for.
+fn run_seed(seed: u64, keep_trace: bool, amqp_share: Option<f64>) -> Report {
+    let mut cfg = SimConfig::from_seed(seed);
+    if let Some(share) = amqp_share {
+        cfg.amqp_share = share;
+    }
+    halyard_sim::run(cfg, keep_trace)
 }
 
 #[derive(Default)]
@@ -45,6 +58,12 @@ struct Totals {
     by_resend: u64,
     by_redelivery: u64,
     by_failover: u64,
+    by_release: u64,
+    amqp_clients: u64,
+    amqp_acknowledged: u64,
+    amqp_delivered: u64,
+    cross_protocol: u64,
+    committed_accepts: u64,
     fenced: u64,
     compactions: u64,
     virtual_ms: u64,
@@ -67,6 +86,12 @@ impl Totals {
         self.by_resend += r.counts.duplicates_by_resend;
         self.by_redelivery += r.counts.duplicates_by_redelivery;
         self.by_failover += r.counts.duplicates_by_failover;
+        self.by_release += r.counts.duplicates_by_release;
+        self.amqp_clients += r.counts.amqp_clients;
+        self.amqp_acknowledged += r.counts.amqp_acknowledged;
+        self.amqp_delivered += r.counts.amqp_delivered;
+        self.cross_protocol += r.counts.cross_protocol;
+        self.committed_accepts += r.counts.committed_accepts;
         self.fenced += r.kafka.fenced_requests;
         self.compactions += r.kafka.compactions;
         self.virtual_ms += r.end_ms;
@@ -75,14 +100,14 @@ impl Totals {
 
 pub fn run(a: SimArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     if let Some(seed) = a.seed {
-        let r = run_seed(seed, a.trace);
+        let r = run_seed(seed, a.trace, a.amqp_share);
         if a.trace {
             for l in &r.trace {
                 println!("{l}");
             }
         }
         if a.check_determinism {
-            let again = run_seed(seed, false);
+            let again = run_seed(seed, false, a.amqp_share);
             if again.trace_hash != r.trace_hash {
                 eprintln!(
                     "seed {seed} is not deterministic: {:016x} vs {:016x}",
@@ -120,12 +145,13 @@ pub fn run(a: SimArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         .map(|_| {
             let next = next.clone();
             let totals = totals.clone();
+            let amqp_share = a.amqp_share;
             std::thread::spawn(move || loop {
                 let seed = next.fetch_add(1, Ordering::Relaxed);
                 if seed >= end {
                     return;
                 }
-                let r = run_seed(seed, false);
+                let r = run_seed(seed, false, amqp_share);
                 let mut t = totals.lock().expect("totals lock");
                 t.add(&r);
                 if !r.ok() {
@@ -195,9 +221,23 @@ fn print_summary(t: &Totals, secs: f64) {
         t.sent, t.receipted, t.resent, t.delivered
     );
     println!(
-        "duplicates: {} (explained: {} by a producer resend, {} by redelivery, {} by a consumer failover; the rest are violations)",
-        t.duplicates, t.by_resend, t.by_redelivery, t.by_failover
+        "duplicates: {} (explained: {} by a producer resend, {} by redelivery, {} by a consumer failover{}; the rest are violations)",
+        t.duplicates,
+        t.by_resend,
+        t.by_redelivery,
+        t.by_failover,
+        if t.amqp_clients > 0 {
+            format!(", {} by a release", t.by_release)
+        } else {
+            String::new()
+        }
     );
+    if t.amqp_clients > 0 {
+        println!(
+            "amqp: {} clients, {} sends acknowledged, {} deliveries ({} accepted in committed transactions); {} deliveries crossed protocols",
+            t.amqp_clients, t.amqp_acknowledged, t.amqp_delivered, t.committed_accepts, t.cross_protocol
+        );
+    }
     println!(
         "kafka: {} fenced requests, {} compactions; {:.0} virtual seconds",
         t.fenced,

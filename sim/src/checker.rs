@@ -1,10 +1,11 @@
 //! The checker, in the spirit of Jepsen's total-queue: after the faults stop
-//! and everything drained, compare what producers were told (receipts) with
-//! what consumers got.
+//! and everything drained, compare what producers were told (a STOMP
+//! receipt, an AMQP `accepted`, an answered commit: "acknowledged") with
+//! what consumers got, whatever protocol each side spoke.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::client::{Client, Kind};
+use crate::client::{Client, Kind, Protocol};
 use crate::kafka::Writer;
 
 /// What went wrong, each a failure of the run.
@@ -18,6 +19,9 @@ pub struct Violations {
     pub unexplained_duplicates: Vec<(String, String, u64)>,
     /// A producer with duplicate ids whose message was stored more than once.
     pub stored_twice: Vec<(String, String, u64)>,
+    /// Delivered again after the commit of a transaction that accepted it
+    /// was answered (an acknowledged consumption is final).
+    pub consumed_again: Vec<(String, String, u64)>,
     /// Within one consumer session, a producer's messages out of order.
     pub order: Vec<String>,
     /// Journal writes accepted from a fenced (older) live, or two nodes for one epoch.
@@ -34,6 +38,7 @@ impl Violations {
             && self.unexpected.is_empty()
             && self.unexplained_duplicates.is_empty()
             && self.stored_twice.is_empty()
+            && self.consumed_again.is_empty()
             && self.order.is_empty()
             && self.split_brain.is_empty()
             && self.stuck.is_none()
@@ -60,6 +65,11 @@ impl Violations {
             "stored twice despite duplicate id",
             self.stored_twice.len(),
             fmt(&self.stored_twice),
+        );
+        add(
+            "delivered again after a committed accept",
+            self.consumed_again.len(),
+            fmt(&self.consumed_again),
         );
         add(
             "order violations",
@@ -95,6 +105,17 @@ pub struct Counts {
     pub duplicates_by_redelivery: u64,
     /// It arrived again on another consumer connection (an ack lost in a failover).
     pub duplicates_by_failover: u64,
+    /// A consumer released an earlier copy (AMQP `released`: back as if
+    /// never delivered, so not flagged redelivered).
+    pub duplicates_by_release: u64,
+    /// Clients speaking AMQP, their acknowledged sends and their deliveries.
+    pub amqp_clients: u64,
+    pub amqp_acknowledged: u64,
+    pub amqp_delivered: u64,
+    /// Deliveries to a consumer speaking another protocol than the producer.
+    pub cross_protocol: u64,
+    /// Deliveries whose acceptance was committed in a transaction.
+    pub committed_accepts: u64,
 }
 
 /// The consumer group a consumer belongs to: the queue, or the durable subscription.
@@ -132,6 +153,13 @@ pub fn check(clients: &[Client], commits: &[Writer]) -> (Violations, Counts) {
             counts.sent += c.sent.len() as u64;
             counts.receipted += c.receipted.len() as u64;
             counts.resent += c.resent.len() as u64;
+            if c.protocol == Protocol::Amqp {
+                counts.amqp_acknowledged += c.receipted.len() as u64;
+            }
+        }
+        if c.protocol == Protocol::Amqp {
+            counts.amqp_clients += 1;
+            counts.amqp_delivered += c.deliveries.len() as u64;
         }
     }
 
@@ -151,6 +179,15 @@ pub fn check(clients: &[Client], commits: &[Writer]) -> (Violations, Counts) {
     for (c, g) in clients.iter().zip(&group_names) {
         for d in &c.deliveries {
             counts.delivered += 1;
+            if d.committed_at.is_some() {
+                counts.committed_accepts += 1;
+            }
+            if producers
+                .get(d.producer.as_str())
+                .is_some_and(|p| p.client.protocol != c.protocol)
+            {
+                counts.cross_protocol += 1;
+            }
             let g = g.as_deref().unwrap_or(d.origin.as_str());
             delivered
                 .entry((g, d.producer.as_str(), d.seq))
@@ -198,12 +235,21 @@ pub fn check(clients: &[Client], commits: &[Writer]) -> (Violations, Counts) {
                 .push((g.to_string(), producer.to_string(), *seq));
             continue;
         }
+        let resent = p.client.resent.contains(seq);
+        if !resent {
+            // Once a transaction accepting it was committed, it is gone.
+            let committed = ds.iter().filter_map(|(_, d)| d.committed_at).min();
+            if committed.is_some_and(|t| ds.iter().any(|(_, d)| d.at > t)) {
+                v.consumed_again
+                    .push((g.to_string(), producer.to_string(), *seq));
+            }
+        }
         if ds.len() > 1 {
             counts.duplicates += ds.len() as u64 - 1;
-            // A later copy is explained by a resend, a redelivery flag, or
-            // arriving on another consumer connection than an earlier copy
-            // (the earlier one's ack may not have made it).
-            let resent = p.client.resent.contains(seq);
+            // A later copy is explained by a resend, a redelivery flag, an
+            // earlier copy its consumer released, or arriving on another
+            // consumer connection than an earlier copy (the earlier one's
+            // ack may not have made it).
             let mut ordered = ds.clone();
             ordered.sort_by_key(|(_, d)| d.at);
             for (i, (who, d)) in ordered.iter().enumerate().skip(1) {
@@ -211,6 +257,8 @@ pub fn check(clients: &[Client], commits: &[Writer]) -> (Violations, Counts) {
                     counts.duplicates_by_resend += 1;
                 } else if d.redelivered {
                     counts.duplicates_by_redelivery += 1;
+                } else if ordered[..i].iter().any(|(_, e)| e.released) {
+                    counts.duplicates_by_release += 1;
                 } else if ordered[..i]
                     .iter()
                     .any(|(w, e)| w != who || e.session != d.session)
@@ -222,7 +270,13 @@ pub fn check(clients: &[Client], commits: &[Writer]) -> (Violations, Counts) {
                 }
             }
             if p.client.uses_dup_ids() {
-                let ids: BTreeSet<&str> = ds.iter().map(|(_, d)| d.message_id.as_str()).collect();
+                // Only a protocol that shows the broker's message id tells
+                // copies apart (STOMP's message-id; AMQP shows none).
+                let ids: BTreeSet<&str> = ds
+                    .iter()
+                    .map(|(_, d)| d.message_id.as_str())
+                    .filter(|id| !id.is_empty())
+                    .collect();
                 if ids.len() > 1 {
                     v.stored_twice
                         .push((g.to_string(), producer.to_string(), *seq));
@@ -232,14 +286,21 @@ pub fn check(clients: &[Client], commits: &[Writer]) -> (Violations, Counts) {
     }
 
     // Order: within one consumer session, first deliveries of messages a
-    // producer sent only once arrive in the order they were sent.
+    // producer sent only once arrive in the order they were sent. A message
+    // a consumer released comes back unflagged, out of line: left out.
+    let released: BTreeSet<(&str, u64)> = clients
+        .iter()
+        .flat_map(|c| &c.deliveries)
+        .filter(|d| d.released)
+        .map(|d| (d.producer.as_str(), d.seq))
+        .collect();
     for c in clients {
         if group_of(c).is_none() {
             continue;
         }
         let mut last: BTreeMap<(u64, &str), u64> = BTreeMap::new();
         for d in &c.deliveries {
-            if d.redelivered {
+            if d.redelivered || released.contains(&(d.producer.as_str(), d.seq)) {
                 continue;
             }
             let Some(p) = producers.get(d.producer.as_str()) else {

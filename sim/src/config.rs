@@ -21,6 +21,11 @@ pub enum PlantedBug {
     Core(halyard_core::node::PlantedBug),
 }
 
+/// The share of AMQP clients a seed gets unless told otherwise: with about
+/// a dozen clients per run, most seeds have AMQP producers and consumers,
+/// many with messages crossing between STOMP and AMQP.
+pub const AMQP_SHARE_DEFAULT: f64 = 0.4;
+
 #[derive(Clone, Debug)]
 pub struct SimConfig {
     pub seed: u64,
@@ -38,6 +43,9 @@ pub struct SimConfig {
     pub durable_subscribers: usize,
     /// Producers that put duplicate-detection ids on sends.
     pub duplicate_ids: bool,
+    /// The chance that a client speaks AMQP 1.0 rather than STOMP (0 for
+    /// STOMP only, 1 for AMQP only).
+    pub amqp_share: f64,
     /// Faults are injected from 1 s until this time.
     pub fault_until_ms: u64,
     /// The run fails as stuck if it has not finished by then.
@@ -78,6 +86,7 @@ impl SimConfig {
             queue_consumers: r.range(1, 3) as usize,
             durable_subscribers: r.range(1, 2) as usize,
             duplicate_ids: r.chance(0.5),
+            amqp_share: AMQP_SHARE_DEFAULT,
             fault_until_ms: 60_000,
             max_time_ms: 0,
             faults: true,

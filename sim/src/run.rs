@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use crate::checker::{self, Counts, LossTracker, Violations};
-use crate::client::Client;
+use crate::client::{Client, Protocol};
 use crate::config::SimConfig;
 use crate::kafka::KafkaStats;
 use crate::trace::Trace;
@@ -64,6 +64,16 @@ pub fn run(cfg: SimConfig, keep_trace: bool) -> Report {
         if cfg.faults { cfg.fault_until_ms } else { 0 }
     );
     w.trace.line(0, "sim", &summary);
+    let amqp: Vec<&str> = w
+        .clients
+        .iter()
+        .filter(|c| c.protocol == Protocol::Amqp)
+        .map(|c| c.name.as_str())
+        .collect();
+    if !amqp.is_empty() {
+        let line = format!("AMQP clients: {}", amqp.join(" "));
+        w.trace.line(0, "sim", &line);
+    }
     w.start();
     let step = 250;
     let mut t = 0;

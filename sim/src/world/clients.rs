@@ -6,17 +6,31 @@ use halyard_core::node::{ConnEvent, Input};
 
 use super::events::Event;
 use super::state::World;
-use crate::client::{AckStyle, Action, Client, Kind};
+use crate::client::{AckStyle, Action, Client, Kind, Protocol};
+use crate::rng::Rng;
+
+/// Mixed into the seed for the choice of each client's protocol, so that
+/// the choice draws from none of the world's generators: with no AMQP
+/// share a run is the same as before AMQP clients existed.
+const PROTOCOL_SEED: u64 = 0xA3F1_0C0D_E5A1_7E00;
 
 impl World {
     /// The run's clients: producers and consumers on a queue, durable
     /// subscribers on a topic, at-most-once traffic and the dead letters.
+    /// Each speaks AMQP with the chance `amqp_share`, STOMP otherwise, so
+    /// messages also cross from one protocol to the other.
     pub(super) fn make_clients(&mut self) {
         let c = self.cfg.clone();
         let n = c.nodes;
-        let add = |w: &mut World, name: String, kind: Kind| {
+        let mut protocols = Rng::new(c.seed ^ PROTOCOL_SEED);
+        let mut add = |w: &mut World, name: String, kind: Kind| {
             let r = w.rng.fork();
-            w.clients.push(Client::new(name, kind, n, r));
+            let protocol = if protocols.chance(c.amqp_share) {
+                Protocol::Amqp
+            } else {
+                Protocol::Stomp
+            };
+            w.clients.push(Client::new(name, kind, protocol, n, r));
         };
         for i in 0..c.queue_producers {
             add(

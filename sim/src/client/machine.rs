@@ -1,0 +1,420 @@
+//! A simulated client: a producer that resends what was not acknowledged
+//! after a failover, or a consumer that settles what it gets, speaking
+//! STOMP or AMQP 1.0. Each is a small sans-IO state machine; the world
+//! carries out its [`Action`]s. What is the same for both protocols
+//! (connecting and failing over, the window of sends, what counts as
+//! acknowledged, how a delivery is settled) is here; the protocols are in
+//! `stomp` and `amqp`.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use halyard_core::Millis;
+
+use super::amqp::AmqpWire;
+use super::kinds::{AckStyle, Action, Delivery, Incoming, Kind, Protocol, Settle, WireEvent};
+use super::stomp::StompWire;
+use crate::rng::Rng;
+
+/// How long a client waits to be connected before trying another broker.
+const CONNECT_TIMEOUT_MS: Millis = 5_000;
+
+/// The protocol side of a client.
+enum Wire {
+    Stomp(StompWire),
+    Amqp(Box<AmqpWire>),
+}
+
+pub struct Client {
+    pub name: String,
+    pub kind: Kind,
+    pub protocol: Protocol,
+    wire: Wire,
+    nodes: usize,
+    cursor: usize,
+    connected: bool,
+    connecting: bool,
+    backoff_ms: u64,
+    rng: Rng,
+    pub session: u64,
+    // producer
+    next_seq: u64,
+    /// seq -> sends of it so far
+    pub pending: BTreeMap<u64, u32>,
+    /// Acknowledged: receipted (STOMP), accepted (AMQP), or in a
+    /// transaction whose commit was answered.
+    pub receipted: BTreeSet<u64>,
+    pub resent: BTreeSet<u64>,
+    pub sent: BTreeSet<u64>,
+    // consumer
+    pub deliveries: Vec<Delivery>,
+    /// This connection's deliveries by their protocol token, for the
+    /// answer to a transaction that accepted them.
+    by_token: BTreeMap<u64, usize>,
+    subscribed_once: bool,
+    pub last_delivery_at: Millis,
+    /// Set by the world: every durable subscription exists.
+    pub may_start: bool,
+    pub done: bool,
+    connect_deadline: Millis,
+    /// Report every message (for a printed trace).
+    pub verbose: bool,
+}
+
+impl Client {
+    pub fn new(name: String, kind: Kind, protocol: Protocol, nodes: usize, rng: Rng) -> Client {
+        let may_start = !matches!(
+            kind,
+            Kind::Producer {
+                wait_for_subscriptions: true,
+                ..
+            }
+        );
+        let wire = match protocol {
+            Protocol::Stomp => Wire::Stomp(StompWire::new(&name, &kind)),
+            Protocol::Amqp => Wire::Amqp(Box::new(AmqpWire::new(&name, &kind))),
+        };
+        Client {
+            name,
+            kind,
+            protocol,
+            wire,
+            nodes,
+            cursor: 0,
+            connected: false,
+            connecting: false,
+            backoff_ms: 50,
+            rng,
+            session: 0,
+            next_seq: 0,
+            pending: BTreeMap::new(),
+            receipted: BTreeSet::new(),
+            resent: BTreeSet::new(),
+            sent: BTreeSet::new(),
+            deliveries: Vec::new(),
+            by_token: BTreeMap::new(),
+            subscribed_once: false,
+            last_delivery_at: 0,
+            may_start,
+            done: false,
+            connect_deadline: 0,
+            verbose: false,
+        }
+    }
+
+    pub fn is_producer(&self) -> bool {
+        matches!(self.kind, Kind::Producer { .. })
+    }
+
+    pub fn subscribed_once(&self) -> bool {
+        self.subscribed_once
+    }
+
+    pub fn uses_dup_ids(&self) -> bool {
+        matches!(
+            self.kind,
+            Kind::Producer {
+                duplicate_ids: true,
+                ..
+            }
+        )
+    }
+
+    /// Producer finished: every message acknowledged.
+    pub fn producer_done(&self) -> bool {
+        match &self.kind {
+            Kind::Producer { total, .. } => self.receipted.len() as u64 >= *total,
+            Kind::Consumer { .. } => true,
+        }
+    }
+
+    pub fn start(&mut self, now: Millis) -> Vec<Action> {
+        let delay = self.rng.range(0, 300);
+        vec![Action::Timer(now + delay)]
+    }
+
+    fn try_connect(&mut self, now: Millis) -> Vec<Action> {
+        if self.connected || self.done {
+            return vec![];
+        }
+        if self.connecting {
+            // Not connected in time (a paused broker): give up on this one.
+            if now >= self.connect_deadline {
+                self.connecting = false;
+                self.cursor += 1;
+                return vec![
+                    Action::Trace(format!("{}: connect timed out", self.name)),
+                    Action::Close,
+                    Action::Timer(now + 10),
+                ];
+            }
+            return vec![Action::Timer(self.connect_deadline)];
+        }
+        self.connecting = true;
+        self.connect_deadline = now + CONNECT_TIMEOUT_MS;
+        let node = self.cursor % self.nodes;
+        vec![
+            Action::Connect { node },
+            Action::Timer(self.connect_deadline),
+        ]
+    }
+
+    /// The TCP connection was accepted: greet the broker.
+    pub fn on_open(&mut self) -> Vec<Action> {
+        let mut out = Vec::new();
+        match &mut self.wire {
+            Wire::Stomp(w) => w.greet(&mut out),
+            Wire::Amqp(w) => w.greet(&mut out),
+        }
+        out
+    }
+
+    /// Refused, reset, or closed by the broker: try the next node later.
+    pub fn on_closed(&mut self, now: Millis) -> Vec<Action> {
+        let was = self.connected;
+        self.connected = false;
+        self.connecting = false;
+        self.cursor += 1;
+        self.by_token.clear();
+        match &mut self.wire {
+            Wire::Stomp(w) => w.reset(),
+            Wire::Amqp(w) => w.reset(),
+        }
+        self.backoff_ms = if was {
+            50
+        } else {
+            (self.backoff_ms * 2).min(1_000)
+        };
+        let mut out = vec![];
+        if was {
+            out.push(Action::Trace(format!(
+                "{}: connection lost, trying again",
+                self.name
+            )));
+        }
+        if !self.done {
+            out.push(Action::Timer(now + self.backoff_ms + self.rng.range(0, 50)));
+        }
+        out
+    }
+
+    pub fn on_timer(&mut self, now: Millis) -> Vec<Action> {
+        if !self.connected {
+            return self.try_connect(now);
+        }
+        let mut out = Vec::new();
+        if let Wire::Amqp(w) = &mut self.wire {
+            w.on_timer(now, &mut out);
+        }
+        out.extend(self.produce_some(now));
+        if self.is_producer() && !self.done {
+            out.push(Action::Timer(now + self.rng.range(5, 40)));
+        }
+        out
+    }
+
+    pub fn on_bytes(&mut self, now: Millis, bytes: &[u8]) -> Vec<Action> {
+        let mut out = Vec::new();
+        let mut events = Vec::new();
+        match &mut self.wire {
+            Wire::Stomp(w) => w.on_bytes(bytes, &mut events),
+            Wire::Amqp(w) => w.on_bytes(now, bytes, &mut events, &mut out),
+        }
+        for e in events {
+            if !self.on_event(now, e, &mut out) {
+                break;
+            }
+        }
+        out
+    }
+
+    /// Handles what the protocol said; false once the connection is given up.
+    fn on_event(&mut self, now: Millis, e: WireEvent, out: &mut Vec<Action>) -> bool {
+        match e {
+            WireEvent::Connected => {
+                self.connected = true;
+                self.connecting = false;
+                self.session += 1;
+                out.push(Action::Trace(format!(
+                    "{}: connected (session {})",
+                    self.name, self.session
+                )));
+                match &self.kind {
+                    Kind::Producer { .. } => {
+                        out.extend(self.resend_pending());
+                        out.extend(self.produce_some(now));
+                        out.push(Action::Timer(now + self.rng.range(5, 40)));
+                    }
+                    Kind::Consumer { .. } => {
+                        if let Wire::Stomp(w) = &mut self.wire {
+                            w.subscribe(out);
+                        }
+                    }
+                }
+            }
+            WireEvent::Subscribed => self.subscribed_once = true,
+            WireEvent::Acknowledged(seqs) => {
+                for seq in seqs {
+                    if self.pending.remove(&seq).is_some() {
+                        self.receipted.insert(seq);
+                    }
+                }
+                if self.is_producer() && self.producer_done() && !self.done {
+                    self.done = true;
+                    out.push(Action::Trace(format!(
+                        "{}: all {} messages receipted",
+                        self.name,
+                        self.receipted.len()
+                    )));
+                    match &mut self.wire {
+                        Wire::Stomp(w) => w.goodbye(out),
+                        Wire::Amqp(w) => w.goodbye(out),
+                    }
+                    out.push(Action::Close);
+                }
+            }
+            WireEvent::Delivered(incoming) => self.on_delivery(now, incoming, out),
+            WireEvent::AcceptsCommitted(tokens) => {
+                for token in tokens {
+                    if let Some(&i) = self.by_token.get(&token) {
+                        self.deliveries[i].committed_at = Some(now);
+                    }
+                }
+            }
+            WireEvent::Note(what) => out.push(Action::Trace(format!("{}: {what}", self.name))),
+            WireEvent::Broken(why) => {
+                out.push(Action::Trace(format!("{}: {why}", self.name)));
+                out.push(Action::Close);
+                out.extend(self.on_closed(now));
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Records a delivery and settles it as this consumer does.
+    fn on_delivery(&mut self, now: Millis, m: Incoming, out: &mut Vec<Action>) {
+        self.last_delivery_at = now;
+        let Kind::Consumer {
+            ack, nack_chance, ..
+        } = &self.kind
+        else {
+            return;
+        };
+        let (ack, nack_chance) = (ack.clone(), *nack_chance);
+        let settle = if ack == AckStyle::Individual && self.rng.chance(nack_chance) {
+            // AMQP gives a message back two ways; STOMP has NACK only.
+            if self.protocol == Protocol::Amqp && self.rng.chance(0.5) {
+                Settle::Release
+            } else {
+                Settle::Requeue
+            }
+        } else {
+            Settle::Accept
+        };
+        if self.verbose {
+            let what = match (&ack, settle, self.protocol) {
+                (AckStyle::Auto, _, _) => "auto",
+                (_, Settle::Accept, Protocol::Stomp) => "ACK",
+                (_, Settle::Requeue, Protocol::Stomp) => "NACK",
+                (_, Settle::Accept, Protocol::Amqp) => "accepted",
+                (_, Settle::Requeue, Protocol::Amqp) => "modified",
+                (_, Settle::Release, _) => "released",
+            };
+            out.push(Action::Detail(format!(
+                "{}: got {}:{} id {}{}, {what}",
+                self.name,
+                m.producer,
+                m.seq,
+                m.message_id,
+                if m.redelivered { " (redelivered)" } else { "" },
+            )));
+        }
+        self.by_token.insert(m.token, self.deliveries.len());
+        self.deliveries.push(Delivery {
+            producer: m.producer,
+            seq: m.seq,
+            origin: m.origin,
+            message_id: m.message_id,
+            redelivered: m.redelivered,
+            released: settle == Settle::Release,
+            committed_at: None,
+            session: self.session,
+            at: now,
+        });
+        match &mut self.wire {
+            Wire::Stomp(w) => w.settle(m.token, settle, out),
+            Wire::Amqp(w) => w.settle(m.token, settle, out),
+        }
+    }
+
+    /// Sends `seqs`, as plain sends or one transaction.
+    fn send_seqs(&mut self, seqs: &[u64]) -> Vec<Action> {
+        let transaction = match &self.kind {
+            Kind::Producer {
+                transaction_size, ..
+            } => transaction_size.is_some(),
+            Kind::Consumer { .. } => return vec![],
+        };
+        for s in seqs {
+            self.sent.insert(*s);
+            let n = self.pending.entry(*s).or_insert(0);
+            *n += 1;
+            if *n > 1 {
+                self.resent.insert(*s);
+            }
+        }
+        let mut out = Vec::new();
+        match &mut self.wire {
+            Wire::Stomp(w) => w.send(seqs, transaction, &mut out),
+            Wire::Amqp(w) => w.send(seqs, transaction, &mut out),
+        }
+        out
+    }
+
+    fn resend_pending(&mut self) -> Vec<Action> {
+        let seqs: Vec<u64> = self.pending.keys().copied().collect();
+        if seqs.is_empty() {
+            return vec![];
+        }
+        let chunk = match &self.kind {
+            Kind::Producer {
+                transaction_size: Some(n),
+                ..
+            } => *n,
+            _ => seqs.len(),
+        };
+        let mut out = vec![Action::Trace(format!(
+            "{}: resending {} unreceipted",
+            self.name,
+            seqs.len()
+        ))];
+        for c in seqs.chunks(chunk.max(1)) {
+            out.extend(self.send_seqs(c));
+        }
+        out
+    }
+
+    fn produce_some(&mut self, _now: Millis) -> Vec<Action> {
+        let Kind::Producer {
+            total,
+            window,
+            transaction_size,
+            wait_for_subscriptions,
+            ..
+        } = self.kind
+        else {
+            return vec![];
+        };
+        if !self.connected || (wait_for_subscriptions && !self.may_start) {
+            return vec![];
+        }
+        let n = transaction_size.unwrap_or(1);
+        if self.pending.len() + n > window.max(n) || self.next_seq >= total {
+            return vec![];
+        }
+        let end = (self.next_seq + n as u64).min(total);
+        let seqs: Vec<u64> = (self.next_seq..end).collect();
+        self.next_seq = end;
+        self.send_seqs(&seqs)
+    }
+}

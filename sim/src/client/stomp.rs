@@ -1,0 +1,261 @@
+//! The STOMP side of a simulated client: CONNECT, SUBSCRIBE, SEND with a
+//! receipt (or BEGIN, SENDs, COMMIT with a receipt), and ACK, NACK or
+//! transactional ACKs, with the core's STOMP codec.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use halyard_core::protocol::stomp::{
+    encode_to_bytes, Command, Decoded, Decoder, Frame, Limits, Version,
+};
+
+use super::kinds::{
+    decimal, AckStyle, Action, Incoming, Kind, Settle, WireEvent, DUPLICATE_ID, ORIGIN, PRODUCER,
+    SEQ,
+};
+
+/// Acknowledgements per transaction of a transactional consumer.
+const ACKS_PER_TRANSACTION: u32 = 3;
+
+pub struct StompWire {
+    name: String,
+    kind: Kind,
+    decoder: Decoder,
+    /// Transactions sent and not yet receipted: name -> their seqs.
+    tx_in_flight: BTreeMap<String, Vec<u64>>,
+    /// Names transactions; never reset, so a name is never reused.
+    next_tx: u64,
+    /// Transactional consumer: the open ack transaction and its size.
+    open_tx: Option<(String, u32)>,
+}
+
+impl StompWire {
+    pub fn new(name: &str, kind: &Kind) -> StompWire {
+        StompWire {
+            name: name.to_string(),
+            kind: kind.clone(),
+            decoder: Decoder::new(Limits::default()),
+            tx_in_flight: BTreeMap::new(),
+            next_tx: 0,
+            open_tx: None,
+        }
+    }
+
+    /// The connection is gone: what was in flight on it is forgotten.
+    pub fn reset(&mut self) {
+        self.tx_in_flight.clear();
+        self.open_tx = None;
+    }
+
+    fn send_frame(f: &Frame) -> Action {
+        Action::Send(encode_to_bytes(f, Version::V1_2))
+    }
+
+    /// The TCP connection was accepted: say CONNECT.
+    pub fn greet(&mut self, out: &mut Vec<Action>) {
+        self.decoder = Decoder::new(Limits::default());
+        let mut f = Frame::new(Command::Connect)
+            .with_header("accept-version", "1.2")
+            .with_header("host", "sim");
+        if let Kind::Consumer {
+            durable: Some((client_id, _)),
+            ..
+        } = &self.kind
+        {
+            f.push_header("client-id", client_id.as_str());
+        }
+        out.push(Action::Send(encode_to_bytes(&f, Version::V1_0)));
+    }
+
+    pub fn on_bytes(&mut self, bytes: &[u8], events: &mut Vec<WireEvent>) {
+        if let Err(e) = self.decoder.push(bytes) {
+            events.push(WireEvent::Broken(format!(
+                "undecodable bytes from broker: {e}"
+            )));
+            return;
+        }
+        loop {
+            match self.decoder.next() {
+                Ok(Some(Decoded::Frame(f))) => self.on_frame(f, events),
+                Ok(Some(Decoded::HeartBeat)) => {}
+                Ok(None) => break,
+                Err(e) => {
+                    events.push(WireEvent::Broken(format!("bad frame from broker: {e}")));
+                    break;
+                }
+            }
+        }
+    }
+
+    fn on_frame(&mut self, f: Frame, events: &mut Vec<WireEvent>) {
+        match f.command {
+            Command::Connected => {
+                self.decoder.set_version(Version::V1_2);
+                events.push(WireEvent::Connected);
+            }
+            Command::Receipt => {
+                let id = f.header("receipt-id").unwrap_or_default();
+                if id == "sub" {
+                    events.push(WireEvent::Subscribed);
+                } else if let Some(seq) = id.strip_prefix('m').and_then(|s| s.parse::<u64>().ok()) {
+                    events.push(WireEvent::Acknowledged(vec![seq]));
+                } else {
+                    let seqs = self.tx_in_flight.remove(id).unwrap_or_default();
+                    events.push(WireEvent::Acknowledged(seqs));
+                }
+            }
+            Command::Message => events.push(WireEvent::Delivered(Incoming {
+                producer: f.header(PRODUCER).unwrap_or_default().to_string(),
+                seq: f
+                    .header(SEQ)
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(u64::MAX),
+                origin: f.header(ORIGIN).unwrap_or_default().to_string(),
+                message_id: f.header("message-id").unwrap_or_default().to_string(),
+                redelivered: f.header("redelivered") == Some("true"),
+                token: f
+                    .header("ack")
+                    .and_then(|a| a.parse().ok())
+                    .unwrap_or(u64::MAX),
+            })),
+            Command::Error => events.push(WireEvent::Note(format!(
+                "ERROR from broker: {}",
+                f.header("message").unwrap_or("")
+            ))),
+            _ => {}
+        }
+    }
+
+    /// A consumer's SUBSCRIBE, with a receipt that says it exists.
+    pub fn subscribe(&mut self, out: &mut Vec<Action>) {
+        let Kind::Consumer {
+            destination,
+            ack,
+            durable,
+            ..
+        } = &self.kind
+        else {
+            return;
+        };
+        let mode = match ack {
+            AckStyle::Cumulative => "client",
+            AckStyle::Auto => "auto",
+            AckStyle::Individual | AckStyle::Transactional => "client-individual",
+        };
+        let mut s = Frame::new(Command::Subscribe)
+            .with_header("id", "s")
+            .with_header("destination", destination.as_str())
+            .with_header("ack", mode)
+            .with_header("receipt", "sub");
+        if let Some((_, name)) = durable {
+            s.push_header("durable-subscription-name", name.as_str());
+        }
+        out.push(Self::send_frame(&s));
+    }
+
+    /// Settles the delivery whose `ack` header was `token`.
+    pub fn settle(&mut self, token: u64, how: Settle, out: &mut Vec<Action>) {
+        let Kind::Consumer { ack, .. } = &self.kind else {
+            return;
+        };
+        let ack_id = decimal(token);
+        match ack {
+            AckStyle::Auto => {}
+            AckStyle::Transactional => {
+                if self.open_tx.is_none() {
+                    self.next_tx += 1;
+                    let t = format!("a{}", self.next_tx);
+                    out.push(Self::send_frame(
+                        &Frame::new(Command::Begin).with_header("transaction", t.as_str()),
+                    ));
+                    self.open_tx = Some((t, 0));
+                }
+                if let Some((t, n)) = self.open_tx.as_mut() {
+                    out.push(Self::send_frame(
+                        &Frame::new(Command::Ack)
+                            .with_header("id", ack_id)
+                            .with_header("transaction", t.as_str()),
+                    ));
+                    *n += 1;
+                    if *n >= ACKS_PER_TRANSACTION {
+                        out.push(Self::send_frame(
+                            &Frame::new(Command::Commit).with_header("transaction", t.as_str()),
+                        ));
+                        self.open_tx = None;
+                    }
+                }
+            }
+            AckStyle::Individual | AckStyle::Cumulative => {
+                let command = if how == Settle::Accept {
+                    Command::Ack
+                } else {
+                    Command::Nack
+                };
+                out.push(Self::send_frame(
+                    &Frame::new(command).with_header("id", ack_id),
+                ));
+            }
+        }
+    }
+
+    fn message(&self, seq: u64, tx: Option<&str>) -> Frame {
+        let Kind::Producer {
+            destination,
+            duplicate_ids,
+            ..
+        } = &self.kind
+        else {
+            unreachable!("only producers send messages")
+        };
+        let seq_text = decimal(seq);
+        let mut f = Frame {
+            command: Command::Send,
+            headers: Vec::with_capacity(6),
+            body: Bytes::new(),
+        };
+        f.push_header("destination", destination.as_str());
+        f.push_header(PRODUCER, self.name.as_str());
+        f.push_header(SEQ, seq_text.as_str());
+        f.push_header(ORIGIN, destination.as_str());
+        match tx {
+            Some(t) => f.push_header("transaction", t),
+            None => f.push_header("receipt", ["m", &seq_text].concat()),
+        }
+        if *duplicate_ids {
+            f.push_header(DUPLICATE_ID, [&self.name, ":", &seq_text].concat());
+        }
+        f.with_body(Bytes::from(
+            [&self.name, ":", &seq_text, ":payload"].concat(),
+        ))
+    }
+
+    /// Sends `seqs` as plain SENDs with receipts, or as one transaction
+    /// whose COMMIT has the receipt.
+    pub fn send(&mut self, seqs: &[u64], transaction: bool, out: &mut Vec<Action>) {
+        if !transaction {
+            out.extend(
+                seqs.iter()
+                    .map(|s| Self::send_frame(&self.message(*s, None))),
+            );
+            return;
+        }
+        self.next_tx += 1;
+        let name = format!("t{}", self.next_tx);
+        let mut frames = vec![Frame::new(Command::Begin).with_header("transaction", name.as_str())];
+        for s in seqs {
+            frames.push(self.message(*s, Some(&name)));
+        }
+        frames.push(
+            Frame::new(Command::Commit)
+                .with_header("transaction", name.as_str())
+                .with_header("receipt", name.as_str()),
+        );
+        self.tx_in_flight.insert(name, seqs.to_vec());
+        out.extend(frames.iter().map(Self::send_frame));
+    }
+
+    /// A producer with every message receipted says goodbye.
+    pub fn goodbye(&mut self, out: &mut Vec<Action>) {
+        out.push(Self::send_frame(&Frame::new(Command::Disconnect)));
+    }
+}
