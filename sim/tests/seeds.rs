@@ -126,6 +126,22 @@ mod planted {
     }
 
     #[test]
+    fn amqp_accepted_before_durable_is_caught() {
+        first_catch(
+            PlantedBug::Core(CoreBug::AmqpAcceptBeforeDurable),
+            &["lost"],
+        );
+    }
+
+    #[test]
+    fn amqp_commit_answered_before_durable_is_caught() {
+        first_catch(
+            PlantedBug::Core(CoreBug::AmqpDischargeBeforeDurable),
+            &["delivered again after a committed accept", "lost"],
+        );
+    }
+
+    #[test]
     fn acknowledging_before_the_kafka_commit_is_caught() {
         first_catch(PlantedBug::Driver(DriverBug::AckBeforeCommit), &["lost"]);
     }

@@ -55,6 +55,12 @@ pub enum PlantedBug {
     RemoveBeforeAckDurable,
     /// Keep the previous activation's epoch, so ids repeat.
     ReuseIds,
+    /// Settle an AMQP transfer `accepted` as soon as it arrives, before the
+    /// journal says it is durable.
+    AmqpAcceptBeforeDurable,
+    /// Answer an AMQP discharge (commit) `accepted` as soon as it arrives,
+    /// before the transaction's batch is durable.
+    AmqpDischargeBeforeDurable,
 }
 
 impl Default for NodeConfig {

@@ -512,6 +512,16 @@ impl AmqpSession {
                         }
                     },
                 };
+                #[cfg(feature = "planted-bugs")]
+                if cx.config.planted_bug == Some(crate::node::PlantedBug::AmqpAcceptBeforeDurable)
+                    && !r.settled
+                    && txn.is_none()
+                {
+                    // Planted bug: `accepted` before the journal says durable.
+                    let _ = self
+                        .conn
+                        .settle(r.link, r.delivery_id, DeliveryState::Accepted);
+                }
                 self.op(
                     cx,
                     Op::Send { message, tx },
@@ -590,6 +600,14 @@ impl AmqpSession {
                 } else {
                     Op::Commit { tx: name }
                 };
+                #[cfg(feature = "planted-bugs")]
+                if cx.config.planted_bug
+                    == Some(crate::node::PlantedBug::AmqpDischargeBeforeDurable)
+                    && !fail
+                {
+                    // Planted bug: the commit answered before it is durable.
+                    let _ = self.conn.settle(link, delivery_id, DeliveryState::Accepted);
+                }
                 self.op(cx, op, Waiting::Discharge { link, delivery_id });
             }
             None => self.reject(
