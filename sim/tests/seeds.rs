@@ -1,7 +1,7 @@
 //! The simulator's own tests: seeds pass, runs are deterministic, and every
 //! planted bug is caught.
 
-use halyard_sim::run_seed;
+use halyard_sim::{run, run_seed, SimConfig};
 
 /// Fewer seeds in unoptimised builds; `scripts/test.sh` runs these tests in
 /// release mode and then 2,000 seeds through `halyard sim`.
@@ -66,6 +66,46 @@ fn faults_are_injected_and_failovers_happen() {
     }
 }
 
+#[test]
+fn amqp_clients_take_part() {
+    let (mut acknowledged, mut delivered, mut crossed, mut committed, mut released) =
+        (0, 0, 0, 0, 0);
+    for seed in 1..=seeds().min(20) {
+        let r = run_seed(seed, false);
+        assert!(r.ok(), "seed {seed}: {}", r.violations.summary());
+        acknowledged += r.counts.amqp_acknowledged;
+        delivered += r.counts.amqp_delivered;
+        crossed += r.counts.cross_protocol;
+        committed += r.counts.committed_accepts;
+        released += r.counts.duplicates_by_release;
+    }
+    assert!(
+        acknowledged > 0 && delivered > 0 && crossed > 0,
+        "AMQP: {acknowledged} acknowledged, {delivered} delivered, {crossed} crossed protocols"
+    );
+    if !cfg!(debug_assertions) {
+        assert!(
+            committed > 0 && released > 0,
+            "AMQP: {committed} accepts committed, {released} copies after a release"
+        );
+    }
+}
+
+#[test]
+fn amqp_only_seeds_pass() {
+    for seed in 1..=seeds().min(20) {
+        let mut cfg = SimConfig::from_seed(seed);
+        cfg.amqp_share = 1.0;
+        let r = run(cfg, false);
+        assert!(
+            r.ok(),
+            "seed {seed} with AMQP clients only: {}\nreplay: halyard sim --seed {seed} --amqp-share 1 --trace",
+            r.violations.summary()
+        );
+        assert!(r.counts.receipted > 0, "seed {seed} acknowledged nothing");
+    }
+}
+
 #[cfg(feature = "planted-bugs")]
 mod planted {
     use halyard_core::node::PlantedBug as CoreBug;
@@ -125,20 +165,32 @@ mod planted {
         );
     }
 
-    #[test]
-    fn amqp_accepted_before_durable_is_caught() {
-        first_catch(
-            PlantedBug::Core(CoreBug::AmqpAcceptBeforeDurable),
-            &["lost"],
+    /// The same seed with the bug but STOMP clients only passes: what
+    /// caught it was the AMQP clients.
+    fn passes_without_amqp(bug: PlantedBug, seed: u64) {
+        let mut cfg = SimConfig::from_seed(seed);
+        cfg.planted_bug = Some(bug);
+        cfg.amqp_share = 0.0;
+        let r = run(cfg, false);
+        assert!(
+            r.ok(),
+            "seed {seed} fails with STOMP clients only: {}",
+            r.violations.summary()
         );
     }
 
     #[test]
+    fn amqp_accepted_before_durable_is_caught() {
+        let bug = PlantedBug::Core(CoreBug::AmqpAcceptBeforeDurable);
+        let (seed, _) = first_catch(bug, &["lost"]);
+        passes_without_amqp(bug, seed);
+    }
+
+    #[test]
     fn amqp_commit_answered_before_durable_is_caught() {
-        first_catch(
-            PlantedBug::Core(CoreBug::AmqpDischargeBeforeDurable),
-            &["delivered again after a committed accept", "lost"],
-        );
+        let bug = PlantedBug::Core(CoreBug::AmqpDischargeBeforeDurable);
+        let (seed, _) = first_catch(bug, &["delivered again after a committed accept", "lost"]);
+        passes_without_amqp(bug, seed);
     }
 
     #[test]
