@@ -20,7 +20,7 @@ const CONNECT_TIMEOUT_MS: Millis = 5_000;
 
 /// The protocol side of a client.
 enum Wire {
-    Stomp(StompWire),
+    Stomp(Box<StompWire>),
     Amqp(Box<AmqpWire>),
 }
 
@@ -70,7 +70,7 @@ impl Client {
             }
         );
         let wire = match protocol {
-            Protocol::Stomp => Wire::Stomp(StompWire::new(&name, &kind)),
+            Protocol::Stomp => Wire::Stomp(Box::new(StompWire::new(&name, &kind))),
             Protocol::Amqp => Wire::Amqp(Box::new(AmqpWire::new(&name, &kind))),
         };
         Client {
