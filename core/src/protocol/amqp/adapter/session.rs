@@ -164,6 +164,10 @@ impl AmqpSession {
             } => {
                 if let Some(LinkKind::Consumer { sub_id, .. }) = self.links.get(&link) {
                     let sub_id = sub_id.clone();
+                    // The link's credit now, not when the flow came: events
+                    // may wait (a draining node ticks them through later)
+                    // while deliveries go on using up the credit.
+                    let credit = self.conn.credit(link).unwrap_or(credit);
                     self.op(
                         cx,
                         Op::Flow {
