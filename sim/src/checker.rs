@@ -182,9 +182,12 @@ pub fn check(clients: &[Client], commits: &[Writer]) -> (Violations, Counts) {
             if d.committed_at.is_some() {
                 counts.committed_accepts += 1;
             }
-            if producers
-                .get(d.producer.as_str())
-                .is_some_and(|p| p.client.protocol != c.protocol)
+            // One protocol only: nothing crosses (and no lookup per delivery).
+            if counts.amqp_clients > 0
+                && counts.amqp_clients < clients.len() as u64
+                && producers
+                    .get(d.producer.as_str())
+                    .is_some_and(|p| p.client.protocol != c.protocol)
             {
                 counts.cross_protocol += 1;
             }

@@ -438,6 +438,7 @@ impl AmqpWire {
             message_id: String::new(),
             redelivered: m.redelivered,
             token: u64::from(id),
+            ack_id: String::new(),
         }));
     }
 

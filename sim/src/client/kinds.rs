@@ -118,8 +118,10 @@ pub struct Incoming {
     pub origin: String,
     pub message_id: String,
     pub redelivered: bool,
-    /// How the protocol finds this delivery again to settle it.
+    /// How the protocol finds this delivery again to settle it: the AMQP
+    /// delivery id, or the STOMP `ack` header as sent.
     pub token: u64,
+    pub ack_id: String,
 }
 
 /// What a client's protocol tells it, in order.

@@ -50,6 +50,8 @@ pub struct Client {
     /// This connection's deliveries by their protocol token, for the
     /// answer to a transaction that accepted them.
     by_token: BTreeMap<u64, usize>,
+    /// An empty buffer for what the protocol reports, kept to save allocations.
+    events: Vec<WireEvent>,
     subscribed_once: bool,
     pub last_delivery_at: Millis,
     /// Set by the world: every durable subscription exists.
@@ -92,6 +94,7 @@ impl Client {
             sent: BTreeSet::new(),
             deliveries: Vec::new(),
             by_token: BTreeMap::new(),
+            events: Vec::new(),
             subscribed_once: false,
             last_delivery_at: 0,
             may_start,
@@ -214,16 +217,19 @@ impl Client {
 
     pub fn on_bytes(&mut self, now: Millis, bytes: &[u8]) -> Vec<Action> {
         let mut out = Vec::new();
-        let mut events = Vec::new();
+        // Reused, so decoding a frame costs no allocation for its events.
+        let mut events = std::mem::take(&mut self.events);
         match &mut self.wire {
             Wire::Stomp(w) => w.on_bytes(bytes, &mut events),
             Wire::Amqp(w) => w.on_bytes(now, bytes, &mut events, &mut out),
         }
-        for e in events {
+        for e in events.drain(..) {
             if !self.on_event(now, e, &mut out) {
                 break;
             }
         }
+        events.clear();
+        self.events = events;
         out
     }
 
@@ -320,16 +326,23 @@ impl Client {
                 (_, Settle::Requeue, Protocol::Amqp) => "modified",
                 (_, Settle::Release, _) => "released",
             };
+            let id = if m.message_id.is_empty() {
+                format!("delivery {}", m.token)
+            } else {
+                format!("id {}", m.message_id)
+            };
             out.push(Action::Detail(format!(
-                "{}: got {}:{} id {}{}, {what}",
+                "{}: got {}:{} {id}{}, {what}",
                 self.name,
                 m.producer,
                 m.seq,
-                m.message_id,
                 if m.redelivered { " (redelivered)" } else { "" },
             )));
         }
-        self.by_token.insert(m.token, self.deliveries.len());
+        // Only a transaction's answer refers back to deliveries by token.
+        if ack == AckStyle::Transactional && self.protocol == Protocol::Amqp {
+            self.by_token.insert(m.token, self.deliveries.len());
+        }
         self.deliveries.push(Delivery {
             producer: m.producer,
             seq: m.seq,
@@ -342,7 +355,7 @@ impl Client {
             at: now,
         });
         match &mut self.wire {
-            Wire::Stomp(w) => w.settle(m.token, settle, out),
+            Wire::Stomp(w) => w.settle(m.ack_id, settle, out),
             Wire::Amqp(w) => w.settle(m.token, settle, out),
         }
     }

@@ -113,10 +113,8 @@ impl StompWire {
                 origin: f.header(ORIGIN).unwrap_or_default().to_string(),
                 message_id: f.header("message-id").unwrap_or_default().to_string(),
                 redelivered: f.header("redelivered") == Some("true"),
-                token: f
-                    .header("ack")
-                    .and_then(|a| a.parse().ok())
-                    .unwrap_or(u64::MAX),
+                token: 0,
+                ack_id: f.header("ack").unwrap_or_default().to_string(),
             })),
             Command::Error => events.push(WireEvent::Note(format!(
                 "ERROR from broker: {}",
@@ -153,12 +151,11 @@ impl StompWire {
         out.push(Self::send_frame(&s));
     }
 
-    /// Settles the delivery whose `ack` header was `token`.
-    pub fn settle(&mut self, token: u64, how: Settle, out: &mut Vec<Action>) {
+    /// Settles the delivery whose `ack` header was `ack_id`.
+    pub fn settle(&mut self, ack_id: String, how: Settle, out: &mut Vec<Action>) {
         let Kind::Consumer { ack, .. } = &self.kind else {
             return;
         };
-        let ack_id = decimal(token);
         match ack {
             AckStyle::Auto => {}
             AckStyle::Transactional => {

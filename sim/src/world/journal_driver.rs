@@ -176,12 +176,10 @@ impl JournalDriver {
             }
             return;
         }
-        let records: Vec<_> = group
-            .batches
-            .into_iter()
-            .flatten()
-            .map(|e| (e.key, e.value))
-            .collect();
+        let mut records = Vec::with_capacity(group.batches.iter().map(Vec::len).sum());
+        for batch in group.batches {
+            records.extend(batch.into_iter().map(|e| (e.key, e.value)));
+        }
         let sequence = self.sequence;
         self.sequence += 1;
         self.transaction = Some(Transaction {
