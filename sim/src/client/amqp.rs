@@ -96,7 +96,8 @@ pub struct AmqpWire {
     handles: BTreeMap<u32, u32>,
     main: SenderLink,
     coordinator: SenderLink,
-    /// Consumer: attached, transfers received, credit left.
+    /// Consumer, once its link is attached: the broker's delivery-count as
+    /// we know it, and the credit left.
     receiving: Option<(u32, u32)>,
     outstanding: BTreeMap<u32, Purpose>,
     held: VecDeque<Held>,
@@ -106,8 +107,8 @@ pub struct AmqpWire {
     consumer_transaction: ConsumerTransaction,
     /// Cumulative consumer: deliveries not settled yet.
     unsettled: Vec<u64>,
-    /// A delivery whose transfer frames are still coming: id, settled, bytes.
-    partial: Option<(u32, bool, BytesMut)>,
+    /// A delivery whose transfer frames are still coming: its id and bytes.
+    partial: Option<(u32, BytesMut)>,
     connected: bool,
 }
 
@@ -271,7 +272,7 @@ impl AmqpWire {
                 }
                 Err(e) => events.push(WireEvent::Broken(format!("bad AMQP frame: {e}"))),
             }
-            if events.iter().any(|e| matches!(e, WireEvent::Broken(_))) {
+            if matches!(events.last(), Some(WireEvent::Broken(_))) {
                 return;
             }
         }
@@ -311,7 +312,10 @@ impl AmqpWire {
                     return;
                 }
                 match (attach.role, handle) {
-                    (Role::Sender, _) => self.receiving = Some((0, 0)),
+                    // Our receiver: we count from the broker's first delivery-count.
+                    (Role::Sender, _) => {
+                        self.receiving = Some((attach.initial_delivery_count.unwrap_or(0), 0));
+                    }
                     (Role::Receiver, MAIN) => self.main.attached = true,
                     (Role::Receiver, _) => {
                         debug_assert!(matches!(attach.target, Some(AttachTarget::Coordinator(_))));
@@ -325,8 +329,12 @@ impl AmqpWire {
                     return;
                 };
                 if let (Some(count), Some(credit)) = (flow.delivery_count, flow.link_credit) {
+                    // Counted from the broker's delivery-count, which lags
+                    // ours by the transfers still on their way to it; none
+                    // (not a wrapped-around lot) when we are past its limit.
                     let link = self.sender(handle);
-                    link.credit = count.wrapping_add(credit).wrapping_sub(link.delivery_count);
+                    let left = count.wrapping_add(credit).wrapping_sub(link.delivery_count);
+                    link.credit = if left > u32::MAX / 2 { 0 } else { left };
                     self.flush_held(out);
                 }
             }
@@ -378,8 +386,9 @@ impl AmqpWire {
         self.connected = true;
         events.push(WireEvent::Connected);
         if let Kind::Consumer { .. } = self.kind {
-            self.receiving = Some((0, CONSUMER_CREDIT));
-            self.send_flow(Some((0, CONSUMER_CREDIT)), out);
+            let count = self.receiving.map_or(0, |(count, _)| count);
+            self.receiving = Some((count, CONSUMER_CREDIT));
+            self.send_flow(Some((count, CONSUMER_CREDIT)), out);
             events.push(WireEvent::Subscribed);
         }
     }
@@ -404,19 +413,23 @@ impl AmqpWire {
             self.partial = None;
             return;
         }
-        let (id, settled, mut bytes) = match self.partial.take() {
-            Some(p) => p,
-            None => (
-                t.delivery_id.unwrap_or_default(),
-                t.settled == Some(true),
-                BytesMut::new(),
-            ),
+        // A delivery in one frame (all of the simulated ones) is not copied.
+        let (id, payload) = match self.partial.take() {
+            Some((id, mut bytes)) => {
+                bytes.extend_from_slice(&payload);
+                if t.more {
+                    self.partial = Some((id, bytes));
+                    return;
+                }
+                (id, bytes.freeze())
+            }
+            None if t.more => {
+                let id = t.delivery_id.unwrap_or_default();
+                self.partial = Some((id, BytesMut::from(&payload[..])));
+                return;
+            }
+            None => (t.delivery_id.unwrap_or_default(), payload),
         };
-        bytes.extend_from_slice(&payload);
-        if t.more {
-            self.partial = Some((id, settled, bytes));
-            return;
-        }
         let Some((received, credit)) = self.receiving.as_mut() else {
             return;
         };
@@ -427,7 +440,7 @@ impl AmqpWire {
             self.receiving = Some((received, CONSUMER_CREDIT));
             self.send_flow(Some((received, CONSUMER_CREDIT)), out);
         }
-        let Some(m) = frames::read_message(bytes.freeze()) else {
+        let Some(m) = frames::read_message(payload) else {
             events.push(WireEvent::Note(format!("undecodable delivery {id}")));
             return;
         };
