@@ -33,6 +33,7 @@ impl Node {
                     self.broker = Broker::new(self.config.broker.clone());
                     self.broker.begin_load();
                     self.loaded_entries = 0;
+                    self.opens_unanswered += 1;
                     self.outputs
                         .push_back(Output::Journal(JournalRequest::Open));
                 }
@@ -65,7 +66,8 @@ impl Node {
     pub(crate) fn on_journal(&mut self, ev: JournalEvent) {
         match ev {
             JournalEvent::Loaded { entries } => {
-                if self.state != HaState::Loading {
+                // Part of an open given up: loading it would mix two reads.
+                if self.state != HaState::Loading || self.opens_unanswered > 1 {
                     return;
                 }
                 self.loaded_entries += entries.len() as u64;
@@ -77,13 +79,15 @@ impl Node {
                 }
             }
             JournalEvent::Ready => {
-                if self.state != HaState::Loading {
+                // The end of an open given up is not the end of this one:
+                // going live on it would serve a journal read in part.
+                if self.answer_open() || self.state != HaState::Loading {
                     return;
                 }
                 self.activate();
             }
             JournalEvent::OpenFailed { reason } => {
-                if self.state == HaState::Loading {
+                if !self.answer_open() && self.state == HaState::Loading {
                     self.step_down(Event::JournalOpenFailed { reason });
                 }
             }
@@ -111,6 +115,14 @@ impl Node {
                 }
             }
         }
+    }
+
+    /// Counts the answer to an open; true if it answers one given up
+    /// (a later open is still unanswered).
+    fn answer_open(&mut self) -> bool {
+        let given_up = self.opens_unanswered > 1;
+        self.opens_unanswered = self.opens_unanswered.saturating_sub(1);
+        given_up
     }
 
     pub(crate) fn owns_ticket(&self, ticket: Ticket) -> bool {

@@ -40,6 +40,11 @@ pub struct Node {
     pub(crate) planned_dups: BTreeSet<(String, String)>,
     pub(crate) accepting: bool,
     pub(crate) loaded_entries: u64,
+    /// Journal opens asked for and not answered yet (`Ready` or
+    /// `OpenFailed`). The driver answers opens in order, each after its
+    /// `Loaded`s; while more than one is unanswered, what it sends belongs
+    /// to an open this node gave up (it stepped down while loading).
+    pub(crate) opens_unanswered: u32,
     /// Actions adapters pushed, waiting to be carried out (reused buffer).
     pub(crate) actions: Vec<SessionAction>,
 }
@@ -65,6 +70,7 @@ impl Node {
             planned_dups: BTreeSet::new(),
             accepting: false,
             loaded_entries: 0,
+            opens_unanswered: 0,
             actions: Vec::new(),
         }
     }
