@@ -293,7 +293,8 @@ pub struct Read {
 }
 
 pub fn read_message(payload: Bytes) -> Option<Read> {
-    let m = Message::decode(payload, &Default::default()).ok()?;
+    // The body is not needed: left undecoded.
+    let m = Message::decode_lazy(payload, &Default::default()).ok()?;
     let text = |key: &str| {
         m.application_property(key)
             .and_then(Value::as_str)
