@@ -8,9 +8,11 @@
 //! ```
 //!
 //! The driver promises: appends complete (durable, failed or fenced) in the
-//! order they were issued (the node asserts it); `ConnRequest::Close`
-//! flushes what was sent before it; after `ConnRequest::Close` the node has
-//! already forgotten the connection.
+//! order they were issued (the node asserts it); every journal `Open` is
+//! answered once, in order, with its `Loaded`s then `Ready` or `OpenFailed`,
+//! even one the node gave up on (it ignores those answers);
+//! `ConnRequest::Close` flushes what was sent before it; after
+//! `ConnRequest::Close` the node has already forgotten the connection.
 //!
 //! Rooms: [`ports`] (inputs and outputs), [`node`] (the state and the
 //! driver's face), [`ops`] (what protocol adapters ask for), `connections`
