@@ -40,8 +40,21 @@
 # unbounded). ARTEMIS_STOMP_CONSUMER_WINDOW=-1 sets the acceptor's stompConsumerWindowSize to
 # unbounded; unset keeps Artemis's default. Applied at every start.
 #
+# AMQP (for Qpid JMS and python-qpid-proton, tests/amqp): ARTEMIS_AMQP=1 gives the instance an
+# AMQP 1.0 acceptor on 127.0.0.1:ARTEMIS_AMQP_PORT (61627), and start/status then also wait for
+# it to answer the AMQP protocol header; unset (the benchmarks) removes that acceptor again, so
+# the instance is STOMP-only as before. ARTEMIS_AMQP_IDLE_TIMEOUT_MS sets its amqpIdleTimeout
+# (unset: Artemis's default, 60 s). Applied at every start.
+#
+# ARTEMIS_INSTANCE names the instance folder under target/artemis (default `instance`, the
+# benchmarks'); another name (the tests use `tests`) is a separate broker with its own journal,
+# pid file (target/artemis/NAME.pid) and log (target/artemis/NAME.out), so tests and benchmarks
+# never share state. Give it its own ports too.
+#
 # Environment: ARTEMIS_VERSION, ARTEMIS_GROUP, ARTEMIS_STOMP_PORT (61613), ARTEMIS_CORE_PORT
-# (61626), ARTEMIS_USER/ARTEMIS_PASSWORD (artemis/artemis), ARTEMIS_STOMP_CONSUMER_WINDOW (unset),
+# (61626), ARTEMIS_AMQP (unset), ARTEMIS_AMQP_PORT (61627),
+# ARTEMIS_AMQP_IDLE_TIMEOUT_MS (unset), ARTEMIS_INSTANCE (instance),
+# ARTEMIS_USER/ARTEMIS_PASSWORD (artemis/artemis), ARTEMIS_STOMP_CONSUMER_WINDOW (unset),
 # ARTEMIS_START_TIMEOUT seconds (90).
 set -euo pipefail
 
@@ -53,6 +66,10 @@ set -euo pipefail
 ARTEMIS_VERSION=${ARTEMIS_VERSION:-2.56.0}
 ARTEMIS_STOMP_PORT=${ARTEMIS_STOMP_PORT:-61613}
 ARTEMIS_CORE_PORT=${ARTEMIS_CORE_PORT:-61626}
+ARTEMIS_AMQP=${ARTEMIS_AMQP-}
+ARTEMIS_AMQP_PORT=${ARTEMIS_AMQP_PORT:-61627}
+ARTEMIS_AMQP_IDLE_TIMEOUT_MS=${ARTEMIS_AMQP_IDLE_TIMEOUT_MS-}
+ARTEMIS_INSTANCE=${ARTEMIS_INSTANCE:-instance}
 ARTEMIS_USER=${ARTEMIS_USER:-artemis}
 ARTEMIS_PASSWORD=${ARTEMIS_PASSWORD:-artemis}
 ARTEMIS_START_TIMEOUT=${ARTEMIS_START_TIMEOUT:-90}
@@ -73,11 +90,18 @@ fi
 ADIR="$ROOT/target/artemis"
 DIST="$ADIR/dist"
 HOME_DIR="$ADIR/apache-artemis-$ARTEMIS_VERSION"
-INSTANCE="$ADIR/instance"
+[[ "$ARTEMIS_INSTANCE" =~ ^[A-Za-z0-9_-]+$ ]] || { echo "artemis.sh: bad ARTEMIS_INSTANCE" >&2; exit 2; }
+INSTANCE="$ADIR/$ARTEMIS_INSTANCE"
 BROKER_XML="$INSTANCE/etc/broker.xml"
-PIDFILE="$ADIR/artemis.pid"
-LOGFILE="$ADIR/artemis.out"
-CREATE_LOG="$ADIR/create.log"
+if [[ "$ARTEMIS_INSTANCE" == instance ]]; then
+    PIDFILE="$ADIR/artemis.pid"
+    LOGFILE="$ADIR/artemis.out"
+    CREATE_LOG="$ADIR/create.log"
+else
+    PIDFILE="$ADIR/$ARTEMIS_INSTANCE.pid"
+    LOGFILE="$ADIR/$ARTEMIS_INSTANCE.out"
+    CREATE_LOG="$ADIR/$ARTEMIS_INSTANCE-create.log"
+fi
 INSTANCE_STAMP="$INSTANCE/.halyard-create"
 
 # --- fetch -----------------------------------------------------------------
@@ -155,6 +179,29 @@ configure_stomp() {
         || die "could not configure the STOMP acceptor in $BROKER_XML"
 }
 
+# ARTEMIS_AMQP=1: an AMQP acceptor on 127.0.0.1:ARTEMIS_AMQP_PORT; otherwise none.
+configure_amqp() {
+    sed -i -E '/<acceptor name="amqp">[^<]*<\/acceptor>/d' "$BROKER_XML"
+    [[ "$ARTEMIS_AMQP" == 1 ]] || return 0
+    local url="tcp://127.0.0.1:${ARTEMIS_AMQP_PORT}?protocols=AMQP;useEpoll=true;amqpCredits=1000;amqpLowCredits=300;amqpDuplicateDetection=true"
+    if [[ -n "$ARTEMIS_AMQP_IDLE_TIMEOUT_MS" ]]; then
+        url+=";amqpIdleTimeout=${ARTEMIS_AMQP_IDLE_TIMEOUT_MS}"
+    fi
+    sed -i -E "s#</acceptors>#   <acceptor name=\"amqp\">${url}</acceptor>\n      </acceptors>#" "$BROKER_XML"
+    grep -qF "<acceptor name=\"amqp\">${url}</acceptor>" "$BROKER_XML" \
+        || die "could not configure the AMQP acceptor in $BROKER_XML"
+}
+
+# 0 if ARTEMIS_AMQP is unset, or if the AMQP port answers a SASL protocol header with one.
+amqp_ready() {
+    [[ "$ARTEMIS_AMQP" == 1 ]] || return 0
+    timeout 5 bash -c '
+        exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 3
+        printf "AMQP\003\001\000\000" >&3
+        head -c 4 <&3 | grep -q AMQP
+    ' _ "$ARTEMIS_AMQP_PORT" 2>/dev/null
+}
+
 xml_value() { # TAG -> text of the first <TAG>...</TAG> in broker.xml
     sed -n -E "s#.*<$1>([^<]*)</$1>.*#\\1#p" "$BROKER_XML" | head -n 1
 }
@@ -190,16 +237,20 @@ cmd_start() {
     local pid
     if ! running_pid >/dev/null; then
         configure_stomp # every start: the port and consumer window may differ from last time
+        configure_amqp
     fi
     if pid=$(running_pid); then
-        if stomp_connect >/dev/null; then
+        if stomp_connect >/dev/null && amqp_ready; then
             log "already running (pid $pid), STOMP on 127.0.0.1:$ARTEMIS_STOMP_PORT"
             return 0
         fi
-        die "process $pid is running but STOMP does not answer on 127.0.0.1:$ARTEMIS_STOMP_PORT"
+        die "process $pid is running but STOMP does not answer on 127.0.0.1:$ARTEMIS_STOMP_PORT (or AMQP on $ARTEMIS_AMQP_PORT, if asked for)"
     fi
     if (exec 3<>"/dev/tcp/127.0.0.1/$ARTEMIS_STOMP_PORT") 2>/dev/null; then
         die "127.0.0.1:$ARTEMIS_STOMP_PORT is already taken by another process"
+    fi
+    if [[ "$ARTEMIS_AMQP" == 1 ]] && (exec 3<>"/dev/tcp/127.0.0.1/$ARTEMIS_AMQP_PORT") 2>/dev/null; then
+        die "127.0.0.1:$ARTEMIS_AMQP_PORT is already taken by another process"
     fi
     [[ -f "$LOGFILE" ]] && mv -f "$LOGFILE" "$LOGFILE.1"
     log "starting Artemis $ARTEMIS_VERSION ($INSTANCE), log $LOGFILE"
@@ -214,8 +265,8 @@ cmd_start() {
             rm -f "$PIDFILE"
             die "Artemis did not start"
         fi
-        if answer=$(stomp_connect); then
-            log "running (pid $pid): STOMP CONNECT as $ARTEMIS_USER on 127.0.0.1:$ARTEMIS_STOMP_PORT answered CONNECTED; journal $(journal_type)"
+        if answer=$(stomp_connect) && amqp_ready; then
+            log "running (pid $pid): STOMP CONNECT as $ARTEMIS_USER on 127.0.0.1:$ARTEMIS_STOMP_PORT answered CONNECTED$([[ "$ARTEMIS_AMQP" == 1 ]] && echo ", AMQP on 127.0.0.1:$ARTEMIS_AMQP_PORT"); journal $(journal_type)"
             return 0
         fi
         sleep 0.5
@@ -243,8 +294,8 @@ cmd_status() {
         echo "artemis: not running"
         return 1
     fi
-    if answer=$(stomp_connect); then
-        echo "artemis: running (pid $pid, STOMP 127.0.0.1:$ARTEMIS_STOMP_PORT, Artemis $ARTEMIS_VERSION, journal $(journal_type))"
+    if answer=$(stomp_connect) && amqp_ready; then
+        echo "artemis: running (pid $pid, STOMP 127.0.0.1:$ARTEMIS_STOMP_PORT$([[ "$ARTEMIS_AMQP" == 1 ]] && echo ", AMQP 127.0.0.1:$ARTEMIS_AMQP_PORT"), Artemis $ARTEMIS_VERSION, journal $(journal_type))"
         return 0
     fi
     echo "artemis: process $pid is running but STOMP does not answer CONNECTED on 127.0.0.1:$ARTEMIS_STOMP_PORT (${answer:-no answer})"
@@ -284,6 +335,7 @@ cmd_info() {
     tune=$(grep -o 'Your system can make [^,]*' "$CREATE_LOG" 2>/dev/null | head -n 1 || true)
     echo "create_sync_test=${tune#Your system can make }"
     echo "stomp_acceptor=$(sed -n -E 's#.*<acceptor name="stomp">([^<]*)</acceptor>.*#\1#p' "$BROKER_XML")"
+    echo "amqp_acceptor=$(sed -n -E 's#.*<acceptor name="amqp">([^<]*)</acceptor>.*#\1#p' "$BROKER_XML")"
     echo "java_args=$(sed -n -E 's/^ *JAVA_ARGS="(.*)"$/\1/p' "$INSTANCE/etc/artemis.profile" | head -n 1 | grep -oE -- '-Xm[sx][^ ]+|-XX:\+Use[A-Za-z0-9]+GC' | tr '\n' ' ')"
 }
 
