@@ -50,7 +50,7 @@ enum Command {
     Sim(sim_cmd::SimArgs),
     /// TCP fault proxy for tests: forward a port, cut and heal it on demand
     Proxy(proxy_cmd::ProxyArgs),
-    /// Load-test a STOMP broker: throughput and HDR latency percentiles, JSON and plots
+    /// Load-test a STOMP or AMQP 1.0 broker: throughput and HDR latency percentiles, JSON and plots
     Bench(bench_cmd::BenchArgs),
     /// Measure the Kafka journal's write ceiling: a plain transactional producer writing journal-shaped records
     KafkaCeiling(ceiling_cmd::CeilingArgs),
