@@ -309,7 +309,13 @@ async fn connect_inner(
     };
     w.buf.extend_from_slice(&SASL_HEADER);
     w.flush().await?;
-    match r.item().await? {
+    let first = r.item().await.map_err(|e| match e {
+        AmqpClientError::Protocol(e) => AmqpClientError::Protocol(format!(
+            "{addr} did not answer with an AMQP header (not an AMQP port?): {e}"
+        )),
+        e => e,
+    })?;
+    match first {
         Item::Header(ProtocolHeader::Sasl) => {}
         other => {
             return Err(AmqpClientError::Sasl(format!(
@@ -349,9 +355,11 @@ async fn connect_inner(
             initial_response: None,
             hostname: None,
         },
-        Auth::Anonymous => return Err(AmqpClientError::Sasl(format!(
+        Auth::Anonymous => {
+            return Err(AmqpClientError::Sasl(format!(
             "the broker does not offer ANONYMOUS (it offers {names:?}); give --user and --password"
-        ))),
+        )))
+        }
     };
     encode_frame(&mut w.buf, true, 0, &init.to_value(), &[]);
     w.flush().await?;

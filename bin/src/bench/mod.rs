@@ -21,3 +21,6 @@ pub mod schedule;
 pub mod seqset;
 pub mod stats;
 pub mod stomp_run;
+
+#[cfg(test)]
+mod amqp_tests;
