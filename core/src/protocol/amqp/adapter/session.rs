@@ -53,12 +53,9 @@ enum Waiting {
         settled: bool,
         txn: Option<Bytes>,
     },
-    /// An attach to accept once its subscription (or node) exists.
-    Attach {
-        link: LinkId,
-        answer: AttachAnswer,
-        kind: LinkKind,
-    },
+    /// An attach to accept once its subscription (or node) exists. Boxed:
+    /// it is large, and every send's `Waiting` moves within a B-tree.
+    Attach(Box<PendingAttach>),
     Declare {
         link: LinkId,
         delivery_id: u32,
@@ -70,6 +67,12 @@ enum Waiting {
     },
     /// Nothing to say (settlements, flows, unsubscribes).
     Quiet,
+}
+
+struct PendingAttach {
+    link: LinkId,
+    answer: AttachAnswer,
+    kind: LinkKind,
 }
 
 /// One AMQP client connection.
@@ -246,7 +249,7 @@ impl AmqpSession {
                     self.op(
                         cx,
                         Op::CreateTemporaryQueue { address },
-                        Waiting::Attach { link, answer, kind },
+                        Waiting::Attach(Box::new(PendingAttach { link, answer, kind })),
                     );
                 } else {
                     self.accept_now(link, answer, kind);
@@ -430,7 +433,7 @@ impl AmqpSession {
                 credit: Some(0),
                 destination,
             }),
-            Waiting::Attach { link, answer, kind },
+            Waiting::Attach(Box::new(PendingAttach { link, answer, kind })),
         );
     }
 
@@ -702,14 +705,15 @@ impl AmqpSession {
                 },
                 Err(e),
             ) => self.reject(link, delivery_id, settled, condition_of(&e), e.to_string()),
-            (Waiting::Attach { link, answer, kind }, Ok(())) => {
+            (Waiting::Attach(a), Ok(())) => {
+                let PendingAttach { link, answer, kind } = *a;
                 if let LinkKind::Consumer { sub_id, .. } = &kind {
                     self.subs.insert(sub_id.clone(), link);
                 }
                 self.accept_now(link, answer, kind);
             }
-            (Waiting::Attach { link, .. }, Err(e)) => {
-                self.refuse_attach(link, condition_of(&e), e.to_string())
+            (Waiting::Attach(a), Err(e)) => {
+                self.refuse_attach(a.link, condition_of(&e), e.to_string())
             }
             (
                 Waiting::Declare {
