@@ -156,11 +156,12 @@ impl AmqpWriter {
 
     /// Frames a message of `len` bytes takes.
     pub fn frames_for(&self, t: &Transfer, len: usize) -> u32 {
-        let chunk = chunk_size(self.max_frame_size, t);
-        if FRAME_HEADER_BYTES + head_len(t, false) + len <= self.max_frame_size as usize {
+        if surely_one_frame(self.max_frame_size, len)
+            || FRAME_HEADER_BYTES + head_len(t, false) + len <= self.max_frame_size as usize
+        {
             1
         } else {
-            len.div_ceil(chunk).max(1) as u32
+            len.div_ceil(chunk_size(self.max_frame_size, t)).max(1) as u32
         }
     }
 
@@ -226,6 +227,15 @@ fn chunk_size(max_frame_size: u32, t: &Transfer) -> usize {
     (max_frame_size as usize).saturating_sub(head).max(1)
 }
 
+/// More than a transfer performative takes (about 80 bytes with a 32-byte
+/// delivery tag).
+const TRANSFER_BYTES_MAX: usize = 128;
+
+/// Whether `len` payload bytes surely fit one frame with any transfer.
+fn surely_one_frame(max_frame_size: u32, len: usize) -> bool {
+    FRAME_HEADER_BYTES + TRANSFER_BYTES_MAX + len <= max_frame_size as usize
+}
+
 /// Appends `t` with `payload`, split to fit `max_frame_size`; returns the
 /// number of frames.
 pub fn transfer_frames(
@@ -234,8 +244,10 @@ pub fn transfer_frames(
     t: Transfer,
     payload: &[u8],
 ) -> u32 {
-    let single = FRAME_HEADER_BYTES + head_len(&t, false) + payload.len();
-    if single <= max_frame_size as usize {
+    // Measuring the performative costs an encode: only near the limit.
+    if surely_one_frame(max_frame_size, payload.len())
+        || FRAME_HEADER_BYTES + head_len(&t, false) + payload.len() <= max_frame_size as usize
+    {
         encode_performative(out, 0, &Performative::Transfer(t), payload);
         return 1;
     }
