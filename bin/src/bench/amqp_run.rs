@@ -758,6 +758,11 @@ impl Consumer {
             Performative::Flow(fl) if fl.echo && !self.finishing => {
                 self.outbox.push(&Performative::Flow(self.our_flow()));
             }
+            // The answers to our own detach and end: read on to the close,
+            // so the socket is not dropped with frames unread (a reset).
+            Performative::Detach(Detach { error: None, .. })
+            | Performative::End { error: None }
+                if self.finishing => {}
             Performative::Detach(d) => {
                 self.fail(format!(
                     "broker detached the link: {}",
