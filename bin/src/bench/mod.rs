@@ -13,6 +13,8 @@
 //! - [`plot`]: SVG and PNG plots.
 
 pub mod amqp_client;
+pub mod amqp_consumer;
+pub mod amqp_link;
 pub mod amqp_run;
 pub mod harness;
 pub mod payload;
