@@ -929,7 +929,11 @@ def main():
     if any(l in rounds for l in ("halyard-local-amqp", "artemis-amqp")):
         w("### AMQP 1.0: Halyard against Artemis")
         w("")
-        w("The AMQP runs side by side (same load, same window; p99 in ms; ratio = Halyard / Artemis):")
+        w(
+            "The AMQP runs side by side (same load, same window; p99 in ms; ratio = Halyard / Artemis). "
+            "Where Halyard's AMQP time goes (profiles of the node under this load) is in "
+            "[docs/bench.md](docs/bench.md#amqp-10-halyard-against-artemis)."
+        )
         w("")
         w("| run | Halyard msg/s | Artemis msg/s | ratio | Halyard p99 send→accepted | Artemis p99 send→accepted | ratio | Halyard p99 end-to-end | Artemis p99 end-to-end | ratio |")
         w("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
@@ -1316,6 +1320,10 @@ def main():
         if not p:
             continue
         probs = log_problems(os.path.join(run, "logs", f"{label}-r{p[0]}.broker.log"))
+        # What was logged before the bench started (e.g. the reset of
+        # artemis.sh's AMQP readiness probe) is not the run's doing.
+        before = set(log_problems(os.path.join(run, "logs", f"{label}-r{p[0]}.start.log")))
+        probs = [l for l in probs if l not in before]
         if probs:
             art_notes.append(f"- {label}: {len(probs)} WARN/ERROR lines in Artemis's log, e.g. `{probs[0][-200:]}`")
     if art_notes:
