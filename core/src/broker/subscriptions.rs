@@ -4,11 +4,25 @@
 use std::collections::BTreeMap;
 
 use super::errors::SubscribeError;
+use super::filter::ConsumerFilter;
 use super::queue::{AckMode, ConsumerId, Queue, QueueOwner, RefState};
 use super::state::{Broker, Consumer};
 use super::types::RefKey;
 use crate::ids::{ConnId, Id};
 use crate::journal::{QueueKind, Routing};
+
+/// How a new consumer takes messages.
+#[derive(Clone, Debug)]
+pub struct ConsumerOptions {
+    pub ack: AckMode,
+    /// Unacknowledged bytes it may hold; `None` is unbounded.
+    pub window_bytes: Option<usize>,
+    /// Unacknowledged messages it may hold; `None` is unbounded.
+    pub window_messages: Option<usize>,
+    pub filter: ConsumerFilter,
+    /// How deliveries name where they came from.
+    pub destination: String,
+}
 
 impl Broker {
     /// Creates a connection-owned multicast queue (non-durable subscription).
@@ -25,15 +39,12 @@ impl Broker {
     }
 
     /// Attaches a consumer to a queue.
-    #[allow(clippy::too_many_arguments)]
     pub fn subscribe(
         &mut self,
         conn: ConnId,
         sub_id: &str,
         queue: Id,
-        ack_mode: AckMode,
-        window_bytes: Option<usize>,
-        destination: String,
+        opts: ConsumerOptions,
     ) -> Result<(), SubscribeError> {
         let flow = self.conns.entry(conn).or_default();
         if flow.subs.contains_key(sub_id) {
@@ -59,11 +70,13 @@ impl Broker {
                 conn,
                 sub_id: sub_id.to_string(),
                 queue,
-                ack_mode,
-                window_bytes,
+                ack_mode: opts.ack,
+                window_bytes: opts.window_bytes,
+                window_messages: opts.window_messages,
+                filter: opts.filter,
                 unacked_bytes: 0,
                 unacked: BTreeMap::new(),
-                destination,
+                destination: opts.destination,
             },
         );
         self.dirty.insert(queue);

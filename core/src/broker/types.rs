@@ -28,8 +28,11 @@ pub struct Delivery {
     /// 1 on first delivery.
     pub deliveries: u32,
     pub destination: String,
-    /// The queue's address differs from the message's (dead-lettered).
+    /// The queue's address differs from the message's (dead-lettered or
+    /// expired): the message's own address.
     pub original_address: Option<String>,
+    /// It comes from the expiry address, where it was moved when it expired.
+    pub expired: bool,
     /// Auto-ack: this reference is settled by sending it; journal its ack.
     pub auto_settled: Option<RefKey>,
     /// The journal entries that settle `auto_settled` (see
@@ -42,6 +45,9 @@ pub struct Delivery {
 pub struct SendPlan {
     /// Durable queues that do not exist yet and are created in the same batch.
     pub creates: Vec<QueueDef>,
+    /// A multicast address to declare (journal) in the same batch: the
+    /// first multicast send to a new name creates it, as in Artemis.
+    pub declare: Option<String>,
     /// Durable queues that keep a journaled reference (persistent sends only).
     pub durable_queues: Vec<Id>,
     /// Queues that hold it in memory only.

@@ -16,7 +16,9 @@ use bytes::Bytes;
 use thiserror::Error;
 
 use super::config::NodeConfig;
-use crate::broker::{AckError, AckMode, Broker, Delivery, SendError, SubscribeError};
+use crate::broker::{
+    AckError, AckMode, Broker, Delivery, SelectorError, SendError, SubscribeError,
+};
 use crate::ids::ConnId;
 use crate::journal::DurableSub;
 use crate::message::Message;
@@ -70,6 +72,12 @@ pub struct SubscribeOp {
     pub ack: AckMode,
     /// Unacknowledged bytes the consumer may hold; `None` is unbounded.
     pub window_bytes: Option<usize>,
+    /// Unacknowledged messages the consumer may hold; `None` is unbounded.
+    pub window_messages: Option<usize>,
+    /// Skip messages sent on this connection.
+    pub no_local: bool,
+    /// A JMS selector's text (parsed by the node).
+    pub selector: Option<String>,
     /// How deliveries name where they came from (the destination as the
     /// client spelled it).
     pub destination: String,
@@ -120,6 +128,8 @@ pub enum OpError {
     Subscribe(#[from] SubscribeError),
     #[error(transparent)]
     Send(#[from] SendError),
+    #[error(transparent)]
+    Selector(#[from] SelectorError),
     #[error("queue {0:?} does not exist")]
     NoQueue(String),
 }
