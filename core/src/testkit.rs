@@ -169,11 +169,7 @@ impl Harness {
     }
 
     pub fn connect_with(&mut self, conn: u64, headers: &[(&str, &str)]) -> ConnId {
-        let id = ConnId(conn);
-        let mut d = Decoder::new(Limits::default());
-        d.set_version(Version::V1_2);
-        self.clients.insert(id, d);
-        self.input(Input::Conn(ConnEvent::Opened { conn: id }));
+        let id = self.open(conn);
         let mut f = Frame::new(Command::Connect)
             .with_header("accept-version", "1.2")
             .with_header("host", "localhost");
@@ -186,6 +182,17 @@ impl Harness {
             connected.iter().any(|f| f.command == Command::Connected),
             "no CONNECTED: {connected:?}"
         );
+        id
+    }
+
+    /// Opens a connection that has sent nothing yet (what the server
+    /// sends it is decoded as STOMP 1.2 frames).
+    pub fn open(&mut self, conn: u64) -> ConnId {
+        let id = ConnId(conn);
+        let mut d = Decoder::new(Limits::default());
+        d.set_version(Version::V1_2);
+        self.clients.insert(id, d);
+        self.input(Input::Conn(ConnEvent::Opened { conn: id }));
         id
     }
 

@@ -136,7 +136,10 @@ fn replay_rebuilds_the_same_priority_order() {
     }
     let before = h.node.broker().queue_by_name("o").unwrap().ready_ids();
     let mut r = h.restart();
-    assert_eq!(r.node.broker().queue_by_name("o").unwrap().ready_ids(), before);
+    assert_eq!(
+        r.node.broker().queue_by_name("o").unwrap().ready_ids(),
+        before
+    );
     let c = r.connect(2);
     r.send(c, subscribe("s", "/queue/o", "auto"));
     assert_eq!(
@@ -216,7 +219,11 @@ fn the_periodic_scan_moves_expired_messages_nobody_consumes() {
     h.advance(1_000);
     // Not yet: the scan comes every expiry_scan_period_ms (30 s).
     h.advance(BrokerConfig::default().expiry_scan_period_ms);
-    assert_eq!(queue_depth(&h, "idle"), 1, "only the unexpiring one is left");
+    assert_eq!(
+        queue_depth(&h, "idle"),
+        1,
+        "only the unexpiring one is left"
+    );
     assert_eq!(queue_depth(&h, "ExpiryQueue"), 10);
     h.node.check_invariants().unwrap();
     // Moved messages never expire again: a later scan leaves them.
@@ -310,7 +317,11 @@ fn scheduled_delay_holds_a_stored_message_until_its_time() {
     h.send(p, send("/queue/s", "now"));
     let c = h.connect(2);
     h.send(c, subscribe("s", "/queue/s", "auto"));
-    assert_eq!(bodies(&h.take(c)), vec!["now"], "the undelayed one overtakes");
+    assert_eq!(
+        bodies(&h.take(c)),
+        vec!["now"],
+        "the undelayed one overtakes"
+    );
     // The node asks to be ticked when the scheduled message is due.
     assert_eq!(h.node.next_deadline(), Some(T0 + 3_000));
     h.advance(2_999);

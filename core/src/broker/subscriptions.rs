@@ -103,6 +103,12 @@ impl Broker {
         }
     }
 
+    /// The filter of a subscription (for tests and management).
+    pub fn subscription_filter(&self, conn: ConnId, sub_id: &str) -> Option<&ConsumerFilter> {
+        let cid = self.conns.get(&conn)?.subs.get(sub_id)?;
+        self.consumers.get(cid).map(|c| &c.filter)
+    }
+
     pub fn has_subscription(&self, conn: ConnId, sub_id: &str) -> bool {
         self.conns
             .get(&conn)

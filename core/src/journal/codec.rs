@@ -20,8 +20,8 @@ use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::format::{FORMAT_VERSION_ADDRESSES, NAME_BYTES_MAX};
 pub use super::format::{CodecError, FORMAT_VERSION, FORMAT_VERSION_OLDEST};
+use super::format::{FORMAT_VERSION_ADDRESSES, NAME_BYTES_MAX};
 use super::message_codec::{put_message, put_routing, read_message, read_message_v1, read_routing};
 use super::record::{DurableSub, Entry, Key, QueueDef, QueueKind, Record};
 use super::wire::{put_id, put_str, put_varint, Reader};

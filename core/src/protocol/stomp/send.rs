@@ -105,9 +105,10 @@ pub(super) fn message_from_send(
     // a negative delay) schedules nothing.
     let mut deliver_at_ms = None;
     if let Some(h) = f.header(SCHEDULED_DELAY_HEADER) {
-        let delay = h.trim().parse::<i64>().map_err(|_| {
-            Refused::new(format!("invalid {SCHEDULED_DELAY_HEADER} header {h:?}"))
-        })?;
+        let delay = h
+            .trim()
+            .parse::<i64>()
+            .map_err(|_| Refused::new(format!("invalid {SCHEDULED_DELAY_HEADER} header {h:?}")))?;
         if let Ok(d) = u64::try_from(delay) {
             if d > 0 {
                 deliver_at_ms = Some(now.saturating_add(d));

@@ -76,12 +76,7 @@ impl StompSession {
 
     /// Sends ERROR (with `receipt-id` if the frame asked for a receipt) after
     /// the answers owed for earlier frames, and closes.
-    fn protocol_error(
-        &mut self,
-        cx: &mut SessionCx<'_>,
-        refused: Refused,
-        receipt: Option<&str>,
-    ) {
+    fn protocol_error(&mut self, cx: &mut SessionCx<'_>, refused: Refused, receipt: Option<&str>) {
         if self.closing && self.error_queued {
             return;
         }

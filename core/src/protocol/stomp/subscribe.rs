@@ -13,7 +13,10 @@ use super::refused::Refused;
 
 /// ActiveMQ Classic SUBSCRIBE options Halyard does not implement.
 const UNSUPPORTED_HEADERS: &[(&str, &str)] = &[
-    ("activemq.exclusive", "exclusive consumers are not supported"),
+    (
+        "activemq.exclusive",
+        "exclusive consumers are not supported",
+    ),
     ("activemq.priority", "consumer priorities are not supported"),
     (
         "activemq.retroactive",
@@ -62,11 +65,10 @@ impl SubscribeHeaders {
             None => -1,
             Some(w) => window(w, "activemq.prefetchSize")?,
         };
-        let no_local = match f
-            .header("no-local")
-            .map(|v| ("no-local", v))
-            .or_else(|| f.header("activemq.noLocal").map(|v| ("activemq.noLocal", v)))
-        {
+        let no_local = match f.header("no-local").map(|v| ("no-local", v)).or_else(|| {
+            f.header("activemq.noLocal")
+                .map(|v| ("activemq.noLocal", v))
+        }) {
             None => false,
             Some((_, v)) if v.eq_ignore_ascii_case("true") => true,
             Some((_, v)) if v.eq_ignore_ascii_case("false") => false,
