@@ -51,7 +51,9 @@ pub enum DestinationError {
         "destination {0:?} names a queue of an address (address::queue), which is not supported"
     )]
     FullyQualified(String),
-    #[error("destination-type {0:?} is not ANYCAST or MULTICAST")]
+    #[error(
+        "routing type {0:?} (destination-type or subscription-type) is not ANYCAST or MULTICAST"
+    )]
     BadType(String),
     #[error("destination {dest:?} has prefix for {prefix} but destination-type says {header}")]
     Conflict {
