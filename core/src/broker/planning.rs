@@ -37,20 +37,18 @@ impl Broker {
         (def.id, Some(def.clone()))
     }
 
-    /// A multicast address to declare, unless `address` is declared (or
-    /// being declared) already or is anycast: Artemis creates an address
-    /// with the routing of the first send or subscription, and it outlives
-    /// its subscriptions, so a later bare name resolves to it.
-    pub fn plan_address(&mut self, address: &str) -> Option<String> {
+    /// A multicast address to declare, unless `address` is declared
+    /// already or is anycast: Artemis creates an address with the routing
+    /// of the first send or subscription, and it outlives its
+    /// subscriptions, so a later bare name resolves to it. Sends in flight
+    /// together may each declare it: the record is idempotent (one key),
+    /// and nothing is left planned if an operation is refused.
+    pub fn plan_address(&self, address: &str) -> Option<String> {
         let known = self
             .addresses
             .get(address)
             .is_some_and(|a| a.anycast.is_some() || a.declared.is_some());
-        if known || self.planned_addresses.contains(address) {
-            return None;
-        }
-        self.planned_addresses.insert(address.to_string());
-        Some(address.to_string())
+        (!known).then(|| address.to_string())
     }
 
     /// Whether queue `q` holds a no-local consumer on `conn` (its

@@ -46,7 +46,6 @@ impl Broker {
                 message,
             }) => self.remember_dup(address, dup_id, *message),
             Entry::Put(Record::AddressCreated { address, routing }) => {
-                self.planned_addresses.remove(address);
                 self.addresses.entry(address.clone()).or_default().declared = Some(*routing);
             }
             Entry::Tombstone(Key::Address(address)) => {

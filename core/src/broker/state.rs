@@ -142,8 +142,6 @@ pub struct Broker {
     /// Journaled messages no durable queue references any more: tombstone them.
     pub(crate) dead: Vec<(Id, Vec<Id>)>,
     pub(crate) dups: BTreeMap<String, DupCache>,
-    /// Multicast addresses with an `AddressCreated` on its way to the journal.
-    pub(crate) planned_addresses: BTreeSet<String>,
     /// Scheduled references by delivery time: (at, queue, message).
     pub(crate) scheduled: BTreeSet<(Millis, Id, Id)>,
     /// References found expired (settling now), for the node to move to
@@ -183,7 +181,6 @@ impl Broker {
             dirty: BTreeSet::new(),
             dead: Vec::new(),
             dups: BTreeMap::new(),
-            planned_addresses: BTreeSet::new(),
             scheduled: BTreeSet::new(),
             expired: Vec::new(),
             expiry_backlog: false,
