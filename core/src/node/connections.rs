@@ -253,7 +253,7 @@ impl Node {
         let housekeeping = &mut self.housekeeping;
         let volatile = &mut self.housekeeping_volatile;
         let now = self.now;
-        self.broker.dispatch(&mut |d| {
+        self.broker.dispatch(now, &mut |d| {
             let Some(s) = conns.get_mut(&d.conn).and_then(|c| c.session.as_mut()) else {
                 return 0;
             };

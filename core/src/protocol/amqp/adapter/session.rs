@@ -315,14 +315,6 @@ impl AmqpSession {
             }
             return;
         };
-        if source.selector().is_some() {
-            self.refuse_attach(
-                link,
-                Condition::NotImplemented,
-                "JMS selectors are not supported yet",
-            );
-            return;
-        }
         let sub_id = format!("amqp-{}", link.serial());
         let ack = if req.snd_settle_mode == SenderSettleMode::Settled {
             AckMode::Auto
@@ -431,7 +423,10 @@ impl AmqpSession {
                 target,
                 ack,
                 window_bytes: None,
+                window_messages: None,
                 credit: Some(0),
+                no_local: source.no_local(),
+                selector: source.selector().map(str::to_owned),
                 destination,
             }),
             Waiting::Attach {
