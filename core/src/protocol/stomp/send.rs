@@ -40,6 +40,9 @@ const CONTROL_HEADERS: &[&str] = &[
     "ack",
     "redelivered",
     "delivery-count",
+    "correlation-id",
+    "reply-to",
+    "type",
     DUPLICATE_ID_HEADER,
     SCHEDULED_TIME_HEADER,
     SCHEDULED_DELAY_HEADER,
@@ -144,8 +147,15 @@ pub(super) fn message_from_send(
         dup_id: f.header(DUPLICATE_ID_HEADER).map(str::to_owned),
         // The broker stamps the send time, as Artemis does for STOMP (its
         // `timestamp` header, JMSTimestamp for JMS consumers).
+        // `correlation-id`, `reply-to` and `type` are JMSCorrelationID,
+        // JMSReplyTo and JMSType, as Artemis maps them.
         properties: Some(Box::new(Properties {
             creation_time_ms: i64::try_from(now).ok(),
+            correlation_id: f
+                .header("correlation-id")
+                .map(|v| Value::String(v.to_owned())),
+            reply_to: f.header("reply-to").map(str::to_owned),
+            subject: f.header("type").map(str::to_owned),
             ..Properties::default()
         })),
         application,
