@@ -9,7 +9,6 @@ Brokers (the `broker` fixture, parameterized; every test runs once per broker):
   halyard  a `halyard node` (HALYARD_BIN) serving STOMP and AMQP on one port. Until Halyard
            speaks AMQP, the fixture sends the AMQP protocol header, sees a non-AMQP answer and
            marks the test xfail with that answer as the reason (never a silent skip). Set
-           HALYARD_AMQP=1 once AMQP lands: then a non-AMQP answer is a failure.
 AMQP_TEST_BROKERS=artemis (comma-separated) narrows the set.
 
 Pairs (the `pair` fixture, parameterized the same way): a live and a backup that share state,
@@ -61,7 +60,6 @@ ARTEMIS_PASSWORD = os.environ.get("ARTEMIS_PASSWORD", "artemis")
 # Client ports of the Artemis shared-store pair (each instance's one all-protocol acceptor).
 ARTEMIS_PAIR_PORTS = tuple(int(p) for p in os.environ.get("ARTEMIS_PAIR_PORTS", "61646,61649").split(","))
 
-HALYARD_AMQP = os.environ.get("HALYARD_AMQP") == "1"
 BROKERS = [b.strip() for b in os.environ.get("AMQP_TEST_BROKERS", "artemis,halyard").split(",") if b.strip()]
 # Live/backup pairs: each broker's, plus Halyard on a Kafka journal (issue 11: "a local pair
 # sharing a lock folder, and a Kafka pair"); the Kafka pair needs HALYARD_KAFKA_BOOTSTRAP
@@ -106,7 +104,7 @@ _GATE_CACHE: dict = {}
 
 
 def halyard_amqp_gate(host: str, port: int, what: str, cache: bool = False) -> None:
-    """xfail (with the server's answer) while Halyard does not speak AMQP; fail once it must.
+    """Fails (with the server's answer) if a Halyard node does not speak AMQP.
     `cache`: probe a long-lived node once (a STOMP-only node answers nothing for 5 s)."""
     key = (host, port)
     if cache and key in _GATE_CACHE:
@@ -117,11 +115,8 @@ def halyard_amqp_gate(host: str, port: int, what: str, cache: bool = False) -> N
             _GATE_CACHE[key] = (ok, answer)
     if ok:
         return
-    reason = (f"Halyard AMQP 1.0 pending (issue 11): {what} on {host}:{port} answered the AMQP "
-              f"header with {answer[:80]!r}")
-    if HALYARD_AMQP:
-        pytest.fail(reason + " although HALYARD_AMQP=1")
-    pytest.xfail(reason)
+    pytest.fail(f"{what} on {host}:{port} does not speak AMQP 1.0: it answered the AMQP header with "
+                f"{answer[:80]!r}", pytrace=False)
 
 
 def stomp_connected(host: str, port: int, login: str | None = None, passcode: str | None = None) -> bool:
