@@ -24,7 +24,7 @@ pub enum RoleArg {
 #[derive(Args, Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeSettings {
-    /// Address to accept STOMP clients on [default: 127.0.0.1:61616]
+    /// Address to accept STOMP and AMQP 1.0 clients on (one port, told apart by their first bytes) [default: 127.0.0.1:61616]
     #[arg(long, env = "HALYARD_LISTEN", value_name = "ADDR:PORT")]
     pub listen: Option<SocketAddr>,
     /// Folder for the local journal [default: ./data]
