@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The whole test suite: what CI runs (.ci/run calls exactly this).
 #
-# It installs and starts what it needs: Apache Kafka from Maven Central
-# (scripts/services/kafka.sh, KRaft on 127.0.0.1) and Python clients from PyPI
-# into target/pyenv (scripts/services/pyenv.sh). A service that does not come
+# It installs and starts what it needs: Apache Kafka and Apache Artemis 2.56
+# from Maven Central (scripts/services/kafka.sh, KRaft on 127.0.0.1;
+# scripts/services/artemis.sh), the Qpid JMS test tool built by Maven
+# (tests/jms), and Python clients from PyPI into target/pyenv
+# (scripts/services/pyenv.sh). A service that does not come
 # up fails the run; nothing is skipped. Its steps that are more than a command
 # live in scripts/ci/.
 #
@@ -46,6 +48,9 @@ cargo test --workspace --release
 step "simulator self-tests: determinism, planted bugs caught"
 cargo test --release -p halyard-sim --features planted-bugs -- --nocapture 2>&1 | grep -E "planted bug|test result|panicked|FAILED" || true
 cargo test --release -p halyard-sim --features planted-bugs --quiet
+
+step "simulator with debug assertions: 300 seeds, broker invariants checked after every step"
+cargo test --profile debug-seeds -p halyard-sim --test debug_seeds -- --include-ignored
 
 step "release binary"
 cargo build --release -p halyard
@@ -93,6 +98,9 @@ scripts/ci/integration.sh
 
 step "live/backup failover on Kafka with real processes"
 scripts/ci/kafka-ha.sh
+
+step "AMQP 1.0 and JMS (Qpid JMS, python-qpid-proton; local and Kafka pairs) and STOMP vs Artemis 2.56, each test against Halyard and Artemis"
+HALYARD_KAFKA_BOOTSTRAP=$(scripts/services/kafka.sh bootstrap) STOMP_COMPAT_STRICT=1 scripts/ci/amqp-tests.sh
 
 step "the HA walkthrough with local processes"
 scripts/ci/walkthrough.sh

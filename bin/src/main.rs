@@ -24,7 +24,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[command(
     name = "halyard",
     version,
-    about = "Halyard: a highly available STOMP message broker with a Kafka or local journal",
+    about = "Halyard: a highly available STOMP and AMQP 1.0 (JMS) message broker with a Kafka or local journal",
     long_about = None
 )]
 struct Cli {

@@ -31,6 +31,9 @@ pub struct Harness {
     pub events: Vec<Event>,
     pub accepting: bool,
     pub paused: BTreeSet<ConnId>,
+    /// Bytes the node sent to connections opened with [`Harness::open_raw`]
+    /// (another protocol's clients decode them themselves).
+    pub raw: BTreeMap<ConnId, Vec<u8>>,
 }
 
 impl Harness {
@@ -53,6 +56,7 @@ impl Harness {
             events: Vec::new(),
             accepting: false,
             paused: BTreeSet::new(),
+            raw: BTreeMap::new(),
         };
         h.input(Input::Start);
         assert!(
@@ -91,7 +95,9 @@ impl Harness {
                 match out {
                     Output::Conn(ConnRequest::Send { conn, bytes }) => {
                         let n = bytes.len();
-                        if let Some(d) = self.clients.get_mut(&conn) {
+                        if let Some(r) = self.raw.get_mut(&conn) {
+                            r.extend_from_slice(&bytes);
+                        } else if let Some(d) = self.clients.get_mut(&conn) {
                             d.push(&bytes).expect("server frames decode");
                             while let Some(x) = d.next().expect("server frames decode") {
                                 if let Decoded::Frame(f) = x {
@@ -169,11 +175,7 @@ impl Harness {
     }
 
     pub fn connect_with(&mut self, conn: u64, headers: &[(&str, &str)]) -> ConnId {
-        let id = ConnId(conn);
-        let mut d = Decoder::new(Limits::default());
-        d.set_version(Version::V1_2);
-        self.clients.insert(id, d);
-        self.input(Input::Conn(ConnEvent::Opened { conn: id }));
+        let id = self.open(conn);
         let mut f = Frame::new(Command::Connect)
             .with_header("accept-version", "1.2")
             .with_header("host", "localhost");
@@ -187,6 +189,33 @@ impl Harness {
             "no CONNECTED: {connected:?}"
         );
         id
+    }
+
+    /// Opens a connection whose bytes the test decodes itself.
+    pub fn open_raw(&mut self, conn: u64) -> ConnId {
+        let id = ConnId(conn);
+        self.raw.insert(id, Vec::new());
+        self.input(Input::Conn(ConnEvent::Opened { conn: id }));
+        id
+    }
+
+    /// Opens a connection that has sent nothing yet (what the server
+    /// sends it is decoded as STOMP 1.2 frames).
+    pub fn open(&mut self, conn: u64) -> ConnId {
+        let id = ConnId(conn);
+        let mut d = Decoder::new(Limits::default());
+        d.set_version(Version::V1_2);
+        self.clients.insert(id, d);
+        self.input(Input::Conn(ConnEvent::Opened { conn: id }));
+        id
+    }
+
+    /// What the node sent to a raw connection since the last call.
+    pub fn take_raw(&mut self, conn: ConnId) -> Vec<u8> {
+        self.raw
+            .get_mut(&conn)
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     /// Sends raw bytes from a client.

@@ -16,6 +16,7 @@ export MADSIM_TEST_SEED=${MADSIM_TEST_SEED:-1}
 export MADSIM_TEST_NUM=${MADSIM_TEST_NUM:-200}
 export MADSIM_TEST_JOBS=${MADSIM_TEST_JOBS:-2}
 # A separate target dir: everything is compiled with --cfg madsim.
-cargo clippy -p halyard-sim --tests --target-dir target/madsim -- -D warnings
-cargo test -p halyard-sim --target-dir target/madsim \
+cargo clippy -p halyard-io --target-dir target/madsim \
+  --test madsim_failover --test madsim_planted -- -D warnings
+cargo test -p halyard-io --target-dir target/madsim \
   --test madsim_failover --test madsim_planted "$@"

@@ -46,6 +46,10 @@
 # the instance is STOMP-only as before. ARTEMIS_AMQP_IDLE_TIMEOUT_MS sets its amqpIdleTimeout
 # (unset: Artemis's default, 60 s). Applied at every start.
 #
+# ARTEMIS_MAX_DISK_USAGE sets broker.xml's max-disk-usage (percent of the disk in use at which
+# Artemis blocks producers; its default 90 can trip on a shared build machine whose disk is
+# mostly full, and a blocked test looks like a broker bug). Unset keeps what `create` wrote.
+#
 # ARTEMIS_INSTANCE names the instance folder under target/artemis (default `instance`, the
 # benchmarks'); another name (the tests use `tests`) is a separate broker with its own journal,
 # pid file (target/artemis/NAME.pid) and log (target/artemis/NAME.out), so tests and benchmarks
@@ -53,7 +57,7 @@
 #
 # Environment: ARTEMIS_VERSION, ARTEMIS_GROUP, ARTEMIS_STOMP_PORT (61613), ARTEMIS_CORE_PORT
 # (61626), ARTEMIS_AMQP (unset), ARTEMIS_AMQP_PORT (61627),
-# ARTEMIS_AMQP_IDLE_TIMEOUT_MS (unset), ARTEMIS_INSTANCE (instance),
+# ARTEMIS_AMQP_IDLE_TIMEOUT_MS (unset), ARTEMIS_MAX_DISK_USAGE (unset), ARTEMIS_INSTANCE (instance),
 # ARTEMIS_USER/ARTEMIS_PASSWORD (artemis/artemis), ARTEMIS_STOMP_CONSUMER_WINDOW (unset),
 # ARTEMIS_START_TIMEOUT seconds (90).
 set -euo pipefail
@@ -70,6 +74,7 @@ ARTEMIS_AMQP=${ARTEMIS_AMQP-}
 ARTEMIS_AMQP_PORT=${ARTEMIS_AMQP_PORT:-61627}
 ARTEMIS_AMQP_IDLE_TIMEOUT_MS=${ARTEMIS_AMQP_IDLE_TIMEOUT_MS-}
 ARTEMIS_INSTANCE=${ARTEMIS_INSTANCE:-instance}
+ARTEMIS_MAX_DISK_USAGE=${ARTEMIS_MAX_DISK_USAGE-}
 ARTEMIS_USER=${ARTEMIS_USER:-artemis}
 ARTEMIS_PASSWORD=${ARTEMIS_PASSWORD:-artemis}
 ARTEMIS_START_TIMEOUT=${ARTEMIS_START_TIMEOUT:-90}
@@ -192,6 +197,13 @@ configure_amqp() {
         || die "could not configure the AMQP acceptor in $BROKER_XML"
 }
 
+configure_disk() {
+    [[ -n "$ARTEMIS_MAX_DISK_USAGE" ]] || return 0
+    sed -i -E "s#<max-disk-usage>[^<]*</max-disk-usage>#<max-disk-usage>${ARTEMIS_MAX_DISK_USAGE}</max-disk-usage>#" "$BROKER_XML"
+    grep -qF "<max-disk-usage>${ARTEMIS_MAX_DISK_USAGE}</max-disk-usage>" "$BROKER_XML" \
+        || die "could not set max-disk-usage in $BROKER_XML"
+}
+
 # 0 if ARTEMIS_AMQP is unset, or if the AMQP port answers a SASL protocol header with one.
 amqp_ready() {
     [[ "$ARTEMIS_AMQP" == 1 ]] || return 0
@@ -238,6 +250,7 @@ cmd_start() {
     if ! running_pid >/dev/null; then
         configure_stomp # every start: the port and consumer window may differ from last time
         configure_amqp
+        configure_disk
     fi
     if pid=$(running_pid); then
         if stomp_connect >/dev/null && amqp_ready; then

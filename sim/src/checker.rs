@@ -24,6 +24,8 @@ pub struct Violations {
     pub split_brain: Vec<String>,
     /// The run did not finish after the faults stopped.
     pub stuck: Option<String>,
+    /// A node's `check_invariants` failed (checked in debug builds only).
+    pub broken_invariant: Option<String>,
 }
 
 impl Violations {
@@ -35,6 +37,7 @@ impl Violations {
             && self.order.is_empty()
             && self.split_brain.is_empty()
             && self.stuck.is_none()
+            && self.broken_invariant.is_none()
     }
 
     pub fn summary(&self) -> String {
@@ -71,6 +74,9 @@ impl Violations {
         if let Some(s) = &self.stuck {
             parts.push(format!("stuck: {s}"));
         }
+        if let Some(s) = &self.broken_invariant {
+            parts.push(format!("broken invariant: {s}"));
+        }
         parts.join("; ")
     }
 }
@@ -91,12 +97,6 @@ pub struct Counts {
     pub duplicates_by_failover: u64,
 }
 
-impl Counts {
-    pub fn explained_duplicates(&self) -> u64 {
-        self.duplicates_by_resend + self.duplicates_by_redelivery + self.duplicates_by_failover
-    }
-}
-
 /// The consumer group a consumer belongs to: the queue, or the durable subscription.
 fn group_of(c: &Client) -> Option<String> {
     match &c.kind {
@@ -104,8 +104,8 @@ fn group_of(c: &Client) -> Option<String> {
             durable: Some((id, name)),
             ..
         } => Some(format!("sub:{id}.{name}")),
-        Kind::Consumer { dest, .. } if dest == "/queue/DLQ" => None,
-        Kind::Consumer { dest, .. } => Some(dest.clone()),
+        Kind::Consumer { destination, .. } if destination == "/queue/DLQ" => None,
+        Kind::Consumer { destination, .. } => Some(destination.clone()),
         Kind::Producer { .. } => None,
     }
 }
@@ -117,12 +117,18 @@ pub fn check(clients: &[Client], commits: &[Writer]) -> (Violations, Counts) {
     // What each producer sent and was told.
     struct Sent<'a> {
         client: &'a Client,
-        dest: &'a str,
+        destination: &'a str,
     }
     let mut producers: BTreeMap<&str, Sent> = BTreeMap::new();
     for c in clients {
-        if let Kind::Producer { dest, .. } = &c.kind {
-            producers.insert(c.name.as_str(), Sent { client: c, dest });
+        if let Kind::Producer { destination, .. } = &c.kind {
+            producers.insert(
+                c.name.as_str(),
+                Sent {
+                    client: c,
+                    destination,
+                },
+            );
             counts.sent += c.sent.len() as u64;
             counts.receipted += c.receipted.len() as u64;
             counts.resent += c.resent.len() as u64;
@@ -133,8 +139,8 @@ pub fn check(clients: &[Client], commits: &[Writer]) -> (Violations, Counts) {
     let group_names: Vec<Option<String>> = clients.iter().map(group_of).collect();
     let mut groups: BTreeMap<&str, &str> = BTreeMap::new();
     for (c, g) in clients.iter().zip(&group_names) {
-        if let (Some(g), Kind::Consumer { dest, .. }) = (g, &c.kind) {
-            groups.insert(g.as_str(), dest.as_str());
+        if let (Some(g), Kind::Consumer { destination, .. }) = (g, &c.kind) {
+            groups.insert(g.as_str(), destination.as_str());
         }
     }
 
@@ -168,11 +174,11 @@ pub fn check(clients: &[Client], commits: &[Writer]) -> (Violations, Counts) {
         })
         .filter_map(|(_, g)| g.as_deref())
         .collect();
-    for (g, dest) in &groups {
+    for (g, destination) in &groups {
         if at_most_once.contains(g) {
             continue;
         }
-        for p in producers.values().filter(|p| p.dest == *dest) {
+        for p in producers.values().filter(|p| p.destination == *destination) {
             for seq in &p.client.receipted {
                 if !delivered.contains_key(&(*g, p.client.name.as_str(), *seq)) {
                     v.lost.push((g.to_string(), p.client.name.clone(), *seq));
@@ -337,20 +343,24 @@ impl LossTracker {
         };
         let mut groups: BTreeMap<&str, &str> = BTreeMap::new();
         for (c, g) in clients.iter().zip(&group_names) {
-            if let (Some(g), Kind::Consumer { dest, .. }) = (g, &c.kind) {
-                groups.insert(g.as_str(), dest.as_str());
+            if let (Some(g), Kind::Consumer { destination, .. }) = (g, &c.kind) {
+                groups.insert(g.as_str(), destination.as_str());
             }
         }
-        for (g, dest) in groups {
+        for (g, destination) in groups {
             if at_most_once(g) {
                 continue;
             }
             let by_producer = self.delivered.get(g);
             for p in clients {
-                let Kind::Producer { dest: pd, .. } = &p.kind else {
+                let Kind::Producer {
+                    destination: producer_destination,
+                    ..
+                } = &p.kind
+                else {
                     continue;
                 };
-                if pd != dest || p.receipted.is_empty() {
+                if producer_destination != destination || p.receipted.is_empty() {
                     continue;
                 }
                 let Some(seqs) = by_producer.and_then(|m| m.get(p.name.as_str())) else {

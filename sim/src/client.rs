@@ -8,10 +8,9 @@ use bytes::Bytes;
 use halyard_core::protocol::stomp::{
     encode_to_bytes, Command, Decoded, Decoder, Frame, Limits, Version,
 };
+use halyard_core::Millis;
 
 use crate::rng::Rng;
-
-pub type Millis = u64;
 
 /// Header naming the producer of a simulated message.
 pub const PRODUCER: &str = "sim-producer";
@@ -49,17 +48,17 @@ pub enum AckStyle {
 #[derive(Clone, Debug)]
 pub enum Kind {
     Producer {
-        dest: String,
+        destination: String,
         total: u64,
         window: usize,
-        dup_ids: bool,
+        duplicate_ids: bool,
         /// Messages per transaction; None sends plain SENDs.
-        tx_size: Option<usize>,
+        transaction_size: Option<usize>,
         /// Wait until every durable subscription exists before sending.
         wait_for_subscriptions: bool,
     },
     Consumer {
-        dest: String,
+        destination: String,
         ack: AckStyle,
         durable: Option<(String, String)>,
         nack_chance: f64,
@@ -163,7 +162,13 @@ impl Client {
     }
 
     pub fn uses_dup_ids(&self) -> bool {
-        matches!(self.kind, Kind::Producer { dup_ids: true, .. })
+        matches!(
+            self.kind,
+            Kind::Producer {
+                duplicate_ids: true,
+                ..
+            }
+        )
     }
 
     /// Producer finished: every message receipted.
@@ -308,10 +313,14 @@ impl Client {
                         out.extend(self.produce_some(now));
                         out.push(Action::Timer(now + self.rng.range(5, 40)));
                     }
-                    Kind::Consumer { dest, durable, .. } => {
+                    Kind::Consumer {
+                        destination,
+                        durable,
+                        ..
+                    } => {
                         let mut s = Frame::new(Command::Subscribe)
                             .with_header("id", "s")
-                            .with_header("destination", dest.as_str())
+                            .with_header("destination", destination.as_str())
                             .with_header(
                                 "ack",
                                 match &self.kind {
@@ -447,7 +456,12 @@ impl Client {
     }
 
     fn message(&self, seq: u64, tx: Option<&str>) -> Frame {
-        let Kind::Producer { dest, dup_ids, .. } = &self.kind else {
+        let Kind::Producer {
+            destination,
+            duplicate_ids,
+            ..
+        } = &self.kind
+        else {
             unreachable!("only producers send messages")
         };
         let seq_text = decimal(seq);
@@ -456,15 +470,15 @@ impl Client {
             headers: Vec::with_capacity(6),
             body: Bytes::new(),
         };
-        f.push_header("destination", dest.as_str());
+        f.push_header("destination", destination.as_str());
         f.push_header(PRODUCER, self.name.as_str());
         f.push_header(SEQ, seq_text.as_str());
-        f.push_header(ORIGIN, dest.as_str());
+        f.push_header(ORIGIN, destination.as_str());
         match tx {
             Some(t) => f.push_header("transaction", t),
             None => f.push_header("receipt", ["m", &seq_text].concat()),
         }
-        if *dup_ids {
+        if *duplicate_ids {
             f.push_header("_AMQ_DUPL_ID", [&self.name, ":", &seq_text].concat());
         }
         f.with_body(Bytes::from(
@@ -474,8 +488,10 @@ impl Client {
 
     /// Frames that send `seqs`, as plain sends or one transaction.
     fn send_seqs(&mut self, seqs: &[u64]) -> Vec<Action> {
-        let tx_size = match &self.kind {
-            Kind::Producer { tx_size, .. } => *tx_size,
+        let transaction_size = match &self.kind {
+            Kind::Producer {
+                transaction_size, ..
+            } => *transaction_size,
             Kind::Consumer { .. } => return vec![],
         };
         for s in seqs {
@@ -486,7 +502,7 @@ impl Client {
                 self.resent.insert(*s);
             }
         }
-        match tx_size {
+        match transaction_size {
             None => seqs
                 .iter()
                 .map(|s| Self::send_frame(&self.message(*s, None)))
@@ -517,7 +533,8 @@ impl Client {
         }
         let chunk = match &self.kind {
             Kind::Producer {
-                tx_size: Some(n), ..
+                transaction_size: Some(n),
+                ..
             } => *n,
             _ => seqs.len(),
         };
@@ -536,7 +553,7 @@ impl Client {
         let Kind::Producer {
             total,
             window,
-            tx_size,
+            transaction_size,
             wait_for_subscriptions,
             ..
         } = self.kind
@@ -546,7 +563,7 @@ impl Client {
         if !self.connected || (wait_for_subscriptions && !self.may_start) {
             return vec![];
         }
-        let n = tx_size.unwrap_or(1);
+        let n = transaction_size.unwrap_or(1);
         if self.pending.len() + n > window.max(n) || self.next_seq >= total {
             return vec![];
         }

@@ -94,10 +94,4 @@ impl SimConfig {
         c.max_time_ms = c.fault_until_ms + 120_000;
         c
     }
-
-    /// Messages the producers will send in all.
-    pub fn total_messages(&self) -> u64 {
-        let producers = self.queue_producers + self.tx_producers + self.topic_producers;
-        producers as u64 * self.messages_per_producer + self.messages_per_producer / 2
-    }
 }

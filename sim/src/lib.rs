@@ -3,160 +3,19 @@
 //! One `u64` seed decides everything: the cluster's shape, the clients, the
 //! network's delays and losses, every fault and when compaction runs. The
 //! simulator drives real `halyard_core::node::Node`s with no async runtime
-//! and no clock, against a model of Kafka ([`kafka`]), then checks that no
-//! receipted message was lost ([`checker`]). The same seed replays the same
+//! and no clock, against a model of Kafka (`kafka`), then checks that no
+//! receipted message was lost (`checker`). The same seed replays the same
 //! run, byte for byte.
 
-pub mod checker;
-pub mod client;
-pub mod config;
+mod checker;
+mod client;
+mod config;
 pub mod kafka;
 pub mod rng;
-pub mod trace;
-pub mod world;
+mod run;
+mod trace;
+mod world;
 
 pub use checker::{Counts, Violations};
 pub use config::{DriverBug, PlantedBug, SimConfig};
-
-use std::collections::BTreeMap;
-
-use trace::Trace;
-use world::World;
-
-/// Everything a run found.
-#[derive(Clone, Debug)]
-pub struct Report {
-    pub seed: u64,
-    pub violations: Violations,
-    pub counts: Counts,
-    pub faults: BTreeMap<&'static str, u64>,
-    pub trace_hash: u64,
-    pub trace: Vec<String>,
-    pub end_ms: u64,
-    pub events: u64,
-    pub kafka: kafka::KafkaStats,
-    pub nodes: usize,
-}
-
-impl Report {
-    pub fn ok(&self) -> bool {
-        self.violations.is_empty()
-    }
-}
-
-/// Runs the seed's default scenario.
-pub fn run_seed(seed: u64, keep_trace: bool) -> Report {
-    run(SimConfig::from_seed(seed), keep_trace)
-}
-
-/// Whether the checker would find nothing lost so far (checked against the
-/// full checker in debug builds).
-fn nothing_lost(losses: &mut checker::LossTracker, clients: &[client::Client]) -> bool {
-    let nothing = losses.nothing_lost(clients);
-    debug_assert_eq!(nothing, checker::check(clients, &[]).0.lost.is_empty());
-    nothing
-}
-
-/// Runs one simulation to the end and checks it.
-pub fn run(cfg: SimConfig, keep_trace: bool) -> Report {
-    let mut w = World::new(cfg.clone(), Trace::new(keep_trace));
-    let summary = format!(
-        "seed {} nodes {} failback {} producers {}+{}tx+{}topic x{} consumers {} durable {} dup-ids {} faults until {} ms",
-        cfg.seed,
-        cfg.nodes,
-        cfg.allow_failback,
-        cfg.queue_producers,
-        cfg.tx_producers,
-        cfg.topic_producers,
-        cfg.messages_per_producer,
-        cfg.queue_consumers,
-        cfg.durable_subscribers,
-        cfg.duplicate_ids,
-        if cfg.faults { cfg.fault_until_ms } else { 0 }
-    );
-    w.trace.line(0, "sim", &summary);
-    w.start();
-    let step = 250;
-    let mut t = 0;
-    let mut healed = false;
-    let mut idle_since: Option<u64> = None;
-    let mut stuck = None;
-    let mut losses = checker::LossTracker::new();
-    loop {
-        t += step;
-        w.run_until(t);
-        w.release_topic_producers();
-        if !healed && (t >= cfg.fault_until_ms || !cfg.faults) {
-            healed = true;
-            w.heal();
-        }
-        if healed {
-            // Done when every producer is done and every group has every
-            // receipted message; a run that cannot get there is stuck.
-            let producers_done = w.clients.iter().all(|c| c.producer_done());
-            // Look only once deliveries pause.
-            let quiet = w
-                .clients
-                .iter()
-                .map(|c| c.last_delivery_at)
-                .max()
-                .unwrap_or(0)
-                + 1_000
-                <= t;
-            if producers_done && quiet && t % 1_000 == 0 && nothing_lost(&mut losses, &w.clients) {
-                let since = *idle_since.get_or_insert(t);
-                // A moment more, so late duplicates are seen too.
-                if t >= since + 2_000 {
-                    break;
-                }
-            } else if !producers_done {
-                idle_since = None;
-            }
-        }
-        if t >= cfg.max_time_ms {
-            let unfinished: Vec<String> = w
-                .clients
-                .iter()
-                .filter(|c| !c.producer_done())
-                .map(|c| {
-                    format!(
-                        "{} ({} of its messages receipted)",
-                        c.name,
-                        c.receipted.len()
-                    )
-                })
-                .collect();
-            // Lost messages are reported by the checker; stuck means the
-            // cluster stopped serving.
-            if !unfinished.is_empty() || w.live_count() == 0 {
-                stuck = Some(format!(
-                    "not finished {} ms after the faults stopped; live nodes: {}; unfinished producers: {}",
-                    t.saturating_sub(cfg.fault_until_ms),
-                    w.live_count(),
-                    unfinished.join(", ")
-                ));
-            }
-            break;
-        }
-    }
-    let (mut violations, counts) = checker::check(&w.clients, &w.kafka.commits);
-    violations.stuck = stuck;
-    let verdict = if violations.is_empty() {
-        "checker: ok".to_string()
-    } else {
-        format!("checker: FAILED: {}", violations.summary())
-    };
-    w.trace.line(w.now, "sim", &verdict);
-    Report {
-        seed: cfg.seed,
-        violations,
-        counts,
-        faults: w.faults.by_kind.clone(),
-        trace_hash: w.trace.hash(),
-        trace: w.trace.lines().to_vec(),
-        end_ms: w.now,
-        events: w.events_processed,
-        kafka: w.kafka.stats.clone(),
-        nodes: cfg.nodes,
-    }
-}
+pub use run::{run, run_seed, Report};

@@ -59,14 +59,6 @@ impl Rng {
     pub fn chance(&mut self, p: f64) -> bool {
         (self.next_u64() >> 11) as f64 / ((1u64 << 53) as f64) < p
     }
-
-    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> Option<&'a T> {
-        if items.is_empty() {
-            None
-        } else {
-            Some(&items[self.range(0, items.len() as u64 - 1) as usize])
-        }
-    }
 }
 
 #[cfg(test)]

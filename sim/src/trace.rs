@@ -5,7 +5,6 @@ pub struct Trace {
     keep: bool,
     lines: Vec<String>,
     hash: u64,
-    count: u64,
 }
 
 impl Trace {
@@ -14,7 +13,6 @@ impl Trace {
             keep,
             lines: Vec::new(),
             hash: 0xcbf2_9ce4_8422_2325,
-            count: 0,
         }
     }
 
@@ -24,7 +22,6 @@ impl Trace {
             self.hash ^= u64::from(b);
             self.hash = self.hash.wrapping_mul(0x0100_0000_01b3);
         }
-        self.count += 1;
         if self.keep {
             self.lines.push(l);
         }
@@ -53,9 +50,5 @@ impl Trace {
 
     pub fn lines(&self) -> &[String] {
         &self.lines
-    }
-
-    pub fn count(&self) -> u64 {
-        self.count
     }
 }

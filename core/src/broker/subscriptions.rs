@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::errors::SubscribeError;
+use super::filter::ConsumerFilter;
 use super::queue::{ConsumerId, Queue, QueueOwner, RefState};
 use super::state::{Broker, Consumer};
 use super::types::{ConsumerSpec, RefKey};
@@ -89,8 +90,10 @@ impl Broker {
                 queue,
                 ack_mode: spec.ack_mode,
                 window_bytes: spec.window_bytes,
+                window_messages: spec.window_messages,
                 credit: spec.credit,
                 drain: false,
+                filter: spec.filter,
                 unacked_bytes: 0,
                 unacked: BTreeMap::new(),
                 destination: spec.destination,
@@ -150,6 +153,12 @@ impl Broker {
             }
             Some(q) => Ok(Some(q.id)),
         }
+    }
+
+    /// The filter of a subscription (for tests and management).
+    pub fn subscription_filter(&self, conn: ConnId, sub_id: &str) -> Option<&ConsumerFilter> {
+        let cid = self.conns.get(&conn)?.subs.get(sub_id)?;
+        self.consumers.get(cid).map(|c| &c.filter)
     }
 
     pub fn has_subscription(&self, conn: ConnId, sub_id: &str) -> bool {

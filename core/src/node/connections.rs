@@ -49,7 +49,8 @@ impl Node {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
-        let bytes: Bytes = if c.session.is_none() {
+        let first = c.session.is_none();
+        let bytes: Bytes = if first {
             c.sniffed.extend_from_slice(bytes);
             let n = c.sniffed.len().min(SNIFF_BYTES);
             if c.sniffed[..n] == AMQP_PREFIX[..n] && n < SNIFF_BYTES {
@@ -67,7 +68,11 @@ impl Node {
         };
         if let Some(s) = c.session.as_mut() {
             with_cx!(self, conn, cx, s.get().receive(&mut cx, &bytes));
-            if self.state != HaState::Live {
+            // A connection that arrived while the node was not live (the
+            // listener was closing) is told so in its own protocol. One
+            // that arrived earlier keeps its bytes unread: a draining node
+            // closes it once its work in flight is answered.
+            if first && self.state != HaState::Live {
                 with_cx!(
                     self,
                     conn,
@@ -248,7 +253,7 @@ impl Node {
         let housekeeping = &mut self.housekeeping;
         let volatile = &mut self.housekeeping_volatile;
         let now = self.now;
-        self.broker.dispatch(&mut |d| {
+        self.broker.dispatch(now, &mut |d| {
             let Some(s) = conns.get_mut(&d.conn).and_then(|c| c.session.as_mut()) else {
                 return 0;
             };

@@ -10,7 +10,7 @@ use super::ports::{ConnEvent, Input, Output};
 use super::work::Pending;
 use crate::broker::{Broker, RefKey};
 use crate::ha::HaState;
-use crate::ids::{ConnId, IdGen, Ticket};
+use crate::ids::{ConnId, Id, IdGen, Ticket};
 use crate::journal::Entry;
 use crate::Millis;
 
@@ -36,6 +36,10 @@ pub struct Node {
     /// collected during one `handle` and appended as one batch.
     pub(crate) housekeeping: Vec<Entry>,
     pub(crate) housekeeping_volatile: Vec<RefKey>,
+    /// Non-journaled references to move (expiry) with the housekeeping batch.
+    pub(crate) housekeeping_moves: Vec<(RefKey, Id)>,
+    /// When the next expiry scan step is due (while messages can expire).
+    pub(crate) expiry_scan_at: Millis,
     /// (address, duplicate id) of sends on their way to the journal.
     pub(crate) planned_dups: BTreeSet<(String, String)>,
     pub(crate) accepting: bool,
@@ -62,6 +66,8 @@ impl Node {
             now: 0,
             housekeeping: Vec::new(),
             housekeeping_volatile: Vec::new(),
+            housekeeping_moves: Vec::new(),
+            expiry_scan_at: 0,
             planned_dups: BTreeSet::new(),
             accepting: false,
             loaded_entries: 0,
@@ -160,6 +166,9 @@ impl Node {
             if let Some(t) = c.deadline(&self.config) {
                 at(t);
             }
+        }
+        if let Some(t) = self.broker_deadline() {
+            at(t);
         }
         d
     }

@@ -16,7 +16,9 @@ use bytes::Bytes;
 use thiserror::Error;
 
 use super::config::NodeConfig;
-use crate::broker::{AckError, AckMode, Broker, Delivery, SendError, SubscribeError};
+use crate::broker::{
+    AckError, AckMode, Broker, Delivery, SelectorError, SendError, SubscribeError,
+};
 use crate::ids::ConnId;
 use crate::journal::DurableSub;
 use crate::message::Message;
@@ -85,6 +87,12 @@ pub struct SubscribeOp {
     /// Deliveries it may receive before the client grants more (AMQP link
     /// credit, starting at 0); `None` when the protocol has no credit.
     pub credit: Option<u32>,
+    /// Unacknowledged messages the consumer may hold; `None` is unbounded.
+    pub window_messages: Option<usize>,
+    /// Skip messages sent on this connection.
+    pub no_local: bool,
+    /// A JMS selector's text (parsed by the node).
+    pub selector: Option<String>,
     /// How deliveries name where they came from (the destination as the
     /// client spelled it).
     pub destination: String,
@@ -144,6 +152,8 @@ pub enum OpError {
     Subscribe(#[from] SubscribeError),
     #[error(transparent)]
     Send(#[from] SendError),
+    #[error(transparent)]
+    Selector(#[from] SelectorError),
     #[error("queue {0:?} does not exist")]
     NoQueue(String),
     #[error("address {0:?} is already in use")]

@@ -53,9 +53,12 @@ enum Waiting {
         settled: bool,
         txn: Option<Bytes>,
     },
-    /// An attach to accept once its subscription (or node) exists. Boxed:
-    /// it is large, and every send's `Waiting` moves within a B-tree.
-    Attach(Box<PendingAttach>),
+    /// An attach to accept once its subscription (or node) exists.
+    Attach {
+        link: LinkId,
+        answer: Box<AttachAnswer>,
+        kind: LinkKind,
+    },
     Declare {
         link: LinkId,
         delivery_id: u32,
@@ -67,12 +70,6 @@ enum Waiting {
     },
     /// Nothing to say (settlements, flows, unsubscribes).
     Quiet,
-}
-
-struct PendingAttach {
-    link: LinkId,
-    answer: AttachAnswer,
-    kind: LinkKind,
 }
 
 /// One AMQP client connection.
@@ -249,7 +246,11 @@ impl AmqpSession {
                     self.op(
                         cx,
                         Op::CreateTemporaryQueue { address },
-                        Waiting::Attach(Box::new(PendingAttach { link, answer, kind })),
+                        Waiting::Attach {
+                            link,
+                            answer: Box::new(answer),
+                            kind,
+                        },
                     );
                 } else {
                     self.accept_now(link, answer, kind);
@@ -314,14 +315,6 @@ impl AmqpSession {
             }
             return;
         };
-        if source.selector().is_some() {
-            self.refuse_attach(
-                link,
-                Condition::NotImplemented,
-                "JMS selectors are not supported yet",
-            );
-            return;
-        }
         let sub_id = format!("amqp-{}", link.serial());
         let ack = if req.snd_settle_mode == SenderSettleMode::Settled {
             AckMode::Auto
@@ -430,10 +423,17 @@ impl AmqpSession {
                 target,
                 ack,
                 window_bytes: None,
+                window_messages: None,
                 credit: Some(0),
+                no_local: source.no_local(),
+                selector: source.selector().map(str::to_owned),
                 destination,
             }),
-            Waiting::Attach(Box::new(PendingAttach { link, answer, kind })),
+            Waiting::Attach {
+                link,
+                answer: Box::new(answer),
+                kind,
+            },
         );
     }
 
@@ -705,15 +705,14 @@ impl AmqpSession {
                 },
                 Err(e),
             ) => self.reject(link, delivery_id, settled, condition_of(&e), e.to_string()),
-            (Waiting::Attach(a), Ok(())) => {
-                let PendingAttach { link, answer, kind } = *a;
+            (Waiting::Attach { link, answer, kind }, Ok(())) => {
                 if let LinkKind::Consumer { sub_id, .. } = &kind {
                     self.subs.insert(sub_id.clone(), link);
                 }
-                self.accept_now(link, answer, kind);
+                self.accept_now(link, *answer, kind);
             }
-            (Waiting::Attach(a), Err(e)) => {
-                self.refuse_attach(a.link, condition_of(&e), e.to_string())
+            (Waiting::Attach { link, .. }, Err(e)) => {
+                self.refuse_attach(link, condition_of(&e), e.to_string())
             }
             (
                 Waiting::Declare {

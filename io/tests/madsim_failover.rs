@@ -7,20 +7,16 @@
 //!
 //! ```text
 //! RUSTFLAGS="--cfg madsim" MADSIM_TEST_SEED=1 MADSIM_TEST_NUM=200 \
-//!   cargo test -p halyard-sim --test madsim_failover --target-dir target/madsim
+//!   cargo test -p halyard-io --test madsim_failover --target-dir target/madsim
 //! ```
 //! A failing seed is printed as `MADSIM_TEST_SEED=...`.
 #![cfg(madsim)]
 
-#[path = "madsim/cluster.rs"]
-mod cluster;
-#[path = "madsim/scenario.rs"]
-mod scenario;
-#[path = "madsim/wire.rs"]
-mod wire;
+#[path = "madsim/mod.rs"]
+mod harness;
 
 #[madsim::test]
 async fn failover_of_the_real_drivers_loses_nothing() {
-    let lost = scenario::scenario().await;
+    let lost = harness::scenario::scenario().await;
     assert!(lost.is_empty(), "lost receipted messages: {lost:?}");
 }

@@ -4,17 +4,13 @@
 //! receipted messages.
 #![cfg(madsim)]
 
-#[path = "madsim/cluster.rs"]
-mod cluster;
-#[path = "madsim/scenario.rs"]
-mod scenario;
-#[path = "madsim/wire.rs"]
-mod wire;
+#[path = "madsim/mod.rs"]
+mod harness;
 
 #[madsim::test]
 async fn a_journal_that_acks_without_writing_is_caught() {
-    cluster::ACK_WITHOUT_WRITING.store(true, std::sync::atomic::Ordering::Relaxed);
-    let lost = scenario::scenario().await;
+    harness::cluster::ACK_WITHOUT_WRITING.store(true, std::sync::atomic::Ordering::Relaxed);
+    let lost = harness::scenario::scenario().await;
     assert!(
         !lost.is_empty(),
         "a journal that never wrote lost nothing: the check is blind"

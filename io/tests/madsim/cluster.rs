@@ -19,7 +19,7 @@ use halyard_sim::kafka::{KafkaConfig, KafkaError, KafkaModel, Writer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
-use super::wire::{read_frame, write_frame, Req, Resp};
+use super::wire::{read_frame, write_frame, Records, Req, Resp};
 
 pub const TOPIC: &str = "journal";
 pub const GROUP: &str = "lock";
@@ -115,18 +115,9 @@ fn handle(k: &mut KafkaModel, req: Req) -> Resp {
             Err(KafkaError::ProducerFenced { .. }) => Resp::Fenced,
             Err(e) => Resp::Error(e.to_string()),
         },
-        Req::Join { member } => {
-            let s = k.join_group(now, GROUP, &member);
-            Resp::Group {
-                holder: s.holder,
-                members: s.members,
-            }
-        }
+        Req::Join { member } => Resp::from(k.join_group(now, GROUP, &member)),
         Req::Heartbeat { member } => match k.heartbeat(now, GROUP, &member) {
-            Ok(s) => Resp::Group {
-                holder: s.holder,
-                members: s.members,
-            },
+            Ok(s) => Resp::from(s),
             Err(_) => Resp::UnknownMember,
         },
         Req::Leave { member } => {
@@ -275,8 +266,7 @@ async fn journal_task(
             JournalRequest::Close => open = None,
             JournalRequest::Append { ticket, entries } => {
                 let mut tickets: Vec<Ticket> = vec![ticket];
-                let mut records: Vec<(bytes::Bytes, Option<bytes::Bytes>)> =
-                    entries.iter().map(encode_entry).collect();
+                let mut records: Records = entries.iter().map(encode_entry).collect();
                 while tickets.len() < 256 {
                     match cmds.try_recv() {
                         Ok(JournalRequest::Append { ticket, entries }) => {

@@ -3,6 +3,7 @@
 //! payload of tagged, length-prefixed fields.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use halyard_sim::kafka::GroupStatus;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub type Records = Vec<(Bytes, Option<Bytes>)>;
@@ -62,6 +63,15 @@ pub enum Resp {
         members: Vec<String>,
     },
     UnknownMember,
+}
+
+impl From<GroupStatus> for Resp {
+    fn from(s: GroupStatus) -> Resp {
+        Resp::Group {
+            holder: s.holder,
+            members: s.members,
+        }
+    }
 }
 
 fn put_str(b: &mut BytesMut, s: &str) {

@@ -1,0 +1,210 @@
+//! The clients and their wiring: which clients a run has, and carrying out
+//! their actions (timers, trace lines, connecting, sending, closing).
+
+use halyard_core::ids::ConnId;
+use halyard_core::node::{ConnEvent, Input};
+
+use super::events::Event;
+use super::state::World;
+use crate::client::{AckStyle, Action, Client, Kind};
+
+impl World {
+    /// The run's clients: producers and consumers on a queue, durable
+    /// subscribers on a topic, at-most-once traffic and the dead letters.
+    pub(super) fn make_clients(&mut self) {
+        let c = self.cfg.clone();
+        let n = c.nodes;
+        let add = |w: &mut World, name: String, kind: Kind| {
+            let r = w.rng.fork();
+            w.clients.push(Client::new(name, kind, n, r));
+        };
+        for i in 0..c.queue_producers {
+            add(
+                self,
+                format!("qp{i}"),
+                Kind::Producer {
+                    destination: "/queue/orders".into(),
+                    total: c.messages_per_producer,
+                    window: 20,
+                    duplicate_ids: c.duplicate_ids,
+                    transaction_size: None,
+                    wait_for_subscriptions: false,
+                },
+            );
+        }
+        for i in 0..c.tx_producers {
+            add(
+                self,
+                format!("tp{i}"),
+                Kind::Producer {
+                    destination: "/queue/orders".into(),
+                    total: c.messages_per_producer,
+                    window: 20,
+                    duplicate_ids: c.duplicate_ids,
+                    transaction_size: Some(5),
+                    wait_for_subscriptions: false,
+                },
+            );
+        }
+        for i in 0..c.topic_producers {
+            add(
+                self,
+                format!("tpub{i}"),
+                Kind::Producer {
+                    destination: "/topic/events".into(),
+                    total: c.messages_per_producer,
+                    window: 20,
+                    duplicate_ids: c.duplicate_ids,
+                    transaction_size: None,
+                    wait_for_subscriptions: true,
+                },
+            );
+        }
+        for i in 0..c.queue_consumers {
+            let ack = match i % 3 {
+                0 => AckStyle::Individual,
+                1 => AckStyle::Cumulative,
+                _ => AckStyle::Transactional,
+            };
+            add(
+                self,
+                format!("qc{i}"),
+                Kind::Consumer {
+                    destination: "/queue/orders".into(),
+                    ack,
+                    durable: None,
+                    nack_chance: 0.02,
+                },
+            );
+        }
+        for i in 0..c.durable_subscribers {
+            add(
+                self,
+                format!("ds{i}"),
+                Kind::Consumer {
+                    destination: "/topic/events".into(),
+                    ack: AckStyle::Individual,
+                    durable: Some((format!("app{i}"), "feed".into())),
+                    nack_chance: 0.0,
+                },
+            );
+        }
+        // At-most-once traffic: an auto-ack consumer may lose what was in
+        // flight when its connection broke, so its queue is not checked for loss.
+        add(
+            self,
+            "ap0".into(),
+            Kind::Producer {
+                destination: "/queue/telemetry".into(),
+                total: c.messages_per_producer / 2,
+                window: 20,
+                duplicate_ids: c.duplicate_ids,
+                transaction_size: None,
+                wait_for_subscriptions: false,
+            },
+        );
+        add(
+            self,
+            "ac0".into(),
+            Kind::Consumer {
+                destination: "/queue/telemetry".into(),
+                ack: AckStyle::Auto,
+                durable: None,
+                nack_chance: 0.0,
+            },
+        );
+        add(
+            self,
+            "dlq".into(),
+            Kind::Consumer {
+                destination: "/queue/DLQ".into(),
+                ack: AckStyle::Individual,
+                durable: None,
+                nack_chance: 0.0,
+            },
+        );
+        self.network.client_connection = vec![None; self.clients.len()];
+        let verbose = self.trace.keeps();
+        for c in &mut self.clients {
+            c.verbose = verbose;
+        }
+    }
+
+    /// Carries out a client's actions in order.
+    pub(super) fn client_actions(&mut self, c: usize, actions: Vec<Action>) {
+        for a in actions {
+            match a {
+                Action::Timer(t) => self.at(t, Event::ClientTimer { client: c }),
+                Action::Trace(s) => {
+                    let name = self.clients[c].name.clone();
+                    self.log(&name, s);
+                }
+                Action::Detail(s) => {
+                    let now = self.now;
+                    self.trace.detail(now, &self.clients[c].name, &s);
+                }
+                Action::Connect { node } => self.connect(c, node),
+                Action::Send(bytes) => {
+                    let Some(id) = self.network.client_connection[c] else {
+                        continue;
+                    };
+                    let latency = self.latency();
+                    if let Some(t) = self.network.send_to_node(id, self.now, latency) {
+                        self.at(
+                            t,
+                            Event::BytesToNode {
+                                connection: id,
+                                bytes,
+                            },
+                        );
+                    }
+                }
+                Action::Close => {
+                    if let Some((id, t)) = self.network.close_by_client(c, self.now) {
+                        self.at(t, Event::CloseToNode { connection: id });
+                    }
+                }
+            }
+        }
+    }
+
+    /// Connects client `c` to `node`; a node that is down, not accepting or
+    /// cut off from the client closes the connection at once.
+    fn connect(&mut self, c: usize, node: usize) {
+        let latency = self.latency();
+        let host = &self.nodes[node];
+        let reachable =
+            host.node.is_some() && host.accepting && !self.network.client_cut.contains(&(c, node));
+        let id = self
+            .network
+            .connect(c, node, host.generation, reachable, self.now);
+        if !reachable {
+            self.at(self.now + latency, Event::CloseToClient { connection: id });
+            return;
+        }
+        self.nodes[node].connections.insert(id);
+        let actions = self.clients[c].on_open();
+        self.feed(node, Input::Conn(ConnEvent::Opened { conn: ConnId(id) }));
+        self.client_actions(c, actions);
+    }
+
+    /// Lets topic producers start once every durable subscription exists.
+    pub(crate) fn release_topic_producers(&mut self) {
+        let ready = self
+            .clients
+            .iter()
+            .filter(|c| {
+                matches!(
+                    &c.kind,
+                    Kind::Consumer {
+                        durable: Some(_),
+                        ..
+                    }
+                )
+            })
+            .all(Client::subscribed_once);
+        for c in &mut self.clients {
+            c.may_start = ready;
+        }
+    }
+}

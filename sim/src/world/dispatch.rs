@@ -1,0 +1,184 @@
+//! Running the world: start everything, then take events off the queue in
+//! time order and hand each to the part of the world it is for.
+
+use halyard_core::ids::ConnId;
+use halyard_core::node::{ConnEvent, Input};
+use halyard_core::Millis;
+
+use super::events::Event;
+use super::network::REPLY_LOSS_NORMAL;
+use super::state::World;
+
+impl World {
+    /// Starts nodes, clients and faults.
+    pub(crate) fn start(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.boot(i);
+        }
+        for c in 0..self.clients.len() {
+            let actions = self.clients[c].start(self.now);
+            self.client_actions(c, actions);
+        }
+        if self.cfg.faults {
+            let t = self.fault_rng.range(1_000, 3_000);
+            self.at(t, Event::Fault);
+        }
+        let t = self.fault_rng.range(500, 3_000);
+        self.at(t, Event::Compact);
+    }
+
+    /// Runs events until `until` or until the queue is empty.
+    pub(crate) fn run_until(&mut self, until: Millis) {
+        while let Some((t, event)) = self.events.pop_due(until) {
+            self.now = t;
+            self.events_processed += 1;
+            self.dispatch(event);
+        }
+        self.now = self.now.max(until);
+    }
+
+    /// The node an event is for, if it is for one.
+    fn node_target(&self, event: &Event) -> Option<usize> {
+        match event {
+            Event::FromKafka { node, .. }
+            | Event::RequestTimeout { node, .. }
+            | Event::LockHeartbeat { node, .. }
+            | Event::NodeTick { node, .. } => Some(*node),
+            Event::BytesToNode { connection, .. } | Event::CloseToNode { connection } => {
+                self.network.connections.get(connection).map(|c| c.node)
+            }
+            _ => None,
+        }
+    }
+
+    fn dispatch(&mut self, event: Event) {
+        // A paused node handles nothing until it resumes; its events wait.
+        if let Some(n) = self.node_target(&event) {
+            if let Some(until) = self.nodes[n].paused_until {
+                if self.now < until {
+                    self.at(until, event);
+                    return;
+                }
+                self.nodes[n].paused_until = None;
+                self.log(&self.nodes[n].name.clone(), "resumed after pause");
+            }
+        }
+        match event {
+            Event::ToKafka {
+                node,
+                generation,
+                request_id,
+                request,
+            } => self.deliver_to_kafka(node, generation, request_id, request),
+            Event::FromKafka {
+                node,
+                generation,
+                request_id,
+                response,
+            } => {
+                if self.nodes[node].generation != generation
+                    || self.nodes[node].node.is_none()
+                    || self.network.kafka_cut.contains(&node)
+                {
+                    return;
+                }
+                if let Some(kind) = self.nodes[node].requests_in_flight.remove(&request_id) {
+                    self.on_kafka_response(node, kind, response);
+                }
+            }
+            Event::RequestTimeout {
+                node,
+                generation,
+                request_id,
+            } => {
+                if self.nodes[node].generation != generation || self.nodes[node].node.is_none() {
+                    return;
+                }
+                if let Some(kind) = self.nodes[node].requests_in_flight.remove(&request_id) {
+                    self.on_request_timeout(node, kind);
+                }
+            }
+            Event::LockHeartbeat { node, generation } => {
+                if self.nodes[node].generation == generation && self.nodes[node].node.is_some() {
+                    self.on_heartbeat_due(node);
+                }
+            }
+            Event::NodeTick { node, generation } => {
+                if self.nodes[node].generation == generation && self.nodes[node].node.is_some() {
+                    self.nodes[node].tick_at = None;
+                    self.feed(node, Input::Tick);
+                }
+            }
+            Event::BytesToNode { connection, bytes } => {
+                let Some(c) = self.network.connections.get(&connection) else {
+                    return;
+                };
+                if !c.node_open || self.nodes[c.node].generation != c.generation {
+                    return;
+                }
+                let node = c.node;
+                self.feed(
+                    node,
+                    Input::Conn(ConnEvent::Received {
+                        conn: ConnId(connection),
+                        bytes,
+                    }),
+                );
+            }
+            Event::CloseToNode { connection } => {
+                let Some((node, generation)) = self.network.closed_at_node(connection) else {
+                    return;
+                };
+                if self.nodes[node].generation == generation {
+                    self.nodes[node].connections.remove(&connection);
+                    self.feed(
+                        node,
+                        Input::Conn(ConnEvent::Closed {
+                            conn: ConnId(connection),
+                        }),
+                    );
+                }
+            }
+            Event::BytesToClient { connection, bytes } => {
+                let Some(c) = self.network.connections.get(&connection) else {
+                    return;
+                };
+                if !c.client_open {
+                    return;
+                }
+                let client = c.client;
+                let actions = self.clients[client].on_bytes(self.now, &bytes);
+                self.client_actions(client, actions);
+            }
+            Event::CloseToClient { connection } => {
+                let Some(client) = self.network.closed_at_client(connection) else {
+                    return;
+                };
+                let actions = self.clients[client].on_closed(self.now);
+                self.client_actions(client, actions);
+            }
+            Event::ClientTimer { client } => {
+                let actions = self.clients[client].on_timer(self.now);
+                self.client_actions(client, actions);
+            }
+            Event::Fault => self.inject_fault(),
+            Event::Restart { node } => self.boot(node),
+            Event::HealKafkaCut { node } => {
+                if self.network.kafka_cut.remove(&node) {
+                    let name = self.nodes[node].name.clone();
+                    self.log("fault", format!("heal: {name} reaches Kafka again"));
+                }
+            }
+            Event::HealClientCut { client, node } => {
+                self.network.client_cut.remove(&(client, node));
+            }
+            Event::Compact => {
+                let mut r = self.fault_rng.fork();
+                self.kafka.compact(self.now, &mut r);
+                let t = self.now + self.fault_rng.range(1_000, 8_000);
+                self.at(t, Event::Compact);
+            }
+            Event::ReplyLossEnd => self.network.reply_loss = REPLY_LOSS_NORMAL,
+        }
+    }
+}

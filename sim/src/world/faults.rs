@@ -1,0 +1,94 @@
+//! Faults: crashes and restarts, pauses, a node cut off from Kafka, a client
+//! cut off from a node, Kafka losing replies; and healing them all.
+
+use super::events::Event;
+use super::state::World;
+
+impl World {
+    fn count_fault(&mut self, kind: &'static str) {
+        *self.faults.by_kind.entry(kind).or_insert(0) += 1;
+    }
+
+    /// Strikes one fault, mostly at the live node, and schedules the next.
+    pub(super) fn inject_fault(&mut self) {
+        if self.now >= self.cfg.fault_until_ms {
+            return;
+        }
+        let n = self.nodes.len();
+        let target = match (self.live_node(), self.fault_rng.chance(0.6)) {
+            (Some(l), true) => l,
+            _ => self.fault_rng.range(0, n as u64 - 1) as usize,
+        };
+        let name = self.nodes[target].name.clone();
+        match self.fault_rng.range(0, 9) {
+            0..=2 => {
+                if self.nodes[target].node.is_some() {
+                    self.count_fault("crash");
+                    self.crash(target);
+                    let t = self.now + self.fault_rng.range(500, 8_000);
+                    self.at(t, Event::Restart { node: target });
+                }
+            }
+            3..=4 => {
+                let d = self.fault_rng.range(500, 10_000);
+                self.count_fault("kafka-partition");
+                self.network.kafka_cut.insert(target);
+                self.log("fault", format!("partition {name} from Kafka for {d} ms"));
+                self.at(self.now + d, Event::HealKafkaCut { node: target });
+            }
+            5..=6 => {
+                if self.nodes[target].node.is_some() && self.nodes[target].paused_until.is_none() {
+                    let d = self.fault_rng.range(500, 8_000);
+                    self.count_fault("pause");
+                    self.nodes[target].paused_until = Some(self.now + d);
+                    self.log("fault", format!("pause {name} for {d} ms"));
+                }
+            }
+            7 => {
+                let c = self.fault_rng.range(0, self.clients.len() as u64 - 1) as usize;
+                let d = self.fault_rng.range(200, 5_000);
+                self.count_fault("client-partition");
+                self.network.client_cut.insert((c, target));
+                let client_name = self.clients[c].name.clone();
+                self.log(
+                    "fault",
+                    format!("partition client {client_name} from {name} for {d} ms"),
+                );
+                for id in self.network.between(c, target) {
+                    let t = self.now + 1;
+                    self.at(t, Event::CloseToClient { connection: id });
+                    self.at(t, Event::CloseToNode { connection: id });
+                }
+                self.at(
+                    self.now + d,
+                    Event::HealClientCut {
+                        client: c,
+                        node: target,
+                    },
+                );
+            }
+            _ => {
+                let d = self.fault_rng.range(500, 5_000);
+                self.count_fault("kafka-reply-loss");
+                self.network.reply_loss = 0.3;
+                self.log("fault", format!("Kafka loses 30% of replies for {d} ms"));
+                self.at(self.now + d, Event::ReplyLossEnd);
+            }
+        }
+        let t = self.now + self.fault_rng.range(500, 4_000);
+        self.at(t, Event::Fault);
+    }
+
+    /// Ends every fault: heal partitions and restart crashed nodes.
+    pub(crate) fn heal(&mut self) {
+        self.network.kafka_cut.clear();
+        self.network.client_cut.clear();
+        self.network.reply_loss = 0.0;
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].node.is_none() {
+                self.boot(i);
+            }
+        }
+        self.log("fault", "all faults healed");
+    }
+}

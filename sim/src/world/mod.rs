@@ -1,0 +1,27 @@
+//! The simulated world: Kafka, nodes with their drivers, the network,
+//! clients and faults, all advanced by one event queue in virtual time.
+//!
+//! - `state`: the `World` and how it is built;
+//! - `events` and `dispatch`: the event queue and what each event does;
+//! - `node_host`, `nodes`, `journal_driver`, `lock_driver`,
+//!   `effects`: each node with its drivers, which return effects;
+//! - `kafka_requests` and `kafka_link`: requests to Kafka and their way there and back;
+//! - `network`: client connections and cuts;
+//! - `faults`: faults and healing;
+//! - `clients`: the clients and their wiring.
+
+mod clients;
+mod dispatch;
+mod effects;
+mod events;
+mod faults;
+mod journal_driver;
+mod kafka_link;
+mod kafka_requests;
+mod lock_driver;
+mod network;
+mod node_host;
+mod nodes;
+mod state;
+
+pub(crate) use state::World;

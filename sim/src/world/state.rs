@@ -1,0 +1,102 @@
+//! The world: everything one simulation holds (Kafka, nodes, network,
+//! clients, faults, the event queue) and how it is built.
+
+use std::collections::BTreeMap;
+
+use halyard_core::node::Node;
+use halyard_core::Millis;
+
+use super::effects::Effect;
+use super::events::{Event, EventQueue};
+use super::journal_driver::DecodedRecords;
+use super::kafka_requests::JOURNAL_TOPIC;
+use super::network::{self, Network};
+use super::node_host::NodeHost;
+use crate::client::Client;
+use crate::config::SimConfig;
+use crate::kafka::KafkaModel;
+use crate::rng::Rng;
+use crate::trace::Trace;
+
+/// Fault counters for the summary.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct FaultStats {
+    pub(crate) by_kind: BTreeMap<&'static str, u64>,
+}
+
+pub(crate) struct World {
+    pub(super) cfg: SimConfig,
+    pub(crate) now: Millis,
+    /// Latencies, lost replies and the clients' own generators.
+    pub(super) rng: Rng,
+    /// Which fault strikes when, and compaction: apart from `rng`, so
+    /// traffic does not shift the faults.
+    pub(super) fault_rng: Rng,
+    pub(super) events: EventQueue,
+    pub(crate) kafka: KafkaModel,
+    pub(super) nodes: Vec<NodeHost>,
+    pub(super) network: Network,
+    pub(super) next_request_id: u64,
+    pub(crate) clients: Vec<Client>,
+    pub(crate) trace: Trace,
+    pub(crate) faults: FaultStats,
+    pub(crate) events_processed: u64,
+    pub(super) decoded: DecodedRecords,
+    /// An empty buffer for drivers' effects, kept so they cost no allocation.
+    pub(super) effects: Vec<Effect>,
+    /// The first node invariant found broken (checked in debug builds only).
+    pub(crate) broken_invariant: Option<String>,
+    /// How many times node invariants were checked.
+    pub(crate) invariant_checks: u64,
+}
+
+impl World {
+    pub(crate) fn new(cfg: SimConfig, trace: Trace) -> World {
+        let mut rng = Rng::new(cfg.seed);
+        let fault_rng = rng.fork();
+        let mut kafka = KafkaModel::new(cfg.kafka.clone());
+        kafka.create_topic(JOURNAL_TOPIC, 1);
+        let nodes = (0..cfg.nodes).map(|i| NodeHost::new(i, &cfg)).collect();
+        let mut w = World {
+            cfg,
+            now: 0,
+            rng,
+            fault_rng,
+            events: EventQueue::default(),
+            kafka,
+            nodes,
+            network: Network::new(),
+            next_request_id: 1,
+            clients: Vec::new(),
+            trace,
+            faults: FaultStats::default(),
+            events_processed: 0,
+            decoded: DecodedRecords::default(),
+            effects: Vec::new(),
+            broken_invariant: None,
+            invariant_checks: 0,
+        };
+        w.make_clients();
+        w
+    }
+
+    /// Schedules `event` at `t` (or now, if `t` is past).
+    pub(super) fn at(&mut self, t: Millis, event: Event) {
+        self.events.push(t.max(self.now), event);
+    }
+
+    pub(super) fn latency(&mut self) -> Millis {
+        network::latency(&mut self.rng)
+    }
+
+    pub(super) fn log(&mut self, who: &str, what: impl AsRef<str>) {
+        self.trace.line(self.now, who, what.as_ref());
+    }
+
+    pub(crate) fn live_count(&self) -> usize {
+        self.nodes
+            .iter()
+            .filter(|host| host.node.as_ref().is_some_and(Node::is_live))
+            .count()
+    }
+}
