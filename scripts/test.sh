@@ -120,5 +120,6 @@ cargo bench -p halyard-benches -- --test
 pids+=($!)
 for _ in $(seq 1 100); do grep -q "accepting clients (STOMP, AMQP)" "$work/bench-node.log" && break; sleep 0.1; done
 "$bin" bench --url tcp://127.0.0.1:61690 --smoke
+"$bin" bench --protocol amqp --url tcp://127.0.0.1:61690 --smoke
 
 step "all tests passed in $(( $(date +%s) - started )) s"
