@@ -403,3 +403,39 @@ fn headers_and_properties_cross_between_stomp_and_amqp() {
     assert_eq!(f.header("type"), Some("invoice"));
     assert_eq!(f.header("n"), Some("7"));
 }
+
+#[test]
+fn a_browser_sees_every_message_and_takes_none() {
+    use halyard_core::protocol::amqp::Symbol;
+    let mut h = Harness::new(NodeConfig::default());
+    let stomp = h.connect(1);
+    for i in 0..3 {
+        let raw = format!("SEND\ndestination:/queue/b\nn:{i}\nreceipt:r{i}\n\nm{i}\0");
+        h.send_raw(stomp, raw.as_bytes());
+    }
+    h.take(stomp);
+    let mut p = Peer::connect(&mut h, 2);
+    let mut a = attach("browser", 0, Role::Receiver, "b");
+    if let Some(s) = a.source.as_mut() {
+        s.distribution_mode = Some(Symbol::from("copy"));
+        s.filter = None;
+    }
+    p.perform(&mut h, Performative::Attach(Box::new(a)));
+    p.perform(&mut h, flow(0, 0, 10, true));
+    let got = p.frames(&mut h);
+    let transfers = got
+        .iter()
+        .filter(|f| matches!(f, Performative::Transfer(t) if t.settled == Some(true)))
+        .count();
+    assert_eq!(transfers, 3, "three pre-settled copies: {got:?}");
+    assert!(
+        got.iter()
+            .any(|f| matches!(f, Performative::Flow(fl) if fl.drain)),
+        "the drain is answered once the browser has seen everything"
+    );
+    let q = h.node.broker().queue_by_name("b").expect("queue");
+    assert_eq!(q.durable_message_ids().len(), 3, "a browser takes nothing");
+    // A consumer still gets all three.
+    h.send(stomp, subscribe("s", "/queue/b", "auto"));
+    assert_eq!(h.take(stomp).len(), 3);
+}

@@ -22,7 +22,7 @@ enum Choice {
 impl Consumer {
     /// Whether the consumer may be handed one more message (its
     /// connection's outbound bytes, its byte and message windows).
-    fn has_room(&self, conns: &BTreeMap<ConnId, ConnFlow>, out_max: usize) -> bool {
+    pub(crate) fn has_room(&self, conns: &BTreeMap<ConnId, ConnFlow>, out_max: usize) -> bool {
         let conn_ok = conns
             .get(&self.conn)
             .is_some_and(|f| f.unflushed_bytes < out_max);
@@ -58,7 +58,8 @@ fn choose(
         let Some(c) = consumers.get(&cid) else {
             continue;
         };
-        if !c.has_room(conns, out_max) {
+        // Browsers take nothing (see `browse.rs`).
+        if c.browse || !c.has_room(conns, out_max) {
             continue;
         }
         room = true;
@@ -125,6 +126,7 @@ impl Broker {
     }
 
     fn dispatch_queue(&mut self, qid: Id, now: Millis, send: &mut dyn FnMut(Delivery) -> usize) {
+        self.dispatch_browsers(qid, send);
         let out_max = self.config.connection_outbound_bytes_max;
         let expired_max = self.config.expiry_batch_max;
         let skip_max = self.config.dispatch_skip_max;

@@ -7,6 +7,7 @@
 //! counts, flow-control credit) is volatile and rebuilt from nothing after a
 //! restart or failover: every message still referenced is redelivered.
 
+mod browse;
 mod config;
 mod delivery;
 pub mod destination;

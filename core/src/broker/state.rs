@@ -22,6 +22,10 @@ pub(crate) struct Consumer {
     pub(crate) queue: Id,
     pub(crate) ack_mode: AckMode,
     pub(crate) window_bytes: Option<usize>,
+    /// A browser: sees messages without taking them (see `browse.rs`).
+    pub(crate) browse: bool,
+    /// The last message a browser was shown.
+    pub(crate) browsed_to: Option<Id>,
     /// Deliveries left (AMQP link credit); `None`: not credit-limited.
     pub(crate) credit: Option<u32>,
     /// The client asked to use up the credit: once nothing more can be

@@ -93,6 +93,8 @@ impl Broker {
                 window_messages: spec.window_messages,
                 credit: spec.credit,
                 drain: false,
+                browse: spec.browse,
+                browsed_to: None,
                 filter: spec.filter,
                 unacked_bytes: 0,
                 unacked: BTreeMap::new(),

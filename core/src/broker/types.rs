@@ -72,6 +72,8 @@ pub struct ConsumerSpec {
     pub credit: Option<u32>,
     /// Other consumers may share its queue (a shared subscription).
     pub shared: bool,
+    /// A browser: sees each message once without taking it.
+    pub browse: bool,
     /// Which messages it takes (no-local, selector).
     pub filter: ConsumerFilter,
     /// How its deliveries name where they came from.

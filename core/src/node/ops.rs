@@ -93,6 +93,9 @@ pub struct SubscribeOp {
     pub no_local: bool,
     /// A JMS selector's text (parsed by the node).
     pub selector: Option<String>,
+    /// Browse: see each message once without taking it (a JMS
+    /// QueueBrowser).
+    pub browse: bool,
     /// How deliveries name where they came from (the destination as the
     /// client spelled it).
     pub destination: String,

@@ -252,6 +252,7 @@ impl Node {
                 window_messages: req.window_messages,
                 credit: req.credit,
                 shared,
+                browse: req.browse,
                 filter,
                 destination: req.destination.clone(),
             },

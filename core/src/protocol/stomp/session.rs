@@ -258,6 +258,7 @@ impl StompSession {
             no_local: opts.no_local,
             selector: opts.selector,
             credit: None,
+            browse: false,
             destination,
         };
         self.op(cx, Op::Subscribe(req), receipt(f));

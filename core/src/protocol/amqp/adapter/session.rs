@@ -427,6 +427,11 @@ impl AmqpSession {
                 credit: Some(0),
                 no_local: source.no_local(),
                 selector: source.selector().map(str::to_owned),
+                // Distribution mode `copy` is a browser (JMS QueueBrowser).
+                browse: source
+                    .distribution_mode
+                    .as_ref()
+                    .is_some_and(|m| m.as_str() == "copy"),
                 destination,
             }),
             Waiting::Attach {
@@ -797,7 +802,7 @@ impl ProtocolSession for AmqpSession {
         let Some(&link) = self.subs.get(&d.sub_id) else {
             return Bytes::new();
         };
-        let m = from_neutral(&d.message, d.deliveries);
+        let m = from_neutral(&d.message, d.deliveries, d.expired);
         let tag = d.ack.unwrap_or(d.message_id.seq).to_be_bytes();
         let sent = self.conn.send(
             link,
