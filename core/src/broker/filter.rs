@@ -17,12 +17,6 @@ pub struct ConsumerFilter {
 }
 
 impl ConsumerFilter {
-    /// Whether this filter can refuse anything (dispatch then looks past
-    /// messages it refuses instead of stopping at the head).
-    pub fn is_active(&self) -> bool {
-        self.no_local || self.selector.is_some()
-    }
-
     /// Whether a consumer on `conn` with this filter takes `message`, sent
     /// on `origin` (when known), as delivery number `delivery_count`.
     pub fn accepts(

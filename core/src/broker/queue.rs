@@ -157,22 +157,6 @@ impl Queue {
         self.refs.len()
     }
 
-    /// Messages waiting for a consumer.
-    pub fn ready_len(&self) -> usize {
-        self.ready.len()
-    }
-
-    pub fn consumer_count(&self) -> usize {
-        self.consumers.len()
-    }
-
-    /// Ids of the messages this queue references, in arrival order.
-    pub fn message_ids(&self) -> Vec<Id> {
-        let mut v: Vec<(u64, Id)> = self.refs.iter().map(|(id, r)| (r.pos, *id)).collect();
-        v.sort();
-        v.into_iter().map(|(_, id)| id).collect()
-    }
-
     /// Ids of the ready messages, in the order they will be delivered.
     pub fn ready_ids(&self) -> Vec<Id> {
         self.ready.values().copied().collect()

@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 
 use super::errors::SubscribeError;
-use super::filter::ConsumerFilter;
 use super::queue::{ConsumerId, Queue, QueueOwner, RefState};
 use super::state::{Broker, Consumer};
 use super::types::{ConsumerSpec, RefKey};
@@ -155,12 +154,6 @@ impl Broker {
             }
             Some(q) => Ok(Some(q.id)),
         }
-    }
-
-    /// The filter of a subscription (for tests and management).
-    pub fn subscription_filter(&self, conn: ConnId, sub_id: &str) -> Option<&ConsumerFilter> {
-        let cid = self.conns.get(&conn)?.subs.get(sub_id)?;
-        self.consumers.get(cid).map(|c| &c.filter)
     }
 
     pub fn has_subscription(&self, conn: ConnId, sub_id: &str) -> bool {
