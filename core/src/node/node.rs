@@ -44,6 +44,8 @@ pub struct Node {
     pub(crate) planned_dups: BTreeSet<(String, String)>,
     pub(crate) accepting: bool,
     pub(crate) loaded_entries: u64,
+    /// Connections whose sessions heard completions during this input.
+    pub(crate) flush_pending: BTreeSet<ConnId>,
     /// Actions adapters pushed, waiting to be carried out (reused buffer).
     pub(crate) actions: Vec<SessionAction>,
 }
@@ -72,6 +74,7 @@ impl Node {
             accepting: false,
             loaded_entries: 0,
             actions: Vec::new(),
+            flush_pending: BTreeSet::new(),
         }
     }
 
@@ -144,6 +147,7 @@ impl Node {
             Input::Lock(ev) => self.on_lock(ev),
         }
         self.after_input();
+        self.flush_sessions();
     }
 
     /// The next effect to carry out, in order.

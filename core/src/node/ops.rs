@@ -222,6 +222,9 @@ pub trait ProtocolSession {
     /// The node cannot serve this client (it is not live): answer with an
     /// error in the protocol's own terms and close.
     fn refuse(&mut self, cx: &mut SessionCx<'_>, message: &str);
+    /// The node has completed what it will complete for this input: write
+    /// what was held back to be written together.
+    fn flush(&mut self, _cx: &mut SessionCx<'_>) {}
     /// A drain asked for with [`Op::Flow`] finished: the subscription's
     /// credit is used up.
     fn drained(&mut self, _cx: &mut SessionCx<'_>, _sub_id: &str) {}

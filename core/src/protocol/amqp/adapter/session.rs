@@ -791,10 +791,15 @@ impl ProtocolSession for AmqpSession {
         !self.events.is_empty() && !self.closed
     }
 
-    fn completed(&mut self, cx: &mut SessionCx<'_>, tag: u64, result: Result<(), OpError>) {
+    fn completed(&mut self, _cx: &mut SessionCx<'_>, tag: u64, result: Result<(), OpError>) {
+        // The frames wait for `flush`: the settlements of one group commit
+        // leave as one disposition range.
         if let Some(w) = self.waiting.remove(&tag) {
             self.finish(w, result);
         }
+    }
+
+    fn flush(&mut self, cx: &mut SessionCx<'_>) {
         self.drain_events(cx);
     }
 
