@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The whole test suite: what CI runs (.ci/run calls exactly this).
 #
-# It installs and starts what it needs: Apache Kafka from Maven Central
-# (scripts/services/kafka.sh, KRaft on 127.0.0.1) and Python clients from PyPI
-# into target/pyenv (scripts/services/pyenv.sh). A service that does not come
+# It installs and starts what it needs: Apache Kafka and Apache Artemis 2.56
+# from Maven Central (scripts/services/kafka.sh, KRaft on 127.0.0.1;
+# scripts/services/artemis.sh), the Qpid JMS test tool built by Maven
+# (tests/jms), and Python clients from PyPI into target/pyenv
+# (scripts/services/pyenv.sh). A service that does not come
 # up fails the run; nothing is skipped. Its steps that are more than a command
 # live in scripts/ci/.
 #
@@ -97,6 +99,9 @@ scripts/ci/integration.sh
 step "live/backup failover on Kafka with real processes"
 scripts/ci/kafka-ha.sh
 
+step "AMQP 1.0 and JMS (Qpid JMS, python-qpid-proton; local and Kafka pairs) and STOMP vs Artemis 2.56, each test against Halyard and Artemis"
+HALYARD_KAFKA_BOOTSTRAP=$(scripts/services/kafka.sh bootstrap) STOMP_COMPAT_STRICT=1 scripts/ci/amqp-tests.sh
+
 step "the HA walkthrough with local processes"
 scripts/ci/walkthrough.sh
 
@@ -115,5 +120,6 @@ cargo bench -p halyard-benches -- --test
 pids+=($!)
 for _ in $(seq 1 100); do grep -q "accepting clients (STOMP, AMQP)" "$work/bench-node.log" && break; sleep 0.1; done
 "$bin" bench --url tcp://127.0.0.1:61690 --smoke
+"$bin" bench --protocol amqp --url tcp://127.0.0.1:61690 --smoke
 
 step "all tests passed in $(( $(date +%s) - started )) s"

@@ -1,9 +1,9 @@
-//! `halyard bench`: load-test a STOMP broker.
+//! `halyard bench`: load-test a STOMP or AMQP 1.0 broker.
 //!
 //! Consumers subscribe, producers send for a warm-up and then a measured
 //! window, and the run reports throughput and HDR latency percentiles
-//! (send to RECEIPT, and end to end), as a table, JSON and plots. See
-//! docs/bench.md.
+//! (send to RECEIPT or AMQP `accepted`, and end to end), as a table, JSON
+//! and plots. See docs/bench.md.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -11,24 +11,31 @@ use std::time::{Duration, Instant};
 
 use clap::{ArgAction, Args};
 
+use crate::bench::harness::{AckMode, BenchConfig, BenchError, Outcome, Protocol};
 use crate::bench::payload::MIN_SIZE;
 use crate::bench::plot;
-use crate::bench::run::{self, AckMode, BenchConfig};
 use crate::bench::schedule::Rate;
 use crate::bench::stats::{self, ConfigReport, Latencies, Measured, Report};
+use crate::bench::{amqp_run, stomp_run};
 
 #[derive(Args, Debug)]
 #[command(after_help = "\
 Consumers subscribe first; producers then send for --warmup seconds (not \
 recorded) and --duration seconds (recorded), stop, and consumers drain for up \
 to 5 s. Reports msg/s sent and received, and latency percentiles from send to \
-RECEIPT and from send to delivery (end to end). With --rate N sends follow a \
+RECEIPT (AMQP: to the broker's `accepted` disposition) and from send to \
+delivery (end to end). --protocol amqp speaks AMQP 1.0 (SASL ANONYMOUS, or \
+PLAIN with --user/--password); /queue/NAME becomes the address NAME with the \
+`queue` capability, /topic/NAME the address NAME with `topic`. With --rate N sends follow a \
 fixed schedule and latency counts from the scheduled time, which corrects for \
 coordinated omission. Exits 1 if nothing was received or the broker sent an \
 ERROR. See docs/bench.md.\n\n\
 Example: halyard bench --url tcp://127.0.0.1:61616 --rate 5000 --json out.json --plot plots/")]
 pub struct BenchArgs {
-    /// Broker: tcp://HOST:PORT (one broker, no failover)
+    /// Wire protocol: stomp (STOMP 1.2) or amqp (AMQP 1.0)
+    #[arg(long, default_value = "stomp", value_parser = ["stomp", "amqp"])]
+    protocol: String,
+    /// Broker: tcp://HOST:PORT (also stomp:// or amqp://; one broker, no failover)
     #[arg(long, default_value = "tcp://127.0.0.1:61616", env = "HALYARD_URL")]
     url: String,
     /// Destination: /queue/NAME (each message to one consumer) or /topic/NAME (to every consumer)
@@ -43,13 +50,13 @@ pub struct BenchArgs {
     /// Message body size in bytes (at least 64: the body starts with a timestamp)
     #[arg(long, value_name = "BYTES", default_value_t = 1024)]
     size: usize,
-    /// Send persistent messages (persistent:true header); false sends persistent:false
+    /// Send persistent messages (STOMP persistent:true, AMQP header durable); false sends non-persistent ones
     #[arg(long, value_name = "true|false", default_value_t = true, action = ArgAction::Set)]
     persistent: bool,
-    /// Ask a RECEIPT for every send and measure send-to-receipt latency
+    /// Ask a RECEIPT for every send (AMQP: send unsettled, wait for `accepted`) and measure send-to-receipt latency; false sends without (AMQP: pre-settled)
     #[arg(long, value_name = "true|false", default_value_t = true, action = ArgAction::Set)]
     receipts: bool,
-    /// Sends in flight without a receipt, per producer
+    /// Sends in flight without a receipt, per producer (AMQP: also each consumer's link credit)
     #[arg(long, value_name = "N", default_value_t = 1000)]
     window: usize,
     /// Seconds measured, after the warm-up
@@ -61,14 +68,14 @@ pub struct BenchArgs {
     /// Total target rate over all producers: MSG_PER_SEC (open loop, fixed send schedule, latency from the scheduled time) or max (closed loop, limited by --window)
     #[arg(long, value_name = "MSG_PER_SEC|max", default_value = "max")]
     rate: Rate,
-    /// Consumer ack mode
+    /// Consumer ack mode (AMQP: client-individual accepts every delivery; auto asks for pre-settled deliveries)
     #[arg(long, default_value = "client-individual", value_parser = ["auto", "client-individual"])]
     ack: String,
-    /// login header on CONNECT (Artemis: e.g. artemis)
-    #[arg(long)]
+    /// STOMP login header on CONNECT, AMQP SASL PLAIN user (Artemis: e.g. artemis)
+    #[arg(long, visible_alias = "user")]
     login: Option<String>,
-    /// passcode header on CONNECT (Artemis: e.g. artemis)
-    #[arg(long)]
+    /// STOMP passcode header on CONNECT, AMQP SASL PLAIN password (Artemis: e.g. artemis)
+    #[arg(long, visible_alias = "password")]
     passcode: Option<String>,
     /// Write the results as JSON to FILE (summary, full percentile series, per-second counts)
     #[arg(long, value_name = "FILE")]
@@ -84,11 +91,13 @@ pub struct BenchArgs {
     smoke: bool,
 }
 
-/// `tcp://HOST:PORT` (also `stomp://` or a bare `HOST:PORT`) to `HOST:PORT`.
+/// `tcp://HOST:PORT` (also `stomp://`, `amqp://` or a bare `HOST:PORT`) to
+/// `HOST:PORT`.
 pub fn parse_url(url: &str) -> Result<String, String> {
     let addr = url
         .strip_prefix("tcp://")
         .or_else(|| url.strip_prefix("stomp://"))
+        .or_else(|| url.strip_prefix("amqp://"))
         .unwrap_or(url)
         .trim_end_matches('/');
     let ok = match addr.rsplit_once(':') {
@@ -119,6 +128,20 @@ fn secs(what: &str, v: f64, min: f64) -> Result<Duration, String> {
 
 fn config(a: &BenchArgs) -> Result<BenchConfig, String> {
     let addr = parse_url(&a.url)?;
+    let protocol: Protocol = a.protocol.parse()?;
+    if protocol == Protocol::Amqp {
+        let name = a
+            .destination
+            .strip_prefix("/queue/")
+            .or_else(|| a.destination.strip_prefix("/topic/"))
+            .unwrap_or(&a.destination);
+        if name.is_empty() {
+            return Err(format!(
+                "--destination {:?} names no address",
+                a.destination
+            ));
+        }
+    }
     if a.size < MIN_SIZE {
         return Err(format!(
             "--size must be at least {MIN_SIZE} bytes (the body carries a timestamp)"
@@ -139,6 +162,7 @@ fn config(a: &BenchArgs) -> Result<BenchConfig, String> {
         (a.producers, a.consumers, a.window, a.warmup, a.duration)
     };
     Ok(BenchConfig {
+        protocol,
         addr,
         destination: a.destination.clone(),
         producers,
@@ -164,12 +188,13 @@ fn config(a: &BenchArgs) -> Result<BenchConfig, String> {
 }
 
 /// Builds the report of a finished run.
-pub fn report(label: &str, url: &str, cfg: &BenchConfig, o: &run::Outcome) -> Report {
+pub fn report(label: &str, url: &str, cfg: &BenchConfig, o: &Outcome) -> Report {
     let warmup_secs = cfg.warmup.as_secs_f64();
     let duration_secs = cfg.duration.as_secs_f64();
     Report {
         label: label.to_string(),
         config: ConfigReport {
+            protocol: cfg.protocol.to_string(),
             url: url.to_string(),
             destination: cfg.destination.clone(),
             producers: cfg.producers,
@@ -213,7 +238,8 @@ pub fn run(a: BenchArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         .enable_all()
         .build()?;
     eprintln!(
-        "bench {label}: {} producer(s), {} consumer(s), {} B {}, receipts {}, window {}, rate {}, warm-up {:.1}s, measure {:.1}s",
+        "bench {label} ({}): {} producer(s), {} consumer(s), {} B {}, receipts {}, window {}, rate {}, warm-up {:.1}s, measure {:.1}s",
+        cfg.protocol,
         cfg.producers,
         cfg.consumers,
         cfg.size_bytes,
@@ -225,8 +251,22 @@ pub fn run(a: BenchArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         cfg.duration.as_secs_f64(),
     );
     let started = Instant::now();
-    let outcome = rt.block_on(run::run(cfg.clone()))?;
+    let outcome = rt.block_on(async {
+        match cfg.protocol {
+            Protocol::Stomp => stomp_run::run(cfg.clone()).await,
+            Protocol::Amqp => amqp_run::run(cfg.clone()).await,
+        }
+    });
     drop(rt);
+    let outcome = match outcome {
+        Ok(o) => o,
+        // The broker said no to a link: a broker error like an ERROR frame.
+        Err(BenchError::Refused(why)) => {
+            eprintln!("halyard bench: {why}");
+            return Ok(ExitCode::from(1));
+        }
+        Err(e) => return Err(e.into()),
+    };
     let r = report(&label, &a.url, &cfg, &outcome);
     print!("{}", stats::table(std::slice::from_ref(&r)));
     let t = &r.totals;
@@ -328,6 +368,7 @@ mod tests {
         let a = parse(&[]).expect("parses");
         let c = config(&a).expect("valid");
         assert_eq!(c.destination, "/queue/bench");
+        assert_eq!(c.protocol, Protocol::Stomp);
         assert_eq!(
             (c.producers, c.consumers, c.size_bytes, c.window),
             (1, 1, 1024, 1000)
@@ -367,6 +408,29 @@ mod tests {
         assert!(parse(&["--rate", "fast"]).is_err());
         assert!(parse(&["--persistent", "maybe"]).is_err());
         assert!(parse(&["--ack", "client"]).is_err());
+        assert!(parse(&["--protocol", "mqtt"]).is_err());
+    }
+
+    #[test]
+    fn amqp_flags() {
+        let a = parse(&[
+            "--protocol",
+            "amqp",
+            "--url",
+            "amqp://127.0.0.1:61627",
+            "--user",
+            "artemis",
+            "--password",
+            "secret",
+        ])
+        .expect("parses");
+        let c = config(&a).expect("valid");
+        assert_eq!(c.protocol, Protocol::Amqp);
+        assert_eq!(c.addr, "127.0.0.1:61627");
+        assert_eq!(c.login.as_deref(), Some("artemis"));
+        assert_eq!(c.passcode.as_deref(), Some("secret"));
+        let a = parse(&["--protocol", "amqp", "--destination", "/queue/"]).expect("parses");
+        assert!(config(&a).is_err());
     }
 
     #[test]

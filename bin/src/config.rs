@@ -24,7 +24,7 @@ pub enum RoleArg {
 #[derive(Args, Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeSettings {
-    /// Address to accept STOMP clients on [default: 127.0.0.1:61616]
+    /// Address to accept STOMP and AMQP 1.0 clients on (one port, told apart by their first bytes) [default: 127.0.0.1:61616]
     #[arg(long, env = "HALYARD_LISTEN", value_name = "ADDR:PORT")]
     pub listen: Option<SocketAddr>,
     /// Folder for the local journal [default: ./data]
@@ -51,6 +51,12 @@ pub struct NodeSettings {
     /// Dead-letter address [default: DLQ]
     #[arg(long, env = "HALYARD_DEAD_LETTER_ADDRESS")]
     pub dead_letter_address: Option<String>,
+    /// Where expired messages go [default: ExpiryQueue]
+    #[arg(long, env = "HALYARD_EXPIRY_ADDRESS")]
+    pub expiry_address: Option<String>,
+    /// How often queues are scanned for expired messages, in ms [default: 30000]
+    #[arg(long, env = "HALYARD_EXPIRY_SCAN_PERIOD_MS")]
+    pub expiry_scan_period_ms: Option<u64>,
     /// Destination prefix for anycast (queues) [default: /queue/]
     #[arg(long, env = "HALYARD_ANYCAST_PREFIX")]
     pub anycast_prefix: Option<String>,
@@ -180,6 +186,8 @@ pub fn merge(cli: &NodeSettings, file: &NodeSettings) -> NodeSettings {
         heartbeat_ms,
         max_delivery_attempts,
         dead_letter_address,
+        expiry_address,
+        expiry_scan_period_ms,
         anycast_prefix,
         multicast_prefix,
         max_frame_bytes,
@@ -249,6 +257,26 @@ pub fn resolve(s: NodeSettings) -> Result<Resolved, ConfigError> {
             });
         }
         broker.dead_letter_address = d;
+    }
+    if let Some(e) = s.expiry_address {
+        if e.is_empty() {
+            return Err(ConfigError::Invalid {
+                name: "expiry_address",
+                value: e,
+                why: "must not be empty",
+            });
+        }
+        broker.expiry_address = e;
+    }
+    if let Some(ms) = s.expiry_scan_period_ms {
+        if ms == 0 {
+            return Err(ConfigError::Invalid {
+                name: "expiry_scan_period_ms",
+                value: ms.to_string(),
+                why: "must be at least 1",
+            });
+        }
+        broker.expiry_scan_period_ms = ms;
     }
     let mut destinations = DestinationConfig::default();
     if let Some(p) = s.anycast_prefix {

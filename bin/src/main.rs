@@ -24,7 +24,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[command(
     name = "halyard",
     version,
-    about = "Halyard: a highly available STOMP message broker with a Kafka or local journal",
+    about = "Halyard: a highly available STOMP and AMQP 1.0 (JMS) message broker with a Kafka or local journal",
     long_about = None
 )]
 struct Cli {
@@ -50,7 +50,7 @@ enum Command {
     Sim(sim_cmd::SimArgs),
     /// TCP fault proxy for tests: forward a port, cut and heal it on demand
     Proxy(proxy_cmd::ProxyArgs),
-    /// Load-test a STOMP broker: throughput and HDR latency percentiles, JSON and plots
+    /// Load-test a STOMP or AMQP 1.0 broker: throughput and HDR latency percentiles, JSON and plots
     Bench(bench_cmd::BenchArgs),
     /// Measure the Kafka journal's write ceiling: a plain transactional producer writing journal-shaped records
     KafkaCeiling(ceiling_cmd::CeilingArgs),

@@ -18,5 +18,10 @@ pub mod selector;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
-/// Milliseconds of a monotonic clock owned by the driver.
+/// The node's clock, owned by the driver: milliseconds since the Unix epoch
+/// (message expiry and scheduled delivery times are wall-clock and travel in
+/// the journal), never going backwards (the driver anchors at the wall clock
+/// once and advances with a monotonic clock; [`node::Node::handle`] clamps).
+/// The simulator keeps a virtual clock from 0, which is consistent: its
+/// messages carry no wall-clock times.
 pub type Millis = u64;

@@ -175,11 +175,7 @@ impl Harness {
     }
 
     pub fn connect_with(&mut self, conn: u64, headers: &[(&str, &str)]) -> ConnId {
-        let id = ConnId(conn);
-        let mut d = Decoder::new(Limits::default());
-        d.set_version(Version::V1_2);
-        self.clients.insert(id, d);
-        self.input(Input::Conn(ConnEvent::Opened { conn: id }));
+        let id = self.open(conn);
         let mut f = Frame::new(Command::Connect)
             .with_header("accept-version", "1.2")
             .with_header("host", "localhost");
@@ -199,6 +195,17 @@ impl Harness {
     pub fn open_raw(&mut self, conn: u64) -> ConnId {
         let id = ConnId(conn);
         self.raw.insert(id, Vec::new());
+        self.input(Input::Conn(ConnEvent::Opened { conn: id }));
+        id
+    }
+
+    /// Opens a connection that has sent nothing yet (what the server
+    /// sends it is decoded as STOMP 1.2 frames).
+    pub fn open(&mut self, conn: u64) -> ConnId {
+        let id = ConnId(conn);
+        let mut d = Decoder::new(Limits::default());
+        d.set_version(Version::V1_2);
+        self.clients.insert(id, d);
         self.input(Input::Conn(ConnEvent::Opened { conn: id }));
         id
     }

@@ -78,6 +78,32 @@ fn primitive_encodings_match_the_spec() {
 }
 
 #[test]
+fn compounds_take_the_short_form_only_when_size_and_count_fit_a_byte() {
+    // A map inside a list, both short: each header is code, size, count.
+    let inner = Value::Map(vec![(Value::symbol("k"), Value::Uint(1))]);
+    let outer = Value::List(vec![Value::Null, inner, Value::Bool(true)]);
+    assert_eq!(
+        enc(&outer),
+        vec![0xc0, 11, 3, 0x40, 0xc1, 6, 2, 0xa3, 1, b'k', 0x52, 1, 0x41]
+    );
+    // 255 bytes of body: the size (body + count byte) no longer fits.
+    let long = Value::List(vec![Value::Binary(Bytes::from(vec![7u8; 253]))]);
+    let mut want = vec![0xd0, 0, 0, 1, 3, 0, 0, 0, 1, 0xa0, 253];
+    want.extend_from_slice(&[7u8; 253]);
+    assert_eq!(enc(&long), want);
+    // 256 items: the count no longer fits.
+    let many = Value::List(vec![Value::Null; 256]);
+    let mut want = vec![0xd0, 0, 0, 1, 4, 0, 0, 1, 0];
+    want.extend_from_slice(&[0x40; 256]);
+    assert_eq!(enc(&many), want);
+    // A short list after a long one in the same buffer.
+    let both = Value::List(vec![many.clone(), Value::List(vec![Value::Null])]);
+    let got = enc(&both);
+    assert_eq!(&got[got.len() - 4..], &[0xc0, 2, 1, 0x40]);
+    assert_eq!(dec(&got).unwrap(), both);
+}
+
+#[test]
 fn wider_encodings_decode_to_the_same_values() {
     assert_eq!(dec(&[0x70, 0, 0, 0, 5]).unwrap(), Value::Uint(5));
     assert_eq!(

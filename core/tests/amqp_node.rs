@@ -339,3 +339,103 @@ fn a_coordinator_transaction_stores_its_sends_at_commit_only() {
     let msgs: Vec<Frame> = h.take(stomp);
     assert_eq!(msgs.iter().map(body).collect::<Vec<_>>(), ["in tx"]);
 }
+
+#[test]
+fn headers_and_properties_cross_between_stomp_and_amqp() {
+    use halyard_core::protocol::amqp::Properties;
+    let mut h = Harness::new(NodeConfig::default());
+    let stomp = h.connect(1);
+    let raw = "SEND\ndestination:/queue/x\ncorrelation-id:c-1\nreply-to:/queue/back\ntype:order\ncolor:red\nreceipt:r\n\nhi\0";
+    h.send_raw(stomp, raw.as_bytes());
+    h.take(stomp);
+    let mut p = Peer::connect(&mut h, 2);
+    p.perform(
+        &mut h,
+        Performative::Attach(Box::new(attach("c", 0, Role::Receiver, "x"))),
+    );
+    p.perform(&mut h, flow(0, 0, 1, false));
+    let got = p.frames_with_payload(&mut h);
+    let (_, payload) = got
+        .iter()
+        .find(|(f, _)| matches!(f, Performative::Transfer(_)))
+        .expect("delivered over AMQP");
+    let m = Message::decode(payload.clone(), &DecodeLimits::default()).unwrap();
+    let props = m.properties.clone().expect("properties");
+    assert_eq!(props.correlation_id, Some(Value::String("c-1".into())));
+    assert_eq!(props.reply_to.as_deref(), Some("/queue/back"));
+    assert_eq!(props.subject.as_deref(), Some("order"));
+    assert_eq!(
+        m.application_property("color"),
+        Some(&Value::String("red".into()))
+    );
+    assert_eq!(m.body, Body::Value(Value::String("hi".into())));
+
+    // And back: an AMQP message with typed properties reaches STOMP as headers.
+    p.perform(
+        &mut h,
+        Performative::Attach(Box::new(attach("p", 1, Role::Sender, "y"))),
+    );
+    p.frames(&mut h);
+    let out = Message {
+        header: Some(Header {
+            durable: true,
+            ..Header::default()
+        }),
+        properties: Some(Properties {
+            correlation_id: Some(Value::String("c-2".into())),
+            subject: Some("invoice".into()),
+            ..Properties::default()
+        }),
+        application_properties: Some(vec![(Value::String("n".into()), Value::Int(7))]),
+        body: Body::Value(Value::String("back".into())),
+        ..Message::default()
+    };
+    p.send(
+        &mut h,
+        &frame_with(0, transfer(1, 0, false, false), &out.to_bytes()),
+    );
+    let s2 = h.connect(3);
+    h.send(s2, subscribe("s", "/queue/y", "auto"));
+    let frames = h.take(s2);
+    let f = frames.first().expect("a MESSAGE");
+    assert_eq!(body(f), "back");
+    assert_eq!(f.header("correlation-id"), Some("c-2"));
+    assert_eq!(f.header("type"), Some("invoice"));
+    assert_eq!(f.header("n"), Some("7"));
+}
+
+#[test]
+fn a_browser_sees_every_message_and_takes_none() {
+    use halyard_core::protocol::amqp::Symbol;
+    let mut h = Harness::new(NodeConfig::default());
+    let stomp = h.connect(1);
+    for i in 0..3 {
+        let raw = format!("SEND\ndestination:/queue/b\nn:{i}\nreceipt:r{i}\n\nm{i}\0");
+        h.send_raw(stomp, raw.as_bytes());
+    }
+    h.take(stomp);
+    let mut p = Peer::connect(&mut h, 2);
+    let mut a = attach("browser", 0, Role::Receiver, "b");
+    if let Some(s) = a.source.as_mut() {
+        s.distribution_mode = Some(Symbol::from("copy"));
+        s.filter = None;
+    }
+    p.perform(&mut h, Performative::Attach(Box::new(a)));
+    p.perform(&mut h, flow(0, 0, 10, true));
+    let got = p.frames(&mut h);
+    let transfers = got
+        .iter()
+        .filter(|f| matches!(f, Performative::Transfer(t) if t.settled == Some(true)))
+        .count();
+    assert_eq!(transfers, 3, "three pre-settled copies: {got:?}");
+    assert!(
+        got.iter()
+            .any(|f| matches!(f, Performative::Flow(fl) if fl.drain)),
+        "the drain is answered once the browser has seen everything"
+    );
+    let q = h.node.broker().queue_by_name("b").expect("queue");
+    assert_eq!(q.durable_message_ids().len(), 3, "a browser takes nothing");
+    // A consumer still gets all three.
+    h.send(stomp, subscribe("s", "/queue/b", "auto"));
+    assert_eq!(h.take(stomp).len(), 3);
+}

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use halyard_core::ids::ConnId;
@@ -105,8 +105,16 @@ pub async fn run(
     mut backend_inputs: mpsc::Receiver<Input>,
     mut shutdown: mpsc::UnboundedReceiver<()>,
 ) -> Result<(), ServerError> {
+    // The node's clock is milliseconds since the Unix epoch (message expiry
+    // and scheduled delivery times are wall-clock and travel in the
+    // journal), and it must never go backwards: anchor at the wall clock
+    // once, then advance with the monotonic clock. A wall-clock step while
+    // running is not followed (NTP slews; a restart re-anchors).
+    let start_wall_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
     let start = Instant::now();
-    let now = || start.elapsed().as_millis() as u64;
+    let now = || start_wall_ms + start.elapsed().as_millis() as u64;
     let (tx, mut rx) = mpsc::channel::<DriverMsg>(INPUT_CHANNEL_CAPACITY);
     // Writers report flushed bytes on a channel of their own that is served
     // first: deliveries must resume even while readers flood the node.

@@ -18,10 +18,16 @@
 #                  default; Artemis's own default is 10 KiB for client-individual acks, with which
 #                  its consumer falls behind). Unless ARTEMIS_DEFAULT_WINDOW_RUN=0, a run with
 #                  Artemis's default window follows (label artemis-defaultwindow, not in the goals).
-# The three brokers get the same closed-loop `halyard bench` workload, one broker at a time.
-# Unless LATENCY_RATE=0, halyard-local and artemis also get an open-loop run at LATENCY_RATE
-# msg/s (labels halyard-local-openloop, artemis-openloop): latencies at an equal offered load,
-# which closed-loop runs cannot give (docs/bench.md).
+#   halyard-local-amqp  the same `halyard node` (local journal, fresh data dir), loaded over AMQP 1.0
+#                  (`halyard bench --protocol amqp`: SASL ANONYMOUS, /queue/bench -> address bench
+#                  with the `queue` capability, unsettled sends timed to the broker's `accepted`)
+#   artemis-amqp   Artemis as above with its AMQP acceptor (ARTEMIS_AMQP=1 scripts/services/artemis.sh
+#                  start: 127.0.0.1:ARTEMIS_AMQP_PORT, SASL PLAIN artemis/artemis), same AMQP load
+# The brokers get the same closed-loop `halyard bench` workload (same window, producers,
+# consumers, size, persistence), one broker at a time; the AMQP runs differ only by --protocol.
+# Unless LATENCY_RATE=0, halyard-local, artemis, halyard-local-amqp and artemis-amqp also get an
+# open-loop run at LATENCY_RATE msg/s (labels LABEL-openloop): latencies at an equal offered
+# load, which closed-loop runs cannot give (docs/bench.md).
 #
 # Environment (defaults in brackets):
 #   PRODUCERS [1] CONSUMERS [1] SIZE [1024] WINDOW [1000] DURATION [20] WARMUP [15] RATE [max]
@@ -29,12 +35,13 @@
 #                         steady throughput; with 5 s its measured window still climbs)
 #   DESTINATION [/queue/bench] PERSISTENT [true] RECEIPTS [true] ACK [client-individual]
 #   ROUNDS [1]            rounds of every configuration; the report takes the median
-#   CONFIGS               [ceiling halyard-kafka halyard-local artemis]
+#   CONFIGS               [ceiling halyard-kafka halyard-local artemis halyard-local-amqp artemis-amqp]
 #   LATENCY_RATE [5000]   open-loop rate for the equal-load latency runs; 0 skips them
 #   CEILING_SECONDS [20]  CEILING_RUNS [2]  CEILING_TXN [1000] (messages per transaction)
 #   CEILING_TOMBSTONES [1] (1: the ceiling also tombstones each message, as Halyard does)
 #   ARTEMIS_WINDOW [-1]   ARTEMIS_DEFAULT_WINDOW_RUN [1]
-#   HALYARD_KAFKA_PORT [61701] HALYARD_LOCAL_PORT [61702]  (Artemis: ARTEMIS_STOMP_PORT, 61613)
+#   HALYARD_KAFKA_PORT [61701] HALYARD_LOCAL_PORT [61702]  (Artemis: ARTEMIS_STOMP_PORT, 61613,
+#                         ARTEMIS_AMQP_PORT, 61627)
 #   SETTLE [3]            seconds of quiet between configurations
 #   SAMPLE_INTERVAL [0.25] seconds between CPU samples (/proc/PID/task/*/stat)
 #   BUILD [1]             cargo build --release -p halyard first (0: use target/release/halyard)
@@ -63,7 +70,7 @@ PERSISTENT=${PERSISTENT:-true}
 RECEIPTS=${RECEIPTS:-true}
 ACK=${ACK:-client-individual}
 ROUNDS=${ROUNDS:-1}
-CONFIGS=${CONFIGS:-ceiling halyard-kafka halyard-local artemis}
+CONFIGS=${CONFIGS:-ceiling halyard-kafka halyard-local artemis halyard-local-amqp artemis-amqp}
 LATENCY_RATE=${LATENCY_RATE:-5000}
 CEILING_SECONDS=${CEILING_SECONDS:-20}
 CEILING_RUNS=${CEILING_RUNS:-2}
@@ -74,11 +81,12 @@ if [[ "$CEILING_TOMBSTONES" == 1 ]]; then CEILING_FLAGS=(--tombstones); fi
 HALYARD_KAFKA_PORT=${HALYARD_KAFKA_PORT:-61701}
 HALYARD_LOCAL_PORT=${HALYARD_LOCAL_PORT:-61702}
 ARTEMIS_STOMP_PORT=${ARTEMIS_STOMP_PORT:-61613}
+ARTEMIS_AMQP_PORT=${ARTEMIS_AMQP_PORT:-61627}
 ARTEMIS_USER=${ARTEMIS_USER:-artemis}
 ARTEMIS_PASSWORD=${ARTEMIS_PASSWORD:-artemis}
 ARTEMIS_WINDOW=${ARTEMIS_WINDOW--1}
 ARTEMIS_DEFAULT_WINDOW_RUN=${ARTEMIS_DEFAULT_WINDOW_RUN:-1}
-export ARTEMIS_STOMP_PORT ARTEMIS_USER ARTEMIS_PASSWORD
+export ARTEMIS_STOMP_PORT ARTEMIS_AMQP_PORT ARTEMIS_USER ARTEMIS_PASSWORD
 SETTLE=${SETTLE:-3}
 SAMPLE_INTERVAL=${SAMPLE_INTERVAL:-0.25}
 BUILD=${BUILD:-1}
@@ -338,19 +346,21 @@ run_halyard_kafka() { # ROUND
     delete_topic "halyard-$cid-lock"
 }
 
-run_halyard_local() { # ROUND
-    local round=$1 dir
-    dir="$RUN/data/halyard-local-r$round"
-    start_node halyard-local "$round" "$RUN/logs/halyard-local-r$round.node.log" "$HALYARD_LOCAL_PORT" \
+run_halyard_local() { # ROUND [LABEL [EXTRA BENCH ARGS...]]: LABEL halyard-local-amqp adds --protocol amqp
+    local round=$1 label=${2:-halyard-local} dir
+    shift
+    if (($#)); then shift; fi
+    dir="$RUN/data/$label-r$round"
+    start_node "$label" "$round" "$RUN/logs/$label-r$round.node.log" "$HALYARD_LOCAL_PORT" \
         --data-dir "$dir"
-    run_bench halyard-local "$round" "$HALYARD_LOCAL_PORT" "$NODE_PID" "$RATE"
+    run_bench "$label" "$round" "$HALYARD_LOCAL_PORT" "$NODE_PID" "$RATE" "$@"
     stop_node
     rm -rf "$dir"
     if [[ "$LATENCY_RATE" != 0 ]]; then
-        dir="$RUN/data/halyard-local-openloop-r$round"
-        start_node halyard-local-openloop "$round" "$RUN/logs/halyard-local-openloop-r$round.node.log" \
+        dir="$RUN/data/$label-openloop-r$round"
+        start_node "$label-openloop" "$round" "$RUN/logs/$label-openloop-r$round.node.log" \
             "$HALYARD_LOCAL_PORT" --data-dir "$dir"
-        run_bench halyard-local-openloop "$round" "$HALYARD_LOCAL_PORT" "$NODE_PID" "$LATENCY_RATE"
+        run_bench "$label-openloop" "$round" "$HALYARD_LOCAL_PORT" "$NODE_PID" "$LATENCY_RATE" "$@"
         stop_node
         rm -rf "$dir"
     fi
@@ -390,6 +400,33 @@ run_artemis() { # ROUND
     done
 }
 
+# Artemis with its AMQP acceptor, loaded over AMQP 1.0 (SASL PLAIN): a closed-loop run and,
+# unless LATENCY_RATE=0, an open-loop one, each on an emptied journal.
+run_artemis_amqp() { # ROUND
+    local round=$1
+    ARTEMIS_USED=1
+    local labels=(artemis-amqp) rates=("$RATE") i
+    if [[ "$LATENCY_RATE" != 0 ]]; then
+        labels+=(artemis-amqp-openloop)
+        rates+=("$LATENCY_RATE")
+    fi
+    for i in "${!labels[@]}"; do
+        scripts/services/artemis.sh clean
+        ARTEMIS_AMQP=1 scripts/services/artemis.sh start
+        meta "artemis_acceptor_${labels[$i]}" \
+            "$(sed -n -E 's#.*<acceptor name="amqp">([^<]*)</acceptor>.*#\1#p' target/artemis/instance/etc/broker.xml)"
+        cp target/artemis/artemis.out "$RUN/logs/${labels[$i]}-r$round.start.log" 2>/dev/null || true
+        run_bench "${labels[$i]}" "$round" "$ARTEMIS_AMQP_PORT" "$(artemis_pid)" "${rates[$i]}" \
+            --protocol amqp --user "$ARTEMIS_USER" --password "$ARTEMIS_PASSWORD"
+        timeout 60 target/artemis/instance/bin/artemis queue stat --silent --json \
+            --user "$ARTEMIS_USER" --password "$ARTEMIS_PASSWORD" \
+            --url "tcp://127.0.0.1:${ARTEMIS_CORE_PORT:-61626}" --queueName "${DESTINATION##*/}" \
+            >"$RUN/results/${labels[$i]}-r$round.queue-stat" 2>&1 || true
+        scripts/services/artemis.sh stop
+        cp target/artemis/artemis.out "$RUN/logs/${labels[$i]}-r$round.broker.log" 2>/dev/null || true
+    done
+}
+
 # --- main ----------------------------------------------------------------------
 
 log "run $RUN_ID: configurations [$CONFIGS], $ROUNDS round(s); results in $RUN"
@@ -412,7 +449,7 @@ if wants ceiling || wants halyard-kafka; then
         KAFKA_STARTED=1
     fi
 fi
-if wants artemis; then
+if wants artemis || wants artemis-amqp; then
     # A fresh instance for this run (artemis create, journal auto-tuning included).
     scripts/services/artemis.sh reset
     scripts/services/artemis.sh fetch
@@ -457,12 +494,14 @@ for ((round = 1; round <= ROUNDS; round++)); do
             halyard-kafka) run_halyard_kafka "$round" ;;
             halyard-local) run_halyard_local "$round" ;;
             artemis) run_artemis "$round" ;;
-            *) die "unknown configuration $c (ceiling, halyard-kafka, halyard-local, artemis)" ;;
+            halyard-local-amqp) run_halyard_local "$round" halyard-local-amqp --protocol amqp ;;
+            artemis-amqp) run_artemis_amqp "$round" ;;
+            *) die "unknown configuration $c (ceiling, halyard-kafka, halyard-local, artemis, halyard-local-amqp, artemis-amqp)" ;;
         esac
     done
 done
 
-if wants artemis; then
+if wants artemis || wants artemis-amqp; then
     scripts/services/artemis.sh info | sed 's/^/artemis_/' >>"$META"
     # Artemis's ASYNCIO journal needs libaio; without it `artemis create` picks NIO.
     meta libaio "$( (ldconfig -p 2>/dev/null | grep -q 'libaio\.so') && echo present || echo absent)"

@@ -8,16 +8,15 @@
 #     the Artemis shared-store pair used by the failover tests is started by the tests themselves
 #   - halyard: HALYARD_BIN, default target/release/halyard (built here if it is missing)
 #
-# A service that cannot be started fails the run; nothing is skipped. Tests against Halyard that
-# need AMQP are xfail (with the reason) until Halyard answers the AMQP header; set HALYARD_AMQP=1
-# once it does, so that they must pass. STOMP headers Halyard does not implement yet are xfail
-# as listed in tests/stomp_compat/test_artemis_headers.py (STOMP_COMPAT_STRICT=1: must pass).
+# A service that cannot be started fails the run; nothing is skipped. STOMP headers listed as
+# pending in tests/stomp_compat/test_artemis_headers.py are xfail (none today;
+# STOMP_COMPAT_STRICT=1: must pass).
 #
 #   scripts/ci/amqp-tests.sh                       # both suites, both brokers
 #   scripts/ci/amqp-tests.sh tests/stomp_compat    # arguments go to pytest (paths, -k, -x, ...)
 #   AMQP_TEST_BROKERS=artemis scripts/ci/amqp-tests.sh tests/amqp
 #
-# Environment: HALYARD_BIN, HALYARD_AMQP, AMQP_TEST_BROKERS (artemis,halyard), STOMP_COMPAT_STRICT,
+# Environment: HALYARD_BIN, HALYARD_KAFKA_BOOTSTRAP (else Kafka is started here), AMQP_TEST_BROKERS (artemis,halyard), STOMP_COMPAT_STRICT,
 # ARTEMIS_KEEP=1 (leave the Artemis test instance running afterwards), and the Artemis ports:
 # ARTEMIS_STOMP_PORT (61633), ARTEMIS_CORE_PORT (61636), ARTEMIS_AMQP_PORT (61637),
 # ARTEMIS_PAIR_PORTS (61646,61649).
@@ -60,6 +59,13 @@ log "starting Artemis (instance $ARTEMIS_INSTANCE: STOMP $ARTEMIS_STOMP_PORT, AM
 "$SCRIPTS/services/artemis.sh" start || die "Artemis did not start"
 "$SCRIPTS/services/artemis.sh" status || die "Artemis does not answer"
 
+# The Halyard pair on a Kafka journal needs Kafka: the one scripts/test.sh started, or ours.
+if [[ ",${AMQP_TEST_BROKERS:-artemis,halyard}," == *",halyard,"* && -z "${HALYARD_KAFKA_BOOTSTRAP:-}" ]]; then
+    log "starting Kafka for the Halyard pair on a Kafka journal"
+    "$SCRIPTS/services/kafka.sh" start || die "Kafka did not start"
+    HALYARD_KAFKA_BOOTSTRAP=$("$SCRIPTS/services/kafka.sh" bootstrap)
+    export HALYARD_KAFKA_BOOTSTRAP
+fi
 log "python: $PY; halyard: $HALYARD_BIN; brokers: ${AMQP_TEST_BROKERS:-artemis,halyard}"
 if (($# == 0)); then
     set -- tests/amqp tests/stomp_compat

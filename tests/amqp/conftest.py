@@ -9,7 +9,6 @@ Brokers (the `broker` fixture, parameterized; every test runs once per broker):
   halyard  a `halyard node` (HALYARD_BIN) serving STOMP and AMQP on one port. Until Halyard
            speaks AMQP, the fixture sends the AMQP protocol header, sees a non-AMQP answer and
            marks the test xfail with that answer as the reason (never a silent skip). Set
-           HALYARD_AMQP=1 once AMQP lands: then a non-AMQP answer is a failure.
 AMQP_TEST_BROKERS=artemis (comma-separated) narrows the set.
 
 Pairs (the `pair` fixture, parameterized the same way): a live and a backup that share state,
@@ -61,8 +60,11 @@ ARTEMIS_PASSWORD = os.environ.get("ARTEMIS_PASSWORD", "artemis")
 # Client ports of the Artemis shared-store pair (each instance's one all-protocol acceptor).
 ARTEMIS_PAIR_PORTS = tuple(int(p) for p in os.environ.get("ARTEMIS_PAIR_PORTS", "61646,61649").split(","))
 
-HALYARD_AMQP = os.environ.get("HALYARD_AMQP") == "1"
 BROKERS = [b.strip() for b in os.environ.get("AMQP_TEST_BROKERS", "artemis,halyard").split(",") if b.strip()]
+# Live/backup pairs: each broker's, plus Halyard on a Kafka journal (issue 11: "a local pair
+# sharing a lock folder, and a Kafka pair"); the Kafka pair needs HALYARD_KAFKA_BOOTSTRAP
+# (scripts/ci/amqp-tests.sh and scripts/test.sh start Kafka and set it).
+PAIR_KINDS = BROKERS + (["halyard-kafka"] if "halyard" in BROKERS else [])
 
 WAIT_S = 60.0
 
@@ -102,7 +104,7 @@ _GATE_CACHE: dict = {}
 
 
 def halyard_amqp_gate(host: str, port: int, what: str, cache: bool = False) -> None:
-    """xfail (with the server's answer) while Halyard does not speak AMQP; fail once it must.
+    """Fails (with the server's answer) if a Halyard node does not speak AMQP.
     `cache`: probe a long-lived node once (a STOMP-only node answers nothing for 5 s)."""
     key = (host, port)
     if cache and key in _GATE_CACHE:
@@ -113,11 +115,8 @@ def halyard_amqp_gate(host: str, port: int, what: str, cache: bool = False) -> N
             _GATE_CACHE[key] = (ok, answer)
     if ok:
         return
-    reason = (f"Halyard AMQP 1.0 pending (issue 11): {what} on {host}:{port} answered the AMQP "
-              f"header with {answer[:80]!r}")
-    if HALYARD_AMQP:
-        pytest.fail(reason + " although HALYARD_AMQP=1")
-    pytest.xfail(reason)
+    pytest.fail(f"{what} on {host}:{port} does not speak AMQP 1.0: it answered the AMQP header with "
+                f"{answer[:80]!r}", pytrace=False)
 
 
 def stomp_connected(host: str, port: int, login: str | None = None, passcode: str | None = None) -> bool:
@@ -436,14 +435,45 @@ def start_halyard_pair(log_dir: Path) -> Pair:
     return Pair("halyard", (a, b), [p, q])
 
 
-@pytest.fixture(params=BROKERS)
+def start_halyard_kafka_pair(log_dir: Path) -> Pair:
+    """Two nodes on one Kafka journal: the journal topic, the lock group and the fencing
+    transactional id all derive from a cluster id fresh for this test."""
+    bootstrap = os.environ.get("HALYARD_KAFKA_BOOTSTRAP", "")
+    if not bootstrap:
+        pytest.fail("the Kafka pair needs HALYARD_KAFKA_BOOTSTRAP (scripts/ci/amqp-tests.sh starts Kafka)",
+                    pytrace=False)
+    a, b = free_port(), free_port()
+    cluster = f"amqp-{uuid.uuid4().hex[:10]}"
+    common = ["--kafka-bootstrap", bootstrap, "--cluster-id", cluster, "--kafka-session-timeout-ms", "3000",
+              "--heartbeat-ms", "2000"]
+    p = halyard_node("kafka-a", a, log_dir / "kafka-a", log_dir, "--role", "primary",
+                     "--failover-server", f"127.0.0.1:{b}", *common)
+    q = halyard_node("kafka-b", b, log_dir / "kafka-b", log_dir, "--role", "backup",
+                     "--failover-server", f"127.0.0.1:{a}", *common)
+    p.start()
+    try:
+        wait_until(lambda: stomp_connected("127.0.0.1", a), 90, "halyard primary on Kafka ready", p)
+        q.start()
+        q.wait_log("backup announced", 90)
+        # A standby copy that has caught up makes the failover quick.
+        q.wait_log("caught up", 90)
+    except BaseException:
+        p.stop()
+        q.stop()
+        raise
+    return Pair("halyard-kafka", (a, b), [p, q])
+
+
+@pytest.fixture(params=PAIR_KINDS)
 def pair(request, tmp_path):
     if request.param == "artemis":
         pr = start_artemis_pair(tmp_path)
+    elif request.param == "halyard-kafka":
+        pr = start_halyard_kafka_pair(tmp_path)
     else:
         pr = start_halyard_pair(tmp_path)
     try:
-        if pr.kind == "halyard":
+        if pr.kind.startswith("halyard"):
             halyard_amqp_gate("127.0.0.1", pr.ports[0], "halyard live node")
         yield pr
     finally:

@@ -89,6 +89,8 @@ pub fn summarize(h: &Histogram<u64>) -> Option<LatencySummary> {
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ConfigReport {
+    /// `stomp` or `amqp`.
+    pub protocol: String,
     pub url: String,
     pub destination: String,
     pub producers: usize,
@@ -162,7 +164,8 @@ impl Measured {
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Latencies {
-    /// From the (scheduled) send to the RECEIPT; null without receipts.
+    /// From the (scheduled) send to the RECEIPT (AMQP: the `accepted`
+    /// disposition); null without receipts.
     pub send_to_receipt: Option<LatencySummary>,
     /// From the (scheduled) send to the consumer reading the MESSAGE.
     pub end_to_end: Option<LatencySummary>,
@@ -255,7 +258,7 @@ pub fn table(reports: &[Report]) -> String {
         .unwrap_or(0)
         .max(5);
     out.push_str(&format!(
-        "{:<label_w$}  {:>11}  {:>11}  {:>8}  {:<13}  {:>8}  {:>8}  {:>8}  {:>8}  {:>8}\n",
+        "{:<label_w$}  {:>11}  {:>11}  {:>8}  {:<14}  {:>8}  {:>8}  {:>8}  {:>8}  {:>8}\n",
         "label",
         "msg/s sent",
         "msg/s recv",
@@ -268,8 +271,13 @@ pub fn table(reports: &[Report]) -> String {
         "max"
     ));
     for r in reports {
+        let confirmed = if r.config.protocol == "amqp" {
+            "send->accepted"
+        } else {
+            "send->receipt"
+        };
         let rows: [(&str, &Option<LatencySummary>); 2] = [
-            ("send->receipt", &r.latency_ms.send_to_receipt),
+            (confirmed, &r.latency_ms.send_to_receipt),
             ("end-to-end", &r.latency_ms.end_to_end),
         ];
         for (i, (name, l)) in rows.iter().enumerate() {
@@ -285,7 +293,7 @@ pub fn table(reports: &[Report]) -> String {
             };
             let f = |g: fn(&LatencySummary) -> f64| ms(l.as_ref().map(g));
             out.push_str(&format!(
-                "{label:<label_w$}  {sent:>11}  {recv:>11}  {mb:>8}  {name:<13}  {:>8}  {:>8}  {:>8}  {:>8}  {:>8}\n",
+                "{label:<label_w$}  {sent:>11}  {recv:>11}  {mb:>8}  {name:<14}  {:>8}  {:>8}  {:>8}  {:>8}  {:>8}\n",
                 f(|s| s.p50_ms),
                 f(|s| s.p90_ms),
                 f(|s| s.p99_ms),
@@ -389,6 +397,7 @@ pub(crate) mod tests {
         Report {
             label: "halyard".into(),
             config: ConfigReport {
+                protocol: "stomp".into(),
                 url: "tcp://127.0.0.1:61616".into(),
                 destination: "/queue/bench".into(),
                 producers: 1,

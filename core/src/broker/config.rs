@@ -7,6 +7,20 @@ pub struct BrokerConfig {
     pub delivery_attempts_max: u32,
     /// Where undeliverable messages go (Artemis default `DLQ`).
     pub dead_letter_address: String,
+    /// Where expired messages go (Artemis default `ExpiryQueue`).
+    pub expiry_address: String,
+    /// How often queues are scanned for expired messages nobody consumes
+    /// (Artemis's `message-expiry-scan-period`, 30 s).
+    pub expiry_scan_period_ms: u64,
+    /// Expired references one scan step moves; a longer scan continues on
+    /// the next tick, and dispatch leaves more than this many in line for it.
+    pub expiry_batch_max: usize,
+    /// Scheduled messages released in one step; more wait for the next tick.
+    pub scheduled_release_max: usize,
+    /// Messages dispatch looks past in one queue (ones its consumers'
+    /// filters refuse, or expired ones beyond `expiry_batch_max`) before
+    /// it stops until the queue changes.
+    pub dispatch_skip_max: usize,
     /// Unflushed bytes a connection may hold before deliveries to it pause.
     pub connection_outbound_bytes_max: usize,
     /// Default `consumer-window-size` in bytes of unacknowledged messages; -1 is unbounded.
@@ -22,6 +36,11 @@ impl Default for BrokerConfig {
         BrokerConfig {
             delivery_attempts_max: 10,
             dead_letter_address: "DLQ".into(),
+            expiry_address: "ExpiryQueue".into(),
+            expiry_scan_period_ms: 30_000,
+            expiry_batch_max: 10_000,
+            scheduled_release_max: 10_000,
+            dispatch_skip_max: 100_000,
             connection_outbound_bytes_max: 4 * 1024 * 1024,
             consumer_window_bytes_default: -1,
             messages_max: 10_000_000,

@@ -1,10 +1,78 @@
 //! Delivery and flow control: handing ready messages to consumers with
-//! credit, round robin, within connection and consumer windows.
+//! credit, round robin, within connection and consumer windows, skipping
+//! what a consumer's filter refuses and moving aside what has expired.
 
-use super::queue::{AckMode, RefState};
-use super::state::{settle_entries_into, Broker};
+use std::collections::{BTreeMap, VecDeque};
+
+use super::queue::{AckMode, ConsumerId, ReadyKey, RefState};
+use super::state::{settle_entries_into, Broker, ConnFlow, Consumer, Msg};
 use super::types::{Delivery, RefKey};
-use crate::ids::ConnId;
+use crate::ids::{ConnId, Id};
+use crate::Millis;
+
+/// Who takes the message at the head of the scan.
+enum Choice {
+    Consumer(ConsumerId),
+    /// Some consumer has room, but every such consumer's filter refuses it.
+    Refused,
+    /// No consumer has room: nothing more leaves this queue for now.
+    NoRoom,
+}
+
+impl Consumer {
+    /// Whether the consumer may be handed one more message (its
+    /// connection's outbound bytes, its byte and message windows).
+    pub(crate) fn has_room(&self, conns: &BTreeMap<ConnId, ConnFlow>, out_max: usize) -> bool {
+        let conn_ok = conns
+            .get(&self.conn)
+            .is_some_and(|f| f.unflushed_bytes < out_max);
+        // A window of 0 still lets one message through at a time.
+        let bytes_ok = self
+            .window_bytes
+            .is_none_or(|w| self.unacked.is_empty() || self.unacked_bytes < w);
+        let messages_ok = self
+            .window_messages
+            .is_none_or(|w| self.unacked.is_empty() || self.unacked.len() < w);
+        // AMQP link credit: a delivery only within what the client granted.
+        let credit_ok = self.credit != Some(0);
+        conn_ok && bytes_ok && messages_ok && credit_ok
+    }
+}
+
+/// Picks the next consumer, round robin, that has room and whose filter
+/// takes `m` as delivery number `delivery_count`.
+fn choose(
+    rotation: &mut VecDeque<ConsumerId>,
+    consumers: &BTreeMap<ConsumerId, Consumer>,
+    conns: &BTreeMap<ConnId, ConnFlow>,
+    out_max: usize,
+    m: &Msg,
+    delivery_count: u32,
+) -> Choice {
+    let mut room = false;
+    for _ in 0..rotation.len() {
+        let Some(cid) = rotation.pop_front() else {
+            break;
+        };
+        rotation.push_back(cid);
+        let Some(c) = consumers.get(&cid) else {
+            continue;
+        };
+        // Browsers take nothing (see `browse.rs`).
+        if c.browse || !c.has_room(conns, out_max) {
+            continue;
+        }
+        room = true;
+        if c.filter.accepts(c.conn, &m.body, m.origin, delivery_count) {
+            return Choice::Consumer(cid);
+        }
+    }
+    if room {
+        Choice::Refused
+    } else {
+        Choice::NoRoom
+    }
+}
 
 impl Broker {
     /// Records bytes queued for a connection (every frame counts).
@@ -31,102 +99,13 @@ impl Broker {
         }
     }
 
-    /// Hands ready messages to consumers with credit, round robin. `send`
-    /// turns each delivery into bytes for its connection and returns how many.
-    pub fn dispatch(&mut self, send: &mut dyn FnMut(Delivery) -> usize) {
-        let out_max = self.config.connection_outbound_bytes_max;
+    /// Hands ready messages to consumers with room, round robin. `send`
+    /// turns each delivery into bytes for its connection and returns how
+    /// many. A message whose expiry time has come (`now`) is not delivered:
+    /// it is taken out of line for [`Broker::take_expired`].
+    pub fn dispatch(&mut self, now: Millis, send: &mut dyn FnMut(Delivery) -> usize) {
         while let Some(qid) = self.dirty.pop_first() {
-            while let Some(q) = self.queues.get_mut(&qid) {
-                let Some((&pos, &mid)) = q.ready.first_key_value() else {
-                    break;
-                };
-                // Find the next consumer, round robin, that has credit.
-                let mut chosen = None;
-                for _ in 0..q.consumers.len() {
-                    let Some(cid) = q.consumers.pop_front() else {
-                        break;
-                    };
-                    q.consumers.push_back(cid);
-                    let Some(c) = self.consumers.get(&cid) else {
-                        continue;
-                    };
-                    let conn_ok = self
-                        .conns
-                        .get(&c.conn)
-                        .is_some_and(|f| f.unflushed_bytes < out_max);
-                    let window_ok = match c.window_bytes {
-                        None => true,
-                        Some(w) => c.unacked.is_empty() || c.unacked_bytes < w,
-                    };
-                    let credit_ok = c.credit != Some(0);
-                    if conn_ok && window_ok && credit_ok {
-                        chosen = Some(cid);
-                        break;
-                    }
-                }
-                let Some(cid) = chosen else {
-                    break;
-                };
-                q.ready.remove(&pos);
-                let Some(m) = self.messages.get(&mid) else {
-                    q.refs.remove(&mid);
-                    continue;
-                };
-                let Some(c) = self.consumers.get_mut(&cid) else {
-                    break;
-                };
-                let Some(flow) = self.conns.get_mut(&c.conn) else {
-                    break;
-                };
-                let Some(r) = q.refs.get_mut(&mid) else {
-                    continue;
-                };
-                r.deliveries += 1;
-                if let Some(credit) = c.credit.as_mut() {
-                    *credit -= 1;
-                }
-                let size = m.body.size_bytes();
-                let mut auto_settle_entries = Vec::new();
-                let (ack, auto_settled) = if c.ack_mode == AckMode::Auto {
-                    r.state = RefState::Settling;
-                    let key = RefKey {
-                        message: mid,
-                        queue: qid,
-                        durable: r.durable,
-                    };
-                    settle_entries_into(Some(m), &key, &mut auto_settle_entries);
-                    (None, Some(key))
-                } else {
-                    let seq = flow.next_ack;
-                    flow.next_ack += 1;
-                    flow.acks.insert(seq, cid);
-                    c.unacked.insert(seq, (mid, size));
-                    c.unacked_bytes += size;
-                    r.state = RefState::Delivered {
-                        consumer: cid,
-                        ack_seq: seq,
-                    };
-                    (Some(seq), None)
-                };
-                let delivery = Delivery {
-                    conn: c.conn,
-                    sub_id: c.sub_id.clone(),
-                    ack,
-                    message_id: mid,
-                    queue: qid,
-                    message: m.body.clone(),
-                    deliveries: r.deliveries,
-                    destination: c.destination.clone(),
-                    original_address: (m.body.address != q.address).then(|| m.body.address.clone()),
-                    auto_settled,
-                    auto_settle_entries,
-                };
-                let conn = c.conn;
-                let bytes = send(delivery);
-                if let Some(f) = self.conns.get_mut(&conn) {
-                    f.unflushed_bytes += bytes;
-                }
-            }
+            self.dispatch_queue(qid, now, send);
         }
         self.finish_drains();
     }
@@ -144,5 +123,138 @@ impl Broker {
             c.drain = false;
             self.drained.push((c.conn, c.sub_id.clone()));
         }
+    }
+
+    fn dispatch_queue(&mut self, qid: Id, now: Millis, send: &mut dyn FnMut(Delivery) -> usize) {
+        self.dispatch_browsers(qid, send);
+        let out_max = self.config.connection_outbound_bytes_max;
+        let expired_max = self.config.expiry_batch_max;
+        let skip_max = self.config.dispatch_skip_max;
+        // Where the scan stands: messages before it were looked past
+        // (refused by every consumer with room, or expired beyond the batch).
+        let mut cursor: Option<ReadyKey> = None;
+        let mut skipped = 0usize;
+        while let Some(q) = self.queues.get_mut(&qid) {
+            if q.consumers.is_empty() {
+                return;
+            }
+            let Some((key, mid)) = q.next_ready(cursor) else {
+                return;
+            };
+            let Some(m) = self.messages.get(&mid) else {
+                // Unreachable while the invariants hold; never loop on it.
+                q.remove(mid);
+                continue;
+            };
+            let Some(r) = q.refs.get(&mid) else {
+                return;
+            };
+            if r.expires_at.is_some_and(|t| now >= t) {
+                if self.expired.len() < expired_max {
+                    let durable = r.durable;
+                    q.unready(mid, RefState::Settling);
+                    self.expired.push(RefKey {
+                        message: mid,
+                        queue: qid,
+                        durable,
+                    });
+                    continue;
+                }
+                // The expiry scan moves the rest soon.
+                self.expiry_backlog = true;
+                cursor = Some(key);
+                skipped += 1;
+                if skipped >= skip_max {
+                    return;
+                }
+                continue;
+            }
+            let cid = match choose(
+                &mut q.consumers,
+                &self.consumers,
+                &self.conns,
+                out_max,
+                m,
+                r.deliveries + 1,
+            ) {
+                Choice::Consumer(cid) => cid,
+                Choice::NoRoom => return,
+                Choice::Refused => {
+                    cursor = Some(key);
+                    skipped += 1;
+                    if skipped >= skip_max {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            let Some(c) = self.consumers.get_mut(&cid) else {
+                return;
+            };
+            let Some(flow) = self.conns.get_mut(&c.conn) else {
+                return;
+            };
+            let size = m.body.size_bytes();
+            let original_address = (m.body.address != q.address).then(|| m.body.address.clone());
+            let expired = original_address.is_some() && q.address == self.config.expiry_address;
+            let auto = c.ack_mode == AckMode::Auto;
+            let state = if auto {
+                RefState::Settling
+            } else {
+                RefState::Delivered {
+                    consumer: cid,
+                    ack_seq: flow.next_ack,
+                }
+            };
+            let Some(r) = q.unready(mid, state) else {
+                return;
+            };
+            r.deliveries += 1;
+            if let Some(credit) = c.credit.as_mut() {
+                *credit -= 1;
+            }
+            let mut auto_settle_entries = Vec::new();
+            let (ack, auto_settled) = if auto {
+                let key = RefKey {
+                    message: mid,
+                    queue: qid,
+                    durable: r.durable,
+                };
+                settle_entries_into(Some(m), &key, &mut auto_settle_entries);
+                (None, Some(key))
+            } else {
+                let seq = flow.next_ack;
+                flow.next_ack += 1;
+                flow.acks.insert(seq, cid);
+                c.unacked.insert(seq, (mid, size));
+                c.unacked_bytes += size;
+                (Some(seq), None)
+            };
+            let delivery = Delivery {
+                conn: c.conn,
+                sub_id: c.sub_id.clone(),
+                ack,
+                message_id: mid,
+                queue: qid,
+                message: m.body.clone(),
+                deliveries: r.deliveries,
+                destination: c.destination.clone(),
+                expired,
+                original_address,
+                auto_settled,
+                auto_settle_entries,
+            };
+            let conn = c.conn;
+            let bytes = send(delivery);
+            if let Some(f) = self.conns.get_mut(&conn) {
+                f.unflushed_bytes += bytes;
+            }
+        }
+    }
+
+    /// References found expired since the last call (settling: the node
+    /// moves them to the expiry address).
+    pub fn take_expired(&mut self) -> Vec<RefKey> {
+        std::mem::take(&mut self.expired)
     }
 }

@@ -47,7 +47,13 @@ pub enum DestinationError {
     BadCharacter(String),
     #[error("destination {0:?} contains wildcard characters, which are not supported")]
     Wildcard(String),
-    #[error("destination-type {0:?} is not ANYCAST or MULTICAST")]
+    #[error(
+        "destination {0:?} names a queue of an address (address::queue), which is not supported"
+    )]
+    FullyQualified(String),
+    #[error(
+        "routing type {0:?} (destination-type or subscription-type) is not ANYCAST or MULTICAST"
+    )]
     BadType(String),
     #[error("destination {dest:?} has prefix for {prefix} but destination-type says {header}")]
     Conflict {
@@ -129,6 +135,12 @@ fn validate_address(dest: &str, address: &str) -> Result<(), DestinationError> {
     if address.contains(['*', '#', '>']) {
         return Err(DestinationError::Wildcard(dest.to_string()));
     }
+    // Artemis reads `address::queue` as a fully qualified queue name,
+    // which changes what a subscription consumes: refuse rather than
+    // treat it as a plain name.
+    if address.contains("::") {
+        return Err(DestinationError::FullyQualified(dest.to_string()));
+    }
     Ok(())
 }
 
@@ -189,6 +201,10 @@ mod tests {
         assert!(matches!(
             c.resolve(Some(&long), None, none),
             Err(DestinationError::TooLong { .. })
+        ));
+        assert!(matches!(
+            c.resolve(Some("/queue/orders::mine"), None, none),
+            Err(DestinationError::FullyQualified(_))
         ));
         assert!(matches!(
             c.resolve(Some("q"), Some("BOTH"), none),

@@ -7,21 +7,25 @@
 //! counts, flow-control credit) is volatile and rebuilt from nothing after a
 //! restart or failover: every message still referenced is redelivered.
 
+mod browse;
 mod config;
 mod delivery;
 pub mod destination;
 mod errors;
+mod filter;
 mod planning;
 pub mod queue;
 mod replay;
 mod settlement;
 mod state;
 mod subscriptions;
+mod timers;
 mod types;
 
 pub use config::BrokerConfig;
 pub use destination::{Destination, DestinationConfig, DestinationError};
 pub use errors::{AckError, SendError, SubscribeError};
+pub use filter::{ConsumerFilter, Selector, SelectorError};
 pub use queue::{AckMode, Queue};
 pub use state::Broker;
 pub use types::{ConsumerSpec, Delivery, RefKey, SendPlan};

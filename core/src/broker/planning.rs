@@ -6,9 +6,9 @@ use std::sync::Arc;
 use super::destination::Destination;
 use super::errors::SendError;
 use super::queue::Queue;
-use super::state::{Broker, Msg};
+use super::state::Broker;
 use super::types::SendPlan;
-use crate::ids::{Id, IdGen};
+use crate::ids::{ConnId, Id, IdGen};
 use crate::journal::{QueueDef, QueueKind, Routing};
 use crate::message::Message;
 
@@ -37,11 +37,39 @@ impl Broker {
         (def.id, Some(def.clone()))
     }
 
-    /// Works out which queues a send reaches, auto-creating the anycast queue.
+    /// A multicast address to declare, unless `address` is declared
+    /// already or is anycast: Artemis creates an address with the routing
+    /// of the first send or subscription, and it outlives its
+    /// subscriptions, so a later bare name resolves to it. Sends in flight
+    /// together may each declare it: the record is idempotent (one key),
+    /// and nothing is left planned if an operation is refused.
+    pub fn plan_address(&self, address: &str) -> Option<String> {
+        let known = self
+            .addresses
+            .get(address)
+            .is_some_and(|a| a.anycast.is_some() || a.declared.is_some());
+        (!known).then(|| address.to_string())
+    }
+
+    /// Whether queue `q` holds a no-local consumer on `conn` (its
+    /// subscription takes no copy of what `conn` sends).
+    fn no_local_on(&self, q: Id, conn: ConnId) -> bool {
+        self.queues.get(&q).is_some_and(|q| {
+            q.consumers.iter().any(|cid| {
+                self.consumers
+                    .get(cid)
+                    .is_some_and(|c| c.filter.no_local && c.conn == conn)
+            })
+        })
+    }
+
+    /// Works out which queues a send from `origin` reaches, auto-creating
+    /// the anycast queue (or declaring the multicast address).
     pub fn plan_send(
         &mut self,
         dest: &Destination,
         persistent: bool,
+        origin: Option<ConnId>,
         ids: &mut IdGen,
     ) -> Result<SendPlan, SendError> {
         if self.messages.len() >= self.config.messages_max {
@@ -64,6 +92,9 @@ impl Broker {
             Routing::Multicast => {
                 if let Some(a) = self.addresses.get(&dest.address) {
                     for q in &a.multicast {
+                        if origin.is_some_and(|o| self.no_local_on(*q, o)) {
+                            continue;
+                        }
                         let durable = self.queues.get(q).is_some_and(Queue::durable);
                         if persistent && durable {
                             plan.durable_queues.push(*q);
@@ -81,9 +112,18 @@ impl Broker {
                         plan.durable_queues.push(def.id);
                     }
                 }
+                plan.declare = self.plan_address(&dest.address);
             }
         }
         Ok(plan)
+    }
+
+    /// Remembers which connection sent a stored message (for no-local
+    /// consumers).
+    pub fn note_origin(&mut self, id: Id, conn: ConnId) {
+        if let Some(m) = self.messages.get_mut(&id) {
+            m.origin = Some(conn);
+        }
     }
 
     /// Adds in-memory references (non-persistent sends, non-durable
@@ -92,13 +132,7 @@ impl Broker {
         if queues.is_empty() {
             return;
         }
-        self.messages.entry(id).or_insert_with(|| Msg {
-            body: message.clone(),
-            refs: 0,
-            durable_refs: 0,
-            journaled: false,
-            ref_keys: Vec::new(),
-        });
+        self.msg_entry(id, message, false);
         for q in queues {
             self.add_ref(id, *q, false);
         }

@@ -1,9 +1,12 @@
-//! One queue: its messages in arrival order and who holds which.
+//! One queue: its messages in delivery order (highest priority first, then
+//! arrival) and who holds which.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crate::ids::{ConnId, Id};
 use crate::journal::{QueueKind, Routing};
+use crate::message::PRIORITY_MAX;
+use crate::Millis;
 
 /// STOMP acknowledgement modes.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -43,6 +46,9 @@ pub struct ConsumerId(pub u64);
 pub enum RefState {
     /// Waiting for a consumer.
     Ready,
+    /// Stored, but not deliverable before `at` (scheduled delivery); the
+    /// broker's scheduled index releases it.
+    Scheduled { at: Millis },
     /// Sent to a consumer, not yet acknowledged.
     Delivered { consumer: ConsumerId, ack_seq: u64 },
     /// An ack, transactional ack, or move is on its way to the journal (or
@@ -50,15 +56,39 @@ pub enum RefState {
     Settling,
 }
 
+/// A ready reference's place in line: highest priority first (so the
+/// rank is `PRIORITY_MAX - priority`), then arrival order. Replay pushes
+/// references in journal order, so it rebuilds the same line.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct ReadyKey {
+    rank: u8,
+    pos: u64,
+}
+
 #[derive(Clone, Debug)]
 pub struct MessageRef {
     /// Position in arrival order; a redelivered message goes back to its place.
     pub pos: u64,
+    /// 0-9 (clamped), from the message.
+    pub priority: u8,
     pub state: RefState,
     /// Times this queue has delivered the message.
     pub deliveries: u32,
     /// Journaled (persistent message in a durable queue): its removal needs a record.
     pub durable: bool,
+    /// When the message expires in this queue; `None` if it never does here
+    /// (no expiration, or a queue it was moved to: dead letters and expired
+    /// messages do not expire again, as Artemis's copies carry no expiration).
+    pub expires_at: Option<Millis>,
+}
+
+impl MessageRef {
+    pub(crate) fn ready_key(&self) -> ReadyKey {
+        ReadyKey {
+            rank: PRIORITY_MAX - self.priority.min(PRIORITY_MAX),
+            pos: self.pos,
+        }
+    }
 }
 
 /// Who a queue belongs to.
@@ -72,6 +102,14 @@ pub enum QueueOwner {
     Shared,
 }
 
+/// What a queue's new reference carries (from its message).
+#[derive(Copy, Clone, Debug)]
+pub(crate) struct RefTimes {
+    pub priority: u8,
+    pub expires_at: Option<Millis>,
+    pub deliver_at: Option<Millis>,
+}
+
 #[derive(Clone, Debug)]
 pub struct Queue {
     pub id: Id,
@@ -79,7 +117,10 @@ pub struct Queue {
     pub address: String,
     pub routing: Routing,
     pub owner: QueueOwner,
-    pub(crate) ready: BTreeMap<u64, Id>,
+    pub(crate) ready: BTreeMap<ReadyKey, Id>,
+    /// Ready references that can expire here, by expiry time: what the
+    /// periodic expiry scan looks at (kept in step with `ready`).
+    pub(crate) expiring: BTreeSet<(Millis, Id)>,
     pub(crate) refs: BTreeMap<Id, MessageRef>,
     pub(crate) next_pos: u64,
     pub(crate) consumers: VecDeque<ConsumerId>,
@@ -100,6 +141,7 @@ impl Queue {
             routing,
             owner,
             ready: BTreeMap::new(),
+            expiring: BTreeSet::new(),
             refs: BTreeMap::new(),
             next_pos: 0,
             consumers: VecDeque::new(),
@@ -110,25 +152,14 @@ impl Queue {
         matches!(self.owner, QueueOwner::Durable(_))
     }
 
-    /// Messages referenced by this queue (ready, delivered or settling).
+    /// Messages referenced by this queue (ready, scheduled, delivered or settling).
     pub fn depth(&self) -> usize {
         self.refs.len()
     }
 
-    /// Messages waiting for a consumer.
-    pub fn ready_len(&self) -> usize {
-        self.ready.len()
-    }
-
-    pub fn consumer_count(&self) -> usize {
-        self.consumers.len()
-    }
-
-    /// Ids of the messages this queue references, in arrival order.
-    pub fn message_ids(&self) -> Vec<Id> {
-        let mut v: Vec<(u64, Id)> = self.refs.iter().map(|(id, r)| (r.pos, *id)).collect();
-        v.sort();
-        v.into_iter().map(|(_, id)| id).collect()
+    /// Ids of the ready messages, in the order they will be delivered.
+    pub fn ready_ids(&self) -> Vec<Id> {
+        self.ready.values().copied().collect()
     }
 
     /// Ids of the journaled messages this queue references, in arrival order.
@@ -143,41 +174,98 @@ impl Queue {
         v.into_iter().map(|(_, id)| id).collect()
     }
 
-    pub(crate) fn push(&mut self, id: Id, durable: bool) -> bool {
+    /// Adds a reference: ready, or scheduled when the message has a
+    /// delivery time. False if the queue already references it.
+    pub(crate) fn push(&mut self, id: Id, durable: bool, times: RefTimes) -> bool {
         if self.refs.contains_key(&id) {
             return false;
         }
         let pos = self.next_pos;
         self.next_pos += 1;
-        self.refs.insert(
-            id,
-            MessageRef {
-                pos,
-                state: RefState::Ready,
-                deliveries: 0,
-                durable,
-            },
-        );
-        self.ready.insert(pos, id);
+        let state = match times.deliver_at {
+            Some(at) => RefState::Scheduled { at },
+            None => RefState::Ready,
+        };
+        let r = MessageRef {
+            pos,
+            priority: times.priority.min(PRIORITY_MAX),
+            state,
+            deliveries: 0,
+            durable,
+            expires_at: times.expires_at,
+        };
+        if state == RefState::Ready {
+            self.index_ready(id, r.ready_key(), r.expires_at);
+        }
+        self.refs.insert(id, r);
         true
+    }
+
+    fn index_ready(&mut self, id: Id, key: ReadyKey, expires_at: Option<Millis>) {
+        self.ready.insert(key, id);
+        if let Some(t) = expires_at {
+            self.expiring.insert((t, id));
+        }
     }
 
     /// Drops the reference; returns it if it existed.
     pub(crate) fn remove(&mut self, id: Id) -> Option<MessageRef> {
         let r = self.refs.remove(&id)?;
         if r.state == RefState::Ready {
-            self.ready.remove(&r.pos);
+            self.ready.remove(&r.ready_key());
+            if let Some(t) = r.expires_at {
+                self.expiring.remove(&(t, id));
+            }
         }
         Some(r)
     }
 
-    /// Puts a delivered or settling reference back in line at its old place.
-    pub(crate) fn make_ready(&mut self, id: Id) {
-        if let Some(r) = self.refs.get_mut(&id) {
-            if r.state != RefState::Ready {
-                r.state = RefState::Ready;
-                self.ready.insert(r.pos, id);
+    /// Takes a ready reference out of line into `state` (delivered, or
+    /// settling for a move); returns it.
+    pub(crate) fn unready(&mut self, id: Id, state: RefState) -> Option<&mut MessageRef> {
+        debug_assert!(state != RefState::Ready);
+        let r = self.refs.get_mut(&id)?;
+        if r.state == RefState::Ready {
+            self.ready.remove(&r.ready_key());
+            if let Some(t) = r.expires_at {
+                self.expiring.remove(&(t, id));
             }
         }
+        r.state = state;
+        Some(r)
+    }
+
+    /// Puts a scheduled, delivered or settling reference (back) in line at
+    /// its place.
+    pub(crate) fn make_ready(&mut self, id: Id) {
+        let Some(r) = self.refs.get_mut(&id) else {
+            return;
+        };
+        if r.state == RefState::Ready {
+            return;
+        }
+        r.state = RefState::Ready;
+        let (key, expires_at) = (r.ready_key(), r.expires_at);
+        self.index_ready(id, key, expires_at);
+    }
+
+    /// The next ready reference after `cursor` (from the head if `None`).
+    pub(crate) fn next_ready(&self, cursor: Option<ReadyKey>) -> Option<(ReadyKey, Id)> {
+        match cursor {
+            None => self.ready.first_key_value(),
+            Some(c) => self
+                .ready
+                .range((std::ops::Bound::Excluded(c), std::ops::Bound::Unbounded))
+                .next(),
+        }
+        .map(|(k, id)| (*k, *id))
+    }
+
+    /// A ready reference whose expiry time has come, if any.
+    pub(crate) fn due_expiring(&self, now: Millis) -> Option<Id> {
+        self.expiring
+            .first()
+            .filter(|(t, _)| *t <= now)
+            .map(|(_, id)| *id)
     }
 }

@@ -1,8 +1,8 @@
 //! Applying journal entries (live or replayed) to the broker: queues,
 //! references and duplicate ids change only here.
 
-use super::queue::{ConsumerId, Queue, QueueOwner, RefState};
-use super::state::{settle_entries_into, Broker, Msg};
+use super::queue::{ConsumerId, Queue, QueueOwner, RefState, RefTimes};
+use super::state::{settle_entries_into, Broker};
 use super::types::RefKey;
 use crate::ids::Id;
 use crate::journal::{Entry, Key, QueueDef, QueueKind, Record, Routing};
@@ -21,13 +21,7 @@ impl Broker {
                 queues,
                 message,
             }) => {
-                let msg = self.messages.entry(*id).or_insert_with(|| Msg {
-                    body: message.clone(),
-                    refs: 0,
-                    durable_refs: 0,
-                    journaled: true,
-                    ref_keys: Vec::new(),
-                });
+                let msg = self.msg_entry(*id, message, true);
                 msg.journaled = true;
                 for q in queues {
                     self.add_ref(*id, *q, true);
@@ -51,6 +45,17 @@ impl Broker {
                 dup_id,
                 message,
             }) => self.remember_dup(address, dup_id, *message),
+            Entry::Put(Record::AddressCreated { address, routing }) => {
+                self.addresses.entry(address.clone()).or_default().declared = Some(*routing);
+            }
+            Entry::Tombstone(Key::Address(address)) => {
+                if let Some(a) = self.addresses.get_mut(address) {
+                    a.declared = None;
+                    if a.is_empty() {
+                        self.addresses.remove(address);
+                    }
+                }
+            }
             Entry::Tombstone(Key::Queue(name)) => {
                 if let Some(id) = self.names.get(name).copied() {
                     self.delete_queue(id);
@@ -187,12 +192,15 @@ impl Broker {
                 a.anycast = None;
             }
             a.multicast.remove(&id);
-            if a.anycast.is_none() && a.multicast.is_empty() {
+            if a.is_empty() {
                 self.addresses.remove(&q.address);
             }
         }
         self.dirty.remove(&id);
         for (mid, r) in q.refs {
+            if let RefState::Scheduled { at } = r.state {
+                self.scheduled.remove(&(at, id, mid));
+            }
             self.release_ref(mid, r.durable);
         }
     }
@@ -208,12 +216,31 @@ impl Broker {
             return;
         };
         let durable = durable && q.durable();
-        if q.push(message, durable) {
+        // A message's own times apply in the queues of its own address: a
+        // dead-lettered or expired one neither waits nor expires again
+        // (Artemis's moved copies carry no expiration either).
+        let own = q.address == m.body.address;
+        let times = RefTimes {
+            priority: m.body.priority,
+            expires_at: m
+                .body
+                .expiration_ms
+                .filter(|_| own && q.address != self.config.expiry_address),
+            deliver_at: m.body.deliver_at_ms.filter(|_| own),
+        };
+        if q.push(message, durable, times) {
             m.refs += 1;
             if durable {
                 m.durable_refs += 1;
             }
-            self.dirty.insert(queue);
+            match times.deliver_at {
+                Some(at) => {
+                    self.scheduled.insert((at, queue, message));
+                }
+                None => {
+                    self.dirty.insert(queue);
+                }
+            }
         }
     }
 
@@ -228,8 +255,12 @@ impl Broker {
         let Some(r) = q.remove(message) else {
             return;
         };
-        if let RefState::Delivered { consumer, ack_seq } = r.state {
-            self.forget_unacked(consumer, ack_seq);
+        match r.state {
+            RefState::Delivered { consumer, ack_seq } => self.forget_unacked(consumer, ack_seq),
+            RefState::Scheduled { at } => {
+                self.scheduled.remove(&(at, queue, message));
+            }
+            RefState::Ready | RefState::Settling => {}
         }
         self.release_ref(message, r.durable);
     }
@@ -257,7 +288,7 @@ impl Broker {
             self.dead.push((message, m.ref_keys.clone()));
         }
         if m.refs == 0 && !m.journaled {
-            self.messages.remove(&message);
+            self.remove_msg(message);
         }
     }
 

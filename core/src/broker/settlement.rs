@@ -106,7 +106,9 @@ impl Broker {
 
     /// Moves a settling non-journaled reference to another queue in memory.
     pub fn move_volatile(&mut self, key: RefKey, to: Id) {
-        self.drop_ref(key.message, key.queue);
+        // The new reference first: dropping the old one first would forget
+        // a message that had no other reference.
         self.add_ref(key.message, to, false);
+        self.drop_ref(key.message, key.queue);
     }
 }

@@ -7,11 +7,13 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use super::config::BrokerConfig;
+use super::filter::ConsumerFilter;
 use super::queue::{AckMode, ConsumerId, Queue, RefState};
 use super::types::RefKey;
 use crate::ids::{ConnId, Id};
 use crate::journal::{Entry, Key, QueueDef, Record, Routing};
 use crate::message::Message;
+use crate::Millis;
 
 #[derive(Clone, Debug)]
 pub(crate) struct Consumer {
@@ -20,11 +22,18 @@ pub(crate) struct Consumer {
     pub(crate) queue: Id,
     pub(crate) ack_mode: AckMode,
     pub(crate) window_bytes: Option<usize>,
+    /// A browser: sees messages without taking them (see `browse.rs`).
+    pub(crate) browse: bool,
+    /// The last message a browser was shown.
+    pub(crate) browsed_to: Option<Id>,
     /// Deliveries left (AMQP link credit); `None`: not credit-limited.
     pub(crate) credit: Option<u32>,
     /// The client asked to use up the credit: once nothing more can be
     /// delivered, the rest of it is given back (see `take_drained`).
     pub(crate) drain: bool,
+    /// Unacknowledged messages it may hold (STOMP `activemq.prefetchSize`).
+    pub(crate) window_messages: Option<usize>,
+    pub(crate) filter: ConsumerFilter,
     pub(crate) unacked_bytes: usize,
     /// ack seq -> (message, size), in delivery order for cumulative acks.
     pub(crate) unacked: BTreeMap<u64, (Id, usize)>,
@@ -43,6 +52,16 @@ pub(crate) struct ConnFlow {
 pub(crate) struct Address {
     pub(crate) anycast: Option<Id>,
     pub(crate) multicast: BTreeSet<Id>,
+    /// Journaled by an `AddressCreated` record (a multicast send or
+    /// subscription to a new name): the address and its routing outlive
+    /// its queues, so a later bare name resolves to it.
+    pub(crate) declared: Option<Routing>,
+}
+
+impl Address {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.anycast.is_none() && self.multicast.is_empty() && self.declared.is_none()
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -57,9 +76,24 @@ pub(crate) struct Msg {
     /// Queues whose `r/` key (a `Routed` or `Acked` record) the journal
     /// holds for it: the `r/` keys to tombstone with it.
     pub(crate) ref_keys: Vec<Id>,
+    /// The connection that sent it, while this node remembers (for
+    /// no-local consumers; a replayed message has none, and connection ids
+    /// never repeat, so nothing is lost).
+    pub(crate) origin: Option<ConnId>,
 }
 
 impl Msg {
+    pub(crate) fn new(body: Arc<Message>, journaled: bool) -> Msg {
+        Msg {
+            body,
+            refs: 0,
+            durable_refs: 0,
+            journaled,
+            ref_keys: Vec::new(),
+            origin: None,
+        }
+    }
+
     pub(crate) fn note_ref_key(&mut self, queue: Id) {
         if !self.ref_keys.contains(&queue) {
             self.ref_keys.push(queue);
@@ -121,6 +155,18 @@ pub struct Broker {
     /// Journaled messages no durable queue references any more: tombstone them.
     pub(crate) dead: Vec<(Id, Vec<Id>)>,
     pub(crate) dups: BTreeMap<String, DupCache>,
+    /// Scheduled references by delivery time: (at, queue, message).
+    pub(crate) scheduled: BTreeSet<(Millis, Id, Id)>,
+    /// References found expired (settling now), for the node to move to
+    /// the expiry address.
+    pub(crate) expired: Vec<RefKey>,
+    /// Dispatch left expired references in line (too many at once): the
+    /// expiry scan should run soon.
+    pub(crate) expiry_backlog: bool,
+    /// Where an unfinished expiry scan resumes (this queue and after).
+    pub(crate) scan_resume: Option<Id>,
+    /// Messages held that carry an expiration (the scan runs only then).
+    pub(crate) expiring_messages: usize,
     /// Duplicate ids evicted from the bounded cache: tombstone their keys.
     pub(crate) dead_dups: Vec<Key>,
     pub(crate) max_epoch: u32,
@@ -150,11 +196,36 @@ impl Broker {
             drained: Vec::new(),
             dead: Vec::new(),
             dups: BTreeMap::new(),
+            scheduled: BTreeSet::new(),
+            expired: Vec::new(),
+            expiry_backlog: false,
+            scan_resume: None,
+            expiring_messages: 0,
             dead_dups: Vec::new(),
             max_epoch: 0,
             loading: false,
             orphans: BTreeMap::new(),
             evicted_in_load: BTreeSet::new(),
+        }
+    }
+
+    /// The message held under `id`, stored now if new.
+    pub(crate) fn msg_entry(&mut self, id: Id, body: &Arc<Message>, journaled: bool) -> &mut Msg {
+        let expiring = &mut self.expiring_messages;
+        self.messages.entry(id).or_insert_with(|| {
+            if body.expiration_ms.is_some() {
+                *expiring += 1;
+            }
+            Msg::new(body.clone(), journaled)
+        })
+    }
+
+    /// Forgets a message nobody references.
+    pub(crate) fn remove_msg(&mut self, id: Id) {
+        if let Some(m) = self.messages.remove(&id) {
+            if m.body.expiration_ms.is_some() {
+                self.expiring_messages = self.expiring_messages.saturating_sub(1);
+            }
         }
     }
 
@@ -214,7 +285,7 @@ impl Broker {
         } else if !a.multicast.is_empty() {
             Some(Routing::Multicast)
         } else {
-            None
+            a.declared
         }
     }
 
@@ -243,17 +314,55 @@ impl Broker {
                 if !self.messages.contains_key(mid) {
                     return Err(format!("queue {} references unknown message {mid}", q.name));
                 }
-                let in_ready = q.ready.get(&r.pos) == Some(mid);
-                if in_ready != (r.state == RefState::Ready) {
+                let ready = r.state == RefState::Ready;
+                let in_ready = q.ready.get(&r.ready_key()) == Some(mid);
+                let in_expiring = r
+                    .expires_at
+                    .is_some_and(|t| q.expiring.contains(&(t, *mid)));
+                if in_ready != ready || in_expiring != (ready && r.expires_at.is_some()) {
                     return Err(format!(
-                        "queue {} message {mid}: ready index out of sync",
+                        "queue {} message {mid}: ready or expiry index out of sync",
                         q.name
                     ));
                 }
+                if let RefState::Scheduled { at } = r.state {
+                    if !self.scheduled.contains(&(at, q.id, *mid)) {
+                        return Err(format!(
+                            "queue {} message {mid}: scheduled but not in the scheduled index",
+                            q.name
+                        ));
+                    }
+                }
             }
-            if q.ready.len() > q.refs.len() {
-                return Err(format!("queue {}: ready index larger than refs", q.name));
+            if q.ready.len() > q.refs.len() || q.expiring.len() > q.ready.len() {
+                return Err(format!(
+                    "queue {}: ready or expiry index larger than refs",
+                    q.name
+                ));
             }
+        }
+        for (at, qid, mid) in &self.scheduled {
+            let state = self
+                .queues
+                .get(qid)
+                .and_then(|q| q.refs.get(mid))
+                .map(|r| r.state);
+            if state != Some(RefState::Scheduled { at: *at }) {
+                return Err(format!(
+                    "scheduled index names message {mid} in queue {qid}, which is {state:?}"
+                ));
+            }
+        }
+        let expiring = self
+            .messages
+            .values()
+            .filter(|m| m.body.expiration_ms.is_some())
+            .count();
+        if expiring != self.expiring_messages {
+            return Err(format!(
+                "{expiring} messages carry an expiration, counted {}",
+                self.expiring_messages
+            ));
         }
         Ok(())
     }

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use super::filter::ConsumerFilter;
 use super::queue::AckMode;
 use crate::ids::{ConnId, Id};
 use crate::journal::{Entry, QueueDef};
@@ -29,8 +30,11 @@ pub struct Delivery {
     /// 1 on first delivery.
     pub deliveries: u32,
     pub destination: String,
-    /// The queue's address differs from the message's (dead-lettered).
+    /// The queue's address differs from the message's (dead-lettered or
+    /// expired): the message's own address.
     pub original_address: Option<String>,
+    /// It comes from the expiry address, where it was moved when it expired.
+    pub expired: bool,
     /// Auto-ack: this reference is settled by sending it; journal its ack.
     pub auto_settled: Option<RefKey>,
     /// The journal entries that settle `auto_settled` (see
@@ -43,6 +47,9 @@ pub struct Delivery {
 pub struct SendPlan {
     /// Durable queues that do not exist yet and are created in the same batch.
     pub creates: Vec<QueueDef>,
+    /// A multicast address to declare (journal) in the same batch: the
+    /// first multicast send to a new name creates it, as in Artemis.
+    pub declare: Option<String>,
     /// Durable queues that keep a journaled reference (persistent sends only).
     pub durable_queues: Vec<Id>,
     /// Queues that hold it in memory only.
@@ -50,7 +57,7 @@ pub struct SendPlan {
 }
 
 /// A consumer to attach: how it acknowledges and how much it may hold.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct ConsumerSpec {
     /// Unique per connection.
     pub sub_id: String,
@@ -58,11 +65,17 @@ pub struct ConsumerSpec {
     /// Unacknowledged bytes it may hold; `None` is unbounded (STOMP's
     /// `consumer-window-size`).
     pub window_bytes: Option<usize>,
+    /// Unacknowledged messages it may hold (STOMP's `activemq.prefetchSize`).
+    pub window_messages: Option<usize>,
     /// Deliveries it may still receive, granted by the client (AMQP link
     /// credit); `None` when the protocol has no credit.
     pub credit: Option<u32>,
     /// Other consumers may share its queue (a shared subscription).
     pub shared: bool,
+    /// A browser: sees each message once without taking it.
+    pub browse: bool,
+    /// Which messages it takes (no-local, selector).
+    pub filter: ConsumerFilter,
     /// How its deliveries name where they came from.
     pub destination: String,
 }

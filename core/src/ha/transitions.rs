@@ -195,6 +195,8 @@ impl Node {
         self.pipeline.clear();
         self.housekeeping.clear();
         self.housekeeping_volatile.clear();
+        self.housekeeping_moves.clear();
+        self.expiry_scan_at = 0;
         self.planned_dups.clear();
         self.broker = Broker::new(self.config.broker.clone());
         self.outputs
@@ -276,6 +278,7 @@ impl Node {
             }
             _ => {}
         }
+        self.tick_broker();
         self.tick_sessions();
     }
 }

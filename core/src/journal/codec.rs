@@ -20,9 +20,9 @@ use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::format::NAME_BYTES_MAX;
 pub use super::format::{CodecError, FORMAT_VERSION, FORMAT_VERSION_OLDEST};
-use super::message_codec::{put_message, read_message, read_message_v1};
+use super::format::{FORMAT_VERSION_ADDRESSES, NAME_BYTES_MAX};
+use super::message_codec::{put_message, put_routing, read_message, read_message_v1, read_routing};
 use super::record::{DurableSub, Entry, Key, QueueDef, QueueKind, Record};
 use super::wire::{put_id, put_str, put_varint, Reader};
 use crate::ids::Id;
@@ -36,6 +36,7 @@ const TAG_MESSAGE_STORED: u8 = 3;
 const TAG_ROUTED: u8 = 4;
 const TAG_ACKED: u8 = 5;
 const TAG_DUPLICATE_ID: u8 = 6;
+const TAG_ADDRESS_CREATED: u8 = 7;
 
 /// Encodes an entry as (key, value); `None` is a tombstone.
 pub fn encode_entry(entry: &Entry) -> (Bytes, Option<Bytes>) {
@@ -92,6 +93,10 @@ pub fn encode_key(key: &Key) -> Bytes {
             out.push(b'/');
             out.extend_from_slice(dup_id.as_bytes());
         }
+        Key::Address(name) => {
+            out.extend_from_slice(b"a/");
+            out.extend_from_slice(name.as_bytes());
+        }
     }
     Bytes::from(out)
 }
@@ -100,7 +105,7 @@ fn key_len_hint(key: &Key) -> usize {
     // Two ids of at most 10 + 1 + 20 digits each, separators, prefixes.
     match key {
         Key::Activation => 10,
-        Key::Queue(name) => 2 + name.len(),
+        Key::Queue(name) | Key::Address(name) => 2 + name.len(),
         Key::Message(_) | Key::Ref { .. } => 2 + 2 * 31 + 1,
         Key::Duplicate { address, dup_id } => 2 + 20 + 2 + address.len() + dup_id.len(),
     }
@@ -140,6 +145,7 @@ pub fn decode_key(raw: &[u8]) -> Result<Key, CodecError> {
     let (kind, rest) = s.split_once('/').ok_or_else(bad)?;
     match kind {
         "q" if !rest.is_empty() => Ok(Key::Queue(rest.to_string())),
+        "a" if !rest.is_empty() => Ok(Key::Address(rest.to_string())),
         "m" => Ok(Key::Message(rest.parse().map_err(|_| bad())?)),
         "r" => {
             let (m, q) = rest.split_once('/').ok_or_else(bad)?;
@@ -219,6 +225,11 @@ pub fn encode_record(record: &Record) -> Bytes {
             put_str(&mut out, address);
             put_str(&mut out, dup_id);
             put_id(&mut out, *message);
+        }
+        Record::AddressCreated { address, routing } => {
+            out.put_u8(TAG_ADDRESS_CREATED);
+            put_str(&mut out, address);
+            put_routing(&mut out, *routing);
         }
     }
     let crc = crc32c::crc32c(&out);
@@ -314,6 +325,10 @@ pub fn decode_record(raw: &[u8]) -> Result<Record, CodecError> {
             dup_id: r.string("duplicate id")?,
             message: r.id("message id")?,
         },
+        TAG_ADDRESS_CREATED if version >= FORMAT_VERSION_ADDRESSES => Record::AddressCreated {
+            address: r.string("address")?,
+            routing: read_routing(&mut r)?,
+        },
         other => return Err(CodecError::UnknownTag(other)),
     };
     if !r.buf.is_empty() {
@@ -370,6 +385,14 @@ mod tests {
                     message,
                 }
             }),
+            (name(), any::<bool>()).prop_map(|(address, multi)| Record::AddressCreated {
+                address,
+                routing: if multi {
+                    crate::message::Routing::Multicast
+                } else {
+                    crate::message::Routing::Anycast
+                },
+            }),
         ]
     }
 
@@ -408,6 +431,7 @@ mod tests {
             let cases = [
                 (Key::Activation, "activation".to_string()),
                 (Key::Queue(name.clone()), format!("q/{name}")),
+                (Key::Address(name.clone()), format!("a/{name}")),
                 (Key::Message(a), format!("m/{a}")),
                 (Key::Ref { message: a, queue: b }, format!("r/{a}/{b}")),
                 (
@@ -474,5 +498,64 @@ mod tests {
             decode_entry(b"m/1:1", Some(&v)),
             Err(CodecError::KeyMismatch { .. })
         ));
+    }
+
+    /// Re-stamps a value with another format version (and a fresh checksum).
+    fn restamp(v: &[u8], version: u8) -> Vec<u8> {
+        let mut out = v[..v.len() - 4].to_vec();
+        out[0] = version;
+        let crc = crc32c::crc32c(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        out
+    }
+
+    #[test]
+    fn format_2_values_are_still_read() {
+        // Version 3 only added a record: every version 2 value means the same.
+        let records = [
+            Record::Activation {
+                epoch: 3,
+                node: "a".into(),
+            },
+            Record::Routed {
+                id: Id::new(1, 1),
+                queue: Id::new(1, 2),
+            },
+            Record::MessageStored {
+                id: Id::new(2, 7),
+                queues: vec![Id::new(1, 2)],
+                message: Arc::new(crate::message::Message {
+                    priority: 9,
+                    expiration_ms: Some(1_800_000_000_000),
+                    deliver_at_ms: Some(1_700_000_000_000),
+                    ..crate::message::Message::new(
+                        "orders",
+                        crate::message::Routing::Anycast,
+                        crate::message::Body::Text(Bytes::from_static(b"hi")),
+                    )
+                }),
+            },
+        ];
+        for r in records {
+            let v2 = restamp(&encode_record(&r), 2);
+            assert_eq!(decode_record(&v2), Ok(r));
+        }
+    }
+
+    #[test]
+    fn address_records_need_version_3() {
+        let r = Record::AddressCreated {
+            address: "news".into(),
+            routing: crate::message::Routing::Multicast,
+        };
+        let (k, v) = encode_entry(&Entry::Put(r.clone()));
+        assert_eq!(&k[..], b"a/news");
+        let v = v.expect("a value");
+        assert_eq!(v[0], 3);
+        assert_eq!(decode_entry(&k, Some(&v)), Ok(Entry::Put(r)));
+        assert_eq!(
+            decode_record(&restamp(&v, 2)),
+            Err(CodecError::UnknownTag(TAG_ADDRESS_CREATED))
+        );
     }
 }

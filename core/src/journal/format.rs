@@ -9,7 +9,11 @@ use thiserror::Error;
 /// - 2: messages store the protocol-neutral [`crate::message::Message`]
 ///   (typed properties, annotations, a body with its kind, durability,
 ///   priority, expiry, scheduled time, duplicate id).
-pub const FORMAT_VERSION: u8 = 2;
+/// - 3: version 2 plus the `AddressCreated` record (tag 7, key `a/NAME`);
+///   every other record is laid out as in version 2.
+pub const FORMAT_VERSION: u8 = 3;
+/// The first version with the `AddressCreated` record.
+pub(crate) const FORMAT_VERSION_ADDRESSES: u8 = 3;
 /// The oldest version this build still reads.
 pub const FORMAT_VERSION_OLDEST: u8 = 1;
 

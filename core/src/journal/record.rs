@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use crate::ids::Id;
-use crate::message::Message;
+use crate::message::{Message, Routing};
 
 /// The name a durable subscription is known by: `client-id` plus subscription name.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -68,6 +68,11 @@ pub enum Record {
         dup_id: String,
         message: Id,
     },
+    /// An address exists with this routing even while it has no queues (a
+    /// multicast send or subscription to a new name creates one, as in
+    /// Artemis), so a bare destination name keeps resolving to it.
+    /// Format version 3 on.
+    AddressCreated { address: String, routing: Routing },
 }
 
 /// What an entry is about. Later entries with the same key supersede earlier ones.
@@ -85,6 +90,7 @@ pub enum Key {
         address: String,
         dup_id: String,
     },
+    Address(String),
 }
 
 impl Record {
@@ -104,6 +110,7 @@ impl Record {
                 address: address.clone(),
                 dup_id: dup_id.clone(),
             },
+            Record::AddressCreated { address, .. } => Key::Address(address.clone()),
         }
     }
 }

@@ -140,6 +140,7 @@ impl Node {
                                 self.conns.get_mut(&conn).and_then(|c| c.session.as_mut())
                             {
                                 with_cx!(self, conn, cx, s.get().completed(&mut cx, tag, Err(e)));
+                                self.flush_pending.insert(conn);
                             }
                         }
                     }
@@ -186,7 +187,20 @@ impl Node {
     ) {
         if let Some(s) = self.conns.get_mut(&conn).and_then(|c| c.session.as_mut()) {
             with_cx!(self, conn, cx, s.get().completed(&mut cx, tag, result));
+            self.flush_pending.insert(conn);
             self.carry_out(conn);
+        }
+    }
+
+    /// Lets the sessions that heard completions during this input write
+    /// what they held back (AMQP: one disposition range for a whole group
+    /// commit instead of a frame per message).
+    pub(crate) fn flush_sessions(&mut self) {
+        for conn in std::mem::take(&mut self.flush_pending) {
+            if let Some(s) = self.conns.get_mut(&conn).and_then(|c| c.session.as_mut()) {
+                with_cx!(self, conn, cx, s.get().flush(&mut cx));
+                self.carry_out(conn);
+            }
         }
     }
 
@@ -253,7 +267,7 @@ impl Node {
         let housekeeping = &mut self.housekeeping;
         let volatile = &mut self.housekeeping_volatile;
         let now = self.now;
-        self.broker.dispatch(&mut |d| {
+        self.broker.dispatch(now, &mut |d| {
             let Some(s) = conns.get_mut(&d.conn).and_then(|c| c.session.as_mut()) else {
                 return 0;
             };

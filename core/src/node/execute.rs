@@ -6,9 +6,9 @@ use std::sync::Arc;
 use super::node::Node;
 use super::ops::{Op, OpError, Outcome, SubscribeOp, SubscribeTarget};
 use super::work::{Effects, VolatileSend, Work};
-use crate::broker::Destination;
+use crate::broker::{ConsumerFilter, Destination, Selector};
 use crate::ids::ConnId;
-use crate::journal::{Entry, Key, QueueKind, Record};
+use crate::journal::{Entry, Key, QueueKind, Record, Routing};
 use crate::message::Message;
 
 impl Node {
@@ -19,7 +19,7 @@ impl Node {
             Op::Send { message, tx: None } => {
                 let mut entries = Vec::new();
                 let mut effects = Effects::default();
-                self.plan_one_send(message, &mut entries, &mut effects)?;
+                self.plan_one_send(message, Some(conn), &mut entries, &mut effects)?;
                 self.submit(
                     entries,
                     Work::Op {
@@ -161,10 +161,12 @@ impl Node {
         }
     }
 
-    /// Adds one send's journal entries and in-memory work.
+    /// Adds one send's journal entries and in-memory work; `origin` is the
+    /// sending connection.
     pub(crate) fn plan_one_send(
         &mut self,
         message: Message,
+        origin: Option<ConnId>,
         entries: &mut Vec<Entry>,
         effects: &mut Effects,
     ) -> Result<(), OpError> {
@@ -184,13 +186,19 @@ impl Node {
         };
         let plan = self
             .broker
-            .plan_send(&dest, message.durable, &mut self.ids)?;
+            .plan_send(&dest, message.durable, origin, &mut self.ids)?;
         let id = self.ids.next_id();
         entries.extend(
             plan.creates
                 .into_iter()
                 .map(|d| Entry::Put(Record::QueueCreated(d))),
         );
+        entries.extend(plan.declare.map(|address| {
+            Entry::Put(Record::AddressCreated {
+                address,
+                routing: Routing::Multicast,
+            })
+        }));
         if let Some(d) = &message.dup_id {
             entries.push(Entry::Put(Record::DuplicateId {
                 address: message.address.clone(),
@@ -213,6 +221,7 @@ impl Node {
             id,
             message,
             queues: plan.volatile_queues,
+            origin,
         });
         Ok(())
     }
@@ -220,7 +229,23 @@ impl Node {
     /// Creates what a subscription needs (its durable queue) in the journal;
     /// the consumer attaches when that is durable.
     fn plan_subscribe(&mut self, conn: ConnId, tag: u64, req: SubscribeOp) -> Result<(), OpError> {
+        let filter = ConsumerFilter {
+            no_local: req.no_local,
+            selector: match req.selector.as_deref() {
+                Some(text) => Selector::parse_optional(text)?,
+                None => None,
+            },
+        };
         let mut entries = Vec::new();
+        if let SubscribeTarget::Topic { address, .. } = &req.target {
+            // A subscription makes a new multicast address, as a send does.
+            entries.extend(self.broker.plan_address(address).map(|address| {
+                Entry::Put(Record::AddressCreated {
+                    address,
+                    routing: Routing::Multicast,
+                })
+            }));
+        }
         let queue = match &req.target {
             SubscribeTarget::Queue { address } => {
                 let (_, create) =
@@ -254,8 +279,9 @@ impl Node {
             Work::Subscribe {
                 conn,
                 tag,
-                req,
+                req: Box::new(req),
                 queue,
+                filter: Box::new(filter),
             },
         );
         Ok(())

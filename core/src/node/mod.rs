@@ -30,6 +30,7 @@ mod node;
 mod ops;
 mod pipeline;
 mod ports;
+mod timers;
 mod transactions;
 mod work;
 

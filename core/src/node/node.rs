@@ -10,7 +10,7 @@ use super::ports::{ConnEvent, Input, Output};
 use super::work::Pending;
 use crate::broker::{Broker, RefKey};
 use crate::ha::HaState;
-use crate::ids::{ConnId, IdGen, Ticket};
+use crate::ids::{ConnId, Id, IdGen, Ticket};
 use crate::journal::Entry;
 use crate::Millis;
 
@@ -36,6 +36,10 @@ pub struct Node {
     /// collected during one `handle` and appended as one batch.
     pub(crate) housekeeping: Vec<Entry>,
     pub(crate) housekeeping_volatile: Vec<RefKey>,
+    /// Non-journaled references to move (expiry) with the housekeeping batch.
+    pub(crate) housekeeping_moves: Vec<(RefKey, Id)>,
+    /// When the next expiry scan step is due (while messages can expire).
+    pub(crate) expiry_scan_at: Millis,
     /// (address, duplicate id) of sends on their way to the journal.
     pub(crate) planned_dups: BTreeSet<(String, String)>,
     pub(crate) accepting: bool,
@@ -45,6 +49,8 @@ pub struct Node {
     /// `Loaded`s; while more than one is unanswered, what it sends belongs
     /// to an open this node gave up (it stepped down while loading).
     pub(crate) opens_unanswered: u32,
+    /// Connections whose sessions heard completions during this input.
+    pub(crate) flush_pending: BTreeSet<ConnId>,
     /// Actions adapters pushed, waiting to be carried out (reused buffer).
     pub(crate) actions: Vec<SessionAction>,
 }
@@ -67,11 +73,14 @@ impl Node {
             now: 0,
             housekeeping: Vec::new(),
             housekeeping_volatile: Vec::new(),
+            housekeeping_moves: Vec::new(),
+            expiry_scan_at: 0,
             planned_dups: BTreeSet::new(),
             accepting: false,
             loaded_entries: 0,
             opens_unanswered: 0,
             actions: Vec::new(),
+            flush_pending: BTreeSet::new(),
         }
     }
 
@@ -144,6 +153,7 @@ impl Node {
             Input::Lock(ev) => self.on_lock(ev),
         }
         self.after_input();
+        self.flush_sessions();
     }
 
     /// The next effect to carry out, in order.
@@ -166,6 +176,9 @@ impl Node {
             if let Some(t) = c.deadline(&self.config) {
                 at(t);
             }
+        }
+        if let Some(t) = self.broker_deadline() {
+            at(t);
         }
         d
     }

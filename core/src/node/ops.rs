@@ -16,7 +16,9 @@ use bytes::Bytes;
 use thiserror::Error;
 
 use super::config::NodeConfig;
-use crate::broker::{AckError, AckMode, Broker, Delivery, SendError, SubscribeError};
+use crate::broker::{
+    AckError, AckMode, Broker, Delivery, SelectorError, SendError, SubscribeError,
+};
 use crate::ids::ConnId;
 use crate::journal::DurableSub;
 use crate::message::Message;
@@ -85,6 +87,15 @@ pub struct SubscribeOp {
     /// Deliveries it may receive before the client grants more (AMQP link
     /// credit, starting at 0); `None` when the protocol has no credit.
     pub credit: Option<u32>,
+    /// Unacknowledged messages the consumer may hold; `None` is unbounded.
+    pub window_messages: Option<usize>,
+    /// Skip messages sent on this connection.
+    pub no_local: bool,
+    /// A JMS selector's text (parsed by the node).
+    pub selector: Option<String>,
+    /// Browse: see each message once without taking it (a JMS
+    /// QueueBrowser).
+    pub browse: bool,
     /// How deliveries name where they came from (the destination as the
     /// client spelled it).
     pub destination: String,
@@ -144,6 +155,8 @@ pub enum OpError {
     Subscribe(#[from] SubscribeError),
     #[error(transparent)]
     Send(#[from] SendError),
+    #[error(transparent)]
+    Selector(#[from] SelectorError),
     #[error("queue {0:?} does not exist")]
     NoQueue(String),
     #[error("address {0:?} is already in use")]
@@ -209,6 +222,9 @@ pub trait ProtocolSession {
     /// The node cannot serve this client (it is not live): answer with an
     /// error in the protocol's own terms and close.
     fn refuse(&mut self, cx: &mut SessionCx<'_>, message: &str);
+    /// The node has completed what it will complete for this input: write
+    /// what was held back to be written together.
+    fn flush(&mut self, _cx: &mut SessionCx<'_>) {}
     /// A drain asked for with [`Op::Flow`] finished: the subscription's
     /// credit is used up.
     fn drained(&mut self, _cx: &mut SessionCx<'_>, _sub_id: &str) {}

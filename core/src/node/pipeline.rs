@@ -6,7 +6,7 @@ use super::node::Node;
 use super::ops::{OpError, SubscribeOp, SubscribeTarget};
 use super::ports::{JournalRequest, Output};
 use super::work::{Effects, Pending, Work};
-use crate::broker::{Broker, ConsumerSpec, RefKey};
+use crate::broker::{Broker, ConsumerFilter, ConsumerSpec, RefKey};
 use crate::ha::HaState;
 use crate::ids::{Id, Ticket};
 use crate::journal::{Entry, QueueKind, Record};
@@ -97,6 +97,10 @@ impl Node {
         ) {
             return;
         }
+        if self.state == HaState::Live {
+            // More than one step's worth due: the deadline says now.
+            self.broker.release_scheduled(self.now);
+        }
         // Loop because completing work can make deliveries, auto-acks and
         // tombstones, which complete more work when nothing is journaled.
         let mut settled = false;
@@ -104,6 +108,7 @@ impl Node {
             if matches!(self.state, HaState::Live | HaState::Draining { .. }) {
                 self.dispatch();
             }
+            self.move_expired();
             for (id, queues) in self.broker.take_dead() {
                 self.housekeeping
                     .extend(Broker::tombstones_for(id, &queues));
@@ -111,13 +116,17 @@ impl Node {
             for key in self.broker.take_dead_dups() {
                 self.housekeeping.push(Entry::Tombstone(key));
             }
-            if self.housekeeping.is_empty() && self.housekeeping_volatile.is_empty() {
+            if self.housekeeping.is_empty()
+                && self.housekeeping_volatile.is_empty()
+                && self.housekeeping_moves.is_empty()
+            {
                 settled = true;
                 break;
             }
             let entries = std::mem::take(&mut self.housekeeping);
             let volatile = std::mem::take(&mut self.housekeeping_volatile);
-            self.submit(entries, Work::Housekeeping { volatile });
+            let moves = std::mem::take(&mut self.housekeeping_moves);
+            self.submit(entries, Work::Housekeeping { volatile, moves });
         }
         // Never silently: work left here waits for the next input, which
         // is correct but means a chain of completions longer than expected.
@@ -148,9 +157,10 @@ impl Node {
                 tag,
                 req,
                 queue,
+                filter,
             } => {
                 if self.conns.contains_key(&conn) {
-                    let result = self.attach(conn, &req, queue.as_deref());
+                    let result = self.attach(conn, &req, queue.as_deref(), *filter);
                     self.complete_op(conn, tag, result);
                 }
             }
@@ -162,9 +172,12 @@ impl Node {
                     self.close_conn(conn);
                 }
             }
-            Work::Housekeeping { volatile } => {
+            Work::Housekeeping { volatile, moves } => {
                 for key in volatile {
                     self.broker.drop_volatile(key);
+                }
+                for (key, to) in moves {
+                    self.broker.move_volatile(key, to);
                 }
             }
         }
@@ -173,6 +186,9 @@ impl Node {
     fn apply_effects(&mut self, effects: Effects) {
         for s in effects.sends {
             self.broker.add_volatile(s.id, &s.message, &s.queues);
+            if let Some(conn) = s.origin {
+                self.broker.note_origin(s.id, conn);
+            }
         }
         for key in effects.drops {
             self.broker.drop_volatile(key);
@@ -191,6 +207,7 @@ impl Node {
         conn: crate::ids::ConnId,
         req: &SubscribeOp,
         queue: Option<&str>,
+        filter: ConsumerFilter,
     ) -> Result<(), OpError> {
         let queue = match (queue, &req.target) {
             (Some(name), _) => self
@@ -232,8 +249,11 @@ impl Node {
                 sub_id: req.sub_id.clone(),
                 ack_mode: req.ack,
                 window_bytes: req.window_bytes,
+                window_messages: req.window_messages,
                 credit: req.credit,
                 shared,
+                browse: req.browse,
+                filter,
                 destination: req.destination.clone(),
             },
         )?;
@@ -243,13 +263,25 @@ impl Node {
     /// Journal entries and in-memory moves that take settling references to
     /// the dead-letter queue.
     pub(crate) fn dead_letter(&mut self, keys: &[RefKey]) -> (Vec<Entry>, Vec<(RefKey, Id)>) {
+        let dla = self.config.broker.dead_letter_address.clone();
+        self.move_refs(&dla, keys)
+    }
+
+    /// Journal entries and in-memory moves that take settling references to
+    /// the anycast queue of `address` (created in the same batch if new):
+    /// `Routed` there, then `Acked` here, so the message is never
+    /// unreferenced in between.
+    pub(crate) fn move_refs(
+        &mut self,
+        address: &str,
+        keys: &[RefKey],
+    ) -> (Vec<Entry>, Vec<(RefKey, Id)>) {
         if keys.is_empty() {
             return (Vec::new(), Vec::new());
         }
-        let dla = self.config.broker.dead_letter_address.clone();
-        let (dlq, create) = self
-            .broker
-            .plan_queue(&dla, &dla, QueueKind::Anycast, &mut self.ids);
+        let (dlq, create) =
+            self.broker
+                .plan_queue(address, address, QueueKind::Anycast, &mut self.ids);
         let mut entries: Vec<Entry> = create
             .into_iter()
             .map(|d| Entry::Put(Record::QueueCreated(d)))

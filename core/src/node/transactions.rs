@@ -115,7 +115,7 @@ impl Node {
         let mut entries = Vec::new();
         let mut effects = Effects::default();
         for message in t.sends {
-            if let Err(e) = self.plan_one_send(message, &mut entries, &mut effects) {
+            if let Err(e) = self.plan_one_send(message, Some(conn), &mut entries, &mut effects) {
                 // Nothing of the transaction is applied; its settlements go back.
                 let dead = self.broker.requeue(&t.acks);
                 self.dead_letter_now(conn, dead);

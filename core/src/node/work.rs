@@ -11,7 +11,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::ops::SubscribeOp;
-use crate::broker::RefKey;
+use crate::broker::{ConsumerFilter, RefKey};
 use crate::ids::{ConnId, Id, Ticket};
 use crate::journal::Entry;
 use crate::message::Message;
@@ -29,6 +29,8 @@ pub(crate) struct VolatileSend {
     pub id: Id,
     pub message: Arc<Message>,
     pub queues: Vec<Id>,
+    /// The connection that sent it (for no-local consumers).
+    pub origin: Option<ConnId>,
 }
 
 /// In-memory changes that go with a journal batch, made when it completes.
@@ -58,9 +60,11 @@ pub(crate) enum Work {
     Subscribe {
         conn: ConnId,
         tag: u64,
-        req: SubscribeOp,
+        req: Box<SubscribeOp>,
         /// The durable queue to attach to (`None`: a connection-owned one).
         queue: Option<String>,
+        /// What the consumer filters out (its selector already parsed).
+        filter: Box<ConsumerFilter>,
     },
     /// Bytes owed to a client after its earlier work (an ERROR, a receipt).
     SendInTurn {
@@ -68,9 +72,11 @@ pub(crate) enum Work {
         bytes: Bytes,
         close: bool,
     },
-    /// Auto-acks and tombstones nobody waits for.
+    /// Auto-acks, tombstones and expiry moves nobody waits for.
     Housekeeping {
         volatile: Vec<RefKey>,
+        /// Non-journaled references moved to another queue (expiry).
+        moves: Vec<(RefKey, Id)>,
     },
 }
 

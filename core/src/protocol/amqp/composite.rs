@@ -187,7 +187,10 @@ pub(crate) struct FieldWriter {
 
 impl FieldWriter {
     pub fn new() -> FieldWriter {
-        FieldWriter { items: Vec::new() }
+        // A performative has at most 14 fields: one allocation, no regrowth.
+        FieldWriter {
+            items: Vec::with_capacity(16),
+        }
     }
 
     pub fn push(&mut self, v: impl Into<Value>) -> &mut FieldWriter {

@@ -105,19 +105,19 @@ pub fn encode_value(v: &Value, out: &mut BytesMut) {
         Value::Symbol(s) => variable(out, 0xa3, 0xb3, s.as_str().as_bytes()),
         Value::List(items) if items.is_empty() => out.put_u8(0x45),
         Value::List(items) => {
-            let mut body = BytesMut::new();
+            let start = begin_compound(out);
             for i in items {
-                encode_value(i, &mut body);
+                encode_value(i, out);
             }
-            compound(out, 0xc0, 0xd0, items.len(), &body);
+            end_compound(out, start, 0xc0, 0xd0, items.len());
         }
         Value::Map(pairs) => {
-            let mut body = BytesMut::new();
+            let start = begin_compound(out);
             for (k, v) in pairs {
-                encode_value(k, &mut body);
-                encode_value(v, &mut body);
+                encode_value(k, out);
+                encode_value(v, out);
             }
-            compound(out, 0xc1, 0xd1, pairs.len() * 2, &body);
+            end_compound(out, start, 0xc1, 0xd1, pairs.len() * 2);
         }
         Value::Array(items) => encode_array(items, out),
         Value::Described(d) => {
@@ -155,21 +155,37 @@ fn len32(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 
-fn compound(out: &mut BytesMut, small: u8, large: u8, count: usize, body: &[u8]) {
-    // The size counts the count field too.
-    match (u8::try_from(body.len() + 1), u8::try_from(count)) {
+/// Bytes of a list32 or map32 header: code, size, count.
+const LONG_HEADER: usize = 9;
+/// Bytes of a list8 or map8 header.
+const SHORT_HEADER: usize = 3;
+
+/// Reserves room for a compound's long header; its items are then encoded
+/// straight into `out` (a buffer per compound, grown and copied into its
+/// parent, was most of the cost of encoding a performative).
+fn begin_compound(out: &mut BytesMut) -> usize {
+    let start = out.len();
+    out.put_bytes(0, LONG_HEADER);
+    start
+}
+
+/// Writes the header of the compound begun at `start`: the short form
+/// when size and count fit a byte (the body moves back over the unused
+/// header bytes), else the long form. The size counts the count field too.
+fn end_compound(out: &mut BytesMut, start: usize, small: u8, large: u8, count: usize) {
+    let body = out.len() - start - LONG_HEADER;
+    match (u8::try_from(body + 1), u8::try_from(count)) {
         (Ok(size), Ok(count)) => {
-            out.put_u8(small);
-            out.put_u8(size);
-            out.put_u8(count);
+            out[start..start + SHORT_HEADER].copy_from_slice(&[small, size, count]);
+            out.copy_within(start + LONG_HEADER.., start + SHORT_HEADER);
+            out.truncate(out.len() - (LONG_HEADER - SHORT_HEADER));
         }
         _ => {
-            out.put_u8(large);
-            out.put_u32(len32(body.len() + 4));
-            out.put_u32(len32(count));
+            out[start] = large;
+            out[start + 1..start + 5].copy_from_slice(&len32(body + 4).to_be_bytes());
+            out[start + 5..start + LONG_HEADER].copy_from_slice(&len32(count).to_be_bytes());
         }
     }
-    out.put_slice(body);
 }
 
 /// The element kind an array is made of: values of one kind share one

@@ -23,16 +23,21 @@
 //!   incomplete frame.
 
 mod decode;
+mod deliver;
 mod encode;
 mod error;
 mod escape;
 mod frame;
 mod limits;
+mod refused;
+mod send;
 mod session;
+mod subscribe;
 
 pub use decode::{Decoded, Decoder};
 pub use encode::{encode, encode_to_bytes, HEARTBEAT};
 pub use error::DecodeError;
 pub use frame::{Command, Frame, Version};
 pub use limits::Limits;
-pub use session::{StompSession, DUPLICATE_ID_HEADER};
+pub use send::DUPLICATE_ID_HEADER;
+pub use session::StompSession;

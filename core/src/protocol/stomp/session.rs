@@ -2,63 +2,30 @@
 //! into the node's protocol-neutral operations and completions and
 //! deliveries back into frames.
 
-use std::borrow::Cow;
 use std::collections::VecDeque;
 
 use bytes::Bytes;
 use tracing::debug;
 
 use super::decode::{Decoded, Decoder};
+use super::deliver::message_frame;
 use super::encode::{encode_to_bytes, HEARTBEAT};
 use super::frame::{Command, Frame, Version};
-use crate::broker::{AckError, AckMode, Delivery, Destination};
+use super::refused::Refused;
+use super::send::message_from_send;
+use super::subscribe::{durable_name, subscription_type, SubscribeHeaders};
+use crate::broker::{AckError, Delivery, Destination};
 use crate::journal::DurableSub;
-use crate::message::{Body, Message, Value, PRIORITY_DEFAULT};
+use crate::message::Routing;
 use crate::node::{
     NodeConfig, Op, OpError, Outcome, ProtocolSession, SessionAction, SessionCx, SubscribeOp,
     SubscribeTarget,
 };
 use crate::Millis;
 
-/// Headers that steer the broker and are not stored with the message.
-const CONTROL_HEADERS: &[&str] = &[
-    "destination",
-    "destination-type",
-    "receipt",
-    "transaction",
-    "content-length",
-    "persistent",
-    "message-id",
-    "subscription",
-    "ack",
-    "redelivered",
-    "delivery-count",
-    DUPLICATE_ID_HEADER,
-];
-
-/// Artemis's duplicate-detection header, honoured as is.
-pub const DUPLICATE_ID_HEADER: &str = "_AMQ_DUPL_ID";
-
-/// A frame could not be served; the connection gets ERROR and is closed.
-struct Refused {
-    message: String,
-    detail: String,
-}
-
-impl Refused {
-    fn new(message: impl Into<String>) -> Refused {
-        Refused {
-            message: message.into(),
-            detail: String::new(),
-        }
-    }
-}
-
-impl<E: std::error::Error> From<E> for Refused {
-    fn from(e: E) -> Refused {
-        Refused::new(e.to_string())
-    }
-}
+/// The versions this server speaks, as the ERROR for a version mismatch
+/// lists them in its `version` header (STOMP 1.2, CONNECT).
+const VERSIONS: &str = "1.0,1.1,1.2";
 
 /// One STOMP client connection.
 pub struct StompSession {
@@ -109,19 +76,17 @@ impl StompSession {
 
     /// Sends ERROR (with `receipt-id` if the frame asked for a receipt) after
     /// the answers owed for earlier frames, and closes.
-    fn protocol_error(
-        &mut self,
-        cx: &mut SessionCx<'_>,
-        message: &str,
-        detail: &str,
-        receipt: Option<&str>,
-    ) {
+    fn protocol_error(&mut self, cx: &mut SessionCx<'_>, refused: Refused, receipt: Option<&str>) {
         if self.closing && self.error_queued {
             return;
         }
         self.closing = true;
         self.error_queued = true;
-        let mut f = Frame::error(message, detail);
+        let message = refused.message.as_str();
+        let mut f = Frame::error(message, &refused.detail);
+        for (k, v) in refused.headers {
+            f.push_header(k, v);
+        }
         if let Some(r) = receipt {
             f.push_header("receipt-id", r);
         }
@@ -186,11 +151,12 @@ impl StompSession {
 
     fn on_connect(&mut self, cx: &mut SessionCx<'_>, f: &Frame) -> Result<(), Refused> {
         let version = Version::negotiate(f.header("accept-version")).ok_or_else(|| Refused {
-            message: "supported protocol versions are 1.0,1.1,1.2".into(),
+            message: format!("supported protocol versions are {VERSIONS}"),
             detail: format!(
                 "client offered accept-version {:?}",
                 f.header("accept-version").unwrap_or("")
             ),
+            headers: vec![("version", VERSIONS.to_string())],
         })?;
         let (cx_ms, cy_ms) = match f.header("heart-beat") {
             None => (0, 0),
@@ -221,86 +187,49 @@ impl StompSession {
         Ok(())
     }
 
-    fn resolve(&self, cx: &SessionCx<'_>, f: &Frame) -> Result<Destination, Refused> {
-        Ok(cx.config.destinations.resolve(
-            f.header("destination"),
-            f.header("destination-type"),
-            |a| cx.broker.address_routing(a),
-        )?)
+    /// Where a frame goes; `routing` is the routing type it asks for on
+    /// a bare name.
+    fn resolve(
+        &self,
+        cx: &SessionCx<'_>,
+        f: &Frame,
+        routing: Option<&str>,
+    ) -> Result<Destination, Refused> {
+        Ok(cx
+            .config
+            .destinations
+            .resolve(f.header("destination"), routing, |a| {
+                cx.broker.address_routing(a)
+            })?)
     }
 
     fn on_send(&mut self, cx: &mut SessionCx<'_>, f: Frame) -> Result<(), Refused> {
-        let dest = self.resolve(cx, &f)?;
-        let durable = match f.header("persistent") {
-            None => true,
-            Some(p) if p.eq_ignore_ascii_case("true") => true,
-            Some(p) if p.eq_ignore_ascii_case("false") => false,
-            Some(p) => return Err(Refused::new(format!("invalid persistent header {p:?}"))),
-        };
-        let mut application: Vec<(String, Value)> = Vec::new();
-        for (k, v) in &f.headers {
-            // First occurrence wins, as for every STOMP header.
-            if !CONTROL_HEADERS.contains(&k.as_str()) && !application.iter().any(|(h, _)| h == k) {
-                application.push((k.clone(), Value::String(v.clone())));
-            }
-        }
-        // A body with a length is bytes (Artemis: a BytesMessage); without
-        // one it is text.
-        let body = if f.header("content-length").is_some() {
-            Body::Bytes(f.body.clone())
-        } else {
-            Body::Text(f.body.clone())
-        };
-        let message = Message {
-            address: dest.address,
-            routing: dest.routing,
-            durable,
-            priority: PRIORITY_DEFAULT,
-            expiration_ms: None,
-            deliver_at_ms: None,
-            dup_id: f.header(DUPLICATE_ID_HEADER).map(str::to_owned),
-            properties: None,
-            application,
-            annotations: Vec::new(),
-            body,
-        };
+        let dest = self.resolve(cx, &f, f.header("destination-type"))?;
+        let message = message_from_send(&f, dest, cx.now)?;
         let tx = f.header("transaction").map(str::to_owned);
         self.op(cx, Op::Send { message, tx }, receipt(&f));
         Ok(())
     }
 
     fn on_subscribe(&mut self, cx: &mut SessionCx<'_>, f: &Frame) -> Result<(), Refused> {
-        let dest = self.resolve(cx, f)?;
+        let dest = self.resolve(cx, f, subscription_type(f)?)?;
         let destination = f.header("destination").unwrap_or_default().to_string();
         let sub_id = match f.header("id") {
             Some(id) => id.to_string(),
             None if self.version == Version::V1_0 => destination.clone(),
             None => return Err(Refused::new("SUBSCRIBE needs an id header")),
         };
-        let ack = AckMode::parse(f.header("ack")).ok_or_else(|| {
-            Refused::new(format!(
-                "invalid ack mode {:?} (auto, client or client-individual)",
-                f.header("ack").unwrap_or("")
-            ))
-        })?;
-        let window = match f.header("consumer-window-size") {
-            None => cx.config.broker.consumer_window_bytes_default,
-            Some(w) => w
-                .parse::<i64>()
-                .ok()
-                .filter(|w| *w >= -1)
-                .ok_or_else(|| Refused::new(format!("invalid consumer-window-size {w:?}")))?,
-        };
+        let opts = SubscribeHeaders::parse(f, cx.config.broker.consumer_window_bytes_default)?;
         if cx.broker.has_subscription(cx.conn, &sub_id) {
             return Err(Refused::new(format!(
                 "subscription id {sub_id:?} is already in use on this connection"
             )));
         }
         let target = match (dest.routing, durable_name(f)) {
-            (crate::message::Routing::Anycast, _) => SubscribeTarget::Queue {
+            (Routing::Anycast, _) => SubscribeTarget::Queue {
                 address: dest.address,
             },
-            (crate::message::Routing::Multicast, name) => {
+            (Routing::Multicast, name) => {
                 let durable = match name {
                     None => None,
                     Some(name) => Some(DurableSub {
@@ -323,9 +252,13 @@ impl StompSession {
         let req = SubscribeOp {
             sub_id,
             target,
-            ack,
-            window_bytes: usize::try_from(window).ok(),
+            ack: opts.ack,
+            window_bytes: opts.window_bytes,
+            window_messages: opts.window_messages,
+            no_local: opts.no_local,
+            selector: opts.selector,
             credit: None,
+            browse: false,
             destination,
         };
         self.op(cx, Op::Subscribe(req), receipt(f));
@@ -388,45 +321,13 @@ impl StompSession {
         self.op(cx, Op::Settle { ack, outcome, tx }, receipt(f));
         Ok(())
     }
-
-    fn frame_for(&self, config: &NodeConfig, d: &Delivery) -> Frame {
-        let m = &d.message;
-        let mut f = Frame::new(Command::Message)
-            .with_header("subscription", d.sub_id.as_str())
-            .with_header("message-id", d.message_id.to_string())
-            .with_header("destination", d.destination.as_str());
-        if let Some(a) = d.ack {
-            f.push_header("ack", a.to_string());
-        }
-        if d.deliveries > 1 {
-            f.push_header("redelivered", "true");
-        }
-        f.push_header("delivery-count", d.deliveries.to_string());
-        if let Some(orig) = &d.original_address {
-            f.push_header(
-                "original-destination",
-                config.destinations.spell(orig, m.routing),
-            );
-        }
-        for (k, v) in &m.application {
-            f.push_header(k.as_str(), header_text(v));
-        }
-        if let Some(dup) = &m.dup_id {
-            f.push_header(DUPLICATE_ID_HEADER, dup.as_str());
-        }
-        f.body = match &m.body {
-            Body::Text(b) | Body::Bytes(b) => b.clone(),
-            Body::Value(v) => Bytes::from(header_text(v).into_owned()),
-        };
-        f
-    }
 }
 
 impl ProtocolSession for StompSession {
     fn receive(&mut self, cx: &mut SessionCx<'_>, bytes: &[u8]) {
         self.last_recv = cx.now;
         if let Err(e) = self.decoder.push(bytes) {
-            self.protocol_error(cx, &e.to_string(), "", None);
+            self.protocol_error(cx, Refused::new(e.to_string()), None);
         }
     }
 
@@ -442,13 +343,13 @@ impl ProtocolSession for StompSession {
                 match self.handle_frame(cx, f) {
                     Ok(()) => !self.closing,
                     Err(r) => {
-                        self.protocol_error(cx, &r.message, &r.detail, receipt.as_deref());
+                        self.protocol_error(cx, r, receipt.as_deref());
                         false
                     }
                 }
             }
             Err(e) => {
-                self.protocol_error(cx, &e.to_string(), "", None);
+                self.protocol_error(cx, Refused::new(e.to_string()), None);
                 false
             }
         }
@@ -474,28 +375,27 @@ impl ProtocolSession for StompSession {
                     cx.push(SessionAction::Send(encode_to_bytes(&f, self.version)));
                 }
             }
-            Err(e) => self.protocol_error(cx, &e.to_string(), "", receipt.as_deref()),
+            Err(e) => self.protocol_error(cx, Refused::new(e.to_string()), receipt.as_deref()),
         }
     }
 
     fn deliver(&mut self, now: Millis, config: &NodeConfig, delivery: &Delivery) -> Bytes {
         self.last_send = now;
-        encode_to_bytes(&self.frame_for(config, delivery), self.version)
+        encode_to_bytes(&message_frame(config, delivery), self.version)
     }
 
     fn tick(&mut self, cx: &mut SessionCx<'_>) {
         let now = cx.now;
         if !self.connected {
             if now >= self.opened_at + cx.config.connect_timeout_ms {
-                self.protocol_error(cx, "no CONNECT frame in time", "", None);
+                self.protocol_error(cx, Refused::new("no CONNECT frame in time"), None);
             }
             return;
         }
         if self.hb_recv_ms > 0 && now >= self.last_recv + 2 * self.hb_recv_ms {
             self.protocol_error(
                 cx,
-                "heart-beat timeout: nothing received from the client",
-                "",
+                Refused::new("heart-beat timeout: nothing received from the client"),
                 None,
             );
             return;
@@ -525,7 +425,7 @@ impl ProtocolSession for StompSession {
     }
 
     fn refuse(&mut self, cx: &mut SessionCx<'_>, message: &str) {
-        self.protocol_error(cx, message, "", None);
+        self.protocol_error(cx, Refused::new(message), None);
     }
 }
 
@@ -539,33 +439,7 @@ fn tx_name(f: &Frame) -> Result<String, Refused> {
         .ok_or_else(|| Refused::new(format!("{} needs a transaction header", f.command.as_str())))
 }
 
-fn durable_name(f: &Frame) -> Option<&str> {
-    f.header("durable-subscription-name")
-        .or_else(|| f.header("activemq.subscriptionName"))
-}
-
 fn parse_heartbeat(h: &str) -> Option<(u64, u64)> {
     let (a, b) = h.split_once(',')?;
     Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
-}
-
-/// A typed value as a STOMP header value.
-fn header_text(v: &Value) -> Cow<'_, str> {
-    match v {
-        Value::String(s) | Value::Symbol(s) => Cow::Borrowed(s),
-        Value::Null => Cow::Borrowed(""),
-        Value::Bool(b) => Cow::Owned(b.to_string()),
-        Value::Ubyte(n) => Cow::Owned(n.to_string()),
-        Value::Ushort(n) => Cow::Owned(n.to_string()),
-        Value::Uint(n) => Cow::Owned(n.to_string()),
-        Value::Ulong(n) => Cow::Owned(n.to_string()),
-        Value::Byte(n) => Cow::Owned(n.to_string()),
-        Value::Short(n) => Cow::Owned(n.to_string()),
-        Value::Int(n) => Cow::Owned(n.to_string()),
-        Value::Long(n) | Value::Timestamp(n) => Cow::Owned(n.to_string()),
-        Value::Float(x) => Cow::Owned(x.to_string()),
-        Value::Double(x) => Cow::Owned(x.to_string()),
-        Value::Char(c) => Cow::Owned(c.to_string()),
-        other => Cow::Owned(format!("{other:?}")),
-    }
 }

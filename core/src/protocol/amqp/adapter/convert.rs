@@ -87,7 +87,9 @@ pub fn to_neutral(m: Message, address: String, routing: Routing, now: u64) -> ne
 }
 
 /// The AMQP message a consumer receives (`deliveries` counts this one).
-pub fn from_neutral(m: &neutral::Message, deliveries: u32) -> Message {
+/// A message read from the expiry address carries no expiry (as Artemis's
+/// copies there do): a client would otherwise drop it as expired.
+pub fn from_neutral(m: &neutral::Message, deliveries: u32, expired: bool) -> Message {
     let mut annotations: Map = m
         .annotations
         .iter()
@@ -136,7 +138,7 @@ pub fn from_neutral(m: &neutral::Message, deliveries: u32) -> Message {
         ));
     }
     let mut properties = m.properties.as_deref().map(props_out);
-    if let Some(t) = m.expiration_ms {
+    if let Some(t) = m.expiration_ms.filter(|_| !expired) {
         properties
             .get_or_insert_with(Properties::default)
             .absolute_expiry_time = i64::try_from(t).ok();

@@ -319,14 +319,6 @@ impl AmqpSession {
             }
             return;
         };
-        if source.selector().is_some() {
-            self.refuse_attach(
-                link,
-                Condition::NotImplemented,
-                "JMS selectors are not supported yet",
-            );
-            return;
-        }
         let sub_id = format!("amqp-{}", link.serial());
         let ack = if req.snd_settle_mode == SenderSettleMode::Settled {
             AckMode::Auto
@@ -435,7 +427,15 @@ impl AmqpSession {
                 target,
                 ack,
                 window_bytes: None,
+                window_messages: None,
                 credit: Some(0),
+                no_local: source.no_local(),
+                selector: source.selector().map(str::to_owned),
+                // Distribution mode `copy` is a browser (JMS QueueBrowser).
+                browse: source
+                    .distribution_mode
+                    .as_ref()
+                    .is_some_and(|m| m.as_str() == "copy"),
                 destination,
             }),
             Waiting::Attach {
@@ -813,10 +813,15 @@ impl ProtocolSession for AmqpSession {
         !self.events.is_empty() && !self.closed
     }
 
-    fn completed(&mut self, cx: &mut SessionCx<'_>, tag: u64, result: Result<(), OpError>) {
+    fn completed(&mut self, _cx: &mut SessionCx<'_>, tag: u64, result: Result<(), OpError>) {
+        // The frames wait for `flush`: the settlements of one group commit
+        // leave as one disposition range.
         if let Some(w) = self.waiting.remove(&tag) {
             self.finish(w, result);
         }
+    }
+
+    fn flush(&mut self, cx: &mut SessionCx<'_>) {
         self.drain_events(cx);
     }
 
@@ -824,7 +829,7 @@ impl ProtocolSession for AmqpSession {
         let Some(&link) = self.subs.get(&d.sub_id) else {
             return Bytes::new();
         };
-        let m = from_neutral(&d.message, d.deliveries);
+        let m = from_neutral(&d.message, d.deliveries, d.expired);
         let tag = d.ack.unwrap_or(d.message_id.seq).to_be_bytes();
         let sent = self.conn.send(
             link,

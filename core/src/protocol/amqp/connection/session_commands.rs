@@ -13,6 +13,9 @@ use crate::protocol::amqp::{
 
 /// A delivery tag is at most 32 bytes (spec 2.8.7).
 const DELIVERY_TAG_BYTES_MAX: usize = 32;
+/// More than the largest transfer performative we send (about 80 bytes
+/// with a 32-byte tag).
+const TRANSFER_BYTES_MAX: usize = 128;
 
 impl Session {
     fn link_mut(&mut self, handle: u32) -> Result<&mut Link, CommandError> {
@@ -155,8 +158,19 @@ impl Session {
         Ok(delivery_id)
     }
 
-    fn queue_frames(&mut self, peer_max_frame: u32, first: Transfer, payload: Bytes) {
+    fn queue_frames(&mut self, peer_max_frame: u32, mut first: Transfer, payload: Bytes) {
         let handle = first.handle;
+        if FRAME_HEADER_BYTES + TRANSFER_BYTES_MAX + payload.len() <= peer_max_frame as usize {
+            // Surely one frame: no need to encode the transfer to measure it.
+            first.more = false;
+            self.queued_bytes += payload.len();
+            self.queue.push_back(Queued {
+                handle,
+                transfer: first,
+                payload,
+            });
+            return;
+        }
         // Measured with more=true: true and false encode in one byte each.
         let overhead =
             FRAME_HEADER_BYTES + to_bytes(&Performative::Transfer(first.clone()).to_value()).len();

@@ -1,0 +1,127 @@
+//! MESSAGE frames: a delivery rendered with the headers Artemis writes
+//! (its `StompUtils.copyStandardHeadersFromMessageToFrame`): `expires`,
+//! `redelivered`, `priority`, `persistent`, `timestamp`, the JMS header
+//! names for well-known properties, `_AMQ_SCHED_DELIVERY` for a scheduled
+//! message, and `_AMQ_ORIG_*` (plus `_AMQ_ACTUAL_EXPIRY`) for one that was
+//! dead-lettered or expired.
+
+use std::borrow::Cow;
+
+use bytes::Bytes;
+
+use crate::broker::Delivery;
+use crate::message::{Body, Routing, Value};
+use crate::node::NodeConfig;
+
+use super::frame::{Command, Frame};
+use super::send::{DUPLICATE_ID_HEADER, SCHEDULED_PROPERTY};
+
+/// The MESSAGE frame for a delivery.
+pub(super) fn message_frame(config: &NodeConfig, d: &Delivery) -> Frame {
+    let m = &d.message;
+    let mut f = Frame::new(Command::Message)
+        .with_header("subscription", d.sub_id.as_str())
+        .with_header("message-id", d.message_id.to_string())
+        .with_header("destination", d.destination.as_str());
+    if let Some(a) = d.ack {
+        f.push_header("ack", a.to_string());
+    }
+    // An expired message moved to the expiry address no longer expires
+    // (Artemis's copy has expiration 0).
+    let expires = if d.expired {
+        0
+    } else {
+        m.expiration_ms.unwrap_or(0)
+    };
+    f.push_header("expires", expires.to_string());
+    f.push_header(
+        "redelivered",
+        if d.deliveries > 1 { "true" } else { "false" },
+    );
+    f.push_header("priority", m.priority.to_string());
+    f.push_header("persistent", if m.durable { "true" } else { "false" });
+    let props = m.properties.as_deref();
+    if let Some(t) = props.and_then(|p| p.creation_time_ms) {
+        f.push_header("timestamp", t.to_string());
+    }
+    f.push_header("delivery-count", d.deliveries.to_string());
+    if let Some(orig) = &d.original_address {
+        f.push_header(
+            "original-destination",
+            config.destinations.spell(orig, m.routing),
+        );
+    }
+    // Well-known properties by their STOMP names, unless the sender also
+    // set a header of that name (STOMP senders' headers are kept as sent).
+    if let Some(p) = props {
+        let known = [
+            ("correlation-id", p.correlation_id.as_ref().map(header_text)),
+            ("reply-to", p.reply_to.as_deref().map(Cow::Borrowed)),
+            ("type", p.subject.as_deref().map(Cow::Borrowed)),
+            ("content-type", p.content_type.as_deref().map(Cow::Borrowed)),
+        ];
+        for (name, value) in known {
+            if let Some(v) = value {
+                if m.property(name).is_none() {
+                    f.push_header(name, v);
+                }
+            }
+        }
+    }
+    if let Some(at) = m.deliver_at_ms.filter(|_| d.original_address.is_none()) {
+        f.push_header(SCHEDULED_PROPERTY, at.to_string());
+    }
+    if let Some(orig) = &d.original_address {
+        // What Artemis sets on a dead-lettered or expired copy. The stored
+        // message is shared and immutable, so these are derived: the
+        // original queue is known for anycast (the address's queue) only,
+        // the message keeps its id, and the expiry time stands for the
+        // moment the broker noticed it (at most one scan period later).
+        f.push_header("_AMQ_ORIG_ADDRESS", orig.as_str());
+        if m.routing == Routing::Anycast {
+            f.push_header("_AMQ_ORIG_QUEUE", orig.as_str());
+        }
+        // Artemis's RoutingType ids: MULTICAST 0, ANYCAST 1.
+        let routing_id = match m.routing {
+            Routing::Multicast => "0",
+            Routing::Anycast => "1",
+        };
+        f.push_header("_AMQ_ORIG_ROUTING_TYPE", routing_id);
+        f.push_header("_AMQ_ORIG_MESSAGE_ID", d.message_id.to_string());
+        if let Some(t) = m.expiration_ms.filter(|_| d.expired) {
+            f.push_header("_AMQ_ACTUAL_EXPIRY", t.to_string());
+        }
+    }
+    for (k, v) in &m.application {
+        f.push_header(k.as_str(), header_text(v));
+    }
+    if let Some(dup) = &m.dup_id {
+        f.push_header(DUPLICATE_ID_HEADER, dup.as_str());
+    }
+    f.body = match &m.body {
+        Body::Text(b) | Body::Bytes(b) => b.clone(),
+        Body::Value(v) => Bytes::from(header_text(v).into_owned()),
+    };
+    f
+}
+
+/// A typed value as a STOMP header value.
+pub(super) fn header_text(v: &Value) -> Cow<'_, str> {
+    match v {
+        Value::String(s) | Value::Symbol(s) => Cow::Borrowed(s),
+        Value::Null => Cow::Borrowed(""),
+        Value::Bool(b) => Cow::Owned(b.to_string()),
+        Value::Ubyte(n) => Cow::Owned(n.to_string()),
+        Value::Ushort(n) => Cow::Owned(n.to_string()),
+        Value::Uint(n) => Cow::Owned(n.to_string()),
+        Value::Ulong(n) => Cow::Owned(n.to_string()),
+        Value::Byte(n) => Cow::Owned(n.to_string()),
+        Value::Short(n) => Cow::Owned(n.to_string()),
+        Value::Int(n) => Cow::Owned(n.to_string()),
+        Value::Long(n) | Value::Timestamp(n) => Cow::Owned(n.to_string()),
+        Value::Float(x) => Cow::Owned(x.to_string()),
+        Value::Double(x) => Cow::Owned(x.to_string()),
+        Value::Char(c) => Cow::Owned(c.to_string()),
+        other => Cow::Owned(format!("{other:?}")),
+    }
+}
