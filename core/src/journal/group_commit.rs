@@ -1,7 +1,7 @@
 //! Group commit for journal drivers, sans-IO.
 //!
 //! Every journal driver (the local segment-file journal, the Kafka journal,
-//! the simulator's node host, the madsim journal task) does the same thing
+//! the simulator's journal driver, the madsim journal task) does the same thing
 //! around its I/O: it queues the node's [`JournalRequest`]s, writes the
 //! appends that piled up while the last write was in flight as one group
 //! (one fsync, one Kafka transaction), and answers every ticket. A
