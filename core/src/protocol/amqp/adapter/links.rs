@@ -8,6 +8,9 @@ use crate::message::Routing;
 use crate::protocol::amqp::jms;
 use crate::protocol::amqp::{ExpiryPolicy, Source, Symbol, TerminusDurability};
 
+/// Credit given to a producer link, topped up when half is used.
+pub const PRODUCER_CREDIT: u32 = 1000;
+
 /// A link as the adapter keeps it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LinkKind {

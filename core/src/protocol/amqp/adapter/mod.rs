@@ -3,6 +3,7 @@
 //! JMS onto AMQP (link names of subscriptions, capabilities, dynamic
 //! nodes, the transaction coordinator, message annotations).
 
+mod attach;
 mod convert;
 mod links;
 mod session;

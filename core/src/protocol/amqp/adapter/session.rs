@@ -19,33 +19,20 @@ use bytes::{Bytes, BytesMut};
 use tracing::debug;
 
 use super::convert::{from_neutral, to_neutral};
-use super::links::{
-    is_durable_source, is_shared, routing_of, routing_of_jms_dest, LinkKind, SubscriptionName,
-};
-use crate::broker::{AckMode, Delivery};
+use super::links::{routing_of_jms_dest, LinkKind, PRODUCER_CREDIT};
+use crate::broker::Delivery;
 use crate::message::Routing;
-use crate::node::{
-    NodeConfig, Op, OpError, Outcome, ProtocolSession, SessionAction, SessionCx, SubscribeOp,
-    SubscribeTarget,
-};
+use crate::node::{NodeConfig, Op, OpError, Outcome, ProtocolSession, SessionAction, SessionCx};
 use crate::protocol::amqp::connection::{
-    AttachAnswer, AttachRequest, CloseReason, Connection, ConnectionConfig, Event, Input, LinkId,
-    Outgoing, Output, Received,
+    AttachAnswer, CloseReason, Connection, ConnectionConfig, Event, Input, LinkId, Outgoing,
+    Output, Received,
 };
 use crate::protocol::amqp::jms;
-use crate::protocol::amqp::{
-    AmqpError, AttachTarget, Body, Condition, DeliveryState, Message, Role, SenderSettleMode,
-    Source, TxnRequest,
-};
+use crate::protocol::amqp::{AmqpError, Body, Condition, DeliveryState, Message, TxnRequest};
 use crate::Millis;
 
-/// Credit given to a producer link, topped up when half is used.
-const PRODUCER_CREDIT: u32 = 1000;
-/// Most links whose answer or deliveries are tracked per connection.
-const LINKS_MAX: usize = 4096;
-
 /// What a completion of one of our operations finishes.
-enum Waiting {
+pub(super) enum Waiting {
     /// A transfer to answer (if unsettled) once durable.
     Send {
         link: LinkId,
@@ -74,22 +61,22 @@ enum Waiting {
 
 /// One AMQP client connection.
 pub struct AmqpSession {
-    conn: Connection,
+    pub(super) conn: Connection,
     /// Events (and a disconnect) from the connection, handled one per step.
-    events: VecDeque<Output>,
-    container_id: String,
-    links: BTreeMap<LinkId, LinkKind>,
+    pub(super) events: VecDeque<Output>,
+    pub(super) container_id: String,
+    pub(super) links: BTreeMap<LinkId, LinkKind>,
     /// Subscription id -> its link.
-    subs: BTreeMap<String, LinkId>,
-    waiting: BTreeMap<u64, Waiting>,
-    next_tag: u64,
+    pub(super) subs: BTreeMap<String, LinkId>,
+    pub(super) waiting: BTreeMap<u64, Waiting>,
+    pub(super) next_tag: u64,
     /// Deliveries sent and not settled: (link, delivery id) -> ack number.
-    unsettled: BTreeMap<(LinkId, u32), u64>,
+    pub(super) unsettled: BTreeMap<(LinkId, u32), u64>,
     /// Open transactions: txn-id -> the node's name for it.
-    txs: BTreeMap<Bytes, String>,
-    next_tx: u64,
-    next_temporary: u64,
-    closed: bool,
+    pub(super) txs: BTreeMap<Bytes, String>,
+    pub(super) next_tx: u64,
+    pub(super) next_temporary: u64,
+    pub(super) closed: bool,
 }
 
 impl AmqpSession {
@@ -112,7 +99,7 @@ impl AmqpSession {
 
     /// Moves the connection's output along: bytes go out now (in the order
     /// the connection made them), events wait for `step`.
-    fn pump(&mut self, cx: &mut SessionCx<'_>) {
+    pub(super) fn pump(&mut self, cx: &mut SessionCx<'_>) {
         while let Some(out) = self.conn.poll_output() {
             match out {
                 Output::Transmit(b) => cx.push(SessionAction::Send(b)),
@@ -122,7 +109,7 @@ impl AmqpSession {
     }
 
     /// Handles every queued event (for calls outside the read path).
-    fn drain_events(&mut self, cx: &mut SessionCx<'_>) {
+    pub(super) fn drain_events(&mut self, cx: &mut SessionCx<'_>) {
         self.pump(cx);
         while let Some(e) = self.events.pop_front() {
             self.on_output(cx, e);
@@ -130,7 +117,7 @@ impl AmqpSession {
         }
     }
 
-    fn op(&mut self, cx: &mut SessionCx<'_>, op: Op, then: Waiting) {
+    pub(super) fn op(&mut self, cx: &mut SessionCx<'_>, op: Op, then: Waiting) {
         let tag = self.next_tag;
         self.next_tag += 1;
         self.waiting.insert(tag, then);
@@ -199,251 +186,6 @@ impl AmqpSession {
                 debug!(?reason, "AMQP connection closed");
             }
         }
-    }
-
-    fn refuse_attach(&mut self, link: LinkId, condition: Condition, text: impl Into<String>) {
-        let _ = self
-            .conn
-            .refuse_attach(link, AmqpError::new(condition, text.into()));
-    }
-
-    fn on_attach(&mut self, cx: &mut SessionCx<'_>, req: AttachRequest) {
-        if self.links.len() >= LINKS_MAX {
-            self.refuse_attach(
-                req.link,
-                Condition::ResourceLimitExceeded,
-                format!("more than {LINKS_MAX} links on one connection"),
-            );
-            return;
-        }
-        match req.role {
-            // We receive: the client produces (or coordinates transactions).
-            Role::Receiver => self.attach_producer(cx, req),
-            Role::Sender => self.attach_consumer(cx, req),
-        }
-    }
-
-    fn attach_producer(&mut self, cx: &mut SessionCx<'_>, req: AttachRequest) {
-        let link = req.link;
-        match &req.target {
-            Some(AttachTarget::Coordinator(_)) => {
-                self.accept_now(link, AttachAnswer::echo(&req), LinkKind::Coordinator);
-            }
-            Some(AttachTarget::Target(t)) if t.terminus.dynamic => {
-                // Qpid JMS makes a temporary queue or topic with a dynamic
-                // sender link; the node exists once the attach is answered.
-                let caps = &t.terminus.capabilities;
-                let routing = routing_of(caps).unwrap_or(Routing::Anycast);
-                let address = self.temporary_address(routing);
-                let mut target = t.clone();
-                target.terminus.address = Some(address.clone());
-                let answer = AttachAnswer {
-                    source: req.source.clone(),
-                    target: Some(AttachTarget::Target(target)),
-                    ..AttachAnswer::default()
-                };
-                let kind = LinkKind::Producer {
-                    address: Some(address.clone()),
-                    routing: Some(routing),
-                };
-                if routing == Routing::Anycast {
-                    self.op(
-                        cx,
-                        Op::CreateTemporaryQueue { address },
-                        Waiting::Attach {
-                            link,
-                            answer: Box::new(answer),
-                            kind,
-                        },
-                    );
-                } else {
-                    self.accept_now(link, answer, kind);
-                }
-            }
-            Some(AttachTarget::Target(t)) => {
-                let kind = LinkKind::Producer {
-                    address: t.terminus.address.clone(),
-                    routing: routing_of(&t.terminus.capabilities),
-                };
-                self.accept_now(link, AttachAnswer::echo(&req), kind);
-            }
-            None => self.refuse_attach(link, Condition::InvalidField, "attach without a target"),
-        }
-    }
-
-    fn accept_now(&mut self, link: LinkId, answer: AttachAnswer, kind: LinkKind) {
-        if self.conn.accept_attach(link, answer).is_ok() {
-            let producer = !matches!(kind, LinkKind::Consumer { .. });
-            self.links.insert(link, kind);
-            if producer {
-                let _ = self.conn.grant_credit(link, PRODUCER_CREDIT, false);
-            }
-        }
-    }
-
-    fn temporary_address(&mut self, routing: Routing) -> String {
-        let n = self.next_temporary;
-        self.next_temporary += 1;
-        let kind = if routing == Routing::Anycast {
-            "queue"
-        } else {
-            "topic"
-        };
-        format!("temp-{kind}://{}/{}", self.container_id, n)
-    }
-
-    fn attach_consumer(&mut self, cx: &mut SessionCx<'_>, req: AttachRequest) {
-        let link = req.link;
-        let Some(source) = req.source.clone() else {
-            // Qpid JMS looks a durable subscription up (to unsubscribe) by
-            // attaching with its link name and no source.
-            let name = SubscriptionName::parse(&req.name);
-            let durable = name.durable(&self.container_id);
-            match cx.broker.queue_by_name(&durable.queue_name()) {
-                Some(q) => {
-                    let mut s = Source::default();
-                    s.terminus.address = Some(q.address.clone());
-                    s.terminus.capabilities = vec![jms::TOPIC.into()];
-                    let answer = AttachAnswer {
-                        source: Some(s),
-                        target: req.target.clone(),
-                        ..AttachAnswer::default()
-                    };
-                    self.accept_now(link, answer, LinkKind::Lookup { durable });
-                }
-                None => self.refuse_attach(
-                    link,
-                    Condition::NotFound,
-                    format!("no subscription {:?}", name.name),
-                ),
-            }
-            return;
-        };
-        let sub_id = format!("amqp-{}", link.serial());
-        let ack = if req.snd_settle_mode == SenderSettleMode::Settled {
-            AckMode::Auto
-        } else {
-            AckMode::ClientIndividual
-        };
-        let mut answer = AttachAnswer::echo(&req);
-        let routing = routing_of(&source.terminus.capabilities);
-        let (target, durable, first_op) = if source.terminus.dynamic {
-            let routing = routing.unwrap_or(Routing::Anycast);
-            let address = self.temporary_address(routing);
-            let mut s = source.clone();
-            s.terminus.address = Some(address.clone());
-            answer.source = Some(s);
-            if routing == Routing::Anycast {
-                (
-                    SubscribeTarget::Queue {
-                        address: address.clone(),
-                    },
-                    None,
-                    Some(Op::CreateTemporaryQueue { address }),
-                )
-            } else {
-                (
-                    SubscribeTarget::Topic {
-                        address,
-                        durable: None,
-                        shared: false,
-                        shared_volatile: None,
-                    },
-                    None,
-                    None,
-                )
-            }
-        } else {
-            let Some(address) = source.terminus.address.clone() else {
-                self.refuse_attach(link, Condition::InvalidField, "source without an address");
-                return;
-            };
-            let routing = routing
-                .or_else(|| cx.broker.address_routing(&address))
-                .unwrap_or(Routing::Anycast);
-            match routing {
-                Routing::Anycast => (SubscribeTarget::Queue { address }, None, None),
-                Routing::Multicast => {
-                    let name = SubscriptionName::parse(&req.name);
-                    let shared = is_shared(&source);
-                    if is_durable_source(&source) {
-                        let durable = name.durable(&self.container_id);
-                        (
-                            SubscribeTarget::Topic {
-                                address,
-                                durable: Some(durable.clone()),
-                                shared,
-                                shared_volatile: None,
-                            },
-                            Some(durable),
-                            None,
-                        )
-                    } else if shared {
-                        let queue = format!(
-                            "{}:shared-volatile",
-                            name.durable(&self.container_id).queue_name()
-                        );
-                        (
-                            SubscribeTarget::Topic {
-                                address,
-                                durable: None,
-                                shared: true,
-                                shared_volatile: Some(queue),
-                            },
-                            None,
-                            None,
-                        )
-                    } else {
-                        (
-                            SubscribeTarget::Topic {
-                                address,
-                                durable: None,
-                                shared: false,
-                                shared_volatile: None,
-                            },
-                            None,
-                            None,
-                        )
-                    }
-                }
-            }
-        };
-        if let Some(op) = first_op {
-            self.op(cx, op, Waiting::Quiet);
-        }
-        let kind = LinkKind::Consumer {
-            sub_id: sub_id.clone(),
-            durable,
-        };
-        let destination = match &target {
-            SubscribeTarget::Queue { address } | SubscribeTarget::Topic { address, .. } => {
-                address.clone()
-            }
-        };
-        self.op(
-            cx,
-            Op::Subscribe(SubscribeOp {
-                sub_id,
-                target,
-                ack,
-                window_bytes: None,
-                window_messages: None,
-                credit: Some(0),
-                no_local: source.no_local(),
-                selector: source.selector().map(str::to_owned),
-                // Distribution mode `copy` is a browser (JMS QueueBrowser).
-                browse: source
-                    .distribution_mode
-                    .as_ref()
-                    .is_some_and(|m| m.as_str() == "copy"),
-                destination,
-            }),
-            Waiting::Attach {
-                link,
-                answer: Box::new(answer),
-                kind,
-            },
-        );
     }
 
     fn on_received(&mut self, cx: &mut SessionCx<'_>, r: Received) {
