@@ -439,3 +439,79 @@ fn a_browser_sees_every_message_and_takes_none() {
     h.send(stomp, subscribe("s", "/queue/b", "auto"));
     assert_eq!(h.take(stomp).len(), 3);
 }
+
+/// Qpid JMS sets distribution-mode `copy` on every durable topic
+/// subscription: that is a consumer of the subscription's queue, not a
+/// browser. Two consumers of one shared durable subscription split its
+/// messages, and accepting them empties the queue.
+#[test]
+fn a_shared_durable_subscription_with_copy_mode_is_consumed_not_browsed() {
+    use halyard_core::protocol::amqp::{Symbol, TerminusDurability};
+    let mut h = Harness::new(NodeConfig::default());
+    let mut peers: Vec<Peer> = (0..2).map(|i| Peer::connect(&mut h, 10 + i)).collect();
+    for p in &mut peers {
+        let mut a = attach("shr|global", 0, Role::Receiver, "t");
+        if let Some(s) = a.source.as_mut() {
+            s.distribution_mode = Some(Symbol::from("copy"));
+            s.terminus.durable = TerminusDurability::UnsettledState;
+            s.terminus.capabilities = ["topic", "shared", "global"]
+                .into_iter()
+                .map(Symbol::from)
+                .collect();
+        }
+        p.perform(&mut h, Performative::Attach(Box::new(a)));
+        let got = p.frames(&mut h);
+        assert!(
+            matches!(got.as_slice(), [Performative::Attach(_)]),
+            "{got:?}"
+        );
+        p.perform(&mut h, flow(0, 0, 10, false));
+    }
+    let stomp = h.connect(1);
+    for i in 0..4 {
+        h.send(
+            stomp,
+            send_receipt("/topic/t", &format!("m{i}"), &format!("r{i}")),
+        );
+    }
+    assert_eq!(h.take(stomp).len(), 4, "four receipts");
+    let mut total = 0;
+    for p in &mut peers {
+        let got = p.frames(&mut h);
+        let ids: Vec<u32> = got
+            .iter()
+            .filter_map(|f| match f {
+                Performative::Transfer(t) => {
+                    assert_ne!(t.settled, Some(true), "a consumer's transfer is unsettled");
+                    t.delivery_id
+                }
+                _ => None,
+            })
+            .collect();
+        total += ids.len();
+        for id in ids {
+            p.perform(
+                &mut h,
+                Performative::Disposition(Disposition {
+                    role: Role::Receiver,
+                    first: id,
+                    last: None,
+                    settled: true,
+                    state: Some(DeliveryState::Accepted),
+                    batchable: false,
+                }),
+            );
+        }
+    }
+    assert_eq!(total, 4, "each message goes to one of the two consumers");
+    // A global shared subscription is named without the client id.
+    let q = h
+        .node
+        .broker()
+        .queue_by_name("shr")
+        .expect("the subscription's queue");
+    assert!(
+        q.durable_message_ids().is_empty(),
+        "accepted messages leave the subscription"
+    );
+}

@@ -242,6 +242,7 @@ impl AmqpSession {
                 address.clone()
             }
         };
+        let is_queue = matches!(target, SubscribeTarget::Queue { .. });
         self.op(
             cx,
             Op::Subscribe(SubscribeOp {
@@ -253,11 +254,15 @@ impl AmqpSession {
                 credit: Some(0),
                 no_local: source.no_local(),
                 selector: source.selector().map(str::to_owned),
-                // Distribution mode `copy` is a browser (JMS QueueBrowser).
-                browse: source
-                    .distribution_mode
-                    .as_ref()
-                    .is_some_and(|m| m.as_str() == "copy"),
+                // Distribution mode `copy` on a queue is a browser (JMS
+                // QueueBrowser). Qpid JMS also sets it on every durable
+                // topic subscription, which is consumed, not browsed (as
+                // Artemis reads it: browse only where not multicast).
+                browse: is_queue
+                    && source
+                        .distribution_mode
+                        .as_ref()
+                        .is_some_and(|m| m.as_str() == "copy"),
                 destination,
             }),
             Waiting::Attach {
