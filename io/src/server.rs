@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use halyard_core::ids::ConnId;
 use halyard_core::node::{
     AcceptRequest, ConnEvent, ConnRequest, Event, Input, JournalRequest, LockRequest, Node, Output,
@@ -363,7 +363,10 @@ async fn read_loop(
     if go.await.is_err() {
         return;
     }
-    let mut buf = vec![0u8; READ_BUFFER_BYTES];
+    // Each chunk handed to the node is a slice of this buffer (no copy); a
+    // new one is taken when little room is left. The node's decoders copy
+    // what they keep, so a chunk does not pin its buffer for long.
+    let mut buf = BytesMut::new();
     loop {
         while *paused.borrow() {
             if paused.changed().await.is_err() {
@@ -375,7 +378,10 @@ async fn read_loop(
             Ok(p) => p.forget(),
             Err(_) => return,
         }
-        let n = match rd.read(&mut buf).await {
+        if buf.capacity() < READ_BUFFER_BYTES / 16 {
+            buf = BytesMut::with_capacity(READ_BUFFER_BYTES);
+        }
+        let n = match rd.read_buf(&mut buf).await {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) => {
@@ -383,7 +389,8 @@ async fn read_loop(
                 break;
             }
         };
-        let bytes = Bytes::copy_from_slice(&buf[..n]);
+        debug_assert_eq!(buf.len(), n);
+        let bytes = buf.split().freeze();
         if tx
             .send(Input::Conn(ConnEvent::Received { conn: id, bytes }).into())
             .await

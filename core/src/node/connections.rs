@@ -45,13 +45,13 @@ impl Node {
         self.conns.insert(conn, Conn::new(self.now));
     }
 
-    pub(crate) fn on_received(&mut self, conn: ConnId, bytes: &[u8]) {
+    pub(crate) fn on_received(&mut self, conn: ConnId, bytes: Bytes) {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
         let first = c.session.is_none();
         let bytes: Bytes = if first {
-            c.sniffed.extend_from_slice(bytes);
+            c.sniffed.extend_from_slice(&bytes);
             let n = c.sniffed.len().min(SNIFF_BYTES);
             if c.sniffed[..n] == AMQP_PREFIX[..n] && n < SNIFF_BYTES {
                 return; // could still be AMQP: wait for more
@@ -64,10 +64,10 @@ impl Node {
             });
             Bytes::from(std::mem::take(&mut c.sniffed))
         } else {
-            Bytes::copy_from_slice(bytes)
+            bytes
         };
         if let Some(s) = c.session.as_mut() {
-            with_cx!(self, conn, cx, s.get().receive(&mut cx, &bytes));
+            with_cx!(self, conn, cx, s.get().receive(&mut cx, bytes));
             // A connection that arrived while the node was not live (the
             // listener was closing) is told so in its own protocol. One
             // that arrived earlier keeps its bytes unread: a draining node

@@ -144,7 +144,7 @@ impl Node {
             Input::Start => self.on_start(),
             Input::Shutdown => self.on_shutdown(),
             Input::Conn(ConnEvent::Opened { conn }) => self.on_opened(conn),
-            Input::Conn(ConnEvent::Received { conn, bytes }) => self.on_received(conn, &bytes),
+            Input::Conn(ConnEvent::Received { conn, bytes }) => self.on_received(conn, bytes),
             Input::Conn(ConnEvent::Flushed { conn, bytes }) => {
                 self.broker.flushed(conn, bytes);
             }

@@ -203,7 +203,7 @@ impl SessionCx<'_> {
 pub trait ProtocolSession {
     /// Bytes from the client: buffer them (and report a framing error as
     /// actions).
-    fn receive(&mut self, cx: &mut SessionCx<'_>, bytes: &[u8]);
+    fn receive(&mut self, cx: &mut SessionCx<'_>, bytes: Bytes);
     /// Handle at most one unit of input (a frame), pushing its actions.
     /// Returns false when there is nothing more to handle for now or the
     /// session reads no more (closing).

@@ -324,9 +324,9 @@ impl StompSession {
 }
 
 impl ProtocolSession for StompSession {
-    fn receive(&mut self, cx: &mut SessionCx<'_>, bytes: &[u8]) {
+    fn receive(&mut self, cx: &mut SessionCx<'_>, bytes: Bytes) {
         self.last_recv = cx.now;
-        if let Err(e) = self.decoder.push(bytes) {
+        if let Err(e) = self.decoder.push(&bytes) {
             self.protocol_error(cx, Refused::new(e.to_string()), None);
         }
     }

@@ -537,9 +537,8 @@ fn condition_of(e: &OpError) -> Condition {
 }
 
 impl ProtocolSession for AmqpSession {
-    fn receive(&mut self, cx: &mut SessionCx<'_>, bytes: &[u8]) {
-        self.conn
-            .handle(cx.now, Input::Bytes(Bytes::copy_from_slice(bytes)));
+    fn receive(&mut self, cx: &mut SessionCx<'_>, bytes: Bytes) {
+        self.conn.handle(cx.now, Input::Bytes(bytes));
         self.pump(cx);
     }
 
