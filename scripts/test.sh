@@ -68,6 +68,9 @@ step "Python clients (PyPI into target/pyenv)"
 PY=$(venv_python)
 export PY HALYARD_BIN="$bin"
 
+step "python-qpid-proton against the core's AMQP connection machine (the test ignored without it)"
+HALYARD_PROTON_PYTHON="$PY" cargo test -p halyard-core --features testkit --test amqp_proton -- --include-ignored
+
 step "scripts: every shell script parses (and passes shellcheck), every Python file compiles, the bench tools start"
 scripts/ci/check-scripts.sh
 

@@ -176,7 +176,7 @@ fn serve(stream: TcpStream, store: Store) {
 }
 
 #[test]
-#[ignore = "needs python-qpid-proton: set HALYARD_PROTON_PYTHON"]
+#[ignore = "needs python-qpid-proton: scripts/test.sh runs it with HALYARD_PROTON_PYTHON set"]
 fn proton_client_sends_and_receives() {
     let python = std::env::var("HALYARD_PROTON_PYTHON").unwrap_or_else(|_| "python3".to_owned());
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
