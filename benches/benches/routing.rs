@@ -30,7 +30,7 @@ fn setup(dest: &str, consumers: usize) -> (Harness, ConnId, Vec<ConnId>, Bytes) 
         .collect();
     // Without a receipt header: the bench is about delivery, not RECEIPTs.
     let mut send = send_frame(dest);
-    send.headers.retain(|(k, _)| k != "receipt");
+    send.retain_headers(|k, _| k != "receipt");
     let bytes = encode_to_bytes(&send, Version::V1_2);
     // Warm-up round: every subscription is live and gets the message.
     let delivered = send_once(&mut h, producer, &subs, &bytes);

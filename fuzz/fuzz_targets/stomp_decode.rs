@@ -62,7 +62,7 @@ fn representable(frame: &Frame, version: Version) -> bool {
             frame.command,
             Command::Connect | Command::Stomp | Command::Connected
         );
-    escaped || frame.headers.iter().all(|(_, v)| !v.ends_with('\r'))
+    escaped || frame.headers().all(|(_, v)| !v.ends_with('\r'))
 }
 
 fuzz_target!(|data: &[u8]| {

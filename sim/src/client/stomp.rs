@@ -205,11 +205,7 @@ impl StompWire {
             unreachable!("only producers send messages")
         };
         let seq_text = decimal(seq);
-        let mut f = Frame {
-            command: Command::Send,
-            headers: Vec::with_capacity(6),
-            body: Bytes::new(),
-        };
+        let mut f = Frame::with_capacity(Command::Send, 6, 128);
         f.push_header("destination", destination.as_str());
         f.push_header(PRODUCER, self.name.as_str());
         f.push_header(SEQ, seq_text.as_str());

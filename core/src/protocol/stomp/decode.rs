@@ -3,7 +3,7 @@
 use bytes::{Buf, Bytes, BytesMut};
 
 use super::error::DecodeError;
-use super::escape::{unescape, Escaping};
+use super::escape::{unescape_into, Escaping};
 use super::frame::{parse_content_length, Command, Frame, Version};
 use super::limits::Limits;
 
@@ -28,8 +28,10 @@ fn quote(s: &str) -> String {
 /// memory than the copy costs time.
 const COPY_BODY_MAX_BYTES: usize = 4096;
 
-/// Headers room is made for up front (more still fit, by growing).
+/// Headers room is made for up front (more still fit, by growing): a
+/// typical MESSAGE frame's headers, and their bytes.
 const HEADERS_HINT: usize = 12;
+const HEADER_BYTES_HINT: usize = 256;
 
 /// Incremental STOMP decoder for one connection.
 ///
@@ -44,6 +46,8 @@ pub struct Decoder {
     input: Input,
     /// The frame being decoded, once its command line has been read.
     head: Option<Head>,
+    /// Where header lines with escapes are unescaped.
+    scratch: Vec<u8>,
     failed: Option<DecodeError>,
 }
 
@@ -60,9 +64,9 @@ struct Input {
 /// The part of a frame decoded so far.
 #[derive(Debug)]
 struct Head {
-    command: Command,
+    /// The frame so far: its command and the headers read.
+    frame: Frame,
     escaping: Escaping,
-    headers: Vec<(String, String)>,
     /// Bytes of the command and header lines, EOLs included.
     head_bytes: usize,
     /// The first `content-length` header, once seen.
@@ -73,11 +77,18 @@ struct Head {
 
 impl Decoder {
     pub fn new(limits: Limits) -> Decoder {
+        // A frame's headers are indexed with u32 offsets.
+        assert!(
+            u32::try_from(limits.frame_bytes_max).is_ok(),
+            "frame_bytes_max {} over 4 GiB",
+            limits.frame_bytes_max
+        );
         Decoder {
             limits,
             version: None,
             input: Input::default(),
             head: None,
+            scratch: Vec::new(),
             failed: None,
         }
     }
@@ -167,10 +178,8 @@ impl Decoder {
                 self.input.consume(head_bytes);
                 let version = self.version.unwrap_or(Version::V1_2);
                 self.head = Some(Head {
-                    command,
+                    frame: Frame::with_capacity(command, HEADERS_HINT, HEADER_BYTES_HINT),
                     escaping: Escaping::for_frame(version, command),
-                    // Room for a typical MESSAGE frame's headers at once.
-                    headers: Vec::with_capacity(HEADERS_HINT),
                     head_bytes,
                     content_length: None,
                     in_body: false,
@@ -190,21 +199,23 @@ impl Decoder {
                 if len == 0 {
                     head.in_body = true;
                 } else {
-                    if head.headers.len() >= limits.headers_max {
+                    if head.frame.header_count() >= limits.headers_max {
                         return Err(DecodeError::TooManyHeaders {
                             max: limits.headers_max,
                         });
                     }
-                    let (name, value) = parse_header(&self.input.buf[..len], head.escaping)?;
+                    let line =
+                        parse_header(&self.input.buf[..len], head.escaping, &mut self.scratch)?;
+                    let (name, value) = (&line.text[..line.colon], &line.text[line.colon + 1..]);
                     // Only the first content-length counts; check it now
                     // rather than after waiting for a body that may never
                     // fit.
                     if name == "content-length" && head.content_length.is_none() {
-                        let n = parse_content_length(&value)
-                            .ok_or_else(|| DecodeError::BadContentLength(quote(&value)))?;
+                        let n = parse_content_length(value)
+                            .ok_or_else(|| DecodeError::BadContentLength(quote(value)))?;
                         head.content_length = Some(n);
                     }
-                    head.headers.push((name, value));
+                    head.frame.push_header_line(line.text, line.colon);
                 }
                 if let Some(n) = head.content_length {
                     if head.head_bytes.saturating_add(n) > frame_max {
@@ -236,28 +247,52 @@ impl Decoder {
             };
             let body = self.input.take_body(body_len);
             return Ok(self.head.take().map(|head| {
-                Decoded::Frame(Frame {
-                    command: head.command,
-                    headers: head.headers,
-                    body,
-                })
+                let mut frame = head.frame;
+                frame.body = body;
+                Decoded::Frame(frame)
             }));
         }
     }
 }
 
-/// Splits a header line at its first `:` and unescapes both sides.
-fn parse_header(line: &[u8], escaping: Escaping) -> Result<(String, String), DecodeError> {
-    let colon = line
-        .iter()
-        .position(|&b| b == b':')
-        .ok_or(DecodeError::MissingColon)?;
+/// A header line, unescaped.
+struct HeaderLine<'a> {
+    /// `name:value`.
+    text: &'a str,
+    /// Where the name ends.
+    colon: usize,
+}
+
+/// Splits a header line at its first `:` and unescapes both sides. Lines
+/// without a backslash (nearly all) are borrowed as they are; the others
+/// are unescaped into `scratch`.
+fn parse_header<'a>(
+    line: &'a [u8],
+    escaping: Escaping,
+    scratch: &'a mut Vec<u8>,
+) -> Result<HeaderLine<'a>, DecodeError> {
+    let colon = find_byte(line, b':').ok_or(DecodeError::MissingColon)?;
     if colon == 0 {
         return Err(DecodeError::EmptyHeaderName);
     }
-    let name = unescape(&line[..colon], escaping)?;
-    let value = unescape(&line[colon + 1..], escaping)?;
-    Ok((name, value))
+    let (name, value) = (&line[..colon], &line[colon + 1..]);
+    if escaping == Escaping::Raw || !line.contains(&b'\\') {
+        // One check of the whole line: `:` is ASCII, so the line is UTF-8
+        // exactly when both sides are.
+        let text = std::str::from_utf8(line).map_err(|_| DecodeError::InvalidUtf8)?;
+        return Ok(HeaderLine { text, colon });
+    }
+    // Name first, then value, each checked as soon as it is unescaped, so
+    // the error reported is the first one on the line.
+    scratch.clear();
+    unescape_into(name, escaping, scratch)?;
+    std::str::from_utf8(scratch).map_err(|_| DecodeError::InvalidUtf8)?;
+    let colon = scratch.len();
+    scratch.push(b':');
+    unescape_into(value, escaping, scratch)?;
+    // The name is valid, so a failure here is the value's.
+    let text = std::str::from_utf8(scratch).map_err(|_| DecodeError::InvalidUtf8)?;
+    Ok(HeaderLine { text, colon })
 }
 
 /// Position of the first `needle` in `hay`: eight bytes at a time, then

@@ -10,6 +10,7 @@ use std::borrow::Cow;
 use bytes::Bytes;
 
 use crate::broker::Delivery;
+use crate::ids::Id;
 use crate::message::{Body, Routing, Value};
 use crate::node::NodeConfig;
 
@@ -19,12 +20,12 @@ use super::send::{DUPLICATE_ID_HEADER, SCHEDULED_PROPERTY};
 /// The MESSAGE frame for a delivery.
 pub(super) fn message_frame(config: &NodeConfig, d: &Delivery) -> Frame {
     let m = &d.message;
-    let mut f = Frame::new(Command::Message)
-        .with_header("subscription", d.sub_id.as_str())
-        .with_header("message-id", d.message_id.to_string())
-        .with_header("destination", d.destination.as_str());
+    let mut f = Frame::with_capacity(Command::Message, 16, 256)
+        .with_header("subscription", d.sub_id.as_str());
+    push_id(&mut f, "message-id", d.message_id);
+    f.push_header("destination", d.destination.as_str());
     if let Some(a) = d.ack {
-        f.push_header("ack", a.to_string());
+        f.push_header_int("ack", a);
     }
     // An expired message moved to the expiry address no longer expires
     // (Artemis's copy has expiration 0).
@@ -33,18 +34,18 @@ pub(super) fn message_frame(config: &NodeConfig, d: &Delivery) -> Frame {
     } else {
         m.expiration_ms.unwrap_or(0)
     };
-    f.push_header("expires", expires.to_string());
+    f.push_header_int("expires", expires);
     f.push_header(
         "redelivered",
         if d.deliveries > 1 { "true" } else { "false" },
     );
-    f.push_header("priority", m.priority.to_string());
+    f.push_header_int("priority", m.priority);
     f.push_header("persistent", if m.durable { "true" } else { "false" });
     let props = m.properties.as_deref();
     if let Some(t) = props.and_then(|p| p.creation_time_ms) {
-        f.push_header("timestamp", t.to_string());
+        f.push_header_int("timestamp", t);
     }
-    f.push_header("delivery-count", d.deliveries.to_string());
+    f.push_header_int("delivery-count", d.deliveries);
     if let Some(orig) = &d.original_address {
         f.push_header(
             "original-destination",
@@ -69,7 +70,7 @@ pub(super) fn message_frame(config: &NodeConfig, d: &Delivery) -> Frame {
         }
     }
     if let Some(at) = m.deliver_at_ms.filter(|_| d.original_address.is_none()) {
-        f.push_header(SCHEDULED_PROPERTY, at.to_string());
+        f.push_header_int(SCHEDULED_PROPERTY, at);
     }
     if let Some(orig) = &d.original_address {
         // What Artemis sets on a dead-lettered or expired copy. The stored
@@ -87,9 +88,9 @@ pub(super) fn message_frame(config: &NodeConfig, d: &Delivery) -> Frame {
             Routing::Anycast => "1",
         };
         f.push_header("_AMQ_ORIG_ROUTING_TYPE", routing_id);
-        f.push_header("_AMQ_ORIG_MESSAGE_ID", d.message_id.to_string());
+        push_id(&mut f, "_AMQ_ORIG_MESSAGE_ID", d.message_id);
         if let Some(t) = m.expiration_ms.filter(|_| d.expired) {
-            f.push_header("_AMQ_ACTUAL_EXPIRY", t.to_string());
+            f.push_header_int("_AMQ_ACTUAL_EXPIRY", t);
         }
     }
     for (k, v) in &m.application {
@@ -103,6 +104,12 @@ pub(super) fn message_frame(config: &NodeConfig, d: &Delivery) -> Frame {
         Body::Value(v) => Bytes::from(header_text(v).into_owned()),
     };
     f
+}
+
+/// Appends a message id header (`epoch:seq`) without formatting machinery.
+fn push_id(f: &mut Frame, name: &str, id: Id) {
+    let (mut epoch, mut seq) = (itoa::Buffer::new(), itoa::Buffer::new());
+    f.push_header_joined(name, &[epoch.format(id.epoch), ":", seq.format(id.seq)]);
 }
 
 /// A typed value as a STOMP header value.

@@ -26,27 +26,28 @@ pub const HEARTBEAT: &[u8] = b"\n";
 pub fn encode(frame: &Frame, version: Version, out: &mut BytesMut) {
     let escaping = Escaping::for_frame(version, frame.command);
     let body_len = frame.body.len();
-    let headers_len: usize = frame
-        .headers
-        .iter()
-        .map(|(n, v)| n.len() + v.len() + 2)
-        .sum();
     // Enough room unless many characters need escaping.
-    out.reserve(frame.command.as_str().len() + headers_len + body_len + 40);
+    out.reserve(frame.command.as_str().len() + frame.header_bytes() + body_len + 40);
 
     out.put_slice(frame.command.as_str().as_bytes());
     out.put_u8(b'\n');
     let mut has_content_length = false;
-    for (name, value) in &frame.headers {
-        escape_into(out, name, escaping);
-        out.put_u8(b':');
-        let is_first_content_length = name == "content-length" && !has_content_length;
+    for (name, value, line) in frame.header_lines() {
+        let is_first_content_length = !has_content_length && name == "content-length";
+        has_content_length |= is_first_content_length;
         if is_first_content_length && parse_content_length(value) != Some(body_len) {
+            escape_into(out, name, escaping);
+            out.put_u8(b':');
             write_len(out, body_len);
+        } else if let Some(line) = line {
+            // Known to need no escaping: the line is its own wire form.
+            out.put_slice(line.as_bytes());
+            continue;
         } else {
+            escape_into(out, name, escaping);
+            out.put_u8(b':');
             escape_into(out, value, escaping);
         }
-        has_content_length |= is_first_content_length;
         out.put_u8(b'\n');
     }
     if !has_content_length && body_len > 0 {

@@ -3,7 +3,7 @@
 use bytes::{BufMut, BytesMut};
 
 use super::error::DecodeError;
-use super::frame::{Command, Version};
+use super::frame::{has_special, Command, Version};
 
 /// How the headers of one frame are escaped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,30 +29,33 @@ impl Escaping {
     }
 }
 
-/// Unescapes a raw header name or value and checks that it is UTF-8.
-pub(crate) fn unescape(raw: &[u8], escaping: Escaping) -> Result<String, DecodeError> {
-    let bytes = if escaping == Escaping::Raw || !raw.contains(&b'\\') {
-        raw.to_vec()
-    } else {
-        let mut out = Vec::with_capacity(raw.len());
-        let mut iter = raw.iter();
-        while let Some(&b) = iter.next() {
-            if b != b'\\' {
-                out.push(b);
-                continue;
-            }
-            let next = iter.next().copied();
-            out.push(match (next, escaping) {
-                (Some(b'n'), _) => b'\n',
-                (Some(b'c'), _) => b':',
-                (Some(b'\\'), _) => b'\\',
-                (Some(b'r'), Escaping::V1_2) => b'\r',
-                _ => return Err(DecodeError::InvalidEscape(show_escape(next))),
-            });
+/// Appends a raw header name or value, unescaped, to `out`.
+pub(crate) fn unescape_into(
+    raw: &[u8],
+    escaping: Escaping,
+    out: &mut Vec<u8>,
+) -> Result<(), DecodeError> {
+    if escaping == Escaping::Raw {
+        out.extend_from_slice(raw);
+        return Ok(());
+    }
+    out.reserve(raw.len());
+    let mut iter = raw.iter();
+    while let Some(&b) = iter.next() {
+        if b != b'\\' {
+            out.push(b);
+            continue;
         }
-        out
-    };
-    String::from_utf8(bytes).map_err(|_| DecodeError::InvalidUtf8)
+        let next = iter.next().copied();
+        out.push(match (next, escaping) {
+            (Some(b'n'), _) => b'\n',
+            (Some(b'c'), _) => b':',
+            (Some(b'\\'), _) => b'\\',
+            (Some(b'r'), Escaping::V1_2) => b'\r',
+            _ => return Err(DecodeError::InvalidEscape(show_escape(next))),
+        });
+    }
+    Ok(())
 }
 
 /// A printable rendering of a bad escape sequence for the error message.
@@ -70,8 +73,7 @@ fn show_escape(next: Option<u8>) -> String {
 /// early, letting one header smuggle in others; it is written as a space.
 pub(crate) fn escape_into(out: &mut BytesMut, s: &str, escaping: Escaping) {
     // Most header names and values need no escaping: copy them whole.
-    let special = |b: &u8| matches!(b, b'\\' | b'\n' | b':' | b'\r');
-    if !s.as_bytes().iter().any(special) {
+    if !has_special(s.as_bytes()) {
         out.extend_from_slice(s.as_bytes());
         return;
     }

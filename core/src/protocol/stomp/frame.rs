@@ -123,40 +123,195 @@ impl Command {
 ///
 /// Headers keep their order and repetitions as on the wire; [`Frame::header`]
 /// returns the first occurrence, which is the one that counts (STOMP 1.2).
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// The headers are held as their unescaped `name:value\n` lines back to
+/// back in one string: a frame costs two allocations however many headers
+/// it has (a MESSAGE has a dozen), and a line known to hold no byte that
+/// some version escapes is already its wire form, copied whole.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Frame {
     pub command: Command,
-    pub headers: Vec<(String, String)>,
+    /// Every header as `name:value\n`, unescaped, in order.
+    text: String,
+    /// Per header, where its name and its value end in `text` (at its `:`
+    /// and its `\n`); each name starts one byte after the previous value.
+    ends: Vec<HeaderEnds>,
     pub body: Bytes,
+}
+
+#[derive(Clone, Copy, Eq)]
+struct HeaderEnds {
+    name: u32,
+    value: u32,
+    /// Known to hold no byte that is escaped on the wire (`\\`, LF, `:`,
+    /// CR), so the line is its own wire form in every version. Decoded
+    /// lines are not checked (few are ever encoded again).
+    plain: bool,
+}
+
+/// Frames are equal when their headers are: whether a line was checked for
+/// escapes is not part of what it says.
+impl PartialEq for HeaderEnds {
+    fn eq(&self, other: &HeaderEnds) -> bool {
+        (self.name, self.value) == (other.name, other.value)
+    }
+}
+
+/// Headers room is made for up front in frames built for sending.
+const HEADERS_HINT: usize = 8;
+
+/// The bytes that escaping may rewrite.
+pub(crate) const SPECIAL: [bool; 256] = {
+    let mut t = [false; 256];
+    t[b'\\' as usize] = true;
+    t[b'\n' as usize] = true;
+    t[b':' as usize] = true;
+    t[b'\r' as usize] = true;
+    t
+};
+
+/// `s` has a byte that escaping may rewrite.
+pub(crate) fn has_special(s: &[u8]) -> bool {
+    s.iter().any(|&b| SPECIAL[usize::from(b)])
 }
 
 impl Frame {
     /// A frame with no headers and an empty body.
     pub fn new(command: Command) -> Frame {
+        Frame::with_capacity(command, 0, 0)
+    }
+
+    /// A frame with room for `headers` headers of `text_bytes` bytes in all.
+    pub fn with_capacity(command: Command, headers: usize, text_bytes: usize) -> Frame {
         Frame {
             command,
-            headers: Vec::new(),
+            text: String::with_capacity(text_bytes),
+            ends: Vec::with_capacity(headers),
             body: Bytes::new(),
         }
     }
 
+    /// The headers as (name, value), in wire order, repetitions included.
+    pub fn headers(&self) -> impl ExactSizeIterator<Item = (&str, &str)> + Clone + '_ {
+        let mut start = 0usize;
+        self.ends.iter().map(move |e| {
+            let (name_end, value_end) = (e.name as usize, e.value as usize);
+            let header = (
+                &self.text[start..name_end],
+                &self.text[name_end + 1..value_end],
+            );
+            start = value_end + 1;
+            header
+        })
+    }
+
+    /// How many headers the frame has.
+    pub fn header_count(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Bytes of all header lines (`name:value\n` each), unescaped.
+    pub fn header_bytes(&self) -> usize {
+        self.text.len()
+    }
+
+    /// Each header as its name, its value, and its whole `name:value\n`
+    /// line when that line is known to need no escaping.
+    pub(crate) fn header_lines(&self) -> impl Iterator<Item = (&str, &str, Option<&str>)> + '_ {
+        let mut start = 0usize;
+        self.ends.iter().map(move |e| {
+            let (name_end, value_end) = (e.name as usize, e.value as usize);
+            let line = e.plain.then(|| &self.text[start..=value_end]);
+            let header = (
+                &self.text[start..name_end],
+                &self.text[name_end + 1..value_end],
+                line,
+            );
+            start = value_end + 1;
+            header
+        })
+    }
+
     /// The value of the first header called `name` (names are case-sensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        // Compares bytes and makes a `&str` of the match only: this runs
+        // several times for every frame.
+        let bytes = self.text.as_bytes();
+        let mut start = 0usize;
+        for e in &self.ends {
+            let (name_end, value_end) = (e.name as usize, e.value as usize);
+            if bytes[start..name_end] == *name.as_bytes() {
+                return self.text.get(name_end + 1..value_end);
+            }
+            start = value_end + 1;
+        }
+        None
     }
 
     /// Appends a header (builder style).
-    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Frame {
+    pub fn with_header(mut self, name: impl AsRef<str>, value: impl AsRef<str>) -> Frame {
         self.push_header(name, value);
         self
     }
 
     /// Appends a header. An earlier header of the same name still wins.
-    pub fn push_header(&mut self, name: impl Into<String>, value: impl Into<String>) {
-        self.headers.push((name.into(), value.into()));
+    pub fn push_header(&mut self, name: impl AsRef<str>, value: impl AsRef<str>) {
+        let (name, value) = (name.as_ref(), value.as_ref());
+        let plain = !has_special(name.as_bytes()) && !has_special(value.as_bytes());
+        self.reserve_first();
+        self.text.reserve(name.len() + value.len() + 2);
+        self.text.push_str(name);
+        let name_end = self.text_end();
+        self.text.push(':');
+        self.text.push_str(value);
+        self.end_header(name_end, plain);
+    }
+
+    /// Appends a header whose value is `parts` joined, without an
+    /// intermediate string.
+    pub fn push_header_joined(&mut self, name: &str, parts: &[&str]) {
+        let plain =
+            !has_special(name.as_bytes()) && !parts.iter().any(|p| has_special(p.as_bytes()));
+        self.reserve_first();
+        self.text.push_str(name);
+        let name_end = self.text_end();
+        self.text.push(':');
+        for p in parts {
+            self.text.push_str(p);
+        }
+        self.end_header(name_end, plain);
+    }
+
+    /// Appends a header whose value is the integer `value`, written in
+    /// place without an intermediate string.
+    pub fn push_header_int(&mut self, name: &str, value: impl itoa::Integer) {
+        let mut digits = itoa::Buffer::new();
+        self.push_header(name, digits.format(value));
+    }
+
+    /// Appends a decoded header line (`name:value`, unescaped, its first
+    /// `:` at `colon`) in one copy.
+    pub(crate) fn push_header_line(&mut self, line: &str, colon: usize) {
+        debug_assert_eq!(line.as_bytes().get(colon), Some(&b':'));
+        let start = self.text.len();
+        self.text.reserve(line.len() + 1);
+        self.text.push_str(line);
+        let name_end = u32::try_from(start + colon).expect("STOMP frame headers over 4 GiB");
+        self.end_header(name_end, false);
+    }
+
+    /// Keeps only the headers for which `keep(name, value)` is true.
+    pub fn retain_headers(&mut self, mut keep: impl FnMut(&str, &str) -> bool) {
+        let kept: Vec<(String, String)> = self
+            .headers()
+            .filter(|(n, v)| keep(n, v))
+            .map(|(n, v)| (n.to_owned(), v.to_owned()))
+            .collect();
+        self.text.clear();
+        self.ends.clear();
+        for (n, v) in kept {
+            self.push_header(n, v);
+        }
     }
 
     /// Replaces the body (builder style).
@@ -172,6 +327,40 @@ impl Frame {
             .with_header("message", message)
             .with_header("content-type", "text/plain")
             .with_body(detail.to_owned())
+    }
+
+    fn reserve_first(&mut self) {
+        if self.ends.capacity() == 0 {
+            self.ends.reserve(HEADERS_HINT);
+            self.text.reserve(HEADERS_HINT * 24);
+        }
+    }
+
+    fn text_end(&self) -> u32 {
+        // Frames are bounded far below 4 GiB (the decoder's frame limit,
+        // and the broker's message limits on what it renders).
+        u32::try_from(self.text.len()).expect("STOMP frame headers over 4 GiB")
+    }
+
+    /// Ends the header whose name ended at `name_end` with its `\n`.
+    fn end_header(&mut self, name_end: u32, plain: bool) {
+        let value_end = self.text_end();
+        self.text.push('\n');
+        self.ends.push(HeaderEnds {
+            name: name_end,
+            value: value_end,
+            plain,
+        });
+    }
+}
+
+impl std::fmt::Debug for Frame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Frame")
+            .field("command", &self.command)
+            .field("headers", &self.headers().collect::<Vec<_>>())
+            .field("body", &self.body)
+            .finish()
     }
 }
 

@@ -124,10 +124,10 @@ pub(super) fn message_from_send(
         }
     }
     let mut application: Vec<(String, Value)> = Vec::new();
-    for (k, v) in &f.headers {
+    for (k, v) in f.headers() {
         // First occurrence wins, as for every STOMP header.
-        if !CONTROL_HEADERS.contains(&k.as_str()) && !application.iter().any(|(h, _)| h == k) {
-            application.push((k.clone(), Value::String(v.clone())));
+        if !CONTROL_HEADERS.contains(&k) && !application.iter().any(|(h, _)| h == k) {
+            application.push((k.to_owned(), Value::String(v.to_owned())));
         }
     }
     // A body with a length is bytes (Artemis: a BytesMessage); without
