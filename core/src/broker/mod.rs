@@ -11,6 +11,7 @@ mod browse;
 mod config;
 mod delivery;
 pub mod destination;
+mod dups;
 mod errors;
 mod filter;
 mod planning;

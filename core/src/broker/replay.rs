@@ -1,6 +1,7 @@
 //! Applying journal entries (live or replayed) to the broker: queues,
 //! references and duplicate ids change only here.
 
+use super::dups::DupCache;
 use super::queue::{ConsumerId, Queue, QueueOwner, RefState, RefTimes};
 use super::state::{settle_entries_into, Broker};
 use super::types::RefKey;
@@ -92,9 +93,7 @@ impl Broker {
                 // Usually the id was already evicted (that is why the
                 // tombstone exists): only scan the order when it is present.
                 if let Some(c) = self.dups.get_mut(address) {
-                    if c.ids.remove(dup_id).is_some() {
-                        c.order.retain(|d| d != dup_id);
-                    }
+                    c.remove(dup_id);
                 }
             }
             Entry::Tombstone(Key::Ref { .. }) | Entry::Tombstone(Key::Activation) => {}
@@ -294,13 +293,13 @@ impl Broker {
 
     pub(crate) fn remember_dup(&mut self, address: &str, dup_id: &str, message: Id) {
         let max = self.config.duplicate_ids_per_address_max.max(1);
-        let c = self.dups.entry(address.to_string()).or_default();
-        if c.ids.insert(dup_id.to_string(), message).is_none() {
-            c.order.push_back(dup_id.to_string());
+        if !self.dups.contains_key(address) {
+            self.dups.insert(address.to_owned(), DupCache::default());
         }
-        while c.order.len() > max {
-            if let Some(old) = c.order.pop_front() {
-                c.ids.remove(&old);
+        let c = self.dups.get_mut(address).expect("inserted above");
+        c.insert(dup_id, message);
+        while c.len() > max {
+            if let Some(old) = c.pop_oldest() {
                 let key = Key::Duplicate {
                     address: address.to_string(),
                     dup_id: old,
@@ -318,6 +317,6 @@ impl Broker {
 
     /// The message stored under a duplicate-detection id, if remembered.
     pub fn duplicate(&self, address: &str, dup_id: &str) -> Option<Id> {
-        self.dups.get(address)?.ids.get(dup_id).copied()
+        self.dups.get(address)?.get(dup_id)
     }
 }

@@ -3,10 +3,11 @@
 //! `replay` (journal entries in), `planning` (where a send goes),
 //! `subscriptions`, `settlement`, `delivery`.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use super::config::BrokerConfig;
+use super::dups::DupCache;
 use super::filter::ConsumerFilter;
 use super::queue::{AckMode, ConsumerId, Queue, RefState};
 use super::types::RefKey;
@@ -124,13 +125,6 @@ pub(crate) fn settle_entries_into(m: Option<&Msg>, key: &RefKey, out: &mut Vec<E
             queue: key.queue,
         })),
     }
-}
-
-/// Remembered duplicate-detection ids of one address, oldest first.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct DupCache {
-    pub(crate) order: VecDeque<String>,
-    pub(crate) ids: BTreeMap<String, Id>,
 }
 
 /// The broker state. See the module docs of [`crate::broker`].
