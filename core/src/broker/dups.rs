@@ -14,11 +14,24 @@ use crate::ids::Id;
 /// never decides behaviour. Ids whose hashes collide with a different id
 /// live in `collided` (in practice never: finding 64-bit collisions is
 /// not something a client can do by trying).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub(crate) struct DupCache {
     order: VecDeque<String>,
     ids: BTreeMap<u64, (String, Id)>,
     collided: Vec<(String, Id)>,
+    /// [`hash`], or in tests one that makes ids collide.
+    hash: fn(&str) -> u64,
+}
+
+impl Default for DupCache {
+    fn default() -> DupCache {
+        DupCache {
+            order: VecDeque::new(),
+            ids: BTreeMap::new(),
+            collided: Vec::new(),
+            hash,
+        }
+    }
 }
 
 fn hash(dup_id: &str) -> u64 {
@@ -36,7 +49,7 @@ impl DupCache {
 
     /// The message stored under `dup_id`, if remembered.
     pub(crate) fn get(&self, dup_id: &str) -> Option<Id> {
-        match self.ids.get(&hash(dup_id)) {
+        match self.ids.get(&(self.hash)(dup_id)) {
             Some((id, m)) if id == dup_id => Some(*m),
             Some(_) => self
                 .collided
@@ -50,7 +63,7 @@ impl DupCache {
     /// Remembers `dup_id` for `message` (the newest); an id already
     /// remembered keeps its place and gets the new message.
     pub(crate) fn insert(&mut self, dup_id: &str, message: Id) {
-        let h = hash(dup_id);
+        let h = (self.hash)(dup_id);
         match self.ids.get_mut(&h) {
             Some((id, m)) if id == dup_id => *m = message,
             Some(_) => match self.collided.iter_mut().find(|(id, _)| id == dup_id) {
@@ -90,10 +103,11 @@ impl DupCache {
             self.collided.swap_remove(i);
             return true;
         }
-        let h = hash(dup_id);
+        let h = (self.hash)(dup_id);
         if self.ids.get(&h).is_some_and(|(id, _)| id == dup_id) {
             self.ids.remove(&h);
             // A collided id may now take the free slot.
+            let hash = self.hash;
             if let Some(i) = self.collided.iter().position(|(id, _)| hash(id) == h) {
                 let moved = self.collided.swap_remove(i);
                 self.ids.insert(h, moved);
@@ -132,20 +146,31 @@ mod tests {
 
     #[test]
     fn colliding_ids_are_kept_apart() {
-        // Force a collision by planting a different id under "x"'s hash.
-        let mut c = DupCache::default();
-        c.ids.insert(hash("x"), ("planted".into(), id(9)));
-        c.order.push_back("planted".into());
-        c.insert("x", id(1));
-        assert_eq!(c.collided.len(), 1);
-        assert_eq!(c.get("x"), Some(id(1)));
-        c.insert("x", id(2));
-        assert_eq!((c.get("x"), c.len()), (Some(id(2)), 2));
-        // Forgetting the slot's owner moves the collided id into it.
-        assert!(c.forget("planted"));
-        c.order.retain(|d| d != "planted");
-        assert_eq!((c.get("x"), c.collided.len()), (Some(id(2)), 0));
-        assert_eq!(c.pop_oldest().as_deref(), Some("x"));
-        assert_eq!(c.len(), 0);
+        // Every id hashes alike: one owns the slot, the others collide.
+        let mut c = DupCache {
+            hash: |_| 7,
+            ..DupCache::default()
+        };
+        c.insert("a", id(1));
+        c.insert("b", id(2));
+        c.insert("c", id(3));
+        c.insert("b", id(4));
+        assert_eq!((c.collided.len(), c.len()), (2, 3));
+        assert_eq!(
+            (c.get("a"), c.get("b"), c.get("c"), c.get("d")),
+            (Some(id(1)), Some(id(4)), Some(id(3)), None)
+        );
+        // Forgetting the slot's owner moves a collided id into the slot.
+        assert_eq!(c.pop_oldest().as_deref(), Some("a"));
+        assert_eq!((c.ids.len(), c.collided.len()), (1, 1));
+        assert_eq!(
+            (c.get("a"), c.get("b"), c.get("c")),
+            (None, Some(id(4)), Some(id(3)))
+        );
+        assert!(c.remove("c"));
+        assert!(!c.remove("c"));
+        assert_eq!((c.get("b"), c.len()), (Some(id(4)), 1));
+        assert_eq!(c.pop_oldest().as_deref(), Some("b"));
+        assert_eq!((c.len(), c.ids.len(), c.collided.len()), (0, 0, 0));
     }
 }
