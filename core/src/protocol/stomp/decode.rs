@@ -4,7 +4,7 @@ use bytes::{Buf, Bytes, BytesMut};
 
 use super::error::DecodeError;
 use super::escape::{unescape_into, Escaping};
-use super::frame::{parse_content_length, Command, Frame, Version};
+use super::frame::{parse_content_length, Command, Frame, HeaderEnds, Version};
 use super::limits::Limits;
 
 /// What [`Decoder::next`] found.
@@ -46,8 +46,6 @@ pub struct Decoder {
     input: Input,
     /// The frame being decoded, once its command line has been read.
     head: Option<Head>,
-    /// Where header lines with escapes are unescaped.
-    scratch: Vec<u8>,
     failed: Option<DecodeError>,
 }
 
@@ -64,15 +62,18 @@ struct Input {
 /// The part of a frame decoded so far.
 #[derive(Debug)]
 struct Head {
-    /// The frame so far: its command and the headers read.
-    frame: Frame,
+    command: Command,
     escaping: Escaping,
+    /// The header lines read so far, unescaped, `name:value\n` each
+    /// (each checked to be UTF-8 as it is read).
+    lines: Vec<u8>,
+    ends: Vec<HeaderEnds>,
+    /// The frame (headers, no body yet), once the blank line is read.
+    frame: Option<Frame>,
     /// Bytes of the command and header lines, EOLs included.
     head_bytes: usize,
     /// The first `content-length` header, once seen.
     content_length: Option<usize>,
-    /// The blank line after the headers has been read.
-    in_body: bool,
 }
 
 impl Decoder {
@@ -88,7 +89,6 @@ impl Decoder {
             version: None,
             input: Input::default(),
             head: None,
-            scratch: Vec::new(),
             failed: None,
         }
     }
@@ -178,16 +178,18 @@ impl Decoder {
                 self.input.consume(head_bytes);
                 let version = self.version.unwrap_or(Version::V1_2);
                 self.head = Some(Head {
-                    frame: Frame::with_capacity(command, HEADERS_HINT, HEADER_BYTES_HINT),
+                    command,
                     escaping: Escaping::for_frame(version, command),
+                    lines: Vec::with_capacity(HEADER_BYTES_HINT),
+                    ends: Vec::with_capacity(HEADERS_HINT),
+                    frame: None,
                     head_bytes,
                     content_length: None,
-                    in_body: false,
                 });
                 continue;
             };
 
-            if !head.in_body {
+            if head.frame.is_none() {
                 let Some((len, eol_len)) = self.input.find_line(limits.header_line_bytes_max)?
                 else {
                     return Ok(None);
@@ -197,25 +199,33 @@ impl Decoder {
                     return Err(DecodeError::FrameTooLarge { max: frame_max });
                 }
                 if len == 0 {
-                    head.in_body = true;
+                    // Every line was checked; this only gives the bytes
+                    // their type (one pass, far cheaper than one per line).
+                    let lines = String::from_utf8(std::mem::take(&mut head.lines))
+                        .map_err(|_| DecodeError::InvalidUtf8)?;
+                    let ends = std::mem::take(&mut head.ends);
+                    head.frame = Some(Frame::from_decoded(head.command, lines, ends));
                 } else {
-                    if head.frame.header_count() >= limits.headers_max {
+                    if head.ends.len() >= limits.headers_max {
                         return Err(DecodeError::TooManyHeaders {
                             max: limits.headers_max,
                         });
                     }
-                    let line =
-                        parse_header(&self.input.buf[..len], head.escaping, &mut self.scratch)?;
-                    let (name, value) = (&line.text[..line.colon], &line.text[line.colon + 1..]);
+                    let start = head.lines.len();
+                    let ends =
+                        push_header_line(&self.input.buf[..len], head.escaping, &mut head.lines)?;
                     // Only the first content-length counts; check it now
                     // rather than after waiting for a body that may never
                     // fit.
-                    if name == "content-length" && head.content_length.is_none() {
-                        let n = parse_content_length(value)
-                            .ok_or_else(|| DecodeError::BadContentLength(quote(value)))?;
+                    let name = &head.lines[start..ends.name_end()];
+                    if name == b"content-length" && head.content_length.is_none() {
+                        let value = &head.lines[ends.name_end() + 1..ends.value_end()];
+                        let n = parse_content_length(value).ok_or_else(|| {
+                            DecodeError::BadContentLength(quote(&String::from_utf8_lossy(value)))
+                        })?;
                         head.content_length = Some(n);
                     }
-                    head.frame.push_header_line(line.text, line.colon);
+                    head.ends.push(ends);
                 }
                 if let Some(n) = head.content_length {
                     if head.head_bytes.saturating_add(n) > frame_max {
@@ -246,53 +256,58 @@ impl Decoder {
                 }
             };
             let body = self.input.take_body(body_len);
-            return Ok(self.head.take().map(|head| {
-                let mut frame = head.frame;
-                frame.body = body;
-                Decoded::Frame(frame)
-            }));
+            return Ok(self
+                .head
+                .take()
+                .and_then(|head| head.frame)
+                .map(|mut frame| {
+                    frame.body = body;
+                    Decoded::Frame(frame)
+                }));
         }
     }
 }
 
-/// A header line, unescaped.
-struct HeaderLine<'a> {
-    /// `name:value`.
-    text: &'a str,
-    /// Where the name ends.
-    colon: usize,
-}
-
-/// Splits a header line at its first `:` and unescapes both sides. Lines
-/// without a backslash (nearly all) are borrowed as they are; the others
-/// are unescaped into `scratch`.
-fn parse_header<'a>(
-    line: &'a [u8],
+/// Appends a header line, split at its first `:` and unescaped, to
+/// `lines` as `name:value\n`, and says where its name and value end. Lines
+/// without a backslash (nearly all) are copied as they are.
+fn push_header_line(
+    line: &[u8],
     escaping: Escaping,
-    scratch: &'a mut Vec<u8>,
-) -> Result<HeaderLine<'a>, DecodeError> {
+    lines: &mut Vec<u8>,
+) -> Result<HeaderEnds, DecodeError> {
     let colon = find_byte(line, b':').ok_or(DecodeError::MissingColon)?;
     if colon == 0 {
         return Err(DecodeError::EmptyHeaderName);
     }
-    let (name, value) = (&line[..colon], &line[colon + 1..]);
-    if escaping == Escaping::Raw || !line.contains(&b'\\') {
-        // One check of the whole line: `:` is ASCII, so the line is UTF-8
-        // exactly when both sides are.
-        let text = std::str::from_utf8(line).map_err(|_| DecodeError::InvalidUtf8)?;
-        return Ok(HeaderLine { text, colon });
-    }
-    // Name first, then value, each checked as soon as it is unescaped, so
-    // the error reported is the first one on the line.
-    scratch.clear();
-    unescape_into(name, escaping, scratch)?;
-    std::str::from_utf8(scratch).map_err(|_| DecodeError::InvalidUtf8)?;
-    let colon = scratch.len();
-    scratch.push(b':');
-    unescape_into(value, escaping, scratch)?;
-    // The name is valid, so a failure here is the value's.
-    let text = std::str::from_utf8(scratch).map_err(|_| DecodeError::InvalidUtf8)?;
-    Ok(HeaderLine { text, colon })
+    let utf8 = |b: &[u8]| {
+        // ASCII (nearly every header) is checked far faster than UTF-8.
+        if b.is_ascii() || std::str::from_utf8(b).is_ok() {
+            Ok(())
+        } else {
+            Err(DecodeError::InvalidUtf8)
+        }
+    };
+    let start = lines.len();
+    let name_end = if escaping == Escaping::Raw || !line.contains(&b'\\') {
+        // `:` is ASCII, so the line is UTF-8 exactly when both sides are.
+        utf8(line)?;
+        lines.extend_from_slice(line);
+        start + colon
+    } else {
+        // Name first, then value, each checked as soon as it is
+        // unescaped, so the error reported is the first one on the line.
+        unescape_into(&line[..colon], escaping, lines)?;
+        let name_end = lines.len();
+        utf8(&lines[start..name_end])?;
+        lines.push(b':');
+        unescape_into(&line[colon + 1..], escaping, lines)?;
+        utf8(&lines[name_end + 1..])?;
+        name_end
+    };
+    let value_end = lines.len();
+    lines.push(b'\n');
+    Ok(HeaderEnds::new(name_end, value_end))
 }
 
 /// Position of the first `needle` in `hay`: eight bytes at a time, then

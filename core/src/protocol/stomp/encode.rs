@@ -35,7 +35,7 @@ pub fn encode(frame: &Frame, version: Version, out: &mut BytesMut) {
     for (name, value, line) in frame.header_lines() {
         let is_first_content_length = !has_content_length && name == "content-length";
         has_content_length |= is_first_content_length;
-        if is_first_content_length && parse_content_length(value) != Some(body_len) {
+        if is_first_content_length && parse_content_length(value.as_bytes()) != Some(body_len) {
             escape_into(out, name, escaping);
             out.put_u8(b':');
             write_len(out, body_len);

@@ -139,14 +139,35 @@ pub struct Frame {
     pub body: Bytes,
 }
 
-#[derive(Clone, Copy, Eq)]
-struct HeaderEnds {
+#[derive(Clone, Copy, Debug, Eq)]
+pub(crate) struct HeaderEnds {
     name: u32,
     value: u32,
     /// Known to hold no byte that is escaped on the wire (`\\`, LF, `:`,
     /// CR), so the line is its own wire form in every version. Decoded
     /// lines are not checked (few are ever encoded again).
     plain: bool,
+}
+
+impl HeaderEnds {
+    /// A decoded line's ends (not checked for escapes).
+    pub(crate) fn new(name_end: usize, value_end: usize) -> HeaderEnds {
+        // The decoder bounds a frame's header bytes below 4 GiB.
+        let to_u32 = |n: usize| u32::try_from(n).expect("STOMP frame headers over 4 GiB");
+        HeaderEnds {
+            name: to_u32(name_end),
+            value: to_u32(value_end),
+            plain: false,
+        }
+    }
+
+    pub(crate) fn name_end(&self) -> usize {
+        self.name as usize
+    }
+
+    pub(crate) fn value_end(&self) -> usize {
+        self.value as usize
+    }
 }
 
 /// Frames are equal when their headers are: whether a line was checked for
@@ -289,15 +310,20 @@ impl Frame {
         self.push_header(name, digits.format(value));
     }
 
-    /// Appends a decoded header line (`name:value`, unescaped, its first
-    /// `:` at `colon`) in one copy.
-    pub(crate) fn push_header_line(&mut self, line: &str, colon: usize) {
-        debug_assert_eq!(line.as_bytes().get(colon), Some(&b':'));
-        let start = self.text.len();
-        self.text.reserve(line.len() + 1);
-        self.text.push_str(line);
-        let name_end = u32::try_from(start + colon).expect("STOMP frame headers over 4 GiB");
-        self.end_header(name_end, false);
+    /// A decoded frame's headers: `lines` holds them as `name:value\n`
+    /// each, and `ends` says where each name and value ends.
+    pub(crate) fn from_decoded(command: Command, lines: String, ends: Vec<HeaderEnds>) -> Frame {
+        debug_assert!(ends
+            .iter()
+            .all(|e| lines.as_bytes().get(e.name_end()) == Some(&b':')
+                && lines.as_bytes().get(e.value_end()) == Some(&b'\n')));
+        debug_assert_eq!(ends.last().map_or(0, |e| e.value_end() + 1), lines.len());
+        Frame {
+            command,
+            text: lines,
+            ends,
+            body: Bytes::new(),
+        }
     }
 
     /// Keeps only the headers for which `keep(name, value)` is true.
@@ -366,11 +392,11 @@ impl std::fmt::Debug for Frame {
 
 /// Parses a `content-length` value: ASCII digits only (no sign, no spaces).
 /// Values too big for `usize` saturate, as they are over every limit anyway.
-pub(crate) fn parse_content_length(value: &str) -> Option<usize> {
-    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+pub(crate) fn parse_content_length(value: &[u8]) -> Option<usize> {
+    if value.is_empty() || !value.iter().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    Some(value.bytes().fold(0usize, |n, d| {
+    Some(value.iter().fold(0usize, |n, &d| {
         n.saturating_mul(10).saturating_add(usize::from(d - b'0'))
     }))
 }
