@@ -99,6 +99,7 @@ impl Totals {
 }
 
 pub fn run(a: SimArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    keep_freed_memory();
     if let Some(seed) = a.seed {
         let r = run_seed(seed, a.trace, a.amqp_share);
         if a.trace {
@@ -250,6 +251,32 @@ fn print_summary(t: &Totals, secs: f64) {
         println!("violations:");
         for (seed, why) in &t.failed {
             println!("  seed {seed}: {why}\n    replay: halyard sim --seed {seed} --trace");
+        }
+    }
+}
+
+/// Keeps memory the allocator frees instead of returning it to the OS.
+///
+/// Every seed builds a world and drops it; with mimalloc's default (freed
+/// pages go back to the OS after a delay) each seed faults its pages in
+/// again and the kernel zeroes them, a tenth of the run. A simulation is a
+/// batch job whose footprint stays that of one world per worker, so
+/// holding on to it costs nothing. The broker keeps the default.
+fn keep_freed_memory() {
+    // `mi_option_purge_delay` in mimalloc.h ("-1 for no purging at all").
+    // libmimalloc-sys does not name it; mimalloc keeps its option indices
+    // stable (retired options keep their slots), and it is 15 in v2 and v3.
+    const MI_OPTION_PURGE_DELAY: std::os::raw::c_int = 15;
+    extern "C" {
+        fn mi_option_get(option: std::os::raw::c_int) -> std::os::raw::c_long;
+        fn mi_option_set(option: std::os::raw::c_int, value: std::os::raw::c_long);
+    }
+    // SAFETY: both only read or write one entry of mimalloc's option table,
+    // at an index within it, and are thread-safe.
+    unsafe {
+        // A delay in ms; anything else means the index is not what we think.
+        if mi_option_get(MI_OPTION_PURGE_DELAY) >= 0 {
+            mi_option_set(MI_OPTION_PURGE_DELAY, -1);
         }
     }
 }

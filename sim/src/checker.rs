@@ -131,6 +131,12 @@ fn group_of(c: &Client) -> Option<String> {
     }
 }
 
+/// The group a delivery counts for: its consumer's, or for a dead-lettered
+/// message the group of its origin.
+fn group_or_origin<'a>(group: &'a Option<String>, d: &'a crate::client::Delivery) -> &'a str {
+    group.as_deref().unwrap_or(d.origin.as_str())
+}
+
 pub fn check(clients: &[Client], commits: &[Writer]) -> (Violations, Counts) {
     let mut v = Violations::default();
     let mut counts = Counts::default();
@@ -173,10 +179,27 @@ pub fn check(clients: &[Client], commits: &[Writer]) -> (Violations, Counts) {
     }
 
     // Deliveries per (group, producer, seq); dead-lettered messages count
-    // for the group of their origin (only queues use NACK here).
-    type Seen<'a> = Vec<(&'a str, &'a crate::client::Delivery)>;
-    let mut delivered: BTreeMap<(&str, &str, u64), Seen> = BTreeMap::new();
+    // for the group of their origin (only queues use NACK here). Group and
+    // producer names are numbered in name order, so the keys compare as
+    // integers and still sort as the names do.
+    let mut names: BTreeSet<&str> = BTreeSet::new();
     for (c, g) in clients.iter().zip(&group_names) {
+        for d in &c.deliveries {
+            names.insert(group_or_origin(g, d));
+            names.insert(d.producer.as_str());
+        }
+    }
+    names.extend(groups.keys().copied());
+    names.extend(producers.keys().copied());
+    let numbers: BTreeMap<&str, u32> = names.iter().zip(0u32..).map(|(n, i)| (*n, i)).collect();
+    let names: Vec<&str> = names.into_iter().collect();
+    let number = |n: &str| numbers[n];
+    type Seen<'a> = Vec<(&'a str, &'a crate::client::Delivery)>;
+    let mut delivered: BTreeMap<(u32, u32, u64), Seen> = BTreeMap::new();
+    for (c, g) in clients.iter().zip(&group_names) {
+        // The numbers of this consumer's group and of the last producer
+        // seen (deliveries come in runs from one producer).
+        let mut last: Option<(&str, &str, u32, u32)> = None;
         for d in &c.deliveries {
             counts.delivered += 1;
             if d.committed_at.is_some() {
@@ -191,9 +214,14 @@ pub fn check(clients: &[Client], commits: &[Writer]) -> (Violations, Counts) {
             {
                 counts.cross_protocol += 1;
             }
-            let g = g.as_deref().unwrap_or(d.origin.as_str());
+            let g = group_or_origin(g, d);
+            let (gi, pi) = match last {
+                Some((lg, lp, gi, pi)) if lg == g && lp == d.producer => (gi, pi),
+                _ => (number(g), number(&d.producer)),
+            };
+            last = Some((g, d.producer.as_str(), gi, pi));
             delivered
-                .entry((g, d.producer.as_str(), d.seq))
+                .entry((gi, pi, d.seq))
                 .or_default()
                 .push((c.name.as_str(), d));
         }
@@ -220,14 +248,16 @@ pub fn check(clients: &[Client], commits: &[Writer]) -> (Violations, Counts) {
         }
         for p in producers.values().filter(|p| p.destination == *destination) {
             for seq in &p.client.receipted {
-                if !delivered.contains_key(&(*g, p.client.name.as_str(), *seq)) {
+                let key = (number(g), number(&p.client.name), *seq);
+                if !delivered.contains_key(&key) {
                     v.lost.push((g.to_string(), p.client.name.clone(), *seq));
                 }
             }
         }
     }
 
-    for ((g, producer, seq), ds) in &delivered {
+    for ((gi, pi, seq), ds) in &delivered {
+        let (g, producer) = (names[*gi as usize], names[*pi as usize]);
         let Some(p) = producers.get(producer) else {
             v.unexpected
                 .push((g.to_string(), producer.to_string(), *seq));
