@@ -1,5 +1,6 @@
 //! The duplicate-detection cache of one address.
 
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, VecDeque};
 use std::hash::{Hash, Hasher};
 
@@ -13,12 +14,16 @@ use crate::ids::Id;
 /// simulator stays deterministic; nothing iterates the map, so the hash
 /// never decides behaviour. Ids whose hashes collide with a different id
 /// live in `collided` (in practice never: finding 64-bit collisions is
-/// not something a client can do by trying).
+/// not something a client can do by trying). The ids themselves live once,
+/// in `slots`; the map and the order hold slot numbers.
 #[derive(Clone, Debug)]
 pub(crate) struct DupCache {
-    order: VecDeque<String>,
-    ids: BTreeMap<u64, (String, Id)>,
-    collided: Vec<(String, Id)>,
+    /// Slots of the remembered ids, oldest first.
+    order: VecDeque<u32>,
+    ids: BTreeMap<u64, u32>,
+    collided: Vec<u32>,
+    slots: Vec<Option<(String, Id)>>,
+    free: Vec<u32>,
     /// [`hash`], or in tests one that makes ids collide.
     hash: fn(&str) -> u64,
 }
@@ -29,7 +34,31 @@ impl Default for DupCache {
             order: VecDeque::new(),
             ids: BTreeMap::new(),
             collided: Vec::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
             hash,
+        }
+    }
+}
+
+/// Fills a free slot (or a new one) with `dup_id`.
+fn new_slot(
+    slots: &mut Vec<Option<(String, Id)>>,
+    free: &mut Vec<u32>,
+    dup_id: &str,
+    message: Id,
+) -> u32 {
+    let filled = Some((dup_id.to_owned(), message));
+    match free.pop() {
+        Some(s) => {
+            slots[s as usize] = filled;
+            s
+        }
+        None => {
+            // Bounded by the cache size, far below u32::MAX.
+            let s = u32::try_from(slots.len()).expect("dup cache over 4G ids");
+            slots.push(filled);
+            s
         }
     }
 }
@@ -47,74 +76,98 @@ impl DupCache {
         self.order.len()
     }
 
+    fn slot(&self, slot: u32) -> &(String, Id) {
+        self.slots[slot as usize]
+            .as_ref()
+            .expect("a remembered slot is filled")
+    }
+
+    /// The slot holding `dup_id`, if remembered.
+    fn find(&self, dup_id: &str) -> Option<u32> {
+        let owner = *self.ids.get(&(self.hash)(dup_id))?;
+        if self.slot(owner).0 == dup_id {
+            return Some(owner);
+        }
+        self.collided
+            .iter()
+            .copied()
+            .find(|s| self.slot(*s).0 == dup_id)
+    }
+
     /// The message stored under `dup_id`, if remembered.
     pub(crate) fn get(&self, dup_id: &str) -> Option<Id> {
-        match self.ids.get(&(self.hash)(dup_id)) {
-            Some((id, m)) if id == dup_id => Some(*m),
-            Some(_) => self
-                .collided
-                .iter()
-                .find(|(id, _)| id == dup_id)
-                .map(|(_, m)| *m),
-            None => None,
-        }
+        self.find(dup_id).map(|s| self.slot(s).1)
     }
 
     /// Remembers `dup_id` for `message` (the newest); an id already
     /// remembered keeps its place and gets the new message.
     pub(crate) fn insert(&mut self, dup_id: &str, message: Id) {
-        let h = (self.hash)(dup_id);
-        match self.ids.get_mut(&h) {
-            Some((id, m)) if id == dup_id => *m = message,
-            Some(_) => match self.collided.iter_mut().find(|(id, _)| id == dup_id) {
-                Some((_, m)) => *m = message,
-                None => {
-                    self.collided.push((dup_id.to_owned(), message));
-                    self.order.push_back(dup_id.to_owned());
-                }
-            },
-            None => {
-                self.ids.insert(h, (dup_id.to_owned(), message));
-                self.order.push_back(dup_id.to_owned());
+        // One hash and one search of the map: this runs per message.
+        let s = match self.ids.entry((self.hash)(dup_id)) {
+            Entry::Vacant(v) => {
+                *v.insert(new_slot(&mut self.slots, &mut self.free, dup_id, message))
             }
-        }
+            Entry::Occupied(owner) => {
+                let found = std::iter::once(*owner.get())
+                    .chain(self.collided.iter().copied())
+                    .find(|s| {
+                        self.slots[*s as usize]
+                            .as_ref()
+                            .is_some_and(|(id, _)| id == dup_id)
+                    });
+                if let Some((_, m)) = found.and_then(|s| self.slots[s as usize].as_mut()) {
+                    *m = message;
+                    return;
+                }
+                let s = new_slot(&mut self.slots, &mut self.free, dup_id, message);
+                self.collided.push(s);
+                s
+            }
+        };
+        self.order.push_back(s);
     }
 
     /// Forgets `dup_id`; true if it was remembered.
     pub(crate) fn remove(&mut self, dup_id: &str) -> bool {
-        if !self.forget(dup_id) {
+        let Some(s) = self.find(dup_id) else {
             return false;
-        }
-        self.order.retain(|d| d != dup_id);
+        };
+        self.order.retain(|o| *o != s);
+        self.forget(s);
         true
     }
 
     /// Forgets the oldest id and returns it.
     pub(crate) fn pop_oldest(&mut self) -> Option<String> {
-        let old = self.order.pop_front()?;
-        let forgotten = self.forget(&old);
-        debug_assert!(forgotten, "the order lists an id the map lacks: {old}");
-        Some(old)
+        let s = self.order.pop_front()?;
+        Some(self.forget(s))
     }
 
-    /// Takes `dup_id` out of the map (not the order).
-    fn forget(&mut self, dup_id: &str) -> bool {
-        if let Some(i) = self.collided.iter().position(|(id, _)| id == dup_id) {
+    /// Takes slot `s` out of the map (not the order) and frees it.
+    fn forget(&mut self, s: u32) -> String {
+        let (id, _) = self.slots[s as usize]
+            .take()
+            .expect("a remembered slot is filled");
+        self.free.push(s);
+        if let Some(i) = self.collided.iter().position(|c| *c == s) {
             self.collided.swap_remove(i);
-            return true;
+            return id;
         }
-        let h = (self.hash)(dup_id);
-        if self.ids.get(&h).is_some_and(|(id, _)| id == dup_id) {
-            self.ids.remove(&h);
-            // A collided id may now take the free slot.
-            let hash = self.hash;
-            if let Some(i) = self.collided.iter().position(|(id, _)| hash(id) == h) {
-                let moved = self.collided.swap_remove(i);
-                self.ids.insert(h, moved);
-            }
-            return true;
+        let h = (self.hash)(&id);
+        debug_assert_eq!(self.ids.get(&h), Some(&s));
+        self.ids.remove(&h);
+        // A collided id may now take the free place in the map.
+        let hash = self.hash;
+        let slots = &self.slots;
+        if let Some(i) = self.collided.iter().position(|c| {
+            slots[*c as usize]
+                .as_ref()
+                .is_some_and(|(other, _)| hash(other) == h)
+        }) {
+            let moved = self.collided.swap_remove(i);
+            self.ids.insert(h, moved);
         }
-        false
+        id
     }
 }
 
