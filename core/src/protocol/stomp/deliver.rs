@@ -7,25 +7,38 @@
 
 use std::borrow::Cow;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use crate::broker::Delivery;
 use crate::ids::Id;
 use crate::message::{Body, Routing, Value};
 use crate::node::NodeConfig;
 
-use super::frame::{Command, Frame};
+use super::encode::FrameWriter;
+use super::frame::{Command, Version};
 use super::send::{DUPLICATE_ID_HEADER, SCHEDULED_PROPERTY};
 
-/// The MESSAGE frame for a delivery.
-pub(super) fn message_frame(config: &NodeConfig, d: &Delivery) -> Frame {
+/// The MESSAGE frame for a delivery, as `version` writes it.
+pub(super) fn message_bytes(config: &NodeConfig, d: &Delivery, version: Version) -> Bytes {
+    let body = match &d.message.body {
+        Body::Text(b) | Body::Bytes(b) => b.clone(),
+        Body::Value(v) => Bytes::from(header_text(v).into_owned()),
+    };
+    // Room for the dozen headers of a typical MESSAGE.
+    let mut out = BytesMut::with_capacity(body.len() + 384);
+    let mut w = FrameWriter::start(&mut out, Command::Message, version, body.len());
+    write_headers(&mut w, config, d);
+    w.finish(&body);
+    out.freeze()
+}
+
+fn write_headers(f: &mut FrameWriter<'_>, config: &NodeConfig, d: &Delivery) {
     let m = &d.message;
-    let mut f = Frame::with_capacity(Command::Message, 16, 256)
-        .with_header("subscription", d.sub_id.as_str());
-    push_id(&mut f, "message-id", d.message_id);
-    f.push_header("destination", d.destination.as_str());
+    f.header("subscription", d.sub_id.as_str());
+    write_id(f, "message-id", d.message_id);
+    f.header("destination", d.destination.as_str());
     if let Some(a) = d.ack {
-        f.push_header_int("ack", a);
+        f.header_int("ack", a);
     }
     // An expired message moved to the expiry address no longer expires
     // (Artemis's copy has expiration 0).
@@ -34,22 +47,22 @@ pub(super) fn message_frame(config: &NodeConfig, d: &Delivery) -> Frame {
     } else {
         m.expiration_ms.unwrap_or(0)
     };
-    f.push_header_int("expires", expires);
-    f.push_header(
+    f.header_int("expires", expires);
+    f.header(
         "redelivered",
         if d.deliveries > 1 { "true" } else { "false" },
     );
-    f.push_header_int("priority", m.priority);
-    f.push_header("persistent", if m.durable { "true" } else { "false" });
+    f.header_int("priority", m.priority);
+    f.header("persistent", if m.durable { "true" } else { "false" });
     let props = m.properties.as_deref();
     if let Some(t) = props.and_then(|p| p.creation_time_ms) {
-        f.push_header_int("timestamp", t);
+        f.header_int("timestamp", t);
     }
-    f.push_header_int("delivery-count", d.deliveries);
+    f.header_int("delivery-count", d.deliveries);
     if let Some(orig) = &d.original_address {
-        f.push_header(
+        f.header(
             "original-destination",
-            config.destinations.spell(orig, m.routing),
+            &config.destinations.spell(orig, m.routing),
         );
     }
     // Well-known properties by their STOMP names, unless the sender also
@@ -64,13 +77,13 @@ pub(super) fn message_frame(config: &NodeConfig, d: &Delivery) -> Frame {
         for (name, value) in known {
             if let Some(v) = value {
                 if m.property(name).is_none() {
-                    f.push_header(name, v);
+                    f.header(name, &v);
                 }
             }
         }
     }
     if let Some(at) = m.deliver_at_ms.filter(|_| d.original_address.is_none()) {
-        f.push_header_int(SCHEDULED_PROPERTY, at);
+        f.header_int(SCHEDULED_PROPERTY, at);
     }
     if let Some(orig) = &d.original_address {
         // What Artemis sets on a dead-lettered or expired copy. The stored
@@ -78,38 +91,33 @@ pub(super) fn message_frame(config: &NodeConfig, d: &Delivery) -> Frame {
         // original queue is known for anycast (the address's queue) only,
         // the message keeps its id, and the expiry time stands for the
         // moment the broker noticed it (at most one scan period later).
-        f.push_header("_AMQ_ORIG_ADDRESS", orig.as_str());
+        f.header("_AMQ_ORIG_ADDRESS", orig.as_str());
         if m.routing == Routing::Anycast {
-            f.push_header("_AMQ_ORIG_QUEUE", orig.as_str());
+            f.header("_AMQ_ORIG_QUEUE", orig.as_str());
         }
         // Artemis's RoutingType ids: MULTICAST 0, ANYCAST 1.
         let routing_id = match m.routing {
             Routing::Multicast => "0",
             Routing::Anycast => "1",
         };
-        f.push_header("_AMQ_ORIG_ROUTING_TYPE", routing_id);
-        push_id(&mut f, "_AMQ_ORIG_MESSAGE_ID", d.message_id);
+        f.header("_AMQ_ORIG_ROUTING_TYPE", routing_id);
+        write_id(f, "_AMQ_ORIG_MESSAGE_ID", d.message_id);
         if let Some(t) = m.expiration_ms.filter(|_| d.expired) {
-            f.push_header_int("_AMQ_ACTUAL_EXPIRY", t);
+            f.header_int("_AMQ_ACTUAL_EXPIRY", t);
         }
     }
     for (k, v) in &m.application {
-        f.push_header(k.as_str(), header_text(v));
+        f.header(k.as_str(), &header_text(v));
     }
     if let Some(dup) = &m.dup_id {
-        f.push_header(DUPLICATE_ID_HEADER, dup.as_str());
+        f.header(DUPLICATE_ID_HEADER, dup.as_str());
     }
-    f.body = match &m.body {
-        Body::Text(b) | Body::Bytes(b) => b.clone(),
-        Body::Value(v) => Bytes::from(header_text(v).into_owned()),
-    };
-    f
 }
 
-/// Appends a message id header (`epoch:seq`) without formatting machinery.
-fn push_id(f: &mut Frame, name: &str, id: Id) {
+/// Writes a message id header (`epoch:seq`) without formatting machinery.
+fn write_id(f: &mut FrameWriter<'_>, name: &str, id: Id) {
     let (mut epoch, mut seq) = (itoa::Buffer::new(), itoa::Buffer::new());
-    f.push_header_joined(name, &[epoch.format(id.epoch), ":", seq.format(id.seq)]);
+    f.header_joined(name, &[epoch.format(id.epoch), ":", seq.format(id.seq)]);
 }
 
 /// A typed value as a STOMP header value.

@@ -1,11 +1,9 @@
 //! Frame encoder.
 
-use std::fmt::Write as _;
-
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::escape::{escape_into, Escaping};
-use super::frame::{parse_content_length, Frame, Version};
+use super::frame::{parse_content_length, Command, Frame, Version};
 
 /// A heart-beat: one EOL between frames.
 pub const HEARTBEAT: &[u8] = b"\n";
@@ -24,40 +22,104 @@ pub const HEARTBEAT: &[u8] = b"\n";
 /// - Header names must not be empty (a decoder rejects them).
 /// - Lines end with LF, which every version accepts.
 pub fn encode(frame: &Frame, version: Version, out: &mut BytesMut) {
-    let escaping = Escaping::for_frame(version, frame.command);
-    let body_len = frame.body.len();
     // Enough room unless many characters need escaping.
-    out.reserve(frame.command.as_str().len() + frame.header_bytes() + body_len + 40);
-
-    out.put_slice(frame.command.as_str().as_bytes());
-    out.put_u8(b'\n');
-    let mut has_content_length = false;
+    out.reserve(frame.command.as_str().len() + frame.header_bytes() + frame.body.len() + 40);
+    let mut w = FrameWriter::start(out, frame.command, version, frame.body.len());
     for (name, value, line) in frame.header_lines() {
-        let is_first_content_length = !has_content_length && name == "content-length";
-        has_content_length |= is_first_content_length;
-        if is_first_content_length && parse_content_length(value.as_bytes()) != Some(body_len) {
-            escape_into(out, name, escaping);
-            out.put_u8(b':');
-            write_len(out, body_len);
-        } else if let Some(line) = line {
+        match line {
             // Known to need no escaping: the line is its own wire form.
-            out.put_slice(line.as_bytes());
-            continue;
-        } else {
-            escape_into(out, name, escaping);
-            out.put_u8(b':');
-            escape_into(out, value, escaping);
+            Some(line) if name != "content-length" => w.line(line),
+            _ => w.header(name, value),
         }
-        out.put_u8(b'\n');
     }
-    if !has_content_length && body_len > 0 {
-        out.put_slice(b"content-length:");
-        write_len(out, body_len);
+    w.finish(&frame.body);
+}
+
+/// Writes one frame straight to a buffer, header by header, as [`encode`]
+/// describes: for frames rendered once and sent (a MESSAGE per delivery)
+/// this saves building a [`Frame`] first.
+pub(crate) struct FrameWriter<'a> {
+    out: &'a mut BytesMut,
+    escaping: Escaping,
+    body_len: usize,
+    has_content_length: bool,
+}
+
+impl<'a> FrameWriter<'a> {
+    /// Writes the command line of a frame whose body will be `body_len`
+    /// bytes.
+    pub(crate) fn start(
+        out: &'a mut BytesMut,
+        command: Command,
+        version: Version,
+        body_len: usize,
+    ) -> FrameWriter<'a> {
+        out.put_slice(command.as_str().as_bytes());
         out.put_u8(b'\n');
+        FrameWriter {
+            out,
+            escaping: Escaping::for_frame(version, command),
+            body_len,
+            has_content_length: false,
+        }
     }
-    out.put_u8(b'\n');
-    out.put_slice(&frame.body);
-    out.put_u8(0);
+
+    /// Writes a header, escaped. The first `content-length` gets the true
+    /// length of the body, whatever `value` says.
+    pub(crate) fn header(&mut self, name: &str, value: &str) {
+        let is_first_content_length = !self.has_content_length && name == "content-length";
+        escape_into(self.out, name, self.escaping);
+        self.out.put_u8(b':');
+        if is_first_content_length {
+            self.has_content_length = true;
+            if parse_content_length(value.as_bytes()) != Some(self.body_len) {
+                write_len(self.out, self.body_len);
+                self.out.put_u8(b'\n');
+                return;
+            }
+        }
+        escape_into(self.out, value, self.escaping);
+        self.out.put_u8(b'\n');
+    }
+
+    /// Writes a header whose value is `parts` joined (not a
+    /// `content-length`).
+    pub(crate) fn header_joined(&mut self, name: &str, parts: &[&str]) {
+        debug_assert_ne!(name, "content-length");
+        escape_into(self.out, name, self.escaping);
+        self.out.put_u8(b':');
+        for p in parts {
+            escape_into(self.out, p, self.escaping);
+        }
+        self.out.put_u8(b'\n');
+    }
+
+    /// Writes a header whose value is an integer.
+    pub(crate) fn header_int(&mut self, name: &str, value: impl itoa::Integer) {
+        let mut digits = itoa::Buffer::new();
+        self.header(name, digits.format(value));
+    }
+
+    /// Writes a whole `name:value\n` line that needs no escaping and is
+    /// not a `content-length`.
+    fn line(&mut self, line: &str) {
+        debug_assert!(line.ends_with('\n') && !line.starts_with("content-length:"));
+        self.out.put_slice(line.as_bytes());
+    }
+
+    /// Ends the headers (adding a `content-length` for a non-empty body
+    /// that has none) and writes the body and the NUL.
+    pub(crate) fn finish(self, body: &[u8]) {
+        assert_eq!(body.len(), self.body_len, "FrameWriter body length");
+        if !self.has_content_length && !body.is_empty() {
+            self.out.put_slice(b"content-length:");
+            write_len(self.out, body.len());
+            self.out.put_u8(b'\n');
+        }
+        self.out.put_u8(b'\n');
+        self.out.put_slice(body);
+        self.out.put_u8(0);
+    }
 }
 
 /// [`encode`] into a fresh buffer.
@@ -68,6 +130,5 @@ pub fn encode_to_bytes(frame: &Frame, version: Version) -> Bytes {
 }
 
 fn write_len(out: &mut BytesMut, len: usize) {
-    // Writing to a BytesMut grows it and cannot fail.
-    let _ = write!(out, "{len}");
+    out.put_slice(itoa::Buffer::new().format(len).as_bytes());
 }

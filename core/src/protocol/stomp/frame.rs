@@ -288,28 +288,6 @@ impl Frame {
         self.end_header(name_end, plain);
     }
 
-    /// Appends a header whose value is `parts` joined, without an
-    /// intermediate string.
-    pub fn push_header_joined(&mut self, name: &str, parts: &[&str]) {
-        let plain =
-            !has_special(name.as_bytes()) && !parts.iter().any(|p| has_special(p.as_bytes()));
-        self.reserve_first();
-        self.text.push_str(name);
-        let name_end = self.text_end();
-        self.text.push(':');
-        for p in parts {
-            self.text.push_str(p);
-        }
-        self.end_header(name_end, plain);
-    }
-
-    /// Appends a header whose value is the integer `value`, written in
-    /// place without an intermediate string.
-    pub fn push_header_int(&mut self, name: &str, value: impl itoa::Integer) {
-        let mut digits = itoa::Buffer::new();
-        self.push_header(name, digits.format(value));
-    }
-
     /// A decoded frame's headers: `lines` holds them as `name:value\n`
     /// each, and `ends` says where each name and value ends.
     pub(crate) fn from_decoded(command: Command, lines: String, ends: Vec<HeaderEnds>) -> Frame {

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use tracing::debug;
 
 use super::decode::{Decoded, Decoder};
-use super::deliver::message_frame;
+use super::deliver::message_bytes;
 use super::encode::{encode_to_bytes, HEARTBEAT};
 use super::frame::{Command, Frame, Version};
 use super::refused::Refused;
@@ -381,7 +381,7 @@ impl ProtocolSession for StompSession {
 
     fn deliver(&mut self, now: Millis, config: &NodeConfig, delivery: &Delivery) -> Bytes {
         self.last_send = now;
-        encode_to_bytes(&message_frame(config, delivery), self.version)
+        message_bytes(config, delivery, self.version)
     }
 
     fn tick(&mut self, cx: &mut SessionCx<'_>) {
