@@ -130,49 +130,48 @@ impl Client {
         }
     }
 
-    pub fn start(&mut self, now: Millis) -> Vec<Action> {
+    pub fn start(&mut self, now: Millis, out: &mut Vec<Action>) {
         let delay = self.rng.range(0, 300);
-        vec![Action::Timer(now + delay)]
+        out.push(Action::Timer(now + delay));
     }
 
-    fn try_connect(&mut self, now: Millis) -> Vec<Action> {
+    fn try_connect(&mut self, now: Millis, out: &mut Vec<Action>) {
         if self.connected || self.done {
-            return vec![];
+            return;
         }
         if self.connecting {
             // Not connected in time (a paused broker): give up on this one.
             if now >= self.connect_deadline {
                 self.connecting = false;
                 self.cursor += 1;
-                return vec![
-                    Action::Trace(format!("{}: connect timed out", self.name)),
-                    Action::Close,
-                    Action::Timer(now + 10),
-                ];
+                out.push(Action::Trace(format!(
+                    "{}: connect timed out",
+                    self.name
+                )));
+                out.push(Action::Close);
+                out.push(Action::Timer(now + 10));
+                return;
             }
-            return vec![Action::Timer(self.connect_deadline)];
+            out.push(Action::Timer(self.connect_deadline));
+            return;
         }
         self.connecting = true;
         self.connect_deadline = now + CONNECT_TIMEOUT_MS;
         let node = self.cursor % self.nodes;
-        vec![
-            Action::Connect { node },
-            Action::Timer(self.connect_deadline),
-        ]
+        out.push(Action::Connect { node });
+        out.push(Action::Timer(self.connect_deadline));
     }
 
     /// The TCP connection was accepted: greet the broker.
-    pub fn on_open(&mut self) -> Vec<Action> {
-        let mut out = Vec::new();
+    pub fn on_open(&mut self, out: &mut Vec<Action>) {
         match &mut self.wire {
-            Wire::Stomp(w) => w.greet(&mut out),
-            Wire::Amqp(w) => w.greet(&mut out),
+            Wire::Stomp(w) => w.greet(out),
+            Wire::Amqp(w) => w.greet(out),
         }
-        out
     }
 
     /// Refused, reset, or closed by the broker: try the next node later.
-    pub fn on_closed(&mut self, now: Millis) -> Vec<Action> {
+    pub fn on_closed(&mut self, now: Millis, out: &mut Vec<Action>) {
         let was = self.connected;
         self.connected = false;
         self.connecting = false;
@@ -187,7 +186,6 @@ impl Client {
         } else {
             (self.backoff_ms * 2).min(1_000)
         };
-        let mut out = vec![];
         if was {
             out.push(Action::Trace(format!(
                 "{}: connection lost, trying again",
@@ -197,40 +195,36 @@ impl Client {
         if !self.done {
             out.push(Action::Timer(now + self.backoff_ms + self.rng.range(0, 50)));
         }
-        out
     }
 
-    pub fn on_timer(&mut self, now: Millis) -> Vec<Action> {
+    pub fn on_timer(&mut self, now: Millis, out: &mut Vec<Action>) {
         if !self.connected {
-            return self.try_connect(now);
+            self.try_connect(now, out);
+            return;
         }
-        let mut out = Vec::new();
         if let Wire::Amqp(w) = &mut self.wire {
-            w.on_timer(now, &mut out);
+            w.on_timer(now, out);
         }
-        out.extend(self.produce_some(now));
+        self.produce_some(now, out);
         if self.is_producer() && !self.done {
             out.push(Action::Timer(now + self.rng.range(5, 40)));
         }
-        out
     }
 
-    pub fn on_bytes(&mut self, now: Millis, bytes: &[u8]) -> Vec<Action> {
-        let mut out = Vec::new();
+    pub fn on_bytes(&mut self, now: Millis, bytes: &[u8], out: &mut Vec<Action>) {
         // Reused, so decoding a frame costs no allocation for its events.
         let mut events = std::mem::take(&mut self.events);
         match &mut self.wire {
             Wire::Stomp(w) => w.on_bytes(bytes, &mut events),
-            Wire::Amqp(w) => w.on_bytes(now, bytes, &mut events, &mut out),
+            Wire::Amqp(w) => w.on_bytes(now, bytes, &mut events, out),
         }
         for e in events.drain(..) {
-            if !self.on_event(now, e, &mut out) {
+            if !self.on_event(now, e, out) {
                 break;
             }
         }
         events.clear();
         self.events = events;
-        out
     }
 
     /// Handles what the protocol said; false once the connection is given up.
@@ -246,8 +240,8 @@ impl Client {
                 )));
                 match &self.kind {
                     Kind::Producer { .. } => {
-                        out.extend(self.resend_pending());
-                        out.extend(self.produce_some(now));
+                        self.resend_pending(out);
+                        self.produce_some(now, out);
                         out.push(Action::Timer(now + self.rng.range(5, 40)));
                     }
                     Kind::Consumer { .. } => {
@@ -290,7 +284,7 @@ impl Client {
             WireEvent::Broken(why) => {
                 out.push(Action::Trace(format!("{}: {why}", self.name)));
                 out.push(Action::Close);
-                out.extend(self.on_closed(now));
+                self.on_closed(now, out);
                 return false;
             }
         }
@@ -361,12 +355,12 @@ impl Client {
     }
 
     /// Sends `seqs`, as plain sends or one transaction.
-    fn send_seqs(&mut self, seqs: &[u64]) -> Vec<Action> {
+    fn send_seqs(&mut self, seqs: &[u64], out: &mut Vec<Action>) {
         let transaction = match &self.kind {
             Kind::Producer {
                 transaction_size, ..
             } => transaction_size.is_some(),
-            Kind::Consumer { .. } => return vec![],
+            Kind::Consumer { .. } => return,
         };
         for s in seqs {
             self.sent.insert(*s);
@@ -376,18 +370,16 @@ impl Client {
                 self.resent.insert(*s);
             }
         }
-        let mut out = Vec::new();
         match &mut self.wire {
-            Wire::Stomp(w) => w.send(seqs, transaction, &mut out),
-            Wire::Amqp(w) => w.send(seqs, transaction, &mut out),
+            Wire::Stomp(w) => w.send(seqs, transaction, out),
+            Wire::Amqp(w) => w.send(seqs, transaction, out),
         }
-        out
     }
 
-    fn resend_pending(&mut self) -> Vec<Action> {
+    fn resend_pending(&mut self, out: &mut Vec<Action>) {
         let seqs: Vec<u64> = self.pending.keys().copied().collect();
         if seqs.is_empty() {
-            return vec![];
+            return;
         }
         let chunk = match &self.kind {
             Kind::Producer {
@@ -396,18 +388,17 @@ impl Client {
             } => *n,
             _ => seqs.len(),
         };
-        let mut out = vec![Action::Trace(format!(
+        out.push(Action::Trace(format!(
             "{}: resending {} unreceipted",
             self.name,
             seqs.len()
-        ))];
+        )));
         for c in seqs.chunks(chunk.max(1)) {
-            out.extend(self.send_seqs(c));
+            self.send_seqs(c, out);
         }
-        out
     }
 
-    fn produce_some(&mut self, _now: Millis) -> Vec<Action> {
+    fn produce_some(&mut self, _now: Millis, out: &mut Vec<Action>) {
         let Kind::Producer {
             total,
             window,
@@ -416,18 +407,18 @@ impl Client {
             ..
         } = self.kind
         else {
-            return vec![];
+            return;
         };
         if !self.connected || (wait_for_subscriptions && !self.may_start) {
-            return vec![];
+            return;
         }
         let n = transaction_size.unwrap_or(1);
         if self.pending.len() + n > window.max(n) || self.next_seq >= total {
-            return vec![];
+            return;
         }
         let end = (self.next_seq + n as u64).min(total);
         let seqs: Vec<u64> = (self.next_seq..end).collect();
         self.next_seq = end;
-        self.send_seqs(&seqs)
+        self.send_seqs(&seqs, out);
     }
 }

@@ -104,18 +104,33 @@ impl StompWire {
                     events.push(WireEvent::Acknowledged(seqs));
                 }
             }
-            Command::Message => events.push(WireEvent::Delivered(Incoming {
-                producer: f.header(PRODUCER).unwrap_or_default().to_string(),
-                seq: f
-                    .header(SEQ)
-                    .and_then(|s| s.parse().ok())
-                    .unwrap_or(u64::MAX),
-                origin: f.header(ORIGIN).unwrap_or_default().to_string(),
-                message_id: f.header("message-id").unwrap_or_default().to_string(),
-                redelivered: f.header("redelivered") == Some("true"),
-                token: 0,
-                ack_id: f.header("ack").unwrap_or_default().to_string(),
-            })),
+            Command::Message => {
+                // One pass over the headers; the first of a repeated one
+                // counts, as with `Frame::header`.
+                let [mut producer, mut seq, mut origin, mut message_id, mut redelivered, mut ack] =
+                    [None; 6];
+                for (name, value) in f.headers() {
+                    let slot = match name {
+                        PRODUCER => &mut producer,
+                        SEQ => &mut seq,
+                        ORIGIN => &mut origin,
+                        "message-id" => &mut message_id,
+                        "redelivered" => &mut redelivered,
+                        "ack" => &mut ack,
+                        _ => continue,
+                    };
+                    slot.get_or_insert(value);
+                }
+                events.push(WireEvent::Delivered(Incoming {
+                    producer: producer.unwrap_or_default().to_string(),
+                    seq: seq.and_then(|s| s.parse().ok()).unwrap_or(u64::MAX),
+                    origin: origin.unwrap_or_default().to_string(),
+                    message_id: message_id.unwrap_or_default().to_string(),
+                    redelivered: redelivered == Some("true"),
+                    token: 0,
+                    ack_id: ack.unwrap_or_default().to_string(),
+                }));
+            }
             Command::Error => events.push(WireEvent::Note(format!(
                 "ERROR from broker: {}",
                 f.header("message").unwrap_or("")

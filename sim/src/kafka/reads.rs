@@ -42,9 +42,9 @@ impl KafkaModel {
             .ok_or_else(|| KafkaError::UnknownTopic(topic.to_string()))?;
         let lso = part.lso();
         let start = offset.max(part.log_start());
-        let mut records = Vec::new();
         let mut next = start;
         let from = part.entries.partition_point(|e| e.offset < start);
+        let mut records = Vec::with_capacity(max.min(part.entries.len() - from));
         for e in &part.entries[from..] {
             if e.offset >= lso || records.len() >= max {
                 break;

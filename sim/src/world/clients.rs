@@ -145,7 +145,17 @@ impl World {
     }
 
     /// Carries out a client's actions in order.
-    pub(super) fn client_actions(&mut self, c: usize, actions: Vec<Action>) {
+    /// Runs one step of client `c` and carries out what it asks for, with
+    /// a buffer kept between steps (a step that connects steps again, so a
+    /// nested one gets a buffer of its own).
+    pub(super) fn client_step(&mut self, c: usize, step: impl FnOnce(&mut Client, &mut Vec<Action>)) {
+        let mut out = std::mem::take(&mut self.client_out);
+        step(&mut self.clients[c], &mut out);
+        self.client_actions(c, out.drain(..));
+        self.client_out = out;
+    }
+
+    pub(super) fn client_actions(&mut self, c: usize, actions: impl Iterator<Item = Action>) {
         for a in actions {
             match a {
                 Action::Timer(t) => self.at(t, Event::ClientTimer { client: c }),
@@ -197,9 +207,10 @@ impl World {
             return;
         }
         self.nodes[node].connections.insert(id);
-        let actions = self.clients[c].on_open();
+        let mut actions = Vec::new();
+        self.clients[c].on_open(&mut actions);
         self.feed(node, Input::Conn(ConnEvent::Opened { conn: ConnId(id) }));
-        self.client_actions(c, actions);
+        self.client_actions(c, actions.drain(..));
     }
 
     /// Lets topic producers start once every durable subscription exists.

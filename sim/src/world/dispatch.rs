@@ -16,8 +16,8 @@ impl World {
             self.boot(i);
         }
         for c in 0..self.clients.len() {
-            let actions = self.clients[c].start(self.now);
-            self.client_actions(c, actions);
+            let now = self.now;
+            self.client_step(c, |client, out| client.start(now, out));
         }
         if self.cfg.faults {
             let t = self.fault_rng.range(1_000, 3_000);
@@ -147,19 +147,19 @@ impl World {
                     return;
                 }
                 let client = c.client;
-                let actions = self.clients[client].on_bytes(self.now, &bytes);
-                self.client_actions(client, actions);
+                let now = self.now;
+                self.client_step(client, |c, out| c.on_bytes(now, &bytes, out));
             }
             Event::CloseToClient { connection } => {
                 let Some(client) = self.network.closed_at_client(connection) else {
                     return;
                 };
-                let actions = self.clients[client].on_closed(self.now);
-                self.client_actions(client, actions);
+                let now = self.now;
+                self.client_step(client, |c, out| c.on_closed(now, out));
             }
             Event::ClientTimer { client } => {
-                let actions = self.clients[client].on_timer(self.now);
-                self.client_actions(client, actions);
+                let now = self.now;
+                self.client_step(client, |c, out| c.on_timer(now, out));
             }
             Event::Fault => self.inject_fault(),
             Event::Restart { node } => self.boot(node),

@@ -42,6 +42,8 @@ pub(crate) struct World {
     pub(crate) faults: FaultStats,
     pub(crate) events_processed: u64,
     pub(super) decoded: DecodedRecords,
+    /// An empty buffer for a client step's actions, kept to save allocations.
+    pub(super) client_out: Vec<crate::client::Action>,
     /// An empty buffer for drivers' effects, kept so they cost no allocation.
     pub(super) effects: Vec<Effect>,
     /// The first node invariant found broken (checked in debug builds only).
@@ -72,6 +74,7 @@ impl World {
             faults: FaultStats::default(),
             events_processed: 0,
             decoded: DecodedRecords::default(),
+            client_out: Vec::new(),
             effects: Vec::new(),
             broken_invariant: None,
             invariant_checks: 0,

@@ -190,22 +190,33 @@ impl Decoder {
             };
 
             if head.frame.is_none() {
-                let Some((len, eol_len)) = self.input.find_line(limits.header_line_bytes_max)?
-                else {
-                    return Ok(None);
-                };
-                head.head_bytes = head.head_bytes.saturating_add(len + eol_len);
-                if head.head_bytes > frame_max {
-                    return Err(DecodeError::FrameTooLarge { max: frame_max });
-                }
-                if len == 0 {
-                    // Every line was checked; this only gives the bytes
-                    // their type (one pass, far cheaper than one per line).
-                    let lines = String::from_utf8(std::mem::take(&mut head.lines))
-                        .map_err(|_| DecodeError::InvalidUtf8)?;
-                    let ends = std::mem::take(&mut head.ends);
-                    head.frame = Some(Frame::from_decoded(head.command, lines, ends));
-                } else {
+                // Every complete header line buffered, in one pass each and
+                // one consume at the end.
+                let buf = &self.input.buf[..];
+                let line_max = limits.header_line_bytes_max;
+                let mut at = 0;
+                let complete = loop {
+                    let rest = &buf[at..];
+                    let scanned = if at == 0 { self.input.scanned } else { 0 };
+                    let Some(line) = find_header_line(rest, scanned) else {
+                        // The last byte may be the CR of a CR LF, hence the + 1.
+                        if rest.len() > line_max.saturating_add(1) {
+                            return Err(DecodeError::HeaderLineTooLong { max: line_max });
+                        }
+                        break false;
+                    };
+                    let len = line.len;
+                    if len > line_max {
+                        return Err(DecodeError::HeaderLineTooLong { max: line_max });
+                    }
+                    head.head_bytes = head.head_bytes.saturating_add(len + line.eol_len);
+                    if head.head_bytes > frame_max {
+                        return Err(DecodeError::FrameTooLarge { max: frame_max });
+                    }
+                    at += len + line.eol_len;
+                    if len == 0 {
+                        break true;
+                    }
                     if head.ends.len() >= limits.headers_max {
                         return Err(DecodeError::TooManyHeaders {
                             max: limits.headers_max,
@@ -213,7 +224,7 @@ impl Decoder {
                     }
                     let start = head.lines.len();
                     let ends =
-                        push_header_line(&self.input.buf[..len], head.escaping, &mut head.lines)?;
+                        push_header_line(&rest[..len], &line, head.escaping, &mut head.lines)?;
                     // Only the first content-length counts; check it now
                     // rather than after waiting for a body that may never
                     // fit.
@@ -226,13 +237,30 @@ impl Decoder {
                         head.content_length = Some(n);
                     }
                     head.ends.push(ends);
+                    if let Some(n) = head.content_length {
+                        if head.head_bytes.saturating_add(n) > frame_max {
+                            return Err(DecodeError::FrameTooLarge { max: frame_max });
+                        }
+                    }
+                };
+                let buffered = buf.len();
+                self.input.consume(at);
+                if !complete {
+                    // What is left holds no LF: not searched again.
+                    self.input.scanned = buffered - at;
+                    return Ok(None);
                 }
                 if let Some(n) = head.content_length {
                     if head.head_bytes.saturating_add(n) > frame_max {
                         return Err(DecodeError::FrameTooLarge { max: frame_max });
                     }
                 }
-                self.input.consume(len + eol_len);
+                // Every line was checked; this only gives the bytes their
+                // type (one pass, far cheaper than one per line).
+                let lines = String::from_utf8(std::mem::take(&mut head.lines))
+                    .map_err(|_| DecodeError::InvalidUtf8)?;
+                let ends = std::mem::take(&mut head.ends);
+                head.frame = Some(Frame::from_decoded(head.command, lines, ends));
                 continue;
             }
 
@@ -273,23 +301,24 @@ impl Decoder {
 /// without a backslash (nearly all) are copied as they are.
 fn push_header_line(
     line: &[u8],
+    scan: &HeaderLine,
     escaping: Escaping,
     lines: &mut Vec<u8>,
 ) -> Result<HeaderEnds, DecodeError> {
-    let colon = find_byte(line, b':').ok_or(DecodeError::MissingColon)?;
+    let colon = scan.colon.ok_or(DecodeError::MissingColon)?;
     if colon == 0 {
         return Err(DecodeError::EmptyHeaderName);
     }
     let utf8 = |b: &[u8]| {
-        // ASCII (nearly every header) is checked far faster than UTF-8.
-        if b.is_ascii() || std::str::from_utf8(b).is_ok() {
+        // ASCII (nearly every header) needs no UTF-8 check.
+        if !scan.non_ascii || std::str::from_utf8(b).is_ok() {
             Ok(())
         } else {
             Err(DecodeError::InvalidUtf8)
         }
     };
     let start = lines.len();
-    let name_end = if escaping == Escaping::Raw || !line.contains(&b'\\') {
+    let name_end = if escaping == Escaping::Raw || !scan.backslash {
         // `:` is ASCII, so the line is UTF-8 exactly when both sides are.
         utf8(line)?;
         lines.extend_from_slice(line);
@@ -308,6 +337,89 @@ fn push_header_line(
     let value_end = lines.len();
     lines.push(b'\n');
     Ok(HeaderEnds::new(name_end, value_end))
+}
+
+/// A header line found by [`find_header_line`], with what one pass over
+/// its bytes learnt.
+#[derive(Debug, PartialEq, Eq)]
+struct HeaderLine {
+    /// Length without the EOL.
+    len: usize,
+    /// 1 for LF, 2 for CR LF.
+    eol_len: usize,
+    /// The first `:`.
+    colon: Option<usize>,
+    /// Holds a `\\`, so may need unescaping.
+    backslash: bool,
+    /// Holds a byte over 0x7f, so needs a UTF-8 check.
+    non_ascii: bool,
+}
+
+const LOW_BITS: u64 = 0x0101_0101_0101_0101;
+const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
+
+/// The high bit of each byte of `x` that equals `byte`. Exact up to and
+/// including the lowest match; above it a borrow may set false bits, so
+/// only the lowest set bit (or none) is meaningful.
+fn bytes_equal(x: u64, byte: u8) -> u64 {
+    let y = x ^ LOW_BITS.wrapping_mul(u64::from(byte));
+    y.wrapping_sub(LOW_BITS) & !y & HIGH_BITS
+}
+
+/// Finds the first line of `hay` and classifies its bytes, eight at a
+/// time; `None` if `hay` holds no LF. `known_no_lf` bytes at the front were
+/// searched before and hold no LF.
+fn find_header_line(hay: &[u8], known_no_lf: usize) -> Option<HeaderLine> {
+    if known_no_lf > 0 {
+        // Bytes trickled in: find the LF in the new bytes only, then
+        // classify the whole line (rare, so two passes are fine).
+        let lf = known_no_lf + find_byte(&hay[known_no_lf..], b'\n')?;
+        return find_header_line(&hay[..=lf], 0);
+    }
+    let mut colon = None;
+    let mut backslash = 0;
+    let mut high = 0;
+    let mut at = 0;
+    let mut words = hay.chunks_exact(8);
+    let mut tail = [0u8; 8];
+    let rest = words.remainder();
+    tail[..rest.len()].copy_from_slice(rest);
+    // Zero padding matches none of the bytes looked for.
+    for w in (&mut words).chain(std::iter::once(&tail[..])) {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(w);
+        let x = u64::from_le_bytes(b);
+        let lf = bytes_equal(x, b'\n');
+        // The bytes before the LF, if this word has it.
+        let before = if lf == 0 {
+            u64::MAX
+        } else {
+            (1u64 << (lf.trailing_zeros() - 7)) - 1
+        };
+        let c = bytes_equal(x, b':') & before;
+        if colon.is_none() && c != 0 {
+            colon = Some(at + c.trailing_zeros() as usize / 8);
+        }
+        backslash |= bytes_equal(x, b'\\') & before;
+        high |= x & HIGH_BITS & before;
+        if lf != 0 {
+            let lf = at + lf.trailing_zeros() as usize / 8;
+            let (len, eol_len) = if lf > 0 && hay[lf - 1] == b'\r' {
+                (lf - 1, 2)
+            } else {
+                (lf, 1)
+            };
+            return Some(HeaderLine {
+                len,
+                eol_len,
+                colon,
+                backslash: backslash != 0,
+                non_ascii: high != 0,
+            });
+        }
+        at += 8;
+    }
+    None
 }
 
 /// Position of the first `needle` in `hay`: eight bytes at a time, then
@@ -388,10 +500,42 @@ impl Input {
 
 #[cfg(test)]
 mod tests {
-    use super::find_byte;
+    use super::{find_byte, find_header_line, HeaderLine};
     use proptest::prelude::*;
 
+    /// What [`find_header_line`] must find, byte by byte.
+    fn naive_header_line(hay: &[u8]) -> Option<HeaderLine> {
+        let lf = hay.iter().position(|&b| b == b'\n')?;
+        let (len, eol_len) = if lf > 0 && hay[lf - 1] == b'\r' {
+            (lf - 1, 2)
+        } else {
+            (lf, 1)
+        };
+        let line = &hay[..lf];
+        Some(HeaderLine {
+            len,
+            eol_len,
+            colon: line.iter().position(|&b| b == b':'),
+            backslash: line.contains(&b'\\'),
+            non_ascii: !line.is_ascii(),
+        })
+    }
+
     proptest! {
+        #[test]
+        fn header_line_scan_is_naive_scan(
+            hay in proptest::collection::vec(prop_oneof![
+                Just(b'\n'), Just(b'\r'), Just(b':'), Just(b'\\'), Just(0x80u8), Just(0u8), Just(b'a'), any::<u8>()
+            ], 0..40),
+            known in 0usize..40,
+        ) {
+            let expected = naive_header_line(&hay);
+            prop_assert_eq!(find_header_line(&hay, 0), naive_header_line(&hay));
+            // A known LF-free prefix changes nothing.
+            let lf_free = hay.iter().position(|&b| b == b'\n').unwrap_or(hay.len());
+            prop_assert_eq!(find_header_line(&hay, known.min(lf_free)), expected);
+        }
+
         #[test]
         fn find_byte_is_position(hay in proptest::collection::vec(0u8..4, 0..70), needle in 0u8..5) {
             prop_assert_eq!(find_byte(&hay, needle), hay.iter().position(|&b| b == needle));
