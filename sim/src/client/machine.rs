@@ -144,10 +144,7 @@ impl Client {
             if now >= self.connect_deadline {
                 self.connecting = false;
                 self.cursor += 1;
-                out.push(Action::Trace(format!(
-                    "{}: connect timed out",
-                    self.name
-                )));
+                out.push(Action::Trace(format!("{}: connect timed out", self.name)));
                 out.push(Action::Close);
                 out.push(Action::Timer(now + 10));
                 return;

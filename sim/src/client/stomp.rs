@@ -4,9 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use bytes::Bytes;
+use bytes::BytesMut;
 use halyard_core::protocol::stomp::{
-    encode_to_bytes, Command, Decoded, Decoder, Frame, Limits, Version,
+    encode_to_bytes, Command, Decoded, Decoder, Frame, FrameWriter, Limits, Version,
 };
 
 use super::kinds::{
@@ -210,7 +210,8 @@ impl StompWire {
         }
     }
 
-    fn message(&self, seq: u64, tx: Option<&str>) -> Frame {
+    /// One SEND, written straight to its bytes.
+    fn message(&self, seq: u64, tx: Option<&str>) -> Action {
         let Kind::Producer {
             destination,
             duplicate_ids,
@@ -220,46 +221,43 @@ impl StompWire {
             unreachable!("only producers send messages")
         };
         let seq_text = decimal(seq);
-        let mut f = Frame::with_capacity(Command::Send, 6, 128);
-        f.push_header("destination", destination.as_str());
-        f.push_header(PRODUCER, self.name.as_str());
-        f.push_header(SEQ, seq_text.as_str());
-        f.push_header(ORIGIN, destination.as_str());
+        let body = [&self.name, ":", &seq_text, ":payload"].concat();
+        let mut out = BytesMut::with_capacity(192 + body.len());
+        let mut f = FrameWriter::start(&mut out, Command::Send, Version::V1_2, body.len());
+        f.header("destination", destination);
+        f.header(PRODUCER, &self.name);
+        f.header(SEQ, &seq_text);
+        f.header(ORIGIN, destination);
         match tx {
-            Some(t) => f.push_header("transaction", t),
-            None => f.push_header("receipt", ["m", &seq_text].concat()),
+            Some(t) => f.header("transaction", t),
+            None => f.header_joined("receipt", &["m", &seq_text]),
         }
         if *duplicate_ids {
-            f.push_header(DUPLICATE_ID, [&self.name, ":", &seq_text].concat());
+            f.header_joined(DUPLICATE_ID, &[&self.name, ":", &seq_text]);
         }
-        f.with_body(Bytes::from(
-            [&self.name, ":", &seq_text, ":payload"].concat(),
-        ))
+        f.finish(body.as_bytes());
+        Action::Send(out.freeze())
     }
 
     /// Sends `seqs` as plain SENDs with receipts, or as one transaction
     /// whose COMMIT has the receipt.
     pub fn send(&mut self, seqs: &[u64], transaction: bool, out: &mut Vec<Action>) {
         if !transaction {
-            out.extend(
-                seqs.iter()
-                    .map(|s| Self::send_frame(&self.message(*s, None))),
-            );
+            out.extend(seqs.iter().map(|s| self.message(*s, None)));
             return;
         }
         self.next_tx += 1;
         let name = format!("t{}", self.next_tx);
-        let mut frames = vec![Frame::new(Command::Begin).with_header("transaction", name.as_str())];
-        for s in seqs {
-            frames.push(self.message(*s, Some(&name)));
-        }
-        frames.push(
-            Frame::new(Command::Commit)
+        out.push(Self::send_frame(
+            &Frame::new(Command::Begin).with_header("transaction", name.as_str()),
+        ));
+        out.extend(seqs.iter().map(|s| self.message(*s, Some(&name))));
+        out.push(Self::send_frame(
+            &Frame::new(Command::Commit)
                 .with_header("transaction", name.as_str())
                 .with_header("receipt", name.as_str()),
-        );
+        ));
         self.tx_in_flight.insert(name, seqs.to_vec());
-        out.extend(frames.iter().map(Self::send_frame));
     }
 
     /// A producer with every message receipted says goodbye.

@@ -148,7 +148,11 @@ impl World {
     /// Runs one step of client `c` and carries out what it asks for, with
     /// a buffer kept between steps (a step that connects steps again, so a
     /// nested one gets a buffer of its own).
-    pub(super) fn client_step(&mut self, c: usize, step: impl FnOnce(&mut Client, &mut Vec<Action>)) {
+    pub(super) fn client_step(
+        &mut self,
+        c: usize,
+        step: impl FnOnce(&mut Client, &mut Vec<Action>),
+    ) {
         let mut out = std::mem::take(&mut self.client_out);
         step(&mut self.clients[c], &mut out);
         self.client_actions(c, out.drain(..));

@@ -38,7 +38,7 @@ pub fn encode(frame: &Frame, version: Version, out: &mut BytesMut) {
 /// Writes one frame straight to a buffer, header by header, as [`encode`]
 /// describes: for frames rendered once and sent (a MESSAGE per delivery)
 /// this saves building a [`Frame`] first.
-pub(crate) struct FrameWriter<'a> {
+pub struct FrameWriter<'a> {
     out: &'a mut BytesMut,
     escaping: Escaping,
     body_len: usize,
@@ -48,7 +48,7 @@ pub(crate) struct FrameWriter<'a> {
 impl<'a> FrameWriter<'a> {
     /// Writes the command line of a frame whose body will be `body_len`
     /// bytes.
-    pub(crate) fn start(
+    pub fn start(
         out: &'a mut BytesMut,
         command: Command,
         version: Version,
@@ -66,7 +66,7 @@ impl<'a> FrameWriter<'a> {
 
     /// Writes a header, escaped. The first `content-length` gets the true
     /// length of the body, whatever `value` says.
-    pub(crate) fn header(&mut self, name: &str, value: &str) {
+    pub fn header(&mut self, name: &str, value: &str) {
         let is_first_content_length = !self.has_content_length && name == "content-length";
         escape_into(self.out, name, self.escaping);
         self.out.put_u8(b':');
@@ -84,7 +84,7 @@ impl<'a> FrameWriter<'a> {
 
     /// Writes a header whose value is `parts` joined (not a
     /// `content-length`).
-    pub(crate) fn header_joined(&mut self, name: &str, parts: &[&str]) {
+    pub fn header_joined(&mut self, name: &str, parts: &[&str]) {
         debug_assert_ne!(name, "content-length");
         escape_into(self.out, name, self.escaping);
         self.out.put_u8(b':');
@@ -95,7 +95,7 @@ impl<'a> FrameWriter<'a> {
     }
 
     /// Writes a header whose value is an integer.
-    pub(crate) fn header_int(&mut self, name: &str, value: impl itoa::Integer) {
+    pub fn header_int(&mut self, name: &str, value: impl itoa::Integer) {
         let mut digits = itoa::Buffer::new();
         self.header(name, digits.format(value));
     }
@@ -109,7 +109,7 @@ impl<'a> FrameWriter<'a> {
 
     /// Ends the headers (adding a `content-length` for a non-empty body
     /// that has none) and writes the body and the NUL.
-    pub(crate) fn finish(self, body: &[u8]) {
+    pub fn finish(self, body: &[u8]) {
         assert_eq!(body.len(), self.body_len, "FrameWriter body length");
         if !self.has_content_length && !body.is_empty() {
             self.out.put_slice(b"content-length:");

@@ -35,7 +35,7 @@ mod session;
 mod subscribe;
 
 pub use decode::{Decoded, Decoder};
-pub use encode::{encode, encode_to_bytes, HEARTBEAT};
+pub use encode::{encode, encode_to_bytes, FrameWriter, HEARTBEAT};
 pub use error::DecodeError;
 pub use frame::{Command, Frame, Version};
 pub use limits::Limits;
