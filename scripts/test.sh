@@ -43,11 +43,11 @@ step "no two source files import each other, no module over 900 lines"
 python3 scripts/ci/check-imports.py
 
 step "unit, property, codec, journal, proxy and driver tests"
-cargo test --workspace --release
+cargo test --workspace --profile test-release
 
 step "simulator self-tests: determinism, planted bugs caught"
-cargo test --release -p halyard-sim --features planted-bugs -- --nocapture 2>&1 | grep -E "planted bug|test result|panicked|FAILED" || true
-cargo test --release -p halyard-sim --features planted-bugs --quiet
+cargo test --profile test-release -p halyard-sim --features planted-bugs -- --nocapture 2>&1 | grep -E "planted bug|test result|panicked|FAILED" || true
+cargo test --profile test-release -p halyard-sim --features planted-bugs --quiet
 
 step "simulator with debug assertions: 300 seeds, broker invariants checked after every step"
 cargo test --profile debug-seeds -p halyard-sim --test debug_seeds -- --include-ignored
@@ -89,12 +89,12 @@ control=127.0.0.1:$(( ${proxy##*:} + 1 ))
 "$bin" proxy --listen "$proxy" --upstream "$upstream" --control "$control" >"$work/proxy.log" 2>&1 &
 pids+=($!)
 HALYARD_KAFKA_BOOTSTRAP=$(scripts/services/kafka.sh bootstrap) HALYARD_KAFKA_PROXY="$proxy" HALYARD_KAFKA_PROXY_CONTROL="$control" \
-    cargo test --release -p halyard --features kafka-tests --test kafka_model_conformance -- --test-threads 2
+    cargo test --profile test-release -p halyard --features kafka-tests --test kafka_model_conformance -- --test-threads 2
 kill "${pids[-1]}" 2>/dev/null || true
 
 step "hot-standby journal copy vs a full read of real Kafka"
 HALYARD_KAFKA_BOOTSTRAP=$(scripts/services/kafka.sh bootstrap) \
-    cargo test --release -p halyard --features kafka-tests --test kafka_standby
+    cargo test --profile test-release -p halyard --features kafka-tests --test kafka_standby
 
 step "integration tests with stomp.py against real nodes (local journal)"
 scripts/ci/integration.sh
