@@ -1,8 +1,8 @@
 //! The duplicate-detection cache of one address.
 
-use std::collections::hash_map::Entry;
-use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::collections::btree_map::Entry;
+use std::collections::{BTreeMap, VecDeque};
+use std::hash::{Hash, Hasher};
 
 use crate::ids::Id;
 
@@ -20,7 +20,7 @@ use crate::ids::Id;
 pub(crate) struct DupCache {
     /// Slots of the remembered ids, oldest first.
     order: VecDeque<u32>,
-    ids: HashMap<u64, u32, BuildHasherDefault<HashIsKey>>,
+    ids: BTreeMap<u64, u32>,
     collided: Vec<u32>,
     slots: Vec<Option<(String, Id)>>,
     free: Vec<u32>,
@@ -32,7 +32,7 @@ impl Default for DupCache {
     fn default() -> DupCache {
         DupCache {
             order: VecDeque::new(),
-            ids: HashMap::default(),
+            ids: BTreeMap::new(),
             collided: Vec::new(),
             slots: Vec::new(),
             free: Vec::new(),
@@ -60,29 +60,6 @@ fn new_slot(
             slots.push(filled);
             s
         }
-    }
-}
-
-/// The map's keys are already hashes (of the ids, with a fixed key): the
-/// map uses them as they are. Never iterated, so its order cannot leak into
-/// what the broker does.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct HashIsKey(u64);
-
-impl Hasher for HashIsKey {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        // Only u64 keys are hashed; anything else still hashes, slowly.
-        for b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
     }
 }
 
