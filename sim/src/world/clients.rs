@@ -144,10 +144,9 @@ impl World {
         }
     }
 
-    /// Carries out a client's actions in order.
     /// Runs one step of client `c` and carries out what it asks for, with
-    /// a buffer kept between steps (a step that connects steps again, so a
-    /// nested one gets a buffer of its own).
+    /// a buffer kept between steps. Carrying out a `Connect` opens the
+    /// connection, whose greeting is written to a buffer of its own.
     pub(super) fn client_step(
         &mut self,
         c: usize,
@@ -159,6 +158,7 @@ impl World {
         self.client_out = out;
     }
 
+    /// Carries out a client's actions in order.
     pub(super) fn client_actions(&mut self, c: usize, actions: impl Iterator<Item = Action>) {
         for a in actions {
             match a {
