@@ -163,10 +163,11 @@ impl Decoder {
                     },
                     Some(_) => {}
                 }
-                let Some((len, eol_len)) = self.input.find_line(limits.header_line_bytes_max)?
-                else {
+                let Some(line) = self.input.line_at(0, limits.header_line_bytes_max)? else {
+                    self.input.scanned = self.input.buf.len();
                     return Ok(None);
                 };
+                let (len, eol_len) = (line.len, line.eol_len);
                 let line = &self.input.buf[..len];
                 let command = Command::parse(line).ok_or_else(|| {
                     DecodeError::UnknownCommand(quote(&String::from_utf8_lossy(line)))
@@ -193,22 +194,13 @@ impl Decoder {
                 // Every complete header line buffered, in one pass each and
                 // one consume at the end.
                 let buf = &self.input.buf[..];
-                let line_max = limits.header_line_bytes_max;
                 let mut at = 0;
                 let complete = loop {
-                    let rest = &buf[at..];
-                    let scanned = if at == 0 { self.input.scanned } else { 0 };
-                    let Some(line) = find_header_line(rest, scanned) else {
-                        // The last byte may be the CR of a CR LF, hence the + 1.
-                        if rest.len() > line_max.saturating_add(1) {
-                            return Err(DecodeError::HeaderLineTooLong { max: line_max });
-                        }
+                    let Some(line) = self.input.line_at(at, limits.header_line_bytes_max)? else {
                         break false;
                     };
+                    let rest = &buf[at..];
                     let len = line.len;
-                    if len > line_max {
-                        return Err(DecodeError::HeaderLineTooLong { max: line_max });
-                    }
                     head.head_bytes = head.head_bytes.saturating_add(len + line.eol_len);
                     if head.head_bytes > frame_max {
                         return Err(DecodeError::FrameTooLarge { max: frame_max });
@@ -461,27 +453,29 @@ impl Input {
         }
     }
 
-    /// Finds the line at the front of the buffer: its length without EOL
-    /// and the EOL's length. Fails as soon as the line is known to be longer
-    /// than `max`, even if its end has not arrived.
-    fn find_line(&mut self, max: usize) -> Result<Option<(usize, usize)>, DecodeError> {
+    /// The line that starts `at` bytes into the buffer, classified by
+    /// [`find_header_line`]; `Ok(None)` if its LF has not arrived. Fails as
+    /// soon as the line is known to be longer than `max`, even if its end
+    /// has not arrived. At the front, bytes searched before are skipped.
+    fn line_at(&self, at: usize, max: usize) -> Result<Option<HeaderLine>, DecodeError> {
+        let rest = &self.buf[at..];
+        let known_no_lf = if at == 0 {
+            self.scanned.min(rest.len())
+        } else {
+            0
+        };
         let too_long = DecodeError::HeaderLineTooLong { max };
-        let Some(lf) = self.find(b'\n') else {
+        let Some(line) = find_header_line(rest, known_no_lf) else {
             // The last byte may be the CR of a CR LF, hence the + 1.
-            if self.buf.len() > max.saturating_add(1) {
+            if rest.len() > max.saturating_add(1) {
                 return Err(too_long);
             }
             return Ok(None);
         };
-        let (len, eol_len) = if lf > 0 && self.buf[lf - 1] == b'\r' {
-            (lf - 1, 2)
-        } else {
-            (lf, 1)
-        };
-        if len > max {
+        if line.len > max {
             return Err(too_long);
         }
-        Ok(Some((len, eol_len)))
+        Ok(Some(line))
     }
 
     /// Takes a body of `len` bytes and the NUL after it.
