@@ -114,8 +114,22 @@ def make_topic(admin, topic, extra=None):
     )
     fs[topic].result(timeout=30)
     res = ConfigResource(ConfigResource.Type.TOPIC, topic)
-    cfg = admin.describe_configs([res])[res].result(timeout=30)
-    return cfg["cleanup.policy"].value
+    # CreateTopics answers once the controller has the topic; the broker that
+    # answers DescribeConfigs may learn of it a moment later (seen in CI:
+    # UNKNOWN_TOPIC_OR_PART right after a successful create). Retry that one
+    # error for a bounded time; anything else, or a topic that never appears,
+    # still fails the smoke.
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            cfg = admin.describe_configs([res])[res].result(timeout=30)
+            return cfg["cleanup.policy"].value
+        except KafkaException as e:
+            err = e.args[0]
+            if err.code() != KafkaError.UNKNOWN_TOPIC_OR_PART or time.monotonic() > deadline:
+                raise
+            print(f"   {topic} not yet known to DescribeConfigs, retrying", flush=True)
+            time.sleep(0.2)
 
 
 def read_all(bootstrap, topic, isolation):

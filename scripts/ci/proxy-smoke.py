@@ -226,6 +226,11 @@ def run_checks(args, topic, ctl):
 
     step(f"2. through the proxy only: create {topic}, transaction, consumer group")
     admin_p.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])[topic].result(timeout=30)
+    # The broker's metadata cache learns of a new topic shortly after the
+    # create answers; poll for it (bounded) rather than read it once.
+    deadline = time.monotonic() + 30
+    while topic not in admin_p.list_topics(timeout=10).topics and time.monotonic() < deadline:
+        time.sleep(0.2)
     check(topic in admin_p.list_topics(timeout=10).topics, "topic created through the proxy")
 
     perr = Errors("tx-proxied")
