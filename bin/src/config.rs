@@ -111,6 +111,12 @@ pub struct NodeSettings {
         value_delimiter = ','
     )]
     pub failover_servers: Option<Vec<String>>,
+    /// Serve /metrics, /health/live, /health/ready and /api/ over HTTP on this address (off unless set)
+    #[arg(long, env = "HALYARD_HTTP", value_name = "ADDR:PORT")]
+    pub http: Option<SocketAddr>,
+    /// Queues listed per scrape of /metrics, those with the most messages first (bounds the series) [default: 1000]
+    #[arg(long, env = "HALYARD_METRICS_MAX_QUEUES", value_name = "N")]
+    pub metrics_max_queues: Option<usize>,
 }
 
 /// Where the journal and the lock live.
@@ -136,6 +142,8 @@ pub struct Resolved {
     pub log: String,
     pub node: NodeConfig,
     pub backend: Backend,
+    pub http: Option<SocketAddr>,
+    pub metrics_max_queues: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -200,7 +208,9 @@ pub fn merge(cli: &NodeSettings, file: &NodeSettings) -> NodeSettings {
         kafka_session_timeout_ms,
         kafka_heartbeat_ms,
         kafka_replication_factor,
-        failover_servers
+        failover_servers,
+        http,
+        metrics_max_queues
     )
 }
 
@@ -396,8 +406,25 @@ pub fn resolve(s: NodeSettings) -> Result<Resolved, ConfigError> {
             }
         }
     };
+    let metrics_max_queues = s.metrics_max_queues.unwrap_or(1000);
+    if metrics_max_queues == 0 {
+        return Err(ConfigError::Invalid {
+            name: "metrics_max_queues",
+            value: "0".into(),
+            why: "must be at least 1",
+        });
+    }
+    if s.http.is_some_and(|h| h == listen) {
+        return Err(ConfigError::Invalid {
+            name: "http",
+            value: listen.to_string(),
+            why: "must differ from listen (the client port)",
+        });
+    }
     Ok(Resolved {
         backend,
+        http: s.http,
+        metrics_max_queues,
         listen,
         data_dir,
         lock_dir,

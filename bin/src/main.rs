@@ -5,6 +5,7 @@ mod bench_cmd;
 mod ceiling_cmd;
 mod clients;
 mod config;
+mod http;
 mod node_cmd;
 mod proxy_cmd;
 mod sim_cmd;

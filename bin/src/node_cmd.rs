@@ -91,6 +91,20 @@ pub fn run(
             }
         };
         let node = Node::new(r.node.clone());
+        let counters = std::sync::Arc::new(server::IoCounters::default());
+        let (queries_tx, queries_rx) = server::query_channel();
+        if let Some(addr) = r.http {
+            crate::http::start(
+                addr,
+                crate::http::HttpState {
+                    queries: queries_tx.clone(),
+                    io: counters.clone(),
+                    max_queues: r.metrics_max_queues,
+                    started: std::time::Instant::now(),
+                },
+            )
+            .await?;
+        }
         let (stop_tx, stop_rx) = tokio::sync::mpsc::unbounded_channel();
         {
             use tokio::signal::unix::{signal, SignalKind};
@@ -100,11 +114,15 @@ pub fn run(
         }
         server::run(
             node,
-            ServerConfig { listen: r.listen },
+            ServerConfig {
+                listen: r.listen,
+                counters,
+            },
             journal,
             lock,
             inputs_rx,
             stop_rx,
+            queries_rx,
         )
         .await?;
         info!("halyard stopped");

@@ -14,7 +14,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::{Bytes, BytesMut};
 use halyard_core::ids::ConnId;
 use halyard_core::node::{
-    AcceptRequest, ConnEvent, ConnRequest, Event, Input, JournalRequest, LockRequest, Node, Output,
+    AcceptRequest, ConnEvent, ConnRequest, Event, Input, JournalRequest, LockRequest, Node,
+    NodeStats, Output,
 };
 use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -82,6 +83,34 @@ pub fn input_channel() -> (mpsc::Sender<Input>, mpsc::Receiver<Input>) {
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
+    /// Counted by the connection tasks, read by `/metrics`.
+    pub counters: Arc<IoCounters>,
+}
+
+/// What the connection tasks count (the node sees neither socket bytes nor
+/// accepts).
+#[derive(Debug, Default)]
+pub struct IoCounters {
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+    pub connections_accepted: AtomicU64,
+}
+
+/// A question for the node's task, answered between inputs (the node is
+/// only ever touched by that task).
+pub enum Query {
+    Stats {
+        max_queues: usize,
+        reply: tokio::sync::oneshot::Sender<NodeStats>,
+    },
+}
+
+/// Questions waiting for the node's task before senders wait.
+const QUERY_CHANNEL_CAPACITY: usize = 64;
+
+/// The channel that carries [`Query`]s to [`run`].
+pub fn query_channel() -> (mpsc::Sender<Query>, mpsc::Receiver<Query>) {
+    mpsc::channel(QUERY_CHANNEL_CAPACITY)
 }
 
 /// Checks that the listen address can be bound, so a bad `--listen` fails
@@ -104,6 +133,7 @@ pub async fn run(
     lock: LockHandle,
     mut backend_inputs: mpsc::Receiver<Input>,
     mut shutdown: mpsc::UnboundedReceiver<()>,
+    mut queries: mpsc::Receiver<Query>,
 ) -> Result<(), ServerError> {
     // The node's clock is milliseconds since the Unix epoch (message expiry
     // and scheduled delivery times are wall-clock and travel in the
@@ -168,6 +198,7 @@ pub async fn run(
                                 tx.clone(),
                                 flush_tx.clone(),
                                 next_conn.clone(),
+                                config.counters.clone(),
                             )
                             .instrument(span.clone()),
                         ));
@@ -258,6 +289,11 @@ pub async fn run(
                     }
                 }
             }
+            Some(q) = queries.recv() => match q {
+                Query::Stats { max_queues, reply } => {
+                    let _ = reply.send(node.stats(max_queues));
+                }
+            },
             _ = sleep => node.handle(now(), Input::Tick),
         }
     }
@@ -299,6 +335,7 @@ async fn accept_loop(
     tx: mpsc::Sender<DriverMsg>,
     flush_tx: mpsc::UnboundedSender<(ConnId, usize)>,
     next_conn: Arc<AtomicU64>,
+    counters: Arc<IoCounters>,
 ) {
     let listener = loop {
         match TcpListener::bind(addr).await {
@@ -320,6 +357,7 @@ async fn accept_loop(
             }
         };
         let _ = sock.set_nodelay(true);
+        counters.connections_accepted.fetch_add(1, Ordering::Relaxed);
         let id = ConnId(next_conn.fetch_add(1, Ordering::Relaxed));
         let span = info_span!("conn", id = %id, %peer);
         debug!(parent: &span, "connection opened");
@@ -330,9 +368,21 @@ async fn accept_loop(
         let (go_tx, go_rx) = tokio::sync::oneshot::channel();
         let credit = Arc::new(tokio::sync::Semaphore::new(READ_CHUNKS_IN_FLIGHT));
         let reader = tokio::spawn(
-            read_loop(id, rd, prx, go_rx, credit.clone(), tx.clone()).instrument(span.clone()),
+            read_loop(
+                id,
+                rd,
+                prx,
+                go_rx,
+                credit.clone(),
+                tx.clone(),
+                counters.clone(),
+            )
+            .instrument(span.clone()),
         );
-        tokio::spawn(write_loop(id, wr, wrx, flush_tx.clone(), tx.clone()).instrument(span));
+        tokio::spawn(
+            write_loop(id, wr, wrx, flush_tx.clone(), tx.clone(), counters.clone())
+                .instrument(span),
+        );
         let handle = ConnHandle {
             writer: wtx,
             pause: ptx,
@@ -358,6 +408,7 @@ async fn read_loop(
     go: tokio::sync::oneshot::Receiver<()>,
     credit: Arc<tokio::sync::Semaphore>,
     tx: mpsc::Sender<DriverMsg>,
+    counters: Arc<IoCounters>,
 ) {
     // Registration and `Opened` must reach the node before the first bytes.
     if go.await.is_err() {
@@ -390,6 +441,7 @@ async fn read_loop(
             }
         };
         debug_assert_eq!(buf.len(), n);
+        counters.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
         let bytes = buf.split().freeze();
         if tx
             .send(Input::Conn(ConnEvent::Received { conn: id, bytes }).into())
@@ -411,6 +463,7 @@ async fn write_loop(
     mut rx: mpsc::UnboundedReceiver<WriteCmd>,
     flushed: mpsc::UnboundedSender<(ConnId, usize)>,
     tx: mpsc::Sender<DriverMsg>,
+    counters: Arc<IoCounters>,
 ) {
     let mut batch: Vec<u8> = Vec::with_capacity(64 * 1024);
     loop {
@@ -449,6 +502,7 @@ async fn write_loop(
                 return;
             }
             batch.clear();
+            counters.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
             if flushed.send((id, n)).is_err() {
                 return;
             }

@@ -210,6 +210,15 @@ impl Broker {
                 return;
             };
             r.deliveries += 1;
+            let deliveries = r.deliveries;
+            let durable = r.durable;
+            q.counters.delivered += 1;
+            if deliveries > 1 {
+                q.counters.redelivered += 1;
+            }
+            if auto {
+                q.counters.acknowledged += 1;
+            }
             if let Some(credit) = c.credit.as_mut() {
                 *credit -= 1;
             }
@@ -218,7 +227,7 @@ impl Broker {
                 let key = RefKey {
                     message: mid,
                     queue: qid,
-                    durable: r.durable,
+                    durable,
                 };
                 settle_entries_into(Some(m), &key, &mut auto_settle_entries);
                 (None, Some(key))
@@ -237,7 +246,7 @@ impl Broker {
                 message_id: mid,
                 queue: qid,
                 message: m.body.clone(),
-                deliveries: r.deliveries,
+                deliveries,
                 destination: c.destination.clone(),
                 expired,
                 original_address,

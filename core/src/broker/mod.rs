@@ -27,6 +27,7 @@ pub use config::BrokerConfig;
 pub use destination::{Destination, DestinationConfig, DestinationError};
 pub use errors::{AckError, SendError, SubscribeError};
 pub use filter::{ConsumerFilter, Selector, SelectorError};
-pub use queue::{AckMode, Queue};
+pub use queue::{AckMode, Queue, QueueCounters};
+pub use settlement::Settled;
 pub use state::Broker;
 pub use types::{ConsumerSpec, Delivery, RefKey, SendPlan};

@@ -91,6 +91,24 @@ impl MessageRef {
     }
 }
 
+/// What happened to a queue's messages since this node went live (the
+/// journal replay is not counted): the counters of `/metrics`.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct QueueCounters {
+    /// References added (sends routed here, moves into it).
+    pub added: u64,
+    /// Deliveries to consumers (first ones and redeliveries).
+    pub delivered: u64,
+    /// Deliveries after the first of the same message here.
+    pub redelivered: u64,
+    /// Settled for good by a consumer (ack, accepted, auto-ack, commit).
+    pub acknowledged: u64,
+    /// Moved to the dead-letter address.
+    pub dead_lettered: u64,
+    /// Moved to the expiry address.
+    pub expired: u64,
+}
+
 /// Who a queue belongs to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum QueueOwner {
@@ -124,6 +142,7 @@ pub struct Queue {
     pub(crate) refs: BTreeMap<Id, MessageRef>,
     pub(crate) next_pos: u64,
     pub(crate) consumers: VecDeque<ConsumerId>,
+    pub counters: QueueCounters,
 }
 
 impl Queue {
@@ -145,6 +164,7 @@ impl Queue {
             refs: BTreeMap::new(),
             next_pos: 0,
             consumers: VecDeque::new(),
+            counters: QueueCounters::default(),
         }
     }
 
@@ -155,6 +175,11 @@ impl Queue {
     /// Messages referenced by this queue (ready, scheduled, delivered or settling).
     pub fn depth(&self) -> usize {
         self.refs.len()
+    }
+
+    /// Consumers attached (browsers included).
+    pub fn consumer_count(&self) -> usize {
+        self.consumers.len()
     }
 
     /// Ids of the ready messages, in the order they will be delivered.

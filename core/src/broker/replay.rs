@@ -228,6 +228,7 @@ impl Broker {
             deliver_at: m.body.deliver_at_ms.filter(|_| own),
         };
         if q.push(message, durable, times) {
+            q.counters.added += 1;
             m.refs += 1;
             if durable {
                 m.durable_refs += 1;

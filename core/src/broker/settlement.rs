@@ -7,6 +7,14 @@ use super::state::Broker;
 use super::types::RefKey;
 use crate::ids::{ConnId, Id};
 
+/// How references left their queue, for [`Broker::count_settled`].
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Settled {
+    Acknowledged,
+    DeadLettered,
+    Expired,
+}
+
 impl Broker {
     /// Takes delivered messages out of a consumer's hands for an ACK or NACK
     /// (cumulative in `client` mode). They are `Settling` until the caller
@@ -57,6 +65,20 @@ impl Broker {
                     .find(|(_, (m, _))| *m == message)
                     .map(|(seq, _)| *seq)
             })
+    }
+
+    /// Counts settlements on their queues' counters.
+    pub fn count_settled(&mut self, keys: &[RefKey], how: Settled) {
+        for k in keys {
+            if let Some(q) = self.queues.get_mut(&k.queue) {
+                let c = &mut q.counters;
+                match how {
+                    Settled::Acknowledged => c.acknowledged += 1,
+                    Settled::DeadLettered => c.dead_lettered += 1,
+                    Settled::Expired => c.expired += 1,
+                }
+            }
+        }
     }
 
     /// Finishes the ack of a reference that is not journaled.

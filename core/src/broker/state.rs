@@ -240,6 +240,10 @@ impl Broker {
         for id in ids {
             self.check_dead(id);
         }
+        // Counters count what this node does live, not what it replayed.
+        for q in self.queues.values_mut() {
+            q.counters = Default::default();
+        }
     }
 
     pub fn config(&self) -> &BrokerConfig {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::node::Node;
 use super::ops::{Op, OpError, Outcome, SubscribeOp, SubscribeTarget};
 use super::work::{Effects, VolatileSend, Work};
-use crate::broker::{ConsumerFilter, Destination, Selector};
+use crate::broker::{ConsumerFilter, Destination, Selector, Settled};
 use crate::ids::ConnId;
 use crate::journal::{Entry, Key, QueueKind, Record, Routing};
 use crate::message::Message;
@@ -20,6 +20,7 @@ impl Node {
                 let mut entries = Vec::new();
                 let mut effects = Effects::default();
                 self.plan_one_send(message, Some(conn), &mut entries, &mut effects)?;
+                effects.send = true;
                 self.submit(
                     entries,
                     Work::Op {
@@ -72,6 +73,7 @@ impl Node {
                 let keys = self.broker.settle(conn, ack)?;
                 let (entries, effects) = match outcome {
                     Outcome::Accepted => {
+                        self.broker.count_settled(&keys, Settled::Acknowledged);
                         let entries = self.broker.settle_entries(&keys);
                         let drops = keys.into_iter().filter(|k| !k.durable).collect();
                         (

@@ -30,6 +30,7 @@ mod node;
 mod ops;
 mod pipeline;
 mod ports;
+mod stats;
 mod timers;
 mod transactions;
 mod work;
@@ -37,6 +38,9 @@ mod work;
 pub use config::{amqp_defaults, NodeConfig, PlantedBug};
 pub use events::Event;
 pub use node::Node;
+pub use stats::{
+    ConnectionCounts, LatencyHistogram, NodeCounters, NodeStats, QueueStats, LATENCY_BUCKETS_MS,
+};
 pub use ops::{
     Op, OpError, Outcome, ProtocolSession, SessionAction, SessionCx, SubscribeOp, SubscribeTarget,
     TxName,

@@ -7,6 +7,7 @@ use super::conn::Conn;
 use super::events::Event;
 use super::ops::SessionAction;
 use super::ports::{ConnEvent, Input, Output};
+use super::stats::NodeCounters;
 use super::work::Pending;
 use crate::broker::{Broker, RefKey};
 use crate::ha::HaState;
@@ -53,6 +54,10 @@ pub struct Node {
     pub(crate) flush_pending: BTreeSet<ConnId>,
     /// Actions adapters pushed, waiting to be carried out (reused buffer).
     pub(crate) actions: Vec<SessionAction>,
+    /// What `stats` reports (see `stats.rs`).
+    pub(crate) counters: NodeCounters,
+    /// The epoch that fenced this node, until it is live again.
+    pub(crate) fenced_by: Option<u32>,
 }
 
 impl Node {
@@ -81,6 +86,8 @@ impl Node {
             opens_unanswered: 0,
             actions: Vec::new(),
             flush_pending: BTreeSet::new(),
+            counters: NodeCounters::default(),
+            fenced_by: None,
         }
     }
 
@@ -184,6 +191,7 @@ impl Node {
     }
 
     pub(crate) fn event(&mut self, e: Event) {
+        self.count_event(&e);
         self.outputs.push_back(Output::Event(e));
     }
 }

@@ -6,7 +6,7 @@ use super::node::Node;
 use super::ops::{OpError, SubscribeOp, SubscribeTarget};
 use super::ports::{JournalRequest, Output};
 use super::work::{Effects, Pending, Work};
-use crate::broker::{Broker, ConsumerFilter, ConsumerSpec, RefKey};
+use crate::broker::{Broker, ConsumerFilter, ConsumerSpec, RefKey, Settled};
 use crate::ha::HaState;
 use crate::ids::{Id, Ticket};
 use crate::journal::{Entry, QueueKind, Record};
@@ -28,6 +28,8 @@ impl Node {
                     ticket: t,
                     entries: entries.clone(),
                 }));
+            self.counters.journal_batches += 1;
+            self.counters.journal_entries += entries.len() as u64;
             Some(t)
         };
         if let Some(c) = work.conn().and_then(|c| self.conns.get_mut(&c)) {
@@ -40,6 +42,7 @@ impl Node {
             done: ticket_done,
             entries,
             work,
+            submitted_at: self.now,
         });
         // Work without a journal batch still waits for its turn.
         self.complete_ready();
@@ -49,6 +52,8 @@ impl Node {
         self.note_answered(ticket);
         if let Some(p) = self.pipeline.iter_mut().find(|p| p.ticket == Some(ticket)) {
             p.done = true;
+            let waited = self.now.saturating_sub(p.submitted_at);
+            self.counters.journal_latency.observe(waited);
         }
         self.complete_ready();
     }
@@ -80,6 +85,15 @@ impl Node {
             }
             if let Some(c) = p.work.conn().and_then(|c| self.conns.get_mut(&c)) {
                 c.inflight = c.inflight.saturating_sub(1);
+            }
+            if let Work::Op {
+                tag: Some(_),
+                effects: Effects { send: true, .. },
+                ..
+            } = &p.work
+            {
+                let waited = self.now.saturating_sub(p.submitted_at);
+                self.counters.send_receipt_latency.observe(waited);
             }
             self.finish_work(p.work);
         }
@@ -264,6 +278,7 @@ impl Node {
     /// the dead-letter queue.
     pub(crate) fn dead_letter(&mut self, keys: &[RefKey]) -> (Vec<Entry>, Vec<(RefKey, Id)>) {
         let dla = self.config.broker.dead_letter_address.clone();
+        self.broker.count_settled(keys, Settled::DeadLettered);
         self.move_refs(&dla, keys)
     }
 

@@ -4,6 +4,7 @@
 //! move in the housekeeping batch.
 
 use super::node::Node;
+use crate::broker::Settled;
 use crate::ha::HaState;
 use crate::Millis;
 
@@ -57,6 +58,7 @@ impl Node {
             return;
         }
         let address = self.config.broker.expiry_address.clone();
+        self.broker.count_settled(&keys, Settled::Expired);
         let (entries, moves) = self.move_refs(&address, &keys);
         self.housekeeping.extend(entries);
         self.housekeeping_moves.extend(moves);

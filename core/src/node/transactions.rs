@@ -6,6 +6,7 @@ use super::conn::Tx;
 use super::node::Node;
 use super::ops::{OpError, TxName};
 use super::work::{Effects, Work};
+use crate::broker::Settled;
 use crate::ids::ConnId;
 use crate::message::Message;
 
@@ -125,6 +126,7 @@ impl Node {
                 return Err(e);
             }
         }
+        self.broker.count_settled(&t.acks, Settled::Acknowledged);
         entries.extend(self.broker.settle_entries(&t.acks));
         effects.drops = t.acks.into_iter().filter(|k| !k.durable).collect();
         self.submit(

@@ -15,6 +15,7 @@ use crate::broker::{ConsumerFilter, RefKey};
 use crate::ids::{ConnId, Id, Ticket};
 use crate::journal::Entry;
 use crate::message::Message;
+use crate::Millis;
 
 pub(crate) struct Pending {
     pub ticket: Option<Ticket>,
@@ -22,6 +23,8 @@ pub(crate) struct Pending {
     /// Applied to the broker when the entry completes.
     pub entries: Vec<Entry>,
     pub work: Work,
+    /// When it was submitted (for the latency histograms).
+    pub submitted_at: Millis,
 }
 
 /// A send whose turn has come: in-memory references to add.
@@ -43,6 +46,9 @@ pub(crate) struct Effects {
     pub moves: Vec<(RefKey, Id)>,
     /// (address, duplicate id) no longer pending.
     pub dups: Vec<(String, String)>,
+    /// A client's send outside a transaction: its completion is the
+    /// receipt (timed for `send_receipt_latency`).
+    pub send: bool,
 }
 
 pub(crate) enum Work {

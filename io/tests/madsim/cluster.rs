@@ -522,13 +522,19 @@ pub async fn run_node(
     ));
     let (_stop_tx, stop_rx) = mpsc::unbounded_channel();
     let node = Node::new(config);
+    // No one asks the madsim nodes for stats.
+    let (_queries_tx, queries_rx) = server::query_channel();
     let _ = server::run(
         node,
-        ServerConfig { listen },
+        ServerConfig {
+            listen,
+            counters: Default::default(),
+        },
         JournalHandle::new(etx),
         LockHandle::new(ltx),
         inputs_rx,
         stop_rx,
+        queries_rx,
     )
     .await;
     // Keep the stop sender alive for the node's lifetime.

@@ -1,0 +1,371 @@
+//! `/metrics`: one snapshot of the node written in the OpenMetrics text
+//! format by `prometheus-client` (Prometheus scrapes it as is). Names
+//! follow Prometheus conventions: `halyard_` first, the unit last,
+//! counters end in `_total` (the encoder adds it).
+
+use std::sync::atomic::Ordering;
+
+use halyard_core::message::Routing;
+use halyard_core::node::{LatencyHistogram, NodeStats, QueueStats, LATENCY_BUCKETS_MS};
+use halyard_io::server::IoCounters;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::{Registry, Unit};
+
+/// The HA states reported by `halyard_ha_state` (one series each, 1 for
+/// the current one: a new state shows as a new series, never a missing one).
+pub const HA_STATES: [&str; 8] = [
+    "not-started",
+    "backup",
+    "loading",
+    "activating",
+    "live",
+    "draining",
+    "stopped",
+    "fenced",
+];
+
+/// Everything one scrape writes.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub stats: NodeStats,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub connections_accepted: u64,
+    pub uptime_seconds: f64,
+}
+
+impl Snapshot {
+    pub fn new(stats: NodeStats, io: &IoCounters, uptime_seconds: f64) -> Snapshot {
+        Snapshot {
+            stats,
+            bytes_in: io.bytes_in.load(Ordering::Relaxed),
+            bytes_out: io.bytes_out.load(Ordering::Relaxed),
+            connections_accepted: io.connections_accepted.load(Ordering::Relaxed),
+            uptime_seconds,
+        }
+    }
+
+    /// The current HA state as `halyard_ha_state` names it: a backup that
+    /// was fenced and has not been live since is `fenced`.
+    pub fn ha_state(&self) -> &'static str {
+        match (self.stats.state, self.stats.fenced_by) {
+            ("backup", Some(_)) => "fenced",
+            (s, _) => s,
+        }
+    }
+
+    /// The text a scrape returns.
+    pub fn encode(self) -> Result<String, std::fmt::Error> {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(self));
+        let mut out = String::with_capacity(16 * 1024);
+        prometheus_client::encoding::text::encode(&mut out, &registry)?;
+        Ok(out)
+    }
+}
+
+type Labels<'a> = [(&'static str, &'a str)];
+
+fn counter(
+    e: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    v: u64,
+) -> Result<(), std::fmt::Error> {
+    let m = e.encode_descriptor(name, help, unit, MetricType::Counter)?;
+    ConstCounter::new(v).encode(m)
+}
+
+fn gauge(
+    e: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    v: f64,
+) -> Result<(), std::fmt::Error> {
+    let m = e.encode_descriptor(name, help, unit, MetricType::Gauge)?;
+    ConstGauge::new(v).encode(m)
+}
+
+/// A family: one series per label set.
+fn family<'v>(
+    e: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    series: impl Iterator<Item = (Vec<(&'static str, &'v str)>, f64)>,
+) -> Result<(), std::fmt::Error> {
+    let mut m = e.encode_descriptor(name, help, None, kind)?;
+    for (labels, v) in series {
+        let labels: &Labels<'_> = &labels;
+        let f = m.encode_family(&labels)?;
+        match kind {
+            MetricType::Counter => ConstCounter::new(v as u64).encode(f)?,
+            _ => ConstGauge::new(v).encode(f)?,
+        }
+    }
+    Ok(())
+}
+
+fn histogram(
+    e: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    h: &LatencyHistogram,
+) -> Result<(), std::fmt::Error> {
+    let mut m = e.encode_descriptor(name, help, Some(&Unit::Seconds), MetricType::Histogram)?;
+    let mut buckets: Vec<(f64, u64)> = LATENCY_BUCKETS_MS
+        .iter()
+        .zip(h.counts.iter())
+        .map(|(&b, &c)| (b as f64 / 1000.0, c))
+        .collect();
+    buckets.push((f64::INFINITY, h.counts[LATENCY_BUCKETS_MS.len()]));
+    m.encode_histogram::<NoLabelSet>(h.sum_ms as f64 / 1000.0, h.count, &buckets, None)
+}
+
+fn q_labels(q: &QueueStats) -> Vec<(&'static str, &str)> {
+    vec![
+        ("queue", q.name.as_str()),
+        ("address", q.address.as_str()),
+        ("routing", routing(q.routing)),
+    ]
+}
+
+fn routing(r: Routing) -> &'static str {
+    match r {
+        Routing::Anycast => "anycast",
+        Routing::Multicast => "multicast",
+    }
+}
+
+impl Collector for Snapshot {
+    fn encode(&self, mut e: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let s = &self.stats;
+        let c = &s.counters;
+        let e = &mut e;
+        let node = s.node_id.as_str();
+        family(
+            e,
+            "halyard_node_info",
+            "The node's name and version (always 1).",
+            MetricType::Gauge,
+            std::iter::once((
+                vec![("node", node), ("version", env!("CARGO_PKG_VERSION"))],
+                1.0,
+            )),
+        )?;
+        let state = self.ha_state();
+        family(
+            e,
+            "halyard_ha_state",
+            "1 for the node's HA state now (fenced: stepped down after a newer epoch fenced it, not live since), 0 for the others.",
+            MetricType::Gauge,
+            HA_STATES
+                .iter()
+                .map(|&st| (vec![("state", st)], f64::from(u8::from(st == state)))),
+        )?;
+        gauge(
+            e,
+            "halyard_ha_epoch",
+            "Activation epoch of the node's current or last live period.",
+            None,
+            f64::from(s.epoch),
+        )?;
+        gauge(
+            e,
+            "halyard_accepting_clients",
+            "1 while the node is live and its client port is open.",
+            None,
+            f64::from(u8::from(s.accepting)),
+        )?;
+        counter(
+            e,
+            "halyard_lock_obtained",
+            "Times this node obtained the live lock (sum over the nodes: lock holder changes).",
+            None,
+            c.lock_obtained,
+        )?;
+        counter(
+            e,
+            "halyard_lock_lost",
+            "Times this node lost the live lock while holding it.",
+            None,
+            c.lock_lost,
+        )?;
+        counter(
+            e,
+            "halyard_activations",
+            "Times this node went live.",
+            None,
+            c.activations,
+        )?;
+        counter(
+            e,
+            "halyard_fenced",
+            "Times a newer epoch fenced this node's writes.",
+            None,
+            c.fenced,
+        )?;
+        gauge(
+            e,
+            "halyard_uptime",
+            "Seconds since the process started.",
+            Some(&Unit::Seconds),
+            self.uptime_seconds,
+        )?;
+        let conns = s.connections;
+        family(
+            e,
+            "halyard_connections",
+            "Client connections open now, by protocol (unknown: first bytes not seen yet).",
+            MetricType::Gauge,
+            [
+                ("stomp", conns.stomp),
+                ("amqp", conns.amqp),
+                ("unknown", conns.unknown),
+            ]
+            .into_iter()
+            .map(|(p, n)| (vec![("protocol", p)], n as f64)),
+        )?;
+        counter(
+            e,
+            "halyard_connections_accepted",
+            "Client connections accepted since start.",
+            None,
+            self.connections_accepted,
+        )?;
+        counter(
+            e,
+            "halyard_received",
+            "Bytes read from client connections.",
+            Some(&Unit::Bytes),
+            self.bytes_in,
+        )?;
+        counter(
+            e,
+            "halyard_sent",
+            "Bytes written to client connections.",
+            Some(&Unit::Bytes),
+            self.bytes_out,
+        )?;
+        counter(
+            e,
+            "halyard_client_errors",
+            "Errors reported to clients (STOMP ERROR frames, AMQP error closes).",
+            None,
+            c.client_errors,
+        )?;
+        counter(
+            e,
+            "halyard_journal_append_batches",
+            "Journal appends (atomic batches) the node issued.",
+            None,
+            c.journal_batches,
+        )?;
+        counter(
+            e,
+            "halyard_journal_append_records",
+            "Records in those batches.",
+            None,
+            c.journal_entries,
+        )?;
+        counter(
+            e,
+            "halyard_journal_failures",
+            "Journal appends that failed.",
+            None,
+            c.journal_failures,
+        )?;
+        histogram(
+            e,
+            "halyard_journal_durable_latency",
+            "From a journal append issued to the journal saying it is durable.",
+            &c.journal_latency,
+        )?;
+        histogram(
+            e,
+            "halyard_send_receipt_latency",
+            "From a send (outside a transaction) taken to its receipt (STOMP RECEIPT, AMQP accepted) due.",
+            &c.send_receipt_latency,
+        )?;
+        gauge(
+            e,
+            "halyard_messages",
+            "Messages held (each once, however many queues reference it).",
+            None,
+            s.messages as f64,
+        )?;
+        gauge(
+            e,
+            "halyard_queues",
+            "Queues there are (the per-queue series list at most --metrics-max-queues of them, the fullest first).",
+            None,
+            s.queues_total as f64,
+        )?;
+        let per_queue: [(&str, &str, MetricType, fn(&QueueStats) -> u64); 8] = [
+            (
+                "halyard_queue_messages",
+                "Messages in the queue (ready, scheduled, delivered and not yet acknowledged).",
+                MetricType::Gauge,
+                |q| q.messages,
+            ),
+            (
+                "halyard_queue_consumers",
+                "Consumers attached to the queue.",
+                MetricType::Gauge,
+                |q| q.consumers,
+            ),
+            (
+                "halyard_queue_messages_added",
+                "Messages added to the queue since this node went live.",
+                MetricType::Counter,
+                |q| q.counters.added,
+            ),
+            (
+                "halyard_queue_messages_delivered",
+                "Deliveries to consumers (redeliveries included).",
+                MetricType::Counter,
+                |q| q.counters.delivered,
+            ),
+            (
+                "halyard_queue_messages_redelivered",
+                "Deliveries of a message already delivered from this queue before.",
+                MetricType::Counter,
+                |q| q.counters.redelivered,
+            ),
+            (
+                "halyard_queue_messages_acknowledged",
+                "Messages consumers settled for good (ack, accepted, auto-ack, commit).",
+                MetricType::Counter,
+                |q| q.counters.acknowledged,
+            ),
+            (
+                "halyard_queue_messages_dead_lettered",
+                "Messages moved to the dead-letter address.",
+                MetricType::Counter,
+                |q| q.counters.dead_lettered,
+            ),
+            (
+                "halyard_queue_messages_expired",
+                "Messages moved to the expiry address.",
+                MetricType::Counter,
+                |q| q.counters.expired,
+            ),
+        ];
+        for (name, help, kind, get) in per_queue {
+            family(
+                e,
+                name,
+                help,
+                kind,
+                s.queues.iter().map(|q| (q_labels(q), get(q) as f64)),
+            )?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,222 @@
+//! What the node holds and has done, read without changing anything: the
+//! figures behind `/metrics`, the health endpoints and the management API
+//! (io serves them over HTTP; the simulator checks them against its model).
+//!
+//! Counting is done where things happen (the broker counts per queue, the
+//! pipeline times batches); [`Node::stats`] only copies.
+
+use super::conn::Session;
+use super::events::Event;
+use super::node::Node;
+use crate::broker::QueueCounters;
+use crate::ha::HaState;
+use crate::message::Routing;
+use crate::Millis;
+
+/// Upper bounds (ms) of the latency histograms' buckets; one more bucket
+/// takes everything above the last. The node's clock counts milliseconds,
+/// so finer buckets would say nothing.
+pub const LATENCY_BUCKETS_MS: [u64; 14] = [
+    1, 2, 5, 10, 20, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 30_000,
+];
+
+/// A latency histogram with fixed buckets, in milliseconds.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LatencyHistogram {
+    /// Observations per bucket (not cumulative); the last one is above
+    /// every bound.
+    pub counts: [u64; LATENCY_BUCKETS_MS.len() + 1],
+    pub sum_ms: u64,
+    pub count: u64,
+}
+
+impl LatencyHistogram {
+    pub fn observe(&mut self, ms: Millis) {
+        let i = LATENCY_BUCKETS_MS.partition_point(|&b| b < ms);
+        self.counts[i] += 1;
+        self.sum_ms = self.sum_ms.saturating_add(ms);
+        self.count += 1;
+    }
+
+    /// (upper bound in ms, cumulative count) per bucket, as Prometheus
+    /// writes them; the `+Inf` bucket is `count`.
+    pub fn cumulative(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        let mut total = 0;
+        LATENCY_BUCKETS_MS.iter().enumerate().map(move |(i, &b)| {
+            total += self.counts[i];
+            (b, total)
+        })
+    }
+}
+
+/// Counters of the node's own work since the process started.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeCounters {
+    /// Times this node obtained the live lock.
+    pub lock_obtained: u64,
+    /// Times it lost the lock while holding it (session lost, revoked).
+    pub lock_lost: u64,
+    /// Times it went live (activation record durable).
+    pub activations: u64,
+    /// Times a newer epoch fenced one of its writes.
+    pub fenced: u64,
+    /// Journal appends (batches) issued, and their entries.
+    pub journal_batches: u64,
+    pub journal_entries: u64,
+    /// Appends the journal failed.
+    pub journal_failures: u64,
+    /// Client errors reported (ERROR frames, AMQP error closes).
+    pub client_errors: u64,
+    /// Append issued -> journal says durable.
+    pub journal_latency: LatencyHistogram,
+    /// A send (outside a transaction) taken -> its receipt (STOMP RECEIPT,
+    /// AMQP `accepted`) due, in journal order.
+    pub send_receipt_latency: LatencyHistogram,
+}
+
+/// Client connections by protocol.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct ConnectionCounts {
+    pub stomp: u64,
+    pub amqp: u64,
+    /// Connected, first bytes not seen yet.
+    pub unknown: u64,
+}
+
+/// One queue.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueueStats {
+    pub name: String,
+    pub address: String,
+    pub routing: Routing,
+    pub durable: bool,
+    /// Messages it references (ready, scheduled, delivered, settling).
+    pub messages: u64,
+    pub consumers: u64,
+    pub counters: QueueCounters,
+}
+
+/// A snapshot of the node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeStats {
+    pub node_id: String,
+    /// `HaState::name`: live, backup, loading, activating, draining, ...
+    pub state: &'static str,
+    pub epoch: u32,
+    /// Bound to the client port and taking clients.
+    pub accepting: bool,
+    /// The epoch that fenced this node, while it has not been live since.
+    pub fenced_by: Option<u32>,
+    pub connections: ConnectionCounts,
+    /// Queues, largest first, at most the `max_queues` asked for.
+    pub queues: Vec<QueueStats>,
+    /// Queues there are (the list above may be cut short).
+    pub queues_total: u64,
+    /// Messages held in memory (each once, whatever the queues).
+    pub messages: u64,
+    pub counters: NodeCounters,
+}
+
+impl NodeStats {
+    /// `Ok` while this node is live and taking clients; otherwise why not,
+    /// in words for a load balancer's log.
+    pub fn readiness(&self) -> Result<(), String> {
+        match (self.state, self.accepting) {
+            ("live", true) => Ok(()),
+            ("live", false) => Err("live but not accepting clients".into()),
+            ("backup", _) => Err(match self.fenced_by {
+                Some(e) => format!("backup: fenced by epoch {e}, waiting for the live lock"),
+                None => "backup: waiting for the live lock".into(),
+            }),
+            ("loading", _) | ("activating", _) => {
+                Err(format!("{}: taking over as live", self.state))
+            }
+            (s, _) => Err(format!("{s}: not taking clients")),
+        }
+    }
+}
+
+impl Node {
+    /// A snapshot for metrics and management. At most `max_queues` queues
+    /// are listed, those with the most messages first (a bound on the
+    /// series a scrape returns).
+    pub fn stats(&self, max_queues: usize) -> NodeStats {
+        let mut connections = ConnectionCounts::default();
+        for c in self.conns.values() {
+            match &c.session {
+                Some(Session::Stomp(_)) => connections.stomp += 1,
+                Some(Session::Amqp(_)) => connections.amqp += 1,
+                None => connections.unknown += 1,
+            }
+        }
+        let mut queues: Vec<QueueStats> = self
+            .broker
+            .queues()
+            .map(|q| QueueStats {
+                name: q.name.clone(),
+                address: q.address.clone(),
+                routing: q.routing,
+                durable: q.durable(),
+                messages: q.depth() as u64,
+                consumers: q.consumer_count() as u64,
+                counters: q.counters,
+            })
+            .collect();
+        let queues_total = queues.len() as u64;
+        queues.sort_by(|a, b| b.messages.cmp(&a.messages).then(a.name.cmp(&b.name)));
+        queues.truncate(max_queues);
+        NodeStats {
+            node_id: self.config.node_id.clone(),
+            state: self.state.name(),
+            epoch: self.epoch,
+            accepting: self.accepting && self.state == HaState::Live,
+            fenced_by: self.fenced_by,
+            connections,
+            queues,
+            queues_total,
+            messages: self.broker.message_count() as u64,
+            counters: self.counters.clone(),
+        }
+    }
+
+    /// Counts what an event says happened.
+    pub(crate) fn count_event(&mut self, e: &Event) {
+        let c = &mut self.counters;
+        match e {
+            Event::LiveLockObtained => c.lock_obtained += 1,
+            Event::LockLost { .. } => c.lock_lost += 1,
+            Event::Live { .. } => {
+                c.activations += 1;
+                self.fenced_by = None;
+            }
+            Event::Fenced { by_epoch, .. } | Event::FencedAfterStepDown { by_epoch, .. } => {
+                c.fenced += 1;
+                self.fenced_by = Some(by_epoch.unwrap_or(self.epoch + 1));
+            }
+            Event::JournalFailed { .. } => c.journal_failures += 1,
+            Event::ClientError { .. } => c.client_errors += 1,
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_take_their_upper_bound() {
+        let mut h = LatencyHistogram::default();
+        for ms in [0, 1, 2, 3, 30_000, 30_001] {
+            h.observe(ms);
+        }
+        assert_eq!(h.count, 6);
+        assert_eq!(h.sum_ms, 60_037);
+        let cum: Vec<(u64, u64)> = h.cumulative().collect();
+        assert_eq!(cum[0], (1, 2), "0 and 1 ms are at most 1 ms");
+        assert_eq!(cum[1], (2, 3));
+        assert_eq!(cum[2], (5, 4));
+        assert_eq!(cum.last(), Some(&(30_000, 5)), "30001 ms only in +Inf");
+        assert_eq!(h.counts[LATENCY_BUCKETS_MS.len()], 1);
+    }
+}
