@@ -117,6 +117,14 @@ pub struct NodeSettings {
     /// Queues listed per scrape of /metrics, those with the most messages first (bounds the series) [default: 1000]
     #[arg(long, env = "HALYARD_METRICS_MAX_QUEUES", value_name = "N")]
     pub metrics_max_queues: Option<usize>,
+    /// HTTP base URL of another node of this cluster, shown by /api/cluster and the console (repeatable)
+    #[arg(
+        long = "peer-http",
+        env = "HALYARD_PEER_HTTP",
+        value_name = "URL",
+        value_delimiter = ','
+    )]
+    pub peer_http: Option<Vec<String>>,
 }
 
 /// Where the journal and the lock live.
@@ -144,6 +152,7 @@ pub struct Resolved {
     pub backend: Backend,
     pub http: Option<SocketAddr>,
     pub metrics_max_queues: usize,
+    pub peer_http: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -210,7 +219,8 @@ pub fn merge(cli: &NodeSettings, file: &NodeSettings) -> NodeSettings {
         kafka_replication_factor,
         failover_servers,
         http,
-        metrics_max_queues
+        metrics_max_queues,
+        peer_http
     )
 }
 
@@ -421,8 +431,19 @@ pub fn resolve(s: NodeSettings) -> Result<Resolved, ConfigError> {
             why: "must differ from listen (the client port)",
         });
     }
+    let peer_http = s.peer_http.unwrap_or_default();
+    for url in &peer_http {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(ConfigError::Invalid {
+                name: "peer_http",
+                value: url.clone(),
+                why: "must be a URL such as http://127.0.0.1:8161",
+            });
+        }
+    }
     Ok(Resolved {
         backend,
+        peer_http,
         http: s.http,
         metrics_max_queues,
         listen,

@@ -101,6 +101,9 @@ pub fn run(
                     io: counters.clone(),
                     max_queues: r.metrics_max_queues,
                     started: std::time::Instant::now(),
+                    peers: r.peer_http.clone(),
+                    self_url: format!("http://{addr}"),
+                    history: Default::default(),
                 },
             )
             .await?;

@@ -9,8 +9,8 @@ use bytes::Bytes;
 use crate::ids::{ConnId, Ticket};
 use crate::journal::{decode_entry, encode_entry, Entry};
 use crate::node::{
-    AcceptRequest, ConnEvent, ConnRequest, Event, Input, JournalEvent, JournalRequest, LockEvent,
-    LockRequest, Node, NodeConfig, Output,
+    AcceptRequest, AdminError, AdminReply, ConnEvent, ConnRequest, Event, Input, JournalEvent,
+    JournalRequest, LockEvent, LockRequest, Node, NodeConfig, Output,
 };
 use crate::protocol::stomp::{encode_to_bytes, Command, Decoded, Decoder, Frame, Limits, Version};
 use crate::Millis;
@@ -34,6 +34,8 @@ pub struct Harness {
     /// Bytes the node sent to connections opened with [`Harness::open_raw`]
     /// (another protocol's clients decode them themselves).
     pub raw: BTreeMap<ConnId, Vec<u8>>,
+    /// Answers to `Input::Admin`, in the order they came.
+    pub admin: Vec<(u64, Result<AdminReply, AdminError>)>,
 }
 
 impl Harness {
@@ -57,6 +59,7 @@ impl Harness {
             accepting: false,
             paused: BTreeSet::new(),
             raw: BTreeMap::new(),
+            admin: Vec::new(),
         };
         h.input(Input::Start);
         assert!(
@@ -141,6 +144,7 @@ impl Harness {
                     Output::Accept(AcceptRequest::Start) => self.accepting = true,
                     Output::Accept(AcceptRequest::Stop) => self.accepting = false,
                     Output::Event(e) => self.events.push(e),
+                    Output::Admin { id, result } => self.admin.push((id, result)),
                     Output::Journal(JournalRequest::Close)
                     | Output::Lock(LockRequest::Release)
                     | Output::Stopped => {}

@@ -17,10 +17,11 @@ use halyard_core::node::{
     AcceptRequest, ConnEvent, ConnRequest, Event, Input, JournalRequest, LockRequest, Node,
     NodeStats, Output,
 };
+use halyard_core::node::{AdminError, AdminOp, AdminReply, BrowsedMessage};
 use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, error, info, info_span, warn, Instrument};
 
@@ -101,7 +102,18 @@ pub struct IoCounters {
 pub enum Query {
     Stats {
         max_queues: usize,
-        reply: tokio::sync::oneshot::Sender<NodeStats>,
+        reply: oneshot::Sender<NodeStats>,
+    },
+    /// The first `limit` messages of a queue (a read: answered at once).
+    Browse {
+        queue: String,
+        limit: usize,
+        reply: oneshot::Sender<Result<Vec<BrowsedMessage>, AdminError>>,
+    },
+    /// A management change: answered once the journal has it.
+    Admin {
+        op: AdminOp,
+        reply: oneshot::Sender<Result<AdminReply, AdminError>>,
     },
 }
 
@@ -153,6 +165,10 @@ pub async fn run(
     let mut conns: HashMap<ConnId, ConnHandle> = HashMap::new();
     let mut acceptor: Option<JoinHandle<()>> = None;
     let mut shutdown_asked = false;
+    // Management changes waiting for the node's answer, by request id.
+    let mut admin_waiting: HashMap<u64, oneshot::Sender<Result<AdminReply, AdminError>>> =
+        HashMap::new();
+    let mut next_admin_id: u64 = 1;
     let span = info_span!("node", id = %node.config().node_id);
     let _enter = span.enter();
 
@@ -211,6 +227,15 @@ pub async fn run(
                     }
                 }
                 Output::Event(e) => log_event(&e),
+                Output::Admin { id, result } => {
+                    match &result {
+                        Ok(r) => info!(id, ?r, "management request done"),
+                        Err(e) => info!(id, "management request refused: {e}"),
+                    }
+                    if let Some(reply) = admin_waiting.remove(&id) {
+                        let _ = reply.send(result);
+                    }
+                }
                 Output::Stopped => stopped = true,
             }
         }
@@ -293,6 +318,16 @@ pub async fn run(
                 Query::Stats { max_queues, reply } => {
                     let _ = reply.send(node.stats(max_queues));
                 }
+                Query::Browse { queue, limit, reply } => {
+                    let _ = reply.send(node.browse(&queue, limit));
+                }
+                Query::Admin { op, reply } => {
+                    let id = next_admin_id;
+                    next_admin_id += 1;
+                    info!(id, ?op, "management request");
+                    admin_waiting.insert(id, reply);
+                    node.handle(now(), Input::Admin { id, op });
+                }
             },
             _ = sleep => node.handle(now(), Input::Tick),
         }
@@ -357,7 +392,9 @@ async fn accept_loop(
             }
         };
         let _ = sock.set_nodelay(true);
-        counters.connections_accepted.fetch_add(1, Ordering::Relaxed);
+        counters
+            .connections_accepted
+            .fetch_add(1, Ordering::Relaxed);
         let id = ConnId(next_conn.fetch_add(1, Ordering::Relaxed));
         let span = info_span!("conn", id = %id, %peer);
         debug!(parent: &span, "connection opened");

@@ -5,11 +5,16 @@
 //! - `GET /health/live`: 200 while the process runs.
 //! - `GET /health/ready`: 200 while this node is live and taking clients,
 //!   503 with the reason otherwise (a load balancer's check).
-//! - `GET /api/node`, `GET /api/queues`: the same figures as JSON.
+//! - `GET /api/node`, `GET /api/queues`, `GET /api/cluster` (this node and
+//!   its `--peer-http` peers), `GET /api/history` (samples for charts): the
+//!   same figures as JSON.
+//! - The management API ([`api`]): browse, purge, move, retry, delete.
+//! - `GET /`: the web console (one page, `console.html`, in the binary).
 //!
 //! Every answer comes from one snapshot the node's task takes between
 //! inputs (`server::Query`); nothing here touches the node.
 
+pub mod api;
 pub mod metrics;
 
 use std::net::SocketAddr;
@@ -19,7 +24,7 @@ use std::time::{Duration, Instant};
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use halyard_core::node::NodeStats;
 use halyard_io::server::{IoCounters, Query};
@@ -42,7 +47,15 @@ pub struct HttpState {
     pub io: Arc<IoCounters>,
     pub max_queues: usize,
     pub started: Instant,
+    /// Other nodes' HTTP base URLs (`--peer-http`), for `/api/cluster`.
+    pub peers: Vec<String>,
+    /// This node's own base URL as peers would name it.
+    pub self_url: String,
+    pub history: api::History,
 }
+
+/// The console: one page, no build step.
+const CONSOLE: &str = include_str!("console.html");
 
 /// Binds now (so a bad `--http` fails at start-up), then serves in the
 /// background.
@@ -56,7 +69,25 @@ pub async fn start(addr: SocketAddr, state: HttpState) -> Result<(), String> {
         .route("/health/ready", get(ready))
         .route("/api/node", get(api_node))
         .route("/api/queues", get(api_queues))
-        .with_state(state);
+        .route("/api/cluster", get(api::cluster))
+        .route("/api/history", get(api::history))
+        .route("/api/queues/{name}", delete(api::delete))
+        .route("/api/queues/{name}/messages", get(api::browse))
+        .route("/api/queues/{name}/purge", post(api::purge))
+        .route("/api/queues/{name}/retry", post(api::retry))
+        .route("/api/queues/{name}/move", post(api::move_to))
+        .route(
+            "/",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+                    CONSOLE,
+                )
+            }),
+        )
+        .fallback(|| async { api::error(StatusCode::NOT_FOUND, "no such endpoint") })
+        .with_state(state.clone());
+    tokio::spawn(api::sample_history(state));
     info!(http = %addr, "serving /metrics, /health/live, /health/ready and /api/ over HTTP");
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
@@ -67,8 +98,9 @@ pub async fn start(addr: SocketAddr, state: HttpState) -> Result<(), String> {
 }
 
 /// A snapshot from the node's task, or the 503 to answer instead.
-async fn snapshot(state: &HttpState) -> Result<NodeStats, Response> {
-    let unavailable = |why: &str| (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")).into_response();
+pub(crate) async fn snapshot(state: &HttpState) -> Result<NodeStats, Response> {
+    let unavailable =
+        |why: &str| (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")).into_response();
     let (reply, answer) = oneshot::channel();
     let asked = Query::Stats {
         max_queues: state.max_queues,
@@ -92,21 +124,33 @@ async fn metrics_text(State(state): State<HttpState>) -> Response {
     let snap = Snapshot::new(stats, &state.io, state.started.elapsed().as_secs_f64());
     match snap.encode() {
         Ok(text) => ([(header::CONTENT_TYPE, OPENMETRICS)], text).into_response(),
-        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "encoding the metrics failed\n").into_response(),
+        Err(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "encoding the metrics failed\n",
+        )
+            .into_response(),
     }
 }
 
 async fn ready(State(state): State<HttpState>) -> Response {
     match snapshot(&state).await {
         Ok(stats) => match stats.readiness() {
-            Ok(()) => (StatusCode::OK, format!("ready: live, epoch {}\n", stats.epoch)).into_response(),
-            Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")).into_response(),
+            Ok(()) => (
+                StatusCode::OK,
+                format!("ready: live, epoch {}\n", stats.epoch),
+            )
+                .into_response(),
+            Err(why) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not ready: {why}\n"),
+            )
+                .into_response(),
         },
         Err(r) => r,
     }
 }
 
-fn node_json(snap: &Snapshot) -> Value {
+pub(crate) fn node_json(snap: &Snapshot) -> Value {
     let s = &snap.stats;
     json!({
         "node_id": s.node_id,
@@ -127,6 +171,23 @@ fn node_json(snap: &Snapshot) -> Value {
         "queues": s.queues_total,
         "bytes_in": snap.bytes_in,
         "bytes_out": snap.bytes_out,
+        "totals": {
+            "added": s.totals.added,
+            "delivered": s.totals.delivered,
+            "redelivered": s.totals.redelivered,
+            "acknowledged": s.totals.acknowledged,
+            "dead_lettered": s.totals.dead_lettered,
+            "expired": s.totals.expired,
+        },
+        "journal": {
+            "append_batches": s.counters.journal_batches,
+            "append_records": s.counters.journal_entries,
+            "failures": s.counters.journal_failures,
+            "durable_latency_count": s.counters.journal_latency.count,
+            "durable_latency_sum_ms": s.counters.journal_latency.sum_ms,
+            "send_receipt_latency_count": s.counters.send_receipt_latency.count,
+            "send_receipt_latency_sum_ms": s.counters.send_receipt_latency.sum_ms,
+        },
     })
 }
 

@@ -5,8 +5,8 @@ use crate::broker::Broker;
 use crate::ids::{ConnId, IdGen, Ticket};
 use crate::journal::{Entry, Record};
 use crate::node::{
-    AcceptRequest, ConnRequest, Event, JournalEvent, JournalRequest, LockEvent, LockRequest, Node,
-    Output, PlantedBug, Work,
+    AcceptRequest, AdminError, ConnRequest, Event, JournalEvent, JournalRequest, LockEvent,
+    LockRequest, Node, Output, PlantedBug, Work,
 };
 
 use super::state::{AfterDrain, HaState};
@@ -192,6 +192,18 @@ impl Node {
                 .push_back(Output::Conn(ConnRequest::Close { conn: c }));
         }
         self.conns.clear();
+        // Management changes not yet durable: say so rather than go silent.
+        let abandoned: Vec<u64> = self
+            .pipeline
+            .iter()
+            .filter_map(|p| match p.work {
+                Work::Admin { id, .. } => Some(id),
+                _ => None,
+            })
+            .collect();
+        for id in abandoned {
+            self.admin_answer(id, Err(AdminError::Abandoned));
+        }
         self.pipeline.clear();
         self.housekeeping.clear();
         self.housekeeping_volatile.clear();

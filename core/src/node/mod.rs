@@ -20,6 +20,7 @@
 //! batches), `pipeline` (completing work in journal order), and the HA
 //! transitions in [`crate::ha`].
 
+mod admin;
 mod config;
 mod conn;
 mod connections;
@@ -35,12 +36,13 @@ mod timers;
 mod transactions;
 mod work;
 
+pub use admin::{
+    AdminError, AdminOp, AdminReply, BrowsedMessage, ADMIN_BATCH_MAX, BODY_PREVIEW_BYTES,
+    BROWSE_MAX,
+};
 pub use config::{amqp_defaults, NodeConfig, PlantedBug};
 pub use events::Event;
 pub use node::Node;
-pub use stats::{
-    ConnectionCounts, LatencyHistogram, NodeCounters, NodeStats, QueueStats, LATENCY_BUCKETS_MS,
-};
 pub use ops::{
     Op, OpError, Outcome, ProtocolSession, SessionAction, SessionCx, SubscribeOp, SubscribeTarget,
     TxName,
@@ -48,6 +50,9 @@ pub use ops::{
 pub use ports::{
     AcceptRequest, ConnEvent, ConnRequest, Input, JournalEvent, JournalRequest, LockEvent,
     LockRequest, Output,
+};
+pub use stats::{
+    ConnectionCounts, LatencyHistogram, NodeCounters, NodeStats, QueueStats, LATENCY_BUCKETS_MS,
 };
 pub(crate) use work::Work;
 // STOMP's name for it, where users of the node have always found it.

@@ -158,6 +158,7 @@ impl Node {
             Input::Conn(ConnEvent::Closed { conn }) => self.on_closed(conn),
             Input::Journal(ev) => self.on_journal(ev),
             Input::Lock(ev) => self.on_lock(ev),
+            Input::Admin { id, op } => self.on_admin(id, op),
         }
         self.after_input();
         self.flush_sessions();

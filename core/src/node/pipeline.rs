@@ -160,6 +160,10 @@ impl Node {
     pub(crate) fn finish_work(&mut self, work: Work) {
         match work {
             Work::Activation { epoch } => self.became_live(epoch),
+            Work::Admin { id, reply, effects } => {
+                self.apply_effects(effects);
+                self.admin_answer(id, Ok(reply));
+            }
             Work::Op { conn, tag, effects } => {
                 self.apply_effects(effects);
                 if let Some(tag) = tag {

@@ -2,6 +2,7 @@
 //! asks of it ([`Output`]), grouped the same way on both sides: connections,
 //! journal, lock, accepting, events.
 
+use super::admin::{AdminError, AdminOp, AdminReply};
 use bytes::Bytes;
 
 use super::Event;
@@ -20,6 +21,12 @@ pub enum Input {
     Conn(ConnEvent),
     Journal(JournalEvent),
     Lock(LockEvent),
+    /// A management change (HTTP API); answered by `Output::Admin` with
+    /// the same `id`.
+    Admin {
+        id: u64,
+        op: AdminOp,
+    },
 }
 
 /// What happened on a client connection.
@@ -86,6 +93,11 @@ pub enum Output {
     Lock(LockRequest),
     Accept(AcceptRequest),
     Event(Event),
+    /// The answer to `Input::Admin { id, .. }`.
+    Admin {
+        id: u64,
+        result: Result<AdminReply, AdminError>,
+    },
     /// The node has stopped; the driver may exit.
     Stopped,
 }

@@ -114,6 +114,8 @@ pub struct NodeStats {
     pub queues_total: u64,
     /// Messages held in memory (each once, whatever the queues).
     pub messages: u64,
+    /// Every queue's counters added up (listed or not).
+    pub totals: QueueCounters,
     pub counters: NodeCounters,
 }
 
@@ -163,6 +165,16 @@ impl Node {
             })
             .collect();
         let queues_total = queues.len() as u64;
+        let mut totals = QueueCounters::default();
+        for q in &queues {
+            let (t, c) = (&mut totals, &q.counters);
+            t.added += c.added;
+            t.delivered += c.delivered;
+            t.redelivered += c.redelivered;
+            t.acknowledged += c.acknowledged;
+            t.dead_lettered += c.dead_lettered;
+            t.expired += c.expired;
+        }
         queues.sort_by(|a, b| b.messages.cmp(&a.messages).then(a.name.cmp(&b.name)));
         queues.truncate(max_queues);
         NodeStats {
@@ -175,6 +187,7 @@ impl Node {
             queues,
             queues_total,
             messages: self.broker.message_count() as u64,
+            totals,
             counters: self.counters.clone(),
         }
     }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use super::admin::AdminReply;
 use super::ops::SubscribeOp;
 use crate::broker::{ConsumerFilter, RefKey};
 use crate::ids::{ConnId, Id, Ticket};
@@ -78,6 +79,12 @@ pub(crate) enum Work {
         bytes: Bytes,
         close: bool,
     },
+    /// A management change (purge, move, delete): answered when durable.
+    Admin {
+        id: u64,
+        reply: AdminReply,
+        effects: Effects,
+    },
     /// Auto-acks, tombstones and expiry moves nobody waits for.
     Housekeeping {
         volatile: Vec<RefKey>,
@@ -92,7 +99,7 @@ impl Work {
             Work::Op { conn, .. }
             | Work::Subscribe { conn, .. }
             | Work::SendInTurn { conn, .. } => Some(*conn),
-            Work::Activation { .. } | Work::Housekeeping { .. } => None,
+            Work::Activation { .. } | Work::Housekeeping { .. } | Work::Admin { .. } => None,
         }
     }
 }

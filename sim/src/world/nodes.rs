@@ -169,7 +169,7 @@ impl World {
                     self.log(&name, e.to_string());
                 }
             }
-            Output::Stopped => {}
+            Output::Stopped | Output::Admin { .. } => {}
         }
         self.apply_effects(i, &mut effects, inputs);
         self.effects = effects;
