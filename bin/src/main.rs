@@ -6,6 +6,7 @@ mod ceiling_cmd;
 mod clients;
 mod config;
 mod http;
+mod manage_cmd;
 mod node_cmd;
 mod proxy_cmd;
 mod sim_cmd;
@@ -53,6 +54,11 @@ enum Command {
     Proxy(proxy_cmd::ProxyArgs),
     /// Load-test a STOMP or AMQP 1.0 broker: throughput and HDR latency percentiles, JSON and plots
     Bench(bench_cmd::BenchArgs),
+    /// Show the cluster's nodes (state, epoch, readiness) through a node's --http endpoint
+    NodeStatus(manage_cmd::NodeStatusArgs),
+    /// Inspect and manage queues through a node's --http endpoint: stat, purge, move, retry, browse, delete
+    #[command(subcommand)]
+    Queue(manage_cmd::QueueCmd),
     /// Measure the Kafka journal's write ceiling: a plain transactional producer writing journal-shaped records
     KafkaCeiling(ceiling_cmd::CeilingArgs),
 }
@@ -67,6 +73,8 @@ fn main() -> ExitCode {
         Command::Proxy(a) => proxy_cmd::run(a),
         Command::Bench(a) => bench_cmd::run(a),
         Command::KafkaCeiling(a) => ceiling_cmd::run(a),
+        Command::NodeStatus(a) => manage_cmd::node_status(a),
+        Command::Queue(c) => manage_cmd::queue(c),
     };
     match result {
         Ok(code) => code,

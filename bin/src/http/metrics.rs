@@ -70,6 +70,9 @@ impl Snapshot {
 
 type Labels<'a> = [(&'static str, &'a str)];
 
+/// A per-queue family: name, help, type and how to read it.
+type PerQueue = (&'static str, &'static str, MetricType, fn(&QueueStats) -> u64);
+
 fn counter(
     e: &mut DescriptorEncoder<'_>,
     name: &str,
@@ -307,7 +310,7 @@ impl Collector for Snapshot {
             None,
             s.queues_total as f64,
         )?;
-        let per_queue: [(&str, &str, MetricType, fn(&QueueStats) -> u64); 8] = [
+        let per_queue: [PerQueue; 8] = [
             (
                 "halyard_queue_messages",
                 "Messages in the queue (ready, scheduled, delivered and not yet acknowledged).",
