@@ -99,6 +99,12 @@ HALYARD_KAFKA_BOOTSTRAP=$(scripts/services/kafka.sh bootstrap) \
 step "integration tests with stomp.py against real nodes (local journal)"
 scripts/ci/integration.sh
 
+step "operations: /metrics (prometheus_client's parser), health across a failover, the management API and CLI (real nodes)"
+scripts/ci/operations.sh
+
+step "the web console in headless Chromium (Debian chromium + chromium-driver, Selenium from PyPI)"
+scripts/ci/console.sh
+
 step "live/backup failover on Kafka with real processes"
 scripts/ci/kafka-ha.sh
 

@@ -71,7 +71,12 @@ impl Snapshot {
 type Labels<'a> = [(&'static str, &'a str)];
 
 /// A per-queue family: name, help, type and how to read it.
-type PerQueue = (&'static str, &'static str, MetricType, fn(&QueueStats) -> u64);
+type PerQueue = (
+    &'static str,
+    &'static str,
+    MetricType,
+    fn(&QueueStats) -> u64,
+);
 
 fn counter(
     e: &mut DescriptorEncoder<'_>,

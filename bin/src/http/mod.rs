@@ -99,8 +99,7 @@ pub async fn start(addr: SocketAddr, state: HttpState) -> Result<(), String> {
 
 /// A snapshot from the node's task, or the 503 to answer instead.
 pub(crate) async fn snapshot(state: &HttpState) -> Result<NodeStats, Response> {
-    let unavailable =
-        |why: &str| (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")).into_response();
+    let unavailable = |why: &str| api::error(StatusCode::SERVICE_UNAVAILABLE, why);
     let (reply, answer) = oneshot::channel();
     let asked = Query::Stats {
         max_queues: state.max_queues,

@@ -141,6 +141,12 @@ impl Node {
     /// The first `limit` messages of a queue in delivery order (waiting
     /// ones first, by priority and arrival; then those out with consumers).
     pub fn browse(&self, queue: &str, limit: usize) -> Result<Vec<BrowsedMessage>, AdminError> {
+        // A backup's broker is empty or stale: the live node has the truth.
+        if self.state != HaState::Live {
+            return Err(AdminError::NotLive {
+                state: self.state.name(),
+            });
+        }
         let qid = self.admin_queue(queue)?;
         let q = self
             .broker
@@ -199,7 +205,16 @@ impl Node {
         }
         let result = match op {
             AdminOp::Purge { queue } => self.admin_purge(&queue),
-            AdminOp::Move { queue, to } => self.admin_move(&queue, Some(&to)),
+            AdminOp::Move { queue, to } => {
+                // A destination spelled for a client (`/queue/x`) names
+                // the address `x`.
+                let prefix = &self.config.destinations.anycast_prefix;
+                let to = match to.strip_prefix(prefix.as_str()) {
+                    Some(bare) if !prefix.is_empty() => bare.to_owned(),
+                    _ => to,
+                };
+                self.admin_move(&queue, Some(&to))
+            }
             AdminOp::Retry { queue } => self.admin_move(&queue, None),
             AdminOp::DeleteQueue { queue } => self.admin_delete(&queue),
         };
@@ -317,6 +332,10 @@ impl Node {
         };
         if to.is_empty() {
             return bad("the address is empty");
+        }
+        let topics = &self.config.destinations.multicast_prefix;
+        if !topics.is_empty() && to.starts_with(topics.as_str()) {
+            return bad("it is a multicast address");
         }
         if self.broker.queue_by_name(to).is_some_and(|q| q.id == from) {
             return bad("that is the queue the messages are in");
