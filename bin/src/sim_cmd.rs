@@ -64,6 +64,10 @@ struct Totals {
     amqp_delivered: u64,
     cross_protocol: u64,
     committed_accepts: u64,
+    purges_asked: u64,
+    purges_done: u64,
+    purges_refused: u64,
+    purged: u64,
     fenced: u64,
     compactions: u64,
     virtual_ms: u64,
@@ -92,6 +96,10 @@ impl Totals {
         self.amqp_delivered += r.counts.amqp_delivered;
         self.cross_protocol += r.counts.cross_protocol;
         self.committed_accepts += r.counts.committed_accepts;
+        self.purges_asked += r.counts.purges_asked;
+        self.purges_done += r.counts.purges_done;
+        self.purges_refused += r.counts.purges_refused;
+        self.purged += r.counts.purged;
         self.fenced += r.kafka.fenced_requests;
         self.compactions += r.kafka.compactions;
         self.virtual_ms += r.end_ms;
@@ -237,6 +245,12 @@ fn print_summary(t: &Totals, secs: f64) {
         println!(
             "amqp: {} clients, {} sends acknowledged, {} deliveries ({} accepted in committed transactions); {} deliveries crossed protocols",
             t.amqp_clients, t.amqp_acknowledged, t.amqp_delivered, t.committed_accepts, t.cross_protocol
+        );
+    }
+    if t.purges_asked > 0 {
+        println!(
+            "operator: {} purges asked, {} done ({} messages), {} refused (not live, or abandoned by a step-down)",
+            t.purges_asked, t.purges_done, t.purged, t.purges_refused
         );
     }
     println!(

@@ -30,6 +30,9 @@ pub struct Violations {
     pub stuck: Option<String>,
     /// A node's `check_invariants` failed (checked in debug builds only).
     pub broken_invariant: Option<String>,
+    /// A purge the operator was told was done did not stick (see
+    /// [`check_purges`]).
+    pub purge_undone: Option<String>,
 }
 
 impl Violations {
@@ -43,6 +46,7 @@ impl Violations {
             && self.split_brain.is_empty()
             && self.stuck.is_none()
             && self.broken_invariant.is_none()
+            && self.purge_undone.is_none()
     }
 
     pub fn summary(&self) -> String {
@@ -87,6 +91,9 @@ impl Violations {
         if let Some(s) = &self.broken_invariant {
             parts.push(format!("broken invariant: {s}"));
         }
+        if let Some(s) = &self.purge_undone {
+            parts.push(format!("purge undone: {s}"));
+        }
         parts.join("; ")
     }
 }
@@ -116,6 +123,12 @@ pub struct Counts {
     pub cross_protocol: u64,
     /// Deliveries whose acceptance was committed in a transaction.
     pub committed_accepts: u64,
+    /// Management purges asked, answered "done", refused (not live, or
+    /// abandoned by a step-down), and the messages they said they purged.
+    pub purges_asked: u64,
+    pub purges_done: u64,
+    pub purges_refused: u64,
+    pub purged: u64,
 }
 
 /// The consumer group a consumer belongs to: the queue, or the durable subscription.
@@ -376,6 +389,24 @@ pub fn check(clients: &[Client], commits: &[Writer]) -> (Violations, Counts) {
         }
     }
     (v, counts)
+}
+
+/// The purge rule. Every message the operator's producer stored in the
+/// purged queue (at most one per sequence number: it uses duplicate ids) is
+/// at the end either still there, or gone by a purge, or gone by a purge
+/// whose answer the operator never got. So the messages left on the live
+/// node plus those the "done" answers counted cannot exceed the sequence
+/// numbers sent. A purge answered before it was durable and then lost in a
+/// crash counts its messages twice (they are back, or purged again) and
+/// breaks this; so does a purge that leaves messages behind while saying
+/// it took them. `depth` is `None` when no node is live at the end.
+pub fn check_purges(depth: Option<u64>, purged: u64, sent: u64) -> Option<String> {
+    let depth = depth?;
+    (depth + purged > sent).then(|| {
+        format!(
+            "{depth} message(s) left in the purged queue + {purged} purged by answered purges > {sent} sent"
+        )
+    })
 }
 
 /// Tells, cheaply and as often as asked, whether [`check`] would find

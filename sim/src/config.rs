@@ -56,6 +56,9 @@ pub struct SimConfig {
     pub lock_heartbeat_ms: u64,
     pub request_timeout_ms: u64,
     pub planted_bug: Option<PlantedBug>,
+    /// An operator purges the queue `purged` (filled by its own producer)
+    /// through the management API, at random nodes, all run long.
+    pub operator: bool,
 }
 
 impl SimConfig {
@@ -98,6 +101,7 @@ impl SimConfig {
             lock_heartbeat_ms: 500,
             request_timeout_ms: 1_500,
             planted_bug: None,
+            operator: true,
         };
         // Two minutes after the faults stop is plenty to drain everything.
         c.max_time_ms = c.fault_until_ms + 120_000;

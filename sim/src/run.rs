@@ -142,7 +142,20 @@ pub fn run(cfg: SimConfig, keep_trace: bool) -> Report {
             break;
         }
     }
-    let (mut violations, counts) = checker::check(&w.clients, &w.kafka.commits);
+    let (mut violations, mut counts) = checker::check(&w.clients, &w.kafka.commits);
+    if w.operator.rng.is_some() {
+        let sent = w
+            .clients
+            .iter()
+            .find(|c| c.name == "pp0")
+            .map_or(0, |c| c.sent.len() as u64);
+        violations.purge_undone =
+            checker::check_purges(w.purged_queue_depth(), w.operator.purged(), sent);
+        counts.purges_asked = w.operator.asked;
+        counts.purges_refused = w.operator.refused();
+        counts.purges_done = w.operator.answers.len() as u64 - counts.purges_refused;
+        counts.purged = w.operator.purged();
+    }
     violations.stuck = stuck;
     violations.broken_invariant = w.broken_invariant.take();
     let verdict = if violations.is_empty() {

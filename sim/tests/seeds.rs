@@ -193,6 +193,23 @@ mod planted {
         passes_without_amqp(bug, seed);
     }
 
+    /// Caught by the purge rule, and only with the operator: the same seed
+    /// without it passes.
+    #[test]
+    fn a_purge_answered_before_durable_is_caught() {
+        let bug = PlantedBug::Core(CoreBug::AdminAnswerBeforeDurable);
+        let (seed, _) = first_catch(bug, &["purge undone"]);
+        let mut cfg = SimConfig::from_seed(seed);
+        cfg.planted_bug = Some(bug);
+        cfg.operator = false;
+        let r = run(cfg, false);
+        assert!(
+            r.ok(),
+            "seed {seed} fails without the operator: {}",
+            r.violations.summary()
+        );
+    }
+
     #[test]
     fn acknowledging_before_the_kafka_commit_is_caught() {
         first_catch(PlantedBug::Driver(DriverBug::AckBeforeCommit), &["lost"]);

@@ -9,6 +9,7 @@
 
 use std::fmt;
 
+use super::config::PlantedBug;
 use super::node::Node;
 use super::ports::Output;
 use super::work::{Effects, Work};
@@ -220,6 +221,11 @@ impl Node {
         };
         match result {
             Ok((entries, effects, reply)) => {
+                if self.bug(PlantedBug::AdminAnswerBeforeDurable) {
+                    // Planted bug: "done" before the journal has it (the
+                    // answer at completion comes second and is ignored).
+                    self.admin_answer(id, Ok(reply.clone()));
+                }
                 self.submit(entries, Work::Admin { id, reply, effects })
             }
             Err(e) => self.admin_answer(id, Err(e)),

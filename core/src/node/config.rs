@@ -61,6 +61,9 @@ pub enum PlantedBug {
     /// Answer an AMQP discharge (commit) `accepted` as soon as it arrives,
     /// before the transaction's batch is durable.
     AmqpDischargeBeforeDurable,
+    /// Answer a management change (purge, move, delete) as done as soon as
+    /// it is asked for, before its batch is durable.
+    AdminAnswerBeforeDurable,
 }
 
 impl Default for NodeConfig {

@@ -127,6 +127,23 @@ impl World {
                 nack_chance: 0.0,
             },
         );
+        // The operator's queue: nobody consumes it, the operator purges it
+        // (`operator.rs`). Duplicate ids, so a resend is stored at most once
+        // and the purge rule can count.
+        if c.operator {
+            add(
+                self,
+                "pp0".into(),
+                Kind::Producer {
+                    destination: format!("/queue/{}", super::PURGED_QUEUE),
+                    total: c.messages_per_producer / 4,
+                    window: 20,
+                    duplicate_ids: true,
+                    transaction_size: None,
+                    wait_for_subscriptions: false,
+                },
+            );
+        }
         add(
             self,
             "dlq".into(),

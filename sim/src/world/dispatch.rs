@@ -25,6 +25,7 @@ impl World {
         }
         let t = self.fault_rng.range(500, 3_000);
         self.at(t, Event::Compact);
+        self.start_operator();
     }
 
     /// Runs events until `until` or until the queue is empty.
@@ -179,6 +180,7 @@ impl World {
                 self.at(t, Event::Compact);
             }
             Event::ReplyLossEnd => self.network.reply_loss = REPLY_LOSS_NORMAL,
+            Event::Operator => self.operator_acts(),
         }
     }
 }

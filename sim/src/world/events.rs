@@ -67,6 +67,8 @@ pub(super) enum Event {
     },
     Compact,
     ReplyLossEnd,
+    /// The operator's next management request.
+    Operator,
 }
 
 /// Due events as (time, order of scheduling, slot in `slots`); the smallest

@@ -8,7 +8,8 @@
 //! - `kafka_requests` and `kafka_link`: requests to Kafka and their way there and back;
 //! - `network`: client connections and cuts;
 //! - `faults`: faults and healing;
-//! - `clients`: the clients and their wiring.
+//! - `clients`: the clients and their wiring;
+//! - `operator`: management requests (purges) during the run.
 
 mod clients;
 mod dispatch;
@@ -22,6 +23,8 @@ mod lock_driver;
 mod network;
 mod node_host;
 mod nodes;
+mod operator;
 mod state;
 
+pub(crate) use operator::PURGED_QUEUE;
 pub(crate) use state::World;

@@ -169,7 +169,8 @@ impl World {
                     self.log(&name, e.to_string());
                 }
             }
-            Output::Stopped | Output::Admin { .. } => {}
+            Output::Admin { id, result } => self.operator_heard(i, id, result),
+            Output::Stopped => {}
         }
         self.apply_effects(i, &mut effects, inputs);
         self.effects = effects;

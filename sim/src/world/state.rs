@@ -12,6 +12,7 @@ use super::journal_driver::DecodedRecords;
 use super::kafka_requests::JOURNAL_TOPIC;
 use super::network::{self, Network};
 use super::node_host::NodeHost;
+use super::operator::Operator;
 use crate::client::Client;
 use crate::config::SimConfig;
 use crate::kafka::KafkaModel;
@@ -50,6 +51,8 @@ pub(crate) struct World {
     pub(crate) broken_invariant: Option<String>,
     /// How many times node invariants were checked.
     pub(crate) invariant_checks: u64,
+    /// Management requests and their answers.
+    pub(crate) operator: Operator,
 }
 
 impl World {
@@ -78,7 +81,11 @@ impl World {
             effects: Vec::new(),
             broken_invariant: None,
             invariant_checks: 0,
+            operator: Operator::default(),
         };
+        if w.cfg.operator {
+            w.operator = Operator::new(w.cfg.seed);
+        }
         w.make_clients();
         w
     }
