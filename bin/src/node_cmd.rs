@@ -46,12 +46,13 @@ pub fn run(
             env!("CARGO_PKG_VERSION")
         );
         let (inputs_tx, inputs_rx) = server::input_channel();
+        let journal_metrics = std::sync::Arc::new(halyard_io::metrics::JournalMetrics::new());
         let (journal, lock) = match &r.backend {
             Backend::Local => {
                 let mut jc = LocalJournalConfig::new(r.data_dir.join("journal"));
                 jc.segment_bytes = r.segment_bytes;
                 jc.fsync = r.fsync;
-                let journal = spawn_local_journal(jc, inputs_tx.clone());
+                let journal = spawn_local_journal(jc, inputs_tx.clone(), journal_metrics.clone());
                 let lock = spawn_file_lock(
                     FileLockConfig {
                         dir: r.lock_dir.clone(),
@@ -75,7 +76,11 @@ pub fn run(
                     session_timeout_ms,
                     "journal and live lock in Kafka"
                 );
-                let journal = spawn_kafka_journal(config.clone(), inputs_tx.clone());
+                let journal = spawn_kafka_journal(
+                    config.clone(),
+                    inputs_tx.clone(),
+                    journal_metrics.clone(),
+                );
                 let lock = spawn_kafka_lock(
                     KafkaLockConfig {
                         kafka: config.clone(),
@@ -99,6 +104,7 @@ pub fn run(
                 crate::http::HttpState {
                     queries: queries_tx.clone(),
                     io: counters.clone(),
+                    journal: journal_metrics.clone(),
                     max_queues: r.metrics_max_queues,
                     started: std::time::Instant::now(),
                     peers: r.peer_http.clone(),

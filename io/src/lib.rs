@@ -16,6 +16,7 @@ pub mod journal;
 pub mod kafka;
 pub mod local;
 pub mod lock;
+pub mod metrics;
 // A real-network tool; under madsim, the simulator clogs links itself.
 #[cfg(not(madsim))]
 pub mod proxy;

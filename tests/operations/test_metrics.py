@@ -25,6 +25,12 @@ NODE_FAMILIES = {
     "halyard_sent_bytes": "counter",
     "halyard_client_errors": "counter",
     "halyard_journal_append_batches": "counter",
+    "halyard_journal_written_bytes": "counter",
+    "halyard_journal_group_commits": "counter",
+    "halyard_journal_group_commit_batches": "histogram",
+    "halyard_journal_fsyncs": "counter",
+    "halyard_kafka_transaction_commits": "counter",
+    "halyard_kafka_transaction_aborts": "counter",
     "halyard_journal_append_records": "counter",
     "halyard_journal_failures": "counter",
     "halyard_journal_durable_latency_seconds": "histogram",
@@ -116,6 +122,15 @@ def test_queue_counters_follow_sends_acks_and_dead_letters(nodes, clients):
     assert records1 >= records0 + N, (records0, records1)
     assert records1 >= batches1, (records1, batches1)
     assert m.value("halyard_journal_failures_total") == 0
+    # The local journal's own view: group commits carried those batches,
+    # each fsynced, and wrote at least the bodies.
+    groups = m.value("halyard_journal_group_commits_total")
+    assert 0 < groups <= batches1, (groups, batches1)
+    check_histogram(m.histogram("halyard_journal_group_commit_batches"), "group commit batches")
+    assert m.histogram("halyard_journal_group_commit_batches").count == groups
+    assert m.value("halyard_journal_fsyncs_total") >= groups
+    assert m.value("halyard_journal_written_bytes_total") > N
+    assert m.value("halyard_kafka_transaction_commits_total") == 0
     # Every persistent send waited for its receipt: both histograms saw them.
     for name in ("halyard_journal_durable_latency_seconds", "halyard_send_receipt_latency_seconds"):
         h = m.histogram(name)

@@ -197,7 +197,7 @@ pub async fn browse(
 pub async fn cluster(State(state): State<HttpState>) -> Response {
     let me = match snapshot(&state).await {
         Ok(stats) => {
-            let snap = Snapshot::new(stats, &state.io, state.started.elapsed().as_secs_f64());
+            let snap = Snapshot::new(stats, &state.io, &state.journal, state.started.elapsed().as_secs_f64());
             let mut v = node_json(&snap);
             v["http"] = Value::String(state.self_url.clone());
             v["reachable"] = Value::Bool(true);

@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 
 use halyard_core::message::Routing;
 use halyard_core::node::{LatencyHistogram, NodeStats, QueueStats, LATENCY_BUCKETS_MS};
+use halyard_io::metrics::{JournalMetrics, GROUP_BATCH_BUCKETS};
 use halyard_io::server::IoCounters;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
@@ -36,16 +37,40 @@ pub struct Snapshot {
     pub bytes_out: u64,
     pub connections_accepted: u64,
     pub uptime_seconds: f64,
+    pub group_commits: u64,
+    /// Per bucket of `GROUP_BATCH_BUCKETS` (not cumulative), then above.
+    pub group_batches: Vec<u64>,
+    pub group_batches_sum: u64,
+    pub journal_bytes: u64,
+    pub fsyncs: u64,
+    pub kafka_commits: u64,
+    pub kafka_aborts: u64,
+    /// `None` while no standby copy is followed.
+    pub standby_lag_records: Option<u64>,
 }
 
 impl Snapshot {
-    pub fn new(stats: NodeStats, io: &IoCounters, uptime_seconds: f64) -> Snapshot {
+    pub fn new(
+        stats: NodeStats,
+        io: &IoCounters,
+        j: &JournalMetrics,
+        uptime_seconds: f64,
+    ) -> Snapshot {
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
         Snapshot {
             stats,
-            bytes_in: io.bytes_in.load(Ordering::Relaxed),
-            bytes_out: io.bytes_out.load(Ordering::Relaxed),
-            connections_accepted: io.connections_accepted.load(Ordering::Relaxed),
+            bytes_in: load(&io.bytes_in),
+            bytes_out: load(&io.bytes_out),
+            connections_accepted: load(&io.connections_accepted),
             uptime_seconds,
+            group_commits: load(&j.group_commits),
+            group_batches: j.group_batches.iter().map(load).collect(),
+            group_batches_sum: load(&j.group_batches_sum),
+            journal_bytes: load(&j.bytes_written),
+            fsyncs: load(&j.fsyncs),
+            kafka_commits: load(&j.kafka_commits),
+            kafka_aborts: load(&j.kafka_aborts),
+            standby_lag_records: u64::try_from(j.standby_lag_records.load(Ordering::Relaxed)).ok(),
         }
     }
 
@@ -289,6 +314,70 @@ impl Collector for Snapshot {
             None,
             c.journal_failures,
         )?;
+        counter(
+            e,
+            "halyard_journal_written",
+            "Key and value bytes of the journal records written.",
+            Some(&Unit::Bytes),
+            self.journal_bytes,
+        )?;
+        counter(
+            e,
+            "halyard_journal_group_commits",
+            "Journal writes, each carrying one or more appends (local: one append and fsync; Kafka: one transaction).",
+            None,
+            self.group_commits,
+        )?;
+        {
+            let mut m = e.encode_descriptor(
+                "halyard_journal_group_commit_batches",
+                "Appends (node batches) per group commit.",
+                None,
+                MetricType::Histogram,
+            )?;
+            let mut buckets: Vec<(f64, u64)> = GROUP_BATCH_BUCKETS
+                .iter()
+                .zip(&self.group_batches)
+                .map(|(&b, &c)| (b as f64, c))
+                .collect();
+            buckets.push((f64::INFINITY, self.group_batches.last().copied().unwrap_or(0)));
+            m.encode_histogram::<NoLabelSet>(
+                self.group_batches_sum as f64,
+                self.group_commits,
+                &buckets,
+                None,
+            )?;
+        }
+        counter(
+            e,
+            "halyard_journal_fsyncs",
+            "fdatasync calls on local journal segments.",
+            None,
+            self.fsyncs,
+        )?;
+        counter(
+            e,
+            "halyard_kafka_transaction_commits",
+            "Kafka journal transactions committed.",
+            None,
+            self.kafka_commits,
+        )?;
+        counter(
+            e,
+            "halyard_kafka_transaction_aborts",
+            "Kafka journal transactions aborted after a failed write.",
+            None,
+            self.kafka_aborts,
+        )?;
+        if let Some(lag) = self.standby_lag_records {
+            gauge(
+                e,
+                "halyard_standby_lag_records",
+                "Records the hot standby copy of the Kafka journal is behind its end (only while following, on a backup).",
+                None,
+                lag as f64,
+            )?;
+        }
         histogram(
             e,
             "halyard_journal_durable_latency",

@@ -27,6 +27,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use halyard_core::node::NodeStats;
+use halyard_io::metrics::JournalMetrics;
 use halyard_io::server::{IoCounters, Query};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
@@ -45,6 +46,7 @@ const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=
 pub struct HttpState {
     pub queries: mpsc::Sender<Query>,
     pub io: Arc<IoCounters>,
+    pub journal: Arc<JournalMetrics>,
     pub max_queues: usize,
     pub started: Instant,
     /// Other nodes' HTTP base URLs (`--peer-http`), for `/api/cluster`.
@@ -120,7 +122,7 @@ async fn metrics_text(State(state): State<HttpState>) -> Response {
         Ok(s) => s,
         Err(r) => return r,
     };
-    let snap = Snapshot::new(stats, &state.io, state.started.elapsed().as_secs_f64());
+    let snap = Snapshot::new(stats, &state.io, &state.journal, state.started.elapsed().as_secs_f64());
     match snap.encode() {
         Ok(text) => ([(header::CONTENT_TYPE, OPENMETRICS)], text).into_response(),
         Err(_) => (
@@ -193,7 +195,7 @@ pub(crate) fn node_json(snap: &Snapshot) -> Value {
 async fn api_node(State(state): State<HttpState>) -> Response {
     match snapshot(&state).await {
         Ok(stats) => {
-            let snap = Snapshot::new(stats, &state.io, state.started.elapsed().as_secs_f64());
+            let snap = Snapshot::new(stats, &state.io, &state.journal, state.started.elapsed().as_secs_f64());
             Json(node_json(&snap)).into_response()
         }
         Err(r) => r,

@@ -19,6 +19,8 @@ pub struct KafkaConfig {
     pub transaction_timeout_ms: u64,
     /// Bound on one Kafka operation (init, commit, metadata).
     pub operation_timeout_ms: u64,
+    /// Where the journal and its standby copy count what they do.
+    pub metrics: std::sync::Arc<crate::metrics::JournalMetrics>,
 }
 
 impl KafkaConfig {
@@ -30,6 +32,7 @@ impl KafkaConfig {
             replication_factor: 1,
             transaction_timeout_ms: 60_000,
             operation_timeout_ms: 10_000,
+            metrics: std::sync::Arc::new(crate::metrics::JournalMetrics::new()),
         }
     }
 

@@ -18,6 +18,10 @@
 //!   until the journal is reopened) is `halyard_core::journal::group_commit`;
 //!   this thread does the Kafka I/O.
 
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use crate::metrics::JournalMetrics;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -51,7 +55,12 @@ const GROUP_LINGER_STEP: Duration = Duration::from_millis(1);
 const COMMIT_ATTEMPTS_MAX: u32 = 3;
 
 /// Starts the journal thread. `inputs` is the node's input channel.
-pub fn spawn_kafka_journal(config: KafkaConfig, inputs: mpsc::Sender<Input>) -> JournalHandle {
+pub fn spawn_kafka_journal(
+    mut config: KafkaConfig,
+    inputs: mpsc::Sender<Input>,
+    metrics: Arc<JournalMetrics>,
+) -> JournalHandle {
+    config.metrics = metrics;
     let (tx, rx) = mpsc::unbounded_channel();
     thread::Builder::new()
         .name("halyard-kafka-journal".into())
@@ -139,6 +148,9 @@ fn run(
                 };
                 match commit_group(&config, w, &group.batches) {
                     Ok(()) => {
+                        let m = &config.metrics;
+                        m.group_written(group.batches.len(), group.bytes as u64);
+                        m.kafka_commits.fetch_add(1, Ordering::Relaxed);
                         stats.add(group.tickets.len());
                         stats.report(false);
                         commit.written();
@@ -264,6 +276,7 @@ fn commit_group(
 /// transaction is aborted by Kafka when the next live fences us (or when
 /// `transaction.timeout.ms` passes).
 fn abort(config: &KafkaConfig, w: &Writer) {
+    config.metrics.kafka_aborts.fetch_add(1, Ordering::Relaxed);
     if let Err(e) = w.producer.abort_transaction(config.timeout()) {
         warn!(error = %e, "cannot abort the failed journal transaction; the next live's fencing aborts it");
     }

@@ -215,10 +215,15 @@ fn follow(config: &KafkaConfig, control: &std_mpsc::Receiver<Control>) {
     loop {
         match control.try_recv() {
             Ok(Control::Handover { end, reply }) => {
+                // No copy is followed while this node is live.
+                config.metrics.standby_lag_records.store(-1, std::sync::atomic::Ordering::Relaxed);
                 answer(reply, catch_up(config, &consumer, &topic, view, end));
                 return;
             }
-            Err(std_mpsc::TryRecvError::Disconnected) => return,
+            Err(std_mpsc::TryRecvError::Disconnected) => {
+                config.metrics.standby_lag_records.store(-1, std::sync::atomic::Ordering::Relaxed);
+                return;
+            }
             Err(std_mpsc::TryRecvError::Empty) => {}
         }
         match consumer.poll(Duration::from_millis(100)) {
@@ -243,6 +248,10 @@ fn follow(config: &KafkaConfig, control: &std_mpsc::Receiver<Control>) {
                     heard = Instant::now();
                     let at = read_position(&consumer, &topic)
                         .map_or(view.next_offset, |o| o.max(view.next_offset));
+                    config
+                        .metrics
+                        .standby_lag_records
+                        .store((end - at).max(0), std::sync::atomic::Ordering::Relaxed);
                     if !caught_up && (at >= end || prev_end.is_some_and(|p| at >= p)) {
                         caught_up = true;
                         info!(

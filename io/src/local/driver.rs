@@ -8,6 +8,10 @@
 //! until the journal is reopened) is `halyard_core::journal::group_commit`;
 //! this thread does the file I/O.
 
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use crate::metrics::JournalMetrics;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -39,11 +43,12 @@ const COMPACT_EVERY_APPENDS: u64 = 512;
 pub fn spawn_local_journal(
     config: LocalJournalConfig,
     inputs: mpsc::Sender<Input>,
+    metrics: Arc<JournalMetrics>,
 ) -> JournalHandle {
     let (tx, rx) = mpsc::unbounded_channel();
     thread::Builder::new()
         .name("halyard-journal".into())
-        .spawn(move || run(config, rx, inputs))
+        .spawn(move || run(config, rx, inputs, &metrics))
         .expect("spawn journal thread");
     JournalHandle::new(tx)
 }
@@ -99,6 +104,7 @@ fn run(
     config: LocalJournalConfig,
     mut rx: mpsc::UnboundedReceiver<JournalRequest>,
     inputs: mpsc::Sender<Input>,
+    metrics: &JournalMetrics,
 ) {
     let mut journal: Option<LocalJournal> = None;
     let mut window = Window::new(0);
@@ -134,8 +140,11 @@ fn run(
                 };
                 window.appends += 1;
                 window.batches += group.batches.len() as u64;
+                let (batches, bytes) = (group.batches.len(), group.bytes as u64);
                 match j.append(&to_raw(group)) {
                     Ok(()) => {
+                        metrics.group_written(batches, bytes);
+                        metrics.fsyncs.store(j.stats().fsyncs, Ordering::Relaxed);
                         window.maybe_report(j, false);
                         commit.written();
                     }

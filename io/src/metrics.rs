@@ -1,0 +1,65 @@
+//! What the journal backends count, for `/metrics`: written by the journal
+//! threads, read by the HTTP endpoint (atomics: neither waits for the other).
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+/// Upper bounds of the group-commit size histogram (node batches per write).
+pub const GROUP_BATCH_BUCKETS: [u64; 10] = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1_000];
+
+#[derive(Debug, Default)]
+pub struct JournalMetrics {
+    /// Group commits written (local: appends; Kafka: transactions committed).
+    pub group_commits: AtomicU64,
+    /// Node batches per group commit: counts per bucket (not cumulative),
+    /// the last above every bound.
+    pub group_batches: [AtomicU64; GROUP_BATCH_BUCKETS.len() + 1],
+    pub group_batches_sum: AtomicU64,
+    /// Key and value bytes of the records written.
+    pub bytes_written: AtomicU64,
+    /// `fdatasync` calls of the local journal (segment files).
+    pub fsyncs: AtomicU64,
+    /// Kafka journal transactions committed and aborted.
+    pub kafka_commits: AtomicU64,
+    pub kafka_aborts: AtomicU64,
+    /// Records the Kafka hot standby copy is behind the journal's end (-1:
+    /// not following, for example while live).
+    pub standby_lag_records: AtomicI64,
+}
+
+impl JournalMetrics {
+    pub fn new() -> JournalMetrics {
+        let m = JournalMetrics::default();
+        m.standby_lag_records.store(-1, Ordering::Relaxed);
+        m
+    }
+
+    /// One group commit of `batches` node batches and `bytes` bytes.
+    pub fn group_written(&self, batches: usize, bytes: u64) {
+        let b = batches as u64;
+        let i = GROUP_BATCH_BUCKETS.partition_point(|&bound| bound < b);
+        self.group_batches[i].fetch_add(1, Ordering::Relaxed);
+        self.group_batches_sum.fetch_add(b, Ordering::Relaxed);
+        self.group_commits.fetch_add(1, Ordering::Relaxed);
+        self.bytes_written.fetch_add(bytes, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_sizes_land_in_their_bucket() {
+        let m = JournalMetrics::new();
+        m.group_written(1, 10);
+        m.group_written(3, 10);
+        m.group_written(5_000, 10);
+        let got: Vec<u64> = m.group_batches.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+        assert_eq!(got[0], 1);
+        assert_eq!(got[2], 1, "3 batches: at most 5");
+        assert_eq!(got[GROUP_BATCH_BUCKETS.len()], 1);
+        assert_eq!(m.group_batches_sum.load(Ordering::Relaxed), 5_004);
+        assert_eq!(m.bytes_written.load(Ordering::Relaxed), 30);
+        assert_eq!(m.standby_lag_records.load(Ordering::Relaxed), -1);
+    }
+}
