@@ -100,7 +100,7 @@ step "integration tests with stomp.py against real nodes (local journal)"
 scripts/ci/integration.sh
 
 step "operations: /metrics (prometheus_client's parser), health across a failover, the management API and CLI (real nodes)"
-scripts/ci/operations.sh
+HALYARD_KAFKA_BOOTSTRAP=$(scripts/services/kafka.sh bootstrap) scripts/ci/operations.sh
 
 step "the web console in headless Chromium (Debian chromium + chromium-driver, Selenium from PyPI)"
 scripts/ci/console.sh
