@@ -76,11 +76,8 @@ pub fn run(
                     session_timeout_ms,
                     "journal and live lock in Kafka"
                 );
-                let journal = spawn_kafka_journal(
-                    config.clone(),
-                    inputs_tx.clone(),
-                    journal_metrics.clone(),
-                );
+                let journal =
+                    spawn_kafka_journal(config.clone(), inputs_tx.clone(), journal_metrics.clone());
                 let lock = spawn_kafka_lock(
                     KafkaLockConfig {
                         kafka: config.clone(),

@@ -54,7 +54,11 @@ mod tests {
         m.group_written(1, 10);
         m.group_written(3, 10);
         m.group_written(5_000, 10);
-        let got: Vec<u64> = m.group_batches.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+        let got: Vec<u64> = m
+            .group_batches
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .collect();
         assert_eq!(got[0], 1);
         assert_eq!(got[2], 1, "3 batches: at most 5");
         assert_eq!(got[GROUP_BATCH_BUCKETS.len()], 1);

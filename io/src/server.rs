@@ -66,6 +66,8 @@ struct ConnHandle {
     writer: mpsc::UnboundedSender<WriteCmd>,
     pause: watch::Sender<bool>,
     reader: tokio::task::AbortHandle,
+    /// The client's address, for `/api/connections`.
+    peer: SocketAddr,
     /// Read chunks the node has not handled yet: the reader waits for a
     /// permit before sending one, so a flooding client is held back by TCP
     /// instead of filling the driver's queue (and the decoder's buffer).
@@ -316,7 +318,11 @@ pub async fn run(
             }
             Some(q) = queries.recv() => match q {
                 Query::Stats { max_queues, reply } => {
-                    let _ = reply.send(node.stats(max_queues));
+                    let mut stats = node.stats(max_queues);
+                    for c in &mut stats.connection_list {
+                        c.remote = conns.get(&ConnId(c.id)).map(|h| h.peer.to_string());
+                    }
+                    let _ = reply.send(stats);
                 }
                 Query::Browse { queue, limit, reply } => {
                     let _ = reply.send(node.browse(&queue, limit));
@@ -424,6 +430,7 @@ async fn accept_loop(
             writer: wtx,
             pause: ptx,
             reader: reader.abort_handle(),
+            peer,
             credit,
         };
         if tx.send(DriverMsg::Register(id, handle)).await.is_err()

@@ -202,6 +202,16 @@ def test_connections_and_bytes(nodes, clients):
     m = wait_metric(node, "halyard_received_bytes_total", lambda v: v >= received0 + 1000, "1000 bytes received")
     assert m.value("halyard_sent_bytes_total") > sent0  # CONNECTED and RECEIPT frames
 
+    # /api/connections lists it with its address; /api/addresses the queue.
+    conns = node.api("/api/connections")["connections"]
+    stomp_conns = [x for x in conns if x["protocol"] == "stomp"]
+    assert len(stomp_conns) == 1, conns
+    assert stomp_conns[0]["remote"].startswith("127.0.0.1:"), stomp_conns
+    assert stomp_conns[0]["in_flight"] == 0 and stomp_conns[0]["paused"] is False, stomp_conns
+    addresses = {a["name"]: a for a in node.api("/api/addresses")["addresses"]}
+    assert addresses["bytes"]["routing"] == "anycast", addresses
+    assert addresses["bytes"]["queues"] == 1 and addresses["bytes"]["messages"] == 1, addresses
+
     c.disconnect()
     wait_metric(node, "halyard_connections", base, protocol="stomp")
 

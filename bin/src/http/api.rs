@@ -197,7 +197,12 @@ pub async fn browse(
 pub async fn cluster(State(state): State<HttpState>) -> Response {
     let me = match snapshot(&state).await {
         Ok(stats) => {
-            let snap = Snapshot::new(stats, &state.io, &state.journal, state.started.elapsed().as_secs_f64());
+            let snap = Snapshot::new(
+                stats,
+                &state.io,
+                &state.journal,
+                state.started.elapsed().as_secs_f64(),
+            );
             let mut v = node_json(&snap);
             v["http"] = Value::String(state.self_url.clone());
             v["reachable"] = Value::Bool(true);
@@ -298,6 +303,66 @@ pub async fn history(State(state): State<HttpState>) -> Response {
     Json(json!({
         "interval_seconds": HISTORY_INTERVAL.as_secs(),
         "samples": samples,
+    }))
+    .into_response()
+}
+
+fn routing_name(r: halyard_core::message::Routing) -> &'static str {
+    match r {
+        halyard_core::message::Routing::Anycast => "anycast",
+        halyard_core::message::Routing::Multicast => "multicast",
+    }
+}
+
+/// Addresses with their queues' messages and consumers.
+pub async fn addresses(State(state): State<HttpState>) -> Response {
+    let stats = match snapshot(&state).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let list: Vec<Value> = stats
+        .addresses
+        .iter()
+        .map(|a| {
+            json!({
+                "name": a.name,
+                "routing": routing_name(a.routing),
+                "queues": a.queues,
+                "messages": a.messages,
+                "consumers": a.consumers,
+            })
+        })
+        .collect();
+    Json(json!({ "node_id": stats.node_id, "addresses": list })).into_response()
+}
+
+/// Client connections: protocol, address, age, consumers, what is in flight.
+pub async fn connections(State(state): State<HttpState>) -> Response {
+    let stats = match snapshot(&state).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let list: Vec<Value> = stats
+        .connection_list
+        .iter()
+        .map(|c| {
+            json!({
+                "id": c.id,
+                "protocol": c.protocol,
+                "remote": c.remote,
+                "opened_at_ms": c.opened_at_ms,
+                "consumers": c.consumers,
+                "unacknowledged": c.unacknowledged,
+                "in_flight": c.in_flight,
+                "transactions": c.transactions,
+                "paused": c.paused,
+            })
+        })
+        .collect();
+    Json(json!({
+        "node_id": stats.node_id,
+        "connections_total": stats.connections.stomp + stats.connections.amqp + stats.connections.unknown,
+        "connections": list,
     }))
     .into_response()
 }

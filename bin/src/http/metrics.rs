@@ -340,7 +340,10 @@ impl Collector for Snapshot {
                 .zip(&self.group_batches)
                 .map(|(&b, &c)| (b as f64, c))
                 .collect();
-            buckets.push((f64::INFINITY, self.group_batches.last().copied().unwrap_or(0)));
+            buckets.push((
+                f64::INFINITY,
+                self.group_batches.last().copied().unwrap_or(0),
+            ));
             m.encode_histogram::<NoLabelSet>(
                 self.group_batches_sum as f64,
                 self.group_commits,

@@ -72,6 +72,8 @@ pub async fn start(addr: SocketAddr, state: HttpState) -> Result<(), String> {
         .route("/api/node", get(api_node))
         .route("/api/queues", get(api_queues))
         .route("/api/cluster", get(api::cluster))
+        .route("/api/addresses", get(api::addresses))
+        .route("/api/connections", get(api::connections))
         .route("/api/history", get(api::history))
         .route("/api/queues/{name}", delete(api::delete))
         .route("/api/queues/{name}/messages", get(api::browse))
@@ -122,7 +124,12 @@ async fn metrics_text(State(state): State<HttpState>) -> Response {
         Ok(s) => s,
         Err(r) => return r,
     };
-    let snap = Snapshot::new(stats, &state.io, &state.journal, state.started.elapsed().as_secs_f64());
+    let snap = Snapshot::new(
+        stats,
+        &state.io,
+        &state.journal,
+        state.started.elapsed().as_secs_f64(),
+    );
     match snap.encode() {
         Ok(text) => ([(header::CONTENT_TYPE, OPENMETRICS)], text).into_response(),
         Err(_) => (
@@ -195,7 +202,12 @@ pub(crate) fn node_json(snap: &Snapshot) -> Value {
 async fn api_node(State(state): State<HttpState>) -> Response {
     match snapshot(&state).await {
         Ok(stats) => {
-            let snap = Snapshot::new(stats, &state.io, &state.journal, state.started.elapsed().as_secs_f64());
+            let snap = Snapshot::new(
+                stats,
+                &state.io,
+                &state.journal,
+                state.started.elapsed().as_secs_f64(),
+            );
             Json(node_json(&snap)).into_response()
         }
         Err(r) => r,

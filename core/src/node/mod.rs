@@ -52,7 +52,8 @@ pub use ports::{
     LockRequest, Output,
 };
 pub use stats::{
-    ConnectionCounts, LatencyHistogram, NodeCounters, NodeStats, QueueStats, LATENCY_BUCKETS_MS,
+    AddressStats, ConnectionCounts, ConnectionStats, LatencyHistogram, NodeCounters, NodeStats,
+    QueueStats, LATENCY_BUCKETS_MS,
 };
 pub(crate) use work::Work;
 // STOMP's name for it, where users of the node have always found it.

@@ -96,6 +96,39 @@ pub struct QueueStats {
     pub counters: QueueCounters,
 }
 
+/// One client connection, as `/api/connections` lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnectionStats {
+    pub id: u64,
+    /// `stomp`, `amqp`, or `unknown` (first bytes not seen yet).
+    pub protocol: &'static str,
+    /// When it opened (node clock: ms since the Unix epoch).
+    pub opened_at_ms: Millis,
+    /// Consumers (subscriptions, links) it has.
+    pub consumers: u64,
+    /// Deliveries it holds without an acknowledgement.
+    pub unacknowledged: u64,
+    /// Its operations waiting for the journal.
+    pub in_flight: u64,
+    pub transactions: u64,
+    /// Reading paused for backpressure.
+    pub paused: bool,
+    /// The client's address: the node never sees sockets, so the driver
+    /// fills this in.
+    pub remote: Option<String>,
+}
+
+/// One address and its queues.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AddressStats {
+    pub name: String,
+    /// How it routes: its declared routing, else that of its queues.
+    pub routing: Routing,
+    pub queues: u64,
+    pub messages: u64,
+    pub consumers: u64,
+}
+
 /// A snapshot of the node.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeStats {
@@ -116,6 +149,10 @@ pub struct NodeStats {
     pub messages: u64,
     /// Every queue's counters added up (listed or not).
     pub totals: QueueCounters,
+    /// Addresses, the most messages first, at most `max_queues`.
+    pub addresses: Vec<AddressStats>,
+    /// Connections, oldest first, at most `max_queues`.
+    pub connection_list: Vec<ConnectionStats>,
     pub counters: NodeCounters,
 }
 
@@ -175,8 +212,63 @@ impl Node {
             t.dead_lettered += c.dead_lettered;
             t.expired += c.expired;
         }
+        let mut by_address: std::collections::BTreeMap<&str, AddressStats> = Default::default();
+        for q in &queues {
+            let a = by_address
+                .entry(q.address.as_str())
+                .or_insert_with(|| AddressStats {
+                    name: q.address.clone(),
+                    routing: self.broker.address_routing(&q.address).unwrap_or(q.routing),
+                    queues: 0,
+                    messages: 0,
+                    consumers: 0,
+                });
+            a.queues += 1;
+            a.messages += q.messages;
+            a.consumers += q.consumers;
+        }
+        // Addresses declared with no queue (a topic nobody subscribes to).
+        for (name, a) in &self.broker.addresses {
+            if let Some(routing) = a.declared {
+                by_address
+                    .entry(name.as_str())
+                    .or_insert_with(|| AddressStats {
+                        name: name.clone(),
+                        routing,
+                        queues: 0,
+                        messages: 0,
+                        consumers: 0,
+                    });
+            }
+        }
+        let mut addresses: Vec<AddressStats> = by_address.into_values().collect();
+        addresses.sort_by(|a, b| b.messages.cmp(&a.messages).then(a.name.cmp(&b.name)));
+        addresses.truncate(max_queues);
         queues.sort_by(|a, b| b.messages.cmp(&a.messages).then(a.name.cmp(&b.name)));
         queues.truncate(max_queues);
+        let connection_list = self
+            .conns
+            .iter()
+            .take(max_queues)
+            .map(|(id, c)| {
+                let flow = self.broker.conns.get(id);
+                ConnectionStats {
+                    id: id.0,
+                    protocol: match &c.session {
+                        Some(Session::Stomp(_)) => "stomp",
+                        Some(Session::Amqp(_)) => "amqp",
+                        None => "unknown",
+                    },
+                    opened_at_ms: c.opened_at,
+                    consumers: flow.map_or(0, |f| f.subs.len() as u64),
+                    unacknowledged: flow.map_or(0, |f| f.acks.len() as u64),
+                    in_flight: c.inflight as u64,
+                    transactions: c.txs.len() as u64,
+                    paused: c.paused,
+                    remote: None,
+                }
+            })
+            .collect();
         NodeStats {
             node_id: self.config.node_id.clone(),
             state: self.state.name(),
@@ -188,6 +280,8 @@ impl Node {
             queues_total,
             messages: self.broker.message_count() as u64,
             totals,
+            addresses,
+            connection_list,
             counters: self.counters.clone(),
         }
     }

@@ -216,12 +216,18 @@ fn follow(config: &KafkaConfig, control: &std_mpsc::Receiver<Control>) {
         match control.try_recv() {
             Ok(Control::Handover { end, reply }) => {
                 // No copy is followed while this node is live.
-                config.metrics.standby_lag_records.store(-1, std::sync::atomic::Ordering::Relaxed);
+                config
+                    .metrics
+                    .standby_lag_records
+                    .store(-1, std::sync::atomic::Ordering::Relaxed);
                 answer(reply, catch_up(config, &consumer, &topic, view, end));
                 return;
             }
             Err(std_mpsc::TryRecvError::Disconnected) => {
-                config.metrics.standby_lag_records.store(-1, std::sync::atomic::Ordering::Relaxed);
+                config
+                    .metrics
+                    .standby_lag_records
+                    .store(-1, std::sync::atomic::Ordering::Relaxed);
                 return;
             }
             Err(std_mpsc::TryRecvError::Empty) => {}
