@@ -203,3 +203,50 @@ fn bad_requests_are_refused_with_a_reason() {
     assert_eq!(depth(&h, "a"), None);
     assert_eq!(depth(&h.restart(), "a"), None);
 }
+
+#[test]
+fn retry_leaves_dead_letters_of_a_multicast_address_untouched() {
+    let mut h = h();
+    let c = h.connect_with(1, &[("client-id", "app")]);
+    h.send(
+        c,
+        subscribe("s", "/topic/news", "client-individual")
+            .with_header("durable-subscription-name", "feed"),
+    );
+    let p = h.connect(2);
+    h.send(p, send_receipt("/topic/news", "n0", "r0"));
+    let frames = h.take(c);
+    let ack = frames
+        .iter()
+        .find(|f| f.command == Command::Message)
+        .and_then(|f| f.header("ack"))
+        .expect("a delivery")
+        .to_owned();
+    h.send(c, nack(&ack));
+    assert_eq!(depth(&h, "DLQ"), Some(1));
+    let r = admin(
+        &mut h,
+        1,
+        AdminOp::Retry {
+            queue: "DLQ".into(),
+        },
+    );
+    assert_eq!(
+        r,
+        Ok(AdminReply::Moved {
+            moved: 0,
+            skipped: 1,
+            remaining: 0
+        })
+    );
+    // Still there and still deliverable: a DLQ consumer gets it.
+    let d = h.connect(3);
+    h.send(d, subscribe("d", "/queue/DLQ", "client-individual"));
+    let got: Vec<String> = h
+        .take(d)
+        .iter()
+        .filter(|f| f.command == Command::Message)
+        .map(body)
+        .collect();
+    assert_eq!(got, vec!["n0".to_string()]);
+}

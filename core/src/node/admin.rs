@@ -238,8 +238,9 @@ impl Node {
 
     /// Takes up to `ADMIN_BATCH_MAX` waiting references out of line
     /// (settling), so nothing delivers them while the change is on its way.
-    fn take_waiting(&mut self, qid: Id) -> (Vec<RefKey>, u64) {
-        let Some(q) = self.broker.queues.get_mut(&qid) else {
+    /// Only those `take` accepts; the others stay as they are.
+    fn take_waiting(&mut self, qid: Id, take: impl Fn(&Node, Id) -> bool) -> (Vec<RefKey>, u64) {
+        let Some(q) = self.broker.queues.get(&qid) else {
             return (Vec::new(), 0);
         };
         let waiting: Vec<Id> = q
@@ -247,7 +248,11 @@ impl Node {
             .iter()
             .filter(|(_, r)| matches!(r.state, RefState::Ready | RefState::Scheduled { .. }))
             .map(|(id, _)| *id)
+            .filter(|id| take(self, *id))
             .collect();
+        let Some(q) = self.broker.queues.get_mut(&qid) else {
+            return (Vec::new(), 0);
+        };
         let remaining = waiting.len().saturating_sub(ADMIN_BATCH_MAX) as u64;
         let mut keys = Vec::new();
         for id in waiting.into_iter().take(ADMIN_BATCH_MAX) {
@@ -268,7 +273,7 @@ impl Node {
 
     fn admin_purge(&mut self, queue: &str) -> AdminPlan {
         let qid = self.admin_queue(queue)?;
-        let (keys, remaining) = self.take_waiting(qid);
+        let (keys, remaining) = self.take_waiting(qid, |_, _| true);
         self.broker.count_settled(&keys, Settled::Acknowledged);
         let entries = self.broker.settle_entries(&keys);
         let purged = keys.len() as u64;
@@ -285,36 +290,41 @@ impl Node {
         if let Some(to) = to {
             self.check_move_target(qid, to)?;
         }
-        let (keys, remaining) = self.take_waiting(qid);
+        // Where each message goes: `to`, or back to its own address if
+        // that can take it (messages with nowhere to go stay, untouched).
+        let target = |n: &Node, id: Id| -> Option<String> {
+            match to {
+                Some(t) => Some(t.to_owned()),
+                None => n
+                    .broker
+                    .message(id)
+                    .map(|m| m.address.clone())
+                    .filter(|a| n.check_move_target(qid, a).is_ok()),
+            }
+        };
+        let waiting = self.broker.queue(qid).map_or(0, |q| {
+            q.refs
+                .values()
+                .filter(|r| matches!(r.state, RefState::Ready | RefState::Scheduled { .. }))
+                .count()
+        }) as u64;
+        let (keys, remaining) = self.take_waiting(qid, |n, id| target(n, id).is_some());
+        let skipped = waiting - keys.len() as u64 - remaining;
         let mut entries = Vec::new();
         let mut effects = Effects::default();
-        let (mut moved, mut skipped) = (0u64, 0u64);
-        let mut back = Vec::new();
+        let moved = keys.len() as u64;
         // Group by target so each target's queue is planned once.
         let mut by_target: std::collections::BTreeMap<String, Vec<RefKey>> = Default::default();
         for k in keys {
-            let target = match to {
-                Some(t) => Some(t.to_owned()),
-                None => self
-                    .broker
-                    .message(k.message)
-                    .map(|m| m.address.clone())
-                    .filter(|a| self.check_move_target(qid, a).is_ok()),
-            };
-            match target {
-                Some(t) => by_target.entry(t).or_default().push(k),
-                None => back.push(k),
+            if let Some(t) = target(self, k.message) {
+                by_target.entry(t).or_default().push(k);
             }
         }
         for (target, keys) in by_target {
-            moved += keys.len() as u64;
             let (e, moves) = self.move_refs(&target, &keys);
             entries.extend(e);
             effects.moves.extend(moves);
         }
-        // Messages with nowhere to go stay where they are.
-        skipped += back.len() as u64;
-        self.broker.release(&back);
         Ok((
             entries,
             effects,
