@@ -11,7 +11,15 @@
 #                  later: the same records Halyard writes for a message stored and consumed;
 #                  CEILING_RUNS runs, the better one counts)
 #   halyard-kafka  `halyard node` with the Kafka journal (a fresh cluster id each round)
-#   halyard-local  `halyard node` with the local journal (fsync on; a fresh data dir under target/)
+#   halyard-local  `halyard node` with the local journal (fsync on; a fresh data dir under target/),
+#                  serving /metrics on --http 127.0.0.1:HALYARD_HTTP_PORT that nothing scrapes
+#   halyard-local-scraped  exactly halyard-local (same node flags, same STOMP load), but a scraper
+#                  GETs http://127.0.0.1:HALYARD_HTTP_PORT/metrics every SCRAPE_INTERVAL seconds
+#                  (`curl -sf`) for the whole bench (warm-up, measured window and drain); every
+#                  scrape is logged (logs/LABEL-rN.scrapes: time, ok/fail, HTTP code, bytes, seconds).
+#                  A failed scrape (curl error, non-2xx or empty body) fails the run (the report
+#                  shows it failed) and the script exits non-zero after writing the report.
+#                  Closed loop only: no open-loop run even when LATENCY_RATE is set
 #   artemis        Apache ActiveMQ Artemis (scripts/services/artemis.sh: default persistent journal,
 #                  STOMP acceptor, login artemis/artemis; its data emptied before each run).
 #                  Its STOMP consumer window is set to ARTEMIS_WINDOW (-1, unbounded: Halyard's
@@ -25,6 +33,8 @@
 #                  start: 127.0.0.1:ARTEMIS_AMQP_PORT, SASL PLAIN artemis/artemis), same AMQP load
 # The brokers get the same closed-loop `halyard bench` workload (same window, producers,
 # consumers, size, persistence), one broker at a time; the AMQP runs differ only by --protocol.
+# Every `halyard node` with the local journal (halyard-local, halyard-local-scraped,
+# halyard-local-amqp and their open-loop runs) gets the same --http flag.
 # Unless LATENCY_RATE=0, halyard-local, artemis, halyard-local-amqp and artemis-amqp also get an
 # open-loop run at LATENCY_RATE msg/s (labels LABEL-openloop): latencies at an equal offered
 # load, which closed-loop runs cannot give (docs/bench.md).
@@ -35,20 +45,24 @@
 #                         steady throughput; with 5 s its measured window still climbs)
 #   DESTINATION [/queue/bench] PERSISTENT [true] RECEIPTS [true] ACK [client-individual]
 #   ROUNDS [1]            rounds of every configuration; the report takes the median
-#   CONFIGS               [ceiling halyard-kafka halyard-local artemis halyard-local-amqp artemis-amqp]
+#   CONFIGS               [ceiling halyard-kafka halyard-local halyard-local-scraped artemis
+#                          halyard-local-amqp artemis-amqp]
 #   LATENCY_RATE [5000]   open-loop rate for the equal-load latency runs; 0 skips them
 #   CEILING_SECONDS [20]  CEILING_RUNS [2]  CEILING_TXN [1000] (messages per transaction)
 #   CEILING_TOMBSTONES [1] (1: the ceiling also tombstones each message, as Halyard does)
 #   ARTEMIS_WINDOW [-1]   ARTEMIS_DEFAULT_WINDOW_RUN [1]
 #   HALYARD_KAFKA_PORT [61701] HALYARD_LOCAL_PORT [61702]  (Artemis: ARTEMIS_STOMP_PORT, 61613,
 #                         ARTEMIS_AMQP_PORT, 61627)
+#   HALYARD_HTTP_PORT [61703]  the local-journal nodes' --http port (/metrics)
+#   SCRAPE_INTERVAL [1]   seconds between /metrics scrapes in halyard-local-scraped (whole seconds)
 #   SETTLE [3]            seconds of quiet between configurations
 #   SAMPLE_INTERVAL [0.25] seconds between CPU samples (/proc/PID/task/*/stat)
 #   BUILD [1]             cargo build --release -p halyard first (0: use target/release/halyard)
 #   REPORT [BENCHMARKS.md]  PLOTS [docs/benchmarks]  (the report copies the plots there)
 # Raw results, logs and CPU samples: target/bench-compare/RUN_ID/ (target/bench-compare/latest).
 #
-# Kafka: scripts/services/kafka.sh start if it is not running (then stopped at the end); if it was
+# Kafka (only when CONFIGS has ceiling or halyard-kafka):
+# scripts/services/kafka.sh start if it is not running (then stopped at the end); if it was
 # already running (someone else may use it) it is left running. Topics this script creates
 # (ceiling topics, the Halyard clusters' journal and lock topics) are deleted after use so the
 # log cleaner does not compact them during later runs.
@@ -70,7 +84,7 @@ PERSISTENT=${PERSISTENT:-true}
 RECEIPTS=${RECEIPTS:-true}
 ACK=${ACK:-client-individual}
 ROUNDS=${ROUNDS:-1}
-CONFIGS=${CONFIGS:-ceiling halyard-kafka halyard-local artemis halyard-local-amqp artemis-amqp}
+CONFIGS=${CONFIGS:-ceiling halyard-kafka halyard-local halyard-local-scraped artemis halyard-local-amqp artemis-amqp}
 LATENCY_RATE=${LATENCY_RATE:-5000}
 CEILING_SECONDS=${CEILING_SECONDS:-20}
 CEILING_RUNS=${CEILING_RUNS:-2}
@@ -80,6 +94,9 @@ CEILING_FLAGS=()
 if [[ "$CEILING_TOMBSTONES" == 1 ]]; then CEILING_FLAGS=(--tombstones); fi
 HALYARD_KAFKA_PORT=${HALYARD_KAFKA_PORT:-61701}
 HALYARD_LOCAL_PORT=${HALYARD_LOCAL_PORT:-61702}
+HALYARD_HTTP_PORT=${HALYARD_HTTP_PORT:-61703}
+SCRAPE_INTERVAL=${SCRAPE_INTERVAL:-1}
+[[ "$SCRAPE_INTERVAL" =~ ^[1-9][0-9]*$ ]] || { echo "SCRAPE_INTERVAL must be a whole number of seconds" >&2; exit 1; }
 ARTEMIS_STOMP_PORT=${ARTEMIS_STOMP_PORT:-61613}
 ARTEMIS_AMQP_PORT=${ARTEMIS_AMQP_PORT:-61627}
 ARTEMIS_USER=${ARTEMIS_USER:-artemis}
@@ -117,10 +134,14 @@ KAFKA_STARTED=0
 ARTEMIS_USED=0
 NODE_PID=""
 SAMPLER_PID=""
+SCRAPER_PID=""
+SCRAPE_URL=""     # set while a configuration wants /metrics scraped during its bench
+SCRAPE_FAILURES=0 # runs whose scrapes failed
 
 cleanup() {
     local rc=$?
     [[ -n "$SAMPLER_PID" ]] && kill "$SAMPLER_PID" 2>/dev/null || true
+    [[ -n "$SCRAPER_PID" ]] && kill "$SCRAPER_PID" 2>/dev/null || true
     if [[ -n "$NODE_PID" ]] && kill -0 "$NODE_PID" 2>/dev/null; then
         kill -TERM "$NODE_PID" 2>/dev/null || true
         wait "$NODE_PID" 2>/dev/null || true
@@ -190,6 +211,49 @@ stop_sampler() {
     fi
 }
 
+# GETs URL every SCRAPE_INTERVAL seconds (on a fixed schedule from the start, not drifting by
+# the scrape time) until STOPFILE exists; one line per scrape into FILE:
+#   EPOCH ok HTTP_CODE BYTES SECONDS    or    EPOCH fail CURL_RC HTTP_CODE BYTES SECONDS
+scrape_metrics() { # URL FILE STOPFILE
+    local url=$1 out=$2 stop=$3 start next now delay res rc n=0
+    start=$(date +%s%N)
+    while [[ ! -e "$stop" ]]; do
+        now=$(date +%s%N)
+        rc=0
+        res=$(curl -sf -m 5 -o /dev/null -w '%{http_code} %{size_download} %{time_total}' "$url") || rc=$?
+        # res: HTTP_CODE BYTES SECONDS
+        if ((rc == 0)) && [[ "${res%% *}" == 2* && "$(cut -d' ' -f2 <<<"$res")" != 0 ]]; then
+            printf '%s.%s ok %s\n' "${now:0:-9}" "${now: -9:3}" "$res" >>"$out"
+        else
+            printf '%s.%s fail %s %s\n' "${now:0:-9}" "${now: -9:3}" "$rc" "${res:-000 0 0}" >>"$out"
+        fi
+        n=$((n + 1))
+        next=$((start + n * SCRAPE_INTERVAL * 1000000000))
+        now=$(date +%s%N)
+        delay=$((next - now))
+        if ((delay > 0)); then
+            sleep "$((delay / 1000000000)).$(printf '%09d' $((delay % 1000000000)))"
+        fi
+    done
+}
+
+start_scraper() { # URL FILE
+    rm -f "$2.stop"
+    : >"$2"
+    scrape_metrics "$1" "$2" "$2.stop" &
+    SCRAPER_PID=$!
+}
+
+# Stops the scraper (it finishes its current scrape) and waits for it.
+stop_scraper() { # FILE
+    if [[ -n "$SCRAPER_PID" ]]; then
+        touch "$1.stop"
+        wait "$SCRAPER_PID" 2>/dev/null || true
+        SCRAPER_PID=""
+        rm -f "$1.stop"
+    fi
+}
+
 delete_topic() {
     scripts/services/kafka.sh topics --delete --if-exists --topic "$1" >>"$RUN/logs/topic-deletes.log" 2>&1 \
         || log "warning: could not delete Kafka topic $1 (see $RUN/logs/topic-deletes.log)"
@@ -207,7 +271,7 @@ start_node() { # LABEL ROUND LOGFILE PORT ARGS...
     NODE_PID=$!
     local i
     for ((i = 0; i < 600; i++)); do
-        if grep -q "accepting clients (STOMP, AMQP)" "$logfile"; then
+        if grep -qs "accepting clients (STOMP, AMQP)" "$logfile"; then
             return 0
         fi
         if ! kill -0 "$NODE_PID" 2>/dev/null; then
@@ -238,8 +302,10 @@ stop_node() {
 }
 
 # Runs `halyard bench` against 127.0.0.1:PORT while sampling CPU of the bench, the broker
-# and Kafka. Results: results/LABEL-rROUND.json, plots/LABEL-rROUND/, logs/LABEL-rROUND.bench.log,
-# cpu/LABEL-rROUND.txt, and a line in results/LABEL-rROUND.run (start time, exit code).
+# and Kafka (and, if SCRAPE_URL is set, scraping it from the bench's start to its end).
+# Results: results/LABEL-rROUND.json, plots/LABEL-rROUND/, logs/LABEL-rROUND.bench.log,
+# cpu/LABEL-rROUND.txt, logs/LABEL-rROUND.scrapes, and results/LABEL-rROUND.run (start time,
+# exit code, scrape counts). Failed scrapes make rc "scrape-failed" in the .run file.
 run_bench() { # LABEL ROUND PORT BROKER_PID RATE [EXTRA BENCH ARGS...]
     local label=$1 round=$2 port=$3 broker_pid=$4 rate=$5
     shift 5
@@ -257,16 +323,42 @@ run_bench() { # LABEL ROUND PORT BROKER_PID RATE [EXTRA BENCH ARGS...]
     t0=$(date +%s.%N)
     "${cmd[@]}" >"$RUN/logs/$tag.bench.log" 2>&1 &
     local bench_pid=$!
+    local scrapes="$RUN/logs/$tag.scrapes"
+    if [[ -n "$SCRAPE_URL" ]]; then
+        printf '%s\t%s\t%s\n' "$label-scraper" "$round" \
+            "# every ${SCRAPE_INTERVAL}s from the bench's start to its end: curl -sf -m 5 -o /dev/null $SCRAPE_URL" \
+            >>"$COMMANDS"
+        start_scraper "$SCRAPE_URL" "$scrapes"
+    fi
     start_sampler "$RUN/cpu/$tag.txt" "bench=$bench_pid" "broker=$broker_pid" "kafka=$(kafka_pid)"
     local rc=0
     wait "$bench_pid" || rc=$?
+    local t1 scrape_info=""
+    t1=$(date +%s.%N)
+    if [[ -n "$SCRAPE_URL" ]]; then
+        stop_scraper "$scrapes"
+        local ok failed max
+        ok=$(grep -c ' ok ' "$scrapes" || true)
+        failed=$(grep -c ' fail ' "$scrapes" || true)
+        max=$(awk '$2 == "ok" && $5 > m { m = $5 } END { printf "%.3f", m + 0 }' "$scrapes")
+        scrape_info=$(printf 'scrape_url=%s\nscrape_interval=%s\nscrapes_ok=%s\nscrapes_failed=%s\nscrape_max_seconds=%s\nbench_rc=%s' \
+            "$SCRAPE_URL" "$SCRAPE_INTERVAL" "$ok" "$failed" "$max" "$rc")
+        if ((failed > 0 || ok == 0)); then
+            log "ERROR: $tag: $failed of $((ok + failed)) scrapes of $SCRAPE_URL FAILED (see $scrapes):"
+            grep ' fail ' "$scrapes" | head -n 5 | sed 's/^/    /' >&2 || true
+            SCRAPE_FAILURES=$((SCRAPE_FAILURES + 1))
+            rc=scrape-failed
+        else
+            log "$tag: $ok scrapes of $SCRAPE_URL, none failed, slowest ${max}s"
+        fi
+    fi
     stop_sampler
     java_thread_names "$tag" "broker=$broker_pid" "kafka=$(kafka_pid)"
-    printf 'start=%s\nrc=%s\nwarmup=%s\nduration=%s\nload_before=%s\nload_after=%s\n' \
-        "$t0" "$rc" "$WARMUP" "$DURATION" "$load_before" "$(cut -d' ' -f1-3 /proc/loadavg)" \
-        >"$RUN/results/$tag.run"
-    if ((rc != 0)); then
-        log "$tag: bench exited $rc; last lines:"
+    printf 'start=%s\nend=%s\nrc=%s\nwarmup=%s\nduration=%s\nload_before=%s\nload_after=%s\n%s\n' \
+        "$t0" "$t1" "$rc" "$WARMUP" "$DURATION" "$load_before" "$(cut -d' ' -f1-3 /proc/loadavg)" \
+        "$scrape_info" >"$RUN/results/$tag.run"
+    if [[ "$rc" != 0 ]]; then
+        log "$tag: failed (rc $rc); last lines of the bench:"
         tail -n 15 "$RUN/logs/$tag.bench.log" >&2
     else
         grep -E '^(sent=|'"$label"' )' "$RUN/logs/$tag.bench.log" | sed 's/^/    /' >&2 || true
@@ -346,20 +438,26 @@ run_halyard_kafka() { # ROUND
     delete_topic "halyard-$cid-lock"
 }
 
-run_halyard_local() { # ROUND [LABEL [EXTRA BENCH ARGS...]]: LABEL halyard-local-amqp adds --protocol amqp
+# LABEL halyard-local-amqp adds --protocol amqp; halyard-local-scraped scrapes /metrics during the
+# bench and has no open-loop run.
+run_halyard_local() { # ROUND [LABEL [EXTRA BENCH ARGS...]]
     local round=$1 label=${2:-halyard-local} dir
     shift
     if (($#)); then shift; fi
+    local http=(--http "127.0.0.1:$HALYARD_HTTP_PORT")
+    port_free "$HALYARD_HTTP_PORT" || die "127.0.0.1:$HALYARD_HTTP_PORT is taken; set HALYARD_HTTP_PORT"
     dir="$RUN/data/$label-r$round"
     start_node "$label" "$round" "$RUN/logs/$label-r$round.node.log" "$HALYARD_LOCAL_PORT" \
-        --data-dir "$dir"
+        --data-dir "$dir" "${http[@]}"
+    if [[ "$label" == halyard-local-scraped ]]; then SCRAPE_URL="http://127.0.0.1:$HALYARD_HTTP_PORT/metrics"; fi
     run_bench "$label" "$round" "$HALYARD_LOCAL_PORT" "$NODE_PID" "$RATE" "$@"
+    SCRAPE_URL=""
     stop_node
     rm -rf "$dir"
-    if [[ "$LATENCY_RATE" != 0 ]]; then
+    if [[ "$LATENCY_RATE" != 0 && "$label" != halyard-local-scraped ]]; then
         dir="$RUN/data/$label-openloop-r$round"
         start_node "$label-openloop" "$round" "$RUN/logs/$label-openloop-r$round.node.log" \
-            "$HALYARD_LOCAL_PORT" --data-dir "$dir"
+            "$HALYARD_LOCAL_PORT" --data-dir "$dir" "${http[@]}"
         run_bench "$label-openloop" "$round" "$HALYARD_LOCAL_PORT" "$NODE_PID" "$LATENCY_RATE" "$@"
         stop_node
         rm -rf "$dir"
@@ -454,7 +552,7 @@ if wants artemis || wants artemis-amqp; then
     scripts/services/artemis.sh reset
     scripts/services/artemis.sh fetch
 fi
-for p in "$HALYARD_KAFKA_PORT" "$HALYARD_LOCAL_PORT"; do
+for p in "$HALYARD_KAFKA_PORT" "$HALYARD_LOCAL_PORT" "$HALYARD_HTTP_PORT"; do
     port_free "$p" || die "127.0.0.1:$p is taken by another process"
 done
 
@@ -479,7 +577,7 @@ if wants ceiling || wants halyard-kafka; then
 fi
 for v in PRODUCERS CONSUMERS SIZE WINDOW DURATION WARMUP RATE DESTINATION PERSISTENT RECEIPTS ACK \
     ROUNDS CONFIGS LATENCY_RATE CEILING_SECONDS CEILING_RUNS CEILING_TXN CEILING_TOMBSTONES SETTLE SAMPLE_INTERVAL ARTEMIS_WINDOW \
-    ARTEMIS_DEFAULT_WINDOW_RUN; do
+    ARTEMIS_DEFAULT_WINDOW_RUN SCRAPE_INTERVAL; do
     meta "env_$v" "${!v}"
 done
 meta load_at_start "$(cat /proc/loadavg)"
@@ -493,10 +591,11 @@ for ((round = 1; round <= ROUNDS; round++)); do
             ceiling) run_ceiling "$round" ;;
             halyard-kafka) run_halyard_kafka "$round" ;;
             halyard-local) run_halyard_local "$round" ;;
+            halyard-local-scraped) run_halyard_local "$round" halyard-local-scraped ;;
             artemis) run_artemis "$round" ;;
             halyard-local-amqp) run_halyard_local "$round" halyard-local-amqp --protocol amqp ;;
             artemis-amqp) run_artemis_amqp "$round" ;;
-            *) die "unknown configuration $c (ceiling, halyard-kafka, halyard-local, artemis, halyard-local-amqp, artemis-amqp)" ;;
+            *) die "unknown configuration $c (ceiling, halyard-kafka, halyard-local, halyard-local-scraped, artemis, halyard-local-amqp, artemis-amqp)" ;;
         esac
     done
 done
@@ -516,3 +615,6 @@ log "writing $REPORT"
 python3 scripts/bench/bench-report.py --run "$RUN" --out "$REPORT" --plots "$PLOTS"
 gzip -q "$RUN"/cpu/*.txt "$RUN"/cpu/*.threads 2>/dev/null || true # bench-report.py reads .gz too
 log "done: $REPORT, plots in $PLOTS/, raw results in $RUN"
+if ((SCRAPE_FAILURES)); then
+    die "/metrics scrapes failed in $SCRAPE_FAILURES run(s) (logs/*.scrapes in $RUN); those runs are reported failed"
+fi

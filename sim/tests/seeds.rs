@@ -113,9 +113,16 @@ mod planted {
 
     /// Runs seeds with the bug until the checker fails one; returns it.
     fn first_catch(bug: PlantedBug, expect: &[&str]) -> (u64, String) {
+        first_catch_with(bug, expect, true)
+    }
+
+    /// The same, with or without the operator (whose purge rule also
+    /// catches a node that answers before the journal has the batch).
+    fn first_catch_with(bug: PlantedBug, expect: &[&str], operator: bool) -> (u64, String) {
         for seed in 1..=2_000 {
             let mut cfg = SimConfig::from_seed(seed);
             cfg.planted_bug = Some(bug);
+            cfg.operator = operator;
             let r = run(cfg, false);
             if !r.ok() {
                 let why = r.violations.summary();
@@ -133,7 +140,11 @@ mod planted {
 
     #[test]
     fn receipt_before_durable_is_caught() {
-        first_catch(PlantedBug::Core(CoreBug::ReceiptBeforeDurable), &["lost"]);
+        let bug = PlantedBug::Core(CoreBug::ReceiptBeforeDurable);
+        // It completes every pipeline entry early, management changes too.
+        first_catch(bug, &["lost", "purge undone"]);
+        // The loss rule alone catches it as well.
+        first_catch_with(bug, &["lost"], false);
     }
 
     #[test]

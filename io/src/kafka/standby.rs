@@ -46,7 +46,8 @@ const STALE_AFTER: Duration = Duration::from_secs(3600);
 /// caught up (end-of-partition events do not reach a `BaseConsumer` poll
 /// reliably) and that Kafka still answers.
 const CHECK_EVERY: Duration = Duration::from_secs(1);
-const CHECK_EVERY_CAUGHT_UP: Duration = Duration::from_secs(30);
+// Once caught up, less often; often enough for `halyard_standby_lag_records`.
+const CHECK_EVERY_CAUGHT_UP: Duration = Duration::from_secs(5);
 
 /// The compacted copy: the latest record of every key, in offset order.
 #[derive(Debug, Default)]
