@@ -26,22 +26,24 @@ mod conn;
 mod connections;
 mod events;
 mod execute;
+mod management;
 #[allow(clippy::module_inception)]
 mod node;
 mod ops;
 mod pipeline;
 mod ports;
+mod snapshot;
 mod stats;
 mod timers;
 mod transactions;
 mod work;
 
-pub use admin::{
+pub use config::{amqp_defaults, NodeConfig, PlantedBug};
+pub use events::Event;
+pub use management::{
     AdminError, AdminOp, AdminReply, BrowsedMessage, ADMIN_BATCH_MAX, BODY_PREVIEW_BYTES,
     BROWSE_MAX,
 };
-pub use config::{amqp_defaults, NodeConfig, PlantedBug};
-pub use events::Event;
 pub use node::Node;
 pub use ops::{
     Op, OpError, Outcome, ProtocolSession, SessionAction, SessionCx, SubscribeOp, SubscribeTarget,

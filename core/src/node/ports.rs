@@ -2,7 +2,7 @@
 //! asks of it ([`Output`]), grouped the same way on both sides: connections,
 //! journal, lock, accepting, events.
 
-use super::admin::{AdminError, AdminOp, AdminReply};
+use super::management::{AdminError, AdminOp, AdminReply};
 use bytes::Bytes;
 
 use super::Event;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::admin::AdminReply;
+use super::management::AdminReply;
 use super::ops::SubscribeOp;
 use crate::broker::{ConsumerFilter, RefKey};
 use crate::ids::{ConnId, Id, Ticket};

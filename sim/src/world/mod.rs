@@ -24,7 +24,8 @@ mod network;
 mod node_host;
 mod nodes;
 mod operator;
+mod operator_log;
 mod state;
 
-pub(crate) use operator::PURGED_QUEUE;
+pub(crate) use operator_log::PURGED_QUEUE;
 pub(crate) use state::World;

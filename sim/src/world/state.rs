@@ -12,7 +12,7 @@ use super::journal_driver::DecodedRecords;
 use super::kafka_requests::JOURNAL_TOPIC;
 use super::network::{self, Network};
 use super::node_host::NodeHost;
-use super::operator::Operator;
+use super::operator_log::Operator;
 use crate::client::Client;
 use crate::config::SimConfig;
 use crate::kafka::KafkaModel;
