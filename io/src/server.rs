@@ -167,15 +167,19 @@ pub async fn run(
     let mut conns: HashMap<ConnId, ConnHandle> = HashMap::new();
     let mut acceptor: Option<JoinHandle<()>> = None;
     let mut shutdown_asked = false;
-    // Management changes waiting for the node's answer, by request id.
-    let mut admin_waiting: HashMap<u64, oneshot::Sender<Result<AdminReply, AdminError>>> =
-        HashMap::new();
-    let mut next_admin_id: u64 = 1;
+    let mut admin = AdminWaiting::default();
     let span = info_span!("node", id = %node.config().node_id);
     let _enter = span.enter();
 
     node.handle(now(), Input::Start);
     loop {
+        // Questions first, without waiting: under load the select below
+        // always finds input ready in an earlier branch, and a scrape or a
+        // management request must not starve behind it.
+        while let Ok(q) = queries.try_recv() {
+            let t = now();
+            answer_query(&mut node, q, t, &conns, &mut admin);
+        }
         // Carry out everything the node asked for.
         let mut stopped = false;
         while let Some(out) = node.poll_output() {
@@ -234,7 +238,7 @@ pub async fn run(
                         Ok(r) => info!(id, ?r, "management request done"),
                         Err(e) => info!(id, "management request refused: {e}"),
                     }
-                    if let Some(reply) = admin_waiting.remove(&id) {
+                    if let Some(reply) = admin.waiting.remove(&id) {
                         let _ = reply.send(result);
                     }
                 }
@@ -316,25 +320,7 @@ pub async fn run(
                     }
                 }
             }
-            Some(q) = queries.recv() => match q {
-                Query::Stats { max_queues, reply } => {
-                    let mut stats = node.stats(max_queues);
-                    for c in &mut stats.connection_list {
-                        c.remote = conns.get(&ConnId(c.id)).map(|h| h.peer.to_string());
-                    }
-                    let _ = reply.send(stats);
-                }
-                Query::Browse { queue, limit, reply } => {
-                    let _ = reply.send(node.browse(&queue, limit));
-                }
-                Query::Admin { op, reply } => {
-                    let id = next_admin_id;
-                    next_admin_id += 1;
-                    info!(id, ?op, "management request");
-                    admin_waiting.insert(id, reply);
-                    node.handle(now(), Input::Admin { id, op });
-                }
-            },
+            Some(q) = queries.recv() => answer_query(&mut node, q, now(), &conns, &mut admin),
             _ = sleep => node.handle(now(), Input::Tick),
         }
     }
@@ -354,6 +340,47 @@ pub async fn run(
     // Let writers flush their last frames.
     tokio::time::sleep(Duration::from_millis(50)).await;
     Ok(())
+}
+
+/// Management changes waiting for the node's answer, by request id.
+#[derive(Default)]
+struct AdminWaiting {
+    waiting: HashMap<u64, oneshot::Sender<Result<AdminReply, AdminError>>>,
+    next_id: u64,
+}
+
+/// Answers a question (stats and browse at once; a change once the node
+/// answers it, see `Output::Admin`).
+fn answer_query(
+    node: &mut Node,
+    q: Query,
+    now: u64,
+    conns: &HashMap<ConnId, ConnHandle>,
+    admin: &mut AdminWaiting,
+) {
+    match q {
+        Query::Stats { max_queues, reply } => {
+            let mut stats = node.stats(max_queues);
+            for c in &mut stats.connection_list {
+                c.remote = conns.get(&ConnId(c.id)).map(|h| h.peer.to_string());
+            }
+            let _ = reply.send(stats);
+        }
+        Query::Browse {
+            queue,
+            limit,
+            reply,
+        } => {
+            let _ = reply.send(node.browse(&queue, limit));
+        }
+        Query::Admin { op, reply } => {
+            admin.next_id += 1;
+            let id = admin.next_id;
+            info!(id, ?op, "management request");
+            admin.waiting.insert(id, reply);
+            node.handle(now, Input::Admin { id, op });
+        }
+    }
 }
 
 fn log_event(e: &Event) {
