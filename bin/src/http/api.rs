@@ -307,13 +307,6 @@ pub async fn history(State(state): State<HttpState>) -> Response {
     .into_response()
 }
 
-fn routing_name(r: halyard_core::message::Routing) -> &'static str {
-    match r {
-        halyard_core::message::Routing::Anycast => "anycast",
-        halyard_core::message::Routing::Multicast => "multicast",
-    }
-}
-
 /// Addresses with their queues' messages and consumers.
 pub async fn addresses(State(state): State<HttpState>) -> Response {
     let stats = match snapshot(&state).await {
@@ -326,7 +319,7 @@ pub async fn addresses(State(state): State<HttpState>) -> Response {
         .map(|a| {
             json!({
                 "name": a.name,
-                "routing": routing_name(a.routing),
+                "routing": super::metrics::routing(a.routing),
                 "queues": a.queues,
                 "messages": a.messages,
                 "consumers": a.consumers,

@@ -169,7 +169,8 @@ fn q_labels(q: &QueueStats) -> Vec<(&'static str, &str)> {
     ]
 }
 
-fn routing(r: Routing) -> &'static str {
+/// A routing as the labels and the API's JSON spell it.
+pub(crate) fn routing(r: Routing) -> &'static str {
     match r {
         Routing::Anycast => "anycast",
         Routing::Multicast => "multicast",

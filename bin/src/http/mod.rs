@@ -226,10 +226,7 @@ async fn api_queues(State(state): State<HttpState>) -> Response {
             json!({
                 "name": q.name,
                 "address": q.address,
-                "routing": match q.routing {
-                    halyard_core::message::Routing::Anycast => "anycast",
-                    halyard_core::message::Routing::Multicast => "multicast",
-                },
+                "routing": metrics::routing(q.routing),
                 "durable": q.durable,
                 "messages": q.messages,
                 "consumers": q.consumers,
