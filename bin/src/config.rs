@@ -125,6 +125,31 @@ pub struct NodeSettings {
         value_delimiter = ','
     )]
     pub peer_http: Option<Vec<String>>,
+    /// The Kafka bridge: addresses `kafka.<topic>` <-> Kafka topic `<topic>` [default: on with the Kafka journal]
+    #[arg(long, env = "HALYARD_BRIDGE", num_args = 0..=1, default_missing_value = "true")]
+    pub bridge: Option<bool>,
+    /// Prefix of the addresses bridged by default [default: kafka.]
+    #[arg(long, env = "HALYARD_BRIDGE_PREFIX", value_name = "PREFIX")]
+    pub bridge_prefix: Option<String>,
+    /// A bridge route, before the default one: "match=REGEX;address=TEMPLATE[;direction=out|in|both][;key=PROP][;body=text|bytes][;headers=plain|jms][;consume-always=BOOL]" (repeatable; a [[bridge_route]] table in TOML)
+    #[arg(
+        long = "bridge-route",
+        env = "HALYARD_BRIDGE_ROUTE",
+        value_name = "ROUTE"
+    )]
+    pub bridge_route: Option<Vec<crate::bridge_config::RouteArg>>,
+    /// Body of messages made from Kafka records on the default route [default: text]
+    #[arg(long, env = "HALYARD_BRIDGE_BODY", value_enum)]
+    pub bridge_body: Option<crate::bridge_config::BodyArg>,
+    /// Header names on the default route: plain property names, or JMS Bridge's jms.<type>.<name> [default: plain]
+    #[arg(long, env = "HALYARD_BRIDGE_HEADERS", value_enum)]
+    pub bridge_headers: Option<crate::bridge_config::HeadersArg>,
+    /// Read a bridged topic even while its address has no subscriptions (default route) [default: false]
+    #[arg(long, env = "HALYARD_BRIDGE_CONSUME_ALWAYS", num_args = 0..=1, default_missing_value = "true")]
+    pub bridge_consume_always: Option<bool>,
+    /// Partitions of a bridged topic Halyard creates on first use [default: 1]
+    #[arg(long, env = "HALYARD_BRIDGE_TOPIC_PARTITIONS", value_name = "N")]
+    pub bridge_topic_partitions: Option<i32>,
 }
 
 /// Where the journal and the lock live.
@@ -170,6 +195,8 @@ pub enum ConfigError {
         value: String,
         why: &'static str,
     },
+    #[error("invalid Kafka bridge setting: {0}")]
+    Bridge(String),
 }
 
 pub fn load_file(path: &Path) -> Result<NodeSettings, ConfigError> {
@@ -220,7 +247,14 @@ pub fn merge(cli: &NodeSettings, file: &NodeSettings) -> NodeSettings {
         failover_servers,
         http,
         metrics_max_queues,
-        peer_http
+        peer_http,
+        bridge,
+        bridge_prefix,
+        bridge_route,
+        bridge_body,
+        bridge_headers,
+        bridge_consume_always,
+        bridge_topic_partitions
     )
 }
 
@@ -416,6 +450,28 @@ pub fn resolve(s: NodeSettings) -> Result<Resolved, ConfigError> {
             }
         }
     };
+    let (bridge, bridge_partitions) = crate::bridge_config::resolve(
+        crate::bridge_config::BridgeSettings {
+            enabled: s.bridge,
+            prefix: s.bridge_prefix,
+            routes: s.bridge_route.unwrap_or_default(),
+            body: s.bridge_body,
+            headers: s.bridge_headers,
+            consume_always: s.bridge_consume_always,
+            topic_partitions: s.bridge_topic_partitions,
+        },
+        match &backend {
+            Backend::Kafka { config, .. } => Some(config),
+            Backend::Local => None,
+        },
+    )
+    .map_err(ConfigError::Bridge)?;
+    let mut node = node;
+    node.bridge = bridge;
+    let mut backend = backend;
+    if let Backend::Kafka { config, .. } = &mut backend {
+        config.bridge_topic_partitions = bridge_partitions;
+    }
     let metrics_max_queues = s.metrics_max_queues.unwrap_or(1000);
     if metrics_max_queues == 0 {
         return Err(ConfigError::Invalid {

@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_cmd;
+mod bridge_config;
 mod ceiling_cmd;
 mod clients;
 mod config;

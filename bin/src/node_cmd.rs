@@ -47,7 +47,7 @@ pub fn run(
         );
         let (inputs_tx, inputs_rx) = server::input_channel();
         let journal_metrics = std::sync::Arc::new(halyard_io::metrics::JournalMetrics::new());
-        let (journal, lock) = match &r.backend {
+        let (journal, lock, bridge) = match &r.backend {
             Backend::Local => {
                 let mut jc = LocalJournalConfig::new(r.data_dir.join("journal"));
                 jc.segment_bytes = r.segment_bytes;
@@ -62,7 +62,7 @@ pub fn run(
                     },
                     inputs_tx.clone(),
                 );
-                (journal, lock)
+                (journal, lock, halyard_io::bridge::BridgeHandle::none())
             }
             Backend::Kafka {
                 config,
@@ -89,7 +89,23 @@ pub fn run(
                     },
                     inputs_tx.clone(),
                 );
-                (journal, lock)
+                let bridge = match &r.node.bridge {
+                    Some(b) => {
+                        info!(
+                            prefix = %b.prefix,
+                            routes = b.routes.len(),
+                            "Kafka bridge on: addresses {}<topic> <-> Kafka topics",
+                            b.prefix
+                        );
+                        halyard_io::kafka::spawn_bridge_reader(
+                            config.clone(),
+                            b.clone(),
+                            inputs_tx.clone(),
+                        )
+                    }
+                    None => halyard_io::bridge::BridgeHandle::none(),
+                };
+                (journal, lock, bridge)
             }
         };
         let node = Node::new(r.node.clone());
@@ -123,6 +139,7 @@ pub fn run(
             ServerConfig {
                 listen: r.listen,
                 counters,
+                bridge,
             },
             journal,
             lock,

@@ -6,6 +6,7 @@
 //! and real Kafka (`halyard-io`) and inside the seeded simulator
 //! (`halyard-sim`).
 
+pub mod bridge;
 pub mod broker;
 pub mod ha;
 pub mod ids;

@@ -22,7 +22,11 @@ pub struct Harness {
     /// Durable batches, in order.
     pub journal: Vec<Vec<Entry>>,
     /// Appended, not yet durable.
-    pub in_flight: VecDeque<(Ticket, Vec<Entry>)>,
+    pub in_flight: VecDeque<(Ticket, Vec<Entry>, Vec<crate::bridge::OutRecord>)>,
+    /// Kafka bridge records of durable batches, in order.
+    pub published: Vec<crate::bridge::OutRecord>,
+    /// What the node asked of the Kafka bridge's reader.
+    pub bridge: Vec<crate::bridge::BridgeRequest>,
     /// Keep appends in flight until [`Harness::complete`] is called.
     pub hold_journal: bool,
     clients: BTreeMap<ConnId, Decoder>,
@@ -51,6 +55,8 @@ impl Harness {
             now: 0,
             journal,
             in_flight: VecDeque::new(),
+            published: Vec::new(),
+            bridge: Vec::new(),
             hold_journal: false,
             clients: BTreeMap::new(),
             received: BTreeMap::new(),
@@ -120,7 +126,11 @@ impl Harness {
                     Output::Conn(ConnRequest::ResumeReading { conn }) => {
                         self.paused.remove(&conn);
                     }
-                    Output::Journal(JournalRequest::Append { ticket, entries }) => {
+                    Output::Journal(JournalRequest::Append {
+                        ticket,
+                        entries,
+                        publish,
+                    }) => {
                         // Through the codec, as a real journal would.
                         let entries = entries
                             .iter()
@@ -129,7 +139,7 @@ impl Harness {
                                 decode_entry(&k, v.as_deref()).expect("journal entry round trip")
                             })
                             .collect();
-                        self.in_flight.push_back((ticket, entries));
+                        self.in_flight.push_back((ticket, entries, publish));
                     }
                     Output::Journal(JournalRequest::Open) => {
                         let entries: Vec<Entry> = self.journal.iter().flatten().cloned().collect();
@@ -145,6 +155,7 @@ impl Harness {
                     Output::Accept(AcceptRequest::Stop) => self.accepting = false,
                     Output::Event(e) => self.events.push(e),
                     Output::Admin { id, result } => self.admin.push((id, result)),
+                    Output::Bridge(r) => self.bridge.push(r),
                     Output::Journal(JournalRequest::Close)
                     | Output::Lock(LockRequest::Release)
                     | Output::Stopped => {}
@@ -163,10 +174,11 @@ impl Harness {
     /// Makes up to `n` in-flight batches durable, in order.
     pub fn complete(&mut self, n: usize) {
         for _ in 0..n {
-            let Some((ticket, entries)) = self.in_flight.pop_front() else {
+            let Some((ticket, entries, publish)) = self.in_flight.pop_front() else {
                 break;
             };
             self.journal.push(entries);
+            self.published.extend(publish);
             self.node
                 .handle(self.now, Input::Journal(JournalEvent::Durable { ticket }));
         }

@@ -31,6 +31,7 @@ fn append(t: u64) -> JournalRequest {
     JournalRequest::Append {
         ticket: Ticket(t),
         entries: vec![entry(t)],
+        publish: Vec::new(),
     }
 }
 
@@ -114,12 +115,14 @@ fn the_byte_limit_bounds_a_group_but_a_large_append_goes_alone() {
     let big = JournalRequest::Append {
         ticket: Ticket(2),
         entries: vec![entry(2); 5],
+        publish: Vec::new(),
     };
     c.push(big);
     for t in [4, 6, 8] {
         c.push(JournalRequest::Append {
             ticket: Ticket(t),
             entries: vec![entry(2)],
+            publish: Vec::new(),
         });
     }
     assert_eq!(tickets(&write(&mut c)), vec![2]);

@@ -7,9 +7,11 @@
 //!   thread with group commit, and the file lock.
 //! - `kafka`: the Kafka backend: the journal in a compacted topic, its hot
 //!   standby copy, and the lock as consumer-group membership.
+//! - `bridge`: the Kafka bridge's port (its reader is in `kafka`).
 //! - `client`: the failover STOMP client behind `halyard produce/consume`.
 //! - `proxy`: the TCP fault proxy used by the Kafka partition tests.
 
+pub mod bridge;
 pub mod client;
 pub mod journal;
 #[cfg(not(madsim))]

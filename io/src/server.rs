@@ -25,6 +25,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, error, info, info_span, warn, Instrument};
 
+use crate::bridge::BridgeHandle;
 use crate::journal::JournalHandle;
 use crate::lock::LockHandle;
 
@@ -88,6 +89,8 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Counted by the connection tasks, read by `/metrics`.
     pub counters: Arc<IoCounters>,
+    /// The Kafka bridge's reader (`BridgeHandle::none()` without a bridge).
+    pub bridge: BridgeHandle,
 }
 
 /// What the connection tasks count (the node sees neither socket bytes nor
@@ -205,9 +208,8 @@ pub async fn run(
                         let _ = c.pause.send(false);
                     }
                 }
-                Output::Journal(JournalRequest::Append { ticket, entries }) => {
-                    journal.send(JournalRequest::Append { ticket, entries })
-                }
+                Output::Journal(append @ JournalRequest::Append { .. }) => journal.send(append),
+                Output::Bridge(request) => config.bridge.send(request),
                 Output::Journal(JournalRequest::Open) => journal.send(JournalRequest::Open),
                 Output::Journal(JournalRequest::Close) => journal.send(JournalRequest::Close),
                 Output::Lock(LockRequest::Acquire) => lock.send(LockRequest::Acquire, None),

@@ -49,6 +49,22 @@ impl Broker {
             Entry::Put(Record::AddressCreated { address, routing }) => {
                 self.addresses.entry(address.clone()).or_default().declared = Some(*routing);
             }
+            Entry::Put(Record::BridgePosition {
+                topic,
+                partition,
+                next_offset,
+            }) => {
+                let at = self
+                    .bridge_positions
+                    .entry((topic.clone(), *partition))
+                    .or_default();
+                // Positions only move forward: the journal holds them in order.
+                debug_assert!(*at <= *next_offset, "bridge position went back");
+                *at = (*at).max(*next_offset);
+            }
+            Entry::Tombstone(Key::BridgePosition { topic, partition }) => {
+                self.bridge_positions.remove(&(topic.clone(), *partition));
+            }
             Entry::Tombstone(Key::Address(address)) => {
                 if let Some(a) = self.addresses.get_mut(address) {
                     a.declared = None;
@@ -161,6 +177,7 @@ impl Broker {
     }
 
     pub(crate) fn insert_queue(&mut self, q: Queue) {
+        self.queues_generation += 1;
         let a = self.addresses.entry(q.address.clone()).or_default();
         match q.routing {
             Routing::Anycast => a.anycast = Some(q.id),
@@ -183,6 +200,7 @@ impl Broker {
         let Some(q) = self.queues.remove(&id) else {
             return;
         };
+        self.queues_generation += 1;
         if self.names.get(&q.name) == Some(&id) {
             self.names.remove(&q.name);
         }

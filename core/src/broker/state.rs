@@ -171,6 +171,12 @@ pub struct Broker {
     pub(crate) orphans: BTreeMap<Id, Vec<Id>>,
     /// Duplicate ids evicted while replaying whose tombstones were not (yet) seen.
     pub(crate) evicted_in_load: BTreeSet<Key>,
+    /// The Kafka bridge's journaled read positions: (topic, partition) ->
+    /// offset of the next record.
+    pub(crate) bridge_positions: BTreeMap<(String, u32), u64>,
+    /// Counts queue creations and deletions (the Kafka bridge reads a
+    /// topic while its address has subscriptions).
+    pub(crate) queues_generation: u64,
 }
 
 impl Broker {
@@ -200,6 +206,8 @@ impl Broker {
             loading: false,
             orphans: BTreeMap::new(),
             evicted_in_load: BTreeSet::new(),
+            bridge_positions: BTreeMap::new(),
+            queues_generation: 0,
         }
     }
 
@@ -273,6 +281,25 @@ impl Broker {
 
     pub fn message_count(&self) -> usize {
         self.messages.len()
+    }
+
+    /// The Kafka bridge's journaled read positions: (topic, partition) ->
+    /// offset of the next record to read.
+    pub fn bridge_positions(&self) -> &BTreeMap<(String, u32), u64> {
+        &self.bridge_positions
+    }
+
+    /// Changes whenever a queue is created or deleted.
+    pub fn queues_generation(&self) -> u64 {
+        self.queues_generation
+    }
+
+    /// Addresses with at least one multicast queue (a subscription).
+    pub fn addresses_with_subscriptions(&self) -> impl Iterator<Item = &str> {
+        self.addresses
+            .iter()
+            .filter(|(_, a)| !a.multicast.is_empty())
+            .map(|(name, _)| name.as_str())
     }
 
     /// Routing of an existing address, for bare destination names.

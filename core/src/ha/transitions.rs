@@ -167,6 +167,7 @@ impl Node {
         self.event(Event::Live { epoch, was_backup });
         self.accepting = true;
         self.outputs.push_back(Output::Accept(AcceptRequest::Start));
+        self.bridge_start();
     }
 
     /// Leave the live role at once: fenced, journal failure or lock lost.
@@ -182,6 +183,7 @@ impl Node {
     }
 
     pub(crate) fn drop_live_state(&mut self) {
+        self.bridge_stop();
         if self.accepting {
             self.accepting = false;
             self.outputs.push_back(Output::Accept(AcceptRequest::Stop));

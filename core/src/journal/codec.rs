@@ -21,7 +21,7 @@ use std::sync::Arc;
 use bytes::{BufMut, Bytes, BytesMut};
 
 pub use super::format::{CodecError, FORMAT_VERSION, FORMAT_VERSION_OLDEST};
-use super::format::{FORMAT_VERSION_ADDRESSES, NAME_BYTES_MAX};
+use super::format::{FORMAT_VERSION_ADDRESSES, FORMAT_VERSION_BRIDGE, NAME_BYTES_MAX};
 use super::message_codec::{put_message, put_routing, read_message, read_message_v1, read_routing};
 use super::record::{DurableSub, Entry, Key, QueueDef, QueueKind, Record};
 use super::wire::{put_id, put_str, put_varint, Reader};
@@ -37,6 +37,7 @@ const TAG_ROUTED: u8 = 4;
 const TAG_ACKED: u8 = 5;
 const TAG_DUPLICATE_ID: u8 = 6;
 const TAG_ADDRESS_CREATED: u8 = 7;
+const TAG_BRIDGE_POSITION: u8 = 8;
 
 /// Encodes an entry as (key, value); `None` is a tombstone.
 pub fn encode_entry(entry: &Entry) -> (Bytes, Option<Bytes>) {
@@ -97,6 +98,12 @@ pub fn encode_key(key: &Key) -> Bytes {
             out.extend_from_slice(b"a/");
             out.extend_from_slice(name.as_bytes());
         }
+        Key::BridgePosition { topic, partition } => {
+            out.extend_from_slice(b"k/");
+            put_decimal(&mut out, u64::from(*partition));
+            out.push(b'/');
+            out.extend_from_slice(topic.as_bytes());
+        }
     }
     Bytes::from(out)
 }
@@ -108,6 +115,7 @@ fn key_len_hint(key: &Key) -> usize {
         Key::Queue(name) | Key::Address(name) => 2 + name.len(),
         Key::Message(_) | Key::Ref { .. } => 2 + 2 * 31 + 1,
         Key::Duplicate { address, dup_id } => 2 + 20 + 2 + address.len() + dup_id.len(),
+        Key::BridgePosition { topic, .. } => 2 + 10 + 1 + topic.len(),
     }
 }
 
@@ -146,6 +154,16 @@ pub fn decode_key(raw: &[u8]) -> Result<Key, CodecError> {
     match kind {
         "q" if !rest.is_empty() => Ok(Key::Queue(rest.to_string())),
         "a" if !rest.is_empty() => Ok(Key::Address(rest.to_string())),
+        "k" => {
+            let (p, topic) = rest.split_once('/').ok_or_else(bad)?;
+            if topic.is_empty() {
+                return Err(bad());
+            }
+            Ok(Key::BridgePosition {
+                topic: topic.to_string(),
+                partition: p.parse().map_err(|_| bad())?,
+            })
+        }
         "m" => Ok(Key::Message(rest.parse().map_err(|_| bad())?)),
         "r" => {
             let (m, q) = rest.split_once('/').ok_or_else(bad)?;
@@ -230,6 +248,16 @@ pub fn encode_record(record: &Record) -> Bytes {
             out.put_u8(TAG_ADDRESS_CREATED);
             put_str(&mut out, address);
             put_routing(&mut out, *routing);
+        }
+        Record::BridgePosition {
+            topic,
+            partition,
+            next_offset,
+        } => {
+            out.put_u8(TAG_BRIDGE_POSITION);
+            put_str(&mut out, topic);
+            put_varint(&mut out, u64::from(*partition));
+            put_varint(&mut out, *next_offset);
         }
     }
     let crc = crc32c::crc32c(&out);
@@ -329,6 +357,11 @@ pub fn decode_record(raw: &[u8]) -> Result<Record, CodecError> {
             address: r.string("address")?,
             routing: read_routing(&mut r)?,
         },
+        TAG_BRIDGE_POSITION if version >= FORMAT_VERSION_BRIDGE => Record::BridgePosition {
+            topic: r.string("topic")?,
+            partition: r.narrow("partition")?,
+            next_offset: r.varint("next offset")?,
+        },
         other => return Err(CodecError::UnknownTag(other)),
     };
     if !r.buf.is_empty() {
@@ -392,6 +425,13 @@ mod tests {
                 } else {
                     crate::message::Routing::Anycast
                 },
+            }),
+            (name(), any::<u32>(), any::<u64>()).prop_map(|(topic, partition, next_offset)| {
+                Record::BridgePosition {
+                    topic,
+                    partition,
+                    next_offset,
+                }
             }),
         ]
     }
@@ -551,11 +591,33 @@ mod tests {
         let (k, v) = encode_entry(&Entry::Put(r.clone()));
         assert_eq!(&k[..], b"a/news");
         let v = v.expect("a value");
-        assert_eq!(v[0], 3);
-        assert_eq!(decode_entry(&k, Some(&v)), Ok(Entry::Put(r)));
+        assert_eq!(v[0], FORMAT_VERSION);
+        assert_eq!(decode_entry(&k, Some(&v)), Ok(Entry::Put(r.clone())));
+        assert_eq!(decode_record(&restamp(&v, 3)), Ok(r));
         assert_eq!(
             decode_record(&restamp(&v, 2)),
             Err(CodecError::UnknownTag(TAG_ADDRESS_CREATED))
         );
+    }
+
+    #[test]
+    fn bridge_positions_need_version_4() {
+        let r = Record::BridgePosition {
+            topic: "orders".into(),
+            partition: 3,
+            next_offset: 1 << 40,
+        };
+        let (k, v) = encode_entry(&Entry::Put(r.clone()));
+        assert_eq!(&k[..], b"k/3/orders");
+        assert_eq!(decode_key(&k), Ok(r.key()));
+        let v = v.expect("a value");
+        assert_eq!(v[0], 4);
+        assert_eq!(decode_entry(&k, Some(&v)), Ok(Entry::Put(r)));
+        assert_eq!(
+            decode_record(&restamp(&v, 3)),
+            Err(CodecError::UnknownTag(TAG_BRIDGE_POSITION))
+        );
+        assert!(decode_key(b"k/x/orders").is_err());
+        assert!(decode_key(b"k/1/").is_err());
     }
 }

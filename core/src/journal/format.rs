@@ -11,9 +11,13 @@ use thiserror::Error;
 ///   priority, expiry, scheduled time, duplicate id).
 /// - 3: version 2 plus the `AddressCreated` record (tag 7, key `a/NAME`);
 ///   every other record is laid out as in version 2.
-pub const FORMAT_VERSION: u8 = 3;
+/// - 4: version 3 plus the `BridgePosition` record (tag 8, key
+///   `k/PARTITION/TOPIC`).
+pub const FORMAT_VERSION: u8 = 4;
 /// The first version with the `AddressCreated` record.
 pub(crate) const FORMAT_VERSION_ADDRESSES: u8 = 3;
+/// The first version with the `BridgePosition` record.
+pub(crate) const FORMAT_VERSION_BRIDGE: u8 = 4;
 /// The oldest version this build still reads.
 pub const FORMAT_VERSION_OLDEST: u8 = 1;
 

@@ -62,6 +62,7 @@ use std::collections::VecDeque;
 use bytes::Bytes;
 
 use super::codec::encode_entry;
+use crate::bridge::OutRecord;
 use crate::ids::Ticket;
 use crate::node::{JournalEvent, JournalRequest};
 
@@ -116,7 +117,10 @@ pub struct WriteGroup {
     pub tickets: Vec<Ticket>,
     /// One batch per append, in ticket order.
     pub batches: Vec<Vec<EncodedEntry>>,
-    /// Key and value bytes of all batches.
+    /// The Kafka bridge's records of all batches, in ticket order: written
+    /// in the same transaction (only a Kafka journal is given any).
+    pub publish: Vec<OutRecord>,
+    /// Key and value bytes of all batches (and bridged records).
     pub bytes: usize,
 }
 
@@ -135,6 +139,7 @@ enum Waiting {
     Append {
         ticket: Ticket,
         batch: Vec<EncodedEntry>,
+        publish: Vec<OutRecord>,
         bytes: usize,
     },
     Open,
@@ -191,7 +196,11 @@ impl GroupCommit {
     /// Queues a request from the node. Appends are encoded here, once.
     pub fn push(&mut self, request: JournalRequest) {
         let waiting = match request {
-            JournalRequest::Append { ticket, entries } => {
+            JournalRequest::Append {
+                ticket,
+                entries,
+                publish,
+            } => {
                 assert!(
                     self.last_pushed.is_none_or(|last| last < ticket),
                     "journal appends issued out of order: {:?} then {ticket}",
@@ -205,10 +214,12 @@ impl GroupCommit {
                         EncodedEntry { key, value }
                     })
                     .collect();
-                let bytes = batch.iter().map(EncodedEntry::bytes).sum();
+                let bytes = batch.iter().map(EncodedEntry::bytes).sum::<usize>()
+                    + publish.iter().map(OutRecord::bytes).sum::<usize>();
                 Waiting::Append {
                     ticket,
                     batch,
+                    publish,
                     bytes,
                 }
             }
@@ -373,6 +384,7 @@ impl GroupCommit {
         let mut group = WriteGroup {
             tickets: Vec::new(),
             batches: Vec::new(),
+            publish: Vec::new(),
             bytes: 0,
         };
         while let Some(Waiting::Append { bytes, .. }) = self.queue.front() {
@@ -387,6 +399,7 @@ impl GroupCommit {
             let Some(Waiting::Append {
                 ticket,
                 batch,
+                publish,
                 bytes,
             }) = self.queue.pop_front()
             else {
@@ -394,6 +407,7 @@ impl GroupCommit {
             };
             group.tickets.push(ticket);
             group.batches.push(batch);
+            group.publish.extend(publish);
             group.bytes += bytes;
         }
         assert!(!group.tickets.is_empty(), "an empty write group");

@@ -73,6 +73,14 @@ pub enum Record {
     /// Artemis), so a bare destination name keeps resolving to it.
     /// Format version 3 on.
     AddressCreated { address: String, routing: Routing },
+    /// The Kafka bridge read partition `partition` of `topic` up to (not
+    /// including) `next_offset`; written in the same batch as the messages
+    /// those records made. Format version 4 on.
+    BridgePosition {
+        topic: String,
+        partition: u32,
+        next_offset: u64,
+    },
 }
 
 /// What an entry is about. Later entries with the same key supersede earlier ones.
@@ -91,6 +99,10 @@ pub enum Key {
         dup_id: String,
     },
     Address(String),
+    BridgePosition {
+        topic: String,
+        partition: u32,
+    },
 }
 
 impl Record {
@@ -111,6 +123,12 @@ impl Record {
                 dup_id: dup_id.clone(),
             },
             Record::AddressCreated { address, .. } => Key::Address(address.clone()),
+            Record::BridgePosition {
+                topic, partition, ..
+            } => Key::BridgePosition {
+                topic: topic.clone(),
+                partition: *partition,
+            },
         }
     }
 }

@@ -37,6 +37,8 @@ pub struct NodeConfig {
     /// AMQP connections: what the open frame offers and every limit a peer
     /// can push on.
     pub amqp: ConnectionConfig,
+    /// The Kafka bridge (`None`: off).
+    pub bridge: Option<crate::bridge::BridgeConfig>,
     /// A deliberate bug (simulator self-tests only).
     #[cfg(feature = "planted-bugs")]
     pub planted_bug: Option<PlantedBug>,
@@ -84,6 +86,7 @@ impl Default for NodeConfig {
             drain_timeout_ms: 5_000,
             activation_retry_ms: 1_000,
             amqp: amqp_defaults(),
+            bridge: None,
             #[cfg(feature = "planted-bugs")]
             planted_bug: None,
         }

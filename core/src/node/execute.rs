@@ -172,6 +172,22 @@ impl Node {
         entries: &mut Vec<Entry>,
         effects: &mut Effects,
     ) -> Result<(), OpError> {
+        self.plan_send_inner(message, origin, true, entries, effects)
+    }
+
+    /// `plan_one_send`; `publish` false for a message the Kafka bridge
+    /// made from a record (it must not go back out).
+    pub(crate) fn plan_send_inner(
+        &mut self,
+        mut message: Message,
+        origin: Option<ConnId>,
+        publish: bool,
+        entries: &mut Vec<Entry>,
+        effects: &mut Effects,
+    ) -> Result<(), OpError> {
+        if let Some(routing) = self.bridged_routing(&message.address) {
+            message.routing = routing;
+        }
         if let Some(d) = &message.dup_id {
             let key = (message.address.clone(), d.clone());
             if self.broker.duplicate(&message.address, d).is_some()
@@ -182,6 +198,13 @@ impl Node {
                 return Ok(());
             }
         }
+        // Before anything is planned: a message that cannot be bridged is
+        // refused whole.
+        let record = if publish {
+            self.plan_publish(&message)?
+        } else {
+            None
+        };
         let dest = Destination {
             address: message.address.clone(),
             routing: message.routing,
@@ -219,6 +242,7 @@ impl Node {
                 message: message.clone(),
             }));
         }
+        effects.publish.extend(record);
         effects.sends.push(VolatileSend {
             id,
             message,

@@ -21,6 +21,7 @@
 //! transitions in [`crate::ha`].
 
 mod admin;
+mod bridge;
 mod config;
 mod conn;
 mod connections;

@@ -58,6 +58,14 @@ pub struct Node {
     pub(crate) counters: NodeCounters,
     /// The epoch that fenced this node, until it is live again.
     pub(crate) fenced_by: Option<u32>,
+    /// The Kafka bridge: the next offset planned per (topic, partition)
+    /// this live period (ahead of the journaled positions while batches
+    /// are in flight).
+    pub(crate) bridge_next: BTreeMap<(String, u32), u64>,
+    /// What the bridge's reader was last told about subscriptions (the
+    /// broker's queue generation then, and the addresses); `None` while
+    /// the reader is stopped.
+    pub(crate) bridge_reported: Option<(u64, Vec<String>)>,
 }
 
 impl Node {
@@ -88,6 +96,8 @@ impl Node {
             flush_pending: BTreeSet::new(),
             counters: NodeCounters::default(),
             fenced_by: None,
+            bridge_next: BTreeMap::new(),
+            bridge_reported: None,
         }
     }
 
@@ -159,6 +169,7 @@ impl Node {
             Input::Journal(ev) => self.on_journal(ev),
             Input::Lock(ev) => self.on_lock(ev),
             Input::Admin { id, op } => self.on_admin(id, op),
+            Input::Bridge(ev) => self.on_bridge(ev),
         }
         self.after_input();
         self.flush_sessions();

@@ -161,6 +161,8 @@ pub enum OpError {
     NoQueue(String),
     #[error("address {0:?} is already in use")]
     AddressInUse(String),
+    #[error("address {0:?} is bridged to Kafka, which carries text and bytes bodies only (not a map, list or object)")]
+    NotBridgeable(String),
 }
 
 /// What an adapter hands the node.

@@ -17,16 +17,24 @@ use crate::journal::{Entry, QueueKind, Record};
 const AFTER_INPUT_ROUNDS_MAX: usize = 8;
 
 impl Node {
-    pub(crate) fn submit(&mut self, entries: Vec<Entry>, work: Work) {
-        let ticket = if entries.is_empty() {
+    pub(crate) fn submit(&mut self, entries: Vec<Entry>, mut work: Work) {
+        let publish = match &mut work {
+            Work::Op { effects, .. }
+            | Work::Admin { effects, .. }
+            | Work::Ingest { effects, .. } => std::mem::take(&mut effects.publish),
+            _ => Vec::new(),
+        };
+        let ticket = if entries.is_empty() && publish.is_empty() {
             None
         } else {
             let t = Ticket(self.next_ticket);
             self.next_ticket += 1;
+            self.counters.bridge_records_out += publish.len() as u64;
             self.outputs
                 .push_back(Output::Journal(JournalRequest::Append {
                     ticket: t,
                     entries: entries.clone(),
+                    publish,
                 }));
             self.counters.journal_batches += 1;
             self.counters.journal_entries += entries.len() as u64;
@@ -155,6 +163,9 @@ impl Node {
             );
         }
         self.resume_readers();
+        if self.state == HaState::Live {
+            self.bridge_note_subscriptions();
+        }
     }
 
     pub(crate) fn finish_work(&mut self, work: Work) {
@@ -189,6 +200,10 @@ impl Node {
                 if close {
                     self.close_conn(conn);
                 }
+            }
+            Work::Ingest { position, effects } => {
+                self.apply_effects(effects);
+                self.ingested(*position);
             }
             Work::Housekeeping { volatile, moves } => {
                 for key in volatile {

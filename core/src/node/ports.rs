@@ -6,6 +6,7 @@ use super::management::{AdminError, AdminOp, AdminReply};
 use bytes::Bytes;
 
 use super::Event;
+use crate::bridge::{BridgeEvent, BridgeRequest, OutRecord};
 use crate::ids::{ConnId, Ticket};
 use crate::journal::Entry;
 
@@ -21,6 +22,8 @@ pub enum Input {
     Conn(ConnEvent),
     Journal(JournalEvent),
     Lock(LockEvent),
+    /// The Kafka bridge's reader.
+    Bridge(BridgeEvent),
     /// A management change (HTTP API); answered by `Output::Admin` with
     /// the same `id`.
     Admin {
@@ -92,6 +95,8 @@ pub enum Output {
     Journal(JournalRequest),
     Lock(LockRequest),
     Accept(AcceptRequest),
+    /// The Kafka bridge's reader.
+    Bridge(BridgeRequest),
     Event(Event),
     /// The answer to `Input::Admin { id, .. }`.
     Admin {
@@ -129,8 +134,14 @@ pub enum ConnRequest {
 /// `OpenFailed`); after `Close` nothing more is written.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum JournalRequest {
-    /// Append this batch atomically, after every earlier batch.
-    Append { ticket: Ticket, entries: Vec<Entry> },
+    /// Append this batch atomically, after every earlier batch, together
+    /// with the Kafka bridge's `publish` records (in the same Kafka
+    /// transaction; only a Kafka journal is ever given any).
+    Append {
+        ticket: Ticket,
+        entries: Vec<Entry>,
+        publish: Vec<OutRecord>,
+    },
     /// Fence older writers, then read the whole journal: `Loaded`* then `Ready`.
     Open,
     /// Stop writing; drop the writer (after stepping down).

@@ -48,6 +48,12 @@ impl LatencyHistogram {
 /// Counters of the node's own work since the process started.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NodeCounters {
+    /// Kafka bridge: records written with journal batches.
+    pub bridge_records_out: u64,
+    /// Kafka bridge: record offsets ingested (made messages, or skipped).
+    pub bridge_records_in: u64,
+    /// Kafka bridge: records not read back because this cluster wrote them.
+    pub bridge_loop_skipped: u64,
     /// Times this node obtained the live lock.
     pub lock_obtained: u64,
     /// Times it lost the lock while holding it (session lost, revoked).

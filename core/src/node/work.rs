@@ -12,6 +12,7 @@ use bytes::Bytes;
 
 use super::management::AdminReply;
 use super::ops::SubscribeOp;
+use crate::bridge::{OutRecord, Position};
 use crate::broker::{ConsumerFilter, RefKey};
 use crate::ids::{ConnId, Id, Ticket};
 use crate::journal::Entry;
@@ -47,6 +48,8 @@ pub(crate) struct Effects {
     pub moves: Vec<(RefKey, Id)>,
     /// (address, duplicate id) no longer pending.
     pub dups: Vec<(String, String)>,
+    /// Kafka bridge records written with the batch (same transaction).
+    pub publish: Vec<OutRecord>,
     /// A client's send outside a transaction: its completion is the
     /// receipt (timed for `send_receipt_latency`).
     pub send: bool,
@@ -85,6 +88,13 @@ pub(crate) enum Work {
         reply: AdminReply,
         effects: Effects,
     },
+    /// Records the Kafka bridge read, made messages: when durable, the
+    /// reader hears where the batch ended.
+    Ingest {
+        /// Where the batch ended (the reader resumes there).
+        position: Box<Position>,
+        effects: Effects,
+    },
     /// Auto-acks, tombstones and expiry moves nobody waits for.
     Housekeeping {
         volatile: Vec<RefKey>,
@@ -99,7 +109,10 @@ impl Work {
             Work::Op { conn, .. }
             | Work::Subscribe { conn, .. }
             | Work::SendInTurn { conn, .. } => Some(*conn),
-            Work::Activation { .. } | Work::Housekeeping { .. } | Work::Admin { .. } => None,
+            Work::Activation { .. }
+            | Work::Housekeeping { .. }
+            | Work::Admin { .. }
+            | Work::Ingest { .. } => None,
         }
     }
 }

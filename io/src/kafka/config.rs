@@ -21,6 +21,8 @@ pub struct KafkaConfig {
     pub operation_timeout_ms: u64,
     /// Where the journal and its standby copy count what they do.
     pub metrics: std::sync::Arc<crate::metrics::JournalMetrics>,
+    /// Partitions of a Kafka bridge topic Halyard creates.
+    pub bridge_topic_partitions: i32,
 }
 
 impl KafkaConfig {
@@ -33,6 +35,7 @@ impl KafkaConfig {
             transaction_timeout_ms: 60_000,
             operation_timeout_ms: 10_000,
             metrics: std::sync::Arc::new(crate::metrics::JournalMetrics::new()),
+            bridge_topic_partitions: 1,
         }
     }
 

@@ -18,6 +18,7 @@
 //!   until the journal is reopened) is `halyard_core::journal::group_commit`;
 //!   this thread does the Kafka I/O.
 
+use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -25,6 +26,7 @@ use crate::metrics::JournalMetrics;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use halyard_core::bridge::OutRecord;
 use halyard_core::journal::group_commit::{
     EncodedEntry, GroupCommit, GroupLimits, JournalStep, NextGroup,
 };
@@ -37,8 +39,9 @@ use tracing::{debug, error, info, warn};
 use super::config::KafkaConfig;
 use super::error::KafkaJournalError;
 use super::open::{latest_activation_epoch, new_producer, open_and_load, Writer};
-use super::produce::{is_fencing, send_record, serve_deliveries};
+use super::produce::{is_fencing, send_bridged, send_record, serve_deliveries};
 use super::standby::Standby;
+use super::topic::ensure_topic;
 use crate::journal::{next_step, JournalHandle};
 
 /// Bounds one group commit.
@@ -83,6 +86,8 @@ fn run(
     let mut commit = GroupCommit::new(GROUP_LIMITS);
     let mut stats = CommitStats::new();
     let mut last_group = 0usize;
+    // Topics the Kafka bridge has written to (created if missing, once).
+    let mut bridged_topics: HashSet<String> = HashSet::new();
     loop {
         // A transaction costs several milliseconds however small. Under
         // load (the last one carried more than one batch), wait a moment
@@ -146,7 +151,18 @@ fn run(
                 let Some(w) = writer.as_ref() else {
                     unreachable!("the group commit asks for writes only while the journal is open");
                 };
-                match commit_group(&config, w, &group.batches) {
+                if let Err(reason) =
+                    ensure_bridged_topics(&config, &mut bridged_topics, &group.publish)
+                {
+                    // Nothing was written: the node steps down and a
+                    // client's resend finds the topic's problem again.
+                    writer = None;
+                    rearm(&config, &mut standby, &mut prepared);
+                    error!(%reason, "cannot write bridged records");
+                    commit.write_failed(reason);
+                    continue;
+                }
+                match commit_group(&config, w, &group.batches, &group.publish) {
                     Ok(()) => {
                         let m = &config.metrics;
                         m.group_written(group.batches.len(), group.bytes as u64);
@@ -226,11 +242,31 @@ impl CommitStats {
     }
 }
 
-/// One Kafka transaction holding every batch, in order.
+/// Creates the bridged topics this group writes to that were not seen
+/// before (Halyard's Kafka runs with `auto.create.topics.enable=false`).
+fn ensure_bridged_topics(
+    config: &KafkaConfig,
+    known: &mut HashSet<String>,
+    publish: &[OutRecord],
+) -> Result<(), String> {
+    for r in publish {
+        if known.contains(&r.topic) {
+            continue;
+        }
+        ensure_topic(config, &r.topic, config.bridge_topic_partitions, &[])
+            .map_err(|e| format!("bridged topic {}: {e}", r.topic))?;
+        known.insert(r.topic.clone());
+    }
+    Ok(())
+}
+
+/// One Kafka transaction holding every batch, in order, and the Kafka
+/// bridge's records of those batches: all committed or none.
 fn commit_group(
     config: &KafkaConfig,
     w: &Writer,
     batches: &[Vec<EncodedEntry>],
+    publish: &[OutRecord],
 ) -> Result<(), KafkaError> {
     let t0 = Instant::now();
     w.producer.begin_transaction()?;
@@ -238,6 +274,9 @@ fn commit_group(
         for e in batch {
             send_record(&w.producer, &w.topic, &e.key, e.value.as_deref())?;
         }
+    }
+    for r in publish {
+        send_bridged(&w.producer, r)?;
     }
     if let Err(e) = serve_deliveries(&w.producer, config.timeout()) {
         abort(config, w);

@@ -6,8 +6,10 @@
 //! Kafka), `error`, `topic` (creating topics, the journal topic's
 //! settings), `produce` and `read` (what writing and reading share),
 //! `standby` (the copy a backup keeps), `open` (fence and load), `journal`
-//! (the driver thread with group commit), `lock` (the group lock).
+//! (the driver thread with group commit), `lock` (the group lock),
+//! `bridge_reader` (the Kafka bridge's reader of bridged topics).
 
+mod bridge_reader;
 mod config;
 mod error;
 mod journal;
@@ -18,6 +20,7 @@ mod read;
 mod standby;
 mod topic;
 
+pub use bridge_reader::spawn_bridge_reader;
 pub use config::KafkaConfig;
 pub use error::{KafkaSetupError, ReadError, StandbyError};
 pub use journal::spawn_kafka_journal;

@@ -3,7 +3,9 @@
 
 use std::time::{Duration, Instant};
 
+use halyard_core::bridge::OutRecord;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
 /// Pause between two looks at a producer's delivery reports.
@@ -52,6 +54,34 @@ pub fn send_record(
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                 // Reports free queue space; see `serve_deliveries` for why
                 // not poll with a timeout.
+                producer.poll(Duration::ZERO);
+                std::thread::sleep(DELIVERY_NAP);
+            }
+            Err((e, _)) => return Err(e),
+        }
+    }
+}
+
+/// Sends one Kafka bridge record to its topic (the partitioner picks the
+/// partition from the key), waiting for queue space like `send_record`.
+pub(crate) fn send_bridged(producer: &BaseProducer, r: &OutRecord) -> Result<(), KafkaError> {
+    let mut headers = OwnedHeaders::new_with_capacity(r.headers.len());
+    for (name, value) in &r.headers {
+        headers = headers.insert(Header {
+            key: name,
+            value: Some(value.as_ref()),
+        });
+    }
+    loop {
+        let mut rec = BaseRecord::<[u8], [u8]>::to(&r.topic)
+            .payload(r.value.as_ref())
+            .headers(headers.clone());
+        if let Some(k) = &r.key {
+            rec = rec.key(k.as_ref());
+        }
+        match producer.send(rec) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                 producer.poll(Duration::ZERO);
                 std::thread::sleep(DELIVERY_NAP);
             }

@@ -247,6 +247,11 @@ fn open_and_load(
 /// The group's batches as the local journal stores them (no copies: the
 /// key and value bytes are shared).
 fn to_raw(group: WriteGroup) -> Vec<Vec<Entry>> {
+    // The node bridges to Kafka with its batches only on the Kafka journal.
+    assert!(
+        group.publish.is_empty(),
+        "the local journal was given Kafka bridge records"
+    );
     group
         .batches
         .into_iter()

@@ -529,6 +529,8 @@ pub async fn run_node(
         ServerConfig {
             listen,
             counters: Default::default(),
+            // The madsim nodes run without a Kafka bridge.
+            bridge: halyard_io::bridge::BridgeHandle::none(),
         },
         JournalHandle::new(etx),
         LockHandle::new(ltx),

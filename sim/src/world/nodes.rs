@@ -171,6 +171,9 @@ impl World {
             }
             Output::Admin { id, result } => self.operator_heard(i, id, result),
             Output::Stopped => {}
+            Output::Bridge(request) => {
+                unreachable!("simulated nodes have no Kafka bridge configured: {request:?}")
+            }
         }
         self.apply_effects(i, &mut effects, inputs);
         self.effects = effects;
