@@ -68,6 +68,8 @@ struct Totals {
     purges_done: u64,
     purges_refused: u64,
     purged: u64,
+    bridged_out: u64,
+    bridged_in: u64,
     fenced: u64,
     compactions: u64,
     virtual_ms: u64,
@@ -100,6 +102,8 @@ impl Totals {
         self.purges_done += r.counts.purges_done;
         self.purges_refused += r.counts.purges_refused;
         self.purged += r.counts.purged;
+        self.bridged_out += r.counts.bridged_out;
+        self.bridged_in += r.counts.bridged_in;
         self.fenced += r.kafka.fenced_requests;
         self.compactions += r.kafka.compactions;
         self.virtual_ms += r.end_ms;
@@ -251,6 +255,12 @@ fn print_summary(t: &Totals, secs: f64) {
         println!(
             "operator: {} purges asked, {} done ({} messages), {} refused (not live, or abandoned by a step-down)",
             t.purges_asked, t.purges_done, t.purged, t.purges_refused
+        );
+    }
+    if t.bridged_out + t.bridged_in > 0 {
+        println!(
+            "kafka bridge: {} messages in bridged topics (each once among committed records), {} deliveries of outside Kafka records",
+            t.bridged_out, t.bridged_in
         );
     }
     println!(

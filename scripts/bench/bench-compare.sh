@@ -11,6 +11,20 @@
 #                  later: the same records Halyard writes for a message stored and consumed;
 #                  CEILING_RUNS runs, the better one counts)
 #   halyard-kafka  `halyard node` with the Kafka journal (a fresh cluster id each round)
+#   halyard-kafka-bridged  the Kafka bridge's cost (docs/bench.md#the-kafka-bridge): the same node
+#                  flags as halyard-kafka, two runs per round, each on a fresh node:
+#                  halyard-kafka-topic (the control, unless BRIDGE_CONTROL=0): the bench's producer
+#                  sends to /topic/bench-RUN-rN, an address that is NOT bridged, and `halyard consume`
+#                  (a durable subscription, client-individual acks) is its only consumer
+#                  (bench --consumers 0), so every message is journaled and later tombstoned as on
+#                  halyard-kafka; then halyard-kafka-bridged: exactly that, but to
+#                  /topic/kafka.bench-RUN-rN, so each message is ALSO produced to the Kafka topic
+#                  bench-RUN-rN (created on first use) in the journal batch's own transaction.
+#                  A plain (non-durable) topic subscription, which is all `halyard bench` makes,
+#                  is not journaled: with it a bridged run writes the Kafka record INSTEAD of the
+#                  journal records, which is not the bridge's cost. Throughput of these runs is
+#                  msg/s sent (receipted after the transaction commits); the durable consumer's
+#                  count and lag are checked and recorded (results/LABEL-rN.run).
 #   halyard-local  `halyard node` with the local journal (fsync on; a fresh data dir under target/),
 #                  serving /metrics on --http 127.0.0.1:HALYARD_HTTP_PORT that nothing scrapes
 #   halyard-local-scraped  exactly halyard-local (same node flags, same STOMP load), but a scraper
@@ -58,14 +72,18 @@
 #   SETTLE [3]            seconds of quiet between configurations
 #   SAMPLE_INTERVAL [0.25] seconds between CPU samples (/proc/PID/task/*/stat)
 #   BUILD [1]             cargo build --release -p halyard first (0: use target/release/halyard)
-#   REPORT [BENCHMARKS.md]  PLOTS [docs/benchmarks]  (the report copies the plots there)
+#   BRIDGE_CONTROL [1]    0: halyard-kafka-bridged runs without its halyard-kafka-topic control
+#   BRIDGE_IDLE [3]       seconds without a message after which the durable consumer stops
+#   REPORT [BENCHMARKS.md]  PLOTS [docs/benchmarks with the default REPORT, else REPORT's name
+#                         without .md plus -plots] (the report copies the plots there)
+#                         e.g. REPORT=/tmp/bridge.md leaves BENCHMARKS.md and docs/benchmarks alone
 # Raw results, logs and CPU samples: target/bench-compare/RUN_ID/ (target/bench-compare/latest).
 #
-# Kafka (only when CONFIGS has ceiling or halyard-kafka):
+# Kafka (only when CONFIGS has ceiling, halyard-kafka or halyard-kafka-bridged):
 # scripts/services/kafka.sh start if it is not running (then stopped at the end); if it was
 # already running (someone else may use it) it is left running. Topics this script creates
-# (ceiling topics, the Halyard clusters' journal and lock topics) are deleted after use so the
-# log cleaner does not compact them during later runs.
+# (ceiling topics, the Halyard clusters' journal and lock topics, the bridged runs' Kafka
+# topics) are deleted after use so the log cleaner does not compact them during later runs.
 set -euo pipefail
 
 # shellcheck source=../lib/common.sh
@@ -107,8 +125,16 @@ export ARTEMIS_STOMP_PORT ARTEMIS_AMQP_PORT ARTEMIS_USER ARTEMIS_PASSWORD
 SETTLE=${SETTLE:-3}
 SAMPLE_INTERVAL=${SAMPLE_INTERVAL:-0.25}
 BUILD=${BUILD:-1}
+BRIDGE_CONTROL=${BRIDGE_CONTROL:-1}
+BRIDGE_IDLE=${BRIDGE_IDLE:-3}
+[[ "$BRIDGE_IDLE" =~ ^[1-9][0-9]*$ ]] || { echo "BRIDGE_IDLE must be a whole number of seconds" >&2; exit 1; }
 REPORT=${REPORT:-BENCHMARKS.md}
-PLOTS=${PLOTS:-docs/benchmarks}
+if [[ "$REPORT" == BENCHMARKS.md ]]; then
+    PLOTS=${PLOTS:-docs/benchmarks}
+else
+    # A report elsewhere must not replace the committed plots that BENCHMARKS.md links to.
+    PLOTS=${PLOTS:-${REPORT%.md}-plots}
+fi
 
 BIN="target/release/halyard"
 RUN_ID=$(date -u +%Y%m%dT%H%M%SZ)
@@ -134,6 +160,8 @@ KAFKA_STARTED=0
 ARTEMIS_USED=0
 NODE_PID=""
 SAMPLER_PID=""
+CONSUMER_PID=""   # halyard-kafka-bridged's durable consumer (`halyard consume`)
+SAMPLE_EXTRA=()   # more LABEL=PID for run_bench's CPU sampler (that consumer)
 SCRAPER_PID=""
 SCRAPE_URL=""     # set while a configuration wants /metrics scraped during its bench
 SCRAPE_FAILURES=0 # runs whose scrapes failed
@@ -142,6 +170,7 @@ cleanup() {
     local rc=$?
     [[ -n "$SAMPLER_PID" ]] && kill "$SAMPLER_PID" 2>/dev/null || true
     [[ -n "$SCRAPER_PID" ]] && kill "$SCRAPER_PID" 2>/dev/null || true
+    [[ -n "$CONSUMER_PID" ]] && kill "$CONSUMER_PID" 2>/dev/null || true
     if [[ -n "$NODE_PID" ]] && kill -0 "$NODE_PID" 2>/dev/null; then
         kill -TERM "$NODE_PID" 2>/dev/null || true
         wait "$NODE_PID" 2>/dev/null || true
@@ -330,7 +359,8 @@ run_bench() { # LABEL ROUND PORT BROKER_PID RATE [EXTRA BENCH ARGS...]
             >>"$COMMANDS"
         start_scraper "$SCRAPE_URL" "$scrapes"
     fi
-    start_sampler "$RUN/cpu/$tag.txt" "bench=$bench_pid" "broker=$broker_pid" "kafka=$(kafka_pid)"
+    start_sampler "$RUN/cpu/$tag.txt" "bench=$bench_pid" "broker=$broker_pid" "kafka=$(kafka_pid)" \
+        "${SAMPLE_EXTRA[@]}"
     local rc=0
     wait "$bench_pid" || rc=$?
     local t1 scrape_info=""
@@ -430,12 +460,95 @@ run_halyard_kafka() { # ROUND
         --kafka-bootstrap "$(scripts/services/kafka.sh bootstrap)" --cluster-id "$cid"
     run_bench halyard-kafka "$round" "$HALYARD_KAFKA_PORT" "$NODE_PID" "$RATE"
     stop_node
-    # End offset of the journal topic: records written plus one commit marker per transaction.
-    scripts/services/kafka.sh tool org.apache.kafka.tools.GetOffsetShell --bootstrap-server \
-        "$(scripts/services/kafka.sh bootstrap)" --topic "halyard-$cid-journal" \
-        >"$RUN/results/halyard-kafka-r$round.journal-offsets" 2>>"$RUN/logs/topic-deletes.log" || true
+    topic_end "halyard-$cid-journal" "$RUN/results/halyard-kafka-r$round.journal-offsets"
     delete_topic "halyard-$cid-journal"
     delete_topic "halyard-$cid-lock"
+}
+
+# End offset of a topic's partitions (TOPIC:PARTITION:OFFSET lines): records written plus one
+# commit marker per transaction that wrote to the partition.
+topic_end() { # TOPIC FILE
+    scripts/services/kafka.sh tool org.apache.kafka.tools.GetOffsetShell --bootstrap-server \
+        "$(scripts/services/kafka.sh bootstrap)" --topic "$1" >"$2" 2>>"$RUN/logs/topic-deletes.log" || true
+}
+
+# One run of halyard-kafka-bridged (see the header): a fresh node with halyard-kafka's flags;
+# a durable subscription on /topic/ADDRESS, made before the first send, is the only consumer
+# (`halyard consume`, client-individual acks) while `halyard bench --consumers 0` sends there.
+# LABEL halyard-kafka-topic: ADDRESS is not bridged; halyard-kafka-bridged: ADDRESS is
+# kafka.TOPIC, bridged to the Kafka topic TOPIC (deleted afterwards with the journal's topics).
+run_kafka_durable_topic() { # LABEL ROUND ADDRESS [BRIDGED KAFKA TOPIC]
+    local label=$1 round=$2 address=$3 bridged=${4:-}
+    local tag="$label-r$round" cid="bench-$RUN_ID-r$round-${label#halyard-kafka-}" bootstrap
+    cid=${cid,,}
+    bootstrap=$(scripts/services/kafka.sh bootstrap)
+    start_node "$label" "$round" "$RUN/logs/$tag.node.log" "$HALYARD_KAFKA_PORT" \
+        --data-dir "$RUN/data/$tag" --kafka-bootstrap "$bootstrap" --cluster-id "$cid"
+    local sub=(--url "tcp://127.0.0.1:$HALYARD_KAFKA_PORT" --destination "/topic/$address"
+        --ack client-individual --client-id "bench-$label" --durable-name bench)
+    # Subscribe and leave: the durable subscription exists before the producer starts.
+    local pre=("$BIN" consume "${sub[@]}" --idle-secs 1)
+    record_cmd "$label-subscribe" "$round" "${pre[@]}"
+    "${pre[@]}" >"$RUN/logs/$tag.subscribe.log" 2>&1 \
+        || { tail -n 15 "$RUN/logs/$tag.subscribe.log" >&2; die "$tag: the durable subscription failed"; }
+    local con=("$BIN" consume "${sub[@]}" --idle-secs "$BRIDGE_IDLE")
+    record_cmd "$label-consumer" "$round" "${con[@]}"
+    local c0 c1 crc=0
+    c0=$(date +%s.%N)
+    "${con[@]}" >"$RUN/logs/$tag.consumer.log" 2>&1 &
+    CONSUMER_PID=$!
+    SAMPLE_EXTRA=("consumer=$CONSUMER_PID")
+    # run_bench reads these: the bench sends to the durable topic and consumes nothing itself.
+    local DESTINATION="/topic/$address" CONSUMERS=0
+    run_bench "$label" "$round" "$HALYARD_KAFKA_PORT" "$NODE_PID" "$RATE"
+    SAMPLE_EXTRA=()
+    # The consumer stops BRIDGE_IDLE s after its last message; 120 s at most.
+    local i
+    for ((i = 0; i < 1200; i++)); do
+        kill -0 "$CONSUMER_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    if kill -0 "$CONSUMER_PID" 2>/dev/null; then
+        log "$tag: the durable consumer still runs 120 s after the bench; stopping it"
+        kill "$CONSUMER_PID" 2>/dev/null || true
+        crc=timeout
+    fi
+    local wrc=0
+    wait "$CONSUMER_PID" 2>/dev/null || wrc=$?
+    if [[ "$crc" == 0 ]]; then crc=$wrc; fi
+    CONSUMER_PID=""
+    c1=$(date +%s.%N)
+    local line bench_end
+    line=$(grep -E '^received=' "$RUN/logs/$tag.consumer.log" | tail -n 1 || true)
+    bench_end=$(sed -n 's/^end=//p' "$RUN/results/$tag.run")
+    {
+        printf 'destination=/topic/%s\nbridged_topic=%s\n' "$address" "$bridged"
+        printf 'consumer_rc=%s\nconsumer_start=%s\nconsumer_end=%s\nconsumer_idle=%s\n' "$crc" "$c0" "$c1" "$BRIDGE_IDLE"
+        # when the durable consumer's last message came, in seconds after the bench ended
+        # (about 0: it kept up; the bench ends once its last send is receipted)
+        printf 'consumer_last_message_after_bench=%s\n' \
+            "$(awk -v a="$c1" -v b="$bench_end" -v i="$BRIDGE_IDLE" 'BEGIN { printf "%.2f", a - i - b }')"
+        tr ' ' '\n' <<<"$line" | sed -n -E 's/^(received|distinct|duplicates|reconnects|seconds)=/consumer_\1=/p'
+    } >>"$RUN/results/$tag.run"
+    log "$tag: durable consumer: ${line:-no summary (see $RUN/logs/$tag.consumer.log)}"
+    stop_node
+    topic_end "halyard-$cid-journal" "$RUN/results/$tag.journal-offsets"
+    delete_topic "halyard-$cid-journal"
+    delete_topic "halyard-$cid-lock"
+    if [[ -n "$bridged" ]]; then
+        topic_end "$bridged" "$RUN/results/$tag.bridge-offsets"
+        delete_topic "$bridged"
+    fi
+}
+
+run_halyard_kafka_bridged() { # ROUND
+    local round=$1
+    local topic="bench-$RUN_ID-r$round"
+    topic=${topic,,}
+    if [[ "$BRIDGE_CONTROL" != 0 ]]; then
+        run_kafka_durable_topic halyard-kafka-topic "$round" "$topic"
+    fi
+    run_kafka_durable_topic halyard-kafka-bridged "$round" "kafka.$topic" "$topic"
 }
 
 # LABEL halyard-local-amqp adds --protocol amqp; halyard-local-scraped scrapes /metrics during the
@@ -538,7 +651,7 @@ fi
 
 wants() { [[ " $CONFIGS " == *" $1 "* ]]; }
 
-if wants ceiling || wants halyard-kafka; then
+if wants ceiling || wants halyard-kafka || wants halyard-kafka-bridged; then
     if scripts/services/kafka.sh status >/dev/null 2>&1; then
         log "Kafka already running; leaving it running afterwards"
     else
@@ -568,7 +681,7 @@ meta halyard_binary_mtime "$(date -u -r "$BIN" +%Y-%m-%dT%H:%M:%SZ)"
 meta rustc "$(rustc --version 2>/dev/null || echo unknown)"
 meta java "$(java -version 2>&1 | head -n 1)"
 meta java_runtime "$(java -version 2>&1 | sed -n 2p)"
-if wants ceiling || wants halyard-kafka; then
+if wants ceiling || wants halyard-kafka || wants halyard-kafka-bridged; then
     meta kafka_version "$(ls target/kafka/libs/kafka_2.13-*.jar 2>/dev/null | head -n 1 | sed -E 's/.*kafka_2.13-(.*)\.jar/\1/')"
     meta kafka_bootstrap "$(scripts/services/kafka.sh bootstrap)"
     meta kafka_started_by_script "$KAFKA_STARTED"
@@ -577,7 +690,7 @@ if wants ceiling || wants halyard-kafka; then
 fi
 for v in PRODUCERS CONSUMERS SIZE WINDOW DURATION WARMUP RATE DESTINATION PERSISTENT RECEIPTS ACK \
     ROUNDS CONFIGS LATENCY_RATE CEILING_SECONDS CEILING_RUNS CEILING_TXN CEILING_TOMBSTONES SETTLE SAMPLE_INTERVAL ARTEMIS_WINDOW \
-    ARTEMIS_DEFAULT_WINDOW_RUN SCRAPE_INTERVAL; do
+    ARTEMIS_DEFAULT_WINDOW_RUN SCRAPE_INTERVAL BRIDGE_CONTROL BRIDGE_IDLE; do
     meta "env_$v" "${!v}"
 done
 meta load_at_start "$(cat /proc/loadavg)"
@@ -590,12 +703,13 @@ for ((round = 1; round <= ROUNDS; round++)); do
         case "$c" in
             ceiling) run_ceiling "$round" ;;
             halyard-kafka) run_halyard_kafka "$round" ;;
+            halyard-kafka-bridged) run_halyard_kafka_bridged "$round" ;;
             halyard-local) run_halyard_local "$round" ;;
             halyard-local-scraped) run_halyard_local "$round" halyard-local-scraped ;;
             artemis) run_artemis "$round" ;;
             halyard-local-amqp) run_halyard_local "$round" halyard-local-amqp --protocol amqp ;;
             artemis-amqp) run_artemis_amqp "$round" ;;
-            *) die "unknown configuration $c (ceiling, halyard-kafka, halyard-local, halyard-local-scraped, artemis, halyard-local-amqp, artemis-amqp)" ;;
+            *) die "unknown configuration $c (ceiling, halyard-kafka, halyard-kafka-bridged, halyard-local, halyard-local-scraped, artemis, halyard-local-amqp, artemis-amqp)" ;;
         esac
     done
 done

@@ -9,6 +9,9 @@ Reads, from the run directory:
   commands.txt             LABEL<TAB>ROUND<TAB>command line, as executed
   results/LABEL-rN.json    `halyard bench --json` reports; results/LABEL-rN.run: start, exit code
   logs/ceiling-rN-K.log    `halyard kafka-ceiling` output (the better of the K runs of a round counts)
+  results/LABEL-rN.journal-offsets, .bridge-offsets   end offsets of a Kafka run's journal topic
+                           and bridged topic; results/LABEL-rN.run also has the durable consumer's
+                           count and lag for halyard-kafka-topic and halyard-kafka-bridged
   logs/*.node.log          Halyard node logs (the "journal group commit" lines)
   logs/artemis*-rN.broker.log   Artemis's output
   cpu/TAG.txt              /proc samples (T: /proc/stat; P: LABEL and one thread's stat line)
@@ -29,14 +32,18 @@ import sys
 
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
-CLOSED = ["halyard-kafka", "halyard-local", "halyard-local-scraped", "artemis", "halyard-local-amqp", "artemis-amqp"]
+CLOSED = ["halyard-kafka", "halyard-kafka-topic", "halyard-kafka-bridged", "halyard-local", "halyard-local-scraped", "artemis", "halyard-local-amqp", "artemis-amqp"]
 OPEN = ["halyard-local-openloop", "artemis-openloop", "halyard-local-amqp-openloop", "artemis-amqp-openloop"]
 EXTRA = ["artemis-defaultwindow"]
+# The bench only sends (--consumers 0); `halyard consume` on a durable subscription consumes.
+DURABLE_TOPIC = {"halyard-kafka-topic", "halyard-kafka-bridged"}
 # Runs over AMQP 1.0 (`halyard bench --protocol amqp`): their "receipt" is the broker's `accepted`.
 AMQP = {"halyard-local-amqp", "artemis-amqp", "halyard-local-amqp-openloop", "artemis-amqp-openloop"}
 NAMES = {
     "ceiling": "(a) Kafka ceiling: `halyard kafka-ceiling`",
     "halyard-kafka": "(b) Halyard, Kafka journal",
+    "halyard-kafka-topic": "(b-topic) Halyard, Kafka journal, durable topic subscription, not bridged",
+    "halyard-kafka-bridged": "(b-bridged) Halyard, Kafka journal, durable topic subscription, bridged to Kafka",
     "halyard-local": "(c) Halyard, local journal",
     "halyard-local-scraped": "(c-scraped) Halyard, local journal, /metrics scraped every second",
     "artemis": "(d) Artemis",
@@ -49,6 +56,7 @@ NAMES = {
     "artemis-defaultwindow": "(d*) Artemis, its default STOMP consumer window (10 KiB)",
 }
 GOAL_KAFKA = 0.70
+GOAL_BRIDGE = 0.70  # (b-bridged)/(b): the bridge costs at most 30% of the journal-only throughput
 GOAL_ARTEMIS = 1.5
 GOAL_SCRAPE = 0.03  # 1 - (c-scraped)/(c): scraping /metrics every second costs less throughput
 
@@ -443,11 +451,51 @@ def lat(rep, kind, key):
 
 
 def throughput(rep):
-    """Delivered msg/s in the measured window (deliveries read by the consumers)."""
+    """Delivered msg/s in the measured window (deliveries read by the consumers); for a run
+    whose bench had no consumer (--consumers 0: another process consumed), msg/s sent."""
     try:
+        if rep["config"].get("consumers") == 0:
+            return rep["measured"]["msg_per_sec_sent"]
         return rep["measured"]["msg_per_sec_received"]
-    except (KeyError, TypeError):
+    except (KeyError, TypeError, AttributeError):
         return None
+
+
+def topic_end(path):
+    """Sum of the end offsets in a GetOffsetShell output (TOPIC:PARTITION:OFFSET), or None."""
+    ends = [int(m.group(1)) for m in re.finditer(r"^[^\s:]+:\d+:(\d+)\s*$", read_text(path), re.M)]
+    return sum(ends) if ends else None
+
+
+def consumer_check(rep, info):
+    """For a durable-topic run: (missing, problems) from the durable consumer's record in the
+    .run file, or (None, []) when there is none."""
+    if "consumer_received" not in info and "consumer_rc" not in info:
+        return None, []
+    probs = []
+    try:
+        sent = rep["totals"]["sent"] if rep else None
+        got = int(info.get("consumer_distinct", "0") or 0)
+        dups = int(info.get("consumer_duplicates", "0") or 0)
+    except (ValueError, KeyError, TypeError):
+        return None, ["the durable consumer's summary could not be read"]
+    if info.get("consumer_rc", "0") != "0":
+        probs.append(f"the durable consumer exited {info.get('consumer_rc')}")
+    missing = None if sent is None else max(0, sent - got)
+    if missing:
+        probs.append(f"the durable consumer got {got:,} of {sent:,} messages sent")
+    if dups:
+        probs.append(f"the durable consumer got {dups:,} duplicates")
+    try:
+        lag = float(info.get("consumer_last_message_after_bench", "0"))
+        if lag > 2.0:
+            probs.append(
+                f"the durable consumer's last message came {lag:.1f} s after the bench ended "
+                "(it fell behind: acknowledgements, hence tombstones, came late)"
+            )
+    except ValueError:
+        pass
+    return missing, probs
 
 
 def median_pick(items, key):
@@ -660,6 +708,40 @@ def main():
         f"run {env.get('CEILING_RUNS')} times per round, the better run counts."
     )
     w("- **(b)** `halyard node` with the Kafka journal, a fresh cluster id (so fresh topics) per round.")
+    if any(l in rounds for l in DURABLE_TOPIC):
+        lags = [
+            float(info["consumer_last_message_after_bench"])
+            for l in DURABLE_TOPIC
+            for _, _, info in rounds.get(l, [])
+            if info.get("consumer_last_message_after_bench")
+        ]
+        w(
+            "- **(b-topic) and (b-bridged)**: the Kafka bridge's cost. The same node flags as (b) "
+            "(the bridge is on by default with the Kafka journal), a fresh cluster id per run; the "
+            "bench's producer sends as in (b), but to a topic with a **durable subscription** "
+            "(made before the first send by a `halyard consume` that subscribes and leaves), whose "
+            "only consumer is `halyard consume --durable-name` (client-individual acks, one ACK per "
+            "message), while the bench itself consumes nothing (`--consumers 0`). So each message "
+            "is journaled and, once acknowledged, tombstoned, as in (b). **(b-topic)** sends to "
+            "`/topic/bench-RUN-rN`, not bridged: the control, the same harness without the bridge. "
+            "**(b-bridged)** sends to `/topic/kafka.bench-RUN-rN`: each message is also produced "
+            "to the Kafka topic `bench-RUN-rN` (created on first use, 1 partition) in the same "
+            "transaction as the journal batch that stores it, and, since the address has a "
+            "subscription, the bridge's reader reads that topic back (it skips its own records: "
+            "loop guard) and journals how far it read. The bridged topic is deleted after the run. "
+            "Why not the bench's own consumer: a plain STOMP topic subscription is not durable, "
+            "so a message sent to it is not journaled at all and the bridged run would write the "
+            "Kafka record *instead of* the journal records (docs/bench.md#the-kafka-bridge). "
+            "Throughput of these two is **msg/s sent** (each receipted after its transaction "
+            "committed); the durable consumer kept up if it got every message sent and its last "
+            "one soon after the bench ended"
+            + (
+                f" (here {min(lags):+.1f} s to {max(lags):+.1f} s after the bench ended)"
+                if lags
+                else ""
+            )
+            + ". The control runs just before the bridged run in each round."
+        )
     http_note = ""
     for _, _, cmd in cmds:
         mh = re.search(r"--http (\S+)", cmd)
@@ -810,6 +892,18 @@ def main():
         t = rep["totals"]
         sr = " / ".join(fmt_ms(lat(rep, "send_to_receipt", k)) for k in ("p50_ms", "p99_ms", "p999_ms"))
         e2e = " / ".join(fmt_ms(lat(rep, "end_to_end", k)) for k in ("p50_ms", "p99_ms", "p999_ms"))
+        if label in DURABLE_TOPIC:
+            # the bench only sent; `halyard consume` consumed the durable subscription
+            missing, _ = consumer_check(rep, info)
+            got = info.get("consumer_distinct")
+            w(
+                f"| {NAMES[label]} | {fmt_int(m['msg_per_sec_sent'])} | — (durable consumer: "
+                + (f"{int(got):,} of {t['sent']:,} sent" if got else "no record")
+                + f") | {m['mb_per_sec_sent']:.1f} (sent) | {sr} | — | "
+                f"{fmt_ms(lat(rep, 'send_to_receipt', 'max_ms'))} | {t['unreceipted']:,} "
+                f"| {'—' if missing is None else f'{missing:,}'} |"
+            )
+            return
         w(
             f"| {NAMES[label]} | {fmt_int(m['msg_per_sec_sent'])} | {fmt_int(m['msg_per_sec_received'])} "
             f"| {m['mb_per_sec_received']:.1f} | {sr} | {e2e} | {fmt_ms(lat(rep, 'send_to_receipt', 'max_ms'))} "
@@ -850,6 +944,8 @@ def main():
                             )
                         )
                     )
+            if label in DURABLE_TOPIC:
+                bad.extend(f"{label}: {x}" for x in consumer_check(p[1], p[2])[1])
             if t.get("foreign"):
                 bad.append(f"{label}: {t['foreign']} foreign messages were on the destination")
             if t.get("behind_schedule"):
@@ -899,6 +995,54 @@ def main():
             fragile.append("(b)/(a)")
     elif any(x in env.get("CONFIGS", "").split() for x in ("ceiling", "halyard-kafka")):
         w(f"| (b)/(a) ≥ {GOAL_KAFKA:.0%} | not measured (a run failed or was not selected) | — | — |")
+
+    def same_round(num_label, den_label):
+        """Ratios of the same-round pairs (the rounds run the two side by side)."""
+        den = {
+            rnd: throughput(rep)
+            for rnd, rep, info in rounds.get(den_label, [])
+            if rep and info.get("rc") == "0"
+        }
+        return [
+            throughput(rep) / den[rnd]
+            for rnd, rep, info in rounds.get(num_label, [])
+            if rep and info.get("rc") == "0" and den.get(rnd) and throughput(rep) is not None
+        ]
+
+    bb, bt = tp("halyard-kafka-bridged"), tp("halyard-kafka-topic")
+    for den_label, den, name in (
+        ("halyard-kafka", b, "(b-bridged)/(b): the bridge costs at most 30% of the journal-only throughput"),
+        ("halyard-kafka-topic", bt, "(b-bridged)/(b-topic): the same, against the same harness without the bridge"),
+    ):
+        if bb is not None and den:
+            r = bb / den
+            verdicts["bridge" if den_label == "halyard-kafka" else "bridge_vs_topic"] = r >= GOAL_BRIDGE
+            sp = spread(all_tp("halyard-kafka-bridged"), all_tp(den_label))
+            pairs = same_round("halyard-kafka-bridged", den_label)
+            w(
+                f"| {name} (≥ {GOAL_BRIDGE:.0%}) "
+                f"| {fmt_int(bb)} / {fmt_int(den)} msg/s = **{r:.0%}** "
+                f"| {'yes' if r >= GOAL_BRIDGE else '**no**'} | "
+                + (f"{sp[0]:.0%} to {sp[1]:.0%}" if sp else "—")
+                + (f"; same-round pairs {', '.join(f'{x:.0%}' for x in pairs)}" if len(pairs) > 1 else "")
+                + " |"
+            )
+            if sp and sp[0] < GOAL_BRIDGE <= sp[1]:
+                fragile.append(name.split(":")[0])
+        elif "halyard-kafka-bridged" in env.get("CONFIGS", "").split() and (
+            den_label != "halyard-kafka-topic" or env.get("BRIDGE_CONTROL", "1") != "0"
+        ):
+            w(f"| {name.split(':')[0]} ≥ {GOAL_BRIDGE:.0%} | not measured (a run failed or was not selected) | — | — |")
+    if bb is not None and ceiling_tp:
+        r = bb / ceiling_tp
+        sp = spread(all_tp("halyard-kafka-bridged"), ceil_all)
+        w(
+            f"| (b-bridged)/(a): bridged, against the Kafka ceiling (for reference: the ceiling writes "
+            f"(b)'s records, not the bridged record) | {fmt_int(bb)} / {fmt_int(ceiling_tp)} msg/s = **{r:.0%}** "
+            f"| — (no goal of its own) | "
+            + (f"{sp[0]:.0%} to {sp[1]:.0%}" if sp else "—")
+            + " |"
+        )
     if c is not None and d:
         r = c / d
         verdicts["artemis_tp"] = r >= GOAL_ARTEMIS
@@ -1084,11 +1228,56 @@ def main():
         )
         w(text)
         w("")
+    if bb is not None:
+        parts = []
+        for label in ("halyard-kafka-topic", "halyard-kafka-bridged"):
+            pk = picked.get(label)
+            if not pk or not pk[1] or not pk[1]["totals"]["sent"]:
+                continue
+            sent = pk[1]["totals"]["sent"]
+            _, kst = group_commits(os.path.join(run, "logs", f"{label}-r{pk[0]}.node.log"))
+            je = topic_end(os.path.join(run, "results", f"{label}-r{pk[0]}.journal-offsets"))
+            be = topic_end(os.path.join(run, "results", f"{label}-r{pk[0]}.bridge-offsets"))
+            txt = f"{label} (round {pk[0]}, {sent:,} messages sent): "
+            if je is not None and kst["transactions"]:
+                txt += (
+                    f"journal topic {(je - kst['transactions']) / sent:.2f} records per message "
+                    f"({je:,} offsets less {kst['transactions']:,} commit markers)"
+                )
+            elif je is not None:
+                txt += f"journal topic end offset {je:,}"
+            if be is not None:
+                txt += (
+                    f"; bridged topic end offset {be:,}: {be / sent:.3f} per message (one record "
+                    "per message plus a commit marker per transaction that wrote to it)"
+                )
+            parts.append(txt)
+        w(
+            "How to read (b-bridged): a bridged message costs the journal the same records as in "
+            "(b) and (b-topic), plus one more record with its body (the Kafka record, written to "
+            "the bridged topic in the same transaction: a second partition in every transaction), "
+            "and the bridge's reader reads the bridged topic back (skipping its own records) and "
+            "journals its position. (b-bridged)/(b) is the ratio the issue asks for; (b-topic) "
+            "runs the same clients on the same kind of destination without the bridge, so "
+            "(b-bridged)/(b-topic) is the bridge alone, and (b-topic)/(b) what the harness "
+            "itself costs (a durable topic subscription and `halyard consume` instead of a queue "
+            "and the bench's consumer)"
+            + (f": {fmt_int(bt)} / {fmt_int(b)} msg/s = {bt / b:.0%}" if bt is not None and b else "")
+            + ". Measured: "
+            + ("; ".join(parts) if parts else "no offsets recorded")
+            + "."
+        )
+        w("")
 
     # ---- all rounds ----
     if nrounds > 1 or any(len(v) > 1 for v in rounds.values()) or any(len(v) > 1 for v in ceil.values()):
         w("## Every round")
         w("")
+        if any(l in rounds for l in DURABLE_TOPIC):
+            w("For halyard-kafka-topic and halyard-kafka-bridged the msg/s column is msg/s sent (the bench "
+              "consumed nothing) and *durable consumer* says what `halyard consume` got and when its last "
+              "message came (seconds after the bench ended).")
+            w("")
         w("| configuration | round | msg/s delivered | send→receipt p99 (ms) | end-to-end p99 (ms) | load avg before | reported |")
         w("| --- | ---: | ---: | ---: | ---: | --- | --- |")
         for rnd in sorted(ceil):
@@ -1101,6 +1290,12 @@ def main():
         for label in CLOSED + OPEN + EXTRA:
             for rnd, rep, info in rounds.get(label, []):
                 mark = "median" if picked.get(label) and picked[label][0] == rnd else ""
+                if label in DURABLE_TOPIC and info.get("consumer_distinct"):
+                    mark = (
+                        f"{mark}{'; ' if mark else ''}durable consumer {int(info['consumer_distinct']):,}"
+                        + (f" of {rep['totals']['sent']:,}" if rep else "")
+                        + f", last {float(info.get('consumer_last_message_after_bench', 'nan')):+.1f} s"
+                    )
                 w(
                     f"| {label} | {rnd} | {fmt_int(throughput(rep)) if rep and info.get('rc') == '0' else 'failed'} "
                     f"| {fmt_ms(lat(rep, 'send_to_receipt', 'p99_ms'))} | {fmt_ms(lat(rep, 'end_to_end', 'p99_ms'))} "
@@ -1167,7 +1362,7 @@ def main():
 
     def busiest(cw):
         parts = []
-        for label in ("broker", "bench", "kafka"):
+        for label in ("broker", "bench", "consumer", "kafka"):
             for g, v in cw["threads"].get(label, [])[:3]:
                 if v >= 5:
                     parts.append(f"{label}:`{g}` {v:.0f}%")
@@ -1179,8 +1374,15 @@ def main():
         per = "—"
         if msg_per_sec and cw["procs"].get("broker") is not None:
             per = f"{cw['procs']['broker'] / 100.0 / msg_per_sec * 1e6:.1f} µs"
+        client = fmt_pct(cw["procs"].get("bench"))
+        if cw["procs"].get("consumer") is not None and cw["procs"].get("bench") is not None:
+            # (b-topic), (b-bridged): the bench sends, `halyard consume` consumes
+            client = (
+                f"{fmt_pct(cw['procs']['bench'] + cw['procs']['consumer'])} "
+                f"(bench {fmt_pct(cw['procs']['bench'])} + consume {fmt_pct(cw['procs']['consumer'])})"
+            )
         w(
-            f"| {name} | {fmt_pct(cw['procs'].get('bench'))} | {fmt_pct(cw['procs'].get('broker'))} "
+            f"| {name} | {client} | {fmt_pct(cw['procs'].get('broker'))} "
             f"| {fmt_pct(cw['procs'].get('kafka'))} | {fmt_pct(others)} | {fmt_pct(cw['machine'])} "
             f"| {per} | {busiest(cw)} |"
         )
@@ -1207,8 +1409,9 @@ def main():
 
     # group commit
     gc_lines = []
-    for label in ("halyard-kafka", "halyard-local", "halyard-local-scraped", "halyard-local-openloop",
-                  "halyard-local-amqp", "halyard-local-amqp-openloop"):
+    for label in ("halyard-kafka", "halyard-kafka-topic", "halyard-kafka-bridged", "halyard-local",
+                  "halyard-local-scraped", "halyard-local-openloop", "halyard-local-amqp",
+                  "halyard-local-amqp-openloop"):
         p = picked.get(label)
         if not p or not p[1]:
             continue

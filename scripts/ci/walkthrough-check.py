@@ -4,6 +4,12 @@
     walkthrough-check.py free-ports N
         Print N distinct free TCP ports on 127.0.0.1, one per line.
 
+    walkthrough-check.py durable-subscribe --client-id C --durable-name N --destination D HOST:PORT [...]
+        With stomp.py: connect (client-id C) to whichever address accepts, SUBSCRIBE to D
+        with durable-subscription-name N and a receipt, wait for the receipt, DISCONNECT
+        (with a receipt) without unsubscribing. The durable subscription then exists (the
+        receipt comes after it is journaled) before any message is sent, so it gets them all.
+
     walkthrough-check.py tap --out FILE LISTEN_PORT=HOST:PORT [LISTEN_PORT=HOST:PORT ...]
         A recording STOMP tap: forwards each 127.0.0.1:LISTEN_PORT to its upstream and
         writes "PRODUCER SEQ MESSAGE-ID conn=N" for every MESSAGE frame (halyard-producer,
@@ -14,22 +20,41 @@
         When the upstream refuses (a backup does not listen), the client is closed at once,
         so a failover client moves on to the next address. Runs until SIGTERM/SIGINT.
 
-    walkthrough-check.py drain --out FILE --destination D HOST:PORT [HOST:PORT ...]
+    walkthrough-check.py drain --out FILE --destination D [--client-id C --durable-name N] HOST:PORT [...]
         With stomp.py (an independent client): connect to whichever address accepts,
-        subscribe (client-individual), record and ack every message until idle, then
-        write "PRODUCER SEQ MESSAGE-ID" lines. Finds what the consumer left behind.
+        subscribe (client-individual; durable under C and N if given, which resumes the
+        consumer's subscription), record and ack every message until idle, then write
+        "PRODUCER SEQ MESSAGE-ID" lines. Finds what the consumer left behind.
 
     walkthrough-check.py verify --count N --producer-id P FILE [FILE ...]
         Union of the recorded messages; exit 1 unless every seq 0..N-1 of producer P
         is present, under one message-id each (a seq under two ids was stored twice),
         and nothing else arrived. Prints a JSON summary.
 
-Only the standard library, plus stomp.py for `drain` (target/pyenv, scripts/services/pyenv.sh).
+    walkthrough-check.py kafka-read --bootstrap B --topic T --out FILE [--isolation L] [--follow]
+        With confluent-kafka (librdkafka), the stand-in for kcat: read every partition of
+        T from its beginning with isolation.level L (read_committed by default) and write
+        one line per record in the format of
+            kcat -C -f '%p\\t%o\\t%k\\t%h\\t%s\\n'
+        (partition, offset, key, headers as name=value,name=value, value). Without
+        --follow: stop at the end of every partition (kcat -e), i.e. at the last stable
+        offset under read_committed. With --follow: run until SIGTERM/SIGINT, like a
+        `kcat -C` left running in a terminal.
+
+    walkthrough-check.py verify-kafka --count N --producer-id P --cluster-id C [--size S] FILE
+        Checks a record file of the format above (from kcat or kafka-read): exit 1 unless
+        every seq 0..N-1 of producer P is there exactly once (key P:SEQ, the bridge's key
+        from _AMQ_DUPL_ID; header halyard-seq SEQ; header halyard.cluster C; value
+        "SEQ:..." of S bytes) and nothing else is in the topic. Prints a JSON summary.
+
+Only the standard library, plus stomp.py for `durable-subscribe` and `drain` and
+confluent-kafka for `kafka-read` (target/pyenv, scripts/services/pyenv.sh).
 """
 
 import argparse
 import asyncio
 import json
+import os
 import signal
 import socket
 import sys
@@ -190,15 +215,78 @@ async def run_tap(out_path, routes):
     print("tap " + " ".join(f"{k}={v}" for k, v in stats.items()), file=sys.stderr, flush=True)
 
 
-# --- drain --------------------------------------------------------------------
+# --- stomp.py clients: durable-subscribe and drain --------------------------
 
-def drain(out_path, destination, addrs, idle_secs, connect_secs):
-    import stomp  # stomp.py 9
-
+def _hosts(addrs):
     hosts = []
     for a in addrs:
         h, p = a.rsplit(":", 1)
         hosts.append((h, int(p)))
+    return hosts
+
+
+def _connect_any(addrs, make_listener, connect_secs, headers):
+    """stomp.py: connect to whichever address accepts (a backup does not listen),
+    trying again until connect_secs have passed. Returns (conn, None) or (None, error)."""
+    import stomp  # stomp.py 9
+
+    deadline = time.monotonic() + connect_secs
+    err = None
+    while time.monotonic() < deadline:
+        for h in _hosts(addrs):
+            c = stomp.Connection12([h], reconnect_attempts_max=1, timeout=3)
+            c.set_listener("", make_listener(c))
+            try:
+                c.connect(wait=True, headers=dict(headers, **{"heart-beat": "0,0"}))
+                return c, None
+            except Exception as e:  # refused: not the live node
+                err = e
+        time.sleep(0.5)
+    return None, err
+
+
+def durable_subscribe(destination, client_id, durable_name, addrs, connect_secs):
+    import stomp  # stomp.py 9
+
+    receipts, errors = set(), []
+    cv = threading.Condition()
+
+    class Listener(stomp.ConnectionListener):
+        def __init__(self, conn):
+            self.conn = conn
+
+        def on_receipt(self, frame):
+            with cv:
+                receipts.add(frame.headers.get("receipt-id"))
+                cv.notify_all()
+
+        def on_error(self, frame):
+            with cv:
+                errors.append(frame.headers.get("message", "ERROR"))
+                cv.notify_all()
+
+    conn, err = _connect_any(addrs, Listener, connect_secs, {"client-id": client_id})
+    if conn is None:
+        print(f"durable-subscribe: no broker accepted within {connect_secs}s ({err})", file=sys.stderr)
+        return 2
+    conn.subscribe(destination, id="1", ack="client-individual",
+                   headers={"durable-subscription-name": durable_name}, receipt="subscribed")
+    with cv:
+        ok = cv.wait_for(lambda: "subscribed" in receipts or errors, 30)
+    if not ok or errors:
+        print(f"durable-subscribe: no receipt for the SUBSCRIBE to {destination} "
+              f"(errors: {errors or 'none, timed out after 30 s'})", file=sys.stderr)
+        return 1
+    conn.disconnect()  # with a receipt (stomp.py waits for it); no UNSUBSCRIBE: the subscription stays
+    print(f"durable-subscribe: {client_id}.{durable_name} on {destination} "
+          f"(receipted by {conn.transport.current_host_and_port[0]}:{conn.transport.current_host_and_port[1]})",
+          file=sys.stderr)
+    return 0
+
+
+def drain(out_path, destination, addrs, idle_secs, connect_secs, client_id=None, durable_name=None):
+    import stomp  # stomp.py 9
+
     got = []
     last = [time.monotonic()]
     lock = threading.Lock()
@@ -215,24 +303,13 @@ def drain(out_path, destination, addrs, idle_secs, connect_secs):
                 last[0] = time.monotonic()
             self.conn.ack(frame.headers["ack"], frame.headers["subscription"])
 
-    deadline = time.monotonic() + connect_secs
-    conn, err = None, None
-    while conn is None and time.monotonic() < deadline:
-        for h in hosts:
-            c = stomp.Connection12([h], reconnect_attempts_max=1, timeout=3)
-            c.set_listener("", Listener(c))
-            try:
-                c.connect(wait=True, headers={"heart-beat": "0,0"})
-                conn = c
-                break
-            except Exception as e:  # refused: not the live node
-                err = e
-        if conn is None:
-            time.sleep(0.5)
+    headers = {"client-id": client_id} if client_id else {}
+    conn, err = _connect_any(addrs, Listener, connect_secs, headers)
     if conn is None:
         print(f"drain: no broker accepted within {connect_secs}s ({err})", file=sys.stderr)
         return 2
-    conn.subscribe(destination, id="drain", ack="client-individual")
+    sub_headers = {"durable-subscription-name": durable_name} if durable_name else {}
+    conn.subscribe(destination, id="drain", ack="client-individual", headers=sub_headers)
     last[0] = time.monotonic()
     while time.monotonic() - last[0] < idle_secs:
         time.sleep(0.2)
@@ -282,6 +359,124 @@ def verify(count, producer_id, files):
     return 0 if not missing and not foreign and not stored_twice else 1
 
 
+# --- kafka-read and verify-kafka -----------------------------------------------
+
+def _text(b):
+    return "" if b is None else b.decode("utf-8", "replace")
+
+
+def kafka_record_line(m):
+    """One record as kcat -f '%p\\t%o\\t%k\\t%h\\t%s\\n' prints it."""
+    headers = ",".join(f"{k}={_text(v)}" for k, v in (m.headers() or []))
+    return f"{m.partition()}\t{m.offset()}\t{_text(m.key())}\t{headers}\t{_text(m.value())}\n"
+
+
+def kafka_read(bootstrap, topic, out_path, isolation, follow, timeout):
+    from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+    stop = threading.Event()
+    if follow:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+    c = Consumer({
+        "bootstrap.servers": bootstrap,
+        "group.id": f"walkthrough-reader-{os.getpid()}",  # never joins: partitions are assigned
+        "isolation.level": isolation,
+        "enable.auto.commit": False,
+        "enable.partition.eof": True,
+    })
+    n = 0
+    try:
+        md = c.list_topics(topic, timeout=10).topics.get(topic)
+        if md is None or md.error is not None or not md.partitions:
+            print(f"kafka-read: topic {topic} does not exist ({md.error if md else 'not in the metadata'})",
+                  file=sys.stderr)
+            return 2
+        parts = sorted(md.partitions)
+        c.assign([TopicPartition(topic, p, -2) for p in parts])  # -2: OFFSET_BEGINNING
+        at_eof = set()
+        deadline = time.monotonic() + timeout
+        with open(out_path, "w", buffering=1 if follow else -1) as out:
+            while not stop.is_set():
+                if not follow and at_eof == set(parts):
+                    break
+                if not follow and time.monotonic() > deadline:
+                    print(f"kafka-read: {topic} ({isolation}): no end within {timeout:.0f} s "
+                          f"({n} records, EOF on {sorted(at_eof)} of {parts})", file=sys.stderr)
+                    return 1
+                for m in c.consume(num_messages=1000, timeout=0.2):
+                    err = m.error()
+                    if err is not None:
+                        if err.code() == KafkaError._PARTITION_EOF:
+                            at_eof.add(m.partition())
+                            continue
+                        print(f"kafka-read: {topic}: {err}", file=sys.stderr)
+                        return 1
+                    at_eof.discard(m.partition())
+                    out.write(kafka_record_line(m))
+                    n += 1
+    finally:
+        c.close()
+    print(f"kafka-read: {n} records of {topic} ({isolation})", file=sys.stderr)
+    return 0
+
+
+def verify_kafka(path, count, producer_id, cluster_id, size):
+    offsets = {}                  # seq -> [(partition, offset)]
+    records = 0
+    foreign, bad = [], []
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            line = line.rstrip("\n")
+            if not line:
+                continue
+            records += 1
+            parts = line.split("\t", 4)
+            if len(parts) != 5:
+                bad.append(f"unparsable: {line[:120]}")
+                continue
+            p, o, key, hs, value = parts
+            headers = {}
+            for h in hs.split(",") if hs else []:
+                k, _, v = h.partition("=")
+                headers.setdefault(k, v)
+            where = f"{p}/{o}"
+            prod, _, seq = key.rpartition(":")
+            if headers.get("halyard.cluster") != cluster_id or prod != producer_id \
+                    or not seq.isdigit() or int(seq) >= count:
+                foreign.append(f"{where} key={key} halyard.cluster={headers.get('halyard.cluster')}")
+                continue
+            s = int(seq)
+            problems = []
+            if headers.get("halyard-seq") != seq:
+                problems.append(f"halyard-seq={headers.get('halyard-seq')}")
+            if headers.get("halyard-producer") != producer_id:
+                problems.append(f"halyard-producer={headers.get('halyard-producer')}")
+            if not value.startswith(f"{seq}:") or (size and len(value.encode()) != size):
+                problems.append(f"value {value[:16]!r}... of {len(value.encode())} bytes")
+            if problems:
+                bad.append(f"{where} key={key}: {', '.join(problems)}")
+            offsets.setdefault(s, []).append(where)
+    missing = [s for s in range(count) if s not in offsets]
+    duplicated = sorted(s for s, w in offsets.items() if len(w) > 1)
+    summary = {
+        "records": records,
+        "expected": count,
+        "distinct": len(offsets),
+        "duplicated": len(duplicated),
+        "duplicate_records": sum(len(offsets[s]) - 1 for s in duplicated),
+        "duplicated_first": [(s, offsets[s]) for s in duplicated[:5]],
+        "missing": len(missing),
+        "missing_first": missing[:20],
+        "foreign": len(foreign),
+        "foreign_first": foreign[:5],
+        "bad": len(bad),
+        "bad_first": bad[:5],
+    }
+    print(json.dumps(summary))
+    return 0 if not missing and not duplicated and not foreign and not bad else 1
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -290,9 +485,17 @@ def main():
     p = sub.add_parser("tap")
     p.add_argument("--out", required=True)
     p.add_argument("routes", nargs="+", help="LISTEN_PORT=HOST:PORT")
+    p = sub.add_parser("durable-subscribe")
+    p.add_argument("--destination", required=True)
+    p.add_argument("--client-id", required=True)
+    p.add_argument("--durable-name", required=True)
+    p.add_argument("--connect-secs", type=float, default=30.0)
+    p.add_argument("addrs", nargs="+")
     p = sub.add_parser("drain")
     p.add_argument("--out", required=True)
-    p.add_argument("--destination", default="/queue/test")
+    p.add_argument("--destination", required=True)
+    p.add_argument("--client-id")
+    p.add_argument("--durable-name")
     p.add_argument("--idle-secs", type=float, default=3.0)
     p.add_argument("--connect-secs", type=float, default=30.0)
     p.add_argument("addrs", nargs="+")
@@ -300,6 +503,19 @@ def main():
     p.add_argument("--count", type=int, required=True)
     p.add_argument("--producer-id", required=True)
     p.add_argument("files", nargs="+")
+    p = sub.add_parser("kafka-read")
+    p.add_argument("--bootstrap", required=True)
+    p.add_argument("--topic", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--isolation", default="read_committed", choices=["read_committed", "read_uncommitted"])
+    p.add_argument("--follow", action="store_true")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds to reach the end (without --follow)")
+    p = sub.add_parser("verify-kafka")
+    p.add_argument("--count", type=int, required=True)
+    p.add_argument("--producer-id", required=True)
+    p.add_argument("--cluster-id", required=True)
+    p.add_argument("--size", type=int, default=0, help="expected value size in bytes (0: not checked)")
+    p.add_argument("file")
     a = ap.parse_args()
     if a.cmd == "free-ports":
         print("\n".join(str(x) for x in free_ports(a.n)))
@@ -311,10 +527,16 @@ def main():
             routes.append((int(lp), up))
         asyncio.run(run_tap(a.out, routes))
         return 0
+    if a.cmd == "durable-subscribe":
+        return durable_subscribe(a.destination, a.client_id, a.durable_name, a.addrs, a.connect_secs)
     if a.cmd == "drain":
-        return drain(a.out, a.destination, a.addrs, a.idle_secs, a.connect_secs)
+        return drain(a.out, a.destination, a.addrs, a.idle_secs, a.connect_secs, a.client_id, a.durable_name)
     if a.cmd == "verify":
         return verify(a.count, a.producer_id, a.files)
+    if a.cmd == "kafka-read":
+        return kafka_read(a.bootstrap, a.topic, a.out, a.isolation, a.follow, a.timeout)
+    if a.cmd == "verify-kafka":
+        return verify_kafka(a.file, a.count, a.producer_id, a.cluster_id, a.size)
     return 2
 
 

@@ -1,35 +1,57 @@
 #!/usr/bin/env bash
-# The HA walkthrough with local processes (docs/walkthrough.md; docker-compose.yml is the
-# same thing as containers). A live and a backup Halyard node share a journal and a live
-# lock in a real Kafka; the live reaches Kafka only through `halyard proxy`. A producer and
-# a consumer follow the failover URL while the script:
+# The HA walkthrough with local processes, following the JMS Bridge HA walkthrough (seed 001)
+# step by step (docs/walkthrough.md; docker-compose.yml is the same thing as containers;
+# scripts/walkthrough.sh is the entry point for people). A live and a backup Halyard node
+# share a journal and a live lock in a real Kafka; the live reaches Kafka only through
+# `halyard proxy`. The Kafka bridge is on (the nodes use the Kafka journal), so the JMS-style
+# topic `kafka.test` (STOMP /topic/kafka.test) is Kafka topic `test`:
 #
-#   1. SIGKILLs the live             -> the backup logs "backup is now live (epoch N)"
-#   2. starts the live again         -> live: "live lock obtained", backup: "failing back to primary"
-#   3. cuts the proxy (blackhole)    -> the backup takes over again;
+#   0. Kafka topic `test` is deleted and created again (1 partition), so that it holds this
+#      run's records only (the seed's compose pre-creates `test`); a Kafka consumer reads it
+#      from the beginning, read_committed, for the whole run (the seed's `kcat -C ... -t test`)
+#   1. a durable subscription on /topic/kafka.test is made (stomp.py, with a receipt) BEFORE
+#      the producer starts; the consumer (`halyard consume`, through a recording STOMP tap)
+#      resumes it; the producer (`halyard produce`, a receipt and a unique _AMQ_DUPL_ID on
+#      every send) sends to /topic/kafka.test, both following the failover URL
+#   2. stops the live (SIGTERM, as `docker compose stop`) -> live: "stop signal received,
+#      draining", exits; the backup logs "backup is now live (epoch N)"
+#   3. starts the live again (`docker compose start`) -> backup: "failing back to primary",
+#      live: "live lock obtained"
+#   4. SIGKILLs the live (a crash)   -> the backup logs "backup is now live (epoch N)"
+#   5. starts the live again         -> failback as in 3
+#   6. cuts the proxy (blackhole)    -> the backup takes over again;
 #      heals it                      -> the old live: "fenced by epoch N, stepping down" or
 #                                       "live lock lost (...), stepping down", then "now a backup"
 #                                       (and, with --allow-failback, takes the live role back)
 #
-# then lets the producer finish and the consumer drain, and checks: every send receipted,
-# every receipted message delivered at least once (by sequence number, recorded by a STOMP
-# tap in front of the consumer plus a final stomp.py drain), the expected log lines present.
-# Prints a summary; exits non-zero on a lost message, a missing log line or a timeout.
+# then lets the producer finish and the consumer drain, and checks: every send receipted;
+# every receipted message delivered to the durable subscriber at least once and stored once
+# (by sequence number, recorded by the tap plus a final stomp.py drain of the subscription);
+# Kafka topic `test`, read to its end with isolation.level=read_committed, holds every
+# receipted message exactly once (key = its _AMQ_DUPL_ID, header halyard.cluster = this run's
+# cluster id) and nothing else, and so does what the Kafka consumer of step 0 saw; the
+# expected log lines present. Prints a summary; exits non-zero on a lost, duplicated or
+# foreign message or record, a missing log line or a timeout.
 #
 #   bash scripts/ci/walkthrough.sh
-#   WALK_RATE=300 WALK_SECONDS=60 bash scripts/ci/walkthrough.sh
+#   WALK_RATE=300 WALK_SECONDS=90 bash scripts/ci/walkthrough.sh
 #
-# Environment (defaults): WALK_RATE (200 msg/s), WALK_SECONDS (60: count = rate x seconds),
+# Environment (defaults): WALK_RATE (200 msg/s), WALK_SECONDS (75: count = rate x seconds),
 # WALK_COUNT (overrides the count), WALK_SIZE (512 bytes), WALK_SESSION_TIMEOUT_MS (3000),
 # WALK_PHASE_TIMEOUT (45 s per wait), WALK_SETTLE (3 s of traffic between phases),
 # WALK_PROXY_WAIT (120 s: how long to wait for the proxied port to be free), HALYARD_BIN,
-# PY (a python with stomp.py; default from scripts/services/pyenv.sh), WALK_KAFKA_SH (the
+# PY (a python with stomp.py; default from scripts/services/pyenv.sh), WALK_KAFKA_READER
+# (auto: kcat if installed, else confluent-kafka from PY; kcat: kcat only, installed with
+# apt-get (Debian package kcat) if missing; python: confluent-kafka only; no usable reader
+# is a failure, never a skip), WALK_KAFKA_SH (the
 # kafka.sh of another checkout, e.g. one started there with KAFKA_PORT=29092 for a private
 # broker whose proxy port is 39094), WALK_KEEP=1 (keep the nodes' data dirs on success). Kafka comes from
 # scripts/services/kafka.sh: started if not running, stopped at the end only if this script started it.
 # Kafka advertises one fixed proxy address (127.0.0.1:19094), so one walkthrough at a time:
-# the script waits (WALK_PROXY_WAIT) while anything else listens there.
-# Work dir: target/walkthrough/RUN_ID (the log of every process, the tap's record, the drain).
+# the script waits (WALK_PROXY_WAIT) while anything else listens there; topic `test` is reset
+# only while holding that lock. It is left in Kafka after the run, for kcat.
+# Work dir: target/walkthrough/RUN_ID (the log of every process, the tap's record, the drain,
+# the Kafka records).
 set -euo pipefail
 
 # shellcheck source=../lib/common.sh
@@ -39,18 +61,22 @@ KAFKA_SH=${WALK_KAFKA_SH:-$SCRIPTS/services/kafka.sh}
 CHECK="$SCRIPTS/ci/walkthrough-check.py"
 
 RATE=${WALK_RATE:-200}
-SECONDS_OF_TRAFFIC=${WALK_SECONDS:-60}
+SECONDS_OF_TRAFFIC=${WALK_SECONDS:-75}
 COUNT=${WALK_COUNT:-$((RATE * SECONDS_OF_TRAFFIC))}
 SIZE=${WALK_SIZE:-512}
 SESSION_MS=${WALK_SESSION_TIMEOUT_MS:-3000}
 PHASE_TIMEOUT=${WALK_PHASE_TIMEOUT:-45}
 SETTLE=${WALK_SETTLE:-3}
 PROXY_WAIT=${WALK_PROXY_WAIT:-120}
-DEST=/queue/test
+KAFKA_READER=${WALK_KAFKA_READER:-auto}
+KAFKA_TOPIC="test"            # the seed's topic; the JMS-style topic is kafka.test
+DEST=/topic/kafka.$KAFKA_TOPIC
 
 RUN_ID=walk-$(date +%Y%m%d-%H%M%S)-$$
 WORK="$ROOT/target/walkthrough/$RUN_ID"
 PRODUCER_ID="$RUN_ID-producer"
+CLIENT_ID="$RUN_ID-consumer"  # the durable subscription is CLIENT_ID.DURABLE_NAME
+DURABLE_NAME=walkthrough
 export NO_COLOR=1            # plain log lines for grep
 T0=$(date +%s%N)
 
@@ -69,6 +95,38 @@ log "run $RUN_ID, work dir $WORK"
 PY=${PY:-$(venv_python)}
 "$PY" -c 'import stomp' || { echo "walkthrough: $PY has no stomp.py (scripts/services/pyenv.sh)" >&2; exit 1; }
 
+# The Kafka reader: kcat (the seed's tool, Debian package kcat) or confluent-kafka (PyPI,
+# in the venv). Never skipped: without one the run fails here.
+have_confluent() { "$PY" -c 'import confluent_kafka' 2>/dev/null; }
+case $KAFKA_READER in
+    auto)
+        if command -v kcat >/dev/null; then KAFKA_READER=kcat
+        elif have_confluent; then KAFKA_READER=python
+        else
+            echo "walkthrough: no Kafka reader: neither kcat (apt-get install kcat) nor confluent-kafka in $PY (scripts/services/requirements.txt)" >&2
+            exit 1
+        fi ;;
+    kcat)
+        if ! command -v kcat >/dev/null; then
+            command -v apt-get >/dev/null || { echo "walkthrough: kcat is missing and there is no apt-get to install it" >&2; exit 1; }
+            log "installing kcat with apt-get"
+            if ! DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends kcat >&2; then
+                apt-get update >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends kcat >&2 \
+                    || { echo "walkthrough: apt-get install kcat failed" >&2; exit 1; }
+            fi
+            command -v kcat >/dev/null || { echo "walkthrough: kcat installed but not on PATH" >&2; exit 1; }
+        fi ;;
+    python)
+        have_confluent || { echo "walkthrough: WALK_KAFKA_READER=python but $PY has no confluent_kafka" >&2; exit 1; } ;;
+    *) echo "walkthrough: WALK_KAFKA_READER must be auto, kcat or python (not '$KAFKA_READER')" >&2; exit 1 ;;
+esac
+if [[ $KAFKA_READER == kcat ]]; then
+    KAFKA_READER_NAME="kcat $(kcat -V 2>&1 | sed -nE 's/^Version ([^ ]+) .*librdkafka ([^ ]+) .*/\1 (librdkafka \2)/p')"
+else
+    KAFKA_READER_NAME="confluent-kafka $("$PY" -c 'import confluent_kafka as c; print(c.version()[0], "librdkafka", c.libversion()[0])')"
+fi
+log "Kafka reader: $KAFKA_READER_NAME"
+
 # --- process bookkeeping ---------------------------------------------------------
 
 declare -A PIDS=()            # name -> pid of every process this script started
@@ -81,6 +139,16 @@ start_bg() {                  # start_bg NAME LOGFILE CMD... : background, own s
         setsid "$@" >>"$logf" 2>&1 </dev/null {PROXY_LOCK_FD}>&- &
     else
         setsid "$@" >>"$logf" 2>&1 </dev/null &
+    fi
+    PIDS[$name]=$!
+}
+
+start_bg_out() {              # start_bg_out NAME OUTFILE ERRFILE CMD... : as start_bg, stdout to OUTFILE
+    local name=$1 out=$2 errf=$3; shift 3
+    if [[ -n $PROXY_LOCK_FD ]]; then
+        setsid "$@" >"$out" 2>>"$errf" </dev/null {PROXY_LOCK_FD}>&- &
+    else
+        setsid "$@" >"$out" 2>>"$errf" </dev/null &
     fi
     PIDS[$name]=$!
 }
@@ -103,7 +171,7 @@ cleanup() {
     local rc=$?
     trap - EXIT INT TERM
     # The backup first: stopping the live first would hand it the lock for nothing.
-    for name in producer consumer tap backup live proxy; do stop_proc "$name"; done
+    for name in producer consumer tap kafka-follow backup live proxy; do stop_proc "$name"; done
     if [[ -n ${CLUSTER_TOPICS_CREATED:-} ]]; then
         # Our journal and lock topics only (the cluster id is unique to this run).
         timeout 60 "$KAFKA_SH" topics --delete --topic "halyard-$RUN_ID-.*" >/dev/null 2>&1 || true
@@ -116,7 +184,7 @@ cleanup() {
         echo >&2
         echo "=== walkthrough FAILED (exit $rc) after $(elapsed)s; logs in $WORK ===" >&2
         for f in "${FAILURES[@]}"; do echo "  - $f" >&2; done
-        for f in live.log backup.log proxy.log producer.log consumer.log tap.log; do
+        for f in live.log backup.log proxy.log producer.log consumer.log tap.log subscribe.log kafka-follow.log kafka-read.log topic.log; do
             [[ -f "$WORK/$f" ]] || continue
             echo "--- last 25 lines of $f ---" >&2
             tail -n 25 "$WORK/$f" >&2
@@ -233,6 +301,44 @@ while :; do
 done
 log "proxy $PROXY_LISTEN -> $PROXY_UPSTREAM (control $PROXY_CONTROL): $(proxy_ctl GET /status)"
 
+# --- seed step 0: topic `test`, and a Kafka consumer on it -----------------------------
+
+# The seed's compose file pre-creates `test`. Here Kafka may be shared with earlier runs,
+# whose records (another cluster id: not skipped by the bridge's loop guard) the bridge
+# would read into kafka.test, and which would blur the exactly-once count: so delete the
+# topic and create it again, empty, with 1 partition (what the bridge itself would create).
+# Walkthroughs are serialized by the proxy-port lock held above; nothing else uses `test`.
+topics() { timeout 60 "$KAFKA_SH" topics "$@" >>"$WORK/topic.log" 2>&1; }
+topic_listed() { timeout 60 "$KAFKA_SH" topics --list 2>>"$WORK/topic.log" | grep -qx "$KAFKA_TOPIC"; }
+log "Kafka topic $KAFKA_TOPIC: delete and create again (1 partition)"
+topics --delete --if-exists --topic "$KAFKA_TOPIC" || die "deleting topic $KAFKA_TOPIC failed: $(tail -n 3 "$WORK/topic.log")"
+deadline=$((SECONDS + 60))
+until ! topic_listed && topics --create --topic "$KAFKA_TOPIC" --partitions 1 --replication-factor 1; do
+    ((SECONDS < deadline)) || die "topic $KAFKA_TOPIC could not be created again within 60 s: $(tail -n 3 "$WORK/topic.log")"
+    sleep 1                   # deletion is asynchronous: "marked for deletion" until it is done
+done
+# kcat -f: partition, offset, key, headers (name=value,...), value; kafka-read writes the same.
+KCAT_FORMAT='%p\t%o\t%k\t%h\t%s\n'
+kafka_read_once() {           # kafka_read_once ISOLATION OUTFILE: the topic from its beginning to its end
+    if [[ $KAFKA_READER == kcat ]]; then
+        timeout 120 kcat -C -b "$KAFKA_DIRECT" -t "$KAFKA_TOPIC" -o beginning -e -q \
+            -X "isolation.level=$1" -f "$KCAT_FORMAT" >"$2" 2>>"$WORK/kafka-read.log"
+    else
+        "$PY" "$CHECK" kafka-read --bootstrap "$KAFKA_DIRECT" --topic "$KAFKA_TOPIC" --isolation "$1" \
+            --timeout 110 --out "$2" 2>>"$WORK/kafka-read.log"
+    fi
+}
+# Seed step 2: a Kafka consumer on `test` in a terminal of its own, for the whole run.
+if [[ $KAFKA_READER == kcat ]]; then
+    log "Kafka consumer: kcat -C -b $KAFKA_DIRECT -t $KAFKA_TOPIC -o beginning -X isolation.level=read_committed (running through the whole walkthrough)"
+    start_bg_out kafka-follow "$WORK/kafka-follow.txt" "$WORK/kafka-follow.log" kcat -C -b "$KAFKA_DIRECT" -t "$KAFKA_TOPIC" \
+        -o beginning -u -q -X isolation.level=read_committed -f "$KCAT_FORMAT"
+else
+    log "Kafka consumer: walkthrough-check.py kafka-read --follow --topic $KAFKA_TOPIC (confluent-kafka, read_committed, running through the whole walkthrough)"
+    start_bg kafka-follow "$WORK/kafka-follow.log" "$PY" "$CHECK" kafka-read --follow --bootstrap "$KAFKA_DIRECT" \
+        --topic "$KAFKA_TOPIC" --out "$WORK/kafka-follow.txt"
+fi
+
 # --- the two nodes ----------------------------------------------------------------
 
 node_args() {                 # node_args live|backup
@@ -263,13 +369,19 @@ expect_log "backup starts" "$WORK/backup.log" 0 'backup announced'
 
 # --- clients ------------------------------------------------------------------------
 
+# Seed step 4's consumer subscribes to the JMS topic; a topic keeps only what arrives while it
+# has a subscription, so the durable subscription is made, with a receipt, before anything is sent.
+log "durable subscription $CLIENT_ID.$DURABLE_NAME on $DEST (stomp.py, receipted)"
+"$PY" "$CHECK" durable-subscribe --destination "$DEST" --client-id "$CLIENT_ID" --durable-name "$DURABLE_NAME" \
+    "127.0.0.1:$LIVE_PORT" "127.0.0.1:$BACKUP_PORT" 2>>"$WORK/subscribe.log" \
+    || die "could not make the durable subscription: $(tail -n 2 "$WORK/subscribe.log")"
 start_bg tap "$WORK/tap.log" "$PY" "$CHECK" tap --out "$WORK/consumed.txt" \
     "$TAP_LIVE_PORT=127.0.0.1:$LIVE_PORT" "$TAP_BACKUP_PORT=127.0.0.1:$BACKUP_PORT"
 wait_log "$WORK/tap.log" 0 'tap ready' 10 >/dev/null || die "the STOMP tap did not start"
-log "consumer: halyard consume --url '$TAP_URL' (through the recording tap) --count $COUNT"
+log "consumer: halyard consume --url '$TAP_URL' (through the recording tap) --destination $DEST --client-id $CLIENT_ID --durable-name $DURABLE_NAME --count $COUNT"
 start_bg consumer "$WORK/consumer.log" "$BIN" consume --url "$TAP_URL" --destination "$DEST" \
-    --ack client-individual --count "$COUNT" --idle-secs 60
-log "producer: halyard produce --url '$URL' --count $COUNT --size $SIZE --rate $RATE"
+    --client-id "$CLIENT_ID" --durable-name "$DURABLE_NAME" --ack client-individual --count "$COUNT" --idle-secs 60
+log "producer: halyard produce --url '$URL' --destination $DEST --count $COUNT --size $SIZE --rate $RATE"
 PRODUCE_T0=$(now_ms)
 start_bg producer "$WORK/producer.log" "$BIN" produce --url "$URL" --destination "$DEST" \
     --count "$COUNT" --size "$SIZE" --rate "$RATE" --producer-id "$PRODUCER_ID"
@@ -282,40 +394,74 @@ need_clients() {
     alive producer || die "the producer already finished before $1: raise WALK_SECONDS (or lower WALK_RATE)"
 }
 
-# --- phase 1: kill the live -----------------------------------------------------------
+# The live comes back (seed step 5, `docker compose start`) and takes its role back.
+failback() {                  # failback TIMING_NAME
+    local l b
+    l=$(lines_of "$WORK/live.log"); b=$(lines_of "$WORK/backup.log")
+    start_node live
+    expect_log "failback" "$WORK/backup.log" "$b" 'failing back to primary'
+    expect_log "failback" "$WORK/live.log" "$l" 'live lock obtained'
+    expect_log "failback" "$WORK/live.log" "$l" '(node|backup) is now live \(epoch [0-9]+\)|node is live \(epoch [0-9]+\)'
+    expect_log "failback" "$WORK/backup.log" "$b" 'now a backup, waiting for the live lock'
+    phase_end "$1"
+}
+
+# --- phase 1: stop the live (seed step 4, `docker compose stop`) -------------------------
 
 need_clients "phase 1"
+l=$(lines_of "$WORK/live.log"); b=$(lines_of "$WORK/backup.log")
+pid=${PIDS[live]}
+phase_start "phase 1: stop the live (SIGTERM, as docker compose stop; pid $pid)"
+kill -TERM "$pid"
+deadline=$(( $(now_ms) + PHASE_TIMEOUT * 1000 ))
+while kill -0 "$pid" 2>/dev/null && (( $(now_ms) < deadline )); do sleep 0.05; done
+kill -0 "$pid" 2>/dev/null && die "the live did not exit within ${PHASE_TIMEOUT}s of SIGTERM"
+TIMING[stop->live_exited]=$(( $(now_ms) - PHASE_T0 ))
+rc=0; wait "$pid" 2>/dev/null || rc=$?
+unset "PIDS[live]"
+log "  live exited (status $rc) after ${TIMING[stop->live_exited]} ms"
+((rc == 0)) || fail "the live exited with status $rc after SIGTERM (a graceful stop should exit 0)"
+expect_log "graceful stop" "$WORK/live.log" "$l" 'stop signal received, draining'
+expect_log "graceful stop" "$WORK/live.log" "$l" 'halyard stopped'
+expect_log "failover after the stop" "$WORK/backup.log" "$b" 'backup is now live \(epoch [0-9]+\)'
+phase_end "stop->backup_live"
+sleep "$SETTLE"
+
+# --- phase 2: start the live again (seed step 5, `docker compose start`): failback ----------
+
+need_clients "phase 2"
+phase_start "phase 2: start the live again (failback)"
+failback "start->failback"
+sleep "$SETTLE"
+
+# --- phase 3: kill the live (a crash: `docker compose kill -s SIGKILL`) ---------------------
+
+need_clients "phase 3"
 b=$(lines_of "$WORK/backup.log")
-phase_start "phase 1: SIGKILL the live (pid ${PIDS[live]})"
+phase_start "phase 3: SIGKILL the live (pid ${PIDS[live]})"
 kill -KILL "${PIDS[live]}"; wait "${PIDS[live]}" 2>/dev/null || true; unset "PIDS[live]"
 expect_log "failover after SIGKILL" "$WORK/backup.log" "$b" 'backup is now live \(epoch [0-9]+\)'
 phase_end "kill->backup_live"
 sleep "$SETTLE"
 
-# --- phase 2: the live comes back and fails back ----------------------------------------
+# --- phase 4: the live comes back and fails back ----------------------------------------
 
-need_clients "phase 2"
-l=$(lines_of "$WORK/live.log"); b=$(lines_of "$WORK/backup.log")
-phase_start "phase 2: start the live again (failback)"
-start_node live
-expect_log "failback" "$WORK/backup.log" "$b" 'failing back to primary'
-expect_log "failback" "$WORK/live.log" "$l" 'live lock obtained'
-expect_log "failback" "$WORK/live.log" "$l" '(node|backup) is now live \(epoch [0-9]+\)|node is live \(epoch [0-9]+\)'
-expect_log "failback" "$WORK/backup.log" "$b" 'now a backup, waiting for the live lock'
-phase_end "restart->failback"
+need_clients "phase 4"
+phase_start "phase 4: start the live again (failback)"
+failback "restart->failback"
 sleep "$SETTLE"
 
-# --- phase 3: cut the live off from Kafka, then heal -------------------------------------
+# --- phase 5: cut the live off from Kafka, then heal -------------------------------------
 
-need_clients "phase 3"
+need_clients "phase 5"
 l=$(lines_of "$WORK/live.log"); b=$(lines_of "$WORK/backup.log")
-phase_start "phase 3: cut the proxy (blackhole): the live loses Kafka"
+phase_start "phase 5: cut the proxy (blackhole): the live loses Kafka"
 CUT_MS=$(now_ms)
 log "  proxy: $(proxy_ctl POST '/cut?mode=blackhole')"
 expect_log "takeover after the cut" "$WORK/backup.log" "$b" 'backup is now live \(epoch [0-9]+\)'
 phase_end "cut->backup_live"
 sleep "$SETTLE"
-phase_start "phase 3: heal the proxy: the old live must step down"
+phase_start "phase 5: heal the proxy: the old live must step down"
 HEAL_MS=$(now_ms)
 log "  proxy: $(proxy_ctl POST /heal)"
 STEPDOWN_RE='fenced by epoch [0-9]+, stepping down|live lock lost \(.*\), stepping down'
@@ -329,7 +475,7 @@ log "  (the old live stepped down $STEPDOWN_WHEN, $((STEPDOWN_MS - CUT_MS)) ms a
 expect_log "step down" "$WORK/live.log" "$l" 'now a backup, waiting for the live lock'
 # With --allow-failback the primary, back in the lock group, takes the live role again.
 b2=$b
-phase_start "phase 3: the primary fails back again"
+phase_start "phase 5: the primary fails back again"
 PHASE_T0=$HEAL_MS
 expect_log "failback after heal" "$WORK/backup.log" "$b2" 'failing back to primary'
 expect_log "failback after heal" "$WORK/live.log" "$l" 'live lock obtained'
@@ -353,9 +499,29 @@ while alive consumer && ((SECONDS < deadline)); do sleep 0.2; done
 alive consumer && die "timeout: the consumer did not finish within 75s"
 stop_proc tap                 # writes its totals to tap.log
 
-log "draining $DEST with stomp.py (what the consumer left behind)"
-"$PY" "$CHECK" drain --out "$WORK/drained.txt" --destination "$DEST" --idle-secs 3 --connect-secs 30 \
-    "127.0.0.1:$LIVE_PORT" "127.0.0.1:$BACKUP_PORT" 2>>"$WORK/drain.log" || die "the stomp.py drain failed: $(tail -n 2 "$WORK/drain.log")"
+log "draining the durable subscription $CLIENT_ID.$DURABLE_NAME on $DEST with stomp.py (what the consumer left behind)"
+"$PY" "$CHECK" drain --out "$WORK/drained.txt" --destination "$DEST" --client-id "$CLIENT_ID" --durable-name "$DURABLE_NAME" \
+    --idle-secs 3 --connect-secs 30 "127.0.0.1:$LIVE_PORT" "127.0.0.1:$BACKUP_PORT" 2>>"$WORK/drain.log" \
+    || die "the stomp.py drain failed: $(tail -n 2 "$WORK/drain.log")"
+
+# --- Kafka: what topic `test` holds (seed: "kcat -C -b localhost:29092 -t test") --------------
+
+# Every receipt came after its Kafka transaction committed, so the committed records are all
+# there now: read the topic to its end (the last stable offset) once more, read_committed.
+log "reading Kafka topic $KAFKA_TOPIC to its end (read_committed, $KAFKA_READER)"
+kafka_read_once read_committed "$WORK/kafka-committed.txt" \
+    || die "reading topic $KAFKA_TOPIC (read_committed) failed: $(tail -n 3 "$WORK/kafka-read.log")"
+K_COMMITTED=$(wc -l <"$WORK/kafka-committed.txt")
+# For the record: records of aborted transactions (a killed or fenced live's open batch)
+# are there too, visible to read_uncommitted only.
+kafka_read_once read_uncommitted "$WORK/kafka-uncommitted.txt" \
+    || die "reading topic $KAFKA_TOPIC (read_uncommitted) failed: $(tail -n 3 "$WORK/kafka-read.log")"
+K_UNCOMMITTED=$(wc -l <"$WORK/kafka-uncommitted.txt")
+# The consumer of step 0 has been following the topic all along: let it reach the same end.
+deadline=$((SECONDS + 30))
+while (($(lines_of "$WORK/kafka-follow.txt") < K_COMMITTED)) && alive kafka-follow && ((SECONDS < deadline)); do sleep 0.2; done
+alive kafka-follow || fail "the Kafka consumer of step 0 exited early: $(tail -n 3 "$WORK/kafka-follow.log")"
+stop_proc kafka-follow
 
 # --- checks ------------------------------------------------------------------------------
 
@@ -369,7 +535,14 @@ DRAINED=$(wc -l <"$WORK/drained.txt")
 FENCE_LINE=$(first_after "$WORK/live.log" "$l" 'halyard_io::server: fenced by' \
     || first_after "$WORK/live.log" "$l" 'fenced by' || true)
 VERIFY=$("$PY" "$CHECK" verify --count "$COUNT" --producer-id "$PRODUCER_ID" "$WORK/consumed.txt" "$WORK/drained.txt") \
-    || fail "messages lost or foreign: $VERIFY"
+    || fail "messages lost, stored twice or foreign: $VERIFY"
+# Kafka: every receipted message exactly once (receipted = all COUNT, checked below), and
+# nothing else; both in the final read and in what the step-0 consumer saw.
+KVERIFY=$("$PY" "$CHECK" verify-kafka --count "$COUNT" --producer-id "$PRODUCER_ID" --cluster-id "$RUN_ID" \
+    --size "$SIZE" "$WORK/kafka-committed.txt") || fail "Kafka topic $KAFKA_TOPIC (read_committed): $KVERIFY"
+KFOLLOW=$("$PY" "$CHECK" verify-kafka --count "$COUNT" --producer-id "$PRODUCER_ID" --cluster-id "$RUN_ID" \
+    --size "$SIZE" "$WORK/kafka-follow.txt") || fail "the Kafka consumer of step 0: $KFOLLOW"
+jf() { "$PY" -c 'import json, sys; d = json.loads(sys.argv[1]); print(" ".join(f"{k}={d[k]}" for k in sys.argv[2:]))' "$@" 2>/dev/null || echo "?"; }
 
 [[ -n $P_RECEIPTED ]] || fail "the producer printed no totals: $(tail -n 2 "$WORK/producer.log")"
 [[ -n $C_DISTINCT ]] || fail "the consumer printed no totals: $(tail -n 2 "$WORK/consumer.log")"
@@ -384,15 +557,17 @@ check_line() {                # check_line FILE MIN REGEX
     ((n >= $2)) || fail "$1: /$3/ appeared $n times, expected at least $2"
 }
 check_line live.log 1 'node is live \(epoch [0-9]+\)'
-check_line live.log 2 'live lock obtained'
+check_line live.log 1 'stop signal received, draining'
+check_line live.log 1 'halyard stopped'
+check_line live.log 4 'live lock obtained'
 check_line live.log 1 "$STEPDOWN_RE"
 check_line live.log 1 'now a backup, waiting for the live lock'
 check_line backup.log 1 'backup announced'
-check_line backup.log 2 'backup is now live \(epoch [0-9]+\)'
-check_line backup.log 2 'failing back to primary'
-check_line backup.log 2 'now a backup, waiting for the live lock'
-check_line producer.log 3 'connection lost \(.*\), trying again'
-check_line consumer.log 3 'connection lost \(.*\), trying again'
+check_line backup.log 3 'backup is now live \(epoch [0-9]+\)'
+check_line backup.log 3 'failing back to primary'
+check_line backup.log 3 'now a backup, waiting for the live lock'
+check_line producer.log 5 'connection lost \(.*\), trying again'
+check_line consumer.log 5 'connection lost \(.*\), trying again'
 check_line proxy.log 1 'proxy cut \(blackhole\)'
 check_line proxy.log 1 'proxy healed'
 
@@ -404,9 +579,16 @@ messages     count=$COUNT size=$SIZE rate=$RATE/s  producer ran ${PRODUCE_MS} ms
 producer     sent=${P_SENT:-?} receipted=${P_RECEIPTED:-?} resent=${P_RESENT:-?} reconnects=${P_RECONNECTS:-?}
 consumer     received=${C_RECEIVED:-?} distinct=${C_DISTINCT:-?} duplicates=${C_DUPLICATES:-?} reconnects=${C_RECONNECTS:-?}
 tap          $(grep -E -o 'tap connections=.*' "$WORK/tap.log" | tail -1)
-drain        left in $DEST after the consumer: $DRAINED
+drain        left in the durable subscription $CLIENT_ID.$DURABLE_NAME after the consumer: $DRAINED
 check        $VERIFY
-timings      SIGKILL -> backup live:          ${TIMING[kill->backup_live]:-?} ms
+kafka        topic $KAFKA_TOPIC, read with $KAFKA_READER_NAME
+             read_committed:   $(jf "$KVERIFY" records distinct duplicate_records missing foreign bad)
+             step-0 consumer:  $(jf "$KFOLLOW" records distinct duplicate_records missing foreign bad) (read_committed, following since before the producer)
+             read_uncommitted: records=$K_UNCOMMITTED (aborted: $((K_UNCOMMITTED - K_COMMITTED)), the open transactions of a stopped, killed or fenced live)
+timings      stop -> live exited:             ${TIMING[stop->live_exited]:-?} ms
+             stop -> backup live:             ${TIMING[stop->backup_live]:-?} ms
+             start -> failback done:          ${TIMING[start->failback]:-?} ms
+             SIGKILL -> backup live:          ${TIMING[kill->backup_live]:-?} ms
              restart -> failback done:        ${TIMING[restart->failback]:-?} ms
              cut -> backup live:              ${TIMING[cut->backup_live]:-?} ms
              cut -> old live stepped down:    ${TIMING[cut->old_live_stepped_down]:-?} ms ($STEPDOWN_WHEN; the cut lasted $((HEAL_MS - CUT_MS)) ms)
@@ -418,4 +600,4 @@ epochs       live became live at epochs: $(epochs live.log '(node|backup) is now
 total        $(elapsed) s
 EOF
 if ((${#FAILURES[@]} > 0)); then exit 1; fi
-echo "walkthrough passed"
+echo "walkthrough passed (Kafka topic $KAFKA_TOPIC keeps this run's records until the next run: kcat -C -b $KAFKA_DIRECT -t $KAFKA_TOPIC -e -f '%k %h %s\n')"

@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::bridge_check::{BridgeViolations, FEED_PRODUCER};
 use crate::client::{Client, Kind, Protocol};
 use crate::kafka::Writer;
 
@@ -33,6 +34,8 @@ pub struct Violations {
     /// A purge the operator was told was done did not stick (see
     /// [`check_purges`]).
     pub purge_undone: Option<String>,
+    /// The Kafka bridge's rules (see `bridge_check`).
+    pub bridge: BridgeViolations,
 }
 
 impl Violations {
@@ -47,6 +50,7 @@ impl Violations {
             && self.stuck.is_none()
             && self.broken_invariant.is_none()
             && self.purge_undone.is_none()
+            && self.bridge.is_empty()
     }
 
     pub fn summary(&self) -> String {
@@ -94,6 +98,7 @@ impl Violations {
         if let Some(s) = &self.purge_undone {
             parts.push(format!("purge undone: {s}"));
         }
+        self.bridge.summary(&mut parts);
         parts.join("; ")
     }
 }
@@ -129,6 +134,10 @@ pub struct Counts {
     pub purges_done: u64,
     pub purges_refused: u64,
     pub purged: u64,
+    /// Kafka bridge: distinct messages committed to the bridged topic, and
+    /// deliveries of records the outside producer wrote.
+    pub bridged_out: u64,
+    pub bridged_in: u64,
 }
 
 /// The consumer group a consumer belongs to: the queue, or the durable subscription.
@@ -197,7 +206,7 @@ pub fn check(clients: &[Client], commits: &[Writer]) -> (Violations, Counts) {
     // integers and still sort as the names do.
     let mut names: BTreeSet<&str> = BTreeSet::new();
     for (c, g) in clients.iter().zip(&group_names) {
-        for d in &c.deliveries {
+        for d in c.deliveries.iter().filter(|d| d.producer != FEED_PRODUCER) {
             names.insert(group_or_origin(g, d));
             names.insert(d.producer.as_str());
         }
@@ -214,6 +223,10 @@ pub fn check(clients: &[Client], commits: &[Writer]) -> (Violations, Counts) {
         // seen (deliveries come in runs from one producer).
         let mut last: Option<(&str, &str, u32, u32)> = None;
         for d in &c.deliveries {
+            if d.producer == FEED_PRODUCER {
+                // Records from Kafka: the bridge's rules check them.
+                continue;
+            }
             counts.delivered += 1;
             if d.committed_at.is_some() {
                 counts.committed_accepts += 1;

@@ -11,6 +11,9 @@ pub enum DriverBug {
     SkipFencing,
     /// Report a batch durable once produced, before the transaction commits.
     AckBeforeCommit,
+    /// Write the Kafka bridge's records outside the journal transaction
+    /// (as a plain producer would), so an aborted batch leaves them behind.
+    BridgeOutsideTransaction,
 }
 
 /// A planted bug, in the core or in a driver.
@@ -59,6 +62,14 @@ pub struct SimConfig {
     /// An operator purges the queue `purged` (filled by its own producer)
     /// through the management API, at random nodes, all run long.
     pub operator: bool,
+    /// The nodes bridge `kafka.<topic>` addresses to Kafka: the topic
+    /// producers send to a bridged address, and an outside Kafka producer
+    /// feeds a topic that durable subscribers read through the bridge.
+    pub bridge: bool,
+    /// Records the outside Kafka producer writes (with `bridge`).
+    pub feed_records: u64,
+    /// Durable subscribers of the fed address.
+    pub feed_subscribers: usize,
 }
 
 impl SimConfig {
@@ -102,7 +113,14 @@ impl SimConfig {
             request_timeout_ms: 1_500,
             planted_bug: None,
             operator: true,
+            bridge: true,
+            feed_records: 0,
+            feed_subscribers: 0,
         };
+        // Drawn after everything above, so the rest of a seed's scenario
+        // is what it was before the bridge existed.
+        c.feed_records = r.range(100, 300);
+        c.feed_subscribers = r.range(1, 2) as usize;
         // Two minutes after the faults stop is plenty to drain everything.
         c.max_time_ms = c.fault_until_ms + 120_000;
         c

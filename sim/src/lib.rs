@@ -7,6 +7,8 @@
 //! receipted message was lost (`checker`). The same seed replays the same
 //! run, byte for byte.
 
+mod bridge_check;
+mod bridge_wire;
 mod checker;
 mod client;
 mod config;

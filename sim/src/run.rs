@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::bridge_check;
 use crate::checker::{self, Counts, LossTracker, Violations};
 use crate::client::{Client, Protocol};
 use crate::config::SimConfig;
@@ -89,6 +90,7 @@ pub fn run(cfg: SimConfig, keep_trace: bool) -> Report {
             break;
         }
         w.release_topic_producers();
+        w.start_feed_when_ready();
         if !healed && (t >= cfg.fault_until_ms || !cfg.faults) {
             healed = true;
             w.heal();
@@ -106,7 +108,13 @@ pub fn run(cfg: SimConfig, keep_trace: bool) -> Report {
                 .unwrap_or(0)
                 + 1_000
                 <= t;
-            if producers_done && quiet && t % 1_000 == 0 && nothing_lost(&mut losses, &w.clients) {
+            let fed = w.feed.done() && bridge_check::feed_delivered(&w.clients, w.feed.sent);
+            if producers_done
+                && fed
+                && quiet
+                && t % 1_000 == 0
+                && nothing_lost(&mut losses, &w.clients)
+            {
                 let since = *idle_since.get_or_insert(t);
                 // A moment more, so late duplicates are seen too.
                 if t >= since + 2_000 {
@@ -155,6 +163,17 @@ pub fn run(cfg: SimConfig, keep_trace: bool) -> Report {
         counts.purges_refused = w.operator.refused();
         counts.purges_done = w.operator.answers.len() as u64 - counts.purges_refused;
         counts.purged = w.operator.purged();
+    }
+    if cfg.bridge {
+        let now = w.now;
+        let committed = w
+            .kafka
+            .fetch_committed(now, bridge_check::OUT_TOPIC, 0, 0, usize::MAX)
+            .map(|f| f.records)
+            .unwrap_or_default();
+        counts.bridged_out =
+            bridge_check::check_out(&w.clients, &committed, &mut violations.bridge);
+        counts.bridged_in = bridge_check::check_in(&w.clients, w.feed.sent, &mut violations.bridge);
     }
     violations.stuck = stuck;
     violations.broken_invariant = w.broken_invariant.take();

@@ -106,6 +106,30 @@ fn amqp_only_seeds_pass() {
     }
 }
 
+/// The Kafka bridge takes part: every seed's outside Kafka producer feeds
+/// durable subscribers through the bridge, and seeds with topic producers
+/// send to a bridged address whose records reach Kafka.
+#[test]
+fn the_kafka_bridge_takes_part() {
+    let mut with_topic_producers = 0;
+    for seed in 1..=seeds().min(20) {
+        let cfg = SimConfig::from_seed(seed);
+        let (records, topic) = (cfg.feed_records, cfg.topic_producers > 0);
+        let r = run(cfg, false);
+        assert!(r.ok(), "seed {seed}: {}", r.violations.summary());
+        assert!(
+            r.counts.bridged_in >= records,
+            "seed {seed}: {} deliveries of {records} Kafka records",
+            r.counts.bridged_in
+        );
+        if topic {
+            with_topic_producers += 1;
+            assert!(r.counts.bridged_out > 0, "seed {seed} bridged nothing out");
+        }
+    }
+    assert!(with_topic_producers > 0, "no seed had a topic producer");
+}
+
 #[cfg(feature = "planted-bugs")]
 mod planted {
     use halyard_core::node::PlantedBug as CoreBug;
@@ -141,10 +165,12 @@ mod planted {
     #[test]
     fn receipt_before_durable_is_caught() {
         let bug = PlantedBug::Core(CoreBug::ReceiptBeforeDurable);
-        // It completes every pipeline entry early, management changes too.
-        first_catch(bug, &["lost", "purge undone"]);
-        // The loss rule alone catches it as well.
-        first_catch_with(bug, &["lost"], false);
+        // It completes every pipeline entry early, management changes and
+        // the Kafka bridge's ingested batches too (a record delivered before
+        // its batch was durable comes in again after a crash).
+        first_catch(bug, &["lost", "purge undone", "ingested twice"]);
+        // The loss rules alone catch it as well.
+        first_catch_with(bug, &["lost", "ingested twice", "never got"], false);
     }
 
     #[test]
@@ -165,7 +191,11 @@ mod planted {
 
     #[test]
     fn removing_a_message_before_its_ack_is_durable_is_caught() {
-        first_catch(PlantedBug::Core(CoreBug::RemoveBeforeAckDurable), &["lost"]);
+        // Also records from Kafka, whose subscriptions' acks are early too.
+        first_catch(
+            PlantedBug::Core(CoreBug::RemoveBeforeAckDurable),
+            &["lost", "never got"],
+        );
     }
 
     #[test]
@@ -218,6 +248,27 @@ mod planted {
             r.ok(),
             "seed {seed} fails without the operator: {}",
             r.violations.summary()
+        );
+    }
+
+    /// The Kafka bridge's out rule: records written outside the journal's
+    /// transaction survive a batch that never commits, and the client's
+    /// resend (same duplicate id) is bridged again.
+    #[test]
+    fn bridging_outside_the_journal_transaction_is_caught() {
+        first_catch(
+            PlantedBug::Driver(DriverBug::BridgeOutsideTransaction),
+            &["bridged to Kafka twice"],
+        );
+    }
+
+    /// The Kafka bridge's in rule: a position journaled past the records
+    /// ingested skips one.
+    #[test]
+    fn a_bridge_position_ahead_of_its_records_is_caught() {
+        first_catch(
+            PlantedBug::Core(CoreBug::BridgePositionAhead),
+            &["never got"],
         );
     }
 

@@ -273,6 +273,11 @@ impl BridgeConfig {
         m.settings.direction.inbound().then_some(m)
     }
 
+    /// The topic of a bridged address, whichever way it is bridged.
+    pub fn topic_of(&self, address: &str) -> Option<Mapping<'_>> {
+        self.for_address(address)
+    }
+
     /// Is `address` a bridged one (either way)?
     pub fn is_bridged(&self, address: &str) -> bool {
         self.for_address(address).is_some()

@@ -4,6 +4,7 @@
 //! reach; the reader is started, told what to read and stopped with the
 //! live role.
 
+use super::config::PlantedBug;
 use super::node::Node;
 use super::ops::OpError;
 use super::ports::Output;
@@ -106,6 +107,9 @@ impl Node {
             next += 1;
         }
         if next > start {
+            if self.bug(PlantedBug::BridgePositionAhead) {
+                next += 1;
+            }
             entries.push(Entry::Put(Record::BridgePosition {
                 topic: topic.clone(),
                 partition,

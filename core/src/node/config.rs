@@ -66,6 +66,9 @@ pub enum PlantedBug {
     /// Answer a management change (purge, move, delete) as done as soon as
     /// it is asked for, before its batch is durable.
     AdminAnswerBeforeDurable,
+    /// Journal the Kafka bridge's position one record past the end of the
+    /// batch it ingested (an off-by-one), so the next record is skipped.
+    BridgePositionAhead,
 }
 
 impl Default for NodeConfig {

@@ -15,5 +15,5 @@ mod kinds;
 mod machine;
 mod stomp;
 
-pub use kinds::{AckStyle, Action, Delivery, Kind, Protocol};
+pub use kinds::{AckStyle, Action, Delivery, Kind, Protocol, ORIGIN, PRODUCER, SEQ};
 pub use machine::Client;

@@ -21,7 +21,10 @@ impl KafkaModel {
         let aborted = |transaction: &Option<u64>| {
             transaction.is_some_and(|t| outcomes.get(&t) == Some(&Outcome::Aborted))
         };
-        for parts in self.topics.values_mut() {
+        for (topic, parts) in self.topics.iter_mut() {
+            if self.plain.contains(topic) {
+                continue;
+            }
             for part in parts.iter_mut() {
                 let lso = part.lso();
                 let start = part.log_start();

@@ -2,14 +2,15 @@
 //! configuration and counters, consumer-group requests, and the passing of
 //! time that expires members and transactions.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
+use bytes::Bytes;
 use halyard_core::Millis;
 
 use super::coordinator::{TransactionCoordinator, Writer};
 use super::error::KafkaError;
 use super::group::{Group, GroupStatus};
-use super::log::{Outcome, Partition};
+use super::log::{LogEntry, Outcome, Partition, Payload};
 
 #[derive(Clone, Debug)]
 pub struct KafkaConfig {
@@ -40,6 +41,9 @@ pub struct KafkaStats {
 pub struct KafkaModel {
     pub config: KafkaConfig,
     pub(super) topics: BTreeMap<String, Vec<Partition>>,
+    /// Topics with `cleanup.policy=delete` (the Kafka bridge's): never
+    /// compacted, so every record written stays readable.
+    pub(super) plain: BTreeSet<String>,
     pub(super) coordinators: BTreeMap<String, TransactionCoordinator>,
     pub(super) outcomes: BTreeMap<u64, Outcome>,
     groups: BTreeMap<String, Group>,
@@ -55,6 +59,7 @@ impl KafkaModel {
         KafkaModel {
             config,
             topics: BTreeMap::new(),
+            plain: BTreeSet::new(),
             coordinators: BTreeMap::new(),
             outcomes: BTreeMap::new(),
             groups: BTreeMap::new(),
@@ -69,6 +74,40 @@ impl KafkaModel {
         self.topics
             .entry(topic.to_string())
             .or_insert_with(|| (0..partitions).map(|_| Partition::default()).collect());
+    }
+
+    /// A topic that is never compacted (a Kafka bridge topic).
+    pub fn create_plain_topic(&mut self, topic: &str, partitions: u32) {
+        self.plain.insert(topic.to_string());
+        self.create_topic(topic, partitions);
+    }
+
+    /// A non-transactional, non-idempotent write (an outside producer with
+    /// `acks=all`): visible to `read_committed` readers at once.
+    pub fn produce_plain(
+        &mut self,
+        now: Millis,
+        topic: &str,
+        p: u32,
+        records: &[(Bytes, Option<Bytes>)],
+    ) -> Result<u64, KafkaError> {
+        self.tick(now);
+        let part = self.partition(topic, p)?;
+        let base = part.next_offset;
+        for (key, value) in records {
+            let offset = part.next_offset;
+            part.next_offset += 1;
+            part.entries.push(LogEntry {
+                offset,
+                payload: Payload::Data {
+                    key: key.clone(),
+                    value: value.clone(),
+                    transaction: None,
+                },
+                cleaned_at: None,
+            });
+        }
+        Ok(base)
     }
 
     pub(super) fn partition(&mut self, topic: &str, p: u32) -> Result<&mut Partition, KafkaError> {

@@ -65,7 +65,7 @@ impl World {
                 self,
                 format!("tpub{i}"),
                 Kind::Producer {
-                    destination: "/topic/events".into(),
+                    destination: crate::bridge_check::OUT_DESTINATION.into(),
                     total: c.messages_per_producer,
                     window: 20,
                     duplicate_ids: c.duplicate_ids,
@@ -96,12 +96,26 @@ impl World {
                 self,
                 format!("ds{i}"),
                 Kind::Consumer {
-                    destination: "/topic/events".into(),
+                    destination: crate::bridge_check::OUT_DESTINATION.into(),
                     ack: AckStyle::Individual,
                     durable: Some((format!("app{i}"), "feed".into())),
                     nack_chance: 0.0,
                 },
             );
+        }
+        if c.bridge {
+            for i in 0..c.feed_subscribers {
+                add(
+                    self,
+                    format!("ks{i}"),
+                    Kind::Consumer {
+                        destination: crate::bridge_check::FEED_DESTINATION.into(),
+                        ack: AckStyle::Individual,
+                        durable: Some((format!("kapp{i}"), "kfeed".into())),
+                        nack_chance: 0.0,
+                    },
+                );
+            }
         }
         // At-most-once traffic: an auto-ack consumer may lose what was in
         // flight when its connection broke, so its queue is not checked for loss.

@@ -44,7 +44,8 @@ impl World {
             Event::FromKafka { node, .. }
             | Event::RequestTimeout { node, .. }
             | Event::LockHeartbeat { node, .. }
-            | Event::NodeTick { node, .. } => Some(*node),
+            | Event::NodeTick { node, .. }
+            | Event::BridgePoll { node, .. } => Some(*node),
             Event::BytesToNode { connection, .. } | Event::CloseToNode { connection } => {
                 self.network.connections.get(connection).map(|c| c.node)
             }
@@ -110,6 +111,12 @@ impl World {
                     self.feed(node, Input::Tick);
                 }
             }
+            Event::BridgePoll { node, generation } => {
+                if self.nodes[node].generation == generation && self.nodes[node].node.is_some() {
+                    self.on_bridge_poll(node);
+                }
+            }
+            Event::FeedProduce => self.feed_produce(),
             Event::BytesToNode { connection, bytes } => {
                 let Some(c) = self.network.connections.get(&connection) else {
                     return;

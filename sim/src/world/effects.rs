@@ -15,4 +15,6 @@ pub(super) enum Effect {
     Input(Input),
     /// Schedule the next lock heartbeat.
     ArmHeartbeat,
+    /// Schedule the bridge reader's next look at its topics.
+    ArmBridgePoll,
 }

@@ -37,6 +37,13 @@ pub(super) enum Event {
         node: usize,
         generation: u32,
     },
+    /// The Kafka bridge reader of `node` looks at its topics again.
+    BridgePoll {
+        node: usize,
+        generation: u32,
+    },
+    /// The outside Kafka producer writes its next record.
+    FeedProduce,
     BytesToNode {
         connection: u64,
         bytes: Bytes,

@@ -17,7 +17,8 @@ use halyard_core::journal::{decode_entry, CodecError, Entry, Record};
 use halyard_core::node::{Input, JournalEvent, JournalRequest};
 
 use super::effects::Effect;
-use super::kafka_requests::{KafkaRequest, Records, RequestKind};
+use super::kafka_requests::{Bridged, KafkaRequest, Records, RequestKind};
+use crate::bridge_wire;
 use crate::config::{DriverBug, PlantedBug};
 use crate::kafka::{FetchResult, KafkaError, Writer};
 
@@ -41,6 +42,8 @@ enum Opening {
 /// The transaction of the `Write` step in flight: produced, then committed.
 struct Transaction {
     records: Records,
+    /// The Kafka bridge's records, written in the same transaction.
+    bridged: Bridged,
     sequence: u64,
     committing: bool,
     attempts: u32,
@@ -180,10 +183,19 @@ impl JournalDriver {
         for batch in group.batches {
             records.extend(batch.into_iter().map(|e| (e.key, e.value)));
         }
+        let mut bridged: Vec<_> = group.publish.iter().map(bridge_wire::to_model).collect();
+        if self.planted_bug == Some(DriverBug::BridgeOutsideTransaction) && !bridged.is_empty() {
+            // Planted bug: the bridged records go out on their own, before
+            // the transaction, and stay even if it never commits.
+            out.push(Effect::Notify(KafkaRequest::ProducePlain {
+                bridged: Arc::new(std::mem::take(&mut bridged)),
+            }));
+        }
         let sequence = self.sequence;
         self.sequence += 1;
         self.transaction = Some(Transaction {
             records: Arc::new(records),
+            bridged: Arc::new(bridged),
             sequence,
             committing: false,
             attempts: 0,
@@ -365,7 +377,7 @@ impl JournalDriver {
                 }
             }
             RequestKind::LatestActivation => self.fenced(None, node_epoch, out),
-            RequestKind::JoinGroup | RequestKind::Heartbeat => {}
+            RequestKind::JoinGroup | RequestKind::Heartbeat | RequestKind::BridgeFetch => {}
         }
     }
 
@@ -410,6 +422,7 @@ impl JournalDriver {
                     producer_epoch: self.producer_epoch,
                     sequence: t.sequence,
                     records: t.records.clone(),
+                    bridged: t.bridged.clone(),
                     writer: Writer {
                         node: self.node_name.clone(),
                         epoch: node_epoch,

@@ -1,6 +1,7 @@
 //! What a node's drivers ask of Kafka, what Kafka answers, and the Kafka
 //! side that applies a request to the model.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -15,6 +16,9 @@ const FETCH_RECORDS_MAX: usize = 500;
 /// Encoded journal records (key, value or tombstone), shared between a
 /// transaction and its retries.
 pub(super) type Records = Arc<Vec<(Bytes, Option<Bytes>)>>;
+/// The Kafka bridge's records of a transaction: (topic, key, value), the
+/// value holding the record's headers too (see `bridge_wire`).
+pub(super) type Bridged = Arc<Vec<(String, Bytes, Bytes)>>;
 
 #[derive(Clone, Debug)]
 pub(super) enum KafkaRequest {
@@ -31,7 +35,19 @@ pub(super) enum KafkaRequest {
         producer_epoch: u16,
         sequence: u64,
         records: Records,
+        /// Written to their topics in the same transaction.
+        bridged: Bridged,
         writer: Writer,
+    },
+    /// A non-transactional write of bridged records (planted bug
+    /// `BridgeOutsideTransaction` only).
+    ProducePlain {
+        bridged: Bridged,
+    },
+    /// The Kafka bridge's reader: a `read_committed` fetch of a topic.
+    FetchTopic {
+        topic: String,
+        offset: u64,
     },
     EndTransaction {
         transactional_id: String,
@@ -60,6 +76,11 @@ pub(super) enum KafkaResponse {
     },
     EndOffset(u64),
     Fetched(FetchResult),
+    /// The Kafka bridge reader's fetch of `topic`.
+    TopicFetched {
+        topic: String,
+        result: FetchResult,
+    },
     Produced(Result<u64, KafkaError>),
     TransactionEnded(Result<(), KafkaError>),
     LatestActivation(Option<Bytes>),
@@ -73,6 +94,7 @@ pub(super) enum RequestKind {
     InitProducerId,
     EndOffset,
     Fetch,
+    BridgeFetch,
     Produce,
     EndTransaction,
     LatestActivation,
@@ -118,18 +140,58 @@ pub(super) fn serve(
             producer_epoch,
             sequence,
             records,
+            bridged,
             writer,
-        } => KafkaResponse::Produced(kafka.produce(
-            now,
-            &transactional_id,
-            producer_id,
-            producer_epoch,
-            sequence,
-            JOURNAL_TOPIC,
-            0,
-            &records,
-            Some(writer),
-        )),
+        } => {
+            let mut result = kafka.produce(
+                now,
+                &transactional_id,
+                producer_id,
+                producer_epoch,
+                sequence,
+                JOURNAL_TOPIC,
+                0,
+                &records,
+                Some(writer),
+            );
+            // The bridged records join the same transaction (the implicit
+            // AddPartitionsToTxn of each topic), one batch per topic with
+            // the request's sequence, so a retry is not appended twice.
+            if result.is_ok() {
+                for (topic, batch) in by_topic(&bridged) {
+                    kafka.create_plain_topic(topic, 1);
+                    if let Err(e) = kafka.produce(
+                        now,
+                        &transactional_id,
+                        producer_id,
+                        producer_epoch,
+                        sequence,
+                        topic,
+                        0,
+                        &batch,
+                        None,
+                    ) {
+                        result = Err(e);
+                        break;
+                    }
+                }
+            }
+            KafkaResponse::Produced(result)
+        }
+        KafkaRequest::ProducePlain { bridged } => {
+            for (topic, batch) in by_topic(&bridged) {
+                kafka.create_plain_topic(topic, 1);
+                let _ = kafka.produce_plain(now, topic, 0, &batch);
+            }
+            return None;
+        }
+        KafkaRequest::FetchTopic { topic, offset } => {
+            kafka.create_plain_topic(&topic, 1);
+            match kafka.fetch_committed(now, &topic, 0, offset, FETCH_RECORDS_MAX) {
+                Ok(result) => KafkaResponse::TopicFetched { topic, result },
+                Err(_) => return None,
+            }
+        }
         KafkaRequest::EndTransaction {
             transactional_id,
             producer_id,
@@ -157,4 +219,15 @@ pub(super) fn serve(
         }
     };
     Some(response)
+}
+
+/// Bridged records grouped by topic, in order within each.
+fn by_topic(bridged: &Bridged) -> BTreeMap<&str, Vec<(Bytes, Option<Bytes>)>> {
+    let mut out: BTreeMap<&str, Vec<(Bytes, Option<Bytes>)>> = BTreeMap::new();
+    for (topic, key, value) in bridged.iter() {
+        out.entry(topic.as_str())
+            .or_default()
+            .push((key.clone(), Some(value.clone())));
+    }
+    out
 }

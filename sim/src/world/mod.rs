@@ -11,11 +11,14 @@
 //! - `clients`: the clients and their wiring;
 //! - `operator`: management requests (purges) during the run.
 
+mod bridge_reader;
 mod clients;
 mod dispatch;
 mod effects;
 mod events;
 mod faults;
+mod feed;
+mod feed_state;
 mod journal_driver;
 mod kafka_link;
 mod kafka_requests;

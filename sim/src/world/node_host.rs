@@ -7,6 +7,7 @@ use halyard_core::ha::Role;
 use halyard_core::node::Node;
 use halyard_core::Millis;
 
+use super::bridge_reader::BridgeReader;
 use super::journal_driver::JournalDriver;
 use super::kafka_requests::RequestKind;
 use super::lock_driver::LockDriver;
@@ -27,6 +28,7 @@ pub(super) struct NodeHost {
     pub(super) requests_in_flight: BTreeMap<u64, RequestKind>,
     pub(super) journal: JournalDriver,
     pub(super) lock: LockDriver,
+    pub(super) bridge: BridgeReader,
 }
 
 impl NodeHost {
@@ -50,6 +52,7 @@ impl NodeHost {
             tick_at: None,
             connections: BTreeSet::new(),
             requests_in_flight: BTreeMap::new(),
+            bridge: BridgeReader::default(),
         }
     }
 

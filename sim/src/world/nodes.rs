@@ -14,6 +14,9 @@ use super::state::World;
 #[cfg(feature = "planted-bugs")]
 use crate::config::PlantedBug;
 
+/// How long the bridge reader waits before fetching a topic that had nothing new.
+const BRIDGE_POLL_MS: u64 = 100;
+
 impl World {
     fn node_config(&self, i: usize) -> NodeConfig {
         #[allow(unused_mut)]
@@ -24,6 +27,7 @@ impl World {
             heartbeat_ms: 0,
             drain_timeout_ms: 3_000,
             activation_retry_ms: 500,
+            bridge: self.bridge_cfg.clone(),
             ..NodeConfig::default()
         };
         #[cfg(feature = "planted-bugs")]
@@ -47,6 +51,7 @@ impl World {
         host.requests_in_flight.clear();
         host.journal.reset();
         host.lock.reset();
+        host.bridge.reset();
         let name = host.name.clone();
         self.log(&name, "boot");
         self.feed(i, Input::Start);
@@ -60,6 +65,7 @@ impl World {
         host.accepting = false;
         host.requests_in_flight.clear();
         host.journal.reset();
+        host.bridge.reset();
         let connections = std::mem::take(&mut host.connections);
         for c in connections {
             if let Some(t) = self.network.node_crashed(c, self.now) {
@@ -172,7 +178,11 @@ impl World {
             Output::Admin { id, result } => self.operator_heard(i, id, result),
             Output::Stopped => {}
             Output::Bridge(request) => {
-                unreachable!("simulated nodes have no Kafka bridge configured: {request:?}")
+                let cfg = self
+                    .bridge_cfg
+                    .as_ref()
+                    .expect("a node asks its bridge only when it has one");
+                self.nodes[i].bridge.request(request, cfg, &mut effects);
             }
         }
         self.apply_effects(i, &mut effects, inputs);
@@ -186,6 +196,17 @@ impl World {
                 Effect::Request(kind, request) => self.request(i, kind, request),
                 Effect::Notify(request) => self.notify(i, request),
                 Effect::Input(input) => inputs.push_back(input),
+                Effect::ArmBridgePoll => {
+                    let generation = self.nodes[i].generation;
+                    let t = self.now + BRIDGE_POLL_MS;
+                    self.at(
+                        t,
+                        Event::BridgePoll {
+                            node: i,
+                            generation,
+                        },
+                    );
+                }
                 Effect::ArmHeartbeat => {
                     let generation = self.nodes[i].generation;
                     let t = self.now + self.cfg.lock_heartbeat_ms;
@@ -240,6 +261,11 @@ impl World {
                 host.journal
                     .on_latest_activation(v.as_deref(), epoch, &mut effects);
             }
+            (RequestKind::BridgeFetch, KafkaResponse::TopicFetched { topic, result }) => {
+                if let Some(cfg) = self.bridge_cfg.as_ref() {
+                    host.bridge.on_fetched(topic, result, cfg, &mut effects);
+                }
+            }
             (RequestKind::JoinGroup | RequestKind::Heartbeat, KafkaResponse::Group(r)) => {
                 host.lock.on_group(r, now, &mut effects);
             }
@@ -259,6 +285,10 @@ impl World {
         host.journal.attempts += 1;
         if kind.is_lock() {
             host.lock.on_timeout();
+        } else if kind == RequestKind::BridgeFetch {
+            if let Some(cfg) = self.bridge_cfg.as_ref() {
+                host.bridge.on_timeout(cfg, &mut effects);
+            }
         } else {
             let epoch = host.node_epoch();
             host.journal.on_timeout(kind, epoch, &mut effects);
@@ -275,6 +305,19 @@ impl World {
         self.nodes[i]
             .lock
             .on_heartbeat_due(now, session_ms, &mut effects);
+        let mut inputs = VecDeque::new();
+        self.apply_effects(i, &mut effects, &mut inputs);
+        self.effects = effects;
+        self.feed_all(i, inputs);
+    }
+
+    /// The bridge reader's poll came due.
+    pub(super) fn on_bridge_poll(&mut self, i: usize) {
+        let Some(cfg) = self.bridge_cfg.as_ref() else {
+            return;
+        };
+        let mut effects = std::mem::take(&mut self.effects);
+        self.nodes[i].bridge.poll(cfg, &mut effects);
         let mut inputs = VecDeque::new();
         self.apply_effects(i, &mut effects, &mut inputs);
         self.effects = effects;

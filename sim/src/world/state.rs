@@ -8,6 +8,7 @@ use halyard_core::Millis;
 
 use super::effects::Effect;
 use super::events::{Event, EventQueue};
+use super::feed_state::Feed;
 use super::journal_driver::DecodedRecords;
 use super::kafka_requests::JOURNAL_TOPIC;
 use super::network::{self, Network};
@@ -18,6 +19,7 @@ use crate::config::SimConfig;
 use crate::kafka::KafkaModel;
 use crate::rng::Rng;
 use crate::trace::Trace;
+use halyard_core::bridge::{BridgeConfig, BridgeMode, RouteSettings, DEFAULT_PREFIX};
 
 /// Fault counters for the summary.
 #[derive(Clone, Debug, Default)]
@@ -53,6 +55,10 @@ pub(crate) struct World {
     pub(crate) invariant_checks: u64,
     /// Management requests and their answers.
     pub(crate) operator: Operator,
+    /// The nodes' Kafka bridge (`None`: off).
+    pub(super) bridge_cfg: Option<BridgeConfig>,
+    /// The outside Kafka producer.
+    pub(crate) feed: Feed,
 }
 
 impl World {
@@ -82,7 +88,22 @@ impl World {
             broken_invariant: None,
             invariant_checks: 0,
             operator: Operator::default(),
+            bridge_cfg: None,
+            feed: Feed::new(0, 0),
         };
+        if w.cfg.bridge {
+            let mut b = BridgeConfig::new(
+                DEFAULT_PREFIX.into(),
+                RouteSettings::default(),
+                Vec::new(),
+                "sim".into(),
+                BridgeMode::Transactional,
+            )
+            .expect("a valid bridge configuration");
+            b.excluded_topics.push(JOURNAL_TOPIC.into());
+            w.bridge_cfg = Some(b);
+            w.feed = Feed::new(w.cfg.seed, w.cfg.feed_records);
+        }
         if w.cfg.operator {
             w.operator = Operator::new(w.cfg.seed);
         }
