@@ -1,8 +1,10 @@
 //! The Kafka bridge's settings: `--bridge`, `--bridge-prefix`,
 //! `--bridge-route` (repeatable) and the default route's `--bridge-body`,
 //! `--bridge-headers`, `--bridge-consume-always`, `--bridge-topic-partitions`,
-//! as flags, `HALYARD_*` and TOML (a route is a table there:
-//! `[[bridge_route]]`, or the same `key=value;...` string a flag takes).
+//! `--bridge-kafka-bootstrap` (with a local journal), as flags, `HALYARD_*`
+//! and TOML (a route is a `[[bridge_route]]` table there, with the keys
+//! `match`, `address`, `direction`, `key_property`, `body`, `headers`,
+//! `consume_always`).
 
 use std::str::FromStr;
 
@@ -124,6 +126,8 @@ pub struct BridgeSettings {
     pub headers: Option<HeadersArg>,
     pub consume_always: Option<bool>,
     pub topic_partitions: Option<i32>,
+    /// The Kafka a local-journal node bridges to.
+    pub bootstrap: Option<String>,
 }
 
 fn settings(
@@ -152,29 +156,31 @@ fn settings(
     }
 }
 
-/// The bridge's configuration, or `None` when it is off. On by default
-/// with the Kafka journal; the local journal has no bridge yet (its outbox
-/// is not built), so asking for one there is an error.
+/// The bridge as resolved: its configuration (`None`: off), and with a
+/// local journal the Kafka it forwards to and reads from.
+pub struct ResolvedBridge {
+    pub config: Option<BridgeConfig>,
+    pub partitions: i32,
+    pub local_kafka: Option<halyard_io::kafka::KafkaConfig>,
+}
+
+/// On by default with the Kafka journal (same cluster, exactly once); with
+/// the local journal on when `--bridge-kafka-bootstrap` names a Kafka (an
+/// outbox, at least once). Routes are checked even when the bridge is off,
+/// so a mistake is found before it is switched on.
 pub fn resolve(
     s: BridgeSettings,
-    kafka: Option<&halyard_io::kafka::KafkaConfig>,
-) -> Result<(Option<BridgeConfig>, i32), String> {
+    journal_kafka: Option<&halyard_io::kafka::KafkaConfig>,
+    cluster_id: &str,
+    properties: &[(String, String)],
+) -> Result<ResolvedBridge, String> {
     let partitions = s.topic_partitions.unwrap_or(1);
     if !(1..=10_000).contains(&partitions) {
         return Err(format!(
             "bridge_topic_partitions = {partitions}: must be 1 to 10000"
         ));
     }
-    let Some(kafka) = kafka else {
-        if s.enabled == Some(true) {
-            return Err("bridge = true: the Kafka bridge needs the Kafka journal (--kafka-bootstrap); with the local journal it is not available yet".into());
-        }
-        return Ok((None, partitions));
-    };
-    if s.enabled == Some(false) {
-        return Ok((None, partitions));
-    }
-    let specs = s
+    let specs: Vec<RouteSpec> = s
         .routes
         .into_iter()
         .map(|r| RouteSpec {
@@ -189,17 +195,56 @@ pub fn resolve(
             ),
         })
         .collect();
+    for (i, spec) in specs.iter().enumerate() {
+        halyard_core::bridge::Route::new(i + 1, spec.clone()).map_err(|e| e.to_string())?;
+    }
+    let bootstrap = s.bootstrap.filter(|b| !b.trim().is_empty());
+    let off = ResolvedBridge {
+        config: None,
+        partitions,
+        local_kafka: None,
+    };
+    let (mode, local_kafka) = match (journal_kafka, bootstrap) {
+        (Some(j), Some(b)) if b != j.bootstrap => {
+            return Err(format!(
+                "bridge_kafka_bootstrap = {b}: with the Kafka journal the bridge uses the journal's Kafka ({}), whose transactions make it exactly once; leave it unset",
+                j.bootstrap
+            ));
+        }
+        (Some(_), _) => (BridgeMode::Transactional, None),
+        (None, Some(b)) => {
+            let mut k = halyard_io::kafka::KafkaConfig::new(b, cluster_id);
+            k.properties = properties.to_vec();
+            k.bridge_topic_partitions = partitions;
+            (BridgeMode::Outbox, Some(k))
+        }
+        (None, None) => {
+            if s.enabled == Some(true) {
+                return Err("bridge = true: with the local journal the Kafka bridge needs a Kafka to bridge to (--bridge-kafka-bootstrap HOST:PORT)".into());
+            }
+            return Ok(off);
+        }
+    };
+    if s.enabled == Some(false) {
+        return Ok(off);
+    }
     let mut config = BridgeConfig::new(
         s.prefix.unwrap_or_else(|| DEFAULT_PREFIX.to_string()),
         settings(None, None, s.body, s.headers, s.consume_always),
         specs,
-        kafka.cluster_id.clone(),
-        BridgeMode::Transactional,
+        cluster_id.to_string(),
+        mode,
     )
     .map_err(|e| e.to_string())?;
-    // Never bridge Halyard's own topics.
-    config.excluded_topics = vec![kafka.journal_topic(), kafka.lock_group()];
-    Ok((Some(config), partitions))
+    // Never bridge this cluster's own topics (other Halyard clusters'
+    // journal and lock topics are left out by name, in the core).
+    let k = journal_kafka.or(local_kafka.as_ref()).expect("a Kafka");
+    config.excluded_topics = vec![k.journal_topic(), k.lock_group()];
+    Ok(ResolvedBridge {
+        config: Some(config),
+        partitions,
+        local_kafka,
+    })
 }
 
 #[cfg(test)]
@@ -233,29 +278,53 @@ mod tests {
             headers: None,
             consume_always: None,
             topic_partitions: None,
+            bootstrap: None,
         };
-        let (c, _) = resolve(base(), Some(&kafka)).unwrap();
-        let c = c.unwrap();
+        let c = resolve(base(), Some(&kafka), "c1", &[])
+            .unwrap()
+            .config
+            .unwrap();
+        assert_eq!(c.mode, BridgeMode::Transactional);
         assert_eq!(c.outbound("kafka.test").unwrap().topic, "test");
         assert!(c.outbound("kafka.halyard-c1-journal").is_none());
-        assert!(resolve(base(), None).unwrap().0.is_none());
+        assert!(resolve(base(), None, "c1", &[]).unwrap().config.is_none());
         let e = resolve(
             BridgeSettings {
                 enabled: Some(true),
                 ..base()
             },
             None,
+            "c1",
+            &[],
         )
-        .unwrap_err();
-        assert!(e.to_string().contains("bridge"), "{e}");
+        .err()
+        .unwrap();
+        assert!(e.contains("bridge-kafka-bootstrap"), "{e}");
+        // A local journal with a Kafka to bridge to: the outbox.
+        let r = resolve(
+            BridgeSettings {
+                bootstrap: Some("127.0.0.1:9092".into()),
+                ..base()
+            },
+            None,
+            "c1",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(r.config.unwrap().mode, BridgeMode::Outbox);
+        assert_eq!(r.local_kafka.unwrap().bootstrap, "127.0.0.1:9092");
+        // Bad routes are refused even with the bridge off.
         let e = resolve(
             BridgeSettings {
                 routes: vec!["match=(;address=a.${topic}".parse().unwrap()],
                 ..base()
             },
-            Some(&kafka),
+            None,
+            "c1",
+            &[],
         )
-        .unwrap_err();
-        assert!(e.to_string().contains("not a valid regex"), "{e}");
+        .err()
+        .unwrap();
+        assert!(e.contains("not a valid regex"), "{e}");
     }
 }

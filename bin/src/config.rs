@@ -147,6 +147,13 @@ pub struct NodeSettings {
     /// Read a bridged topic even while its address has no subscriptions (default route) [default: false]
     #[arg(long, env = "HALYARD_BRIDGE_CONSUME_ALWAYS", num_args = 0..=1, default_missing_value = "true")]
     pub bridge_consume_always: Option<bool>,
+    /// Kafka to bridge to when the journal is local (turns the bridge on, with an outbox: at least once) [default: none]
+    #[arg(
+        long,
+        env = "HALYARD_BRIDGE_KAFKA_BOOTSTRAP",
+        value_name = "HOST:PORT,..."
+    )]
+    pub bridge_kafka_bootstrap: Option<String>,
     /// Partitions of a bridged topic Halyard creates on first use [default: 1]
     #[arg(long, env = "HALYARD_BRIDGE_TOPIC_PARTITIONS", value_name = "N")]
     pub bridge_topic_partitions: Option<i32>,
@@ -178,6 +185,8 @@ pub struct Resolved {
     pub http: Option<SocketAddr>,
     pub metrics_max_queues: usize,
     pub peer_http: Vec<String>,
+    /// The Kafka a local-journal node bridges to (`None` otherwise).
+    pub bridge_kafka: Option<halyard_io::kafka::KafkaConfig>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -254,7 +263,8 @@ pub fn merge(cli: &NodeSettings, file: &NodeSettings) -> NodeSettings {
         bridge_body,
         bridge_headers,
         bridge_consume_always,
-        bridge_topic_partitions
+        bridge_topic_partitions,
+        bridge_kafka_bootstrap
     )
 }
 
@@ -384,6 +394,15 @@ pub fn resolve(s: NodeSettings) -> Result<Resolved, ConfigError> {
         amqp,
         ..NodeConfig::default()
     };
+    // With a local journal these name the bridge's Kafka clients.
+    let bridge_cluster_id = s.cluster_id.clone().unwrap_or_else(|| "halyard".into());
+    let bridge_properties: Vec<(String, String)> = s
+        .kafka_properties
+        .iter()
+        .flatten()
+        .filter_map(|p| p.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
     let backend = match s.kafka_bootstrap.filter(|b| !b.trim().is_empty()) {
         None => Backend::Local,
         Some(bootstrap) => {
@@ -450,7 +469,7 @@ pub fn resolve(s: NodeSettings) -> Result<Resolved, ConfigError> {
             }
         }
     };
-    let (bridge, bridge_partitions) = crate::bridge_config::resolve(
+    let bridge = crate::bridge_config::resolve(
         crate::bridge_config::BridgeSettings {
             enabled: s.bridge,
             prefix: s.bridge_prefix,
@@ -459,18 +478,22 @@ pub fn resolve(s: NodeSettings) -> Result<Resolved, ConfigError> {
             headers: s.bridge_headers,
             consume_always: s.bridge_consume_always,
             topic_partitions: s.bridge_topic_partitions,
+            bootstrap: s.bridge_kafka_bootstrap,
         },
         match &backend {
             Backend::Kafka { config, .. } => Some(config),
             Backend::Local => None,
         },
+        &bridge_cluster_id,
+        &bridge_properties,
     )
     .map_err(ConfigError::Bridge)?;
     let mut node = node;
-    node.bridge = bridge;
+    node.bridge = bridge.config;
+    let bridge_kafka = bridge.local_kafka;
     let mut backend = backend;
     if let Backend::Kafka { config, .. } = &mut backend {
-        config.bridge_topic_partitions = bridge_partitions;
+        config.bridge_topic_partitions = bridge.partitions;
     }
     let metrics_max_queues = s.metrics_max_queues.unwrap_or(1000);
     if metrics_max_queues == 0 {
@@ -500,6 +523,7 @@ pub fn resolve(s: NodeSettings) -> Result<Resolved, ConfigError> {
     Ok(Resolved {
         backend,
         peer_http,
+        bridge_kafka,
         http: s.http,
         metrics_max_queues,
         listen,

@@ -62,7 +62,30 @@ pub fn run(
                     },
                     inputs_tx.clone(),
                 );
-                (journal, lock, halyard_io::bridge::BridgeHandle::none())
+                let bridge = match (&r.node.bridge, &r.bridge_kafka) {
+                    (Some(b), Some(k)) => {
+                        info!(
+                            bootstrap = %k.bootstrap,
+                            prefix = %b.prefix,
+                            routes = b.routes.len(),
+                            "Kafka bridge on (local journal: outbox, at least once): addresses {}<topic> <-> Kafka topics",
+                            b.prefix
+                        );
+                        let forwarder = halyard_io::kafka::spawn_bridge_forwarder(
+                            k.clone(),
+                            inputs_tx.clone(),
+                            Default::default(),
+                        );
+                        halyard_io::kafka::spawn_bridge_reader(
+                            k.clone(),
+                            b.clone(),
+                            inputs_tx.clone(),
+                            Some(forwarder),
+                        )
+                    }
+                    _ => halyard_io::bridge::BridgeHandle::none(),
+                };
+                (journal, lock, bridge)
             }
             Backend::Kafka {
                 config,
@@ -101,6 +124,7 @@ pub fn run(
                             config.clone(),
                             b.clone(),
                             inputs_tx.clone(),
+                            None,
                         )
                     }
                     None => halyard_io::bridge::BridgeHandle::none(),

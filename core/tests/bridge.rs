@@ -177,3 +177,56 @@ fn ingested_records_reach_subscribers_once_and_resume_after_restart() {
         })
     );
 }
+
+/// With the local journal the record goes into the outbox with the
+/// message, is forwarded once durable, leaves the outbox when Kafka has it,
+/// and what was still in the outbox is forwarded again after a restart
+/// (at least once).
+#[test]
+fn the_outbox_forwards_after_durable_and_again_after_a_restart() {
+    let mut cfg = config();
+    if let Some(b) = cfg.bridge.as_mut() {
+        b.mode = BridgeMode::Outbox;
+    }
+    let mut h = Harness::new(cfg);
+    let c = h.connect(1);
+    h.hold_journal = true;
+    h.send(c, send_receipt("/topic/kafka.orders", "one", "r1"));
+    h.send(c, send_receipt("/topic/kafka.orders", "two", "r2"));
+    let forwards = |h: &Harness| -> Vec<(halyard_core::ids::Id, bool)> {
+        h.bridge
+            .iter()
+            .filter_map(|r| match r {
+                BridgeRequest::Forward { records, again } => Some(
+                    records
+                        .iter()
+                        .map(|(id, _)| (*id, *again))
+                        .collect::<Vec<_>>(),
+                ),
+                _ => None,
+            })
+            .flatten()
+            .collect()
+    };
+    assert!(forwards(&h).is_empty(), "forwarded before durable");
+    h.hold_journal = false;
+    h.complete(usize::MAX);
+    assert_eq!(receipts(&h.take(c)), vec!["r1", "r2"]);
+    assert!(
+        h.published.is_empty(),
+        "the local journal writes no Kafka records"
+    );
+    let sent = forwards(&h);
+    assert_eq!(sent.len(), 2);
+    assert!(sent.iter().all(|(_, again)| !again));
+    assert_eq!(h.node.broker().outbox().len(), 2);
+    // Kafka has the first: it leaves the outbox (a tombstone in the journal).
+    h.input(Input::Bridge(BridgeEvent::Forwarded {
+        ids: vec![sent[0].0],
+    }));
+    assert_eq!(h.node.broker().outbox().len(), 1);
+    // A restart forwards the second again.
+    let h2 = h.restart();
+    let again = forwards(&h2);
+    assert_eq!(again, vec![(sent[1].0, true)]);
+}

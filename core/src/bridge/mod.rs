@@ -41,6 +41,8 @@ pub enum BridgeEvent {
         partition: u32,
         records: Vec<InRecord>,
     },
+    /// Kafka acknowledged these outbox records: they leave the outbox.
+    Forwarded { ids: Vec<crate::ids::Id> },
 }
 
 /// What the node asks of the bridge's Kafka reader.
@@ -60,6 +62,14 @@ pub enum BridgeRequest {
     /// skipped). Resume reading there: it is also where the node stopped
     /// if it could not take all the records it was given.
     Ingested(Position),
-    /// Not live any more: stop reading.
+    /// Forward these outbox records to Kafka (local journal), in order;
+    /// answered by [`BridgeEvent::Forwarded`]. `again`: they were in the
+    /// outbox when this node went live, so an earlier live may have
+    /// forwarded them already (the duplicates of at-least-once).
+    Forward {
+        records: Vec<(crate::ids::Id, std::sync::Arc<OutRecord>)>,
+        again: bool,
+    },
+    /// Not live any more: stop reading (and forwarding).
     Stop,
 }

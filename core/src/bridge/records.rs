@@ -166,7 +166,8 @@ fn value_bytes(v: &Value) -> Option<Bytes> {
 fn jms_header(name: &str, v: &Value) -> Option<(String, Bytes)> {
     let (kind, bytes): (&str, Vec<u8>) = match v {
         Value::String(s) | Value::Symbol(s) => ("string", s.as_bytes().to_vec()),
-        Value::Bool(b) => ("boolean", vec![u8::from(*b)]),
+        // JMS Bridge writes booleans as text.
+        Value::Bool(b) => ("boolean", b.to_string().into_bytes()),
         Value::Byte(n) => ("byte", n.to_be_bytes().to_vec()),
         Value::Short(n) => ("short", n.to_be_bytes().to_vec()),
         Value::Int(n) => ("int", n.to_be_bytes().to_vec()),
@@ -186,7 +187,12 @@ fn from_jms_header(header: &str, v: &Bytes) -> Option<(String, Value)> {
     let (kind, name) = rest.split_once('.')?;
     let value = match kind {
         "string" => Value::String(std::str::from_utf8(v).ok()?.to_string()),
-        "boolean" => Value::Bool(*v.first()? != 0),
+        "boolean" => match v.as_ref() {
+            b"true" => Value::Bool(true),
+            b"false" => Value::Bool(false),
+            [b] => Value::Bool(*b != 0),
+            _ => return None,
+        },
         "byte" => Value::Byte(i8::from_be_bytes(v.as_ref().try_into().ok()?)),
         "short" => Value::Short(i16::from_be_bytes(v.as_ref().try_into().ok()?)),
         "int" => Value::Int(i32::from_be_bytes(v.as_ref().try_into().ok()?)),

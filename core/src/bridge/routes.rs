@@ -257,7 +257,10 @@ impl BridgeConfig {
     }
 
     fn excluded(&self, topic: &str) -> bool {
-        topic.starts_with("__") || self.excluded_topics.iter().any(|t| t == topic)
+        // Kafka's own topics, and any Halyard cluster's journal and lock.
+        let halyards = topic.starts_with("halyard-")
+            && (topic.ends_with("-journal") || topic.ends_with("-lock"));
+        halyards || topic.starts_with("__") || self.excluded_topics.iter().any(|t| t == topic)
     }
 
     /// Where messages sent to `address` go in Kafka, if it is bridged out.
@@ -294,7 +297,10 @@ impl BridgeConfig {
             }
         }
         let topic = address.strip_prefix(self.prefix.as_str())?;
-        (is_topic_name(topic) && !self.excluded(topic)).then(|| Mapping {
+        // A topic a route covers is bridged only at that route's address,
+        // both ways alike.
+        let routed = self.routes.iter().any(|r| r.matcher.is_match(topic));
+        (is_topic_name(topic) && !routed && !self.excluded(topic)).then(|| Mapping {
             topic: topic.to_string(),
             address: address.to_string(),
             settings: &self.default_settings,
@@ -383,6 +389,9 @@ mod tests {
         assert!(c.is_bridged("shop.orders-eu.events"));
         assert!(c.inbound("metrics").is_none(), "outbound only");
         assert_eq!(c.outbound("kafka.metrics").unwrap().topic, "metrics");
+        // The default prefix does not reach a topic a route covers.
+        assert!(c.outbound("kafka.orders-eu").is_none());
+        assert!(!c.is_bridged("kafka.orders-eu"));
         // The regex is anchored: `orders-.*` does not cover `xorders-1`.
         assert_eq!(c.inbound("xorders-1").unwrap().address, "kafka.xorders-1");
     }

@@ -62,6 +62,12 @@ impl Broker {
                 debug_assert!(*at <= *next_offset, "bridge position went back");
                 *at = (*at).max(*next_offset);
             }
+            Entry::Put(Record::Outbox { id, record }) => {
+                self.outbox.insert(*id, record.clone());
+            }
+            Entry::Tombstone(Key::Outbox(id)) => {
+                self.outbox.remove(id);
+            }
             Entry::Tombstone(Key::BridgePosition { topic, partition }) => {
                 self.bridge_positions.remove(&(topic.clone(), *partition));
             }

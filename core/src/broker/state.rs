@@ -177,6 +177,8 @@ pub struct Broker {
     /// Counts queue creations and deletions (the Kafka bridge reads a
     /// topic while its address has subscriptions).
     pub(crate) queues_generation: u64,
+    /// The Kafka bridge's outbox (local journal): records not yet in Kafka.
+    pub(crate) outbox: BTreeMap<Id, Arc<crate::bridge::OutRecord>>,
 }
 
 impl Broker {
@@ -208,6 +210,7 @@ impl Broker {
             evicted_in_load: BTreeSet::new(),
             bridge_positions: BTreeMap::new(),
             queues_generation: 0,
+            outbox: BTreeMap::new(),
         }
     }
 
@@ -287,6 +290,11 @@ impl Broker {
     /// offset of the next record to read.
     pub fn bridge_positions(&self) -> &BTreeMap<(String, u32), u64> {
         &self.bridge_positions
+    }
+
+    /// The Kafka bridge's outbox: records still to forward, by message id.
+    pub fn outbox(&self) -> &BTreeMap<Id, Arc<crate::bridge::OutRecord>> {
+        &self.outbox
     }
 
     /// Changes whenever a queue is created or deleted.

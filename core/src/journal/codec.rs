@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use super::bridge_codec::{put_out_record, read_out_record};
 pub use super::format::{CodecError, FORMAT_VERSION, FORMAT_VERSION_OLDEST};
 use super::format::{FORMAT_VERSION_ADDRESSES, FORMAT_VERSION_BRIDGE, NAME_BYTES_MAX};
 use super::message_codec::{put_message, put_routing, read_message, read_message_v1, read_routing};
@@ -38,6 +39,7 @@ const TAG_ACKED: u8 = 5;
 const TAG_DUPLICATE_ID: u8 = 6;
 const TAG_ADDRESS_CREATED: u8 = 7;
 const TAG_BRIDGE_POSITION: u8 = 8;
+const TAG_OUTBOX: u8 = 9;
 
 /// Encodes an entry as (key, value); `None` is a tombstone.
 pub fn encode_entry(entry: &Entry) -> (Bytes, Option<Bytes>) {
@@ -98,6 +100,10 @@ pub fn encode_key(key: &Key) -> Bytes {
             out.extend_from_slice(b"a/");
             out.extend_from_slice(name.as_bytes());
         }
+        Key::Outbox(id) => {
+            out.extend_from_slice(b"o/");
+            put_key_id(&mut out, *id);
+        }
         Key::BridgePosition { topic, partition } => {
             out.extend_from_slice(b"k/");
             put_decimal(&mut out, u64::from(*partition));
@@ -113,7 +119,7 @@ fn key_len_hint(key: &Key) -> usize {
     match key {
         Key::Activation => 10,
         Key::Queue(name) | Key::Address(name) => 2 + name.len(),
-        Key::Message(_) | Key::Ref { .. } => 2 + 2 * 31 + 1,
+        Key::Message(_) | Key::Ref { .. } | Key::Outbox(_) => 2 + 2 * 31 + 1,
         Key::Duplicate { address, dup_id } => 2 + 20 + 2 + address.len() + dup_id.len(),
         Key::BridgePosition { topic, .. } => 2 + 10 + 1 + topic.len(),
     }
@@ -165,6 +171,7 @@ pub fn decode_key(raw: &[u8]) -> Result<Key, CodecError> {
             })
         }
         "m" => Ok(Key::Message(rest.parse().map_err(|_| bad())?)),
+        "o" => Ok(Key::Outbox(rest.parse().map_err(|_| bad())?)),
         "r" => {
             let (m, q) = rest.split_once('/').ok_or_else(bad)?;
             Ok(Key::Ref {
@@ -259,6 +266,11 @@ pub fn encode_record(record: &Record) -> Bytes {
             put_varint(&mut out, u64::from(*partition));
             put_varint(&mut out, *next_offset);
         }
+        Record::Outbox { id, record } => {
+            out.put_u8(TAG_OUTBOX);
+            put_id(&mut out, *id);
+            put_out_record(&mut out, record);
+        }
     }
     let crc = crc32c::crc32c(&out);
     out.put_u32_le(crc);
@@ -270,6 +282,7 @@ fn record_payload_hint(record: &Record) -> usize {
         Record::MessageStored { message, .. } => {
             message.size_bytes() + 16 * (message.application.len() + message.annotations.len())
         }
+        Record::Outbox { record, .. } => record.bytes() + 8 * record.headers.len(),
         _ => 0,
     }
 }
@@ -362,6 +375,10 @@ pub fn decode_record(raw: &[u8]) -> Result<Record, CodecError> {
             partition: r.narrow("partition")?,
             next_offset: r.varint("next offset")?,
         },
+        TAG_OUTBOX if version >= FORMAT_VERSION_BRIDGE => Record::Outbox {
+            id: r.id("message id")?,
+            record: Arc::new(read_out_record(&mut r)?),
+        },
         other => return Err(CodecError::UnknownTag(other)),
     };
     if !r.buf.is_empty() {
@@ -426,6 +443,17 @@ mod tests {
                     crate::message::Routing::Anycast
                 },
             }),
+            (id(), name(), proptest::option::of(name()), name(), name()).prop_map(
+                |(id, topic, key, value, header)| Record::Outbox {
+                    id,
+                    record: Arc::new(crate::bridge::OutRecord {
+                        topic,
+                        key: key.map(Bytes::from),
+                        value: Bytes::from(value),
+                        headers: vec![(header, Bytes::from_static(b"v"))],
+                    }),
+                }
+            ),
             (name(), any::<u32>(), any::<u64>()).prop_map(|(topic, partition, next_offset)| {
                 Record::BridgePosition {
                     topic,

@@ -11,8 +11,8 @@ use thiserror::Error;
 ///   priority, expiry, scheduled time, duplicate id).
 /// - 3: version 2 plus the `AddressCreated` record (tag 7, key `a/NAME`);
 ///   every other record is laid out as in version 2.
-/// - 4: version 3 plus the `BridgePosition` record (tag 8, key
-///   `k/PARTITION/TOPIC`).
+/// - 4: version 3 plus the Kafka bridge's records: `BridgePosition` (tag 8,
+///   key `k/PARTITION/TOPIC`) and `Outbox` (tag 9, key `o/EPOCH:SEQ`).
 pub const FORMAT_VERSION: u8 = 4;
 /// The first version with the `AddressCreated` record.
 pub(crate) const FORMAT_VERSION_ADDRESSES: u8 = 3;

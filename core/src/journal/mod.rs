@@ -7,6 +7,7 @@
 //! Kafka's compacted-topic model, so a compacted journal replays to the same
 //! state as the full one.
 
+mod bridge_codec;
 pub mod codec;
 mod format;
 pub mod group_commit;

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use crate::bridge::OutRecord;
 use crate::ids::Id;
 use crate::message::{Message, Routing};
 
@@ -81,6 +82,10 @@ pub enum Record {
         partition: u32,
         next_offset: u64,
     },
+    /// A record the Kafka bridge must still forward (the outbox of a node
+    /// whose journal is not Kafka), under the id of the message it came
+    /// from; tombstoned once Kafka has it. Format version 4 on.
+    Outbox { id: Id, record: Arc<OutRecord> },
 }
 
 /// What an entry is about. Later entries with the same key supersede earlier ones.
@@ -103,6 +108,7 @@ pub enum Key {
         topic: String,
         partition: u32,
     },
+    Outbox(Id),
 }
 
 impl Record {
@@ -123,6 +129,7 @@ impl Record {
                 dup_id: dup_id.clone(),
             },
             Record::AddressCreated { address, .. } => Key::Address(address.clone()),
+            Record::Outbox { id, .. } => Key::Outbox(*id),
             Record::BridgePosition {
                 topic, partition, ..
             } => Key::BridgePosition {

@@ -4,17 +4,18 @@
 //! reach; the reader is started, told what to read and stopped with the
 //! live role.
 
+use std::sync::Arc;
+
 use super::config::PlantedBug;
 use super::node::Node;
 use super::ops::OpError;
 use super::ports::Output;
 use super::work::{Effects, Work};
 use crate::bridge::records::{to_message, to_record};
-use crate::bridge::{
-    BridgeEvent, BridgeMode, BridgeRequest, InRecord, OutError, OutRecord, Position,
-};
+use crate::bridge::{BridgeEvent, BridgeRequest, InRecord, OutError, OutRecord, Position};
 use crate::ha::HaState;
-use crate::journal::{Entry, Record};
+use crate::ids::Id;
+use crate::journal::{Entry, Key, Record};
 use crate::message::{Message, Routing};
 
 impl Node {
@@ -25,9 +26,6 @@ impl Node {
         let Some(cfg) = self.config.bridge.as_ref() else {
             return Ok(None);
         };
-        if cfg.mode != BridgeMode::Transactional {
-            return Ok(None);
-        }
         let Some(to) = cfg.outbound(&message.address) else {
             return Ok(None);
         };
@@ -50,6 +48,26 @@ impl Node {
                 partition,
                 records,
             } => self.ingest(topic, partition, records),
+            BridgeEvent::Forwarded { ids } => {
+                // Not live: the next live forwards them again from the outbox.
+                if self.state != HaState::Live {
+                    return;
+                }
+                for id in ids {
+                    if self.broker.outbox().contains_key(&id) {
+                        self.counters.bridge_forwarded += 1;
+                        self.housekeeping.push(Entry::Tombstone(Key::Outbox(id)));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Hands outbox records to the forwarder.
+    pub(crate) fn forward(&mut self, records: Vec<(Id, Arc<OutRecord>)>, again: bool) {
+        if self.state == HaState::Live && self.bridge_reported.is_some() {
+            self.outputs
+                .push_back(Output::Bridge(BridgeRequest::Forward { records, again }));
         }
     }
 
@@ -162,6 +180,16 @@ impl Node {
             positions,
             subscribed,
         }));
+        // What an earlier live left in the outbox goes out again.
+        let pending: Vec<(Id, Arc<OutRecord>)> = self
+            .broker
+            .outbox()
+            .iter()
+            .map(|(id, r)| (*id, r.clone()))
+            .collect();
+        if !pending.is_empty() {
+            self.forward(pending, true);
+        }
     }
 
     /// The live role ended: stop the reader.

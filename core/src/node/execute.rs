@@ -6,6 +6,7 @@ use std::sync::Arc;
 use super::node::Node;
 use super::ops::{Op, OpError, Outcome, SubscribeOp, SubscribeTarget};
 use super::work::{Effects, VolatileSend, Work};
+use crate::bridge::BridgeMode;
 use crate::broker::{ConsumerFilter, Destination, Selector, Settled};
 use crate::ids::ConnId;
 use crate::journal::{Entry, Key, QueueKind, Record, Routing};
@@ -242,7 +243,19 @@ impl Node {
                 message: message.clone(),
             }));
         }
-        effects.publish.extend(record);
+        if let Some(record) = record {
+            match self.config.bridge.as_ref().map(|b| b.mode) {
+                Some(BridgeMode::Outbox) => {
+                    let record = Arc::new(record);
+                    entries.push(Entry::Put(Record::Outbox {
+                        id,
+                        record: record.clone(),
+                    }));
+                    effects.forward.push((id, record));
+                }
+                _ => effects.publish.push(record),
+            }
+        }
         effects.sends.push(VolatileSend {
             id,
             message,
@@ -273,6 +286,10 @@ impl Node {
             }));
         }
         let queue = match &req.target {
+            SubscribeTarget::Queue { address } if self.bridged_routing(address).is_some() => {
+                // Everything sent there is multicast: a queue would get nothing.
+                return Err(OpError::BridgedIsTopic(address.clone()));
+            }
             SubscribeTarget::Queue { address } => {
                 let (_, create) =
                     self.broker

@@ -161,8 +161,12 @@ pub enum OpError {
     NoQueue(String),
     #[error("address {0:?} is already in use")]
     AddressInUse(String),
-    #[error("address {0:?} is bridged to Kafka, which carries text and bytes bodies only (not a map, list or object)")]
+    #[error("address {0:?} is bridged to Kafka, which carries text and bytes bodies only (not a map or list)")]
     NotBridgeable(String),
+    #[error(
+        "address {0:?} is bridged to Kafka and is a topic: subscribe to it as a topic (/topic/{0})"
+    )]
+    BridgedIsTopic(String),
 }
 
 /// What an adapter hands the node.

@@ -232,6 +232,9 @@ impl Node {
         for d in effects.dups {
             self.planned_dups.remove(&d);
         }
+        if !effects.forward.is_empty() {
+            self.forward(effects.forward, false);
+        }
     }
 
     /// Attaches a consumer whose turn in the pipeline has come.

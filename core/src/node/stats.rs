@@ -52,6 +52,8 @@ pub struct NodeCounters {
     pub bridge_records_out: u64,
     /// Kafka bridge: record offsets ingested (made messages, or skipped).
     pub bridge_records_in: u64,
+    /// Kafka bridge: outbox records Kafka acknowledged (local journal).
+    pub bridge_forwarded: u64,
     /// Kafka bridge: records not read back because this cluster wrote them.
     pub bridge_loop_skipped: u64,
     /// Times this node obtained the live lock.

@@ -50,6 +50,9 @@ pub(crate) struct Effects {
     pub dups: Vec<(String, String)>,
     /// Kafka bridge records written with the batch (same transaction).
     pub publish: Vec<OutRecord>,
+    /// Kafka bridge records put in the outbox by the batch (local
+    /// journal): forwarded once it is durable.
+    pub forward: Vec<(Id, Arc<OutRecord>)>,
     /// A client's send outside a transaction: its completion is the
     /// receipt (timed for `send_receipt_latency`).
     pub send: bool,

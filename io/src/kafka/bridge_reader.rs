@@ -42,13 +42,14 @@ pub fn spawn_bridge_reader(
     kafka: KafkaConfig,
     bridge: BridgeConfig,
     inputs: mpsc::Sender<Input>,
+    forwarder: Option<std_mpsc::Sender<BridgeRequest>>,
 ) -> crate::bridge::BridgeHandle {
     let (tx, rx) = std_mpsc::channel();
     thread::Builder::new()
         .name("halyard-bridge-reader".into())
         .spawn(move || run(kafka, bridge, rx, inputs))
         .expect("spawn bridge reader thread");
-    crate::bridge::BridgeHandle::new(tx)
+    crate::bridge::BridgeHandle::new(tx, forwarder)
 }
 
 type Tp = (String, u32);
@@ -133,6 +134,8 @@ fn run(
                 info!("Kafka bridge reader stopped");
             }
             Some(BridgeRequest::Stop) => {}
+            // The forwarder's (the handle sends them there).
+            Some(BridgeRequest::Forward { .. }) => {}
             None => {}
         }
         let Some(l) = live.as_mut() else {
@@ -338,10 +341,17 @@ impl Live {
             warn!(topic = %tp.0, partition = tp.1, at = pos.next_offset, "Kafka bridge: the node took part of a batch; reading again from there");
             p.buffered.clear();
             p.hold_until = Some(Instant::now() + RETRY_AFTER);
-            self.refreshed = None;
-            // Re-assigning at `next` (the refresh) seeks back.
-            self.partitions.remove(&tp);
-            self.positions.insert(tp, pos.next_offset);
+            let at = Offset::Offset(pos.next_offset as i64);
+            if let Err(e) = self
+                .consumer
+                .seek(&tp.0, tp.1 as i32, at, Duration::from_secs(5))
+            {
+                // Re-assigning at the node's position (the refresh) seeks back.
+                warn!(error = %e, "Kafka bridge reader cannot seek; re-assigning");
+                self.partitions.remove(&tp);
+                self.positions.insert(tp, pos.next_offset);
+                self.refreshed = None;
+            }
         }
     }
 }

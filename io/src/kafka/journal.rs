@@ -41,7 +41,7 @@ use super::error::KafkaJournalError;
 use super::open::{latest_activation_epoch, new_producer, open_and_load, Writer};
 use super::produce::{is_fencing, send_bridged, send_record, serve_deliveries};
 use super::standby::Standby;
-use super::topic::ensure_topic;
+use super::topic::{ensure_topic, BRIDGED_TOPIC_CONFIG};
 use crate::journal::{next_step, JournalHandle};
 
 /// Bounds one group commit.
@@ -253,8 +253,13 @@ fn ensure_bridged_topics(
         if known.contains(&r.topic) {
             continue;
         }
-        ensure_topic(config, &r.topic, config.bridge_topic_partitions, &[])
-            .map_err(|e| format!("bridged topic {}: {e}", r.topic))?;
+        ensure_topic(
+            config,
+            &r.topic,
+            config.bridge_topic_partitions,
+            BRIDGED_TOPIC_CONFIG,
+        )
+        .map_err(|e| format!("bridged topic {}: {e}", r.topic))?;
         known.insert(r.topic.clone());
     }
     Ok(())

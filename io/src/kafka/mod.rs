@@ -7,8 +7,10 @@
 //! settings), `produce` and `read` (what writing and reading share),
 //! `standby` (the copy a backup keeps), `open` (fence and load), `journal`
 //! (the driver thread with group commit), `lock` (the group lock),
-//! `bridge_reader` (the Kafka bridge's reader of bridged topics).
+//! `bridge_reader` (the Kafka bridge's reader of bridged topics) and
+//! `bridge_forwarder` (its outbox forwarder, with a local journal).
 
+mod bridge_forwarder;
 mod bridge_reader;
 mod config;
 mod error;
@@ -20,6 +22,7 @@ mod read;
 mod standby;
 mod topic;
 
+pub use bridge_forwarder::{spawn_bridge_forwarder, ForwarderCounters};
 pub use bridge_reader::spawn_bridge_reader;
 pub use config::KafkaConfig;
 pub use error::{KafkaSetupError, ReadError, StandbyError};

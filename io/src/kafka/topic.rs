@@ -25,6 +25,10 @@ pub const JOURNAL_TOPIC_CONFIG: &[(&str, &str)] = &[
     ("max.message.bytes", "16777216"),
 ];
 
+/// Topic settings of a Kafka bridge topic Halyard creates: records as large
+/// as the journal's (a 10 MiB STOMP frame and its headers fit).
+pub const BRIDGED_TOPIC_CONFIG: &[(&str, &str)] = &[("max.message.bytes", "16777216")];
+
 /// Creates `topic` with `partitions` and `configs` unless it exists.
 pub fn ensure_topic(
     config: &KafkaConfig,

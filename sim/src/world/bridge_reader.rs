@@ -65,6 +65,9 @@ impl BridgeReader {
                 }
             }
             BridgeRequest::Stop => self.reset(),
+            BridgeRequest::Forward { .. } => {
+                unreachable!("simulated nodes journal in Kafka: the bridge has no outbox")
+            }
         }
         self.poll(cfg, out);
     }
