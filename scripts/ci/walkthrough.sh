@@ -6,20 +6,20 @@
 # `halyard proxy`. The Kafka bridge is on (the nodes use the Kafka journal), so the JMS-style
 # topic `kafka.test` (STOMP /topic/kafka.test) is Kafka topic `test`:
 #
-#   0. Kafka topic `test` is deleted and created again (1 partition), so that it holds this
-#      run's records only (the seed's compose pre-creates `test`); a Kafka consumer reads it
-#      from the beginning, read_committed, for the whole run (the seed's `kcat -C ... -t test`)
-#   1. a durable subscription on /topic/kafka.test is made (stomp.py, with a receipt) BEFORE
-#      the producer starts; the consumer (`halyard consume`, through a recording STOMP tap)
-#      resumes it; the producer (`halyard produce`, a receipt and a unique _AMQ_DUPL_ID on
-#      every send) sends to /topic/kafka.test, both following the failover URL
-#   2. stops the live (SIGTERM, as `docker compose stop`) -> live: "stop signal received,
-#      draining", exits; the backup logs "backup is now live (epoch N)"
-#   3. starts the live again (`docker compose start`) -> backup: "failing back to primary",
-#      live: "live lock obtained"
-#   4. SIGKILLs the live (a crash)   -> the backup logs "backup is now live (epoch N)"
-#   5. starts the live again         -> failback as in 3
-#   6. cuts the proxy (blackhole)    -> the backup takes over again;
+#   seed steps 1-2: Kafka topic `test` is deleted and created again (1 partition), so that it
+#      holds this run's records only (the seed's compose pre-creates `test`); a Kafka consumer
+#      reads it from the beginning, read_committed, for the whole run (`kcat -C ... -t test`)
+#   seed steps 3-4: a durable subscription on /topic/kafka.test is made (stomp.py, with a
+#      receipt) BEFORE the producer starts; the consumer (`halyard consume`, through a
+#      recording STOMP tap) resumes it; the producer (`halyard produce`, a receipt and a unique
+#      _AMQ_DUPL_ID on every send) sends to /topic/kafka.test; both follow the failover URL
+#   phase 1 (seed step 4): stops the live (SIGTERM, as `docker compose stop`) -> live: "stop
+#      signal received, draining", exits 0; the backup logs "backup is now live (epoch N)"
+#   phase 2 (seed step 5): starts the live again (`docker compose start`) -> backup: "failing
+#      back to primary", live: "live lock obtained"
+#   phase 3: SIGKILLs the live (a crash) -> the backup logs "backup is now live (epoch N)"
+#   phase 4: starts the live again       -> failback as in phase 2
+#   phase 5 (the seed's ToxiProxy part): cuts the proxy (blackhole) -> the backup takes over;
 #      heals it                      -> the old live: "fenced by epoch N, stepping down" or
 #                                       "live lock lost (...), stepping down", then "now a backup"
 #                                       (and, with --allow-failback, takes the live role back)
@@ -29,7 +29,7 @@
 # (by sequence number, recorded by the tap plus a final stomp.py drain of the subscription);
 # Kafka topic `test`, read to its end with isolation.level=read_committed, holds every
 # receipted message exactly once (key = its _AMQ_DUPL_ID, header halyard.cluster = this run's
-# cluster id) and nothing else, and so does what the Kafka consumer of step 0 saw; the
+# cluster id) and nothing else, and so does what the Kafka consumer of seed step 2 saw; the
 # expected log lines present. Prints a summary; exits non-zero on a lost, duplicated or
 # foreign message or record, a missing log line or a timeout.
 #
@@ -123,7 +123,7 @@ esac
 if [[ $KAFKA_READER == kcat ]]; then
     KAFKA_READER_NAME="kcat $(kcat -V 2>&1 | sed -nE 's/^Version ([^ ]+) .*librdkafka ([^ ]+) .*/\1 (librdkafka \2)/p')"
 else
-    KAFKA_READER_NAME="confluent-kafka $("$PY" -c 'import confluent_kafka as c; print(c.version()[0], "librdkafka", c.libversion()[0])')"
+    KAFKA_READER_NAME="confluent-kafka $("$PY" -c 'import confluent_kafka as c; print(getattr(c, "__version__", "?"), "(librdkafka", c.libversion()[0] + ")")')"
 fi
 log "Kafka reader: $KAFKA_READER_NAME"
 
@@ -301,7 +301,7 @@ while :; do
 done
 log "proxy $PROXY_LISTEN -> $PROXY_UPSTREAM (control $PROXY_CONTROL): $(proxy_ctl GET /status)"
 
-# --- seed step 0: topic `test`, and a Kafka consumer on it -----------------------------
+# --- seed steps 1 and 2: topic `test`, and a Kafka consumer on it ------------------------
 
 # The seed's compose file pre-creates `test`. Here Kafka may be shared with earlier runs,
 # whose records (another cluster id: not skipped by the bridge's loop guard) the bridge
@@ -309,13 +309,14 @@ log "proxy $PROXY_LISTEN -> $PROXY_UPSTREAM (control $PROXY_CONTROL): $(proxy_ct
 # topic and create it again, empty, with 1 partition (what the bridge itself would create).
 # Walkthroughs are serialized by the proxy-port lock held above; nothing else uses `test`.
 topics() { timeout 60 "$KAFKA_SH" topics "$@" >>"$WORK/topic.log" 2>&1; }
-topic_listed() { timeout 60 "$KAFKA_SH" topics --list 2>>"$WORK/topic.log" | grep -qx "$KAFKA_TOPIC"; }
 log "Kafka topic $KAFKA_TOPIC: delete and create again (1 partition)"
 topics --delete --if-exists --topic "$KAFKA_TOPIC" || die "deleting topic $KAFKA_TOPIC failed: $(tail -n 3 "$WORK/topic.log")"
 deadline=$((SECONDS + 60))
-until ! topic_listed && topics --create --topic "$KAFKA_TOPIC" --partitions 1 --replication-factor 1; do
+# Deletion is asynchronous: until it is done, --create fails ("already exists" or "marked
+# for deletion"), never succeeds on the old topic.
+until topics --create --topic "$KAFKA_TOPIC" --partitions 1 --replication-factor 1; do
     ((SECONDS < deadline)) || die "topic $KAFKA_TOPIC could not be created again within 60 s: $(tail -n 3 "$WORK/topic.log")"
-    sleep 1                   # deletion is asynchronous: "marked for deletion" until it is done
+    sleep 0.5
 done
 # kcat -f: partition, offset, key, headers (name=value,...), value; kafka-read writes the same.
 KCAT_FORMAT='%p\t%o\t%k\t%h\t%s\n'
@@ -517,10 +518,10 @@ K_COMMITTED=$(wc -l <"$WORK/kafka-committed.txt")
 kafka_read_once read_uncommitted "$WORK/kafka-uncommitted.txt" \
     || die "reading topic $KAFKA_TOPIC (read_uncommitted) failed: $(tail -n 3 "$WORK/kafka-read.log")"
 K_UNCOMMITTED=$(wc -l <"$WORK/kafka-uncommitted.txt")
-# The consumer of step 0 has been following the topic all along: let it reach the same end.
+# The Kafka consumer of seed step 2 has been following the topic all along: let it reach the same end.
 deadline=$((SECONDS + 30))
 while (($(lines_of "$WORK/kafka-follow.txt") < K_COMMITTED)) && alive kafka-follow && ((SECONDS < deadline)); do sleep 0.2; done
-alive kafka-follow || fail "the Kafka consumer of step 0 exited early: $(tail -n 3 "$WORK/kafka-follow.log")"
+alive kafka-follow || fail "the Kafka consumer of seed step 2 exited early: $(tail -n 3 "$WORK/kafka-follow.log")"
 stop_proc kafka-follow
 
 # --- checks ------------------------------------------------------------------------------
@@ -537,11 +538,11 @@ FENCE_LINE=$(first_after "$WORK/live.log" "$l" 'halyard_io::server: fenced by' \
 VERIFY=$("$PY" "$CHECK" verify --count "$COUNT" --producer-id "$PRODUCER_ID" "$WORK/consumed.txt" "$WORK/drained.txt") \
     || fail "messages lost, stored twice or foreign: $VERIFY"
 # Kafka: every receipted message exactly once (receipted = all COUNT, checked below), and
-# nothing else; both in the final read and in what the step-0 consumer saw.
+# nothing else; both in the final read and in what the seed step 2 consumer saw.
 KVERIFY=$("$PY" "$CHECK" verify-kafka --count "$COUNT" --producer-id "$PRODUCER_ID" --cluster-id "$RUN_ID" \
     --size "$SIZE" "$WORK/kafka-committed.txt") || fail "Kafka topic $KAFKA_TOPIC (read_committed): $KVERIFY"
 KFOLLOW=$("$PY" "$CHECK" verify-kafka --count "$COUNT" --producer-id "$PRODUCER_ID" --cluster-id "$RUN_ID" \
-    --size "$SIZE" "$WORK/kafka-follow.txt") || fail "the Kafka consumer of step 0: $KFOLLOW"
+    --size "$SIZE" "$WORK/kafka-follow.txt") || fail "the Kafka consumer of seed step 2: $KFOLLOW"
 jf() { "$PY" -c 'import json, sys; d = json.loads(sys.argv[1]); print(" ".join(f"{k}={d[k]}" for k in sys.argv[2:]))' "$@" 2>/dev/null || echo "?"; }
 
 [[ -n $P_RECEIPTED ]] || fail "the producer printed no totals: $(tail -n 2 "$WORK/producer.log")"
@@ -556,6 +557,9 @@ check_line() {                # check_line FILE MIN REGEX
     n=$(count_log "$WORK/$1" "$3")
     ((n >= $2)) || fail "$1: /$3/ appeared $n times, expected at least $2"
 }
+check_line live.log 1 'Kafka bridge on: addresses kafka\.<topic> <-> Kafka topics'
+check_line backup.log 1 'Kafka bridge on: addresses kafka\.<topic> <-> Kafka topics'
+check_line live.log 1 "Kafka bridge reads partition topic=$KAFKA_TOPIC "
 check_line live.log 1 'node is live \(epoch [0-9]+\)'
 check_line live.log 1 'stop signal received, draining'
 check_line live.log 1 'halyard stopped'
@@ -583,8 +587,8 @@ drain        left in the durable subscription $CLIENT_ID.$DURABLE_NAME after the
 check        $VERIFY
 kafka        topic $KAFKA_TOPIC, read with $KAFKA_READER_NAME
              read_committed:   $(jf "$KVERIFY" records distinct duplicate_records missing foreign bad)
-             step-0 consumer:  $(jf "$KFOLLOW" records distinct duplicate_records missing foreign bad) (read_committed, following since before the producer)
-             read_uncommitted: records=$K_UNCOMMITTED (aborted: $((K_UNCOMMITTED - K_COMMITTED)), the open transactions of a stopped, killed or fenced live)
+             step-2 consumer:  $(jf "$KFOLLOW" records distinct duplicate_records missing foreign bad) (seed step 2: read_committed, following the topic since before the producer)
+             read_uncommitted: records=$K_UNCOMMITTED (records of aborted transactions: $((K_UNCOMMITTED - K_COMMITTED)); a killed or cut-off live's open batch, sent again)
 timings      stop -> live exited:             ${TIMING[stop->live_exited]:-?} ms
              stop -> backup live:             ${TIMING[stop->backup_live]:-?} ms
              start -> failback done:          ${TIMING[start->failback]:-?} ms
