@@ -310,6 +310,34 @@ impl Collector for Snapshot {
         )?;
         counter(
             e,
+            "halyard_bridge_records_out",
+            "Kafka bridge: records written to Kafka with journal batches (Kafka journal) or put in the outbox (local journal).",
+            None,
+            c.bridge_records_out,
+        )?;
+        counter(
+            e,
+            "halyard_bridge_records_in",
+            "Kafka bridge: record offsets read in (made messages, or skipped by the loop guard).",
+            None,
+            c.bridge_records_in,
+        )?;
+        counter(
+            e,
+            "halyard_bridge_loop_skipped",
+            "Kafka bridge: records not read back in because this cluster wrote them.",
+            None,
+            c.bridge_loop_skipped,
+        )?;
+        counter(
+            e,
+            "halyard_bridge_outbox_forwarded",
+            "Kafka bridge: outbox records Kafka acknowledged (local journal).",
+            None,
+            c.bridge_forwarded,
+        )?;
+        counter(
+            e,
             "halyard_journal_failures",
             "Journal appends that failed.",
             None,

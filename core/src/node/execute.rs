@@ -252,6 +252,7 @@ impl Node {
                         record: record.clone(),
                     }));
                     effects.forward.push((id, record));
+                    self.counters.bridge_records_out += 1;
                 }
                 _ => effects.publish.push(record),
             }
