@@ -72,6 +72,9 @@
 #   SETTLE [3]            seconds of quiet between configurations
 #   SAMPLE_INTERVAL [0.25] seconds between CPU samples (/proc/PID/task/*/stat)
 #   BUILD [1]             cargo build --release -p halyard first (0: use target/release/halyard)
+#   HALYARD_BIN [target/release/halyard]  the binary measured, e.g. a copy built from a clean
+#                         export of a commit while others edit the work tree (then BUILD=0);
+#                         HALYARD_BIN_SOURCE: one line saying what it was built from (in the report)
 #   BRIDGE_CONTROL [1]    0: halyard-kafka-bridged runs without its halyard-kafka-topic control
 #   BRIDGE_IDLE [3]       seconds without a message after which the durable consumer stops
 #   REPORT [BENCHMARKS.md]  PLOTS [docs/benchmarks with the default REPORT, else REPORT's name
@@ -136,7 +139,8 @@ else
     PLOTS=${PLOTS:-${REPORT%.md}-plots}
 fi
 
-BIN="target/release/halyard"
+BIN=${HALYARD_BIN:-target/release/halyard}
+HALYARD_BIN_SOURCE=${HALYARD_BIN_SOURCE:-}
 RUN_ID=$(date -u +%Y%m%dT%H%M%SZ)
 RUN="target/bench-compare/$RUN_ID"
 mkdir -p "$RUN/results" "$RUN/logs" "$RUN/plots" "$RUN/cpu" "$RUN/data"
@@ -678,6 +682,8 @@ meta git_dirty_rust "$(git status --porcelain -- '*.rs' 'Cargo.toml' 'Cargo.lock
 meta git_dirty_files "$(git status --porcelain -- '*.rs' 'Cargo.toml' 'Cargo.lock' '**/Cargo.toml' 2>/dev/null | awk '{print $2}' | tr '\n' ' ')"
 meta halyard_version "$("$BIN" --version 2>/dev/null || echo unknown)"
 meta halyard_binary_mtime "$(date -u -r "$BIN" +%Y-%m-%dT%H:%M:%SZ)"
+meta halyard_binary "$BIN"
+meta halyard_binary_source "$HALYARD_BIN_SOURCE"
 meta rustc "$(rustc --version 2>/dev/null || echo unknown)"
 meta java "$(java -version 2>&1 | head -n 1)"
 meta java_runtime "$(java -version 2>&1 | sed -n 2p)"

@@ -637,16 +637,22 @@ def main():
     w(f"| kernel | {mach['kernel']} |")
     dirty = meta.get("git_dirty_rust", "0").strip()
     commit = meta.get("git_commit", "unknown")
-    w(
-        f"| Halyard | `{meta.get('halyard_version', '?')}`, commit `{commit[:12]}` "
-        f"({meta.get('git_commit_subject', '')})"
-        + (
+    source = meta.get("halyard_binary_source", "").strip()
+    if source:
+        # HALYARD_BIN: a binary built elsewhere (e.g. from a clean export), described by the runner
+        state = f"; binary `{meta.get('halyard_binary', '?')}`: {source}"
+    elif dirty not in ("", "0"):
+        state = (
             f"; **{dirty} Rust/Cargo files modified in the work tree** when the run started "
             f"(other work in progress: {meta.get('git_dirty_files', '').strip()}), so the binary "
             "measured is that commit plus those changes"
-            if dirty not in ("", "0")
-            else "; clean work tree"
         )
+    else:
+        state = "; clean work tree"
+    w(
+        f"| Halyard | `{meta.get('halyard_version', '?')}`, commit `{commit[:12]}` "
+        f"({meta.get('git_commit_subject', '')})"
+        + state
         + f"; binary built {meta.get('halyard_binary_mtime', '?')}, {meta.get('rustc', '')} |"
     )
     if meta.get("kafka_version"):
@@ -1255,7 +1261,7 @@ def main():
         w(
             "How to read (b-bridged): a bridged message costs the journal the same records as in "
             "(b) and (b-topic), plus one more record with its body (the Kafka record, written to "
-            "the bridged topic in the same transaction: a second partition in every transaction), "
+            "the bridged topic in the same transaction: a second partition in each transaction that carries sends), "
             "and the bridge's reader reads the bridged topic back (skipping its own records) and "
             "journals its position. (b-bridged)/(b) is the ratio the issue asks for; (b-topic) "
             "runs the same clients on the same kind of destination without the bridge, so "
