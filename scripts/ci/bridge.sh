@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # Runs the Kafka bridge tests (tests/bridge) against real `halyard node`
-# processes on the Kafka journal (the bridge is on by default there), with
-# stomp.py on the STOMP side and confluent-kafka on the Kafka side: records
-# out of Halyard and into it exactly once across a SIGKILL of the live,
-# headers, keys and the loop guard, a configured route, and bad bridge
-# settings refused at start. Works from any directory; about a minute.
+# processes on the Kafka journal (the bridge is on by default there) and on
+# the local journal (--bridge-kafka-bootstrap, the outbox), with stomp.py on
+# the STOMP side and confluent-kafka on the Kafka side: records out of
+# Halyard and into it exactly once across a SIGKILL of the live (Kafka
+# journal), out at least once with bounded duplicates across a SIGKILL
+# (local journal), headers, keys and the loop guard, a configured route and
+# what the default prefix does not reach, queue subscriptions refused, and
+# bad bridge settings refused at start. Works from any directory; about a
+# minute.
 #
 # Needs a running Kafka: scripts/services/kafka.sh start. Its address comes
 # from the caller, exported as HALYARD_KAFKA_BOOTSTRAP (this script does not

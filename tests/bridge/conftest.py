@@ -1,5 +1,6 @@
 """Helpers and fixtures of the Kafka bridge tests: `halyard node` on the Kafka
-journal (bridge on by default) against a real Kafka
+journal (bridge on by default) or on the local journal with
+`--bridge-kafka-bootstrap` (the outbox) against a real Kafka
 (`HALYARD_KAFKA_BOOTSTRAP`; scripts/services/kafka.sh), stomp.py on the
 STOMP side and confluent-kafka (librdkafka) on the Kafka side. No mocks.
 
@@ -17,10 +18,17 @@ STOMP side and confluent-kafka (librdkafka) on the Kafka side. No mocks.
   subscription (CONNECT `client-id`, SUBSCRIBE `durable-subscription-name`,
   client-individual acks, each ACK with a receipt) that fails over to
   whichever node accepts and subscribes again under the same names.
+- Local journal: `LocalBridgeNode`, a `halyard node` on the local journal
+  that bridges to Kafka with `--bridge-kafka-bootstrap` (the outbox); a
+  live/backup pair shares `--data-dir` and `--lock-dir` (as in
+  tests/operations), so the backup reads the live's journal when it takes
+  over.
 - Fixtures: `cluster` (a factory of `harness.kafka.Cluster`s, each on a
   fresh `--cluster-id`; no node may have panicked, every node is stopped at
-  teardown), `threads` (client threads stopped at teardown), `clients`
-  (stomp.py `harness.clients.Client`s, disconnected at teardown).
+  teardown), `local_pair` (a started live/backup pair of `LocalBridgeNode`s
+  on a fresh `--cluster-id`, with the same teardown), `threads` (client
+  threads stopped at teardown), `clients` (stomp.py
+  `harness.clients.Client`s, disconnected at teardown).
 - The test modules import these helpers as `bridge_helpers` (this module
   under a name of its own: a plain `import conftest` could find
   tests/conftest.py).
@@ -47,7 +55,8 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from harness.clients import Client
 from harness.failover import _hard_close, connect_any
-from harness.kafka import Cluster
+from harness.kafka import ACCEPTING, BACKUP_ANNOUNCED, Cluster
+from harness.node import NodeProcess, wait_accepts
 
 # The test modules say `from bridge_helpers import ...` (see the docstring).
 sys.modules["bridge_helpers"] = sys.modules[__name__]
@@ -471,6 +480,49 @@ class DurableSubscriber(threading.Thread):
             return list(self.got)
 
 
+# -- the local journal -------------------------------------------------------
+
+
+class LocalBridgeNode(NodeProcess):
+    """`halyard node` on the local journal with the bridge on through
+    `--bridge-kafka-bootstrap` (out through the outbox). The data dir and
+    the lock dir are `shared`: the two nodes of a pair use the same one."""
+
+    stop_timeout_s = 15.0
+
+    def __init__(self, base_dir, name: str, role: str, cluster_id: str, bootstrap: str, shared, extra_args=None):
+        super().__init__(base_dir, name, extra_args)
+        shared.mkdir(parents=True, exist_ok=True)
+        self.data_dir = shared
+        self.role = role
+        self.cluster_id = cluster_id
+        self.bootstrap = bootstrap
+
+    def node_args(self) -> list[str]:
+        return [
+            "--lock-dir",
+            str(self.data_dir),
+            "--node-id",
+            self.name,
+            "--role",
+            self.role,
+            "--cluster-id",
+            self.cluster_id,
+            "--bridge-kafka-bootstrap",
+            self.bootstrap,
+        ]
+
+
+@dataclass
+class LocalPair:
+    primary: LocalBridgeNode
+    backup: LocalBridgeNode
+    cluster_id: str
+
+    def addrs(self) -> list[tuple[str, int]]:
+        return [self.primary.addr, self.backup.addr]
+
+
 # -- fixtures ----------------------------------------------------------------
 
 
@@ -494,6 +546,44 @@ def cluster(tmp_path):
             c.close()
         except AssertionError as e:
             errors.append(str(e))
+    assert not errors, "\n".join(errors)
+
+
+@pytest.fixture
+def local_pair(tmp_path):
+    """Factory: local_pair(*extra_args) -> a started `LocalPair` on the local
+    journal (shared data and lock dir, a fresh `--cluster-id`, both bridging
+    to HALYARD_KAFKA_BOOTSTRAP): returns once the primary accepts STOMP and
+    the backup announced itself. At teardown no node may have panicked;
+    every node is stopped."""
+    made: list[LocalBridgeNode] = []
+
+    def make(*extra: str) -> LocalPair:
+        bootstrap = kafka_bootstrap()
+        cluster_id = unique("brl")
+        shared = tmp_path / "pair-shared"
+        primary = LocalBridgeNode(tmp_path, "primary", "primary", cluster_id, bootstrap, shared, list(extra))
+        made.append(primary)
+        backup = LocalBridgeNode(tmp_path, "backup", "backup", cluster_id, bootstrap, shared, list(extra))
+        made.append(backup)
+        pos = primary.log_pos()
+        primary.start()
+        primary.wait_log(ACCEPTING, since=pos)
+        wait_accepts(primary)
+        pos = backup.log_pos()
+        backup.start()
+        backup.wait_log(BACKUP_ANNOUNCED, since=pos)
+        return LocalPair(primary, backup, cluster_id)
+
+    yield make
+    errors = []
+    for n in made:
+        try:
+            n.assert_no_panic()
+        except AssertionError as e:
+            errors.append(str(e))
+        finally:
+            n.close()
     assert not errors, "\n".join(errors)
 
 

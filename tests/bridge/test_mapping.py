@@ -144,3 +144,73 @@ def test_route_regex_and_template(cluster, clients):
     sub.wait_for_body(sentinel, timeout=30)
     bodies = [x.body for x in sub.messages("s")]
     assert bodies == [inbound, outbound, sentinel], f"subscriber of {dest} got {bodies}"
+
+
+def test_default_prefix_and_queue_subscriptions(cluster, clients):
+    """With the route of the test above: the default prefix does not reach a
+    topic the route covers, either way. A send to `/topic/kafka.<T>`
+    (T = `orders-<id>`) is a plain local send: no record of T, while a send
+    to `/topic/shop.<T>.events` is one; a record of T reaches the route's
+    address and not a subscriber of `/topic/kafka.<T>`. A send to
+    `/topic/kafka.halyard-<id>-journal` (another cluster's journal topic)
+    creates no topic. A queue
+    subscription (STOMP SUBSCRIBE to `/queue/...`) of a bridged address,
+    the default route's or a routed one, is refused with an ERROR frame
+    saying the address is a topic."""
+    bootstrap = kafka_bootstrap()
+    c = cluster()
+    node = c.node("live", "primary", extra_args=["--bridge-route", ROUTE])
+    c.start_live(node)
+    topic = unique("orders")
+    create_topic(bootstrap, topic, 1)
+    routed = f"/topic/shop.{topic}.events"
+    default = f"/topic/kafka.{topic}"
+    log(f"cluster {c.cluster_id}: route {ROUTE!r}; {routed} <-> Kafka {topic}; {default} not bridged")
+
+    sub = clients(node)
+    sub.subscribe(routed, "r")
+    sub.subscribe(default, "d")
+    p = clients(node)
+    via_prefix = f"via the default prefix {topic}"
+    via_route = f"via the route {topic}"
+    p.send(default, via_prefix)
+    # The receipt of the routed send comes after its batch's transaction
+    # committed; the default-prefix send was journaled before it, so a record
+    # of it would be committed (and read_committed would see it) by now.
+    p.send(routed, via_route)
+    values = [r.value for r in read_topic(bootstrap, topic)]
+    assert values == [via_route], f"Kafka {topic} after a send to {default} and one to {routed}: {values}"
+
+    inbound = f"from kafka {topic}"
+    produce_records(bootstrap, topic, [{"value": inbound}])
+    sub.wait_for_body(inbound, sub="r", timeout=30)
+    # Messages of one subscription arrive in order: had the record also gone
+    # to kafka.<T>, it would reach "d" before this later local send.
+    end = f"end {topic}"
+    p.send(default, end)
+    sub.wait_for_body(end, sub="d", timeout=30)
+    got = {s: [m.body for m in sub.messages(s)] for s in ("r", "d")}
+    assert got == {"r": [via_route, inbound], "d": [via_prefix, end]}, got
+    values = [r.value for r in read_topic(bootstrap, topic)]
+    assert values == [via_route, inbound], f"Kafka {topic} at the end: {values}"
+
+    # Another Halyard cluster's journal topic is never bridged, whatever
+    # the address (the receipt comes after the commit, as above).
+    journal = f"halyard-{unique('other')}-journal"
+    p.send(f"/topic/kafka.{journal}", "not bridged")
+    assert journal not in topic_names(bootstrap), f"/topic/kafka.{journal} was bridged to topic {journal}"
+
+    for dest, address in (
+        (f"/queue/kafka.{unique('q')}", None),
+        (f"/queue/shop.{topic}.events", f"shop.{topic}.events"),
+    ):
+        q = clients(node)
+        rid = q.rid("sub")
+        q.conn.subscribe(dest, "q", ack="auto", receipt=rid)
+        q.rec.wait(lambda: bool(q.rec.errors) or rid in q.rec.receipts, 30, f"ERROR or RECEIPT for SUBSCRIBE {dest}")
+        assert rid not in q.rec.receipts, f"a queue subscription to {dest} was accepted"
+        err = q.rec.errors[0]
+        text = f"{err.headers.get('message', '')} {err.body}"
+        log(f"SUBSCRIBE {dest}: ERROR {text!r}")
+        assert "is a topic" in text, f"ERROR frame for SUBSCRIBE {dest}: {err.headers} {err.body!r}"
+        assert (address or dest.removeprefix("/queue/")) in text, f"ERROR frame does not name the address: {text!r}"
