@@ -111,6 +111,9 @@ pub struct NodeSettings {
         value_delimiter = ','
     )]
     pub failover_servers: Option<Vec<String>>,
+    /// AMQP idle time-out announced in the open frame, in ms: a connection silent this long is closed [default: 30000]
+    #[arg(long, env = "HALYARD_AMQP_IDLE_TIMEOUT_MS", value_name = "MS")]
+    pub amqp_idle_timeout_ms: Option<u32>,
     /// Serve /metrics, /health/live, /health/ready and /api/ over HTTP on this address (off unless set)
     #[arg(long, env = "HALYARD_HTTP", value_name = "ADDR:PORT")]
     pub http: Option<SocketAddr>,
@@ -254,6 +257,7 @@ pub fn merge(cli: &NodeSettings, file: &NodeSettings) -> NodeSettings {
         kafka_heartbeat_ms,
         kafka_replication_factor,
         failover_servers,
+        amqp_idle_timeout_ms,
         http,
         metrics_max_queues,
         peer_http,
@@ -377,6 +381,16 @@ pub fn resolve(s: NodeSettings) -> Result<Resolved, ConfigError> {
                     .collect::<Result<_, _>>()?,
             ),
         )]);
+    }
+    if let Some(ms) = s.amqp_idle_timeout_ms {
+        if ms != 0 && ms < 1_000 {
+            return Err(ConfigError::Invalid {
+                name: "amqp_idle_timeout_ms",
+                value: ms.to_string(),
+                why: "must be 0 (none) or at least 1000",
+            });
+        }
+        amqp.idle_timeout_ms = ms;
     }
     let node = NodeConfig {
         node_id: s
@@ -575,5 +589,18 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("segment_bytes"));
+        let s = NodeSettings {
+            amqp_idle_timeout_ms: Some(10),
+            ..Default::default()
+        };
+        assert!(resolve(s)
+            .unwrap_err()
+            .to_string()
+            .contains("amqp_idle_timeout_ms"));
+        let s = NodeSettings {
+            amqp_idle_timeout_ms: Some(6_000),
+            ..Default::default()
+        };
+        assert_eq!(resolve(s).unwrap().node.amqp.idle_timeout_ms, 6_000);
     }
 }

@@ -223,8 +223,9 @@ def halyard_node(name: str, port: int, data_dir: Path, log_dir: Path, *extra: st
         pytest.fail(f"halyard binary not found at {HALYARD_BIN} (cargo build --release -p halyard, or set HALYARD_BIN)")
     env = {k: v for k, v in os.environ.items() if not k.startswith("HALYARD_")}
     env["NO_COLOR"] = "1"
+    # A 6 s AMQP idle time-out (the default is 30 s) keeps the idle-time-out tests short.
     cmd = [str(HALYARD_BIN), "node", "--listen", f"127.0.0.1:{port}", "--data-dir", str(data_dir),
-           "--node-id", name, *extra]
+           "--node-id", name, "--amqp-idle-timeout-ms", "6000", *extra]
     return Proc(f"halyard {name}", cmd, log_dir / f"{name}.log", env=env)
 
 
