@@ -20,8 +20,8 @@ use crate::message::{Message, Routing};
 
 impl Node {
     /// The record a send becomes on its way to Kafka, if its address is
-    /// bridged out. Only the Kafka journal writes records with its batches
-    /// (see [`BridgeMode`]).
+    /// bridged out. `plan_send_inner` puts it in the batch's Kafka
+    /// transaction (Kafka journal) or in the outbox (local journal).
     pub(crate) fn plan_publish(&self, message: &Message) -> Result<Option<OutRecord>, OpError> {
         let Some(cfg) = self.config.bridge.as_ref() else {
             return Ok(None);
