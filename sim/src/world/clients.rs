@@ -248,10 +248,9 @@ impl World {
         self.client_actions(c, actions.drain(..));
     }
 
-    /// Lets topic producers start once every durable subscription exists.
-    pub(crate) fn release_topic_producers(&mut self) {
-        let ready = self
-            .clients
+    /// Has every durable subscriber subscribed at least once?
+    pub(crate) fn durable_subscriptions_exist(&self) -> bool {
+        self.clients
             .iter()
             .filter(|c| {
                 matches!(
@@ -262,7 +261,12 @@ impl World {
                     }
                 )
             })
-            .all(Client::subscribed_once);
+            .all(Client::subscribed_once)
+    }
+
+    /// Lets topic producers start once every durable subscription exists.
+    pub(crate) fn release_topic_producers(&mut self) {
+        let ready = self.durable_subscriptions_exist();
         for c in &mut self.clients {
             c.may_start = ready;
         }

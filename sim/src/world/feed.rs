@@ -9,7 +9,6 @@ use super::events::Event;
 use super::state::World;
 use crate::bridge_check::{feed_headers, FEED_TOPIC};
 use crate::bridge_wire;
-use crate::client::{Client, Kind};
 
 impl World {
     /// Starts the feed once every durable subscriber has subscribed.
@@ -17,19 +16,7 @@ impl World {
         if self.feed.started || self.feed.total == 0 {
             return;
         }
-        let ready = self
-            .clients
-            .iter()
-            .filter(|c| {
-                matches!(
-                    &c.kind,
-                    Kind::Consumer {
-                        durable: Some(_),
-                        ..
-                    }
-                )
-            })
-            .all(Client::subscribed_once);
+        let ready = self.durable_subscriptions_exist();
         if ready {
             self.feed.started = true;
             self.kafka.create_plain_topic(FEED_TOPIC, 1);
