@@ -44,6 +44,9 @@ USER halyard
 WORKDIR /var/lib/halyard
 # Defaults for `halyard node` in a container: listen on every interface, journal under
 # the volume-friendly home directory. Flags and other HALYARD_* variables override them.
+# Listening beyond loopback needs users: mount a security file and set
+# HALYARD_SECURITY_FILE=/etc/halyard/security.toml (docs/security.md), or set
+# HALYARD_ALLOW_ANONYMOUS=true on purpose; without either the node refuses to start.
 ENV HALYARD_LISTEN=0.0.0.0:61616 \
     HALYARD_DATA_DIR=/var/lib/halyard/data
 EXPOSE 61616

@@ -160,6 +160,30 @@ pub struct NodeSettings {
     /// Partitions of a bridged topic Halyard creates on first use [default: 1]
     #[arg(long, env = "HALYARD_BRIDGE_TOPIC_PARTITIONS", value_name = "N")]
     pub bridge_topic_partitions: Option<i32>,
+    /// Users, roles and permissions (TOML; see docs/security.md). Without it only loopback listeners are allowed, for anonymous clients
+    #[arg(long, env = "HALYARD_SECURITY_FILE", value_name = "FILE")]
+    pub security_file: Option<PathBuf>,
+    /// Accept anonymous clients on a non-loopback listener without a security file, on purpose [default: false]
+    #[arg(long, env = "HALYARD_ALLOW_ANONYMOUS", num_args = 0..=1, default_missing_value = "true")]
+    pub allow_anonymous: Option<bool>,
+    /// Client connections at most; more are refused in their protocol [default: 10000]
+    #[arg(long, env = "HALYARD_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// Connections that have not completed CONNECT / AMQP open, at most [default: 1000]
+    #[arg(long, env = "HALYARD_MAX_PENDING_CONNECTIONS", value_name = "N")]
+    pub max_pending_connections: Option<usize>,
+    /// A TLS client listener (STOMP and AMQP), beside --listen; needs --tls-cert and --tls-key
+    #[arg(long, env = "HALYARD_TLS_LISTEN", value_name = "ADDR:PORT")]
+    pub tls_listen: Option<SocketAddr>,
+    /// The TLS listener's certificate chain (PEM)
+    #[arg(long, env = "HALYARD_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// The TLS listener's private key (PEM: PKCS#8, PKCS#1 or SEC1)
+    #[arg(long, env = "HALYARD_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// Require client certificates signed by this CA (PEM); a certificate's subject CN is its user in the security file
+    #[arg(long, env = "HALYARD_TLS_CLIENT_CA", value_name = "FILE")]
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 /// Where the journal and the lock live.
@@ -190,6 +214,8 @@ pub struct Resolved {
     pub peer_http: Vec<String>,
     /// The Kafka a local-journal node bridges to (`None` otherwise).
     pub bridge_kafka: Option<halyard_io::kafka::KafkaConfig>,
+    /// The TLS listener's settings (`None`: no TLS listener).
+    pub tls: Option<halyard_io::tls::TlsSettings>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -209,6 +235,8 @@ pub enum ConfigError {
     },
     #[error("invalid Kafka bridge setting: {0}")]
     Bridge(String),
+    #[error("{0}")]
+    Security(String),
 }
 
 pub fn load_file(path: &Path) -> Result<NodeSettings, ConfigError> {
@@ -268,7 +296,15 @@ pub fn merge(cli: &NodeSettings, file: &NodeSettings) -> NodeSettings {
         bridge_headers,
         bridge_consume_always,
         bridge_topic_partitions,
-        bridge_kafka_bootstrap
+        bridge_kafka_bootstrap,
+        security_file,
+        allow_anonymous,
+        max_connections,
+        max_pending_connections,
+        tls_listen,
+        tls_cert,
+        tls_key,
+        tls_client_ca
     )
 }
 
@@ -504,6 +540,21 @@ pub fn resolve(s: NodeSettings) -> Result<Resolved, ConfigError> {
     .map_err(ConfigError::Bridge)?;
     let mut node = node;
     node.bridge = bridge.config;
+    let tls = crate::security_config::resolve(
+        crate::security_config::SecuritySettings {
+            listen,
+            security_file: s.security_file,
+            allow_anonymous: s.allow_anonymous,
+            max_connections: s.max_connections,
+            max_pending_connections: s.max_pending_connections,
+            tls_listen: s.tls_listen,
+            tls_cert: s.tls_cert,
+            tls_key: s.tls_key,
+            tls_client_ca: s.tls_client_ca,
+        },
+        &mut node,
+    )
+    .map_err(ConfigError::Security)?;
     let bridge_kafka = bridge.local_kafka;
     let mut backend = backend;
     if let Backend::Kafka { config, .. } = &mut backend {
@@ -538,6 +589,7 @@ pub fn resolve(s: NodeSettings) -> Result<Resolved, ConfigError> {
         backend,
         peer_http,
         bridge_kafka,
+        tls,
         http: s.http,
         metrics_max_queues,
         listen,

@@ -10,7 +10,9 @@ mod http;
 mod manage_cmd;
 mod node_cmd;
 mod proxy_cmd;
+mod security_config;
 mod sim_cmd;
+mod user_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -60,6 +62,9 @@ enum Command {
     /// Inspect and manage queues through a node's --http endpoint: stat, purge, move, retry, browse, delete
     #[command(subcommand)]
     Queue(manage_cmd::QueueCmd),
+    /// Users of the security file: `halyard user hash` prints a password hash
+    #[command(subcommand)]
+    User(user_cmd::UserCmd),
     /// Measure the Kafka journal's write ceiling: a plain transactional producer writing journal-shaped records
     KafkaCeiling(ceiling_cmd::CeilingArgs),
 }
@@ -76,6 +81,7 @@ fn main() -> ExitCode {
         Command::KafkaCeiling(a) => ceiling_cmd::run(a),
         Command::NodeStatus(a) => manage_cmd::node_status(a),
         Command::Queue(c) => manage_cmd::queue(c),
+        Command::User(c) => user_cmd::run(c),
     };
     match result {
         Ok(code) => code,

@@ -28,11 +28,28 @@ pub fn run(
         .with_writer(std::io::stderr)
         .init();
 
+    // Certificates and keys are read now, so a bad file stops the start.
+    let tls = r
+        .tls
+        .as_ref()
+        .map(halyard_io::tls::load)
+        .transpose()?
+        .map(std::sync::Arc::new);
+    if let Some(s) = &r.node.security {
+        info!(
+            users = s.users.len(),
+            rules = s.rules.len(),
+            "security file loaded: clients log in"
+        );
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     rt.block_on(async move {
         server::check_listen(r.listen).await?;
+        if let Some(t) = &tls {
+            server::check_listen(t.listen).await?;
+        }
         info!(
             listen = %r.listen,
             data_dir = %r.data_dir.display(),
@@ -147,6 +164,7 @@ pub fn run(
                     peers: r.peer_http.clone(),
                     self_url: format!("http://{addr}"),
                     history: Default::default(),
+                    security: r.node.security.clone(),
                 },
             )
             .await?;
@@ -161,9 +179,8 @@ pub fn run(
         server::run(
             node,
             ServerConfig {
-                listen: r.listen,
-                counters,
-                bridge,
+                tls,
+                ..ServerConfig::new(r.listen, counters, bridge)
             },
             journal,
             lock,

@@ -70,6 +70,7 @@ struct Totals {
     purged: u64,
     bridged_out: u64,
     bridged_in: u64,
+    intruders_refused: u64,
     fenced: u64,
     compactions: u64,
     virtual_ms: u64,
@@ -104,6 +105,7 @@ impl Totals {
         self.purged += r.counts.purged;
         self.bridged_out += r.counts.bridged_out;
         self.bridged_in += r.counts.bridged_in;
+        self.intruders_refused += r.counts.intruders_refused;
         self.fenced += r.kafka.fenced_requests;
         self.compactions += r.kafka.compactions;
         self.virtual_ms += r.end_ms;
@@ -261,6 +263,12 @@ fn print_summary(t: &Totals, secs: f64) {
         println!(
             "kafka bridge: {} messages in bridged topics (each once among committed records), {} deliveries of outside Kafka records",
             t.bridged_out, t.bridged_in
+        );
+    }
+    if t.intruders_refused > 0 {
+        println!(
+            "security: every client logged in; the intruder (no send permission) was refused in {} of {} seeds, none of its messages stored",
+            t.intruders_refused, t.seeds
         );
     }
     println!(

@@ -14,6 +14,7 @@ pub mod journal;
 pub mod message;
 pub mod node;
 pub mod protocol;
+pub mod security;
 pub mod selector;
 /// An in-memory driver for tests and benches (feature `testkit`).
 #[cfg(feature = "testkit")]

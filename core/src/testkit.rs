@@ -126,6 +126,17 @@ impl Harness {
                     Output::Conn(ConnRequest::ResumeReading { conn }) => {
                         self.paused.remove(&conn);
                     }
+                    Output::Conn(ConnRequest::CheckPassword {
+                        conn,
+                        hash,
+                        password,
+                    }) => {
+                        let ok = crate::security::password::verify(&hash, &password.0);
+                        self.node.handle(
+                            self.now,
+                            Input::Conn(ConnEvent::PasswordChecked { conn, ok }),
+                        );
+                    }
                     Output::Journal(JournalRequest::Append {
                         ticket,
                         entries,

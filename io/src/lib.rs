@@ -13,6 +13,7 @@
 
 pub mod bridge;
 pub mod client;
+mod conn_io;
 pub mod journal;
 #[cfg(not(madsim))]
 pub mod kafka;
@@ -23,3 +24,5 @@ pub mod metrics;
 #[cfg(not(madsim))]
 pub mod proxy;
 pub mod server;
+#[cfg(not(madsim))]
+pub mod tls;

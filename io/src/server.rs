@@ -7,30 +7,29 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::{Bytes, BytesMut};
 use halyard_core::ids::ConnId;
 use halyard_core::node::{
     AcceptRequest, ConnEvent, ConnRequest, Event, Input, JournalRequest, LockRequest, Node,
     NodeStats, Output,
 };
 use halyard_core::node::{AdminError, AdminOp, AdminReply, BrowsedMessage};
+use halyard_core::security::{password, Secret};
 use thiserror::Error;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
-use tracing::{debug, error, info, info_span, warn, Instrument};
+use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::bridge::BridgeHandle;
+pub use crate::conn_io::IoCounters;
+use crate::conn_io::{self, AcceptCx, ConnHandle, DriverMsg, WriteCmd};
 use crate::journal::JournalHandle;
 use crate::lock::LockHandle;
 
-/// Bytes read from a socket at a time.
-const READ_BUFFER_BYTES: usize = 64 * 1024;
 /// Messages the node's input channel holds before senders wait.
 const INPUT_CHANNEL_CAPACITY: usize = 4096;
 /// Inputs handled before outputs are carried out, to batch work.
@@ -45,39 +44,6 @@ pub enum ServerError {
     },
 }
 
-/// What flows into the node's task.
-enum DriverMsg {
-    Input(Input),
-    /// A new connection's writer and reader controls, sent before its `Opened`.
-    Register(ConnId, ConnHandle),
-}
-
-impl From<Input> for DriverMsg {
-    fn from(i: Input) -> Self {
-        DriverMsg::Input(i)
-    }
-}
-
-enum WriteCmd {
-    Data(Bytes),
-    Close,
-}
-
-struct ConnHandle {
-    writer: mpsc::UnboundedSender<WriteCmd>,
-    pause: watch::Sender<bool>,
-    reader: tokio::task::AbortHandle,
-    /// The client's address, for `/api/connections`.
-    peer: SocketAddr,
-    /// Read chunks the node has not handled yet: the reader waits for a
-    /// permit before sending one, so a flooding client is held back by TCP
-    /// instead of filling the driver's queue (and the decoder's buffer).
-    credit: Arc<tokio::sync::Semaphore>,
-}
-
-/// Read chunks (of up to READ_BUFFER_BYTES) in flight per connection.
-const READ_CHUNKS_IN_FLIGHT: usize = 16;
-
 /// The channel the backends report into.
 pub fn input_channel() -> (mpsc::Sender<Input>, mpsc::Receiver<Input>) {
     mpsc::channel(INPUT_CHANNEL_CAPACITY)
@@ -91,15 +57,22 @@ pub struct ServerConfig {
     pub counters: Arc<IoCounters>,
     /// The Kafka bridge's reader (`BridgeHandle::none()` without a bridge).
     pub bridge: BridgeHandle,
+    /// A second, TLS, client listener (`--tls-listen`), bound and closed
+    /// with the plain one.
+    #[cfg(not(madsim))]
+    pub tls: Option<Arc<crate::tls::TlsListener>>,
 }
 
-/// What the connection tasks count (the node sees neither socket bytes nor
-/// accepts).
-#[derive(Debug, Default)]
-pub struct IoCounters {
-    pub bytes_in: AtomicU64,
-    pub bytes_out: AtomicU64,
-    pub connections_accepted: AtomicU64,
+impl ServerConfig {
+    pub fn new(listen: SocketAddr, counters: Arc<IoCounters>, bridge: BridgeHandle) -> Self {
+        ServerConfig {
+            listen,
+            counters,
+            bridge,
+            #[cfg(not(madsim))]
+            tls: None,
+        }
+    }
 }
 
 /// A question for the node's task, answered between inputs (the node is
@@ -168,9 +141,11 @@ pub async fn run(
     let (flush_tx, mut flush_rx) = mpsc::unbounded_channel::<(ConnId, usize)>();
     let next_conn = Arc::new(AtomicU64::new(1));
     let mut conns: HashMap<ConnId, ConnHandle> = HashMap::new();
-    let mut acceptor: Option<JoinHandle<()>> = None;
+    // The accept loops (plain, and TLS if configured) while live.
+    let mut acceptor: Vec<JoinHandle<()>> = Vec::new();
     let mut shutdown_asked = false;
     let mut admin = AdminWaiting::default();
+    let verifiers = Arc::new(tokio::sync::Semaphore::new(PASSWORD_CHECKS_MAX));
     let span = info_span!("node", id = %node.config().node_id);
     let _enter = span.enter();
 
@@ -208,6 +183,19 @@ pub async fn run(
                         let _ = c.pause.send(false);
                     }
                 }
+                Output::Conn(ConnRequest::CheckPassword {
+                    conn,
+                    hash,
+                    password,
+                }) => {
+                    tokio::spawn(check_password(
+                        conn,
+                        hash,
+                        password,
+                        verifiers.clone(),
+                        tx.clone(),
+                    ));
+                }
                 Output::Journal(append @ JournalRequest::Append { .. }) => journal.send(append),
                 Output::Bridge(request) => config.bridge.send(request),
                 Output::Journal(JournalRequest::Open) => journal.send(JournalRequest::Open),
@@ -215,22 +203,28 @@ pub async fn run(
                 Output::Lock(LockRequest::Acquire) => lock.send(LockRequest::Acquire, None),
                 Output::Lock(LockRequest::Release) => lock.send(LockRequest::Release, None),
                 Output::Accept(AcceptRequest::Start) => {
-                    if acceptor.is_none() {
-                        acceptor = Some(tokio::spawn(
-                            accept_loop(
-                                config.listen,
-                                tx.clone(),
-                                flush_tx.clone(),
-                                next_conn.clone(),
-                                config.counters.clone(),
-                            )
-                            .instrument(span.clone()),
+                    if acceptor.is_empty() {
+                        let cx = AcceptCx {
+                            tx: tx.clone(),
+                            flush_tx: flush_tx.clone(),
+                            next_conn: next_conn.clone(),
+                            counters: config.counters.clone(),
+                        };
+                        #[cfg(not(madsim))]
+                        if let Some(tls) = &config.tls {
+                            acceptor.push(tokio::spawn(
+                                conn_io::tls_accept_loop(tls.clone(), cx.clone())
+                                    .instrument(span.clone()),
+                            ));
+                        }
+                        acceptor.push(tokio::spawn(
+                            conn_io::accept_loop(config.listen, cx).instrument(span.clone()),
                         ));
                     }
                 }
                 Output::Accept(AcceptRequest::Stop) => {
-                    if let Some(a) = acceptor.take() {
-                        a.abort();
+                    if !acceptor.is_empty() {
+                        acceptor.drain(..).for_each(|a| a.abort());
                         info!(listen = %config.listen, "stopped accepting clients");
                     }
                 }
@@ -326,9 +320,7 @@ pub async fn run(
             _ = sleep => node.handle(now(), Input::Tick),
         }
     }
-    if let Some(a) = acceptor.take() {
-        a.abort();
-    }
+    acceptor.drain(..).for_each(|a| a.abort());
     for (_, c) in conns.drain() {
         let _ = c.writer.send(WriteCmd::Close);
         c.reader.abort();
@@ -388,7 +380,11 @@ fn answer_query(
 fn log_event(e: &Event) {
     match e {
         Event::ClientError { .. } => debug!("{e}"),
-        Event::LockUnavailable { .. } | Event::DrainTimedOut { .. } => warn!("{e}"),
+        Event::LockUnavailable { .. }
+        | Event::DrainTimedOut { .. }
+        | Event::LoginRefused { .. } => {
+            warn!("{e}")
+        }
         Event::Fenced { .. }
         | Event::FencedAfterStepDown { .. }
         | Event::JournalFailed { .. }
@@ -400,189 +396,26 @@ fn log_event(e: &Event) {
     }
 }
 
-async fn accept_loop(
-    addr: SocketAddr,
-    tx: mpsc::Sender<DriverMsg>,
-    flush_tx: mpsc::UnboundedSender<(ConnId, usize)>,
-    next_conn: Arc<AtomicU64>,
-    counters: Arc<IoCounters>,
-) {
-    let listener = loop {
-        match TcpListener::bind(addr).await {
-            Ok(l) => break l,
-            Err(e) => {
-                error!(listen = %addr, error = %e, "cannot listen; retrying in 1 s");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        }
-    };
-    info!(listen = %addr, "accepting clients (STOMP, AMQP)");
-    loop {
-        let (sock, peer) = match listener.accept().await {
-            Ok(x) => x,
-            Err(e) => {
-                warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = sock.set_nodelay(true);
-        counters
-            .connections_accepted
-            .fetch_add(1, Ordering::Relaxed);
-        let id = ConnId(next_conn.fetch_add(1, Ordering::Relaxed));
-        let span = info_span!("conn", id = %id, %peer);
-        debug!(parent: &span, "connection opened");
-        // tokio::io::split rather than into_split: madsim's TcpStream has only the former.
-        let (rd, wr) = tokio::io::split(sock);
-        let (wtx, wrx) = mpsc::unbounded_channel();
-        let (ptx, prx) = watch::channel(false);
-        let (go_tx, go_rx) = tokio::sync::oneshot::channel();
-        let credit = Arc::new(tokio::sync::Semaphore::new(READ_CHUNKS_IN_FLIGHT));
-        let reader = tokio::spawn(
-            read_loop(
-                id,
-                rd,
-                prx,
-                go_rx,
-                credit.clone(),
-                tx.clone(),
-                counters.clone(),
-            )
-            .instrument(span.clone()),
-        );
-        tokio::spawn(
-            write_loop(id, wr, wrx, flush_tx.clone(), tx.clone(), counters.clone())
-                .instrument(span),
-        );
-        let handle = ConnHandle {
-            writer: wtx,
-            pause: ptx,
-            reader: reader.abort_handle(),
-            peer,
-            credit,
-        };
-        if tx.send(DriverMsg::Register(id, handle)).await.is_err()
-            || tx
-                .send(Input::Conn(ConnEvent::Opened { conn: id }).into())
-                .await
-                .is_err()
-        {
-            return;
-        }
-        let _ = go_tx.send(());
-    }
-}
+/// Password verifications at once: each argon2id check holds about
+/// 19 MiB and a core for tens of milliseconds, so a storm of logins
+/// queues here instead of exhausting memory.
+const PASSWORD_CHECKS_MAX: usize = 2;
 
-async fn read_loop(
-    id: ConnId,
-    mut rd: tokio::io::ReadHalf<tokio::net::TcpStream>,
-    mut paused: watch::Receiver<bool>,
-    go: tokio::sync::oneshot::Receiver<()>,
-    credit: Arc<tokio::sync::Semaphore>,
+/// Verifies a login's password on a blocking thread and tells the node.
+async fn check_password(
+    conn: ConnId,
+    hash: String,
+    password: Secret,
+    verifiers: Arc<tokio::sync::Semaphore>,
     tx: mpsc::Sender<DriverMsg>,
-    counters: Arc<IoCounters>,
 ) {
-    // Registration and `Opened` must reach the node before the first bytes.
-    if go.await.is_err() {
+    let Ok(_permit) = verifiers.acquire_owned().await else {
         return;
-    }
-    // Each chunk handed to the node is a slice of this buffer (no copy); a
-    // new one is taken when little room is left. The node's decoders copy
-    // what they keep, so a chunk does not pin its buffer for long.
-    let mut buf = BytesMut::new();
-    loop {
-        while *paused.borrow() {
-            if paused.changed().await.is_err() {
-                return;
-            }
-        }
-        // The driver returns the permit once the node has handled the chunk.
-        match credit.acquire().await {
-            Ok(p) => p.forget(),
-            Err(_) => return,
-        }
-        if buf.capacity() < READ_BUFFER_BYTES / 16 {
-            buf = BytesMut::with_capacity(READ_BUFFER_BYTES);
-        }
-        let n = match rd.read_buf(&mut buf).await {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) => {
-                debug!(error = %e, "read failed");
-                break;
-            }
-        };
-        debug_assert_eq!(buf.len(), n);
-        counters.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
-        let bytes = buf.split().freeze();
-        if tx
-            .send(Input::Conn(ConnEvent::Received { conn: id, bytes }).into())
-            .await
-            .is_err()
-        {
-            return;
-        }
-    }
-    debug!("connection closed by peer");
+    };
+    let ok = tokio::task::spawn_blocking(move || password::verify(&hash, &password.0))
+        .await
+        .unwrap_or(false);
     let _ = tx
-        .send(Input::Conn(ConnEvent::Closed { conn: id }).into())
+        .send(Input::Conn(ConnEvent::PasswordChecked { conn, ok }).into())
         .await;
-}
-
-async fn write_loop(
-    id: ConnId,
-    mut wr: tokio::io::WriteHalf<tokio::net::TcpStream>,
-    mut rx: mpsc::UnboundedReceiver<WriteCmd>,
-    flushed: mpsc::UnboundedSender<(ConnId, usize)>,
-    tx: mpsc::Sender<DriverMsg>,
-    counters: Arc<IoCounters>,
-) {
-    let mut batch: Vec<u8> = Vec::with_capacity(64 * 1024);
-    loop {
-        let Some(first) = rx.recv().await else {
-            return;
-        };
-        let mut close = false;
-        let mut pending = Some(first);
-        // Coalesce what is queued into one write.
-        while let Some(cmd) = pending.take() {
-            match cmd {
-                WriteCmd::Data(b) => batch.extend_from_slice(&b),
-                WriteCmd::Close => {
-                    close = true;
-                    break;
-                }
-            }
-            if batch.len() >= 256 * 1024 {
-                break;
-            }
-            pending = rx.try_recv().ok();
-        }
-        if !batch.is_empty() {
-            let n = batch.len();
-            // flush: a no-op on a real socket, but generic writers (madsim's
-            // simulated TCP) may hold bytes until it.
-            let written = match wr.write_all(&batch).await {
-                Ok(()) => wr.flush().await,
-                Err(e) => Err(e),
-            };
-            if let Err(e) = written {
-                debug!(error = %e, "write failed");
-                let _ = tx
-                    .send(Input::Conn(ConnEvent::Closed { conn: id }).into())
-                    .await;
-                return;
-            }
-            batch.clear();
-            counters.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
-            if flushed.send((id, n)).is_err() {
-                return;
-            }
-        }
-        if close {
-            let _ = wr.shutdown().await;
-            return;
-        }
-    }
 }

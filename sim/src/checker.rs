@@ -36,6 +36,8 @@ pub struct Violations {
     pub purge_undone: Option<String>,
     /// The Kafka bridge's rules (see `bridge_check`).
     pub bridge: BridgeViolations,
+    /// An operation without its permission took effect (see `security_check`).
+    pub denied_done: Option<String>,
 }
 
 impl Violations {
@@ -51,6 +53,7 @@ impl Violations {
             && self.broken_invariant.is_none()
             && self.purge_undone.is_none()
             && self.bridge.is_empty()
+            && self.denied_done.is_none()
     }
 
     pub fn summary(&self) -> String {
@@ -99,6 +102,9 @@ impl Violations {
             parts.push(format!("purge undone: {s}"));
         }
         self.bridge.summary(&mut parts);
+        if let Some(s) = &self.denied_done {
+            parts.push(format!("permission not enforced: {s}"));
+        }
         parts.join("; ")
     }
 }
@@ -138,6 +144,8 @@ pub struct Counts {
     /// deliveries of records the outside producer wrote.
     pub bridged_out: u64,
     pub bridged_in: u64,
+    /// Intruders (clients whose user lacks the permission) that were refused.
+    pub intruders_refused: u64,
 }
 
 /// The consumer group a consumer belongs to: the queue, or the durable subscription.

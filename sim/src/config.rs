@@ -70,6 +70,9 @@ pub struct SimConfig {
     pub feed_records: u64,
     /// Durable subscribers of the fed address.
     pub feed_subscribers: usize,
+    /// The nodes have users (`security_check::security`): every client logs
+    /// in, and an intruder whose user may not send tries to.
+    pub security: bool,
 }
 
 impl SimConfig {
@@ -116,6 +119,7 @@ impl SimConfig {
             bridge: true,
             feed_records: 0,
             feed_subscribers: 0,
+            security: true,
         };
         // Drawn after everything above, so the rest of a seed's scenario
         // is what it was before the bridge existed.

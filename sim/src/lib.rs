@@ -15,6 +15,7 @@ mod config;
 pub mod kafka;
 pub mod rng;
 mod run;
+mod security_check;
 mod trace;
 mod world;
 

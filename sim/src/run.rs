@@ -175,6 +175,14 @@ pub fn run(cfg: SimConfig, keep_trace: bool) -> Report {
             bridge_check::check_out(&w.clients, &committed, &mut violations.bridge);
         counts.bridged_in = bridge_check::check_in(&w.clients, w.feed.sent, &mut violations.bridge);
     }
+    if cfg.security {
+        violations.denied_done = crate::security_check::check(&w.clients);
+        counts.intruders_refused = w
+            .clients
+            .iter()
+            .filter(|c| c.expect_refusal && c.refused)
+            .count() as u64;
+    }
     violations.stuck = stuck;
     violations.broken_invariant = w.broken_invariant.take();
     let verdict = if violations.is_empty() {

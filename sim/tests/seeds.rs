@@ -262,6 +262,24 @@ mod planted {
         );
     }
 
+    /// The security rule: with permissions ignored, the intruder's sends
+    /// are receipted and delivered. Only that rule catches it: the same
+    /// seed without users passes.
+    #[test]
+    fn ignoring_permissions_is_caught() {
+        let bug = PlantedBug::Core(CoreBug::PermissionsIgnored);
+        let (seed, _) = first_catch(bug, &["permission not enforced"]);
+        let mut cfg = SimConfig::from_seed(seed);
+        cfg.planted_bug = Some(bug);
+        cfg.security = false;
+        let r = run(cfg, false);
+        assert!(
+            r.ok(),
+            "seed {seed} fails without users: {}",
+            r.violations.summary()
+        );
+    }
+
     /// The Kafka bridge's in rule: a position journaled past the records
     /// ingested skips one.
     #[test]

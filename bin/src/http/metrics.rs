@@ -36,6 +36,7 @@ pub struct Snapshot {
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub connections_accepted: u64,
+    pub http_login_failures: u64,
     pub uptime_seconds: f64,
     pub group_commits: u64,
     /// Per bucket of `GROUP_BATCH_BUCKETS` (not cumulative), then above.
@@ -62,6 +63,7 @@ impl Snapshot {
             bytes_in: load(&io.bytes_in),
             bytes_out: load(&io.bytes_out),
             connections_accepted: load(&io.connections_accepted),
+            http_login_failures: load(&io.http_login_failures),
             uptime_seconds,
             group_commits: load(&j.group_commits),
             group_batches: j.group_batches.iter().map(load).collect(),
@@ -293,6 +295,20 @@ impl Collector for Snapshot {
             "Errors reported to clients (STOMP ERROR frames, AMQP error closes).",
             None,
             c.client_errors,
+        )?;
+        counter(
+            e,
+            "halyard_login_failures",
+            "Logins refused: STOMP CONNECT, AMQP SASL, TLS client certificates naming no user, HTTP management.",
+            None,
+            c.login_failures + self.http_login_failures,
+        )?;
+        counter(
+            e,
+            "halyard_authorization_denied",
+            "Client operations refused for want of a permission.",
+            None,
+            c.authorization_denied,
         )?;
         counter(
             e,

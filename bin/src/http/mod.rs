@@ -15,6 +15,7 @@
 //! inputs (`server::Query`); nothing here touches the node.
 
 pub mod api;
+mod auth;
 pub mod metrics;
 
 use std::net::SocketAddr;
@@ -54,6 +55,9 @@ pub struct HttpState {
     /// This node's own base URL as peers would name it.
     pub self_url: String,
     pub history: api::History,
+    /// Users (`--security-file`): the API and the console then need a
+    /// user with `manage` (HTTP Basic).
+    pub security: Option<Arc<halyard_core::security::Security>>,
 }
 
 /// The console: one page, no build step.
@@ -65,10 +69,11 @@ pub async fn start(addr: SocketAddr, state: HttpState) -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| format!("cannot serve HTTP on {addr}: {e}"))?;
-    let app = Router::new()
+    let open = Router::new()
         .route("/metrics", get(metrics_text))
         .route("/health/live", get(|| async { "live\n" }))
-        .route("/health/ready", get(ready))
+        .route("/health/ready", get(ready));
+    let managed = Router::new()
         .route("/api/node", get(api_node))
         .route("/api/queues", get(api_queues))
         .route("/api/cluster", get(api::cluster))
@@ -89,6 +94,12 @@ pub async fn start(addr: SocketAddr, state: HttpState) -> Result<(), String> {
                 )
             }),
         )
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_manage,
+        ));
+    let app = open
+        .merge(managed)
         .fallback(|| async { api::error(StatusCode::NOT_FOUND, "no such endpoint") })
         .with_state(state.clone());
     tokio::spawn(api::sample_history(state));

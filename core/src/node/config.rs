@@ -39,6 +39,13 @@ pub struct NodeConfig {
     pub amqp: ConnectionConfig,
     /// The Kafka bridge (`None`: off).
     pub bridge: Option<crate::bridge::BridgeConfig>,
+    /// Users and permissions (`None`: anonymous clients, everything allowed).
+    pub security: Option<std::sync::Arc<crate::security::Security>>,
+    /// Client connections at most; more are refused in their protocol.
+    pub connections_max: usize,
+    /// Connections that have not completed their handshake (STOMP
+    /// CONNECT, AMQP open), at most.
+    pub pending_connections_max: usize,
     /// A deliberate bug (simulator self-tests only).
     #[cfg(feature = "planted-bugs")]
     pub planted_bug: Option<PlantedBug>,
@@ -69,6 +76,19 @@ pub enum PlantedBug {
     /// Journal the Kafka bridge's position one record past the end of the
     /// batch it ingested (an off-by-one), so the next record is skipped.
     BridgePositionAhead,
+    /// Execute every operation without checking the security file's
+    /// permissions.
+    PermissionsIgnored,
+}
+
+impl NodeConfig {
+    /// Users log in: the security file, and AMQP offers only SASL PLAIN
+    /// and refuses a client that skips SASL.
+    pub fn set_security(&mut self, security: std::sync::Arc<crate::security::Security>) {
+        self.security = Some(security);
+        self.amqp.sasl_mechanisms = vec![crate::protocol::amqp::Symbol::from("PLAIN")];
+        self.amqp.sasl_required = true;
+    }
 }
 
 impl Default for NodeConfig {
@@ -90,6 +110,9 @@ impl Default for NodeConfig {
             activation_retry_ms: 1_000,
             amqp: amqp_defaults(),
             bridge: None,
+            security: None,
+            connections_max: 10_000,
+            pending_connections_max: 1_000,
             #[cfg(feature = "planted-bugs")]
             planted_bug: None,
         }

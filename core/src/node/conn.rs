@@ -59,6 +59,9 @@ pub(crate) struct Conn {
     /// Reading paused for backpressure (too much work in flight).
     pub paused: bool,
     pub txs: BTreeMap<TxName, Tx>,
+    /// Why this connection is refused (a connection limit), told in its
+    /// protocol once the first bytes name it.
+    pub refusal: Option<super::ops::Refusal>,
 }
 
 impl Conn {
@@ -70,6 +73,7 @@ impl Conn {
             inflight: 0,
             paused: false,
             txs: BTreeMap::new(),
+            refusal: None,
         }
     }
 

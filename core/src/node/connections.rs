@@ -8,7 +8,7 @@ use tracing::debug;
 use super::config::PlantedBug;
 use super::conn::{Conn, Session};
 use super::node::Node;
-use super::ops::{SessionAction, SessionCx};
+use super::ops::{Refusal, SessionAction, SessionCx};
 use super::ports::{ConnRequest, Output};
 use super::work::{Effects, Work};
 use crate::broker::RefKey;
@@ -34,6 +34,7 @@ macro_rules! with_cx {
             config: &$node.config,
             broker: &$node.broker,
             live,
+            principal: $node.principals.get(&$conn),
             actions: &mut $node.actions,
         };
         $body
@@ -42,7 +43,18 @@ macro_rules! with_cx {
 
 impl Node {
     pub(crate) fn on_opened(&mut self, conn: ConnId) {
-        self.conns.insert(conn, Conn::new(self.now));
+        let mut c = Conn::new(self.now);
+        c.refusal = self.connection_refusal();
+        self.conns.insert(conn, c);
+    }
+
+    /// The session's answer to a login, then what it buffered meanwhile.
+    pub(crate) fn session_login_checked(&mut self, conn: ConnId, ok: bool) {
+        if let Some(s) = self.conns.get_mut(&conn).and_then(|c| c.session.as_mut()) {
+            with_cx!(self, conn, cx, s.get().login_checked(&mut cx, ok));
+            self.carry_out(conn);
+            self.run_session(conn);
+        }
     }
 
     pub(crate) fn on_received(&mut self, conn: ConnId, bytes: Bytes) {
@@ -73,12 +85,9 @@ impl Node {
             // that arrived earlier keeps its bytes unread: a draining node
             // closes it once its work in flight is answered.
             if first && self.state != HaState::Live {
-                with_cx!(
-                    self,
-                    conn,
-                    cx,
-                    s.get().refuse(&mut cx, "this node is not live")
-                );
+                with_cx!(self, conn, cx, s.get().refuse(&mut cx, &Refusal::NotLive));
+            } else if let Some(reason) = c.refusal.take().filter(|_| first) {
+                with_cx!(self, conn, cx, s.get().refuse(&mut cx, &reason));
             }
         }
         self.carry_out(conn);
@@ -152,6 +161,9 @@ impl Node {
                     SessionAction::ClientError(message) => {
                         self.event(super::events::Event::ClientError { conn, message })
                     }
+                    SessionAction::Login { user, password } => {
+                        self.begin_login(conn, user, password)
+                    }
                 }
             }
         }
@@ -218,6 +230,8 @@ impl Node {
         let Some(c) = self.conns.remove(&conn) else {
             return;
         };
+        self.principals.remove(&conn);
+        self.logins.remove(&conn);
         let mut back: Vec<RefKey> = Vec::new();
         for (_, tx) in c.txs {
             back.extend(tx.acks);

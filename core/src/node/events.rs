@@ -56,6 +56,11 @@ pub enum Event {
         conn: ConnId,
         message: String,
     },
+    /// A login was refused (never with the password).
+    LoginRefused {
+        conn: ConnId,
+        user: String,
+    },
 }
 
 impl Event {
@@ -63,7 +68,7 @@ impl Event {
     pub fn is_state_change(&self) -> bool {
         !matches!(
             self,
-            Event::ClientError { .. } | Event::LockUnavailable { .. }
+            Event::ClientError { .. } | Event::LockUnavailable { .. } | Event::LoginRefused { .. }
         )
     }
 }
@@ -131,6 +136,9 @@ impl fmt::Display for Event {
             }
             Event::Stopped => write!(f, "node stopped"),
             Event::ClientError { conn, message } => write!(f, "{conn}: ERROR sent: {message}"),
+            Event::LoginRefused { conn, user } => {
+                write!(f, "{conn}: login refused for user {user:?}")
+            }
         }
     }
 }

@@ -16,6 +16,7 @@ impl Node {
     /// Executes one operation of `conn`'s session. `Err` means nothing of it
     /// happened; the session is told at once.
     pub(crate) fn execute(&mut self, conn: ConnId, tag: u64, op: Op) -> Result<(), OpError> {
+        self.authorize_op(conn, &op)?;
         match op {
             Op::Send { message, tx: None } => {
                 let mut entries = Vec::new();

@@ -21,6 +21,7 @@
 //! transitions in [`crate::ha`].
 
 mod admin;
+mod auth;
 mod bridge;
 mod config;
 mod conn;
@@ -47,8 +48,8 @@ pub use management::{
 };
 pub use node::Node;
 pub use ops::{
-    Op, OpError, Outcome, ProtocolSession, SessionAction, SessionCx, SubscribeOp, SubscribeTarget,
-    TxName,
+    authorize, Op, OpError, Outcome, ProtocolSession, Refusal, SessionAction, SessionCx,
+    SubscribeOp, SubscribeTarget, TxName,
 };
 pub use ports::{
     AcceptRequest, ConnEvent, ConnRequest, Input, JournalEvent, JournalRequest, LockEvent,

@@ -13,6 +13,7 @@ use crate::broker::{Broker, RefKey};
 use crate::ha::HaState;
 use crate::ids::{ConnId, Id, IdGen, Ticket};
 use crate::journal::Entry;
+use crate::security::Principal;
 use crate::Millis;
 
 /// The sans-IO broker node.
@@ -66,6 +67,10 @@ pub struct Node {
     /// broker's queue generation then, and the addresses); `None` while
     /// the reader is stopped.
     pub(crate) bridge_reported: Option<(u64, Vec<String>)>,
+    /// Who each logged-in connection is (with a security file).
+    pub(crate) principals: BTreeMap<ConnId, Principal>,
+    /// Logins whose password the driver is checking: the user name asked for.
+    pub(crate) logins: BTreeMap<ConnId, String>,
 }
 
 impl Node {
@@ -98,6 +103,8 @@ impl Node {
             fenced_by: None,
             bridge_next: BTreeMap::new(),
             bridge_reported: None,
+            principals: BTreeMap::new(),
+            logins: BTreeMap::new(),
         }
     }
 
@@ -166,6 +173,10 @@ impl Node {
                 self.broker.flushed(conn, bytes);
             }
             Input::Conn(ConnEvent::Closed { conn }) => self.on_closed(conn),
+            Input::Conn(ConnEvent::PasswordChecked { conn, ok }) => {
+                self.on_password_checked(conn, ok)
+            }
+            Input::Conn(ConnEvent::Identified { conn, user }) => self.on_identified(conn, user),
             Input::Journal(ev) => self.on_journal(ev),
             Input::Lock(ev) => self.on_lock(ev),
             Input::Admin { id, op } => self.on_admin(id, op),

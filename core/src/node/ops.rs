@@ -22,6 +22,7 @@ use crate::broker::{
 use crate::ids::ConnId;
 use crate::journal::DurableSub;
 use crate::message::Message;
+use crate::security::{Denied, Permission, Principal, Secret};
 use crate::Millis;
 
 /// A transaction, named by the adapter (unique per connection).
@@ -167,6 +168,8 @@ pub enum OpError {
         "address {0:?} is bridged to Kafka and is a topic: subscribe to it as a topic (/topic/{0})"
     )]
     BridgedIsTopic(String),
+    #[error(transparent)]
+    Denied(#[from] Denied),
 }
 
 /// What an adapter hands the node.
@@ -184,6 +187,31 @@ pub enum SessionAction {
     Close,
     /// The client was told it did something wrong (for logs and metrics).
     ClientError(String),
+    /// Check these credentials (the node asks the driver to verify the
+    /// password); the answer comes through [`ProtocolSession::login_checked`].
+    Login { user: String, password: Secret },
+}
+
+/// Why the node will not serve a connection (told in its protocol, then
+/// closed).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The node is not live (its listener was closing).
+    NotLive,
+    /// A connection limit (`--max-connections`, `--max-pending-connections`).
+    TooMany(String),
+    /// Who the client is was refused before any login (an unknown user in
+    /// its TLS client certificate).
+    Unauthorized(String),
+}
+
+impl Refusal {
+    pub fn message(&self) -> &str {
+        match self {
+            Refusal::NotLive => "this node is not live",
+            Refusal::TooMany(m) | Refusal::Unauthorized(m) => m,
+        }
+    }
 }
 
 /// What an adapter sees of the node while it works.
@@ -196,12 +224,45 @@ pub struct SessionCx<'a> {
     pub broker: &'a Broker,
     /// Whether this node serves clients right now.
     pub live: bool,
+    /// Who the connection logged in as (`None`: not yet, or no users).
+    pub principal: Option<&'a Principal>,
     pub actions: &'a mut Vec<SessionAction>,
 }
 
 impl SessionCx<'_> {
     pub fn push(&mut self, action: SessionAction) {
         self.actions.push(action);
+    }
+
+    /// Whether this connection may do `permission` on `address`.
+    pub fn check(&self, permission: Permission, address: &str) -> Result<(), Denied> {
+        authorize(self.config, self.principal, permission, address)
+    }
+}
+
+/// Whether `who` may do `permission` on `address` under the node's
+/// security file. No security file: everything is allowed. Temporary
+/// destinations (named by the adapters) belong to their connection and
+/// need no permission.
+pub fn authorize(
+    config: &NodeConfig,
+    who: Option<&Principal>,
+    permission: Permission,
+    address: &str,
+) -> Result<(), Denied> {
+    let Some(security) = config.security.as_deref() else {
+        return Ok(());
+    };
+    if address.starts_with("temp-queue://") || address.starts_with("temp-topic://") {
+        return Ok(());
+    }
+    match who {
+        Some(p) => security.check(p, permission, address),
+        None => Err(Denied {
+            user: String::new(),
+            permission,
+            address: address.to_string(),
+        }),
     }
 }
 
@@ -227,11 +288,18 @@ pub trait ProtocolSession {
     fn sent(&mut self, now: Millis);
     /// The node cannot serve this client (it is not live): answer with an
     /// error in the protocol's own terms and close.
-    fn refuse(&mut self, cx: &mut SessionCx<'_>, message: &str);
+    fn refuse(&mut self, cx: &mut SessionCx<'_>, why: &Refusal);
     /// The node has completed what it will complete for this input: write
     /// what was held back to be written together.
     fn flush(&mut self, _cx: &mut SessionCx<'_>) {}
     /// A drain asked for with [`Op::Flow`] finished: the subscription's
     /// credit is used up.
     fn drained(&mut self, _cx: &mut SessionCx<'_>, _sub_id: &str) {}
+    /// The answer to [`SessionAction::Login`]: the login is accepted (the
+    /// connection's principal is set) or refused.
+    fn login_checked(&mut self, cx: &mut SessionCx<'_>, ok: bool);
+    /// The client completed its handshake (STOMP CONNECTED sent, AMQP
+    /// open received): it no longer counts against the limit on
+    /// connections waiting to log in.
+    fn established(&self) -> bool;
 }

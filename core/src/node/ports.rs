@@ -9,6 +9,7 @@ use super::Event;
 use crate::bridge::{BridgeEvent, BridgeRequest, OutRecord};
 use crate::ids::{ConnId, Ticket};
 use crate::journal::Entry;
+use crate::security::Secret;
 
 /// Something that happened, reported by the driver.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -50,6 +51,18 @@ pub enum ConnEvent {
     /// The peer closed, or the socket failed.
     Closed {
         conn: ConnId,
+    },
+    /// The answer to [`ConnRequest::CheckPassword`].
+    PasswordChecked {
+        conn: ConnId,
+        ok: bool,
+    },
+    /// The connection's TLS client certificate, verified by the driver,
+    /// names this user (its subject CN). Reported after `Opened`, before
+    /// any bytes.
+    Identified {
+        conn: ConnId,
+        user: String,
     },
 }
 
@@ -117,6 +130,15 @@ pub enum ConnRequest {
     /// Flush what was sent, then close.
     Close {
         conn: ConnId,
+    },
+    /// Verify a login's password against its argon2id hash
+    /// ([`crate::security::password::verify`]) and answer with
+    /// `ConnEvent::PasswordChecked`. Slow on purpose (tens of ms): drivers
+    /// run it off their event loop.
+    CheckPassword {
+        conn: ConnId,
+        hash: String,
+        password: Secret,
     },
     /// Stop reading from the connection until `ResumeReading` (backpressure).
     PauseReading {

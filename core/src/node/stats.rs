@@ -71,6 +71,10 @@ pub struct NodeCounters {
     pub journal_failures: u64,
     /// Client errors reported (ERROR frames, AMQP error closes).
     pub client_errors: u64,
+    /// Logins refused (bad user name or password, unknown certificate user).
+    pub login_failures: u64,
+    /// Operations refused for want of a permission.
+    pub authorization_denied: u64,
     /// Append issued -> journal says durable.
     pub journal_latency: LatencyHistogram,
     /// A send (outside a transaction) taken -> its receipt (STOMP RECEIPT,

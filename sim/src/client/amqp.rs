@@ -178,9 +178,12 @@ impl AmqpWire {
     }
 
     /// The TCP connection was accepted: SASL first.
-    pub fn greet(&mut self, out: &mut Vec<Action>) {
+    pub fn greet(&mut self, out: &mut Vec<Action>, login: Option<&(String, String)>) {
         self.reset();
-        out.push(Action::Send(frames::sasl_anonymous()));
+        out.push(Action::Send(match login {
+            Some((user, pass)) => frames::sasl_plain(user, pass),
+            None => frames::sasl_anonymous(),
+        }));
     }
 
     /// After SASL: open, begin and the links, all at once.

@@ -52,6 +52,23 @@ pub fn sasl_anonymous() -> Bytes {
     b.freeze()
 }
 
+/// SASL PLAIN (RFC 4616: authzid NUL user NUL password, no authzid).
+pub fn sasl_plain(user: &str, password: &str) -> Bytes {
+    let mut b = BytesMut::from(&SASL_HEADER[..]);
+    let mut response = Vec::with_capacity(user.len() + password.len() + 2);
+    response.push(0);
+    response.extend_from_slice(user.as_bytes());
+    response.push(0);
+    response.extend_from_slice(password.as_bytes());
+    let init = SaslFrame::Init {
+        mechanism: Symbol::from("PLAIN"),
+        initial_response: Some(Bytes::from(response)),
+        hostname: None,
+    };
+    encode_frame(&mut b, true, 0, &init.to_value(), &[]);
+    b.freeze()
+}
+
 /// The AMQP header, open and begin (the links follow at once: the broker
 /// takes them in order).
 pub fn open_and_begin(container_id: &str) -> Bytes {

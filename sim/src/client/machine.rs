@@ -57,6 +57,13 @@ pub struct Client {
     /// Set by the world: every durable subscription exists.
     pub may_start: bool,
     pub done: bool,
+    /// Logs in with (user, password) where the nodes have users.
+    pub login: Option<(String, String)>,
+    /// This client's user may not do what it does (the intruder): it stops
+    /// at its first refusal.
+    pub expect_refusal: bool,
+    /// The broker refused one of its operations for want of a permission.
+    pub refused: bool,
     connect_deadline: Millis,
     /// Report every message (for a printed trace).
     pub verbose: bool,
@@ -99,6 +106,9 @@ impl Client {
             last_delivery_at: 0,
             may_start,
             done: false,
+            login: None,
+            expect_refusal: false,
+            refused: false,
             connect_deadline: 0,
             verbose: false,
         }
@@ -122,11 +132,23 @@ impl Client {
         )
     }
 
-    /// Producer finished: every message acknowledged.
+    /// Producer finished: every message acknowledged (or, for a client
+    /// without the permission, refused).
     pub fn producer_done(&self) -> bool {
         match &self.kind {
-            Kind::Producer { total, .. } => self.receipted.len() as u64 >= *total,
+            Kind::Producer { total, .. } => self.refused || self.receipted.len() as u64 >= *total,
             Kind::Consumer { .. } => true,
+        }
+    }
+
+    /// The broker refused an operation for want of a permission: a client
+    /// meant to be refused stops there (it would be refused again).
+    fn note_refusal(&mut self, what: &str) {
+        if what.contains("(permission ") {
+            self.refused = true;
+            if self.expect_refusal {
+                self.done = true;
+            }
         }
     }
 
@@ -161,9 +183,10 @@ impl Client {
 
     /// The TCP connection was accepted: greet the broker.
     pub fn on_open(&mut self, out: &mut Vec<Action>) {
+        let login = self.login.as_ref();
         match &mut self.wire {
-            Wire::Stomp(w) => w.greet(out),
-            Wire::Amqp(w) => w.greet(out),
+            Wire::Stomp(w) => w.greet(out, login),
+            Wire::Amqp(w) => w.greet(out, login),
         }
     }
 
@@ -277,8 +300,12 @@ impl Client {
                     }
                 }
             }
-            WireEvent::Note(what) => out.push(Action::Trace(format!("{}: {what}", self.name))),
+            WireEvent::Note(what) => {
+                self.note_refusal(&what);
+                out.push(Action::Trace(format!("{}: {what}", self.name)))
+            }
             WireEvent::Broken(why) => {
+                self.note_refusal(&why);
                 out.push(Action::Trace(format!("{}: {why}", self.name)));
                 out.push(Action::Close);
                 self.on_closed(now, out);

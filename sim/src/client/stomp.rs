@@ -52,11 +52,15 @@ impl StompWire {
     }
 
     /// The TCP connection was accepted: say CONNECT.
-    pub fn greet(&mut self, out: &mut Vec<Action>) {
+    pub fn greet(&mut self, out: &mut Vec<Action>, login: Option<&(String, String)>) {
         self.decoder = Decoder::new(Limits::default());
         let mut f = Frame::new(Command::Connect)
             .with_header("accept-version", "1.2")
             .with_header("host", "sim");
+        if let Some((user, pass)) = login {
+            f.push_header("login", user.as_str());
+            f.push_header("passcode", pass.as_str());
+        }
         if let Kind::Consumer {
             durable: Some((client_id, _)),
             ..

@@ -14,7 +14,43 @@ use crate::rng::Rng;
 /// share a run is the same as before AMQP clients existed.
 const PROTOCOL_SEED: u64 = 0xA3F1_0C0D_E5A1_7E00;
 
+/// Mixed into the seed for the intruder's generator (none of the world's).
+const INTRUDER_SEED: u64 = 0x1A7D_0BAD_5EC0_0000;
+
 impl World {
+    /// With users: every client logs in as `sim`, and an intruder, whose
+    /// user may not send, sends to the queue the consumers read.
+    fn add_intruder(&mut self) {
+        let (user, pass) = crate::security_check::USER;
+        for client in &mut self.clients {
+            client.login = Some((user.into(), pass.into()));
+        }
+        let mut r = Rng::new(self.cfg.seed ^ INTRUDER_SEED);
+        let protocol = if r.chance(0.5) {
+            Protocol::Amqp
+        } else {
+            Protocol::Stomp
+        };
+        let mut intruder = Client::new(
+            crate::security_check::INTRUDER_CLIENT.into(),
+            Kind::Producer {
+                destination: "/queue/orders".into(),
+                total: 5,
+                window: 5,
+                duplicate_ids: false,
+                transaction_size: None,
+                wait_for_subscriptions: false,
+            },
+            protocol,
+            self.cfg.nodes,
+            r,
+        );
+        let (user, pass) = crate::security_check::INTRUDER;
+        intruder.login = Some((user.into(), pass.into()));
+        intruder.expect_refusal = true;
+        self.clients.push(intruder);
+    }
+
     /// The run's clients: producers and consumers on a queue, durable
     /// subscribers on a topic, at-most-once traffic and the dead letters.
     /// Each speaks AMQP with the chance `amqp_share`, STOMP otherwise, so
@@ -168,6 +204,9 @@ impl World {
                 nack_chance: 0.0,
             },
         );
+        if c.security {
+            self.add_intruder();
+        }
         self.network.client_connection = vec![None; self.clients.len()];
         let verbose = self.trace.keeps();
         for c in &mut self.clients {

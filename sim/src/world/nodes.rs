@@ -30,6 +30,9 @@ impl World {
             bridge: self.bridge_cfg.clone(),
             ..NodeConfig::default()
         };
+        if let Some(s) = &self.security {
+            c.set_security(s.clone());
+        }
         #[cfg(feature = "planted-bugs")]
         if let Some(PlantedBug::Core(b)) = self.cfg.planted_bug {
             c.planted_bug = Some(b);
@@ -157,6 +160,16 @@ impl World {
                 }
             }
             Output::Conn(ConnRequest::PauseReading { .. } | ConnRequest::ResumeReading { .. }) => {}
+            // The io driver verifies off its event loop; here the answer
+            // comes within the same step.
+            Output::Conn(ConnRequest::CheckPassword {
+                conn,
+                hash,
+                password,
+            }) => {
+                let ok = halyard_core::security::password::verify(&hash, &password.0);
+                inputs.push_back(Input::Conn(ConnEvent::PasswordChecked { conn, ok }));
+            }
             // Requests in flight stay in flight through a close: the group
             // commit waits for the write in flight before it closes, as the
             // io drivers do.

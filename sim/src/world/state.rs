@@ -59,6 +59,8 @@ pub(crate) struct World {
     pub(super) bridge_cfg: Option<BridgeConfig>,
     /// The outside Kafka producer.
     pub(crate) feed: Feed,
+    /// The nodes' users and permissions (`None`: anonymous clients).
+    pub(super) security: Option<std::sync::Arc<halyard_core::security::Security>>,
 }
 
 impl World {
@@ -90,7 +92,11 @@ impl World {
             operator: Operator::default(),
             bridge_cfg: None,
             feed: Feed::new(0, 0),
+            security: None,
         };
+        if w.cfg.security {
+            w.security = Some(std::sync::Arc::new(crate::security_check::security()));
+        }
         if w.cfg.bridge {
             let mut b = BridgeConfig::new(
                 DEFAULT_PREFIX.into(),

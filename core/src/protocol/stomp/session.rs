@@ -18,9 +18,10 @@ use crate::broker::{AckError, Delivery, Destination};
 use crate::journal::DurableSub;
 use crate::message::Routing;
 use crate::node::{
-    NodeConfig, Op, OpError, Outcome, ProtocolSession, SessionAction, SessionCx, SubscribeOp,
-    SubscribeTarget,
+    NodeConfig, Op, OpError, Outcome, ProtocolSession, Refusal, SessionAction, SessionCx,
+    SubscribeOp, SubscribeTarget,
 };
+use crate::security::Secret;
 use crate::Millis;
 
 /// The versions this server speaks, as the ERROR for a version mismatch
@@ -46,6 +47,9 @@ pub struct StompSession {
     /// and the receipt the frame asked for.
     waiting: VecDeque<(u64, Option<String>)>,
     next_tag: u64,
+    /// CONNECT came with credentials the node is checking: read nothing
+    /// more until it answers.
+    logging_in: bool,
 }
 
 impl StompSession {
@@ -64,6 +68,7 @@ impl StompSession {
             last_send: opened_at,
             waiting: VecDeque::new(),
             next_tag: 1,
+            logging_in: false,
         }
     }
 
@@ -177,14 +182,37 @@ impl StompSession {
         self.client_id = f.header("client-id").map(str::to_owned);
         self.version = version;
         self.decoder.set_version(version);
+        // With users, a login (unless a client certificate named the user).
+        if cx.config.security.is_some() && cx.principal.is_none() {
+            let (Some(user), Some(pass)) = (f.header("login"), f.header("passcode")) else {
+                return Err(Refused {
+                    message:
+                        "login refused: this broker has users; send login and passcode on CONNECT"
+                            .into(),
+                    detail: String::new(),
+                    headers: Vec::new(),
+                });
+            };
+            self.logging_in = true;
+            cx.push(SessionAction::Login {
+                user: user.to_owned(),
+                password: Secret(pass.as_bytes().to_vec()),
+            });
+            return Ok(());
+        }
+        self.send_connected(cx);
+        Ok(())
+    }
+
+    fn send_connected(&mut self, cx: &mut SessionCx<'_>) {
+        let hb = cx.config.heartbeat_ms;
         self.connected = true;
         let reply = Frame::new(Command::Connected)
-            .with_header("version", version.as_str())
+            .with_header("version", self.version.as_str())
             .with_header("server", concat!("halyard/", env!("CARGO_PKG_VERSION")))
             .with_header("session", cx.conn.to_string())
             .with_header("heart-beat", format!("{hb},{hb}"));
         cx.push(SessionAction::Send(encode_to_bytes(&reply, self.version)));
-        Ok(())
     }
 
     /// Where a frame goes; `routing` is the routing type it asks for on
@@ -332,7 +360,7 @@ impl ProtocolSession for StompSession {
     }
 
     fn step(&mut self, cx: &mut SessionCx<'_>) -> bool {
-        if self.closing {
+        if self.closing || self.logging_in {
             return false;
         }
         match self.decoder.next() {
@@ -424,8 +452,28 @@ impl ProtocolSession for StompSession {
         self.last_send = now;
     }
 
-    fn refuse(&mut self, cx: &mut SessionCx<'_>, message: &str) {
-        self.protocol_error(cx, Refused::new(message), None);
+    fn refuse(&mut self, cx: &mut SessionCx<'_>, why: &Refusal) {
+        self.protocol_error(cx, Refused::new(why.message()), None);
+    }
+
+    fn login_checked(&mut self, cx: &mut SessionCx<'_>, ok: bool) {
+        if !self.logging_in {
+            return;
+        }
+        self.logging_in = false;
+        if ok {
+            self.send_connected(cx);
+        } else {
+            self.protocol_error(
+                cx,
+                Refused::new("login refused: bad user name or password"),
+                None,
+            );
+        }
+    }
+
+    fn established(&self) -> bool {
+        self.connected
     }
 }
 

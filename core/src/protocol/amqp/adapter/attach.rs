@@ -9,10 +9,11 @@ use super::links::{
 use super::session::{AmqpSession, Waiting};
 use crate::broker::AckMode;
 use crate::message::Routing;
-use crate::node::{Op, SessionCx, SubscribeOp, SubscribeTarget};
+use crate::node::{Op, SessionAction, SessionCx, SubscribeOp, SubscribeTarget};
 use crate::protocol::amqp::connection::{AttachAnswer, AttachRequest, LinkId};
 use crate::protocol::amqp::jms;
 use crate::protocol::amqp::{AmqpError, AttachTarget, Condition, Role, SenderSettleMode, Source};
+use crate::security::Permission;
 
 /// Most links whose answer or deliveries are tracked per connection.
 const LINKS_MAX: usize = 4096;
@@ -83,6 +84,16 @@ impl AmqpSession {
                 }
             }
             Some(AttachTarget::Target(t)) => {
+                // A producer to a named address needs `send` there (each
+                // message is checked again when it is sent; the anonymous
+                // relay's messages only then).
+                if let Some(address) = t.terminus.address.as_deref() {
+                    if let Err(denied) = cx.check(Permission::Send, address) {
+                        cx.push(SessionAction::ClientError(denied.to_string()));
+                        self.refuse_attach(link, Condition::UnauthorizedAccess, denied.to_string());
+                        return;
+                    }
+                }
                 let kind = LinkKind::Producer {
                     address: t.terminus.address.clone(),
                     routing: routing_of(&t.terminus.capabilities),

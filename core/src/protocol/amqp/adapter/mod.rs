@@ -6,6 +6,7 @@
 mod attach;
 mod convert;
 mod links;
+mod login;
 mod session;
 
 pub use convert::{from_neutral, to_neutral, value_in, value_out, DUPLICATE_ID_PROPERTY};

@@ -22,7 +22,9 @@ use super::convert::{from_neutral, to_neutral};
 use super::links::{routing_of_jms_dest, LinkKind, PRODUCER_CREDIT};
 use crate::broker::Delivery;
 use crate::message::Routing;
-use crate::node::{NodeConfig, Op, OpError, Outcome, ProtocolSession, SessionAction, SessionCx};
+use crate::node::{
+    NodeConfig, Op, OpError, Outcome, ProtocolSession, Refusal, SessionAction, SessionCx,
+};
 use crate::protocol::amqp::connection::{
     AttachAnswer, CloseReason, Connection, ConnectionConfig, Event, Input, LinkId, Outgoing,
     Output, Received,
@@ -77,6 +79,10 @@ pub struct AmqpSession {
     pub(super) next_tx: u64,
     pub(super) next_temporary: u64,
     pub(super) closed: bool,
+    /// The peer's open arrived.
+    pub(super) opened: bool,
+    /// A SASL login is with the node.
+    pub(super) logging_in: bool,
 }
 
 impl AmqpSession {
@@ -94,6 +100,8 @@ impl AmqpSession {
             next_tx: 1,
             next_temporary: 1,
             closed: false,
+            opened: false,
+            logging_in: false,
         }
     }
 
@@ -137,11 +145,11 @@ impl AmqpSession {
 
     fn on_event(&mut self, cx: &mut SessionCx<'_>, e: Event) {
         match e {
-            // PLAIN checks nothing until users exist (the security issue).
-            Event::SaslAuth(_) => {
-                let _ = self.conn.sasl_outcome(true);
+            Event::SaslAuth(auth) => self.on_sasl(cx, auth),
+            Event::Opened(open) => {
+                self.opened = true;
+                self.container_id = open.container_id
             }
-            Event::Opened(open) => self.container_id = open.container_id,
             Event::SessionBegun(_) | Event::SessionEnded { .. } | Event::Aborted { .. } => {}
             Event::AttachRequested(req) => self.on_attach(cx, *req),
             Event::Credit {
@@ -532,6 +540,7 @@ fn condition_of(e: &OpError) -> Condition {
         }
         OpError::NoQueue(_) | OpError::NoSubscription(_) => Condition::NotFound,
         OpError::AddressInUse(_) => Condition::ResourceLocked,
+        OpError::Denied(_) => Condition::UnauthorizedAccess,
         _ => Condition::InvalidField,
     }
 }
@@ -612,11 +621,15 @@ impl ProtocolSession for AmqpSession {
 
     fn sent(&mut self, _now: Millis) {}
 
-    fn refuse(&mut self, cx: &mut SessionCx<'_>, message: &str) {
-        self.conn.close(Some(AmqpError::new(
-            Condition::ConnectionForced,
-            message.to_owned(),
-        )));
+    fn refuse(&mut self, cx: &mut SessionCx<'_>, why: &Refusal) {
+        let condition = match why {
+            Refusal::NotLive => Condition::ConnectionForced,
+            Refusal::TooMany(_) => Condition::ResourceLimitExceeded,
+            Refusal::Unauthorized(_) => Condition::UnauthorizedAccess,
+        };
+        let message = why.message();
+        self.conn
+            .close(Some(AmqpError::new(condition, message.to_owned())));
         self.pump(cx);
         cx.push(SessionAction::ClientError(message.to_owned()));
         self.closed = true;
@@ -624,6 +637,17 @@ impl ProtocolSession for AmqpSession {
             bytes: Bytes::new(),
             close: true,
         });
+    }
+
+    fn login_checked(&mut self, cx: &mut SessionCx<'_>, ok: bool) {
+        if std::mem::take(&mut self.logging_in) {
+            let _ = self.conn.sasl_outcome(ok);
+            self.pump(cx);
+        }
+    }
+
+    fn established(&self) -> bool {
+        self.opened
     }
 
     fn drained(&mut self, cx: &mut SessionCx<'_>, sub_id: &str) {

@@ -21,6 +21,9 @@ pub struct ConnectionConfig {
     pub properties: Option<Map>,
     /// Refuse a client that skips SASL (sends the AMQP header first).
     pub sasl_required: bool,
+    /// SASL mechanisms offered, in order of preference (ANONYMOUS and
+    /// PLAIN are the ones understood).
+    pub sasl_mechanisms: Vec<Symbol>,
     /// Most sessions at once.
     pub sessions_max: usize,
     /// The highest link handle a peer may use, advertised in begin.
@@ -62,6 +65,7 @@ impl Default for ConnectionConfig {
             offered_capabilities: Vec::new(),
             properties: None,
             sasl_required: false,
+            sasl_mechanisms: vec![Symbol::from("ANONYMOUS"), Symbol::from("PLAIN")],
             sessions_max: 64,
             handle_max: 1023,
             links_per_session_max: 256,

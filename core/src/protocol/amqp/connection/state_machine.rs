@@ -12,7 +12,7 @@ use super::outbox::Outbox;
 use super::session::{Ctx, Session, SessionState};
 use crate::protocol::amqp::{
     decode_amqp_body, decode_sasl_body, encode_frame, AmqpError, Begin, Condition, FrameDecoder,
-    FrameError, Item, Open, Performative, ProtocolHeader, RawFrame, SaslCode, SaslFrame, Symbol,
+    FrameError, Item, Open, Performative, ProtocolHeader, RawFrame, SaslCode, SaslFrame,
     AMQP_HEADER, MIN_MAX_FRAME_SIZE, SASL_HEADER,
 };
 use crate::Millis;
@@ -254,7 +254,7 @@ impl Connection {
         match (self.phase, h) {
             (Phase::Header, ProtocolHeader::Sasl) => {
                 self.out.raw(&SASL_HEADER);
-                let mechanisms = vec![Symbol::from("ANONYMOUS"), Symbol::from("PLAIN")];
+                let mechanisms = self.config.sasl_mechanisms.clone();
                 self.sasl_frame(&SaslFrame::Mechanisms(mechanisms));
                 self.phase = Phase::SaslInit;
                 Ok(())
