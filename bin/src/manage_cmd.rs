@@ -5,6 +5,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
+use base64::Engine;
 use clap::{Args, Subcommand};
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use serde_json::Value;
@@ -22,6 +23,9 @@ pub struct Target {
         value_name = "URL"
     )]
     http: String,
+    /// Log in as this user (a node with --security-file; the user needs `manage`). The password comes from HALYARD_PASSWORD, never from the command line
+    #[arg(long, env = "HALYARD_USER", value_name = "USER")]
+    user: Option<String>,
     /// Print the API's JSON instead of a table
     #[arg(long)]
     json: bool,
@@ -92,7 +96,13 @@ enum CallError {
 
 fn call(method: &str, target: &Target, path: &str) -> Result<Value, CallError> {
     let url = format!("{}{}", target.http.trim_end_matches('/'), path);
-    let answer = ureq::request(method, &url).timeout(CALL_TIMEOUT).call();
+    let mut request = ureq::request(method, &url).timeout(CALL_TIMEOUT);
+    if let Some(user) = &target.user {
+        let password = std::env::var("HALYARD_PASSWORD").unwrap_or_default();
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        request = request.set("Authorization", &format!("Basic {token}"));
+    }
+    let answer = request.call();
     let response = match answer {
         Ok(r) => r,
         Err(ureq::Error::Status(status, r)) => {

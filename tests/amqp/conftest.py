@@ -28,6 +28,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -67,6 +68,10 @@ BROKERS = [b.strip() for b in os.environ.get("AMQP_TEST_BROKERS", "artemis,halya
 PAIR_KINDS = BROKERS + (["halyard-kafka"] if "halyard" in BROKERS else [])
 
 WAIT_S = 60.0
+
+# Test modules import these helpers as `amqp_conftest` (`conftest` alone names whichever suite's
+# conftest.py pytest loaded last, e.g. tests/stomp_compat's in the default run).
+sys.modules["amqp_conftest"] = sys.modules[__name__]
 
 _LIVE_PROCS: list["Proc"] = []
 

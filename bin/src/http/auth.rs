@@ -59,7 +59,7 @@ pub async fn require_manage(State(state): State<HttpState>, req: Request, next: 
         return challenge("bad user name or password");
     };
     if let Err(denied) = security.check(&principal, Permission::Manage, MANAGEMENT_ADDRESS) {
-        return super::api::error(StatusCode::FORBIDDEN, &denied.to_string());
+        return super::api::error(StatusCode::FORBIDDEN, denied.to_string());
     }
     next.run(req).await
 }

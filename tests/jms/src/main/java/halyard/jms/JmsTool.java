@@ -73,7 +73,8 @@ import org.apache.qpid.jms.message.JmsInboundMessageDispatch;
  * Output: one JSON object a line on stdout. Every line has "event": connected, interrupted,
  * restored, connection-failure, sent (printed only after send() returned), send-failed, commit,
  * commit-failed, rollback, received, browsed, replied, reply, subscribed, unsubscribed,
- * summary (last line, with counts), error (then exit code 1). Exit code 0: no error; 1: an
+ * summary (last line, with counts), error (then exit code 1; "security": the exception is a
+ * JMSSecurityException or a subclass). Exit code 0: no error; 1: an
  * exception ended the command; 3: some sends or commits failed but the command ran to its end;
  * 4: request did not get every reply.
  * </pre>
@@ -109,6 +110,9 @@ public final class JmsTool {
         } catch (Throwable t) {
             Map<String, Object> e = event("error");
             e.put("error", t.toString());
+            // Qpid JMS throws subclasses (a failed SASL login: JMSSecuritySaslException): say whether
+            // the exception is a JMSSecurityException at all.
+            e.put("security", t instanceof jakarta.jms.JMSSecurityException);
             Throwable c = t.getCause();
             if (c != null) {
                 e.put("cause", c.toString());
