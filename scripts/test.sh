@@ -102,6 +102,9 @@ scripts/ci/integration.sh
 step "operations: /metrics (prometheus_client's parser), health across a failover, the management API and CLI (real nodes)"
 HALYARD_KAFKA_BOOTSTRAP=$(scripts/services/kafka.sh bootstrap) scripts/ci/operations.sh
 
+step "security: users and permissions (--security-file), SASL, HTTP Basic auth, TLS listeners and connection limits (stomp.py, python-qpid-proton, real nodes)"
+scripts/ci/security.sh
+
 step "the Kafka bridge: kafka.<topic> addresses <-> Kafka topics exactly once across a SIGKILL (stomp.py, confluent-kafka, real nodes)"
 HALYARD_KAFKA_BOOTSTRAP=$(scripts/services/kafka.sh bootstrap) scripts/ci/bridge.sh
 

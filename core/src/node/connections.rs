@@ -15,7 +15,7 @@ use crate::broker::RefKey;
 use crate::ha::HaState;
 use crate::ids::ConnId;
 use crate::journal::{Entry, Record};
-use crate::protocol::amqp::AmqpSession;
+use crate::protocol::amqp::{AmqpSession, Symbol};
 use crate::protocol::stomp::StompSession;
 
 /// How many first bytes decide the protocol: AMQP's header starts `AMQP`.
@@ -70,7 +70,14 @@ impl Node {
             }
             c.session = Some(if c.sniffed.starts_with(AMQP_PREFIX) {
                 debug!(%conn, "AMQP client");
-                Session::Amqp(Box::new(AmqpSession::new(self.config.amqp.clone())))
+                let mut amqp = self.config.amqp.clone();
+                if self.principals.contains_key(&conn) {
+                    // A TLS client certificate named the user: SASL
+                    // EXTERNAL says "that one" (PLAIN stays for clients
+                    // that always send a password).
+                    amqp.sasl_mechanisms = vec![Symbol::from("EXTERNAL"), Symbol::from("PLAIN")];
+                }
+                Session::Amqp(Box::new(AmqpSession::new(amqp)))
             } else {
                 Session::Stomp(Box::new(StompSession::new(&self.config, c.opened_at)))
             });
@@ -86,12 +93,30 @@ impl Node {
             // closes it once its work in flight is answered.
             if first && self.state != HaState::Live {
                 with_cx!(self, conn, cx, s.get().refuse(&mut cx, &Refusal::NotLive));
-            } else if let Some(reason) = c.refusal.take().filter(|_| first) {
-                with_cx!(self, conn, cx, s.get().refuse(&mut cx, &reason));
             }
         }
         self.carry_out(conn);
+        self.refuse_if_due(conn);
         self.run_session(conn);
+    }
+
+    /// A connection over a limit is told so once its protocol can say it:
+    /// STOMP at once, AMQP once its open arrived (a close before the open
+    /// exchange cannot carry an error condition).
+    fn refuse_if_due(&mut self, conn: ConnId) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let Some(s) = c.session.as_mut() else {
+            return;
+        };
+        if c.refusal.is_none() || !s.peek().can_refuse() {
+            return;
+        }
+        if let Some(reason) = c.refusal.take() {
+            with_cx!(self, conn, cx, s.get().refuse(&mut cx, &reason));
+            self.carry_out(conn);
+        }
     }
 
     pub(crate) fn on_closed(&mut self, conn: ConnId) {
@@ -125,6 +150,7 @@ impl Node {
             };
             let more = with_cx!(self, conn, cx, s.get().step(&mut cx));
             self.carry_out(conn);
+            self.refuse_if_due(conn);
             if !more {
                 return;
             }

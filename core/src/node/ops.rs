@@ -302,4 +302,9 @@ pub trait ProtocolSession {
     /// open received): it no longer counts against the limit on
     /// connections waiting to log in.
     fn established(&self) -> bool;
+    /// Whether [`refuse`](Self::refuse) can tell the client why now (AMQP:
+    /// only once its open arrived).
+    fn can_refuse(&self) -> bool {
+        true
+    }
 }

@@ -650,6 +650,10 @@ impl ProtocolSession for AmqpSession {
         self.opened
     }
 
+    fn can_refuse(&self) -> bool {
+        self.opened
+    }
+
     fn drained(&mut self, cx: &mut SessionCx<'_>, sub_id: &str) {
         if let Some(&link) = self.subs.get(sub_id) {
             let _ = self.conn.drain_complete(link);

@@ -344,15 +344,18 @@ impl Connection {
             });
         };
         let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        let offered = self.config.sasl_mechanisms.contains(&mechanism);
         let auth = match mechanism.as_str() {
-            "ANONYMOUS" => SaslAuth {
+            // EXTERNAL: the identity the transport (a TLS client
+            // certificate) established; the response is an optional authzid.
+            "ANONYMOUS" | "EXTERNAL" if offered => SaslAuth {
                 mechanism,
                 authzid: None,
                 username: initial_response.as_deref().map(text),
                 password: None,
                 hostname,
             },
-            "PLAIN" => {
+            "PLAIN" if offered => {
                 // authzid NUL authcid NUL passwd (RFC 4616).
                 let resp = initial_response.unwrap_or_default();
                 let mut parts = resp.split(|b| *b == 0);
