@@ -503,6 +503,61 @@ fn connect_timeout_and_frames_before_connect() {
     assert!(h.closed.contains(&halyard_core::ids::ConnId(9)));
 }
 
+/// A connection refused before CONNECT while another's append is in
+/// flight: its ERROR waits its turn, and meanwhile its deadline must not
+/// stay due (a driver waking at deadlines would spin). Found by the
+/// `node_ops` fuzz target.
+#[test]
+fn a_refused_connection_waiting_its_turn_has_no_deadline_due() {
+    let cfg = NodeConfig {
+        connect_timeout_ms: 2_000,
+        ..NodeConfig::default()
+    };
+    let mut h = Harness::new(cfg);
+    let a = h.connect(1);
+    h.hold_journal = true;
+    h.send(a, send_receipt("/queue/q", "x", "r1"));
+    let b = h.open(2);
+    h.send(
+        b,
+        Frame::new(Command::Begin).with_header("transaction", "t"),
+    );
+    let mut ticks = 0;
+    while let Some(d) = h.node.next_deadline() {
+        if d > 10_000 {
+            break;
+        }
+        ticks += 1;
+        assert!(ticks < 100, "deadline {d} still due at {}", h.now);
+        h.now = h.now.max(d);
+        h.input(halyard_core::node::Input::Tick);
+    }
+    h.hold_journal = false;
+    h.complete(usize::MAX);
+    assert_eq!(receipts(&h.take(a)), ["r1"]);
+    let errors = h.take(b);
+    assert!(
+        errors.iter().any(|f| f.command == Command::Error),
+        "{errors:?}"
+    );
+    assert!(h.closed.contains(&b));
+}
+
+/// An ERROR before CONNECT is written without escapes; text from the
+/// client's bytes must not make it unreadable to a STOMP 1.2 decoder.
+#[test]
+fn an_error_before_connect_reads_under_stomp_1_2() {
+    let mut h = h();
+    let c = h.open(3);
+    h.send_raw(c, b"\tBOGUS\\x\n\n\0");
+    let frames = h.take(c);
+    assert_eq!(frames.len(), 1, "{frames:?}");
+    assert_eq!(frames[0].command, Command::Error);
+    let m = frames[0].header("message").unwrap();
+    assert!(m.starts_with("unknown command"), "{m}");
+    assert!(h.closed.contains(&c));
+}
+
 #[test]
 fn many_pending_sends_pause_the_reader_then_resume() {
     let cfg = NodeConfig {

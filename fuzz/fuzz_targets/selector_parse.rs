@@ -94,10 +94,7 @@ fn check_like(pattern: &str, text: &str) {
         return;
     }
     let escape = '!';
-    let sel = format!(
-        "x LIKE '{}' ESCAPE '{escape}'",
-        pattern.replace('\'', "''")
-    );
+    let sel = format!("x LIKE '{}' ESCAPE '{escape}'", pattern.replace('\'', "''"));
     let sel = Selector::parse(&sel).expect("a LIKE of a quoted pattern parses");
     let mut m = Message::new("q", Routing::Anycast, Body::Text(Bytes::new()));
     m.application.push(("x".into(), Value::from(text)));

@@ -210,6 +210,15 @@ send = []
         // The exact name beats both.
         assert!(!s.allows(&b, Permission::Consume, "orders.secret"));
         assert!(!s.allows(&a, Permission::Send, "orders.secret"));
+        // However long the name: `orders.secret` still decides below it
+        // (a 200-word address once fell through to the broader rule).
+        let long = format!("orders.secret{}", ".w".repeat(200));
+        let s2 = parse(&file(
+            "[[permissions]]\nmatch = \"#\"\nsend = [\"producer\"]\n\n[[permissions]]\nmatch = \"orders.secret.#\"\nsend = []\n",
+        ))
+        .unwrap();
+        assert!(!s2.allows(&who(&s2, "alice"), Permission::Send, &long));
+        assert!(s2.allows(&who(&s2, "alice"), Permission::Send, "orders.w.w"));
         // No rule: nobody.
         assert!(!s.allows(&a, Permission::Send, "prices"));
         let d = s.check(&a, Permission::Send, "prices").unwrap_err();

@@ -81,17 +81,17 @@ impl Pattern {
     }
 
     pub fn matches(&self, address: &str) -> bool {
+        // Any address length: a shortcut for long names once let
+        // `secret.#`'s prohibition fall through to a broader `#` grant.
+        // The cost stays bounded: patterns have at most WORDS_MAX words and
+        // addresses are bounded by the frame size.
         let words: Vec<&str> = address.split('.').collect();
-        if words.len() > WORDS_MAX {
-            // Only an all-`#` tail could match so long a name; stay bounded.
-            return self.words.iter().all(|w| *w == Word::Any);
-        }
         matches_from(&self.words, &words)
     }
 }
 
-/// Dynamic programming over (pattern word, address word): bounded by
-/// WORDS_MAX squared.
+/// Dynamic programming over (pattern word, address word): WORDS_MAX
+/// times the address's word count.
 fn matches_from(pattern: &[Word], words: &[&str]) -> bool {
     // ok[j]: pattern[..i] matches words[..j].
     let mut ok = vec![false; words.len() + 1];
@@ -134,6 +134,16 @@ mod tests {
         assert!(!m("a.#.z", "a.b.c"));
         assert!(m("orders.new", "orders.new"));
         assert!(!m("orders.new", "orders.newer"));
+    }
+
+    #[test]
+    fn long_addresses_match_like_short_ones() {
+        let long = format!("secret{}", ".w".repeat(200));
+        assert!(m("secret.#", &long));
+        assert!(m("#", &long));
+        assert!(!m("public.#", &long));
+        assert!(m("secret.*.#", &long));
+        assert!(!m("secret.*", &long));
     }
 
     #[test]

@@ -87,7 +87,12 @@ impl StompSession {
         }
         self.closing = true;
         self.error_queued = true;
-        let message = refused.message.as_str();
+        let message = if self.connected {
+            refused.message
+        } else {
+            readable_by_any_version(&refused.message)
+        };
+        let message = message.as_str();
         let mut f = Frame::error(message, &refused.detail);
         for (k, v) in refused.headers {
             f.push_header(k, v);
@@ -434,6 +439,12 @@ impl ProtocolSession for StompSession {
     }
 
     fn deadline(&self, config: &NodeConfig) -> Option<Millis> {
+        if self.error_queued {
+            // The ERROR waits its turn behind earlier answers and then
+            // closes the connection; no timer changes that, and one left
+            // due would have the driver spinning on it.
+            return None;
+        }
         if !self.connected {
             return Some(self.opened_at + config.connect_timeout_ms);
         }
@@ -490,4 +501,21 @@ fn tx_name(f: &Frame) -> Result<String, Refused> {
 fn parse_heartbeat(h: &str) -> Option<(u64, u64)> {
     let (a, b) = h.split_once(',')?;
     Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
+}
+
+/// Before CONNECT no version is agreed, so an ERROR is written without
+/// escapes (STOMP 1.0): its header must then read the same under every
+/// version's rules, which a backslash from the client's bytes (`unknown
+/// command "\t"`) would not.
+fn readable_by_any_version(message: &str) -> String {
+    message
+        .chars()
+        .map(|c| {
+            if matches!(c, '\\' | '\r' | '\n') {
+                '?'
+            } else {
+                c
+            }
+        })
+        .collect()
 }

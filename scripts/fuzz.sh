@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Fuzzing campaigns: runs the cargo-fuzz targets of fuzz/ (every one, or the
+# ones named) for SECONDS each, one after the other, and prints per target the
+# executions and the coverage reached (libFuzzer's `cov:` edges and `ft:`
+# features), then the total. Exits non-zero if a target crashed, naming the
+# target and the crash input.
+#
+# Each target starts from a copy of its committed seed corpus
+# (fuzz/corpus/TARGET, copied to target/fuzz-corpus/TARGET, where the inputs
+# the run finds are kept; the committed corpus does not grow). Crash inputs go
+# to target/fuzz-artifacts/TARGET/, each run's log to target/fuzz-logs/.
+# cargo-fuzz is installed into target/tools if it is not there; the targets
+# are built into target/fuzz with the active (stable) toolchain, RUSTC_BOOTSTRAP=1
+# letting it take libFuzzer's unstable flags: optimised, with debug assertions
+# and overflow checks, without a sanitizer (halyard-core has no unsafe code).
+#
+#   scripts/fuzz.sh                       # every target, 60 s each
+#   scripts/fuzz.sh 10                    # every target briefly (the test command)
+#   scripts/fuzz.sh 600 node_ops stomp_decode
+#   target/fuzz/x86_64-unknown-linux-gnu/release/node_ops CRASH_FILE   # replay a crash
+set -euo pipefail
+# shellcheck source=lib/common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+cd "$ROOT"
+
+CARGO_FUZZ_VERSION=0.13.2
+usage="usage: scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]"
+seconds=${1:-60}
+[[ $seconds =~ ^[1-9][0-9]*$ ]] || die "$usage"
+shift $(( $# > 0 ? 1 : 0 ))
+
+tools="$ROOT/target/tools"
+if [[ ! -x $tools/bin/cargo-fuzz ]]; then
+    log "installing cargo-fuzz $CARGO_FUZZ_VERSION into target/tools"
+    cargo install --locked --quiet --root "$tools" --version "$CARGO_FUZZ_VERSION" cargo-fuzz
+fi
+export PATH="$tools/bin:$PATH"
+export RUSTC_BOOTSTRAP=1
+
+mapfile -t all < <(cargo fuzz list --fuzz-dir fuzz)
+targets=("$@")
+[[ ${#targets[@]} -gt 0 ]] || targets=("${all[@]}")
+for t in "${targets[@]}"; do
+    [[ " ${all[*]} " == *" $t "* ]] || die "no fuzz target $t (there are: ${all[*]})"
+    [[ -d fuzz/corpus/$t ]] || die "no seed corpus fuzz/corpus/$t"
+done
+
+build=(--fuzz-dir fuzz --target-dir target/fuzz --release --debug-assertions --sanitizer none)
+built_at=$(date +%s)
+if [[ $# -eq 0 ]]; then
+    cargo fuzz build "${build[@]}"
+else
+    for t in "${targets[@]}"; do cargo fuzz build "${build[@]}" "$t"; done
+fi
+log "built ${#targets[@]} targets in $(( $(date +%s) - built_at )) s"
+host=$(rustc -vV | sed -n 's/^host: //p')
+bins="$ROOT/target/fuzz/$host/release"
+
+mkdir -p target/fuzz-logs
+crashes=()
+total=0
+rows=()
+for t in "${targets[@]}"; do
+    corpus="$ROOT/target/fuzz-corpus/$t"
+    artifacts="$ROOT/target/fuzz-artifacts/$t"
+    out="$ROOT/target/fuzz-logs/$t.log"
+    rm -rf "$corpus" && mkdir -p "$corpus" "$artifacts"
+    cp fuzz/corpus/"$t"/* "$corpus"/
+    log "$t: ${seconds} s from $(find "$corpus" -type f | wc -l) seed inputs"
+    status=0
+    "$bins/$t" -max_total_time="$seconds" -timeout=10 -print_final_stats=1 \
+        -artifact_prefix="$artifacts/" "$corpus" >"$out" 2>&1 || status=$?
+    execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$out" | tail -1)
+    rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$out" | tail -1)
+    last=$(grep -E '^#[0-9]+' "$out" | tail -1 || true)
+    cov=$(sed -n 's/.* cov: \([0-9]*\).*/\1/p' <<<"$last")
+    ft=$(sed -n 's/.* ft: \([0-9]*\).*/\1/p' <<<"$last")
+    corp=$(sed -n 's/.* corp: \([0-9]*\).*/\1/p' <<<"$last")
+    total=$(( total + ${execs:-0} ))
+    rows+=("$(printf '%-16s %14s %10s %8s %8s %8s' "$t" "${execs:-?}" "${rate:-?}" "${cov:-?}" "${ft:-?}" "${corp:-?}")")
+    if [[ $status -ne 0 ]]; then
+        crash=$(sed -n 's/.*Test unit written to \(.*\)$/\1/p' "$out" | tail -1)
+        crashes+=("$t: exit status $status, input ${crash:-(none written)}, log $out")
+        grep -m1 -A3 -E 'panicked at|ERROR: libFuzzer|SUMMARY' "$out" >&2 || tail -20 "$out" >&2
+    fi
+done
+
+printf '\n%-16s %14s %10s %8s %8s %8s\n' target executions exec/s cov ft corpus
+printf '%s\n' "${rows[@]}"
+printf '%-16s %14s   (%s s per target)\n' total "$total" "$seconds"
+if [[ ${#crashes[@]} -gt 0 ]]; then
+    printf 'CRASH %s\n' "${crashes[@]}" >&2
+    die "${#crashes[@]} of ${#targets[@]} fuzz targets crashed (replay: $bins/TARGET INPUT)"
+fi
+echo "fuzz: ${#targets[@]} targets, $total executions, no crash"
