@@ -111,6 +111,9 @@ HALYARD_KAFKA_BOOTSTRAP=$(scripts/services/kafka.sh bootstrap) scripts/ci/operat
 step "security: users and permissions (--security-file), SASL, HTTP Basic auth, TLS listeners and connection limits (stomp.py, python-qpid-proton, real nodes)"
 scripts/ci/security.sh
 
+step "disk limits: --max-disk-usage and --address-full-policy on a small tmpfs (block, fail, AMQP credit) and ENOSPC during an append (stomp.py, python-qpid-proton, real nodes)"
+scripts/ci/disk.sh
+
 step "the Kafka bridge: kafka.<topic> addresses <-> Kafka topics exactly once across a SIGKILL (stomp.py, confluent-kafka, real nodes)"
 HALYARD_KAFKA_BOOTSTRAP=$(scripts/services/kafka.sh bootstrap) scripts/ci/bridge.sh
 

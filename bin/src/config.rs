@@ -184,6 +184,12 @@ pub struct NodeSettings {
     /// Require client certificates signed by this CA (PEM); a certificate's subject CN is its user in the security file
     #[arg(long, env = "HALYARD_TLS_CLIENT_CA", value_name = "FILE")]
     pub tls_client_ca: Option<PathBuf>,
+    /// Hold producers back (or refuse their sends, under --address-full-policy fail) while the journal's disk is used above this percentage; they go on below it [default: 90]
+    #[arg(long, env = "HALYARD_MAX_DISK_USAGE", value_name = "PERCENT")]
+    pub max_disk_usage: Option<f64>,
+    /// What a send meets while the broker is full: page and block hold producers back (flow control), fail refuses the send with an error [default: page]
+    #[arg(long, env = "HALYARD_ADDRESS_FULL_POLICY", value_enum)]
+    pub address_full_policy: Option<crate::limits_config::FullPolicyArg>,
 }
 
 /// Where the journal and the lock live.
@@ -237,6 +243,8 @@ pub enum ConfigError {
     Bridge(String),
     #[error("{0}")]
     Security(String),
+    #[error("{0}")]
+    Limits(String),
 }
 
 pub fn load_file(path: &Path) -> Result<NodeSettings, ConfigError> {
@@ -304,7 +312,9 @@ pub fn merge(cli: &NodeSettings, file: &NodeSettings) -> NodeSettings {
         tls_listen,
         tls_cert,
         tls_key,
-        tls_client_ca
+        tls_client_ca,
+        max_disk_usage,
+        address_full_policy
     )
 }
 
@@ -555,6 +565,8 @@ pub fn resolve(s: NodeSettings) -> Result<Resolved, ConfigError> {
         &mut node,
     )
     .map_err(ConfigError::Security)?;
+    crate::limits_config::resolve(s.max_disk_usage, s.address_full_policy, &mut node)
+        .map_err(ConfigError::Limits)?;
     let bridge_kafka = bridge.local_kafka;
     let mut backend = backend;
     if let Backend::Kafka { config, .. } = &mut backend {

@@ -7,6 +7,7 @@ mod ceiling_cmd;
 mod clients;
 mod config;
 mod http;
+mod limits_config;
 mod manage_cmd;
 mod node_cmd;
 mod proxy_cmd;

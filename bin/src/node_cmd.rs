@@ -69,6 +69,10 @@ pub fn run(
                 let mut jc = LocalJournalConfig::new(r.data_dir.join("journal"));
                 jc.segment_bytes = r.segment_bytes;
                 jc.fsync = r.fsync;
+                // The disk limit watches the journal's own filesystem (the
+                // folder is made here so that the first reading finds it).
+                let _ = std::fs::create_dir_all(&jc.dir);
+                halyard_io::disk::spawn_disk_watch(jc.dir.clone(), inputs_tx.clone());
                 let journal = spawn_local_journal(jc, inputs_tx.clone(), journal_metrics.clone());
                 let lock = spawn_file_lock(
                     FileLockConfig {

@@ -71,6 +71,8 @@ struct Totals {
     bridged_out: u64,
     bridged_in: u64,
     intruders_refused: u64,
+    disk_full_periods: u64,
+    paused_while_full: u64,
     fenced: u64,
     compactions: u64,
     virtual_ms: u64,
@@ -106,6 +108,8 @@ impl Totals {
         self.bridged_out += r.counts.bridged_out;
         self.bridged_in += r.counts.bridged_in;
         self.intruders_refused += r.counts.intruders_refused;
+        self.disk_full_periods += r.counts.disk_full_periods;
+        self.paused_while_full += r.counts.paused_while_full;
         self.fenced += r.kafka.fenced_requests;
         self.compactions += r.kafka.compactions;
         self.virtual_ms += r.end_ms;
@@ -269,6 +273,12 @@ fn print_summary(t: &Totals, secs: f64) {
         println!(
             "security: every client logged in; the intruder (no send permission) was refused in {} of {} seeds, none of its messages stored",
             t.intruders_refused, t.seeds
+        );
+    }
+    if t.disk_full_periods > 0 {
+        println!(
+            "disk: {} times a node's disk went above --max-disk-usage; {} connections held back meanwhile, no STOMP producer's message stored while full",
+            t.disk_full_periods, t.paused_while_full
         );
     }
     println!(

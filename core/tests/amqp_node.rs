@@ -5,102 +5,16 @@
 
 mod amqp_client;
 
-use amqp_client::{attach, begin_frame, flow, frame, frame_with, open_frame, transfer};
-use bytes::Bytes;
-use halyard_core::ids::ConnId;
+use amqp_client::peer::{dispositions, durable_text, Peer};
+use amqp_client::{attach, flow, frame_with, transfer};
 use halyard_core::node::NodeConfig;
 use halyard_core::protocol::amqp::{
-    decode_amqp_body, AttachTarget, Body, Coordinator, DecodeLimits, DeliveryState, Disposition,
-    FrameDecoder, Header, Item, Message, Performative, Role, TxnRequest, Value, AMQP_HEADER,
+    AttachTarget, Body, Coordinator, DecodeLimits, DeliveryState, Disposition, Header, Message,
+    Performative, Role, TxnRequest, Value,
 };
 use halyard_core::protocol::stomp::Frame;
 use halyard_core::testkit::frames::{body, send_receipt, subscribe};
 use halyard_core::testkit::Harness;
-
-/// One AMQP client connection of a test, decoding what the node sends.
-struct Peer {
-    conn: ConnId,
-    dec: FrameDecoder,
-}
-
-impl Peer {
-    /// Connects without SASL, opens and begins a session on channel 0.
-    fn connect(h: &mut Harness, id: u64) -> Peer {
-        let conn = h.open_raw(id);
-        let mut p = Peer {
-            conn,
-            dec: FrameDecoder::new(u32::MAX, usize::MAX),
-        };
-        p.send(
-            h,
-            &[&AMQP_HEADER[..], &open_frame(65_536, None), &begin_frame(0)].concat(),
-        );
-        let got = p.frames(h);
-        assert!(
-            matches!(
-                got.as_slice(),
-                [Performative::Open(_), Performative::Begin(_)]
-            ),
-            "{got:?}"
-        );
-        p
-    }
-
-    fn send(&mut self, h: &mut Harness, bytes: &[u8]) {
-        h.send_raw(self.conn, bytes);
-    }
-
-    fn perform(&mut self, h: &mut Harness, p: Performative) {
-        self.send(h, &frame(0, p));
-    }
-
-    /// Performatives received since the last call, with transfer payloads.
-    fn frames_with_payload(&mut self, h: &mut Harness) -> Vec<(Performative, Bytes)> {
-        let bytes = h.take_raw(self.conn);
-        self.dec.push(&bytes).expect("frames decode");
-        let mut out = Vec::new();
-        while let Some(item) = self.dec.next_item().expect("frames decode") {
-            match item {
-                Item::Header(_) => {}
-                Item::Frame(f) if f.body.is_empty() => {}
-                Item::Frame(f) => {
-                    out.push(decode_amqp_body(f.body, &DecodeLimits::default()).expect("decode"))
-                }
-            }
-        }
-        out
-    }
-
-    fn frames(&mut self, h: &mut Harness) -> Vec<Performative> {
-        self.frames_with_payload(h)
-            .into_iter()
-            .map(|(p, _)| p)
-            .collect()
-    }
-}
-
-fn durable_text(text: &str) -> Vec<u8> {
-    Message {
-        header: Some(Header {
-            durable: true,
-            ..Header::default()
-        }),
-        body: Body::Value(Value::String(text.into())),
-        ..Message::default()
-    }
-    .to_bytes()
-    .to_vec()
-}
-
-fn dispositions(frames: &[Performative]) -> Vec<&Disposition> {
-    frames
-        .iter()
-        .filter_map(|f| match f {
-            Performative::Disposition(d) => Some(d),
-            _ => None,
-        })
-        .collect()
-}
 
 #[test]
 fn a_send_is_accepted_only_once_durable() {

@@ -7,6 +7,7 @@
 //!   thread with group commit, and the file lock.
 //! - `kafka`: the Kafka backend: the journal in a compacted topic, its hot
 //!   standby copy, and the lock as consumer-group membership.
+//! - `disk`: the usage of the journal's disk, reported every second.
 //! - `bridge`: the Kafka bridge's port (its reader is in `kafka`).
 //! - `client`: the failover STOMP client behind `halyard produce/consume`.
 //! - `proxy`: the TCP fault proxy used by the Kafka partition tests.
@@ -14,6 +15,7 @@
 pub mod bridge;
 pub mod client;
 mod conn_io;
+pub mod disk;
 pub mod journal;
 #[cfg(not(madsim))]
 pub mod kafka;

@@ -38,6 +38,9 @@ pub struct Violations {
     pub bridge: BridgeViolations,
     /// An operation without its permission took effect (see `security_check`).
     pub denied_done: Option<String>,
+    /// A node stored a held-back producer's message while its disk was
+    /// full (see `disk_check`).
+    pub disk_limit_ignored: Option<String>,
 }
 
 impl Violations {
@@ -54,6 +57,7 @@ impl Violations {
             && self.purge_undone.is_none()
             && self.bridge.is_empty()
             && self.denied_done.is_none()
+            && self.disk_limit_ignored.is_none()
     }
 
     pub fn summary(&self) -> String {
@@ -105,6 +109,9 @@ impl Violations {
         if let Some(s) = &self.denied_done {
             parts.push(format!("permission not enforced: {s}"));
         }
+        if let Some(s) = &self.disk_limit_ignored {
+            parts.push(format!("disk limit not enforced: {s}"));
+        }
         parts.join("; ")
     }
 }
@@ -146,6 +153,10 @@ pub struct Counts {
     pub bridged_in: u64,
     /// Intruders (clients whose user lacks the permission) that were refused.
     pub intruders_refused: u64,
+    /// Times a node heard its disk was full, and connections it stopped
+    /// reading meanwhile (a SEND held back, or too much in flight).
+    pub disk_full_periods: u64,
+    pub paused_while_full: u64,
 }
 
 /// The consumer group a consumer belongs to: the queue, or the durable subscription.

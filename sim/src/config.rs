@@ -73,6 +73,9 @@ pub struct SimConfig {
     /// The nodes have users (`security_check::security`): every client logs
     /// in, and an intruder whose user may not send tries to.
     pub security: bool,
+    /// A fault fills a node's disk above `--max-disk-usage` for a while
+    /// (see `disk_check`).
+    pub disk_faults: bool,
 }
 
 impl SimConfig {
@@ -120,6 +123,7 @@ impl SimConfig {
             feed_records: 0,
             feed_subscribers: 0,
             security: true,
+            disk_faults: true,
         };
         // Drawn after everything above, so the rest of a seed's scenario
         // is what it was before the bridge existed.

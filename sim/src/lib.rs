@@ -12,6 +12,7 @@ mod bridge_wire;
 mod checker;
 mod client;
 mod config;
+mod disk_check;
 pub mod kafka;
 pub mod rng;
 mod run;

@@ -183,6 +183,9 @@ pub fn run(cfg: SimConfig, keep_trace: bool) -> Report {
             .filter(|c| c.expect_refusal && c.refused)
             .count() as u64;
     }
+    violations.disk_limit_ignored = w.disk.check();
+    counts.disk_full_periods = w.disk.periods;
+    counts.paused_while_full = w.disk.paused;
     violations.stuck = stuck;
     violations.broken_invariant = w.broken_invariant.take();
     let verdict = if violations.is_empty() {

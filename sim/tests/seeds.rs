@@ -191,10 +191,17 @@ mod planted {
 
     #[test]
     fn removing_a_message_before_its_ack_is_durable_is_caught() {
-        // Also records from Kafka, whose subscriptions' acks are early too.
+        // Also records from Kafka, whose subscriptions' acks are early too;
+        // and a transactional accept whose message the early ack had
+        // already removed from the broker (seed 340: delivered again after
+        // the commit; the same seed without the bug passes).
         first_catch(
             PlantedBug::Core(CoreBug::RemoveBeforeAckDurable),
-            &["lost", "never got"],
+            &[
+                "lost",
+                "never got",
+                "delivered again after a committed accept",
+            ],
         );
     }
 
@@ -276,6 +283,24 @@ mod planted {
         assert!(
             r.ok(),
             "seed {seed} fails without users: {}",
+            r.violations.summary()
+        );
+    }
+
+    /// The disk rule: with the limit ignored, a node stores STOMP
+    /// producers' messages while its disk is full. Only that rule catches
+    /// it: the same seed without disk faults passes.
+    #[test]
+    fn ignoring_the_disk_limit_is_caught() {
+        let bug = PlantedBug::Core(CoreBug::DiskLimitIgnored);
+        let (seed, _) = first_catch(bug, &["disk limit not enforced"]);
+        let mut cfg = SimConfig::from_seed(seed);
+        cfg.planted_bug = Some(bug);
+        cfg.disk_faults = false;
+        let r = run(cfg, false);
+        assert!(
+            r.ok(),
+            "seed {seed} fails without disk faults: {}",
             r.violations.summary()
         );
     }

@@ -310,6 +310,50 @@ impl Collector for Snapshot {
             None,
             c.authorization_denied,
         )?;
+        if let Some(d) = s.disk {
+            gauge(
+                e,
+                "halyard_disk_used",
+                "Share of the journal's disk in use, as df counts it (0 to 1); compared with --max-disk-usage.",
+                Some(&Unit::Ratios),
+                d.used_bytes as f64 / d.total_bytes.max(1) as f64,
+            )?;
+            gauge(
+                e,
+                "halyard_disk_size",
+                "Size of the journal's disk as df counts it (used plus available).",
+                Some(&Unit::Bytes),
+                d.total_bytes as f64,
+            )?;
+        }
+        gauge(
+            e,
+            "halyard_producers_blocked",
+            "1 while producers are held back or refused (the disk is above --max-disk-usage), else 0.",
+            None,
+            f64::from(u8::from(s.producers_stopped.is_some())),
+        )?;
+        counter(
+            e,
+            "halyard_disk_full",
+            "Times the journal's disk went above --max-disk-usage.",
+            None,
+            c.disk_full,
+        )?;
+        counter(
+            e,
+            "halyard_sends_held",
+            "STOMP sends held back while producers were blocked (AMQP producers wait for credit instead).",
+            None,
+            c.sends_held,
+        )?;
+        counter(
+            e,
+            "halyard_sends_refused_full",
+            "Sends refused while full (--address-full-policy fail).",
+            None,
+            c.sends_refused_full,
+        )?;
         counter(
             e,
             "halyard_journal_append_batches",

@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use super::admission::Gate;
 use super::config::PlantedBug;
 use super::node::Node;
 use super::ops::OpError;
@@ -94,7 +95,15 @@ impl Node {
         let mut entries = Vec::new();
         let mut effects = Effects::default();
         let from = cfg.inbound(&topic);
-        for r in records.iter().take(crate::bridge::RECORDS_PER_BATCH_MAX) {
+        // Producers are held back (the disk is full): so is Kafka's; the
+        // reader comes back to `start` when told where this batch ended.
+        let take = if self.admission.gate(&self.config) == Gate::Open {
+            crate::bridge::RECORDS_PER_BATCH_MAX
+        } else {
+            tracing::debug!(%topic, partition, "bridge ingestion held back: the disk is full");
+            0
+        };
+        for r in records.iter().take(take) {
             assert!(
                 r.offset >= next || r.offset < start,
                 "bridge reader sent offsets out of order: {} after {next}",

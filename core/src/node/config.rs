@@ -46,6 +46,12 @@ pub struct NodeConfig {
     /// Connections that have not completed their handshake (STOMP
     /// CONNECT, AMQP open), at most.
     pub pending_connections_max: usize,
+    /// What a send meets while the broker is full (`--address-full-policy`).
+    pub address_full_policy: FullPolicy,
+    /// Producers are held back (or refused, under `fail`) while the
+    /// journal's disk is used above this, in tenths of a percent
+    /// (`--max-disk-usage 90` is 900; 1000: only a full disk).
+    pub disk_usage_max_permille: u32,
     /// A deliberate bug (simulator self-tests only).
     #[cfg(feature = "planted-bugs")]
     pub planted_bug: Option<PlantedBug>,
@@ -79,6 +85,8 @@ pub enum PlantedBug {
     /// Execute every operation without checking the security file's
     /// permissions.
     PermissionsIgnored,
+    /// Take sends while the disk is above `--max-disk-usage`.
+    DiskLimitIgnored,
 }
 
 impl NodeConfig {
@@ -113,6 +121,8 @@ impl Default for NodeConfig {
             security: None,
             connections_max: 10_000,
             pending_connections_max: 1_000,
+            address_full_policy: FullPolicy::Page,
+            disk_usage_max_permille: 900,
             #[cfg(feature = "planted-bugs")]
             planted_bug: None,
         }
@@ -130,5 +140,33 @@ pub fn amqp_defaults() -> ConnectionConfig {
             jms::DELAYED_DELIVERY.into(),
         ],
         ..ConnectionConfig::default()
+    }
+}
+
+/// What happens to a send while the broker is full (Artemis's names).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub enum FullPolicy {
+    /// Beyond the memory limit, bodies go to disk; a full disk blocks.
+    #[default]
+    Page,
+    /// Producers wait (flow control, no error) until there is room.
+    Block,
+    /// Sends are refused with an error until there is room.
+    Fail,
+}
+
+impl FullPolicy {
+    pub const ALL: [FullPolicy; 3] = [FullPolicy::Page, FullPolicy::Block, FullPolicy::Fail];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FullPolicy::Page => "page",
+            FullPolicy::Block => "block",
+            FullPolicy::Fail => "fail",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<FullPolicy> {
+        FullPolicy::ALL.into_iter().find(|p| p.as_str() == text)
     }
 }

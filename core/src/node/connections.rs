@@ -5,8 +5,10 @@
 use bytes::Bytes;
 use tracing::debug;
 
+use super::admission::{Change, DiskUsage, Permille};
 use super::config::PlantedBug;
 use super::conn::{Conn, Session};
+use super::events::Event;
 use super::node::Node;
 use super::ops::{Refusal, SessionAction, SessionCx};
 use super::ports::{ConnRequest, Output};
@@ -35,6 +37,7 @@ macro_rules! with_cx {
             broker: &$node.broker,
             live,
             principal: $node.principals.get(&$conn),
+            gate: $node.admission.gate(&$node.config),
             actions: &mut $node.actions,
         };
         $body
@@ -151,6 +154,7 @@ impl Node {
             let more = with_cx!(self, conn, cx, s.get().step(&mut cx));
             self.carry_out(conn);
             self.refuse_if_due(conn);
+            self.pause_if_holding(conn);
             if !more {
                 return;
             }
@@ -197,13 +201,60 @@ impl Node {
         self.actions.clear();
     }
 
-    /// Lets paused connections read again once their work has drained.
+    /// A reading of the journal's disk: stop or resume producers.
+    pub(crate) fn on_disk(&mut self, usage: DiskUsage) {
+        let change = self.admission.on_disk(
+            usage,
+            self.config.disk_usage_max_permille,
+            self.config.address_full_policy,
+        );
+        match change {
+            Change::None => {}
+            Change::Full(why) => self.event(Event::DiskFull { why }),
+            Change::Room => {
+                self.event(Event::DiskRoom {
+                    used: Permille(usage.permille()),
+                    max: Permille(self.config.disk_usage_max_permille.min(1000)),
+                });
+                let ids: Vec<ConnId> = self.conns.keys().copied().collect();
+                for conn in ids {
+                    if let Some(s) = self.conns.get_mut(&conn).and_then(|c| c.session.as_mut()) {
+                        with_cx!(self, conn, cx, s.get().producers_resumed(&mut cx));
+                        self.flush_pending.insert(conn);
+                        self.carry_out(conn);
+                    }
+                }
+                self.resume_readers();
+            }
+        }
+    }
+
+    /// Stops reading a connection whose session holds a send back until
+    /// producers may go on.
+    fn pause_if_holding(&mut self, conn: ConnId) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if !c.paused && c.session.as_ref().is_some_and(|s| s.peek().holding()) {
+            c.paused = true;
+            self.counters.sends_held += 1;
+            self.outputs
+                .push_back(Output::Conn(ConnRequest::PauseReading { conn }));
+        }
+    }
+
+    /// Lets paused connections read again once their work has drained
+    /// (and no send of theirs waits for room).
     pub(crate) fn resume_readers(&mut self) {
         let low = self.config.conn_inflight_max / 2;
         let ready: Vec<ConnId> = self
             .conns
             .iter()
-            .filter(|(_, c)| c.paused && c.inflight <= low)
+            .filter(|(_, c)| {
+                c.paused
+                    && c.inflight <= low
+                    && !c.session.as_ref().is_some_and(|s| s.peek().holding())
+            })
             .map(|(id, _)| *id)
             .collect();
         for conn in ready {

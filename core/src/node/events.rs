@@ -61,6 +61,16 @@ pub enum Event {
         conn: ConnId,
         user: String,
     },
+    /// The journal's disk went above `--max-disk-usage`: `why` says what
+    /// producers meet now.
+    DiskFull {
+        why: String,
+    },
+    /// The disk is below the limit again: producers go on.
+    DiskRoom {
+        used: super::Permille,
+        max: super::Permille,
+    },
 }
 
 impl Event {
@@ -139,6 +149,11 @@ impl fmt::Display for Event {
             Event::LoginRefused { conn, user } => {
                 write!(f, "{conn}: login refused for user {user:?}")
             }
+            Event::DiskFull { why } => write!(f, "{why}"),
+            Event::DiskRoom { used, max } => write!(
+                f,
+                "disk usage {used} is below --max-disk-usage {max} again: producers resume"
+            ),
         }
     }
 }

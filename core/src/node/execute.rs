@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use super::admission::Gate;
 use super::node::Node;
 use super::ops::{Op, OpError, Outcome, SubscribeOp, SubscribeTarget};
 use super::work::{Effects, VolatileSend, Work};
@@ -17,6 +18,15 @@ impl Node {
     /// happened; the session is told at once.
     pub(crate) fn execute(&mut self, conn: ConnId, tag: u64, op: Op) -> Result<(), OpError> {
         self.authorize_op(conn, &op)?;
+        if let (Op::Send { message, .. }, Gate::Fail(why)) =
+            (&op, self.admission.gate(&self.config))
+        {
+            self.counters.sends_refused_full += 1;
+            return Err(OpError::Full {
+                address: message.address.clone(),
+                why: why.to_string(),
+            });
+        }
         match op {
             Op::Send { message, tx: None } => {
                 let mut entries = Vec::new();

@@ -17,10 +17,12 @@
 //! Rooms: [`ports`] (inputs and outputs), [`node`] (the state and the
 //! driver's face), [`ops`] (what protocol adapters ask for), `connections`
 //! (running sessions), `execute` and `transactions` (operations into journal
-//! batches), `pipeline` (completing work in journal order), and the HA
+//! batches), `pipeline` (completing work in journal order), `admission`
+//! (the disk limit: may producers add messages now), and the HA
 //! transitions in [`crate::ha`].
 
 mod admin;
+mod admission;
 mod auth;
 mod bridge;
 mod config;
@@ -40,7 +42,8 @@ mod timers;
 mod transactions;
 mod work;
 
-pub use config::{amqp_defaults, NodeConfig, PlantedBug};
+pub use admission::{DiskUsage, Gate, Permille};
+pub use config::{amqp_defaults, FullPolicy, NodeConfig, PlantedBug};
 pub use events::Event;
 pub use management::{
     AdminError, AdminOp, AdminReply, BrowsedMessage, ADMIN_BATCH_MAX, BODY_PREVIEW_BYTES,

@@ -71,6 +71,8 @@ pub struct Node {
     pub(crate) principals: BTreeMap<ConnId, Principal>,
     /// Logins whose password the driver is checking: the user name asked for.
     pub(crate) logins: BTreeMap<ConnId, String>,
+    /// The disk limit: may producers add messages now.
+    pub(crate) admission: super::admission::Admission,
 }
 
 impl Node {
@@ -105,6 +107,7 @@ impl Node {
             bridge_reported: None,
             principals: BTreeMap::new(),
             logins: BTreeMap::new(),
+            admission: Default::default(),
         }
     }
 
@@ -181,6 +184,7 @@ impl Node {
             Input::Lock(ev) => self.on_lock(ev),
             Input::Admin { id, op } => self.on_admin(id, op),
             Input::Bridge(ev) => self.on_bridge(ev),
+            Input::Disk(usage) => self.on_disk(usage),
         }
         self.after_input();
         self.flush_sessions();

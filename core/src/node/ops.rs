@@ -170,6 +170,9 @@ pub enum OpError {
     BridgedIsTopic(String),
     #[error(transparent)]
     Denied(#[from] Denied),
+    /// The broker is full and the policy is `fail`.
+    #[error("send to {address:?} refused: {why}")]
+    Full { address: String, why: String },
 }
 
 /// What an adapter hands the node.
@@ -226,6 +229,8 @@ pub struct SessionCx<'a> {
     pub live: bool,
     /// Who the connection logged in as (`None`: not yet, or no users).
     pub principal: Option<&'a Principal>,
+    /// May producers add messages now (the disk limit).
+    pub gate: super::Gate<'a>,
     pub actions: &'a mut Vec<SessionAction>,
 }
 
@@ -306,5 +311,13 @@ pub trait ProtocolSession {
     /// only once its open arrived).
     fn can_refuse(&self) -> bool {
         true
+    }
+    /// Producers may add messages again (the disk is below its limit):
+    /// take what was held back, give producers credit again.
+    fn producers_resumed(&mut self, _cx: &mut SessionCx<'_>) {}
+    /// Whether the session holds a send back until producers resume (its
+    /// connection is not read meanwhile).
+    fn holding(&self) -> bool {
+        false
     }
 }

@@ -31,6 +31,9 @@ pub enum Input {
         id: u64,
         op: AdminOp,
     },
+    /// A reading of the disk that holds the journal (drivers report one
+    /// every second or so); checked against `--max-disk-usage`.
+    Disk(super::DiskUsage),
 }
 
 /// What happened on a client connection.

@@ -116,6 +116,8 @@ impl Node {
             addresses,
             connection_list,
             counters: self.counters.clone(),
+            disk: self.admission.disk,
+            producers_stopped: self.admission.full.clone(),
         }
     }
 
@@ -135,6 +137,7 @@ impl Node {
             }
             Event::JournalFailed { .. } => c.journal_failures += 1,
             Event::ClientError { .. } => c.client_errors += 1,
+            Event::DiskFull { .. } => c.disk_full += 1,
             _ => {}
         }
     }

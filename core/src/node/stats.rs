@@ -75,6 +75,13 @@ pub struct NodeCounters {
     pub login_failures: u64,
     /// Operations refused for want of a permission.
     pub authorization_denied: u64,
+    /// Times the disk went above `--max-disk-usage` (producers stopped).
+    pub disk_full: u64,
+    /// Sends held back while producers were stopped (STOMP SENDs that
+    /// waited; AMQP producers wait for credit instead, uncounted).
+    pub sends_held: u64,
+    /// Sends refused while full (`--address-full-policy fail`).
+    pub sends_refused_full: u64,
     /// Append issued -> journal says durable.
     pub journal_latency: LatencyHistogram,
     /// A send (outside a transaction) taken -> its receipt (STOMP RECEIPT,
@@ -162,6 +169,10 @@ pub struct NodeStats {
     /// Connections, oldest first, at most `max_queues`.
     pub connection_list: Vec<ConnectionStats>,
     pub counters: NodeCounters,
+    /// The last reading of the journal's disk, if the driver reports one.
+    pub disk: Option<super::DiskUsage>,
+    /// Why producers are held back or refused now (`None`: they are not).
+    pub producers_stopped: Option<String>,
 }
 
 impl NodeStats {

@@ -2,6 +2,8 @@
 //! time: it encodes frames, feeds them in, and decodes what comes out.
 #![allow(dead_code)]
 
+pub mod peer;
+
 use bytes::{Bytes, BytesMut};
 use halyard_core::protocol::amqp::connection::{
     AttachAnswer, Connection, ConnectionConfig, Event, Input, LinkId, Output,

@@ -45,7 +45,8 @@ impl World {
             | Event::RequestTimeout { node, .. }
             | Event::LockHeartbeat { node, .. }
             | Event::NodeTick { node, .. }
-            | Event::BridgePoll { node, .. } => Some(*node),
+            | Event::BridgePoll { node, .. }
+            | Event::DiskReading { node } => Some(*node),
             Event::BytesToNode { connection, .. } | Event::CloseToNode { connection } => {
                 self.network.connections.get(connection).map(|c| c.node)
             }
@@ -188,6 +189,8 @@ impl World {
             }
             Event::ReplyLossEnd => self.network.reply_loss = REPLY_LOSS_NORMAL,
             Event::Operator => self.operator_acts(),
+            Event::DiskReading { node } => self.tell_disk(node),
+            Event::DiskFreed { node } => self.free_disk(node),
         }
     }
 }

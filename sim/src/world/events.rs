@@ -74,6 +74,14 @@ pub(super) enum Event {
     },
     Compact,
     ReplyLossEnd,
+    /// Node `node` reads its disk's usage (after it changed).
+    DiskReading {
+        node: usize,
+    },
+    /// Node `node`'s disk has room again.
+    DiskFreed {
+        node: usize,
+    },
     /// The operator's next management request.
     Operator,
 }

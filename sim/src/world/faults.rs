@@ -1,5 +1,6 @@
 //! Faults: crashes and restarts, pauses, a node cut off from Kafka, a client
-//! cut off from a node, Kafka losing replies; and healing them all.
+//! cut off from a node, Kafka losing replies, a node's disk filling up; and
+//! healing them all.
 
 use super::events::Event;
 use super::state::World;
@@ -20,7 +21,7 @@ impl World {
             _ => self.fault_rng.range(0, n as u64 - 1) as usize,
         };
         let name = self.nodes[target].name.clone();
-        match self.fault_rng.range(0, 9) {
+        match self.fault_rng.range(0, 10) {
             0..=2 => {
                 if self.nodes[target].node.is_some() {
                     self.count_fault("crash");
@@ -66,6 +67,12 @@ impl World {
                         node: target,
                     },
                 );
+            }
+            10 if self.cfg.disk_faults => {
+                if !self.nodes[target].disk_full {
+                    self.count_fault("disk-full");
+                    self.fill_disk(target);
+                }
             }
             _ => {
                 let d = self.fault_rng.range(500, 5_000);

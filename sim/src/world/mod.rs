@@ -7,12 +7,13 @@
 //!   `effects`: each node with its drivers, which return effects;
 //! - `kafka_requests` and `kafka_link`: requests to Kafka and their way there and back;
 //! - `network`: client connections and cuts;
-//! - `faults`: faults and healing;
+//! - `faults`: faults and healing; `disk`: the nodes' disks filling up;
 //! - `clients`: the clients and their wiring;
 //! - `operator`: management requests (purges) during the run.
 
 mod bridge_reader;
 mod clients;
+mod disk;
 mod dispatch;
 mod effects;
 mod events;

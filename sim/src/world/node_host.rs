@@ -29,6 +29,8 @@ pub(super) struct NodeHost {
     pub(super) journal: JournalDriver,
     pub(super) lock: LockDriver,
     pub(super) bridge: BridgeReader,
+    /// Its disk is above the nodes' `--max-disk-usage` (a fault).
+    pub(super) disk_full: bool,
 }
 
 impl NodeHost {
@@ -53,6 +55,7 @@ impl NodeHost {
             connections: BTreeSet::new(),
             requests_in_flight: BTreeMap::new(),
             bridge: BridgeReader::default(),
+            disk_full: false,
         }
     }
 

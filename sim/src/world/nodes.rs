@@ -4,7 +4,8 @@
 use std::collections::VecDeque;
 
 use halyard_core::node::{
-    AcceptRequest, ConnEvent, ConnRequest, Input, LockRequest, Node, NodeConfig, Output,
+    AcceptRequest, ConnEvent, ConnRequest, Input, JournalRequest, LockRequest, Node, NodeConfig,
+    Output,
 };
 
 use super::effects::Effect;
@@ -58,6 +59,8 @@ impl World {
         let name = host.name.clone();
         self.log(&name, "boot");
         self.feed(i, Input::Start);
+        // The io driver reads the disk as it starts.
+        self.tell_disk(i);
     }
 
     pub(super) fn crash(&mut self, i: usize) {
@@ -66,6 +69,8 @@ impl World {
         let host = &mut self.nodes[i];
         host.node = None;
         host.accepting = false;
+        self.disk.crashed(i);
+        let host = &mut self.nodes[i];
         host.requests_in_flight.clear();
         host.journal.reset();
         host.bridge.reset();
@@ -159,7 +164,8 @@ impl World {
                     self.at(t, Event::CloseToClient { connection: conn.0 });
                 }
             }
-            Output::Conn(ConnRequest::PauseReading { .. } | ConnRequest::ResumeReading { .. }) => {}
+            Output::Conn(ConnRequest::PauseReading { .. }) => self.disk.paused_reading(i),
+            Output::Conn(ConnRequest::ResumeReading { .. }) => {}
             // The io driver verifies off its event loop; here the answer
             // comes within the same step.
             Output::Conn(ConnRequest::CheckPassword {
@@ -174,6 +180,10 @@ impl World {
             // commit waits for the write in flight before it closes, as the
             // io drivers do.
             Output::Journal(request) => {
+                if let JournalRequest::Append { entries, .. } = &request {
+                    let name = &self.nodes[i].name;
+                    self.disk.appended(i, name, entries);
+                }
                 let host = &mut self.nodes[i];
                 let epoch = host.node_epoch();
                 host.journal.request(request, epoch, &mut effects);

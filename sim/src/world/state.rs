@@ -61,6 +61,8 @@ pub(crate) struct World {
     pub(crate) feed: Feed,
     /// The nodes' users and permissions (`None`: anonymous clients).
     pub(super) security: Option<std::sync::Arc<halyard_core::security::Security>>,
+    /// The disk rule's bookkeeping (see `disk_check`).
+    pub(crate) disk: crate::disk_check::DiskWatch,
 }
 
 impl World {
@@ -93,6 +95,7 @@ impl World {
             bridge_cfg: None,
             feed: Feed::new(0, 0),
             security: None,
+            disk: Default::default(),
         };
         if w.cfg.security {
             w.security = Some(std::sync::Arc::new(crate::security_check::security()));
@@ -114,6 +117,7 @@ impl World {
             w.operator = Operator::new(w.cfg.seed);
         }
         w.make_clients();
+        w.disk = crate::disk_check::DiskWatch::new(&w.clients, w.nodes.len());
         w
     }
 

@@ -18,7 +18,7 @@ use crate::broker::{AckError, Delivery, Destination};
 use crate::journal::DurableSub;
 use crate::message::Routing;
 use crate::node::{
-    NodeConfig, Op, OpError, Outcome, ProtocolSession, Refusal, SessionAction, SessionCx,
+    Gate, NodeConfig, Op, OpError, Outcome, ProtocolSession, Refusal, SessionAction, SessionCx,
     SubscribeOp, SubscribeTarget,
 };
 use crate::security::Secret;
@@ -50,6 +50,9 @@ pub struct StompSession {
     /// CONNECT came with credentials the node is checking: read nothing
     /// more until it answers.
     logging_in: bool,
+    /// A SEND that arrived while producers are held back (the disk
+    /// limit): handled when they may go on; nothing after it is read.
+    held: Option<Frame>,
 }
 
 impl StompSession {
@@ -69,6 +72,7 @@ impl StompSession {
             waiting: VecDeque::new(),
             next_tag: 1,
             logging_in: false,
+            held: None,
         }
     }
 
@@ -237,6 +241,12 @@ impl StompSession {
     }
 
     fn on_send(&mut self, cx: &mut SessionCx<'_>, f: Frame) -> Result<(), Refused> {
+        if cx.gate == Gate::Block {
+            // STOMP has no flow control: the client waits for its receipt
+            // and the connection is not read until there is room.
+            self.held = Some(f);
+            return Ok(());
+        }
         let dest = self.resolve(cx, &f, f.header("destination-type"))?;
         let message = message_from_send(&f, dest, cx.now)?;
         let tx = f.header("transaction").map(str::to_owned);
@@ -365,7 +375,7 @@ impl ProtocolSession for StompSession {
     }
 
     fn step(&mut self, cx: &mut SessionCx<'_>) -> bool {
-        if self.closing || self.logging_in {
+        if self.closing || self.logging_in || self.held.is_some() {
             return false;
         }
         match self.decoder.next() {
@@ -425,7 +435,9 @@ impl ProtocolSession for StompSession {
             }
             return;
         }
-        if self.hb_recv_ms > 0 && now >= self.last_recv + 2 * self.hb_recv_ms {
+        // While a SEND is held the connection is not read: its silence is ours.
+        if self.hb_recv_ms > 0 && self.held.is_none() && now >= self.last_recv + 2 * self.hb_recv_ms
+        {
             self.protocol_error(
                 cx,
                 Refused::new("heart-beat timeout: nothing received from the client"),
@@ -452,7 +464,7 @@ impl ProtocolSession for StompSession {
         if self.hb_send_ms > 0 {
             d = Some(self.last_send + self.hb_send_ms);
         }
-        if self.hb_recv_ms > 0 {
+        if self.hb_recv_ms > 0 && self.held.is_none() {
             let t = self.last_recv + 2 * self.hb_recv_ms;
             d = Some(d.map_or(t, |x: Millis| x.min(t)));
         }
@@ -465,6 +477,21 @@ impl ProtocolSession for StompSession {
 
     fn refuse(&mut self, cx: &mut SessionCx<'_>, why: &Refusal) {
         self.protocol_error(cx, Refused::new(why.message()), None);
+    }
+
+    fn producers_resumed(&mut self, cx: &mut SessionCx<'_>) {
+        if let Some(f) = self.held.take() {
+            // Reading starts again now: the client's heart-beats count from here.
+            self.last_recv = cx.now;
+            let receipt = receipt(&f);
+            if let Err(r) = self.handle_frame(cx, f) {
+                self.protocol_error(cx, r, receipt.as_deref());
+            }
+        }
+    }
+
+    fn holding(&self) -> bool {
+        self.held.is_some()
     }
 
     fn login_checked(&mut self, cx: &mut SessionCx<'_>, ok: bool) {

@@ -9,6 +9,7 @@ use super::links::{
 use super::session::{AmqpSession, Waiting};
 use crate::broker::AckMode;
 use crate::message::Routing;
+use crate::node::Gate;
 use crate::node::{Op, SessionAction, SessionCx, SubscribeOp, SubscribeTarget};
 use crate::protocol::amqp::connection::{AttachAnswer, AttachRequest, LinkId};
 use crate::protocol::amqp::jms;
@@ -50,7 +51,12 @@ impl AmqpSession {
         let link = req.link;
         match &req.target {
             Some(AttachTarget::Coordinator(_)) => {
-                self.accept_now(link, AttachAnswer::echo(&req), LinkKind::Coordinator);
+                self.accept_now(
+                    cx.gate == Gate::Block,
+                    link,
+                    AttachAnswer::echo(&req),
+                    LinkKind::Coordinator,
+                );
             }
             Some(AttachTarget::Target(t)) if t.terminus.dynamic => {
                 // Qpid JMS makes a temporary queue or topic with a dynamic
@@ -80,7 +86,7 @@ impl AmqpSession {
                         },
                     );
                 } else {
-                    self.accept_now(link, answer, kind);
+                    self.accept_now(cx.gate == Gate::Block, link, answer, kind);
                 }
             }
             Some(AttachTarget::Target(t)) => {
@@ -98,17 +104,29 @@ impl AmqpSession {
                     address: t.terminus.address.clone(),
                     routing: routing_of(&t.terminus.capabilities),
                 };
-                self.accept_now(link, AttachAnswer::echo(&req), kind);
+                self.accept_now(cx.gate == Gate::Block, link, AttachAnswer::echo(&req), kind);
             }
             None => self.refuse_attach(link, Condition::InvalidField, "attach without a target"),
         }
     }
 
-    pub(super) fn accept_now(&mut self, link: LinkId, answer: AttachAnswer, kind: LinkKind) {
+    /// Accepts an attach. Producer links get credit unless producers are
+    /// held back (`blocked`; they get it when they may go on).
+    pub(super) fn accept_now(
+        &mut self,
+        blocked: bool,
+        link: LinkId,
+        answer: AttachAnswer,
+        kind: LinkKind,
+    ) {
         if self.conn.accept_attach(link, answer).is_ok() {
-            let producer = !matches!(kind, LinkKind::Consumer { .. });
+            let credit = match kind {
+                LinkKind::Consumer { .. } => false,
+                LinkKind::Producer { .. } => !blocked,
+                _ => true,
+            };
             self.links.insert(link, kind);
-            if producer {
+            if credit {
                 let _ = self.conn.grant_credit(link, PRODUCER_CREDIT, false);
             }
         }
@@ -142,7 +160,12 @@ impl AmqpSession {
                         target: req.target.clone(),
                         ..AttachAnswer::default()
                     };
-                    self.accept_now(link, answer, LinkKind::Lookup { durable });
+                    self.accept_now(
+                        cx.gate == Gate::Block,
+                        link,
+                        answer,
+                        LinkKind::Lookup { durable },
+                    );
                 }
                 None => self.refuse_attach(
                     link,

@@ -13,6 +13,7 @@
 //! Input is decoded as it arrives; the events it yields are handled one
 //! per [`ProtocolSession::step`], so the node's backpressure applies.
 
+use crate::node::Gate;
 use std::collections::{BTreeMap, VecDeque};
 
 use bytes::{Bytes, BytesMut};
@@ -208,11 +209,13 @@ impl AmqpSession {
         match kind {
             LinkKind::Coordinator => self.on_coordinator(cx, r.link, r.delivery_id, decoded),
             LinkKind::Producer { address, routing } => {
-                // Keep the producer going.
-                if self
-                    .conn
-                    .credit(r.link)
-                    .is_some_and(|c| c <= PRODUCER_CREDIT / 2)
+                // Keep the producer going, unless producers are held back
+                // (it gets credit again when they may go on).
+                if cx.gate != Gate::Block
+                    && self
+                        .conn
+                        .credit(r.link)
+                        .is_some_and(|c| c <= PRODUCER_CREDIT / 2)
                 {
                     let _ = self.conn.grant_credit(r.link, PRODUCER_CREDIT, false);
                 }
@@ -450,7 +453,8 @@ impl AmqpSession {
         }
     }
 
-    fn finish(&mut self, waiting: Waiting, result: Result<(), OpError>) {
+    /// Answers a finished operation (`blocked`: producers are held back).
+    fn finish(&mut self, blocked: bool, waiting: Waiting, result: Result<(), OpError>) {
         match (waiting, result) {
             (Waiting::Quiet, _) => {}
             (
@@ -486,7 +490,7 @@ impl AmqpSession {
                 if let LinkKind::Consumer { sub_id, .. } = &kind {
                     self.subs.insert(sub_id.clone(), link);
                 }
-                self.accept_now(link, *answer, kind);
+                self.accept_now(blocked, link, *answer, kind);
             }
             (Waiting::Attach { link, .. }, Err(e)) => {
                 self.refuse_attach(link, condition_of(&e), e.to_string())
@@ -541,6 +545,7 @@ fn condition_of(e: &OpError) -> Condition {
         OpError::NoQueue(_) | OpError::NoSubscription(_) => Condition::NotFound,
         OpError::AddressInUse(_) => Condition::ResourceLocked,
         OpError::Denied(_) => Condition::UnauthorizedAccess,
+        OpError::Full { .. } => Condition::ResourceLimitExceeded,
         _ => Condition::InvalidField,
     }
 }
@@ -563,11 +568,11 @@ impl ProtocolSession for AmqpSession {
         !self.events.is_empty() && !self.closed
     }
 
-    fn completed(&mut self, _cx: &mut SessionCx<'_>, tag: u64, result: Result<(), OpError>) {
+    fn completed(&mut self, cx: &mut SessionCx<'_>, tag: u64, result: Result<(), OpError>) {
         // The frames wait for `flush`: the settlements of one group commit
         // leave as one disposition range.
         if let Some(w) = self.waiting.remove(&tag) {
-            self.finish(w, result);
+            self.finish(cx.gate == Gate::Block, w, result);
         }
     }
 
@@ -637,6 +642,25 @@ impl ProtocolSession for AmqpSession {
             bytes: Bytes::new(),
             close: true,
         });
+    }
+
+    fn producers_resumed(&mut self, cx: &mut SessionCx<'_>) {
+        let producers: Vec<LinkId> = self
+            .links
+            .iter()
+            .filter(|(_, k)| matches!(k, LinkKind::Producer { .. }))
+            .map(|(l, _)| *l)
+            .collect();
+        for link in producers {
+            if self
+                .conn
+                .credit(link)
+                .is_some_and(|c| c <= PRODUCER_CREDIT / 2)
+            {
+                let _ = self.conn.grant_credit(link, PRODUCER_CREDIT, false);
+            }
+        }
+        self.pump(cx);
     }
 
     fn login_checked(&mut self, cx: &mut SessionCx<'_>, ok: bool) {

@@ -1,0 +1,177 @@
+//! Whether producers may add messages now: the disk limit
+//! (`--max-disk-usage`) under the address-full policy
+//! (`--address-full-policy`).
+//!
+//! The driver reads the usage of the disk that holds the journal and
+//! reports it ([`Input::Disk`](super::Input)); the node compares it with
+//! the limit and adapters ask [`SessionCx::gate`](super::SessionCx) before
+//! they take a message. `page` and `block` hold producers back (STOMP: the
+//! SEND waits and the connection is not read; AMQP: producers get no more
+//! credit), `fail` refuses the send with a clear error. Consumers, acks and
+//! everything else go on: they are what frees the space.
+
+use std::fmt;
+
+use super::config::{FullPolicy, NodeConfig};
+
+/// One reading of the disk that holds the journal.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct DiskUsage {
+    /// Bytes in use.
+    pub used_bytes: u64,
+    /// Bytes in use plus those the broker could still use (as `df`
+    /// counts: space reserved for root is left out).
+    pub total_bytes: u64,
+}
+
+impl DiskUsage {
+    /// Used share in tenths of a percent (0..=1000).
+    pub fn permille(self) -> u32 {
+        if self.total_bytes == 0 {
+            return 1000;
+        }
+        let used = self.used_bytes.min(self.total_bytes) as u128;
+        (used * 1000 / self.total_bytes as u128) as u32
+    }
+}
+
+/// Tenths of a percent, printed as a percentage ("93.1%").
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Permille(pub u32);
+
+impl fmt::Display for Permille {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}%", self.0 / 10, self.0 % 10)
+    }
+}
+
+/// What producers may do now.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Gate<'a> {
+    Open,
+    /// Hold the send back until the node says producers may go on.
+    Block,
+    /// Refuse the send; the text says why.
+    Fail(&'a str),
+}
+
+/// The node's view of its limits.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Admission {
+    /// The last reading, if any.
+    pub disk: Option<DiskUsage>,
+    /// Why producers are stopped now (`None`: they are not).
+    pub full: Option<String>,
+}
+
+/// What a new disk reading changed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Change {
+    None,
+    /// Producers are now stopped; the text says why.
+    Full(String),
+    /// Producers may go on again.
+    Room,
+}
+
+impl Admission {
+    /// Takes a reading against the limit (`max_permille` 1000 or more: no
+    /// limit but a full disk's own).
+    pub fn on_disk(&mut self, usage: DiskUsage, max_permille: u32, policy: FullPolicy) -> Change {
+        self.disk = Some(usage);
+        let used = usage.permille();
+        let over = used > max_permille || usage.used_bytes >= usage.total_bytes;
+        match (&self.full, over) {
+            (None, true) => {
+                let why = format!(
+                    "disk usage {} is above --max-disk-usage {}",
+                    Permille(used),
+                    Permille(max_permille.min(1000))
+                );
+                let why = match policy {
+                    FullPolicy::Fail => format!("{why}: sends refused (address-full-policy fail)"),
+                    FullPolicy::Page | FullPolicy::Block => {
+                        format!("{why}: producers blocked")
+                    }
+                };
+                self.full = Some(why.clone());
+                Change::Full(why)
+            }
+            (Some(_), false) => {
+                self.full = None;
+                Change::Room
+            }
+            _ => Change::None,
+        }
+    }
+
+    /// What producers may do now under `config`'s policy.
+    pub fn gate(&self, config: &NodeConfig) -> Gate<'_> {
+        #[cfg(feature = "planted-bugs")]
+        if config.planted_bug == Some(super::PlantedBug::DiskLimitIgnored) {
+            return Gate::Open;
+        }
+        self.gate_under(config.address_full_policy)
+    }
+
+    fn gate_under(&self, policy: FullPolicy) -> Gate<'_> {
+        match (&self.full, policy) {
+            (None, _) => Gate::Open,
+            (Some(why), FullPolicy::Fail) => Gate::Fail(why),
+            (Some(_), FullPolicy::Page | FullPolicy::Block) => Gate::Block,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn usage(used: u64) -> DiskUsage {
+        DiskUsage {
+            used_bytes: used,
+            total_bytes: 1000,
+        }
+    }
+
+    #[test]
+    fn over_the_limit_then_back() {
+        let mut a = Admission::default();
+        assert_eq!(a.on_disk(usage(900), 900, FullPolicy::Page), Change::None);
+        assert_eq!(a.gate_under(FullPolicy::Page), Gate::Open);
+        let Change::Full(why) = a.on_disk(usage(931), 900, FullPolicy::Block) else {
+            panic!("not full");
+        };
+        assert_eq!(
+            why,
+            "disk usage 93.1% is above --max-disk-usage 90.0%: producers blocked"
+        );
+        assert_eq!(a.on_disk(usage(950), 900, FullPolicy::Block), Change::None);
+        assert_eq!(a.gate_under(FullPolicy::Block), Gate::Block);
+        assert_eq!(a.on_disk(usage(899), 900, FullPolicy::Block), Change::Room);
+        assert_eq!(a.gate_under(FullPolicy::Block), Gate::Open);
+    }
+
+    #[test]
+    fn fail_refuses_and_a_full_disk_is_full_without_a_limit() {
+        let mut a = Admission::default();
+        assert_eq!(a.on_disk(usage(999), 1000, FullPolicy::Fail), Change::None);
+        assert!(matches!(
+            a.on_disk(usage(1000), 1000, FullPolicy::Fail),
+            Change::Full(_)
+        ));
+        let Gate::Fail(why) = a.gate_under(FullPolicy::Fail) else {
+            panic!("not failing");
+        };
+        assert!(
+            why.ends_with("sends refused (address-full-policy fail)"),
+            "{why}"
+        );
+        let empty = DiskUsage {
+            used_bytes: 0,
+            total_bytes: 0,
+        };
+        assert_eq!(empty.permille(), 1000);
+        assert_eq!(Permille(5).to_string(), "0.5%");
+    }
+}
