@@ -187,7 +187,10 @@ pub struct NodeSettings {
     /// Hold producers back (or refuse their sends, under --address-full-policy fail) while the journal's disk is used above this percentage; they go on below it [default: 90]
     #[arg(long, env = "HALYARD_MAX_DISK_USAGE", value_name = "PERCENT")]
     pub max_disk_usage: Option<f64>,
-    /// What a send meets while the broker is full: page and block hold producers back (flow control), fail refuses the send with an error [default: page]
+    /// Hold producers back (or refuse their sends, under --address-full-policy fail) while the messages held add up to this many bytes (bodies and headers; the process uses about twice that); 0 for no limit [default: a quarter of the machine's memory]
+    #[arg(long, env = "HALYARD_MAX_MEMORY_BYTES", value_name = "N")]
+    pub max_memory_bytes: Option<u64>,
+    /// What a send meets while the broker is full: page and block hold producers back (flow control; paging to disk is not built yet), fail refuses the send with an error [default: page]
     #[arg(long, env = "HALYARD_ADDRESS_FULL_POLICY", value_enum)]
     pub address_full_policy: Option<crate::limits_config::FullPolicyArg>,
 }
@@ -314,6 +317,7 @@ pub fn merge(cli: &NodeSettings, file: &NodeSettings) -> NodeSettings {
         tls_key,
         tls_client_ca,
         max_disk_usage,
+        max_memory_bytes,
         address_full_policy
     )
 }
@@ -565,8 +569,13 @@ pub fn resolve(s: NodeSettings) -> Result<Resolved, ConfigError> {
         &mut node,
     )
     .map_err(ConfigError::Security)?;
-    crate::limits_config::resolve(s.max_disk_usage, s.address_full_policy, &mut node)
-        .map_err(ConfigError::Limits)?;
+    crate::limits_config::resolve(
+        s.max_disk_usage,
+        s.max_memory_bytes,
+        s.address_full_policy,
+        &mut node,
+    )
+    .map_err(ConfigError::Limits)?;
     let bridge_kafka = bridge.local_kafka;
     let mut backend = backend;
     if let Backend::Kafka { config, .. } = &mut backend {

@@ -73,6 +73,7 @@ struct Totals {
     intruders_refused: u64,
     disk_full_periods: u64,
     paused_while_full: u64,
+    memory_full_periods: u64,
     fenced: u64,
     compactions: u64,
     virtual_ms: u64,
@@ -110,6 +111,7 @@ impl Totals {
         self.intruders_refused += r.counts.intruders_refused;
         self.disk_full_periods += r.counts.disk_full_periods;
         self.paused_while_full += r.counts.paused_while_full;
+        self.memory_full_periods += r.counts.memory_full_periods;
         self.fenced += r.kafka.fenced_requests;
         self.compactions += r.kafka.compactions;
         self.virtual_ms += r.end_ms;
@@ -275,10 +277,10 @@ fn print_summary(t: &Totals, secs: f64) {
             t.intruders_refused, t.seeds
         );
     }
-    if t.disk_full_periods > 0 {
+    if t.disk_full_periods + t.memory_full_periods > 0 {
         println!(
-            "disk: {} times a node's disk went above --max-disk-usage; {} connections held back meanwhile, no STOMP producer's message stored while full",
-            t.disk_full_periods, t.paused_while_full
+            "limits: {} times a node's disk went above --max-disk-usage, {} times its messages reached --max-memory-bytes; {} connections held back meanwhile, no STOMP producer's message stored while full",
+            t.disk_full_periods, t.memory_full_periods, t.paused_while_full
         );
     }
     println!(

@@ -198,3 +198,75 @@ fn amqp_sends_are_rejected_under_fail() {
     assert!(!h.closed.contains(&p.conn));
     assert_eq!(h.node.stats(0).counters.sends_refused_full, 1);
 }
+
+/// The memory limit: messages held reaching `memory_max_bytes` hold
+/// producers back the same way, until consumers bring them below the
+/// margin under the limit.
+#[test]
+fn messages_at_the_memory_limit_hold_producers_back_until_consumed() {
+    let mut h = Harness::new(NodeConfig {
+        memory_max_bytes: 2_000,
+        heartbeat_ms: 0,
+        ..NodeConfig::default()
+    });
+    let p = h.connect(1);
+    let body = "x".repeat(600);
+    for i in 0..4 {
+        h.send(p, send_receipt("/queue/q", &body, &format!("r{i}")));
+    }
+    // Three fit under 2,000 bytes; the fourth crossed the limit.
+    assert_eq!(receipts(&h.take(p)), ["r0", "r1", "r2", "r3"]);
+    let stats = h.node.stats(0);
+    assert!(stats.memory_bytes >= 2_000, "{}", stats.memory_bytes);
+    assert!(h.events.iter().any(|e| matches!(e, Event::MemoryFull { why }
+        if why.starts_with("messages hold ") && why.ends_with("producers blocked (paging to disk is not built yet)"))));
+    h.send(p, send_receipt("/queue/q", &body, "r4"));
+    assert!(h.take(p).is_empty(), "taken at the memory limit");
+    assert!(h.paused.contains(&p));
+
+    // One consumed is not enough (still above 95% of the limit)...
+    let c = h.connect(2);
+    h.send(c, subscribe("s", "/queue/q", "client-individual"));
+    let got = h.take(c);
+    let acks: Vec<String> = got
+        .iter()
+        .filter(|f| f.command == Command::Message)
+        .map(|f| f.header("ack").unwrap().to_string())
+        .collect();
+    assert_eq!(acks.len(), 4);
+    h.send(c, ack(&acks[0]));
+    assert!(h.take(p).is_empty(), "resumed above the margin");
+    // ... two are.
+    h.send(c, ack(&acks[1]));
+    assert_eq!(receipts(&h.take(p)), ["r4"]);
+    assert!(h
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::MemoryRoom { .. })));
+    assert!(!h.paused.contains(&p));
+    assert_eq!(h.node.stats(0).counters.memory_full, 1);
+}
+
+#[test]
+fn under_fail_a_send_at_the_memory_limit_is_refused() {
+    let mut h = Harness::new(NodeConfig {
+        memory_max_bytes: 1_000,
+        address_full_policy: FullPolicy::Fail,
+        ..NodeConfig::default()
+    });
+    let p = h.connect(1);
+    h.send(p, send_receipt("/queue/q", &"x".repeat(1_200), "r0"));
+    assert_eq!(receipts(&h.take(p)), ["r0"]);
+    h.send(p, send_receipt("/queue/q", "y", "r1"));
+    let got = h.take(p);
+    let e = got.iter().find(|f| f.command == Command::Error).unwrap();
+    let m = e.header("message").unwrap();
+    assert!(
+        m.starts_with("send to \"q\" refused: messages hold "),
+        "{m}"
+    );
+    assert!(
+        m.ends_with("sends refused (address-full-policy fail)"),
+        "{m}"
+    );
+}

@@ -110,7 +110,7 @@ impl Violations {
             parts.push(format!("permission not enforced: {s}"));
         }
         if let Some(s) = &self.disk_limit_ignored {
-            parts.push(format!("disk limit not enforced: {s}"));
+            parts.push(format!("disk or memory limit not enforced: {s}"));
         }
         parts.join("; ")
     }
@@ -157,6 +157,8 @@ pub struct Counts {
     /// reading meanwhile (a SEND held back, or too much in flight).
     pub disk_full_periods: u64,
     pub paused_while_full: u64,
+    /// Times a node's messages reached its memory limit.
+    pub memory_full_periods: u64,
 }
 
 /// The consumer group a consumer belongs to: the queue, or the durable subscription.

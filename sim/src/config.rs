@@ -76,6 +76,9 @@ pub struct SimConfig {
     /// A fault fills a node's disk above `--max-disk-usage` for a while
     /// (see `disk_check`).
     pub disk_faults: bool,
+    /// The nodes' `--max-memory-bytes` (0: none): small in some seeds, so
+    /// that producers are held back until consumers catch up.
+    pub memory_max_bytes: u64,
 }
 
 impl SimConfig {
@@ -124,11 +127,15 @@ impl SimConfig {
             feed_subscribers: 0,
             security: true,
             disk_faults: true,
+            memory_max_bytes: 0,
         };
         // Drawn after everything above, so the rest of a seed's scenario
         // is what it was before the bridge existed.
         c.feed_records = r.range(100, 300);
         c.feed_subscribers = r.range(1, 2) as usize;
+        if r.chance(0.3) {
+            c.memory_max_bytes = r.range(20_000, 60_000);
+        }
         // Two minutes after the faults stop is plenty to drain everything.
         c.max_time_ms = c.fault_until_ms + 120_000;
         c

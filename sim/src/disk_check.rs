@@ -1,7 +1,9 @@
-//! The disk-limit rule: while a node's disk is above `--max-disk-usage`
+//! The full-broker rule: while a node's disk is above `--max-disk-usage`
 //! (from the reading that said so until the one that said there is room
-//! again), the node stores no new message from a STOMP producer sending
-//! outside transactions: each such SEND waits unreceipted. AMQP producers
+//! again), or its messages are at `--max-memory-bytes` (from the node's
+//! `MemoryFull` event to its `MemoryRoom`), the node stores no new message
+//! from a STOMP producer sending outside transactions: each such SEND
+//! waits unreceipted. AMQP producers
 //! may use the credit they already had and a commit may store what was
 //! sent before, so they are left out. That held producers go on once
 //! there is room is the checker's other rules: nothing may stay unsent
@@ -11,7 +13,7 @@ use std::collections::BTreeSet;
 
 use halyard_core::journal::{Entry, Record};
 use halyard_core::message::Value;
-use halyard_core::node::DiskUsage;
+use halyard_core::node::{DiskUsage, Event};
 
 use crate::client::{Client, Kind, Protocol, PRODUCER};
 
@@ -33,6 +35,10 @@ pub struct DiskWatch {
     held_producers: BTreeSet<String>,
     /// Per node: it was last told its disk is full.
     knows_full: Vec<bool>,
+    /// Per node: it said its messages reached the memory limit.
+    memory_full: Vec<bool>,
+    /// Times a node said its messages reached the memory limit.
+    pub memory_periods: u64,
     /// Times a node was told its disk is full.
     pub periods: u64,
     /// Connections a node stopped reading while it knew its disk was full.
@@ -61,6 +67,7 @@ impl DiskWatch {
         DiskWatch {
             held_producers,
             knows_full: vec![false; nodes],
+            memory_full: vec![false; nodes],
             ..DiskWatch::default()
         }
     }
@@ -77,18 +84,35 @@ impl DiskWatch {
     /// A crashed node forgets its readings; a restart tells it again.
     pub fn crashed(&mut self, node: usize) {
         self.knows_full[node] = false;
+        self.memory_full[node] = false;
+    }
+
+    /// Node `node` reported `event`.
+    pub fn heard(&mut self, node: usize, event: &Event) {
+        match event {
+            Event::MemoryFull { .. } => {
+                self.memory_periods += 1;
+                self.memory_full[node] = true;
+            }
+            Event::MemoryRoom { .. } => self.memory_full[node] = false,
+            _ => {}
+        }
+    }
+
+    fn stopped(&self, node: usize) -> bool {
+        self.knows_full[node] || self.memory_full[node]
     }
 
     /// Node `node` stopped reading a connection.
     pub fn paused_reading(&mut self, node: usize) {
-        if self.knows_full[node] {
+        if self.stopped(node) {
             self.paused += 1;
         }
     }
 
     /// Node `node` (named `name`) appends `entries`.
     pub fn appended(&mut self, node: usize, name: &str, entries: &[Entry]) {
-        if !self.knows_full[node] {
+        if !self.stopped(node) {
             return;
         }
         for e in entries {
@@ -119,7 +143,7 @@ impl DiskWatch {
         let parts: Vec<String> = self
             .stored_while_full
             .iter()
-            .map(|(n, p, c)| format!("{n} stored {c} messages of {p} while its disk was full"))
+            .map(|(n, p, c)| format!("{n} stored {c} messages of {p} while full"))
             .collect();
         (!parts.is_empty()).then(|| parts.join("; "))
     }

@@ -186,6 +186,7 @@ pub fn run(cfg: SimConfig, keep_trace: bool) -> Report {
     violations.disk_limit_ignored = w.disk.check();
     counts.disk_full_periods = w.disk.periods;
     counts.paused_while_full = w.disk.paused;
+    counts.memory_full_periods = w.disk.memory_periods;
     violations.stuck = stuck;
     violations.broken_invariant = w.broken_invariant.take();
     let verdict = if violations.is_empty() {

@@ -287,22 +287,45 @@ mod planted {
         );
     }
 
-    /// The disk rule: with the limit ignored, a node stores STOMP
-    /// producers' messages while its disk is full. Only that rule catches
-    /// it: the same seed without disk faults passes.
+    /// The full-broker rule: with the limits ignored, a node stores STOMP
+    /// producers' messages while its disk is full or its messages are at
+    /// the memory limit. Only that rule catches it: the same seed without
+    /// disk faults and memory limit passes.
     #[test]
     fn ignoring_the_disk_limit_is_caught() {
         let bug = PlantedBug::Core(CoreBug::DiskLimitIgnored);
-        let (seed, _) = first_catch(bug, &["disk limit not enforced"]);
+        let (seed, _) = first_catch(bug, &["memory limit not enforced"]);
         let mut cfg = SimConfig::from_seed(seed);
         cfg.planted_bug = Some(bug);
         cfg.disk_faults = false;
+        cfg.memory_max_bytes = 0;
         let r = run(cfg, false);
         assert!(
             r.ok(),
-            "seed {seed} fails without disk faults: {}",
+            "seed {seed} fails without disk faults and memory limit: {}",
             r.violations.summary()
         );
+    }
+
+    /// The memory limit alone is enough for the rule to catch it.
+    #[test]
+    fn ignoring_the_memory_limit_is_caught() {
+        for seed in 1..=200 {
+            let mut cfg = SimConfig::from_seed(seed);
+            if cfg.memory_max_bytes == 0 {
+                continue;
+            }
+            cfg.planted_bug = Some(PlantedBug::Core(CoreBug::DiskLimitIgnored));
+            cfg.disk_faults = false;
+            let r = run(cfg, false);
+            if !r.ok() {
+                let why = r.violations.summary();
+                println!("memory limit ignored: caught by seed {seed}: {why}");
+                assert!(why.contains("memory limit not enforced"), "{why}");
+                return;
+            }
+        }
+        panic!("ignoring the memory limit not caught in 200 seeds");
     }
 
     /// The Kafka bridge's in rule: a position journaled past the records

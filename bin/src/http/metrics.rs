@@ -328,8 +328,22 @@ impl Collector for Snapshot {
         }
         gauge(
             e,
+            "halyard_memory_messages",
+            "The messages held, their sizes added up (bodies and headers); compared with --max-memory-bytes.",
+            Some(&Unit::Bytes),
+            s.memory_bytes as f64,
+        )?;
+        counter(
+            e,
+            "halyard_memory_full",
+            "Times the messages held reached --max-memory-bytes.",
+            None,
+            c.memory_full,
+        )?;
+        gauge(
+            e,
             "halyard_producers_blocked",
-            "1 while producers are held back or refused (the disk is above --max-disk-usage), else 0.",
+            "1 while producers are held back or refused (the disk above --max-disk-usage, or messages at --max-memory-bytes), else 0.",
             None,
             f64::from(u8::from(s.producers_stopped.is_some())),
         )?;

@@ -161,6 +161,9 @@ pub struct Broker {
     pub(crate) scan_resume: Option<Id>,
     /// Messages held that carry an expiration (the scan runs only then).
     pub(crate) expiring_messages: usize,
+    /// `Message::size_bytes` of every message held, added up (what
+    /// `--max-memory-bytes` limits).
+    pub(crate) bytes_held: u64,
     /// Duplicate ids evicted from the bounded cache: tombstone their keys.
     pub(crate) dead_dups: Vec<Key>,
     pub(crate) max_epoch: u32,
@@ -203,6 +206,7 @@ impl Broker {
             expiry_backlog: false,
             scan_resume: None,
             expiring_messages: 0,
+            bytes_held: 0,
             dead_dups: Vec::new(),
             max_epoch: 0,
             loading: false,
@@ -217,10 +221,12 @@ impl Broker {
     /// The message held under `id`, stored now if new.
     pub(crate) fn msg_entry(&mut self, id: Id, body: &Arc<Message>, journaled: bool) -> &mut Msg {
         let expiring = &mut self.expiring_messages;
+        let held = &mut self.bytes_held;
         self.messages.entry(id).or_insert_with(|| {
             if body.expiration_ms.is_some() {
                 *expiring += 1;
             }
+            *held += body.size_bytes() as u64;
             Msg::new(body.clone(), journaled)
         })
     }
@@ -231,6 +237,9 @@ impl Broker {
             if m.body.expiration_ms.is_some() {
                 self.expiring_messages = self.expiring_messages.saturating_sub(1);
             }
+            let size = m.body.size_bytes() as u64;
+            debug_assert!(self.bytes_held >= size, "bytes held would go below 0");
+            self.bytes_held = self.bytes_held.saturating_sub(size);
         }
     }
 
@@ -286,6 +295,12 @@ impl Broker {
         self.messages.len()
     }
 
+    /// The messages' sizes added up (`Message::size_bytes`: bodies,
+    /// properties, headers), what `--max-memory-bytes` limits.
+    pub fn bytes_held(&self) -> u64 {
+        self.bytes_held
+    }
+
     /// The Kafka bridge's journaled read positions: (topic, partition) ->
     /// offset of the next record to read.
     pub fn bridge_positions(&self) -> &BTreeMap<(String, u32), u64> {
@@ -324,6 +339,17 @@ impl Broker {
 
     /// Verifies internal bookkeeping; for tests and the simulator.
     pub fn check_invariants(&self) -> Result<(), String> {
+        let bytes: u64 = self
+            .messages
+            .values()
+            .map(|m| m.body.size_bytes() as u64)
+            .sum();
+        if bytes != self.bytes_held {
+            return Err(format!(
+                "bytes held counted {}, the messages add up to {bytes}",
+                self.bytes_held
+            ));
+        }
         for (mid, m) in &self.messages {
             let refs = self
                 .queues

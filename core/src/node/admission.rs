@@ -58,47 +58,93 @@ pub enum Gate<'a> {
 /// The node's view of its limits.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Admission {
-    /// The last reading, if any.
+    /// The last disk reading, if any.
     pub disk: Option<DiskUsage>,
-    /// Why producers are stopped now (`None`: they are not).
-    pub full: Option<String>,
+    /// Why the disk stops producers now (`None`: it does not).
+    disk_full: Option<String>,
+    /// Why memory stops producers now (`None`: it does not).
+    memory_full: Option<String>,
 }
 
-/// What a new disk reading changed.
+/// What a reading changed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Change {
     None,
-    /// Producers are now stopped; the text says why.
+    /// This limit now stops producers; the text says why.
     Full(String),
-    /// Producers may go on again.
+    /// This limit no longer stops producers (another one still may).
     Room,
 }
 
+/// Below this share of `--max-memory-bytes` producers held back by memory
+/// go on again (in tenths of a percent): a margin, so that one ack and one
+/// send do not block and resume producers in turn.
+pub const MEMORY_RESUME_PERMILLE: u64 = 950;
+
+fn stopped(why: String, policy: FullPolicy) -> String {
+    match policy {
+        FullPolicy::Fail => format!("{why}: sends refused (address-full-policy fail)"),
+        FullPolicy::Block => format!("{why}: producers blocked"),
+        FullPolicy::Page => {
+            format!("{why}: producers blocked (paging to disk is not built yet)")
+        }
+    }
+}
+
 impl Admission {
-    /// Takes a reading against the limit (`max_permille` 1000 or more: no
+    /// Why producers are stopped now, if they are.
+    pub fn full(&self) -> Option<&str> {
+        self.disk_full.as_deref().or(self.memory_full.as_deref())
+    }
+
+    /// Takes a disk reading against the limit (`max_permille` 1000: no
     /// limit but a full disk's own).
     pub fn on_disk(&mut self, usage: DiskUsage, max_permille: u32, policy: FullPolicy) -> Change {
         self.disk = Some(usage);
         let used = usage.permille();
         let over = used > max_permille || usage.used_bytes >= usage.total_bytes;
-        match (&self.full, over) {
+        match (&self.disk_full, over) {
             (None, true) => {
-                let why = format!(
-                    "disk usage {} is above --max-disk-usage {}",
-                    Permille(used),
-                    Permille(max_permille.min(1000))
+                let why = stopped(
+                    format!(
+                        "disk usage {} is above --max-disk-usage {}",
+                        Permille(used),
+                        Permille(max_permille.min(1000))
+                    ),
+                    match policy {
+                        // A full disk has nowhere to page to.
+                        FullPolicy::Page => FullPolicy::Block,
+                        p => p,
+                    },
                 );
-                let why = match policy {
-                    FullPolicy::Fail => format!("{why}: sends refused (address-full-policy fail)"),
-                    FullPolicy::Page | FullPolicy::Block => {
-                        format!("{why}: producers blocked")
-                    }
-                };
-                self.full = Some(why.clone());
+                self.disk_full = Some(why.clone());
                 Change::Full(why)
             }
             (Some(_), false) => {
-                self.full = None;
+                self.disk_full = None;
+                Change::Room
+            }
+            _ => Change::None,
+        }
+    }
+
+    /// Takes the bytes the broker holds against `--max-memory-bytes`
+    /// (`max` 0: no limit).
+    pub fn on_memory(&mut self, held: u64, max: u64, policy: FullPolicy) -> Change {
+        if max == 0 {
+            return Change::None;
+        }
+        match &self.memory_full {
+            None if held >= max => {
+                let why = stopped(
+                    format!("messages hold {held} bytes, --max-memory-bytes is {max}"),
+                    policy,
+                );
+                self.memory_full = Some(why.clone());
+                Change::Full(why)
+            }
+            Some(_) if (held as u128) * 1000 < (max as u128) * MEMORY_RESUME_PERMILLE as u128 => {
+                self.memory_full = None;
                 Change::Room
             }
             _ => Change::None,
@@ -115,7 +161,7 @@ impl Admission {
     }
 
     fn gate_under(&self, policy: FullPolicy) -> Gate<'_> {
-        match (&self.full, policy) {
+        match (self.full(), policy) {
             (None, _) => Gate::Open,
             (Some(why), FullPolicy::Fail) => Gate::Fail(why),
             (Some(_), FullPolicy::Page | FullPolicy::Block) => Gate::Block,
@@ -150,6 +196,31 @@ mod tests {
         assert_eq!(a.gate_under(FullPolicy::Block), Gate::Block);
         assert_eq!(a.on_disk(usage(899), 900, FullPolicy::Block), Change::Room);
         assert_eq!(a.gate_under(FullPolicy::Block), Gate::Open);
+    }
+
+    #[test]
+    fn memory_stops_producers_and_resumes_below_a_margin() {
+        let mut a = Admission::default();
+        assert_eq!(a.on_memory(10_000, 0, FullPolicy::Block), Change::None);
+        assert_eq!(a.on_memory(999, 1000, FullPolicy::Block), Change::None);
+        let Change::Full(why) = a.on_memory(1000, 1000, FullPolicy::Page) else {
+            panic!("not full");
+        };
+        assert_eq!(
+            why,
+            "messages hold 1000 bytes, --max-memory-bytes is 1000: producers blocked (paging to disk is not built yet)"
+        );
+        assert_eq!(a.on_memory(960, 1000, FullPolicy::Page), Change::None);
+        assert_eq!(a.gate_under(FullPolicy::Page), Gate::Block);
+        // The disk full too: both must clear.
+        assert!(matches!(
+            a.on_disk(usage(990), 900, FullPolicy::Page),
+            Change::Full(_)
+        ));
+        assert_eq!(a.on_memory(949, 1000, FullPolicy::Page), Change::Room);
+        assert_eq!(a.gate_under(FullPolicy::Page), Gate::Block);
+        assert_eq!(a.on_disk(usage(100), 900, FullPolicy::Page), Change::Room);
+        assert_eq!(a.gate_under(FullPolicy::Page), Gate::Open);
     }
 
     #[test]

@@ -52,6 +52,10 @@ pub struct NodeConfig {
     /// journal's disk is used above this, in tenths of a percent
     /// (`--max-disk-usage 90` is 900; 1000: only a full disk).
     pub disk_usage_max_permille: u32,
+    /// Producers are held back (or refused, under `fail`) while the
+    /// messages held add up to this many bytes (`Message::size_bytes`);
+    /// 0: no limit.
+    pub memory_max_bytes: u64,
     /// A deliberate bug (simulator self-tests only).
     #[cfg(feature = "planted-bugs")]
     pub planted_bug: Option<PlantedBug>,
@@ -85,7 +89,8 @@ pub enum PlantedBug {
     /// Execute every operation without checking the security file's
     /// permissions.
     PermissionsIgnored,
-    /// Take sends while the disk is above `--max-disk-usage`.
+    /// Take sends while the broker is full (the disk above
+    /// `--max-disk-usage`, or messages at `--max-memory-bytes`).
     DiskLimitIgnored,
 }
 
@@ -123,6 +128,7 @@ impl Default for NodeConfig {
             pending_connections_max: 1_000,
             address_full_policy: FullPolicy::Page,
             disk_usage_max_permille: 900,
+            memory_max_bytes: 0,
             #[cfg(feature = "planted-bugs")]
             planted_bug: None,
         }

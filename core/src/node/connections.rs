@@ -216,17 +216,41 @@ impl Node {
                     used: Permille(usage.permille()),
                     max: Permille(self.config.disk_usage_max_permille.min(1000)),
                 });
-                let ids: Vec<ConnId> = self.conns.keys().copied().collect();
-                for conn in ids {
-                    if let Some(s) = self.conns.get_mut(&conn).and_then(|c| c.session.as_mut()) {
-                        with_cx!(self, conn, cx, s.get().producers_resumed(&mut cx));
-                        self.flush_pending.insert(conn);
-                        self.carry_out(conn);
-                    }
-                }
-                self.resume_readers();
+                self.resume_producers();
             }
         }
+    }
+
+    /// After every input: the messages held against `--max-memory-bytes`.
+    pub(crate) fn check_memory(&mut self) {
+        let (held, max) = (self.broker.bytes_held(), self.config.memory_max_bytes);
+        match self
+            .admission
+            .on_memory(held, max, self.config.address_full_policy)
+        {
+            Change::None => {}
+            Change::Full(why) => self.event(Event::MemoryFull { why }),
+            Change::Room => {
+                self.event(Event::MemoryRoom { held, max });
+                self.resume_producers();
+            }
+        }
+    }
+
+    /// A limit cleared: if none stops producers any more, they go on.
+    fn resume_producers(&mut self) {
+        if self.admission.full().is_some() {
+            return;
+        }
+        let ids: Vec<ConnId> = self.conns.keys().copied().collect();
+        for conn in ids {
+            if let Some(s) = self.conns.get_mut(&conn).and_then(|c| c.session.as_mut()) {
+                with_cx!(self, conn, cx, s.get().producers_resumed(&mut cx));
+                self.flush_pending.insert(conn);
+                self.carry_out(conn);
+            }
+        }
+        self.resume_readers();
     }
 
     /// Stops reading a connection whose session holds a send back until

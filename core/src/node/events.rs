@@ -66,10 +66,20 @@ pub enum Event {
     DiskFull {
         why: String,
     },
-    /// The disk is below the limit again: producers go on.
+    /// The disk is below the limit again: producers go on (unless memory
+    /// still stops them).
     DiskRoom {
         used: super::Permille,
         max: super::Permille,
+    },
+    /// The messages held reached `--max-memory-bytes`.
+    MemoryFull {
+        why: String,
+    },
+    /// The messages held are below the margin under the limit again.
+    MemoryRoom {
+        held: u64,
+        max: u64,
     },
 }
 
@@ -149,7 +159,11 @@ impl fmt::Display for Event {
             Event::LoginRefused { conn, user } => {
                 write!(f, "{conn}: login refused for user {user:?}")
             }
-            Event::DiskFull { why } => write!(f, "{why}"),
+            Event::DiskFull { why } | Event::MemoryFull { why } => write!(f, "{why}"),
+            Event::MemoryRoom { held, max } => write!(
+                f,
+                "messages hold {held} bytes, below --max-memory-bytes {max} again: producers resume"
+            ),
             Event::DiskRoom { used, max } => write!(
                 f,
                 "disk usage {used} is below --max-disk-usage {max} again: producers resume"

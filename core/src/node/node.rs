@@ -187,6 +187,7 @@ impl Node {
             Input::Disk(usage) => self.on_disk(usage),
         }
         self.after_input();
+        self.check_memory();
         self.flush_sessions();
     }
 

@@ -117,7 +117,8 @@ impl Node {
             connection_list,
             counters: self.counters.clone(),
             disk: self.admission.disk,
-            producers_stopped: self.admission.full.clone(),
+            producers_stopped: self.admission.full().map(str::to_owned),
+            memory_bytes: self.broker.bytes_held(),
         }
     }
 
@@ -138,6 +139,7 @@ impl Node {
             Event::JournalFailed { .. } => c.journal_failures += 1,
             Event::ClientError { .. } => c.client_errors += 1,
             Event::DiskFull { .. } => c.disk_full += 1,
+            Event::MemoryFull { .. } => c.memory_full += 1,
             _ => {}
         }
     }

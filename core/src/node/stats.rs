@@ -77,6 +77,8 @@ pub struct NodeCounters {
     pub authorization_denied: u64,
     /// Times the disk went above `--max-disk-usage` (producers stopped).
     pub disk_full: u64,
+    /// Times the messages held reached `--max-memory-bytes`.
+    pub memory_full: u64,
     /// Sends held back while producers were stopped (STOMP SENDs that
     /// waited; AMQP producers wait for credit instead, uncounted).
     pub sends_held: u64,
@@ -173,6 +175,8 @@ pub struct NodeStats {
     pub disk: Option<super::DiskUsage>,
     /// Why producers are held back or refused now (`None`: they are not).
     pub producers_stopped: Option<String>,
+    /// The messages' sizes added up (what `--max-memory-bytes` limits).
+    pub memory_bytes: u64,
 }
 
 impl NodeStats {

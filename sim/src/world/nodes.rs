@@ -29,6 +29,7 @@ impl World {
             drain_timeout_ms: 3_000,
             activation_retry_ms: 500,
             bridge: self.bridge_cfg.clone(),
+            memory_max_bytes: self.cfg.memory_max_bytes,
             ..NodeConfig::default()
         };
         if let Some(s) = &self.security {
@@ -193,6 +194,7 @@ impl World {
             Output::Accept(AcceptRequest::Start) => self.nodes[i].accepting = true,
             Output::Accept(AcceptRequest::Stop) => self.nodes[i].accepting = false,
             Output::Event(e) => {
+                self.disk.heard(i, &e);
                 let name = self.nodes[i].name.clone();
                 if e.is_state_change() {
                     self.log(&name, e.to_string());
