@@ -67,8 +67,8 @@ step "simulation: $SIM_SEEDS seeds"
 step "madsim: real driver and client, $MADSIM_TEST_NUM seeds"
 scripts/ci/madsim.sh
 
-step "fuzzing: every cargo-fuzz target for 10 s from its seed corpus and regression inputs (libFuzzer on stable with RUSTC_BOOTSTRAP=1; cargo-fuzz installed into target/tools)"
-scripts/fuzz.sh 10
+step "fuzzing: every cargo-fuzz target for 10 s from its seed corpus and regression inputs (libFuzzer on stable with RUSTC_BOOTSTRAP=1, an unoptimised build; cargo-fuzz installed into target/tools)"
+FUZZ_BUILD=dev scripts/fuzz.sh 10
 
 step "Python clients (PyPI into target/pyenv)"
 PY=$(venv_python)

@@ -8,8 +8,8 @@
 //! selectors), BEGIN/COMMIT/ABORT, SUBSCRIBE/UNSUBSCRIBE (every ack mode,
 //! durable, selector, window), ACK/NACK of a delivered message, garbage
 //! bytes, AMQP bytes, DISCONNECT, close, time passing, holding and
-//! completing journal batches, management changes, and a restart from the
-//! durable journal. Optionally with a security file and small limits, so
+//! completing journal batches, management changes, disk readings above and
+//! below the limit, and a restart from the durable journal. Optionally with a security file and small limits, so
 //! that refusals and limits are reached.
 //!
 //! After every step: `Node::check_invariants` holds and the node is still
@@ -24,7 +24,7 @@ use std::sync::{Arc, OnceLock};
 use arbitrary::Arbitrary;
 use halyard_core::broker::BrokerConfig;
 use halyard_core::ids::ConnId;
-use halyard_core::node::{AdminOp, Input, NodeConfig};
+use halyard_core::node::{AdminOp, DiskUsage, FullPolicy, Input, NodeConfig};
 use halyard_core::protocol::amqp::AMQP_HEADER;
 use halyard_core::protocol::stomp::{Command, Frame};
 use halyard_core::security::{password, Pattern, Permission, Rule, Security, User};
@@ -177,6 +177,11 @@ enum Step {
         queue: u8,
         to: u8,
     },
+    /// A reading of the journal's disk: tenths of a percent used (the
+    /// limit is 90%), so producers are held back, refused and resumed.
+    Disk {
+        permille: u16,
+    },
     Restart,
 }
 
@@ -274,6 +279,9 @@ fn config(secure: bool, small: bool) -> NodeConfig {
         c.transaction_bytes_max = 64;
         c.connections_max = 3;
         c.pending_connections_max = 2;
+        // A few small messages reach it: producers held back and resumed.
+        c.memory_max_bytes = 256;
+        c.address_full_policy = FullPolicy::Block;
         c.heartbeat_ms = 1_000;
         c.connect_timeout_ms = 2_000;
         c.broker = BrokerConfig {
@@ -612,6 +620,10 @@ impl World {
                 self.next_admin += 1;
                 self.h.input(Input::Admin { id, op });
             }
+            Step::Disk { permille } => self.h.input(Input::Disk(DiskUsage {
+                used_bytes: u64::from(permille % 1001),
+                total_bytes: 1000,
+            })),
             Step::Restart => {
                 // Like a crash: appends in flight are lost, clients are gone.
                 self.h = self.h.restart();

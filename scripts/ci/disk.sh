@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the Python disk-limit tests (tests/disk) against real `halyard node`
 # processes, each on a size-limited tmpfs of its own (a mount namespace made
-# with `unshare -Urm`): bad --max-disk-usage / --address-full-policy values
+# with `unshare -Urm`), and the memory limit (--max-memory-bytes: held,
+# refused, a restart over the limit) on ordinary folders: bad --max-disk-usage / --address-full-policy values
 # refused at start; STOMP producers held (page, block) or refused (fail)
 # while the disk is above the limit and going on below it (stomp.py); AMQP
 # producers without credit (block) or with transfers rejected (fail)
@@ -39,4 +40,8 @@ log "python: $PY; binary: $HALYARD_BIN; $(unshare --version | head -1)"
 # -rfE: list every failure and error in the summary; no -x, so one failure
 # does not hide the rest. tests/pytest.ini puts tests/ (the shared harness
 # package) on the path.
+# A test path as the first argument narrows the run; otherwise the suite.
+if [[ $# -gt 0 && $1 != -* ]]; then
+    exec "$PY" -m pytest -q -rfE --durations=10 "$@"
+fi
 exec "$PY" -m pytest -q -rfE --durations=10 tests/disk "$@"

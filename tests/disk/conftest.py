@@ -19,6 +19,9 @@ with stomp.py and python-qpid-proton clients.
 - `disk_nodes` (per test): factory of DiskNodes (and `plain()`: a LocalNode
   on an ordinary data dir); at teardown each is checked for a panic and
   stopped.
+- `http_nodes` (per test, no tmpfs): factory of HttpNodes, LocalNodes with
+  `--http` and /metrics (`HttpMetrics`, shared with DiskNode), for the
+  memory limit; checked and stopped the same way.
 - STOMP: `stomp_clients` (factory of `harness.clients.Client`, closed at
   teardown), `OrderedReceipts` (the order receipts arrive in),
   `send_nowait`, `assert_unanswered`, `wait_error`.
@@ -183,7 +186,35 @@ def write_filler(path: Path, size: int) -> None:
         os.close(fd)
 
 
-class DiskNode(NodeProcess):
+class HttpMetrics:
+    """/metrics of a node started with `--http 127.0.0.1:<http_port>` (a
+    mixin of `NodeProcess` subclasses)."""
+
+    http_port: int
+
+    def _exited(self) -> None:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise AssertionError(f"{self.name} exited with code {self.proc.returncode}\n{self.log_tail()}")
+
+    def metrics(self) -> Metrics:
+        url = f"http://127.0.0.1:{self.http_port}/metrics"
+        with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT_S) as r:
+            assert r.status == 200, f"GET {url} -> {r.status}"
+            return Metrics(r.read().decode())
+
+    def metric(self, sample: str) -> float:
+        return self.metrics().value(sample)
+
+    def wait_metric(self, sample: str, pred, what: str, timeout: float = DISK_SEEN_S) -> float:
+        def ok():
+            self._exited()
+            v = self.metric(sample)
+            return (True, v) if pred(v) else None
+
+        return wait_until(ok, f"{sample} {what}", timeout)[1]
+
+
+class DiskNode(HttpMetrics, NodeProcess):
     """A node on the local journal, on a tmpfs of `size_mib` MiB of its own
     (see the module docstring), with --http and the limit flags given."""
 
@@ -233,10 +264,6 @@ class DiskNode(NodeProcess):
         assert got == want, (f"{self.name} reports a disk of {got:.0f} bytes, want its tmpfs's {want}: "
                              f"it is not reading the disk of {self.data_dir}\n{self.log_tail()}")
         return self
-
-    def _exited(self) -> None:
-        if self.proc is not None and self.proc.poll() is not None:
-            raise AssertionError(f"{self.name} exited with code {self.proc.returncode}\n{self.log_tail()}")
 
     # -- the tmpfs, from outside -------------------------------------------
 
@@ -291,24 +318,30 @@ class DiskNode(NodeProcess):
         shutil.copytree(self.mnt / self.data_dir.relative_to(self.mount_dir), dest)
         return dest
 
-    # -- HTTP ---------------------------------------------------------------
 
-    def metrics(self) -> Metrics:
-        url = f"http://127.0.0.1:{self.http_port}/metrics"
-        with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT_S) as r:
-            assert r.status == 200, f"GET {url} -> {r.status}"
-            return Metrics(r.read().decode())
+class HttpNode(HttpMetrics, LocalNode):
+    """A LocalNode on an ordinary data dir (no tmpfs) with `--http`;
+    `start()` returns once it accepts STOMP and its /metrics answers (for the
+    limits that need no small disk: `--max-memory-bytes`)."""
 
-    def metric(self, sample: str) -> float:
-        return self.metrics().value(sample)
+    def __init__(self, base_dir: Path, name: str, extra_args: list[str] | None = None):
+        super().__init__(base_dir, name, extra_args)
+        self.http_port = free_port()
+        while self.http_port == self.port:
+            self.http_port = free_port()
 
-    def wait_metric(self, sample: str, pred, what: str, timeout: float = DISK_SEEN_S) -> float:
-        def ok():
+    def node_args(self) -> list[str]:
+        return ["--http", f"127.0.0.1:{self.http_port}"]
+
+    def start(self) -> "HttpNode":
+        super().start()
+
+        def scraped():
             self._exited()
-            v = self.metric(sample)
-            return (True, v) if pred(v) else None
+            return self.metrics().has("halyard_producers_blocked")
 
-        return wait_until(ok, f"{sample} {what}", timeout)[1]
+        wait_until(scraped, f"{self.name}'s /metrics", self.ready_timeout_s)
+        return self
 
 
 class NodeFactory:
@@ -332,6 +365,12 @@ class NodeFactory:
         self.made.append(n)
         return n
 
+    def http(self, name: str, extra_args: list[str] | None = None) -> HttpNode:
+        """An HttpNode (no tmpfs) on a data dir of its own, not yet started."""
+        n = HttpNode(self.base_dir, name, extra_args)
+        self.made.append(n)
+        return n
+
     def close(self) -> None:
         errors = []
         for n in self.made:
@@ -350,6 +389,15 @@ def disk_nodes(tmp_path, tmpfs_ok):
     extra_args=) -> a DiskNode not yet started."""
     f = NodeFactory(tmp_path)
     yield f
+    f.close()
+
+
+@pytest.fixture
+def http_nodes(tmp_path):
+    """Factory (no tmpfs, no unshare): http_nodes(name, extra_args=) -> an
+    HttpNode not yet started; checked for a panic and stopped at teardown."""
+    f = NodeFactory(tmp_path)
+    yield f.http
     f.close()
 
 
