@@ -50,8 +50,8 @@ pub struct StompSession {
     /// CONNECT came with credentials the node is checking: read nothing
     /// more until it answers.
     logging_in: bool,
-    /// A SEND that arrived while producers are held back (the disk
-    /// limit): handled when they may go on; nothing after it is read.
+    /// A SEND that arrived while producers are held back (the disk or
+    /// memory limit): handled when they may go on; nothing after it is read.
     held: Option<Frame>,
 }
 
