@@ -1,10 +1,10 @@
 //! Whether producers may add messages now: the disk limit
-//! (`--max-disk-usage`) under the address-full policy
-//! (`--address-full-policy`).
+//! (`--max-disk-usage`) and the memory limit (`--max-memory-bytes`) under
+//! the address-full policy (`--address-full-policy`).
 //!
 //! The driver reads the usage of the disk that holds the journal and
-//! reports it ([`Input::Disk`](super::Input)); the node compares it with
-//! the limit and adapters ask [`SessionCx::gate`](super::SessionCx) before
+//! reports it ([`Input::Disk`](super::Input)); after every input the node
+//! compares the broker's bytes with the memory limit. Adapters ask [`SessionCx::gate`](super::SessionCx) before
 //! they take a message. `page` and `block` hold producers back (STOMP: the
 //! SEND waits and the connection is not read; AMQP: producers get no more
 //! credit), `fail` refuses the send with a clear error. Consumers, acks and
@@ -25,10 +25,11 @@ pub struct DiskUsage {
 }
 
 impl DiskUsage {
-    /// Used share in tenths of a percent (0..=1000).
+    /// Used share in tenths of a percent (0..=1000); 0 for a filesystem
+    /// that reports no size (nothing to go by).
     pub fn permille(self) -> u32 {
         if self.total_bytes == 0 {
-            return 1000;
+            return 0;
         }
         let used = self.used_bytes.min(self.total_bytes) as u128;
         (used * 1000 / self.total_bytes as u128) as u32
@@ -102,7 +103,10 @@ impl Admission {
     pub fn on_disk(&mut self, usage: DiskUsage, max_permille: u32, policy: FullPolicy) -> Change {
         self.disk = Some(usage);
         let used = usage.permille();
-        let over = used > max_permille || usage.used_bytes >= usage.total_bytes;
+        // A filesystem that reports no size (some pseudo and network ones)
+        // says nothing: it must not stop producers for good.
+        let over =
+            usage.total_bytes > 0 && (used > max_permille || usage.used_bytes >= usage.total_bytes);
         match (&self.disk_full, over) {
             (None, true) => {
                 let why = stopped(
@@ -238,11 +242,14 @@ mod tests {
             why.ends_with("sends refused (address-full-policy fail)"),
             "{why}"
         );
-        let empty = DiskUsage {
+        let sizeless = DiskUsage {
             used_bytes: 0,
             total_bytes: 0,
         };
-        assert_eq!(empty.permille(), 1000);
+        assert_eq!(sizeless.permille(), 0);
+        assert_eq!(a.on_disk(usage(500), 1000, FullPolicy::Fail), Change::Room);
+        assert_eq!(a.on_disk(sizeless, 900, FullPolicy::Fail), Change::None);
+        assert_eq!(a.gate_under(FullPolicy::Fail), Gate::Open);
         assert_eq!(Permille(5).to_string(), "0.5%");
     }
 }
