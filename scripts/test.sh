@@ -139,7 +139,10 @@ else
 fi
 
 step "benchmarks: criterion benches run once, and a halyard bench smoke run"
-cargo bench -p halyard-benches -- --test
+# Each criterion bench once (criterion's test mode under `cargo test`), on
+# the test step's artifacts: `cargo bench` would build everything again in
+# the bench profile.
+cargo test --profile test-release -p halyard-benches --benches
 "$bin" node --listen 127.0.0.1:61690 --data-dir "$work/bench-node" >"$work/bench-node.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 100); do grep -q "accepting clients (STOMP, AMQP)" "$work/bench-node.log" && break; sleep 0.1; done
