@@ -277,9 +277,12 @@ def durable_subscribe(destination, client_id, durable_name, addrs, connect_secs)
         print(f"durable-subscribe: no receipt for the SUBSCRIBE to {destination} "
               f"(errors: {errors or 'none, timed out after 30 s'})", file=sys.stderr)
         return 1
+    # Read before the disconnect: stomp.py's receiver thread clears it once
+    # the socket is closed (a race that once failed this step).
+    host, port = conn.transport.current_host_and_port or ("?", "?")
     conn.disconnect()  # with a receipt (stomp.py waits for it); no UNSUBSCRIBE: the subscription stays
     print(f"durable-subscribe: {client_id}.{durable_name} on {destination} "
-          f"(receipted by {conn.transport.current_host_and_port[0]}:{conn.transport.current_host_and_port[1]})",
+          f"(receipted by {host}:{port})",
           file=sys.stderr)
     return 0
 
