@@ -315,4 +315,18 @@ pub mod frames {
     pub fn body(f: &Frame) -> String {
         String::from_utf8_lossy(&f.body).into_owned()
     }
+
+    /// The `receipt-id`s of the RECEIPT frames among `frames`, in order
+    /// (a RECEIPT without one fails the test).
+    pub fn receipts(frames: &[Frame]) -> Vec<String> {
+        frames
+            .iter()
+            .filter(|f| f.command == Command::Receipt)
+            .map(|f| {
+                f.header("receipt-id")
+                    .expect("a RECEIPT names its receipt-id")
+                    .to_string()
+            })
+            .collect()
+    }
 }

@@ -11,7 +11,7 @@ use halyard_core::bridge::{
 };
 use halyard_core::journal::{Entry, Record};
 use halyard_core::node::{Input, NodeConfig};
-use halyard_core::protocol::stomp::{Command, Frame};
+use halyard_core::protocol::stomp::Command;
 use halyard_core::testkit::frames::*;
 use halyard_core::testkit::Harness;
 
@@ -28,14 +28,6 @@ fn config() -> NodeConfig {
         bridge: Some(bridge),
         ..NodeConfig::default()
     }
-}
-
-fn receipts(frames: &[Frame]) -> Vec<String> {
-    frames
-        .iter()
-        .filter(|f| f.command == Command::Receipt)
-        .filter_map(|f| f.header("receipt-id").map(str::to_owned))
-        .collect()
 }
 
 fn record(offset: u64, value: &str) -> InRecord {

@@ -21,14 +21,6 @@ fn bodies(frames: &[Frame]) -> Vec<String> {
     messages(frames).into_iter().map(body).collect()
 }
 
-fn receipts(frames: &[Frame]) -> Vec<String> {
-    frames
-        .iter()
-        .filter(|f| f.command == Command::Receipt)
-        .filter_map(|f| f.header("receipt-id").map(str::to_owned))
-        .collect()
-}
-
 fn ack_ids(frames: &[Frame]) -> Vec<String> {
     messages(frames)
         .into_iter()

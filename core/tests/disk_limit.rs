@@ -29,14 +29,6 @@ fn disk(h: &mut Harness, used: u64) {
     }));
 }
 
-fn receipts(frames: &[halyard_core::protocol::stomp::Frame]) -> Vec<String> {
-    frames
-        .iter()
-        .filter(|f| f.command == Command::Receipt)
-        .map(|f| f.header("receipt-id").unwrap().to_string())
-        .collect()
-}
-
 #[test]
 fn above_the_limit_a_send_waits_and_consumers_go_on() {
     let mut h = node(FullPolicy::Page);

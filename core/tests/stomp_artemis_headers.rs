@@ -34,14 +34,6 @@ fn ack_ids(frames: &[Frame]) -> Vec<String> {
         .collect()
 }
 
-fn receipts(frames: &[Frame]) -> Vec<String> {
-    frames
-        .iter()
-        .filter(|f| f.command == Command::Receipt)
-        .filter_map(|f| f.header("receipt-id").map(str::to_owned))
-        .collect()
-}
-
 fn error(frames: &[Frame]) -> Option<&Frame> {
     frames.iter().find(|f| f.command == Command::Error)
 }
