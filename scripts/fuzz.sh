@@ -9,10 +9,15 @@
 # (fuzz/corpus/TARGET, copied to target/fuzz-corpus/TARGET, where the inputs
 # the run finds are kept; the committed corpus does not grow). Crash inputs go
 # to target/fuzz-artifacts/TARGET/, each run's log to target/fuzz-logs/.
-# cargo-fuzz is installed into target/tools if it is not there; the targets
-# are built into target/fuzz with the active (stable) toolchain, RUSTC_BOOTSTRAP=1
-# letting it take libFuzzer's unstable flags: optimised, with debug assertions
-# and overflow checks, without a sanitizer (halyard-core has no unsafe code).
+# The targets are cargo-fuzz's layout (fuzz/Cargo.toml, libfuzzer-sys), built
+# here by cargo itself with the instrumentation flags `cargo fuzz build
+# --sanitizer none` passes (cargo-fuzz 0.13: SanitizerCoverage with inline
+# 8-bit counters, a PC table, traced compares and stack depth, `--cfg
+# fuzzing`), so a fresh machine does not spend 90 s compiling cargo-fuzz;
+# `cargo fuzz run` on the same fuzz/ works as well. Built into target/fuzz
+# with the active (stable) toolchain, RUSTC_BOOTSTRAP=1 letting it take the
+# unstable sancov pass: optimised, with debug assertions and overflow checks,
+# without a sanitizer (halyard-core has no unsafe code).
 #
 # FUZZ_BUILD=dev builds fuzz/'s dev profile, lightly optimised (103 s for
 # the six targets instead of about 215 s on 2 cores; executions run at a
@@ -28,21 +33,16 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 cd "$ROOT"
 
-CARGO_FUZZ_VERSION=0.13.2
 usage="usage: scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]"
 seconds=${1:-60}
 [[ $seconds =~ ^[1-9][0-9]*$ ]] || die "$usage"
 shift $(( $# > 0 ? 1 : 0 ))
 
-tools="$ROOT/target/tools"
-if [[ ! -x $tools/bin/cargo-fuzz ]]; then
-    log "installing cargo-fuzz $CARGO_FUZZ_VERSION into target/tools"
-    cargo install --locked --quiet --root "$tools" --version "$CARGO_FUZZ_VERSION" cargo-fuzz
-fi
-export PATH="$tools/bin:$PATH"
 export RUSTC_BOOTSTRAP=1
 
-mapfile -t all < <(cargo fuzz list --fuzz-dir fuzz)
+# The [[bin]] names of fuzz/Cargo.toml: one per target.
+mapfile -t all < <(awk '/^\[\[bin\]\]/ { bin = 1; next } bin && /^name *=/ { gsub(/[" ]/, "", $0); sub(/^name=/, "", $0); print; bin = 0 }' fuzz/Cargo.toml)
+[[ ${#all[@]} -gt 0 ]] || die "no [[bin]] targets in fuzz/Cargo.toml"
 targets=("$@")
 [[ ${#targets[@]} -gt 0 ]] || targets=("${all[@]}")
 for t in "${targets[@]}"; do
@@ -51,19 +51,24 @@ for t in "${targets[@]}"; do
 done
 
 profile=${FUZZ_BUILD:-release}
+host=$(rustc -vV | sed -n 's/^host: //p')
+# What cargo-fuzz 0.13's `build --sanitizer none` gives rustc (its project.rs).
+# --target keeps these flags off build scripts and proc macros.
+flags="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4"
+flags+=" -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table"
+flags+=" -Cllvm-args=-sanitizer-coverage-trace-compares -Cllvm-args=-simplifycfg-branch-fold-threshold=0"
+flags+=" --cfg fuzzing -Clink-dead-code -Cllvm-args=-sanitizer-coverage-stack-depth -Cdebug-assertions"
+build=(--manifest-path fuzz/Cargo.toml --target "$host" --target-dir target/fuzz)
 case $profile in
-    release) build=(--fuzz-dir fuzz --target-dir target/fuzz --release --debug-assertions --sanitizer none) ;;
-    dev) build=(--fuzz-dir fuzz --target-dir target/fuzz --dev --sanitizer none) ;;
+    # Release: one codegen unit, as cargo-fuzz does (sancov otherwise blocks ThinLTO imports).
+    release) build+=(--release --config profile.release.debug=true); flags+=" -Coverflow-checks -Ccodegen-units=1" ;;
+    dev) ;;
     *) die "FUZZ_BUILD=$profile: must be release or dev" ;;
 esac
+for t in "${targets[@]}"; do build+=(--bin "$t"); done
 built_at=$(date +%s)
-if [[ $# -eq 0 ]]; then
-    cargo fuzz build "${build[@]}"
-else
-    for t in "${targets[@]}"; do cargo fuzz build "${build[@]}" "$t"; done
-fi
+RUSTFLAGS="$flags ${RUSTFLAGS:-}" CARGO_FUZZ=1 CARGO_FUZZ_MANIFEST="$ROOT/fuzz/Cargo.toml" cargo build "${build[@]}"
 log "built ${#targets[@]} targets ($profile) in $(( $(date +%s) - built_at )) s"
-host=$(rustc -vV | sed -n 's/^host: //p')
 bins="$ROOT/target/fuzz/$host/$([[ $profile == dev ]] && echo debug || echo release)"
 
 mkdir -p target/fuzz-logs

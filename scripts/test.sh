@@ -33,8 +33,10 @@ trap cleanup EXIT
 step "format (cargo fmt --check)"
 cargo fmt --all --check
 
+# In the test-release profile: the build scripts (librdkafka's C build, ring)
+# and proc macros clippy has to build are then the ones the test step reuses.
 step "lint (cargo clippy --all-targets -D warnings)"
-cargo clippy --workspace --all-targets --features halyard-sim/planted-bugs,halyard/kafka-tests -- -D warnings
+cargo clippy --workspace --all-targets --profile test-release --features halyard-sim/planted-bugs -- -D warnings
 
 step "halyard-core stays sans-IO"
 scripts/ci/check-sans-io.sh
@@ -42,23 +44,30 @@ scripts/ci/check-sans-io.sh
 step "no two source files import each other, no module over 900 lines"
 python3 scripts/ci/check-imports.py
 
-step "unit, property, codec, journal, proxy and driver tests"
+step "unit, property, codec, journal, proxy, driver and CLI tests"
 cargo test --workspace --profile test-release
 
 step "simulator self-tests: determinism, planted bugs caught"
-cargo test --profile test-release -p halyard-sim --features planted-bugs -- --nocapture 2>&1 | grep -E "planted bug|test result|panicked|FAILED" || true
-cargo test --profile test-release -p halyard-sim --features planted-bugs --quiet
+# One run: its summary lines here, the whole output in target/test-run if it fails.
+status=0
+cargo test --profile test-release -p halyard-sim --features planted-bugs -- --nocapture >"$work/planted-bugs.log" 2>&1 || status=$?
+grep -E "planted bug|test result|panicked|FAILED" "$work/planted-bugs.log" || true
+((status == 0)) || { tail -50 "$work/planted-bugs.log"; echo "simulator self-tests failed (exit $status): $work/planted-bugs.log" >&2; exit "$status"; }
 
 step "simulator with debug assertions: 300 seeds, broker invariants checked after every step"
 cargo test --profile debug-seeds -p halyard-sim --test debug_seeds -- --include-ignored
 
-# The binary every later step runs: optimised like release, built on the
-# test step's artifacts. Release's whole-program optimisation (fat LTO)
-# changes speed, not behaviour, and would cost 8 more minutes on 2 cores.
-step "optimised binary (test-release profile)"
-cargo build --profile test-release -p halyard
+# The binary every later step runs: the test step built it (test-release,
+# optimised like release) for bin/tests/cli.rs. Release's whole-program
+# optimisation (fat LTO) changes speed, not behaviour, and would cost 8 more
+# minutes on 2 cores. It has the workspace's test features: core's in-memory
+# testkit driver and the local journal's crash hooks are compiled in, but
+# only test code can reach them; a `cargo build -p halyard` without them
+# would compile core, io, sim and the binary again (2.5 minutes).
+step "the optimised binary the test step built (test-release profile)"
 bin="$ROOT/target/test-release/halyard"
-"$bin" --help >/dev/null
+[[ -x $bin ]] || { echo "no $bin after the test step" >&2; exit 1; }
+"$bin" --version
 
 step "simulation: $SIM_SEEDS seeds"
 "$bin" sim --seeds "$SIM_SEEDS"
@@ -67,7 +76,7 @@ step "simulation: $SIM_SEEDS seeds"
 step "madsim: real driver and client, $MADSIM_TEST_NUM seeds"
 scripts/ci/madsim.sh
 
-step "fuzzing: every cargo-fuzz target for 10 s from its seed corpus and regression inputs (libFuzzer on stable with RUSTC_BOOTSTRAP=1, an unoptimised build; cargo-fuzz installed into target/tools)"
+step "fuzzing: every fuzz target for 10 s from its seed corpus and regression inputs (libFuzzer on stable with RUSTC_BOOTSTRAP=1, a lightly optimised build)"
 FUZZ_BUILD=dev scripts/fuzz.sh 10
 
 step "Python clients (PyPI into target/pyenv)"
@@ -75,7 +84,8 @@ PY=$(venv_python)
 export PY HALYARD_BIN="$bin"
 
 step "python-qpid-proton against the core's AMQP connection machine (the test ignored without it)"
-HALYARD_PROTON_PYTHON="$PY" cargo test -p halyard-core --features testkit --test amqp_proton -- --include-ignored
+# --workspace: the test step's build (same features), nothing to compile.
+HALYARD_PROTON_PYTHON="$PY" cargo test --workspace --profile test-release --test amqp_proton -- --include-ignored
 
 step "scripts: every shell script parses (and passes shellcheck), every Python file compiles, the bench tools start"
 scripts/ci/check-scripts.sh
@@ -95,12 +105,12 @@ control=127.0.0.1:$(( ${proxy##*:} + 1 ))
 "$bin" proxy --listen "$proxy" --upstream "$upstream" --control "$control" >"$work/proxy.log" 2>&1 &
 pids+=($!)
 HALYARD_KAFKA_BOOTSTRAP=$(scripts/services/kafka.sh bootstrap) HALYARD_KAFKA_PROXY="$proxy" HALYARD_KAFKA_PROXY_CONTROL="$control" \
-    cargo test --profile test-release -p halyard --features kafka-tests --test kafka_model_conformance -- --test-threads 2
+    cargo test --workspace --profile test-release --test kafka_model_conformance -- --ignored --test-threads 2
 kill "${pids[-1]}" 2>/dev/null || true
 
 step "hot-standby journal copy vs a full read of real Kafka"
 HALYARD_KAFKA_BOOTSTRAP=$(scripts/services/kafka.sh bootstrap) \
-    cargo test --profile test-release -p halyard --features kafka-tests --test kafka_standby
+    cargo test --workspace --profile test-release --test kafka_standby -- --ignored
 
 step "integration tests with stomp.py against real nodes (local journal)"
 scripts/ci/integration.sh
@@ -140,9 +150,10 @@ fi
 
 step "benchmarks: criterion benches run once, and a halyard bench smoke run"
 # Each criterion bench once (criterion's test mode under `cargo test`), on
-# the test step's artifacts: `cargo bench` would build everything again in
-# the bench profile.
-cargo test --profile test-release -p halyard-benches --benches
+# the test step's artifacts (--workspace: the same features, so only the
+# bench targets compile): `cargo bench` would build everything again in the
+# bench profile.
+cargo test --workspace --profile test-release --benches
 "$bin" node --listen 127.0.0.1:61690 --data-dir "$work/bench-node" >"$work/bench-node.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 100); do grep -q "accepting clients (STOMP, AMQP)" "$work/bench-node.log" && break; sleep 0.1; done

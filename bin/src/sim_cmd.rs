@@ -34,13 +34,29 @@ pub struct SimArgs {
     /// default: the simulator's, see SimConfig::amqp_share)
     #[arg(long)]
     amqp_share: Option<f64>,
+    /// Only the workload of commit 70d8f86 (issue 10's speed comparison):
+    /// no operator, Kafka bridge, users, disk faults or memory limit, and
+    /// faults drawn as then. With --amqp-share 0, that commit's clients,
+    /// messages and faults (see SimConfig::only_base_workload)
+    #[arg(long)]
+    base_workload: bool,
 }
 
-/// Runs `seed`'s scenario, with the AMQP share asked for.
-fn run_seed(seed: u64, keep_trace: bool, amqp_share: Option<f64>) -> Report {
+/// What changes every seed's scenario.
+#[derive(Clone, Copy)]
+struct Variant {
+    amqp_share: Option<f64>,
+    base_workload: bool,
+}
+
+/// Runs `seed`'s scenario, as `variant` changes it.
+fn run_seed(seed: u64, keep_trace: bool, variant: Variant) -> Report {
     let mut cfg = SimConfig::from_seed(seed);
-    if let Some(share) = amqp_share {
+    if let Some(share) = variant.amqp_share {
         cfg.amqp_share = share;
+    }
+    if variant.base_workload {
+        cfg.only_base_workload();
     }
     halyard_sim::run(cfg, keep_trace)
 }
@@ -120,15 +136,19 @@ impl Totals {
 
 pub fn run(a: SimArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     keep_freed_memory();
+    let variant = Variant {
+        amqp_share: a.amqp_share,
+        base_workload: a.base_workload,
+    };
     if let Some(seed) = a.seed {
-        let r = run_seed(seed, a.trace, a.amqp_share);
+        let r = run_seed(seed, a.trace, variant);
         if a.trace {
             for l in &r.trace {
                 println!("{l}");
             }
         }
         if a.check_determinism {
-            let again = run_seed(seed, false, a.amqp_share);
+            let again = run_seed(seed, false, variant);
             if again.trace_hash != r.trace_hash {
                 eprintln!(
                     "seed {seed} is not deterministic: {:016x} vs {:016x}",
@@ -166,13 +186,12 @@ pub fn run(a: SimArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         .map(|_| {
             let next = next.clone();
             let totals = totals.clone();
-            let amqp_share = a.amqp_share;
             std::thread::spawn(move || loop {
                 let seed = next.fetch_add(1, Ordering::Relaxed);
                 if seed >= end {
                     return;
                 }
-                let r = run_seed(seed, false, amqp_share);
+                let r = run_seed(seed, false, variant);
                 let mut t = totals.lock().expect("totals lock");
                 t.add(&r);
                 if !r.ok() {

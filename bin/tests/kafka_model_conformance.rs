@@ -2,7 +2,7 @@
 //! behaviours Halyard relies on. Each scenario runs on both and the
 //! observations must agree. Needs a broker: `HALYARD_KAFKA_BOOTSTRAP`
 //! (and `HALYARD_KAFKA_PROXY` for the heartbeat scenario), which
-//! `scripts/test.sh` provides after `scripts/kafka.sh start`.
+//! `scripts/test.sh` provides after `scripts/services/kafka.sh start`.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -21,7 +21,7 @@ use rdkafka::{Offset, TopicPartitionList};
 
 fn bootstrap() -> String {
     std::env::var("HALYARD_KAFKA_BOOTSTRAP")
-        .expect("HALYARD_KAFKA_BOOTSTRAP is not set: run scripts/test.sh, which starts Kafka (scripts/kafka.sh start)")
+        .expect("HALYARD_KAFKA_BOOTSTRAP is not set: run scripts/test.sh, which starts Kafka (scripts/services/kafka.sh start)")
 }
 
 /// A fresh name per run, so reruns never see old data.
@@ -203,6 +203,7 @@ fn model_read(k: &mut KafkaModel, now: u64) -> Vec<(String, Option<String>)> {
 }
 
 #[test]
+#[ignore = "needs a running Kafka (HALYARD_KAFKA_BOOTSTRAP): scripts/test.sh runs it with --ignored"]
 fn init_transactions_fences_the_older_producer() {
     // Real Kafka.
     let topic = unique("conf-fence");
@@ -234,6 +235,7 @@ fn init_transactions_fences_the_older_producer() {
 }
 
 #[test]
+#[ignore = "needs a running Kafka (HALYARD_KAFKA_BOOTSTRAP): scripts/test.sh runs it with --ignored"]
 fn read_committed_hides_aborted_transactions() {
     let topic = unique("conf-abort");
     create_topic(&topic, &[]);
@@ -276,6 +278,7 @@ fn summarize(
 }
 
 #[test]
+#[ignore = "needs a running Kafka (HALYARD_KAFKA_BOOTSTRAP): scripts/test.sh runs it with --ignored"]
 fn compaction_keeps_the_latest_value_per_key() {
     let topic = unique("conf-compact");
     // Segments roll every 100 ms and the cleaner takes any dirty segment.
@@ -355,6 +358,7 @@ fn compaction_keeps_the_latest_value_per_key() {
 }
 
 #[test]
+#[ignore = "needs a running Kafka (HALYARD_KAFKA_BOOTSTRAP): scripts/test.sh runs it with --ignored"]
 fn a_member_that_stops_heartbeating_loses_its_partition() {
     let proxy: std::net::SocketAddr = std::env::var("HALYARD_KAFKA_PROXY")
         .expect("HALYARD_KAFKA_PROXY (a halyard proxy in front of Kafka's PROXIED listener) is not set: run scripts/test.sh")

@@ -16,7 +16,8 @@
 #   scripts/ci/amqp-tests.sh tests/stomp_compat    # arguments go to pytest (paths, -k, -x, ...)
 #   AMQP_TEST_BROKERS=artemis scripts/ci/amqp-tests.sh tests/amqp
 #
-# Environment: HALYARD_BIN, HALYARD_KAFKA_BOOTSTRAP (else Kafka is started here), AMQP_TEST_BROKERS (artemis,halyard), STOMP_COMPAT_STRICT,
+# Environment: HALYARD_BIN, HALYARD_KAFKA_BOOTSTRAP (else Kafka is started here), AMQP_TEST_BROKERS (artemis,halyard),
+# AMQP_ARTEMIS_SLOW=1 (also run Artemis in the tests marked slow_on_artemis), STOMP_COMPAT_STRICT,
 # ARTEMIS_KEEP=1 (leave the Artemis test instance running afterwards), and the Artemis ports:
 # ARTEMIS_STOMP_PORT (61633), ARTEMIS_CORE_PORT (61636), ARTEMIS_AMQP_PORT (61637),
 # ARTEMIS_PAIR_PORTS (61646,61649).

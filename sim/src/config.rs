@@ -79,6 +79,9 @@ pub struct SimConfig {
     /// The nodes' `--max-memory-bytes` (0: none): small in some seeds, so
     /// that producers are held back until consumers catch up.
     pub memory_max_bytes: u64,
+    /// Set by `only_base_workload`: faults drawn as at commit 70d8f86 (no
+    /// slot for a full disk), the topic producers on `/topic/events`.
+    pub base_workload: bool,
 }
 
 impl SimConfig {
@@ -128,6 +131,7 @@ impl SimConfig {
             security: true,
             disk_faults: true,
             memory_max_bytes: 0,
+            base_workload: false,
         };
         // Drawn after everything above, so the rest of a seed's scenario
         // is what it was before the bridge existed.
@@ -139,5 +143,21 @@ impl SimConfig {
         // Two minutes after the faults stop is plenty to drain everything.
         c.max_time_ms = c.fault_until_ms + 120_000;
         c
+    }
+
+    /// Only the workload the simulator had at commit 70d8f86, for issue
+    /// 10's like-for-like speed comparison with that build: no operator,
+    /// Kafka bridge (the topic producers send to `/topic/events` again),
+    /// users, disk faults or memory limit, and faults drawn as then. With
+    /// `amqp_share` 0 the clients, messages and faults are that commit's.
+    pub fn only_base_workload(&mut self) {
+        self.operator = false;
+        self.bridge = false;
+        self.feed_records = 0;
+        self.feed_subscribers = 0;
+        self.security = false;
+        self.disk_faults = false;
+        self.memory_max_bytes = 0;
+        self.base_workload = true;
     }
 }

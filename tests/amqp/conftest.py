@@ -251,6 +251,30 @@ def pytest_terminal_summary(terminalreporter):
             terminalreporter.write_line(line)
 
 
+# A test marked `slow_on_artemis` runs against Artemis only with AMQP_ARTEMIS_SLOW=1: Artemis's run
+# shows what Artemis does and asserts nothing about Halyard, and on 2 cores it costs more than a
+# minute of the test command's budget. Left out, it is reported as deselected (never a silent skip).
+ARTEMIS_SLOW = os.environ.get("AMQP_ARTEMIS_SLOW") == "1"
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow_on_artemis: run against Artemis only with AMQP_ARTEMIS_SLOW=1")
+
+
+def pytest_collection_modifyitems(config, items):
+    if ARTEMIS_SLOW:
+        return
+    keep, drop = [], []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        on_artemis = callspec is not None and "artemis" in (callspec.params.get("pair"), callspec.params.get("broker"))
+        (drop if on_artemis and item.get_closest_marker("slow_on_artemis") else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+        REPORT_LINES.extend(f"deselected (slow on Artemis; AMQP_ARTEMIS_SLOW=1 runs it): {i.nodeid}" for i in drop)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield

@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 from urllib.parse import urlparse
 
+import pytest
 
 
 def seqs(events) -> list[int]:
@@ -38,6 +39,8 @@ def test_seed002_30_persistent_messages_survive_killing_the_live(pair: Pair, pai
     assert consumer.summary["reconnects"] >= 1
 
 
+# Artemis (shared store) ran this in 76.5 s: returned=10000 lost=0 duplicates=0 (CI, 2026-12-04).
+@pytest.mark.slow_on_artemis
 def test_10000_messages_sigkill_mid_stream_loses_no_returned_send(pair: Pair, pair_jms, name, report):
     total = 10_000
     producer = pair_jms.start("produce", "--queue", name, "--count", str(total), "--persistent")

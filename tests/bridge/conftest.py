@@ -56,7 +56,8 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from harness.clients import Client
 from harness.failover import _hard_close, connect_any
 from harness.kafka import ACCEPTING, BACKUP_ANNOUNCED, Cluster
-from harness.node import NodeProcess, wait_accepts
+from harness.node import close_all, NodeProcess, wait_accepts
+from harness.waiting import waiter
 
 # The test modules say `from bridge_helpers import ...` (see the docstring).
 sys.modules["bridge_helpers"] = sys.modules[__name__]
@@ -84,18 +85,7 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
-def wait_until(fn, what: str, timeout: float = WAIT_S, poll: float = 0.05):
-    """Polls `fn` until it returns something truthy (returned); fails after
-    `timeout` with the last value."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while True:
-        last = fn()
-        if last:
-            return last
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
-        time.sleep(poll)
+wait_until = waiter(WAIT_S, retry_on=())
 
 
 # -- Kafka -------------------------------------------------------------------
@@ -238,9 +228,13 @@ class PacedKafkaProducer(threading.Thread):
     """Produces `count` records to `topic` at `rate` per second: record i has
     value `<run_id>-<i:05d>`, key `k<i>`, header `seq=<i>`, and goes to
     partition i % partitions. `delivered` maps each value to the (partition,
-    offset) of its delivery report."""
+    offset) of its delivery report. With `hold_at`, it stops after that many
+    records until `resume` is set (still serving delivery reports), so a test
+    can act while records are certainly still to come, however slow the
+    machine."""
 
-    def __init__(self, bootstrap: str, topic: str, count: int, partitions: int, run_id: str, rate: float):
+    def __init__(self, bootstrap: str, topic: str, count: int, partitions: int, run_id: str, rate: float,
+                 hold_at: int | None = None):
         super().__init__(daemon=True, name="kafka-producer")
         self.bootstrap = bootstrap
         self.topic = topic
@@ -254,6 +248,8 @@ class PacedKafkaProducer(threading.Thread):
         self.errors: list[str] = []
         self.failure: BaseException | None = None
         self.stop_flag = False
+        self.hold_at = hold_at
+        self.resume = threading.Event()
 
     def value(self, i: int) -> str:
         return f"{self.run_id}-{i:05d}"
@@ -280,6 +276,10 @@ class PacedKafkaProducer(threading.Thread):
         for i in range(self.count):
             if self.stop_flag:
                 break
+            if i == self.hold_at:
+                while not self.resume.is_set() and not self.stop_flag:
+                    p.poll(0.05)
+                t0 = time.monotonic() - i / self.rate  # pace on from here
             due = t0 + i / self.rate
             while (now := time.monotonic()) < due:
                 p.poll(min(due - now, 0.05))
@@ -576,15 +576,7 @@ def local_pair(tmp_path):
         return LocalPair(primary, backup, cluster_id)
 
     yield make
-    errors = []
-    for n in made:
-        try:
-            n.assert_no_panic()
-        except AssertionError as e:
-            errors.append(str(e))
-        finally:
-            n.close()
-    assert not errors, "\n".join(errors)
+    close_all(made)
 
 
 @pytest.fixture

@@ -6,7 +6,9 @@ Topic T2 is created with 3 partitions. A durable STOMP subscriber
 with a receipt) subscribes to `/topic/kafka.<T2>` on a live/backup pair on
 the Kafka journal, which makes the live read T2. confluent-kafka produces
 10,000 records (value `<run>-<i>`, key `k<i>`, header `seq`, partition
-i % 3) at a fixed rate; while it is still producing, the live is SIGKILLed.
+i % 3) at a fixed rate; once the subscriber has 2,000 the live is SIGKILLed,
+while records are still coming (the producer holds at 5,000 until the kill is
+done, so a slow machine cannot let it finish first).
 The subscriber fails over to the backup: its durable subscription is
 journaled, and the new live resumes reading T2 at the journaled positions.
 After all 10,000, one more record per partition (a sentinel: a partition is
@@ -49,6 +51,9 @@ COUNT = 10_000
 PARTITIONS = 3
 RATE = 1_500  # records per second: about 6.7 s of producing
 KILL_AFTER = 2_000  # values received by the subscriber
+# The producer holds after this many records until the kill is done, so the kill
+# hits mid-stream even when the node ingests slowly (a loaded machine).
+HOLD_AT = COUNT // 2
 
 
 def test_in_exactly_once_across_kill(cluster, threads):
@@ -69,7 +74,7 @@ def test_in_exactly_once_across_kill(cluster, threads):
     sub.wait_subscribed()
 
     run_id = unique("rec")
-    producer = threads(PacedKafkaProducer(bootstrap, topic, COUNT, PARTITIONS, run_id, RATE))
+    producer = threads(PacedKafkaProducer(bootstrap, topic, COUNT, PARTITIONS, run_id, RATE, hold_at=HOLD_AT))
     producer.start()
 
     assert sub.wait_count(KILL_AFTER, timeout=60), (
@@ -82,6 +87,7 @@ def test_in_exactly_once_across_kill(cluster, threads):
     with sub.cv:
         received_at_kill = len(sub.values)
     t_kill = primary.kill9()
+    producer.resume.set()
     log(f"SIGKILL primary: produced={produced_at_kill} received={received_at_kill}")
     assert produced_at_kill < COUNT, (
         f"the kill was meant to hit while records are still coming: all {COUNT} were produced already "

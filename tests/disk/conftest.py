@@ -54,7 +54,8 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 from harness.clients import Client
 from harness.failover import _hard_close
-from harness.node import LocalNode, NodeProcess, free_port, wait_accepts
+from harness.node import close_all, LocalNode, NodeProcess, free_port, wait_accepts
+from harness.waiting import waiter
 
 # tests/amqp's proton helpers are plain modules of that folder, not a package.
 AMQP_TESTS = Path(__file__).resolve().parents[1] / "amqp"
@@ -113,21 +114,7 @@ class Metrics:
         return any(s.name == sample for f in self.families.values() for s in f.samples)
 
 
-def wait_until(fn, what: str, timeout: float = WAIT_S, poll: float = 0.05):
-    """Polls `fn` until it returns something truthy (returned); OSError counts
-    as not yet."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while True:
-        try:
-            last = fn()
-            if last:
-                return last
-        except OSError as e:
-            last = e
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
-        time.sleep(poll)
+wait_until = waiter(WAIT_S)
 
 
 # -- the small disk ---------------------------------------------------------------
@@ -372,15 +359,7 @@ class NodeFactory:
         return n
 
     def close(self) -> None:
-        errors = []
-        for n in self.made:
-            try:
-                n.assert_no_panic()
-            except AssertionError as e:
-                errors.append(str(e))
-            finally:
-                n.close()
-        assert not errors, "\n".join(errors)
+        close_all(self.made)
 
 
 @pytest.fixture

@@ -3,7 +3,10 @@ and of scripts/bench/failover-figures.py.
 
 - `harness.node`: `halyard node` processes (`NodeProcess`; `LocalNode` on the
   local journal), free ports, the one teardown stop policy (`stop_process`),
-  `wait_accepts`, and the registry of running nodes.
+  `wait_accepts`, `close_all` (the teardown: stop every node, fail on a
+  panic), and the registry of running nodes.
+- `harness.waiting`: `wait_until` / `waiter(default_timeout)`: poll a
+  condition instead of sleeping.
 - `harness.logs`: progress output, node log timestamps, ANSI stripping.
 - `harness.stomp_wire`: STOMP as bytes: the CONNECT probe, a frame parser,
   `RawConn` for input stomp.py would never send.

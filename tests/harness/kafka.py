@@ -31,6 +31,7 @@ from harness.node import (
     REPO_ROOT,
     NodeProcess,
     child_env,
+    close_all,
     free_port,
     stop_process,
     wait_accepts,
@@ -155,15 +156,7 @@ class Cluster:
         return [n.addr for n in self.nodes]
 
     def close(self) -> None:
-        errors = []
-        for n in self.nodes:
-            try:
-                n.assert_no_panic()
-            except AssertionError as e:
-                errors.append(str(e))
-            n.close()
-        if errors:
-            raise AssertionError("\n".join(errors))
+        close_all(self.nodes)
 
 
 # ---------------------------------------------------------------------------

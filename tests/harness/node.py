@@ -8,7 +8,8 @@ exit 0 within the node's stop timeout, asserted), `restart()` on the same data
 dir and port, and at teardown `close()`, which stops a node still running with
 the one retry policy of `stop_process`. The log helpers read the node's log:
 `wait_log(regex, since=pos)`, `find`, `count`, `current_log`, `log_tail`,
-`assert_no_panic`.
+`assert_no_panic`; `close_all(nodes)` is the suites' teardown (stop them all,
+then fail naming any that panicked).
 
 `LocalNode` is a node on the local journal whose `start()` waits until it
 answers a STOMP CONNECT. The Kafka suite's node is `harness.kafka.HaNode`.
@@ -260,6 +261,20 @@ class NodeProcess:
 
     def assert_no_panic(self) -> None:
         assert "panicked" not in self.log_text(), f"{self.name} panicked\n{self.log_tail(200)}"
+
+
+def close_all(nodes) -> None:
+    """The suites' teardown: stops every node (each `close()` runs whatever
+    happens), then fails naming each one that panicked."""
+    errors = []
+    for n in nodes:
+        try:
+            n.assert_no_panic()
+        except AssertionError as e:
+            errors.append(str(e))
+        finally:
+            n.close()
+    assert not errors, "\n".join(errors)
 
 
 def wait_accepts(node: NodeProcess, timeout: float = LOG_WAIT_S, poll: float = 0.01, probe_timeout: float = 1.0) -> float:

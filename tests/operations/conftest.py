@@ -26,7 +26,6 @@ import json
 import math
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -36,7 +35,8 @@ import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 from harness.clients import Client
-from harness.node import HALYARD_BIN, NodeProcess, child_env, free_port, wait_accepts
+from harness.node import close_all, HALYARD_BIN, NodeProcess, child_env, free_port, wait_accepts
+from harness.waiting import waiter
 
 # The test modules say `from ops_helpers import ...` (see the docstring).
 sys.modules["ops_helpers"] = sys.modules[__name__]
@@ -80,22 +80,7 @@ def http(method: str, url: str, timeout: float = HTTP_TIMEOUT_S) -> HttpAnswer:
         return HttpAnswer(method, url, e.code, e.headers.get("Content-Type", ""), e.read().decode())
 
 
-def wait_until(fn, what: str, timeout: float = WAIT_S, poll: float = 0.05):
-    """Polls `fn` until it returns a truthy value (returned); OSError (a node
-    not listening yet, or gone) counts as not yet. Fails after `timeout`
-    with the last value or error."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while True:
-        try:
-            last = fn()
-            if last:
-                return last
-        except OSError as e:
-            last = e
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
-        time.sleep(poll)
+wait_until = waiter(WAIT_S)
 
 
 # -- metrics -----------------------------------------------------------------
@@ -292,15 +277,7 @@ def nodes(tmp_path):
         return n
 
     yield make
-    errors = []
-    for n in made:
-        try:
-            n.assert_no_panic()
-        except AssertionError as e:
-            errors.append(str(e))
-        finally:
-            n.close()
-    assert not errors, "\n".join(errors)
+    close_all(made)
 
 
 @dataclass

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from harness.kafka import HaNode, new_cluster_id
-from harness.node import free_port
+from harness.node import close_all, free_port
 from ops_helpers import HttpNode, check_histogram, send_persistent, wait_until
 
 N = 50
@@ -85,15 +85,7 @@ def kafka_pair(tmp_path):
         return primary, backup
 
     yield make
-    errors = []
-    for n in made:
-        try:
-            n.assert_no_panic()
-        except AssertionError as e:
-            errors.append(str(e))
-        finally:
-            n.close()
-    assert not errors, "\n".join(errors)
+    close_all(made)
 
 
 def lag_samples(m) -> list:

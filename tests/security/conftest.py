@@ -43,7 +43,6 @@ import socket
 import ssl
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -55,7 +54,8 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 from harness.clients import Client, Recorder
 from harness.failover import _hard_close
-from harness.node import HALYARD_BIN, NodeProcess, child_env, free_port, require_binary, wait_accepts
+from harness.node import close_all, HALYARD_BIN, NodeProcess, child_env, free_port, require_binary, wait_accepts
+from harness.waiting import waiter
 from harness.stomp_wire import parse_frames
 
 # tests/amqp's proton helpers (the engine client pumped by the test, frames
@@ -654,21 +654,7 @@ class Metrics:
         return found[0].value
 
 
-def wait_until(fn, what: str, timeout: float = WAIT_S, poll: float = 0.05):
-    """Polls `fn` until it returns something truthy (returned); OSError counts
-    as not yet."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while True:
-        try:
-            last = fn()
-            if last:
-                return last
-        except OSError as e:
-            last = e
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
-        time.sleep(poll)
+wait_until = waiter(WAIT_S)
 
 
 # -- nodes -------------------------------------------------------------------
@@ -821,15 +807,7 @@ class NodeSet:
         return n
 
     def close(self) -> None:
-        errors = []
-        for n in self.made:
-            try:
-                n.assert_no_panic()
-            except AssertionError as e:
-                errors.append(str(e))
-            finally:
-                n.close()
-        assert not errors, "\n".join(errors)
+        close_all(self.made)
 
 
 @pytest.fixture

@@ -350,17 +350,18 @@ impl Broker {
                 self.bytes_held
             ));
         }
+        // One pass over the queues' refs (the simulator runs this after every
+        // step, so it must not cost messages x queues).
+        let mut found: BTreeMap<Id, (usize, usize)> = BTreeMap::new();
+        for q in self.queues.values() {
+            for (mid, r) in &q.refs {
+                let e = found.entry(*mid).or_default();
+                e.0 += 1;
+                e.1 += usize::from(r.durable);
+            }
+        }
         for (mid, m) in &self.messages {
-            let refs = self
-                .queues
-                .values()
-                .filter(|q| q.refs.contains_key(mid))
-                .count();
-            let durable = self
-                .queues
-                .values()
-                .filter(|q| q.refs.get(mid).is_some_and(|r| r.durable))
-                .count();
+            let (refs, durable) = found.get(mid).copied().unwrap_or_default();
             if refs != m.refs || durable != m.durable_refs {
                 return Err(format!(
                     "message {mid}: counted refs {}/{} durable, found {refs}/{durable}",

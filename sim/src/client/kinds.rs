@@ -158,7 +158,8 @@ pub fn decimal(mut n: u64) -> String {
             break;
         }
     }
-    digits[i..].iter().map(|&d| char::from(d)).collect()
+    // One allocation of the right size (collecting chars grows the string).
+    String::from(std::str::from_utf8(&digits[i..]).expect("ASCII digits"))
 }
 
 #[cfg(test)]

@@ -51,6 +51,21 @@ impl StompWire {
         Action::Send(encode_to_bytes(f, Version::V1_2))
     }
 
+    /// A frame of a few headers and no body (ACKs, NACKs, transactions),
+    /// written straight to its bytes as `send_frame` would encode it: one
+    /// allocation instead of a `Frame`'s and the encoder's.
+    fn small_frame(command: Command, headers: &[(&str, &str)]) -> Action {
+        // Room for the lines and a few escapes.
+        let len: usize = headers.iter().map(|(n, v)| n.len() + v.len() + 2).sum();
+        let mut out = BytesMut::with_capacity(command.as_str().len() + len + 16);
+        let mut f = FrameWriter::start(&mut out, command, Version::V1_2, 0);
+        for (name, value) in headers {
+            f.header(name, value);
+        }
+        f.finish(&[]);
+        Action::Send(out.freeze())
+    }
+
     /// The TCP connection was accepted: say CONNECT.
     pub fn greet(&mut self, out: &mut Vec<Action>, login: Option<&(String, String)>) {
         self.decoder = Decoder::new(Limits::default());
@@ -181,22 +196,17 @@ impl StompWire {
                 if self.open_tx.is_none() {
                     self.next_tx += 1;
                     let t = format!("a{}", self.next_tx);
-                    out.push(Self::send_frame(
-                        &Frame::new(Command::Begin).with_header("transaction", t.as_str()),
-                    ));
+                    out.push(Self::small_frame(Command::Begin, &[("transaction", &t)]));
                     self.open_tx = Some((t, 0));
                 }
                 if let Some((t, n)) = self.open_tx.as_mut() {
-                    out.push(Self::send_frame(
-                        &Frame::new(Command::Ack)
-                            .with_header("id", ack_id)
-                            .with_header("transaction", t.as_str()),
+                    out.push(Self::small_frame(
+                        Command::Ack,
+                        &[("id", &ack_id), ("transaction", t)],
                     ));
                     *n += 1;
                     if *n >= ACKS_PER_TRANSACTION {
-                        out.push(Self::send_frame(
-                            &Frame::new(Command::Commit).with_header("transaction", t.as_str()),
-                        ));
+                        out.push(Self::small_frame(Command::Commit, &[("transaction", t)]));
                         self.open_tx = None;
                     }
                 }
@@ -207,9 +217,7 @@ impl StompWire {
                 } else {
                     Command::Nack
                 };
-                out.push(Self::send_frame(
-                    &Frame::new(command).with_header("id", ack_id),
-                ));
+                out.push(Self::small_frame(command, &[("id", &ack_id)]));
             }
         }
     }
@@ -252,14 +260,11 @@ impl StompWire {
         }
         self.next_tx += 1;
         let name = format!("t{}", self.next_tx);
-        out.push(Self::send_frame(
-            &Frame::new(Command::Begin).with_header("transaction", name.as_str()),
-        ));
+        out.push(Self::small_frame(Command::Begin, &[("transaction", &name)]));
         out.extend(seqs.iter().map(|s| self.message(*s, Some(&name))));
-        out.push(Self::send_frame(
-            &Frame::new(Command::Commit)
-                .with_header("transaction", name.as_str())
-                .with_header("receipt", name.as_str()),
+        out.push(Self::small_frame(
+            Command::Commit,
+            &[("transaction", &name), ("receipt", &name)],
         ));
         self.tx_in_flight.insert(name, seqs.to_vec());
     }

@@ -58,6 +58,12 @@ impl World {
     pub(super) fn make_clients(&mut self) {
         let c = self.cfg.clone();
         let n = c.nodes;
+        // The base workload's topic is the one from before the bridge.
+        let topic = if c.base_workload {
+            "/topic/events"
+        } else {
+            crate::bridge_check::OUT_DESTINATION
+        };
         let mut protocols = Rng::new(c.seed ^ PROTOCOL_SEED);
         let mut add = |w: &mut World, name: String, kind: Kind| {
             let r = w.rng.fork();
@@ -101,7 +107,7 @@ impl World {
                 self,
                 format!("tpub{i}"),
                 Kind::Producer {
-                    destination: crate::bridge_check::OUT_DESTINATION.into(),
+                    destination: topic.into(),
                     total: c.messages_per_producer,
                     window: 20,
                     duplicate_ids: c.duplicate_ids,
@@ -132,7 +138,7 @@ impl World {
                 self,
                 format!("ds{i}"),
                 Kind::Consumer {
-                    destination: crate::bridge_check::OUT_DESTINATION.into(),
+                    destination: topic.into(),
                     ack: AckStyle::Individual,
                     durable: Some((format!("app{i}"), "feed".into())),
                     nack_chance: 0.0,

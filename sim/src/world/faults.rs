@@ -21,7 +21,9 @@ impl World {
             _ => self.fault_rng.range(0, n as u64 - 1) as usize,
         };
         let name = self.nodes[target].name.clone();
-        match self.fault_rng.range(0, 10) {
+        // 70d8f86 drew from 0..=9; the disk-full slot (10) came later.
+        let kinds = if self.cfg.base_workload { 9 } else { 10 };
+        match self.fault_rng.range(0, kinds) {
             0..=2 => {
                 if self.nodes[target].node.is_some() {
                     self.count_fault("crash");
