@@ -576,6 +576,9 @@ pub fn resolve(s: NodeSettings) -> Result<Resolved, ConfigError> {
         &mut node,
     )
     .map_err(ConfigError::Limits)?;
+    // The local journal reads paged message bodies back; the Kafka
+    // journal does not yet, so there `page` holds producers back.
+    node.journal_reads = matches!(backend, Backend::Local);
     let bridge_kafka = bridge.local_kafka;
     let mut backend = backend;
     if let Backend::Kafka { config, .. } = &mut backend {

@@ -159,6 +159,37 @@ impl Harness {
                         self.node
                             .handle(self.now, Input::Journal(JournalEvent::Ready));
                     }
+                    Output::Journal(JournalRequest::Read { ids }) => {
+                        // The latest entry of each message's key, as the
+                        // local journal's index finds it.
+                        let found = ids
+                            .iter()
+                            .filter_map(|id| {
+                                let key = crate::journal::Key::Message(*id);
+                                let latest = self
+                                    .journal
+                                    .iter()
+                                    .flatten()
+                                    .rev()
+                                    .find(|e| e.key() == key)?;
+                                match latest {
+                                    Entry::Put(crate::journal::Record::MessageStored {
+                                        message,
+                                        ..
+                                    }) => Some((*id, message.clone())),
+                                    _ => None,
+                                }
+                            })
+                            .collect();
+                        self.node.handle(
+                            self.now,
+                            Input::Journal(JournalEvent::Read {
+                                asked: ids,
+                                found,
+                                error: None,
+                            }),
+                        );
+                    }
                     Output::Lock(LockRequest::Acquire) => {
                         self.node.handle(self.now, Input::Lock(LockEvent::Acquired));
                     }

@@ -211,7 +211,7 @@ fn messages_at_the_memory_limit_hold_producers_back_until_consumed() {
     let stats = h.node.stats(0);
     assert!(stats.memory_bytes >= 2_000, "{}", stats.memory_bytes);
     assert!(h.events.iter().any(|e| matches!(e, Event::MemoryFull { why }
-        if why.starts_with("messages hold ") && why.ends_with("producers blocked (paging to disk is not built yet)"))));
+        if why.starts_with("messages hold ") && why.ends_with("producers blocked (paging keeps bodies on disk; what is left in memory is at the limit)"))));
     h.send(p, send_receipt("/queue/q", &body, "r4"));
     assert!(h.take(p).is_empty(), "taken at the memory limit");
     assert!(h.paused.contains(&p));

@@ -363,6 +363,10 @@ impl Model {
                 JournalEvent::Ready
                 | JournalEvent::OpenFailed { .. }
                 | JournalEvent::Loaded { .. } => continue,
+                JournalEvent::Read { .. } => {
+                    prop_assert!(false, "a read answered that nobody asked for");
+                    continue;
+                }
             };
             self.answered.push(ticket);
             if !self.in_flight.contains(&ticket) {
@@ -398,6 +402,7 @@ impl Model {
                     front
                 );
             }
+            JournalStep::Read(ids) => prop_assert!(false, "a read nobody asked for: {:?}", ids),
             JournalStep::Write(g) => {
                 self.in_flight = g.tickets.iter().map(|t| t.0).collect();
                 for t in &self.in_flight {
@@ -460,6 +465,7 @@ proptest! {
                             }
                         }
                         JournalStep::Close => open = false,
+                        JournalStep::Read(_) => unreachable!("no reads pushed"),
                         JournalStep::Write(g) => {
                             prop_assert!(open, "a write while not open: {:?}", g);
                             prop_assert_eq!((g.tickets.len(), g.bytes), (predicted.appends, predicted.bytes));
@@ -498,6 +504,7 @@ proptest! {
                 }
                 JournalStep::Open => c.opened(),
                 JournalStep::Close => {}
+                JournalStep::Read(_) => unreachable!("no reads pushed"),
             }
             m.collect(&mut c)?;
             prop_assert_eq!(c.next_group(), expected_next(&m.queue, limits));
@@ -505,4 +512,69 @@ proptest! {
         m.collect(&mut c)?;
         prop_assert_eq!(m.answered, issued);
     }
+}
+
+fn read(ids: &[u64]) -> JournalRequest {
+    JournalRequest::Read {
+        ids: ids.iter().map(|&n| Id::new(1, n)).collect(),
+    }
+}
+
+/// Reads (paging) wait for the journal to open, go at most one between two
+/// writes so the append path never waits behind a run of them, and are
+/// answered with the reason while the journal cannot read.
+#[test]
+fn reads_take_turns_with_writes() {
+    let mut c = GroupCommit::new(LIMITS);
+    c.push(JournalRequest::Open);
+    assert_eq!(c.poll_step(), Some(JournalStep::Open));
+    assert_eq!(c.poll_step(), None, "nothing while opening");
+    c.opened();
+    assert_eq!(events(&mut c), vec![JournalEvent::Ready]);
+    c.push(read(&[1]));
+    c.push(append(1));
+    c.push(read(&[2]));
+    // A read may go first once; then a write; then the next read.
+    assert_eq!(c.poll_step(), Some(JournalStep::Read(vec![Id::new(1, 1)])));
+    assert_eq!(c.poll_step(), None, "nothing while reading");
+    c.read_done(vec![Id::new(1, 1)], Vec::new());
+    let g = write(&mut c);
+    assert_eq!(g.tickets, vec![Ticket(1)]);
+    c.push(append(2));
+    c.written();
+    assert_eq!(c.poll_step(), Some(JournalStep::Read(vec![Id::new(1, 2)])));
+    c.read_failed(vec![Id::new(1, 2)], "disk".into());
+    let g = write(&mut c);
+    assert_eq!(g.tickets, vec![Ticket(2)]);
+    c.written();
+    assert_eq!(
+        events(&mut c),
+        vec![
+            JournalEvent::Read {
+                asked: vec![Id::new(1, 1)],
+                found: Vec::new(),
+                error: None
+            },
+            JournalEvent::Durable { ticket: Ticket(1) },
+            JournalEvent::Read {
+                asked: vec![Id::new(1, 2)],
+                found: Vec::new(),
+                error: Some("disk".into())
+            },
+            JournalEvent::Durable { ticket: Ticket(2) },
+        ]
+    );
+    // Closed: a read is answered at once with why.
+    c.push(JournalRequest::Close);
+    assert_eq!(c.poll_step(), Some(JournalStep::Close));
+    c.push(read(&[3]));
+    assert_eq!(c.poll_step(), None);
+    assert_eq!(
+        events(&mut c),
+        vec![JournalEvent::Read {
+            asked: vec![Id::new(1, 3)],
+            found: Vec::new(),
+            error: Some(NOT_OPEN_REASON.into())
+        }]
+    );
 }

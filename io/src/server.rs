@@ -196,7 +196,9 @@ pub async fn run(
                         tx.clone(),
                     ));
                 }
-                Output::Journal(append @ JournalRequest::Append { .. }) => journal.send(append),
+                Output::Journal(
+                    request @ (JournalRequest::Append { .. } | JournalRequest::Read { .. }),
+                ) => journal.send(request),
                 Output::Bridge(request) => config.bridge.send(request),
                 Output::Journal(JournalRequest::Open) => journal.send(JournalRequest::Open),
                 Output::Journal(JournalRequest::Close) => journal.send(JournalRequest::Close),
@@ -389,7 +391,8 @@ fn log_event(e: &Event) {
         | Event::FencedAfterStepDown { .. }
         | Event::JournalFailed { .. }
         | Event::LockLost { .. }
-        | Event::JournalOpenFailed { .. } => {
+        | Event::JournalOpenFailed { .. }
+        | Event::JournalReadFailed { .. } => {
             warn!("{e}")
         }
         _ => info!("{e}"),

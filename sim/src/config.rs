@@ -79,6 +79,10 @@ pub struct SimConfig {
     /// The nodes' `--max-memory-bytes` (0: none): small in some seeds, so
     /// that producers are held back until consumers catch up.
     pub memory_max_bytes: u64,
+    /// With a memory limit: the nodes page message bodies out to the
+    /// journal (the `page` policy with a journal driver that reads them
+    /// back) instead of holding producers back.
+    pub paging: bool,
     /// Set by `only_base_workload`: faults drawn as at commit 70d8f86 (no
     /// slot for a full disk), the topic producers on `/topic/events`.
     pub base_workload: bool,
@@ -131,6 +135,7 @@ impl SimConfig {
             security: true,
             disk_faults: true,
             memory_max_bytes: 0,
+            paging: false,
             base_workload: false,
         };
         // Drawn after everything above, so the rest of a seed's scenario
@@ -140,6 +145,8 @@ impl SimConfig {
         if r.chance(0.3) {
             c.memory_max_bytes = r.range(20_000, 60_000);
         }
+        // Drawn last, for the same reason.
+        c.paging = c.memory_max_bytes > 0 && r.chance(0.6);
         // Two minutes after the faults stop is plenty to drain everything.
         c.max_time_ms = c.fault_until_ms + 120_000;
         c
@@ -158,6 +165,7 @@ impl SimConfig {
         self.security = false;
         self.disk_faults = false;
         self.memory_max_bytes = 0;
+        self.paging = false;
         self.base_workload = true;
     }
 }

@@ -317,6 +317,8 @@ mod planted {
             }
             cfg.planted_bug = Some(PlantedBug::Core(CoreBug::DiskLimitIgnored));
             cfg.disk_faults = false;
+            // Paging nodes hold no producer back at the limit.
+            cfg.paging = false;
             let r = run(cfg, false);
             if !r.ok() {
                 let why = r.violations.summary();
@@ -326,6 +328,24 @@ mod planted {
             }
         }
         panic!("ignoring the memory limit not caught in 200 seeds");
+    }
+
+    /// Paging keeps a queue in order: a dispatch that looks past a paged
+    /// message delivers what is behind it first, which the order rule
+    /// catches; the same seed without paging passes.
+    #[test]
+    fn delivering_past_a_paged_message_is_caught() {
+        let bug = PlantedBug::Core(CoreBug::PagingOutOfOrder);
+        let (seed, _) = first_catch(bug, &["order violations"]);
+        let mut cfg = SimConfig::from_seed(seed);
+        cfg.planted_bug = Some(bug);
+        cfg.paging = false;
+        let r = run(cfg, false);
+        assert!(
+            r.ok(),
+            "seed {seed} fails without paging: {}",
+            r.violations.summary()
+        );
     }
 
     /// The Kafka bridge's in rule: a position journaled past the records

@@ -183,6 +183,7 @@ pub async fn browse(
                         "headers": headers,
                         "body_bytes": m.body_bytes,
                         "body_preview": m.body_preview,
+                        "paged": m.paged,
                     })
                 })
                 .collect();

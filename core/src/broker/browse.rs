@@ -42,9 +42,11 @@ impl Broker {
                     ))
                     .map(|(mid, _)| *mid)
                     .find(|mid| {
-                        self.messages
-                            .get(mid)
-                            .is_some_and(|m| c.filter.accepts(c.conn, &m.body, m.origin, 1))
+                        // A paged message stops the scan: it is read back
+                        // first (browsers see messages in order too).
+                        self.messages.get(mid).is_some_and(|m| {
+                            m.paged || c.filter.accepts(c.conn, &m.body, m.origin, 1)
+                        })
                     });
                 let Some(mid) = next else {
                     // Nothing more to see: remember where the scan ended.
@@ -57,6 +59,10 @@ impl Broker {
                 let Some(m) = self.messages.get(&mid) else {
                     break;
                 };
+                if m.paged {
+                    self.want_page_in(qid);
+                    break;
+                }
                 let delivery = Delivery {
                     conn: c.conn,
                     sub_id: c.sub_id.clone(),

@@ -29,6 +29,13 @@ pub struct BrokerConfig {
     pub messages_max: usize,
     /// Remembered duplicate-detection ids per address.
     pub duplicate_ids_per_address_max: usize,
+    /// Above this many bytes held, newly stored journaled messages are
+    /// paged: their bodies stay in the journal until a consumer reaches
+    /// them (see `paging.rs`). 0: never.
+    pub page_above_bytes: u64,
+    /// Planted bug `PagingOutOfOrder` (simulator self-tests only).
+    #[cfg(feature = "planted-bugs")]
+    pub planted_paging_out_of_order: bool,
 }
 
 impl Default for BrokerConfig {
@@ -45,6 +52,9 @@ impl Default for BrokerConfig {
             consumer_window_bytes_default: -1,
             messages_max: 10_000_000,
             duplicate_ids_per_address_max: 20_000,
+            page_above_bytes: 0,
+            #[cfg(feature = "planted-bugs")]
+            planted_paging_out_of_order: false,
         }
     }
 }

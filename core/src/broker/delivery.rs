@@ -149,6 +149,17 @@ impl Broker {
             let Some(r) = q.refs.get(&mid) else {
                 return;
             };
+            // In order: nothing behind a paged message leaves before it.
+            // Expired ones still go (the stand-in has the times).
+            if m.paged && r.expires_at.is_none_or(|t| now < t) {
+                self.want_page_in(qid);
+                #[cfg(feature = "planted-bugs")]
+                if self.config.planted_paging_out_of_order {
+                    cursor = Some(key);
+                    continue;
+                }
+                return;
+            }
             if r.expires_at.is_some_and(|t| now >= t) {
                 if self.expired.len() < expired_max {
                     let durable = r.durable;

@@ -28,6 +28,7 @@ impl Broker {
                     self.add_ref(*id, *q, true);
                 }
                 self.check_dead(*id);
+                self.maybe_page_out(*id);
             }
             Entry::Put(Record::Routed { id, queue }) => {
                 if let Some(m) = self.messages.get_mut(id).filter(|m| m.journaled) {
@@ -297,7 +298,13 @@ impl Broker {
         if durable {
             m.durable_refs = m.durable_refs.saturating_sub(1);
         }
+        let left = m.refs > 0;
         self.check_dead(message);
+        // Read back for one queue, still waiting in another: page it out
+        // again rather than hold it for the slowest subscriber.
+        if left {
+            self.maybe_page_out(message);
+        }
     }
 
     pub(crate) fn check_dead(&mut self, message: Id) {
@@ -307,7 +314,9 @@ impl Broker {
         let Some(m) = self.messages.get_mut(&message) else {
             return;
         };
-        if m.journaled && m.durable_refs == 0 {
+        // A paged message's record stays until its last reference (a
+        // volatile one) is gone: its body is nowhere else.
+        if m.journaled && m.durable_refs == 0 && !(m.paged && m.refs > 0) {
             m.journaled = false;
             self.dead.push((message, m.ref_keys.clone()));
         }

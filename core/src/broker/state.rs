@@ -81,10 +81,17 @@ pub(crate) struct Msg {
     /// no-local consumers; a replayed message has none, and connection ids
     /// never repeat, so nothing is lost).
     pub(crate) origin: Option<ConnId>,
+    /// `body` is a stand-in (routing and times only); the journal holds
+    /// the message (see `paging.rs`).
+    pub(crate) paged: bool,
+    /// `Message::size_bytes` of the whole message, paged or not (what
+    /// reading it back adds).
+    pub(crate) size: u32,
 }
 
 impl Msg {
     pub(crate) fn new(body: Arc<Message>, journaled: bool) -> Msg {
+        let size = u32::try_from(body.size_bytes()).unwrap_or(u32::MAX);
         Msg {
             body,
             refs: 0,
@@ -92,6 +99,8 @@ impl Msg {
             journaled,
             ref_keys: Vec::new(),
             origin: None,
+            paged: false,
+            size,
         }
     }
 
@@ -182,6 +191,18 @@ pub struct Broker {
     pub(crate) queues_generation: u64,
     /// The Kafka bridge's outbox (local journal): records not yet in Kafka.
     pub(crate) outbox: BTreeMap<Id, Arc<crate::bridge::OutRecord>>,
+    /// Paging (see `paging.rs`): messages held as stand-ins.
+    pub(crate) paged_count: usize,
+    /// Queues whose dispatch stopped at a paged message.
+    pub(crate) page_wanted: BTreeSet<Id>,
+    /// Paged messages asked for and not yet back -> the queue that asked
+    /// and the message's size.
+    pub(crate) page_reading: BTreeMap<Id, (Id, u32)>,
+    pub(crate) page_reads_in_flight: usize,
+    /// `Msg::size` of the messages in `page_reading` added up.
+    pub(crate) page_reading_bytes: u64,
+    /// The latest stand-in, shared by the next paged message like it.
+    pub(crate) last_stand_in: Option<Arc<Message>>,
 }
 
 impl Broker {
@@ -215,6 +236,12 @@ impl Broker {
             bridge_positions: BTreeMap::new(),
             queues_generation: 0,
             outbox: BTreeMap::new(),
+            paged_count: 0,
+            page_wanted: BTreeSet::new(),
+            page_reading: BTreeMap::new(),
+            page_reads_in_flight: 0,
+            page_reading_bytes: 0,
+            last_stand_in: None,
         }
     }
 
@@ -240,6 +267,9 @@ impl Broker {
             let size = m.body.size_bytes() as u64;
             debug_assert!(self.bytes_held >= size, "bytes held would go below 0");
             self.bytes_held = self.bytes_held.saturating_sub(size);
+            if m.paged {
+                self.paged_count -= 1;
+            }
         }
     }
 
@@ -287,6 +317,8 @@ impl Broker {
         self.queues.values()
     }
 
+    /// The message held under `id`; a paged one's stand-in has no body,
+    /// headers or properties (see [`Broker::is_paged`]).
     pub fn message(&self, id: Id) -> Option<&Arc<Message>> {
         self.messages.get(&id).map(|m| &m.body)
     }
@@ -423,6 +455,18 @@ impl Broker {
                 "{expiring} messages carry an expiration, counted {}",
                 self.expiring_messages
             ));
+        }
+        let paged = self.messages.values().filter(|m| m.paged).count();
+        if paged != self.paged_count {
+            return Err(format!(
+                "{paged} messages are paged, counted {}",
+                self.paged_count
+            ));
+        }
+        // A paged message's body is in the journal only: the journal must
+        // still hold it (see `paging.rs`).
+        if let Some((id, _)) = self.messages.iter().find(|(_, m)| m.paged && !m.journaled) {
+            return Err(format!("paged message {id} is no longer journaled"));
         }
         Ok(())
     }

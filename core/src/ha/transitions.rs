@@ -30,7 +30,7 @@ impl Node {
                 HaState::Waiting { .. } => {
                     self.event(Event::LiveLockObtained);
                     self.state = HaState::Loading;
-                    self.broker = Broker::new(self.config.broker.clone());
+                    self.broker = Broker::new(self.config.broker_config());
                     self.broker.begin_load();
                     self.loaded_entries = 0;
                     self.opens_unanswered += 1;
@@ -92,6 +92,11 @@ impl Node {
                 }
             }
             JournalEvent::Durable { ticket } => self.on_durable(ticket),
+            JournalEvent::Read {
+                asked,
+                found,
+                error,
+            } => self.on_page_read(asked, found, error),
             JournalEvent::Failed { ticket, reason } => {
                 self.note_answered(ticket);
                 if self.owns_ticket(ticket) {
@@ -212,7 +217,7 @@ impl Node {
         self.housekeeping_moves.clear();
         self.expiry_scan_at = 0;
         self.planned_dups.clear();
-        self.broker = Broker::new(self.config.broker.clone());
+        self.broker = Broker::new(self.config.broker_config());
         self.outputs
             .push_back(Output::Journal(JournalRequest::Close));
     }

@@ -15,6 +15,7 @@
 //!         JournalStep::Open => { /* fence, send Loaded*; */ commit.opened() /* or open_failed(reason) */ }
 //!         JournalStep::Write(group) => { /* write group.batches; */ commit.written() /* or write_failed / write_fenced */ }
 //!         JournalStep::Close => { /* drop the writer */ }
+//!         JournalStep::Read(ids) => { /* read them; */ commit.read_done(ids, found) /* or read_failed */ }
 //!     }
 //! }
 //! while let Some(ev) = commit.poll_event() { /* send Input::Journal(ev) */ }
@@ -56,14 +57,28 @@
 //! A write is asked for only while the journal is open and no other write
 //! is in flight (asserted): one group at a time keeps the order of batches
 //! in the journal the order of tickets.
+//!
+//! # Reads (paging)
+//!
+//! A `Read` names paged messages, which are durable already, so reads are
+//! not ordered with appends. They are carried out while the journal is open
+//! and nothing else is in flight, at most one between two writes so that
+//! the append path never waits for more than one bounded read (the node
+//! asks for at most `PAGE_READ_IDS_MAX` messages at a time). Each is
+//! answered by one `JournalEvent::Read`; while the journal is not open
+//! (never opened, closed, broken) a read is answered at once with the
+//! reason as its error.
 
 use std::collections::VecDeque;
 
 use bytes::Bytes;
 
+use std::sync::Arc;
+
 use super::codec::encode_entry;
 use crate::bridge::OutRecord;
-use crate::ids::Ticket;
+use crate::ids::{Id, Ticket};
+use crate::message::Message;
 use crate::node::{JournalEvent, JournalRequest};
 
 /// Why an append is answered `Failed` while no journal is open.
@@ -107,6 +122,9 @@ pub enum JournalStep {
     Write(WriteGroup),
     /// Drop the writer; nothing is reported back.
     Close,
+    /// Read these messages' `MessageStored` records back; then call
+    /// [`GroupCommit::read_done`] or [`GroupCommit::read_failed`].
+    Read(Vec<Id>),
 }
 
 /// Appends to write together.
@@ -156,6 +174,8 @@ enum State {
     Open,
     /// Open, this group is being written.
     Writing { tickets: Vec<Ticket> },
+    /// Open, a read is being carried out.
+    Reading,
     /// A write failed or was fenced: nothing is written until the next
     /// `Open`, and appends are answered `Failed` with this reason.
     Broken { reason: String },
@@ -174,6 +194,10 @@ pub struct GroupCommit {
     /// The last ticket pushed and the last one answered: both only grow.
     last_pushed: Option<Ticket>,
     last_answered: Option<Ticket>,
+    /// Reads waiting, oldest first, and whether one may go before the
+    /// next write (one read between two writes).
+    reads: VecDeque<Vec<Id>>,
+    read_turn: bool,
 }
 
 impl GroupCommit {
@@ -190,6 +214,8 @@ impl GroupCommit {
             next: NextGroup::default(),
             last_pushed: None,
             last_answered: None,
+            reads: VecDeque::new(),
+            read_turn: true,
         }
     }
 
@@ -225,6 +251,10 @@ impl GroupCommit {
             }
             JournalRequest::Open => Waiting::Open,
             JournalRequest::Close => Waiting::Close,
+            JournalRequest::Read { ids } => {
+                self.reads.push_back(ids);
+                return;
+            }
         };
         if !self.next.sealed {
             self.next = self.grow(self.next, &waiting);
@@ -237,10 +267,21 @@ impl GroupCommit {
     /// the way (see [`GroupCommit::poll_event`]).
     #[must_use]
     pub fn poll_step(&mut self) -> Option<JournalStep> {
-        if matches!(self.state, State::Opening | State::Writing { .. }) {
+        if matches!(
+            self.state,
+            State::Opening | State::Writing { .. } | State::Reading
+        ) {
             return None;
         }
         self.answer_unwritable();
+        let append_next = matches!(self.queue.front(), Some(Waiting::Append { .. }));
+        if self.state == State::Open && (self.read_turn || !append_next) {
+            if let Some(ids) = self.reads.pop_front() {
+                self.read_turn = false;
+                self.state = State::Reading;
+                return Some(JournalStep::Read(ids));
+            }
+        }
         let step = match self.queue.front()? {
             Waiting::Open => {
                 self.queue.pop_front();
@@ -252,7 +293,10 @@ impl GroupCommit {
                 self.state = State::Closed;
                 JournalStep::Close
             }
-            Waiting::Append { .. } => JournalStep::Write(self.take_group()),
+            Waiting::Append { .. } => {
+                self.read_turn = true;
+                JournalStep::Write(self.take_group())
+            }
         };
         self.recompute_next();
         Some(step)
@@ -310,6 +354,37 @@ impl GroupCommit {
         self.events.push_back(JournalEvent::OpenFailed { reason });
     }
 
+    /// The last `Read` step found `found` of the messages `asked` for
+    /// (a message not found is the node's to judge).
+    pub fn read_done(&mut self, asked: Vec<Id>, found: Vec<(Id, Arc<Message>)>) {
+        self.expect_reading("read_done");
+        self.state = State::Open;
+        self.events.push_back(JournalEvent::Read {
+            asked,
+            found,
+            error: None,
+        });
+    }
+
+    /// The last `Read` step failed.
+    pub fn read_failed(&mut self, asked: Vec<Id>, reason: String) {
+        self.expect_reading("read_failed");
+        self.state = State::Open;
+        self.events.push_back(JournalEvent::Read {
+            asked,
+            found: Vec::new(),
+            error: Some(reason),
+        });
+    }
+
+    fn expect_reading(&self, what: &str) {
+        assert!(
+            self.state == State::Reading,
+            "{what}() without a read in flight (journal {:?})",
+            self.state
+        );
+    }
+
     /// The group of the last `Write` step is durable.
     pub fn written(&mut self) {
         for ticket in self.take_writing("written") {
@@ -357,8 +432,15 @@ impl GroupCommit {
         let reason = match &self.state {
             State::Closed => NOT_OPEN_REASON.to_string(),
             State::Broken { reason } => reason.clone(),
-            State::Opening | State::Open | State::Writing { .. } => return,
+            State::Opening | State::Open | State::Writing { .. } | State::Reading => return,
         };
+        while let Some(asked) = self.reads.pop_front() {
+            self.events.push_back(JournalEvent::Read {
+                asked,
+                found: Vec::new(),
+                error: Some(reason.clone()),
+            });
+        }
         let mut answered = false;
         while let Some(Waiting::Append { ticket, .. }) = self.queue.front() {
             let ticket = *ticket;

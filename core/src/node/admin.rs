@@ -61,6 +61,7 @@ impl Node {
             let (Some(r), Some(m)) = (q.refs.get(&id), self.broker.message(id)) else {
                 continue;
             };
+            let paged = self.broker.is_paged(id);
             let raw = match &m.body {
                 Body::Text(b) | Body::Bytes(b) => b.clone(),
                 Body::Value(v) => format!("{v:?}").into_bytes().into(),
@@ -86,6 +87,7 @@ impl Node {
                     .collect(),
                 body_bytes: m.body.size_bytes(),
                 body_preview: String::from_utf8_lossy(preview).into_owned(),
+                paged,
             });
         }
         Ok(out)

@@ -87,7 +87,7 @@ fn stopped(why: String, policy: FullPolicy) -> String {
         FullPolicy::Fail => format!("{why}: sends refused (address-full-policy fail)"),
         FullPolicy::Block => format!("{why}: producers blocked"),
         FullPolicy::Page => {
-            format!("{why}: producers blocked (paging to disk is not built yet)")
+            format!("{why}: producers blocked (paging keeps bodies on disk; what is left in memory is at the limit)")
         }
     }
 }
@@ -212,7 +212,7 @@ mod tests {
         };
         assert_eq!(
             why,
-            "messages hold 1000 bytes, --max-memory-bytes is 1000: producers blocked (paging to disk is not built yet)"
+            "messages hold 1000 bytes, --max-memory-bytes is 1000: producers blocked (paging keeps bodies on disk; what is left in memory is at the limit)"
         );
         assert_eq!(a.on_memory(960, 1000, FullPolicy::Page), Change::None);
         assert_eq!(a.gate_under(FullPolicy::Page), Gate::Block);

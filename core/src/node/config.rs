@@ -56,6 +56,12 @@ pub struct NodeConfig {
     /// messages held add up to this many bytes (`Message::size_bytes`);
     /// 0: no limit.
     pub memory_max_bytes: u64,
+    /// The journal driver answers `JournalRequest::Read` (the local
+    /// journal and the simulator's do): under the `page` policy the node
+    /// then pages message bodies to the journal above
+    /// `PAGE_START_PERMILLE` of `memory_max_bytes` instead of holding
+    /// producers back.
+    pub journal_reads: bool,
     /// A deliberate bug (simulator self-tests only).
     #[cfg(feature = "planted-bugs")]
     pub planted_bug: Option<PlantedBug>,
@@ -92,6 +98,34 @@ pub enum PlantedBug {
     /// Take sends while the broker is full (the disk above
     /// `--max-disk-usage`, or messages at `--max-memory-bytes`).
     DiskLimitIgnored,
+    /// Dispatch looks past a paged message and delivers what is behind it
+    /// while the paged one is read back.
+    PagingOutOfOrder,
+}
+
+/// Under the `page` policy, messages stored once the broker holds this
+/// share of `--max-memory-bytes` (in tenths of a percent) are paged: the
+/// rest of the limit is room for the messages read back for consumers.
+pub const PAGE_START_PERMILLE: u64 = 900;
+
+impl NodeConfig {
+    /// The broker's configuration with the paging threshold this node's
+    /// limits and journal give (0: no paging).
+    pub(crate) fn broker_config(&self) -> BrokerConfig {
+        let paging = self.journal_reads
+            && self.address_full_policy == FullPolicy::Page
+            && self.memory_max_bytes > 0;
+        BrokerConfig {
+            page_above_bytes: if paging {
+                ((self.memory_max_bytes as u128 * PAGE_START_PERMILLE as u128) / 1000) as u64
+            } else {
+                0
+            },
+            #[cfg(feature = "planted-bugs")]
+            planted_paging_out_of_order: self.planted_bug == Some(PlantedBug::PagingOutOfOrder),
+            ..self.broker.clone()
+        }
+    }
 }
 
 impl NodeConfig {
@@ -129,6 +163,7 @@ impl Default for NodeConfig {
             address_full_policy: FullPolicy::Page,
             disk_usage_max_permille: 900,
             memory_max_bytes: 0,
+            journal_reads: false,
             #[cfg(feature = "planted-bugs")]
             planted_bug: None,
         }

@@ -39,6 +39,10 @@ pub enum Event {
     JournalOpenFailed {
         reason: String,
     },
+    /// Reading paged messages back failed (or the journal lacked one).
+    JournalReadFailed {
+        reason: String,
+    },
     LockLost {
         reason: String,
     },
@@ -146,6 +150,9 @@ impl fmt::Display for Event {
             }
             Event::JournalOpenFailed { reason } => {
                 write!(f, "journal could not be opened ({reason}), will retry")
+            }
+            Event::JournalReadFailed { reason } => {
+                write!(f, "reading paged messages back from the journal failed ({reason}), stepping down")
             }
             Event::LockLost { reason } => write!(f, "live lock lost ({reason}), stepping down"),
             Event::LockUnavailable { reason } => write!(f, "lock unavailable: {reason}"),

@@ -107,4 +107,7 @@ pub struct BrowsedMessage {
     pub headers: Vec<(String, String)>,
     pub body_bytes: usize,
     pub body_preview: String,
+    /// The body is paged out (in the journal only): headers, body size
+    /// and preview are not shown.
+    pub paged: bool,
 }

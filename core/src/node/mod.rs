@@ -34,6 +34,7 @@ mod management;
 #[allow(clippy::module_inception)]
 mod node;
 mod ops;
+mod paging;
 mod pipeline;
 mod ports;
 mod snapshot;
@@ -43,7 +44,7 @@ mod transactions;
 mod work;
 
 pub use admission::{DiskUsage, Gate, Permille};
-pub use config::{amqp_defaults, FullPolicy, NodeConfig, PlantedBug};
+pub use config::{amqp_defaults, FullPolicy, NodeConfig, PlantedBug, PAGE_START_PERMILLE};
 pub use events::Event;
 pub use management::{
     AdminError, AdminOp, AdminReply, BrowsedMessage, ADMIN_BATCH_MAX, BODY_PREVIEW_BYTES,

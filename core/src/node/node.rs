@@ -77,7 +77,7 @@ pub struct Node {
 
 impl Node {
     pub fn new(config: NodeConfig) -> Node {
-        let broker = Broker::new(config.broker.clone());
+        let broker = Broker::new(config.broker_config());
         Node {
             config,
             state: HaState::NotStarted,

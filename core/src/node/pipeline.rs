@@ -162,6 +162,7 @@ impl Node {
                 "housekeeping did not settle within one input; continuing on the next"
             );
         }
+        self.request_page_reads();
         self.resume_readers();
         if self.state == HaState::Live {
             self.bridge_note_subscriptions();

@@ -7,8 +7,11 @@ use bytes::Bytes;
 
 use super::Event;
 use crate::bridge::{BridgeEvent, BridgeRequest, OutRecord};
-use crate::ids::{ConnId, Ticket};
+use std::sync::Arc;
+
+use crate::ids::{ConnId, Id, Ticket};
 use crate::journal::Entry;
+use crate::message::Message;
 use crate::security::Secret;
 
 /// Something that happened, reported by the driver.
@@ -87,6 +90,14 @@ pub enum JournalEvent {
     Ready,
     /// Opening the journal failed; the node will try again.
     OpenFailed { reason: String },
+    /// The answer to `JournalRequest::Read`: the messages of `asked` the
+    /// journal holds, read back (paging). `error`: the read failed, or a
+    /// message asked for is not in the journal (the node steps down).
+    Read {
+        asked: Vec<Id>,
+        found: Vec<(Id, Arc<Message>)>,
+        error: Option<String>,
+    },
 }
 
 /// Outcomes from the lock port.
@@ -169,6 +180,11 @@ pub enum JournalRequest {
     },
     /// Fence older writers, then read the whole journal: `Loaded`* then `Ready`.
     Open,
+    /// Read these paged messages back (their `MessageStored` records),
+    /// answered by one `JournalEvent::Read`, in any order relative to
+    /// appends (every message asked for is durable already). Only asked of
+    /// a driver that can (`NodeConfig::journal_reads`).
+    Read { ids: Vec<Id> },
     /// Stop writing; drop the writer (after stepping down).
     Close,
 }

@@ -119,6 +119,7 @@ impl Node {
             disk: self.admission.disk,
             producers_stopped: self.admission.full().map(str::to_owned),
             memory_bytes: self.broker.bytes_held(),
+            paged_messages: self.broker.paged_messages() as u64,
         }
     }
 

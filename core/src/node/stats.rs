@@ -84,6 +84,9 @@ pub struct NodeCounters {
     pub sends_held: u64,
     /// Sends refused while full (`--address-full-policy fail`).
     pub sends_refused_full: u64,
+    /// Paging: read requests sent to the journal, and messages read back.
+    pub page_reads: u64,
+    pub paged_in: u64,
     /// Append issued -> journal says durable.
     pub journal_latency: LatencyHistogram,
     /// A send (outside a transaction) taken -> its receipt (STOMP RECEIPT,
@@ -177,6 +180,8 @@ pub struct NodeStats {
     pub producers_stopped: Option<String>,
     /// The messages' sizes added up (what `--max-memory-bytes` limits).
     pub memory_bytes: u64,
+    /// Messages whose body is paged out (in the journal only).
+    pub paged_messages: u64,
 }
 
 impl NodeStats {

@@ -138,6 +138,14 @@ fn run(
                     }
                 }
             }
+            JournalStep::Read(ids) => {
+                // The node pages only over a driver that reads back
+                // (`NodeConfig::journal_reads`, false for Kafka).
+                commit.read_failed(
+                    ids,
+                    "the Kafka journal does not read paged messages back".into(),
+                );
+            }
             JournalStep::Close => {
                 if writer.take().is_some() {
                     stats.report(true);

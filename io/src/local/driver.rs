@@ -15,10 +15,14 @@ use crate::metrics::JournalMetrics;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use halyard_core::journal::decode_entry;
+use bytes::Bytes;
+use halyard_core::ids::Id;
+use halyard_core::journal::codec::{decode_record, encode_key};
 use halyard_core::journal::group_commit::{
     EncodedEntry, GroupCommit, GroupLimits, JournalStep, WriteGroup,
 };
+use halyard_core::journal::{decode_entry, Key, Record};
+use halyard_core::message::Message;
 use halyard_core::node::{Input, JournalEvent, JournalRequest};
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
@@ -125,6 +129,18 @@ fn run(
                         let reason = e.to_string();
                         error!(%reason, "journal open failed");
                         commit.open_failed(reason);
+                    }
+                }
+            }
+            JournalStep::Read(ids) => {
+                let Some(j) = journal.as_ref() else {
+                    unreachable!("the group commit asks for reads only while the journal is open");
+                };
+                match read_messages(j, &ids) {
+                    Ok(found) => commit.read_done(ids, found),
+                    Err(reason) => {
+                        error!(%reason, "reading paged messages back failed");
+                        commit.read_failed(ids, reason);
                     }
                 }
             }
@@ -242,6 +258,32 @@ fn open_and_load(
         return Err(OpenError::NodeGone);
     }
     Ok(j)
+}
+
+/// Paged messages read back from their `MessageStored` entries (those
+/// the journal holds; the node judges what is missing).
+fn read_messages(j: &LocalJournal, ids: &[Id]) -> Result<Vec<(Id, Arc<Message>)>, String> {
+    let keys: Vec<Bytes> = ids
+        .iter()
+        .map(|id| encode_key(&Key::Message(*id)))
+        .collect();
+    let values = j.read_latest(&keys).map_err(|e| e.to_string())?;
+    let mut found = Vec::with_capacity(ids.len());
+    for (id, value) in ids.iter().zip(values) {
+        let Some(value) = value else {
+            continue;
+        };
+        match decode_record(&value) {
+            Ok(Record::MessageStored { message, .. }) => found.push((*id, message)),
+            Ok(other) => {
+                return Err(format!(
+                    "the journal's entry m/{id} is not a stored message: {other:?}"
+                ))
+            }
+            Err(e) => return Err(format!("undecodable journal entry m/{id}: {e}")),
+        }
+    }
+    Ok(found)
 }
 
 /// The group's batches as the local journal stores them (no copies: the

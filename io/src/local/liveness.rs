@@ -225,6 +225,15 @@ impl Liveness {
         }
     }
 
+    /// Where the latest entry of `key` is, if it is a put (paging reads
+    /// a message back from there).
+    pub fn latest_put(&self, key: &[u8]) -> Option<Position> {
+        self.keys
+            .get(key)
+            .filter(|state| !state.tombstone)
+            .map(|state| state.latest)
+    }
+
     /// Keys whose latest entry is a put.
     pub fn live_entries(&self) -> u64 {
         self.live_puts

@@ -75,7 +75,8 @@
 //!
 //! `entry` (what is stored) <- `format` (bytes and limits) <- `error` <-
 //! `segment` (files) and `liveness` (the compaction index) <- `journal`
-//! (open, append, recovery) <- `cleaning` (compaction); `driver` runs a
+//! (open, append, recovery) <- `cleaning` (compaction) and `reads` (an
+//! entry read back by key, for paging); `driver` runs a
 //! journal on a thread with group commit; `file_lock` and `lock` are the
 //! `flock` lock and the live/backup lock built on it.
 
@@ -89,6 +90,7 @@ mod format;
 mod journal;
 mod liveness;
 mod lock;
+mod reads;
 mod segment;
 mod stats;
 #[cfg(feature = "testkit")]

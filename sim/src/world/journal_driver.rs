@@ -13,10 +13,12 @@
 use std::sync::Arc;
 
 use halyard_core::journal::group_commit::{GroupCommit, GroupLimits, JournalStep, WriteGroup};
-use halyard_core::journal::{decode_entry, CodecError, Entry, Record};
+use halyard_core::journal::{decode_entry, Entry, Record};
 use halyard_core::node::{Input, JournalEvent, JournalRequest};
 
+use super::decoded::DecodedRecords;
 use super::effects::Effect;
+use super::journal_reads::{PageReader, ReadStep};
 use super::kafka_requests::{Bridged, KafkaRequest, Records, RequestKind};
 use crate::bridge_wire;
 use crate::config::{DriverBug, PlantedBug};
@@ -42,6 +44,8 @@ enum Opening {
 /// The transaction of the `Write` step in flight: produced, then committed.
 struct Transaction {
     records: Records,
+    /// Offset of its first record once produced (for the page reader).
+    base: Option<u64>,
     /// The Kafka bridge's records, written in the same transaction.
     bridged: Bridged,
     sequence: u64,
@@ -82,6 +86,8 @@ pub(super) struct JournalDriver {
     activations: u64,
     /// Timed-out requests since opening last made progress.
     pub(super) attempts: u32,
+    /// Reads of paged messages (see `journal_reads`).
+    reads: PageReader,
 }
 
 impl JournalDriver {
@@ -103,6 +109,7 @@ impl JournalDriver {
             transactional_id: TRANSACTIONAL_ID.to_string(),
             activations: 0,
             attempts: 0,
+            reads: PageReader::default(),
         }
     }
 
@@ -113,6 +120,7 @@ impl JournalDriver {
         self.opening = None;
         self.transaction = None;
         self.late_failure = None;
+        self.reads.reset();
     }
 
     /// A request from the node. `node_epoch` is the node's activation
@@ -130,7 +138,7 @@ impl JournalDriver {
     /// Carries out the group commit's next steps until one waits for Kafka,
     /// and passes its answers on to the node in order.
     fn advance(&mut self, node_epoch: u32, out: &mut Vec<Effect>) {
-        while self.opening.is_none() && self.transaction.is_none() {
+        while self.opening.is_none() && self.transaction.is_none() && !self.reads.busy() {
             let step = self.commit.poll_step();
             // Earlier answers first: the `Loaded` inputs of an open follow them.
             self.answers(out);
@@ -139,9 +147,38 @@ impl JournalDriver {
                 Some(JournalStep::Open) => self.open(out),
                 Some(JournalStep::Close) => self.late_failure = None,
                 Some(JournalStep::Write(group)) => self.write(group, node_epoch, out),
+                Some(JournalStep::Read(ids)) => {
+                    let step = self.reads.start(ids);
+                    self.read_step(step, out);
+                }
             }
         }
         self.answers(out);
+    }
+
+    /// Carries out what the page reader needs next.
+    fn read_step(&mut self, step: ReadStep, out: &mut Vec<Effect>) {
+        match step {
+            ReadStep::Fetch(offset) => out.push(Effect::Request(
+                RequestKind::ReadFetch,
+                KafkaRequest::Fetch { offset },
+            )),
+            ReadStep::Done { asked, found } => self.commit.read_done(asked, found),
+        }
+    }
+
+    /// A fetch of the read in flight came back.
+    pub(super) fn on_read_fetched(
+        &mut self,
+        fetched: &FetchResult,
+        decoded: &mut DecodedRecords,
+        node_epoch: u32,
+        out: &mut Vec<Effect>,
+    ) {
+        if let Some(step) = self.reads.on_fetched(fetched, decoded) {
+            self.read_step(step, out);
+            self.advance(node_epoch, out);
+        }
     }
 
     fn answers(&mut self, out: &mut Vec<Effect>) {
@@ -151,6 +188,7 @@ impl JournalDriver {
     }
 
     fn open(&mut self, out: &mut Vec<Effect>) {
+        self.reads.reset();
         self.opening = Some(Opening::InitProducerId);
         self.late_failure = None;
         self.attempts = 0;
@@ -195,6 +233,7 @@ impl JournalDriver {
         self.sequence += 1;
         self.transaction = Some(Transaction {
             records: Arc::new(records),
+            base: None,
             bridged: Arc::new(bridged),
             sequence,
             committing: false,
@@ -247,7 +286,10 @@ impl JournalDriver {
         let mut entries = Vec::with_capacity(fetched.records.len());
         for r in &fetched.records {
             match decoded.get(r.offset, &r.key, r.value.as_deref()) {
-                Ok(e) => entries.push(e),
+                Ok(e) => {
+                    self.reads.note(r.offset, &e);
+                    entries.push(e);
+                }
                 Err(e) => {
                     let reason = format!("offset {}: {e}", r.offset);
                     self.open_failed(reason, node_epoch, out);
@@ -281,7 +323,8 @@ impl JournalDriver {
             return;
         }
         match result {
-            Ok(_) => {
+            Ok(base) => {
+                t.base = Some(base);
                 t.committing = true;
                 t.attempts = 0;
                 if self.planted_bug == Some(DriverBug::AckBeforeCommit) {
@@ -315,6 +358,11 @@ impl JournalDriver {
         match result {
             Ok(()) => {
                 let t = self.transaction.take().expect("a transaction");
+                if let Some(base) = t.base {
+                    for (i, (key, value)) in t.records.iter().enumerate() {
+                        self.reads.note_raw(base + i as u64, key, value.is_none());
+                    }
+                }
                 if !t.acked_early {
                     self.commit.written();
                 }
@@ -377,6 +425,20 @@ impl JournalDriver {
                 }
             }
             RequestKind::LatestActivation => self.fenced(None, node_epoch, out),
+            RequestKind::ReadFetch => match self.reads.on_timeout(ATTEMPTS_MAX) {
+                Some(Ok(offset)) => out.push(Effect::Request(
+                    RequestKind::ReadFetch,
+                    KafkaRequest::Fetch { offset },
+                )),
+                Some(Err(asked)) => {
+                    self.commit.read_failed(
+                        asked,
+                        "Kafka did not answer a read of paged messages".into(),
+                    );
+                    self.advance(node_epoch, out);
+                }
+                None => {}
+            },
             RequestKind::JoinGroup | RequestKind::Heartbeat | RequestKind::BridgeFetch => {}
         }
     }
@@ -474,29 +536,5 @@ impl JournalDriver {
             self.commit.write_failed(reason);
         }
         self.advance(node_epoch, out);
-    }
-}
-
-/// Journal records already decoded, by offset. A Kafka offset holds the
-/// same record for ever (compaction removes records, never changes them)
-/// and decoding is a pure function of its bytes, so every node's reload
-/// after the first takes a copy of the entry instead of decoding again.
-#[derive(Default)]
-pub(super) struct DecodedRecords {
-    by_offset: Vec<Option<Entry>>,
-}
-
-impl DecodedRecords {
-    fn get(&mut self, offset: u64, key: &[u8], value: Option<&[u8]>) -> Result<Entry, CodecError> {
-        let i = usize::try_from(offset).expect("offsets fit in memory");
-        if let Some(Some(e)) = self.by_offset.get(i) {
-            return Ok(e.clone());
-        }
-        let e = decode_entry(key, value)?;
-        if self.by_offset.len() <= i {
-            self.by_offset.resize(i + 1, None);
-        }
-        self.by_offset[i] = Some(e.clone());
-        Ok(e)
     }
 }

@@ -94,6 +94,8 @@ pub(super) enum RequestKind {
     InitProducerId,
     EndOffset,
     Fetch,
+    /// A fetch reading paged messages back (not part of an open).
+    ReadFetch,
     BridgeFetch,
     Produce,
     EndTransaction,

@@ -3,8 +3,9 @@
 //!
 //! - `state`: the `World` and how it is built;
 //! - `events` and `dispatch`: the event queue and what each event does;
-//! - `node_host`, `nodes`, `journal_driver`, `lock_driver`,
-//!   `effects`: each node with its drivers, which return effects;
+//! - `node_host`, `nodes`, `journal_driver` (with `journal_reads`, its
+//!   reads of paged messages, and `decoded`), `lock_driver`, `effects`:
+//!   each node with its drivers, which return effects;
 //! - `kafka_requests` and `kafka_link`: requests to Kafka and their way there and back;
 //! - `network`: client connections and cuts;
 //! - `faults`: faults and healing; `disk`: the nodes' disks filling up;
@@ -13,6 +14,7 @@
 
 mod bridge_reader;
 mod clients;
+mod decoded;
 mod disk;
 mod dispatch;
 mod effects;
@@ -21,6 +23,7 @@ mod faults;
 mod feed;
 mod feed_state;
 mod journal_driver;
+mod journal_reads;
 mod kafka_link;
 mod kafka_requests;
 mod lock_driver;

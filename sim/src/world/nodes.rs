@@ -30,6 +30,7 @@ impl World {
             activation_retry_ms: 500,
             bridge: self.bridge_cfg.clone(),
             memory_max_bytes: self.cfg.memory_max_bytes,
+            journal_reads: self.cfg.paging,
             ..NodeConfig::default()
         };
         if let Some(s) = &self.security {
@@ -275,6 +276,10 @@ impl World {
             (RequestKind::Fetch, KafkaResponse::Fetched(f)) => {
                 host.journal
                     .on_fetched(&f, &mut self.decoded, epoch, &mut effects);
+            }
+            (RequestKind::ReadFetch, KafkaResponse::Fetched(f)) => {
+                host.journal
+                    .on_read_fetched(&f, &mut self.decoded, epoch, &mut effects);
             }
             (RequestKind::Produce, KafkaResponse::Produced(r)) => {
                 host.journal.on_produced(r, epoch, &mut effects);

@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 use halyard_core::node::Node;
 use halyard_core::Millis;
 
+use super::decoded::DecodedRecords;
 use super::effects::Effect;
 use super::events::{Event, EventQueue};
 use super::feed_state::Feed;
-use super::journal_driver::DecodedRecords;
 use super::kafka_requests::JOURNAL_TOPIC;
 use super::network::{self, Network};
 use super::node_host::NodeHost;

@@ -1,0 +1,302 @@
+//! Paging: bounded memory for a backlog larger than memory.
+//!
+//! Once the messages held add up to more than `BrokerConfig::page_above_bytes`,
+//! a newly stored journaled message keeps only what routing needs (address,
+//! routing, durability, priority and times) and its body, headers and
+//! properties live in the journal alone: the message is *paged*. Dispatch
+//! stops at the first paged message of a queue and asks for it (and a few
+//! after it) to be read back ([`Broker::take_page_reads`]); the node sends
+//! that to the journal driver, whose answer ([`Broker::paged_in`]) puts the
+//! messages back and wakes the queue. So a queue delivers in order, and only
+//! the head of each queue with consumers needs to be in memory.
+//!
+//! A paged message is always one the journal holds (its `MessageStored` is
+//! durable and no tombstone has been written for it): only messages whose
+//! every reference is journaled are paged, and `check_dead` keeps the record
+//! of a paged message until its last reference is gone.
+//!
+//! The paged stand-ins of consecutive messages with the same address and
+//! times are one shared allocation, so a paged message costs its broker
+//! bookkeeping only (measured in BENCHMARKS.md).
+
+use std::collections::btree_map::Entry as MapEntry;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::state::Broker;
+use crate::ids::Id;
+use crate::message::{Body, Message};
+
+/// Messages one queue asks for ahead of its consumers (its read-back window).
+pub(crate) const PAGE_WINDOW_MESSAGES: usize = 256;
+/// References one look for paged messages walks past in a queue's line.
+const PAGE_SCAN_REFS_MAX: usize = 4 * PAGE_WINDOW_MESSAGES;
+/// Messages one read request names.
+pub const PAGE_READ_IDS_MAX: usize = 1024;
+/// Read requests in flight at once (each answered by the journal driver).
+const PAGE_READS_IN_FLIGHT_MAX: usize = 4;
+
+/// What stays in memory of a paged message: routing and times, no body,
+/// headers or properties.
+fn stand_in(m: &Message) -> Message {
+    Message {
+        address: m.address.clone(),
+        routing: m.routing,
+        durable: m.durable,
+        priority: m.priority,
+        expiration_ms: m.expiration_ms,
+        deliver_at_ms: m.deliver_at_ms,
+        dup_id: None,
+        properties: None,
+        application: Vec::new(),
+        annotations: Vec::new(),
+        body: Body::Bytes(Bytes::new()),
+    }
+}
+
+impl Broker {
+    /// Whether messages are paged now (more held than the paging threshold).
+    fn paging_now(&self) -> bool {
+        let above = self.config.page_above_bytes;
+        above > 0 && self.bytes_held > above
+    }
+
+    /// Pages message `id` out if memory is over the threshold and the
+    /// journal holds it for every reference.
+    pub(crate) fn maybe_page_out(&mut self, id: Id) {
+        if !self.paging_now() {
+            return;
+        }
+        let Some(m) = self.messages.get(&id) else {
+            return;
+        };
+        if m.paged || !m.journaled || m.refs == 0 || m.refs != m.durable_refs {
+            return;
+        }
+        let thin = stand_in(&m.body);
+        let thin = match &self.last_stand_in {
+            Some(shared) if **shared == thin => shared.clone(),
+            _ => {
+                let a = Arc::new(thin);
+                self.last_stand_in = Some(a.clone());
+                a
+            }
+        };
+        let freed = (m.body.size_bytes() - thin.size_bytes()) as u64;
+        let Some(m) = self.messages.get_mut(&id) else {
+            return;
+        };
+        m.body = thin;
+        m.paged = true;
+        debug_assert!(self.bytes_held >= freed, "bytes held would go below 0");
+        self.bytes_held = self.bytes_held.saturating_sub(freed);
+        self.paged_count += 1;
+    }
+
+    /// Dispatch met a paged message in queue `qid`: read it (and what
+    /// follows it) back.
+    pub(crate) fn want_page_in(&mut self, qid: Id) {
+        self.page_wanted.insert(qid);
+    }
+
+    /// Paged messages to read back now, in the order their queues will
+    /// deliver them; each is asked for once until it comes back. Empty
+    /// while `PAGE_READS_IN_FLIGHT_MAX` reads are unanswered.
+    #[must_use]
+    pub fn take_page_reads(&mut self) -> Vec<Id> {
+        if self.page_wanted.is_empty() || self.page_reads_in_flight >= PAGE_READS_IN_FLIGHT_MAX {
+            return Vec::new();
+        }
+        // What may come back without passing the threshold; each queue
+        // gets at least one message at a time (always progress, never a
+        // window's worth past the limit).
+        let above = self.config.page_above_bytes;
+        let mut budget = above.saturating_sub(self.bytes_held + self.page_reading_bytes);
+        let mut ids = Vec::new();
+        while let Some(qid) = self.page_wanted.pop_first() {
+            let Some(q) = self.queues.get(&qid) else {
+                continue;
+            };
+            let mut window = 0;
+            for (_, mid) in q.ready.iter().take(PAGE_SCAN_REFS_MAX) {
+                if window >= PAGE_WINDOW_MESSAGES || ids.len() >= PAGE_READ_IDS_MAX {
+                    break;
+                }
+                let Some(m) = self.messages.get(mid) else {
+                    continue;
+                };
+                if !m.paged {
+                    continue;
+                }
+                let size = u64::from(m.size);
+                if window > 0 && size > budget {
+                    break;
+                }
+                window += 1;
+                if let MapEntry::Vacant(v) = self.page_reading.entry(*mid) {
+                    v.insert((qid, m.size));
+                    ids.push(*mid);
+                    budget = budget.saturating_sub(size);
+                    self.page_reading_bytes += size;
+                }
+            }
+            if ids.len() >= PAGE_READ_IDS_MAX {
+                break;
+            }
+        }
+        if !ids.is_empty() {
+            self.page_reads_in_flight += 1;
+        }
+        ids
+    }
+
+    /// The journal's answer to one [`Broker::take_page_reads`]: the
+    /// messages read back. Ids it did not find stay paged and are asked
+    /// for again when their queue next reaches them.
+    pub fn paged_in(&mut self, found: Vec<(Id, Arc<Message>)>, asked: &[Id]) {
+        self.page_reads_in_flight = self.page_reads_in_flight.saturating_sub(1);
+        for (id, message) in found {
+            let Some(m) = self.messages.get_mut(&id) else {
+                continue;
+            };
+            if !m.paged {
+                continue;
+            }
+            // The stand-in's routing must be the record's: anything else is
+            // a journal driver answering for the wrong message.
+            assert!(
+                message.address == m.body.address && message.priority == m.body.priority,
+                "paged message {id} read back as a message to {} (stand-in for {})",
+                message.address,
+                m.body.address
+            );
+            let added = (message.size_bytes() - m.body.size_bytes()) as u64;
+            m.body = message;
+            m.paged = false;
+            self.bytes_held += added;
+            self.paged_count -= 1;
+        }
+        for id in asked {
+            if let Some((qid, size)) = self.page_reading.remove(id) {
+                self.dirty.insert(qid);
+                self.page_reading_bytes -= u64::from(size);
+            }
+        }
+    }
+
+    /// Messages held as paged stand-ins (body in the journal only).
+    pub fn paged_messages(&self) -> usize {
+        self.paged_count
+    }
+
+    /// Whether message `id` is paged (its body is in the journal only).
+    pub fn is_paged(&self, id: Id) -> bool {
+        self.messages.get(&id).is_some_and(|m| m.paged)
+    }
+
+    /// Read-back bookkeeping forgotten: a node that steps down drops its
+    /// broker's deliveries; answers still on their way count for nothing.
+    pub fn forget_page_reads(&mut self) {
+        self.page_reading.clear();
+        self.page_wanted.clear();
+        self.page_reads_in_flight = 0;
+        self.page_reading_bytes = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::BrokerConfig;
+    use crate::journal::{Entry, QueueDef, QueueKind, Record, Routing};
+
+    fn message(n: usize) -> Arc<Message> {
+        Arc::new(Message::new(
+            "orders",
+            Routing::Anycast,
+            Body::Bytes(Bytes::from(vec![b'x'; n])),
+        ))
+    }
+
+    fn broker(page_above: u64) -> (Broker, Id) {
+        let mut b = Broker::new(BrokerConfig {
+            page_above_bytes: page_above,
+            ..BrokerConfig::default()
+        });
+        let q = Id::new(1, 1);
+        b.apply(&Entry::Put(Record::QueueCreated(QueueDef {
+            id: q,
+            name: "orders".into(),
+            address: "orders".into(),
+            kind: QueueKind::Anycast,
+        })));
+        (b, q)
+    }
+
+    fn store(b: &mut Broker, id: Id, q: Id, size: usize) {
+        b.apply(&Entry::Put(Record::MessageStored {
+            id,
+            queues: vec![q],
+            message: message(size),
+        }));
+    }
+
+    #[test]
+    fn messages_past_the_threshold_are_paged_and_come_back() {
+        let (mut b, q) = broker(2500);
+        for i in 1..=5 {
+            store(&mut b, Id::new(1, 10 + i), q, 1000);
+        }
+        // 1006 bytes each: holding the third would pass 2500, so it and
+        // every later one is paged (each stand-in holds its address only).
+        let paged: Vec<bool> = (1..=5).map(|i| b.is_paged(Id::new(1, 10 + i))).collect();
+        assert_eq!(paged, [false, false, true, true, true]);
+        assert_eq!(b.paged_messages(), 3);
+        assert_eq!(b.bytes_held(), 2 * 1006 + 3 * 6);
+        b.check_invariants().unwrap();
+        b.want_page_in(q);
+        // Room for less than one more: one at a time.
+        let ids = b.take_page_reads();
+        assert_eq!(ids, vec![Id::new(1, 13)]);
+        // Asked once: a second look finds nothing new.
+        b.want_page_in(q);
+        assert!(b.take_page_reads().is_empty());
+        let held = b.bytes_held();
+        b.paged_in(vec![(Id::new(1, 13), message(1000))], &ids);
+        assert!(!b.is_paged(Id::new(1, 13)));
+        assert!(b.is_paged(Id::new(1, 14)));
+        assert_eq!(b.bytes_held(), held + 1000);
+        b.check_invariants().unwrap();
+        // The next, and one not found is asked for again.
+        b.want_page_in(q);
+        assert_eq!(b.take_page_reads(), vec![Id::new(1, 14)]);
+        b.paged_in(Vec::new(), &[Id::new(1, 14)]);
+        b.want_page_in(q);
+        assert_eq!(b.take_page_reads(), vec![Id::new(1, 14)]);
+    }
+
+    #[test]
+    fn no_threshold_pages_nothing() {
+        let (mut b, q) = broker(0);
+        for i in 1..=5 {
+            store(&mut b, Id::new(1, 10 + i), q, 100_000);
+        }
+        assert_eq!(b.paged_messages(), 0);
+    }
+
+    #[test]
+    #[should_panic(expected = "read back as a message to")]
+    fn a_wrong_message_read_back_is_caught() {
+        let (mut b, q) = broker(10);
+        store(&mut b, Id::new(1, 11), q, 100);
+        store(&mut b, Id::new(1, 12), q, 100);
+        assert!(b.is_paged(Id::new(1, 12)));
+        let wrong = Arc::new(Message::new(
+            "other",
+            Routing::Anycast,
+            Body::Bytes(Bytes::new()),
+        ));
+        b.paged_in(vec![(Id::new(1, 12), wrong)], &[Id::new(1, 12)]);
+    }
+}
