@@ -90,6 +90,8 @@ struct Totals {
     disk_full_periods: u64,
     paused_while_full: u64,
     memory_full_periods: u64,
+    paged_in: u64,
+    paging_seeds: u64,
     fenced: u64,
     compactions: u64,
     virtual_ms: u64,
@@ -128,6 +130,8 @@ impl Totals {
         self.disk_full_periods += r.counts.disk_full_periods;
         self.paused_while_full += r.counts.paused_while_full;
         self.memory_full_periods += r.counts.memory_full_periods;
+        self.paged_in += r.counts.paged_in;
+        self.paging_seeds += r.counts.paging_seeds;
         self.fenced += r.kafka.fenced_requests;
         self.compactions += r.kafka.compactions;
         self.virtual_ms += r.end_ms;
@@ -300,6 +304,12 @@ fn print_summary(t: &Totals, secs: f64) {
         println!(
             "limits: {} times a node's disk went above --max-disk-usage, {} times its messages reached --max-memory-bytes; {} connections held back meanwhile, no STOMP producer's message stored while full",
             t.disk_full_periods, t.memory_full_periods, t.paused_while_full
+        );
+    }
+    if t.paged_in > 0 {
+        println!(
+            "paging: {} paged messages read back from the journal in {} seeds, each queue in order",
+            t.paged_in, t.paging_seeds
         );
     }
     println!(

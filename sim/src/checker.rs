@@ -159,6 +159,10 @@ pub struct Counts {
     pub paused_while_full: u64,
     /// Times a node's messages reached its memory limit.
     pub memory_full_periods: u64,
+    /// Paged messages the nodes' journal drivers read back, and seeds
+    /// where any were.
+    pub paged_in: u64,
+    pub paging_seeds: u64,
 }
 
 /// The consumer group a consumer belongs to: the queue, or the durable subscription.

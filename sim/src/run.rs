@@ -187,6 +187,8 @@ pub fn run(cfg: SimConfig, keep_trace: bool) -> Report {
     counts.disk_full_periods = w.disk.periods;
     counts.paused_while_full = w.disk.paused;
     counts.memory_full_periods = w.disk.memory_periods;
+    counts.paged_in = w.paged_in();
+    counts.paging_seeds = u64::from(counts.paged_in > 0);
     violations.stuck = stuck;
     violations.broken_invariant = w.broken_invariant.take();
     let verdict = if violations.is_empty() {

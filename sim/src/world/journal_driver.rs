@@ -88,6 +88,8 @@ pub(super) struct JournalDriver {
     pub(super) attempts: u32,
     /// Reads of paged messages (see `journal_reads`).
     reads: PageReader,
+    /// Messages read back since the run started (for the report).
+    pub(super) paged_in: u64,
 }
 
 impl JournalDriver {
@@ -110,6 +112,7 @@ impl JournalDriver {
             activations: 0,
             attempts: 0,
             reads: PageReader::default(),
+            paged_in: 0,
         }
     }
 
@@ -163,7 +166,10 @@ impl JournalDriver {
                 RequestKind::ReadFetch,
                 KafkaRequest::Fetch { offset },
             )),
-            ReadStep::Done { asked, found } => self.commit.read_done(asked, found),
+            ReadStep::Done { asked, found } => {
+                self.paged_in += found.len() as u64;
+                self.commit.read_done(asked, found);
+            }
         }
     }
 

@@ -141,3 +141,10 @@ impl World {
             .count()
     }
 }
+
+impl World {
+    /// Paged messages every node's journal driver read back.
+    pub(crate) fn paged_in(&self) -> u64 {
+        self.nodes.iter().map(|n| n.journal.paged_in).sum()
+    }
+}
