@@ -102,6 +102,18 @@ def check_rss(sampler: RssSampler, figs: dict) -> None:
          f"per process: {', '.join(mib(p) for p in sampler.peaks())}; bound {mib(RSS_BOUND)})")
 
 
+def assert_paged(node, backlog: int) -> None:
+    """A backlog whose bodies pass the memory limit is paged, not held in
+    memory (and the producers were not held back to get here)."""
+    bodies = backlog * 1024
+    paged = node.metric("halyard_paged_messages")
+    if bodies > MAX_MEMORY:
+        assert paged and paged >= (bodies - MAX_MEMORY) // 1024, (
+            f"{paged} messages paged with {bodies} bytes of bodies over a {MAX_MEMORY}-byte limit")
+    held = node.metric("halyard_memory_messages_bytes")
+    assert held is not None and held <= MAX_MEMORY, f"{held} bytes of messages held over --max-memory-bytes {MAX_MEMORY}"
+
+
 def assert_deliveries(d: Deliveries, exactly_once: bool) -> None:
     assert not d.bad, f"{d.bad_count} deliveries are not what was sent, e.g. {d.bad}"
     missing = d.missing_receipted()
@@ -142,6 +154,7 @@ def test_million_backlog_bounded_rss(paging_nodes, figures):
              f"{(backlog - base) / n:.1f} (RSS with the backlog minus idle RSS, over {n} messages)")
         note(figures, "memory_messages_bytes", node.metric("halyard_memory_messages_bytes"))
         note(figures, "paged_metrics", node.metrics_named("paged"))
+        assert_paged(node, n)
         depth = node.queue_depth()
         assert depth == n, f"halyard_queue_messages is {depth} with {n} messages receipted and none consumed"
 
@@ -205,6 +218,7 @@ def test_million_backlog_survives_sigkill(paging_nodes, figures):
              f"over {total} messages)")
         note(figures, "memory_messages_bytes", node.metric("halyard_memory_messages_bytes"))
         note(figures, "paged_metrics", node.metrics_named("paged"))
+        assert_paged(node, total)
         depth = node.queue_depth()
         unreceipted_stored = stored - receipted_before
         assert total <= depth <= total + unreceipted_stored, (
@@ -219,4 +233,7 @@ def test_million_backlog_survives_sigkill(paging_nodes, figures):
          f"{len(dups)}" + (f" (e.g. {dups[:20]}: each number was sent once, so the node delivered a stored "
                            "message twice)" if dups else ""))
     assert sampler.peak() < RSS_BOUND, sampler.over
+    # Nothing was sent twice and the consumer ran only after the restart:
+    # a second delivery would be the node's.
+    assert not dups, f"{len(dups)} receipted messages delivered twice, e.g. {dups[:20]}"
     assert_deliveries(deliveries, exactly_once=False)

@@ -342,6 +342,27 @@ impl Collector for Snapshot {
         )?;
         gauge(
             e,
+            "halyard_paged_messages",
+            "Messages whose body is paged out: in the journal only, read back when a consumer reaches them.",
+            None,
+            s.paged_messages as f64,
+        )?;
+        counter(
+            e,
+            "halyard_page_reads",
+            "Reads of paged messages the node asked of the journal.",
+            None,
+            c.page_reads,
+        )?;
+        counter(
+            e,
+            "halyard_paged_in",
+            "Paged messages read back from the journal.",
+            None,
+            c.paged_in,
+        )?;
+        gauge(
+            e,
             "halyard_producers_blocked",
             "1 while producers are held back or refused (the disk above --max-disk-usage, or messages at --max-memory-bytes), else 0.",
             None,
