@@ -187,10 +187,10 @@ pub struct NodeSettings {
     /// Hold producers back (or refuse their sends, under --address-full-policy fail) while the journal's disk is used above this percentage; they go on below it [default: 90]
     #[arg(long, env = "HALYARD_MAX_DISK_USAGE", value_name = "PERCENT")]
     pub max_disk_usage: Option<f64>,
-    /// Hold producers back (or refuse their sends, under --address-full-policy fail) while the messages held add up to this many bytes (bodies and headers; the process uses about twice that); 0 for no limit [default: a quarter of the machine's memory]
+    /// The messages held in memory, their sizes added up (bodies and headers): under page with the local journal, bodies past 90% of it stay in the journal until consumers reach them; otherwise producers are held back (or refused, under fail) at it; 0 for no limit [default: a quarter of the machine's memory]
     #[arg(long, env = "HALYARD_MAX_MEMORY_BYTES", value_name = "N")]
     pub max_memory_bytes: Option<u64>,
-    /// What a send meets while the broker is full: page and block hold producers back (flow control; paging to disk is not built yet), fail refuses the send with an error [default: page]
+    /// What a send meets while the broker is full: page pages message bodies to the local journal past the memory limit (and holds producers back where it cannot: a full disk, the Kafka journal), block holds producers back (flow control), fail refuses the send with an error [default: page]
     #[arg(long, env = "HALYARD_ADDRESS_FULL_POLICY", value_enum)]
     pub address_full_policy: Option<crate::limits_config::FullPolicyArg>,
 }

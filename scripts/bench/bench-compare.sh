@@ -27,6 +27,9 @@
 #                  count and lag are checked and recorded (results/LABEL-rN.run).
 #   halyard-local  `halyard node` with the local journal (fsync on; a fresh data dir under target/),
 #                  serving /metrics on --http 127.0.0.1:HALYARD_HTTP_PORT that nothing scrapes
+#   halyard-local-paged  exactly halyard-local with --max-memory-bytes 1048576 (the least accepted):
+#                  messages past 90% of it are paged to the journal and read back (issue 14: paging
+#                  must not slow the common case, consumers keeping up)
 #   halyard-local-scraped  exactly halyard-local (same node flags, same STOMP load), but a scraper
 #                  GETs http://127.0.0.1:HALYARD_HTTP_PORT/metrics every SCRAPE_INTERVAL seconds
 #                  (`curl -sf`) for the whole bench (warm-up, measured window and drain); every
@@ -557,6 +560,9 @@ run_halyard_kafka_bridged() { # ROUND
 
 # LABEL halyard-local-amqp adds --protocol amqp; halyard-local-scraped scrapes /metrics during the
 # bench and has no open-loop run.
+# Extra `halyard node` flags of the local-journal runs (halyard-local-paged sets them).
+LOCAL_NODE_EXTRA=()
+
 run_halyard_local() { # ROUND [LABEL [EXTRA BENCH ARGS...]]
     local round=$1 label=${2:-halyard-local} dir
     shift
@@ -565,7 +571,7 @@ run_halyard_local() { # ROUND [LABEL [EXTRA BENCH ARGS...]]
     port_free "$HALYARD_HTTP_PORT" || die "127.0.0.1:$HALYARD_HTTP_PORT is taken; set HALYARD_HTTP_PORT"
     dir="$RUN/data/$label-r$round"
     start_node "$label" "$round" "$RUN/logs/$label-r$round.node.log" "$HALYARD_LOCAL_PORT" \
-        --data-dir "$dir" "${http[@]}"
+        --data-dir "$dir" "${http[@]}" "${LOCAL_NODE_EXTRA[@]}"
     if [[ "$label" == halyard-local-scraped ]]; then SCRAPE_URL="http://127.0.0.1:$HALYARD_HTTP_PORT/metrics"; fi
     run_bench "$label" "$round" "$HALYARD_LOCAL_PORT" "$NODE_PID" "$RATE" "$@"
     SCRAPE_URL=""
@@ -574,7 +580,7 @@ run_halyard_local() { # ROUND [LABEL [EXTRA BENCH ARGS...]]
     if [[ "$LATENCY_RATE" != 0 && "$label" != halyard-local-scraped ]]; then
         dir="$RUN/data/$label-openloop-r$round"
         start_node "$label-openloop" "$round" "$RUN/logs/$label-openloop-r$round.node.log" \
-            "$HALYARD_LOCAL_PORT" --data-dir "$dir" "${http[@]}"
+            "$HALYARD_LOCAL_PORT" --data-dir "$dir" "${http[@]}" "${LOCAL_NODE_EXTRA[@]}"
         run_bench "$label-openloop" "$round" "$HALYARD_LOCAL_PORT" "$NODE_PID" "$LATENCY_RATE" "$@"
         stop_node
         rm -rf "$dir"
@@ -712,10 +718,15 @@ for ((round = 1; round <= ROUNDS; round++)); do
             halyard-kafka-bridged) run_halyard_kafka_bridged "$round" ;;
             halyard-local) run_halyard_local "$round" ;;
             halyard-local-scraped) run_halyard_local "$round" halyard-local-scraped ;;
+            halyard-local-paged)
+                LOCAL_NODE_EXTRA=(--max-memory-bytes 1048576)
+                run_halyard_local "$round" halyard-local-paged
+                LOCAL_NODE_EXTRA=()
+                ;;
             artemis) run_artemis "$round" ;;
             halyard-local-amqp) run_halyard_local "$round" halyard-local-amqp --protocol amqp ;;
             artemis-amqp) run_artemis_amqp "$round" ;;
-            *) die "unknown configuration $c (ceiling, halyard-kafka, halyard-kafka-bridged, halyard-local, halyard-local-scraped, artemis, halyard-local-amqp, artemis-amqp)" ;;
+            *) die "unknown configuration $c (ceiling, halyard-kafka, halyard-kafka-bridged, halyard-local, halyard-local-scraped, halyard-local-paged, artemis, halyard-local-amqp, artemis-amqp)" ;;
         esac
     done
 done

@@ -32,8 +32,10 @@ import sys
 
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
-CLOSED = ["halyard-kafka", "halyard-kafka-topic", "halyard-kafka-bridged", "halyard-local", "halyard-local-scraped", "artemis", "halyard-local-amqp", "artemis-amqp"]
-OPEN = ["halyard-local-openloop", "artemis-openloop", "halyard-local-amqp-openloop", "artemis-amqp-openloop"]
+CLOSED = ["halyard-kafka", "halyard-kafka-topic", "halyard-kafka-bridged", "halyard-local", "halyard-local-scraped",
+          "halyard-local-paged", "artemis", "halyard-local-amqp", "artemis-amqp"]
+OPEN = ["halyard-local-openloop", "halyard-local-paged-openloop", "artemis-openloop", "halyard-local-amqp-openloop",
+        "artemis-amqp-openloop"]
 EXTRA = ["artemis-defaultwindow"]
 # The bench only sends (--consumers 0); `halyard consume` on a durable subscription consumes.
 DURABLE_TOPIC = {"halyard-kafka-topic", "halyard-kafka-bridged"}
@@ -46,6 +48,8 @@ NAMES = {
     "halyard-kafka-bridged": "(b-bridged) Halyard, Kafka journal, durable topic subscription, bridged to Kafka",
     "halyard-local": "(c) Halyard, local journal",
     "halyard-local-scraped": "(c-scraped) Halyard, local journal, /metrics scraped every second",
+    "halyard-local-paged": "(c-paged) Halyard, local journal, --max-memory-bytes 1 MiB (paging)",
+    "halyard-local-paged-openloop": "(c-paged') Halyard, local journal, --max-memory-bytes 1 MiB (paging), open loop",
     "artemis": "(d) Artemis",
     "halyard-local-amqp": "(e) Halyard, local journal, AMQP 1.0",
     "artemis-amqp": "(f) Artemis, AMQP 1.0",
