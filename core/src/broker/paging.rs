@@ -32,6 +32,9 @@ use crate::message::{Body, Message};
 pub(crate) const PAGE_WINDOW_MESSAGES: usize = 256;
 /// References one look for paged messages walks past in a queue's line.
 const PAGE_SCAN_REFS_MAX: usize = 4 * PAGE_WINDOW_MESSAGES;
+/// Reads in flight may always hold this fraction of the paging threshold,
+/// even when memory is at the threshold.
+const PAGE_READ_FLOOR_DIVISOR: u64 = 16;
 /// Messages one read request names.
 pub const PAGE_READ_IDS_MAX: usize = 1024;
 /// Read requests in flight at once (each answered by the journal driver).
@@ -108,11 +111,15 @@ impl Broker {
         if self.page_wanted.is_empty() || self.page_reads_in_flight >= PAGE_READS_IN_FLIGHT_MAX {
             return Vec::new();
         }
-        // What may come back without passing the threshold; each queue
-        // gets at least one message at a time (always progress, never a
-        // window's worth past the limit).
+        // What may come back: the room under the threshold, but at least
+        // a sixteenth of it in flight (at the threshold, reading one
+        // message per round trip would starve consumers), and at least
+        // one message per queue (always progress).
         let above = self.config.page_above_bytes;
-        let mut budget = above.saturating_sub(self.bytes_held + self.page_reading_bytes);
+        let room = above.saturating_sub(self.bytes_held);
+        let mut budget = room
+            .max(above / PAGE_READ_FLOOR_DIVISOR)
+            .saturating_sub(self.page_reading_bytes);
         let mut ids = Vec::new();
         while let Some(qid) = self.page_wanted.pop_first() {
             let Some(q) = self.queues.get(&qid) else {
