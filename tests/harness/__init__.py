@@ -10,6 +10,9 @@ and of scripts/bench/failover-figures.py.
 - `harness.logs`: progress output, node log timestamps, ANSI stripping.
 - `harness.stomp_wire`: STOMP as bytes: the CONNECT probe, a frame parser,
   `RawConn` for input stomp.py would never send.
+- `harness.bulk_stomp`: a pipelined raw-socket STOMP producer (receipts
+  in flight) and a batching consumer, for backlogs of a million messages
+  (tests/paging).
 - `harness.clients`: `Client`, a stomp.py 1.2 connection that records every
   frame, so tests wait on conditions instead of sleeping.
 - `harness.failover`: stomp.py clients that fail over between nodes
