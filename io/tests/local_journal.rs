@@ -1184,3 +1184,53 @@ fn a_second_handle_on_the_same_folder_is_refused() {
     drop(first);
     LocalJournal::open(cfg).expect("open after the first handle closed");
 }
+
+/// Paging reads entries back by key: the latest put of each key, none for
+/// a tombstoned or unknown key, the same after compaction has moved and
+/// dropped segments and after a reopen (the index is rebuilt).
+#[test]
+fn entries_read_back_by_key_through_compaction_and_reopen() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cfg = config(tmp.path(), 300);
+    let mut journal = open(&cfg);
+    for round in 0..3 {
+        for k in 0..20 {
+            let batch = vec![
+                put(
+                    &format!("k{k}"),
+                    &format!("round {round} {}", "x".repeat(20)),
+                ),
+                put(&format!("other{k}"), "y"),
+            ];
+            journal
+                .append(std::slice::from_ref(&batch))
+                .expect("append");
+        }
+    }
+    for k in 0..10 {
+        journal
+            .append(&[vec![del(&format!("k{k}"))]])
+            .expect("append");
+    }
+    let keys: Vec<Bytes> = ["k3", "k15", "other7", "missing", "k19"]
+        .iter()
+        .map(|k| Bytes::copy_from_slice(k.as_bytes()))
+        .collect();
+    let latest = format!("round 2 {}", "x".repeat(20));
+    let want = vec![
+        None,
+        Some(Bytes::from(latest.clone())),
+        Some(Bytes::from("y")),
+        None,
+        Some(Bytes::from(latest)),
+    ];
+    assert_eq!(journal.read_latest(&keys).expect("read"), want);
+    assert!(journal.compact().expect("compact").segments_deleted > 0);
+    assert_eq!(
+        journal.read_latest(&keys).expect("read after compaction"),
+        want
+    );
+    drop(journal);
+    let journal = open(&cfg);
+    assert_eq!(journal.read_latest(&keys).expect("read after reopen"), want);
+}

@@ -28,7 +28,6 @@ pub use config::BrokerConfig;
 pub use destination::{Destination, DestinationConfig, DestinationError};
 pub use errors::{AckError, SendError, SubscribeError};
 pub use filter::{ConsumerFilter, Selector, SelectorError};
-pub use paging::PAGE_READ_IDS_MAX;
 pub use queue::{AckMode, Queue, QueueCounters};
 pub use settlement::Settled;
 pub use state::Broker;

@@ -36,7 +36,7 @@ const PAGE_SCAN_REFS_MAX: usize = 4 * PAGE_WINDOW_MESSAGES;
 /// even when memory is at the threshold.
 const PAGE_READ_FLOOR_DIVISOR: u64 = 16;
 /// Messages one read request names.
-pub const PAGE_READ_IDS_MAX: usize = 1024;
+pub(crate) const PAGE_READ_IDS_MAX: usize = 1024;
 /// Read requests in flight at once (each answered by the journal driver).
 const PAGE_READS_IN_FLIGHT_MAX: usize = 4;
 
@@ -200,15 +200,6 @@ impl Broker {
     /// Whether message `id` is paged (its body is in the journal only).
     pub fn is_paged(&self, id: Id) -> bool {
         self.messages.get(&id).is_some_and(|m| m.paged)
-    }
-
-    /// Read-back bookkeeping forgotten: a node that steps down drops its
-    /// broker's deliveries; answers still on their way count for nothing.
-    pub fn forget_page_reads(&mut self) {
-        self.page_reading.clear();
-        self.page_wanted.clear();
-        self.page_reads_in_flight = 0;
-        self.page_reading_bytes = 0;
     }
 }
 

@@ -44,7 +44,7 @@ mod transactions;
 mod work;
 
 pub use admission::{DiskUsage, Gate, Permille};
-pub use config::{amqp_defaults, FullPolicy, NodeConfig, PlantedBug, PAGE_START_PERMILLE};
+pub use config::{amqp_defaults, FullPolicy, NodeConfig, PlantedBug};
 pub use events::Event;
 pub use management::{
     AdminError, AdminOp, AdminReply, BrowsedMessage, ADMIN_BATCH_MAX, BODY_PREVIEW_BYTES,
