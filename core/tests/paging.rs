@@ -4,7 +4,12 @@
 //! consumer reaches them, also after a restart; memory held stays near the
 //! limit throughout.
 
+mod amqp_client;
+
+use amqp_client::peer::Peer;
+use amqp_client::{attach, flow};
 use halyard_core::node::{FullPolicy, NodeConfig};
+use halyard_core::protocol::amqp::{Performative, Role};
 use halyard_core::protocol::stomp::Command;
 use halyard_core::testkit::frames::*;
 use halyard_core::testkit::Harness;
@@ -135,4 +140,37 @@ fn without_journal_reads_page_holds_producers_back() {
     assert!(receipts(&h.take(p)).len() < 20);
     assert!(h.paused.contains(&p));
     assert_eq!(h.node.stats(0).paged_messages, 0);
+}
+
+/// An AMQP drain (JMS `receiveNoWait`) over a queue whose head is paged
+/// waits for the read instead of answering "nothing left": every message
+/// the credit covers comes, then the drained flow.
+#[test]
+fn a_drain_waits_for_paged_messages() {
+    let n = 20;
+    let mut h = Harness::new(config());
+    let p = h.connect(1);
+    for i in 0..n {
+        h.send(p, send_receipt("/queue/q", &body(i), &format!("r{i}")));
+    }
+    assert_eq!(receipts(&h.take(p)).len(), n);
+    assert!(h.node.stats(0).paged_messages >= 10);
+    let mut c = Peer::connect(&mut h, 2);
+    c.perform(
+        &mut h,
+        Performative::Attach(Box::new(attach("cons", 0, Role::Receiver, "q"))),
+    );
+    let _ = c.frames(&mut h);
+    c.perform(&mut h, flow(0, 0, n as u32, true));
+    let got = c.frames(&mut h);
+    let transfers = got
+        .iter()
+        .filter(|f| matches!(f, Performative::Transfer(_)))
+        .count();
+    assert_eq!(transfers, n, "every message the credit covers, paged or not");
+    assert!(
+        got.iter()
+            .any(|f| matches!(f, Performative::Flow(fl) if fl.drain && fl.link_credit == Some(0))),
+        "the drain is answered after the transfers: {got:?}"
+    );
 }

@@ -119,6 +119,16 @@ impl Broker {
             let Some(c) = self.consumers.get_mut(&cid) else {
                 continue;
             };
+            // Its queue stopped at a paged message being read back: the
+            // queue is not empty, so the drain waits for the read (a JMS
+            // receiveNoWait must not see "nothing" meanwhile).
+            let queue = c.queue;
+            if self.page_wanted.contains(&queue)
+                || self.page_reading.values().any(|(q, _)| *q == queue)
+            {
+                self.draining.insert(cid);
+                continue;
+            }
             c.credit = Some(0);
             c.drain = false;
             self.drained.push((c.conn, c.sub_id.clone()));
