@@ -167,7 +167,10 @@ fn a_drain_waits_for_paged_messages() {
         .iter()
         .filter(|f| matches!(f, Performative::Transfer(_)))
         .count();
-    assert_eq!(transfers, n, "every message the credit covers, paged or not");
+    assert_eq!(
+        transfers, n,
+        "every message the credit covers, paged or not"
+    );
     assert!(
         got.iter()
             .any(|f| matches!(f, Performative::Flow(fl) if fl.drain && fl.link_credit == Some(0))),
