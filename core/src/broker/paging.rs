@@ -160,8 +160,20 @@ impl Broker {
 
     /// The journal's answer to one [`Broker::take_page_reads`]: the
     /// messages read back. Ids it did not find stay paged and are asked
-    /// for again when their queue next reaches them.
-    pub fn paged_in(&mut self, found: Vec<(Id, Arc<Message>)>, asked: &[Id]) {
+    /// for again when their queue next reaches them. A message whose
+    /// routing is not its stand-in's (the journal holds another message
+    /// under that id) is an error and nothing is applied.
+    pub fn paged_in(&mut self, found: Vec<(Id, Arc<Message>)>, asked: &[Id]) -> Result<(), String> {
+        for (id, message) in &found {
+            if let Some(m) = self.messages.get(id).filter(|m| m.paged) {
+                if message.address != m.body.address || message.priority != m.body.priority {
+                    return Err(format!(
+                        "paged message {id} read back as a message to {} (stand-in for {})",
+                        message.address, m.body.address
+                    ));
+                }
+            }
+        }
         self.page_reads_in_flight = self.page_reads_in_flight.saturating_sub(1);
         for (id, message) in found {
             let Some(m) = self.messages.get_mut(&id) else {
@@ -170,14 +182,6 @@ impl Broker {
             if !m.paged {
                 continue;
             }
-            // The stand-in's routing must be the record's: anything else is
-            // a journal driver answering for the wrong message.
-            assert!(
-                message.address == m.body.address && message.priority == m.body.priority,
-                "paged message {id} read back as a message to {} (stand-in for {})",
-                message.address,
-                m.body.address
-            );
             let added = (message.size_bytes() - m.body.size_bytes()) as u64;
             m.body = message;
             m.paged = false;
@@ -190,6 +194,7 @@ impl Broker {
                 self.page_reading_bytes -= u64::from(size);
             }
         }
+        Ok(())
     }
 
     /// Messages held as paged stand-ins (body in the journal only).
@@ -261,7 +266,8 @@ mod tests {
         b.want_page_in(q);
         assert!(b.take_page_reads().is_empty());
         let held = b.bytes_held();
-        b.paged_in(vec![(Id::new(1, 13), message(1000))], &ids);
+        b.paged_in(vec![(Id::new(1, 13), message(1000))], &ids)
+            .unwrap();
         assert!(!b.is_paged(Id::new(1, 13)));
         assert!(b.is_paged(Id::new(1, 14)));
         assert_eq!(b.bytes_held(), held + 1000);
@@ -269,7 +275,7 @@ mod tests {
         // The next, and one not found is asked for again.
         b.want_page_in(q);
         assert_eq!(b.take_page_reads(), vec![Id::new(1, 14)]);
-        b.paged_in(Vec::new(), &[Id::new(1, 14)]);
+        b.paged_in(Vec::new(), &[Id::new(1, 14)]).unwrap();
         b.want_page_in(q);
         assert_eq!(b.take_page_reads(), vec![Id::new(1, 14)]);
     }
@@ -284,8 +290,7 @@ mod tests {
     }
 
     #[test]
-    #[should_panic(expected = "read back as a message to")]
-    fn a_wrong_message_read_back_is_caught() {
+    fn a_wrong_message_read_back_is_an_error() {
         let (mut b, q) = broker(10);
         store(&mut b, Id::new(1, 11), q, 100);
         store(&mut b, Id::new(1, 12), q, 100);
@@ -295,6 +300,10 @@ mod tests {
             Routing::Anycast,
             Body::Bytes(Bytes::new()),
         ));
-        b.paged_in(vec![(Id::new(1, 12), wrong)], &[Id::new(1, 12)]);
+        let err = b
+            .paged_in(vec![(Id::new(1, 12), wrong)], &[Id::new(1, 12)])
+            .unwrap_err();
+        assert!(err.contains("read back as a message to other"), "{err}");
+        assert!(b.is_paged(Id::new(1, 12)), "nothing applied");
     }
 }

@@ -64,7 +64,10 @@ impl Node {
             self.step_down(Event::JournalReadFailed { reason });
             return;
         }
-        self.counters.paged_in += found.len() as u64;
-        self.broker.paged_in(found, &asked);
+        let n = found.len() as u64;
+        match self.broker.paged_in(found, &asked) {
+            Ok(()) => self.counters.paged_in += n,
+            Err(reason) => self.step_down(Event::JournalReadFailed { reason }),
+        }
     }
 }
