@@ -11,6 +11,8 @@
 //! - `bridge`: the Kafka bridge's port (its reader is in `kafka`).
 //! - `client`: the failover STOMP client behind `halyard produce/consume`.
 //! - `proxy`: the TCP fault proxy used by the Kafka partition tests.
+//! - `zookeeper`: the ZooKeeper lock coordinator: an ephemeral lock with a
+//!   fencing epoch, and the lock state (epoch, in-sync set) beside it.
 
 pub mod bridge;
 pub mod client;
@@ -28,3 +30,5 @@ pub mod proxy;
 pub mod server;
 #[cfg(not(madsim))]
 pub mod tls;
+#[cfg(not(madsim))]
+pub mod zookeeper;
