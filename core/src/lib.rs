@@ -8,6 +8,7 @@
 
 pub mod bridge;
 pub mod broker;
+pub mod chunk_map;
 pub mod ha;
 pub mod ids;
 pub mod journal;

@@ -36,10 +36,7 @@ impl Broker {
                 let after = c.browsed_to;
                 let next = q
                     .refs
-                    .range((
-                        after.map_or(Bound::Unbounded, Bound::Excluded),
-                        Bound::Unbounded,
-                    ))
+                    .range_from(after.as_ref().map_or(Bound::Unbounded, Bound::Excluded))
                     .map(|(mid, _)| *mid)
                     .find(|mid| {
                         // A paged message stops the scan: it is read back
@@ -50,7 +47,7 @@ impl Broker {
                     });
                 let Some(mid) = next else {
                     // Nothing more to see: remember where the scan ended.
-                    let last = q.refs.keys().next_back().copied();
+                    let last = q.refs.last_key_value().map(|(k, _)| *k);
                     if let Some(c) = self.consumers.get_mut(&cid) {
                         c.browsed_to = last.max(c.browsed_to);
                     }

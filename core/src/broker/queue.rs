@@ -1,7 +1,9 @@
 //! One queue: its messages in delivery order (highest priority first, then
 //! arrival) and who holds which.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
+
+use crate::chunk_map::ChunkMap;
 
 use crate::ids::{ConnId, Id};
 use crate::journal::{QueueKind, Routing};
@@ -135,11 +137,11 @@ pub struct Queue {
     pub address: String,
     pub routing: Routing,
     pub owner: QueueOwner,
-    pub(crate) ready: BTreeMap<ReadyKey, Id>,
+    pub(crate) ready: ChunkMap<ReadyKey, Id>,
     /// Ready references that can expire here, by expiry time: what the
     /// periodic expiry scan looks at (kept in step with `ready`).
     pub(crate) expiring: BTreeSet<(Millis, Id)>,
-    pub(crate) refs: BTreeMap<Id, MessageRef>,
+    pub(crate) refs: ChunkMap<Id, MessageRef>,
     pub(crate) next_pos: u64,
     pub(crate) consumers: VecDeque<ConsumerId>,
     pub counters: QueueCounters,
@@ -159,9 +161,9 @@ impl Queue {
             address,
             routing,
             owner,
-            ready: BTreeMap::new(),
+            ready: ChunkMap::new(),
             expiring: BTreeSet::new(),
-            refs: BTreeMap::new(),
+            refs: ChunkMap::new(),
             next_pos: 0,
             consumers: VecDeque::new(),
             counters: QueueCounters::default(),
@@ -278,10 +280,7 @@ impl Queue {
     pub(crate) fn next_ready(&self, cursor: Option<ReadyKey>) -> Option<(ReadyKey, Id)> {
         match cursor {
             None => self.ready.first_key_value(),
-            Some(c) => self
-                .ready
-                .range((std::ops::Bound::Excluded(c), std::ops::Bound::Unbounded))
-                .next(),
+            Some(c) => self.ready.range_from(std::ops::Bound::Excluded(&c)).next(),
         }
         .map(|(k, id)| (*k, *id))
     }

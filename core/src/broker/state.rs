@@ -11,6 +11,7 @@ use super::dups::DupCache;
 use super::filter::ConsumerFilter;
 use super::queue::{AckMode, ConsumerId, Queue, RefState};
 use super::types::RefKey;
+use crate::chunk_map::ChunkMap;
 use crate::ids::{ConnId, Id};
 use crate::journal::{Entry, Key, QueueDef, Record, Routing};
 use crate::message::Message;
@@ -143,7 +144,7 @@ pub struct Broker {
     pub(crate) queues: BTreeMap<Id, Queue>,
     pub(crate) names: BTreeMap<String, Id>,
     pub(crate) addresses: BTreeMap<String, Address>,
-    pub(crate) messages: BTreeMap<Id, Msg>,
+    pub(crate) messages: ChunkMap<Id, Msg>,
     /// Durable queues minted for a pending send or subscribe but not yet applied.
     pub(crate) planned: BTreeMap<String, QueueDef>,
     pub(crate) consumers: BTreeMap<ConsumerId, Consumer>,
@@ -212,7 +213,7 @@ impl Broker {
             queues: BTreeMap::new(),
             names: BTreeMap::new(),
             addresses: BTreeMap::new(),
-            messages: BTreeMap::new(),
+            messages: ChunkMap::new(),
             planned: BTreeMap::new(),
             consumers: BTreeMap::new(),
             next_consumer: 1,
@@ -249,7 +250,7 @@ impl Broker {
     pub(crate) fn msg_entry(&mut self, id: Id, body: &Arc<Message>, journaled: bool) -> &mut Msg {
         let expiring = &mut self.expiring_messages;
         let held = &mut self.bytes_held;
-        self.messages.entry(id).or_insert_with(|| {
+        self.messages.get_or_insert_with(id, || {
             if body.expiration_ms.is_some() {
                 *expiring += 1;
             }

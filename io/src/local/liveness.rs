@@ -36,12 +36,13 @@
 //! Memory is bounded by what is on disk: one state per key that still has an
 //! entry in some segment, and one key handle per tombstone still on disk.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use bytes::Bytes;
 
 use super::entry::Entry;
 use super::format;
+use super::key_index::{IndexKey, KeyIndex};
 
 /// The key map is shrunk once it is this many times larger than needed ...
 const KEYS_SHRINK_RATIO: usize = 4;
@@ -91,7 +92,7 @@ struct SegmentState {
     latest_put_bytes: u64,
     /// Keys of the tombstones recorded here, oldest first. A key whose
     /// latest entry has moved on is skipped when the list is used.
-    tombstone_keys: Vec<Bytes>,
+    tombstone_keys: Vec<IndexKey>,
     /// For the keys whose latest entry is a tombstone here: how many have
     /// each effective value of `first`.
     tombstone_firsts: BTreeMap<u64, u64>,
@@ -145,7 +146,7 @@ struct Floor {
 
 #[derive(Debug, Default)]
 pub struct Liveness {
-    keys: HashMap<Bytes, KeyState>,
+    keys: KeyIndex<KeyState>,
     segments: BTreeMap<u64, SegmentState>,
     live_puts: u64,
     floor: Floor,
@@ -195,11 +196,8 @@ impl Liveness {
                 first
             }
             None => {
-                // Copy: the entry's key may be a slice of a large read buffer
-                // or of a caller's message, which the index must not keep
-                // alive.
                 self.keys.insert(
-                    Bytes::copy_from_slice(&entry.key),
+                    &entry.key,
                     KeyState {
                         latest: at,
                         bytes,
@@ -215,8 +213,8 @@ impl Liveness {
         if tombstone {
             seg.add_tombstone_first(first);
             // The index's own copy of the key: a handle, not another copy.
-            if let Some((key, _)) = self.keys.get_key_value(&entry.key) {
-                seg.tombstone_keys.push(key.clone());
+            if let Some(key) = self.keys.handle(&entry.key) {
+                seg.tombstone_keys.push(key);
             }
         } else {
             seg.latest_puts += 1;
@@ -292,7 +290,7 @@ impl Liveness {
             .filter(|(_, s)| !s.tombstone && (first..=last).contains(&s.latest.segment))
             .map(|(key, s)| LiveEntry {
                 at: s.latest,
-                key: key.clone(),
+                key: key.to_bytes(),
                 bytes: s.bytes,
             })
             .collect();
@@ -361,14 +359,14 @@ impl Liveness {
 
     /// Drops the keys among `keys` whose latest entry is a tombstone in
     /// segment `id`, which is gone.
-    fn forget_tombstoned(&mut self, id: u64, keys: Vec<Bytes>) {
+    fn forget_tombstoned(&mut self, id: u64, keys: Vec<IndexKey>) {
         for key in keys {
             if self
                 .keys
-                .get(&key)
+                .get_by(&key)
                 .is_some_and(|s| s.latest.segment == id && s.tombstone)
             {
-                self.keys.remove(&key);
+                self.keys.remove_by(&key);
             }
         }
     }
@@ -377,11 +375,8 @@ impl Liveness {
     /// keys on disk and not by the most there ever were. Shrinking rehashes
     /// what is left, which happens only after at least as many removals.
     fn maybe_shrink(&mut self) {
-        let capacity = self.keys.capacity();
-        if capacity > KEYS_SHRINK_CAPACITY_MIN && capacity > KEYS_SHRINK_RATIO * self.keys.len() {
-            self.keys
-                .shrink_to((2 * self.keys.len()).max(KEYS_SHRINK_CAPACITY_MIN / 2));
-        }
+        self.keys
+            .shrink_others(KEYS_SHRINK_RATIO, KEYS_SHRINK_CAPACITY_MIN);
     }
 
     /// Checks the per-segment counters against the keys. O(keys): for
@@ -390,7 +385,7 @@ impl Liveness {
     pub fn check(&self) -> Result<(), String> {
         let mut puts: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
         let mut firsts: BTreeMap<u64, BTreeMap<u64, u64>> = BTreeMap::new();
-        for (key, s) in &self.keys {
+        for (key, s) in self.keys.iter() {
             let first = effective_first(&self.floor, s);
             if first > s.latest.segment || !self.segments.contains_key(&s.latest.segment) {
                 return Err(format!("key {key:?}: first {first}, latest {:?}", s.latest));
@@ -598,16 +593,16 @@ mod tests {
         rec(&mut l, 1, &puts);
         rec(&mut l, 2, &dels);
         rec(&mut l, 3, &[]);
-        let big = l.keys.capacity();
+        let big = l.keys.others_capacity();
         assert!(l.is_dead(1));
         l.remove_segment(1);
         assert!(l.is_dead(2));
         l.remove_segment(2);
         assert_eq!(l.tracked_keys(), 0);
         assert!(
-            l.keys.capacity() < big / 8,
+            l.keys.others_capacity() < big / 8,
             "capacity {} after all keys left (was {big})",
-            l.keys.capacity()
+            l.keys.others_capacity()
         );
     }
 }

@@ -88,6 +88,7 @@ mod error;
 mod file_lock;
 mod format;
 mod journal;
+mod key_index;
 mod liveness;
 mod lock;
 mod reads;
