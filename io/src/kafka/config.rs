@@ -23,6 +23,10 @@ pub struct KafkaConfig {
     pub metrics: std::sync::Arc<crate::metrics::JournalMetrics>,
     /// Partitions of a Kafka bridge topic Halyard creates.
     pub bridge_topic_partitions: i32,
+    /// Key and value bytes of message records the standby copy keeps in
+    /// full (the node's paging threshold); past it, their offsets only
+    /// (0: no bound).
+    pub standby_message_bytes_max: u64,
 }
 
 impl KafkaConfig {
@@ -36,6 +40,7 @@ impl KafkaConfig {
             operation_timeout_ms: 10_000,
             metrics: std::sync::Arc::new(crate::metrics::JournalMetrics::new()),
             bridge_topic_partitions: 1,
+            standby_message_bytes_max: 0,
         }
     }
 

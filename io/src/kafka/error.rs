@@ -52,6 +52,42 @@ pub enum ReadError {
         topic: String,
         source: CodecError,
     },
+    #[error("the record at offset {offset} of {topic} ({key}) is not the message record the standby copy indexed there")]
+    NotIndexed {
+        offset: i64,
+        topic: String,
+        key: String,
+    },
+}
+
+/// Why a fetch failed.
+#[derive(Debug, Error)]
+pub enum FetchError<E: std::error::Error + 'static> {
+    #[error("cannot assign offset {offset} of {topic}: {source}")]
+    Assign {
+        topic: String,
+        offset: i64,
+        source: KafkaError,
+    },
+    #[error("reading {topic} at offset {offset}: {source}")]
+    Poll {
+        topic: String,
+        offset: i64,
+        source: KafkaError,
+    },
+    #[error("reading {wanted} records of {topic} (offsets {first}..={last}) took over {timeout_ms} ms: {found} read, stopped before offset {at}")]
+    Timeout {
+        topic: String,
+        wanted: usize,
+        first: i64,
+        last: i64,
+        found: usize,
+        at: i64,
+        timeout_ms: u64,
+    },
+    /// What the caller's visitor said of a record.
+    #[error(transparent)]
+    Record(E),
 }
 
 /// Opening the journal: fencing and reading it to its end.
@@ -73,6 +109,14 @@ pub(crate) enum KafkaJournalError {
     Read(#[from] ReadError),
     #[error("reading {topic}: {source}")]
     Poll { topic: String, source: KafkaError },
+    #[error("reading the standby copy's message records back: {0}")]
+    CopyRead(#[from] FetchError<ReadError>),
+    #[error("{missing} message records the standby copy indexed are not in {topic}, the first at offset {offset}")]
+    CopyRecordMissing {
+        topic: String,
+        offset: i64,
+        missing: usize,
+    },
     #[error("journal read stuck before offset {end} of {topic}")]
     Stuck { topic: String, end: i64 },
     #[error("no journal records from {bootstrap} for {timeout_ms} ms (read {records} of offsets {low}..{high})")]

@@ -27,21 +27,27 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use halyard_core::bridge::OutRecord;
+use halyard_core::ids::Id;
 use halyard_core::journal::group_commit::{
     EncodedEntry, GroupCommit, GroupLimits, JournalStep, NextGroup,
 };
 use halyard_core::node::{Input, JournalRequest};
 use rdkafka::error::KafkaError;
-use rdkafka::producer::{BaseProducer, Producer};
+use rdkafka::producer::Producer;
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
 use super::config::KafkaConfig;
 use super::error::KafkaJournalError;
+use super::fetch::Fetcher;
 use super::open::{latest_activation_epoch, new_producer, open_and_load, Writer};
-use super::produce::{is_fencing, send_bridged, send_record, serve_deliveries};
+use super::paged::read_paged;
+use super::produce::{
+    is_fencing, send_bridged, send_journal_record, serve_deliveries, JournalProducer,
+};
 use super::standby::Standby;
 use super::topic::{ensure_topic, BRIDGED_TOPIC_CONFIG};
+use super::written::{apply_delivered, resolve, Effect};
 use crate::journal::{next_step, JournalHandle};
 
 /// Bounds one group commit.
@@ -81,7 +87,7 @@ fn run(
     // Follow the journal, and a producer made ready (not yet fenced with:
     // that is the activation), while the node is not live.
     let mut standby: Option<Standby> = None;
-    let mut prepared: Option<BaseProducer> = None;
+    let mut prepared: Option<JournalProducer> = None;
     rearm(&config, &mut standby, &mut prepared);
     let mut commit = GroupCommit::new(GROUP_LIMITS);
     let mut stats = CommitStats::new();
@@ -120,6 +126,9 @@ fn run(
                         info!(
                             topic = %w.topic,
                             records = loaded.records,
+                            messages_indexed = w.index.len(),
+                            index_bytes = w.index.bytes(),
+                            records_read_back = loaded.fetched,
                             megabytes = format!("{:.1}", loaded.bytes as f64 / 1e6),
                             seconds = format!("{secs:.3}"),
                             records_per_sec = format!("{:.0}", loaded.records as f64 / secs.max(1e-6)),
@@ -139,12 +148,16 @@ fn run(
                 }
             }
             JournalStep::Read(ids) => {
-                // The node pages only over a driver that reads back
-                // (`NodeConfig::journal_reads`, false for Kafka).
-                commit.read_failed(
-                    ids,
-                    "the Kafka journal does not read paged messages back".into(),
-                );
+                let Some(w) = writer.as_mut() else {
+                    unreachable!("the group commit asks for reads only while the journal is open");
+                };
+                match read_back(&config, w, &ids) {
+                    Ok(found) => commit.read_done(ids, found),
+                    Err(reason) => {
+                        error!(%reason, "reading paged messages back failed");
+                        commit.read_failed(ids, reason);
+                    }
+                }
             }
             JournalStep::Close => {
                 if writer.take().is_some() {
@@ -156,7 +169,7 @@ fn run(
             }
             JournalStep::Write(group) => {
                 last_group = group.tickets.len();
-                let Some(w) = writer.as_ref() else {
+                let Some(w) = writer.as_mut() else {
                     unreachable!("the group commit asks for writes only while the journal is open");
                 };
                 if let Err(reason) =
@@ -200,7 +213,11 @@ fn run(
 
 /// Starts following the journal for the next activation and prepares its
 /// producer (creating one does not fence anybody; `init_transactions` does).
-fn rearm(config: &KafkaConfig, standby: &mut Option<Standby>, prepared: &mut Option<BaseProducer>) {
+fn rearm(
+    config: &KafkaConfig,
+    standby: &mut Option<Standby>,
+    prepared: &mut Option<JournalProducer>,
+) {
     *standby = Some(Standby::start(config));
     *prepared = match new_producer(config) {
         Ok(p) => Some(p),
@@ -273,19 +290,52 @@ fn ensure_bridged_topics(
     Ok(())
 }
 
+/// Paged messages read back from the topic, as `read_paged` finds them.
+fn read_back(
+    config: &KafkaConfig,
+    w: &mut Writer,
+    ids: &[Id],
+) -> Result<Vec<(Id, Arc<halyard_core::message::Message>)>, String> {
+    let fetcher = match w.fetcher.as_mut() {
+        Some(f) => f,
+        None => w
+            .fetcher
+            .insert(Fetcher::new(config).map_err(|e| e.to_string())?),
+    };
+    let started = Instant::now();
+    let result = read_paged(fetcher, &w.index, ids, config.timeout());
+    match result {
+        Ok(found) => {
+            tracing::trace!(asked = ids.len(), found = found.len(), elapsed = ?started.elapsed(), "paged messages read back");
+            Ok(found)
+        }
+        Err(e) => {
+            // Start the next read afresh.
+            w.fetcher = None;
+            Err(e.to_string())
+        }
+    }
+}
+
 /// One Kafka transaction holding every batch, in order, and the Kafka
-/// bridge's records of those batches: all committed or none.
+/// bridge's records of those batches: all committed or none. Once
+/// committed, the offsets of its message records go into the index.
 fn commit_group(
     config: &KafkaConfig,
-    w: &Writer,
+    w: &mut Writer,
     batches: &[Vec<EncodedEntry>],
     publish: &[OutRecord],
 ) -> Result<(), KafkaError> {
     let t0 = Instant::now();
+    // Reports left from an earlier, failed transaction are not ours.
+    w.producer.context().take();
     w.producer.begin_transaction()?;
+    let mut effects = Vec::with_capacity(batches.iter().map(Vec::len).sum());
     for batch in batches {
         for e in batch {
-            send_record(&w.producer, &w.topic, &e.key, e.value.as_deref())?;
+            let slot = effects.len();
+            effects.push(Effect::of(&e.key, e.value.as_deref()));
+            send_journal_record(&w.producer, &w.topic, &e.key, e.value.as_deref(), slot)?;
         }
     }
     for r in publish {
@@ -301,6 +351,7 @@ fn commit_group(
         match w.producer.commit_transaction(config.timeout()) {
             Ok(()) => {
                 tracing::trace!(elapsed = ?t0.elapsed(), batches = batches.len(), "transaction committed");
+                index_written(config, w, &effects);
                 return Ok(());
             }
             Err(e) => {
@@ -319,6 +370,73 @@ fn commit_group(
                 }
                 return Err(e);
             }
+        }
+    }
+}
+
+/// Puts the offsets of a committed transaction's records (`effects`, in
+/// the order sent) into the index: from the delivery reports, or, when
+/// those make no sense (see `written`), by reading the transaction back.
+fn index_written(config: &KafkaConfig, w: &mut Writer, effects: &[Effect]) {
+    let delivered = w.producer.context().take();
+    let Err(untrusted) = apply_delivered(effects, &delivered, &mut w.last_offset, &mut w.index)
+    else {
+        return;
+    };
+    warn!(reason = %untrusted, "finding the offsets of a transaction's records by reading it back");
+    let end = w
+        .producer
+        .client()
+        .fetch_watermarks(&w.topic, 0, config.timeout())
+        .map(|(_, high)| high);
+    let resolved = match (end, w.fetcher.as_mut()) {
+        (Err(e), _) => Err(e.to_string()),
+        (Ok(end), Some(f)) => resolve(
+            f,
+            effects,
+            w.last_offset,
+            end,
+            &mut w.index,
+            config.timeout(),
+        )
+        .map(|missing| (end, missing))
+        .map_err(|e| e.to_string()),
+        (Ok(end), None) => match Fetcher::new(config) {
+            Ok(f) => {
+                let f = w.fetcher.insert(f);
+                resolve(
+                    f,
+                    effects,
+                    w.last_offset,
+                    end,
+                    &mut w.index,
+                    config.timeout(),
+                )
+                .map(|missing| (end, missing))
+                .map_err(|e| e.to_string())
+            }
+            Err(e) => Err(e.to_string()),
+        },
+    };
+    match resolved {
+        Ok((end, 0)) => w.last_offset = end - 1,
+        Ok((end, missing)) => {
+            w.last_offset = end - 1;
+            error!(
+                missing,
+                "message records of a committed transaction not found; reading them back will fail"
+            );
+        }
+        Err(reason) => {
+            // Removing what the transaction tombstoned is right anyway; what
+            // it stored is not indexed, and a read of it fails (the node
+            // steps down and the next activation indexes the journal anew).
+            for e in effects {
+                if let Effect::Dropped(id) = e {
+                    w.index.remove(*id);
+                }
+            }
+            error!(%reason, "cannot find the offsets of a committed transaction's message records; reading them back will fail");
         }
     }
 }

@@ -3,21 +3,25 @@
 
 use std::time::{Duration, Instant};
 
-use halyard_core::journal::{decode_entry, Entry, Record};
+use halyard_core::journal::{decode_entry, Entry, Key, Record};
 use halyard_core::node::{Input, JournalEvent};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseProducer, Producer};
+use rdkafka::producer::Producer;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use super::config::KafkaConfig;
 use super::error::{KafkaJournalError, ReadError};
+use super::fetch::Fetcher;
+use super::offsets::OffsetIndex;
+use super::produce::{JournalContext, JournalProducer};
 use super::read::{assign_from_start, read_position, ReaderContext};
-use super::standby::{Standby, View};
+use super::standby::Standby;
 use super::topic::{ensure_topic, JOURNAL_TOPIC_CONFIG, RECORD_BYTES_MAX};
+use super::view::View;
 
 /// Entries per `Loaded` input while reading the journal.
 const LOAD_CHUNK_ENTRIES: usize = 4096;
@@ -25,10 +29,17 @@ const LOAD_CHUNK_ENTRIES: usize = 4096;
 pub const LINGER_MS_DEFAULT: &str = "2";
 
 /// The open journal's writer: a transactional producer that has fenced
-/// every older one.
+/// every older one, and where each stored message's record is.
 pub(super) struct Writer {
-    pub(super) producer: BaseProducer,
+    pub(super) producer: JournalProducer,
     pub(super) topic: String,
+    pub(super) index: OffsetIndex,
+    /// The greatest offset of the topic known to hold a record or marker
+    /// (-1: none): a record written now lands past it.
+    pub(super) last_offset: i64,
+    /// Reads paged messages back; made at the first read (or kept from
+    /// the standby copy's handover).
+    pub(super) fetcher: Option<Fetcher>,
 }
 
 /// What opening read.
@@ -37,6 +48,13 @@ pub(super) struct Loaded {
     pub(super) bytes: u64,
     /// Read from the standby copy rather than from the start of the topic.
     pub(super) from_standby: bool,
+    /// Of the standby copy's records, those read back from the topic
+    /// (kept as offsets only).
+    pub(super) fetched: u64,
+    pub(super) index: OffsetIndex,
+    /// The end offset read to (exclusive).
+    pub(super) end: i64,
+    pub(super) fetcher: Option<Fetcher>,
 }
 
 fn send(inputs: &mpsc::Sender<Input>, ev: JournalEvent) -> Result<(), KafkaJournalError> {
@@ -50,7 +68,7 @@ pub(super) fn open_and_load(
     config: &KafkaConfig,
     inputs: &mpsc::Sender<Input>,
     standby: Option<Standby>,
-    prepared: Option<BaseProducer>,
+    prepared: Option<JournalProducer>,
 ) -> Result<(Writer, Loaded), KafkaJournalError> {
     let topic = config.journal_topic();
     let t0 = Instant::now();
@@ -88,19 +106,26 @@ pub(super) fn open_and_load(
         copy_ms = t0.elapsed().as_millis() as u64,
         "journal open steps"
     );
-    let loaded = match view {
-        Some(Ok(view)) => deliver(view, inputs)?,
+    let mut loaded = match view {
+        Some(Ok(view)) => deliver(config, view, inputs)?,
         Some(Err(reason)) => {
             warn!(%reason, "standby journal copy unusable; reading the journal from its start");
             load(config, &topic, inputs)?
         }
         None => load(config, &topic, inputs)?,
     };
-    Ok((Writer { producer, topic }, loaded))
+    let writer = Writer {
+        producer,
+        topic,
+        index: std::mem::take(&mut loaded.index),
+        last_offset: loaded.end - 1,
+        fetcher: loaded.fetcher.take(),
+    };
+    Ok((writer, loaded))
 }
 
 /// The journal's transactional producer, not yet initialised.
-pub(super) fn new_producer(config: &KafkaConfig) -> Result<BaseProducer, KafkaJournalError> {
+pub(super) fn new_producer(config: &KafkaConfig) -> Result<JournalProducer, KafkaJournalError> {
     let mut client = config.client();
     if client.get("linger.ms").is_none() && client.get("queue.buffering.max.ms").is_none() {
         // A transaction's records go out together when the commit flushes
@@ -117,32 +142,115 @@ pub(super) fn new_producer(config: &KafkaConfig) -> Result<BaseProducer, KafkaJo
             config.transaction_timeout_ms.to_string(),
         )
         .set("message.max.bytes", RECORD_BYTES_MAX.to_string())
-        .create()
+        .create_with_context(JournalContext::default())
         .map_err(|source| KafkaJournalError::Producer {
             bootstrap: config.bootstrap.clone(),
             source,
         })
 }
 
-/// Hands the standby copy to the node, in offset order.
-fn deliver(view: View, inputs: &mpsc::Sender<Input>) -> Result<Loaded, KafkaJournalError> {
-    let loaded = Loaded {
-        records: view.len() as u64,
-        bytes: view.bytes(),
+/// Hands the standby copy to the node, in offset order: the entries it
+/// kept, and the message records it kept as offsets only, read back from
+/// the topic a window at a time as the walk reaches them.
+fn deliver(
+    config: &KafkaConfig,
+    view: View,
+    inputs: &mpsc::Sender<Input>,
+) -> Result<Loaded, KafkaJournalError> {
+    let end = view.next_offset;
+    let parts = view.into_parts();
+    let mut loaded = Loaded {
+        records: (parts.kept.len() + parts.paged.len()) as u64,
+        bytes: parts.bytes,
         from_standby: true,
+        fetched: 0,
+        index: OffsetIndex::new(),
+        end,
+        fetcher: None,
+    };
+    let mut fetcher = if parts.paged.is_empty() {
+        None
+    } else {
+        Some(Fetcher::new(config)?)
     };
     let mut chunk: Vec<Entry> = Vec::with_capacity(LOAD_CHUNK_ENTRIES);
-    for e in view.into_entries() {
+    let push = |e: Entry, chunk: &mut Vec<Entry>| {
         chunk.push(e);
         if chunk.len() >= LOAD_CHUNK_ENTRIES {
-            let entries = std::mem::replace(&mut chunk, Vec::with_capacity(LOAD_CHUNK_ENTRIES));
+            let entries = std::mem::replace(chunk, Vec::with_capacity(LOAD_CHUNK_ENTRIES));
             send(inputs, JournalEvent::Loaded { entries })?;
         }
+        Ok::<(), KafkaJournalError>(())
+    };
+    let mut kept = parts.kept.into_iter().peekable();
+    for window in parts.paged.chunks(LOAD_CHUNK_ENTRIES) {
+        let Some(f) = fetcher.as_mut() else {
+            unreachable!("made above when records are paged");
+        };
+        let fetched = fetch_window(config, f, window, &parts.messages)?;
+        loaded.fetched += fetched.len() as u64;
+        for (offset, size, e) in fetched {
+            while let Some((_, (k, _))) = kept.next_if(|(o, _)| *o < offset) {
+                push(k, &mut chunk)?;
+            }
+            loaded.bytes += size;
+            push(e, &mut chunk)?;
+        }
+    }
+    for (_, (e, _)) in kept {
+        push(e, &mut chunk)?;
     }
     if !chunk.is_empty() {
         send(inputs, JournalEvent::Loaded { entries: chunk })?;
     }
+    loaded.index = parts.messages;
+    loaded.fetcher = fetcher;
     Ok(loaded)
+}
+
+/// The message records at `window` (ascending offsets the standby copy
+/// kept as offsets only), decoded: (offset, bytes, entry). Each must be
+/// there and be the record the copy indexed at its offset.
+fn fetch_window(
+    config: &KafkaConfig,
+    fetcher: &mut Fetcher,
+    window: &[i64],
+    messages: &OffsetIndex,
+) -> Result<Vec<(i64, u64, Entry)>, KafkaJournalError> {
+    let topic = config.journal_topic();
+    let mut out = Vec::with_capacity(window.len());
+    fetcher.fetch(window, config.timeout(), |offset, key, value| {
+        let bytes = (key.len() + value.map_or(0, <[u8]>::len)) as u64;
+        let entry = decode_entry(key, value).map_err(|source| ReadError::Undecodable {
+            offset,
+            topic: topic.clone(),
+            source,
+        })?;
+        match &entry {
+            Entry::Put(Record::MessageStored { id, .. }) if messages.get(*id) == Some(offset) => {
+                out.push((offset, bytes, entry));
+                Ok(())
+            }
+            other => Err(ReadError::NotIndexed {
+                offset,
+                topic: topic.clone(),
+                key: format!("{:?}", other.key()),
+            }),
+        }
+    })?;
+    if out.len() < window.len() {
+        let missing = window
+            .iter()
+            .find(|o| !out.iter().any(|(f, _, _)| f == *o))
+            .copied()
+            .unwrap_or_default();
+        return Err(KafkaJournalError::CopyRecordMissing {
+            topic,
+            offset: missing,
+            missing: window.len() - out.len(),
+        });
+    }
+    Ok(out)
 }
 
 fn reader(config: &KafkaConfig) -> Result<BaseConsumer<ReaderContext>, ReadError> {
@@ -188,6 +296,10 @@ fn load(
         records: 0,
         bytes: 0,
         from_standby: false,
+        fetched: 0,
+        index: OffsetIndex::new(),
+        end: high,
+        fetcher: None,
     };
     if high <= low {
         return Ok(loaded);
@@ -208,6 +320,15 @@ fn load(
                     topic: topic.to_string(),
                     source,
                 })?;
+                match &e {
+                    Entry::Put(Record::MessageStored { id, .. }) => {
+                        loaded.index.insert(*id, m.offset())
+                    }
+                    Entry::Tombstone(Key::Message(id)) => {
+                        loaded.index.remove(*id);
+                    }
+                    _ => {}
+                }
                 chunk.push(e);
                 if chunk.len() >= LOAD_CHUNK_ENTRIES {
                     let entries =

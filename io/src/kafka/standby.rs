@@ -14,16 +14,19 @@
 //! producer (`init_transactions`) and read the end offset: the reader first
 //! catches up to that offset, so the copy covers the same records a full
 //! load would. If anything goes wrong the journal falls back to a full load.
+//!
+//! The copy holds message bodies only up to the node's paging threshold
+//! (`KafkaConfig::standby_message_bytes_max`); past it, message records
+//! are kept as their offsets, and read back from the topic at the
+//! handover (see `view` and `open`).
 
-use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use halyard_core::journal::{decode_entry, Entry};
+use halyard_core::journal::decode_entry;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
@@ -33,6 +36,7 @@ use super::config::KafkaConfig;
 use super::error::{ReadError, StandbyError};
 use super::read::{assign_from_start, read_position, ReaderContext};
 use super::topic::{ensure_topic, JOURNAL_TOPIC_CONFIG, RECORD_BYTES_MAX};
+use super::view::View;
 
 /// How long the reader waits for data at the end of the topic. Short enough
 /// that catching up at a handover does not idle, long enough that a
@@ -48,57 +52,6 @@ const STALE_AFTER: Duration = Duration::from_secs(3600);
 const CHECK_EVERY: Duration = Duration::from_secs(1);
 // Once caught up, less often; often enough for `halyard_standby_lag_records`.
 const CHECK_EVERY_CAUGHT_UP: Duration = Duration::from_secs(5);
-
-/// The compacted copy: the latest record of every key, in offset order.
-#[derive(Debug, Default)]
-pub struct View {
-    /// Offset -> entry, with its key and value size in bytes.
-    by_offset: BTreeMap<i64, (Entry, u64)>,
-    /// Raw key -> offset of its latest record in `by_offset`.
-    latest: HashMap<Bytes, i64>,
-    /// Key and value bytes of what `by_offset` holds.
-    bytes: u64,
-    /// Records read from Kafka since the copy was started.
-    records_read: u64,
-    /// Offset of the next record to read.
-    pub next_offset: i64,
-}
-
-impl View {
-    /// Folds in the record at `offset`.
-    fn apply(&mut self, offset: i64, key: &[u8], value: Option<&[u8]>, entry: Entry) {
-        self.records_read += 1;
-        self.next_offset = offset + 1;
-        if let Some(old) = self.latest.remove(key) {
-            if let Some((_, size)) = self.by_offset.remove(&old) {
-                self.bytes -= size;
-            }
-        }
-        // A tombstone goes with what it deletes: nothing older of its key is
-        // left here.
-        if value.is_some() {
-            let size = (key.len() + value.map_or(0, <[u8]>::len)) as u64;
-            self.by_offset.insert(offset, (entry, size));
-            self.latest.insert(Bytes::copy_from_slice(key), offset);
-            self.bytes += size;
-        }
-    }
-
-    /// Records kept.
-    pub(crate) fn len(&self) -> usize {
-        self.by_offset.len()
-    }
-
-    /// Key and value bytes kept.
-    pub(crate) fn bytes(&self) -> u64 {
-        self.bytes
-    }
-
-    /// The kept entries in offset order.
-    pub fn into_entries(self) -> impl Iterator<Item = Entry> {
-        self.by_offset.into_values().map(|(e, _)| e)
-    }
-}
 
 enum Control {
     /// Read up to `end` (exclusive), then send the copy and stop.
@@ -203,7 +156,7 @@ fn follow(config: &KafkaConfig, control: &std_mpsc::Receiver<Control>) {
             return;
         }
     };
-    let mut view = View::default();
+    let mut view = View::new(config.standby_message_bytes_max);
     let mut heard = Instant::now();
     let mut caught_up = false;
     let started = Instant::now();
@@ -263,6 +216,8 @@ fn follow(config: &KafkaConfig, control: &std_mpsc::Receiver<Control>) {
                         caught_up = true;
                         info!(
                             records_kept = view.len(),
+                            records_kept_as_offsets = view.paged(),
+                            message_megabytes = format!("{:.1}", view.message_bytes() as f64 / 1e6),
                             records_read = view.records_read,
                             seconds = format!("{:.3}", started.elapsed().as_secs_f64()),
                             "standby journal copy caught up"
@@ -284,7 +239,7 @@ fn follow(config: &KafkaConfig, control: &std_mpsc::Receiver<Control>) {
                 silent_secs = heard.elapsed().as_secs(),
                 "standby journal copy is stale; reading the journal again from its start"
             );
-            view = View::default();
+            view = View::new(config.standby_message_bytes_max);
             heard = Instant::now();
             caught_up = false;
             if let Err(e) = assign_from_start(&consumer, &topic) {
@@ -356,61 +311,10 @@ fn catch_up(
     }
     info!(
         records_kept = view.len(),
+        records_kept_as_offsets = view.paged(),
         records_caught_up = view.records_read - before,
         catch_up_ms = started.elapsed().as_millis() as u64,
         "standby journal copy handed over"
     );
     Ok(view)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use halyard_core::ids::Id;
-    use halyard_core::journal::{encode_entry, Key, Record};
-
-    fn put(view: &mut View, offset: i64, e: Entry) {
-        let (k, v) = encode_entry(&e);
-        view.apply(offset, &k, v.as_deref(), e);
-    }
-
-    fn activation(epoch: u32) -> Entry {
-        Entry::Put(Record::Activation {
-            epoch,
-            node: "n".into(),
-        })
-    }
-
-    #[test]
-    fn keeps_the_latest_record_of_each_key_in_offset_order() {
-        let mut v = View::default();
-        put(&mut v, 0, activation(1));
-        put(
-            &mut v,
-            1,
-            Entry::Put(Record::Acked {
-                id: Id::new(1, 5),
-                queue: Id::new(1, 1),
-            }),
-        );
-        put(&mut v, 2, activation(2));
-        // A tombstone takes what it deletes with it and is not kept.
-        put(
-            &mut v,
-            4,
-            Entry::Tombstone(Key::Ref {
-                message: Id::new(1, 5),
-                queue: Id::new(1, 1),
-            }),
-        );
-        // A tombstone for a key the copy never saw is not kept either.
-        put(&mut v, 5, Entry::Tombstone(Key::Message(Id::new(1, 9))));
-        assert_eq!(v.records_read, 5);
-        assert_eq!(v.next_offset, 6);
-        assert_eq!(v.len(), 1);
-        let (k, val) = encode_entry(&activation(2));
-        assert_eq!(v.bytes(), (k.len() + val.map_or(0, |x| x.len())) as u64);
-        let kept: Vec<Entry> = v.into_entries().collect();
-        assert_eq!(kept, vec![activation(2)]);
-    }
 }
