@@ -78,9 +78,14 @@ async fn next_event(lock: &mut ZkLock) -> ZkLockEvent {
         .expect("the event stream ended without a loss")
 }
 
-/// Waits for a `Lost` event, and returns the events before and the reason.
-async fn until_lost(lock: &mut ZkLock, within: Duration) -> (Vec<ZkLockEvent>, LossReason) {
-    let deadline = Instant::now() + within;
+/// Waits for a `Lost` event, and returns the events before it (each with
+/// when it was taken, from the call) and the reason.
+async fn until_lost(
+    lock: &mut ZkLock,
+    within: Duration,
+) -> (Vec<(ZkLockEvent, Duration)>, LossReason) {
+    let start = Instant::now();
+    let deadline = start + within;
     let mut before = Vec::new();
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -90,7 +95,7 @@ async fn until_lost(lock: &mut ZkLock, within: Duration) -> (Vec<ZkLockEvent>, L
             .expect("the event stream ended without a loss");
         match event {
             ZkLockEvent::Lost(reason) => return (before, reason),
-            other => before.push(other),
+            other => before.push((other, start.elapsed())),
         }
     }
 }
@@ -259,6 +264,24 @@ async fn expired_session_is_reported_lost_and_the_other_acquires() {
     let cut_at = Instant::now();
     assert!(proxy.cut(CutMode::Blackhole));
 
+    // a hears that it is cut off, then that the lock is gone (b, waiting in
+    // its own task, takes the lock meanwhile).
+    let (before, reason) = until_lost(&mut lock_a, Duration::from_secs(20)).await;
+    let lost_after = cut_at.elapsed();
+    assert_eq!(
+        reason,
+        LossReason::SessionExpired,
+        "events before: {before:?}"
+    );
+    let Some(&(ZkLockEvent::Suspended, suspended_after)) = before.first() else {
+        panic!("a must hear Suspended first; events before the loss: {before:?}");
+    };
+    assert_eq!(
+        lock_a.status(),
+        LockStatus::Lost(LossReason::SessionExpired)
+    );
+    assert_eq!(step("no more events", lock_a.next_event()).await, None);
+
     let (b, lock_b, acquired_at) = tokio::time::timeout(Duration::from_secs(20), waiting)
         .await
         .expect("b did not get the lock within 20 s of a's cut")
@@ -270,26 +293,9 @@ async fn expired_session_is_reported_lost_and_the_other_acquires() {
         "b got the lock {handover:?} after the cut, before a's session could expire"
     );
     assert!(lock_b.epoch() > epoch_a, "{} > {epoch_a}", lock_b.epoch());
-
-    // a hears that it is cut off, then that the lock is gone.
-    let (before, reason) = until_lost(&mut lock_a, Duration::from_secs(20)).await;
-    assert_eq!(
-        reason,
-        LossReason::SessionExpired,
-        "events before: {before:?}"
-    );
-    assert!(
-        before.contains(&ZkLockEvent::Suspended),
-        "events before: {before:?}"
-    );
-    assert_eq!(
-        lock_a.status(),
-        LockStatus::Lost(LossReason::SessionExpired)
-    );
-    assert_eq!(step("no more events", lock_a.next_event()).await, None);
     eprintln!(
-        "cut at 0; b acquired after {handover:?}; a lost it after {:?}",
-        cut_at.elapsed()
+        "after the cut of a {SHORT_SESSION:?} session: a suspended at {suspended_after:?}, \
+         b acquired at {handover:?}, a lost it at {lost_after:?}"
     );
 
     // Healed, a's writes are refused (its session is over), and releasing
