@@ -475,3 +475,49 @@ async fn a_suspended_holder_that_reconnects_in_time_keeps_the_lock() {
         .await
         .expect("a reconnected holder still writes");
 }
+
+#[tokio::test]
+#[ignore = "needs a running ZooKeeper (HALYARD_ZOOKEEPER): scripts/ci/zookeeper.sh runs it with --ignored"]
+async fn a_waiting_contender_rides_out_a_lost_connection() {
+    let id = lock_id("waiting-reconnect");
+    let upstream: SocketAddr = zookeeper()
+        .split(',')
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .expect("HALYARD_ZOOKEEPER as IP:PORT for the proxy");
+    let proxy = FaultProxy::start("127.0.0.1:0".parse().unwrap(), upstream)
+        .await
+        .unwrap();
+    let a = session(&id, "node-a").await;
+    let lock_a = step("acquire", a.acquire()).await.unwrap();
+    let b = session_at(
+        &proxy.local_addr().to_string(),
+        &id,
+        "node-b",
+        Duration::from_secs(6),
+    )
+    .await;
+    let waiting = tokio::spawn(async move {
+        let lock = b.acquire().await;
+        (b, lock)
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // b's connection is reset while it waits, and comes back within its
+    // session: it keeps waiting, and its watch still works.
+    assert!(proxy.cut(CutMode::Reset));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(proxy.heal());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!waiting.is_finished(), "b must still be waiting");
+    let epoch_a = lock_a.epoch();
+    step("release", lock_a.release()).await.unwrap();
+    let (b, lock_b) = step("b acquires", waiting).await.unwrap();
+    let lock_b = lock_b.expect("b rides out the lost connection");
+    assert!(lock_b.epoch() > epoch_a);
+    assert_eq!(
+        step("holder", b.holder()).await.unwrap().as_deref(),
+        Some("node-b")
+    );
+}

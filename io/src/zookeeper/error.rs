@@ -73,4 +73,19 @@ impl ZkLockError {
             }
         )
     }
+
+    /// The connection dropped while the request was out (closed, or no
+    /// answer in time, which the client reports as its own `Custom` error):
+    /// the request may or may not have been applied. The client reconnects
+    /// within the session; read again before deciding.
+    pub fn is_connection_loss(&self) -> bool {
+        use zookeeper_client::Error as E;
+        matches!(
+            self,
+            ZkLockError::ZooKeeper {
+                source: E::ConnectionLoss | E::Custom(_),
+                ..
+            }
+        )
+    }
 }

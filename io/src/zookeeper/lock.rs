@@ -150,7 +150,9 @@ impl ZkLock {
     /// [`ZkLockError::StaleVersion`] if the state changed since `expected`,
     /// [`ZkLockError::Fenced`] if the lock was acquired again since,
     /// [`ZkLockError::Lost`] if the active znode is gone. All three checks
-    /// and the write are one ZooKeeper transaction.
+    /// and the write are one ZooKeeper transaction. After an error for which
+    /// [`ZkLockError::is_connection_loss`] holds, the write may or may not
+    /// have happened: read the state again.
     pub async fn write_state(
         &self,
         in_sync: &[String],

@@ -165,12 +165,18 @@ impl ZkSession {
         ))
     }
 
-    /// Waits until the lock is free and takes it. Fails if the session ends
-    /// meanwhile. Cancel it by dropping the future.
+    /// Waits until the lock is free and takes it. A connection lost
+    /// meanwhile is waited out (the client reconnects within the session);
+    /// fails if the session ends. Cancel it by dropping the future.
     pub async fn acquire(&self) -> Result<ZkLock, ZkLockError> {
         loop {
-            if let Some(lock) = self.try_acquire().await? {
-                return Ok(lock);
+            match self.try_acquire().await {
+                Ok(Some(lock)) => return Ok(lock),
+                Ok(None) => {}
+                // Whether the transaction went through is unknown; the next
+                // round finds out (an active znode of this session is kept).
+                Err(e) if e.is_connection_loss() => continue,
+                Err(e) => return Err(e),
             }
             match self.client.check_and_watch_stat(&self.paths.active).await {
                 // Released between the two requests.
@@ -181,7 +187,12 @@ impl ZkSession {
                 Ok((Some(_), watcher)) => {
                     let _ = tokio::time::timeout(self.session_timeout(), watcher.changed()).await;
                 }
-                Err(e) => return Err(ZkLockError::zk("watch", &self.paths.active, e)),
+                Err(e) => {
+                    let e = ZkLockError::zk("watch", &self.paths.active, e);
+                    if !e.is_connection_loss() {
+                        return Err(e);
+                    }
+                }
             }
         }
     }
