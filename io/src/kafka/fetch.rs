@@ -31,6 +31,10 @@ const PREFETCH_KBYTES: &str = "8192";
 const FETCH_BYTES_MAX: &str = "4194304";
 /// One partition's part of a fetch response (`max.partition.fetch.bytes`).
 const PARTITION_FETCH_BYTES: &str = "2097152";
+/// How long librdkafka waits before fetching again once the prefetch is
+/// full (`fetch.queue.backoff.ms`, default 1000): a read that drains it
+/// should not wait that long for the records after.
+const FULL_QUEUE_BACKOFF_MS: &str = "5";
 /// One poll's wait, so the deadline is looked at.
 const POLL_STEP: Duration = Duration::from_millis(100);
 
@@ -56,6 +60,7 @@ impl Fetcher {
             .set("fetch.max.bytes", FETCH_BYTES_MAX)
             .set("max.partition.fetch.bytes", PARTITION_FETCH_BYTES)
             .set("queued.max.messages.kbytes", PREFETCH_KBYTES)
+            .set("fetch.queue.backoff.ms", FULL_QUEUE_BACKOFF_MS)
             .create_with_context(ReaderContext)
             .map_err(|source| ReadError::Consumer {
                 bootstrap: config.bootstrap.clone(),
@@ -86,12 +91,16 @@ impl Fetcher {
     /// Calls `visit(offset, key, value)` for the record at each offset of
     /// `wanted` (ascending) that the topic holds, committed, in offset
     /// order; an offset read past without a record (a transaction marker,
-    /// an aborted record, one compacted away) and one at or past the end
-    /// are left out. Returns how many were visited. At most `timeout` in
-    /// all; an error of `visit` stops the fetch.
+    /// an aborted record, one compacted away) is left out. Offsets below
+    /// `visible_below` are of committed records: at the end of what is
+    /// readable (the last stable offset), one not read yet is waited for
+    /// (a transaction's markers are written just after its commit returns);
+    /// the others are left out. Returns how many were visited. At most
+    /// `timeout` in all; an error of `visit` stops the fetch.
     pub fn fetch<E: std::error::Error + 'static>(
         &mut self,
         wanted: &[i64],
+        visible_below: i64,
         timeout: Duration,
         mut visit: impl FnMut(i64, &[u8], Option<&[u8]>) -> Result<(), E>,
     ) -> Result<usize, FetchError<E>> {
@@ -102,32 +111,23 @@ impl Fetcher {
         let deadline = Instant::now() + timeout;
         let mut i = 0;
         let mut found = 0;
-        // An end-of-partition met before we seek in this fetch may be an
-        // old one (reached while prefetching after the last fetch, before
-        // the records wanted now were written): only one after a seek is
-        // the end now.
-        let mut sought = false;
         while i < wanted.len() {
             let target = wanted[i];
             match self.next {
                 Some(n) if n <= target && target - n <= GAP_RECORDS => {}
-                _ => {
-                    self.seek(target)?;
-                    sought = true;
-                }
+                _ => self.seek(target)?,
             }
-            let timed_out = |found, at| FetchError::Timeout {
-                topic: self.topic.clone(),
-                wanted: wanted.len(),
-                first: wanted[0],
-                last: wanted[wanted.len() - 1],
-                found,
-                at,
-                timeout_ms: timeout.as_millis() as u64,
-            };
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(timed_out(found, target));
+                return Err(FetchError::Timeout {
+                    topic: self.topic.clone(),
+                    wanted: wanted.len(),
+                    first: wanted[0],
+                    last: wanted[wanted.len() - 1],
+                    found,
+                    at: self.next.unwrap_or(target),
+                    timeout_ms: timeout.as_millis() as u64,
+                });
             }
             match self.consumer.poll(left.min(POLL_STEP)) {
                 Some(Ok(m)) => {
@@ -143,15 +143,20 @@ impl Fetcher {
                         i += 1;
                     }
                 }
-                Some(Err(KafkaError::PartitionEOF(_))) if !sought => {
-                    self.seek(target)?;
-                    sought = true;
-                }
                 Some(Err(KafkaError::PartitionEOF(_))) => {
-                    // At the end (the last stable offset) since the seek:
-                    // what is still wanted is not there.
-                    self.next = read_position(&self.consumer, &self.topic).or(self.next);
-                    return Ok(found);
+                    // At the end of what is readable now (maybe an old
+                    // end, reached while prefetching after the last fetch:
+                    // the consumer reads on either way). Offsets before it
+                    // hold no record.
+                    if let Some(at) = read_position(&self.consumer, &self.topic) {
+                        self.next = Some(at);
+                        while i < wanted.len() && wanted[i] < at {
+                            i += 1;
+                        }
+                    }
+                    if i >= wanted.len() || wanted[i] >= visible_below {
+                        return Ok(found);
+                    }
                 }
                 Some(Err(source)) => {
                     self.next = None;

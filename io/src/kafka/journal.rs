@@ -126,13 +126,13 @@ fn run(
                         info!(
                             topic = %w.topic,
                             records = loaded.records,
-                            messages_indexed = w.index.len(),
-                            index_bytes = w.index.bytes(),
-                            records_read_back = loaded.fetched,
                             megabytes = format!("{:.1}", loaded.bytes as f64 / 1e6),
                             seconds = format!("{secs:.3}"),
                             records_per_sec = format!("{:.0}", loaded.records as f64 / secs.max(1e-6)),
                             from_standby_copy = loaded.from_standby,
+                            records_read_back = loaded.fetched,
+                            messages_indexed = w.index.len(),
+                            index_bytes = w.index.bytes(),
                             "Kafka journal fenced and read to its end"
                         );
                         writer = Some(w);
@@ -303,7 +303,7 @@ fn read_back(
             .insert(Fetcher::new(config).map_err(|e| e.to_string())?),
     };
     let started = Instant::now();
-    let result = read_paged(fetcher, &w.index, ids, config.timeout());
+    let result = read_paged(fetcher, &w.index, ids, w.last_offset + 1, config.timeout());
     match result {
         Ok(found) => {
             tracing::trace!(asked = ids.len(), found = found.len(), elapsed = ?started.elapsed(), "paged messages read back");

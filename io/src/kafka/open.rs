@@ -187,7 +187,7 @@ fn deliver(
         let Some(f) = fetcher.as_mut() else {
             unreachable!("made above when records are paged");
         };
-        let fetched = fetch_window(config, f, window, &parts.messages)?;
+        let fetched = fetch_window(config, f, window, end, &parts.messages)?;
         loaded.fetched += fetched.len() as u64;
         for (offset, size, e) in fetched {
             while let Some((_, (k, _))) = kept.next_if(|(o, _)| *o < offset) {
@@ -209,17 +209,19 @@ fn deliver(
 }
 
 /// The message records at `window` (ascending offsets the standby copy
-/// kept as offsets only), decoded: (offset, bytes, entry). Each must be
-/// there and be the record the copy indexed at its offset.
+/// kept as offsets only, below its `end`), decoded: (offset, bytes,
+/// entry). Each must be there and be the record the copy indexed at its
+/// offset.
 fn fetch_window(
     config: &KafkaConfig,
     fetcher: &mut Fetcher,
     window: &[i64],
+    end: i64,
     messages: &OffsetIndex,
 ) -> Result<Vec<(i64, u64, Entry)>, KafkaJournalError> {
     let topic = config.journal_topic();
     let mut out = Vec::with_capacity(window.len());
-    fetcher.fetch(window, config.timeout(), |offset, key, value| {
+    fetcher.fetch(window, end, config.timeout(), |offset, key, value| {
         let bytes = (key.len() + value.map_or(0, <[u8]>::len)) as u64;
         let entry = decode_entry(key, value).map_err(|source| ReadError::Undecodable {
             offset,

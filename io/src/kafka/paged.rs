@@ -38,10 +38,12 @@ pub enum RecordError {
 pub type PagedReadError = FetchError<RecordError>;
 
 /// The messages `ids` asks for that the journal holds, in the order asked.
+/// Every record in `index` is committed, below `visible_below`.
 pub fn read_paged(
     fetcher: &mut Fetcher,
     index: &OffsetIndex,
     ids: &[Id],
+    visible_below: i64,
     timeout: Duration,
 ) -> Result<Vec<(Id, Arc<Message>)>, PagedReadError> {
     // Offsets to read, ascending, each with the first slot of `ids` that
@@ -56,7 +58,7 @@ pub fn read_paged(
     wanted.dedup_by_key(|(o, _)| *o);
     let offsets: Vec<i64> = wanted.iter().map(|(o, _)| *o).collect();
     let mut read: Vec<Option<Arc<Message>>> = vec![None; offsets.len()];
-    fetcher.fetch(&offsets, timeout, |offset, key, value| {
+    fetcher.fetch(&offsets, visible_below, timeout, |offset, key, value| {
         let Ok(w) = offsets.binary_search(&offset) else {
             unreachable!("the fetcher visits wanted offsets only");
         };

@@ -118,7 +118,7 @@ pub fn resolve(
 ) -> Result<usize, FetchError<std::convert::Infallible>> {
     let offsets: Vec<i64> = (after + 1..end).collect();
     let mut seen: Vec<(Effect, i64)> = Vec::with_capacity(effects.len());
-    fetcher.fetch(&offsets, timeout, |offset, key, value| {
+    fetcher.fetch(&offsets, end, timeout, |offset, key, value| {
         seen.push((Effect::of(key, value), offset));
         Ok(())
     })?;
