@@ -187,10 +187,10 @@ pub struct NodeSettings {
     /// Hold producers back (or refuse their sends, under --address-full-policy fail) while the journal's disk is used above this percentage; they go on below it [default: 90]
     #[arg(long, env = "HALYARD_MAX_DISK_USAGE", value_name = "PERCENT")]
     pub max_disk_usage: Option<f64>,
-    /// The messages held in memory, their sizes added up (bodies and headers): under page with the local journal, bodies past 90% of it stay in the journal until consumers reach them; otherwise producers are held back (or refused, under fail) at it; 0 for no limit [default: a quarter of the machine's memory]
+    /// The messages held in memory, their sizes added up (bodies and headers): under page, bodies past 90% of it stay in the journal (local or Kafka) until consumers reach them; otherwise producers are held back (or refused, under fail) at it; 0 for no limit [default: a quarter of the machine's memory]
     #[arg(long, env = "HALYARD_MAX_MEMORY_BYTES", value_name = "N")]
     pub max_memory_bytes: Option<u64>,
-    /// What a send meets while the broker is full: page pages message bodies to the local journal past the memory limit (and holds producers back where it cannot: a full disk, the Kafka journal), block holds producers back (flow control), fail refuses the send with an error [default: page]
+    /// What a send meets while the broker is full: page pages message bodies to the journal past the memory limit (and holds producers back where it cannot: a full disk), block holds producers back (flow control), fail refuses the send with an error [default: page]
     #[arg(long, env = "HALYARD_ADDRESS_FULL_POLICY", value_enum)]
     pub address_full_policy: Option<crate::limits_config::FullPolicyArg>,
 }
@@ -576,13 +576,16 @@ pub fn resolve(s: NodeSettings) -> Result<Resolved, ConfigError> {
         &mut node,
     )
     .map_err(ConfigError::Limits)?;
-    // The local journal reads paged message bodies back; the Kafka
-    // journal does not yet, so there `page` holds producers back.
-    node.journal_reads = matches!(backend, Backend::Local);
+    // Both journals read paged message bodies back (the Kafka journal from
+    // the topic, by offset: io/src/kafka/paged.rs).
+    node.journal_reads = true;
     let bridge_kafka = bridge.local_kafka;
     let mut backend = backend;
     if let Backend::Kafka { config, .. } = &mut backend {
         config.bridge_topic_partitions = bridge.partitions;
+        // A backup's standby copy holds no more message bodies than the
+        // node would once live; the rest as offsets, read at activation.
+        config.standby_message_bytes_max = node.page_above_bytes();
     }
     let metrics_max_queues = s.metrics_max_queues.unwrap_or(1000);
     if metrics_max_queues == 0 {
@@ -678,5 +681,33 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(resolve(s).unwrap().node.amqp.idle_timeout_ms, 6_000);
+    }
+
+    #[test]
+    fn the_kafka_journal_pages_and_bounds_its_standby_copy() {
+        let s = NodeSettings {
+            kafka_bootstrap: Some("127.0.0.1:9092".into()),
+            max_memory_bytes: Some(16 << 20),
+            ..Default::default()
+        };
+        let r = resolve(s).unwrap();
+        assert!(r.node.journal_reads);
+        let Backend::Kafka { config, .. } = &r.backend else {
+            panic!("not on Kafka");
+        };
+        // The paging threshold: 90% of the limit.
+        assert_eq!(config.standby_message_bytes_max, (16u64 << 20) * 9 / 10);
+        assert_eq!(config.standby_message_bytes_max, r.node.page_above_bytes());
+        // No paging (block): the copy keeps everything.
+        let s = NodeSettings {
+            kafka_bootstrap: Some("127.0.0.1:9092".into()),
+            max_memory_bytes: Some(16 << 20),
+            address_full_policy: Some(crate::limits_config::FullPolicyArg::Block),
+            ..Default::default()
+        };
+        let Backend::Kafka { config, .. } = resolve(s).unwrap().backend else {
+            panic!("not on Kafka");
+        };
+        assert_eq!(config.standby_message_bytes_max, 0);
     }
 }

@@ -109,18 +109,24 @@ pub enum PlantedBug {
 pub const PAGE_START_PERMILLE: u64 = 900;
 
 impl NodeConfig {
-    /// The broker's configuration with the paging threshold this node's
-    /// limits and journal give (0: no paging).
-    pub(crate) fn broker_config(&self) -> BrokerConfig {
+    /// The bytes of messages held above which newly stored ones are paged,
+    /// from this node's limits and journal (0: no paging).
+    pub fn page_above_bytes(&self) -> u64 {
         let paging = self.journal_reads
             && self.address_full_policy == FullPolicy::Page
             && self.memory_max_bytes > 0;
+        if paging {
+            ((self.memory_max_bytes as u128 * PAGE_START_PERMILLE as u128) / 1000) as u64
+        } else {
+            0
+        }
+    }
+
+    /// The broker's configuration with the paging threshold this node's
+    /// limits and journal give (0: no paging).
+    pub(crate) fn broker_config(&self) -> BrokerConfig {
         BrokerConfig {
-            page_above_bytes: if paging {
-                ((self.memory_max_bytes as u128 * PAGE_START_PERMILLE as u128) / 1000) as u64
-            } else {
-                0
-            },
+            page_above_bytes: self.page_above_bytes(),
             #[cfg(feature = "planted-bugs")]
             planted_paging_out_of_order: self.planted_bug == Some(PlantedBug::PagingOutOfOrder),
             ..self.broker.clone()
