@@ -22,7 +22,7 @@ use halyard_core::journal::{Entry, Key, QueueDef, QueueKind, Record, Routing};
 use halyard_core::message::{Body, Message};
 use halyard_core::node::{Input, JournalEvent, JournalRequest};
 use halyard_io::journal::JournalHandle;
-use halyard_io::kafka::{spawn_kafka_journal, KafkaConfig, Standby};
+use halyard_io::kafka::{spawn_kafka_journal, Fetcher, KafkaConfig, Standby};
 use halyard_io::metrics::JournalMetrics;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use tokio::sync::mpsc;
@@ -331,4 +331,57 @@ fn paged_messages_are_read_back_by_id_across_activations() {
     assert_eq!(stored_ids, want.keys().copied().collect::<Vec<_>>());
     let asked: Vec<Id> = (1..=20).map(|s| Id::new(2, s)).collect();
     assert_found(&c.read(&asked), &asked[3..]);
+}
+
+#[test]
+#[ignore = "needs a running Kafka (HALYARD_KAFKA_BOOTSTRAP): scripts/test.sh runs it with --ignored"]
+fn the_fetcher_reads_given_offsets_and_reports_what_is_not_there() {
+    let config = cluster("f");
+    let mut a = Driver::spawn(config.clone());
+    a.open();
+    // Three transactions: records at 0..=2, a marker at 3, 4..=5, a marker
+    // at 6, 7..=8, a marker at 9 (the journal writes no other records).
+    a.durable(vec![stored(1, 1), stored(1, 2), stored(1, 3)]);
+    a.durable(vec![stored(1, 4), stored(1, 5)]);
+    a.durable(vec![stored(1, 6), stored(1, 7)]);
+    let end = end_offset(&config);
+    assert_eq!(end, 10, "three transactions of 3, 2 and 2 records");
+    let mut f = Fetcher::new(&config).expect("fetcher");
+    let read = |f: &mut Fetcher, wanted: &[i64], visible_below: i64| {
+        let mut got = Vec::new();
+        let n = f
+            .fetch(wanted, visible_below, WAIT, |o, k, _| {
+                got.push((o, String::from_utf8_lossy(k).into_owned()));
+                Ok::<(), std::convert::Infallible>(())
+            })
+            .expect("fetch");
+        assert_eq!(n, got.len());
+        got
+    };
+    // A marker's offset is read past; the end is not waited beyond.
+    let got = read(&mut f, &[1, 3, 4, 8, 9, 10, 11], end);
+    assert_eq!(
+        got,
+        vec![
+            (1, "m/1:2".into()),
+            (4, "m/1:4".into()),
+            (8, "m/1:7".into())
+        ]
+    );
+    // From where it stopped, and back.
+    let got = read(&mut f, &[0, 7], end);
+    assert_eq!(got, vec![(0, "m/1:1".into()), (7, "m/1:6".into())]);
+    // Written after the fetcher reached the end: found.
+    a.durable(vec![stored(1, 8)]);
+    assert_eq!(read(&mut f, &[10], 11), vec![(10, "m/1:8".into())]);
+    // Far out of the partition's range, but said to be there: an error,
+    // soon, not a read from the start.
+    let t = Instant::now();
+    let e = f
+        .fetch(&[1_000_000], 1_000_001, WAIT, |_, _, _| {
+            Ok::<(), std::convert::Infallible>(())
+        })
+        .expect_err("out of range");
+    eprintln!("out of range: {e} after {:?}", t.elapsed());
+    assert!(t.elapsed() < WAIT, "{e}");
 }

@@ -56,7 +56,9 @@ impl Fetcher {
             .set("isolation.level", "read_committed")
             .set("enable.partition.eof", "true")
             .set("fetch.wait.max.ms", "10")
-            .set("auto.offset.reset", "earliest")
+            // An offset out of the partition's range is an error to
+            // report, not a reason to read from its start.
+            .set("auto.offset.reset", "error")
             .set("fetch.max.bytes", FETCH_BYTES_MAX)
             .set("max.partition.fetch.bytes", PARTITION_FETCH_BYTES)
             .set("queued.max.messages.kbytes", PREFETCH_KBYTES)
