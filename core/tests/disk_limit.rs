@@ -7,6 +7,7 @@ mod amqp_client;
 
 use amqp_client::peer::{dispositions, durable_text, Peer};
 use amqp_client::{attach, frame_with, transfer};
+use halyard_core::broker::MESSAGE_OVERHEAD_BYTES;
 use halyard_core::node::{DiskUsage, Event, FullPolicy, Input, NodeConfig};
 use halyard_core::protocol::amqp::{Condition, DeliveryState, Performative, Role};
 use halyard_core::protocol::stomp::Command;
@@ -196,8 +197,12 @@ fn amqp_sends_are_rejected_under_fail() {
 /// margin under the limit.
 #[test]
 fn messages_at_the_memory_limit_hold_producers_back_until_consumed() {
+    // Each message counts its 600-byte body and a few dozen bytes more of
+    // its own (about 640), and what a message costs in memory besides:
+    // three fit, and three are above 95% of the limit.
+    let limit = 3 * (640 + MESSAGE_OVERHEAD_BYTES) + 100;
     let mut h = Harness::new(NodeConfig {
-        memory_max_bytes: 2_000,
+        memory_max_bytes: limit,
         heartbeat_ms: 0,
         ..NodeConfig::default()
     });
@@ -206,10 +211,10 @@ fn messages_at_the_memory_limit_hold_producers_back_until_consumed() {
     for i in 0..4 {
         h.send(p, send_receipt("/queue/q", &body, &format!("r{i}")));
     }
-    // Three fit under 2,000 bytes; the fourth crossed the limit.
+    // Three fit under the limit; the fourth crossed it.
     assert_eq!(receipts(&h.take(p)), ["r0", "r1", "r2", "r3"]);
     let stats = h.node.stats(0);
-    assert!(stats.memory_bytes >= 2_000, "{}", stats.memory_bytes);
+    assert!(stats.memory_bytes >= limit, "{}", stats.memory_bytes);
     assert!(h.events.iter().any(|e| matches!(e, Event::MemoryFull { why }
         if why.starts_with("messages hold ") && why.ends_with("producers blocked (paging keeps bodies on disk; what is left in memory is at the limit)"))));
     h.send(p, send_receipt("/queue/q", &body, "r4"));

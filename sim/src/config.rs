@@ -143,7 +143,11 @@ impl SimConfig {
         c.feed_records = r.range(100, 300);
         c.feed_subscribers = r.range(1, 2) as usize;
         if r.chance(0.3) {
-            c.memory_max_bytes = r.range(20_000, 60_000);
+            // Room for about 25 to 75 of the workload's small messages,
+            // each counted with what a message costs in memory
+            // (`MESSAGE_OVERHEAD_BYTES`): small enough to fill, large
+            // enough for the messages parked in queues nobody drains.
+            c.memory_max_bytes = r.range(80_000, 240_000);
         }
         // Drawn last, for the same reason.
         c.paging = c.memory_max_bytes > 0 && r.chance(0.6);

@@ -57,7 +57,7 @@ impl Broker {
                     break;
                 };
                 if m.paged {
-                    self.want_page_in(qid);
+                    self.want_page_in(qid, mid, None);
                     break;
                 }
                 let delivery = Delivery {

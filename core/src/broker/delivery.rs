@@ -123,7 +123,8 @@ impl Broker {
             // queue is not empty, so the drain waits for the read (a JMS
             // receiveNoWait must not see "nothing" meanwhile).
             let queue = c.queue;
-            if self.page_wanted.contains(&queue)
+            if self.page_wanted.contains_key(&queue)
+                || self.page_waiting.contains(&queue)
                 || self.page_reading.values().any(|(q, _)| *q == queue)
             {
                 self.draining.insert(cid);
@@ -162,7 +163,7 @@ impl Broker {
             // In order: nothing behind a paged message leaves before it.
             // Expired ones still go (the stand-in has the times).
             if m.paged && r.expires_at.is_none_or(|t| now < t) {
-                self.want_page_in(qid);
+                self.want_page_in(qid, mid, Some(key));
                 #[cfg(feature = "planted-bugs")]
                 if self.config.planted_paging_out_of_order {
                     cursor = Some(key);

@@ -30,5 +30,5 @@ pub use errors::{AckError, SendError, SubscribeError};
 pub use filter::{ConsumerFilter, Selector, SelectorError};
 pub use queue::{AckMode, Queue, QueueCounters};
 pub use settlement::Settled;
-pub use state::Broker;
+pub use state::{Broker, MESSAGE_OVERHEAD_BYTES};
 pub use types::{ConsumerSpec, Delivery, RefKey, SendPlan};

@@ -20,13 +20,23 @@
 //! bookkeeping only (measured in BENCHMARKS.md).
 
 use std::collections::btree_map::Entry as MapEntry;
+use std::ops::Bound;
 use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::state::Broker;
+use super::queue::ReadyKey;
+use super::state::{Broker, MESSAGE_OVERHEAD_BYTES};
 use crate::ids::Id;
 use crate::message::{Body, Message};
+
+/// Where a queue stopped at a paged message: the message, and its place
+/// in the queue's ready line if it is there.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PageFrom {
+    message: Id,
+    ready: Option<ReadyKey>,
+}
 
 /// Messages one queue asks for ahead of its consumers (its read-back window).
 pub(crate) const PAGE_WINDOW_MESSAGES: usize = 256;
@@ -86,21 +96,33 @@ impl Broker {
                 a
             }
         };
-        let freed = (m.body.size_bytes() - thin.size_bytes()) as u64;
+        let before = m.held_bytes();
         let Some(m) = self.messages.get_mut(&id) else {
             return;
         };
         m.body = thin;
         m.paged = true;
+        let freed = before - m.held_bytes();
         debug_assert!(self.bytes_held >= freed, "bytes held would go below 0");
         self.bytes_held = self.bytes_held.saturating_sub(freed);
         self.paged_count += 1;
     }
 
-    /// Dispatch met a paged message in queue `qid`: read it (and what
-    /// follows it) back.
-    pub(crate) fn want_page_in(&mut self, qid: Id) {
-        self.page_wanted.insert(qid);
+    /// Dispatch (or a browser) met paged message `mid` of queue `qid`,
+    /// in its ready line at `at` if it is there: read it (and what follows
+    /// it) back.
+    pub(crate) fn want_page_in(&mut self, qid: Id, mid: Id, at: Option<ReadyKey>) {
+        let from = self.page_wanted.entry(qid).or_insert(PageFrom {
+            message: mid,
+            ready: at,
+        });
+        // Several stops before one read: the earliest in line wins.
+        if at.is_some() && (from.ready.is_none() || at < from.ready) {
+            *from = PageFrom {
+                message: mid,
+                ready: at,
+            };
+        }
     }
 
     /// Paged messages to read back now, in the order their queues will
@@ -121,12 +143,23 @@ impl Broker {
             .max(above / PAGE_READ_FLOOR_DIVISOR)
             .saturating_sub(self.page_reading_bytes);
         let mut ids = Vec::new();
-        while let Some(qid) = self.page_wanted.pop_first() {
+        while let Some((qid, from)) = self.page_wanted.pop_first() {
             let Some(q) = self.queues.get(&qid) else {
                 continue;
             };
+            let asked_before = ids.len();
             let mut window = 0;
-            for (_, mid) in q.ready.iter().take(PAGE_SCAN_REFS_MAX) {
+            // The message it stopped at first (a browser's may not be in
+            // the ready line), then the line from where dispatch stopped.
+            let start = from
+                .ready
+                .as_ref()
+                .map_or(Bound::Unbounded, Bound::Included);
+            let line = q.ready.range_from(start).map(|(_, mid)| mid);
+            for mid in std::iter::once(&from.message)
+                .chain(line)
+                .take(PAGE_SCAN_REFS_MAX)
+            {
                 if window >= PAGE_WINDOW_MESSAGES || ids.len() >= PAGE_READ_IDS_MAX {
                     break;
                 }
@@ -136,7 +169,8 @@ impl Broker {
                 if !m.paged {
                     continue;
                 }
-                let size = u64::from(m.size);
+                // What it will count once read back.
+                let size = u64::from(m.size) + MESSAGE_OVERHEAD_BYTES;
                 if window > 0 && size > budget {
                     break;
                 }
@@ -147,6 +181,12 @@ impl Broker {
                     budget = budget.saturating_sub(size);
                     self.page_reading_bytes += size;
                 }
+            }
+            if ids.len() == asked_before {
+                // What it waits for is on its way for another queue (or
+                // nothing was found): the next answer wakes it, so it
+                // never stalls on another queue's read.
+                self.page_waiting.insert(qid);
             }
             if ids.len() >= PAGE_READ_IDS_MAX {
                 break;
@@ -182,16 +222,19 @@ impl Broker {
             if !m.paged {
                 continue;
             }
-            let added = (message.size_bytes() - m.body.size_bytes()) as u64;
+            let before = m.held_bytes();
             m.body = message;
             m.paged = false;
-            self.bytes_held += added;
+            self.bytes_held += m.held_bytes() - before;
             self.paged_count -= 1;
+        }
+        for qid in std::mem::take(&mut self.page_waiting) {
+            self.dirty.insert(qid);
         }
         for id in asked {
             if let Some((qid, size)) = self.page_reading.remove(id) {
                 self.dirty.insert(qid);
-                self.page_reading_bytes -= u64::from(size);
+                self.page_reading_bytes -= u64::from(size) + MESSAGE_OVERHEAD_BYTES;
             }
         }
         Ok(())
@@ -247,37 +290,87 @@ mod tests {
 
     #[test]
     fn messages_past_the_threshold_are_paged_and_come_back() {
-        let (mut b, q) = broker(2500);
+        // 1006 bytes each, plus what a message costs in memory.
+        let each = 1006 + MESSAGE_OVERHEAD_BYTES;
+        let (mut b, q) = broker(2 * each + 500);
         for i in 1..=5 {
             store(&mut b, Id::new(1, 10 + i), q, 1000);
         }
-        // 1006 bytes each: holding the third would pass 2500, so it and
-        // every later one is paged (each stand-in holds its address only).
+        // Holding the third would pass the threshold, so it and every
+        // later one is paged (each stand-in holds its address only).
         let paged: Vec<bool> = (1..=5).map(|i| b.is_paged(Id::new(1, 10 + i))).collect();
         assert_eq!(paged, [false, false, true, true, true]);
         assert_eq!(b.paged_messages(), 3);
-        assert_eq!(b.bytes_held(), 2 * 1006 + 3 * 6);
+        assert_eq!(b.bytes_held(), 2 * each + 3 * 6);
         b.check_invariants().unwrap();
-        b.want_page_in(q);
+        b.want_page_in(q, first_paged(&b, q), None);
         // Room for less than one more: one at a time.
         let ids = b.take_page_reads();
         assert_eq!(ids, vec![Id::new(1, 13)]);
         // Asked once: a second look finds nothing new.
-        b.want_page_in(q);
+        b.want_page_in(q, first_paged(&b, q), None);
         assert!(b.take_page_reads().is_empty());
         let held = b.bytes_held();
         b.paged_in(vec![(Id::new(1, 13), message(1000))], &ids)
             .unwrap();
         assert!(!b.is_paged(Id::new(1, 13)));
         assert!(b.is_paged(Id::new(1, 14)));
-        assert_eq!(b.bytes_held(), held + 1000);
+        assert_eq!(b.bytes_held(), held + 1000 + MESSAGE_OVERHEAD_BYTES);
         b.check_invariants().unwrap();
         // The next, and one not found is asked for again.
-        b.want_page_in(q);
+        b.want_page_in(q, first_paged(&b, q), None);
         assert_eq!(b.take_page_reads(), vec![Id::new(1, 14)]);
         b.paged_in(Vec::new(), &[Id::new(1, 14)]).unwrap();
-        b.want_page_in(q);
+        b.want_page_in(q, first_paged(&b, q), None);
         assert_eq!(b.take_page_reads(), vec![Id::new(1, 14)]);
+    }
+
+    /// The first paged message in `q`'s ready line (where dispatch stops).
+    fn first_paged(b: &Broker, q: Id) -> Id {
+        let queue = b.queues.get(&q).expect("queue");
+        queue
+            .ready
+            .values()
+            .copied()
+            .find(|id| b.is_paged(*id))
+            .expect("a paged message")
+    }
+
+    #[test]
+    fn a_queue_waiting_for_another_queues_read_is_woken_by_it() {
+        let each = 1006 + MESSAGE_OVERHEAD_BYTES;
+        let (mut b, q1) = broker(each + 100);
+        let q2 = Id::new(1, 2);
+        b.apply(&Entry::Put(Record::QueueCreated(QueueDef {
+            id: q2,
+            name: "audit".into(),
+            address: "orders".into(),
+            kind: QueueKind::Anycast,
+        })));
+        for i in 1..=3 {
+            b.apply(&Entry::Put(Record::MessageStored {
+                id: Id::new(1, 10 + i),
+                queues: vec![q1, q2],
+                message: message(1000),
+            }));
+        }
+        let x = first_paged(&b, q1);
+        assert_eq!(first_paged(&b, q2), x, "one message in both queues");
+        b.want_page_in(q1, x, None);
+        let ids = b.take_page_reads();
+        assert_eq!(ids.first(), Some(&x));
+        // The second queue stops at the same message, already on its way.
+        b.want_page_in(q2, x, None);
+        assert!(b.take_page_reads().iter().all(|id| *id != x));
+        b.dirty.clear();
+        let found = ids.iter().map(|id| (*id, message(1000))).collect();
+        b.paged_in(found, &ids).unwrap();
+        assert!(
+            b.dirty.contains(&q1) && b.dirty.contains(&q2),
+            "{:?}",
+            b.dirty
+        );
+        b.check_invariants().unwrap();
     }
 
     #[test]
