@@ -187,7 +187,7 @@ pub struct NodeSettings {
     /// Hold producers back (or refuse their sends, under --address-full-policy fail) while the journal's disk is used above this percentage; they go on below it [default: 90]
     #[arg(long, env = "HALYARD_MAX_DISK_USAGE", value_name = "PERCENT")]
     pub max_disk_usage: Option<f64>,
-    /// The messages held in memory, their sizes added up (bodies and headers): under page, bodies past 90% of it stay in the journal (local or Kafka) until consumers reach them; otherwise producers are held back (or refused, under fail) at it; 0 for no limit [default: a quarter of the machine's memory]
+    /// The messages held in memory, their sizes added up (bodies and headers, and 768 bytes more per message whose body is in memory): under page, bodies past 90% of it stay in the journal (local or Kafka) until consumers reach them; otherwise producers are held back (or refused, under fail) at it; 0 for no limit [default: a quarter of the machine's memory]
     #[arg(long, env = "HALYARD_MAX_MEMORY_BYTES", value_name = "N")]
     pub max_memory_bytes: Option<u64>,
     /// What a send meets while the broker is full: page pages message bodies to the journal past the memory limit (and holds producers back where it cannot: a full disk), block holds producers back (flow control), fail refuses the send with an error [default: page]

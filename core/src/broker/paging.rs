@@ -26,17 +26,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::queue::ReadyKey;
-use super::state::{Broker, MESSAGE_OVERHEAD_BYTES};
+use super::state::{Broker, PageFrom, MESSAGE_OVERHEAD_BYTES};
 use crate::ids::Id;
 use crate::message::{Body, Message};
-
-/// Where a queue stopped at a paged message: the message, and its place
-/// in the queue's ready line if it is there.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct PageFrom {
-    message: Id,
-    ready: Option<ReadyKey>,
-}
 
 /// Messages one queue asks for ahead of its consumers (its read-back window).
 pub(crate) const PAGE_WINDOW_MESSAGES: usize = 256;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use super::config::BrokerConfig;
 use super::dups::DupCache;
 use super::filter::ConsumerFilter;
-use super::queue::{AckMode, ConsumerId, Queue, RefState};
+use super::queue::{AckMode, ConsumerId, Queue, ReadyKey, RefState};
 use super::types::RefKey;
 use crate::chunk_map::ChunkMap;
 use crate::ids::{ConnId, Id};
@@ -88,6 +88,14 @@ pub(crate) struct Msg {
     /// `Message::size_bytes` of the whole message, paged or not (what
     /// reading it back adds).
     pub(crate) size: u32,
+}
+
+/// Where a queue stopped at a paged message (see `paging.rs`): the
+/// message, and its place in the queue's ready line if it is there.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PageFrom {
+    pub(crate) message: Id,
+    pub(crate) ready: Option<ReadyKey>,
 }
 
 /// What a message costs in memory beyond its `Message::size_bytes` while
@@ -215,7 +223,7 @@ pub struct Broker {
     pub(crate) paged_count: usize,
     /// Queues whose dispatch (or a browser) stopped at a paged message ->
     /// where (see `paging::PageFrom`).
-    pub(crate) page_wanted: BTreeMap<Id, super::paging::PageFrom>,
+    pub(crate) page_wanted: BTreeMap<Id, PageFrom>,
     /// Queues stopped at a paged message that a read asked by another
     /// queue is bringing back: woken by the next answer.
     pub(crate) page_waiting: BTreeSet<Id>,
