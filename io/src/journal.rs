@@ -3,8 +3,11 @@
 //! reports `Input::Journal`s. The helpers below are what the backends'
 //! threads (`local`, `kafka`) share around the core's group commit.
 
+use std::time::Duration;
+
 use halyard_core::journal::group_commit::{GroupCommit, JournalStep, NextGroup};
-use halyard_core::node::{Input, JournalRequest};
+use halyard_core::journal::Entry;
+use halyard_core::node::{Input, JournalEvent, JournalRequest};
 use tokio::sync::mpsc;
 
 /// Sends commands to a journal backend task or thread.
@@ -25,6 +28,26 @@ impl JournalHandle {
             tracing::error!("journal backend has exited; command dropped");
         }
     }
+}
+
+/// `Loaded` inputs a backend lets wait in the node's input channel at
+/// once. The channel holds thousands of inputs and each `Loaded` carries
+/// thousands of entries, so a journal read faster than the node replays it
+/// (a fetch from Kafka, a page-cached segment) would otherwise pile the
+/// whole backlog's bodies up in the channel, past `--max-memory-bytes`.
+const LOADED_QUEUED_MAX: usize = 4;
+/// How often a backend waiting for the node to take its `Loaded` looks.
+const LOADED_WAIT_STEP: Duration = Duration::from_micros(200);
+
+/// Waits (on the backend's own thread) until at most `LOADED_QUEUED_MAX`
+/// inputs wait for the node, then sends `Loaded`. False if the node is gone.
+pub(crate) fn send_loaded(inputs: &mpsc::Sender<Input>, entries: Vec<Entry>) -> bool {
+    while inputs.max_capacity() - inputs.capacity() > LOADED_QUEUED_MAX && !inputs.is_closed() {
+        std::thread::sleep(LOADED_WAIT_STEP);
+    }
+    inputs
+        .blocking_send(Input::Journal(JournalEvent::Loaded { entries }))
+        .is_ok()
 }
 
 /// The skeleton of a journal backend's thread: waits for the next step the

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use halyard_core::journal::{decode_entry, Entry, Key, Record};
-use halyard_core::node::{Input, JournalEvent};
+use halyard_core::node::Input;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
@@ -22,6 +22,7 @@ use super::read::{assign_from_start, read_position, ReaderContext};
 use super::standby::Standby;
 use super::topic::{ensure_topic, JOURNAL_TOPIC_CONFIG, RECORD_BYTES_MAX};
 use super::view::View;
+use crate::journal::send_loaded;
 
 /// Entries per `Loaded` input while reading the journal.
 const LOAD_CHUNK_ENTRIES: usize = 4096;
@@ -57,10 +58,14 @@ pub(super) struct Loaded {
     pub(super) fetcher: Option<Fetcher>,
 }
 
-fn send(inputs: &mpsc::Sender<Input>, ev: JournalEvent) -> Result<(), KafkaJournalError> {
-    inputs
-        .blocking_send(Input::Journal(ev))
-        .map_err(|_| KafkaJournalError::NodeGone)
+/// One `Loaded` chunk, once the node has taken the earlier ones
+/// (`journal::send_loaded`: a load holds a few chunks in flight).
+fn send_chunk(inputs: &mpsc::Sender<Input>, entries: Vec<Entry>) -> Result<(), KafkaJournalError> {
+    if send_loaded(inputs, entries) {
+        Ok(())
+    } else {
+        Err(KafkaJournalError::NodeGone)
+    }
 }
 
 /// Fences, then sends the whole journal to the node as `Loaded` inputs.
@@ -178,7 +183,7 @@ fn deliver(
         chunk.push(e);
         if chunk.len() >= LOAD_CHUNK_ENTRIES {
             let entries = std::mem::replace(chunk, Vec::with_capacity(LOAD_CHUNK_ENTRIES));
-            send(inputs, JournalEvent::Loaded { entries })?;
+            send_chunk(inputs, entries)?;
         }
         Ok::<(), KafkaJournalError>(())
     };
@@ -201,7 +206,7 @@ fn deliver(
         push(e, &mut chunk)?;
     }
     if !chunk.is_empty() {
-        send(inputs, JournalEvent::Loaded { entries: chunk })?;
+        send_chunk(inputs, chunk)?;
     }
     loaded.index = parts.messages;
     loaded.fetcher = fetcher;
@@ -335,7 +340,7 @@ fn load(
                 if chunk.len() >= LOAD_CHUNK_ENTRIES {
                     let entries =
                         std::mem::replace(&mut chunk, Vec::with_capacity(LOAD_CHUNK_ENTRIES));
-                    send(inputs, JournalEvent::Loaded { entries })?;
+                    send_chunk(inputs, entries)?;
                 }
                 if m.offset() + 1 >= high {
                     break;
@@ -375,7 +380,7 @@ fn load(
         }
     }
     if !chunk.is_empty() {
-        send(inputs, JournalEvent::Loaded { entries: chunk })?;
+        send_chunk(inputs, chunk)?;
     }
     Ok(loaded)
 }

@@ -23,7 +23,7 @@ use halyard_core::journal::group_commit::{
 };
 use halyard_core::journal::{decode_entry, Key, Record};
 use halyard_core::message::Message;
-use halyard_core::node::{Input, JournalEvent, JournalRequest};
+use halyard_core::node::{Input, JournalRequest};
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
@@ -31,7 +31,7 @@ use super::config::LocalJournalConfig;
 use super::entry::Entry;
 use super::error::LocalJournalError;
 use super::journal::LocalJournal;
-use crate::journal::{next_step, JournalHandle};
+use crate::journal::{next_step, send_loaded, JournalHandle};
 
 /// Bounds one group commit.
 const GROUP_LIMITS: GroupLimits = GroupLimits {
@@ -55,10 +55,6 @@ pub fn spawn_local_journal(
         .spawn(move || run(config, rx, inputs, &metrics))
         .expect("spawn journal thread");
     JournalHandle::new(tx)
-}
-
-fn send(inputs: &mpsc::Sender<Input>, ev: JournalEvent) -> bool {
-    inputs.blocking_send(Input::Journal(ev)).is_ok()
 }
 
 /// How often the journal thread logs its group-commit figures.
@@ -248,13 +244,13 @@ fn open_and_load(
         }
         if chunk.len() >= LOAD_CHUNK_ENTRIES {
             let entries = std::mem::take(&mut chunk);
-            closed = !send(inputs, JournalEvent::Loaded { entries });
+            closed = !send_loaded(inputs, entries);
         }
     })?;
     if let Some(f) = failure {
         return Err(f);
     }
-    if closed || !chunk.is_empty() && !send(inputs, JournalEvent::Loaded { entries: chunk }) {
+    if closed || !chunk.is_empty() && !send_loaded(inputs, chunk) {
         return Err(OpenError::NodeGone);
     }
     Ok(j)
