@@ -193,6 +193,29 @@ pub struct NodeSettings {
     /// What a send meets while the broker is full: page pages message bodies to the journal past the memory limit (and holds producers back where it cannot: a full disk), block holds producers back (flow control), fail refuses the send with an error [default: page]
     #[arg(long, env = "HALYARD_ADDRESS_FULL_POLICY", value_enum)]
     pub address_full_policy: Option<crate::limits_config::FullPolicyArg>,
+    /// The broker-to-broker mirror listener, always open (not governed by the lock); turns mirroring on (not yet usable: issue 13)
+    #[arg(long, env = "HALYARD_MIRROR_LISTEN", value_name = "ADDR:PORT")]
+    pub mirror_listen: Option<SocketAddr>,
+    /// A peer broker's --mirror-listen to mirror every durable change to (repeatable; not yet usable: issue 13)
+    #[arg(
+        long = "mirror",
+        env = "HALYARD_MIRROR",
+        value_name = "HOST:PORT",
+        value_delimiter = ','
+    )]
+    pub mirror: Option<Vec<crate::mirror_config::HostPort>>,
+    /// A receipt waits for every in-sync peer to have the change durable; false mirrors asynchronously (a window of loss) [default: true] (not yet usable: issue 13)
+    #[arg(long, env = "HALYARD_MIRROR_SYNC", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub mirror_sync: Option<bool>,
+    /// Who accepts clients: file:DIR (flock in a shared folder), zookeeper:HOST:PORT[,HOST:PORT...] or kafka:HOST:PORT[,...] (not yet usable: issue 13)
+    #[arg(long, env = "HALYARD_LOCK_COORDINATOR", value_name = "KIND:WHERE")]
+    pub lock_coordinator: Option<crate::mirror_config::LockCoordinator>,
+    /// The lock's name, shared by the brokers of one mirrored group [default: halyard] (not yet usable: issue 13)
+    #[arg(long, env = "HALYARD_LOCK_ID", value_name = "NAME")]
+    pub lock_id: Option<String>,
+    /// How often a passive broker asks for the lock, in ms (10..=600000) [default: 1000] (not yet usable: issue 13)
+    #[arg(long, env = "HALYARD_CHECK_PERIOD_MS", value_name = "N")]
+    pub check_period_ms: Option<u64>,
 }
 
 /// Where the journal and the lock live.
@@ -225,6 +248,8 @@ pub struct Resolved {
     pub bridge_kafka: Option<halyard_io::kafka::KafkaConfig>,
     /// The TLS listener's settings (`None`: no TLS listener).
     pub tls: Option<halyard_io::tls::TlsSettings>,
+    /// Mirroring and its lock coordinator (`None`: not asked for).
+    pub mirror: Option<crate::mirror_config::MirrorConfig>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -248,6 +273,8 @@ pub enum ConfigError {
     Security(String),
     #[error("{0}")]
     Limits(String),
+    #[error("{0}")]
+    Mirror(String),
 }
 
 pub fn load_file(path: &Path) -> Result<NodeSettings, ConfigError> {
@@ -318,7 +345,13 @@ pub fn merge(cli: &NodeSettings, file: &NodeSettings) -> NodeSettings {
         tls_client_ca,
         max_disk_usage,
         max_memory_bytes,
-        address_full_policy
+        address_full_policy,
+        mirror_listen,
+        mirror,
+        mirror_sync,
+        lock_coordinator,
+        lock_id,
+        check_period_ms
     )
 }
 
@@ -458,6 +491,28 @@ pub fn resolve(s: NodeSettings) -> Result<Resolved, ConfigError> {
         amqp,
         ..NodeConfig::default()
     };
+    let mirror = crate::mirror_config::resolve(crate::mirror_config::MirrorSettings {
+        mirror_listen: s.mirror_listen,
+        mirror: s.mirror.clone(),
+        mirror_sync: s.mirror_sync,
+        lock_coordinator: s.lock_coordinator.clone(),
+        lock_id: s.lock_id.clone(),
+        check_period_ms: s.check_period_ms,
+        listen,
+        kafka_journal: s
+            .kafka_bootstrap
+            .as_ref()
+            .is_some_and(|b| !b.trim().is_empty()),
+    })
+    .map_err(ConfigError::Mirror)?;
+    if let Some(m) = &mirror {
+        if s.http == Some(m.listen) || s.tls_listen == Some(m.listen) {
+            return Err(ConfigError::Mirror(format!(
+                "--mirror-listen {}: must differ from --http and --tls-listen",
+                m.listen
+            )));
+        }
+    }
     // With a local journal these name the bridge's Kafka clients.
     let bridge_cluster_id = s.cluster_id.clone().unwrap_or_else(|| "halyard".into());
     let bridge_properties: Vec<(String, String)> = s
@@ -613,6 +668,7 @@ pub fn resolve(s: NodeSettings) -> Result<Resolved, ConfigError> {
         }
     }
     Ok(Resolved {
+        mirror,
         backend,
         peer_http,
         bridge_kafka,
@@ -681,6 +737,58 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(resolve(s).unwrap().node.amqp.idle_timeout_ms, 6_000);
+    }
+
+    #[test]
+    fn mirroring_settings_come_from_toml_too_and_bad_ones_are_named() {
+        use crate::mirror_config::{HostPort, LockCoordinator};
+        let file: NodeSettings = toml::from_str(
+            "mirror_listen = \"127.0.0.1:47001\"\nmirror = [\"127.0.0.1:47002\"]\nmirror_sync = false\nlock_coordinator = \"zookeeper:127.0.0.1:47181\"\nlock_id = \"mirror-cluster-clients\"\ncheck_period_ms = 500\n",
+        )
+        .unwrap();
+        let m = resolve(merge(&NodeSettings::default(), &file))
+            .unwrap()
+            .mirror
+            .expect("mirroring asked for");
+        assert_eq!(m.listen.port(), 47001);
+        assert_eq!(
+            m.peers,
+            vec![HostPort {
+                host: "127.0.0.1".into(),
+                port: 47002
+            }]
+        );
+        assert!(!m.sync);
+        assert_eq!(
+            m.lock,
+            Some(LockCoordinator::ZooKeeper(vec![HostPort {
+                host: "127.0.0.1".into(),
+                port: 47181
+            }]))
+        );
+        assert_eq!(m.lock_id, "mirror-cluster-clients");
+        assert_eq!(m.check_period_ms, 500);
+        let e = toml::from_str::<NodeSettings>("lock_coordinator = \"nfs:/x\"").unwrap_err();
+        assert!(e.to_string().contains("unknown kind \"nfs\""), "{e}");
+        let s = NodeSettings {
+            kafka_bootstrap: Some("127.0.0.1:9092".into()),
+            mirror_listen: Some("127.0.0.1:47001".parse().unwrap()),
+            ..Default::default()
+        };
+        assert!(resolve(s)
+            .unwrap_err()
+            .to_string()
+            .contains("needs a local journal"));
+        let s = NodeSettings {
+            http: Some("127.0.0.1:47001".parse().unwrap()),
+            mirror_listen: Some("127.0.0.1:47001".parse().unwrap()),
+            ..Default::default()
+        };
+        assert!(resolve(s)
+            .unwrap_err()
+            .to_string()
+            .contains("--mirror-listen"));
+        assert!(resolve(NodeSettings::default()).unwrap().mirror.is_none());
     }
 
     #[test]

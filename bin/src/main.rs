@@ -9,6 +9,7 @@ mod config;
 mod http;
 mod limits_config;
 mod manage_cmd;
+mod mirror_config;
 mod node_cmd;
 mod proxy_cmd;
 mod security_config;

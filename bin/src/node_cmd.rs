@@ -21,6 +21,10 @@ pub fn run(
         None => NodeSettings::default(),
     };
     let r = config::resolve(config::merge(&cli, &file))?;
+    if let Some(m) = &r.mirror {
+        // Never accept a flag to ignore it: the mirror link comes later.
+        return Err(crate::mirror_config::not_available_yet(m).into());
+    }
     let filter =
         EnvFilter::try_new(&r.log).map_err(|e| format!("invalid log filter {:?}: {e}", r.log))?;
     tracing_subscriber::fmt()

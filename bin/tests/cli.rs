@@ -68,3 +68,62 @@ fn one_simulator_seed_runs_deterministically_without_violations() {
     assert!(report.contains("violations: none"), "{report}");
     assert!(report.contains("trace hash"), "{report}");
 }
+
+#[test]
+fn node_help_shows_the_mirroring_flags() {
+    let out = halyard(&["node", "--help"]);
+    assert!(out.status.success(), "{out:?}");
+    let help = text(&out.stdout);
+    for flag in [
+        "--mirror-listen <ADDR:PORT>",
+        "--mirror <HOST:PORT>",
+        "--mirror-sync [<BOOL>]",
+        "--lock-coordinator <KIND:WHERE>",
+        "--lock-id <NAME>",
+        "--check-period-ms <N>",
+    ] {
+        assert!(help.contains(flag), "node --help lacks {flag}:\n{help}");
+    }
+}
+
+#[test]
+fn mirroring_flags_are_refused_until_mirroring_exists() {
+    let tmp = std::env::temp_dir().join(format!("halyard-cli-mirror-{}", std::process::id()));
+    let data = tmp.to_string_lossy().into_owned();
+    let out = halyard(&[
+        "node",
+        "--listen",
+        "127.0.0.1:47616",
+        "--data-dir",
+        &data,
+        "--mirror-listen",
+        "127.0.0.1:47617",
+        "--mirror",
+        "127.0.0.1:47618",
+        "--lock-coordinator",
+        &format!("file:{data}"),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("mirroring is not available yet (issue 13)"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    // A bad lock coordinator is named, as a usage error.
+    let out = halyard(&["node", "--lock-coordinator", "nfs:/x"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("--lock-coordinator") && err.contains("nfs"),
+        "{err}"
+    );
+    // A flag that needs another says which.
+    let out = halyard(&["node", "--check-period-ms", "500"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        text(&out.stderr).contains("--check-period-ms needs --mirror-listen"),
+        "{out:?}"
+    );
+    let _ = std::fs::remove_dir_all(&tmp);
+}

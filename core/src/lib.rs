@@ -9,6 +9,7 @@
 pub mod bridge;
 pub mod broker;
 pub mod chunk_map;
+pub mod coordinator;
 pub mod ha;
 pub mod ids;
 pub mod journal;

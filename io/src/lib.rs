@@ -17,6 +17,7 @@
 pub mod bridge;
 pub mod client;
 mod conn_io;
+pub mod coordinator;
 pub mod disk;
 pub mod journal;
 #[cfg(not(madsim))]

@@ -53,6 +53,11 @@ impl FileLock {
         &self.path
     }
 
+    /// The open lock file (to tell whether the path still names it).
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
     /// Releases the lock now.
     pub fn release(self) {
         // Closing the file (on drop, below) releases it too; unlocking first
@@ -64,7 +69,8 @@ impl FileLock {
     }
 }
 
-fn flock(file: &File, operation: libc::c_int) -> Result<(), io::Error> {
+/// `flock(2)` on `file`, retrying when interrupted by a signal.
+pub(crate) fn flock(file: &File, operation: libc::c_int) -> Result<(), io::Error> {
     let mut attempts = 0;
     loop {
         // SAFETY: flock only reads the descriptor number, which `file` keeps

@@ -85,7 +85,7 @@ mod config;
 mod driver;
 mod entry;
 mod error;
-mod file_lock;
+pub(crate) mod file_lock;
 mod format;
 mod journal;
 mod key_index;

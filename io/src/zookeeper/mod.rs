@@ -25,9 +25,14 @@
 //! writes the state, reports [`ZkLockEvent`]s (suspended, reconnected,
 //! lost) and releases on [`ZkLock::release`] or drop.
 //!
+//! [`ZkSession`] and [`ZkLock`] also implement
+//! [`crate::coordinator::LockCoordinator`] and [`crate::coordinator::HeldLock`],
+//! the face they share with the file lock.
+//!
 //! The client is the `zookeeper-client` crate (pure Rust, async, on Tokio).
 
 mod config;
+mod coordinator;
 mod error;
 mod lock;
 mod session;

@@ -1,0 +1,519 @@
+//! The lock coordinator's state machine for one broker.
+//!
+//! The driver promises: every [`Output::Acquire`], [`Output::ReadState`]
+//! and [`Output::WriteState`] is answered exactly once, in order (a lock
+//! service that does not answer in time is answered with
+//! [`Input::AcquireFailed`] or [`WriteRefusal::Unavailable`]); `now` never
+//! goes backwards (the machine clamps).
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use super::fence::{EpochFence, StaleEpoch};
+use super::types::{CoordinatorConfig, Event, Input, LockState, Output, WriteRefusal};
+use crate::Millis;
+
+/// Most outputs waiting to be taken: one input makes a handful, so more
+/// means the driver stopped draining.
+const OUTPUTS_MAX: usize = 4_096;
+
+/// Where this broker stands with the lock.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Not holding the lock; asks for it at `next_try_at`.
+    Passive {
+        next_try_at: Millis,
+    },
+    /// Asked for the lock; waiting for the answer.
+    Acquiring,
+    /// Holds the lock under `epoch`; reading the state to decide.
+    Reading {
+        epoch: u64,
+    },
+    /// Holds the lock; writing the state that makes it the active one.
+    /// Not accepting clients yet.
+    Activating {
+        epoch: u64,
+    },
+    /// Accepting clients under `epoch`.
+    Active {
+        epoch: u64,
+    },
+    Stopped,
+}
+
+/// The in-sync set while active: what the lock service has, what is being
+/// written, and what this broker wants next.
+#[derive(Clone, Debug, Default)]
+struct InSync {
+    /// As the lock service confirmed it.
+    confirmed: BTreeSet<String>,
+    /// Written, not yet confirmed.
+    pending: Option<BTreeSet<String>>,
+    /// The set to write next (peers silent for the timeout removed, caught
+    /// up peers added).
+    desired: BTreeSet<String>,
+    /// After an unanswered write: read the state again at this time.
+    reread_at: Option<Millis>,
+    /// A re-read is out.
+    rereading: bool,
+}
+
+#[derive(Debug)]
+pub struct Coordinator {
+    config: CoordinatorConfig,
+    phase: Phase,
+    now: Millis,
+    fence: EpochFence,
+    accepting: bool,
+    in_sync: InSync,
+    /// Peers that reported caught up during this acquisition.
+    caught_up: BTreeSet<String>,
+    last_heard: BTreeMap<String, Millis>,
+    /// The peers receipts wait for, as last announced.
+    required: Option<BTreeSet<String>>,
+    outputs: VecDeque<Output>,
+}
+
+impl Coordinator {
+    /// `fence` carries the newest epoch this broker already knows (from its
+    /// journal); the first tick asks for the lock.
+    pub fn new(config: CoordinatorConfig, fence: EpochFence) -> Coordinator {
+        debug_assert!(config.validate().is_ok(), "validated by the caller");
+        Coordinator {
+            config,
+            phase: Phase::Passive { next_try_at: 0 },
+            now: 0,
+            fence,
+            accepting: false,
+            in_sync: InSync::default(),
+            caught_up: BTreeSet::new(),
+            last_heard: BTreeMap::new(),
+            required: None,
+            outputs: VecDeque::new(),
+        }
+    }
+
+    pub fn config(&self) -> &CoordinatorConfig {
+        &self.config
+    }
+
+    pub fn phase(&self) -> &Phase {
+        &self.phase
+    }
+
+    pub fn is_accepting(&self) -> bool {
+        self.accepting
+    }
+
+    pub fn fence(&self) -> &EpochFence {
+        &self.fence
+    }
+
+    /// The epoch of the lock this broker holds, if it holds it.
+    pub fn held_epoch(&self) -> Option<u64> {
+        match self.phase {
+            Phase::Reading { epoch } | Phase::Activating { epoch } | Phase::Active { epoch } => {
+                Some(epoch)
+            }
+            _ => None,
+        }
+    }
+
+    /// The in-sync set the lock service confirmed (active only).
+    pub fn confirmed_in_sync(&self) -> Option<&BTreeSet<String>> {
+        matches!(self.phase, Phase::Active { .. }).then_some(&self.in_sync.confirmed)
+    }
+
+    /// The peers a client receipt waits for now (active only): every peer
+    /// in the confirmed set, in a set being written, or about to be.
+    pub fn required_acks(&self) -> Option<BTreeSet<String>> {
+        if !matches!(self.phase, Phase::Active { .. }) {
+            return None;
+        }
+        let s = &self.in_sync;
+        let mut all: BTreeSet<String> = s.confirmed.union(&s.desired).cloned().collect();
+        all.extend(s.pending.iter().flatten().cloned());
+        all.remove(&self.config.node);
+        Some(all)
+    }
+
+    /// Whether a mirror event stamped `epoch` may be applied (see
+    /// [`EpochFence::admit`]); a newer epoch is noted, and steps an active
+    /// broker down.
+    pub fn admit(&mut self, now: Millis, epoch: u64) -> Result<(), StaleEpoch> {
+        self.fence.would_admit(epoch)?;
+        self.handle(now, Input::EpochSeen { epoch });
+        Ok(())
+    }
+
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    pub fn next_deadline(&self) -> Option<Millis> {
+        match self.phase {
+            Phase::Passive { next_try_at } => Some(next_try_at),
+            Phase::Active { .. } => {
+                let peers = self
+                    .in_sync
+                    .desired
+                    .iter()
+                    .filter(|p| **p != self.config.node)
+                    .filter_map(|p| self.last_heard.get(p))
+                    .map(|t| t.saturating_add(self.config.peer_timeout_ms));
+                let reread = self.in_sync.reread_at.filter(|_| !self.in_sync.rereading);
+                peers.chain(reread).min()
+            }
+            _ => None,
+        }
+    }
+
+    pub fn handle(&mut self, now: Millis, input: Input) {
+        self.now = self.now.max(now);
+        match input {
+            Input::Tick => self.on_tick(),
+            Input::Acquired { epoch } => self.on_acquired(epoch),
+            Input::Busy => self.on_not_acquired(None),
+            Input::AcquireFailed { reason } => self.on_not_acquired(Some(reason)),
+            Input::StateRead { state } => self.on_state_read(state),
+            Input::StateWritten { epoch } => self.on_written(epoch),
+            Input::StateWriteRefused { epoch, why } => self.on_refused(epoch, why),
+            Input::Lost { epoch, reason } => {
+                if self.held_epoch() == Some(epoch) {
+                    self.step_down(Event::LockLost { epoch, reason });
+                }
+            }
+            Input::PeerHeard { peer } => {
+                if self.config.peers.contains(&peer) {
+                    self.last_heard.insert(peer, self.now);
+                }
+            }
+            Input::PeerCaughtUp { peer } => self.on_caught_up(peer),
+            Input::EpochSeen { epoch } => {
+                self.fence.observe(epoch);
+                if let Some(ours) = self.held_epoch().filter(|ours| epoch > *ours) {
+                    self.step_down(Event::NewerEpochSeen { epoch, ours });
+                }
+            }
+            Input::Shutdown => self.on_shutdown(),
+        }
+        assert!(self.outputs.len() <= OUTPUTS_MAX, "outputs not drained");
+        self.check_invariants();
+    }
+
+    fn push(&mut self, out: Output) {
+        self.outputs.push_back(out);
+    }
+
+    fn event(&mut self, e: Event) {
+        self.push(Output::Event(e));
+    }
+
+    fn passive_later(&mut self) {
+        self.phase = Phase::Passive {
+            next_try_at: self.now.saturating_add(self.config.check_period_ms),
+        };
+    }
+
+    fn on_tick(&mut self) {
+        match self.phase {
+            Phase::Passive { next_try_at } if self.now >= next_try_at => {
+                self.phase = Phase::Acquiring;
+                self.push(Output::Acquire);
+            }
+            Phase::Active { epoch } => self.tick_active(epoch),
+            _ => {}
+        }
+    }
+
+    fn on_acquired(&mut self, epoch: u64) {
+        if self.phase != Phase::Acquiring {
+            // Not asked for (stopped meanwhile): give it back.
+            self.push(Output::Release);
+            return;
+        }
+        let newest = self.fence.newest();
+        if !self.fence.observe(epoch) {
+            self.event(Event::EpochNotNewer { epoch, newest });
+            self.push(Output::Release);
+            self.passive_later();
+            return;
+        }
+        self.event(Event::Acquired { epoch });
+        self.caught_up.clear();
+        self.phase = Phase::Reading { epoch };
+        self.push(Output::ReadState);
+    }
+
+    fn on_not_acquired(&mut self, reason: Option<String>) {
+        if self.phase != Phase::Acquiring {
+            return;
+        }
+        if let Some(reason) = reason {
+            self.event(Event::AcquireFailed { reason });
+        }
+        self.passive_later();
+    }
+
+    fn on_state_read(&mut self, state: Option<LockState>) {
+        match self.phase {
+            Phase::Reading { epoch } => self.decide(epoch, state),
+            Phase::Active { epoch } if self.in_sync.rereading => self.reread(epoch, state),
+            _ => {}
+        }
+    }
+
+    /// Holding the lock under `epoch`: take the active role, or not.
+    fn decide(&mut self, epoch: u64, state: Option<LockState>) {
+        let node = self.config.node.clone();
+        if let Some(s) = &state {
+            self.fence.observe(s.epoch);
+            if s.epoch >= epoch {
+                self.event(Event::StateFromTheFuture {
+                    state_epoch: s.epoch,
+                    epoch,
+                });
+                self.push(Output::Release);
+                self.passive_later();
+                return;
+            }
+            if !s.in_sync.is_empty() && !s.in_sync.contains(&node) {
+                if !self.config.force_active {
+                    self.event(Event::NotInSync {
+                        epoch: s.epoch,
+                        in_sync: s.in_sync.clone(),
+                    });
+                    self.push(Output::Release);
+                    self.passive_later();
+                    return;
+                }
+                self.event(Event::ForcedActive {
+                    epoch: s.epoch,
+                    in_sync: s.in_sync.clone(),
+                });
+            }
+        }
+        let mut in_sync = self.caught_up.clone();
+        in_sync.insert(node);
+        self.phase = Phase::Activating { epoch };
+        self.write(epoch, in_sync);
+    }
+
+    fn write(&mut self, epoch: u64, in_sync: BTreeSet<String>) {
+        assert!(
+            in_sync.contains(&self.config.node),
+            "a written in-sync set holds its writer"
+        );
+        assert_eq!(self.held_epoch(), Some(epoch), "writes under the held lock");
+        self.in_sync.pending = Some(in_sync.clone());
+        self.push(Output::WriteState { epoch, in_sync });
+    }
+
+    fn on_written(&mut self, epoch: u64) {
+        if self.held_epoch() != Some(epoch) {
+            return;
+        }
+        let Some(written) = self.in_sync.pending.take() else {
+            return;
+        };
+        match self.phase {
+            Phase::Activating { .. } => {
+                self.phase = Phase::Active { epoch };
+                for p in written.iter().filter(|p| **p != self.config.node) {
+                    self.last_heard.insert(p.clone(), self.now);
+                }
+                // Peers that caught up while the activation was written
+                // join with the next write.
+                let mut desired = written.clone();
+                desired.extend(self.caught_up.iter().cloned());
+                self.in_sync.desired = desired;
+                self.in_sync.confirmed = written.clone();
+                self.in_sync.reread_at = None;
+                self.in_sync.rereading = false;
+                self.announce_required(epoch);
+                self.event(Event::Active {
+                    epoch,
+                    in_sync: written,
+                });
+                self.accepting = true;
+                self.push(Output::StartAccepting { epoch });
+                self.maybe_write(epoch);
+            }
+            Phase::Active { .. } => {
+                self.confirm(epoch, written);
+                self.maybe_write(epoch);
+            }
+            _ => {}
+        }
+    }
+
+    /// The lock service has `now_in_sync`: report who left and joined.
+    fn confirm(&mut self, epoch: u64, now_in_sync: BTreeSet<String>) {
+        let before = std::mem::take(&mut self.in_sync.confirmed);
+        for peer in before.difference(&now_in_sync) {
+            self.outputs.push_back(Output::Event(Event::PeerLeft {
+                peer: peer.clone(),
+                epoch,
+            }));
+        }
+        for peer in now_in_sync.difference(&before) {
+            self.outputs.push_back(Output::Event(Event::PeerJoined {
+                peer: peer.clone(),
+                epoch,
+            }));
+        }
+        self.in_sync.confirmed = now_in_sync;
+        self.announce_required(epoch);
+    }
+
+    fn announce_required(&mut self, epoch: u64) {
+        let now = self.required_acks();
+        if now.is_some() && now != self.required {
+            let peers = now.clone().unwrap_or_default();
+            self.push(Output::RequiredAcks { epoch, peers });
+        }
+        self.required = now;
+    }
+
+    fn maybe_write(&mut self, epoch: u64) {
+        let s = &self.in_sync;
+        if s.pending.is_some() || s.rereading || s.reread_at.is_some() || s.desired == s.confirmed {
+            return;
+        }
+        let desired = s.desired.clone();
+        self.write(epoch, desired);
+    }
+
+    fn on_refused(&mut self, epoch: u64, why: WriteRefusal) {
+        if self.held_epoch() != Some(epoch) || self.in_sync.pending.is_none() {
+            return;
+        }
+        match (why, &self.phase) {
+            (WriteRefusal::Unavailable, Phase::Active { .. }) => {
+                // It may have been written: read it back before going on.
+                self.in_sync.pending = None;
+                self.in_sync.reread_at = Some(self.now.saturating_add(self.config.check_period_ms));
+                self.event(Event::WriteRefused { epoch, why });
+            }
+            _ => {
+                self.in_sync.pending = None;
+                self.step_down(Event::WriteRefused { epoch, why });
+            }
+        }
+    }
+
+    fn reread(&mut self, epoch: u64, state: Option<LockState>) {
+        self.in_sync.rereading = false;
+        self.in_sync.reread_at = None;
+        match state {
+            Some(s) if s.epoch == epoch && s.in_sync.contains(&self.config.node) => {
+                self.confirm(epoch, s.in_sync);
+                self.maybe_write(epoch);
+            }
+            Some(s) if s.epoch > epoch => self.step_down(Event::NewerEpochSeen {
+                epoch: s.epoch,
+                ours: epoch,
+            }),
+            _ => self.step_down(Event::WriteRefused {
+                epoch,
+                why: WriteRefusal::StaleVersion,
+            }),
+        }
+    }
+
+    fn tick_active(&mut self, epoch: u64) {
+        if let Some(at) = self.in_sync.reread_at {
+            if self.now >= at && !self.in_sync.rereading {
+                self.in_sync.rereading = true;
+                self.push(Output::ReadState);
+            }
+        }
+        let timeout = self.config.peer_timeout_ms;
+        let silent: Vec<(String, Millis)> = self
+            .in_sync
+            .desired
+            .iter()
+            .filter(|p| **p != self.config.node)
+            .filter_map(|p| {
+                let heard = *self.last_heard.get(p)?;
+                let silent_ms = self.now.saturating_sub(heard);
+                (silent_ms >= timeout).then(|| (p.clone(), silent_ms))
+            })
+            .collect();
+        for (peer, silent_ms) in silent {
+            self.in_sync.desired.remove(&peer);
+            self.caught_up.remove(&peer);
+            self.event(Event::PeerSilent { peer, silent_ms });
+        }
+        self.maybe_write(epoch);
+    }
+
+    fn on_caught_up(&mut self, peer: String) {
+        if !self.config.peers.contains(&peer) {
+            return;
+        }
+        match self.phase {
+            Phase::Reading { .. } | Phase::Activating { .. } => {
+                self.caught_up.insert(peer);
+            }
+            Phase::Active { epoch } => {
+                self.last_heard.insert(peer.clone(), self.now);
+                if self.in_sync.desired.insert(peer.clone()) {
+                    self.caught_up.insert(peer);
+                    // Receipts wait for it from now on, before the write.
+                    self.announce_required(epoch);
+                    self.maybe_write(epoch);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Leave the lock at once: close the listener and every client, give
+    /// the lock back, ask again after a check period.
+    fn step_down(&mut self, why: Event) {
+        self.event(why);
+        self.drop_role();
+        self.passive_later();
+    }
+
+    fn drop_role(&mut self) {
+        if self.accepting {
+            self.accepting = false;
+            self.push(Output::StopAccepting);
+        }
+        if self.held_epoch().is_some() {
+            self.push(Output::Release);
+        }
+        self.in_sync = InSync::default();
+        self.caught_up.clear();
+        self.required = None;
+    }
+
+    fn on_shutdown(&mut self) {
+        if self.phase == Phase::Stopped {
+            return;
+        }
+        // An acquisition still out is released when its answer comes.
+        self.drop_role();
+        self.phase = Phase::Stopped;
+        self.event(Event::Stopped);
+        self.push(Output::Stopped);
+    }
+
+    fn check_invariants(&self) {
+        if self.accepting {
+            let Phase::Active { epoch } = self.phase else {
+                panic!("accepting outside the active phase: {:?}", self.phase);
+            };
+            assert!(
+                self.in_sync.confirmed.contains(&self.config.node),
+                "active outside its own confirmed in-sync set"
+            );
+            assert!(self.fence.newest() >= epoch);
+        }
+        if let Some(e) = self.held_epoch() {
+            assert!(self.fence.newest() >= e);
+        }
+    }
+}

@@ -1,0 +1,23 @@
+//! Lock coordinators for mirrored brokers (issue 13): an exclusive lock
+//! with a fencing epoch, and the lock state (the active broker's epoch and
+//! in-sync set) kept beside it. I/O only: the decisions (when to ask, when
+//! to take the active role, when to step down) are
+//! `halyard_core::coordinator::Coordinator`'s.
+//!
+//! Two implementations share the [`LockCoordinator`] / [`HeldLock`] face,
+//! so that one driver can feed either to the core state machine:
+//!
+//! - [`FileCoordinator`] (`--lock-coordinator file:DIR`): `flock` on a file
+//!   in a folder the brokers share, the epoch and the state in files beside
+//!   it, written atomically.
+//! - `crate::zookeeper::ZkSession` (`zookeeper:HOST:PORT,...`): an
+//!   ephemeral znode, the epoch and the state in versioned znodes.
+
+mod error;
+mod file;
+mod file_format;
+mod port;
+
+pub use error::CoordinatorError;
+pub use file::{FileCoordinator, FileHeld, FilePaths, FileVersion};
+pub use port::{HeldLock, LockCoordinator, ReadState};
