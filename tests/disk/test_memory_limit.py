@@ -39,11 +39,14 @@ RESUME_BELOW = LIMIT * 95 / 100
 Q = "/queue/mem"
 QUEUE = "mem"
 BODY_BYTES = 10 * KiB
+# What the node counts for each message held in memory besides its size
+# (MESSAGE_OVERHEAD_BYTES in core/src/broker/state.rs).
+MESSAGE_OVERHEAD = 768
 # A SEND not receipted within this is held (a healthy receipt takes ~1 ms).
 HELD_S = 2.0
 # More than enough sends to reach the limit: ~102 do.
 MAX_SENDS = 200
-# Between 90 and 110 10 KiB messages fill 1 MiB, headers counted.
+# Between 90 and 110 10 KiB messages fill 1 MiB, headers and overhead counted.
 FILL_RANGE = (90, 110)
 
 
@@ -117,7 +120,8 @@ def message_size(held: float, n: int) -> int:
     and headers), from the sum `held` of `n` of them."""
     assert n > 0 and held % n == 0, f"{held} bytes held by {n} messages of the same size"
     size = int(held // n)
-    assert BODY_BYTES < size < BODY_BYTES + 200, f"{size} bytes counted for a {BODY_BYTES}-byte body"
+    low = BODY_BYTES + MESSAGE_OVERHEAD
+    assert low < size < low + 200, f"{size} bytes counted for a {BODY_BYTES}-byte body (with {MESSAGE_OVERHEAD} of overhead)"
     return size
 
 

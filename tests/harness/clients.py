@@ -145,8 +145,24 @@ class Client:
         if self.conn.is_connected():
             self.conn.disconnect(receipt=self.rid("bye"))
 
-    def close_quietly(self) -> None:
-        try:
-            self.disconnect()
-        except Exception:
-            pass
+    def close_quietly(self, timeout: float = 5.0) -> None:
+        """DISCONNECT, waiting at most `timeout` for its receipt: a node that
+        stopped reading this connection (a producer held at a limit) never
+        answers, and a teardown must not hang on it. Then the socket is
+        dropped if it is still open."""
+
+        def bye() -> None:
+            try:
+                self.disconnect()
+            except Exception:
+                pass
+
+        t = threading.Thread(target=bye, daemon=True)
+        t.start()
+        t.join(timeout)
+        if t.is_alive():
+            try:
+                self.conn.transport.running = False
+                self.conn.transport.disconnect_socket()
+            except Exception:
+                pass

@@ -65,6 +65,11 @@ RSS_BOUND = _env_int("PAGING_RSS_BOUND_MIB", 640) * MiB
 STALL_S = float(_env_int("PAGING_STALL_S", 30))
 ACK_MODE = os.environ.get("PAGING_ACK", "client")
 KEEP_DATA = os.environ.get("PAGING_KEEP_DATA") == "1"
+# Where the SIGKILL test kills the node: this fraction of the backlog
+# receipted (0.5: half; 0.999 measures a restart over nearly all of it).
+KILL_AT = float(os.environ.get("PAGING_KILL_AT", "0.5"))
+if not 0.0 < KILL_AT < 1.0:
+    raise ValueError(f"PAGING_KILL_AT={KILL_AT}: must be between 0 and 1 (a fraction of PAGING_MESSAGES)")
 BODY_BYTES = 1024
 QUEUE = "paging"
 DEST = f"/queue/{QUEUE}"

@@ -29,7 +29,7 @@ import re
 
 from harness.bulk_stomp import BulkConsumer, BulkProducer, ConsumerStalled, ProducerHeld
 from harness.waiting import wait_until
-from paging_helpers import (ACK_MODE, BODIES, DEST, MAX_MEMORY, MESSAGES, PHASE_S, PREFETCH, RESTART_S,
+from paging_helpers import (ACK_MODE, BODIES, DEST, KILL_AT, MAX_MEMORY, MESSAGES, PHASE_S, PREFETCH, RESTART_S,
                             RSS_BOUND, STALL_S, WINDOW, Deliveries, Progress, RssSampler, mib, note)
 
 LOADED_LINE = r"journal loaded: \d+ entries, (\d+) messages in (\d+) queues"
@@ -172,7 +172,7 @@ def test_million_backlog_bounded_rss(paging_nodes, figures):
 
 def test_million_backlog_survives_sigkill(paging_nodes, figures):
     n = MESSAGES
-    half = n // 2
+    half = int(n * KILL_AT)
     settings(figures)
     node = paging_nodes("killed").start()
     sampler = RssSampler(node).start()
