@@ -158,7 +158,7 @@ impl Broker {
         self.fx.push(Fx::Trace(what));
     }
 
-    fn to_service(&mut self, req: Request) -> u64 {
+    fn ask_service(&mut self, req: Request) -> u64 {
         self.next_req += 1;
         let req_id = self.next_req;
         self.fx.push(Fx::Send(
@@ -189,7 +189,7 @@ impl Broker {
                 }
                 Output::Release => {
                     if let Some(epoch) = self.held.take() {
-                        let id = self.to_service(Request::Release { epoch });
+                        let id = self.ask_service(Request::Release { epoch });
                         self.releases.push((id, epoch, now));
                     }
                 }
@@ -233,7 +233,7 @@ impl Broker {
             },
             Some(other) => unreachable!("not a lock service request: {other:?}"),
         };
-        let id = self.to_service(req);
+        let id = self.ask_service(req);
         self.out = Some((id, now));
     }
 
@@ -298,7 +298,7 @@ impl Broker {
                         self.queue.pop_front();
                         // It may have been applied: give the session (and
                         // any lock it got) up.
-                        self.to_service(Request::Close);
+                        self.ask_service(Request::Close);
                         self.session_ended(now, "an acquisition was not answered");
                         self.feed(
                             now,
@@ -332,12 +332,12 @@ impl Broker {
         self.releases
             .retain(|(_, _, sent)| now.saturating_sub(*sent) < timeout);
         for epoch in resend {
-            let id = self.to_service(Request::Release { epoch });
+            let id = self.ask_service(Request::Release { epoch });
             self.releases.push((id, epoch, now));
         }
         if now.saturating_sub(self.last_ping_ms) >= self.session_timeout_ms / 3 {
             self.last_ping_ms = now;
-            self.to_service(Request::Ping);
+            self.ask_service(Request::Ping);
         }
         if now.saturating_sub(self.last_heartbeat_ms) >= self.heartbeat_ms {
             self.last_heartbeat_ms = now;
