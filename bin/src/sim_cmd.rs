@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use clap::Args;
-use halyard_sim::{Report, SimConfig};
+use halyard_sim::{CoordReport, Report, SimConfig};
 
 #[derive(Args, Debug)]
 pub struct SimArgs {
@@ -40,6 +40,11 @@ pub struct SimArgs {
     /// messages and faults (see SimConfig::only_base_workload)
     #[arg(long)]
     base_workload: bool,
+    /// The share of seeds that also run the lock coordinator scenario
+    /// (0 to 1, decided by the seed alone; a scenario of its own, so the
+    /// broker scenario's trace hashes do not change)
+    #[arg(long, default_value_t = halyard_sim::COORDINATOR_SHARE_DEFAULT)]
+    coordinator_share: f64,
 }
 
 /// What changes every seed's scenario.
@@ -47,6 +52,13 @@ pub struct SimArgs {
 struct Variant {
     amqp_share: Option<f64>,
     base_workload: bool,
+    coordinator_share: f64,
+}
+
+/// Runs `seed`'s coordinator scenario if the seed is in the share.
+fn run_coordinator(seed: u64, keep_trace: bool, variant: Variant) -> Option<CoordReport> {
+    halyard_sim::coordinator_runs(seed, variant.coordinator_share)
+        .then(|| halyard_sim::run_coordinator_seed(seed, keep_trace))
 }
 
 /// Runs `seed`'s scenario, as `variant` changes it.
@@ -95,6 +107,12 @@ struct Totals {
     fenced: u64,
     compactions: u64,
     virtual_ms: u64,
+    coordinator_seeds: u64,
+    acquisitions: u64,
+    in_sync_changes: u64,
+    refused_takeovers: u64,
+    stale_refused: u64,
+    coordinator_faults: BTreeMap<&'static str, u64>,
 }
 
 impl Totals {
@@ -136,6 +154,21 @@ impl Totals {
         self.compactions += r.kafka.compactions;
         self.virtual_ms += r.end_ms;
     }
+
+    fn add_coordinator(&mut self, c: &CoordReport) {
+        self.coordinator_seeds += 1;
+        if !c.ok() {
+            self.failed
+                .push((c.seed, format!("coordinator: {}", c.summary())));
+        }
+        self.acquisitions += c.acquisitions;
+        self.in_sync_changes += c.in_sync_changes;
+        self.refused_takeovers += c.refused_takeovers;
+        self.stale_refused += c.stale_refused;
+        for (k, v) in &c.faults {
+            *self.coordinator_faults.entry(k).or_insert(0) += v;
+        }
+    }
 }
 
 pub fn run(a: SimArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
@@ -143,6 +176,7 @@ pub fn run(a: SimArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let variant = Variant {
         amqp_share: a.amqp_share,
         base_workload: a.base_workload,
+        coordinator_share: a.coordinator_share,
     };
     if let Some(seed) = a.seed {
         let r = run_seed(seed, a.trace, variant);
@@ -165,14 +199,42 @@ pub fn run(a: SimArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 r.trace_hash
             );
         }
+        let coord = run_coordinator(seed, a.trace, variant);
+        if let Some(c) = &coord {
+            if a.trace {
+                for l in &c.trace {
+                    println!("{l}");
+                }
+            }
+            if a.check_determinism {
+                let again = halyard_sim::run_coordinator_seed(seed, false);
+                if again.trace_hash != c.trace_hash {
+                    eprintln!(
+                        "coordinator seed {seed} is not deterministic: {:016x} vs {:016x}",
+                        c.trace_hash, again.trace_hash
+                    );
+                    return Ok(ExitCode::from(1));
+                }
+            }
+        }
         let mut t = Totals::default();
         t.add(&r);
+        if let Some(c) = &coord {
+            t.add_coordinator(c);
+        }
         print_summary(&t, 0.0);
         println!(
             "trace hash {:016x}, {} events, {} virtual ms",
             r.trace_hash, r.events, r.end_ms
         );
-        return Ok(if r.ok() {
+        if let Some(c) = &coord {
+            println!(
+                "coordinator trace hash {:016x}, {} events, {} virtual ms",
+                c.trace_hash, c.events, c.end_ms
+            );
+        }
+        let coord_ok = coord.as_ref().is_none_or(CoordReport::ok);
+        return Ok(if r.ok() && coord_ok {
             ExitCode::SUCCESS
         } else {
             ExitCode::from(1)
@@ -196,6 +258,7 @@ pub fn run(a: SimArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
                     return;
                 }
                 let r = run_seed(seed, false, variant);
+                let coord = run_coordinator(seed, false, variant);
                 let mut t = totals.lock().expect("totals lock");
                 t.add(&r);
                 if !r.ok() {
@@ -203,6 +266,15 @@ pub fn run(a: SimArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
                         "\nseed {seed} FAILED: {}\n  replay: halyard sim --seed {seed} --trace",
                         r.violations.summary()
                     );
+                }
+                if let Some(c) = &coord {
+                    t.add_coordinator(c);
+                    if !c.ok() {
+                        eprintln!(
+                            "\nseed {seed} FAILED: coordinator: {}\n  replay: halyard sim --seed {seed} --coordinator-share 1 --trace",
+                            c.summary()
+                        );
+                    }
                 }
                 let done = t.seeds;
                 let total = end - a.first;
@@ -310,6 +382,22 @@ fn print_summary(t: &Totals, secs: f64) {
         println!(
             "paging: {} paged messages read back from the journal in {} seeds, each queue in order",
             t.paged_in, t.paging_seeds
+        );
+    }
+    if t.coordinator_seeds > 0 {
+        let faults: Vec<String> = t
+            .coordinator_faults
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        println!(
+            "coordinator: {} acquisitions, {} in-sync changes, {} refused takeovers, {} stale-epoch events refused in {} seeds (faults: {})",
+            t.acquisitions,
+            t.in_sync_changes,
+            t.refused_takeovers,
+            t.stale_refused,
+            t.coordinator_seeds,
+            if faults.is_empty() { "none".into() } else { faults.join(", ") }
         );
     }
     println!(

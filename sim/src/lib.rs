@@ -12,6 +12,7 @@ mod bridge_wire;
 mod checker;
 mod client;
 mod config;
+mod coordinator;
 mod disk_check;
 pub mod kafka;
 pub mod rng;
@@ -22,4 +23,8 @@ mod world;
 
 pub use checker::{Counts, Violations};
 pub use config::{DriverBug, PlantedBug, SimConfig};
+pub use coordinator::{
+    coordinator_runs, run_coordinator, run_coordinator_seed, CoordConfig, CoordReport,
+    COORDINATOR_SHARE_DEFAULT,
+};
 pub use run::{run, run_seed, Report};

@@ -46,6 +46,8 @@ mod tests;
 
 pub use fence::{EpochFence, StaleEpoch};
 pub use machine::{Coordinator, Phase};
+#[cfg(feature = "planted-bugs")]
+pub use types::PlantedBug;
 pub use types::{
     CoordinatorConfig, CoordinatorConfigError, Event, Input, LockState, Output, WriteRefusal,
     CHECK_PERIOD_MS_DEFAULT, CHECK_PERIOD_MS_MAX, CHECK_PERIOD_MS_MIN, PEERS_MAX,

@@ -108,6 +108,19 @@ impl CoordinatorConfig {
     }
 }
 
+/// Deliberate bugs (simulator tests only) that prove the simulator's
+/// coordinator checker can fail.
+#[cfg(feature = "planted-bugs")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PlantedBug {
+    /// A broker outside the in-sync set it read takes the active role
+    /// anyway (as if every broker were in sync).
+    TakeOverOutOfSync,
+    /// Mirror events from an epoch older than the newest seen are applied
+    /// (the epoch fence is skipped).
+    ApplyOldEpochEvents,
+}
+
 /// Why the lock service refused (or could not do) a state write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WriteRefusal {

@@ -1,0 +1,444 @@
+//! One broker of the coordinator scenario: core's `Coordinator` driven by
+//! the simulated clock, its lock service client (a session kept alive by
+//! pings, one request out at a time, timeouts, giving the session up after
+//! 7/5 of the session timeout without an answer, as the ZooKeeper client
+//! does) and its mirror link (heartbeats stamped with its epoch while
+//! active, acks that feed the coordinator's peer inputs).
+
+use std::collections::{BTreeMap, VecDeque};
+
+use halyard_core::coordinator::{
+    Coordinator, CoordinatorConfig, EpochFence, Event, Input, Output, WriteRefusal,
+};
+
+use super::config::CoordConfig;
+use super::lock_service::{Answer, Request, SessionId};
+
+/// Who a message goes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Node {
+    Broker(usize),
+    Service,
+}
+
+/// What travels over the simulated network.
+#[derive(Clone, Debug)]
+pub enum Wire {
+    ToService {
+        session: SessionId,
+        req_id: u64,
+        req: Request,
+    },
+    FromService {
+        session: SessionId,
+        req_id: u64,
+        answer: Answer,
+    },
+    /// A mirror heartbeat; `epoch` while the sender is active (its events
+    /// carry it).
+    Mirror { epoch: Option<u64> },
+    /// The answer to a heartbeat, with the newest epoch the peer has seen.
+    MirrorAck { newest: u64 },
+}
+
+/// What a broker did, for the world to carry out or check.
+#[derive(Clone, Debug)]
+pub enum Fx {
+    Send(Node, Wire),
+    Trace(String),
+    Started(u64),
+    Stopped,
+    /// An epoch this broker learned of (acquired, read, acked).
+    Observed(u64),
+    Applied {
+        from: usize,
+        epoch: u64,
+    },
+    RefusedStale,
+    Event(Event),
+}
+
+pub struct Broker {
+    pub idx: usize,
+    pub coord: Coordinator,
+    pub up: bool,
+    pub paused: bool,
+    pub incarnation: u64,
+    pub accepting: Option<u64>,
+    /// Messages that arrived while paused.
+    pub inbox: Vec<(Node, Wire)>,
+    pub fx: Vec<Fx>,
+    names: Vec<String>,
+    session_timeout_ms: u64,
+    request_timeout_ms: u64,
+    heartbeat_ms: u64,
+    catch_up_ms: u64,
+    pub session: SessionId,
+    pub session_counter: u64,
+    last_answer_ms: u64,
+    last_ping_ms: u64,
+    last_heartbeat_ms: u64,
+    /// Coordinator requests; the head is out.
+    queue: VecDeque<Output>,
+    out: Option<(u64, u64)>,
+    /// Releases not answered yet: (req id, epoch, sent at).
+    releases: Vec<(u64, u64, u64)>,
+    /// The epoch of the lock held, as the lock service answered.
+    held: Option<u64>,
+    /// The state's version, as last read or written.
+    version: u64,
+    next_req: u64,
+    acked_since: BTreeMap<usize, u64>,
+    last_ack: BTreeMap<usize, u64>,
+}
+
+pub fn broker_name(i: usize) -> String {
+    format!("s{i}")
+}
+
+impl Broker {
+    /// A broker (re)starting at `now`, whose journal knew `newest` epoch.
+    pub fn new(
+        cfg: &CoordConfig,
+        idx: usize,
+        now: u64,
+        newest: u64,
+        session_counter: u64,
+        incarnation: u64,
+    ) -> Broker {
+        let names: Vec<String> = (0..cfg.brokers).map(broker_name).collect();
+        let name = &names[idx];
+        let mut c = CoordinatorConfig::new(name.clone())
+            .with_peers(names.iter().filter(|n| *n != name).cloned());
+        c.check_period_ms = cfg.check_period_ms[idx];
+        c.peer_timeout_ms = cfg.peer_timeout_ms;
+        assert_eq!(c.validate(), Ok(()), "the scenario's coordinator config");
+        #[allow(unused_mut)]
+        let mut coord = Coordinator::new(c, EpochFence::starting_at(newest));
+        #[cfg(feature = "planted-bugs")]
+        if let Some(bug) = cfg.planted_bug {
+            coord.plant(bug);
+        }
+        let session_counter = session_counter + 1;
+        Broker {
+            idx,
+            coord,
+            up: true,
+            paused: false,
+            incarnation,
+            accepting: None,
+            inbox: Vec::new(),
+            fx: Vec::new(),
+            names,
+            session_timeout_ms: cfg.session_timeout_ms,
+            request_timeout_ms: cfg.request_timeout_ms,
+            heartbeat_ms: cfg.heartbeat_ms,
+            catch_up_ms: cfg.catch_up_ms,
+            session: idx as u64 * 1_000_000 + session_counter,
+            session_counter,
+            last_answer_ms: now,
+            last_ping_ms: now,
+            last_heartbeat_ms: now,
+            queue: VecDeque::new(),
+            out: None,
+            releases: Vec::new(),
+            held: None,
+            version: 0,
+            next_req: 0,
+            acked_since: BTreeMap::new(),
+            last_ack: BTreeMap::new(),
+        }
+    }
+
+    pub fn serving(&self) -> Option<u64> {
+        self.accepting.filter(|_| self.up && !self.paused)
+    }
+
+    fn trace(&mut self, what: String) {
+        self.fx.push(Fx::Trace(what));
+    }
+
+    fn ask_service(&mut self, req: Request) -> u64 {
+        self.next_req += 1;
+        let req_id = self.next_req;
+        self.fx.push(Fx::Send(
+            Node::Service,
+            Wire::ToService {
+                session: self.session,
+                req_id,
+                req,
+            },
+        ));
+        req_id
+    }
+
+    /// One input to the coordinator, and its outputs carried out.
+    fn feed(&mut self, now: u64, input: Input) {
+        if let Input::Acquired { epoch } = input {
+            self.fx.push(Fx::Observed(epoch));
+        }
+        self.coord.handle(now, input);
+        self.drain(now);
+    }
+
+    fn drain(&mut self, now: u64) {
+        while let Some(out) = self.coord.poll_output() {
+            match out {
+                Output::Acquire | Output::ReadState | Output::WriteState { .. } => {
+                    self.queue.push_back(out);
+                }
+                Output::Release => {
+                    if let Some(epoch) = self.held.take() {
+                        let id = self.ask_service(Request::Release { epoch });
+                        self.releases.push((id, epoch, now));
+                    }
+                }
+                Output::StartAccepting { epoch } => {
+                    self.accepting = Some(epoch);
+                    self.fx.push(Fx::Started(epoch));
+                }
+                Output::StopAccepting => {
+                    self.accepting = None;
+                    self.fx.push(Fx::Stopped);
+                }
+                Output::RequiredAcks { epoch, peers } => {
+                    let p: Vec<&str> = peers.iter().map(String::as_str).collect();
+                    self.trace(format!(
+                        "receipts of epoch {epoch} wait for {{{}}}",
+                        p.join(", ")
+                    ));
+                }
+                Output::Stopped => {}
+                Output::Event(e) => {
+                    self.trace(e.to_string());
+                    self.fx.push(Fx::Event(e));
+                }
+            }
+        }
+        self.send_head(now);
+    }
+
+    fn send_head(&mut self, now: u64) {
+        if self.out.is_some() {
+            return;
+        }
+        let req = match self.queue.front() {
+            None => return,
+            Some(Output::Acquire) => Request::Acquire,
+            Some(Output::ReadState) => Request::Read,
+            Some(Output::WriteState { epoch, in_sync }) => Request::Write {
+                epoch: *epoch,
+                in_sync: in_sync.clone(),
+                version: self.version,
+            },
+            Some(other) => unreachable!("not a lock service request: {other:?}"),
+        };
+        let id = self.ask_service(req);
+        self.out = Some((id, now));
+    }
+
+    /// The session is over (expired, or given up): a new one, and the lock
+    /// it held is lost.
+    fn session_ended(&mut self, now: u64, reason: &str) {
+        let old = self.session;
+        self.session_counter += 1;
+        self.session = self.idx as u64 * 1_000_000 + self.session_counter;
+        self.last_answer_ms = now;
+        self.releases.clear();
+        self.trace(format!(
+            "lock service session {old} ended ({reason}); new session {}",
+            self.session
+        ));
+        let waiting = std::mem::take(&mut self.queue);
+        self.out = None;
+        if let Some(epoch) = self.held.take() {
+            self.feed(
+                now,
+                Input::Lost {
+                    epoch,
+                    reason: reason.to_string(),
+                },
+            );
+        }
+        for req in waiting {
+            match req {
+                Output::Acquire => self.feed(
+                    now,
+                    Input::AcquireFailed {
+                        reason: reason.to_string(),
+                    },
+                ),
+                Output::WriteState { epoch, .. } => self.feed(
+                    now,
+                    Input::StateWriteRefused {
+                        epoch,
+                        why: WriteRefusal::Lost,
+                    },
+                ),
+                // Nobody reads under a lost lock.
+                _ => {}
+            }
+        }
+    }
+
+    /// The clock: the coordinator's tick, request timeouts, pings,
+    /// heartbeats, giving the session up.
+    pub fn tick(&mut self, now: u64) {
+        if now.saturating_sub(self.last_answer_ms) > self.session_timeout_ms * 7 / 5 {
+            self.session_ended(
+                now,
+                "no answer from the lock service for 7/5 of the session timeout",
+            );
+        }
+        if let Some((_, sent)) = self.out {
+            if now.saturating_sub(sent) >= self.request_timeout_ms {
+                self.out = None;
+                match self.queue.front().cloned() {
+                    Some(Output::Acquire) => {
+                        self.queue.pop_front();
+                        // It may have been applied: give the session (and
+                        // any lock it got) up.
+                        self.ask_service(Request::Close);
+                        self.session_ended(now, "an acquisition was not answered");
+                        self.feed(
+                            now,
+                            Input::AcquireFailed {
+                                reason: "the lock service did not answer".into(),
+                            },
+                        );
+                    }
+                    Some(Output::WriteState { epoch, .. }) => {
+                        self.queue.pop_front();
+                        self.feed(
+                            now,
+                            Input::StateWriteRefused {
+                                epoch,
+                                why: WriteRefusal::Unavailable,
+                            },
+                        );
+                    }
+                    // A read is asked again.
+                    _ => {}
+                }
+            }
+        }
+        let timeout = self.request_timeout_ms;
+        let resend: Vec<u64> = self
+            .releases
+            .iter()
+            .filter(|(_, _, sent)| now.saturating_sub(*sent) >= timeout)
+            .map(|(_, epoch, _)| *epoch)
+            .collect();
+        self.releases
+            .retain(|(_, _, sent)| now.saturating_sub(*sent) < timeout);
+        for epoch in resend {
+            let id = self.ask_service(Request::Release { epoch });
+            self.releases.push((id, epoch, now));
+        }
+        if now.saturating_sub(self.last_ping_ms) >= self.session_timeout_ms / 3 {
+            self.last_ping_ms = now;
+            self.ask_service(Request::Ping);
+        }
+        if now.saturating_sub(self.last_heartbeat_ms) >= self.heartbeat_ms {
+            self.last_heartbeat_ms = now;
+            for p in (0..self.names.len()).filter(|p| *p != self.idx) {
+                self.fx.push(Fx::Send(
+                    Node::Broker(p),
+                    Wire::Mirror {
+                        epoch: self.accepting,
+                    },
+                ));
+            }
+        }
+        self.feed(now, Input::Tick);
+    }
+
+    pub fn receive(&mut self, now: u64, from: Node, wire: Wire) {
+        match (from, wire) {
+            (
+                _,
+                Wire::FromService {
+                    session,
+                    req_id,
+                    answer,
+                },
+            ) => self.on_answer(now, session, req_id, answer),
+            (Node::Broker(p), Wire::Mirror { epoch }) => {
+                if let Some(e) = epoch {
+                    match self.coord.admit(now, e) {
+                        Ok(()) => self.fx.push(Fx::Applied { from: p, epoch: e }),
+                        Err(stale) => {
+                            self.trace(format!("from {}: {stale}", self.names[p]));
+                            self.fx.push(Fx::RefusedStale);
+                        }
+                    }
+                    self.drain(now);
+                }
+                let newest = self.coord.fence().newest();
+                self.fx
+                    .push(Fx::Send(Node::Broker(p), Wire::MirrorAck { newest }));
+            }
+            (Node::Broker(p), Wire::MirrorAck { newest }) => self.on_ack(now, p, newest),
+            (from, wire) => unreachable!("{wire:?} from {from:?}"),
+        }
+    }
+
+    fn on_ack(&mut self, now: u64, p: usize, newest: u64) {
+        let gap = self
+            .last_ack
+            .get(&p)
+            .map_or(u64::MAX, |t| now.saturating_sub(*t));
+        if gap > self.heartbeat_ms * 4 {
+            self.acked_since.insert(p, now);
+        }
+        self.last_ack.insert(p, now);
+        self.fx.push(Fx::Observed(newest));
+        self.feed(now, Input::EpochSeen { epoch: newest });
+        let peer = self.names[p].clone();
+        self.feed(now, Input::PeerHeard { peer: peer.clone() });
+        let since = self.acked_since.get(&p).copied().unwrap_or(now);
+        if self.coord.held_epoch().is_some() && now.saturating_sub(since) >= self.catch_up_ms {
+            self.feed(now, Input::PeerCaughtUp { peer });
+        }
+    }
+
+    fn on_answer(&mut self, now: u64, session: SessionId, req_id: u64, answer: Answer) {
+        if session != self.session {
+            return;
+        }
+        self.last_answer_ms = now;
+        match answer {
+            Answer::Pong => {}
+            Answer::Released => self.releases.retain(|(id, _, _)| *id != req_id),
+            Answer::SessionExpired => self.session_ended(now, "session expired"),
+            answer => {
+                if self.out.map(|(id, _)| id) != Some(req_id) {
+                    return;
+                }
+                self.out = None;
+                self.queue.pop_front();
+                let input = match answer {
+                    Answer::Acquired { epoch } => {
+                        self.held = Some(epoch);
+                        Input::Acquired { epoch }
+                    }
+                    Answer::Busy => Input::Busy,
+                    Answer::State { state, version } => {
+                        self.version = version;
+                        if let Some(s) = &state {
+                            self.fx.push(Fx::Observed(s.epoch));
+                        }
+                        Input::StateRead { state }
+                    }
+                    Answer::Written { epoch, version } => {
+                        self.version = version;
+                        Input::StateWritten { epoch }
+                    }
+                    Answer::Refused { epoch, why } => Input::StateWriteRefused { epoch, why },
+                    other => unreachable!("handled above: {other:?}"),
+                };
+                self.feed(now, input);
+            }
+        }
+    }
+}
