@@ -168,7 +168,7 @@ impl Broker {
                 }
                 window += 1;
                 if let MapEntry::Vacant(v) = self.page_reading.entry(*mid) {
-                    v.insert((qid, m.size));
+                    v.insert((qid, size));
                     ids.push(*mid);
                     budget = budget.saturating_sub(size);
                     self.page_reading_bytes += size;
@@ -226,7 +226,7 @@ impl Broker {
         for id in asked {
             if let Some((qid, size)) = self.page_reading.remove(id) {
                 self.dirty.insert(qid);
-                self.page_reading_bytes -= u64::from(size) + MESSAGE_OVERHEAD_BYTES;
+                self.page_reading_bytes -= size;
             }
         }
         Ok(())

@@ -228,10 +228,11 @@ pub struct Broker {
     /// queue is bringing back: woken by the next answer.
     pub(crate) page_waiting: BTreeSet<Id>,
     /// Paged messages asked for and not yet back -> the queue that asked
-    /// and the message's size.
-    pub(crate) page_reading: BTreeMap<Id, (Id, u32)>,
+    /// and what the message will add to `bytes_held` once back (its size
+    /// and `MESSAGE_OVERHEAD_BYTES`).
+    pub(crate) page_reading: BTreeMap<Id, (Id, u64)>,
     pub(crate) page_reads_in_flight: usize,
-    /// `Msg::size` of the messages in `page_reading` added up.
+    /// The second of each `page_reading` entry added up.
     pub(crate) page_reading_bytes: u64,
     /// The latest stand-in, shared by the next paged message like it.
     pub(crate) last_stand_in: Option<Arc<Message>>,
