@@ -17,7 +17,10 @@
 //!
 //! The paged stand-ins of consecutive messages with the same address and
 //! times are one shared allocation, so a paged message costs its broker
-//! bookkeeping only (measured in BENCHMARKS.md).
+//! bookkeeping only (about 330 bytes of RSS with the journal's index,
+//! measured in docs/operations.md). It counts nothing against the memory
+//! limit: what bounds the paged backlog is the disk its records take
+//! (`--max-disk-usage`), and the bookkeeping is about a third of them.
 
 use std::collections::btree_map::Entry as MapEntry;
 use std::ops::Bound;
@@ -289,11 +292,11 @@ mod tests {
             store(&mut b, Id::new(1, 10 + i), q, 1000);
         }
         // Holding the third would pass the threshold, so it and every
-        // later one is paged (each stand-in holds its address only).
+        // later one is paged (and counts nothing against the limit).
         let paged: Vec<bool> = (1..=5).map(|i| b.is_paged(Id::new(1, 10 + i))).collect();
         assert_eq!(paged, [false, false, true, true, true]);
         assert_eq!(b.paged_messages(), 3);
-        assert_eq!(b.bytes_held(), 2 * each + 3 * 6);
+        assert_eq!(b.bytes_held(), 2 * each);
         b.check_invariants().unwrap();
         b.want_page_in(q, first_paged(&b, q), None);
         // Room for less than one more: one at a time.
@@ -307,7 +310,7 @@ mod tests {
             .unwrap();
         assert!(!b.is_paged(Id::new(1, 13)));
         assert!(b.is_paged(Id::new(1, 14)));
-        assert_eq!(b.bytes_held(), held + 1000 + MESSAGE_OVERHEAD_BYTES);
+        assert_eq!(b.bytes_held(), held + each);
         b.check_invariants().unwrap();
         // The next, and one not found is asked for again.
         b.want_page_in(q, first_paged(&b, q), None);

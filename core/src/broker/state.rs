@@ -103,18 +103,19 @@ pub(crate) struct PageFrom {
 /// broker's maps and in the journal's index (measured: about 800 bytes of
 /// RSS for a 1 KiB STOMP message besides its size). Counted in
 /// `bytes_held`, so that `--max-memory-bytes` bounds what the messages
-/// really take; a paged message counts its stand-in only (its bookkeeping
-/// is bounded separately, see `paging.rs`).
+/// really take. A paged message counts nothing: its stand-in is shared
+/// with its neighbours, and its bookkeeping (about 330 bytes of RSS, see
+/// `paging.rs` and docs/operations.md) is bounded by the disk its journal
+/// record takes, not by the memory limit.
 pub const MESSAGE_OVERHEAD_BYTES: u64 = 768;
 
 impl Msg {
     /// What this message adds to `Broker::bytes_held`.
     pub(crate) fn held_bytes(&self) -> u64 {
-        let size = self.body.size_bytes() as u64;
         if self.paged {
-            size
+            0
         } else {
-            size + MESSAGE_OVERHEAD_BYTES
+            self.body.size_bytes() as u64 + MESSAGE_OVERHEAD_BYTES
         }
     }
 
