@@ -14,6 +14,7 @@ pub mod ha;
 pub mod ids;
 pub mod journal;
 pub mod message;
+pub mod mirror;
 pub mod node;
 pub mod protocol;
 pub mod security;
