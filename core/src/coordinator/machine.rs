@@ -9,7 +9,9 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use super::fence::{EpochFence, StaleEpoch};
-use super::types::{CoordinatorConfig, Event, Input, LockState, Output, WriteRefusal};
+use super::types::{
+    CoordinatorConfig, CoordinatorConfigError, Event, Input, LockState, Output, WriteRefusal,
+};
 use crate::Millis;
 
 /// Most outputs waiting to be taken: one input makes a handful, so more
@@ -125,6 +127,18 @@ impl Coordinator {
 
     pub fn config(&self) -> &CoordinatorConfig {
         &self.config
+    }
+
+    /// Adds a sync peer whose name was learned at run time (a mirror link
+    /// learns its peer's name at the handshake; the configuration names
+    /// peers by address). `Ok(true)`: newly learned; `Ok(false)`: already a
+    /// peer. Refused: a bad name, this node's own, or more than
+    /// [`super::types::PEERS_MAX`] peers. A learned peer is like a configured
+    /// one: its news counts from now on, and it joins the in-sync set only
+    /// once it has caught up.
+    pub fn learn_peer(&mut self, name: String) -> Result<bool, CoordinatorConfigError> {
+        self.config.check_new_peer(&name)?;
+        Ok(self.config.peers.insert(name))
     }
 
     pub fn phase(&self) -> &Phase {

@@ -366,3 +366,58 @@ fn shutdown_releases_and_a_late_acquisition_is_given_back() {
     assert_eq!(actions(&mut c), vec![Output::Release]);
     assert_eq!(c.next_deadline(), None);
 }
+
+#[test]
+fn a_peer_learned_at_run_time_counts_like_a_configured_one() {
+    let mut c = Coordinator::new(config("a", &[]), EpochFence::new());
+    activate(&mut c, 0, 1, None);
+    // Unknown: its news is ignored.
+    c.handle(1, Input::PeerCaughtUp { peer: "b".into() });
+    assert_eq!(c.required_acks(), Some(set(&[])));
+    assert_eq!(actions(&mut c), vec![]);
+    assert_eq!(c.learn_peer("b".into()), Ok(true));
+    assert_eq!(c.learn_peer("b".into()), Ok(false), "already known");
+    assert_eq!(
+        c.learn_peer("a".into()),
+        Err(CoordinatorConfigError::BadPeerName("a".into())),
+        "its own name"
+    );
+    assert_eq!(
+        c.learn_peer("x y".into()),
+        Err(CoordinatorConfigError::BadPeerName("x y".into()))
+    );
+    assert!(c.learn_peer(String::new()).is_err());
+    assert!(c.config().validate().is_ok());
+    // Known now: it joins once caught up, receipts wait for it.
+    c.handle(2, Input::PeerCaughtUp { peer: "b".into() });
+    assert_eq!(c.required_acks(), Some(set(&["b"])));
+    assert_eq!(
+        actions(&mut c),
+        vec![
+            Output::RequiredAcks {
+                epoch: 1,
+                peers: set(&["b"])
+            },
+            Output::WriteState {
+                epoch: 1,
+                in_sync: set(&["a", "b"])
+            }
+        ]
+    );
+}
+
+#[test]
+fn learned_peers_are_bounded() {
+    let mut c = Coordinator::new(config("a", &[]), EpochFence::new());
+    for i in 0..PEERS_MAX {
+        assert_eq!(c.learn_peer(format!("p{i}")), Ok(true));
+    }
+    assert_eq!(
+        c.learn_peer("one-too-many".into()),
+        Err(CoordinatorConfigError::TooManyPeers(PEERS_MAX + 1))
+    );
+    // A known one still passes at the bound.
+    assert_eq!(c.learn_peer("p0".into()), Ok(false));
+    assert_eq!(c.config().peers.len(), PEERS_MAX);
+    assert!(c.config().validate().is_ok());
+}

@@ -84,6 +84,19 @@ impl CoordinatorConfig {
         self
     }
 
+    /// Whether `name` may be added to the sync peers: a good name, not this
+    /// node's own, and room for one more (at most [`PEERS_MAX`]). A name
+    /// already among the peers passes.
+    pub fn check_new_peer(&self, name: &str) -> Result<(), CoordinatorConfigError> {
+        if !good_name(name) || name == self.node {
+            return Err(CoordinatorConfigError::BadPeerName(name.to_string()));
+        }
+        if !self.peers.contains(name) && self.peers.len() >= PEERS_MAX {
+            return Err(CoordinatorConfigError::TooManyPeers(self.peers.len() + 1));
+        }
+        Ok(())
+    }
+
     pub fn validate(&self) -> Result<(), CoordinatorConfigError> {
         if !good_name(&self.node) {
             return Err(CoordinatorConfigError::BadNodeName(self.node.clone()));

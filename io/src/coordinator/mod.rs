@@ -12,12 +12,24 @@
 //!   it, written atomically.
 //! - `crate::zookeeper::ZkSession` (`zookeeper:HOST:PORT,...`): an
 //!   ephemeral znode, the epoch and the state in versioned znodes.
+//!
+//! [`spawn_coordinated_lock`] joins the core state machine to either one
+//! and to the node's lock port (`--lock-coordinator`): the node hears
+//! `LockEvent::Acquired` only as the active broker of a new epoch, and the
+//! mirror links follow the role and the peers receipts wait for through a
+//! [`CoordinatorHandle`].
 
+mod driver;
 mod error;
 mod file;
 mod file_format;
 mod port;
+mod service;
 
+pub use driver::{
+    nothing_before_active, spawn_coordinated_lock, BeforeActive, CoordinatedLockConfig,
+    CoordinatorHandle, LockService, PeerNews, Role,
+};
 pub use error::CoordinatorError;
 pub use file::{FileCoordinator, FileHeld, FilePaths, FileVersion};
 pub use port::{HeldLock, LockCoordinator, ReadState};

@@ -1,0 +1,295 @@
+//! The coordinated lock (halyard_io::coordinator::spawn_coordinated_lock)
+//! on the file lock in a temporary folder: two drivers, each with a fake
+//! node (the receiving end of its input channel), take turns as the active
+//! broker; the lock state file names the active and its in-sync peers.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use halyard_core::coordinator::{CoordinatorConfig, LockState};
+use halyard_core::node::{Input, LockEvent, LockRequest};
+use halyard_io::coordinator::{
+    spawn_coordinated_lock, BeforeActive, CoordinatedLockConfig, CoordinatorHandle,
+    FileCoordinator, LockService, PeerNews, Role,
+};
+use halyard_io::lock::LockHandle;
+use tokio::sync::mpsc;
+
+const LOCK_ID: &str = "mirror-cluster-clients";
+const CHECK_PERIOD_MS: u64 = 50;
+/// Longest wait for something that should happen within a few periods.
+const STEP: Duration = Duration::from_secs(5);
+
+fn set(names: &[&str]) -> BTreeSet<String> {
+    names.iter().map(|s| s.to_string()).collect()
+}
+
+/// What `before_active` did, in order: ("start" | "end", epoch).
+type Calls = Arc<Mutex<Vec<(&'static str, u64)>>>;
+
+struct Broker {
+    name: &'static str,
+    lock: LockHandle,
+    coord: CoordinatorHandle,
+    node: mpsc::Receiver<Input>,
+    calls: Calls,
+}
+
+fn config(node: &str, service: LockService) -> CoordinatedLockConfig {
+    let mut coordinator = CoordinatorConfig::new(node);
+    coordinator.check_period_ms = CHECK_PERIOD_MS;
+    // Long enough that no peer is dropped as silent during a test.
+    coordinator.peer_timeout_ms = 60_000;
+    CoordinatedLockConfig {
+        coordinator,
+        service,
+        lock_id: LOCK_ID.to_string(),
+    }
+}
+
+/// A broker whose `before_active` takes 100 ms, recording its start and end.
+fn broker(name: &'static str, dir: &Path) -> Broker {
+    let (tx, node) = mpsc::channel(64);
+    let calls: Calls = Arc::default();
+    let seen = calls.clone();
+    let before_active: BeforeActive = Box::new(move |epoch| {
+        let seen = seen.clone();
+        Box::pin(async move {
+            seen.lock().unwrap().push(("start", epoch));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            seen.lock().unwrap().push(("end", epoch));
+        })
+    });
+    let service = LockService::File {
+        dir: dir.to_path_buf(),
+    };
+    let (lock, coord) = spawn_coordinated_lock(config(name, service), tx, before_active);
+    Broker {
+        name,
+        lock,
+        coord,
+        node,
+        calls,
+    }
+}
+
+impl Broker {
+    /// The next lock event the node hears.
+    async fn next_event(&mut self) -> LockEvent {
+        loop {
+            match tokio::time::timeout(STEP, self.node.recv()).await {
+                Ok(Some(Input::Lock(ev))) => return ev,
+                Ok(Some(other)) => panic!("{}: not a lock event: {other:?}", self.name),
+                Ok(None) => panic!("{}: the lock driver is gone", self.name),
+                Err(_) => panic!("{}: no lock event in {STEP:?}", self.name),
+            }
+        }
+    }
+
+    /// Nothing heard for `quiet`.
+    async fn hears_nothing(&mut self, quiet: Duration) {
+        if let Ok(got) = tokio::time::timeout(quiet, self.node.recv()).await {
+            panic!("{}: heard {got:?}, expected nothing", self.name);
+        }
+    }
+
+    fn role(&self) -> Role {
+        *self.coord.role.borrow()
+    }
+
+    /// The node heard `Acquired`: the role is already active, and
+    /// `before_active` ran to its end for that epoch first.
+    fn assert_active(&self) -> u64 {
+        let Role::Active { epoch } = self.role() else {
+            panic!("{}: Acquired heard while the role is passive", self.name);
+        };
+        let calls = self.calls.lock().unwrap().clone();
+        assert_eq!(
+            calls.last(),
+            Some(&("end", epoch)),
+            "{}: before_active({epoch}) must end before the node hears Acquired: {calls:?}",
+            self.name
+        );
+        epoch
+    }
+
+    async fn release(&self) {
+        assert!(
+            self.lock.release_and_wait(STEP).await,
+            "{}: release not confirmed",
+            self.name
+        );
+    }
+
+    fn news(&self, news: PeerNews) {
+        self.coord.news.send(news).expect("driver alive");
+    }
+
+    async fn required_becomes(&self, want: Option<(u64, BTreeSet<String>)>) {
+        let mut rx = self.coord.required.clone();
+        let waited = tokio::time::timeout(STEP, rx.wait_for(|r| *r == want)).await;
+        match waited {
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => panic!("{}: the driver is gone", self.name),
+            Err(_) => panic!(
+                "{}: required acks never became {want:?}: {:?}",
+                self.name,
+                *self.coord.required.borrow()
+            ),
+        }
+    }
+}
+
+/// The lock state as the file has it (read without the lock).
+fn state(dir: &Path) -> Option<LockState> {
+    let observer = FileCoordinator::new(dir, LOCK_ID, "observer").expect("coordinator");
+    observer.peek().expect("peek").1.state
+}
+
+async fn state_becomes(dir: &Path, want: LockState) {
+    let deadline = tokio::time::Instant::now() + STEP;
+    loop {
+        let now = state(dir);
+        if now.as_ref() == Some(&want) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "lock state never became {want:?}: {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Both ask; one is active, the other a backup. Returns (active, backup, epoch).
+async fn one_takes_it(mut a: Broker, mut b: Broker) -> (Broker, Broker, u64) {
+    a.lock.send(LockRequest::Acquire, None);
+    b.lock.send(LockRequest::Acquire, None);
+    let (ea, eb) = tokio::join!(a.next_event(), b.next_event());
+    let (active, mut backup) = match (ea, eb) {
+        (LockEvent::Acquired, LockEvent::Standby) => (a, b),
+        (LockEvent::Standby, LockEvent::Acquired) => (b, a),
+        other => panic!("expected one Acquired and one Standby: {other:?}"),
+    };
+    let epoch = active.assert_active();
+    assert_eq!(backup.role(), Role::Passive);
+    // A backup is told Standby once, not every check period.
+    backup
+        .hears_nothing(Duration::from_millis(5 * CHECK_PERIOD_MS))
+        .await;
+    active.required_becomes(Some((epoch, set(&[])))).await;
+    assert_eq!(backup.coord.required.borrow().clone(), None);
+    (active, backup, epoch)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_active_then_the_in_sync_peer_takes_over_with_a_newer_epoch() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let (mut active, mut backup, epoch) = one_takes_it(broker("a", dir), broker("b", dir)).await;
+    assert_eq!(state(dir), Some(LockState::new(epoch, [active.name])));
+
+    // The backup's mirror link: its name learned at the handshake, then
+    // caught up. Receipts wait for it, and the lock service has it in sync.
+    active.news(PeerNews::Known {
+        peer: backup.name.into(),
+    });
+    active.news(PeerNews::CaughtUp {
+        peer: backup.name.into(),
+    });
+    active
+        .required_becomes(Some((epoch, set(&[backup.name]))))
+        .await;
+    state_becomes(dir, LockState::new(epoch, [active.name, backup.name])).await;
+
+    // The active stops: the backup takes over under a newer epoch.
+    active.release().await;
+    assert_eq!(active.role(), Role::Passive);
+    assert_eq!(active.coord.required.borrow().clone(), None);
+    assert_eq!(backup.next_event().await, LockEvent::Acquired);
+    let epoch2 = backup.assert_active();
+    assert!(epoch2 > epoch, "epoch {epoch2} after {epoch}");
+    assert_eq!(state(dir), Some(LockState::new(epoch2, [backup.name])));
+    // The old active released on request: it is not told Lost.
+    active.hears_nothing(Duration::from_millis(200)).await;
+
+    // Asking again, it is a backup (and, out of sync, could not take over).
+    active.lock.send(LockRequest::Acquire, None);
+    assert_eq!(active.next_event().await, LockEvent::Standby);
+    assert_eq!(active.role(), Role::Passive);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_outside_the_in_sync_set_does_not_take_over() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let (mut active, mut backup, epoch) = one_takes_it(broker("a", dir), broker("b", dir)).await;
+    // Known but never caught up: not in the in-sync set.
+    active.news(PeerNews::Known {
+        peer: backup.name.into(),
+    });
+    active.release().await;
+    // The backup takes the lock every period, reads a state without it, and
+    // gives the lock back: it stays a backup, told nothing more.
+    backup
+        .hears_nothing(Duration::from_millis(10 * CHECK_PERIOD_MS))
+        .await;
+    assert_eq!(backup.role(), Role::Passive);
+    let now = state(dir).expect("state");
+    assert_eq!(now.in_sync, set(&[active.name]));
+    assert_eq!(now.epoch, epoch);
+    // The broker it waits for comes back and takes over again.
+    active.lock.send(LockRequest::Acquire, None);
+    assert_eq!(active.next_event().await, LockEvent::Acquired);
+    let epoch2 = active.assert_active();
+    assert!(epoch2 > epoch);
+    assert_eq!(state(dir), Some(LockState::new(epoch2, [active.name])));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_lock_steps_down_and_a_new_acquire_takes_it_again() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let mut a = broker("a", dir);
+    a.lock.send(LockRequest::Acquire, None);
+    assert_eq!(a.next_event().await, LockEvent::Acquired);
+    let epoch = a.assert_active();
+
+    // The lock file deleted under the holder: the check sees it.
+    std::fs::remove_file(dir.join(format!("{LOCK_ID}.lock"))).expect("remove lock file");
+    let LockEvent::Lost { reason } = a.next_event().await else {
+        panic!("expected Lost");
+    };
+    assert!(reason.contains(&format!("epoch {epoch}")), "{reason}");
+    assert_eq!(a.role(), Role::Passive);
+    assert_eq!(a.coord.required.borrow().clone(), None);
+    // Stepped down, it does not take the lock again before the node asks.
+    a.hears_nothing(Duration::from_millis(5 * CHECK_PERIOD_MS))
+        .await;
+
+    // What the node does after Lost: release, then ask again.
+    a.lock.send(LockRequest::Release, None);
+    a.lock.send(LockRequest::Acquire, None);
+    assert_eq!(a.next_event().await, LockEvent::Acquired);
+    let epoch2 = a.assert_active();
+    assert!(epoch2 > epoch);
+
+    // A newer epoch seen on a mirror event steps it down too.
+    a.news(PeerNews::EpochSeen { epoch: epoch2 + 5 });
+    let LockEvent::Lost { reason } = a.next_event().await else {
+        panic!("expected Lost");
+    };
+    assert!(reason.contains("newer than ours"), "{reason}");
+    a.release().await;
+    // The next machine knows that epoch: the lock's next ones (epoch2 + 1
+    // up to epoch2 + 5) are not newer, so they are given back; every
+    // acquisition bumps the epoch, and the first newer one is taken.
+    a.lock.send(LockRequest::Acquire, None);
+    a.hears_nothing(Duration::from_millis(CHECK_PERIOD_MS))
+        .await;
+    assert_eq!(a.role(), Role::Passive);
+    assert_eq!(a.next_event().await, LockEvent::Acquired);
+    assert_eq!(a.assert_active(), epoch2 + 6);
+}
