@@ -41,6 +41,7 @@ import re
 import socket
 import sys
 import time
+import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
@@ -207,8 +208,8 @@ class Pair:
 def _fail_if_exited(node: MirrorNode, what: str) -> None:
     rc = node.proc.poll() if node.proc is not None else None
     if rc is not None:
-        pytest.fail(f"{node.name} exited with code {rc} {what}: {node.exit_reason()}\n{node.log_tail(30)}",
-                    pytrace=False)
+        # The log tails of both nodes follow in the report (harness.report).
+        pytest.fail(f"{node.name} exited with code {rc} {what}: {node.exit_reason()}", pytrace=False)
 
 
 def wait_accepting(node: MirrorNode, timeout: float, what: str) -> float:
@@ -311,6 +312,20 @@ def wait_passive(passive: MirrorNode, active: MirrorNode, figs: dict, since_pass
     st = port_state(active)
     assert st == "accepting", f"{active.name} should be active but its client port {active.port} is {st}"
     note(figs, f"{passive.name}_passive_hold", f"client port refused on {probes} probes over {PASSIVE_HOLD_S:.1f} s")
+    note(figs, f"{passive.name}_health_ready", health_ready(passive))
+
+
+def health_ready(node: MirrorNode) -> str:
+    """`GET /health/ready` as "STATUS body" (only recorded in the figures:
+    docs/operations.md says 503 with the reason while not taking clients)."""
+    url = f"http://127.0.0.1:{node.http_port}/health/ready"
+    try:
+        with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT_S) as r:
+            return f"{r.status} {r.read().decode(errors='replace').strip()}"
+    except urllib.error.HTTPError as e:
+        return f"{e.code} {e.read().decode(errors='replace').strip()}"
+    except OSError as e:
+        return f"no answer: {e!r}"
 
 
 def wait_queue_depth(node: MirrorNode, want: int, timeout: float = 15.0) -> float | None:
