@@ -273,14 +273,98 @@ pub fn resolve(s: MirrorSettings) -> Result<Option<MirrorConfig>, String> {
 
 /// Why `halyard node` refuses to start with these settings: the mirror
 /// link is not built yet, and a flag is never accepted to be ignored.
-pub fn not_available_yet(m: &MirrorConfig) -> String {
-    let lock = m.lock.as_ref().map_or(String::new(), |l| {
-        format!(", --lock-coordinator {}:...", l.kind())
-    });
-    format!(
-        "mirroring is not available yet (issue 13): --mirror-listen {}{lock} given; start the node without the mirroring flags",
-        m.listen
+/// The lock service mirroring runs under, or why it cannot run.
+pub fn lock_service(m: &MirrorConfig) -> Result<halyard_io::coordinator::LockService, String> {
+    use halyard_io::coordinator::LockService;
+    match &m.lock {
+        None => Err(format!(
+            "--mirror-listen {}: mirroring needs --lock-coordinator (file:DIR or zookeeper:HOST:PORT): \
+             without a lock both brokers would accept clients",
+            m.listen
+        )),
+        Some(LockCoordinator::File(dir)) => Ok(LockService::File { dir: dir.clone() }),
+        Some(LockCoordinator::ZooKeeper(servers)) => Ok(LockService::ZooKeeper {
+            hosts: servers
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+            session_timeout_ms: ZOOKEEPER_SESSION_MS,
+        }),
+        Some(LockCoordinator::Kafka(_)) => Err(
+            "--lock-coordinator kafka:...: the Kafka group lock is not available for mirroring yet \
+             (issue 13); use file:DIR or zookeeper:HOST:PORT"
+                .to_string(),
+        ),
+    }
+}
+
+/// The ZooKeeper session timeout of a mirrored broker's lock: a broker
+/// whose process hangs loses the lock this long after its last heartbeat.
+pub const ZOOKEEPER_SESSION_MS: u64 = 6_000;
+
+/// The peer timeout: a sync peer silent this long leaves the in-sync set.
+fn peer_timeout_ms(check_period_ms: u64) -> u64 {
+    (3 * check_period_ms).max(2_000)
+}
+
+/// Spawns the mirrored local journal, the mirror link and the coordinated
+/// lock; the node's journal and lock ports.
+pub async fn spawn_mirrored(
+    m: &MirrorConfig,
+    service: halyard_io::coordinator::LockService,
+    node_id: &str,
+    journal: halyard_io::local::LocalJournalConfig,
+    inputs: tokio::sync::mpsc::Sender<halyard_core::node::Input>,
+    metrics: std::sync::Arc<halyard_io::metrics::JournalMetrics>,
+) -> Result<
+    (
+        halyard_io::journal::JournalHandle,
+        halyard_io::lock::LockHandle,
+    ),
+    Box<dyn std::error::Error>,
+> {
+    use halyard_io::coordinator::{spawn_coordinated_lock, CoordinatedLockConfig};
+    use halyard_io::mirror::{prepare, MirrorConfig as IoMirror};
+    let mut prepared = prepare(
+        IoMirror {
+            node: node_id.to_string(),
+            listen: m.listen,
+            peers: m.peers.iter().map(ToString::to_string).collect(),
+            sync: m.sync,
+            journal: journal.clone(),
+        },
+        inputs.clone(),
     )
+    .await?;
+    let handle = halyard_io::local::spawn_local_journal_mirrored(
+        journal,
+        prepared.journal_inputs.clone(),
+        metrics,
+        prepared.tap.take(),
+    );
+    let mut coordinator = halyard_core::coordinator::CoordinatorConfig::new(node_id);
+    coordinator.check_period_ms = m.check_period_ms;
+    coordinator.peer_timeout_ms = peer_timeout_ms(m.check_period_ms);
+    coordinator.validate()?;
+    tracing::info!(
+        lock = m.lock.as_ref().map_or("none", LockCoordinator::kind),
+        lock_id = %m.lock_id,
+        sync = m.sync,
+        peers = m.peers.len(),
+        "mirroring on: this broker is passive until it holds the lock"
+    );
+    let (lock, coord) = spawn_coordinated_lock(
+        CoordinatedLockConfig {
+            coordinator,
+            service,
+            lock_id: m.lock_id.clone(),
+        },
+        inputs,
+        prepared.before_active(),
+    );
+    prepared.start(coord, handle.clone());
+    Ok((handle, lock))
 }
 
 #[cfg(test)]
@@ -352,11 +436,8 @@ mod tests {
         assert_eq!(m.lock_id, "halyard");
         assert_eq!(m.check_period_ms, 1_000);
         assert_eq!(m.lock, None);
-        let msg = not_available_yet(&m);
-        assert!(
-            msg.starts_with("mirroring is not available yet (issue 13)"),
-            "{msg}"
-        );
+        let msg = lock_service(&m).unwrap_err();
+        assert!(msg.contains("mirroring needs --lock-coordinator"), "{msg}");
     }
 
     #[test]

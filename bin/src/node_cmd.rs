@@ -21,10 +21,10 @@ pub fn run(
         None => NodeSettings::default(),
     };
     let r = config::resolve(config::merge(&cli, &file))?;
-    if let Some(m) = &r.mirror {
-        // Never accept a flag to ignore it: the mirror link comes later.
-        return Err(crate::mirror_config::not_available_yet(m).into());
-    }
+    let mirror_lock = match &r.mirror {
+        Some(m) => Some(crate::mirror_config::lock_service(m)?),
+        None => None,
+    };
     let filter =
         EnvFilter::try_new(&r.log).map_err(|e| format!("invalid log filter {:?}: {e}", r.log))?;
     tracing_subscriber::fmt()
@@ -77,6 +77,18 @@ pub fn run(
                 // folder is made here so that the first reading finds it).
                 let _ = std::fs::create_dir_all(&jc.dir);
                 halyard_io::disk::spawn_disk_watch(jc.dir.clone(), inputs_tx.clone());
+                if let (Some(m), Some(service)) = (&r.mirror, mirror_lock.clone()) {
+                    let (journal, lock) = crate::mirror_config::spawn_mirrored(
+                        m,
+                        service,
+                        &r.node.node_id,
+                        jc,
+                        inputs_tx.clone(),
+                        journal_metrics.clone(),
+                    )
+                    .await?;
+                    (journal, lock, halyard_io::bridge::BridgeHandle::none())
+                } else {
                 let journal = spawn_local_journal(jc, inputs_tx.clone(), journal_metrics.clone());
                 let lock = spawn_file_lock(
                     FileLockConfig {
@@ -111,6 +123,7 @@ pub fn run(
                     _ => halyard_io::bridge::BridgeHandle::none(),
                 };
                 (journal, lock, bridge)
+                }
             }
             Backend::Kafka {
                 config,

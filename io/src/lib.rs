@@ -25,6 +25,8 @@ pub mod kafka;
 pub mod local;
 pub mod lock;
 pub mod metrics;
+#[cfg(not(madsim))]
+pub mod mirror;
 // A real-network tool; under madsim, the simulator clogs links itself.
 #[cfg(not(madsim))]
 pub mod proxy;

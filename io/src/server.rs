@@ -31,7 +31,7 @@ use crate::journal::JournalHandle;
 use crate::lock::LockHandle;
 
 /// Messages the node's input channel holds before senders wait.
-const INPUT_CHANNEL_CAPACITY: usize = 4096;
+pub(crate) const INPUT_CHANNEL_CAPACITY: usize = 4096;
 /// Inputs handled before outputs are carried out, to batch work.
 const INPUTS_PER_TURN_MAX: usize = 256;
 
@@ -197,7 +197,9 @@ pub async fn run(
                     ));
                 }
                 Output::Journal(
-                    request @ (JournalRequest::Append { .. } | JournalRequest::Read { .. }),
+                    request @ (JournalRequest::Append { .. }
+                    | JournalRequest::Read { .. }
+                    | JournalRequest::Snapshot { .. }),
                 ) => journal.send(request),
                 Output::Bridge(request) => config.bridge.send(request),
                 Output::Journal(JournalRequest::Open) => journal.send(JournalRequest::Open),

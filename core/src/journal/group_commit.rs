@@ -125,6 +125,11 @@ pub enum JournalStep {
     /// Read these messages' `MessageStored` records back; then call
     /// [`GroupCommit::read_done`] or [`GroupCommit::read_failed`].
     Read(Vec<Id>),
+    /// Hand a copy of the journal, as of every write before this step, to
+    /// the mirror link that asked with `token` (`open`: the journal is
+    /// open; if not, tell the link there is none). Nothing is reported to
+    /// the node.
+    Snapshot { token: u64, open: bool },
 }
 
 /// Appends to write together.
@@ -162,6 +167,9 @@ enum Waiting {
     },
     Open,
     Close,
+    Snapshot {
+        token: u64,
+    },
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -251,6 +259,7 @@ impl GroupCommit {
             }
             JournalRequest::Open => Waiting::Open,
             JournalRequest::Close => Waiting::Close,
+            JournalRequest::Snapshot { token } => Waiting::Snapshot { token },
             JournalRequest::Read { ids } => {
                 self.reads.push_back(ids);
                 return;
@@ -293,6 +302,14 @@ impl GroupCommit {
                 self.state = State::Closed;
                 JournalStep::Close
             }
+            Waiting::Snapshot { token } => {
+                let token = *token;
+                self.queue.pop_front();
+                JournalStep::Snapshot {
+                    token,
+                    open: self.state == State::Open,
+                }
+            }
             Waiting::Append { .. } => {
                 self.read_turn = true;
                 JournalStep::Write(self.take_group())
@@ -322,7 +339,9 @@ impl GroupCommit {
                 next.sealed = next.appends >= self.limits.group_appends_max
                     || next.bytes >= self.limits.group_bytes_max;
             }
-            Waiting::Append { .. } | Waiting::Open | Waiting::Close => next.sealed = true,
+            Waiting::Append { .. } | Waiting::Open | Waiting::Close | Waiting::Snapshot { .. } => {
+                next.sealed = true
+            }
         }
         next
     }

@@ -570,7 +570,9 @@ mod tests {
     #[test]
     fn garbage_is_an_error_not_a_panic() {
         let mut d = MirrorDecoder::new();
-        let r = d.push(b"GET / HTTP/1.1\r\n\r\n").and_then(|()| d.next_frame());
+        let r = d
+            .push(b"GET / HTTP/1.1\r\n\r\n")
+            .and_then(|()| d.next_frame());
         assert!(r.is_err());
     }
 }

@@ -187,6 +187,11 @@ pub enum JournalRequest {
     Read { ids: Vec<Id> },
     /// Stop writing; drop the writer (after stepping down).
     Close,
+    /// A mirror link (not the node) asks for a copy of the journal as of
+    /// every append before this request (`token` names the link; see
+    /// `halyard_core::mirror`). Only a local journal with mirroring is
+    /// asked; nothing is answered to the node.
+    Snapshot { token: u64 },
 }
 
 /// What the node asks of the lock port.

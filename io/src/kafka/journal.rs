@@ -159,6 +159,14 @@ fn run(
                     }
                 }
             }
+            JournalStep::Snapshot { token, .. } => {
+                // Mirroring runs on the local journal only (the brokers
+                // of a Kafka journal share it); nobody asks this one.
+                warn!(
+                    token,
+                    "a journal snapshot was asked of the Kafka journal; ignored"
+                );
+            }
             JournalStep::Close => {
                 if writer.take().is_some() {
                     stats.report(true);

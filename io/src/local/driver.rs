@@ -32,6 +32,7 @@ use super::entry::Entry;
 use super::error::LocalJournalError;
 use super::journal::LocalJournal;
 use crate::journal::{next_step, send_loaded, JournalHandle};
+use crate::mirror::MirrorTap;
 
 /// Bounds one group commit.
 const GROUP_LIMITS: GroupLimits = GroupLimits {
@@ -49,10 +50,22 @@ pub fn spawn_local_journal(
     inputs: mpsc::Sender<Input>,
     metrics: Arc<JournalMetrics>,
 ) -> JournalHandle {
+    spawn_local_journal_mirrored(config, inputs, metrics, None)
+}
+
+/// [`spawn_local_journal`] whose written groups also go to the mirror
+/// (`crate::mirror`): with a tap, `inputs` is the mirror's sync gate, not
+/// the node.
+pub fn spawn_local_journal_mirrored(
+    config: LocalJournalConfig,
+    inputs: mpsc::Sender<Input>,
+    metrics: Arc<JournalMetrics>,
+    tap: Option<MirrorTap>,
+) -> JournalHandle {
     let (tx, rx) = mpsc::unbounded_channel();
     thread::Builder::new()
         .name("halyard-journal".into())
-        .spawn(move || run(config, rx, inputs, &metrics))
+        .spawn(move || run(config, rx, inputs, &metrics, tap))
         .expect("spawn journal thread");
     JournalHandle::new(tx)
 }
@@ -105,6 +118,7 @@ fn run(
     mut rx: mpsc::UnboundedReceiver<JournalRequest>,
     inputs: mpsc::Sender<Input>,
     metrics: &JournalMetrics,
+    mut tap: Option<MirrorTap>,
 ) {
     let mut journal: Option<LocalJournal> = None;
     let mut window = Window::new(0);
@@ -118,6 +132,9 @@ fn run(
                     Ok(j) => {
                         window = Window::new(j.stats().fsyncs);
                         journal = Some(j);
+                        if let Some(t) = tap.as_mut() {
+                            t.opened();
+                        }
                         commit.opened();
                     }
                     Err(OpenError::NodeGone) => return,
@@ -140,6 +157,11 @@ fn run(
                     }
                 }
             }
+            JournalStep::Snapshot { token, open } => {
+                if let Some(t) = tap.as_mut() {
+                    t.snapshot(token, journal.as_ref().filter(|_| open));
+                }
+            }
             JournalStep::Close => {
                 if let Some(j) = journal.as_ref() {
                     window.maybe_report(j, true);
@@ -153,8 +175,16 @@ fn run(
                 window.appends += 1;
                 window.batches += group.batches.len() as u64;
                 let (batches, bytes) = (group.batches.len(), group.bytes as u64);
+                // The mirror gets the group before the node hears it is
+                // durable (the sync gate holds that answer for the peers).
+                let mirrored = tap
+                    .as_ref()
+                    .map(|_| (group.batches.clone(), group.tickets.clone()));
                 match j.append(&to_raw(group)) {
                     Ok(()) => {
+                        if let (Some(t), Some((batches, tickets))) = (tap.as_mut(), mirrored) {
+                            t.written(batches, tickets);
+                        }
                         metrics.group_written(batches, bytes);
                         metrics.fsyncs.store(j.stats().fsyncs, Ordering::Relaxed);
                         window.maybe_report(j, false);

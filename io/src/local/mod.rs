@@ -99,7 +99,7 @@ mod testkit;
 
 pub use cleaning::CLEAN_MIN_SEGMENTS;
 pub use config::LocalJournalConfig;
-pub use driver::spawn_local_journal;
+pub use driver::{spawn_local_journal, spawn_local_journal_mirrored};
 pub use entry::Entry;
 pub use error::LocalJournalError;
 pub use file_lock::FileLock;

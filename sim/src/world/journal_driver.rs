@@ -149,6 +149,9 @@ impl JournalDriver {
                 None => return,
                 Some(JournalStep::Open) => self.open(out),
                 Some(JournalStep::Close) => self.late_failure = None,
+                // Mirroring runs on the local journal; the simulated
+                // broker's journal is Kafka's, and nobody asks it.
+                Some(JournalStep::Snapshot { .. }) => {}
                 Some(JournalStep::Write(group)) => self.write(group, node_epoch, out),
                 Some(JournalStep::Read(ids)) => {
                     let step = self.reads.start(ids);

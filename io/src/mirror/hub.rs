@@ -1,0 +1,350 @@
+//! The source side of mirroring: one task owns the stream's outbox, the
+//! sync gate and one `SourceLink` per configured peer; the journal thread
+//! (through the tap), the peers' sockets (`net.rs`) and the lock
+//! coordinator (role, required peers) report here, and the node hears the
+//! journal's events through the gate.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use halyard_core::ids::Ticket;
+use halyard_core::journal::group_commit::EncodedEntry;
+use halyard_core::mirror::{encode, LinkEvent, MirrorFrame, Outbox, Phase, SourceLink, SyncGate};
+use halyard_core::node::{Input, JournalEvent, JournalRequest};
+use tokio::sync::{mpsc, watch};
+use tracing::{info, warn};
+
+use crate::coordinator::{PeerNews, Role};
+use crate::journal::JournalHandle;
+
+/// `Loaded` inputs let wait in the node's channel at once (as
+/// `crate::journal::send_loaded` does without mirroring).
+const LOADED_QUEUED_MAX: usize = 4;
+/// How often a link that carries nothing sends a heartbeat.
+pub(crate) const HEARTBEAT_EVERY: Duration = Duration::from_millis(250);
+
+/// What reports to the hub.
+pub(crate) enum HubMsg {
+    StreamOpened,
+    Written {
+        seq: u64,
+        entries: Vec<EncodedEntry>,
+        tickets: Vec<Ticket>,
+    },
+    SnapshotChunk {
+        token: u64,
+        entries: Vec<EncodedEntry>,
+    },
+    SnapshotEnd {
+        token: u64,
+        seq: u64,
+    },
+    SnapshotNone {
+        token: u64,
+    },
+    PeerUp {
+        idx: usize,
+        conn: u64,
+        writer: mpsc::UnboundedSender<Bytes>,
+    },
+    PeerFrame {
+        idx: usize,
+        conn: u64,
+        frame: MirrorFrame,
+    },
+    PeerDown {
+        idx: usize,
+        conn: u64,
+        reason: String,
+    },
+}
+
+/// One configured peer.
+struct Slot {
+    addr: String,
+    conn: u64,
+    link: Option<SourceLink>,
+    writer: Option<mpsc::UnboundedSender<Bytes>>,
+    name: Option<String>,
+}
+
+pub(crate) struct Hub {
+    pub node: String,
+    pub sync: bool,
+    pub node_inputs: mpsc::Sender<Input>,
+    pub journal: JournalHandle,
+    pub queued: Arc<AtomicUsize>,
+    pub news: mpsc::UnboundedSender<PeerNews>,
+    pub role: watch::Receiver<Role>,
+    pub required: watch::Receiver<Option<(u64, BTreeSet<String>)>>,
+    /// Peers' addresses; `PeerUp` names them by index.
+    pub peers: Vec<String>,
+    /// Tells the connectors to drop their connections (a new stream).
+    pub reconnect: watch::Sender<u64>,
+}
+
+struct State {
+    epoch: Option<u64>,
+    outbox: Outbox,
+    gate: SyncGate,
+    slots: Vec<Slot>,
+}
+
+impl Hub {
+    pub(crate) async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<HubMsg>,
+        mut gate_rx: mpsc::Receiver<Input>,
+    ) {
+        let mut st = State {
+            epoch: None,
+            outbox: Outbox::new(0),
+            gate: SyncGate::new(),
+            slots: self
+                .peers
+                .iter()
+                .map(|addr| Slot {
+                    addr: addr.clone(),
+                    conn: 0,
+                    link: None,
+                    writer: None,
+                    name: None,
+                })
+                .collect(),
+        };
+        let mut heartbeat = tokio::time::interval(HEARTBEAT_EVERY);
+        loop {
+            // Biased: a group's `Written` is sent before the journal's
+            // answers for it, and must be taken first.
+            tokio::select! {
+                biased;
+                msg = rx.recv() => match msg {
+                    Some(m) => self.on_msg(&mut st, m),
+                    None => return,
+                },
+                input = gate_rx.recv() => match input {
+                    Some(i) => st.gate.event(i),
+                    None => return,
+                },
+                changed = self.role.changed() => {
+                    if changed.is_err() { return; }
+                    let role = *self.role.borrow_and_update();
+                    self.on_role(&mut st, role);
+                }
+                changed = self.required.changed() => {
+                    if changed.is_err() { return; }
+                    let required = self.required.borrow_and_update().clone();
+                    if let Some((epoch, peers)) = required {
+                        // Asynchronous mirroring: receipts wait for nobody.
+                        let peers = if self.sync { peers } else { BTreeSet::new() };
+                        st.gate.set_required(epoch, peers);
+                    }
+                }
+                _ = heartbeat.tick() => {
+                    for slot in &st.slots {
+                        if let (Some(w), Some(_)) = (&slot.writer, &slot.link) {
+                            let _ = w.send(Bytes::from_static(&halyard_core::protocol::amqp::EMPTY_FRAME));
+                        }
+                    }
+                }
+            }
+            self.pump(&mut st);
+            if !self.forward(&mut st).await {
+                return;
+            }
+        }
+    }
+
+    /// Passes the gate's released events to the node.
+    async fn forward(&self, st: &mut State) -> bool {
+        while let Some(input) = st.gate.poll() {
+            if matches!(input, Input::Journal(JournalEvent::Loaded { .. })) {
+                let tx = &self.node_inputs;
+                while tx.max_capacity() - tx.capacity() > LOADED_QUEUED_MAX && !tx.is_closed() {
+                    tokio::time::sleep(Duration::from_micros(200)).await;
+                }
+            }
+            if self.node_inputs.send(input).await.is_err() {
+                return false;
+            }
+        }
+        true
+    }
+
+    fn on_role(&mut self, st: &mut State, role: Role) {
+        match role {
+            Role::Active { epoch } => {
+                info!(
+                    epoch,
+                    peers = st.slots.len(),
+                    "mirroring this broker's journal to its peers under epoch {epoch}"
+                );
+                st.epoch = Some(epoch);
+                st.outbox = Outbox::new(epoch);
+                st.gate.start_stream(epoch);
+                if let Some((e, peers)) = self.required.borrow().clone() {
+                    st.gate
+                        .set_required(e, if self.sync { peers } else { BTreeSet::new() });
+                }
+            }
+            Role::Passive => st.epoch = None,
+        }
+        for slot in &mut st.slots {
+            slot.link = None;
+            slot.writer = None;
+        }
+        self.reconnect.send_modify(|n| *n += 1);
+    }
+
+    fn on_msg(&mut self, st: &mut State, msg: HubMsg) {
+        match msg {
+            HubMsg::StreamOpened => {}
+            HubMsg::Written {
+                seq,
+                entries,
+                tickets,
+            } => {
+                st.gate.written(seq, &tickets);
+                st.outbox.push(seq, entries);
+            }
+            HubMsg::SnapshotChunk { token, entries } => {
+                if let Some(link) = link_of(st, token) {
+                    if link.phase() == Phase::Snapshot {
+                        link.snapshot_chunk(entries);
+                    }
+                }
+            }
+            HubMsg::SnapshotEnd { token, seq } => {
+                if let Some(link) = link_of(st, token) {
+                    if link.phase() == Phase::Snapshot {
+                        link.snapshot_end(seq);
+                    }
+                }
+            }
+            HubMsg::SnapshotNone { token } => {
+                let idx = (token >> 32) as usize;
+                if let Some(slot) = st.slots.get_mut(idx) {
+                    warn!(peer = %slot.addr, "no journal to snapshot for the mirror peer (not active); closing its link");
+                    slot.link = None;
+                    slot.writer = None;
+                }
+            }
+            HubMsg::PeerUp { idx, conn, writer } => {
+                let Some(epoch) = st.epoch else { return };
+                let slot = &mut st.slots[idx];
+                slot.conn = conn;
+                slot.link = Some(SourceLink::new(&self.node, epoch));
+                slot.writer = Some(writer);
+            }
+            HubMsg::PeerFrame { idx, conn, frame } => self.on_frame(st, idx, conn, frame),
+            HubMsg::PeerDown { idx, conn, reason } => {
+                let slot = &mut st.slots[idx];
+                if slot.conn == conn && slot.link.is_some() {
+                    warn!(peer = %slot.addr, name = ?slot.name, %reason, "mirror link to peer {} down", slot.addr);
+                    slot.link = None;
+                    slot.writer = None;
+                }
+            }
+        }
+    }
+
+    fn on_frame(&mut self, st: &mut State, idx: usize, conn: u64, frame: MirrorFrame) {
+        let epoch = st.epoch.unwrap_or(0);
+        let slot = &mut st.slots[idx];
+        if slot.conn != conn {
+            return;
+        }
+        let Some(link) = slot.link.as_mut() else {
+            return;
+        };
+        if let Some(name) = &slot.name {
+            let _ = self.news.send(PeerNews::Heard { peer: name.clone() });
+        }
+        if let Err(e) = link.on_frame(frame, &st.outbox) {
+            warn!(peer = %slot.addr, error = %e, "mirror link to peer {} failed", slot.addr);
+            slot.link = None;
+            slot.writer = None;
+            return;
+        }
+        while let Some(ev) = link.poll_event() {
+            match ev {
+                LinkEvent::Named(name) => {
+                    info!(peer = %slot.addr, %name, "mirror link to {name} at {} up", slot.addr);
+                    let _ = self.news.send(PeerNews::Known { peer: name.clone() });
+                    let _ = self.news.send(PeerNews::Heard { peer: name.clone() });
+                    slot.name = Some(name);
+                }
+                LinkEvent::SnapshotWanted => {
+                    info!(peer = %slot.addr, "peer {} is not in this stream: sending it a snapshot of the journal", slot.addr);
+                    self.journal.send(JournalRequest::Snapshot {
+                        token: ((idx as u64) << 32) | (conn & 0xffff_ffff),
+                    });
+                }
+                LinkEvent::Acked(seq) => {
+                    if let Some(name) = &slot.name {
+                        st.gate.acked(name, epoch, seq);
+                    }
+                }
+                LinkEvent::CaughtUp => {
+                    if let Some(name) = &slot.name {
+                        info!(peer = %name, epoch, "peer {name} caught up with epoch {epoch}'s stream");
+                        let _ = self.news.send(PeerNews::CaughtUp { peer: name.clone() });
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends what each link has to send; trims the outbox to what every
+    /// streaming link has (kept whole while no link streams, up to its
+    /// bound, so that a peer that reconnects soon resumes).
+    fn pump(&self, st: &mut State) {
+        let mut min_acked: Option<u64> = None;
+        for slot in &mut st.slots {
+            let Some(link) = slot.link.as_mut() else {
+                continue;
+            };
+            let mut out = BytesMut::new();
+            let mut behind = None;
+            loop {
+                match link.poll_frame(&st.outbox) {
+                    Ok(Some(f)) => encode(&f, &mut out),
+                    Ok(None) => break,
+                    Err(seq) => {
+                        behind = Some(seq);
+                        break;
+                    }
+                }
+            }
+            if link.phase() == Phase::Streaming {
+                min_acked = Some(min_acked.map_or(link.acked(), |m| m.min(link.acked())));
+            }
+            if let Some(w) = slot.writer.as_ref() {
+                if !out.is_empty() {
+                    self.queued.fetch_add(out.len(), Ordering::Relaxed);
+                    let _ = w.send(out.freeze());
+                }
+            }
+            if let Some(seq) = behind {
+                warn!(peer = %slot.addr, seq, "peer {} fell behind the mirror outbox (group {seq} gone): reconnecting for a snapshot", slot.addr);
+                slot.link = None;
+                slot.writer = None;
+            }
+        }
+        if let Some(m) = min_acked {
+            st.outbox.trim_to(m);
+        }
+    }
+}
+
+fn link_of(st: &mut State, token: u64) -> Option<&mut SourceLink> {
+    let idx = (token >> 32) as usize;
+    let slot = st.slots.get_mut(idx)?;
+    if slot.conn & 0xffff_ffff != token & 0xffff_ffff {
+        return None;
+    }
+    slot.link.as_mut()
+}

@@ -1,0 +1,187 @@
+//! The target side's journal: while this broker is passive, the mirror
+//! stream's groups are appended to its own local journal (the one the
+//! node opens when it goes active), and a snapshot replaces it whole.
+//!
+//! `DATA_DIR/mirror.position` says which stream position the journal
+//! holds ("EPOCH SEQ"). It is written after the group it names is durable,
+//! and not synced: after a crash it may name an older group (the source
+//! resends from there; groups reapplied in order leave the same journal)
+//! or be unreadable (a snapshot follows), never a newer one.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use halyard_core::journal::group_commit::EncodedEntry;
+use halyard_core::mirror::{Position, TargetAction};
+use tracing::{info, warn};
+
+use crate::local::{Entry, LocalJournal, LocalJournalConfig};
+
+const POSITION_FILE: &str = "mirror.position";
+const SNAPSHOT_DIR: &str = "journal.snapshot";
+const OLD_DIR: &str = "journal.old";
+
+pub(crate) struct TargetJournal {
+    config: LocalJournalConfig,
+    data_dir: PathBuf,
+    journal: Option<LocalJournal>,
+    snapshot: Option<LocalJournal>,
+    /// This broker is active: the node owns the journal.
+    pub(crate) active: bool,
+}
+
+fn raw(entries: Vec<EncodedEntry>) -> Vec<Entry> {
+    entries
+        .into_iter()
+        .map(|e| Entry {
+            key: e.key,
+            value: e.value,
+        })
+        .collect()
+}
+
+impl TargetJournal {
+    /// Finishes or undoes a snapshot swap a crash interrupted.
+    pub(crate) fn new(config: LocalJournalConfig) -> TargetJournal {
+        let data_dir = config
+            .dir
+            .parent()
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        let old = data_dir.join(OLD_DIR);
+        if old.exists() {
+            if config.dir.exists() {
+                let _ = fs::remove_dir_all(&old);
+            } else {
+                warn!("a snapshot swap was interrupted: keeping the journal from before it");
+                let _ = fs::rename(&old, &config.dir);
+            }
+        }
+        let _ = fs::remove_dir_all(data_dir.join(SNAPSHOT_DIR));
+        TargetJournal {
+            config,
+            data_dir,
+            journal: None,
+            snapshot: None,
+            active: false,
+        }
+    }
+
+    fn position_path(&self) -> PathBuf {
+        self.data_dir.join(POSITION_FILE)
+    }
+
+    /// The stream position the journal holds, if known.
+    pub(crate) fn position(&self) -> Option<Position> {
+        let text = fs::read_to_string(self.position_path()).ok()?;
+        let mut words = text.split_whitespace();
+        let epoch = words.next()?.parse().ok()?;
+        let seq = words.next()?.parse().ok()?;
+        Some(Position { epoch, seq })
+    }
+
+    fn set_position(&self, p: Option<Position>) -> Result<(), String> {
+        let path = self.position_path();
+        match p {
+            None => match fs::remove_file(&path) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(format!("removing {}: {e}", path.display())),
+            },
+            Some(p) => {
+                let tmp = self.data_dir.join("mirror.position.tmp");
+                fs::write(&tmp, format!("{} {}\n", p.epoch, p.seq))
+                    .and_then(|()| fs::rename(&tmp, &path))
+                    .map_err(|e| format!("writing {}: {e}", path.display()))
+            }
+        }
+    }
+
+    /// Opens the journal for the stream (it is this broker's own: the
+    /// node has it only while active).
+    pub(crate) fn ensure_open(&mut self) -> Result<(), String> {
+        if self.active {
+            return Err("this broker is active".into());
+        }
+        if self.journal.is_none() {
+            let (j, rec) = LocalJournal::open(self.config.clone()).map_err(|e| e.to_string())?;
+            info!(
+                entries = rec.entries,
+                "journal opened to take the mirror stream"
+            );
+            self.journal = Some(j);
+        }
+        Ok(())
+    }
+
+    /// Carries out one action of the link, durably.
+    pub(crate) fn apply(&mut self, action: TargetAction) -> Result<(), String> {
+        if self.active {
+            return Err("this broker went active".into());
+        }
+        match action {
+            TargetAction::Append {
+                entries, position, ..
+            } => {
+                self.ensure_open()?;
+                let j = self.journal.as_mut().ok_or("no journal")?;
+                j.append(&[raw(entries)]).map_err(|e| e.to_string())?;
+                self.set_position(Some(position))
+            }
+            TargetAction::SnapshotBegin => {
+                info!("receiving a snapshot of the active broker's journal");
+                self.set_position(None)?;
+                let dir = self.data_dir.join(SNAPSHOT_DIR);
+                self.snapshot = None;
+                let _ = fs::remove_dir_all(&dir);
+                let mut config = self.config.clone();
+                config.dir = dir;
+                let (j, _) = LocalJournal::open(config).map_err(|e| e.to_string())?;
+                self.snapshot = Some(j);
+                Ok(())
+            }
+            TargetAction::SnapshotChunk { entries, .. } => {
+                let j = self
+                    .snapshot
+                    .as_mut()
+                    .ok_or("a snapshot chunk outside a snapshot")?;
+                j.append(&[raw(entries)]).map_err(|e| e.to_string())
+            }
+            TargetAction::SnapshotEnd { position, .. } => {
+                if self.snapshot.take().is_none() {
+                    return Err("a snapshot end outside a snapshot".into());
+                }
+                self.journal = None;
+                let old = self.data_dir.join(OLD_DIR);
+                let dir = &self.config.dir;
+                if dir.exists() {
+                    fs::rename(dir, &old).map_err(|e| format!("moving the journal aside: {e}"))?;
+                }
+                fs::rename(self.data_dir.join(SNAPSHOT_DIR), dir)
+                    .map_err(|e| format!("moving the snapshot in: {e}"))?;
+                if let Ok(d) = fs::File::open(&self.data_dir) {
+                    let _ = d.sync_all();
+                }
+                let _ = fs::remove_dir_all(&old);
+                self.set_position(Some(position))?;
+                info!(
+                    epoch = position.epoch,
+                    seq = position.seq,
+                    "snapshot in place: the journal holds the active broker's"
+                );
+                self.ensure_open()
+            }
+        }
+    }
+
+    /// The node is about to go active: it owns the journal from now on,
+    /// and its own writes leave the stream (no position any more).
+    pub(crate) fn give_up(&mut self) {
+        self.active = true;
+        self.journal = None;
+        self.snapshot = None;
+        if let Err(e) = self.set_position(None) {
+            warn!(error = %e, "could not remove the mirror position");
+        }
+        let _ = fs::remove_dir_all(self.data_dir.join(SNAPSHOT_DIR));
+    }
+}
