@@ -167,13 +167,11 @@ fn broker(name: &'static str, at: &Where) -> Broker {
 impl Broker {
     /// The next lock event the node hears.
     async fn next_event(&mut self) -> LockEvent {
-        loop {
-            match tokio::time::timeout(STEP, self.node.recv()).await {
-                Ok(Some(Input::Lock(ev))) => return ev,
-                Ok(Some(other)) => panic!("{}: not a lock event: {other:?}", self.name),
-                Ok(None) => panic!("{}: the lock driver is gone", self.name),
-                Err(_) => panic!("{}: no lock event in {STEP:?}", self.name),
-            }
+        match tokio::time::timeout(STEP, self.node.recv()).await {
+            Ok(Some(Input::Lock(ev))) => ev,
+            Ok(Some(other)) => panic!("{}: not a lock event: {other:?}", self.name),
+            Ok(None) => panic!("{}: the lock driver is gone", self.name),
+            Err(_) => panic!("{}: no lock event in {STEP:?}", self.name),
         }
     }
 
