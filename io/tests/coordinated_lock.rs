@@ -1,12 +1,24 @@
-//! The coordinated lock (halyard_io::coordinator::spawn_coordinated_lock)
-//! on the file lock in a temporary folder: two drivers, each with a fake
-//! node (the receiving end of its input channel), take turns as the active
-//! broker; the lock state file names the active and its in-sync peers.
+#![cfg(not(madsim))]
+//! The coordinated lock (halyard_io::coordinator::spawn_coordinated_lock):
+//! two drivers, each with a fake node (the receiving end of its input
+//! channel), take turns as the active broker; the lock state names the
+//! active and its in-sync peers.
+//!
+//! On the file lock in a temporary folder, always; on a real Apache
+//! ZooKeeper (the `zookeeper_*` tests, ignored by default) with
+//! `HALYARD_ZOOKEEPER` set: scripts/ci/zookeeper.sh starts ZooKeeper and
+//! runs them with `--ignored`, as it runs io/tests/zookeeper_lock.rs. By hand:
+//!
+//! ```text
+//! scripts/services/zookeeper.sh start
+//! HALYARD_ZOOKEEPER=$(scripts/services/zookeeper.sh connect-string) \
+//!     cargo test --profile test-release -p halyard-io --test coordinated_lock -- --ignored
+//! ```
 
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use halyard_core::coordinator::{CoordinatorConfig, LockState};
 use halyard_core::node::{Input, LockEvent, LockRequest};
@@ -15,9 +27,12 @@ use halyard_io::coordinator::{
     FileCoordinator, LockService, PeerNews, Role,
 };
 use halyard_io::lock::LockHandle;
+use halyard_io::zookeeper::{ZkLockConfig, ZkSession};
 use tokio::sync::mpsc;
 
 const LOCK_ID: &str = "mirror-cluster-clients";
+/// ZooKeeper sessions that must not expire during a test.
+const ZK_SESSION_MS: u64 = 30_000;
 const CHECK_PERIOD_MS: u64 = 50;
 /// Longest wait for something that should happen within a few periods.
 const STEP: Duration = Duration::from_secs(5);
@@ -37,20 +52,97 @@ struct Broker {
     calls: Calls,
 }
 
-fn config(node: &str, service: LockService) -> CoordinatedLockConfig {
+/// Where the lock lives, and how a test reads its state.
+enum Where {
+    File(PathBuf),
+    ZooKeeper { connect: String, lock_id: String },
+}
+
+impl Where {
+    fn service(&self) -> LockService {
+        match self {
+            Where::File(dir) => LockService::File { dir: dir.clone() },
+            Where::ZooKeeper { connect, .. } => LockService::ZooKeeper {
+                hosts: connect.clone(),
+                session_timeout_ms: ZK_SESSION_MS,
+            },
+        }
+    }
+
+    fn lock_id(&self) -> String {
+        match self {
+            Where::File(_) => LOCK_ID.to_string(),
+            Where::ZooKeeper { lock_id, .. } => lock_id.clone(),
+        }
+    }
+
+    /// The lock state as the lock service has it (read without the lock).
+    async fn state(&self) -> Option<LockState> {
+        match self {
+            Where::File(dir) => {
+                let observer = FileCoordinator::new(dir, LOCK_ID, "observer").expect("coordinator");
+                observer.peek().expect("peek").1.state
+            }
+            Where::ZooKeeper { connect, lock_id } => {
+                let config = ZkLockConfig::new(connect.as_str(), lock_id.as_str(), "observer");
+                let session = tokio::time::timeout(STEP, ZkSession::connect(config))
+                    .await
+                    .expect("connect in time")
+                    .expect("connect");
+                let read = session.read_state().await.expect("read state");
+                read.state.map(|s| LockState::new(s.epoch, s.in_sync))
+            }
+        }
+    }
+
+    async fn state_becomes(&self, want: LockState) {
+        let deadline = tokio::time::Instant::now() + STEP;
+        loop {
+            let now = self.state().await;
+            if now.as_ref() == Some(&want) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "lock state never became {want:?}: {now:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+fn zookeeper(test: &str) -> Where {
+    let connect = match std::env::var("HALYARD_ZOOKEEPER") {
+        Ok(addr) if !addr.trim().is_empty() => addr,
+        _ => panic!(
+            "HALYARD_ZOOKEEPER is not set: these tests need a running ZooKeeper. Run \
+             scripts/ci/zookeeper.sh, which starts one and runs them; or start it with \
+             `scripts/services/zookeeper.sh start` and set \
+             HALYARD_ZOOKEEPER=$(scripts/services/zookeeper.sh connect-string)"
+        ),
+    };
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let lock_id = format!("test-coordinated-{test}-{}-{nanos}", std::process::id());
+    Where::ZooKeeper { connect, lock_id }
+}
+
+fn config(node: &str, at: &Where) -> CoordinatedLockConfig {
     let mut coordinator = CoordinatorConfig::new(node);
     coordinator.check_period_ms = CHECK_PERIOD_MS;
     // Long enough that no peer is dropped as silent during a test.
     coordinator.peer_timeout_ms = 60_000;
     CoordinatedLockConfig {
         coordinator,
-        service,
-        lock_id: LOCK_ID.to_string(),
+        service: at.service(),
+        lock_id: at.lock_id(),
     }
 }
 
 /// A broker whose `before_active` takes 100 ms, recording its start and end.
-fn broker(name: &'static str, dir: &Path) -> Broker {
+fn broker(name: &'static str, at: &Where) -> Broker {
     let (tx, node) = mpsc::channel(64);
     let calls: Calls = Arc::default();
     let seen = calls.clone();
@@ -62,10 +154,7 @@ fn broker(name: &'static str, dir: &Path) -> Broker {
             seen.lock().unwrap().push(("end", epoch));
         })
     });
-    let service = LockService::File {
-        dir: dir.to_path_buf(),
-    };
-    let (lock, coord) = spawn_coordinated_lock(config(name, service), tx, before_active);
+    let (lock, coord) = spawn_coordinated_lock(config(name, at), tx, before_active);
     Broker {
         name,
         lock,
@@ -78,13 +167,11 @@ fn broker(name: &'static str, dir: &Path) -> Broker {
 impl Broker {
     /// The next lock event the node hears.
     async fn next_event(&mut self) -> LockEvent {
-        loop {
-            match tokio::time::timeout(STEP, self.node.recv()).await {
-                Ok(Some(Input::Lock(ev))) => return ev,
-                Ok(Some(other)) => panic!("{}: not a lock event: {other:?}", self.name),
-                Ok(None) => panic!("{}: the lock driver is gone", self.name),
-                Err(_) => panic!("{}: no lock event in {STEP:?}", self.name),
-            }
+        match tokio::time::timeout(STEP, self.node.recv()).await {
+            Ok(Some(Input::Lock(ev))) => ev,
+            Ok(Some(other)) => panic!("{}: not a lock event: {other:?}", self.name),
+            Ok(None) => panic!("{}: the lock driver is gone", self.name),
+            Err(_) => panic!("{}: no lock event in {STEP:?}", self.name),
         }
     }
 
@@ -142,27 +229,6 @@ impl Broker {
     }
 }
 
-/// The lock state as the file has it (read without the lock).
-fn state(dir: &Path) -> Option<LockState> {
-    let observer = FileCoordinator::new(dir, LOCK_ID, "observer").expect("coordinator");
-    observer.peek().expect("peek").1.state
-}
-
-async fn state_becomes(dir: &Path, want: LockState) {
-    let deadline = tokio::time::Instant::now() + STEP;
-    loop {
-        let now = state(dir);
-        if now.as_ref() == Some(&want) {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "lock state never became {want:?}: {now:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 /// Both ask; one is active, the other a backup. Returns (active, backup, epoch).
 async fn one_takes_it(mut a: Broker, mut b: Broker) -> (Broker, Broker, u64) {
     a.lock.send(LockRequest::Acquire, None);
@@ -184,12 +250,11 @@ async fn one_takes_it(mut a: Broker, mut b: Broker) -> (Broker, Broker, u64) {
     (active, backup, epoch)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_active_then_the_in_sync_peer_takes_over_with_a_newer_epoch() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let dir = tmp.path();
-    let (mut active, mut backup, epoch) = one_takes_it(broker("a", dir), broker("b", dir)).await;
-    assert_eq!(state(dir), Some(LockState::new(epoch, [active.name])));
+/// Both ask, one takes it; a caught-up peer joins its in-sync set; the
+/// active releases and the peer takes over under a newer epoch.
+async fn handover(at: Where) {
+    let (mut active, mut backup, epoch) = one_takes_it(broker("a", &at), broker("b", &at)).await;
+    assert_eq!(at.state().await, Some(LockState::new(epoch, [active.name])));
 
     // The backup's mirror link: its name learned at the handshake, then
     // caught up. Receipts wait for it, and the lock service has it in sync.
@@ -202,7 +267,8 @@ async fn one_active_then_the_in_sync_peer_takes_over_with_a_newer_epoch() {
     active
         .required_becomes(Some((epoch, set(&[backup.name]))))
         .await;
-    state_becomes(dir, LockState::new(epoch, [active.name, backup.name])).await;
+    at.state_becomes(LockState::new(epoch, [active.name, backup.name]))
+        .await;
 
     // The active stops: the backup takes over under a newer epoch.
     active.release().await;
@@ -211,7 +277,10 @@ async fn one_active_then_the_in_sync_peer_takes_over_with_a_newer_epoch() {
     assert_eq!(backup.next_event().await, LockEvent::Acquired);
     let epoch2 = backup.assert_active();
     assert!(epoch2 > epoch, "epoch {epoch2} after {epoch}");
-    assert_eq!(state(dir), Some(LockState::new(epoch2, [backup.name])));
+    assert_eq!(
+        at.state().await,
+        Some(LockState::new(epoch2, [backup.name]))
+    );
     // The old active released on request: it is not told Lost.
     active.hears_nothing(Duration::from_millis(200)).await;
 
@@ -221,11 +290,10 @@ async fn one_active_then_the_in_sync_peer_takes_over_with_a_newer_epoch() {
     assert_eq!(active.role(), Role::Passive);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_peer_outside_the_in_sync_set_does_not_take_over() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let dir = tmp.path();
-    let (mut active, mut backup, epoch) = one_takes_it(broker("a", dir), broker("b", dir)).await;
+/// A peer never caught up stays a backup when the active leaves, until the
+/// active comes back.
+async fn out_of_sync_waits(at: Where) {
+    let (mut active, mut backup, epoch) = one_takes_it(broker("a", &at), broker("b", &at)).await;
     // Known but never caught up: not in the in-sync set.
     active.news(PeerNews::Known {
         peer: backup.name.into(),
@@ -237,7 +305,7 @@ async fn a_peer_outside_the_in_sync_set_does_not_take_over() {
         .hears_nothing(Duration::from_millis(10 * CHECK_PERIOD_MS))
         .await;
     assert_eq!(backup.role(), Role::Passive);
-    let now = state(dir).expect("state");
+    let now = at.state().await.expect("state");
     assert_eq!(now.in_sync, set(&[active.name]));
     assert_eq!(now.epoch, epoch);
     // The broker it waits for comes back and takes over again.
@@ -245,14 +313,41 @@ async fn a_peer_outside_the_in_sync_set_does_not_take_over() {
     assert_eq!(active.next_event().await, LockEvent::Acquired);
     let epoch2 = active.assert_active();
     assert!(epoch2 > epoch);
-    assert_eq!(state(dir), Some(LockState::new(epoch2, [active.name])));
+    assert_eq!(
+        at.state().await,
+        Some(LockState::new(epoch2, [active.name]))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_active_then_the_in_sync_peer_takes_over_with_a_newer_epoch() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    handover(Where::File(tmp.path().to_path_buf())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_outside_the_in_sync_set_does_not_take_over() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    out_of_sync_waits(Where::File(tmp.path().to_path_buf())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs ZooKeeper: scripts/ci/zookeeper.sh"]
+async fn zookeeper_one_active_then_the_in_sync_peer_takes_over_with_a_newer_epoch() {
+    handover(zookeeper("handover")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs ZooKeeper: scripts/ci/zookeeper.sh"]
+async fn zookeeper_a_peer_outside_the_in_sync_set_does_not_take_over() {
+    out_of_sync_waits(zookeeper("out-of-sync")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_lock_steps_down_and_a_new_acquire_takes_it_again() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path();
-    let mut a = broker("a", dir);
+    let mut a = broker("a", &Where::File(dir.to_path_buf()));
     a.lock.send(LockRequest::Acquire, None);
     assert_eq!(a.next_event().await, LockEvent::Acquired);
     let epoch = a.assert_active();

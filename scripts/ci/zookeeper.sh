@@ -2,7 +2,9 @@
 # Runs the ZooKeeper lock tests (io/tests/zookeeper_lock.rs) against a real
 # Apache ZooKeeper: two contenders and one holder, epochs that only grow, a
 # closed session and an expired one (the holder cut off by the fault proxy)
-# handing the lock over, loss events, stale state writes refused. Works from
+# handing the lock over, loss events, stale state writes refused; and the
+# coordinated lock's ZooKeeper tests (io/tests/coordinated_lock.rs, the
+# `zookeeper_*` ones: two drivers taking turns as the active). Works from
 # any directory; exits non-zero if a test fails or ZooKeeper cannot be
 # started.
 #
@@ -37,4 +39,5 @@ log "ZooKeeper at $HALYARD_ZOOKEEPER"
 
 # --ignored: the tests are marked #[ignore] so that the workspace's test step,
 # which runs without ZooKeeper, lists them as ignored instead of failing.
-cargo test --profile test-release -p halyard-io --test zookeeper_lock -- --ignored "$@"
+cargo test --profile test-release -p halyard-io --test zookeeper_lock --test coordinated_lock \
+    -- --ignored "$@"
