@@ -137,6 +137,9 @@ scripts/ci/paging.sh
 step "paging over the Kafka journal: 100,000 persistent 1 KiB messages past --max-memory-bytes 16 MiB read back from the topic in order, also across a SIGKILL and failover to a backup (real nodes, real Kafka)"
 scripts/ci/kafka-paging.sh
 
+step "mirroring: seed 002's flow with real brokers (sync mirroring both ways, file lock and ZooKeeper lock, SIGKILL of the active, all 30 from the other), 10,000 messages with the kill mid-stream, the killed broker back in sync (stomp.py, real nodes)"
+scripts/ci/mirror.sh
+
 step "the Kafka bridge: kafka.<topic> addresses <-> Kafka topics exactly once across a SIGKILL (stomp.py, confluent-kafka, real nodes)"
 HALYARD_KAFKA_BOOTSTRAP=$(scripts/services/kafka.sh bootstrap) scripts/ci/bridge.sh
 

@@ -198,7 +198,7 @@ impl Harness {
                     Output::Event(e) => self.events.push(e),
                     Output::Admin { id, result } => self.admin.push((id, result)),
                     Output::Bridge(r) => self.bridge.push(r),
-                    Output::Journal(JournalRequest::Close)
+                    Output::Journal(JournalRequest::Close | JournalRequest::Snapshot { .. })
                     | Output::Lock(LockRequest::Release)
                     | Output::Stopped => {}
                 }

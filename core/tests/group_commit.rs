@@ -403,6 +403,9 @@ impl Model {
                 );
             }
             JournalStep::Read(ids) => prop_assert!(false, "a read nobody asked for: {:?}", ids),
+            JournalStep::Snapshot { token, .. } => {
+                prop_assert!(false, "a snapshot nobody asked for: {}", token)
+            }
             JournalStep::Write(g) => {
                 self.in_flight = g.tickets.iter().map(|t| t.0).collect();
                 for t in &self.in_flight {
@@ -465,7 +468,9 @@ proptest! {
                             }
                         }
                         JournalStep::Close => open = false,
-                        JournalStep::Read(_) => unreachable!("no reads pushed"),
+                        JournalStep::Read(_) | JournalStep::Snapshot { .. } => {
+                            unreachable!("no reads or snapshots pushed")
+                        }
                         JournalStep::Write(g) => {
                             prop_assert!(open, "a write while not open: {:?}", g);
                             prop_assert_eq!((g.tickets.len(), g.bytes), (predicted.appends, predicted.bytes));
@@ -504,7 +509,9 @@ proptest! {
                 }
                 JournalStep::Open => c.opened(),
                 JournalStep::Close => {}
-                JournalStep::Read(_) => unreachable!("no reads pushed"),
+                JournalStep::Read(_) | JournalStep::Snapshot { .. } => {
+                    unreachable!("no reads or snapshots pushed")
+                }
             }
             m.collect(&mut c)?;
             prop_assert_eq!(c.next_group(), expected_next(&m.queue, limits));
@@ -576,5 +583,38 @@ fn reads_take_turns_with_writes() {
             found: Vec::new(),
             error: Some(NOT_OPEN_REASON.into())
         }]
+    );
+}
+
+#[test]
+fn a_snapshot_comes_after_every_write_asked_before_it_and_answers_nothing() {
+    let mut c = open();
+    c.push(append(1));
+    c.push(JournalRequest::Snapshot { token: 7 });
+    c.push(append(2));
+    let g = write(&mut c);
+    assert_eq!(tickets(&g), [1], "the snapshot seals the group before it");
+    c.written();
+    assert_eq!(
+        c.poll_step(),
+        Some(JournalStep::Snapshot {
+            token: 7,
+            open: true
+        })
+    );
+    let g = write(&mut c);
+    assert_eq!(tickets(&g), [2]);
+    c.written();
+    assert_eq!(events(&mut c), durable(&[1, 2]));
+    // Asked of a closed journal: the step says so.
+    c.push(JournalRequest::Close);
+    assert_eq!(c.poll_step(), Some(JournalStep::Close));
+    c.push(JournalRequest::Snapshot { token: 8 });
+    assert_eq!(
+        c.poll_step(),
+        Some(JournalStep::Snapshot {
+            token: 8,
+            open: false
+        })
     );
 }
