@@ -193,10 +193,10 @@ pub struct NodeSettings {
     /// What a send meets while the broker is full: page pages message bodies to the journal past the memory limit (and holds producers back where it cannot: a full disk), block holds producers back (flow control), fail refuses the send with an error [default: page]
     #[arg(long, env = "HALYARD_ADDRESS_FULL_POLICY", value_enum)]
     pub address_full_policy: Option<crate::limits_config::FullPolicyArg>,
-    /// The broker-to-broker mirror listener, always open (not governed by the lock); turns mirroring on (not yet usable: issue 13)
+    /// The broker-to-broker mirror listener, always open (not governed by the lock); turns mirroring on
     #[arg(long, env = "HALYARD_MIRROR_LISTEN", value_name = "ADDR:PORT")]
     pub mirror_listen: Option<SocketAddr>,
-    /// A peer broker's --mirror-listen to mirror every durable change to (repeatable; not yet usable: issue 13)
+    /// A peer broker's --mirror-listen to mirror every durable change to (repeatable)
     #[arg(
         long = "mirror",
         env = "HALYARD_MIRROR",
@@ -204,16 +204,16 @@ pub struct NodeSettings {
         value_delimiter = ','
     )]
     pub mirror: Option<Vec<crate::mirror_config::HostPort>>,
-    /// A receipt waits for every in-sync peer to have the change durable; false mirrors asynchronously (a window of loss) [default: true] (not yet usable: issue 13)
+    /// A receipt waits for every in-sync peer to have the change durable; false mirrors asynchronously (a window of loss) [default: true]
     #[arg(long, env = "HALYARD_MIRROR_SYNC", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub mirror_sync: Option<bool>,
-    /// Who accepts clients: file:DIR (flock in a shared folder), zookeeper:HOST:PORT[,HOST:PORT...] or kafka:HOST:PORT[,...] (not yet usable: issue 13)
+    /// Who accepts clients: file:DIR (flock in a shared folder), zookeeper:HOST:PORT[,HOST:PORT...] or kafka:HOST:PORT[,...] (kafka: not available for mirroring yet)
     #[arg(long, env = "HALYARD_LOCK_COORDINATOR", value_name = "KIND:WHERE")]
     pub lock_coordinator: Option<crate::mirror_config::LockCoordinator>,
-    /// The lock's name, shared by the brokers of one mirrored group [default: halyard] (not yet usable: issue 13)
+    /// The lock's name, shared by the brokers of one mirrored group [default: halyard]
     #[arg(long, env = "HALYARD_LOCK_ID", value_name = "NAME")]
     pub lock_id: Option<String>,
-    /// How often a passive broker asks for the lock, in ms (10..=600000) [default: 1000] (not yet usable: issue 13)
+    /// How often a passive broker asks for the lock, in ms (10..=600000) [default: 1000]
     #[arg(long, env = "HALYARD_CHECK_PERIOD_MS", value_name = "N")]
     pub check_period_ms: Option<u64>,
 }
