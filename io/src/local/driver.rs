@@ -32,7 +32,26 @@ use super::entry::Entry;
 use super::error::LocalJournalError;
 use super::journal::LocalJournal;
 use crate::journal::{next_step, send_loaded, JournalHandle};
+#[cfg(not(madsim))]
 use crate::mirror::MirrorTap;
+
+/// Mirroring is not built under madsim (its links are real sockets and
+/// real files only): a tap that cannot exist.
+#[cfg(madsim)]
+pub enum MirrorTap {}
+
+#[cfg(madsim)]
+impl MirrorTap {
+    fn opened(&mut self) {
+        match *self {}
+    }
+    fn written(&mut self, _: Vec<Vec<EncodedEntry>>, _: Vec<halyard_core::ids::Ticket>) {
+        match *self {}
+    }
+    fn snapshot(&mut self, _: u64, _: Option<&LocalJournal>) {
+        match *self {}
+    }
+}
 
 /// Bounds one group commit.
 const GROUP_LIMITS: GroupLimits = GroupLimits {
