@@ -113,6 +113,7 @@ pub fn nothing_before_active() -> BeforeActive {
 const FILE_CALL_MS_MIN: u64 = 5_000;
 /// Added to a ZooKeeper session timeout for the longest wait for a call (a
 /// connection takes up to about the session timeout).
+#[cfg(not(madsim))]
 const ZK_CALL_SLACK_MS: u64 = 1_000;
 
 /// Spawns the task; the node sends its lock requests through the returned
@@ -198,6 +199,7 @@ impl Timing {
 
     /// Checked at least five times per session timeout: the lock's events
     /// (suspended, lost) are seen within a fifth of it.
+    #[cfg(not(madsim))]
     fn zookeeper(check_period_ms: Millis, session_timeout_ms: u64) -> Timing {
         let check_ms = check_period_ms.min(session_timeout_ms / 5).max(10);
         let call_ms = check_period_ms.max(session_timeout_ms) + ZK_CALL_SLACK_MS;
