@@ -233,6 +233,8 @@ async fn journal_task(
             JournalStep::Close => writer = None,
             // These nodes do not page (`journal_reads` is off).
             JournalStep::Read(ids) => commit.read_failed(ids, "no reads here".into()),
+            // Only a mirroring link asks for a snapshot; none runs here.
+            JournalStep::Snapshot { .. } => {}
             JournalStep::Write(group) => {
                 let Some((pid, epoch)) = writer else {
                     unreachable!("the group commit asks for writes only while the journal is open");
