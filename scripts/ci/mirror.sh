@@ -6,8 +6,11 @@
 # file lock in a shared folder, and ZooKeeper); 30 messages through the STOMP
 # failover client, SIGKILL of server0, all 30 consumed from server1 in order
 # exactly once; 10,000 messages with the SIGKILL mid-stream, no receipted
-# message lost, duplicates counted, server0 restarted as a passive. Prints the
-# failover time (the "mirror figures" section of pytest's summary).
+# message lost, duplicates counted, server0 restarted as a passive; a
+# partition of the mirror link through `halyard proxy` (the active keeps
+# receipting, the out-of-sync passive does not take over when the active is
+# killed, after the heal it rejoins). Prints the failover time and the rest
+# of the figures (the "mirror figures" section of pytest's summary).
 # Works from any directory.
 #
 #   scripts/ci/mirror.sh                       # whole suite
@@ -22,7 +25,7 @@
 #
 # Environment: HALYARD_BIN = binary to test (default: target/release/halyard,
 # built here if missing or older than the sources); MIRROR_PASSIVE_LINE,
-# MIRROR_IN_SYNC_LINE, MIRROR_COMPARE (tests/mirror/README.md).
+# MIRROR_IN_SYNC_LINE, MIRROR_COMPARE, MIRROR_CUT_MODE (tests/mirror/README.md).
 set -euo pipefail
 # shellcheck source=../lib/common.sh
 . "$(dirname "${BASH_SOURCE[0]}")/../lib/common.sh"

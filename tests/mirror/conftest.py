@@ -20,6 +20,11 @@ mirroring + lock-coordinator example (seed 002).
   MIRRORING PASSIVE", the one place to adjust when the implementation
   lands; see its docstring and the constants PASSIVE_LINE, IN_SYNC_LINE and
   PASSIVE_HOLD_S.
+- `MirrorProxy` / `mirror_proxies(pair)` (per test): `halyard proxy`
+  (docs/proxy.md) on each direction of the mirror link (server0's
+  `--mirror` through P01 to server1's mirror listener, server1's through
+  P10 to server0's), cut with `cut("blackhole" | "reset")`, healed with
+  `heal()`; stopped at teardown.
 - `port_state(node)`: "accepting" (answers CONNECTED), "refused" (nothing
   bound: the lock is not held) or what else happened.
 - `queue_depth(node)`: `halyard_queue_messages{queue="exampleQueue"}` from
@@ -36,9 +41,12 @@ mirroring + lock-coordinator example (seed 002).
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
 import re
 import socket
+import subprocess
 import sys
 import time
 import urllib.error
@@ -51,7 +59,7 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 from harness.failover import FailoverConsumer, FailoverProducer
 from harness.logs import log
-from harness.node import NodeProcess, close_all, free_port
+from harness.node import HALYARD_BIN, NodeProcess, child_env, close_all, free_port, stop_process
 from harness.stomp_wire import stomp_probe
 
 # The test modules import these helpers as `mirror_helpers`.
@@ -128,6 +136,9 @@ class MirrorNode(NodeProcess):
         self.lock_spec = lock_spec
         self.lock_id = lock_id
         self.peer: MirrorNode | None = None
+        # Where `--mirror` points: the peer's mirror listener, unless a test
+        # routes the link through a fault proxy (`MirrorProxy.route`).
+        self.mirror_target: str | None = None
         self.spawned_at = 0.0
 
     @property
@@ -140,7 +151,7 @@ class MirrorNode(NodeProcess):
             "--node-id", self.name,
             "--http", f"127.0.0.1:{self.http_port}",
             "--mirror-listen", self.mirror_addr,
-            "--mirror", self.peer.mirror_addr,
+            "--mirror", self.mirror_target or self.peer.mirror_addr,
             "--mirror-sync",
             "--lock-coordinator", self.lock_spec,
             "--lock-id", self.lock_id,
@@ -200,6 +211,81 @@ class Pair:
     def describe(self) -> str:
         return "; ".join(f"{n.name}: client :{n.port}, http :{n.http_port}, mirror :{n.mirror_port}"
                          for n in self.nodes) + f"; lock {self.lock_spec} id {self.lock_id}"
+
+
+# -- the fault proxy on a mirror link -------------------------------------------
+
+
+class MirrorProxy:
+    """`halyard proxy` (docs/proxy.md) between one broker's mirror connector
+    and the other's `--mirror-listen`: `route(src, dst)` makes src's
+    `--mirror` point at the proxy, which forwards to dst's mirror listener
+    (the active's connector dials its `--mirror` addresses, so a cut of both
+    directions' proxies is a partition of the mirror link, whichever broker
+    is active). Control over HTTP: `cut("blackhole" | "reset")`, `heal()`,
+    `status()`. Its log is `<tmp>/<name>.log`; `close()` stops it."""
+
+    def __init__(self, base_dir: Path, name: str, upstream: str):
+        self.name = name
+        self.listen_port = fresh_port()
+        self.control_port = fresh_port()
+        self.upstream = upstream
+        self.log_path = base_dir / f"{name}.log"
+        self.proc: subprocess.Popen | None = None
+
+    @classmethod
+    def route(cls, base_dir: Path, src: "MirrorNode", dst: "MirrorNode") -> "MirrorProxy":
+        p = cls(base_dir, f"proxy-{src.name}-to-{dst.name}", dst.mirror_addr)
+        src.mirror_target = p.listen
+        return p
+
+    @property
+    def listen(self) -> str:
+        return f"127.0.0.1:{self.listen_port}"
+
+    def start(self, timeout: float = 10.0) -> "MirrorProxy":
+        cmd = [str(HALYARD_BIN), "proxy", "--listen", self.listen, "--upstream", self.upstream,
+               "--control", f"127.0.0.1:{self.control_port}"]
+        with open(self.log_path, "ab") as f:
+            f.write(f"==== start: {' '.join(cmd)}\n".encode())
+            f.flush()
+            self.proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         env=child_env())
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.status()
+                return self
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"{self.name} (halyard proxy) did not start within {timeout:.0f} s:\n"
+                                f"{self.log_path.read_text(errors='replace')[-2000:]}", pytrace=False)
+                time.sleep(0.05)
+
+    def _req(self, method: str, path: str) -> dict:
+        c = http.client.HTTPConnection("127.0.0.1", self.control_port, timeout=HTTP_TIMEOUT_S)
+        try:
+            c.request(method, path)
+            r = c.getresponse()
+            body = r.read().decode()
+            assert r.status == 200, f"{self.name} {method} {path}: {r.status} {body}"
+            return json.loads(body)
+        finally:
+            c.close()
+
+    def cut(self, mode: str = "blackhole") -> dict:
+        return self._req("POST", f"/cut?mode={mode}")
+
+    def heal(self) -> dict:
+        return self._req("POST", "/heal")
+
+    def status(self) -> dict:
+        return self._req("GET", "/status")
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            with open(self.log_path, "ab") as f:
+                f.write(f"==== teardown: {stop_process(self.proc)}\n".encode())
 
 
 # -- waits ----------------------------------------------------------------------
@@ -466,6 +552,29 @@ def mirror_pair(tmp_path, request):
 
     yield make
     close_all([n for p in made for n in p.nodes])
+
+
+@pytest.fixture
+def mirror_proxies(tmp_path):
+    """Factory: mirror_proxies(pair) -> (P01, P10), two started `MirrorProxy`s
+    carrying server0's mirror link to server1 and server1's to server0 (call
+    it before the nodes start: it sets their `--mirror`); stopped at
+    teardown."""
+    made: list[MirrorProxy] = []
+
+    def make(pair: "Pair") -> tuple[MirrorProxy, MirrorProxy]:
+        p01 = MirrorProxy.route(tmp_path, pair.server0, pair.server1)
+        p10 = MirrorProxy.route(tmp_path, pair.server1, pair.server0)
+        made.extend([p01, p10])
+        p01.start()
+        p10.start()
+        log(f"{p01.name}: {p01.listen} -> {p01.upstream} (control :{p01.control_port}); "
+            f"{p10.name}: {p10.listen} -> {p10.upstream} (control :{p10.control_port})")
+        return p01, p10
+
+    yield make
+    for p in made:
+        p.close()
 
 
 # -- figures --------------------------------------------------------------------
