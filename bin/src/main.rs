@@ -9,6 +9,7 @@ mod config;
 mod http;
 mod limits_config;
 mod manage_cmd;
+mod mirror_cmd;
 mod mirror_config;
 mod node_cmd;
 mod proxy_cmd;
@@ -64,6 +65,9 @@ enum Command {
     /// Inspect and manage queues through a node's --http endpoint: stat, purge, move, retry, browse, delete
     #[command(subcommand)]
     Queue(manage_cmd::QueueCmd),
+    /// Mirrored brokers: `halyard mirror compare DIR DIR` checks that two brokers' queues hold the same messages
+    #[command(subcommand)]
+    Mirror(mirror_cmd::MirrorCmd),
     /// Users of the security file: `halyard user hash` prints a password hash
     #[command(subcommand)]
     User(user_cmd::UserCmd),
@@ -84,6 +88,7 @@ fn main() -> ExitCode {
         Command::NodeStatus(a) => manage_cmd::node_status(a),
         Command::Queue(c) => manage_cmd::queue(c),
         Command::User(c) => user_cmd::run(c),
+        Command::Mirror(c) => mirror_cmd::run(c),
     };
     match result {
         Ok(code) => code,

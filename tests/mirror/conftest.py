@@ -29,7 +29,7 @@ mirroring + lock-coordinator example (seed 002).
   bound: the lock is not held) or what else happened.
 - `queue_depth(node)`: `halyard_queue_messages{queue="exampleQueue"}` from
   /metrics (None if the series is absent).
-- `compare_queues(figs, a, b)`: the TODO hook for the command that compares
+- `compare_queues(figs, a, b)`: `halyard mirror compare` on the two data folders; the command that compares
   two brokers' queues (issue 13); see its docstring.
 - `zookeeper` (session): the connect string in HALYARD_ZOOKEEPER
   (scripts/ci/mirror.sh starts ZooKeeper 3.9.5 and sets it); missing or not
@@ -492,16 +492,25 @@ def producer_state(p: FailoverProducer) -> str:
 # -- the compare command (issue 13) ----------------------------------------------
 
 
+COMPARE_WAIT_S = 15.0
+
+
 def compare_queues(figs: dict, a: MirrorNode, b: MirrorNode) -> None:
-    """TODO(issue 13): call the `halyard` command that compares two brokers'
-    queues (usable by operators too) and assert it finds them equal. The
-    command does not exist yet, so its name and flags are not guessed here.
-    Until then: with MIRROR_COMPARE=1 this fails the test (so a run that
-    means to check it cannot pass by accident); otherwise the figures say
-    that it was not checked."""
-    if os.environ.get("MIRROR_COMPARE") == "1":
-        pytest.fail(f"compare command not implemented yet (MIRROR_COMPARE=1; {a.name} vs {b.name})", pytrace=False)
-    note(figs, "queues_compared", f"NOT CHECKED: no compare command yet ({a.name} vs {b.name}; MIRROR_COMPARE unset)")
+    """`halyard mirror compare A B` on the two brokers' data folders (it reads
+    their journals without opening them, so they keep running): every queue
+    must hold the same messages (count and a checksum over ids, sizes and
+    bodies). Retried for a few seconds while the passive may still apply
+    the last groups; the command's table goes into the figures."""
+    cmd = [str(HALYARD_BIN), "mirror", "compare", str(a.data_dir), str(b.data_dir)]
+    deadline = time.monotonic() + COMPARE_WAIT_S
+    while True:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        if out.returncode == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    note(figs, "queues_compared", " | ".join(out.stdout.strip().splitlines()[-3:]))
+    assert out.returncode == 0, (f"halyard mirror compare {a.name} {b.name} exited {out.returncode}:\n"
+                                 f"{out.stdout}{out.stderr}")
 
 
 # -- fixtures -------------------------------------------------------------------

@@ -48,7 +48,7 @@ import stomp
 
 from harness.failover import AcceptMonitor, FailoverConsumer, body_for
 from harness.logs import log
-from mirror_helpers import (ACTIVE_LINE, CHECK_PERIOD_MS, DEST, FAILOVER_WAIT_S, PASSIVE_WAIT_S, first_deliveries,
+from mirror_helpers import (ACTIVE_LINE, CHECK_PERIOD_MS, DEST, compare_queues, FAILOVER_WAIT_S, PASSIVE_WAIT_S, first_deliveries,
                             new_run_id, note, port_state, start_active, stop_clients, wait_accepting, wait_consumed,
                             wait_passive, wait_queue_depth)
 
@@ -360,6 +360,9 @@ def test_partition_file_lock(mirror_proxies, mirror_pair, figures):
             assert st == "refused", f"server1 should be passive after server0 came back: its port is {st}"
             time.sleep(0.05)
         assert port_state(s0) == "accepting"
+        # Both journals hold the same 300 unconsumed messages (the operator's
+        # check, on running brokers).
+        compare_queues(figures, s0, s1)
 
         consume_exactly(figures, "after_heal", pair.addrs(), run_id, set(range(BEFORE_CUT + DURING_CUT)), 0, s0)
 

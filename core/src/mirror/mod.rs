@@ -11,10 +11,11 @@
 //! from when it was active) gets a snapshot of the active's journal first.
 //! docs/mirroring.md says why this never loses a receipted message.
 //!
-//! Rooms: [`wire`] (frames on the AMQP codec), [`source`] (the active's
+//! Rooms: [`digest`] (what two brokers' queues hold, to compare), [`wire`] (frames on the AMQP codec), [`source`] (the active's
 //! end), [`target`] (the passive's end), [`gate`] (durable answers held
 //! for the in-sync peers).
 
+pub mod digest;
 pub mod gate;
 pub mod source;
 pub mod target;
