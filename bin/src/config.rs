@@ -216,6 +216,9 @@ pub struct NodeSettings {
     /// How often a passive broker asks for the lock, in ms (10..=600000) [default: 1000]
     #[arg(long, env = "HALYARD_CHECK_PERIOD_MS", value_name = "N")]
     pub check_period_ms: Option<u64>,
+    /// Operator override: take the active role even when the lock's in-sync set does not name this broker (accepts losing what it never received; logged every time) [default: false]
+    #[arg(long, env = "HALYARD_FORCE_ACTIVE", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub force_active: Option<bool>,
 }
 
 /// Where the journal and the lock live.
@@ -351,7 +354,8 @@ pub fn merge(cli: &NodeSettings, file: &NodeSettings) -> NodeSettings {
         mirror_sync,
         lock_coordinator,
         lock_id,
-        check_period_ms
+        check_period_ms,
+        force_active
     )
 }
 
@@ -498,6 +502,7 @@ pub fn resolve(s: NodeSettings) -> Result<Resolved, ConfigError> {
         lock_coordinator: s.lock_coordinator.clone(),
         lock_id: s.lock_id.clone(),
         check_period_ms: s.check_period_ms,
+        force_active: s.force_active,
         listen,
         kafka_journal: s
             .kafka_bootstrap

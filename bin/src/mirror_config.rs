@@ -136,6 +136,7 @@ impl<'de> Deserialize<'de> for HostPort {
 }
 
 /// The settings this module resolves (already layered).
+#[derive(Clone, Debug)]
 pub struct MirrorSettings {
     pub mirror_listen: Option<SocketAddr>,
     pub mirror: Option<Vec<HostPort>>,
@@ -143,6 +144,7 @@ pub struct MirrorSettings {
     pub lock_coordinator: Option<LockCoordinator>,
     pub lock_id: Option<String>,
     pub check_period_ms: Option<u64>,
+    pub force_active: Option<bool>,
     /// The node's other settings the checks look at.
     pub listen: SocketAddr,
     pub kafka_journal: bool,
@@ -159,6 +161,7 @@ impl MirrorSettings {
             lock_coordinator: None,
             lock_id: None,
             check_period_ms: None,
+            force_active: None,
             listen,
             kafka_journal: false,
         }
@@ -176,6 +179,8 @@ pub struct MirrorConfig {
     pub lock: Option<LockCoordinator>,
     pub lock_id: String,
     pub check_period_ms: u64,
+    /// The operator's override of the in-sync rule (docs/mirroring.md).
+    pub force_active: bool,
 }
 
 fn invalid(flag: &str, value: impl fmt::Display, why: impl fmt::Display) -> String {
@@ -190,7 +195,8 @@ pub fn resolve(s: MirrorSettings) -> Result<Option<MirrorConfig>, String> {
         || s.mirror_sync.is_some()
         || s.lock_coordinator.is_some()
         || s.lock_id.is_some()
-        || s.check_period_ms.is_some();
+        || s.check_period_ms.is_some()
+        || s.force_active.is_some();
     if !any {
         return Ok(None);
     }
@@ -203,6 +209,8 @@ pub fn resolve(s: MirrorSettings) -> Result<Option<MirrorConfig>, String> {
             "--lock-id"
         } else if s.check_period_ms.is_some() {
             "--check-period-ms"
+        } else if s.force_active.is_some() {
+            "--force-active"
         } else {
             "--mirror-sync"
         };
@@ -268,11 +276,10 @@ pub fn resolve(s: MirrorSettings) -> Result<Option<MirrorConfig>, String> {
         lock: s.lock_coordinator,
         lock_id,
         check_period_ms,
+        force_active: s.force_active.unwrap_or(false),
     }))
 }
 
-/// Why `halyard node` refuses to start with these settings: the mirror
-/// link is not built yet, and a flag is never accepted to be ignored.
 /// The lock service mirroring runs under, or why it cannot run.
 pub fn lock_service(m: &MirrorConfig) -> Result<halyard_io::coordinator::LockService, String> {
     use halyard_io::coordinator::LockService;
@@ -346,6 +353,13 @@ pub async fn spawn_mirrored(
     let mut coordinator = halyard_core::coordinator::CoordinatorConfig::new(node_id);
     coordinator.check_period_ms = m.check_period_ms;
     coordinator.peer_timeout_ms = peer_timeout_ms(m.check_period_ms);
+    coordinator.force_active = m.force_active;
+    if m.force_active {
+        tracing::warn!(
+            "--force-active: this broker may take the active role although the lock's in-sync set does \
+             not name it; what the last active receipted and this broker never received is then lost"
+        );
+    }
     coordinator.validate()?;
     tracing::info!(
         lock = m.lock.as_ref().map_or("none", LockCoordinator::kind),
@@ -513,5 +527,34 @@ mod tests {
             let e = resolve(s).unwrap_err();
             assert!(e.contains(says), "expected {says:?} in {e:?}");
         }
+    }
+}
+
+#[cfg(test)]
+mod force_active_tests {
+    use super::*;
+
+    fn listen() -> SocketAddr {
+        "127.0.0.1:61616".parse().unwrap()
+    }
+
+    #[test]
+    fn force_active_is_off_unless_asked_and_needs_mirroring() {
+        let base = MirrorSettings {
+            mirror_listen: Some("127.0.0.1:47001".parse().unwrap()),
+            ..MirrorSettings::none(listen())
+        };
+        assert!(!resolve(base.clone()).unwrap().unwrap().force_active);
+        let forced = MirrorSettings {
+            force_active: Some(true),
+            ..base
+        };
+        assert!(resolve(forced).unwrap().unwrap().force_active);
+        let alone = MirrorSettings {
+            force_active: Some(true),
+            ..MirrorSettings::none(listen())
+        };
+        let e = resolve(alone).unwrap_err();
+        assert!(e.starts_with("--force-active needs --mirror-listen"), "{e}");
     }
 }
