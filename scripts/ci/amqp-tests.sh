@@ -16,7 +16,11 @@
 #   scripts/ci/amqp-tests.sh tests/stomp_compat    # arguments go to pytest (paths, -k, -x, ...)
 #   AMQP_TEST_BROKERS=artemis scripts/ci/amqp-tests.sh tests/amqp
 #
-# Environment: HALYARD_BIN, HALYARD_KAFKA_BOOTSTRAP (else Kafka is started here), AMQP_TEST_BROKERS (artemis,halyard),
+#   AMQP_TEST_BROKERS=halyard AMQP_KAFKA=0 scripts/ci/amqp-tests.sh tests/amqp/test_jms_mirror.py
+#                                                  # Halyard only: neither Artemis nor Kafka started
+#
+# Environment: HALYARD_BIN, HALYARD_KAFKA_BOOTSTRAP (else Kafka is started here, unless AMQP_KAFKA=0),
+# AMQP_TEST_BROKERS (artemis,halyard; Artemis is started only when listed),
 # AMQP_ARTEMIS_SLOW=1 (also run Artemis in the tests marked slow_on_artemis), STOMP_COMPAT_STRICT,
 # ARTEMIS_KEEP=1 (leave the Artemis test instance running afterwards), and the Artemis ports:
 # ARTEMIS_STOMP_PORT (61633), ARTEMIS_CORE_PORT (61636), ARTEMIS_AMQP_PORT (61637),
@@ -55,13 +59,19 @@ stop_artemis() {
         "$SCRIPTS/services/artemis.sh" stop >/dev/null 2>&1 || true
     fi
 }
-trap stop_artemis EXIT
-log "starting Artemis (instance $ARTEMIS_INSTANCE: STOMP $ARTEMIS_STOMP_PORT, AMQP $ARTEMIS_AMQP_PORT)"
-"$SCRIPTS/services/artemis.sh" start || die "Artemis did not start"
-"$SCRIPTS/services/artemis.sh" status || die "Artemis does not answer"
+# Artemis only when it is one of the brokers (tests/stomp_compat's fixture starts it itself when
+# it runs without it).
+if [[ ",${AMQP_TEST_BROKERS:-artemis,halyard}," == *",artemis,"* ]]; then
+    trap stop_artemis EXIT
+    log "starting Artemis (instance $ARTEMIS_INSTANCE: STOMP $ARTEMIS_STOMP_PORT, AMQP $ARTEMIS_AMQP_PORT)"
+    "$SCRIPTS/services/artemis.sh" start || die "Artemis did not start"
+    "$SCRIPTS/services/artemis.sh" status || die "Artemis does not answer"
+fi
 
-# The Halyard pair on a Kafka journal needs Kafka: the one scripts/test.sh started, or ours.
-if [[ ",${AMQP_TEST_BROKERS:-artemis,halyard}," == *",halyard,"* && -z "${HALYARD_KAFKA_BOOTSTRAP:-}" ]]; then
+# The Halyard pair on a Kafka journal needs Kafka: the one scripts/test.sh started, or ours
+# (AMQP_KAFKA=0: none; the Kafka pair's tests then fail saying HALYARD_KAFKA_BOOTSTRAP is missing).
+if [[ ",${AMQP_TEST_BROKERS:-artemis,halyard}," == *",halyard,"* && -z "${HALYARD_KAFKA_BOOTSTRAP:-}" \
+      && "${AMQP_KAFKA:-1}" != 0 ]]; then
     log "starting Kafka for the Halyard pair on a Kafka journal"
     "$SCRIPTS/services/kafka.sh" start || die "Kafka did not start"
     HALYARD_KAFKA_BOOTSTRAP=$("$SCRIPTS/services/kafka.sh" bootstrap)

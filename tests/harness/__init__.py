@@ -21,6 +21,10 @@ and of scripts/bench/failover-figures.py.
 - `harness.kafka`: the Kafka side: `scripts/services/kafka.sh`, `HaNode`
   (a node with its journal and lock in Kafka), `Cluster`, `FaultProxy`
   (`halyard proxy`) and the log lines of the HA transitions.
+- `harness.mirror`: two mirrored brokers under a lock coordinator (issue
+  13): `MirrorNode`, `Pair`, `start_pair`, `wait_passive`,
+  `kill_and_time_failover`, `MirrorProxy`, `compare_queues`, figures
+  (tests/mirror, tests/amqp/test_jms_mirror.py).
 - `harness.report`: the pytest hook that attaches the log tail of every
   running node to a failing test's report (tests/conftest.py registers it).
 

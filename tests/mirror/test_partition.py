@@ -48,9 +48,9 @@ import stomp
 
 from harness.failover import AcceptMonitor, FailoverConsumer, body_for
 from harness.logs import log
-from mirror_helpers import (ACTIVE_LINE, CHECK_PERIOD_MS, DEST, compare_queues, FAILOVER_WAIT_S, PASSIVE_WAIT_S, first_deliveries,
-                            new_run_id, note, port_state, start_active, stop_clients, wait_accepting, wait_consumed,
-                            wait_passive, wait_queue_depth)
+from harness.mirror import (ACTIVE_LINE, CHECK_PERIOD_MS, DEST, FAILOVER_WAIT_S, PASSIVE_WAIT_S, compare_queues, note,
+                            port_state, start_active, wait_accepting, wait_passive, wait_queue_depth)
+from mirror_helpers import first_deliveries, new_run_id, stop_clients, wait_consumed
 
 BODY_BYTES = 256
 BEFORE_CUT = 100

@@ -31,13 +31,12 @@ import time
 
 import pytest
 
-from harness.failover import AcceptMonitor, FailoverConsumer, FailoverProducer, check_delivery
+from harness.failover import FailoverConsumer, FailoverProducer, check_delivery
 from harness.logs import log
+from harness.mirror import (DEST, FAILOVER_WAIT_S, check_monitor, compare_queues, kill_and_time_failover, note,
+                            port_state, queue_depth, start_pair, wait_passive, wait_queue_depth)
 from harness.node import HALYARD_BIN, child_env, free_port
-from mirror_helpers import (ACTIVE_LINE, CHECK_PERIOD_MS, DEST, FAILOVER_GOAL_S, FAILOVER_WAIT_S, compare_queues,
-                            first_deliveries, new_run_id, note, port_state, producer_state, queue_depth,
-                            start_active, stop_clients, wait_accepting, wait_consumed, wait_passive,
-                            wait_queue_depth)
+from mirror_helpers import first_deliveries, new_run_id, producer_state, stop_clients, wait_consumed
 
 SEED_MESSAGES = 30
 SEED_BODY_BYTES = 256
@@ -51,58 +50,6 @@ PRODUCE_WAIT_S = 180.0
 CONSUME_WAIT_S = 120.0
 # Reading on after the last expected message, for a duplicate to show up.
 SETTLE_S = 2.0
-
-
-def start_pair(pair, figures) -> AcceptMonitor:
-    """server0 first (it takes the lock and accepts clients), then server1
-    (a mirroring passive in the in-sync set); returns a started monitor of
-    which ports accept."""
-    s0, s1 = pair.server0, pair.server1
-    note(figures, "lock", f"{pair.lock_spec} (lock id {pair.lock_id}), check period {CHECK_PERIOD_MS} ms")
-    start_active(s0, figures)
-    pos0 = s0.log_pos()
-    s1.start()
-    wait_passive(s1, s0, figures, since_active=pos0)
-    assert port_state(s0) == "accepting"
-    monitor = AcceptMonitor(pair.nodes, period_s=0.05)
-    monitor.start()
-    return monitor
-
-
-def kill_and_time_failover(pair, figures, what: str, after_kill=None) -> float:
-    """SIGKILL of server0 (then `after_kill()`, at once); waits until server1
-    accepts. Returns the time of the kill and records the failover time
-    (kill to a CONNECTED from server1) and, if logged, server1's `active
-    with epoch N` line."""
-    s0, s1 = pair.server0, pair.server1
-    pos1 = s1.log_pos()
-    t_kill = s0.kill9()
-    if after_kill is not None:
-        after_kill()
-    log(f"SIGKILL {s0.name} ({what})")
-    t_acc = wait_accepting(s1, FAILOVER_WAIT_S[pair.kind], f"after SIGKILL of {s0.name}")
-    failover = t_acc - t_kill
-    note(figures, "failover_s", round(failover, 3),
-         f"{failover:.3f} s from SIGKILL of {s0.name} to {s1.name} answering CONNECTED "
-         f"(goal with the file lock: under check period + 1 s = {FAILOVER_GOAL_S:.1f} s)")
-    note(figures, "failover_within_goal", failover < FAILOVER_GOAL_S)
-    hits = s1.find(ACTIVE_LINE, since=pos1)
-    if hits and hits[0].ts is not None:
-        note(figures, "server1_active_line_after_kill_s", round(hits[0].ts - t_kill, 3), hits[0].line.strip())
-    else:
-        note(figures, "server1_active_line_after_kill_s", "no `active with epoch N ...` line")
-    assert port_state(s0) == "refused", f"{s0.name} was SIGKILLed but its port is {port_state(s0)}"
-    assert port_state(s1) == "accepting", f"{s1.name} should accept clients: {port_state(s1)}"
-    return t_kill
-
-
-def check_monitor(monitor: AcceptMonitor, figures, want: list[str]) -> None:
-    monitor.stop()
-    worst, bad = monitor.max_concurrent()
-    note(figures, "accept_probes", len(monitor.samples))
-    note(figures, "accepted_by", " -> ".join(monitor.accepted_by()))
-    assert worst <= 1, f"both brokers accepted clients at once: {bad[:5]}"
-    assert monitor.accepted_by() == want, f"accepting brokers in turn: {monitor.accepted_by()}, want {want}"
 
 
 def run_seed002(pair, figures) -> None:
