@@ -146,7 +146,8 @@ impl Hub {
                 _ = heartbeat.tick() => {
                     for slot in &st.slots {
                         if let (Some(w), Some(_)) = (&slot.writer, &slot.link) {
-                            let _ = w.send(Bytes::from_static(&halyard_core::protocol::amqp::EMPTY_FRAME));
+                            let beat = Bytes::from_static(&halyard_core::protocol::amqp::EMPTY_FRAME);
+                            queue_bytes(&self.queued, w, beat);
                         }
                     }
                 }
@@ -324,8 +325,7 @@ impl Hub {
             }
             if let Some(w) = slot.writer.as_ref() {
                 if !out.is_empty() {
-                    self.queued.fetch_add(out.len(), Ordering::Relaxed);
-                    let _ = w.send(out.freeze());
+                    queue_bytes(&self.queued, w, out.freeze());
                 }
             }
             if let Some(seq) = behind {
@@ -338,6 +338,29 @@ impl Hub {
             st.outbox.trim_to(m);
         }
     }
+}
+
+/// Hands `bytes` to a link's writer, counted in `queued` (the writer
+/// counts them down once written or dropped). Every byte a writer gets
+/// must come through here: a byte counted down but never up would wrap
+/// the count and hold a snapshot back for ever.
+fn queue_bytes(queued: &AtomicUsize, writer: &mpsc::UnboundedSender<Bytes>, bytes: Bytes) {
+    let n = bytes.len();
+    queued.fetch_add(n, Ordering::Relaxed);
+    if writer.send(bytes).is_err() {
+        written(queued, n);
+    }
+}
+
+/// `n` queued bytes were written (or dropped with their link).
+pub(crate) fn written(queued: &AtomicUsize, n: usize) {
+    let r = queued.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |q| {
+        Some(q.saturating_sub(n))
+    });
+    debug_assert!(
+        r.is_ok_and(|q| q >= n),
+        "mirror writer counted down bytes never queued"
+    );
 }
 
 fn link_of(st: &mut State, token: u64) -> Option<&mut SourceLink> {

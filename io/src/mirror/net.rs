@@ -16,7 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
-use super::hub::{HubMsg, HEARTBEAT_EVERY};
+use super::hub::{written, HubMsg, HEARTBEAT_EVERY};
 use super::target::TargetJournal;
 use crate::coordinator::{PeerNews, Role};
 
@@ -28,6 +28,24 @@ const SILENCE_MAX: Duration = Duration::from_secs(5);
 const READ_BUFFER: usize = 256 * 1024;
 
 static CONNS: AtomicU64 = AtomicU64::new(1);
+
+/// A link's queue of bytes to write. However the writer ends (the hub
+/// dropped the link, the socket failed, the task was aborted while a
+/// write hung on a cut link), what is still queued is counted down, and
+/// later sends fail (and are counted down by the hub).
+struct Outgoing {
+    rx: mpsc::UnboundedReceiver<Bytes>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl Drop for Outgoing {
+    fn drop(&mut self) {
+        self.rx.close();
+        while let Ok(b) = self.rx.try_recv() {
+            written(&self.queued, b.len());
+        }
+    }
+}
 
 /// Dials peer `idx` while `role` is active; reports to the hub.
 pub(crate) async fn connector(
@@ -55,7 +73,7 @@ pub(crate) async fn connector(
         let _ = stream.set_nodelay(true);
         let conn = CONNS.fetch_add(1, Ordering::Relaxed);
         let (mut rd, mut wr) = stream.into_split();
-        let (wtx, mut wrx) = mpsc::unbounded_channel::<Bytes>();
+        let (wtx, wrx) = mpsc::unbounded_channel::<Bytes>();
         if hub
             .send(HubMsg::PeerUp {
                 idx,
@@ -67,21 +85,19 @@ pub(crate) async fn connector(
         {
             return;
         }
-        let q = queued.clone();
+        let mut out = Outgoing {
+            rx: wrx,
+            queued: queued.clone(),
+        };
         let writer = tokio::spawn(async move {
-            while let Some(b) = wrx.recv().await {
-                let n = b.len();
-                let r = wr.write_all(&b).await;
-                q.fetch_sub(n, Ordering::Relaxed);
-                if r.is_err() {
+            while let Some(b) = out.rx.recv().await {
+                written(&out.queued, b.len());
+                if wr.write_all(&b).await.is_err() {
                     break;
                 }
             }
             // Dropped by the hub (or the socket failed): end the link.
             let _ = wr.shutdown().await;
-            while let Ok(b) = wrx.try_recv() {
-                q.fetch_sub(b.len(), Ordering::Relaxed);
-            }
         });
         let mut decoder = MirrorDecoder::new();
         let mut buf = vec![0u8; READ_BUFFER];
