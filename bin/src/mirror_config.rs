@@ -347,7 +347,7 @@ pub async fn spawn_mirrored(
     let handle = halyard_io::local::spawn_local_journal_mirrored(
         journal,
         prepared.journal_inputs.clone(),
-        metrics,
+        metrics.clone(),
         prepared.tap.take(),
     );
     let mut coordinator = halyard_core::coordinator::CoordinatorConfig::new(node_id);
@@ -377,7 +377,7 @@ pub async fn spawn_mirrored(
         inputs,
         prepared.before_active(),
     );
-    prepared.start(coord, handle.clone());
+    prepared.start(coord, handle.clone(), metrics);
     Ok((handle, lock))
 }
 

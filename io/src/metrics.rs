@@ -24,12 +24,28 @@ pub struct JournalMetrics {
     /// Records the Kafka hot standby copy is behind the journal's end (-1:
     /// not following, for example while live).
     pub standby_lag_records: AtomicI64,
+    /// Mirroring (`crate::mirror`), -1 while this broker does not stream
+    /// (not mirrored, or passive): the stream's groups some peer has not
+    /// acknowledged (the newest written minus the least acknowledged over
+    /// the configured peers): with `--mirror-sync false`, the window of
+    /// loss if this broker died now.
+    pub mirror_unacknowledged_groups: AtomicI64,
+    /// Groups and bytes the outbox keeps for peers that are behind or away.
+    pub mirror_outbox_groups: AtomicU64,
+    pub mirror_outbox_bytes: AtomicU64,
+    /// Peers whose link streams now.
+    pub mirror_peers_streaming: AtomicU64,
+    /// Durable answers the sync gate holds for in-sync peers.
+    pub mirror_answers_held: AtomicU64,
+    /// Journal snapshots sent to peers that were not in the stream.
+    pub mirror_snapshots: AtomicU64,
 }
 
 impl JournalMetrics {
     pub fn new() -> JournalMetrics {
         let m = JournalMetrics::default();
         m.standby_lag_records.store(-1, Ordering::Relaxed);
+        m.mirror_unacknowledged_groups.store(-1, Ordering::Relaxed);
         m
     }
 

@@ -304,6 +304,12 @@ def test_partition_file_lock(mirror_proxies, mirror_pair, figures):
             f"a receipt took {lat:.3f} s during the partition: more than the peer timeout {PEER_TIMEOUT_S:.1f} s "
             f"+ {STALL_MARGIN_S:.1f} s (server0: {silent.line.strip()!r} at +{rel(silent, t_cut)} s)")
         assert port_state(s1) == "refused"
+        # The active reports what server1 has not acknowledged: the groups
+        # written since the cut (group commit may put several sends in one).
+        unacked = s0.metric("halyard_mirror_unacknowledged_groups")
+        note(figures, "unacknowledged_groups_during_cut", unacked)
+        assert unacked is not None and 1 <= unacked <= DURING_CUT + 10, (
+            f"halyard_mirror_unacknowledged_groups is {unacked} with {DURING_CUT} receipted sends server1 never got")
         sender.close()
         sender = None
         note(figures, "proxies_at_kill", f"{p01.name} {p01.status()}; {p10.name} {p10.status()}")
@@ -363,6 +369,9 @@ def test_partition_file_lock(mirror_proxies, mirror_pair, figures):
         # Both journals hold the same 300 unconsumed messages (the operator's
         # check, on running brokers).
         compare_queues(figures, s0, s1)
+        caught_up = s0.metric("halyard_mirror_unacknowledged_groups")
+        note(figures, "unacknowledged_groups_after_rejoin", caught_up)
+        assert caught_up is not None and caught_up <= 1, f"server1 rejoined but {caught_up} groups are unacknowledged"
 
         consume_exactly(figures, "after_heal", pair.addrs(), run_id, set(range(BEFORE_CUT + DURING_CUT)), 0, s0)
 

@@ -69,6 +69,12 @@ def run_seed002(pair, figures) -> None:
         assert [i for _, i in producer.reconnects] == [0], (
             f"the producer should have sent everything to {s0.name} (index 0): {producer.reconnects}")
         note(figures, "receipted", len(producer.receipted))
+        # Sync mirroring: every receipted group is on server1, which streams.
+        mirror = {m: s0.metric(f"halyard_mirror_{m}")
+                  for m in ("unacknowledged_groups", "peers_streaming", "snapshots_total")}
+        note(figures, "server0_mirror_metrics", mirror)
+        assert mirror["peers_streaming"] == 1 and mirror["snapshots_total"] >= 1, mirror
+        assert mirror["unacknowledged_groups"] is not None and mirror["unacknowledged_groups"] <= 1, mirror
 
         kill_and_time_failover(pair, figures, f"after {SEED_MESSAGES} receipts")
 

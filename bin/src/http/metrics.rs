@@ -48,6 +48,19 @@ pub struct Snapshot {
     pub kafka_aborts: u64,
     /// `None` while no standby copy is followed.
     pub standby_lag_records: Option<u64>,
+    /// `None` while this broker does not stream to mirror peers.
+    pub mirror: Option<MirrorSnapshot>,
+}
+
+/// Mirroring's figures (`JournalMetrics::mirror_*`).
+#[derive(Debug)]
+pub struct MirrorSnapshot {
+    pub unacknowledged_groups: u64,
+    pub outbox_groups: u64,
+    pub outbox_bytes: u64,
+    pub peers_streaming: u64,
+    pub answers_held: u64,
+    pub snapshots: u64,
 }
 
 impl Snapshot {
@@ -73,6 +86,16 @@ impl Snapshot {
             kafka_commits: load(&j.kafka_commits),
             kafka_aborts: load(&j.kafka_aborts),
             standby_lag_records: u64::try_from(j.standby_lag_records.load(Ordering::Relaxed)).ok(),
+            mirror: u64::try_from(j.mirror_unacknowledged_groups.load(Ordering::Relaxed))
+                .ok()
+                .map(|unacknowledged_groups| MirrorSnapshot {
+                    unacknowledged_groups,
+                    outbox_groups: load(&j.mirror_outbox_groups),
+                    outbox_bytes: load(&j.mirror_outbox_bytes),
+                    peers_streaming: load(&j.mirror_peers_streaming),
+                    answers_held: load(&j.mirror_answers_held),
+                    snapshots: load(&j.mirror_snapshots),
+                }),
         }
     }
 
@@ -505,6 +528,9 @@ impl Collector for Snapshot {
                 lag as f64,
             )?;
         }
+        if let Some(m) = &self.mirror {
+            m.encode(e)?;
+        }
         histogram(
             e,
             "halyard_journal_durable_latency",
@@ -591,5 +617,47 @@ impl Collector for Snapshot {
             )?;
         }
         Ok(())
+    }
+}
+
+impl MirrorSnapshot {
+    fn encode(&self, e: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let gauges = [
+            (
+                "halyard_mirror_unacknowledged_groups",
+                "Journal groups of this broker's mirror stream some peer has not acknowledged (with --mirror-sync false: the window of loss).",
+                self.unacknowledged_groups,
+            ),
+            (
+                "halyard_mirror_outbox_groups",
+                "Journal groups the mirror outbox keeps for peers that are behind or away.",
+                self.outbox_groups,
+            ),
+            (
+                "halyard_mirror_outbox_bytes",
+                "Bytes of the journal groups the mirror outbox keeps.",
+                self.outbox_bytes,
+            ),
+            (
+                "halyard_mirror_peers_streaming",
+                "Mirror peers whose link streams now.",
+                self.peers_streaming,
+            ),
+            (
+                "halyard_mirror_answers_held",
+                "Durable answers (receipts to be) the sync gate holds for in-sync peers.",
+                self.answers_held,
+            ),
+        ];
+        for (name, help, v) in gauges {
+            gauge(e, name, help, None, v as f64)?;
+        }
+        counter(
+            e,
+            "halyard_mirror_snapshots",
+            "Journal snapshots sent to mirror peers that were not in the stream.",
+            None,
+            self.snapshots,
+        )
     }
 }

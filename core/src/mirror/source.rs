@@ -100,6 +100,11 @@ impl Outbox {
     pub fn bytes(&self) -> usize {
         self.bytes
     }
+
+    /// Groups kept.
+    pub fn groups(&self) -> usize {
+        self.groups.len()
+    }
 }
 
 /// Where a link is.

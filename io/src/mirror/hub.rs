@@ -19,6 +19,7 @@ use tracing::{info, warn};
 
 use crate::coordinator::{PeerNews, Role};
 use crate::journal::JournalHandle;
+use crate::metrics::JournalMetrics;
 
 /// `Loaded` inputs let wait in the node's channel at once (as
 /// `crate::journal::send_loaded` does without mirroring).
@@ -65,6 +66,9 @@ pub(crate) enum HubMsg {
 /// One configured peer.
 struct Slot {
     addr: String,
+    /// Newest group of this stream the peer acknowledged (kept across
+    /// its reconnections; 0 at a new stream).
+    acked: u64,
     conn: u64,
     link: Option<SourceLink>,
     writer: Option<mpsc::UnboundedSender<Bytes>>,
@@ -84,6 +88,7 @@ pub(crate) struct Hub {
     pub peers: Vec<String>,
     /// Tells the connectors to drop their connections (a new stream).
     pub reconnect: watch::Sender<u64>,
+    pub metrics: Arc<JournalMetrics>,
 }
 
 struct State {
@@ -108,6 +113,7 @@ impl Hub {
                 .iter()
                 .map(|addr| Slot {
                     addr: addr.clone(),
+                    acked: 0,
                     conn: 0,
                     link: None,
                     writer: None,
@@ -156,6 +162,7 @@ impl Hub {
             if !self.forward(&mut st).await {
                 return;
             }
+            self.report(&st);
         }
     }
 
@@ -173,6 +180,38 @@ impl Hub {
             }
         }
         true
+    }
+
+    /// The figures `/metrics` shows (`JournalMetrics::mirror_*`).
+    fn report(&self, st: &State) {
+        let m = &self.metrics;
+        let last = st.outbox.last_seq();
+        let unacked = match st.epoch {
+            Some(_) => {
+                let least = st.slots.iter().map(|s| s.acked).min().unwrap_or(last);
+                i64::try_from(last.saturating_sub(least)).unwrap_or(i64::MAX)
+            }
+            None => -1,
+        };
+        m.mirror_unacknowledged_groups
+            .store(unacked, Ordering::Relaxed);
+        m.mirror_outbox_groups
+            .store(st.outbox.groups() as u64, Ordering::Relaxed);
+        m.mirror_outbox_bytes
+            .store(st.outbox.bytes() as u64, Ordering::Relaxed);
+        let streaming = st
+            .slots
+            .iter()
+            .filter(|s| {
+                s.link
+                    .as_ref()
+                    .is_some_and(|l| l.phase() == Phase::Streaming)
+            })
+            .count();
+        m.mirror_peers_streaming
+            .store(streaming as u64, Ordering::Relaxed);
+        m.mirror_answers_held
+            .store(st.gate.held() as u64, Ordering::Relaxed);
     }
 
     fn on_role(&mut self, st: &mut State, role: Role) {
@@ -196,6 +235,7 @@ impl Hub {
         for slot in &mut st.slots {
             slot.link = None;
             slot.writer = None;
+            slot.acked = 0;
         }
         self.reconnect.send_modify(|n| *n += 1);
     }
@@ -279,12 +319,16 @@ impl Hub {
                     slot.name = Some(name);
                 }
                 LinkEvent::SnapshotWanted => {
+                    self.metrics
+                        .mirror_snapshots
+                        .fetch_add(1, Ordering::Relaxed);
                     info!(peer = %slot.addr, "peer {} is not in this stream: sending it a snapshot of the journal", slot.addr);
                     self.journal.send(JournalRequest::Snapshot {
                         token: ((idx as u64) << 32) | (conn & 0xffff_ffff),
                     });
                 }
                 LinkEvent::Acked(seq) => {
+                    slot.acked = slot.acked.max(seq);
                     if let Some(name) = &slot.name {
                         st.gate.acked(name, epoch, seq);
                     }

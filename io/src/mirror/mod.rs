@@ -129,7 +129,12 @@ impl Prepared {
     }
 
     /// Runs the hub, the connectors and the listener.
-    pub fn start(self, coord: CoordinatorHandle, journal: JournalHandle) {
+    pub fn start(
+        self,
+        coord: CoordinatorHandle,
+        journal: JournalHandle,
+        metrics: Arc<crate::metrics::JournalMetrics>,
+    ) {
         let (reconnect_tx, reconnect_rx) = watch::channel(0u64);
         for (idx, addr) in self.config.peers.iter().enumerate() {
             tokio::spawn(net::connector(
@@ -171,6 +176,7 @@ impl Prepared {
             required: coord.required,
             peers: self.config.peers,
             reconnect: reconnect_tx,
+            metrics,
         };
         tokio::spawn(hub.run(self.hub_rx, self.gate_rx));
     }
