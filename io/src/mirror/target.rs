@@ -185,3 +185,112 @@ impl TargetJournal {
         let _ = fs::remove_dir_all(self.data_dir.join(SNAPSHOT_DIR));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::local::peek_journal;
+
+    fn entry(k: &str, v: &str) -> EncodedEntry {
+        EncodedEntry {
+            key: Bytes::copy_from_slice(k.as_bytes()),
+            value: Some(Bytes::copy_from_slice(v.as_bytes())),
+        }
+    }
+
+    fn keys(dir: &Path) -> Vec<String> {
+        let mut out = Vec::new();
+        peek_journal(dir, |b| {
+            out.extend(
+                b.iter()
+                    .map(|e| String::from_utf8_lossy(&e.key).into_owned()),
+            )
+        })
+        .unwrap();
+        out
+    }
+
+    fn config(data: &Path) -> LocalJournalConfig {
+        let mut c = LocalJournalConfig::new(data.join("journal"));
+        c.fsync = false;
+        c
+    }
+
+    #[test]
+    fn groups_then_a_snapshot_replace_the_journal_and_the_position_follows() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut t = TargetJournal::new(config(tmp.path()));
+        assert_eq!(t.position(), None);
+        let p1 = Position { epoch: 3, seq: 1 };
+        t.apply(TargetAction::Append {
+            delivery: 0,
+            entries: vec![entry("old", "1")],
+            position: p1,
+        })
+        .unwrap();
+        assert_eq!(t.position(), Some(p1));
+        t.apply(TargetAction::SnapshotBegin).unwrap();
+        assert_eq!(
+            t.position(),
+            None,
+            "no position while a snapshot is half there"
+        );
+        t.apply(TargetAction::SnapshotChunk {
+            delivery: 1,
+            entries: vec![entry("new", "2")],
+        })
+        .unwrap();
+        let p2 = Position { epoch: 4, seq: 9 };
+        t.apply(TargetAction::SnapshotEnd {
+            delivery: 2,
+            position: p2,
+        })
+        .unwrap();
+        assert_eq!(t.position(), Some(p2));
+        // Reopened for the stream after the swap: only the snapshot's entries.
+        t.journal = None;
+        assert_eq!(keys(&tmp.path().join("journal")), ["new"]);
+        assert!(!tmp.path().join(SNAPSHOT_DIR).exists());
+        assert!(!tmp.path().join(OLD_DIR).exists());
+    }
+
+    #[test]
+    fn an_interrupted_swap_is_undone_at_start() {
+        let tmp = tempfile::tempdir().unwrap();
+        {
+            let mut t = TargetJournal::new(config(tmp.path()));
+            t.apply(TargetAction::Append {
+                delivery: 0,
+                entries: vec![entry("kept", "1")],
+                position: Position { epoch: 1, seq: 1 },
+            })
+            .unwrap();
+        }
+        // A crash between moving the journal aside and moving the snapshot in.
+        fs::rename(tmp.path().join("journal"), tmp.path().join(OLD_DIR)).unwrap();
+        fs::create_dir_all(tmp.path().join(SNAPSHOT_DIR)).unwrap();
+        let _t = TargetJournal::new(config(tmp.path()));
+        assert_eq!(keys(&tmp.path().join("journal")), ["kept"]);
+        assert!(!tmp.path().join(SNAPSHOT_DIR).exists());
+    }
+
+    #[test]
+    fn an_active_broker_gives_the_journal_and_its_position_up() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut t = TargetJournal::new(config(tmp.path()));
+        t.apply(TargetAction::Append {
+            delivery: 0,
+            entries: vec![entry("a", "1")],
+            position: Position { epoch: 1, seq: 1 },
+        })
+        .unwrap();
+        t.give_up();
+        assert_eq!(t.position(), None, "its own writes leave the stream");
+        assert!(t.ensure_open().is_err());
+        // The node can open the journal now.
+        let (_j, rec) = LocalJournal::open(config(tmp.path())).unwrap();
+        assert_eq!(rec.entries, 1);
+    }
+}
