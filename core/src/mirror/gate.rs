@@ -41,21 +41,29 @@ impl SyncGate {
     }
 
     /// A new stream (the broker went active under `epoch`): groups count
-    /// from 1 again and earlier acks mean nothing.
+    /// from 1 again and earlier acks mean nothing. What the old stream
+    /// still held is dropped ([`SyncGate::end_stream`]).
     pub fn start_stream(&mut self, epoch: u64) {
-        assert!(
-            self.ticket_seq.is_empty() || epoch != self.epoch,
-            "a stream restarted under the same epoch"
-        );
+        self.end_stream();
         self.epoch = epoch;
-        self.acked.clear();
         self.written = 0;
-        // Tickets of the old stream: nothing will acknowledge them now;
-        // the node stepped down and ignores their answers.
-        self.ticket_seq.clear();
+        self.required.clear();
+    }
+
+    /// The stream ended (the broker stepped down): the durable answers
+    /// still waiting for peers are dropped, never passed on. The node
+    /// stepped down and receipts none of them; passing them on would let
+    /// it receipt a change no in-sync peer has, if it read them before
+    /// the news that it lost the lock. Other events stay, in order.
+    pub fn end_stream(&mut self) {
+        let released = self.released_up_to();
+        self.held
+            .retain(|(waits, _)| waits.is_none_or(|seq| seq <= released));
         for (waits, _) in self.held.iter_mut() {
             *waits = None;
         }
+        self.ticket_seq.clear();
+        self.acked.clear();
     }
 
     /// The peers durable answers wait for (the lock coordinator's
@@ -189,6 +197,31 @@ mod tests {
         assert_eq!(g.unacknowledged(), 1);
         g.set_required(2, BTreeSet::new());
         assert_eq!(drain(&mut g), vec![durable(5)]);
+    }
+
+    #[test]
+    fn a_stream_that_ends_drops_the_answers_still_waiting_and_keeps_the_rest() {
+        let mut g = SyncGate::new();
+        g.start_stream(1);
+        g.set_required(1, peers(&["b"]));
+        g.written(1, &[Ticket(1)]);
+        g.written(2, &[Ticket(2)]);
+        g.event(durable(1));
+        g.event(durable(2));
+        let other = Input::Journal(JournalEvent::Ready);
+        g.event(other.clone());
+        g.acked("b", 1, 1);
+        g.end_stream();
+        // Group 1 was acknowledged: its answer goes; group 2's never does.
+        assert_eq!(drain(&mut g), vec![durable(1), other]);
+        g.start_stream(2);
+        g.written(1, &[Ticket(3)]);
+        g.event(durable(3));
+        assert_eq!(
+            drain(&mut g),
+            vec![durable(3)],
+            "no peer required yet in epoch 2"
+        );
     }
 
     #[test]

@@ -222,15 +222,17 @@ impl Hub {
                     peers = st.slots.len(),
                     "mirroring this broker's journal to its peers under epoch {epoch}"
                 );
+                // The stream itself starts when the node opens the journal
+                // (`StreamOpened`): resetting the outbox or the gate here,
+                // seen on another channel, could come after its first
+                // groups and forget them.
                 st.epoch = Some(epoch);
-                st.outbox = Outbox::new(epoch);
-                st.gate.start_stream(epoch);
-                if let Some((e, peers)) = self.required.borrow().clone() {
-                    st.gate
-                        .set_required(e, if self.sync { peers } else { BTreeSet::new() });
-                }
             }
-            Role::Passive => st.epoch = None,
+            Role::Passive => {
+                info!("mirror stream ended: this broker is passive");
+                st.epoch = None;
+                st.gate.end_stream();
+            }
         }
         for slot in &mut st.slots {
             slot.link = None;
@@ -242,7 +244,30 @@ impl Hub {
 
     fn on_msg(&mut self, st: &mut State, msg: HubMsg) {
         match msg {
-            HubMsg::StreamOpened => {}
+            HubMsg::StreamOpened => {
+                // The node opened the journal: the stream starts here, in
+                // the channel's order, before its first group (the role
+                // change may be seen later: it comes on another channel).
+                let epoch = match *self.role.borrow() {
+                    Role::Active { epoch } => epoch,
+                    Role::Passive => st.epoch.unwrap_or(0),
+                };
+                st.epoch = Some(epoch);
+                st.outbox = Outbox::new(epoch);
+                st.gate.start_stream(epoch);
+                if let Some((e, peers)) = self.required.borrow().clone() {
+                    st.gate
+                        .set_required(e, if self.sync { peers } else { BTreeSet::new() });
+                }
+                for slot in &mut st.slots {
+                    slot.acked = 0;
+                    // A link opened before this point knows another outbox.
+                    if slot.link.is_some() {
+                        slot.link = None;
+                        slot.writer = None;
+                    }
+                }
+            }
             HubMsg::Written {
                 seq,
                 entries,
