@@ -27,7 +27,7 @@ pub const WINDOW_MAX: u32 = 1024;
 #[derive(Debug)]
 pub struct Group {
     pub seq: u64,
-    pub entries: Vec<EncodedEntry>,
+    pub batches: Vec<Vec<EncodedEntry>>,
     pub bytes: usize,
 }
 
@@ -58,14 +58,19 @@ impl Outbox {
     }
 
     /// Group `seq` (the next one) was written.
-    pub fn push(&mut self, seq: u64, entries: Vec<EncodedEntry>) {
+    pub fn push(&mut self, seq: u64, batches: Vec<Vec<EncodedEntry>>) {
         assert_eq!(seq, self.last + 1, "groups out of order");
-        let bytes = entries.iter().map(EncodedEntry::bytes).sum::<usize>() + 64;
+        let bytes = batches
+            .iter()
+            .flatten()
+            .map(EncodedEntry::bytes)
+            .sum::<usize>()
+            + 64;
         self.last = seq;
         self.bytes += bytes;
         self.groups.push_back(Arc::new(Group {
             seq,
-            entries,
+            batches,
             bytes,
         }));
         while self.bytes > OUTBOX_BYTES_MAX && self.groups.len() > 1 {
@@ -281,9 +286,9 @@ impl SourceLink {
     }
 
     /// A chunk of the snapshot (in the journal's order).
-    pub fn snapshot_chunk(&mut self, entries: Vec<EncodedEntry>) {
+    pub fn snapshot_chunk(&mut self, batches: Vec<Vec<EncodedEntry>>) {
         assert_eq!(self.phase, Phase::Snapshot, "a chunk outside a snapshot");
-        self.send(Sent::Chunk, Delivery::SnapshotChunk { entries });
+        self.send(Sent::Chunk, Delivery::SnapshotChunk { batches });
     }
 
     /// The snapshot holds every group up to `seq`; streaming follows.
@@ -322,7 +327,7 @@ impl SourceLink {
             Sent::Group(seq),
             Delivery::Batch {
                 seq,
-                entries: g.entries.clone(),
+                batches: g.batches.clone(),
             },
         );
         Ok(self.out.pop_front())
@@ -339,11 +344,11 @@ mod tests {
 
     use super::*;
 
-    fn entries(n: u8) -> Vec<EncodedEntry> {
-        vec![EncodedEntry {
+    fn entries(n: u8) -> Vec<Vec<EncodedEntry>> {
+        vec![vec![EncodedEntry {
             key: Bytes::from(vec![b'k', n]),
             value: Some(Bytes::from_static(b"v")),
-        }]
+        }]]
     }
 
     fn frames(l: &mut SourceLink, o: &Outbox) -> Vec<MirrorFrame> {
@@ -445,10 +450,10 @@ mod tests {
     #[test]
     fn the_outbox_keeps_a_bounded_tail() {
         let mut o = Outbox::new(1);
-        let big = vec![EncodedEntry {
+        let big = vec![vec![EncodedEntry {
             key: Bytes::from_static(b"k"),
             value: Some(Bytes::from(vec![0u8; 64 * 1024 * 1024])),
-        }];
+        }]];
         for s in 1..=6 {
             o.push(s, big.clone());
         }

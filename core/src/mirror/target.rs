@@ -25,7 +25,7 @@ pub enum TargetAction {
     /// [`TargetLink::durable`] with `delivery`.
     Append {
         delivery: u32,
-        entries: Vec<EncodedEntry>,
+        batches: Vec<Vec<EncodedEntry>>,
         position: Position,
     },
     /// A snapshot starts: write what follows into a new journal.
@@ -34,7 +34,7 @@ pub enum TargetAction {
     /// `durable(delivery)` is called; it may be at the snapshot's end).
     SnapshotChunk {
         delivery: u32,
-        entries: Vec<EncodedEntry>,
+        batches: Vec<Vec<EncodedEntry>>,
     },
     /// The snapshot is whole: make the new journal the journal, at
     /// `position`, durably; then `durable(delivery)`.
@@ -136,7 +136,7 @@ impl TargetLink {
         what: Delivery,
     ) -> Result<(), TargetError> {
         match what {
-            Delivery::Batch { seq, entries } => {
+            Delivery::Batch { seq, batches } => {
                 if self.in_snapshot {
                     return Err(TargetError::SnapshotOrder);
                 }
@@ -155,17 +155,17 @@ impl TargetLink {
                     self.position = Some(position);
                     self.actions.push_back(TargetAction::Append {
                         delivery,
-                        entries,
+                        batches,
                         position,
                     });
                 } else {
                     return Err(TargetError::Gap { had, got: seq });
                 }
             }
-            Delivery::SnapshotChunk { entries } => {
+            Delivery::SnapshotChunk { batches } => {
                 self.begin_snapshot();
                 self.actions
-                    .push_back(TargetAction::SnapshotChunk { delivery, entries });
+                    .push_back(TargetAction::SnapshotChunk { delivery, batches });
             }
             Delivery::SnapshotEnd { seq } => {
                 self.begin_snapshot();
@@ -211,17 +211,17 @@ mod tests {
 
     use super::*;
 
-    fn e() -> Vec<EncodedEntry> {
-        vec![EncodedEntry {
+    fn e() -> Vec<Vec<EncodedEntry>> {
+        vec![vec![EncodedEntry {
             key: Bytes::from_static(b"k"),
             value: None,
-        }]
+        }]]
     }
 
     fn batch(delivery: u32, seq: u64) -> MirrorFrame {
         MirrorFrame::Transfer {
             delivery,
-            what: Delivery::Batch { seq, entries: e() },
+            what: Delivery::Batch { seq, batches: e() },
         }
     }
 
@@ -289,7 +289,7 @@ mod tests {
         t.on_frame(
             MirrorFrame::Transfer {
                 delivery: 0,
-                what: Delivery::SnapshotChunk { entries: e() },
+                what: Delivery::SnapshotChunk { batches: e() },
             },
             &mut fence,
         )

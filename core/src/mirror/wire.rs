@@ -9,7 +9,7 @@
 //! journal holds ([`MirrorFrame::Welcome`]), then `flow` credit. Every
 //! change then travels as one unsettled `transfer` whose delivery tag says
 //! what it is (a journal group of the stream, a snapshot chunk, the end of
-//! a snapshot) and whose payload is the journal's own entries; the target
+//! a snapshot) and whose payload is the journal's own batches; the target
 //! settles it with `disposition` `accepted` once its journal has it
 //! durable ([`MirrorFrame::Ack`]). Empty frames are the heartbeats.
 //!
@@ -28,8 +28,10 @@ use crate::protocol::amqp::{
 /// The link's name on both ends.
 pub const MIRROR_LINK_NAME: &str = "$halyard.mirror";
 /// Largest frame either end sends or accepts: a journal group is at most
-/// 16 MiB of entries (the group commit's bound), a snapshot chunk 4 MiB.
-pub const MIRROR_FRAME_BYTES_MAX: u32 = 64 * 1024 * 1024;
+/// 16 MiB of entries (the group commit's bound) or one larger append
+/// alone, which the local journal bounds to 128 MiB of payload, plus 8
+/// bytes per entry here; a snapshot chunk 4 MiB plus one batch.
+pub const MIRROR_FRAME_BYTES_MAX: u32 = 144 * 1024 * 1024;
 /// Bytes of entries one snapshot chunk carries at most.
 pub const SNAPSHOT_CHUNK_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// Entries one transfer carries at most.
@@ -56,13 +58,14 @@ pub struct Position {
 /// What one transfer carries.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Delivery {
-    /// Journal group `seq` of the stream, as the source's journal wrote it.
+    /// Journal group `seq` of the stream: its batches, as the source's
+    /// journal wrote them (each atomic).
     Batch {
         seq: u64,
-        entries: Vec<EncodedEntry>,
+        batches: Vec<Vec<EncodedEntry>>,
     },
-    /// Part of a snapshot: entries of the source's journal, in its order.
-    SnapshotChunk { entries: Vec<EncodedEntry> },
+    /// Part of a snapshot: batches of the source's journal, in its order.
+    SnapshotChunk { batches: Vec<Vec<EncodedEntry>> },
     /// The snapshot is complete and holds every group up to `seq`.
     SnapshotEnd { seq: u64 },
 }
@@ -153,9 +156,9 @@ pub fn encode(frame: &MirrorFrame, out: &mut BytesMut) {
             encode_performative(out, 0, &Performative::Flow(flow), &[]);
         }
         MirrorFrame::Transfer { delivery, what } => {
-            let (kind, seq, entries): (u8, u64, &[EncodedEntry]) = match what {
-                Delivery::Batch { seq, entries } => (KIND_BATCH, *seq, entries),
-                Delivery::SnapshotChunk { entries } => (KIND_SNAPSHOT_CHUNK, 0, entries),
+            let (kind, seq, batches): (u8, u64, &[Vec<EncodedEntry>]) = match what {
+                Delivery::Batch { seq, batches } => (KIND_BATCH, *seq, batches),
+                Delivery::SnapshotChunk { batches } => (KIND_SNAPSHOT_CHUNK, 0, batches),
                 Delivery::SnapshotEnd { seq } => (KIND_SNAPSHOT_END, *seq, &[]),
             };
             let mut tag = BytesMut::with_capacity(9);
@@ -169,7 +172,7 @@ pub fn encode(frame: &MirrorFrame, out: &mut BytesMut) {
                 settled: Some(false),
                 ..Transfer::default()
             };
-            encode_performative(out, 0, &Performative::Transfer(t), &encode_entries(entries));
+            encode_performative(out, 0, &Performative::Transfer(t), &encode_batches(batches));
         }
         MirrorFrame::Ack { first, last } => {
             let d = Disposition {
@@ -232,64 +235,86 @@ fn open_link(out: &mut BytesMut, node: &str, role: Role, props: crate::protocol:
     encode_performative(out, 0, &Performative::Attach(Box::new(attach)), &[]);
 }
 
-/// `[u32 count]` then per entry `[u32 key length][key][u32 value length, or
-/// u32::MAX for a tombstone][value]`, big-endian.
-fn encode_entries(entries: &[EncodedEntry]) -> Vec<u8> {
-    let len = 4 + entries.iter().map(|e| 8 + e.bytes()).sum::<usize>();
+/// `[u32 batches]`, then per batch `[u32 entries]` and per entry `[u32 key
+/// length][key][u32 value length, or u32::MAX for a tombstone][value]`,
+/// big-endian.
+fn encode_batches(batches: &[Vec<EncodedEntry>]) -> Vec<u8> {
+    let len = 4 + batches
+        .iter()
+        .map(|b| 4 + b.iter().map(|e| 8 + e.bytes()).sum::<usize>())
+        .sum::<usize>();
     let mut out = Vec::with_capacity(len);
-    out.put_u32(u32::try_from(entries.len()).unwrap_or(u32::MAX));
-    for e in entries {
-        out.put_u32(u32::try_from(e.key.len()).unwrap_or(u32::MAX));
-        out.put_slice(&e.key);
-        match &e.value {
-            Some(v) => {
-                out.put_u32(u32::try_from(v.len()).unwrap_or(u32::MAX - 1));
-                out.put_slice(v);
+    out.put_u32(u32::try_from(batches.len()).unwrap_or(u32::MAX));
+    for batch in batches {
+        out.put_u32(u32::try_from(batch.len()).unwrap_or(u32::MAX));
+        for e in batch {
+            out.put_u32(u32::try_from(e.key.len()).unwrap_or(u32::MAX));
+            out.put_slice(&e.key);
+            match &e.value {
+                Some(v) => {
+                    out.put_u32(u32::try_from(v.len()).unwrap_or(u32::MAX - 1));
+                    out.put_slice(v);
+                }
+                None => out.put_u32(NO_VALUE),
             }
-            None => out.put_u32(NO_VALUE),
         }
     }
     out
 }
 
-fn decode_entries(mut b: Bytes) -> Result<Vec<EncodedEntry>, MirrorWireError> {
+fn decode_batches(mut b: Bytes) -> Result<Vec<Vec<EncodedEntry>>, MirrorWireError> {
     let short = MirrorWireError::BadTransfer("entries shorter than their lengths");
-    if b.remaining() < 4 {
-        return Err(short);
-    }
-    let count = b.get_u32();
-    if count > ENTRIES_MAX {
-        return Err(MirrorWireError::BadTransfer("too many entries"));
-    }
-    // Each entry takes at least 8 bytes: a count larger than that is a lie.
-    if count as usize > b.remaining() / 8 {
-        return Err(short);
-    }
-    let mut entries = Vec::with_capacity(count as usize);
-    for _ in 0..count {
+    let count = |b: &mut Bytes, per: usize| -> Result<usize, MirrorWireError> {
         if b.remaining() < 4 {
-            return Err(short);
+            return Err(MirrorWireError::BadTransfer(
+                "entries shorter than their lengths",
+            ));
         }
-        let klen = b.get_u32() as usize;
-        if b.remaining() < klen + 4 {
-            return Err(short);
+        let n = b.get_u32() as usize;
+        // Each item takes at least `per` bytes: a count larger is a lie.
+        if n > b.remaining() / per {
+            return Err(MirrorWireError::BadTransfer(
+                "entries shorter than their lengths",
+            ));
         }
-        let key = b.split_to(klen);
-        let vlen = b.get_u32();
-        let value = if vlen == NO_VALUE {
-            None
-        } else {
-            if b.remaining() < vlen as usize {
+        Ok(n)
+    };
+    let nbatches = count(&mut b, 4)?;
+    let mut batches = Vec::with_capacity(nbatches);
+    let mut total = 0usize;
+    for _ in 0..nbatches {
+        let n = count(&mut b, 8)?;
+        total += n;
+        if total > ENTRIES_MAX as usize {
+            return Err(MirrorWireError::BadTransfer("too many entries"));
+        }
+        let mut entries = Vec::with_capacity(n);
+        for _ in 0..n {
+            if b.remaining() < 4 {
                 return Err(short);
             }
-            Some(b.split_to(vlen as usize))
-        };
-        entries.push(EncodedEntry { key, value });
+            let klen = b.get_u32() as usize;
+            if b.remaining() < klen.saturating_add(4) {
+                return Err(short);
+            }
+            let key = b.split_to(klen);
+            let vlen = b.get_u32();
+            let value = if vlen == NO_VALUE {
+                None
+            } else {
+                if b.remaining() < vlen as usize {
+                    return Err(short);
+                }
+                Some(b.split_to(vlen as usize))
+            };
+            entries.push(EncodedEntry { key, value });
+        }
+        batches.push(entries);
     }
     if b.has_remaining() {
         return Err(MirrorWireError::BadTransfer("bytes after the last entry"));
     }
-    Ok(entries)
+    Ok(batches)
 }
 
 /// Splits the peer's bytes into [`MirrorFrame`]s.
@@ -424,11 +449,11 @@ fn on_transfer(t: Transfer, payload: Bytes) -> Result<MirrorFrame, MirrorWireErr
     }
     let kind = tag.get_u8();
     let seq = tag.get_u64();
-    let entries = decode_entries(payload)?;
+    let batches = decode_batches(payload)?;
     let what = match kind {
-        KIND_BATCH => Delivery::Batch { seq, entries },
-        KIND_SNAPSHOT_CHUNK => Delivery::SnapshotChunk { entries },
-        KIND_SNAPSHOT_END if entries.is_empty() => Delivery::SnapshotEnd { seq },
+        KIND_BATCH => Delivery::Batch { seq, batches },
+        KIND_SNAPSHOT_CHUNK => Delivery::SnapshotChunk { batches },
+        KIND_SNAPSHOT_END if batches.is_empty() => Delivery::SnapshotEnd { seq },
         KIND_SNAPSHOT_END => return Err(MirrorWireError::BadTransfer("snapshot end with entries")),
         _ => return Err(MirrorWireError::BadTransfer("unknown delivery kind")),
     };
@@ -477,7 +502,10 @@ mod tests {
             MirrorFrame::Transfer {
                 delivery: 0,
                 what: Delivery::SnapshotChunk {
-                    entries: vec![entry("q/1", Some("orders")), entry("m/1:2", None)],
+                    batches: vec![
+                        vec![entry("q/1", Some("orders"))],
+                        vec![entry("m/1:2", None)],
+                    ],
                 },
             },
             MirrorFrame::Transfer {
@@ -488,7 +516,10 @@ mod tests {
                 delivery: 2,
                 what: Delivery::Batch {
                     seq: 42,
-                    entries: vec![entry("m/7:1", Some("body")), entry("", Some(""))],
+                    batches: vec![
+                        vec![entry("m/7:1", Some("body")), entry("", Some(""))],
+                        vec![],
+                    ],
                 },
             },
             MirrorFrame::Ack { first: 0, last: 2 },
@@ -522,16 +553,22 @@ mod tests {
 
     #[test]
     fn entries_that_lie_about_their_lengths_are_refused() {
-        let good = encode_entries(&[entry("k", Some("v"))]);
+        let good = encode_batches(&[vec![entry("k", Some("v"))]]);
+        assert_eq!(
+            decode_batches(Bytes::copy_from_slice(&good)).unwrap(),
+            vec![vec![entry("k", Some("v"))]]
+        );
         for cut in 0..good.len() {
-            assert!(decode_entries(Bytes::copy_from_slice(&good[..cut])).is_err());
+            assert!(decode_batches(Bytes::copy_from_slice(&good[..cut])).is_err());
         }
-        let mut huge = Vec::new();
-        huge.put_u32(u32::MAX - 1);
-        assert!(decode_entries(Bytes::from(huge)).is_err());
+        for lie in [u32::MAX - 1, 2] {
+            let mut huge = Vec::new();
+            huge.put_u32(lie);
+            assert!(decode_batches(Bytes::from(huge)).is_err());
+        }
         let mut trailing = good.clone();
         trailing.push(0);
-        assert!(decode_entries(Bytes::from(trailing)).is_err());
+        assert!(decode_batches(Bytes::from(trailing)).is_err());
     }
 
     #[test]

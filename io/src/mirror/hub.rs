@@ -32,12 +32,12 @@ pub(crate) enum HubMsg {
     StreamOpened,
     Written {
         seq: u64,
-        entries: Vec<EncodedEntry>,
+        batches: Vec<Vec<EncodedEntry>>,
         tickets: Vec<Ticket>,
     },
     SnapshotChunk {
         token: u64,
-        entries: Vec<EncodedEntry>,
+        batches: Vec<Vec<EncodedEntry>>,
     },
     SnapshotEnd {
         token: u64,
@@ -270,16 +270,16 @@ impl Hub {
             }
             HubMsg::Written {
                 seq,
-                entries,
+                batches,
                 tickets,
             } => {
                 st.gate.written(seq, &tickets);
-                st.outbox.push(seq, entries);
+                st.outbox.push(seq, batches);
             }
-            HubMsg::SnapshotChunk { token, entries } => {
+            HubMsg::SnapshotChunk { token, batches } => {
                 if let Some(link) = link_of(st, token) {
                     if link.phase() == Phase::Snapshot {
-                        link.snapshot_chunk(entries);
+                        link.snapshot_chunk(batches);
                     }
                 }
             }

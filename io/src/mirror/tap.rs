@@ -52,10 +52,9 @@ impl MirrorTap {
     /// A group was written and is durable here.
     pub(crate) fn written(&mut self, batches: Vec<Vec<EncodedEntry>>, tickets: Vec<Ticket>) {
         self.seq += 1;
-        let entries = batches.into_iter().flatten().collect();
         self.send(HubMsg::Written {
             seq: self.seq,
-            entries,
+            batches,
             tickets,
         });
     }
@@ -71,14 +70,20 @@ impl MirrorTap {
         let mut bytes = 0usize;
         let mut total = 0usize;
         let result = j.for_each_batch(|batch| {
-            for e in batch {
-                bytes += e.key.len() + e.value.as_ref().map_or(0, |v| v.len()) + 8;
-                chunk.push(EncodedEntry {
-                    key: e.key.clone(),
-                    value: e.value.clone(),
-                });
-            }
-            if bytes >= SNAPSHOT_CHUNK_BYTES_MAX / 2 {
+            bytes += 4;
+            chunk.push(
+                batch
+                    .iter()
+                    .map(|e| {
+                        bytes += e.key.len() + e.value.as_ref().map_or(0, |v| v.len()) + 8;
+                        EncodedEntry {
+                            key: e.key.clone(),
+                            value: e.value.clone(),
+                        }
+                    })
+                    .collect(),
+            );
+            if bytes >= SNAPSHOT_CHUNK_BYTES_MAX {
                 total += bytes;
                 self.send_chunk(token, std::mem::take(&mut chunk));
                 bytes = 0;
@@ -108,10 +113,10 @@ impl MirrorTap {
         }
     }
 
-    fn send_chunk(&self, token: u64, entries: Vec<EncodedEntry>) {
+    fn send_chunk(&self, token: u64, batches: Vec<Vec<EncodedEntry>>) {
         while self.queued.load(Ordering::Relaxed) > QUEUED_BYTES_MAX && !self.hub.is_closed() {
             std::thread::sleep(QUEUED_WAIT_STEP);
         }
-        self.send(HubMsg::SnapshotChunk { token, entries });
+        self.send(HubMsg::SnapshotChunk { token, batches });
     }
 }

@@ -30,12 +30,17 @@ pub(crate) struct TargetJournal {
     pub(crate) active: bool,
 }
 
-fn raw(entries: Vec<EncodedEntry>) -> Vec<Entry> {
-    entries
+fn raw(batches: Vec<Vec<EncodedEntry>>) -> Vec<Vec<Entry>> {
+    batches
         .into_iter()
-        .map(|e| Entry {
-            key: e.key,
-            value: e.value,
+        .map(|batch| {
+            batch
+                .into_iter()
+                .map(|e| Entry {
+                    key: e.key,
+                    value: e.value,
+                })
+                .collect()
         })
         .collect()
 }
@@ -120,11 +125,11 @@ impl TargetJournal {
         }
         match action {
             TargetAction::Append {
-                entries, position, ..
+                batches, position, ..
             } => {
                 self.ensure_open()?;
                 let j = self.journal.as_mut().ok_or("no journal")?;
-                j.append(&[raw(entries)]).map_err(|e| e.to_string())?;
+                j.append(&raw(batches)).map_err(|e| e.to_string())?;
                 self.set_position(Some(position))
             }
             TargetAction::SnapshotBegin => {
@@ -139,12 +144,12 @@ impl TargetJournal {
                 self.snapshot = Some(j);
                 Ok(())
             }
-            TargetAction::SnapshotChunk { entries, .. } => {
+            TargetAction::SnapshotChunk { batches, .. } => {
                 let j = self
                     .snapshot
                     .as_mut()
                     .ok_or("a snapshot chunk outside a snapshot")?;
-                j.append(&[raw(entries)]).map_err(|e| e.to_string())
+                j.append(&raw(batches)).map_err(|e| e.to_string())
             }
             TargetAction::SnapshotEnd { position, .. } => {
                 if self.snapshot.take().is_none() {
@@ -193,11 +198,11 @@ mod tests {
     use super::*;
     use crate::local::peek_journal;
 
-    fn entry(k: &str, v: &str) -> EncodedEntry {
-        EncodedEntry {
+    fn entry(k: &str, v: &str) -> Vec<EncodedEntry> {
+        vec![EncodedEntry {
             key: Bytes::copy_from_slice(k.as_bytes()),
             value: Some(Bytes::copy_from_slice(v.as_bytes())),
-        }
+        }]
     }
 
     fn keys(dir: &Path) -> Vec<String> {
@@ -226,7 +231,7 @@ mod tests {
         let p1 = Position { epoch: 3, seq: 1 };
         t.apply(TargetAction::Append {
             delivery: 0,
-            entries: vec![entry("old", "1")],
+            batches: vec![entry("old", "1")],
             position: p1,
         })
         .unwrap();
@@ -239,7 +244,7 @@ mod tests {
         );
         t.apply(TargetAction::SnapshotChunk {
             delivery: 1,
-            entries: vec![entry("new", "2")],
+            batches: vec![entry("new", "2")],
         })
         .unwrap();
         let p2 = Position { epoch: 4, seq: 9 };
@@ -263,7 +268,7 @@ mod tests {
             let mut t = TargetJournal::new(config(tmp.path()));
             t.apply(TargetAction::Append {
                 delivery: 0,
-                entries: vec![entry("kept", "1")],
+                batches: vec![entry("kept", "1")],
                 position: Position { epoch: 1, seq: 1 },
             })
             .unwrap();
@@ -282,7 +287,7 @@ mod tests {
         let mut t = TargetJournal::new(config(tmp.path()));
         t.apply(TargetAction::Append {
             delivery: 0,
-            entries: vec![entry("a", "1")],
+            batches: vec![entry("a", "1")],
             position: Position { epoch: 1, seq: 1 },
         })
         .unwrap();
