@@ -604,6 +604,70 @@ mod tests {
         assert_eq!(attach(MIRROR_LINK_NAME), Err(MirrorWireError::NoOpen));
     }
 
+    /// Writes the fuzz target's seed corpus (fuzz/corpus/mirror_decode):
+    /// `HALYARD_WRITE_CORPUS=fuzz/corpus/mirror_decode cargo test -p
+    /// halyard-core write_mirror_corpus -- --ignored` from the repository.
+    #[test]
+    #[ignore]
+    fn write_mirror_corpus() {
+        let Ok(dir) = std::env::var("HALYARD_WRITE_CORPUS") else {
+            panic!("set HALYARD_WRITE_CORPUS to the corpus folder");
+        };
+        let dir = std::path::Path::new("..").join(dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let hello = MirrorFrame::Hello {
+            node: "server0".into(),
+            epoch: 7,
+        };
+        let welcome = MirrorFrame::Welcome {
+            node: "server1".into(),
+            position: Some(Position { epoch: 7, seq: 3 }),
+        };
+        let batch = MirrorFrame::Transfer {
+            delivery: 0,
+            what: Delivery::Batch {
+                seq: 4,
+                batches: vec![vec![entry("m/7:1", Some("body")), entry("r/1", None)]],
+            },
+        };
+        let chunk = MirrorFrame::Transfer {
+            delivery: 1,
+            what: Delivery::SnapshotChunk {
+                batches: vec![vec![entry("q/1", Some("orders"))]],
+            },
+        };
+        let end = MirrorFrame::Transfer {
+            delivery: 2,
+            what: Delivery::SnapshotEnd { seq: 9 },
+        };
+        let seeds: Vec<(&str, Vec<MirrorFrame>)> = vec![
+            (
+                "source-stream",
+                vec![hello.clone(), batch.clone(), MirrorFrame::Heartbeat],
+            ),
+            ("source-snapshot", vec![hello, chunk, end, batch]),
+            (
+                "target-answers",
+                vec![
+                    welcome,
+                    MirrorFrame::Credit { credit: 1024 },
+                    MirrorFrame::Ack { first: 0, last: 2 },
+                    MirrorFrame::Close {
+                        error: Some("fenced".into()),
+                    },
+                ],
+            ),
+        ];
+        for (name, frames) in seeds {
+            let mut out = BytesMut::new();
+            out.put_u8(17); // the target's split point
+            for f in &frames {
+                encode(f, &mut out);
+            }
+            std::fs::write(dir.join(name), &out).unwrap();
+        }
+    }
+
     #[test]
     fn garbage_is_an_error_not_a_panic() {
         let mut d = MirrorDecoder::new();
