@@ -12,6 +12,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use halyard_core::ids::Ticket;
 use halyard_core::journal::group_commit::EncodedEntry;
+use halyard_core::mirror::gate::GATE_HELD_MAX;
 use halyard_core::mirror::{encode, LinkEvent, MirrorFrame, Outbox, Phase, SourceLink, SyncGate};
 use halyard_core::node::{Input, JournalEvent, JournalRequest};
 use tokio::sync::{mpsc, watch};
@@ -131,7 +132,10 @@ impl Hub {
                     Some(m) => self.on_msg(&mut st, m),
                     None => return,
                 },
-                input = gate_rx.recv() => match input {
+                // A full gate (peers slow to acknowledge) stops taking the
+                // journal's answers: the journal thread then waits on its
+                // bounded channel, and appends with it.
+                input = gate_rx.recv(), if st.gate.held() < GATE_HELD_MAX => match input {
                     Some(i) => st.gate.event(i),
                     None => return,
                 },
