@@ -4,7 +4,7 @@
 //! coordinator (role, required peers) report here, and the node hears the
 //! journal's events through the gate.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -97,6 +97,24 @@ struct State {
     outbox: Outbox,
     gate: SyncGate,
     slots: Vec<Slot>,
+    /// The peers the lock coordinator says receipts wait for (this stream).
+    coord_required: BTreeSet<String>,
+    /// Peers that caught up and that receipts already wait for, before the
+    /// coordinator lists them (see [`Join`]).
+    joining: BTreeMap<String, Join>,
+}
+
+/// A peer joining the in-sync set. Receipts wait for it from the moment
+/// its link caught up (`Waiting`); the coordinator hears it caught up only
+/// once it acknowledged every group written up to then (`until`): so when
+/// the lock service lists it in sync, it has every group receipted before
+/// receipts waited for it, and every later one is receipted only once it
+/// has it. It stays required here until the coordinator's own required set
+/// names it (`Announced`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Join {
+    Waiting { until: u64 },
+    Announced,
 }
 
 impl Hub {
@@ -109,6 +127,8 @@ impl Hub {
             epoch: None,
             outbox: Outbox::new(0),
             gate: SyncGate::new(),
+            coord_required: BTreeSet::new(),
+            joining: BTreeMap::new(),
             slots: self
                 .peers
                 .iter()
@@ -148,9 +168,7 @@ impl Hub {
                     if changed.is_err() { return; }
                     let required = self.required.borrow_and_update().clone();
                     if let Some((epoch, peers)) = required {
-                        // Asynchronous mirroring: receipts wait for nobody.
-                        let peers = if self.sync { peers } else { BTreeSet::new() };
-                        st.gate.set_required(epoch, peers);
+                        self.on_coord_required(&mut st, epoch, peers);
                     }
                 }
                 _ = heartbeat.tick() => {
@@ -184,6 +202,45 @@ impl Hub {
             }
         }
         true
+    }
+
+    /// The coordinator's required peers for `epoch` (ignored for another
+    /// stream's epoch).
+    fn on_coord_required(&self, st: &mut State, epoch: u64, peers: BTreeSet<String>) {
+        if st.epoch != Some(epoch) {
+            return;
+        }
+        st.joining
+            .retain(|p, j| !(*j == Join::Announced && peers.contains(p)));
+        st.coord_required = peers;
+        self.apply_required(st);
+    }
+
+    /// The gate waits for the coordinator's peers and those joining
+    /// (nobody with asynchronous mirroring).
+    fn apply_required(&self, st: &mut State) {
+        let Some(epoch) = st.epoch else { return };
+        let peers = if self.sync {
+            st.coord_required
+                .iter()
+                .chain(st.joining.keys())
+                .cloned()
+                .collect()
+        } else {
+            BTreeSet::new()
+        };
+        st.gate.set_required(epoch, peers);
+    }
+
+    /// A link of peer `name` ended: a join not yet announced ends with it
+    /// (an announced one stays until the coordinator's set names it).
+    fn forget_join(&self, st: &mut State, name: Option<String>) {
+        if let Some(n) = name {
+            if matches!(st.joining.get(&n), Some(Join::Waiting { .. })) {
+                st.joining.remove(&n);
+                self.apply_required(st);
+            }
+        }
     }
 
     /// The figures `/metrics` shows (`JournalMetrics::mirror_*`).
@@ -236,6 +293,8 @@ impl Hub {
                 info!("mirror stream ended: this broker is passive");
                 st.epoch = None;
                 st.gate.end_stream();
+                st.coord_required.clear();
+                st.joining.clear();
             }
         }
         for slot in &mut st.slots {
@@ -259,9 +318,10 @@ impl Hub {
                 st.epoch = Some(epoch);
                 st.outbox = Outbox::new(epoch);
                 st.gate.start_stream(epoch);
+                st.coord_required.clear();
+                st.joining.clear();
                 if let Some((e, peers)) = self.required.borrow().clone() {
-                    st.gate
-                        .set_required(e, if self.sync { peers } else { BTreeSet::new() });
+                    self.on_coord_required(st, e, peers);
                 }
                 for slot in &mut st.slots {
                     slot.acked = 0;
@@ -300,6 +360,8 @@ impl Hub {
                     warn!(peer = %slot.addr, "no journal to snapshot for the mirror peer (not active); closing its link");
                     slot.link = None;
                     slot.writer = None;
+                    let name = slot.name.clone();
+                    self.forget_join(st, name);
                 }
             }
             HubMsg::PeerUp { idx, conn, writer } => {
@@ -316,6 +378,8 @@ impl Hub {
                     warn!(peer = %slot.addr, name = ?slot.name, %reason, "mirror link to peer {} down", slot.addr);
                     slot.link = None;
                     slot.writer = None;
+                    let name = slot.name.clone();
+                    self.forget_join(st, name);
                 }
             }
         }
@@ -337,9 +401,13 @@ impl Hub {
             warn!(peer = %slot.addr, error = %e, "mirror link to peer {} failed", slot.addr);
             slot.link = None;
             slot.writer = None;
+            let name = slot.name.clone();
+            self.forget_join(st, name);
             return;
         }
-        while let Some(ev) = link.poll_event() {
+        let events: Vec<LinkEvent> = std::iter::from_fn(|| link.poll_event()).collect();
+        for ev in events {
+            let slot = &mut st.slots[idx];
             match ev {
                 LinkEvent::Named(name) => {
                     info!(peer = %slot.addr, %name, "mirror link to {name} at {} up", slot.addr);
@@ -358,18 +426,44 @@ impl Hub {
                 }
                 LinkEvent::Acked(seq) => {
                     slot.acked = slot.acked.max(seq);
-                    if let Some(name) = &slot.name {
-                        st.gate.acked(name, epoch, seq);
+                    let Some(name) = slot.name.clone() else {
+                        continue;
+                    };
+                    st.gate.acked(&name, epoch, seq);
+                    if let Some(Join::Waiting { until }) = st.joining.get(&name).copied() {
+                        if seq >= until {
+                            self.announce(st, name);
+                        }
                     }
                 }
                 LinkEvent::CaughtUp => {
-                    if let Some(name) = &slot.name {
-                        info!(peer = %name, epoch, "peer {name} caught up with epoch {epoch}'s stream");
-                        let _ = self.news.send(PeerNews::CaughtUp { peer: name.clone() });
+                    let Some(name) = slot.name.clone() else {
+                        continue;
+                    };
+                    let acked = slot.acked;
+                    if st.coord_required.contains(&name) || st.joining.contains_key(&name) {
+                        continue;
+                    }
+                    // Receipts wait for it from now on; the coordinator
+                    // hears of it once it has every group written until now.
+                    let until = st.outbox.last_seq();
+                    st.joining.insert(name.clone(), Join::Waiting { until });
+                    self.apply_required(st);
+                    if acked >= until {
+                        self.announce(st, name);
                     }
                 }
             }
         }
+    }
+
+    /// Peer `name` has every group written when receipts began to wait for
+    /// it: the coordinator may list it in sync.
+    fn announce(&self, st: &mut State, name: String) {
+        let epoch = st.epoch.unwrap_or(0);
+        info!(peer = %name, epoch, "peer {name} caught up with epoch {epoch}'s stream");
+        st.joining.insert(name.clone(), Join::Announced);
+        let _ = self.news.send(PeerNews::CaughtUp { peer: name });
     }
 
     /// Sends what each link has to send; trims the outbox to what every
@@ -377,6 +471,7 @@ impl Hub {
     /// bound, so that a peer that reconnects soon resumes).
     fn pump(&self, st: &mut State) {
         let mut min_acked: Option<u64> = None;
+        let mut dropped = Vec::new();
         for slot in &mut st.slots {
             let Some(link) = slot.link.as_mut() else {
                 continue;
@@ -405,7 +500,11 @@ impl Hub {
                 warn!(peer = %slot.addr, seq, "peer {} fell behind the mirror outbox (group {seq} gone): reconnecting for a snapshot", slot.addr);
                 slot.link = None;
                 slot.writer = None;
+                dropped.push(slot.name.clone());
             }
+        }
+        for name in dropped {
+            self.forget_join(st, name);
         }
         if let Some(m) = min_acked {
             st.outbox.trim_to(m);
