@@ -13,15 +13,17 @@
 //!
 //! Rooms: [`digest`] (what two brokers' queues hold, to compare), [`wire`] (frames on the AMQP codec), [`source`] (the active's
 //! end), [`target`] (the passive's end), [`gate`] (durable answers held
-//! for the in-sync peers).
+//! for the in-sync peers), [`join`] (a caught-up peer joining the in-sync set).
 
 pub mod digest;
 pub mod gate;
+pub mod join;
 pub mod source;
 pub mod target;
 pub mod wire;
 
 pub use gate::SyncGate;
+pub use join::Joins;
 pub use source::{LinkError, LinkEvent, Outbox, Phase, SourceLink};
 pub use target::{TargetAction, TargetError, TargetLink};
 pub use wire::{encode, Delivery, MirrorDecoder, MirrorFrame, MirrorWireError, Position};

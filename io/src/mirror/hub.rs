@@ -4,7 +4,7 @@
 //! coordinator (role, required peers) report here, and the node hears the
 //! journal's events through the gate.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +13,9 @@ use bytes::{Bytes, BytesMut};
 use halyard_core::ids::Ticket;
 use halyard_core::journal::group_commit::EncodedEntry;
 use halyard_core::mirror::gate::GATE_HELD_MAX;
-use halyard_core::mirror::{encode, LinkEvent, MirrorFrame, Outbox, Phase, SourceLink, SyncGate};
+use halyard_core::mirror::{
+    encode, Joins, LinkEvent, MirrorFrame, Outbox, Phase, SourceLink, SyncGate,
+};
 use halyard_core::node::{Input, JournalEvent, JournalRequest};
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
@@ -97,24 +99,9 @@ struct State {
     outbox: Outbox,
     gate: SyncGate,
     slots: Vec<Slot>,
-    /// The peers the lock coordinator says receipts wait for (this stream).
-    coord_required: BTreeSet<String>,
-    /// Peers that caught up and that receipts already wait for, before the
-    /// coordinator lists them (see [`Join`]).
-    joining: BTreeMap<String, Join>,
-}
-
-/// A peer joining the in-sync set. Receipts wait for it from the moment
-/// its link caught up (`Waiting`); the coordinator hears it caught up only
-/// once it acknowledged every group written up to then (`until`): so when
-/// the lock service lists it in sync, it has every group receipted before
-/// receipts waited for it, and every later one is receipted only once it
-/// has it. It stays required here until the coordinator's own required set
-/// names it (`Announced`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Join {
-    Waiting { until: u64 },
-    Announced,
+    /// Who receipts wait for: the coordinator's peers and those joining
+    /// (`halyard_core::mirror::join`).
+    joins: Joins,
 }
 
 impl Hub {
@@ -127,8 +114,7 @@ impl Hub {
             epoch: None,
             outbox: Outbox::new(0),
             gate: SyncGate::new(),
-            coord_required: BTreeSet::new(),
-            joining: BTreeMap::new(),
+            joins: Joins::default(),
             slots: self
                 .peers
                 .iter()
@@ -210,9 +196,7 @@ impl Hub {
         if st.epoch != Some(epoch) {
             return;
         }
-        st.joining
-            .retain(|p, j| !(*j == Join::Announced && peers.contains(p)));
-        st.coord_required = peers;
+        st.joins.coordinator_requires(peers);
         self.apply_required(st);
     }
 
@@ -221,11 +205,7 @@ impl Hub {
     fn apply_required(&self, st: &mut State) {
         let Some(epoch) = st.epoch else { return };
         let peers = if self.sync {
-            st.coord_required
-                .iter()
-                .chain(st.joining.keys())
-                .cloned()
-                .collect()
+            st.joins.required()
         } else {
             BTreeSet::new()
         };
@@ -236,8 +216,7 @@ impl Hub {
     /// (an announced one stays until the coordinator's set names it).
     fn forget_join(&self, st: &mut State, name: Option<String>) {
         if let Some(n) = name {
-            if matches!(st.joining.get(&n), Some(Join::Waiting { .. })) {
-                st.joining.remove(&n);
+            if st.joins.link_ended(&n) {
                 self.apply_required(st);
             }
         }
@@ -293,8 +272,7 @@ impl Hub {
                 info!("mirror stream ended: this broker is passive");
                 st.epoch = None;
                 st.gate.end_stream();
-                st.coord_required.clear();
-                st.joining.clear();
+                st.joins.clear();
             }
         }
         for slot in &mut st.slots {
@@ -318,8 +296,7 @@ impl Hub {
                 st.epoch = Some(epoch);
                 st.outbox = Outbox::new(epoch);
                 st.gate.start_stream(epoch);
-                st.coord_required.clear();
-                st.joining.clear();
+                st.joins.clear();
                 if let Some((e, peers)) = self.required.borrow().clone() {
                     self.on_coord_required(st, e, peers);
                 }
@@ -430,26 +407,19 @@ impl Hub {
                         continue;
                     };
                     st.gate.acked(&name, epoch, seq);
-                    if let Some(Join::Waiting { until }) = st.joining.get(&name).copied() {
-                        if seq >= until {
-                            self.announce(st, name);
-                        }
+                    if st.joins.acked(&name, seq) {
+                        self.announce(st, name);
                     }
                 }
                 LinkEvent::CaughtUp => {
                     let Some(name) = slot.name.clone() else {
                         continue;
                     };
-                    let acked = slot.acked;
-                    if st.coord_required.contains(&name) || st.joining.contains_key(&name) {
-                        continue;
-                    }
                     // Receipts wait for it from now on; the coordinator
                     // hears of it once it has every group written until now.
-                    let until = st.outbox.last_seq();
-                    st.joining.insert(name.clone(), Join::Waiting { until });
+                    let announce = st.joins.caught_up(&name, slot.acked, st.outbox.last_seq());
                     self.apply_required(st);
-                    if acked >= until {
+                    if announce {
                         self.announce(st, name);
                     }
                 }
@@ -459,10 +429,9 @@ impl Hub {
 
     /// Peer `name` has every group written when receipts began to wait for
     /// it: the coordinator may list it in sync.
-    fn announce(&self, st: &mut State, name: String) {
+    fn announce(&self, st: &State, name: String) {
         let epoch = st.epoch.unwrap_or(0);
         info!(peer = %name, epoch, "peer {name} caught up with epoch {epoch}'s stream");
-        st.joining.insert(name.clone(), Join::Announced);
         let _ = self.news.send(PeerNews::CaughtUp { peer: name });
     }
 
