@@ -28,6 +28,9 @@ const SILENCE_MAX: Duration = Duration::from_secs(5);
 const READ_BUFFER: usize = 256 * 1024;
 
 static CONNS: AtomicU64 = AtomicU64::new(1);
+/// Mirror links this broker takes at once (a source per peer, and room for
+/// a new one while an old one times out).
+const TARGET_LINKS_MAX: usize = 2 * halyard_core::coordinator::PEERS_MAX;
 
 /// A link's queue of bytes to write. However the writer ends (the hub
 /// dropped the link, the socket failed, the task was aborted while a
@@ -155,20 +158,23 @@ pub(crate) async fn listener(
     fence: Arc<Mutex<EpochFence>>,
     news: mpsc::UnboundedSender<PeerNews>,
 ) {
+    let links = Arc::new(tokio::sync::Semaphore::new(TARGET_LINKS_MAX));
     loop {
         let Ok((stream, from)) = listener.accept().await else {
             tokio::time::sleep(RECONNECT_AFTER).await;
             continue;
         };
+        let Ok(permit) = links.clone().try_acquire_owned() else {
+            warn!(%from, "{TARGET_LINKS_MAX} mirror links open already: refusing one from {from}");
+            continue;
+        };
         let _ = stream.set_nodelay(true);
-        tokio::spawn(serve(
-            stream,
-            from,
-            node.clone(),
-            journal.clone(),
-            fence.clone(),
-            news.clone(),
-        ));
+        let (node, journal, fence, news) =
+            (node.clone(), journal.clone(), fence.clone(), news.clone());
+        tokio::spawn(async move {
+            serve(stream, from, node, journal, fence, news).await;
+            drop(permit);
+        });
     }
 }
 
