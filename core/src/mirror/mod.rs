@@ -13,16 +13,19 @@
 //!
 //! Rooms: [`digest`] (what two brokers' queues hold, to compare), [`wire`] (frames on the AMQP codec), [`source`] (the active's
 //! end), [`target`] (the passive's end), [`gate`] (durable answers held
-//! for the in-sync peers), [`join`] (a caught-up peer joining the in-sync set).
+//! for the in-sync peers), [`join`] (a caught-up peer joining the in-sync set),
+//! [`hub`] (the source side's links, outbox and gate in one machine).
 
 pub mod digest;
 pub mod gate;
+pub mod hub;
 pub mod join;
 pub mod source;
 pub mod target;
 pub mod wire;
 
 pub use gate::SyncGate;
+pub use hub::{HubFigures, HubNews, HubOutput, MirrorHub};
 pub use join::Joins;
 pub use source::{LinkError, LinkEvent, Outbox, Phase, SourceLink};
 pub use target::{TargetAction, TargetError, TargetLink};

@@ -1,24 +1,20 @@
-//! The source side of mirroring: one task owns the stream's outbox, the
-//! sync gate and one `SourceLink` per configured peer; the journal thread
-//! (through the tap), the peers' sockets (`net.rs`) and the lock
-//! coordinator (role, required peers) report here, and the node hears the
-//! journal's events through the gate.
+//! The source side of mirroring on Tokio: one task runs core's
+//! `MirrorHub` (the stream's outbox, the sync gate, one `SourceLink` per
+//! configured peer); the journal thread (through the tap), the peers'
+//! sockets (`net.rs`) and the lock coordinator (role, required peers)
+//! report here, and the node hears the journal's events through the gate.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use halyard_core::ids::Ticket;
 use halyard_core::journal::group_commit::EncodedEntry;
-use halyard_core::mirror::gate::GATE_HELD_MAX;
-use halyard_core::mirror::{
-    encode, Joins, LinkEvent, MirrorFrame, Outbox, Phase, SourceLink, SyncGate,
-};
+use halyard_core::mirror::{HubNews, HubOutput, MirrorFrame, MirrorHub};
 use halyard_core::node::{Input, JournalEvent, JournalRequest};
 use tokio::sync::{mpsc, watch};
-use tracing::{info, warn};
 
 use crate::coordinator::{PeerNews, Role};
 use crate::journal::JournalHandle;
@@ -66,18 +62,6 @@ pub(crate) enum HubMsg {
     },
 }
 
-/// One configured peer.
-struct Slot {
-    addr: String,
-    /// Newest group of this stream the peer acknowledged (kept across
-    /// its reconnections; 0 at a new stream).
-    acked: u64,
-    conn: u64,
-    link: Option<SourceLink>,
-    writer: Option<mpsc::UnboundedSender<Bytes>>,
-    name: Option<String>,
-}
-
 pub(crate) struct Hub {
     pub node: String,
     pub sync: bool,
@@ -94,40 +78,15 @@ pub(crate) struct Hub {
     pub metrics: Arc<JournalMetrics>,
 }
 
-struct State {
-    epoch: Option<u64>,
-    outbox: Outbox,
-    gate: SyncGate,
-    slots: Vec<Slot>,
-    /// Who receipts wait for: the coordinator's peers and those joining
-    /// (`halyard_core::mirror::join`).
-    joins: Joins,
-}
-
 impl Hub {
     pub(crate) async fn run(
         mut self,
         mut rx: mpsc::Receiver<HubMsg>,
         mut gate_rx: mpsc::Receiver<Input>,
     ) {
-        let mut st = State {
-            epoch: None,
-            outbox: Outbox::new(0),
-            gate: SyncGate::new(),
-            joins: Joins::default(),
-            slots: self
-                .peers
-                .iter()
-                .map(|addr| Slot {
-                    addr: addr.clone(),
-                    acked: 0,
-                    conn: 0,
-                    link: None,
-                    writer: None,
-                    name: None,
-                })
-                .collect(),
-        };
+        let mut hub = MirrorHub::new(&self.node, self.sync, &self.peers);
+        // Each peer's connection writer, while its link is up.
+        let mut writers: Vec<Option<mpsc::UnboundedSender<Bytes>>> = vec![None; self.peers.len()];
         let mut heartbeat = tokio::time::interval(HEARTBEAT_EVERY);
         loop {
             // Biased: a group's `Written` is sent before the journal's
@@ -135,48 +94,79 @@ impl Hub {
             tokio::select! {
                 biased;
                 msg = rx.recv() => match msg {
-                    Some(m) => self.on_msg(&mut st, m),
+                    Some(m) => self.on_msg(&mut hub, &mut writers, m),
                     None => return,
                 },
                 // A full gate (peers slow to acknowledge) stops taking the
                 // journal's answers: the journal thread then waits on its
                 // bounded channel, and appends with it.
-                input = gate_rx.recv(), if st.gate.held() < GATE_HELD_MAX => match input {
-                    Some(i) => st.gate.event(i),
+                input = gate_rx.recv(), if !hub.gate_full() => match input {
+                    Some(i) => hub.journal_event(i),
                     None => return,
                 },
                 changed = self.role.changed() => {
                     if changed.is_err() { return; }
                     let role = *self.role.borrow_and_update();
-                    self.on_role(&mut st, role);
+                    hub.role(match role {
+                        Role::Active { epoch } => Some(epoch),
+                        Role::Passive => None,
+                    });
                 }
                 changed = self.required.changed() => {
                     if changed.is_err() { return; }
                     let required = self.required.borrow_and_update().clone();
                     if let Some((epoch, peers)) = required {
-                        self.on_coord_required(&mut st, epoch, peers);
+                        hub.coordinator_requires(epoch, peers);
                     }
                 }
-                _ = heartbeat.tick() => {
-                    for slot in &st.slots {
-                        if let (Some(w), Some(_)) = (&slot.writer, &slot.link) {
-                            let beat = Bytes::from_static(&halyard_core::protocol::amqp::EMPTY_FRAME);
-                            queue_bytes(&self.queued, w, beat);
-                        }
-                    }
-                }
+                _ = heartbeat.tick() => hub.heartbeat(),
             }
-            self.pump(&mut st);
-            if !self.forward(&mut st).await {
+            self.carry_out(&mut hub, &mut writers);
+            if !self.forward(&mut hub).await {
                 return;
             }
-            self.report(&st);
+            self.report(&hub);
+        }
+    }
+
+    /// Carries out the hub's outputs.
+    fn carry_out(
+        &self,
+        hub: &mut MirrorHub,
+        writers: &mut [Option<mpsc::UnboundedSender<Bytes>>],
+    ) {
+        while let Some(out) = hub.poll_output() {
+            match out {
+                HubOutput::Send { peer, bytes } => {
+                    if let Some(w) = &writers[peer] {
+                        queue_bytes(&self.queued, w, bytes);
+                    }
+                }
+                HubOutput::Close { peer } => writers[peer] = None,
+                HubOutput::Reconnect => {
+                    writers.iter_mut().for_each(|w| *w = None);
+                    self.reconnect.send_modify(|n| *n += 1);
+                }
+                HubOutput::Snapshot { token } => {
+                    self.metrics
+                        .mirror_snapshots
+                        .fetch_add(1, Ordering::Relaxed);
+                    self.journal.send(JournalRequest::Snapshot { token });
+                }
+                HubOutput::News(news) => {
+                    let _ = self.news.send(match news {
+                        HubNews::Known(peer) => PeerNews::Known { peer },
+                        HubNews::Heard(peer) => PeerNews::Heard { peer },
+                        HubNews::CaughtUp(peer) => PeerNews::CaughtUp { peer },
+                    });
+                }
+            }
         }
     }
 
     /// Passes the gate's released events to the node.
-    async fn forward(&self, st: &mut State) -> bool {
-        while let Some(input) = st.gate.poll() {
+    async fn forward(&self, hub: &mut MirrorHub) -> bool {
+        while let Some(input) = hub.poll_release() {
             if matches!(input, Input::Journal(JournalEvent::Loaded { .. })) {
                 let tx = &self.node_inputs;
                 while tx.max_capacity() - tx.capacity() > LOADED_QUEUED_MAX && !tx.is_closed() {
@@ -190,293 +180,57 @@ impl Hub {
         true
     }
 
-    /// The coordinator's required peers for `epoch` (ignored for another
-    /// stream's epoch).
-    fn on_coord_required(&self, st: &mut State, epoch: u64, peers: BTreeSet<String>) {
-        if st.epoch != Some(epoch) {
-            return;
-        }
-        st.joins.coordinator_requires(peers);
-        self.apply_required(st);
-    }
-
-    /// The gate waits for the coordinator's peers and those joining
-    /// (nobody with asynchronous mirroring).
-    fn apply_required(&self, st: &mut State) {
-        let Some(epoch) = st.epoch else { return };
-        let peers = if self.sync {
-            st.joins.required()
-        } else {
-            BTreeSet::new()
-        };
-        st.gate.set_required(epoch, peers);
-    }
-
-    /// A link of peer `name` ended: a join not yet announced ends with it
-    /// (an announced one stays until the coordinator's set names it).
-    fn forget_join(&self, st: &mut State, name: Option<String>) {
-        if let Some(n) = name {
-            if st.joins.link_ended(&n) {
-                self.apply_required(st);
-            }
-        }
-    }
-
     /// The figures `/metrics` shows (`JournalMetrics::mirror_*`).
-    fn report(&self, st: &State) {
+    fn report(&self, hub: &MirrorHub) {
         let m = &self.metrics;
-        let last = st.outbox.last_seq();
-        let unacked = match st.epoch {
-            Some(_) => {
-                let least = st.slots.iter().map(|s| s.acked).min().unwrap_or(last);
-                i64::try_from(last.saturating_sub(least)).unwrap_or(i64::MAX)
-            }
-            None => -1,
-        };
+        let f = hub.figures();
         m.mirror_unacknowledged_groups
-            .store(unacked, Ordering::Relaxed);
+            .store(f.unacknowledged, Ordering::Relaxed);
         m.mirror_outbox_groups
-            .store(st.outbox.groups() as u64, Ordering::Relaxed);
+            .store(f.outbox_groups, Ordering::Relaxed);
         m.mirror_outbox_bytes
-            .store(st.outbox.bytes() as u64, Ordering::Relaxed);
-        let streaming = st
-            .slots
-            .iter()
-            .filter(|s| {
-                s.link
-                    .as_ref()
-                    .is_some_and(|l| l.phase() == Phase::Streaming)
-            })
-            .count();
+            .store(f.outbox_bytes, Ordering::Relaxed);
         m.mirror_peers_streaming
-            .store(streaming as u64, Ordering::Relaxed);
+            .store(f.peers_streaming, Ordering::Relaxed);
         m.mirror_answers_held
-            .store(st.gate.held() as u64, Ordering::Relaxed);
+            .store(f.answers_held, Ordering::Relaxed);
     }
 
-    fn on_role(&mut self, st: &mut State, role: Role) {
-        match role {
-            Role::Active { epoch } => {
-                info!(
-                    epoch,
-                    peers = st.slots.len(),
-                    "mirroring this broker's journal to its peers under epoch {epoch}"
-                );
-                // The stream itself starts when the node opens the journal
-                // (`StreamOpened`): resetting the outbox or the gate here,
-                // seen on another channel, could come after its first
-                // groups and forget them.
-                st.epoch = Some(epoch);
-            }
-            Role::Passive => {
-                info!("mirror stream ended: this broker is passive");
-                st.epoch = None;
-                st.gate.end_stream();
-                st.joins.clear();
-            }
-        }
-        for slot in &mut st.slots {
-            slot.link = None;
-            slot.writer = None;
-            slot.acked = 0;
-        }
-        self.reconnect.send_modify(|n| *n += 1);
-    }
-
-    fn on_msg(&mut self, st: &mut State, msg: HubMsg) {
+    fn on_msg(
+        &self,
+        hub: &mut MirrorHub,
+        writers: &mut [Option<mpsc::UnboundedSender<Bytes>>],
+        msg: HubMsg,
+    ) {
         match msg {
             HubMsg::StreamOpened => {
                 // The node opened the journal: the stream starts here, in
                 // the channel's order, before its first group (the role
                 // change may be seen later: it comes on another channel).
                 let epoch = match *self.role.borrow() {
-                    Role::Active { epoch } => epoch,
-                    Role::Passive => st.epoch.unwrap_or(0),
+                    Role::Active { epoch } => Some(epoch),
+                    Role::Passive => None,
                 };
-                st.epoch = Some(epoch);
-                st.outbox = Outbox::new(epoch);
-                st.gate.start_stream(epoch);
-                st.joins.clear();
                 if let Some((e, peers)) = self.required.borrow().clone() {
-                    self.on_coord_required(st, e, peers);
+                    hub.coordinator_requires(e, peers);
                 }
-                for slot in &mut st.slots {
-                    slot.acked = 0;
-                    // A link opened before this point knows another outbox.
-                    if slot.link.is_some() {
-                        slot.link = None;
-                        slot.writer = None;
-                    }
-                }
+                hub.stream_opened(epoch);
             }
             HubMsg::Written {
                 seq,
                 batches,
                 tickets,
-            } => {
-                st.gate.written(seq, &tickets);
-                st.outbox.push(seq, batches);
-            }
-            HubMsg::SnapshotChunk { token, batches } => {
-                if let Some(link) = link_of(st, token) {
-                    if link.phase() == Phase::Snapshot {
-                        link.snapshot_chunk(batches);
-                    }
-                }
-            }
-            HubMsg::SnapshotEnd { token, seq } => {
-                if let Some(link) = link_of(st, token) {
-                    if link.phase() == Phase::Snapshot {
-                        link.snapshot_end(seq);
-                    }
-                }
-            }
-            HubMsg::SnapshotNone { token } => {
-                let idx = (token >> 32) as usize;
-                if let Some(slot) = st.slots.get_mut(idx) {
-                    warn!(peer = %slot.addr, "no journal to snapshot for the mirror peer (not active); closing its link");
-                    slot.link = None;
-                    slot.writer = None;
-                    let name = slot.name.clone();
-                    self.forget_join(st, name);
-                }
-            }
+            } => hub.written(seq, batches, &tickets),
+            HubMsg::SnapshotChunk { token, batches } => hub.snapshot_chunk(token, batches),
+            HubMsg::SnapshotEnd { token, seq } => hub.snapshot_end(token, seq),
+            HubMsg::SnapshotNone { token } => hub.snapshot_none(token),
             HubMsg::PeerUp { idx, conn, writer } => {
-                let Some(epoch) = st.epoch else { return };
-                let slot = &mut st.slots[idx];
-                slot.conn = conn;
-                slot.link = Some(SourceLink::new(&self.node, epoch));
-                slot.writer = Some(writer);
-            }
-            HubMsg::PeerFrame { idx, conn, frame } => self.on_frame(st, idx, conn, frame),
-            HubMsg::PeerDown { idx, conn, reason } => {
-                let slot = &mut st.slots[idx];
-                if slot.conn == conn && slot.link.is_some() {
-                    warn!(peer = %slot.addr, name = ?slot.name, %reason, "mirror link to peer {} down", slot.addr);
-                    slot.link = None;
-                    slot.writer = None;
-                    let name = slot.name.clone();
-                    self.forget_join(st, name);
+                if hub.peer_up(idx, conn) {
+                    writers[idx] = Some(writer);
                 }
             }
-        }
-    }
-
-    fn on_frame(&mut self, st: &mut State, idx: usize, conn: u64, frame: MirrorFrame) {
-        let epoch = st.epoch.unwrap_or(0);
-        let slot = &mut st.slots[idx];
-        if slot.conn != conn {
-            return;
-        }
-        let Some(link) = slot.link.as_mut() else {
-            return;
-        };
-        if let Some(name) = &slot.name {
-            let _ = self.news.send(PeerNews::Heard { peer: name.clone() });
-        }
-        if let Err(e) = link.on_frame(frame, &st.outbox) {
-            warn!(peer = %slot.addr, error = %e, "mirror link to peer {} failed", slot.addr);
-            slot.link = None;
-            slot.writer = None;
-            let name = slot.name.clone();
-            self.forget_join(st, name);
-            return;
-        }
-        let events: Vec<LinkEvent> = std::iter::from_fn(|| link.poll_event()).collect();
-        for ev in events {
-            let slot = &mut st.slots[idx];
-            match ev {
-                LinkEvent::Named(name) => {
-                    info!(peer = %slot.addr, %name, "mirror link to {name} at {} up", slot.addr);
-                    let _ = self.news.send(PeerNews::Known { peer: name.clone() });
-                    let _ = self.news.send(PeerNews::Heard { peer: name.clone() });
-                    slot.name = Some(name);
-                }
-                LinkEvent::SnapshotWanted => {
-                    self.metrics
-                        .mirror_snapshots
-                        .fetch_add(1, Ordering::Relaxed);
-                    info!(peer = %slot.addr, "peer {} is not in this stream: sending it a snapshot of the journal", slot.addr);
-                    self.journal.send(JournalRequest::Snapshot {
-                        token: ((idx as u64) << 32) | (conn & 0xffff_ffff),
-                    });
-                }
-                LinkEvent::Acked(seq) => {
-                    slot.acked = slot.acked.max(seq);
-                    let Some(name) = slot.name.clone() else {
-                        continue;
-                    };
-                    st.gate.acked(&name, epoch, seq);
-                    if st.joins.acked(&name, seq) {
-                        self.announce(st, name);
-                    }
-                }
-                LinkEvent::CaughtUp => {
-                    let Some(name) = slot.name.clone() else {
-                        continue;
-                    };
-                    // Receipts wait for it from now on; the coordinator
-                    // hears of it once it has every group written until now.
-                    let announce = st.joins.caught_up(&name, slot.acked, st.outbox.last_seq());
-                    self.apply_required(st);
-                    if announce {
-                        self.announce(st, name);
-                    }
-                }
-            }
-        }
-    }
-
-    /// Peer `name` has every group written when receipts began to wait for
-    /// it: the coordinator may list it in sync.
-    fn announce(&self, st: &State, name: String) {
-        let epoch = st.epoch.unwrap_or(0);
-        info!(peer = %name, epoch, "peer {name} caught up with epoch {epoch}'s stream");
-        let _ = self.news.send(PeerNews::CaughtUp { peer: name });
-    }
-
-    /// Sends what each link has to send; trims the outbox to what every
-    /// streaming link has (kept whole while no link streams, up to its
-    /// bound, so that a peer that reconnects soon resumes).
-    fn pump(&self, st: &mut State) {
-        let mut min_acked: Option<u64> = None;
-        let mut dropped = Vec::new();
-        for slot in &mut st.slots {
-            let Some(link) = slot.link.as_mut() else {
-                continue;
-            };
-            let mut out = BytesMut::new();
-            let mut behind = None;
-            loop {
-                match link.poll_frame(&st.outbox) {
-                    Ok(Some(f)) => encode(&f, &mut out),
-                    Ok(None) => break,
-                    Err(seq) => {
-                        behind = Some(seq);
-                        break;
-                    }
-                }
-            }
-            if link.phase() == Phase::Streaming {
-                min_acked = Some(min_acked.map_or(link.acked(), |m| m.min(link.acked())));
-            }
-            if let Some(w) = slot.writer.as_ref() {
-                if !out.is_empty() {
-                    queue_bytes(&self.queued, w, out.freeze());
-                }
-            }
-            if let Some(seq) = behind {
-                warn!(peer = %slot.addr, seq, "peer {} fell behind the mirror outbox (group {seq} gone): reconnecting for a snapshot", slot.addr);
-                slot.link = None;
-                slot.writer = None;
-                dropped.push(slot.name.clone());
-            }
-        }
-        for name in dropped {
-            self.forget_join(st, name);
-        }
-        if let Some(m) = min_acked {
-            st.outbox.trim_to(m);
+            HubMsg::PeerFrame { idx, conn, frame } => hub.peer_frame(idx, conn, frame),
+            HubMsg::PeerDown { idx, conn, reason } => hub.peer_down(idx, conn, &reason),
         }
     }
 }
@@ -502,13 +256,4 @@ pub(crate) fn written(queued: &AtomicUsize, n: usize) {
         r.is_ok_and(|q| q >= n),
         "mirror writer counted down bytes never queued"
     );
-}
-
-fn link_of(st: &mut State, token: u64) -> Option<&mut SourceLink> {
-    let idx = (token >> 32) as usize;
-    let slot = st.slots.get_mut(idx)?;
-    if slot.conn & 0xffff_ffff != token & 0xffff_ffff {
-        return None;
-    }
-    slot.link.as_mut()
 }
