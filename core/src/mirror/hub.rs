@@ -36,16 +36,23 @@ pub enum HubNews {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum HubOutput {
     /// Bytes for peer `peer`'s connection.
-    Send { peer: usize, bytes: Bytes },
+    Send {
+        peer: usize,
+        bytes: Bytes,
+    },
     /// Close peer `peer`'s connection (its link ended; the connector
     /// dials again).
-    Close { peer: usize },
+    Close {
+        peer: usize,
+    },
     /// Close every peer connection: the stream changed (a role change).
     Reconnect,
     /// Read the journal for the link `token` names and feed it back with
     /// [`MirrorHub::snapshot_chunk`] / [`MirrorHub::snapshot_end`], or
     /// [`MirrorHub::snapshot_none`] without a journal.
-    Snapshot { token: u64 },
+    Snapshot {
+        token: u64,
+    },
     News(HubNews),
 }
 
@@ -344,7 +351,8 @@ impl MirrorHub {
             return;
         };
         if let Some(name) = &slot.name {
-            self.out.push_back(HubOutput::News(HubNews::Heard(name.clone())));
+            self.out
+                .push_back(HubOutput::News(HubNews::Heard(name.clone())));
         }
         if let Err(e) = link.on_frame(frame, &self.outbox) {
             warn!(peer = %slot.addr, error = %e, "mirror link to peer {} failed", slot.addr);
@@ -386,9 +394,7 @@ impl MirrorHub {
                     // Receipts wait for it from now on; the coordinator
                     // hears of it once it has every group written until now.
                     let acked = slot.acked;
-                    let announce = self
-                        .joins
-                        .caught_up(&name, acked, self.outbox.last_seq());
+                    let announce = self.joins.caught_up(&name, acked, self.outbox.last_seq());
                     self.apply_required();
                     if announce {
                         self.announce(name);

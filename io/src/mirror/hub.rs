@@ -130,11 +130,7 @@ impl Hub {
     }
 
     /// Carries out the hub's outputs.
-    fn carry_out(
-        &self,
-        hub: &mut MirrorHub,
-        writers: &mut [Option<mpsc::UnboundedSender<Bytes>>],
-    ) {
+    fn carry_out(&self, hub: &mut MirrorHub, writers: &mut [Option<mpsc::UnboundedSender<Bytes>>]) {
         while let Some(out) = hub.poll_output() {
             match out {
                 HubOutput::Send { peer, bytes } => {
