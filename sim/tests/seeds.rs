@@ -381,6 +381,7 @@ mod coordinator {
     #[test]
     fn coordinator_seeds_pass() {
         let (mut acquisitions, mut changes, mut refused, mut stale) = (0, 0, 0, 0);
+        let (mut receipted, mut acked, mut lost_async, mut applied) = (0, 0, 0, 0);
         for seed in 1..=seeds() {
             let r: CoordReport = run_coordinator_seed(seed, false);
             assert!(
@@ -392,9 +393,20 @@ mod coordinator {
             changes += r.in_sync_changes;
             refused += r.refused_takeovers;
             stale += r.stale_refused;
+            receipted += r.receipted;
+            acked += r.acknowledged;
+            lost_async += r.lost_async;
+            applied += r.events_applied;
         }
         println!(
             "coordinator: {acquisitions} acquisitions, {changes} in-sync changes, {refused} refused takeovers, {stale} stale events refused"
+        );
+        println!(
+            "mirroring: {receipted} messages receipted, {acked} acknowledged, {applied} groups applied by peers, {lost_async} receipted messages lost by async takeovers"
+        );
+        assert!(
+            receipted > seeds() * 100 && acked > seeds() * 20 && applied > receipted,
+            "receipted {receipted}, acknowledged {acked}, applied {applied}"
         );
         assert!(acquisitions > seeds() * 2, "{acquisitions} acquisitions");
         assert!(
@@ -456,5 +468,13 @@ mod coordinator_planted {
     #[test]
     fn applying_old_epoch_events_is_caught() {
         first_catch(PlantedBug::ApplyOldEpochEvents, "older than epoch");
+    }
+
+    #[test]
+    fn a_receipt_before_the_peers_ack_is_caught() {
+        first_catch(
+            PlantedBug::ReceiptBeforePeerAck,
+            "receipted message(s) (sync mirroring)",
+        );
     }
 }

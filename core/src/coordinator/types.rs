@@ -132,6 +132,9 @@ pub enum PlantedBug {
     /// Mirror events from an epoch older than the newest seen are applied
     /// (the epoch fence is skipped).
     ApplyOldEpochEvents,
+    /// The sync gate passes a durable answer on before the in-sync peers
+    /// acknowledged its group (a receipt that only the active broker has).
+    ReceiptBeforePeerAck,
 }
 
 /// Why the lock service refused (or could not do) a state write.

@@ -33,6 +33,9 @@ pub struct SyncGate {
     held: VecDeque<(Option<u64>, Input)>,
     /// Newest group written.
     written: u64,
+    /// The planted bug `ReceiptBeforePeerAck` (simulator tests only).
+    #[cfg(feature = "planted-bugs")]
+    planted_early: bool,
 }
 
 impl SyncGate {
@@ -115,10 +118,26 @@ impl SyncGate {
             .unwrap_or(u64::MAX)
     }
 
+    /// Switches the planted bug `ReceiptBeforePeerAck` on.
+    #[cfg(feature = "planted-bugs")]
+    pub fn plant_release_early(&mut self) {
+        self.planted_early = true;
+    }
+
+    #[cfg(feature = "planted-bugs")]
+    fn waits_for_peers(&self) -> bool {
+        !self.planted_early
+    }
+
+    #[cfg(not(feature = "planted-bugs"))]
+    fn waits_for_peers(&self) -> bool {
+        true
+    }
+
     /// The next event the node may have.
     pub fn poll(&mut self) -> Option<Input> {
         let (waits, _) = self.held.front()?;
-        if waits.is_some_and(|seq| seq > self.released_up_to()) {
+        if self.waits_for_peers() && waits.is_some_and(|seq| seq > self.released_up_to()) {
             return None;
         }
         self.held.pop_front().map(|(_, input)| input)

@@ -123,6 +123,14 @@ impl MirrorHub {
         }
     }
 
+    /// Switches a planted bug on (simulator tests only).
+    #[cfg(feature = "planted-bugs")]
+    pub fn plant(&mut self, bug: crate::coordinator::PlantedBug) {
+        if bug == crate::coordinator::PlantedBug::ReceiptBeforePeerAck {
+            self.gate.plant_release_early();
+        }
+    }
+
     /// The node opened the journal (it went active under `epoch`, or the
     /// one known if the role change has not come yet): the stream starts
     /// here, before its first group.

@@ -2,44 +2,20 @@
 //! the simulated clock, its lock service client (a session kept alive by
 //! pings, one request out at a time, timeouts, giving the session up after
 //! 7/5 of the session timeout without an answer, as the ZooKeeper client
-//! does) and its mirror link (heartbeats stamped with its epoch while
-//! active, acks that feed the coordinator's peer inputs).
+//! does) and its data side (`data`: journal, mirror hub and links), whose
+//! news feed the coordinator's peer inputs.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 
 use halyard_core::coordinator::{
     Coordinator, CoordinatorConfig, EpochFence, Event, Input, Output, WriteRefusal,
 };
+use halyard_core::mirror::HubNews;
 
 use super::config::CoordConfig;
+use super::data::{Data, DataOut, Disk};
 use super::lock_service::{Answer, Request, SessionId};
-
-/// Who a message goes to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Node {
-    Broker(usize),
-    Service,
-}
-
-/// What travels over the simulated network.
-#[derive(Clone, Debug)]
-pub enum Wire {
-    ToService {
-        session: SessionId,
-        req_id: u64,
-        req: Request,
-    },
-    FromService {
-        session: SessionId,
-        req_id: u64,
-        answer: Answer,
-    },
-    /// A mirror heartbeat; `epoch` while the sender is active (its events
-    /// carry it).
-    Mirror { epoch: Option<u64> },
-    /// The answer to a heartbeat, with the newest epoch the peer has seen.
-    MirrorAck { newest: u64 },
-}
+use super::wire::{Node, Wire};
 
 /// What a broker did, for the world to carry out or check.
 #[derive(Clone, Debug)]
@@ -56,6 +32,10 @@ pub enum Fx {
     },
     RefusedStale,
     Event(Event),
+    /// A receipt for `msg` went out.
+    Receipted(u64),
+    /// An acknowledgement of `msg` was written.
+    Tombstoned(u64),
 }
 
 pub struct Broker {
@@ -68,16 +48,14 @@ pub struct Broker {
     /// Messages that arrived while paused.
     pub inbox: Vec<(Node, Wire)>,
     pub fx: Vec<Fx>,
-    names: Vec<String>,
     session_timeout_ms: u64,
     request_timeout_ms: u64,
-    heartbeat_ms: u64,
-    catch_up_ms: u64,
+    pub data: Data,
+    in_data_out: bool,
     pub session: SessionId,
     pub session_counter: u64,
     last_answer_ms: u64,
     last_ping_ms: u64,
-    last_heartbeat_ms: u64,
     /// Coordinator requests; the head is out.
     queue: VecDeque<Output>,
     out: Option<(u64, u64)>,
@@ -88,8 +66,6 @@ pub struct Broker {
     /// The state's version, as last read or written.
     version: u64,
     next_req: u64,
-    acked_since: BTreeMap<usize, u64>,
-    last_ack: BTreeMap<usize, u64>,
 }
 
 pub fn broker_name(i: usize) -> String {
@@ -97,14 +73,15 @@ pub fn broker_name(i: usize) -> String {
 }
 
 impl Broker {
-    /// A broker (re)starting at `now`, whose journal knew `newest` epoch.
+    /// A broker (re)starting at `now` on `disk`, whose journal knew
+    /// `newest` epoch.
     pub fn new(
         cfg: &CoordConfig,
         idx: usize,
         now: u64,
         newest: u64,
-        session_counter: u64,
-        incarnation: u64,
+        (session_counter, incarnation): (u64, u64),
+        disk: Disk,
     ) -> Broker {
         let names: Vec<String> = (0..cfg.brokers).map(broker_name).collect();
         let name = &names[idx];
@@ -115,9 +92,13 @@ impl Broker {
         assert_eq!(c.validate(), Ok(()), "the scenario's coordinator config");
         #[allow(unused_mut)]
         let mut coord = Coordinator::new(c, EpochFence::starting_at(newest));
+        let conn_base = (idx as u64 * 1_000 + incarnation) * 1_000_000;
+        #[allow(unused_mut)]
+        let mut data = Data::new(idx, &names, cfg.sync, disk, conn_base);
         #[cfg(feature = "planted-bugs")]
         if let Some(bug) = cfg.planted_bug {
             coord.plant(bug);
+            data.plant(bug);
         }
         let session_counter = session_counter + 1;
         Broker {
@@ -129,24 +110,21 @@ impl Broker {
             accepting: None,
             inbox: Vec::new(),
             fx: Vec::new(),
-            names,
+
             session_timeout_ms: cfg.session_timeout_ms,
             request_timeout_ms: cfg.request_timeout_ms,
-            heartbeat_ms: cfg.heartbeat_ms,
-            catch_up_ms: cfg.catch_up_ms,
+            data,
+            in_data_out: false,
             session: idx as u64 * 1_000_000 + session_counter,
             session_counter,
             last_answer_ms: now,
             last_ping_ms: now,
-            last_heartbeat_ms: now,
             queue: VecDeque::new(),
             out: None,
             releases: Vec::new(),
             held: None,
             version: 0,
             next_req: 0,
-            acked_since: BTreeMap::new(),
-            last_ack: BTreeMap::new(),
         }
     }
 
@@ -196,10 +174,12 @@ impl Broker {
                 Output::StartAccepting { epoch } => {
                     self.accepting = Some(epoch);
                     self.fx.push(Fx::Started(epoch));
+                    self.data.go_active(now, epoch);
                 }
                 Output::StopAccepting => {
                     self.accepting = None;
                     self.fx.push(Fx::Stopped);
+                    self.data.go_passive(now);
                 }
                 Output::RequiredAcks { epoch, peers } => {
                     let p: Vec<&str> = peers.iter().map(String::as_str).collect();
@@ -207,6 +187,7 @@ impl Broker {
                         "receipts of epoch {epoch} wait for {{{}}}",
                         p.join(", ")
                     ));
+                    self.data.required(now, epoch, peers);
                 }
                 Output::Stopped => {}
                 Output::Event(e) => {
@@ -216,6 +197,7 @@ impl Broker {
             }
         }
         self.send_head(now);
+        self.data_out(now);
     }
 
     fn send_head(&mut self, now: u64) {
@@ -339,17 +321,8 @@ impl Broker {
             self.last_ping_ms = now;
             self.ask_service(Request::Ping);
         }
-        if now.saturating_sub(self.last_heartbeat_ms) >= self.heartbeat_ms {
-            self.last_heartbeat_ms = now;
-            for p in (0..self.names.len()).filter(|p| *p != self.idx) {
-                self.fx.push(Fx::Send(
-                    Node::Broker(p),
-                    Wire::Mirror {
-                        epoch: self.accepting,
-                    },
-                ));
-            }
-        }
+        self.data.tick(now);
+        self.data_out(now);
         self.feed(now, Input::Tick);
     }
 
@@ -363,43 +336,50 @@ impl Broker {
                     answer,
                 },
             ) => self.on_answer(now, session, req_id, answer),
-            (Node::Broker(p), Wire::Mirror { epoch }) => {
-                if let Some(e) = epoch {
-                    match self.coord.admit(now, e) {
-                        Ok(()) => self.fx.push(Fx::Applied { from: p, epoch: e }),
-                        Err(stale) => {
-                            self.trace(format!("from {}: {stale}", self.names[p]));
-                            self.fx.push(Fx::RefusedStale);
-                        }
-                    }
-                    self.drain(now);
-                }
+            (Node::Broker(p), wire) => {
                 let newest = self.coord.fence().newest();
-                self.fx
-                    .push(Fx::Send(Node::Broker(p), Wire::MirrorAck { newest }));
+                self.data.receive(now, p, wire, newest);
+                self.data_out(now);
             }
-            (Node::Broker(p), Wire::MirrorAck { newest }) => self.on_ack(now, p, newest),
+            (Node::Client, wire) => {
+                self.data.receive(now, self.idx, wire, 0);
+                self.data_out(now);
+            }
             (from, wire) => unreachable!("{wire:?} from {from:?}"),
         }
     }
 
-    fn on_ack(&mut self, now: u64, p: usize, newest: u64) {
-        let gap = self
-            .last_ack
-            .get(&p)
-            .map_or(u64::MAX, |t| now.saturating_sub(*t));
-        if gap > self.heartbeat_ms * 4 {
-            self.acked_since.insert(p, now);
+    /// Carries out what the data side did; its news go to the coordinator.
+    fn data_out(&mut self, now: u64) {
+        // The coordinator's outputs reach the data side and its news the
+        // coordinator: the outermost call carries out both until quiet.
+        if self.in_data_out {
+            return;
         }
-        self.last_ack.insert(p, now);
-        self.fx.push(Fx::Observed(newest));
-        self.feed(now, Input::EpochSeen { epoch: newest });
-        let peer = self.names[p].clone();
-        self.feed(now, Input::PeerHeard { peer: peer.clone() });
-        let since = self.acked_since.get(&p).copied().unwrap_or(now);
-        if self.coord.held_epoch().is_some() && now.saturating_sub(since) >= self.catch_up_ms {
-            self.feed(now, Input::PeerCaughtUp { peer });
+        self.in_data_out = true;
+        while !self.data.out.is_empty() {
+            for o in std::mem::take(&mut self.data.out) {
+                match o {
+                    DataOut::Send(to, wire) => self.fx.push(Fx::Send(to, wire)),
+                    DataOut::News(HubNews::Known(_)) => {}
+                    DataOut::News(HubNews::Heard(peer)) => {
+                        self.feed(now, Input::PeerHeard { peer })
+                    }
+                    DataOut::News(HubNews::CaughtUp(peer)) => {
+                        self.trace(format!("{peer} caught up"));
+                        self.feed(now, Input::PeerCaughtUp { peer })
+                    }
+                    DataOut::EpochSeen(epoch) => self.feed(now, Input::EpochSeen { epoch }),
+                    DataOut::Applied { from, epoch } => self.fx.push(Fx::Applied { from, epoch }),
+                    DataOut::RefusedStale => self.fx.push(Fx::RefusedStale),
+                    DataOut::Receipted(m) => self.fx.push(Fx::Receipted(m)),
+                    DataOut::Tombstoned(m) => self.fx.push(Fx::Tombstoned(m)),
+                    DataOut::Consumed(_) => {}
+                    DataOut::Trace(t) => self.trace(t),
+                }
+            }
         }
+        self.in_data_out = false;
     }
 
     fn on_answer(&mut self, now: u64, session: SessionId, req_id: u64, answer: Answer) {

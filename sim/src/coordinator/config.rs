@@ -23,10 +23,13 @@ pub struct CoordConfig {
     pub check_period_ms: Vec<u64>,
     /// A sync peer silent this long leaves the in-sync set.
     pub peer_timeout_ms: u64,
-    /// A peer heard without a gap this long has caught up.
-    pub catch_up_ms: u64,
-    /// Mirror heartbeats (events stamped with the sender's epoch).
-    pub heartbeat_ms: u64,
+    /// Receipts wait for the in-sync peers (`--mirror-sync`); without it
+    /// the checker counts receipted messages lost instead of failing.
+    pub sync: bool,
+    /// The producer sends a message every 1..=this ms.
+    pub store_every_ms: u64,
+    /// The consumer takes one every 1..=this ms.
+    pub consume_every_ms: u64,
     /// A lock service request unanswered this long is given up.
     pub request_timeout_ms: u64,
     /// Network delays are 1..=this.
@@ -46,14 +49,15 @@ impl CoordConfig {
         let brokers = if r.chance(0.5) { 2 } else { 3 };
         let session_timeout_ms = r.range(1_000, 3_000);
         let check_period_ms = (0..brokers).map(|_| r.range(300, 1_000)).collect();
-        CoordConfig {
+        let mut c = CoordConfig {
             seed,
             brokers,
             session_timeout_ms,
             check_period_ms,
             peer_timeout_ms: r.range(1_000, 3_000),
-            catch_up_ms: r.range(500, 2_000),
-            heartbeat_ms: 200,
+            store_every_ms: r.range(20, 120),
+            consume_every_ms: 0,
+            sync: true,
             request_timeout_ms: r.range(300, 800),
             delay_max_ms: r.range(5, 80),
             loss: r.range(0, 3) as f64 / 100.0,
@@ -61,7 +65,10 @@ impl CoordConfig {
             fault_until_ms: r.range(30_000, 60_000),
             #[cfg(feature = "planted-bugs")]
             planted_bug: None,
-        }
+        };
+        c.consume_every_ms = c.store_every_ms * r.range(2, 4);
+        c.sync = r.chance(0.8);
+        c
     }
 }
 

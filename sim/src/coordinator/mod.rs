@@ -16,8 +16,10 @@
 mod broker;
 mod check;
 mod config;
+mod data;
 mod lock_service;
 mod run;
+mod wire;
 
 use std::collections::BTreeMap;
 
@@ -37,6 +39,13 @@ pub struct CoordReport {
     /// Mirror events refused by the epoch fence.
     pub stale_refused: u64,
     pub events_applied: u64,
+    /// Receipts sent to the producer.
+    pub receipted: u64,
+    /// Acknowledgements written for the consumer.
+    pub acknowledged: u64,
+    /// Receipted messages a takeover lost with asynchronous mirroring
+    /// (its window of loss; with sync mirroring any is a violation).
+    pub lost_async: u64,
     pub session_expiries: u64,
     pub faults: BTreeMap<&'static str, u64>,
     /// How long after the faults stopped one broker alone was accepting

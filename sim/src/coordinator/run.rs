@@ -6,18 +6,23 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use halyard_core::coordinator::Event;
 
-use super::broker::{broker_name, Broker, Fx, Node, Wire};
+use super::broker::{broker_name, Broker, Fx};
 use super::check::CoordChecker;
 use super::config::CoordConfig;
+use super::data::Disk;
 use super::lock_service::LockService;
+use super::wire::{Node, Wire};
 use super::CoordReport;
 use crate::rng::Rng;
 use crate::trace::Trace;
 
 /// Every broker's clock and the service's expiry run on this tick.
 const TICK_MS: u64 = 50;
-/// Serving is checked this long after the liveness bound.
+/// Serving is checked this long after the liveness bound (the clients
+/// stop at the bound: the brokers' queues must be the same at the end).
 const SETTLED_MS: u64 = 10_000;
+/// A reset reaches the other end of a crashed broker's connection.
+const RESET_MS: u64 = 5;
 
 enum Ev {
     Deliver {
@@ -32,6 +37,8 @@ enum Ev {
     Resume(usize),
     HealLink(Node, Node),
     Heal,
+    Produce,
+    Consume,
 }
 
 struct World {
@@ -44,6 +51,18 @@ struct World {
     brokers: Vec<Broker>,
     service: LockService,
     cuts: BTreeSet<(Node, Node)>,
+    /// Open mirror connections: conn -> (dialer, listener).
+    conns: BTreeMap<u64, (usize, usize)>,
+    /// Connections a partition broke (their bytes are lost for good).
+    broken: BTreeSet<u64>,
+    /// When the last message on (conn, receiver) arrives: a connection
+    /// delivers in order.
+    conn_clock: BTreeMap<(u64, Node), u64>,
+    clients: Rng,
+    /// Each broker's pauses: (from, until), the last one open while paused.
+    pauses: Vec<Vec<(u64, u64)>>,
+    next_msg: u64,
+    clients_until: u64,
     checker: CoordChecker,
     trace: Trace,
     healed: bool,
@@ -62,17 +81,42 @@ impl World {
     }
 
     fn send(&mut self, from: Node, to: Node, wire: Wire) {
+        let conn = wire.conn();
+        if let (Some(c), Wire::Dial { .. }, Node::Broker(a), Node::Broker(b)) =
+            (conn, &wire, from, to)
+        {
+            self.conns.insert(c, (a, b));
+        }
         if self.cuts.contains(&link(from, to)) {
+            if let Some(c) = conn {
+                self.broken.insert(c);
+            }
             return;
         }
-        let loss = if self.healed { 0.0 } else { self.cfg.loss };
+        if conn.is_some_and(|c| self.broken.contains(&c)) {
+            return;
+        }
+        if let (Some(c), Wire::Down { .. }) = (conn, &wire) {
+            self.conns.remove(&c);
+        }
+        // A connection's bytes are never lost, only a datagram's.
+        let loss = if self.healed || conn.is_some() {
+            0.0
+        } else {
+            self.cfg.loss
+        };
         if loss > 0.0 && self.net.chance(loss) {
             return;
         }
-        let delay = self.net.range(1, self.cfg.delay_max_ms);
+        let mut delay = self.net.range(1, self.cfg.delay_max_ms);
+        if let Some(c) = conn {
+            let last = self.conn_clock.entry((c, to)).or_insert(0);
+            delay = delay.max(last.saturating_sub(self.now));
+            *last = self.now + delay;
+        }
         let inc = match to {
             Node::Broker(b) => self.brokers[b].incarnation,
-            Node::Service => 0,
+            Node::Service | Node::Client => 0,
         };
         self.at(
             self.now + delay,
@@ -96,6 +140,8 @@ impl World {
                 Fx::Started(epoch) => {
                     let found = self.service.found_at.get(&epoch);
                     self.checker.started(self.now, b, epoch, found);
+                    let holds = self.brokers[b].data.disk.messages();
+                    self.checker.holds_receipted(self.now, b, epoch, &holds);
                     self.trace.line(
                         self.now,
                         &name,
@@ -111,6 +157,8 @@ impl World {
                     self.checker.applied(self.now, b, from, epoch);
                 }
                 Fx::RefusedStale => self.report.stale_refused += 1,
+                Fx::Receipted(m) => self.checker.receipted(m),
+                Fx::Tombstoned(m) => self.checker.tombstoned(m),
                 Fx::Event(e) => match e {
                     Event::PeerLeft { .. } | Event::PeerJoined { .. } => {
                         self.report.in_sync_changes += 1
@@ -155,6 +203,7 @@ impl World {
                     self.send(Node::Service, Node::Broker(b), wire);
                 }
             }
+            Node::Client => {}
             Node::Broker(b) => {
                 let br = &mut self.brokers[b];
                 if !br.up || br.incarnation != inc {
@@ -202,16 +251,43 @@ impl World {
         br.accepting = None;
         br.inbox.clear();
         self.count("crash", format!("{} crashed", broker_name(b)));
+        // The other end of each of its connections sees a reset.
+        let ends: Vec<(u64, usize)> = self
+            .conns
+            .iter()
+            .filter(|(_, (x, y))| *x == b || *y == b)
+            .map(|(c, (x, y))| (*c, if *x == b { *y } else { *x }))
+            .collect();
+        for (conn, other) in ends {
+            self.conns.remove(&conn);
+            let inc = self.brokers[other].incarnation;
+            let at = self.now.max(
+                self.conn_clock
+                    .get(&(conn, Node::Broker(other)))
+                    .copied()
+                    .unwrap_or(0),
+            ) + RESET_MS;
+            self.at(
+                at,
+                Ev::Deliver {
+                    from: Node::Broker(b),
+                    to: Node::Broker(other),
+                    inc,
+                    wire: Wire::Down { conn },
+                },
+            );
+        }
     }
 
     fn restart(&mut self, b: usize) {
         if self.brokers[b].up {
             return;
         }
-        let old = &self.brokers[b];
+        let old = &mut self.brokers[b];
         let newest = old.coord.fence().newest();
         let (sessions, inc) = (old.session_counter, old.incarnation + 1);
-        self.brokers[b] = Broker::new(&self.cfg, b, self.now, newest, sessions, inc);
+        let disk = std::mem::take(&mut old.data.disk);
+        self.brokers[b] = Broker::new(&self.cfg, b, self.now, newest, (sessions, inc), disk);
         let line = format!(
             "{} restarted (journal knows epoch {newest})",
             broker_name(b)
@@ -224,6 +300,9 @@ impl World {
             return;
         }
         self.brokers[b].paused = false;
+        if let Some(p) = self.pauses[b].last_mut() {
+            p.1 = self.now;
+        }
         self.trace
             .line(self.now, "fault", &format!("{} resumed", broker_name(b)));
         // Its timers first, as a process waking up would.
@@ -260,6 +339,7 @@ impl World {
             2..=3 if self.brokers[b].up && !self.brokers[b].paused => {
                 let ms = self.faults_rng.range(200, 3 * t);
                 self.brokers[b].paused = true;
+                self.pauses[b].push((self.now, u64::MAX));
                 self.count("pause", format!("{name} paused for {ms} ms"));
                 self.at(self.now + ms, Ev::Resume(b));
             }
@@ -290,6 +370,32 @@ impl World {
         self.at(next, Ev::Fault);
     }
 
+    /// The producer sends the next message to the broker accepting
+    /// clients (the failover URL finds it), if any.
+    fn produce(&mut self) {
+        if self.now >= self.clients_until {
+            return;
+        }
+        if let Some(&(b, _)) = self.serving().first() {
+            self.next_msg += 1;
+            let msg = self.next_msg;
+            self.send(Node::Client, Node::Broker(b), Wire::Store { msg });
+        }
+        let next = self.now + self.clients.range(1, self.cfg.store_every_ms);
+        self.at(next, Ev::Produce);
+    }
+
+    fn consume(&mut self) {
+        if self.now >= self.clients_until {
+            return;
+        }
+        if let Some(&(b, _)) = self.serving().first() {
+            self.send(Node::Client, Node::Broker(b), Wire::Consume);
+        }
+        let next = self.now + self.clients.range(1, self.cfg.consume_every_ms);
+        self.at(next, Ev::Consume);
+    }
+
     fn heal(&mut self) {
         self.healed = true;
         self.cuts.clear();
@@ -305,24 +411,34 @@ impl World {
     }
 }
 
+/// A peer's link dialed, greeted, caught up and heard after healing.
+const CATCH_UP_MS: u64 = 2_000;
+
 /// The liveness bound after healing: the old holder's session expires,
 /// every broker asks again, a peer is heard and caught up.
 pub fn liveness_ms(cfg: &CoordConfig) -> u64 {
     let check = cfg.check_period_ms.iter().copied().max().unwrap_or(0);
-    2 * cfg.session_timeout_ms + 3 * check + cfg.peer_timeout_ms + cfg.catch_up_ms + 3_000
+    2 * cfg.session_timeout_ms + 3 * check + cfg.peer_timeout_ms + CATCH_UP_MS + 3_000
 }
 
 pub fn run(cfg: CoordConfig, keep_trace: bool) -> CoordReport {
     let window_ms = cfg.session_timeout_ms * 2 / 5 + cfg.delay_max_ms + 2 * TICK_MS;
     let mut root = Rng::new(cfg.seed ^ 0x0C0D_0000_0000_0001);
     let brokers = (0..cfg.brokers)
-        .map(|b| Broker::new(&cfg, b, 0, 0, 0, 0))
+        .map(|b| Broker::new(&cfg, b, 0, 0, (0, 0), Disk::default()))
         .collect();
     let mut w = World {
         net: root.fork(),
         faults_rng: root.fork(),
+        clients: root.fork(),
+        pauses: vec![Vec::new(); cfg.brokers],
+        next_msg: 0,
+        clients_until: 0,
+        conns: BTreeMap::new(),
+        broken: BTreeSet::new(),
+        conn_clock: BTreeMap::new(),
         service: LockService::new(cfg.session_timeout_ms),
-        checker: CoordChecker::new(cfg.brokers, window_ms),
+        checker: CoordChecker::new(cfg.brokers, window_ms, cfg.sync),
         trace: Trace::new(keep_trace),
         brokers,
         cfg: cfg.clone(),
@@ -338,13 +454,15 @@ pub fn run(cfg: CoordConfig, keep_trace: bool) -> CoordReport {
         },
     };
     let summary = format!(
-        "coordinator seed {} brokers {} session {} ms check {:?} ms peer timeout {} ms catch-up {} ms delay <= {} ms loss {} window {} ms faults until {} ms",
+        "coordinator seed {} brokers {} {} mirroring session {} ms check {:?} ms peer timeout {} ms store every <= {} ms consume every <= {} ms delay <= {} ms loss {} window {} ms faults until {} ms",
         cfg.seed,
         cfg.brokers,
+        if cfg.sync { "sync" } else { "async" },
         cfg.session_timeout_ms,
         cfg.check_period_ms,
         cfg.peer_timeout_ms,
-        cfg.catch_up_ms,
+        cfg.store_every_ms,
+        cfg.consume_every_ms,
         cfg.delay_max_ms,
         cfg.loss,
         window_ms,
@@ -354,7 +472,10 @@ pub fn run(cfg: CoordConfig, keep_trace: bool) -> CoordReport {
     let heal_at = if cfg.faults { cfg.fault_until_ms } else { 0 };
     let live_from = heal_at + liveness_ms(&cfg);
     let end = live_from + SETTLED_MS;
+    w.clients_until = live_from;
     w.at(0, Ev::Tick);
+    w.at(500, Ev::Produce);
+    w.at(700, Ev::Consume);
     if cfg.faults {
         w.at(1_000, Ev::Fault);
     }
@@ -380,11 +501,25 @@ pub fn run(cfg: CoordConfig, keep_trace: bool) -> CoordReport {
                 w.cuts.remove(&(a, b));
             }
             Ev::Heal => w.heal(),
+            Ev::Produce => w.produce(),
+            Ev::Consume => w.consume(),
         }
         w.report.events += 1;
         let serving = w.serving();
         let holder = w.service.holder();
-        w.checker.instant(t, &serving, holder, &w.service.ended_at);
+        let pauses = &w.pauses;
+        // From the last time the service heard the holder (a session
+        // before the end): answers sent then are read after the pause.
+        let session = w.cfg.session_timeout_ms;
+        let paused_ms = |b: usize, end: u64, to: u64| -> u64 {
+            let from = end.saturating_sub(session);
+            pauses[b]
+                .iter()
+                .map(|&(p, q)| q.min(to).saturating_sub(p.max(from)))
+                .sum()
+        };
+        w.checker
+            .instant(t, &serving, holder, &w.service.ended_at, paused_ms);
         if w.healed {
             if serving.len() == 1 {
                 single_since.get_or_insert(t);
@@ -396,7 +531,17 @@ pub fn run(cfg: CoordConfig, keep_trace: bool) -> CoordReport {
             w.checker.live(t, &serving);
         }
     }
+    let queues: Vec<(usize, Option<u64>, BTreeSet<u64>)> = w
+        .brokers
+        .iter()
+        .filter(|b| b.up)
+        .map(|b| (b.idx, b.serving(), b.data.disk.messages()))
+        .collect();
+    w.checker.converged(w.now, &queues);
     let r = &mut w.report;
+    r.receipted = w.checker.receipted_count();
+    r.acknowledged = w.checker.tombstoned_count();
+    r.lost_async = w.checker.lost_async();
     r.acquisitions = w.service.acquisitions;
     r.session_expiries = w.service.expiries;
     r.single_active_after_heal_ms = single_since.map(|s| s.saturating_sub(heal_at));
