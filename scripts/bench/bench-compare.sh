@@ -418,7 +418,7 @@ run_bench() { # LABEL ROUND PORT BROKER_PID RATE [EXTRA BENCH ARGS...]
     local scrapes="$RUN/logs/$tag.scrapes"
     if [[ -n "$SCRAPE_URL" ]]; then
         printf '%s\t%s\t%s\n' "$label-scraper" "$round" \
-            "# every ${SCRAPE_INTERVAL}s from the bench's start to its end: curl -sf -m 5 -o /dev/null $SCRAPE_URL" \
+            "# every ${SCRAPE_INTERVAL}s from the bench's start to its end: curl -sf -m 5 -o /dev/null $SCRAPE_URL${SCRAPE_KEEP:+ (lines of the body matching $SCRAPE_KEEP kept)}" \
             >>"$COMMANDS"
         start_scraper "$SCRAPE_URL" "$scrapes" "$SCRAPE_KEEP"
     fi
