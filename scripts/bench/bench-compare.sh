@@ -37,6 +37,21 @@
 #                  A failed scrape (curl error, non-2xx or empty body) fails the run (the report
 #                  shows it failed) and the script exits non-zero after writing the report.
 #                  Closed loop only: no open-loop run even when LATENCY_RATE is set
+#   halyard-mirror-sync  two `halyard node` processes mirroring to each other (docs/mirroring.md), each on
+#                  its local journal in its own fresh data dir (DIR/server0, DIR/server1), --mirror-sync
+#                  both ways, the file lock in a fresh shared folder (--lock-coordinator file:DIR/locks
+#                  --lock-id bench --check-period-ms MIRROR_CHECK_PERIOD_MS). server0 gets halyard-local's
+#                  flags (client port HALYARD_LOCAL_PORT, --http HALYARD_HTTP_PORT, mirror listener
+#                  MIRROR_PORT0) and takes the lock; server1 (client port MIRROR_PASSIVE_PORT, --http
+#                  MIRROR_PASSIVE_HTTP_PORT, mirror listener MIRROR_PORT1) starts once server0 accepts
+#                  clients, and the bench starts once server0 logs `peer server1 joined the in-sync
+#                  set`. The bench loads server0 (the active) exactly as halyard-local; CPU is sampled
+#                  for both processes (broker = the active, passive = server1). Unless MIRROR_SCRAPE=0,
+#                  the active's /metrics is scraped every SCRAPE_INTERVAL s as in halyard-local-scraped
+#                  (a failed scrape fails the run) and its halyard_mirror_* lines are kept
+#                  (logs/LABEL-rN.scrapes.kept: EPOCH METRIC VALUE). Also an open-loop run.
+#   halyard-mirror-async  exactly halyard-mirror-sync with --mirror-sync false on both brokers (a
+#                  receipt waits for the local journal only; the stream follows behind)
 #   artemis        Apache ActiveMQ Artemis (scripts/services/artemis.sh: default persistent journal,
 #                  STOMP acceptor, login artemis/artemis; its data emptied before each run).
 #                  Its STOMP consumer window is set to ARTEMIS_WINDOW (-1, unbounded: Halyard's
@@ -51,8 +66,9 @@
 # The brokers get the same closed-loop `halyard bench` workload (same window, producers,
 # consumers, size, persistence), one broker at a time; the AMQP runs differ only by --protocol.
 # Every `halyard node` with the local journal (halyard-local, halyard-local-scraped,
-# halyard-local-amqp and their open-loop runs) gets the same --http flag.
-# Unless LATENCY_RATE=0, halyard-local, artemis, halyard-local-amqp and artemis-amqp also get an
+# halyard-local-amqp, the mirrors' server0 and their open-loop runs) gets the same --http flag.
+# Unless LATENCY_RATE=0, halyard-local, artemis, halyard-local-amqp, artemis-amqp and the
+# halyard-mirror-* configurations also get an
 # open-loop run at LATENCY_RATE msg/s (labels LABEL-openloop): latencies at an equal offered
 # load, which closed-loop runs cannot give (docs/bench.md).
 #
@@ -72,6 +88,10 @@
 #                         ARTEMIS_AMQP_PORT, 61627)
 #   HALYARD_HTTP_PORT [61703]  the local-journal nodes' --http port (/metrics)
 #   SCRAPE_INTERVAL [1]   seconds between /metrics scrapes in halyard-local-scraped (whole seconds)
+#   MIRROR_PASSIVE_PORT [61704] MIRROR_PASSIVE_HTTP_PORT [61705]  the mirrors' server1 (the passive)
+#   MIRROR_PORT0 [61706] MIRROR_PORT1 [61707]  the mirror listeners of server0 and server1
+#   MIRROR_CHECK_PERIOD_MS [1000]  the mirrors' --check-period-ms (the default)
+#   MIRROR_SCRAPE [1]     0: the halyard-mirror-* runs are not scraped (no halyard_mirror_* figures)
 #   SETTLE [3]            seconds of quiet between configurations
 #   SAMPLE_INTERVAL [0.25] seconds between CPU samples (/proc/PID/task/*/stat)
 #   BUILD [1]             cargo build --release -p halyard first (0: use target/release/halyard)
@@ -121,6 +141,12 @@ HALYARD_LOCAL_PORT=${HALYARD_LOCAL_PORT:-61702}
 HALYARD_HTTP_PORT=${HALYARD_HTTP_PORT:-61703}
 SCRAPE_INTERVAL=${SCRAPE_INTERVAL:-1}
 [[ "$SCRAPE_INTERVAL" =~ ^[1-9][0-9]*$ ]] || { echo "SCRAPE_INTERVAL must be a whole number of seconds" >&2; exit 1; }
+MIRROR_PASSIVE_PORT=${MIRROR_PASSIVE_PORT:-61704}
+MIRROR_PASSIVE_HTTP_PORT=${MIRROR_PASSIVE_HTTP_PORT:-61705}
+MIRROR_PORT0=${MIRROR_PORT0:-61706}
+MIRROR_PORT1=${MIRROR_PORT1:-61707}
+MIRROR_CHECK_PERIOD_MS=${MIRROR_CHECK_PERIOD_MS:-1000}
+MIRROR_SCRAPE=${MIRROR_SCRAPE:-1}
 ARTEMIS_STOMP_PORT=${ARTEMIS_STOMP_PORT:-61613}
 ARTEMIS_AMQP_PORT=${ARTEMIS_AMQP_PORT:-61627}
 ARTEMIS_USER=${ARTEMIS_USER:-artemis}
@@ -166,11 +192,13 @@ record_cmd() { # LABEL ROUND ARGV...
 KAFKA_STARTED=0
 ARTEMIS_USED=0
 NODE_PID=""
+MIRROR_PID=""     # a mirrored pair's passive (server1); NODE_PID is its active
 SAMPLER_PID=""
 CONSUMER_PID=""   # halyard-kafka-bridged's durable consumer (`halyard consume`)
 SAMPLE_EXTRA=()   # more LABEL=PID for run_bench's CPU sampler (that consumer)
 SCRAPER_PID=""
 SCRAPE_URL=""     # set while a configuration wants /metrics scraped during its bench
+SCRAPE_KEEP=""    # with SCRAPE_URL: a regex; matching lines of each scrape go to LOGFILE.kept
 SCRAPE_FAILURES=0 # runs whose scrapes failed
 
 cleanup() {
@@ -178,10 +206,13 @@ cleanup() {
     [[ -n "$SAMPLER_PID" ]] && kill "$SAMPLER_PID" 2>/dev/null || true
     [[ -n "$SCRAPER_PID" ]] && kill "$SCRAPER_PID" 2>/dev/null || true
     [[ -n "$CONSUMER_PID" ]] && kill "$CONSUMER_PID" 2>/dev/null || true
-    if [[ -n "$NODE_PID" ]] && kill -0 "$NODE_PID" 2>/dev/null; then
-        kill -TERM "$NODE_PID" 2>/dev/null || true
-        wait "$NODE_PID" 2>/dev/null || true
-    fi
+    local pid
+    for pid in "$MIRROR_PID" "$NODE_PID"; do
+        if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
+            kill -TERM "$pid" 2>/dev/null || true
+            wait "$pid" 2>/dev/null || true
+        fi
+    done
     if ((ARTEMIS_USED)); then scripts/services/artemis.sh stop || true; fi
     if ((KAFKA_STARTED)); then
         log "stopping the Kafka this script started"
@@ -250,13 +281,18 @@ stop_sampler() {
 # GETs URL every SCRAPE_INTERVAL seconds (on a fixed schedule from the start, not drifting by
 # the scrape time) until STOPFILE exists; one line per scrape into FILE:
 #   EPOCH ok HTTP_CODE BYTES SECONDS    or    EPOCH fail CURL_RC HTTP_CODE BYTES SECONDS
-scrape_metrics() { # URL FILE STOPFILE
-    local url=$1 out=$2 stop=$3 start next now delay res rc n=0
+# With KEEP (a regex), the body's matching lines also go to FILE.kept, each after the EPOCH.
+scrape_metrics() { # URL FILE STOPFILE [KEEP]
+    local url=$1 out=$2 stop=$3 keep=${4:-} body=/dev/null start next now delay res rc n=0
+    if [[ -n "$keep" ]]; then body="$out.body"; fi
     start=$(date +%s%N)
     while [[ ! -e "$stop" ]]; do
         now=$(date +%s%N)
         rc=0
-        res=$(curl -sf -m 5 -o /dev/null -w '%{http_code} %{size_download} %{time_total}' "$url") || rc=$?
+        res=$(curl -sf -m 5 -o "$body" -w '%{http_code} %{size_download} %{time_total}' "$url") || rc=$?
+        if [[ -n "$keep" ]]; then
+            grep -E "$keep" "$body" 2>/dev/null | sed "s/^/${now:0:-9}.${now: -9:3} /" >>"$out.kept" || true
+        fi
         # res: HTTP_CODE BYTES SECONDS
         if ((rc == 0)) && [[ "${res%% *}" == 2* && "$(cut -d' ' -f2 <<<"$res")" != 0 ]]; then
             printf '%s.%s ok %s\n' "${now:0:-9}" "${now: -9:3}" "$res" >>"$out"
@@ -273,10 +309,10 @@ scrape_metrics() { # URL FILE STOPFILE
     done
 }
 
-start_scraper() { # URL FILE
+start_scraper() { # URL FILE [KEEP]
     rm -f "$2.stop"
     : >"$2"
-    scrape_metrics "$1" "$2" "$2.stop" &
+    scrape_metrics "$1" "$2" "$2.stop" "${3:-}" &
     SCRAPER_PID=$!
 }
 
@@ -286,7 +322,7 @@ stop_scraper() { # FILE
         touch "$1.stop"
         wait "$SCRAPER_PID" 2>/dev/null || true
         SCRAPER_PID=""
-        rm -f "$1.stop"
+        rm -f "$1.stop" "$1.body"
     fi
 }
 
@@ -295,44 +331,64 @@ delete_topic() {
         || log "warning: could not delete Kafka topic $1 (see $RUN/logs/topic-deletes.log)"
 }
 
-# Starts `halyard node ARGS...` in the background, logging to LOGFILE; waits for
-# "accepting clients (STOMP, AMQP)" (60 s at most). Sets NODE_PID.
-start_node() { # LABEL ROUND LOGFILE PORT ARGS...
+# Starts `halyard node --listen 127.0.0.1:PORT ARGS...` in the background (the command recorded
+# as LABEL-node), logging to LOGFILE. Sets SPAWNED_PID.
+spawn_node() { # LABEL ROUND LOGFILE PORT ARGS...
     local label=$1 round=$2 logfile=$3 port=$4
     shift 4
-    port_free "$port" || die "127.0.0.1:$port is taken; set HALYARD_KAFKA_PORT / HALYARD_LOCAL_PORT"
+    port_free "$port" || die "127.0.0.1:$port is taken; set HALYARD_KAFKA_PORT / HALYARD_LOCAL_PORT / MIRROR_PASSIVE_PORT"
     local cmd=("$BIN" node --listen "127.0.0.1:$port" "$@")
     record_cmd "$label-node" "$round" "${cmd[@]}"
     NO_COLOR=1 "${cmd[@]}" >"$logfile" 2>&1 &
-    NODE_PID=$!
-    local i
+    SPAWNED_PID=$!
+}
+
+# Waits (60 s at most) until LOGFILE has a line matching the regex PATTERN; dies naming WHAT if
+# one of PIDS exits first or the line does not come.
+wait_node_log() { # LOGFILE PATTERN WHAT PID...
+    local logfile=$1 pattern=$2 what=$3 i pid
+    shift 3
     for ((i = 0; i < 600; i++)); do
-        if grep -qs "accepting clients (STOMP, AMQP)" "$logfile"; then
+        if grep -Eqs "$pattern" "$logfile"; then
             return 0
         fi
-        if ! kill -0 "$NODE_PID" 2>/dev/null; then
-            tail -n 30 "$logfile" >&2
-            die "halyard node ($label) exited during start-up (log $logfile)"
-        fi
+        for pid in "$@"; do
+            if ! kill -0 "$pid" 2>/dev/null; then
+                tail -n 30 "$logfile" >&2
+                die "$what: process $pid exited (log $logfile)"
+            fi
+        done
         sleep 0.1
     done
     tail -n 30 "$logfile" >&2
-    die "halyard node ($label) not accepting clients after 60 s (log $logfile)"
+    die "$what: no line matching '$pattern' after 60 s (log $logfile)"
+}
+
+# spawn_node, then waits for "accepting clients (STOMP, AMQP)". Sets NODE_PID.
+start_node() { # LABEL ROUND LOGFILE PORT ARGS...
+    spawn_node "$@"
+    NODE_PID=$SPAWNED_PID
+    wait_node_log "$3" "accepting clients \(STOMP, AMQP\)" "halyard node ($1) accepting clients" "$NODE_PID"
+}
+
+# SIGTERM, then SIGKILL if PID still runs 30 s later.
+stop_pid() { # PID
+    local pid=$1 i
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 300; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        log "node $pid still running 30 s after SIGTERM; SIGKILL"
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || true
 }
 
 stop_node() {
     if [[ -n "$NODE_PID" ]]; then
-        kill -TERM "$NODE_PID" 2>/dev/null || true
-        local i
-        for ((i = 0; i < 300; i++)); do
-            kill -0 "$NODE_PID" 2>/dev/null || break
-            sleep 0.1
-        done
-        if kill -0 "$NODE_PID" 2>/dev/null; then
-            log "node $NODE_PID still running 30 s after SIGTERM; SIGKILL"
-            kill -KILL "$NODE_PID" 2>/dev/null || true
-        fi
-        wait "$NODE_PID" 2>/dev/null || true
+        stop_pid "$NODE_PID"
         NODE_PID=""
     fi
 }
@@ -362,9 +418,9 @@ run_bench() { # LABEL ROUND PORT BROKER_PID RATE [EXTRA BENCH ARGS...]
     local scrapes="$RUN/logs/$tag.scrapes"
     if [[ -n "$SCRAPE_URL" ]]; then
         printf '%s\t%s\t%s\n' "$label-scraper" "$round" \
-            "# every ${SCRAPE_INTERVAL}s from the bench's start to its end: curl -sf -m 5 -o /dev/null $SCRAPE_URL" \
+            "# every ${SCRAPE_INTERVAL}s from the bench's start to its end: curl -sf -m 5 -o /dev/null $SCRAPE_URL${SCRAPE_KEEP:+ (lines of the body matching $SCRAPE_KEEP kept)}" \
             >>"$COMMANDS"
-        start_scraper "$SCRAPE_URL" "$scrapes"
+        start_scraper "$SCRAPE_URL" "$scrapes" "$SCRAPE_KEEP"
     fi
     start_sampler "$RUN/cpu/$tag.txt" "bench=$bench_pid" "broker=$broker_pid" "kafka=$(kafka_pid)" \
         "${SAMPLE_EXTRA[@]}"
@@ -562,27 +618,66 @@ run_halyard_kafka_bridged() { # ROUND
 # bench and has no open-loop run.
 # Extra `halyard node` flags of the local-journal runs (halyard-local-paged sets them).
 LOCAL_NODE_EXTRA=()
+# halyard-mirror-sync / halyard-mirror-async set it to true / false: the local-journal runs are then
+# a mirrored pair (see the header), the bench on its active.
+MIRROR_SYNC=""
+
+# The node (or, with MIRROR_SYNC, the mirrored pair) of one local-journal run, in DIR, logs
+# logs/TAG.node.log (server0) and logs/TAG.passive.log (server1). Sets NODE_PID (and MIRROR_PID).
+start_local() { # LABEL ROUND DIR
+    local label=$1 round=$2 dir=$3 tag="$1-r$2"
+    local http=(--http "127.0.0.1:$HALYARD_HTTP_PORT")
+    if [[ -z "$MIRROR_SYNC" ]]; then
+        start_node "$label" "$round" "$RUN/logs/$tag.node.log" "$HALYARD_LOCAL_PORT" \
+            --data-dir "$dir" "${http[@]}" "${LOCAL_NODE_EXTRA[@]}"
+        return
+    fi
+    mkdir -p "$dir/locks"
+    local lock=(--mirror-sync "$MIRROR_SYNC" --lock-coordinator "file:$dir/locks" --lock-id bench
+        --check-period-ms "$MIRROR_CHECK_PERIOD_MS")
+    start_node "$label" "$round" "$RUN/logs/$tag.node.log" "$HALYARD_LOCAL_PORT" \
+        --node-id server0 --data-dir "$dir/server0" "${http[@]}" "${LOCAL_NODE_EXTRA[@]}" \
+        --mirror-listen "127.0.0.1:$MIRROR_PORT0" --mirror "127.0.0.1:$MIRROR_PORT1" "${lock[@]}"
+    spawn_node "$label-passive" "$round" "$RUN/logs/$tag.passive.log" "$MIRROR_PASSIVE_PORT" \
+        --node-id server1 --data-dir "$dir/server1" --http "127.0.0.1:$MIRROR_PASSIVE_HTTP_PORT" \
+        "${LOCAL_NODE_EXTRA[@]}" --mirror-listen "127.0.0.1:$MIRROR_PORT1" --mirror "127.0.0.1:$MIRROR_PORT0" "${lock[@]}"
+    MIRROR_PID=$SPAWNED_PID
+    wait_node_log "$RUN/logs/$tag.node.log" "peer server1 joined the in-sync set" \
+        "$tag: server1 joining server0's in-sync set" "$NODE_PID" "$MIRROR_PID"
+    SAMPLE_EXTRA=("passive=$MIRROR_PID")
+    if [[ "$MIRROR_SCRAPE" != 0 ]]; then
+        SCRAPE_URL="http://127.0.0.1:$HALYARD_HTTP_PORT/metrics"
+        SCRAPE_KEEP='^halyard_mirror_'
+    fi
+}
+
+stop_local() { # the passive first: the active does not fail over to it
+    SCRAPE_URL=""
+    SCRAPE_KEEP=""
+    SAMPLE_EXTRA=()
+    if [[ -n "$MIRROR_PID" ]]; then
+        stop_pid "$MIRROR_PID"
+        MIRROR_PID=""
+    fi
+    stop_node
+}
 
 run_halyard_local() { # ROUND [LABEL [EXTRA BENCH ARGS...]]
     local round=$1 label=${2:-halyard-local} dir
     shift
     if (($#)); then shift; fi
-    local http=(--http "127.0.0.1:$HALYARD_HTTP_PORT")
     port_free "$HALYARD_HTTP_PORT" || die "127.0.0.1:$HALYARD_HTTP_PORT is taken; set HALYARD_HTTP_PORT"
     dir="$RUN/data/$label-r$round"
-    start_node "$label" "$round" "$RUN/logs/$label-r$round.node.log" "$HALYARD_LOCAL_PORT" \
-        --data-dir "$dir" "${http[@]}" "${LOCAL_NODE_EXTRA[@]}"
+    start_local "$label" "$round" "$dir"
     if [[ "$label" == halyard-local-scraped ]]; then SCRAPE_URL="http://127.0.0.1:$HALYARD_HTTP_PORT/metrics"; fi
     run_bench "$label" "$round" "$HALYARD_LOCAL_PORT" "$NODE_PID" "$RATE" "$@"
-    SCRAPE_URL=""
-    stop_node
+    stop_local
     rm -rf "$dir"
     if [[ "$LATENCY_RATE" != 0 && "$label" != halyard-local-scraped ]]; then
         dir="$RUN/data/$label-openloop-r$round"
-        start_node "$label-openloop" "$round" "$RUN/logs/$label-openloop-r$round.node.log" \
-            "$HALYARD_LOCAL_PORT" --data-dir "$dir" "${http[@]}" "${LOCAL_NODE_EXTRA[@]}"
+        start_local "$label-openloop" "$round" "$dir"
         run_bench "$label-openloop" "$round" "$HALYARD_LOCAL_PORT" "$NODE_PID" "$LATENCY_RATE" "$@"
-        stop_node
+        stop_local
         rm -rf "$dir"
     fi
 }
@@ -675,7 +770,11 @@ if wants artemis || wants artemis-amqp; then
     scripts/services/artemis.sh reset
     scripts/services/artemis.sh fetch
 fi
-for p in "$HALYARD_KAFKA_PORT" "$HALYARD_LOCAL_PORT" "$HALYARD_HTTP_PORT"; do
+ports=("$HALYARD_KAFKA_PORT" "$HALYARD_LOCAL_PORT" "$HALYARD_HTTP_PORT")
+if wants halyard-mirror-sync || wants halyard-mirror-async; then
+    ports+=("$MIRROR_PASSIVE_PORT" "$MIRROR_PASSIVE_HTTP_PORT" "$MIRROR_PORT0" "$MIRROR_PORT1")
+fi
+for p in "${ports[@]}"; do
     port_free "$p" || die "127.0.0.1:$p is taken by another process"
 done
 
@@ -702,7 +801,7 @@ if wants ceiling || wants halyard-kafka || wants halyard-kafka-bridged; then
 fi
 for v in PRODUCERS CONSUMERS SIZE WINDOW DURATION WARMUP RATE DESTINATION PERSISTENT RECEIPTS ACK \
     ROUNDS CONFIGS LATENCY_RATE CEILING_SECONDS CEILING_RUNS CEILING_TXN CEILING_TOMBSTONES SETTLE SAMPLE_INTERVAL ARTEMIS_WINDOW \
-    ARTEMIS_DEFAULT_WINDOW_RUN SCRAPE_INTERVAL BRIDGE_CONTROL BRIDGE_IDLE; do
+    ARTEMIS_DEFAULT_WINDOW_RUN SCRAPE_INTERVAL BRIDGE_CONTROL BRIDGE_IDLE MIRROR_CHECK_PERIOD_MS MIRROR_SCRAPE; do
     meta "env_$v" "${!v}"
 done
 meta load_at_start "$(cat /proc/loadavg)"
@@ -723,10 +822,15 @@ for ((round = 1; round <= ROUNDS; round++)); do
                 run_halyard_local "$round" halyard-local-paged
                 LOCAL_NODE_EXTRA=()
                 ;;
+            halyard-mirror-sync | halyard-mirror-async)
+                MIRROR_SYNC=$([[ "$c" == halyard-mirror-sync ]] && echo true || echo false)
+                run_halyard_local "$round" "$c"
+                MIRROR_SYNC=""
+                ;;
             artemis) run_artemis "$round" ;;
             halyard-local-amqp) run_halyard_local "$round" halyard-local-amqp --protocol amqp ;;
             artemis-amqp) run_artemis_amqp "$round" ;;
-            *) die "unknown configuration $c (ceiling, halyard-kafka, halyard-kafka-bridged, halyard-local, halyard-local-scraped, halyard-local-paged, artemis, halyard-local-amqp, artemis-amqp)" ;;
+            *) die "unknown configuration $c (ceiling, halyard-kafka, halyard-kafka-bridged, halyard-local, halyard-local-scraped, halyard-local-paged, halyard-mirror-sync, halyard-mirror-async, artemis, halyard-local-amqp, artemis-amqp)" ;;
         esac
     done
 done

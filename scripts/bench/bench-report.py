@@ -12,7 +12,9 @@ Reads, from the run directory:
   results/LABEL-rN.journal-offsets, .bridge-offsets   end offsets of a Kafka run's journal topic
                            and bridged topic; results/LABEL-rN.run also has the durable consumer's
                            count and lag for halyard-kafka-topic and halyard-kafka-bridged
-  logs/*.node.log          Halyard node logs (the "journal group commit" lines)
+  logs/*.node.log          Halyard node logs (the "journal group commit" lines); a mirrored pair's
+                           passive logs to logs/LABEL-rN.passive.log
+  logs/LABEL-rN.scrapes.kept   halyard_mirror_* lines of the mirrored pairs' /metrics scrapes
   logs/artemis*-rN.broker.log   Artemis's output
   cpu/TAG.txt              /proc samples (T: /proc/stat; P: LABEL and one thread's stat line)
   plots/LABEL-rN/          `halyard bench --plot` output
@@ -33,9 +35,12 @@ import sys
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 CLOSED = ["halyard-kafka", "halyard-kafka-topic", "halyard-kafka-bridged", "halyard-local", "halyard-local-scraped",
-          "halyard-local-paged", "artemis", "halyard-local-amqp", "artemis-amqp"]
-OPEN = ["halyard-local-openloop", "halyard-local-paged-openloop", "artemis-openloop", "halyard-local-amqp-openloop",
-        "artemis-amqp-openloop"]
+          "halyard-local-paged", "halyard-mirror-sync", "halyard-mirror-async", "artemis", "halyard-local-amqp",
+          "artemis-amqp"]
+OPEN = ["halyard-local-openloop", "halyard-local-paged-openloop", "halyard-mirror-sync-openloop",
+        "halyard-mirror-async-openloop", "artemis-openloop", "halyard-local-amqp-openloop", "artemis-amqp-openloop"]
+# Two mirrored brokers (bench-compare.sh's header), each against halyard-local (and its open-loop run)
+MIRRORS = ["halyard-mirror-sync", "halyard-mirror-async"]
 EXTRA = ["artemis-defaultwindow"]
 # The bench only sends (--consumers 0); `halyard consume` on a durable subscription consumes.
 DURABLE_TOPIC = {"halyard-kafka-topic", "halyard-kafka-bridged"}
@@ -50,6 +55,10 @@ NAMES = {
     "halyard-local-scraped": "(c-scraped) Halyard, local journal, /metrics scraped every second",
     "halyard-local-paged": "(c-paged) Halyard, local journal, --max-memory-bytes 1 MiB (paging)",
     "halyard-local-paged-openloop": "(c-paged') Halyard, local journal, --max-memory-bytes 1 MiB (paging), open loop",
+    "halyard-mirror-sync": "(m-sync) Halyard, two brokers mirroring, --mirror-sync (bench on the active)",
+    "halyard-mirror-async": "(m-async) Halyard, two brokers mirroring, --mirror-sync false (bench on the active)",
+    "halyard-mirror-sync-openloop": "(m-sync') Halyard, two brokers mirroring, --mirror-sync, open loop",
+    "halyard-mirror-async-openloop": "(m-async') Halyard, two brokers mirroring, --mirror-sync false, open loop",
     "artemis": "(d) Artemis",
     "halyard-local-amqp": "(e) Halyard, local journal, AMQP 1.0",
     "artemis-amqp": "(f) Artemis, AMQP 1.0",
@@ -63,6 +72,7 @@ GOAL_KAFKA = 0.70
 GOAL_BRIDGE = 0.70  # (b-bridged)/(b): the bridge costs at most 30% of the journal-only throughput
 GOAL_ARTEMIS = 1.5
 GOAL_SCRAPE = 0.03  # 1 - (c-scraped)/(c): scraping /metrics every second costs less throughput
+GOAL_MIRROR = 0.5  # (m-sync)/(c): sync mirroring costs less than half the throughput (issue 13)
 
 
 # --- reading ------------------------------------------------------------------------------
@@ -295,6 +305,43 @@ def cpu_window(path, start=None, end=None, names=None):
     return {"secs": dt, "machine": machine, "procs": procs, "threads": threads}
 
 
+def measured_cpu(run, tag, info, warmup, duration, whole=False):
+    """cpu_window of cpu/TAG.txt over the run's measured window (the whole file if whole or the
+    .run file has no start); None without samples."""
+    path = os.path.join(run, "cpu", f"{tag}.txt")
+    if not exists(path):
+        return None
+    names = {
+        lbl: java_thread_names(os.path.join(run, "cpu", f"{tag}.{lbl}.threads"))
+        for lbl in ("broker", "kafka")
+    }
+    try:
+        t0 = float(info.get("start"))
+    except (TypeError, ValueError):
+        whole = True
+    if whole:
+        return cpu_window(path, names=names)
+    wu = float(info.get("warmup", warmup))
+    du = float(info.get("duration", duration))
+    return cpu_window(path, t0 + wu + 0.5, t0 + wu + du, names=names)
+
+
+def kept_metrics(path, start=None, end=None):
+    """{metric: [values]} from a .scrapes.kept file (EPOCH METRIC VALUE lines), within [start, end]."""
+    out = {}
+    for line in read_text(path).splitlines():
+        parts = line.split()
+        if len(parts) != 3:
+            continue
+        try:
+            ts, v = float(parts[0]), float(parts[2])
+        except ValueError:
+            continue
+        if (start is None or ts >= start) and (end is None or ts <= end):
+            out.setdefault(parts[1], []).append(v)
+    return out
+
+
 # --- node logs ----------------------------------------------------------------------------
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -520,6 +567,131 @@ def shell_cmd(cmd):
 
 
 # --- report -------------------------------------------------------------------------------
+
+
+def mirror_section(w, run, rounds, picked, env, warmup, duration):
+    """### Mirroring: every round of (c), (m-sync), (m-async) side by side, their ratios, CPU of
+    both brokers and the active's halyard_mirror_* gauges over the measured window."""
+    w("### Mirroring: two brokers against one")
+    w("")
+    w(
+        "Every round side by side (each round runs (c), (m-sync) and (m-async) one after the other, "
+        "so a round's three saw similar machine load); ratio = mirrored / (c) of the same round; p99 "
+        "is send→receipt in ms. CPU per message counts both brokers of a pair (the active and the "
+        "passive that applies and fsyncs the stream) in the measured window."
+    )
+    w("")
+
+    def by_round(label):
+        return {rnd: (rep, info) for rnd, rep, info in rounds.get(label, []) if rep and info.get("rc") == "0"}
+
+    def cpu_per_msg(label, rnd, rep, info):
+        cw = measured_cpu(run, f"{label}-r{rnd}", info, warmup, duration)
+        if not cw or cw["procs"].get("broker") is None:
+            return None
+        m = rep["measured"]
+        handled = max(m["msg_per_sec_sent"], m["msg_per_sec_received"])
+        both = cw["procs"]["broker"] + cw["procs"].get("passive", 0.0)
+        return both / 100.0 / handled * 1e6 if handled else None
+
+    for suffix, loop in (("", "closed loop (`--rate max`)"), ("-openloop", f"open loop (`--rate {env.get('LATENCY_RATE')}`)")):
+        base = by_round("halyard-local" + suffix)
+        mirrors = [(m + suffix, by_round(m + suffix)) for m in MIRRORS if m + suffix in rounds]
+        if not mirrors:
+            continue
+        tags = {"halyard-mirror-sync": "m-sync", "halyard-mirror-async": "m-async"}
+        head = ["round", "(c) msg/s"]
+        for ml, _ in mirrors:
+            t = tags[ml.replace("-openloop", "")]
+            head += [f"({t}) msg/s", "ratio"]
+        head.append("(c) p99")
+        for ml, _ in mirrors:
+            t = tags[ml.replace("-openloop", "")]
+            head += [f"({t}) p99", "ratio"]
+        head.append("(c) CPU/msg")
+        for ml, _ in mirrors:
+            head.append(f"({tags[ml.replace('-openloop', '')]}) CPU/msg, both brokers")
+        w(f"{loop}:")
+        w("")
+        w("| " + " | ".join(head) + " |")
+        w("| " + " | ".join(["---:"] * len(head)) + " |")
+        ratios = {ml: ([], []) for ml, _ in mirrors}
+        for rnd in sorted(set(base) | {r for _, d in mirrors for r in d}):
+            b = base.get(rnd)
+            btp = throughput(b[0]) if b else None
+            bp99 = lat(b[0], "send_to_receipt", "p99_ms") if b else None
+            cells = [str(rnd), fmt_int(btp)]
+            for ml, d in mirrors:
+                x = d.get(rnd)
+                mtp = throughput(x[0]) if x else None
+                rr = mtp / btp if mtp is not None and btp else None
+                if rr is not None:
+                    ratios[ml][0].append(rr)
+                cells += [fmt_int(mtp), "—" if rr is None else f"{rr:.2f}x"]
+            cells.append(fmt_ms(bp99))
+            for ml, d in mirrors:
+                x = d.get(rnd)
+                mp = lat(x[0], "send_to_receipt", "p99_ms") if x else None
+                rr = mp / bp99 if mp is not None and bp99 else None
+                if rr is not None:
+                    ratios[ml][1].append(rr)
+                cells += [fmt_ms(mp), "—" if rr is None else f"{rr:.2f}x"]
+            cpb = cpu_per_msg("halyard-local" + suffix, rnd, *b) if b else None
+            cells.append("—" if cpb is None else f"{cpb:.1f} µs")
+            for ml, d in mirrors:
+                x = d.get(rnd)
+                cpm = cpu_per_msg(ml, rnd, *x) if x else None
+                cells.append("—" if cpm is None else f"{cpm:.1f} µs")
+            w("| " + " | ".join(cells) + " |")
+        cells = ["median of the ratios", ""]
+        for ml, _ in mirrors:
+            cells += ["", f"**{statistics.median(ratios[ml][0]):.2f}x**" if ratios[ml][0] else "—"]
+        cells.append("")
+        for ml, _ in mirrors:
+            cells += ["", f"**{statistics.median(ratios[ml][1]):.2f}x**" if ratios[ml][1] else "—"]
+        cells += [""] * (1 + len(mirrors))
+        w("| " + " | ".join(cells) + " |")
+        w("")
+    # the active's mirror gauges in the reported rounds
+    notes = []
+    for label in [m + s for s in ("", "-openloop") for m in MIRRORS]:
+        p = picked.get(label)
+        if not p:
+            continue
+        rnd, _, info = p
+        try:
+            t0 = float(info["start"]) + float(info.get("warmup", warmup))
+            t1 = t0 + float(info.get("duration", duration))
+        except (KeyError, ValueError):
+            t0 = t1 = None
+        km = kept_metrics(os.path.join(run, "logs", f"{label}-r{rnd}.scrapes.kept"), t0, t1)
+        parts = []
+        for name, what in (
+            ("halyard_mirror_answers_held", "answers the sync gate held"),
+            ("halyard_mirror_unacknowledged_groups", "groups server1 had not acknowledged"),
+            ("halyard_mirror_outbox_bytes", "outbox bytes"),
+        ):
+            v = km.get(name)
+            if v:
+                parts.append(f"{what} mean {statistics.mean(v):,.0f}, max {max(v):,.0f}")
+        local, _ = group_commits(os.path.join(run, "logs", f"{label}-r{rnd}.node.log"))
+        if local["secs"] > 0 and local["fsyncs"]:
+            parts.append(
+                f"server0 fsyncs {local['fsyncs'] / local['secs']:.0f}/s while busy, "
+                f"{local['batches'] / local['fsyncs']:.0f} journal batches per fsync (whole run)"
+            )
+        if parts:
+            n = len(next(iter(km.values()), []))
+            notes.append(f"- **{label}** (round {rnd}, {n} scrapes in the measured window): " + "; ".join(parts) + ".")
+    if notes:
+        w(
+            "The active's mirror gauges (`halyard_mirror_*` on its /metrics, docs/operations.md), read "
+            "every second in the measured window of the reported round:"
+        )
+        w("")
+        for n in notes:
+            w(n)
+        w("")
 
 
 def main():
@@ -787,6 +959,26 @@ def main():
             "2 cores, its CPU is under *others*); a failed scrape fails the run. "
             + "; ".join(per_round)
             + ". The rounds alternate (c) and (c-scraped), so each pair saw similar machine load."
+        )
+    if any(l in rounds for l in MIRRORS):
+        w(
+            "- **(m-sync) and (m-async)**: two `halyard node` processes mirroring to each other "
+            "(docs/mirroring.md), each on its own local journal (fsync on) in a fresh data dir, under a "
+            "file lock in a fresh shared folder (`--lock-coordinator file:DIR --check-period-ms "
+            f"{env.get('MIRROR_CHECK_PERIOD_MS', '1000')}`); server0 has (c)'s flags and takes the lock, "
+            "server1 starts next and the bench starts once server0 logs `peer server1 joined the in-sync "
+            "set`. The bench loads server0 exactly as (c). **(m-sync)** has `--mirror-sync` on both: a "
+            "receipt waits for the local fsync and for server1's fsync of the same journal group; "
+            "**(m-async)** has `--mirror-sync false`: a receipt waits for the local fsync only. Both "
+            "processes' CPU is sampled"
+            + (
+                f"; server0's `/metrics` is read every {env.get('SCRAPE_INTERVAL', '1')} s during the bench "
+                "for its `halyard_mirror_*` gauges (scraping costs nothing measurable: "
+                "[Scraping /metrics](#scraping-metrics-run-20261204t053912z-commit-7d58b45))"
+                if env.get("MIRROR_SCRAPE", "1") != "0"
+                else ""
+            )
+            + "."
         )
     acc = meta.get("artemis_acceptor_artemis", "")
     mwin = re.search(r"stompConsumerWindowSize=(-?\d+)", acc)
@@ -1102,6 +1294,29 @@ def main():
     elif any(x in env.get("CONFIGS", "").split() for x in ("halyard-local-scraped",)):
         w(f"| (c-scraped)/(c): throughput lost to scraping /metrics every second < {GOAL_SCRAPE:.0%} "
           "| not measured (a run failed or was not selected) | — | — |")
+    for ml in MIRRORS:
+        mv = tp(ml)
+        if mv is None or not c:
+            if ml in env.get("CONFIGS", "").split():
+                w(f"| {NAMES[ml].split(' ')[0]}/(c) | not measured (a run failed or was not selected) | — | — |")
+            continue
+        r = mv / c
+        pairs = same_round(ml, "halyard-local")
+        sync = ml == "halyard-mirror-sync"
+        if sync:
+            verdicts["mirror"] = r >= GOAL_MIRROR
+        w(
+            f"| {NAMES[ml].split(' ')[0]}/(c): "
+            + (f"sync mirroring keeps ≥ {GOAL_MIRROR:.0%} of one broker's throughput" if sync
+               else "async mirroring, against one broker (no goal of its own)")
+            + f" | {fmt_int(mv)} / {fmt_int(c)} msg/s = **{r:.0%}** | "
+            + (("yes" if r >= GOAL_MIRROR else "**no**") if sync else "—")
+            + " | "
+            + (f"same-round pairs {', '.join(f'{x:.0%}' for x in pairs)}" if pairs else "—")
+            + " |"
+        )
+        if sync and pairs and min(pairs) < GOAL_MIRROR <= max(pairs):
+            fragile.append("(m-sync)/(c)")
     rc_, rd_ = rep_of("halyard-local"), rep_of("artemis")
     for kind, name in (("send_to_receipt", "send→receipt"), ("end_to_end", "end-to-end")):
         pc, pd = lat(rc_, kind, "p99_ms"), lat(rd_, kind, "p99_ms")
@@ -1195,6 +1410,8 @@ def main():
                 cells += [fmt_ms(pc), fmt_ms(pd), ratio(pc, pd, lambda v: f"{v:.2f}x")]
             w("| " + " | ".join(cells) + " |")
         w("")
+    if any(l in rounds for l in MIRRORS):
+        mirror_section(w, run, rounds, picked, env, warmup, duration)
     if fragile:
         w(
             "**Not robust:** for " + " and ".join(fragile) + " the verdict flips depending on which "
@@ -1353,26 +1570,11 @@ def main():
     cpu_rows = {}
 
     def cpu_for(tag, info, whole=False):
-        path = os.path.join(run, "cpu", f"{tag}.txt")
-        if not exists(path):
-            return None
-        names = {
-            lbl: java_thread_names(os.path.join(run, "cpu", f"{tag}.{lbl}.threads"))
-            for lbl in ("broker", "kafka")
-        }
-        if whole:
-            return cpu_window(path, names=names)
-        try:
-            t0 = float(info.get("start"))
-        except (TypeError, ValueError):
-            return cpu_window(path, names=names)
-        wu = float(info.get("warmup", warmup))
-        du = float(info.get("duration", duration))
-        return cpu_window(path, t0 + wu + 0.5, t0 + wu + du, names=names)
+        return measured_cpu(run, tag, info, warmup, duration, whole)
 
     def busiest(cw):
         parts = []
-        for label in ("broker", "bench", "consumer", "kafka"):
+        for label in ("broker", "passive", "bench", "consumer", "kafka"):
             for g, v in cw["threads"].get(label, [])[:3]:
                 if v >= 5:
                     parts.append(f"{label}:`{g}` {v:.0f}%")
@@ -1382,8 +1584,14 @@ def main():
         ours = sum(cw["procs"].values())
         others = max(0.0, cw["machine"] - ours)
         per = "—"
-        if msg_per_sec and cw["procs"].get("broker") is not None:
-            per = f"{cw['procs']['broker'] / 100.0 / msg_per_sec * 1e6:.1f} µs"
+        brokers = cw["procs"].get("broker")
+        broker_cell = fmt_pct(brokers)
+        if brokers is not None and cw["procs"].get("passive") is not None:
+            # a mirrored pair: both brokers count (the passive applies and fsyncs the stream)
+            brokers += cw["procs"]["passive"]
+            broker_cell = f"{fmt_pct(brokers)} (active {broker_cell} + passive {fmt_pct(cw['procs']['passive'])})"
+        if msg_per_sec and brokers is not None:
+            per = f"{brokers / 100.0 / msg_per_sec * 1e6:.1f} µs"
         client = fmt_pct(cw["procs"].get("bench"))
         if cw["procs"].get("consumer") is not None and cw["procs"].get("bench") is not None:
             # (b-topic), (b-bridged): the bench sends, `halyard consume` consumes
@@ -1392,7 +1600,7 @@ def main():
                 f"(bench {fmt_pct(cw['procs']['bench'])} + consume {fmt_pct(cw['procs']['consumer'])})"
             )
         w(
-            f"| {name} | {client} | {fmt_pct(cw['procs'].get('broker'))} "
+            f"| {name} | {client} | {broker_cell} "
             f"| {fmt_pct(cw['procs'].get('kafka'))} | {fmt_pct(others)} | {fmt_pct(cw['machine'])} "
             f"| {per} | {busiest(cw)} |"
         )
@@ -1420,8 +1628,8 @@ def main():
     # group commit
     gc_lines = []
     for label in ("halyard-kafka", "halyard-kafka-topic", "halyard-kafka-bridged", "halyard-local",
-                  "halyard-local-scraped", "halyard-local-openloop", "halyard-local-amqp",
-                  "halyard-local-amqp-openloop"):
+                  "halyard-local-scraped", "halyard-local-openloop", *MIRRORS, *(m + "-openloop" for m in MIRRORS),
+                  "halyard-local-amqp", "halyard-local-amqp-openloop"):
         p = picked.get(label)
         if not p or not p[1]:
             continue

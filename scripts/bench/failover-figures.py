@@ -26,6 +26,30 @@ Runs alternate: the killed node is restarted as the backup and the next run
 kills the node that took over (the consumer is connected to it). Then the
 live is stopped cleanly (SIGTERM) and the time until the backup accepts is
 measured the same way.
+
+With --mirror file (or --mirror zookeeper:HOST:PORT) it measures two
+mirrored brokers instead (issue 13, docs/mirroring.md), no Kafka needed:
+
+    HALYARD_BIN=$PWD/target/test-release/halyard "$PY" scripts/bench/failover-figures.py \
+        --mirror file --runs 15 --backlog 5000 --out /tmp/mirror-failover.md
+
+server0 and server1 (tests/harness/mirror.py's MirrorNode: each its own local
+journal, --mirror-sync both ways, --check-period-ms CHECK_PERIOD, default
+1000) under a file lock in a shared folder or the ZooKeeper lock; client,
+/metrics and mirror ports from --port-base (6 ports). server0 takes the lock,
+server1 joins its in-sync set; `halyard produce` leaves --backlog 1 KiB
+persistent receipted messages on /queue/fill, which nobody consumes, and
+--top-up more before each run. Each run waits until the passive is in the
+active's in-sync set, sleeps a random 0 to 1 check period (so the kill falls
+anywhere in the passive's check cycle), SIGKILLs the active and measures from
+the signal: **lock** (the other's `file lock acquired` / `ZooKeeper lock
+acquired` line), **active** (its `active with epoch N` line), **accept** (a
+prober's first CONNECTED, STOMP CONNECT every 10 ms) and checks that its
+/metrics counts every receipted message on `fill`. The killed broker is
+restarted as the passive and the next run kills the other one. Goal: accept
+under check period + 1 s (the file lock; ZooKeeper waits for the killed
+broker's session to expire first, bin/src/mirror_config.rs
+ZOOKEEPER_SESSION_MS).
 """
 
 from __future__ import annotations
@@ -34,6 +58,7 @@ import argparse
 import datetime as dt
 import os
 import platform
+import random
 import re
 import statistics
 import subprocess
@@ -41,6 +66,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -101,7 +127,7 @@ def journal_label(count: int, dup_ids: bool) -> str:
     return f"{count:,}" + ("" if dup_ids else " (no dup ids)")
 
 
-def fill(node: HaNode, count: int, dup_ids: bool = True) -> tuple[float, str]:
+def fill(node, count: int, dup_ids: bool = True) -> tuple[float, str]:
     t0 = time.monotonic()
     r = subprocess.run(
         [
@@ -264,7 +290,8 @@ def summary(vals):
 def binary_info() -> str:
     def git(*a):
         r = subprocess.run(["git", "-C", str(ROOT), *a], capture_output=True, text=True)
-        return r.stdout.strip() if r.returncode == 0 else "?"
+        # rstrip only: a porcelain line starts with its status columns (" M path")
+        return r.stdout.rstrip() if r.returncode == 0 else "?"
 
     head = git("rev-parse", "--short", "HEAD")
     dirty = [l[3:] for l in git("status", "--porcelain", "--untracked-files=no").splitlines() if l.strip()]
@@ -423,6 +450,132 @@ def render(all_results, args, started, elapsed) -> str:
     return "\n".join(lines)
 
 
+# -- two mirrored brokers (--mirror) ---------------------------------------------
+
+MIRROR_LOCK_LINE = r"(file|ZooKeeper) lock acquired"
+
+
+def mirror_pair(base: Path, lock: str, check_period_ms: int, port_base: int):
+    """server0 and server1 of tests/harness/mirror.py on fixed ports from port_base."""
+    import harness.mirror as hm  # noqa: E402 (it imports pytest; only this mode needs it)
+
+    hm.CHECK_PERIOD_MS = check_period_ms  # MirrorNode.node_args reads it at each start
+    if lock == "file":
+        pair = hm.Pair.file_lock(base)
+    else:
+        hosts = lock.split(":", 1)[1]
+        # a lock id of its own: the epoch and state znodes outlive the run
+        pair = hm.Pair(base, "zookeeper", f"zookeeper:{hosts}", f"figures-{uuid.uuid4().hex[:8]}")
+    for i, n in enumerate(pair.nodes):
+        n.port, n.http_port, n.mirror_port = port_base + 3 * i, port_base + 3 * i + 1, port_base + 3 * i + 2
+    return hm, pair
+
+
+def mirror_queue_depth(node, queue: str) -> float | None:
+    try:
+        return node.metric("halyard_queue_messages", queue=queue)
+    except OSError:
+        return None
+
+
+def mirror_scenario(base: Path, lock: str, runs: int, backlog: int, top_up: int, check_period_ms: int,
+                    port_base: int) -> dict:
+    hm, pair = mirror_pair(base, lock, check_period_ms, port_base)
+    log(pair.describe())
+    period = check_period_ms / 1000
+    wait_s = hm.FAILOVER_WAIT_S[pair.kind]
+    res = {"lock": pair.lock_spec, "kill": [], "fill": None}
+    try:
+        active, other = pair.server0, pair.server1
+        hm.start_active(active, {})
+        pos = active.log_pos()
+        other.start()
+        active.wait_log(hm.IN_SYNC_LINE, since=pos, timeout=60)
+        total = 0
+        if backlog:
+            res["fill"] = fill(active, backlog)
+            total += backlog
+            log(f"backlog of {backlog:,} messages in {res['fill'][0]:.1f} s: {res['fill'][1]}")
+        for i in range(runs):
+            if top_up:
+                fill(active, top_up)
+                total += top_up
+            time.sleep(random.uniform(0, period))
+            pos = other.log_pos()
+            prober = Prober(other)
+            prober.start()
+            t0 = active.kill9()
+            prober.join(timeout=wait_s)
+            assert prober.first is not None, f"{other.name} did not accept within {wait_s:.0f} s\n{other.log_tail()}"
+            lock_hit = other.wait_log(MIRROR_LOCK_LINE, since=pos, timeout=10)
+            act = other.wait_log(hm.ACTIVE_LINE, since=pos, timeout=10)
+            deadline = time.monotonic() + 30
+            depth = mirror_queue_depth(other, "fill")
+            while depth != total and time.monotonic() < deadline:
+                time.sleep(0.1)
+                depth = mirror_queue_depth(other, "fill")
+            row = {
+                "killed": active.name,
+                "lock": lock_hit.ts - t0 if lock_hit.ts else None,
+                "active": act.ts - t0 if act.ts else None,
+                "accept": prober.first - t0,
+                "epoch": int(re.search(hm.ACTIVE_LINE, act.line).group(1)),
+                "held": total,
+                "found": depth,
+            }
+            res["kill"].append(row)
+            log(f"run {i + 1}: SIGKILL {active.name}: lock {fmt(row['lock'])} s, active {fmt(row['active'])} s, "
+                f"accept {row['accept']:.3f} s (epoch {row['epoch']}); {other.name} holds {depth} of {total}")
+            assert depth == total, f"{other.name} holds {depth} messages on fill, {total} were receipted"
+            # the killed broker comes back as the passive; the next run kills the other
+            pos = other.log_pos()
+            active.start()
+            other.wait_log(hm.IN_SYNC_LINE, since=pos, timeout=60)
+            active, other = other, active
+        return res
+    finally:
+        for n in pair.nodes:
+            n.close()
+
+
+def render_mirror(res: dict, args, started, elapsed) -> str:
+    period = args.check_period_ms / 1000
+    goal = period + 1.0
+    zk = res["lock"].startswith("zookeeper")
+    k = res["kill"]
+    ok = sum(1 for r in k if r["accept"] < goal)
+    cmd = "\"$PY\" scripts/bench/failover-figures.py " + " ".join(sys.argv[1:])
+    lines = [
+        f"SIGKILL of the active broker to the other accepting clients: two mirrored brokers (`--mirror-sync` both ways), "
+        f"lock `{res['lock']}`, `--check-period-ms {args.check_period_ms}`, {args.backlog:,} unconsumed 1 KiB messages "
+        f"on `/queue/fill` plus {args.top_up:,} more before each run ({k[-1]['held']:,} at the last run). "
+        f"Run on {started:%Y-%m-%d %H:%M} UTC, {elapsed / 60:.1f} minutes, binary {binary_info()}:",
+        "",
+        "```sh",
+        cmd,
+        "```",
+        "",
+        "| run | killed | lock | active | accept | epoch | messages on the new active | goal: accept < check period + 1 s |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | --- | --- |",
+    ]
+    for i, r in enumerate(k, 1):
+        lines.append(
+            f"| {i} | {r['killed']} | {fmt(r['lock'])} | {fmt(r['active'])} | {r['accept']:.3f} | {r['epoch']} "
+            f"| {r['found']:,.0f} of {r['held']:,} | {'met' if r['accept'] < goal else '**missed**'} |"
+        )
+    lines += [
+        "",
+        f"Seconds from the SIGKILL, median (min, max) of {len(k)} runs: lock {summary([r['lock'] for r in k])}; "
+        f"active {summary([r['active'] for r in k])}; **accept {summary([r['accept'] for r in k])}**; "
+        f"goal {goal:.1f} s met in {ok}/{len(k)} runs"
+        + (" (the ZooKeeper lock: the killed broker's znode lives until its 6 s session expires, "
+           "so the goal is not this lock's bound)" if zk else "")
+        + ".",
+        "",
+    ]
+    return "\n".join(lines)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=3, help="SIGKILL runs per scenario (default 3)")
@@ -433,9 +586,32 @@ def main() -> int:
         default="0,100000,100000n",
         help="comma-separated message counts; a trailing n fills with --no-duplicate-ids (default 0,100000,100000n)",
     )
-    ap.add_argument("--out", default=str(ROOT / "docs" / "failover.md"))
+    ap.add_argument("--out", default=None, help="default docs/failover.md (with --mirror: print only)")
     ap.add_argument("--no-write", action="store_true", help="print the report, do not write --out")
+    ap.add_argument("--mirror", default=None,
+                    help="two mirrored brokers instead of Kafka HA: file, or zookeeper:HOST:PORT")
+    ap.add_argument("--backlog", type=int, default=5000, help="--mirror: unconsumed messages first (default 5000)")
+    ap.add_argument("--top-up", type=int, default=200, help="--mirror: messages added before each run (default 200)")
+    ap.add_argument("--check-period-ms", type=int, default=1000, help="--mirror: the brokers' check period")
+    ap.add_argument("--port-base", type=int, default=62720, help="--mirror: 6 ports from this one")
     args = ap.parse_args()
+
+    if args.mirror:
+        if args.mirror != "file" and not args.mirror.startswith("zookeeper:"):
+            ap.error("--mirror is file or zookeeper:HOST:PORT")
+        started = dt.datetime.now(dt.timezone.utc)
+        t0 = time.monotonic()
+        base = Path(tempfile.mkdtemp(prefix="halyard-mirror-figures-"))
+        log(f"logs under {base}")
+        res = mirror_scenario(base, args.mirror, args.runs, args.backlog, args.top_up, args.check_period_ms,
+                              args.port_base)
+        report = render_mirror(res, args, started, time.monotonic() - t0)
+        print(report)
+        if args.out and not args.no_write:
+            Path(args.out).write_text(report)
+            log(f"wrote {args.out}")
+        return 0
+    args.out = args.out or str(ROOT / "docs" / "failover.md")
 
     bootstrap = ensure_kafka()
     started = dt.datetime.now(dt.timezone.utc)
