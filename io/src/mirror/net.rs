@@ -205,7 +205,12 @@ async fn serve(
     let mut link = TargetLink::new(&node, position);
     let mut decoder = MirrorDecoder::new();
     let mut buf = vec![0u8; READ_BUFFER];
-    let mut heartbeat = tokio::time::interval(HEARTBEAT_EVERY);
+    // The first beat one period in: an empty frame before the protocol
+    // header the first answer carries would be refused by the source.
+    let mut heartbeat = tokio::time::interval_at(
+        tokio::time::Instant::now() + HEARTBEAT_EVERY,
+        HEARTBEAT_EVERY,
+    );
     let mut source: Option<String> = None;
     let reason: String = 'link: loop {
         let n = tokio::select! {
@@ -253,33 +258,39 @@ async fn serve(
                 let _ = wr.write_all(&out).await;
                 break 'link e.to_string();
             }
-            while let Some(action) = link.poll_action() {
-                let delivery = match &action {
+        }
+        // Every action of what this read brought, in one go: one append
+        // and one sync for a run of groups, then each delivery acknowledged.
+        let actions: Vec<TargetAction> = std::iter::from_fn(|| link.poll_action()).collect();
+        if !actions.is_empty() {
+            let deliveries: Vec<u32> = actions
+                .iter()
+                .filter_map(|a| match a {
                     TargetAction::Append { delivery, .. }
                     | TargetAction::SnapshotChunk { delivery, .. }
                     | TargetAction::SnapshotEnd { delivery, .. } => Some(*delivery),
                     TargetAction::SnapshotBegin => None,
-                };
-                let j = journal.clone();
-                let applied = tokio::task::spawn_blocking(move || {
-                    j.lock().expect("target journal lock").apply(action)
                 })
-                .await
-                .unwrap_or_else(|e| Err(e.to_string()));
-                if let Err(e) = applied {
-                    break 'link format!("applying the stream: {e}");
-                }
-                if let Some(d) = delivery {
-                    link.durable(d);
-                }
+                .collect();
+            let j = journal.clone();
+            let applied = tokio::task::spawn_blocking(move || {
+                j.lock().expect("target journal lock").apply_all(actions)
+            })
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
+            if let Err(e) = applied {
+                break 'link format!("applying the stream: {e}");
             }
-            let mut out = BytesMut::new();
-            while let Some(f) = link.poll_frame() {
-                encode(&f, &mut out);
+            for d in deliveries {
+                link.durable(d);
             }
-            if !out.is_empty() && wr.write_all(&out).await.is_err() {
-                break 'link "write failed".into();
-            }
+        }
+        let mut out = BytesMut::new();
+        while let Some(f) = link.poll_frame() {
+            encode(&f, &mut out);
+        }
+        if !out.is_empty() && wr.write_all(&out).await.is_err() {
+            break 'link "write failed".into();
         }
     };
     warn!(source = ?source, %from, %reason, "mirror stream from {} ended", source.as_deref().unwrap_or("?"));

@@ -178,6 +178,45 @@ impl TargetJournal {
         }
     }
 
+    /// Carries out `actions` in order, durably, with one append (and one
+    /// sync) for each run of consecutive groups: a passive that took one
+    /// sync per group could not keep up with an active whose groups are
+    /// small (steady load).
+    pub(crate) fn apply_all(&mut self, actions: Vec<TargetAction>) -> Result<(), String> {
+        let mut run: Vec<Vec<EncodedEntry>> = Vec::new();
+        let mut last: Option<Position> = None;
+        for action in actions {
+            match action {
+                TargetAction::Append {
+                    batches, position, ..
+                } => {
+                    run.extend(batches);
+                    last = Some(position);
+                }
+                other => {
+                    self.append_run(&mut run, last.take())?;
+                    self.apply(other)?;
+                }
+            }
+        }
+        self.append_run(&mut run, last)
+    }
+
+    fn append_run(
+        &mut self,
+        run: &mut Vec<Vec<EncodedEntry>>,
+        position: Option<Position>,
+    ) -> Result<(), String> {
+        let Some(position) = position else {
+            return Ok(());
+        };
+        self.apply(TargetAction::Append {
+            delivery: 0,
+            batches: std::mem::take(run),
+            position,
+        })
+    }
+
     /// The node is about to go active: it owns the journal from now on,
     /// and its own writes leave the stream (no position any more).
     pub(crate) fn give_up(&mut self) {
@@ -259,6 +298,37 @@ mod tests {
         assert_eq!(keys(&tmp.path().join("journal")), ["new"]);
         assert!(!tmp.path().join(SNAPSHOT_DIR).exists());
         assert!(!tmp.path().join(OLD_DIR).exists());
+    }
+
+    #[test]
+    fn a_run_of_groups_goes_in_as_one_append_and_the_position_is_the_last() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut t = TargetJournal::new(config(tmp.path()));
+        let at = |seq| Position { epoch: 2, seq };
+        let append = |delivery, k: &str, seq| TargetAction::Append {
+            delivery,
+            batches: vec![entry(k, "v")],
+            position: at(seq),
+        };
+        t.apply_all(vec![
+            append(0, "a", 1),
+            append(1, "b", 2),
+            TargetAction::SnapshotBegin,
+            TargetAction::SnapshotChunk {
+                delivery: 2,
+                batches: vec![entry("s", "1")],
+            },
+            TargetAction::SnapshotEnd {
+                delivery: 3,
+                position: at(7),
+            },
+            append(4, "c", 8),
+            append(5, "d", 9),
+        ])
+        .unwrap();
+        assert_eq!(t.position(), Some(at(9)));
+        t.journal = None;
+        assert_eq!(keys(&tmp.path().join("journal")), ["s", "c", "d"]);
     }
 
     #[test]
