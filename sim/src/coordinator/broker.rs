@@ -208,6 +208,10 @@ impl Broker {
                         p.join(", ")
                     ));
                 }
+                // The scenario's brokers are all primaries without failback.
+                Output::HandBack { epoch, peer } => {
+                    self.trace(format!("hand back to {peer} (epoch {epoch})"));
+                }
                 Output::Stopped => {}
                 Output::Event(e) => {
                     self.trace(e.to_string());
