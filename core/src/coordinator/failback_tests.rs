@@ -67,7 +67,10 @@ fn caught_up_unconfirmed(c: &mut Coordinator, now: u64, epoch: u64, p: &str) {
 
 #[test]
 fn an_in_sync_primary_that_asks_gets_the_role_back_once_confirmed() {
-    let mut b = Coordinator::new(config("s1", &["s0"], Role::Backup, false), EpochFence::new());
+    let mut b = Coordinator::new(
+        config("s1", &["s0"], Role::Backup, false),
+        EpochFence::new(),
+    );
     active(&mut b, 0, 9);
     // The primary's link says it wants failback: not in sync yet, nothing.
     b.handle(
@@ -116,7 +119,10 @@ fn an_in_sync_primary_that_asks_gets_the_role_back_once_confirmed() {
 
 #[test]
 fn a_primary_not_in_sync_never_triggers_the_handback() {
-    let mut b = Coordinator::new(config("s1", &["s0"], Role::Backup, false), EpochFence::new());
+    let mut b = Coordinator::new(
+        config("s1", &["s0"], Role::Backup, false),
+        EpochFence::new(),
+    );
     active(&mut b, 0, 4);
     b.handle(
         0,
@@ -145,7 +151,10 @@ fn a_primary_not_in_sync_never_triggers_the_handback() {
 
 #[test]
 fn a_handback_under_way_ends_when_the_primary_leaves_the_set() {
-    let mut b = Coordinator::new(config("s1", &["s0"], Role::Backup, false), EpochFence::new());
+    let mut b = Coordinator::new(
+        config("s1", &["s0"], Role::Backup, false),
+        EpochFence::new(),
+    );
     active(&mut b, 0, 5);
     b.handle(
         0,
@@ -169,7 +178,10 @@ fn a_handback_under_way_ends_when_the_primary_leaves_the_set() {
 #[test]
 fn no_handback_without_a_preference_or_by_a_primary_or_to_a_stranger() {
     // The peer withdrew its preference (a new link without it).
-    let mut b = Coordinator::new(config("s1", &["s0"], Role::Backup, false), EpochFence::new());
+    let mut b = Coordinator::new(
+        config("s1", &["s0"], Role::Backup, false),
+        EpochFence::new(),
+    );
     active(&mut b, 0, 3);
     for prefers_active in [true, false] {
         b.handle(
@@ -253,7 +265,10 @@ fn the_returning_primary_takes_the_role_under_the_in_sync_rule_and_says_so() {
 
 #[test]
 fn after_handing_back_the_backup_holds_off_before_asking_again() {
-    let mut b = Coordinator::new(config("s1", &["s0"], Role::Backup, false), EpochFence::new());
+    let mut b = Coordinator::new(
+        config("s1", &["s0"], Role::Backup, false),
+        EpochFence::new(),
+    );
     let until = 100 + HANDBACK_HOLD_OFF_PERIODS * 1_000;
     b.hold_off(until);
     b.handle(100, Input::Tick);

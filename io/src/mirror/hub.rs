@@ -392,6 +392,15 @@ impl Hub {
                     let _ = self.news.send(PeerNews::Heard { peer: name.clone() });
                     slot.name = Some(name);
                 }
+                LinkEvent::Preference {
+                    peer,
+                    prefers_active,
+                } => {
+                    let _ = self.news.send(PeerNews::Preference {
+                        peer,
+                        prefers_active,
+                    });
+                }
                 LinkEvent::SnapshotWanted => {
                     self.metrics
                         .mirror_snapshots
