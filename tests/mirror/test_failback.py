@@ -139,6 +139,9 @@ def test_failback(mirror_pair, figures, kind):
              f"{len(producer.receipted)} receipted, {producer.resends} resent, reconnects "
              f"{[i for _, i in producer.reconnects]}")
         assert len(producer.receipted) == DURING
+        # The traffic crossed the handback: sent to server1, then to server0.
+        went = [i for _, i in producer.reconnects]
+        assert went[-1] == 0 and 1 in went, f"the producer should have moved from server1 to server0: {went}"
 
         # -- 4. the same journals; everything from server0, once --------------
         compare_queues(figures, s0, s1)
