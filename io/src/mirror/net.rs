@@ -173,7 +173,7 @@ pub(crate) async fn listener(
         let (node, journal, fence, news) =
             (node.clone(), journal.clone(), fence.clone(), news.clone());
         tokio::spawn(async move {
-            serve(stream, from, (node, prefers_active), journal, fence, news).await;
+            serve(stream, from, node, prefers_active, journal, fence, news).await;
             drop(permit);
         });
     }
@@ -182,7 +182,8 @@ pub(crate) async fn listener(
 async fn serve(
     stream: TcpStream,
     from: SocketAddr,
-    (node, prefers_active): (String, bool),
+    node: String,
+    prefers_active: bool,
     journal: Arc<Mutex<TargetJournal>>,
     fence: Arc<Mutex<EpochFence>>,
     news: mpsc::UnboundedSender<PeerNews>,
