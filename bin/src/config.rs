@@ -39,7 +39,7 @@ pub struct NodeSettings {
     /// Whether this node prefers to be live (primary) or waits (backup) [default: primary]
     #[arg(long, env = "HALYARD_ROLE", value_enum)]
     pub role: Option<RoleArg>,
-    /// A returning primary takes the live role back from a backup [default: false]
+    /// A returning primary takes the live role back from a backup (mirroring: once in the in-sync set) [default: false]
     #[arg(long, env = "HALYARD_ALLOW_FAILBACK", num_args = 0..=1, default_missing_value = "true")]
     pub allow_failback: Option<bool>,
     /// Heart-beat interval offered to clients, in ms; 0 disables [default: 10000]

@@ -316,11 +316,14 @@ fn peer_timeout_ms(check_period_ms: u64) -> u64 {
 }
 
 /// Spawns the mirrored local journal, the mirror link and the coordinated
-/// lock; the node's journal and lock ports.
+/// lock; the node's journal and lock ports. `failback`: `--role` and
+/// `--allow-failback` (a primary with failback asks for the active role
+/// back once in sync; an active backup hands it back).
 pub async fn spawn_mirrored(
     m: &MirrorConfig,
     service: halyard_io::coordinator::LockService,
     node_id: &str,
+    failback: (halyard_core::ha::Role, bool),
     journal: halyard_io::local::LocalJournalConfig,
     inputs: tokio::sync::mpsc::Sender<halyard_core::node::Input>,
     metrics: std::sync::Arc<halyard_io::metrics::JournalMetrics>,
@@ -339,6 +342,7 @@ pub async fn spawn_mirrored(
             listen: m.listen,
             peers: m.peers.iter().map(ToString::to_string).collect(),
             sync: m.sync,
+            prefers_active: failback == (halyard_core::ha::Role::Primary, true),
             journal: journal.clone(),
         },
         inputs.clone(),
@@ -354,6 +358,12 @@ pub async fn spawn_mirrored(
     coordinator.check_period_ms = m.check_period_ms;
     coordinator.peer_timeout_ms = peer_timeout_ms(m.check_period_ms);
     coordinator.force_active = m.force_active;
+    (coordinator.role, coordinator.allow_failback) = failback;
+    if coordinator.prefers_active() {
+        tracing::info!(
+            "failback: a primary with --allow-failback; once in sync with an active backup it takes the active role back"
+        );
+    }
     if m.force_active {
         tracing::warn!(
             "--force-active: this broker may take the active role although the lock's in-sync set does \

@@ -82,6 +82,7 @@ pub fn run(
                         m,
                         service,
                         &r.node.node_id,
+                        (r.node.role, r.node.allow_failback),
                         jc,
                         inputs_tx.clone(),
                         journal_metrics.clone(),

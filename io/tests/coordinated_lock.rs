@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use halyard_core::coordinator::{CoordinatorConfig, LockState};
+use halyard_core::ha::Role as HaRole;
 use halyard_core::node::{Input, LockEvent, LockRequest};
 use halyard_io::coordinator::{
     spawn_coordinated_lock, BeforeActive, CoordinatedLockConfig, CoordinatorHandle,
@@ -143,6 +144,18 @@ fn config(node: &str, at: &Where) -> CoordinatedLockConfig {
 
 /// A broker whose `before_active` takes 100 ms, recording its start and end.
 fn broker(name: &'static str, at: &Where) -> Broker {
+    broker_with(name, config(name, at))
+}
+
+/// [`broker`] with `--role` and `--allow-failback`.
+fn broker_as(name: &'static str, at: &Where, role: HaRole, allow_failback: bool) -> Broker {
+    let mut c = config(name, at);
+    c.coordinator.role = role;
+    c.coordinator.allow_failback = allow_failback;
+    broker_with(name, c)
+}
+
+fn broker_with(name: &'static str, config: CoordinatedLockConfig) -> Broker {
     let (tx, node) = mpsc::channel(64);
     let calls: Calls = Arc::default();
     let seen = calls.clone();
@@ -154,7 +167,7 @@ fn broker(name: &'static str, at: &Where) -> Broker {
             seen.lock().unwrap().push(("end", epoch));
         })
     });
-    let (lock, coord) = spawn_coordinated_lock(config(name, at), tx, before_active);
+    let (lock, coord) = spawn_coordinated_lock(config, tx, before_active);
     Broker {
         name,
         lock,
@@ -322,6 +335,47 @@ async fn out_of_sync_waits(at: Where) {
         at.state().await,
         Some(LockState::new(epoch2, [active.name]))
     );
+}
+
+/// Failback: an active backup hears that the primary asks for the active
+/// role; only once the lock service has the primary in sync is its node
+/// told `HandBack`; after the node's release it holds off, and the primary
+/// takes the lock under a newer epoch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_active_backup_hands_back_to_an_in_sync_primary() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let at = Where::File(tmp.path().to_path_buf());
+    let mut backup = broker_as("b", &at, HaRole::Backup, false);
+    backup.lock.send(LockRequest::Acquire, None);
+    assert_eq!(backup.next_event().await, LockEvent::Acquired);
+    let epoch = backup.assert_active();
+    let mut primary = broker_as("a", &at, HaRole::Primary, true);
+    primary.lock.send(LockRequest::Acquire, None);
+    assert_eq!(primary.next_event().await, LockEvent::Standby);
+    // The primary's link: it asks for failback, but is not in sync yet.
+    backup.news(PeerNews::Known { peer: "a".into() });
+    backup.news(PeerNews::Preference {
+        peer: "a".into(),
+        prefers_active: true,
+    });
+    backup
+        .hears_nothing(Duration::from_millis(5 * CHECK_PERIOD_MS))
+        .await;
+    // In sync: the lock service has it, then the node is told to hand back.
+    backup.news(PeerNews::CaughtUp { peer: "a".into() });
+    at.state_becomes(LockState::new(epoch, ["a", "b"])).await;
+    assert_eq!(backup.next_event().await, LockEvent::HandBack);
+    assert_eq!(backup.role(), Role::Active { epoch });
+    // The node drained and releases; asking again at once, it holds off
+    // and the primary, asking every check period, takes the lock first.
+    backup.release().await;
+    backup.lock.send(LockRequest::Acquire, None);
+    assert_eq!(primary.next_event().await, LockEvent::Acquired);
+    let epoch2 = primary.assert_active();
+    assert!(epoch2 > epoch, "epoch {epoch2} after {epoch}");
+    assert_eq!(backup.next_event().await, LockEvent::Standby);
+    assert_eq!(backup.role(), Role::Passive);
+    at.state_becomes(LockState::new(epoch2, ["a"])).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -54,6 +54,7 @@ fn seeds() -> Vec<(&'static str, Vec<MirrorFrame>)> {
                 MirrorFrame::Welcome {
                     node: "server1".into(),
                     position: Some(Position { epoch: 7, seq: 3 }),
+                    prefers_active: true,
                 },
                 MirrorFrame::Credit { credit: 1024 },
                 MirrorFrame::Ack { first: 0, last: 2 },

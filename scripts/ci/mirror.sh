@@ -9,8 +9,11 @@
 # message lost, duplicates counted, server0 restarted as a passive; a
 # partition of the mirror link through `halyard proxy` (the active keeps
 # receipting, the out-of-sync passive does not take over when the active is
-# killed, after the heal it rejoins). Prints the failover time and the rest
-# of the figures (the "mirror figures" section of pytest's summary).
+# killed, after the heal it rejoins); failback (a restarted primary with
+# --allow-failback catches up, joins the in-sync set, and the active backup
+# hands the role back; without the flag it stays passive). Prints the
+# failover time and the rest of the figures (the "mirror figures" section
+# of pytest's summary).
 # Works from any directory.
 #
 #   scripts/ci/mirror.sh                       # whole suite

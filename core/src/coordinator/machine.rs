@@ -18,6 +18,13 @@ use crate::Millis;
 /// means the driver stopped draining.
 const OUTPUTS_MAX: usize = 4_096;
 
+/// A failback under way.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct HandBack {
+    peer: String,
+    again_at: Millis,
+}
+
 /// Where this broker stands with the lock.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Phase {
@@ -73,6 +80,14 @@ pub struct Coordinator {
     last_heard: BTreeMap<String, Millis>,
     /// The peers receipts wait for, as last announced.
     required: Option<BTreeSet<String>>,
+    /// Peers that said they prefer the active role (primaries with failback).
+    prefer_active: BTreeSet<String>,
+    /// Failback under way (active): handing the role back to this peer;
+    /// [`Output::HandBack`] is given again at `again_at` until the node
+    /// releases.
+    hand_back: Option<HandBack>,
+    /// Another broker's stream was seen while passive (for the failback line).
+    other_stream_seen: bool,
     outputs: VecDeque<Output>,
     #[cfg(feature = "planted-bugs")]
     planted: Option<super::types::PlantedBug>,
@@ -93,6 +108,9 @@ impl Coordinator {
             caught_up: BTreeSet::new(),
             last_heard: BTreeMap::new(),
             required: None,
+            prefer_active: BTreeSet::new(),
+            hand_back: None,
+            other_stream_seen: false,
             outputs: VecDeque::new(),
             #[cfg(feature = "planted-bugs")]
             planted: None,
@@ -139,6 +157,19 @@ impl Coordinator {
     pub fn learn_peer(&mut self, name: String) -> Result<bool, CoordinatorConfigError> {
         self.config.check_new_peer(&name)?;
         Ok(self.config.peers.insert(name))
+    }
+
+    /// Asks for the lock no earlier than `at` (after handing the active
+    /// role back: the returning primary takes it first). Passive only.
+    pub fn hold_off(&mut self, at: Millis) {
+        if let Phase::Passive { next_try_at } = &mut self.phase {
+            *next_try_at = (*next_try_at).max(at);
+        }
+    }
+
+    /// The peer the active role is being handed back to (failback), if any.
+    pub fn handing_back_to(&self) -> Option<&str> {
+        self.hand_back.as_ref().map(|h| h.peer.as_str())
     }
 
     pub fn phase(&self) -> &Phase {
@@ -208,7 +239,8 @@ impl Coordinator {
                     .filter_map(|p| self.last_heard.get(p))
                     .map(|t| t.saturating_add(self.config.peer_timeout_ms));
                 let reread = self.in_sync.reread_at.filter(|_| !self.in_sync.rereading);
-                peers.chain(reread).min()
+                let again = self.hand_back.as_ref().map(|h| h.again_at);
+                peers.chain(reread).chain(again).min()
             }
             _ => None,
         }
@@ -236,12 +268,30 @@ impl Coordinator {
             }
             Input::PeerCaughtUp { peer } => self.on_caught_up(peer),
             Input::EpochSeen { epoch } => {
+                if matches!(self.phase, Phase::Passive { .. } | Phase::Acquiring) {
+                    self.other_stream_seen = true;
+                }
                 self.fence.observe(epoch);
                 if let Some(ours) = self.held_epoch().filter(|ours| epoch > *ours) {
                     self.step_down(Event::NewerEpochSeen { epoch, ours });
                 }
             }
+            Input::PeerPreference {
+                peer,
+                prefers_active,
+            } => {
+                if self.config.peers.contains(&peer) {
+                    if prefers_active {
+                        self.prefer_active.insert(peer);
+                    } else {
+                        self.prefer_active.remove(&peer);
+                    }
+                }
+            }
             Input::Shutdown => self.on_shutdown(),
+        }
+        if let Phase::Active { epoch } = self.phase {
+            self.maybe_hand_back(epoch);
         }
         assert!(self.outputs.len() <= OUTPUTS_MAX, "outputs not drained");
         self.check_invariants();
@@ -381,6 +431,9 @@ impl Coordinator {
                     epoch,
                     in_sync: written,
                 });
+                if self.config.prefers_active() && self.other_stream_seen {
+                    self.event(Event::TookBack { epoch });
+                }
                 self.accepting = true;
                 self.push(Output::StartAccepting { epoch });
                 self.maybe_write(epoch);
@@ -534,6 +587,7 @@ impl Coordinator {
         self.in_sync = InSync::default();
         self.caught_up.clear();
         self.required = None;
+        self.hand_back = None;
     }
 
     fn on_shutdown(&mut self) {
@@ -547,6 +601,51 @@ impl Coordinator {
         self.push(Output::Stopped);
     }
 
+    /// Failback, on the active broker: a peer that prefers the active role
+    /// (a primary with failback allowed) and that the lock service lists in
+    /// the in-sync set of this epoch gets it back, if this broker is a
+    /// backup. Only a settled set counts (no write or re-read out, the peer
+    /// not dropped meanwhile): the peer then holds every receipted change,
+    /// and the in-sync rule lets it take the lock once released. Given
+    /// again every check period until the node releases (it acts on it
+    /// only once serving); dropped if the peer is no longer in sync.
+    fn maybe_hand_back(&mut self, epoch: u64) {
+        if !self.config.hands_back() {
+            return;
+        }
+        let s = &self.in_sync;
+        let settled = s.pending.is_none() && s.reread_at.is_none() && !s.rereading;
+        let candidate = self
+            .prefer_active
+            .iter()
+            .find(|p| settled && s.confirmed.contains(*p) && s.desired.contains(*p))
+            .cloned();
+        let Some(peer) = candidate else {
+            self.hand_back = None;
+            return;
+        };
+        let period = self.config.check_period_ms;
+        match &mut self.hand_back {
+            Some(h) if h.peer == peer => {
+                if self.now >= h.again_at {
+                    h.again_at = self.now.saturating_add(period);
+                    self.push(Output::HandBack { epoch, peer });
+                }
+            }
+            _ => {
+                self.hand_back = Some(HandBack {
+                    peer: peer.clone(),
+                    again_at: self.now.saturating_add(period),
+                });
+                self.event(Event::HandingBack {
+                    peer: peer.clone(),
+                    epoch,
+                });
+                self.push(Output::HandBack { epoch, peer });
+            }
+        }
+    }
+
     fn check_invariants(&self) {
         if self.accepting {
             let Phase::Active { epoch } = self.phase else {
@@ -557,6 +656,14 @@ impl Coordinator {
                 "active outside its own confirmed in-sync set"
             );
             assert!(self.fence.newest() >= epoch);
+        }
+        if let Some(h) = &self.hand_back {
+            assert!(
+                matches!(self.phase, Phase::Active { .. })
+                    && self.in_sync.confirmed.contains(&h.peer)
+                    && self.config.hands_back(),
+                "handing back outside the active phase or to a peer not in sync"
+            );
         }
         if let Some(e) = self.held_epoch() {
             assert!(self.fence.newest() >= e);

@@ -31,6 +31,10 @@
 //!   for it from the moment it joins, before the write.
 //! - Losing the lock (or a refused state write, or a newer epoch seen) closes
 //!   the client listener and every client connection.
+//! - Failback: an active backup hands the role back (drains, releases, and
+//!   holds off [`HANDBACK_HOLD_OFF_PERIODS`] check periods) once a primary
+//!   that asks for it is in the in-sync set the lock service has for this
+//!   epoch; the primary then takes the lock under the in-sync rule.
 //!
 //! Rooms: [`types`] (inputs, outputs, events, configuration), [`fence`]
 //! (the epoch fence), [`machine`] (the state machine).
@@ -39,6 +43,8 @@ mod fence;
 mod machine;
 mod types;
 
+#[cfg(test)]
+mod failback_tests;
 #[cfg(test)]
 mod proptests;
 #[cfg(test)]
@@ -50,5 +56,6 @@ pub use machine::{Coordinator, Phase};
 pub use types::PlantedBug;
 pub use types::{
     CoordinatorConfig, CoordinatorConfigError, Event, Input, LockState, Output, WriteRefusal,
-    CHECK_PERIOD_MS_DEFAULT, CHECK_PERIOD_MS_MAX, CHECK_PERIOD_MS_MIN, PEERS_MAX,
+    CHECK_PERIOD_MS_DEFAULT, CHECK_PERIOD_MS_MAX, CHECK_PERIOD_MS_MIN, HANDBACK_HOLD_OFF_PERIODS,
+    PEERS_MAX,
 };

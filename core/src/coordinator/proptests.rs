@@ -8,6 +8,11 @@
 //! - a broker accepts clients only if it was in the in-sync set the lock
 //!   held when it acquired (or there was none, or it was empty), unless the
 //!   operator forced it.
+//!
+//! With failback (a a primary with `--allow-failback`, b a backup, each told
+//! at random whether its peer asks for the role, and b's node draining and
+//! releasing at random once told to hand back): the same, and b hands back
+//! only to a peer the lock service lists in the in-sync set of b's epoch.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -36,6 +41,11 @@ enum Step {
     Heard(usize),
     /// Broker i's peer reports it caught up.
     CaughtUp(usize),
+    /// Broker i hears whether its peer asks for the active role (failback).
+    Prefers(usize, bool),
+    /// Broker i's node, told to hand back, has drained: it releases, and a
+    /// new machine asks again after the hold-off (as the driver does).
+    Drained(usize),
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -48,6 +58,15 @@ fn step() -> impl Strategy<Value = Step> {
         1 => Just(Step::Expire),
         2 => node.clone().prop_map(Step::Heard),
         1 => node.prop_map(Step::CaughtUp),
+    ]
+}
+
+fn failback_step() -> impl Strategy<Value = Step> {
+    let node = 0usize..2;
+    prop_oneof![
+        12 => step(),
+        1 => (node.clone(), prop::bool::weighted(0.8)).prop_map(|(n, p)| Step::Prefers(n, p)),
+        2 => node.prop_map(Step::Drained),
     ]
 }
 
@@ -70,16 +89,28 @@ struct World {
     answers: Vec<VecDeque<Input>>,
     now: u64,
     started: BTreeMap<u64, usize>,
+    /// Broker i was told to hand the active role back.
+    handing_back: [bool; 2],
+    handbacks: usize,
 }
 
 impl World {
     fn new(force: [bool; 2]) -> World {
+        World::with(force, false)
+    }
+
+    /// `failback`: a is a primary with failback allowed, b a backup.
+    fn with(force: [bool; 2], failback: bool) -> World {
         let nodes = (0..2)
             .map(|i| {
                 let mut c = CoordinatorConfig::new(NAMES[i]).with_peers([NAMES[1 - i]]);
                 c.check_period_ms = 1_000;
                 c.peer_timeout_ms = 2_000;
                 c.force_active = force[i];
+                if failback {
+                    c.role = [crate::ha::Role::Primary, crate::ha::Role::Backup][i];
+                    c.allow_failback = i == 0;
+                }
                 Coordinator::new(c, EpochFence::new())
             })
             .collect();
@@ -90,6 +121,8 @@ impl World {
             answers: vec![VecDeque::new(), VecDeque::new()],
             now: 0,
             started: BTreeMap::new(),
+            handing_back: [false; 2],
+            handbacks: 0,
         }
     }
 
@@ -98,6 +131,17 @@ impl World {
         while let Some(out) = self.nodes[i].poll_output() {
             match out {
                 Output::StartAccepting { epoch } => self.check_start(i, epoch)?,
+                Output::HandBack { epoch, peer } => {
+                    let listed = self.lock.written.get(&epoch).and_then(|w| w.last());
+                    prop_assert!(
+                        self.nodes[i].config().hands_back()
+                            && listed.is_some_and(|s| s.contains(&peer)),
+                        "{} hands back to {peer} in epoch {epoch}, which the lock lists as {listed:?}",
+                        NAMES[i]
+                    );
+                    self.handing_back[i] = true;
+                    self.handbacks += 1;
+                }
                 Output::Acquire
                 | Output::ReadState
                 | Output::WriteState { .. }
@@ -230,6 +274,26 @@ impl World {
                     peer: NAMES[1 - i].into(),
                 },
             )?,
+            Step::Prefers(i, prefers_active) => self.input(
+                i,
+                Input::PeerPreference {
+                    peer: NAMES[1 - i].into(),
+                    prefers_active,
+                },
+            )?,
+            Step::Drained(i) => {
+                if std::mem::take(&mut self.handing_back[i]) {
+                    self.input(i, Input::Shutdown)?;
+                    let c = &self.nodes[i];
+                    let fence = EpochFence::starting_at(c.fence().newest());
+                    let config = c.config().clone();
+                    let hold = config.check_period_ms * HANDBACK_HOLD_OFF_PERIODS;
+                    let mut next = Coordinator::new(config, fence);
+                    next.hold_off(self.now + hold);
+                    self.nodes[i] = next;
+                    self.input(i, Input::Tick)?;
+                }
+            }
         }
         Ok(())
     }
@@ -248,6 +312,67 @@ proptest! {
             w.run(s)?;
         }
     }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn failback_hands_back_only_to_an_in_sync_primary_and_keeps_the_rules(
+        steps in proptest::collection::vec(failback_step(), 1..400),
+    ) {
+        let mut w = World::with([false, false], true);
+        for s in steps {
+            w.run(s)?;
+        }
+    }
+}
+
+/// A handback happens in the failback world (the property test is not
+/// vacuous): b active, a caught up and asking, b hands back and a takes
+/// over under a newer epoch.
+#[test]
+fn failback_in_the_model() {
+    let mut w = World::with([false, false], true);
+    let serve = |node| Step::Serve {
+        node,
+        flaky: false,
+        applied: false,
+    };
+    let script = [
+        // b takes the lock first (a is not started yet).
+        Step::Tick(1, 0),
+        serve(1),
+        Step::Deliver(1),
+        serve(1),
+        Step::Deliver(1),
+        serve(1),
+        Step::Deliver(1),
+        // a's link: asks for failback, caught up; b writes {a, b}.
+        Step::Prefers(1, true),
+        Step::CaughtUp(1),
+        serve(1),
+        Step::Deliver(1),
+        // b's node drains and releases; a asks, takes it.
+        Step::Drained(1),
+        serve(1),
+        Step::Tick(0, 10),
+        serve(0),
+        Step::Deliver(0),
+        serve(0),
+        Step::Deliver(0),
+        serve(0),
+        Step::Deliver(0),
+    ];
+    for s in script {
+        w.run(s).unwrap();
+    }
+    assert_eq!(w.handbacks, 1);
+    assert_eq!(w.started.keys().copied().collect::<Vec<_>>(), vec![1, 2]);
+    assert_eq!(w.started[&2], 0);
+    assert!(w.nodes[0].is_accepting());
+    // b holds off: it does not ask before three check periods.
+    assert_eq!(w.nodes[1].next_deadline(), Some(10 + 3_000 - 10));
 }
 
 /// The scenario the in-sync set exists for: b fell out of a's set, then a

@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
+use crate::ha::Role;
 use crate::Millis;
 
 /// `--check-period-ms` when not given (Artemis's `check-period`).
@@ -14,6 +15,10 @@ pub const CHECK_PERIOD_MS_MIN: Millis = 10;
 pub const CHECK_PERIOD_MS_MAX: Millis = 600_000;
 /// Most mirror peers of one broker.
 pub const PEERS_MAX: usize = 16;
+/// After handing the active role back (failback), a broker waits this many
+/// check periods before it asks for the lock again: the returning primary,
+/// which asks every check period, takes it first.
+pub const HANDBACK_HOLD_OFF_PERIODS: u64 = 3;
 
 /// What lives under the lock: the epoch of the broker that wrote it (the
 /// last active) and its in-sync set.
@@ -45,6 +50,12 @@ pub struct CoordinatorConfig {
     /// The operator's explicit override: take the active role even when not
     /// in the in-sync set (logged every time it is used).
     pub force_active: bool,
+    /// `--role`: a primary prefers to be active; a backup hands the active
+    /// role back to an in-sync primary that asks for failback.
+    pub role: Role,
+    /// `--allow-failback`: a primary that comes back asks (on its mirror
+    /// link) for the active role back once it is in sync.
+    pub allow_failback: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -73,7 +84,21 @@ impl CoordinatorConfig {
             check_period_ms: CHECK_PERIOD_MS_DEFAULT,
             peer_timeout_ms: 3 * CHECK_PERIOD_MS_DEFAULT,
             force_active: false,
+            role: Role::Primary,
+            allow_failback: false,
         }
+    }
+
+    /// This broker asks for the active role back once in sync (a primary
+    /// with failback allowed): its mirror target says so to the active.
+    pub fn prefers_active(&self) -> bool {
+        self.role == Role::Primary && self.allow_failback
+    }
+
+    /// This broker, while active, hands the role back to an in-sync peer
+    /// that prefers it (a backup).
+    pub fn hands_back(&self) -> bool {
+        self.role == Role::Backup
     }
 
     pub fn with_peers<I: IntoIterator<Item = S>, S: Into<String>>(
@@ -188,6 +213,10 @@ pub enum Input {
     PeerCaughtUp { peer: String },
     /// A mirror event (or anything) stamped with `epoch` was seen.
     EpochSeen { epoch: u64 },
+    /// A sync peer said (at its mirror link's handshake) whether it prefers
+    /// the active role (a primary with failback allowed). The latest word
+    /// counts.
+    PeerPreference { peer: String, prefers_active: bool },
     /// Stop: close the listener, release the lock.
     Shutdown,
 }
@@ -216,6 +245,12 @@ pub enum Output {
     /// From now on a client receipt waits for the local journal and these
     /// peers (the set only shrinks after the lock service has it).
     RequiredAcks { epoch: u64, peers: BTreeSet<String> },
+    /// Failback: `peer`, a primary in the in-sync set of `epoch`, wants
+    /// the active role. Drain (stop accepting, close the clients, let the
+    /// pending work finish: receipts still wait for the in-sync peers),
+    /// then release (the node's `Release`), and wait
+    /// [`HANDBACK_HOLD_OFF_PERIODS`] check periods before asking again.
+    HandBack { epoch: u64, peer: String },
     /// Stopped: the lock is released.
     Stopped,
     /// For logs and metrics.
@@ -279,6 +314,16 @@ pub enum Event {
         epoch: u64,
         ours: u64,
     },
+    /// Failback: an in-sync primary wants the active role.
+    HandingBack {
+        peer: String,
+        epoch: u64,
+    },
+    /// A primary with failback took the active role after another broker's
+    /// stream.
+    TookBack {
+        epoch: u64,
+    },
     Stopped,
 }
 
@@ -338,6 +383,13 @@ impl fmt::Display for Event {
                 f,
                 "epoch {epoch} seen, newer than ours ({ours}): stepping down, closing the client listener"
             ),
+            Event::HandingBack { peer, epoch } => write!(
+                f,
+                "primary {peer} is in sync (in the in-sync set of epoch {epoch}) and asks for failback: handing the active role back"
+            ),
+            Event::TookBack { epoch } => {
+                write!(f, "failback: took the active role back under epoch {epoch}")
+            }
             Event::Stopped => write!(f, "lock coordinator stopped"),
         }
     }

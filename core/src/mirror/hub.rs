@@ -30,6 +30,9 @@ pub enum HubNews {
     Heard(String),
     /// The peer has every change of this stream written until it caught up.
     CaughtUp(String),
+    /// Whether the peer asks for the active role back once in sync
+    /// (failback), as its link's welcome said.
+    Preference { peer: String, prefers_active: bool },
 }
 
 /// What the driver carries out, in order.
@@ -378,6 +381,15 @@ impl MirrorHub {
                     self.out
                         .push_back(HubOutput::News(HubNews::Heard(name.clone())));
                     slot.name = Some(name);
+                }
+                LinkEvent::Preference {
+                    peer,
+                    prefers_active,
+                } => {
+                    self.out.push_back(HubOutput::News(HubNews::Preference {
+                        peer,
+                        prefers_active,
+                    }));
                 }
                 LinkEvent::SnapshotWanted => {
                     info!(peer = %slot.addr, "peer {} is not in this stream: sending it a snapshot of the journal", slot.addr);

@@ -128,6 +128,9 @@ pub enum Phase {
 pub enum LinkEvent {
     /// The peer's name, from its `Welcome`.
     Named(String),
+    /// Right after `Named`: whether the peer asks for the active role back
+    /// once in sync (failback; a welcome without the word: no).
+    Preference { peer: String, prefers_active: bool },
     /// Take a snapshot of the journal and feed it with
     /// [`SourceLink::snapshot_chunk`] / [`SourceLink::snapshot_end`].
     SnapshotWanted,
@@ -208,11 +211,19 @@ impl SourceLink {
     /// A frame from the peer.
     pub fn on_frame(&mut self, frame: MirrorFrame, outbox: &Outbox) -> Result<(), LinkError> {
         match frame {
-            MirrorFrame::Welcome { node, position } => {
+            MirrorFrame::Welcome {
+                node,
+                position,
+                prefers_active,
+            } => {
                 if self.phase != Phase::Greeting {
                     return Err(LinkError::Unexpected("a second welcome"));
                 }
-                self.events.push_back(LinkEvent::Named(node));
+                self.events.push_back(LinkEvent::Named(node.clone()));
+                self.events.push_back(LinkEvent::Preference {
+                    peer: node,
+                    prefers_active,
+                });
                 self.on_welcome(position, outbox);
             }
             MirrorFrame::Credit { credit } => self.window = credit.min(WINDOW_MAX),
@@ -363,6 +374,7 @@ mod tests {
         MirrorFrame::Welcome {
             node: "b".into(),
             position,
+            prefers_active: false,
         }
     }
 
@@ -392,7 +404,16 @@ mod tests {
             })
             .collect();
         assert_eq!(seqs, [2, 3]);
-        assert_eq!(events(&mut l), [LinkEvent::Named("b".into())]);
+        assert_eq!(
+            events(&mut l),
+            [
+                LinkEvent::Named("b".into()),
+                LinkEvent::Preference {
+                    peer: "b".into(),
+                    prefers_active: false
+                }
+            ]
+        );
         l.on_frame(MirrorFrame::Ack { first: 0, last: 1 }, &o)
             .unwrap();
         assert_eq!(events(&mut l), [LinkEvent::Acked(3), LinkEvent::CaughtUp]);

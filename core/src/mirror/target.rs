@@ -69,6 +69,9 @@ pub struct TargetLink {
     /// The source's epoch, once it said hello.
     epoch: Option<u64>,
     in_snapshot: bool,
+    /// Said in the welcome: this broker asks for the active role back once
+    /// in sync (a primary with failback allowed).
+    prefers_active: bool,
     out: VecDeque<MirrorFrame>,
     actions: VecDeque<TargetAction>,
 }
@@ -82,9 +85,17 @@ impl TargetLink {
             position,
             epoch: None,
             in_snapshot: false,
+            prefers_active: false,
             out: VecDeque::new(),
             actions: VecDeque::new(),
         }
+    }
+
+    /// Whether the welcome asks for the active role back once in sync
+    /// (failback: a primary with `--allow-failback`).
+    pub fn prefers_active(mut self, yes: bool) -> TargetLink {
+        self.prefers_active = yes;
+        self
     }
 
     /// The source's lock epoch, once known.
@@ -106,6 +117,7 @@ impl TargetLink {
                 self.out.push_back(MirrorFrame::Welcome {
                     node: self.node.clone(),
                     position: self.position,
+                    prefers_active: self.prefers_active,
                 });
                 self.out
                     .push_back(MirrorFrame::Credit { credit: WINDOW_MAX });
@@ -229,6 +241,19 @@ mod tests {
         MirrorFrame::Hello {
             node: "a".into(),
             epoch,
+        }
+    }
+
+    #[test]
+    fn the_welcome_says_whether_this_broker_asks_for_failback() {
+        for yes in [false, true] {
+            let mut fence = EpochFence::new();
+            let mut t = TargetLink::new("b", None).prefers_active(yes);
+            t.on_frame(hello(1), &mut fence).unwrap();
+            assert!(matches!(
+                t.poll_frame(),
+                Some(MirrorFrame::Welcome { prefers_active, .. }) if prefers_active == yes
+            ));
         }
     }
 

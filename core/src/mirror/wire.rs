@@ -40,6 +40,9 @@ const ENTRIES_MAX: u32 = 1 << 20;
 const PROP_EPOCH: &str = "halyard-epoch";
 const PROP_POSITION_EPOCH: &str = "halyard-position-epoch";
 const PROP_POSITION_SEQ: &str = "halyard-position-seq";
+/// On the target's attach, `true` when it is a primary that asks for the
+/// active role back once in sync (failback). Absent: no preference.
+const PROP_PREFERS_ACTIVE: &str = "halyard-prefers-active";
 /// Delivery tag kinds.
 const KIND_BATCH: u8 = 1;
 const KIND_SNAPSHOT_CHUNK: u8 = 2;
@@ -78,10 +81,12 @@ pub enum MirrorFrame {
         node: String,
         epoch: u64,
     },
-    /// Target to source: who receives, and what its journal holds.
+    /// Target to source: who receives, what its journal holds, and
+    /// whether it asks for the active role back once in sync (failback).
     Welcome {
         node: String,
         position: Option<Position>,
+        prefers_active: bool,
     },
     /// Target to source: transfers it may take beyond those acknowledged.
     Credit {
@@ -130,8 +135,12 @@ pub fn encode(frame: &MirrorFrame, out: &mut BytesMut) {
             let props = vec![(Value::Symbol(sym(PROP_EPOCH)), Value::Ulong(*epoch))];
             open_link(out, node, Role::Sender, props);
         }
-        MirrorFrame::Welcome { node, position } => {
-            let props = match position {
+        MirrorFrame::Welcome {
+            node,
+            position,
+            prefers_active,
+        } => {
+            let mut props = match position {
                 Some(p) => vec![
                     (
                         Value::Symbol(sym(PROP_POSITION_EPOCH)),
@@ -141,6 +150,9 @@ pub fn encode(frame: &MirrorFrame, out: &mut BytesMut) {
                 ],
                 None => Vec::new(),
             };
+            if *prefers_active {
+                props.push((Value::Symbol(sym(PROP_PREFERS_ACTIVE)), Value::Bool(true)));
+            }
             open_link(out, node, Role::Receiver, props);
         }
         MirrorFrame::Credit { credit } => {
@@ -427,6 +439,11 @@ impl MirrorDecoder {
                     (Some(epoch), Some(seq)) => Some(Position { epoch, seq }),
                     _ => None,
                 },
+                // Anything but `true` (absent: an older peer) is no preference.
+                prefers_active: matches!(
+                    crate::protocol::amqp::map_get(&props, PROP_PREFERS_ACTIVE),
+                    Some(Value::Bool(true))
+                ),
             },
         })
     }
@@ -543,12 +560,49 @@ mod tests {
     #[test]
     fn welcome_carries_the_position_or_none() {
         for position in [None, Some(Position { epoch: 3, seq: 9 })] {
-            let f = MirrorFrame::Welcome {
-                node: "server1".into(),
-                position,
-            };
-            assert_eq!(roundtrip(std::slice::from_ref(&f)), vec![f]);
+            for prefers_active in [false, true] {
+                let f = MirrorFrame::Welcome {
+                    node: "server1".into(),
+                    position,
+                    prefers_active,
+                };
+                assert_eq!(roundtrip(std::slice::from_ref(&f)), vec![f]);
+            }
         }
+    }
+
+    #[test]
+    fn a_welcome_without_the_failback_property_is_no_preference() {
+        // As an older target sends it: the position properties only.
+        let mut out = BytesMut::new();
+        let props = vec![
+            (Value::Symbol(sym(PROP_POSITION_EPOCH)), Value::Ulong(2)),
+            (Value::Symbol(sym(PROP_POSITION_SEQ)), Value::Ulong(5)),
+        ];
+        open_link(&mut out, "server0", Role::Receiver, props);
+        let mut d = MirrorDecoder::new();
+        d.push(&out).unwrap();
+        assert_eq!(
+            d.next_frame().unwrap(),
+            Some(MirrorFrame::Welcome {
+                node: "server0".into(),
+                position: Some(Position { epoch: 2, seq: 5 }),
+                prefers_active: false,
+            })
+        );
+        // A value other than `true` is no preference either.
+        let mut out = BytesMut::new();
+        let props = vec![(Value::Symbol(sym(PROP_PREFERS_ACTIVE)), Value::Ulong(1))];
+        open_link(&mut out, "server0", Role::Receiver, props);
+        let mut d = MirrorDecoder::new();
+        d.push(&out).unwrap();
+        assert!(matches!(
+            d.next_frame().unwrap(),
+            Some(MirrorFrame::Welcome {
+                prefers_active: false,
+                ..
+            })
+        ));
     }
 
     #[test]

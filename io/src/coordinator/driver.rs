@@ -25,6 +25,12 @@
 //!
 //! The mirror links report [`PeerNews`] through the [`CoordinatorHandle`]
 //! and follow the role and the peers receipts wait for on its watches.
+//!
+//! Failback: when the machine says to hand the active role back (an
+//! in-sync primary asks for it), the node hears `LockEvent::HandBack`: it
+//! drains and releases as it does for the shared-journal HA, and the next
+//! machine waits `HANDBACK_HOLD_OFF_PERIODS` check periods before it asks
+//! for the lock, so the primary takes it.
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -34,6 +40,7 @@ use std::time::Duration;
 
 use halyard_core::coordinator::{
     Coordinator, CoordinatorConfig, EpochFence, Event, Input as CoordInput, Output, WriteRefusal,
+    HANDBACK_HOLD_OFF_PERIODS,
 };
 use halyard_core::node::{Input, LockEvent, LockRequest};
 use halyard_core::Millis;
@@ -90,6 +97,9 @@ pub enum PeerNews {
     /// Something stamped with `epoch` was seen (a newer one than ours steps
     /// an active broker down).
     EpochSeen { epoch: u64 },
+    /// Whether the peer asks for the active role back once in sync
+    /// (failback; said at each link's handshake).
+    Preference { peer: String, prefers_active: bool },
 }
 
 pub struct CoordinatorHandle {
@@ -254,6 +264,10 @@ struct Driver<C: LockCoordinator> {
     lost: bool,
     /// The node's input channel is closed.
     node_gone: bool,
+    /// The node was told to hand the active role back (failback).
+    handed_back: bool,
+    /// After a handback: the next machine asks no earlier (machine clock).
+    hold_off_until: Option<Millis>,
 }
 
 impl<C: LockCoordinator> Driver<C> {
@@ -275,6 +289,8 @@ impl<C: LockCoordinator> Driver<C> {
             releasing: false,
             lost: false,
             node_gone: false,
+            handed_back: false,
+            hold_off_until: None,
         }
     }
 
@@ -371,6 +387,9 @@ impl<C: LockCoordinator> Driver<C> {
     fn begin(&mut self) {
         let fence = EpochFence::starting_at(self.newest_epoch);
         let mut machine = Coordinator::new(self.config.clone(), fence);
+        if let Some(at) = self.hold_off_until.take() {
+            machine.hold_off(at);
+        }
         machine.handle(self.now(), CoordInput::Tick);
         self.machine = Some(machine);
         self.standby_told = false;
@@ -388,6 +407,11 @@ impl<C: LockCoordinator> Driver<C> {
         self.releasing = false;
         self.end_machine();
         self.release().await;
+        if std::mem::take(&mut self.handed_back) {
+            let wait = HANDBACK_HOLD_OFF_PERIODS * self.config.check_period_ms;
+            self.hold_off_until = Some(self.now() + wait);
+            info!(node = %self.config.node, "failback: lock released for the primary; asking again in {wait} ms at the earliest");
+        }
     }
 
     fn end_machine(&mut self) {
@@ -419,6 +443,18 @@ impl<C: LockCoordinator> Driver<C> {
                 self.newest_epoch = self.newest_epoch.max(epoch);
                 self.handle(CoordInput::EpochSeen { epoch });
             }
+            PeerNews::Preference {
+                peer,
+                prefers_active,
+            } => {
+                if prefers_active {
+                    info!(node = %self.config.node, %peer, "mirror peer {peer} asks for the active role back once in sync (failback)");
+                }
+                self.handle(CoordInput::PeerPreference {
+                    peer,
+                    prefers_active,
+                });
+            }
         }
     }
 
@@ -437,6 +473,11 @@ impl<C: LockCoordinator> Driver<C> {
                     debug!(node = %self.config.node, epoch, ?peers, "receipts wait for these peers");
                     self.ends.required.send_replace(Some((epoch, peers)));
                 }
+                Output::HandBack { epoch, peer } => {
+                    debug!(node = %self.config.node, epoch, %peer, "telling the node to hand the active role back");
+                    self.handed_back = true;
+                    self.tell(LockEvent::HandBack).await;
+                }
                 Output::Stopped => {}
                 Output::Event(e) => {
                     let waits = matches!(e, Event::NotInSync { .. });
@@ -450,6 +491,7 @@ impl<C: LockCoordinator> Driver<C> {
         }
         if self.lost {
             // Stepped down on its own: the node was told, and asks again.
+            self.handed_back = false;
             self.handle(CoordInput::Shutdown);
             while let Some(out) = self.machine.as_mut().and_then(Coordinator::poll_output) {
                 match out {
@@ -632,7 +674,11 @@ impl<C: LockCoordinator> Driver<C> {
         let node = &self.config.node;
         match &e {
             Event::Acquired { .. } => debug!(%node, "{e}"),
-            Event::Active { .. } | Event::PeerJoined { .. } | Event::Stopped => {
+            Event::Active { .. }
+            | Event::PeerJoined { .. }
+            | Event::HandingBack { .. }
+            | Event::TookBack { .. }
+            | Event::Stopped => {
                 self.last_warning = None;
                 info!(%node, "{e}");
             }

@@ -154,6 +154,13 @@ impl Hub {
                         HubNews::Known(peer) => PeerNews::Known { peer },
                         HubNews::Heard(peer) => PeerNews::Heard { peer },
                         HubNews::CaughtUp(peer) => PeerNews::CaughtUp { peer },
+                        HubNews::Preference {
+                            peer,
+                            prefers_active,
+                        } => PeerNews::Preference {
+                            peer,
+                            prefers_active,
+                        },
                     });
                 }
             }

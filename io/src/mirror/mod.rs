@@ -42,6 +42,9 @@ pub struct MirrorConfig {
     /// `--mirror` peers, as given.
     pub peers: Vec<String>,
     pub sync: bool,
+    /// A primary with failback allowed: the target side's welcome asks the
+    /// active broker for the active role back once in sync.
+    pub prefers_active: bool,
     /// This broker's own journal (the target side writes into it).
     pub journal: LocalJournalConfig,
 }
@@ -149,6 +152,7 @@ impl Prepared {
         tokio::spawn(net::listener(
             self.listener,
             self.config.node.clone(),
+            self.config.prefers_active,
             self.target.clone(),
             self.fence.clone(),
             coord.news.clone(),

@@ -154,6 +154,7 @@ pub(crate) async fn connector(
 pub(crate) async fn listener(
     listener: TcpListener,
     node: String,
+    prefers_active: bool,
     journal: Arc<Mutex<TargetJournal>>,
     fence: Arc<Mutex<EpochFence>>,
     news: mpsc::UnboundedSender<PeerNews>,
@@ -172,7 +173,7 @@ pub(crate) async fn listener(
         let (node, journal, fence, news) =
             (node.clone(), journal.clone(), fence.clone(), news.clone());
         tokio::spawn(async move {
-            serve(stream, from, node, journal, fence, news).await;
+            serve(stream, from, node, prefers_active, journal, fence, news).await;
             drop(permit);
         });
     }
@@ -182,6 +183,7 @@ async fn serve(
     stream: TcpStream,
     from: SocketAddr,
     node: String,
+    prefers_active: bool,
     journal: Arc<Mutex<TargetJournal>>,
     fence: Arc<Mutex<EpochFence>>,
     news: mpsc::UnboundedSender<PeerNews>,
@@ -202,7 +204,7 @@ async fn serve(
         let _ = wr.write_all(&out).await;
         return;
     }
-    let mut link = TargetLink::new(&node, position);
+    let mut link = TargetLink::new(&node, position).prefers_active(prefers_active);
     let mut decoder = MirrorDecoder::new();
     let mut buf = vec![0u8; READ_BUFFER];
     // The first beat one period in: an empty frame before the protocol

@@ -189,6 +189,10 @@ impl Broker {
                     ));
                     self.data.required(now, epoch, peers);
                 }
+                // The scenario's brokers are all primaries without failback.
+                Output::HandBack { epoch, peer } => {
+                    self.trace(format!("hand back to {peer} (epoch {epoch})"));
+                }
                 Output::Stopped => {}
                 Output::Event(e) => {
                     self.trace(e.to_string());
@@ -362,6 +366,16 @@ impl Broker {
                 match o {
                     DataOut::Send(to, wire) => self.fx.push(Fx::Send(to, wire)),
                     DataOut::News(HubNews::Known(_)) => {}
+                    DataOut::News(HubNews::Preference {
+                        peer,
+                        prefers_active,
+                    }) => self.feed(
+                        now,
+                        Input::PeerPreference {
+                            peer,
+                            prefers_active,
+                        },
+                    ),
                     DataOut::News(HubNews::Heard(peer)) => {
                         self.feed(now, Input::PeerHeard { peer })
                     }
