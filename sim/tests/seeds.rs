@@ -382,6 +382,7 @@ mod coordinator {
     fn coordinator_seeds_pass() {
         let (mut acquisitions, mut changes, mut refused, mut stale) = (0, 0, 0, 0);
         let (mut receipted, mut acked, mut lost_async, mut applied) = (0, 0, 0, 0);
+        let mut handbacks = 0;
         for seed in 1..=seeds() {
             let r: CoordReport = run_coordinator_seed(seed, false);
             assert!(
@@ -397,13 +398,15 @@ mod coordinator {
             acked += r.acknowledged;
             lost_async += r.lost_async;
             applied += r.events_applied;
+            handbacks += r.handbacks;
         }
         println!(
             "coordinator: {acquisitions} acquisitions, {changes} in-sync changes, {refused} refused takeovers, {stale} stale events refused"
         );
         println!(
-            "mirroring: {receipted} messages receipted, {acked} acknowledged, {applied} groups applied by peers, {lost_async} receipted messages lost by async takeovers"
+            "mirroring: {receipted} messages receipted, {acked} acknowledged, {applied} groups applied by peers, {lost_async} receipted messages lost by async takeovers, {handbacks} handbacks to a primary"
         );
+        assert!(handbacks > 0, "no failback happened");
         assert!(
             receipted > seeds() * 100 && acked > seeds() * 20 && applied > receipted,
             "receipted {receipted}, acknowledged {acked}, applied {applied}"

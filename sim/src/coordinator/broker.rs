@@ -9,7 +9,9 @@ use std::collections::VecDeque;
 
 use halyard_core::coordinator::{
     Coordinator, CoordinatorConfig, EpochFence, Event, Input, Output, WriteRefusal,
+    HANDBACK_HOLD_OFF_PERIODS,
 };
+use halyard_core::ha::Role;
 use halyard_core::mirror::HubNews;
 
 use super::config::CoordConfig;
@@ -52,6 +54,13 @@ pub struct Broker {
     request_timeout_ms: u64,
     pub data: Data,
     in_data_out: bool,
+    /// A handback asked for at this time: the release follows at the
+    /// next tick.
+    handing_back: Option<u64>,
+    /// After a handback: the machine stays stopped until then.
+    hold_off_until: Option<u64>,
+    coord_config: CoordinatorConfig,
+    cfg: CoordConfig,
     pub session: SessionId,
     pub session_counter: u64,
     last_answer_ms: u64,
@@ -66,6 +75,20 @@ pub struct Broker {
     /// The state's version, as last read or written.
     version: u64,
     next_req: u64,
+}
+
+/// A coordinator machine (at start, and again after a handback's
+/// hold-off, as the driver makes one).
+fn new_coordinator(cfg: &CoordConfig, c: CoordinatorConfig, newest: u64) -> Coordinator {
+    #[allow(unused_mut)]
+    let mut coord = Coordinator::new(c, EpochFence::starting_at(newest));
+    #[cfg(feature = "planted-bugs")]
+    if let Some(bug) = cfg.planted_bug {
+        coord.plant(bug);
+    }
+    #[cfg(not(feature = "planted-bugs"))]
+    let _ = cfg;
+    coord
 }
 
 pub fn broker_name(i: usize) -> String {
@@ -89,15 +112,23 @@ impl Broker {
             .with_peers(names.iter().filter(|n| *n != name).cloned());
         c.check_period_ms = cfg.check_period_ms[idx];
         c.peer_timeout_ms = cfg.peer_timeout_ms;
+        if cfg.failback {
+            c.role = if idx == 0 {
+                Role::Primary
+            } else {
+                Role::Backup
+            };
+            c.allow_failback = idx == 0;
+        }
         assert_eq!(c.validate(), Ok(()), "the scenario's coordinator config");
-        #[allow(unused_mut)]
-        let mut coord = Coordinator::new(c, EpochFence::starting_at(newest));
+        let prefers_active = c.prefers_active();
+        let coord_config = c.clone();
+        let coord = new_coordinator(cfg, c, newest);
         let conn_base = (idx as u64 * 1_000 + incarnation) * 1_000_000;
         #[allow(unused_mut)]
-        let mut data = Data::new(idx, &names, cfg.sync, disk, conn_base);
+        let mut data = Data::new(idx, &names, cfg.sync, disk, conn_base, prefers_active);
         #[cfg(feature = "planted-bugs")]
         if let Some(bug) = cfg.planted_bug {
-            coord.plant(bug);
             data.plant(bug);
         }
         let session_counter = session_counter + 1;
@@ -115,6 +146,10 @@ impl Broker {
             request_timeout_ms: cfg.request_timeout_ms,
             data,
             in_data_out: false,
+            handing_back: None,
+            hold_off_until: None,
+            coord_config,
+            cfg: cfg.clone(),
             session: idx as u64 * 1_000_000 + session_counter,
             session_counter,
             last_answer_ms: now,
@@ -189,9 +224,12 @@ impl Broker {
                     ));
                     self.data.required(now, epoch, peers);
                 }
-                // The scenario's brokers are all primaries without failback.
+                // The node drains (one tick) and asks for the release.
                 Output::HandBack { epoch, peer } => {
                     self.trace(format!("hand back to {peer} (epoch {epoch})"));
+                    if self.serving().is_some() && self.handing_back.is_none() {
+                        self.handing_back = Some(now);
+                    }
                 }
                 Output::Stopped => {}
                 Output::Event(e) => {
@@ -270,6 +308,19 @@ impl Broker {
     /// The clock: the coordinator's tick, request timeouts, pings,
     /// heartbeats, giving the session up.
     pub fn tick(&mut self, now: u64) {
+        if self.handing_back.is_some_and(|t| now > t) {
+            self.handing_back = None;
+            self.trace("failback: drained, releasing the lock for the primary".into());
+            self.feed(now, Input::Shutdown);
+            let wait = HANDBACK_HOLD_OFF_PERIODS * self.coord_config.check_period_ms;
+            self.hold_off_until = Some(now + wait);
+        }
+        if self.hold_off_until.is_some_and(|t| now >= t) {
+            self.hold_off_until = None;
+            let newest = self.coord.fence().newest();
+            self.coord = new_coordinator(&self.cfg, self.coord_config.clone(), newest);
+            self.trace("failback hold-off over: asking for the lock again".into());
+        }
         if now.saturating_sub(self.last_answer_ms) > self.session_timeout_ms * 7 / 5 {
             self.session_ended(
                 now,

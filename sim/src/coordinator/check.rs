@@ -25,6 +25,8 @@
 //!    mirroring the messages missing are counted (its window of loss).
 //! 7. **Same queues**: at the end (faults healed, clients stopped), every
 //!    broker holds the same messages as the one accepting clients.
+//! 8. **Failback**: where s0 is the primary with failback allowed, it is
+//!    the one accepting clients at the end.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -109,6 +111,20 @@ impl CoordChecker {
             );
         }
         self.lost.extend(missing);
+    }
+
+    /// Rule 8 at the end (failback configured for s0).
+    pub fn failed_back(&mut self, now: u64, queues: &[(usize, Option<u64>, BTreeSet<u64>)]) {
+        if let Some((a, _, _)) = queues.iter().find(|(_, e, _)| e.is_some()) {
+            if *a != 0 {
+                self.fail(
+                    now,
+                    format!(
+                        "s{a} still active at the end: primary s0 did not get the active role back"
+                    ),
+                );
+            }
+        }
     }
 
     /// Rule 7 at the end: `queues` is (broker, serving epoch, messages) of

@@ -26,6 +26,10 @@ pub struct CoordConfig {
     /// Receipts wait for the in-sync peers (`--mirror-sync`); without it
     /// the checker counts receipted messages lost instead of failing.
     pub sync: bool,
+    /// s0 is `--role primary --allow-failback` and the others backups: an
+    /// active backup hands the role back once s0 is in sync. Otherwise
+    /// every broker is a primary without failback.
+    pub failback: bool,
     /// The producer sends a message every 1..=this ms.
     pub store_every_ms: u64,
     /// The consumer takes one every 1..=this ms.
@@ -58,6 +62,7 @@ impl CoordConfig {
             store_every_ms: r.range(20, 120),
             consume_every_ms: 0,
             sync: true,
+            failback: false,
             request_timeout_ms: r.range(300, 800),
             delay_max_ms: r.range(5, 80),
             loss: r.range(0, 3) as f64 / 100.0,
@@ -68,6 +73,7 @@ impl CoordConfig {
         };
         c.consume_every_ms = c.store_every_ms * r.range(2, 4);
         c.sync = r.chance(0.8);
+        c.failback = r.chance(0.5);
         c
     }
 }

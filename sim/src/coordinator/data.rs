@@ -123,6 +123,8 @@ struct InLink {
 pub struct Data {
     idx: usize,
     name: String,
+    /// Its links' welcome asks for failback.
+    prefers_active: bool,
     peers: usize,
     pub disk: Disk,
     hub: MirrorHub,
@@ -147,7 +149,14 @@ pub struct Data {
 
 impl Data {
     /// `conn_base` makes this incarnation's connection numbers unique.
-    pub fn new(idx: usize, names: &[String], sync: bool, disk: Disk, conn_base: u64) -> Data {
+    pub fn new(
+        idx: usize,
+        names: &[String],
+        sync: bool,
+        disk: Disk,
+        conn_base: u64,
+        prefers_active: bool,
+    ) -> Data {
         let addrs: Vec<String> = (0..names.len())
             .map(|p| {
                 if p == idx {
@@ -160,6 +169,7 @@ impl Data {
         Data {
             idx,
             name: names[idx].clone(),
+            prefers_active,
             peers: names.len(),
             disk,
             hub: MirrorHub::new(&names[idx], sync, &addrs),
@@ -391,7 +401,8 @@ impl Data {
                     self.send(from, Wire::Down { conn });
                     return;
                 }
-                let link = TargetLink::new(&self.name, self.disk.position);
+                let link = TargetLink::new(&self.name, self.disk.position)
+                    .prefers_active(self.prefers_active);
                 self.in_links.insert(
                     conn,
                     InLink {

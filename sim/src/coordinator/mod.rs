@@ -39,6 +39,8 @@ pub struct CoordReport {
     /// Mirror events refused by the epoch fence.
     pub stale_refused: u64,
     pub events_applied: u64,
+    /// Active backups that handed the role back to the primary.
+    pub handbacks: u64,
     /// Receipts sent to the producer.
     pub receipted: u64,
     /// Acknowledgements written for the consumer.

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use halyard_core::coordinator::Event;
+use halyard_core::coordinator::{Event, HANDBACK_HOLD_OFF_PERIODS};
 
 use super::broker::{broker_name, Broker, Fx};
 use super::check::CoordChecker;
@@ -164,6 +164,7 @@ impl World {
                         self.report.in_sync_changes += 1
                     }
                     Event::NotInSync { .. } => self.report.refused_takeovers += 1,
+                    Event::HandingBack { .. } => self.report.handbacks += 1,
                     _ => {}
                 },
             }
@@ -418,7 +419,11 @@ const CATCH_UP_MS: u64 = 2_000;
 /// every broker asks again, a peer is heard and caught up.
 pub fn liveness_ms(cfg: &CoordConfig) -> u64 {
     let check = cfg.check_period_ms.iter().copied().max().unwrap_or(0);
-    2 * cfg.session_timeout_ms + 3 * check + cfg.peer_timeout_ms + CATCH_UP_MS + 3_000
+    let bound = 2 * cfg.session_timeout_ms + 3 * check + cfg.peer_timeout_ms + CATCH_UP_MS + 3_000;
+    // Then the primary joins the in-sync set, the backup drains and
+    // releases, and the primary takes the lock at its next check.
+    let failback = (HANDBACK_HOLD_OFF_PERIODS + 3) * check + cfg.peer_timeout_ms + CATCH_UP_MS;
+    bound + if cfg.failback { failback } else { 0 }
 }
 
 pub fn run(cfg: CoordConfig, keep_trace: bool) -> CoordReport {
@@ -538,6 +543,9 @@ pub fn run(cfg: CoordConfig, keep_trace: bool) -> CoordReport {
         .map(|b| (b.idx, b.serving(), b.data.disk.messages()))
         .collect();
     w.checker.converged(w.now, &queues);
+    if cfg.failback {
+        w.checker.failed_back(w.now, &queues);
+    }
     let r = &mut w.report;
     r.receipted = w.checker.receipted_count();
     r.acknowledged = w.checker.tombstoned_count();
