@@ -223,6 +223,11 @@ async fn serve(
                 Ok(Ok(n)) => n,
             },
             _ = heartbeat.tick() => {
+                // Not before the welcome went out: its protocol header
+                // must be the first bytes the source reads.
+                if link.epoch().is_none() {
+                    continue;
+                }
                 let mut out = BytesMut::new();
                 encode(&MirrorFrame::Heartbeat, &mut out);
                 if wr.write_all(&out).await.is_err() {

@@ -328,8 +328,14 @@ impl Data {
             let mut beat = BytesMut::new();
             encode(&MirrorFrame::Heartbeat, &mut beat);
             let beat = beat.freeze();
-            let links: Vec<(u64, usize)> =
-                self.in_links.iter().map(|(c, l)| (*c, l.from)).collect();
+            // Only on links whose hello was answered: the welcome's
+            // protocol header comes first.
+            let links: Vec<(u64, usize)> = self
+                .in_links
+                .iter()
+                .filter(|(_, l)| l.link.epoch().is_some())
+                .map(|(c, l)| (*c, l.from))
+                .collect();
             for (conn, from) in links {
                 self.send(
                     from,
