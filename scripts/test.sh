@@ -116,11 +116,14 @@ step "Kafka journal reads of paged messages vs real Kafka (by id, tombstoned, ac
 HALYARD_KAFKA_BOOTSTRAP=$(scripts/services/kafka.sh bootstrap) \
     cargo test --workspace --profile test-release --test kafka_journal_reads -- --ignored
 
-step "Kafka mirror lock (--lock-coordinator kafka:) vs real Kafka: one holder, epochs grow, stale and fenced writes refused, a SIGKILLed holder and one cut off by the fault proxy followed with a larger epoch"
+step "Kafka mirror lock (--lock-coordinator kafka:) vs real Kafka: one holder, epochs grow, stale and fenced writes refused, a SIGKILLed holder and one cut off by the fault proxy followed with a larger epoch; the coordinated lock driver on it"
 HALYARD_KAFKA_BOOTSTRAP=$(scripts/services/kafka.sh bootstrap) \
 HALYARD_KAFKA_PROXIED_BOOTSTRAP=$(scripts/services/kafka.sh proxied-bootstrap) \
 HALYARD_KAFKA_PROXIED_UPSTREAM=$(scripts/services/kafka.sh proxied-upstream) \
     cargo test --workspace --profile test-release --test kafka_mirror_lock -- --ignored
+# The coordinated lock driver on it (io/tests/coordinated_lock.rs, its kafka_* tests).
+HALYARD_KAFKA_BOOTSTRAP=$(scripts/services/kafka.sh bootstrap) \
+    cargo test --workspace --profile test-release --test coordinated_lock -- --ignored kafka_
 
 step "ZooKeeper lock: the io lock (ephemeral node, fencing epoch, lock state) against a real Apache ZooKeeper 3.9.5 (Maven Central, standalone on 127.0.0.1)"
 scripts/ci/zookeeper.sh

@@ -348,6 +348,15 @@ pub(crate) fn acquire(
     }))
 }
 
+/// The last record of the state topic, read without the lock (blocking):
+/// `None` before the first acquisition. The producer `StateLog` makes is
+/// never initialised, so it fences nobody.
+pub(crate) fn peek(config: &KafkaMirrorLockConfig) -> Result<Option<LockRecord>, Error> {
+    let mut log = StateLog::open(config)?;
+    log.read_to_end()?;
+    Ok(log.last.map(|(_, r)| r))
+}
+
 fn poisoned() -> Error {
     Error::Lost {
         why: "a call on the lock panicked".to_string(),

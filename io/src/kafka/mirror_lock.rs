@@ -18,10 +18,11 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use halyard_core::coordinator::LockState;
 use tracing::debug;
 
 use super::mirror_error::KafkaMirrorLockError;
-use super::mirror_held::{acquire, on_thread, KafkaHeld};
+use super::mirror_held::{acquire, on_thread, peek, KafkaHeld};
 use super::mirror_member::{KafkaMirrorLockConfig, Member};
 use crate::coordinator::{CoordinatorError, LockCoordinator};
 
@@ -67,6 +68,15 @@ impl KafkaMirrorLock {
             *slot = Some(m.clone());
         }
         Ok((m, true))
+    }
+
+    /// The newest epoch and the lock state as the state topic has them,
+    /// read without the lock (operators, tests): `(0, None)` before the
+    /// first acquisition.
+    pub async fn peek(&self) -> Result<(u64, Option<LockState>), KafkaMirrorLockError> {
+        let config = self.config.clone();
+        let last = on_thread("peek", move || peek(&config)).await?;
+        Ok(last.map_or((0, None), |r| (r.epoch, r.state)))
     }
 
     /// `Ok(None)`: another broker's member holds partition 0.
