@@ -4,7 +4,7 @@
 use rdkafka::error::KafkaError;
 use thiserror::Error;
 
-use super::error::{KafkaSetupError, ReadError};
+use super::error::KafkaSetupError;
 use crate::coordinator::CoordinatorError;
 
 #[derive(Debug, Error)]
@@ -33,8 +33,6 @@ pub enum KafkaMirrorLockError {
         transactional_id: String,
         source: KafkaError,
     },
-    #[error(transparent)]
-    Assign(#[from] ReadError),
     #[error("reading {topic}: {source}")]
     Read { topic: String, source: KafkaError },
     #[error("reading {topic}: stuck at offset {at:?} before its end {end} for {timeout_ms} ms")]

@@ -23,10 +23,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use halyard_core::coordinator::LockState;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::Producer;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
@@ -34,7 +35,7 @@ use super::mirror_error::KafkaMirrorLockError;
 use super::mirror_member::{KafkaMirrorLockConfig, Member};
 use super::mirror_record::{decode, encode, LockRecord, RECORD_KEY};
 use super::produce::{is_fencing, send_journal_record, JournalContext, JournalProducer};
-use super::read::{assign_from_start, read_position, ReaderContext};
+use super::read::read_position;
 use crate::coordinator::{CoordinatorError, HeldLock, ReadState};
 
 type Error = KafkaMirrorLockError;
@@ -60,11 +61,26 @@ pub(crate) async fn on_thread<T: Send + 'static>(
     rx.await.map_err(|_| Error::NoAnswer(what))?
 }
 
+/// Quiet about end-of-partition, which the reader asks for on purpose.
+struct StateReaderContext;
+
+impl ClientContext for StateReaderContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        let eof = matches!(error, KafkaError::PartitionEOF(_))
+            || error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF);
+        if !eof {
+            warn!(%error, reason, "Kafka mirror lock state reader");
+        }
+    }
+}
+
+impl ConsumerContext for StateReaderContext {}
+
 /// The state topic as one holder reads and writes it.
 struct StateLog {
     /// Its delivery reports carry the offset of each record written.
     producer: JournalProducer,
-    reader: BaseConsumer<ReaderContext>,
+    reader: BaseConsumer<StateReaderContext>,
     topic: String,
     timeout: Duration,
     timeout_ms: u64,
@@ -97,7 +113,7 @@ impl StateLog {
             )
             .create_with_context(JournalContext::default())
             .map_err(|e| client("state producer", e))?;
-        let reader: BaseConsumer<ReaderContext> = config
+        let reader: BaseConsumer<StateReaderContext> = config
             .kafka
             .client()
             .set("client.id", format!("halyard-mirror-{}", config.node))
@@ -108,7 +124,7 @@ impl StateLog {
             .set("enable.partition.eof", "true")
             .set("fetch.wait.max.ms", "10")
             .set("auto.offset.reset", "earliest")
-            .create_with_context(ReaderContext)
+            .create_with_context(StateReaderContext)
             .map_err(|e| client("state reader", e))?;
         Ok(StateLog {
             producer,
@@ -146,7 +162,10 @@ impl StateLog {
     /// a writer reads up to past its own record).
     fn read_until(&mut self, end: i64) -> Result<(), Error> {
         if !self.assigned {
-            assign_from_start(&self.reader, &self.topic)?;
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset(&self.topic, 0, Offset::Beginning)
+                .and_then(|()| self.reader.assign(&tpl))
+                .map_err(|e| self.read_error(e))?;
             self.assigned = true;
         }
         let deadline = Instant::now() + self.timeout;
