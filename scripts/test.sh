@@ -116,6 +116,15 @@ step "Kafka journal reads of paged messages vs real Kafka (by id, tombstoned, ac
 HALYARD_KAFKA_BOOTSTRAP=$(scripts/services/kafka.sh bootstrap) \
     cargo test --workspace --profile test-release --test kafka_journal_reads -- --ignored
 
+step "Kafka mirror lock (--lock-coordinator kafka:) vs real Kafka: one holder, epochs grow, stale and fenced writes refused, a SIGKILLed holder and one cut off by the fault proxy followed with a larger epoch; the coordinated lock driver on it"
+HALYARD_KAFKA_BOOTSTRAP=$(scripts/services/kafka.sh bootstrap) \
+HALYARD_KAFKA_PROXIED_BOOTSTRAP=$(scripts/services/kafka.sh proxied-bootstrap) \
+HALYARD_KAFKA_PROXIED_UPSTREAM=$(scripts/services/kafka.sh proxied-upstream) \
+    cargo test --workspace --profile test-release --test kafka_mirror_lock -- --ignored
+# The coordinated lock driver on it (io/tests/coordinated_lock.rs, its kafka_* tests).
+HALYARD_KAFKA_BOOTSTRAP=$(scripts/services/kafka.sh bootstrap) \
+    cargo test --workspace --profile test-release --test coordinated_lock -- --ignored kafka_
+
 step "ZooKeeper lock: the io lock (ephemeral node, fencing epoch, lock state) against a real Apache ZooKeeper 3.9.5 (Maven Central, standalone on 127.0.0.1)"
 scripts/ci/zookeeper.sh
 
@@ -137,7 +146,7 @@ scripts/ci/paging.sh
 step "paging over the Kafka journal: 100,000 persistent 1 KiB messages past --max-memory-bytes 16 MiB read back from the topic in order, also across a SIGKILL and failover to a backup (real nodes, real Kafka)"
 scripts/ci/kafka-paging.sh
 
-step "mirroring: seed 002's flow with real brokers (sync mirroring both ways, file lock and ZooKeeper lock, SIGKILL of the active, all 30 from the other), 10,000 messages with the kill mid-stream, the killed broker back in sync (stomp.py, real nodes)"
+step "mirroring: seed 002's flow with real brokers (sync mirroring both ways, file lock, ZooKeeper lock and Kafka lock, SIGKILL of the active, all 30 from the other), 10,000 messages with the kill mid-stream, the killed broker back in sync (stomp.py, real nodes)"
 scripts/ci/mirror.sh
 
 step "the Kafka bridge: kafka.<topic> addresses <-> Kafka topics exactly once across a SIGKILL (stomp.py, confluent-kafka, real nodes)"

@@ -207,7 +207,7 @@ pub struct NodeSettings {
     /// A receipt waits for every in-sync peer to have the change durable; false mirrors asynchronously (a window of loss) [default: true]
     #[arg(long, env = "HALYARD_MIRROR_SYNC", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub mirror_sync: Option<bool>,
-    /// Who accepts clients: file:DIR (flock in a shared folder), zookeeper:HOST:PORT[,HOST:PORT...] or kafka:HOST:PORT[,...] (kafka: not available for mirroring yet)
+    /// Who accepts clients: file:DIR (flock in a shared folder), zookeeper:HOST:PORT[,HOST:PORT...] or kafka:HOST:PORT[,...] (a Kafka consumer group and a state topic named after --lock-id)
     #[arg(long, env = "HALYARD_LOCK_COORDINATOR", value_name = "KIND:WHERE")]
     pub lock_coordinator: Option<crate::mirror_config::LockCoordinator>,
     /// The lock's name, shared by the brokers of one mirrored group [default: halyard]

@@ -285,7 +285,7 @@ pub fn lock_service(m: &MirrorConfig) -> Result<halyard_io::coordinator::LockSer
     use halyard_io::coordinator::LockService;
     match &m.lock {
         None => Err(format!(
-            "--mirror-listen {}: mirroring needs --lock-coordinator (file:DIR or zookeeper:HOST:PORT): \
+            "--mirror-listen {}: mirroring needs --lock-coordinator (file:DIR, zookeeper:HOST:PORT or kafka:HOST:PORT): \
              without a lock both brokers would accept clients",
             m.listen
         )),
@@ -298,17 +298,27 @@ pub fn lock_service(m: &MirrorConfig) -> Result<halyard_io::coordinator::LockSer
                 .join(","),
             session_timeout_ms: ZOOKEEPER_SESSION_MS,
         }),
-        Some(LockCoordinator::Kafka(_)) => Err(
-            "--lock-coordinator kafka:...: the Kafka group lock is not available for mirroring yet \
-             (issue 13); use file:DIR or zookeeper:HOST:PORT"
-                .to_string(),
-        ),
+        Some(LockCoordinator::Kafka(servers)) => Ok(LockService::Kafka {
+            bootstrap: servers
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+            session_timeout_ms: KAFKA_SESSION_MS,
+        }),
     }
 }
 
 /// The ZooKeeper session timeout of a mirrored broker's lock: a broker
 /// whose process hangs loses the lock this long after its last heartbeat.
 pub const ZOOKEEPER_SESSION_MS: u64 = 6_000;
+
+/// The Kafka group session timeout of a mirrored broker's lock
+/// (`session.timeout.ms` of its member of `halyard-mirror-lock-<lock-id>`):
+/// partition 0 moves this long after a broker whose process died or hung
+/// last heartbeated. Kafka must allow it (`group.min.session.timeout.ms`,
+/// 6 s by default, and `group.max.session.timeout.ms`).
+pub const KAFKA_SESSION_MS: u64 = 6_000;
 
 /// The peer timeout: a sync peer silent this long leaves the in-sync set.
 fn peer_timeout_ms(check_period_ms: u64) -> u64 {
@@ -462,6 +472,40 @@ mod tests {
         assert_eq!(m.lock, None);
         let msg = lock_service(&m).unwrap_err();
         assert!(msg.contains("mirroring needs --lock-coordinator"), "{msg}");
+    }
+
+    #[test]
+    fn each_lock_coordinator_has_its_lock_service() {
+        use halyard_io::coordinator::LockService;
+        let with = |spec: &str| {
+            let m = resolve(MirrorSettings {
+                lock_coordinator: Some(spec.parse().unwrap()),
+                ..settings()
+            })
+            .unwrap()
+            .unwrap();
+            lock_service(&m)
+        };
+        assert_eq!(
+            with("file:/shared/locks"),
+            Ok(LockService::File {
+                dir: "/shared/locks".into()
+            })
+        );
+        assert_eq!(
+            with("zookeeper:zk1:2181,zk2:2181"),
+            Ok(LockService::ZooKeeper {
+                hosts: "zk1:2181,zk2:2181".into(),
+                session_timeout_ms: ZOOKEEPER_SESSION_MS,
+            })
+        );
+        assert_eq!(
+            with("kafka:k1:9092,[::1]:9093"),
+            Ok(LockService::Kafka {
+                bootstrap: "k1:9092,[::1]:9093".into(),
+                session_timeout_ms: KAFKA_SESSION_MS,
+            })
+        );
     }
 
     #[test]

@@ -111,11 +111,15 @@ fn mirroring_without_a_usable_lock_coordinator_is_refused() {
     let err = text(&out.stderr);
     assert!(err.contains("mirroring needs --lock-coordinator"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
-    // The Kafka group lock is not wired to mirroring yet: said, not ignored.
-    let out = mirrored(&["--lock-coordinator", "kafka:127.0.0.1:9092"]);
+    // A Kafka lock coordinator without a port is named.
+    let out = mirrored(&["--lock-coordinator", "kafka:127.0.0.1"]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let err = text(&out.stderr);
-    assert!(err.contains("not available for mirroring yet"), "{err}");
+    assert!(
+        err.contains("--lock-coordinator")
+            && err.contains("kafka: \"127.0.0.1\" is not HOST:PORT: no port"),
+        "{err}"
+    );
     // A bad lock coordinator is named, as a usage error.
     let out = halyard(&["node", "--lock-coordinator", "nfs:/x"]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");

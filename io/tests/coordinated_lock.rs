@@ -7,7 +7,10 @@
 //! On the file lock in a temporary folder, always; on a real Apache
 //! ZooKeeper (the `zookeeper_*` tests, ignored by default) with
 //! `HALYARD_ZOOKEEPER` set: scripts/ci/zookeeper.sh starts ZooKeeper and
-//! runs them with `--ignored`, as it runs io/tests/zookeeper_lock.rs. By hand:
+//! runs them with `--ignored`, as it runs io/tests/zookeeper_lock.rs; on a
+//! real Kafka (the `kafka_*` tests, ignored by default) with
+//! `HALYARD_KAFKA_BOOTSTRAP` set: scripts/test.sh runs them with
+//! `--ignored` after io/tests/kafka_mirror_lock.rs. By hand:
 //!
 //! ```text
 //! scripts/services/zookeeper.sh start
@@ -27,6 +30,7 @@ use halyard_io::coordinator::{
     spawn_coordinated_lock, BeforeActive, CoordinatedLockConfig, CoordinatorHandle,
     FileCoordinator, LockService, PeerNews, Role,
 };
+use halyard_io::kafka::{KafkaMirrorLock, KafkaMirrorLockConfig};
 use halyard_io::lock::LockHandle;
 use halyard_io::zookeeper::{ZkLockConfig, ZkSession};
 use tokio::sync::mpsc;
@@ -35,8 +39,11 @@ const LOCK_ID: &str = "mirror-cluster-clients";
 /// ZooKeeper sessions that must not expire during a test.
 const ZK_SESSION_MS: u64 = 30_000;
 const CHECK_PERIOD_MS: u64 = 50;
-/// Longest wait for something that should happen within a few periods.
-const STEP: Duration = Duration::from_secs(5);
+/// The Kafka group session of these tests (the test Kafka allows 1 s).
+const KAFKA_SESSION_MS: u64 = 2_000;
+/// Longest wait for something that should happen within a few periods (a
+/// Kafka member's first ask waits up to 4 s for its group's rebalance).
+const STEP: Duration = Duration::from_secs(10);
 
 fn set(names: &[&str]) -> BTreeSet<String> {
     names.iter().map(|s| s.to_string()).collect()
@@ -57,6 +64,7 @@ struct Broker {
 enum Where {
     File(PathBuf),
     ZooKeeper { connect: String, lock_id: String },
+    Kafka { bootstrap: String, lock_id: String },
 }
 
 impl Where {
@@ -67,13 +75,17 @@ impl Where {
                 hosts: connect.clone(),
                 session_timeout_ms: ZK_SESSION_MS,
             },
+            Where::Kafka { bootstrap, .. } => LockService::Kafka {
+                bootstrap: bootstrap.clone(),
+                session_timeout_ms: KAFKA_SESSION_MS,
+            },
         }
     }
 
     fn lock_id(&self) -> String {
         match self {
             Where::File(_) => LOCK_ID.to_string(),
-            Where::ZooKeeper { lock_id, .. } => lock_id.clone(),
+            Where::ZooKeeper { lock_id, .. } | Where::Kafka { lock_id, .. } => lock_id.clone(),
         }
     }
 
@@ -92,6 +104,16 @@ impl Where {
                     .expect("connect");
                 let read = session.read_state().await.expect("read state");
                 read.state.map(|s| LockState::new(s.epoch, s.in_sync))
+            }
+            Where::Kafka { bootstrap, lock_id } => {
+                let config =
+                    KafkaMirrorLockConfig::new(bootstrap.as_str(), lock_id.as_str(), "observer");
+                let observer = KafkaMirrorLock::new(config).expect("valid settings");
+                tokio::time::timeout(STEP, observer.peek())
+                    .await
+                    .expect("read in time")
+                    .expect("read the state topic")
+                    .1
             }
         }
     }
@@ -128,6 +150,24 @@ fn zookeeper(test: &str) -> Where {
         .as_nanos();
     let lock_id = format!("test-coordinated-{test}-{}-{nanos}", std::process::id());
     Where::ZooKeeper { connect, lock_id }
+}
+
+fn kafka(test: &str) -> Where {
+    let bootstrap = match std::env::var("HALYARD_KAFKA_BOOTSTRAP") {
+        Ok(addr) if !addr.trim().is_empty() => addr,
+        _ => panic!(
+            "HALYARD_KAFKA_BOOTSTRAP is not set: these tests need a running Kafka. Run \
+             scripts/test.sh, which starts one and runs them; or start it with \
+             `scripts/services/kafka.sh start` and set \
+             HALYARD_KAFKA_BOOTSTRAP=$(scripts/services/kafka.sh bootstrap)"
+        ),
+    };
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let lock_id = format!("test-coordinated-{test}-{}-{nanos}", std::process::id());
+    Where::Kafka { bootstrap, lock_id }
 }
 
 fn config(node: &str, at: &Where) -> CoordinatedLockConfig {
@@ -400,6 +440,18 @@ async fn zookeeper_one_active_then_the_in_sync_peer_takes_over_with_a_newer_epoc
 #[ignore = "needs ZooKeeper: scripts/ci/zookeeper.sh"]
 async fn zookeeper_a_peer_outside_the_in_sync_set_does_not_take_over() {
     out_of_sync_waits(zookeeper("out-of-sync")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Kafka (HALYARD_KAFKA_BOOTSTRAP): scripts/test.sh"]
+async fn kafka_one_active_then_the_in_sync_peer_takes_over_with_a_newer_epoch() {
+    handover(kafka("handover")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Kafka (HALYARD_KAFKA_BOOTSTRAP): scripts/test.sh"]
+async fn kafka_a_peer_outside_the_in_sync_set_does_not_take_over() {
+    out_of_sync_waits(kafka("out-of-sync")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

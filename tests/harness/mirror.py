@@ -96,7 +96,10 @@ NOT_AVAILABLE = "mirroring is not available yet (issue 13)"
 # check period (the issue's goal: check period + 1 s). ZooKeeper: the
 # killed broker's ephemeral znode lives until its session times out
 # (ZkLockConfig::session_timeout, 10 s by default), then a check period.
-FAILOVER_WAIT_S = {"file": 30.0, "zookeeper": 60.0}
+# Kafka: the killed broker's group member keeps partition 0 of the lock
+# group until its session times out (6 s), then a rebalance and a check
+# period.
+FAILOVER_WAIT_S = {"file": 30.0, "zookeeper": 60.0, "kafka": 60.0}
 FAILOVER_GOAL_S = CHECK_PERIOD_MS / 1000 + 1.0
 
 HTTP_TIMEOUT_S = 5.0

@@ -5,8 +5,9 @@ Here:
 
 - `mirror_pair(kind)` (per test): a `harness.mirror.Pair` of two MirrorNodes
   named `server0` and `server1`, mirroring to each other, sharing one lock
-  (`file:<tmp>/locks`, or `zookeeper:<HALYARD_ZOOKEEPER>` with a lock id
-  of its own so an earlier run's znodes do not count). At teardown each node
+  (`file:<tmp>/locks`, `zookeeper:<HALYARD_ZOOKEEPER>` or
+  `kafka:<HALYARD_KAFKA_BOOTSTRAP>`, the last two with a lock id of their
+  own so an earlier run's znodes or topics do not count). At teardown each node
   is checked for a panic and stopped (`harness.node.close_all`).
 - `mirror_proxies(pair)` (per test): `harness.mirror.MirrorProxy` on each
   direction of the mirror link (server0's `--mirror` through P01 to
@@ -17,6 +18,10 @@ Here:
 - `zookeeper` (session): the connect string in HALYARD_ZOOKEEPER
   (scripts/ci/mirror.sh starts ZooKeeper 3.9.5 and sets it); missing or not
   answering fails the test, it is never skipped.
+- `kafka` (session): the bootstrap address in HALYARD_KAFKA_BOOTSTRAP
+  (scripts/ci/mirror.sh starts Kafka with scripts/services/kafka.sh unless
+  it runs, and sets it); missing or not answering a metadata request fails
+  the test, it is never skipped.
 - `figures` (per test): measured figures (`harness.mirror.note`), printed
   as they come, added to the test's report as a "mirror figures" section
   and repeated in the terminal summary, pass or fail (as tests/paging does).
@@ -120,9 +125,26 @@ def zookeeper() -> str:
     return cs
 
 
+@pytest.fixture(scope="session")
+def kafka() -> str:
+    """HALYARD_KAFKA_BOOTSTRAP, checked to answer a metadata request (with
+    confluent-kafka); fails (never skips) otherwise."""
+    bootstrap = os.environ.get("HALYARD_KAFKA_BOOTSTRAP", "").strip()
+    if not bootstrap:
+        pytest.fail("HALYARD_KAFKA_BOOTSTRAP is not set: run the suite with scripts/ci/mirror.sh (it starts Kafka "
+                    "with scripts/services/kafka.sh), or start it and export "
+                    "HALYARD_KAFKA_BOOTSTRAP=$(scripts/services/kafka.sh bootstrap)", pytrace=False)
+    from confluent_kafka.admin import AdminClient
+    try:
+        AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10)
+    except Exception as e:  # KafkaException, or a timeout
+        pytest.fail(f"Kafka at HALYARD_KAFKA_BOOTSTRAP={bootstrap} does not answer: {e!r}", pytrace=False)
+    return bootstrap
+
+
 @pytest.fixture
 def mirror_pair(tmp_path, request):
-    """Factory: mirror_pair("file" | "zookeeper") -> a Pair not yet started;
+    """Factory: mirror_pair("file" | "zookeeper" | "kafka") -> a Pair not yet started;
     checked for panics and stopped at teardown."""
     made: list[Pair] = []
 
@@ -134,6 +156,12 @@ def mirror_pair(tmp_path, request):
             # A lock id of its own: /halyard/NAME's epoch and state persist
             # in ZooKeeper across runs.
             pair = Pair(tmp_path, kind, f"zookeeper:{zk}", f"{LOCK_ID}-{uuid.uuid4().hex[:8]}")
+        elif kind == "kafka":
+            bootstrap = request.getfixturevalue("kafka")
+            # A lock id of its own: the group and the state topic
+            # (halyard-mirror-lock-NAME, halyard-mirror-state-NAME) outlive
+            # a run.
+            pair = Pair(tmp_path, kind, f"kafka:{bootstrap}", f"{LOCK_ID}-{uuid.uuid4().hex[:8]}")
         else:
             raise ValueError(f"unknown lock kind {kind!r}")
         log(pair.describe())

@@ -1,11 +1,12 @@
 """Seed 002 (Artemis's mirroring + lock-coordinator example) with real
 processes: two brokers, each on its own local journal, mirroring to each
-other with `--mirror-sync`, one lock (a file lock in a shared folder, or
-ZooKeeper) deciding which one accepts clients; the STOMP failover client
+other with `--mirror-sync`, one lock (a file lock in a shared folder,
+ZooKeeper or Kafka) deciding which one accepts clients; the STOMP failover client
 (`harness.failover`) over both client ports, like seed 002's
 `failover:(amqp://localhost:61616,amqp://localhost:61617)`.
 
-- `test_seed002_file_lock` / `test_seed002_zookeeper`: 30 persistent
+- `test_seed002_file_lock` / `test_seed002_zookeeper` /
+  `test_seed002_kafka`: 30 persistent
   messages to `exampleQueue` with receipts, SIGKILL of server0, all 30
   consumed from server1 in order, exactly once; server1 accepts, server0's
   port is closed; never both accepting; the failover time is measured.
@@ -115,6 +116,10 @@ def test_seed002_file_lock(mirror_pair, figures):
 
 def test_seed002_zookeeper(mirror_pair, figures):
     run_seed002(mirror_pair("zookeeper"), figures)
+
+
+def test_seed002_kafka(mirror_pair, figures):
+    run_seed002(mirror_pair("kafka"), figures)
 
 
 def test_kill_mid_stream_10k(mirror_pair, figures):

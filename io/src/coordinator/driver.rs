@@ -1,6 +1,6 @@
 //! The coordinated lock: the node's lock port served by the core lock
 //! coordinator (`halyard_core::coordinator::Coordinator`) on a lock service
-//! (a file lock in a shared folder, or ZooKeeper).
+//! (a file lock in a shared folder, ZooKeeper, or Kafka).
 //!
 //! One task owns the state machine and the held lock. It drives the
 //! machine's clock (milliseconds since the task started, tokio's monotonic
@@ -60,6 +60,13 @@ pub enum LockService {
     /// Apache ZooKeeper: `hosts` is `host:port[,host:port...]`.
     ZooKeeper {
         hosts: String,
+        session_timeout_ms: u64,
+    },
+    /// Kafka: a consumer group and a compacted state topic
+    /// (`crate::kafka::KafkaMirrorLock`); `bootstrap` is
+    /// `host:port[,host:port...]`.
+    Kafka {
+        bootstrap: String,
         session_timeout_ms: u64,
     },
 }
@@ -125,6 +132,11 @@ const FILE_CALL_MS_MIN: u64 = 5_000;
 /// connection takes up to about the session timeout).
 #[cfg(not(madsim))]
 const ZK_CALL_SLACK_MS: u64 = 1_000;
+/// Added to three Kafka session timeouts for the longest wait for a call (an
+/// acquisition joins the group, waits for its first rebalance, then
+/// initialises the producer, reads and writes the state topic).
+#[cfg(not(madsim))]
+const KAFKA_CALL_SLACK_MS: u64 = 1_000;
 
 /// Spawns the task; the node sends its lock requests through the returned
 /// [`LockHandle`] and hears `Input::Lock(..)` on `inputs`.
@@ -177,9 +189,38 @@ pub fn spawn_coordinated_lock(
             let timing = Timing::zookeeper(check_period_ms, session_timeout_ms);
             tokio::spawn(Driver::new(config.coordinator, service, timing, ends).run());
         }
+        #[cfg(not(madsim))]
+        (
+            None,
+            LockService::Kafka {
+                bootstrap,
+                session_timeout_ms,
+            },
+        ) => {
+            let kafka = crate::kafka::KafkaMirrorLockConfig::new(bootstrap, config.lock_id, node)
+                .with_session_timeout_ms(session_timeout_ms);
+            let timing = Timing::kafka(check_period_ms, session_timeout_ms);
+            match crate::kafka::KafkaMirrorLock::new(kafka) {
+                Ok(service) => {
+                    tokio::spawn(Driver::new(config.coordinator, service, timing, ends).run());
+                }
+                Err(e) => {
+                    let reason = e.to_string();
+                    error!(node = %config.coordinator.node, %reason, "Kafka mirror lock settings refused");
+                    let service = Refused { reason };
+                    tokio::spawn(Driver::new(config.coordinator, service, timing, ends).run());
+                }
+            }
+        }
         #[cfg(madsim)]
         (None, LockService::ZooKeeper { .. }) => {
             let reason = "ZooKeeper is not available under madsim".to_string();
+            let timing = Timing::file(check_period_ms);
+            tokio::spawn(Driver::new(config.coordinator, Refused { reason }, timing, ends).run());
+        }
+        #[cfg(madsim)]
+        (None, LockService::Kafka { .. }) => {
+            let reason = "Kafka is not available under madsim".to_string();
             let timing = Timing::file(check_period_ms);
             tokio::spawn(Driver::new(config.coordinator, Refused { reason }, timing, ends).run());
         }
@@ -213,6 +254,18 @@ impl Timing {
     fn zookeeper(check_period_ms: Millis, session_timeout_ms: u64) -> Timing {
         let check_ms = check_period_ms.min(session_timeout_ms / 5).max(10);
         let call_ms = check_period_ms.max(session_timeout_ms) + ZK_CALL_SLACK_MS;
+        Timing {
+            check_every: Duration::from_millis(check_ms),
+            call_limit: Duration::from_millis(call_ms),
+        }
+    }
+
+    /// Checked like ZooKeeper's lock: the group member's view (partition 0
+    /// kept or taken) is seen within a fifth of the session timeout.
+    #[cfg(not(madsim))]
+    fn kafka(check_period_ms: Millis, session_timeout_ms: u64) -> Timing {
+        let check_ms = check_period_ms.min(session_timeout_ms / 5).max(10);
+        let call_ms = check_period_ms.max(3 * session_timeout_ms) + KAFKA_CALL_SLACK_MS;
         Timing {
             check_every: Duration::from_millis(check_ms),
             call_limit: Duration::from_millis(call_ms),

@@ -4,16 +4,20 @@
 //! to take the active role, when to step down) are
 //! `halyard_core::coordinator::Coordinator`'s.
 //!
-//! Two implementations share the [`LockCoordinator`] / [`HeldLock`] face,
-//! so that one driver can feed either to the core state machine:
+//! Three implementations share the [`LockCoordinator`] / [`HeldLock`] face,
+//! so that one driver can feed any of them to the core state machine:
 //!
 //! - [`FileCoordinator`] (`--lock-coordinator file:DIR`): `flock` on a file
 //!   in a folder the brokers share, the epoch and the state in files beside
 //!   it, written atomically.
 //! - `crate::zookeeper::ZkSession` (`zookeeper:HOST:PORT,...`): an
 //!   ephemeral znode, the epoch and the state in versioned znodes.
+//! - `crate::kafka::KafkaMirrorLock` (`kafka:HOST:PORT,...`): partition 0 of
+//!   a one-partition topic in a consumer group, the epoch and the state in a
+//!   compacted topic written by a transactional producer that fences every
+//!   earlier holder.
 //!
-//! [`spawn_coordinated_lock`] joins the core state machine to either one
+//! [`spawn_coordinated_lock`] joins the core state machine to any one
 //! and to the node's lock port (`--lock-coordinator`): the node hears
 //! `LockEvent::Acquired` only as the active broker of a new epoch, and the
 //! mirror links follow the role and the peers receipts wait for through a

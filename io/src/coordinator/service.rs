@@ -2,8 +2,10 @@
 //! [`LockCoordinator`] face, made to survive a start without the service:
 //! the file lock is opened again at every attempt (the folder may appear
 //! later), the ZooKeeper session is connected at the first attempt and again
-//! after it ended, and a service that cannot be used at all refuses every
-//! attempt with its reason.
+//! after it ended, the Kafka group member joins at the first attempt and
+//! again after it left (`crate::kafka::KafkaMirrorLock` does that itself),
+//! and a service that cannot be used at all refuses every attempt with its
+//! reason.
 
 use super::error::CoordinatorError;
 use super::file::{FileCoordinator, FileHeld};
@@ -28,8 +30,8 @@ impl LockCoordinator for FileService {
     }
 }
 
-/// A lock service that cannot be used (a bad setting, or ZooKeeper under
-/// madsim): every attempt fails with `reason`.
+/// A lock service that cannot be used (a bad setting, or ZooKeeper or Kafka
+/// under madsim): every attempt fails with `reason`.
 #[derive(Clone, Debug)]
 pub struct Refused {
     pub reason: String,

@@ -10,8 +10,12 @@
 //! (what a committed transaction changes in the offsets), `view` and
 //! `standby` (the copy a backup keeps), `open` (fence and load), `journal`
 //! (the driver thread with group commit), `lock` (the group lock),
-//! `bridge_reader` (the Kafka bridge's reader of bridged topics) and
-//! `bridge_forwarder` (its outbox forwarder, with a local journal).
+//! `bridge_reader` (the Kafka bridge's reader of bridged topics),
+//! `bridge_forwarder` (its outbox forwarder, with a local journal), and the
+//! lock coordinator of mirrored brokers: `mirror_record` (its state
+//! record), `mirror_error`, `mirror_member` (its settings, the group
+//! member), `mirror_held` (the epoch and the state, fenced by a
+//! transactional producer) and `mirror_lock` (the `LockCoordinator`).
 
 mod bridge_forwarder;
 mod bridge_reader;
@@ -20,6 +24,11 @@ mod error;
 mod fetch;
 mod journal;
 mod lock;
+mod mirror_error;
+mod mirror_held;
+mod mirror_lock;
+mod mirror_member;
+mod mirror_record;
 mod offsets;
 mod open;
 mod paged;
@@ -37,6 +46,10 @@ pub use error::{FetchError, KafkaSetupError, ReadError, StandbyError};
 pub use fetch::Fetcher;
 pub use journal::spawn_kafka_journal;
 pub use lock::{spawn_kafka_lock, KafkaLockConfig};
+pub use mirror_error::KafkaMirrorLockError;
+pub use mirror_held::{KafkaHeld, StateOffset};
+pub use mirror_lock::KafkaMirrorLock;
+pub use mirror_member::{KafkaMirrorLockConfig, MIRROR_SESSION_TIMEOUT_MS_DEFAULT};
 pub use offsets::OffsetIndex;
 pub use open::LINGER_MS_DEFAULT;
 pub use paged::{read_paged, PagedReadError, RecordError};
