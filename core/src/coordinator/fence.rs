@@ -32,7 +32,8 @@ impl EpochFence {
     pub fn starting_at(epoch: u64) -> EpochFence {
         EpochFence {
             newest: epoch,
-            ..EpochFence::default()
+            #[cfg(feature = "planted-bugs")]
+            planted_admit_stale: false,
         }
     }
 

@@ -115,6 +115,10 @@ pub struct CoordinatorHandle {
     /// active); follows the coordinator's `Output::RequiredAcks`.
     pub required: watch::Receiver<Option<(u64, BTreeSet<String>)>>,
     pub news: mpsc::UnboundedSender<PeerNews>,
+    /// The newest epoch the coordinator knows (acquired, read in the lock
+    /// state, seen on a link): the mirror target refuses streams older
+    /// than it.
+    pub newest: watch::Receiver<u64>,
 }
 
 /// Awaited with the epoch before the node hears `LockEvent::Acquired` (the
@@ -149,6 +153,7 @@ pub fn spawn_coordinated_lock(
     let (news_tx, news_rx) = mpsc::unbounded_channel();
     let (role_tx, role) = watch::channel(Role::Passive);
     let (required_tx, required) = watch::channel(None);
+    let (newest_tx, newest) = watch::channel(0u64);
     let check_period_ms = config.coordinator.check_period_ms;
     let ends = Ends {
         requests: rx,
@@ -157,6 +162,7 @@ pub fn spawn_coordinated_lock(
         before_active,
         role: role_tx,
         required: required_tx,
+        newest: newest_tx,
     };
     let node = config.coordinator.node.clone();
     let refused = config.coordinator.validate().err().map(|e| e.to_string());
@@ -229,6 +235,7 @@ pub fn spawn_coordinated_lock(
         role,
         required,
         news: news_tx,
+        newest,
     };
     (LockHandle::new(tx), handle)
 }
@@ -281,6 +288,7 @@ struct Ends {
     before_active: BeforeActive,
     role: watch::Sender<Role>,
     required: watch::Sender<Option<(u64, BTreeSet<String>)>>,
+    newest: watch::Sender<u64>,
 }
 
 /// The held lock, with the state version of the last read or write (a
@@ -359,6 +367,16 @@ impl<C: LockCoordinator> Driver<C> {
         let mut news_open = true;
         loop {
             self.carry_out().await;
+            let newest = self
+                .machine
+                .as_ref()
+                .map_or(0, |m| m.fence().newest())
+                .max(self.newest_epoch);
+            self.ends.newest.send_if_modified(|n| {
+                let newer = newest > *n;
+                *n = (*n).max(newest);
+                newer
+            });
             if self.node_gone {
                 self.stop().await;
                 return;

@@ -15,6 +15,7 @@ use halyard_core::journal::group_commit::EncodedEntry;
 use halyard_core::mirror::{HubNews, HubOutput, MirrorFrame, MirrorHub};
 use halyard_core::node::{Input, JournalEvent, JournalRequest};
 use tokio::sync::{mpsc, watch};
+use tracing::warn;
 
 use crate::coordinator::{PeerNews, Role};
 use crate::journal::JournalHandle;
@@ -88,6 +89,7 @@ impl Hub {
         // Each peer's connection writer, while its link is up.
         let mut writers: Vec<Option<mpsc::UnboundedSender<Bytes>>> = vec![None; self.peers.len()];
         let mut heartbeat = tokio::time::interval(HEARTBEAT_EVERY);
+        let mut beats: u64 = 0;
         loop {
             // Biased: a group's `Written` is sent before the journal's
             // answers for it, and must be taken first.
@@ -119,7 +121,13 @@ impl Hub {
                         hub.coordinator_requires(epoch, peers);
                     }
                 }
-                _ = heartbeat.tick() => hub.heartbeat(),
+                _ = heartbeat.tick() => {
+                    hub.heartbeat();
+                    beats += 1;
+                    if beats.is_multiple_of(BEATS_PER_DEPTH_LOG) {
+                        log_depth(&hub, self.peers.len());
+                    }
+                }
             }
             self.carry_out(&mut hub, &mut writers);
             if !self.forward(&mut hub).await {
@@ -235,6 +243,28 @@ impl Hub {
             HubMsg::PeerFrame { idx, conn, frame } => hub.peer_frame(idx, conn, frame),
             HubMsg::PeerDown { idx, conn, reason } => hub.peer_down(idx, conn, &reason),
         }
+    }
+}
+
+/// Heartbeats between two logs of what waits for an absent peer (10 s).
+const BEATS_PER_DEPTH_LOG: u64 = 40;
+
+/// While a peer is not streaming, how much of the stream waits for it
+/// (the outbox, then the journal: a snapshot once the outbox no longer
+/// reaches back far enough).
+fn log_depth(hub: &MirrorHub, peers: usize) {
+    let f = hub.figures();
+    if f.unacknowledged > 0 && (f.peers_streaming as usize) < peers {
+        warn!(
+            groups = f.unacknowledged,
+            outbox_bytes = f.outbox_bytes,
+            streaming = f.peers_streaming,
+            peers,
+            "mirror: {} groups wait for a peer that is away ({} of {peers} peers streaming; {} bytes in the outbox, the rest in the journal)",
+            f.unacknowledged,
+            f.peers_streaming,
+            f.outbox_bytes
+        );
     }
 }
 

@@ -157,6 +157,15 @@ impl Prepared {
             self.fence.clone(),
             coord.news.clone(),
         ));
+        // The target's fence learns every epoch the coordinator knows.
+        let fence = self.fence.clone();
+        let mut newest = coord.newest.clone();
+        tokio::spawn(async move {
+            while newest.changed().await.is_ok() {
+                let e = *newest.borrow_and_update();
+                fence.lock().expect("fence lock").observe(e);
+            }
+        });
         // A broker that steps down takes streams again (once the node
         // has closed its journal: until then opening it fails and the
         // source retries).
