@@ -112,6 +112,11 @@ struct Totals {
     in_sync_changes: u64,
     refused_takeovers: u64,
     stale_refused: u64,
+    mirror_receipted: u64,
+    mirror_acknowledged: u64,
+    mirror_applied: u64,
+    mirror_lost_async: u64,
+    handbacks: u64,
     coordinator_faults: BTreeMap<&'static str, u64>,
 }
 
@@ -165,6 +170,11 @@ impl Totals {
         self.in_sync_changes += c.in_sync_changes;
         self.refused_takeovers += c.refused_takeovers;
         self.stale_refused += c.stale_refused;
+        self.mirror_receipted += c.receipted;
+        self.mirror_acknowledged += c.acknowledged;
+        self.mirror_applied += c.events_applied;
+        self.mirror_lost_async += c.lost_async;
+        self.handbacks += c.handbacks;
         for (k, v) in &c.faults {
             *self.coordinator_faults.entry(k).or_insert(0) += v;
         }
@@ -398,6 +408,14 @@ fn print_summary(t: &Totals, secs: f64) {
             t.stale_refused,
             t.coordinator_seeds,
             if faults.is_empty() { "none".into() } else { faults.join(", ") }
+        );
+        println!(
+            "mirroring: {} messages receipted, {} acknowledged, {} groups applied by peers, {} handbacks to a primary; {} receipted messages lost by takeovers in async seeds (none may be with sync mirroring)",
+            t.mirror_receipted,
+            t.mirror_acknowledged,
+            t.mirror_applied,
+            t.handbacks,
+            t.mirror_lost_async
         );
     }
     println!(
