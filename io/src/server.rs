@@ -390,6 +390,7 @@ fn log_event(e: &Event) {
             warn!("{e}")
         }
         Event::Fenced { .. }
+        | Event::SupersededByPeer { .. }
         | Event::FencedAfterStepDown { .. }
         | Event::JournalFailed { .. }
         | Event::LockLost { .. }

@@ -13,5 +13,6 @@
 
 mod state;
 mod transitions;
+pub mod watch;
 
 pub use state::{AfterDrain, HaState, Role};

@@ -29,17 +29,33 @@ impl Node {
             LockEvent::Acquired => match self.state {
                 HaState::Waiting { .. } => {
                     self.event(Event::LiveLockObtained);
-                    self.state = HaState::Loading;
-                    self.broker = Broker::new(self.config.broker_config());
-                    self.broker.begin_load();
-                    self.loaded_entries = 0;
-                    self.opens_unanswered += 1;
-                    self.outputs
-                        .push_back(Output::Journal(JournalRequest::Open));
+                    self.begin_loading();
                 }
                 HaState::Stopped => self.outputs.push_back(Output::Lock(LockRequest::Release)),
                 _ => {}
             },
+            LockEvent::Preempt { peer, reason } => {
+                if matches!(self.state, HaState::Waiting { .. }) {
+                    self.event(Event::Preempting { peer, reason });
+                    self.begin_loading();
+                }
+            }
+            LockEvent::PeerLive { peer, epoch } => {
+                // Loading has not picked its epoch yet: its own fencing
+                // settles it. Past that, a newer live peer read our
+                // activation and fenced us.
+                let serving = matches!(
+                    self.state,
+                    HaState::Activating | HaState::Live | HaState::Draining { .. }
+                );
+                if serving && epoch > self.epoch {
+                    self.step_down(Event::SupersededByPeer {
+                        peer,
+                        epoch,
+                        our_epoch: self.epoch,
+                    });
+                }
+            }
             LockEvent::Standby => {
                 if matches!(self.state, HaState::Waiting { .. }) && !self.announced_backup {
                     self.announced_backup = true;
@@ -61,6 +77,17 @@ impl Node {
                 self.event(Event::LockUnavailable { reason });
             }
         }
+    }
+
+    /// The lock is ours (or preempted): fence older writers and read.
+    fn begin_loading(&mut self) {
+        self.state = HaState::Loading;
+        self.broker = Broker::new(self.config.broker_config());
+        self.broker.begin_load();
+        self.loaded_entries = 0;
+        self.opens_unanswered += 1;
+        self.outputs
+            .push_back(Output::Journal(JournalRequest::Open));
     }
 
     pub(crate) fn on_journal(&mut self, ev: JournalEvent) {

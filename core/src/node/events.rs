@@ -15,6 +15,18 @@ pub enum Event {
     },
     BackupAnnounced,
     LiveLockObtained,
+    /// Fenced preemption: going live without the lock, the live `peer`
+    /// being suspected gone.
+    Preempting {
+        peer: String,
+        reason: String,
+    },
+    /// A peer went live with a newer epoch: this node was fenced.
+    SupersededByPeer {
+        peer: String,
+        epoch: u32,
+        our_epoch: u32,
+    },
     JournalLoaded {
         entries: u64,
         messages: u64,
@@ -105,6 +117,18 @@ impl fmt::Display for Event {
             }
             Event::BackupAnnounced => write!(f, "backup announced"),
             Event::LiveLockObtained => write!(f, "live lock obtained"),
+            Event::Preempting { peer, reason } => write!(
+                f,
+                "live {peer} suspected gone ({reason}): fencing it and going live without the lock"
+            ),
+            Event::SupersededByPeer {
+                peer,
+                epoch,
+                our_epoch,
+            } => write!(
+                f,
+                "peer {peer} is live at epoch {epoch} (ours {our_epoch}): fenced, stepping down"
+            ),
             Event::JournalLoaded {
                 entries,
                 messages,

@@ -113,6 +113,13 @@ pub enum LockEvent {
     HandBack,
     /// The lock service cannot be reached right now (informational while waiting).
     Unavailable { reason: String },
+    /// Fenced preemption: the live node `peer` seems gone (`reason`); a
+    /// waiting backup fences the journal and goes live without waiting for
+    /// the lock (safe because loading fences every older writer first).
+    Preempt { peer: String, reason: String },
+    /// The node `peer` says it is live at `epoch`: a live node with an
+    /// older epoch has been fenced and steps down at once.
+    PeerLive { peer: String, epoch: u32 },
 }
 
 /// An effect the driver must carry out.

@@ -1,0 +1,125 @@
+//! Fenced preemption at the node: a waiting backup told the live is
+//! suspected gone loads the journal (the journal's open fences older
+//! writers) exactly as if it held the lock; a live node hearing a peer live
+//! at a newer epoch steps down; nothing else moves.
+
+use halyard_core::journal::{Entry, Record};
+use halyard_core::node::{
+    AcceptRequest, Event, Input, JournalEvent, JournalRequest, LockEvent, LockRequest, Node,
+    NodeConfig, Output,
+};
+
+fn outputs(node: &mut Node) -> Vec<Output> {
+    std::iter::from_fn(|| node.poll_output()).collect()
+}
+
+fn preempt() -> Input {
+    Input::Lock(LockEvent::Preempt {
+        peer: "a".into(),
+        reason: "its peer link closed".into(),
+    })
+}
+
+fn peer_live(epoch: u32) -> Input {
+    Input::Lock(LockEvent::PeerLive {
+        peer: "b".into(),
+        epoch,
+    })
+}
+
+/// A node that went live at epoch 4 (the journal held epoch 3).
+fn live_node() -> Node {
+    let mut node = Node::new(NodeConfig::default());
+    node.handle(0, Input::Start);
+    node.handle(1, preempt());
+    node.handle(
+        2,
+        Input::Journal(JournalEvent::Loaded {
+            entries: vec![Entry::Put(Record::Activation {
+                epoch: 3,
+                node: "a".into(),
+            })],
+        }),
+    );
+    node.handle(3, Input::Journal(JournalEvent::Ready));
+    let ticket = outputs(&mut node)
+        .into_iter()
+        .find_map(|o| match o {
+            Output::Journal(JournalRequest::Append { ticket, .. }) => Some(ticket),
+            _ => None,
+        })
+        .expect("the activation is written");
+    node.handle(4, Input::Journal(JournalEvent::Durable { ticket }));
+    assert_eq!(node.epoch(), 4);
+    assert!(outputs(&mut node).contains(&Output::Accept(AcceptRequest::Start)));
+    node
+}
+
+#[test]
+fn a_waiting_backup_preempts_by_loading_the_journal() {
+    let mut node = Node::new(NodeConfig::default());
+    node.handle(0, Input::Start);
+    outputs(&mut node);
+    node.handle(1, preempt());
+    let out = outputs(&mut node);
+    assert!(
+        out.contains(&Output::Journal(JournalRequest::Open)),
+        "{out:?}"
+    );
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::Event(Event::Preempting { peer, .. }) if peer == "a")),
+        "{out:?}"
+    );
+    assert!(
+        out.iter()
+            .all(|o| !matches!(o, Output::Event(Event::LiveLockObtained))),
+        "a preemption is not the lock"
+    );
+    // A second suspicion while loading changes nothing.
+    node.handle(2, preempt());
+    assert!(outputs(&mut node).is_empty());
+}
+
+#[test]
+fn a_live_node_steps_down_for_a_newer_live_peer_only() {
+    let mut node = live_node();
+    node.handle(10, peer_live(3));
+    node.handle(11, peer_live(4));
+    assert!(
+        outputs(&mut node).is_empty(),
+        "older or equal epochs are ignored"
+    );
+    node.handle(12, preempt());
+    assert!(
+        outputs(&mut node).is_empty(),
+        "a live node does not preempt"
+    );
+    node.handle(13, peer_live(5));
+    let out = outputs(&mut node);
+    assert!(
+        out.contains(&Output::Accept(AcceptRequest::Stop)),
+        "{out:?}"
+    );
+    assert!(out.contains(&Output::Lock(LockRequest::Release)), "{out:?}");
+    assert!(
+        out.iter().any(|o| matches!(
+            o,
+            Output::Event(Event::SupersededByPeer {
+                epoch: 5,
+                our_epoch: 4,
+                ..
+            })
+        )),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn a_backup_ignores_live_peers() {
+    let mut node = Node::new(NodeConfig::default());
+    node.handle(0, Input::Start);
+    outputs(&mut node);
+    node.handle(1, peer_live(9));
+    assert!(outputs(&mut node).is_empty());
+}
