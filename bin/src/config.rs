@@ -219,6 +219,20 @@ pub struct NodeSettings {
     /// Operator override: take the active role even when the lock's in-sync set does not name this broker (accepts losing what it never received; logged every time) [default: false]
     #[arg(long, env = "HALYARD_FORCE_ACTIVE", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub force_active: Option<bool>,
+    /// Fenced preemption (Kafka journal): this node's peer port, where it says every 100 ms whether it is live; the peers watch it and take over at once when it closes
+    #[arg(long, env = "HALYARD_PEER_LISTEN", value_name = "ADDR:PORT")]
+    pub peer_listen: Option<SocketAddr>,
+    /// Another node's --peer-listen to watch (repeatable): its link closing, or silence for --peer-suspect-ms, while it was live makes this backup fence it and go live without waiting for the lock's session timeout
+    #[arg(
+        long = "peer",
+        env = "HALYARD_PEER",
+        value_name = "HOST:PORT",
+        value_delimiter = ','
+    )]
+    pub peer: Option<Vec<crate::mirror_config::HostPort>>,
+    /// Silence from a live peer after which it is suspected gone, in ms [default: 500]
+    #[arg(long, env = "HALYARD_PEER_SUSPECT_MS", value_name = "N")]
+    pub peer_suspect_ms: Option<u64>,
 }
 
 /// Where the journal and the lock live.
@@ -253,6 +267,8 @@ pub struct Resolved {
     pub tls: Option<halyard_io::tls::TlsSettings>,
     /// Mirroring and its lock coordinator (`None`: not asked for).
     pub mirror: Option<crate::mirror_config::MirrorConfig>,
+    /// Fenced preemption's peer port (`None`: not asked for).
+    pub preemption: Option<halyard_io::peer::PeerConfig>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -278,6 +294,8 @@ pub enum ConfigError {
     Limits(String),
     #[error("{0}")]
     Mirror(String),
+    #[error("{0}")]
+    Peer(String),
 }
 
 pub fn load_file(path: &Path) -> Result<NodeSettings, ConfigError> {
@@ -355,7 +373,10 @@ pub fn merge(cli: &NodeSettings, file: &NodeSettings) -> NodeSettings {
         lock_coordinator,
         lock_id,
         check_period_ms,
-        force_active
+        force_active,
+        peer_listen,
+        peer,
+        peer_suspect_ms
     )
 }
 
@@ -510,6 +531,22 @@ pub fn resolve(s: NodeSettings) -> Result<Resolved, ConfigError> {
             .is_some_and(|b| !b.trim().is_empty()),
     })
     .map_err(ConfigError::Mirror)?;
+    let preemption = crate::peer_config::resolve(crate::peer_config::PeerSettings {
+        peer_listen: s.peer_listen,
+        peer: s.peer.clone(),
+        peer_suspect_ms: s.peer_suspect_ms,
+        kafka_journal: s
+            .kafka_bootstrap
+            .as_ref()
+            .is_some_and(|b| !b.trim().is_empty()),
+        node_id: &node.node_id,
+        taken: &[
+            ("--listen", Some(listen)),
+            ("--http", s.http),
+            ("--tls-listen", s.tls_listen),
+        ],
+    })
+    .map_err(ConfigError::Peer)?;
     if let Some(m) = &mirror {
         if s.http == Some(m.listen) || s.tls_listen == Some(m.listen) {
             return Err(ConfigError::Mirror(format!(
@@ -674,6 +711,7 @@ pub fn resolve(s: NodeSettings) -> Result<Resolved, ConfigError> {
     }
     Ok(Resolved {
         mirror,
+        preemption,
         backend,
         peer_http,
         bridge_kafka,

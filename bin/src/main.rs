@@ -12,6 +12,7 @@ mod manage_cmd;
 mod mirror_cmd;
 mod mirror_config;
 mod node_cmd;
+mod peer_config;
 mod proxy_cmd;
 mod security_config;
 mod sim_cmd;

@@ -198,10 +198,20 @@ pub fn run(
             let int = signal(SignalKind::interrupt())?;
             tokio::spawn(forward_stop_signals(term, int, stop_tx));
         }
+        // Fenced preemption: the peer port says whether this node is live.
+        let live_epoch = match &r.preemption {
+            Some(p) => {
+                let (tx, rx) = tokio::sync::watch::channel(None);
+                halyard_io::peer::start(p.clone(), rx, inputs_tx.clone()).await?;
+                Some(tx)
+            }
+            None => None,
+        };
         server::run(
             node,
             ServerConfig {
                 tls,
+                live_epoch,
                 ..ServerConfig::new(r.listen, counters, bridge)
             },
             journal,

@@ -123,3 +123,26 @@ fn a_backup_ignores_live_peers() {
     node.handle(1, peer_live(9));
     assert!(outputs(&mut node).is_empty());
 }
+
+#[test]
+fn the_lock_is_left_to_a_live_peer_until_it_is_no_longer_live() {
+    let mut node = Node::new(NodeConfig::default());
+    node.handle(0, Input::Start);
+    outputs(&mut node);
+    node.handle(1, peer_live(6));
+    node.handle(2, Input::Lock(LockEvent::Acquired));
+    let out = outputs(&mut node);
+    assert!(out.contains(&Output::Lock(LockRequest::Release)), "{out:?}");
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::Event(Event::LockLeftToLivePeer { epoch: 6, .. }))),
+        "{out:?}"
+    );
+    assert!(!out.contains(&Output::Journal(JournalRequest::Open)));
+    // It asks again after the retry delay; the peer stepped down meanwhile.
+    node.handle(3, Input::Lock(LockEvent::PeerNotLive { peer: "b".into() }));
+    node.handle(60_000, Input::Tick);
+    assert!(outputs(&mut node).contains(&Output::Lock(LockRequest::Acquire)));
+    node.handle(60_001, Input::Lock(LockEvent::Acquired));
+    assert!(outputs(&mut node).contains(&Output::Journal(JournalRequest::Open)));
+}

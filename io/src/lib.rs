@@ -27,6 +27,8 @@ pub mod lock;
 pub mod metrics;
 #[cfg(not(madsim))]
 pub mod mirror;
+#[cfg(not(madsim))]
+pub mod peer;
 // A real-network tool; under madsim, the simulator clogs links itself.
 #[cfg(not(madsim))]
 pub mod proxy;

@@ -61,6 +61,8 @@ pub struct ServerConfig {
     /// with the plain one.
     #[cfg(not(madsim))]
     pub tls: Option<Arc<crate::tls::TlsListener>>,
+    /// Published for the peer port (`crate::peer`): `Some(epoch)` while live.
+    pub live_epoch: Option<tokio::sync::watch::Sender<Option<u32>>>,
 }
 
 impl ServerConfig {
@@ -71,6 +73,7 @@ impl ServerConfig {
             bridge,
             #[cfg(not(madsim))]
             tls: None,
+            live_epoch: None,
         }
     }
 }
@@ -244,6 +247,10 @@ pub async fn run(
                 }
                 Output::Stopped => stopped = true,
             }
+        }
+        if let Some(live) = &config.live_epoch {
+            let now_live = node.is_live().then(|| node.epoch());
+            live.send_if_modified(|v| std::mem::replace(v, now_live) != now_live);
         }
         if stopped {
             break;

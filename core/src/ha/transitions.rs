@@ -28,19 +28,40 @@ impl Node {
         match ev {
             LockEvent::Acquired => match self.state {
                 HaState::Waiting { .. } => {
+                    if let Some((peer, epoch)) = self.live_peer.clone() {
+                        // A peer preempted (live without the lock); taking
+                        // the lock now would fence it for nothing. Leaving
+                        // the group hands the lock to it; ask again later.
+                        self.event(Event::LockLeftToLivePeer { peer, epoch });
+                        self.outputs.push_back(Output::Lock(LockRequest::Release));
+                        self.state = HaState::Waiting {
+                            retry_at: Some(self.now + self.config.activation_retry_ms),
+                        };
+                        return;
+                    }
                     self.event(Event::LiveLockObtained);
                     self.begin_loading();
                 }
                 HaState::Stopped => self.outputs.push_back(Output::Lock(LockRequest::Release)),
+                HaState::Live => self.event(Event::LockFollowed),
                 _ => {}
             },
             LockEvent::Preempt { peer, reason } => {
+                if self.live_peer.as_ref().is_some_and(|(p, _)| *p == peer) {
+                    self.live_peer = None;
+                }
                 if matches!(self.state, HaState::Waiting { .. }) {
                     self.event(Event::Preempting { peer, reason });
                     self.begin_loading();
                 }
             }
+            LockEvent::PeerNotLive { peer } => {
+                if self.live_peer.as_ref().is_some_and(|(p, _)| *p == peer) {
+                    self.live_peer = None;
+                }
+            }
             LockEvent::PeerLive { peer, epoch } => {
+                self.live_peer = Some((peer.clone(), epoch));
                 // Loading has not picked its epoch yet: its own fencing
                 // settles it. Past that, a newer live peer read our
                 // activation and fenced us.

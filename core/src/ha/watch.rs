@@ -108,6 +108,8 @@ pub enum WatchOutput {
     /// than its own has been fenced and steps down without waiting for a
     /// write to find out).
     PeerLive { node: String, epoch: u32 },
+    /// A peer reported live now says it is a backup.
+    PeerNotLive { node: String },
 }
 
 #[derive(Clone, Debug, Default)]
@@ -163,7 +165,11 @@ impl PeerWatch {
             }
             None => {
                 slot.armed_live = None;
-                slot.reported_epoch = None;
+                if slot.reported_epoch.take().is_some() {
+                    self.outputs.push_back(WatchOutput::PeerNotLive {
+                        node: status.node.clone(),
+                    });
+                }
             }
         }
     }
@@ -329,7 +335,16 @@ mod tests {
         // A live peer that says it stepped down is no longer a suspect.
         w.heard(10_000, 0, &live("b", 4));
         w.heard(10_100, 0, &backup("b"));
-        drain(&mut w);
+        assert_eq!(
+            drain(&mut w),
+            vec![
+                WatchOutput::PeerLive {
+                    node: "b".into(),
+                    epoch: 4
+                },
+                WatchOutput::PeerNotLive { node: "b".into() }
+            ]
+        );
         w.closed(0);
         assert!(drain(&mut w).is_empty());
     }

@@ -21,6 +21,14 @@ pub enum Event {
         peer: String,
         reason: String,
     },
+    /// The lock came while a peer is live (it preempted without the lock):
+    /// left to it, so the two do not take turns.
+    LockLeftToLivePeer {
+        peer: String,
+        epoch: u32,
+    },
+    /// The lock came to a node already live by preemption.
+    LockFollowed,
     /// A peer went live with a newer epoch: this node was fenced.
     SupersededByPeer {
         peer: String,
@@ -120,6 +128,11 @@ impl fmt::Display for Event {
             Event::Preempting { peer, reason } => write!(
                 f,
                 "live {peer} suspected gone ({reason}): fencing it and going live without the lock"
+            ),
+            Event::LockFollowed => write!(f, "live lock obtained while live (it follows the preemption)"),
+            Event::LockLeftToLivePeer { peer, epoch } => write!(
+                f,
+                "live lock obtained while peer {peer} is live at epoch {epoch}: leaving the lock to it"
             ),
             Event::SupersededByPeer {
                 peer,

@@ -22,6 +22,9 @@ pub struct Node {
     pub(crate) state: HaState,
     /// Has been a backup since it last was live (for "backup is now live").
     pub(crate) announced_backup: bool,
+    /// A peer that says it is live (fenced preemption's peer port), and its
+    /// epoch: the lock, if it comes to us, is left to it.
+    pub(crate) live_peer: Option<(String, u32)>,
     pub(crate) epoch: u32,
     pub(crate) ids: IdGen,
     pub(crate) broker: Broker,
@@ -82,6 +85,7 @@ impl Node {
             config,
             state: HaState::NotStarted,
             announced_backup: false,
+            live_peer: None,
             epoch: 0,
             ids: IdGen::new(0),
             broker,

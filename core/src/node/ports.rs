@@ -118,8 +118,12 @@ pub enum LockEvent {
     /// the lock (safe because loading fences every older writer first).
     Preempt { peer: String, reason: String },
     /// The node `peer` says it is live at `epoch`: a live node with an
-    /// older epoch has been fenced and steps down at once.
+    /// older epoch has been fenced and steps down at once, and a waiting
+    /// backup given the lock leaves it to that peer.
     PeerLive { peer: String, epoch: u32 },
+    /// The node `peer` no longer says it is live (it said it is a backup, or
+    /// its link went quiet).
+    PeerNotLive { peer: String },
 }
 
 /// An effect the driver must carry out.

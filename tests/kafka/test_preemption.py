@@ -1,0 +1,129 @@
+"""Fenced preemption on a real Kafka (issue 16): the nodes watch each other's
+peer port (`--peer-listen`, `--peer`), so a backup takes over as soon as the
+live's peer link closes, not after the lock group's session timeout.
+
+- SIGKILL of the live mid-stream with the default 6 s session timeout: the
+  backup suspects it, fences it and accepts clients well inside the session
+  timeout; every receipted message is delivered, none stored twice.
+- A false suspicion: the live is only paused (SIGSTOP) past
+  `--peer-suspect-ms`. The backup preempts; once resumed, the old live is
+  fenced (at its next write, or by hearing the newer epoch on the peer
+  port) and steps down. At no sample do two nodes accept clients, and
+  nothing receipted is lost.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import time
+
+from harness.failover import (
+    AcceptMonitor,
+    FailoverConsumer,
+    FailoverProducer,
+    assert_report,
+    check_delivery,
+    run_until_done,
+)
+from harness.kafka import ACCEPTING, new_cluster_id
+from harness.logs import log
+from harness.node import free_port, wait_accepts
+
+SESSION_MS = 6000
+SUSPECTED = r"suspected gone \((.*)\): fencing it and going live without the lock"
+SUPERSEDED_OR_FENCED = (
+    r"(?:peer \S+ is live at epoch \d+ \(ours \d+\): fenced, stepping down"
+    r"|fenced by (?:epoch \d+|a newer live \(our epoch \d+\)), stepping down)"
+)
+
+
+def why(hit) -> str:
+    m = re.search(SUSPECTED, hit.line)
+    return m.group(1) if m else "?"
+
+
+def pair(cluster):
+    """A primary and a backup watching each other's peer port."""
+    c = cluster()
+    pa, pb = free_port(), free_port()
+    a = c.node(
+        "a", "primary", session_timeout_ms=SESSION_MS,
+        extra_args=["--peer-listen", f"127.0.0.1:{pa}", "--peer", f"127.0.0.1:{pb}"],
+    )
+    b = c.node(
+        "b", "backup", session_timeout_ms=SESSION_MS,
+        extra_args=["--peer-listen", f"127.0.0.1:{pb}", "--peer", f"127.0.0.1:{pa}"],
+    )
+    c.start_live(a)
+    c.start_backup(b)
+    return c, a, b
+
+
+def test_sigkill_of_the_live_is_preempted_inside_the_session_timeout(cluster, clients):
+    c, a, b = pair(cluster)
+    run_id = new_cluster_id("pre")
+    dest = "/queue/preempt"
+    consumer = clients(FailoverConsumer(c.addrs(), dest, run_id))
+    producer = clients(FailoverProducer(c.addrs(), dest, 6_000, run_id, window=200))
+    consumer.start()
+    producer.start()
+    assert consumer.wait_count(2_000, timeout=40), f"only {len(consumer.seen)} delivered before the kill"
+    # The backup must have heard the live on the peer port by now.
+    pos = b.log_pos()
+    t_kill = a.kill9()
+    hit = b.wait_log(SUSPECTED, timeout=SESSION_MS / 1000, since=pos)
+    t_acc = wait_accepts(b, timeout=SESSION_MS / 1000)
+    log(
+        f"SIGKILL: suspected after {hit.ts - t_kill:.2f} s ({why(hit)}), "
+        f"accepting after {t_acc - t_kill:.2f} s (session timeout {SESSION_MS / 1000:.0f} s)"
+    )
+    # Preemption, not the lock: clients were back well before Kafka could
+    # have expired the dead member's session.
+    assert t_acc - t_kill < SESSION_MS / 1000 - 1.5, f"accepting only after {t_acc - t_kill:.2f} s"
+    assert b.count(ACCEPTING, since=pos) == 1
+    run_until_done(producer, consumer, timeout=60)
+    consumer.stop()
+    consumer.join(timeout=10)
+    r = check_delivery(producer, consumer)
+    log(r.line())
+    assert_report(r)
+    assert r.receipted == 6_000
+
+
+def test_a_paused_live_is_preempted_and_steps_down_when_it_resumes(cluster, clients):
+    c, a, b = pair(cluster)
+    run_id = new_cluster_id("pause")
+    dest = "/queue/paused"
+    monitor = AcceptMonitor([a, b])
+    monitor.start()
+    consumer = clients(FailoverConsumer(c.addrs(), dest, run_id))
+    producer = clients(FailoverProducer(c.addrs(), dest, 3_000, run_id, window=100))
+    consumer.start()
+    producer.start()
+    assert consumer.wait_count(800, timeout=40)
+    pos_a, pos_b = a.log_pos(), b.log_pos()
+    t_stop = time.time()
+    a.proc.send_signal(signal.SIGSTOP)
+    try:
+        hit = b.wait_log(SUSPECTED, timeout=5, since=pos_b)
+        wait_accepts(b, timeout=5)
+        log(f"SIGSTOP: b suspected a after {hit.ts - t_stop:.2f} s ({why(hit)}) and accepts")
+        time.sleep(1.0)
+    finally:
+        a.proc.send_signal(signal.SIGCONT)
+    down = a.wait_log(SUPERSEDED_OR_FENCED, timeout=10, since=pos_a)
+    log(f"a resumed and stepped down: {down.line.strip()[-100:]}")
+    run_until_done(producer, consumer, timeout=60)
+    consumer.stop()
+    consumer.join(timeout=10)
+    monitor.stop()
+    worst, bad = monitor.max_concurrent()
+    r = check_delivery(producer, consumer)
+    log(f"{r.line()}; accepted by {monitor.accepted_by()}")
+    assert_report(r)
+    assert r.receipted == 3_000
+    # A paused process cannot answer a probe, so this checks the moment it
+    # resumes: it must not serve next to the new live.
+    assert worst <= 1, f"two nodes accepted clients at once: {bad[:3]}"
+    assert a.alive() and b.alive()
