@@ -85,7 +85,7 @@ from harness.kafka import (  # noqa: E402
     new_cluster_id,
 )
 from harness.logs import log  # noqa: E402
-from harness.node import HALYARD_BIN  # noqa: E402
+from harness.node import HALYARD_BIN, free_port  # noqa: E402
 from harness.stomp_wire import stomp_accepts  # noqa: E402
 
 PROBE_DEST = "/queue/probe"
