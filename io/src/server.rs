@@ -11,6 +11,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use halyard_core::ha::HaState;
 use halyard_core::ids::ConnId;
 use halyard_core::node::{
     AcceptRequest, ConnEvent, ConnRequest, Event, Input, JournalRequest, LockRequest, Node,
@@ -121,7 +122,7 @@ pub async fn check_listen(addr: SocketAddr) -> Result<(), ServerError> {
 /// says Stopped.
 pub async fn run(
     mut node: Node,
-    config: ServerConfig,
+    mut config: ServerConfig,
     journal: JournalHandle,
     lock: LockHandle,
     mut backend_inputs: mpsc::Receiver<Input>,
@@ -249,7 +250,10 @@ pub async fn run(
             }
         }
         if let Some(live) = &config.live_epoch {
-            let now_live = node.is_live().then(|| node.epoch());
+            // A draining node still says live: its peers take over when it
+            // has finished and its links close (below), not while it drains.
+            let serving = matches!(node.state(), HaState::Live | HaState::Draining { .. });
+            let now_live = serving.then(|| node.epoch());
             live.send_if_modified(|v| std::mem::replace(v, now_live) != now_live);
         }
         if stopped {
@@ -337,6 +341,9 @@ pub async fn run(
         c.reader.abort();
     }
     journal.send(JournalRequest::Close);
+    // Drained and closed: closing the peer links now tells the peers to
+    // take over (fenced preemption) without waiting for the group.
+    drop(config.live_epoch.take());
     // Leave the lock group before exiting, so a backup takes over now rather
     // than after a session timeout.
     if !lock.release_and_wait(Duration::from_secs(5)).await {
