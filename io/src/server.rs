@@ -252,8 +252,12 @@ pub async fn run(
         if let Some(live) = &config.live_epoch {
             // A draining node still says live: its peers take over when it
             // has finished and its links close (below), not while it drains.
-            let serving = matches!(node.state(), HaState::Live | HaState::Draining { .. });
-            let now_live = serving.then(|| node.epoch());
+            // A stopped node keeps its last word until its links close.
+            let now_live = match node.state() {
+                HaState::Live | HaState::Draining { .. } => Some(node.epoch()),
+                HaState::Stopped => *live.borrow(),
+                _ => None,
+            };
             live.send_if_modified(|v| std::mem::replace(v, now_live) != now_live);
         }
         if stopped {
