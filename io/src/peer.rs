@@ -80,8 +80,15 @@ pub async fn start(
 
 async fn serve(listener: TcpListener, config: Arc<PeerConfig>, live: LiveEpoch) {
     let links = Arc::new(Semaphore::new(LINKS_MAX));
+    let mut stopped = live.clone();
     loop {
-        let (stream, from) = match listener.accept().await {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            // The node stopped: no new links (a peer reconnecting would
+            // hear one stale line and suspect again).
+            _ = stopped.wait_for(|_| false) => return,
+        };
+        let (stream, from) = match accepted {
             Ok(a) => a,
             Err(e) => {
                 warn!(error = %e, "peer port accept failed");

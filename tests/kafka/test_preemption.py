@@ -126,3 +126,30 @@ def test_a_paused_live_is_preempted_and_steps_down_when_it_resumes(cluster, clie
     assert stomp_accepts(b.addr, timeout=2), "the new live does not accept clients"
     assert not stomp_accepts(a.addr, timeout=2), "the fenced old live still accepts clients"
     assert a.count(SUPERSEDED_OR_FENCED, since=pos_a) >= 1
+
+
+def test_sigterm_hands_over_through_the_peer_link(cluster, clients):
+    """A drained live closes its peer links as it stops: the backup takes
+    over on that, without waiting for the lock group to rebalance."""
+    c, a, b = pair(cluster)
+    run_id = new_cluster_id("term")
+    dest = "/queue/term"
+    consumer = clients(FailoverConsumer(c.addrs(), dest, run_id))
+    producer = clients(FailoverProducer(c.addrs(), dest, 2_000, run_id, window=100))
+    consumer.start()
+    producer.start()
+    assert consumer.wait_count(500, timeout=40)
+    pos = b.log_pos()
+    t_term = a.sigterm()
+    assert a.wait_exit(20) == 0, a.log_tail()
+    hit = b.wait_log(SUSPECTED, timeout=SESSION_MS / 1000, since=pos)
+    t_acc = wait_accepts(b, timeout=10)
+    log(f"SIGTERM: b took over on '{why(hit)}' after {hit.ts - t_term:.2f} s, accepting after {t_acc - t_term:.2f} s")
+    assert "link closed" in why(hit)
+    run_until_done(producer, consumer, timeout=60)
+    consumer.stop()
+    consumer.join(timeout=10)
+    r = check_delivery(producer, consumer)
+    log(r.line())
+    assert_report(r)
+    assert r.receipted == 2_000

@@ -43,7 +43,10 @@ impl Node {
                     self.begin_loading();
                 }
                 HaState::Stopped => self.outputs.push_back(Output::Lock(LockRequest::Release)),
-                HaState::Live => self.event(Event::LockFollowed),
+                // Preempted before the lock came: it follows.
+                HaState::Loading | HaState::Activating | HaState::Live => {
+                    self.event(Event::LockFollowed)
+                }
                 _ => {}
             },
             LockEvent::Preempt { peer, reason } => {

@@ -27,7 +27,7 @@ pub enum Event {
         peer: String,
         epoch: u32,
     },
-    /// The lock came to a node already live by preemption.
+    /// The lock came to a node already going live (or live) by preemption.
     LockFollowed,
     /// A peer went live with a newer epoch: this node was fenced.
     SupersededByPeer {
@@ -129,7 +129,7 @@ impl fmt::Display for Event {
                 f,
                 "live {peer} suspected gone ({reason}): fencing it and going live without the lock"
             ),
-            Event::LockFollowed => write!(f, "live lock obtained while live (it follows the preemption)"),
+            Event::LockFollowed => write!(f, "live lock obtained after the preemption (it follows)"),
             Event::LockLeftToLivePeer { peer, epoch } => write!(
                 f,
                 "live lock obtained while peer {peer} is live at epoch {epoch}: leaving the lock to it"
