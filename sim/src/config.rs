@@ -22,6 +22,10 @@ pub enum DriverBug {
     /// silence (a unit or configuration slip), so every live is suspected
     /// between two status lines and the backups take turns forever.
     SuspectWithinHeartbeat,
+    /// The peer link's driver drops what a node hears of a newer live peer
+    /// (`PeerLive`), so a live node replaced by a preemption stays live
+    /// until a write of its is fenced.
+    IgnorePeerLive,
 }
 
 /// A planted bug, in the core or in a driver.

@@ -18,6 +18,9 @@ use halyard_core::Millis;
 /// activation.
 pub(crate) const SLACK_MS: u64 = 5_000;
 
+/// How long one node alone must have been live before a run may end.
+const STABLE_MS: u64 = 1_000;
+
 #[derive(Debug, Default)]
 pub(crate) struct LivenessWatch {
     bound_ms: u64,
@@ -114,10 +117,14 @@ impl LivenessWatch {
     }
 
     /// Whether a run may end here: the faults are over and one node alone
-    /// is live (the run goes on a while after that, and the rule watches
-    /// to the end).
+    /// has been live for a while (the run goes on a little after that, and
+    /// the rule watches to the end). A cluster that keeps changing its live
+    /// node never settles: its run goes on until it is judged.
     pub(crate) fn settled(&self, now: Millis) -> bool {
-        self.live.len() == 1 && self.settle_at.is_some_and(|s| now >= s)
+        self.live.len() == 1
+            && self
+                .settle_at
+                .is_some_and(|s| now >= self.since.max(s) + STABLE_MS)
     }
 
     /// The verdict at the end of the run.
@@ -158,7 +165,8 @@ mod tests {
         w.healed(1_000);
         assert!(!w.settled(2_000));
         w.changed(3_000, vec![1]);
-        assert!(w.settled(3_000));
+        assert!(!w.settled(3_500));
+        assert!(w.settled(4_000));
         assert_eq!(w.verdict(6_000), None);
         assert_eq!(w.settle_delay(), Some(2_000));
     }

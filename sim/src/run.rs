@@ -66,7 +66,8 @@ pub fn run(cfg: SimConfig, keep_trace: bool) -> Report {
         if cfg.preemption {
             format!(
                 " preemption (heartbeat {} ms, suspect after {} ms)",
-                cfg.peer_heartbeat_ms, cfg.peer_suspect_ms
+                cfg.peer_heartbeat_ms,
+                crate::world::peer_suspect_ms(&cfg)
             )
         } else {
             String::new()

@@ -39,4 +39,5 @@ mod peers;
 mod state;
 
 pub(crate) use operator_log::PURGED_QUEUE;
+pub(crate) use peer_links::suspect_ms as peer_suspect_ms;
 pub(crate) use state::World;

@@ -72,14 +72,20 @@ pub(super) struct PeerLinks {
     pub(crate) stats: PreemptionStats,
 }
 
+/// How long the watches wait before suspecting a silent live peer.
+pub(crate) fn suspect_ms(cfg: &SimConfig) -> u64 {
+    match cfg.planted_bug {
+        // Planted bug: less than one heartbeat.
+        Some(PlantedBug::Driver(DriverBug::SuspectWithinHeartbeat)) => {
+            (cfg.peer_heartbeat_ms / 2).max(1)
+        }
+        _ => cfg.peer_suspect_ms,
+    }
+}
+
 impl PeerLinks {
     pub(super) fn new(cfg: &SimConfig) -> PeerLinks {
-        let suspect_ms = match cfg.planted_bug {
-            Some(PlantedBug::Driver(DriverBug::SuspectWithinHeartbeat)) => {
-                (cfg.peer_heartbeat_ms / 2).max(1)
-            }
-            _ => cfg.peer_suspect_ms,
-        };
+        let suspect_ms = suspect_ms(cfg);
         PeerLinks {
             enabled: cfg.preemption,
             heartbeat_ms: cfg.peer_heartbeat_ms,

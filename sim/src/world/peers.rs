@@ -14,6 +14,7 @@ use halyard_core::node::{Input, LockEvent};
 
 use super::events::Event;
 use super::state::World;
+use crate::config::{DriverBug, PlantedBug};
 
 impl World {
     /// Starts the heartbeats (one event for every node's lines).
@@ -143,7 +144,9 @@ impl World {
                     reason,
                 } => self.suspect(i, node, epoch, reason.to_string()),
                 WatchOutput::PeerLive { node, epoch } => {
-                    self.feed(i, Input::Lock(LockEvent::PeerLive { peer: node, epoch }));
+                    if self.cfg.planted_bug != Some(PlantedBug::Driver(DriverBug::IgnorePeerLive)) {
+                        self.feed(i, Input::Lock(LockEvent::PeerLive { peer: node, epoch }));
+                    }
                 }
             }
         }
