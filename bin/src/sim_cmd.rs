@@ -111,6 +111,7 @@ struct Totals {
     false_preemptions: u64,
     superseded: u64,
     fenced_lives: u64,
+    liveness_seeds: u64,
     settle_ms_max: u64,
     fenced: u64,
     compactions: u64,
@@ -170,6 +171,7 @@ impl Totals {
         self.false_preemptions += r.counts.false_preemptions;
         self.superseded += r.counts.superseded;
         self.fenced_lives += r.counts.fenced_lives;
+        self.liveness_seeds += r.counts.liveness_seeds;
         self.settle_ms_max = self.settle_ms_max.max(r.counts.settle_ms);
         self.fenced += r.kafka.fenced_requests;
         self.compactions += r.kafka.compactions;
@@ -422,10 +424,12 @@ fn print_summary(t: &Totals, secs: f64) {
             t.fenced_lives
         );
     }
-    println!(
-        "liveness: one node alone live at most {} ms after the faults were over, none twice after",
-        t.settle_ms_max
-    );
+    if t.liveness_seeds > 0 {
+        println!(
+            "liveness: one node alone live at most {} ms after the faults were over in {} seeds",
+            t.settle_ms_max, t.liveness_seeds
+        );
+    }
     if t.coordinator_seeds > 0 {
         let faults: Vec<String> = t
             .coordinator_faults

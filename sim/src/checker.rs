@@ -191,8 +191,10 @@ pub struct Counts {
     pub false_preemptions: u64,
     pub superseded: u64,
     pub fenced_lives: u64,
-    /// How long after the faults were over one node alone was live (the
-    /// liveness rule's bound is the session timeout + 5 s).
+    /// Seeds the liveness rule judged (all but the base workload's), and
+    /// how long after the faults were over one node alone was live (the
+    /// rule's bound is the session timeout + 5 s).
+    pub liveness_seeds: u64,
     pub settle_ms: u64,
 }
 

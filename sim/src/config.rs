@@ -187,7 +187,8 @@ impl SimConfig {
     /// Only the workload the simulator had at commit 70d8f86, for issue
     /// 10's like-for-like speed comparison with that build: no operator,
     /// Kafka bridge (the topic producers send to `/topic/events` again),
-    /// users, disk faults, memory limit or preemption, and faults drawn as then. With
+    /// users, disk faults, memory limit or preemption, and faults drawn as
+    /// then; runs end as then too (without the liveness rule). With
     /// `amqp_share` 0 the clients, messages and faults are that commit's.
     pub fn only_base_workload(&mut self) {
         self.operator = false;

@@ -127,8 +127,9 @@ pub fn run(cfg: SimConfig, keep_trace: bool) -> Report {
                 let since = *idle_since.get_or_insert(t);
                 // A moment more, so late duplicates are seen too; and not
                 // before one node alone is live with the faults over (the
-                // liveness rule looks at that).
-                if t >= since + 2_000 && w.liveness.settled(t) {
+                // liveness rule looks at that; not in the base workload,
+                // whose runs stay those of 70d8f86).
+                if t >= since + 2_000 && (cfg.base_workload || w.liveness.settled(t)) {
                     break;
                 }
             } else if !producers_done {
@@ -201,8 +202,11 @@ pub fn run(cfg: SimConfig, keep_trace: bool) -> Report {
     counts.paged_in = w.paged_in();
     counts.paging_seeds = u64::from(counts.paged_in > 0);
     violations.fenced_writes = crate::fencing_check::check(&w.kafka.commits, &w.kafka.epoch_bumps);
-    violations.liveness = w.liveness.verdict(w.now);
-    counts.settle_ms = w.liveness.settle_delay().unwrap_or(0);
+    if !cfg.base_workload {
+        violations.liveness = w.liveness.verdict(w.now);
+        counts.liveness_seeds = 1;
+        counts.settle_ms = w.liveness.settle_delay().unwrap_or(0);
+    }
     if cfg.preemption {
         let p = w.preemption_stats();
         counts.preemption_seeds = 1;
