@@ -104,6 +104,15 @@ struct Totals {
     memory_full_periods: u64,
     paged_in: u64,
     paging_seeds: u64,
+    preemption_seeds: u64,
+    suspicions: u64,
+    false_suspicions: u64,
+    preemptions: u64,
+    false_preemptions: u64,
+    superseded: u64,
+    fenced_lives: u64,
+    liveness_seeds: u64,
+    settle_ms_max: u64,
     fenced: u64,
     compactions: u64,
     virtual_ms: u64,
@@ -155,6 +164,15 @@ impl Totals {
         self.memory_full_periods += r.counts.memory_full_periods;
         self.paged_in += r.counts.paged_in;
         self.paging_seeds += r.counts.paging_seeds;
+        self.preemption_seeds += r.counts.preemption_seeds;
+        self.suspicions += r.counts.suspicions;
+        self.false_suspicions += r.counts.false_suspicions;
+        self.preemptions += r.counts.preemptions;
+        self.false_preemptions += r.counts.false_preemptions;
+        self.superseded += r.counts.superseded;
+        self.fenced_lives += r.counts.fenced_lives;
+        self.liveness_seeds += r.counts.liveness_seeds;
+        self.settle_ms_max = self.settle_ms_max.max(r.counts.settle_ms);
         self.fenced += r.kafka.fenced_requests;
         self.compactions += r.kafka.compactions;
         self.virtual_ms += r.end_ms;
@@ -392,6 +410,24 @@ fn print_summary(t: &Totals, secs: f64) {
         println!(
             "paging: {} paged messages read back from the journal in {} seeds, each queue in order",
             t.paged_in, t.paging_seeds
+        );
+    }
+    if t.preemption_seeds > 0 {
+        println!(
+            "preemption: {} seeds; {} suspicions of a live peer ({} false: the suspect still ran); {} preemptions ({} on a false suspicion); old lives stepping down: {} on hearing a newer live peer, {} fenced at a write",
+            t.preemption_seeds,
+            t.suspicions,
+            t.false_suspicions,
+            t.preemptions,
+            t.false_preemptions,
+            t.superseded,
+            t.fenced_lives
+        );
+    }
+    if t.liveness_seeds > 0 {
+        println!(
+            "liveness: one node alone live at most {} ms after the faults were over in {} seeds",
+            t.settle_ms_max, t.liveness_seeds
         );
     }
     if t.coordinator_seeds > 0 {

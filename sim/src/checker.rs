@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::bridge_check::{BridgeViolations, FEED_PRODUCER};
 use crate::client::{Client, Kind, Protocol};
-use crate::kafka::Writer;
+use crate::kafka::Commit;
 
 /// What went wrong, each a failure of the run.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -27,6 +27,12 @@ pub struct Violations {
     pub order: Vec<String>,
     /// Journal writes accepted from a fenced (older) live, or two nodes for one epoch.
     pub split_brain: Vec<String>,
+    /// A write committed by a fenced producer, or by an older epoch once a
+    /// newer one opened the journal (see `fencing_check`).
+    pub fenced_writes: Vec<String>,
+    /// After the faults stopped: no single live node within the bound, or
+    /// two at once later (see `liveness_check`).
+    pub liveness: Option<String>,
     /// The run did not finish after the faults stopped.
     pub stuck: Option<String>,
     /// A node's `check_invariants` failed (checked in debug builds only).
@@ -52,6 +58,8 @@ impl Violations {
             && self.consumed_again.is_empty()
             && self.order.is_empty()
             && self.split_brain.is_empty()
+            && self.fenced_writes.is_empty()
+            && self.liveness.is_none()
             && self.stuck.is_none()
             && self.broken_invariant.is_none()
             && self.purge_undone.is_none()
@@ -96,6 +104,14 @@ impl Violations {
             self.split_brain.len(),
             self.split_brain.first().cloned(),
         );
+        add(
+            "writes from a fenced writer",
+            self.fenced_writes.len(),
+            self.fenced_writes.first().cloned(),
+        );
+        if let Some(s) = &self.liveness {
+            parts.push(format!("liveness: {s}"));
+        }
         if let Some(s) = &self.stuck {
             parts.push(format!("stuck: {s}"));
         }
@@ -163,6 +179,23 @@ pub struct Counts {
     /// where any were.
     pub paged_in: u64,
     pub paging_seeds: u64,
+    /// Fenced preemption, in seeds with it: suspicions of a live peer and
+    /// how many were false (the suspect still ran), preemptions (a backup
+    /// going live without the lock) and how many on a false suspicion, live
+    /// nodes that stepped down on hearing a newer live peer, and live nodes
+    /// fenced at a write.
+    pub preemption_seeds: u64,
+    pub suspicions: u64,
+    pub false_suspicions: u64,
+    pub preemptions: u64,
+    pub false_preemptions: u64,
+    pub superseded: u64,
+    pub fenced_lives: u64,
+    /// Seeds the liveness rule judged (all but the base workload's), and
+    /// how long after the faults were over one node alone was live (the
+    /// rule's bound is the session timeout + 5 s).
+    pub liveness_seeds: u64,
+    pub settle_ms: u64,
 }
 
 /// The consumer group a consumer belongs to: the queue, or the durable subscription.
@@ -184,7 +217,7 @@ fn group_or_origin<'a>(group: &'a Option<String>, d: &'a crate::client::Delivery
     group.as_deref().unwrap_or(d.origin.as_str())
 }
 
-pub fn check(clients: &[Client], commits: &[Writer]) -> (Violations, Counts) {
+pub fn check(clients: &[Client], commits: &[Commit]) -> (Violations, Counts) {
     let mut v = Violations::default();
     let mut counts = Counts::default();
 
@@ -410,7 +443,7 @@ pub fn check(clients: &[Client], commits: &[Writer]) -> (Violations, Counts) {
     // epoch's write must never be accepted again; one epoch, one node.
     let mut max_epoch = 0u32;
     let mut by_epoch: BTreeMap<u32, BTreeSet<&str>> = BTreeMap::new();
-    for w in commits {
+    for w in commits.iter().map(|c| &c.writer) {
         by_epoch.entry(w.epoch).or_default().insert(w.node.as_str());
         if w.epoch < max_epoch {
             v.split_brain.push(format!(

@@ -14,6 +14,18 @@ pub enum DriverBug {
     /// Write the Kafka bridge's records outside the journal transaction
     /// (as a plain producer would), so an aborted batch leaves them behind.
     BridgeOutsideTransaction,
+    /// Fenced preemption without the fencing: a journal open that follows a
+    /// preemption uses a fresh transactional id (as `SkipFencing`, but only
+    /// then), so the suspected live, if it still runs, keeps writing.
+    PreemptWithoutFencing,
+    /// The peer watch suspects a live peer after less than one heartbeat of
+    /// silence (a unit or configuration slip), so every live is suspected
+    /// between two status lines and the backups take turns forever.
+    SuspectWithinHeartbeat,
+    /// The peer link's driver drops what a node hears of a newer live peer
+    /// (`PeerLive`), so a live node replaced by a preemption stays live
+    /// until a write of its is fenced.
+    IgnorePeerLive,
 }
 
 /// A planted bug, in the core or in a driver.
@@ -86,7 +98,20 @@ pub struct SimConfig {
     /// Set by `only_base_workload`: faults drawn as at commit 70d8f86 (no
     /// slot for a full disk), the topic producers on `/topic/events`.
     pub base_workload: bool,
+    /// Fenced preemption: the nodes send each other their status every
+    /// `peer_heartbeat_ms`, and a backup that heard a peer live suspects it
+    /// when its link closes or stays silent for `peer_suspect_ms`, then goes
+    /// live without the lock, fencing it. The faults also cut nodes off from
+    /// each other only, and slow the peer links down.
+    pub preemption: bool,
+    pub peer_heartbeat_ms: u64,
+    pub peer_suspect_ms: u64,
 }
+
+/// Mixed into the seed for the preemption draw, which takes nothing from
+/// the scenario's generator: seeds without preemption are what they were
+/// before it existed.
+const PREEMPTION_SEED: u64 = 0x9E3E_3971_0F3E_0016;
 
 impl SimConfig {
     /// The configuration a seed stands for: mostly the standard scenario
@@ -137,6 +162,9 @@ impl SimConfig {
             memory_max_bytes: 0,
             paging: false,
             base_workload: false,
+            preemption: Rng::new(seed ^ PREEMPTION_SEED).chance(0.5),
+            peer_heartbeat_ms: 100,
+            peer_suspect_ms: 500,
         };
         // Drawn after everything above, so the rest of a seed's scenario
         // is what it was before the bridge existed.
@@ -159,7 +187,8 @@ impl SimConfig {
     /// Only the workload the simulator had at commit 70d8f86, for issue
     /// 10's like-for-like speed comparison with that build: no operator,
     /// Kafka bridge (the topic producers send to `/topic/events` again),
-    /// users, disk faults or memory limit, and faults drawn as then. With
+    /// users, disk faults, memory limit or preemption, and faults drawn as
+    /// then; runs end as then too (without the liveness rule). With
     /// `amqp_share` 0 the clients, messages and faults are that commit's.
     pub fn only_base_workload(&mut self) {
         self.operator = false;
@@ -170,6 +199,7 @@ impl SimConfig {
         self.disk_faults = false;
         self.memory_max_bytes = 0;
         self.paging = false;
+        self.preemption = false;
         self.base_workload = true;
     }
 }

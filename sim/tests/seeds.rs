@@ -130,6 +130,65 @@ fn the_kafka_bridge_takes_part() {
     assert!(with_topic_producers > 0, "no seed had a topic producer");
 }
 
+/// Fenced preemption takes part in the seeds that have it: backups suspect
+/// the live and go live without the lock, on true suspicions (the live
+/// crashed) and false ones (it was paused, cut off from the backup only, or
+/// its lines were slow), and the old lives step down.
+#[test]
+fn preemption_seeds_preempt() {
+    let (mut seeds, mut suspicions, mut false_suspicions) = (0, 0, 0);
+    let (mut preemptions, mut false_preemptions, mut stepped_down) = (0, 0, 0);
+    let last = if cfg!(debug_assertions) { 12 } else { 50 };
+    for seed in 1..=last {
+        let cfg = SimConfig::from_seed(seed);
+        if !cfg.preemption {
+            continue;
+        }
+        let r = run(cfg, false);
+        assert!(
+            r.ok(),
+            "seed {seed}: {}\nreplay: halyard sim --seed {seed} --trace",
+            r.violations.summary()
+        );
+        seeds += 1;
+        suspicions += r.counts.suspicions;
+        false_suspicions += r.counts.false_suspicions;
+        preemptions += r.counts.preemptions;
+        false_preemptions += r.counts.false_preemptions;
+        stepped_down += r.counts.superseded + r.counts.fenced_lives;
+    }
+    println!(
+        "{seeds} preemption seeds: {suspicions} suspicions ({false_suspicions} false), {preemptions} preemptions ({false_preemptions} false), {stepped_down} old lives stepped down"
+    );
+    assert!(
+        seeds * 4 >= last,
+        "only {seeds} of {last} seeds have preemption"
+    );
+    assert!(preemptions > 0, "no preemption");
+    assert!(
+        false_preemptions > 0 && preemptions > false_preemptions,
+        "preemptions: {preemptions}, on a false suspicion: {false_preemptions}"
+    );
+    assert!(
+        false_suspicions > 0 && suspicions > false_suspicions,
+        "suspicions: {suspicions}, false: {false_suspicions}"
+    );
+    assert!(stepped_down > 0, "no old live stepped down");
+}
+
+/// Seeds without preemption are the scenarios they were before it existed:
+/// the same clients, faults and Kafka settings (spot checks).
+#[test]
+fn preemption_is_drawn_on_its_own() {
+    let with: Vec<u64> = (1..=40)
+        .filter(|&s| SimConfig::from_seed(s).preemption)
+        .collect();
+    assert!(with.len() > 10 && with.len() < 30, "{with:?}");
+    let mut base = SimConfig::from_seed(2);
+    base.only_base_workload();
+    assert!(!base.preemption, "the base workload has no preemption");
+}
+
 #[cfg(feature = "planted-bugs")]
 mod planted {
     use halyard_core::node::PlantedBug as CoreBug;
@@ -355,6 +414,57 @@ mod planted {
         first_catch(
             PlantedBug::Core(CoreBug::BridgePositionAhead),
             &["never got"],
+        );
+    }
+
+    /// A preemption's open that fences nobody: the suspected live, still
+    /// running, keeps committing while the preempting node reads and
+    /// serves. The fencing rule catches it (the seed has preemption).
+    #[test]
+    fn preempting_without_fencing_is_caught() {
+        let bug = PlantedBug::Driver(DriverBug::PreemptWithoutFencing);
+        let (seed, _) = first_catch(bug, &["writes from a fenced writer"]);
+        assert!(SimConfig::from_seed(seed).preemption);
+        let r = run(SimConfig::from_seed(seed), false);
+        assert!(
+            r.ok(),
+            "seed {seed} fails without the bug: {}",
+            r.violations.summary()
+        );
+    }
+
+    /// A watch that suspects within one heartbeat: the backups take the
+    /// live role from each other forever. Safe (each open fences the last
+    /// live), so only the liveness rule catches it.
+    #[test]
+    fn suspecting_within_a_heartbeat_is_caught() {
+        let bug = PlantedBug::Driver(DriverBug::SuspectWithinHeartbeat);
+        let (seed, why) = first_catch(bug, &["liveness"]);
+        assert!(SimConfig::from_seed(seed).preemption);
+        assert!(!why.contains("lost"), "{why}");
+        let r = run(SimConfig::from_seed(seed), false);
+        assert!(
+            r.ok(),
+            "seed {seed} fails without the bug: {}",
+            r.violations.summary()
+        );
+    }
+
+    /// A live node deaf to newer live peers: replaced by a preemption, it
+    /// stays live until it writes, and after the faults nothing may make
+    /// it write. Safe (its writes are fenced), so only the liveness rule
+    /// catches it; the same seed without the bug passes.
+    #[test]
+    fn ignoring_a_newer_live_peer_is_caught() {
+        let bug = PlantedBug::Driver(DriverBug::IgnorePeerLive);
+        let (seed, why) = first_catch(bug, &["liveness"]);
+        assert!(SimConfig::from_seed(seed).preemption);
+        assert!(!why.contains("lost"), "{why}");
+        let r = run(SimConfig::from_seed(seed), false);
+        assert!(
+            r.ok(),
+            "seed {seed} fails without the bug: {}",
+            r.violations.summary()
         );
     }
 

@@ -38,7 +38,7 @@ mod transactions;
 #[cfg(test)]
 mod tests;
 
-pub use coordinator::Writer;
+pub use coordinator::{Commit, EpochBump, Writer};
 pub use error::KafkaError;
 pub use group::GroupStatus;
 pub use model::{KafkaConfig, KafkaModel, KafkaStats};

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use bytes::Bytes;
 use halyard_core::Millis;
 
-use super::coordinator::{TransactionCoordinator, Writer};
+use super::coordinator::{Commit, EpochBump, TransactionCoordinator};
 use super::error::KafkaError;
 use super::group::{Group, GroupStatus};
 use super::log::{LogEntry, Outcome, Partition, Payload};
@@ -50,8 +50,10 @@ pub struct KafkaModel {
     pub(super) next_producer_id: u64,
     pub(super) next_transaction_instance: u64,
     pub stats: KafkaStats,
-    /// Writer of every committed transaction, in commit order (never compacted).
-    pub commits: Vec<Writer>,
+    /// Every committed transaction, in commit order (never compacted).
+    pub commits: Vec<Commit>,
+    /// Every new producer epoch, in order, placed among `commits`.
+    pub epoch_bumps: Vec<EpochBump>,
 }
 
 impl KafkaModel {
@@ -67,6 +69,7 @@ impl KafkaModel {
             next_transaction_instance: 1,
             stats: KafkaStats::default(),
             commits: Vec::new(),
+            epoch_bumps: Vec::new(),
         }
     }
 
@@ -174,6 +177,12 @@ impl KafkaModel {
             self.abort_open(&id);
             if let Some(c) = self.coordinators.get_mut(&id) {
                 c.epoch = c.epoch.wrapping_add(1);
+                self.epoch_bumps.push(EpochBump {
+                    commits_before: self.commits.len(),
+                    producer_id: c.producer_id,
+                    epoch: c.epoch,
+                    by_open: false,
+                });
             }
         }
     }

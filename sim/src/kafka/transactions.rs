@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use bytes::Bytes;
 use halyard_core::Millis;
 
-use super::coordinator::{OpenTransaction, TransactionCoordinator, Writer};
+use super::coordinator::{Commit, EpochBump, OpenTransaction, TransactionCoordinator, Writer};
 use super::error::KafkaError;
 use super::log::{LogEntry, Outcome, Payload};
 use super::model::KafkaModel;
@@ -27,6 +27,7 @@ impl KafkaModel {
                     last: None,
                 },
             );
+            self.note_epoch(pid, 0);
             return (pid, 0);
         }
         self.abort_open(txn_id);
@@ -35,7 +36,19 @@ impl KafkaModel {
             .get_mut(txn_id)
             .expect("coordinator exists");
         c.epoch = c.epoch.wrapping_add(1);
-        (c.producer_id, c.epoch)
+        let (pid, epoch) = (c.producer_id, c.epoch);
+        self.note_epoch(pid, epoch);
+        (pid, epoch)
+    }
+
+    /// Logs an open's new producer epoch for the checker.
+    fn note_epoch(&mut self, producer_id: u64, epoch: u16) {
+        self.epoch_bumps.push(EpochBump {
+            commits_before: self.commits.len(),
+            producer_id,
+            epoch,
+            by_open: true,
+        });
     }
 
     fn check_epoch(&mut self, txn_id: &str, pid: u64, epoch: u16) -> Result<(), KafkaError> {
@@ -137,7 +150,7 @@ impl KafkaModel {
         match c.open.take() {
             Some(open) => {
                 c.last = Some((open.instance, commit));
-                self.finish(open, commit);
+                self.finish(open, commit, Some((pid, epoch)));
                 Ok(())
             }
             // A retry after the first attempt's reply was lost.
@@ -148,7 +161,9 @@ impl KafkaModel {
         }
     }
 
-    fn finish(&mut self, open: OpenTransaction, commit: bool) {
+    /// Ends `open`; `producer` is the (id, epoch) whose `end_txn` ended it
+    /// (none when the coordinator aborts it).
+    fn finish(&mut self, open: OpenTransaction, commit: bool, producer: Option<(u64, u16)>) {
         self.outcomes.insert(
             open.instance,
             if commit {
@@ -157,10 +172,14 @@ impl KafkaModel {
                 Outcome::Aborted
             },
         );
-        if commit {
-            if let Some(w) = &open.writer {
-                self.commits.push(w.clone());
-            }
+        if let (true, Some(w), Some((producer_id, producer_epoch))) =
+            (commit, &open.writer, producer)
+        {
+            self.commits.push(Commit {
+                writer: w.clone(),
+                producer_id,
+                producer_epoch,
+            });
         }
         for (topic, p) in open.partitions {
             if let Ok(part) = self.partition(&topic, p) {
@@ -182,7 +201,7 @@ impl KafkaModel {
             .get_mut(txn_id)
             .and_then(|c| c.open.take())
         {
-            self.finish(open, false);
+            self.finish(open, false, None);
         }
     }
 }

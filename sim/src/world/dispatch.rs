@@ -26,6 +26,7 @@ impl World {
         let t = self.fault_rng.range(500, 3_000);
         self.at(t, Event::Compact);
         self.start_operator();
+        self.start_peers();
     }
 
     /// Runs events until `until` or until the queue is empty.
@@ -46,7 +47,9 @@ impl World {
             | Event::LockHeartbeat { node, .. }
             | Event::NodeTick { node, .. }
             | Event::BridgePoll { node, .. }
-            | Event::DiskReading { node } => Some(*node),
+            | Event::DiskReading { node }
+            | Event::PeerTick { node, .. } => Some(*node),
+            Event::PeerLine { to, .. } | Event::PeerClosed { to, .. } => Some(*to),
             Event::BytesToNode { connection, .. } | Event::CloseToNode { connection } => {
                 self.network.connections.get(connection).map(|c| c.node)
             }
@@ -191,6 +194,31 @@ impl World {
             Event::Operator => self.operator_acts(),
             Event::DiskReading { node } => self.tell_disk(node),
             Event::DiskFreed { node } => self.free_disk(node),
+            Event::PeerBeat => self.peer_beat(),
+            Event::PeerLine {
+                from,
+                to,
+                generation,
+                live_epoch,
+            } => self.on_peer_line(from, to, generation, live_epoch),
+            Event::PeerClosed {
+                from,
+                to,
+                generation,
+            } => self.on_peer_closed(from, to, generation),
+            Event::PeerTick { node, generation } => self.on_peer_tick(node, generation),
+            Event::HealPeerCut { a, b } => {
+                if self.peers.heal_cut(a, b) {
+                    let (a, b) = (self.nodes[a].name.clone(), self.nodes[b].name.clone());
+                    self.log("fault", format!("heal: {a} and {b} reach each other again"));
+                }
+            }
+            Event::PeerSlowEnd => {
+                if self.peers.is_slow() {
+                    self.peers.slow_down(0);
+                    self.log("fault", "heal: the peer network is fast again");
+                }
+            }
         }
     }
 }

@@ -84,6 +84,34 @@ pub(super) enum Event {
     },
     /// The operator's next management request.
     Operator,
+    /// Every running, unpaused node sends its peer status line (fenced
+    /// preemption).
+    PeerBeat,
+    /// A status line from `from` reaches `to` (the incarnation `generation`).
+    PeerLine {
+        from: usize,
+        to: usize,
+        generation: u32,
+        live_epoch: Option<u32>,
+    },
+    /// The link from `from`, which crashed, closes at `to`.
+    PeerClosed {
+        from: usize,
+        to: usize,
+        generation: u32,
+    },
+    /// Node `node`'s peer watch may have a suspect.
+    PeerTick {
+        node: usize,
+        generation: u32,
+    },
+    /// Nodes `a` and `b` reach each other again.
+    HealPeerCut {
+        a: usize,
+        b: usize,
+    },
+    /// The peer network is fast again.
+    PeerSlowEnd,
 }
 
 /// Due events as (time, order of scheduling, slot in `slots`); the smallest

@@ -90,6 +90,9 @@ pub(super) struct JournalDriver {
     reads: PageReader,
     /// Messages read back since the run started (for the report).
     pub(super) paged_in: u64,
+    /// The next open follows a preemption (only the planted bug
+    /// `PreemptWithoutFencing` cares).
+    preempting: bool,
 }
 
 impl JournalDriver {
@@ -113,6 +116,7 @@ impl JournalDriver {
             attempts: 0,
             reads: PageReader::default(),
             paged_in: 0,
+            preempting: false,
         }
     }
 
@@ -124,6 +128,13 @@ impl JournalDriver {
         self.transaction = None;
         self.late_failure = None;
         self.reads.reset();
+        self.preempting = false;
+    }
+
+    /// The node is going live without the lock: its next open follows a
+    /// preemption.
+    pub(super) fn preempting(&mut self) {
+        self.preempting = true;
     }
 
     /// A request from the node. `node_epoch` is the node's activation
@@ -202,9 +213,22 @@ impl JournalDriver {
         self.late_failure = None;
         self.attempts = 0;
         self.activations += 1;
-        if self.planted_bug == Some(DriverBug::SkipFencing) {
-            self.transactional_id =
-                format!("{TRANSACTIONAL_ID}-{}-{}", self.node_name, self.activations);
+        let preempting = std::mem::take(&mut self.preempting);
+        match self.planted_bug {
+            Some(DriverBug::SkipFencing) => {
+                self.transactional_id =
+                    format!("{TRANSACTIONAL_ID}-{}-{}", self.node_name, self.activations);
+            }
+            Some(DriverBug::PreemptWithoutFencing) => {
+                // Planted bug: a preemption's open fences nobody (and
+                // nobody's fences it); other opens use the shared id.
+                self.transactional_id = if preempting {
+                    format!("{TRANSACTIONAL_ID}-{}-{}", self.node_name, self.activations)
+                } else {
+                    TRANSACTIONAL_ID.to_string()
+                };
+            }
+            _ => {}
         }
         self.request_producer_id(out);
     }

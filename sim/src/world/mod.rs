@@ -10,7 +10,9 @@
 //! - `network`: client connections and cuts;
 //! - `faults`: faults and healing; `disk`: the nodes' disks filling up;
 //! - `clients`: the clients and their wiring;
-//! - `operator`: management requests (purges) during the run.
+//! - `operator`: management requests (purges) during the run;
+//! - `peers` and `peer_links`: the nodes' status lines to each other and
+//!   their failure detectors (fenced preemption).
 
 mod bridge_reader;
 mod clients;
@@ -32,7 +34,10 @@ mod node_host;
 mod nodes;
 mod operator;
 mod operator_log;
+mod peer_links;
+mod peers;
 mod state;
 
 pub(crate) use operator_log::PURGED_QUEUE;
+pub(crate) use peer_links::suspect_ms as peer_suspect_ms;
 pub(crate) use state::World;

@@ -4,8 +4,8 @@
 use std::collections::VecDeque;
 
 use halyard_core::node::{
-    AcceptRequest, ConnEvent, ConnRequest, Input, JournalRequest, LockRequest, Node, NodeConfig,
-    Output,
+    AcceptRequest, ConnEvent, ConnRequest, Event as NodeEvent, Input, JournalRequest, LockRequest,
+    Node, NodeConfig, Output,
 };
 
 use super::effects::Effect;
@@ -59,6 +59,7 @@ impl World {
         host.lock.reset();
         host.bridge.reset();
         let name = host.name.clone();
+        self.peers.booted(i);
         self.log(&name, "boot");
         self.feed(i, Input::Start);
         // The io driver reads the disk as it starts.
@@ -82,6 +83,8 @@ impl World {
                 self.at(t, Event::CloseToClient { connection: c });
             }
         }
+        self.peers_see_crash(i);
+        self.note_live_nodes();
     }
 
     /// Gives the node `input`, carries out its outputs (which may yield more
@@ -192,10 +195,17 @@ impl World {
             }
             Output::Lock(LockRequest::Acquire) => self.nodes[i].lock.acquire(&mut effects),
             Output::Lock(LockRequest::Release) => self.nodes[i].lock.release(&mut effects),
-            Output::Accept(AcceptRequest::Start) => self.nodes[i].accepting = true,
-            Output::Accept(AcceptRequest::Stop) => self.nodes[i].accepting = false,
+            Output::Accept(AcceptRequest::Start) => {
+                self.nodes[i].accepting = true;
+                self.note_live_nodes();
+            }
+            Output::Accept(AcceptRequest::Stop) => {
+                self.nodes[i].accepting = false;
+                self.note_live_nodes();
+            }
             Output::Event(e) => {
                 self.disk.heard(i, &e);
+                self.count_preemption(i, &e);
                 let name = self.nodes[i].name.clone();
                 if e.is_state_change() {
                     self.log(&name, e.to_string());
@@ -213,6 +223,21 @@ impl World {
         }
         self.apply_effects(i, &mut effects, inputs);
         self.effects = effects;
+    }
+
+    /// Counts what fenced preemption did; a preempting node's next journal
+    /// open is told so (for the planted bug that skips its fencing).
+    fn count_preemption(&mut self, i: usize, e: &NodeEvent) {
+        let stats = &mut self.peers.stats;
+        match e {
+            NodeEvent::Preempting { .. } => {
+                stats.preemptions += 1;
+                self.nodes[i].journal.preempting();
+            }
+            NodeEvent::SupersededByPeer { .. } => stats.superseded += 1,
+            NodeEvent::Fenced { .. } => stats.fenced += 1,
+            _ => {}
+        }
     }
 
     /// Sends the requests now, in order; queues the inputs for the node.

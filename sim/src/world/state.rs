@@ -14,9 +14,11 @@ use super::kafka_requests::JOURNAL_TOPIC;
 use super::network::{self, Network};
 use super::node_host::NodeHost;
 use super::operator_log::Operator;
+use super::peer_links::PeerLinks;
 use crate::client::Client;
 use crate::config::SimConfig;
 use crate::kafka::KafkaModel;
+use crate::liveness_check::{self, LivenessWatch};
 use crate::rng::Rng;
 use crate::trace::Trace;
 use halyard_core::bridge::{BridgeConfig, BridgeMode, RouteSettings, DEFAULT_PREFIX};
@@ -63,6 +65,10 @@ pub(crate) struct World {
     pub(super) security: Option<std::sync::Arc<halyard_core::security::Security>>,
     /// The disk rule's bookkeeping (see `disk_check`).
     pub(crate) disk: crate::disk_check::DiskWatch,
+    /// The nodes' peer links and watches (fenced preemption).
+    pub(super) peers: PeerLinks,
+    /// The liveness rule's bookkeeping (see `liveness_check`).
+    pub(crate) liveness: LivenessWatch,
 }
 
 impl World {
@@ -71,7 +77,12 @@ impl World {
         let fault_rng = rng.fork();
         let mut kafka = KafkaModel::new(cfg.kafka.clone());
         kafka.create_topic(JOURNAL_TOPIC, 1);
-        let nodes = (0..cfg.nodes).map(|i| NodeHost::new(i, &cfg)).collect();
+        let nodes: Vec<NodeHost> = (0..cfg.nodes).map(|i| NodeHost::new(i, &cfg)).collect();
+        let peers = PeerLinks::new(&cfg);
+        let liveness = LivenessWatch::new(
+            cfg.kafka.session_timeout_ms + liveness_check::SLACK_MS,
+            nodes.iter().map(|n| n.name.clone()).collect(),
+        );
         let mut w = World {
             cfg,
             now: 0,
@@ -96,6 +107,8 @@ impl World {
             feed: Feed::new(0, 0),
             security: None,
             disk: Default::default(),
+            peers,
+            liveness,
         };
         if w.cfg.security {
             w.security = Some(std::sync::Arc::new(crate::security_check::security()));
@@ -132,6 +145,23 @@ impl World {
 
     pub(super) fn log(&mut self, who: &str, what: impl AsRef<str>) {
         self.trace.line(self.now, who, what.as_ref());
+    }
+
+    /// What fenced preemption did in this run.
+    pub(crate) fn preemption_stats(&self) -> &super::peer_links::PreemptionStats {
+        &self.peers.stats
+    }
+
+    /// Tells the liveness rule which nodes are live now.
+    pub(super) fn note_live_nodes(&mut self) {
+        let live = self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, host)| host.node.as_ref().is_some_and(Node::is_live))
+            .map(|(i, _)| i)
+            .collect();
+        self.liveness.changed(self.now, live);
     }
 
     pub(crate) fn live_count(&self) -> usize {
