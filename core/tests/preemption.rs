@@ -146,3 +146,27 @@ fn the_lock_is_left_to_a_live_peer_until_it_is_no_longer_live() {
     node.handle(60_001, Input::Lock(LockEvent::Acquired));
     assert!(outputs(&mut node).contains(&Output::Journal(JournalRequest::Open)));
 }
+
+#[test]
+fn a_suspect_already_replaced_by_a_live_peer_is_not_preempted() {
+    let mut node = Node::new(NodeConfig::default());
+    node.handle(0, Input::Start);
+    outputs(&mut node);
+    node.handle(1, peer_live(6));
+    node.handle(2, preempt());
+    assert!(
+        outputs(&mut node).is_empty(),
+        "b is live: a's suspicion is stale"
+    );
+    node.handle(3, Input::Lock(LockEvent::PeerNotLive { peer: "b".into() }));
+    node.handle(4, preempt());
+    let out = outputs(&mut node);
+    assert!(
+        out.contains(&Output::Journal(JournalRequest::Open)),
+        "{out:?}"
+    );
+    assert!(
+        out.contains(&Output::Lock(LockRequest::Acquire)),
+        "joins the lock group: {out:?}"
+    );
+}

@@ -50,12 +50,20 @@ impl Node {
                 _ => {}
             },
             LockEvent::Preempt { peer, reason } => {
-                if self.live_peer.as_ref().is_some_and(|(p, _)| *p == peer) {
-                    self.live_peer = None;
+                match &self.live_peer {
+                    Some((p, _)) if *p == peer => self.live_peer = None,
+                    // Another peer says it is live: the suspect was already
+                    // replaced (lines read late, after a pause), and
+                    // preempting would fence the new live for nothing.
+                    Some(_) => return,
+                    None => {}
                 }
                 if matches!(self.state, HaState::Waiting { .. }) {
                     self.event(Event::Preempting { peer, reason });
                     self.begin_loading();
+                    // Join the lock group too (a node that just stepped
+                    // down has left it): the lock follows the live.
+                    self.outputs.push_back(Output::Lock(LockRequest::Acquire));
                 }
             }
             LockEvent::PeerNotLive { peer } => {

@@ -148,6 +148,9 @@ impl World {
                         self.feed(i, Input::Lock(LockEvent::PeerLive { peer: node, epoch }));
                     }
                 }
+                WatchOutput::PeerNotLive { node } => {
+                    self.feed(i, Input::Lock(LockEvent::PeerNotLive { peer: node }));
+                }
             }
         }
         let Some(d) = self.peers.watch(i).and_then(|w| w.next_deadline()) else {
