@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 
-use halyard_core::ha::watch::PEERS_MAX;
+use halyard_core::ha::watch::{PEERS_MAX, STATUS_LINE_MAX};
 use halyard_io::peer::{PeerConfig, HEARTBEAT_MS_DEFAULT, SUSPECT_MS_DEFAULT};
 
 use crate::mirror_config::HostPort;
@@ -50,6 +50,20 @@ pub fn resolve(s: PeerSettings<'_>) -> Result<Option<PeerConfig>, String> {
         if *addr == Some(listen) {
             return Err(format!("--peer-listen {listen}: must differ from {flag}"));
         }
+    }
+    // The id travels as one word of the status line.
+    let id_ok = !s.node_id.is_empty()
+        && s.node_id.len() <= STATUS_LINE_MAX / 2
+        && !s
+            .node_id
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control());
+    if !id_ok {
+        return Err(format!(
+            "--node-id {:?}: with --peer-listen it must be 1..={} bytes without spaces",
+            s.node_id,
+            STATUS_LINE_MAX / 2
+        ));
     }
     if peers.len() > PEERS_MAX {
         return Err(format!(
@@ -131,5 +145,8 @@ mod tests {
         let taken = [("--http", Some("127.0.0.1:7001".parse().unwrap()))];
         s.taken = &taken;
         assert!(resolve(s).unwrap_err().contains("must differ from --http"));
+        let mut s = settings(Some("127.0.0.1:7001"), &[], None, true);
+        s.node_id = "node a";
+        assert!(resolve(s).unwrap_err().starts_with("--node-id"));
     }
 }

@@ -133,7 +133,7 @@ pub struct PeerWatch {
     outputs: std::collections::VecDeque<WatchOutput>,
 }
 
-/// The fewest and most peers a node may watch.
+/// The most peers a node may watch.
 pub const PEERS_MAX: usize = 16;
 
 impl PeerWatch {

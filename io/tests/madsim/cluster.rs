@@ -535,6 +535,8 @@ pub async fn run_node(
             counters: Default::default(),
             // The madsim nodes run without a Kafka bridge.
             bridge: halyard_io::bridge::BridgeHandle::none(),
+            // Nor a peer port (fenced preemption is the simulator's).
+            live_epoch: None,
         },
         JournalHandle::new(etx),
         LockHandle::new(ltx),
