@@ -83,9 +83,10 @@ from harness.kafka import (  # noqa: E402
     HaNode,
     ensure_kafka,
     new_cluster_id,
+    peer_pair_args,
 )
 from harness.logs import log  # noqa: E402
-from harness.node import HALYARD_BIN, free_port  # noqa: E402
+from harness.node import HALYARD_BIN  # noqa: E402
 from harness.stomp_wire import stomp_accepts  # noqa: E402
 
 PROBE_DEST = "/queue/probe"
@@ -174,24 +175,13 @@ def loaded_line(node: HaNode, since: int) -> str:
 TAKEOVER = r"(?:live lock obtained|suspected gone \(.*\): fencing it and going live)"
 
 
-def peer_args(preempt: bool) -> tuple[list[str], list[str]]:
-    """Each node's --peer-listen and the other's as --peer (fenced preemption)."""
-    if not preempt:
-        return [], []
-    pa, pb = free_port(), free_port()
-    return (
-        ["--peer-listen", f"127.0.0.1:{pa}", "--peer", f"127.0.0.1:{pb}"],
-        ["--peer-listen", f"127.0.0.1:{pb}", "--peer", f"127.0.0.1:{pa}"],
-    )
-
-
 def one_scenario(base: Path, bootstrap: str, session_ms: int, spec: str, runs: int, sigterm_runs: int,
                  preempt: bool = False):
     journal_msgs, dup_ids = parse_journal(spec)
     label = journal_label(journal_msgs, dup_ids)
     c = Cluster(base / f"s{session_ms}-j{spec}", bootstrap, new_cluster_id("fig"))
     c.base_dir.mkdir(parents=True, exist_ok=True)
-    args_a, args_b = peer_args(preempt)
+    args_a, args_b = peer_pair_args() if preempt else ([], [])
     a = c.node("a", "primary", session_timeout_ms=session_ms, extra_args=args_a)
     b = c.node("b", "backup", session_timeout_ms=session_ms, extra_args=args_b)
     results = {"kill": [], "term": [], "fill": None}

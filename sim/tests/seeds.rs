@@ -417,13 +417,10 @@ mod planted {
         );
     }
 
-    /// A preemption's open that fences nobody: the suspected live, still
-    /// running, keeps committing while the preempting node reads and
-    /// serves. The fencing rule catches it (the seed has preemption).
-    #[test]
-    fn preempting_without_fencing_is_caught() {
-        let bug = PlantedBug::Driver(DriverBug::PreemptWithoutFencing);
-        let (seed, _) = first_catch(bug, &["writes from a fenced writer"]);
+    /// The first preemption seed catching `bug` (a violation naming one of
+    /// `expect`), checked to pass without it.
+    fn caught_in_a_preemption_seed(bug: PlantedBug, expect: &[&str]) -> (u64, String) {
+        let (seed, why) = first_catch(bug, expect);
         assert!(SimConfig::from_seed(seed).preemption);
         let r = run(SimConfig::from_seed(seed), false);
         assert!(
@@ -431,6 +428,16 @@ mod planted {
             "seed {seed} fails without the bug: {}",
             r.violations.summary()
         );
+        (seed, why)
+    }
+
+    /// A preemption's open that fences nobody: the suspected live, still
+    /// running, keeps committing while the preempting node reads and
+    /// serves. The fencing rule catches it (the seed has preemption).
+    #[test]
+    fn preempting_without_fencing_is_caught() {
+        let bug = PlantedBug::Driver(DriverBug::PreemptWithoutFencing);
+        caught_in_a_preemption_seed(bug, &["writes from a fenced writer"]);
     }
 
     /// A watch that suspects within one heartbeat: the backups take the
@@ -439,15 +446,8 @@ mod planted {
     #[test]
     fn suspecting_within_a_heartbeat_is_caught() {
         let bug = PlantedBug::Driver(DriverBug::SuspectWithinHeartbeat);
-        let (seed, why) = first_catch(bug, &["liveness"]);
-        assert!(SimConfig::from_seed(seed).preemption);
+        let (_, why) = caught_in_a_preemption_seed(bug, &["liveness"]);
         assert!(!why.contains("lost"), "{why}");
-        let r = run(SimConfig::from_seed(seed), false);
-        assert!(
-            r.ok(),
-            "seed {seed} fails without the bug: {}",
-            r.violations.summary()
-        );
     }
 
     /// A live node deaf to newer live peers: replaced by a preemption, it
@@ -457,15 +457,8 @@ mod planted {
     #[test]
     fn ignoring_a_newer_live_peer_is_caught() {
         let bug = PlantedBug::Driver(DriverBug::IgnorePeerLive);
-        let (seed, why) = first_catch(bug, &["liveness"]);
-        assert!(SimConfig::from_seed(seed).preemption);
+        let (_, why) = caught_in_a_preemption_seed(bug, &["liveness"]);
         assert!(!why.contains("lost"), "{why}");
-        let r = run(SimConfig::from_seed(seed), false);
-        assert!(
-            r.ok(),
-            "seed {seed} fails without the bug: {}",
-            r.violations.summary()
-        );
     }
 
     #[test]

@@ -80,6 +80,16 @@ def new_cluster_id(prefix: str = "kt") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
+def peer_pair_args() -> tuple[list[str], list[str]]:
+    """Fenced preemption for a pair: each node's --peer-listen, and the
+    other's as its --peer."""
+    pa, pb = free_port(), free_port()
+    return (
+        ["--peer-listen", f"127.0.0.1:{pa}", "--peer", f"127.0.0.1:{pb}"],
+        ["--peer-listen", f"127.0.0.1:{pb}", "--peer", f"127.0.0.1:{pa}"],
+    )
+
+
 # ---------------------------------------------------------------------------
 # Nodes
 

@@ -28,9 +28,9 @@ from harness.failover import (
     check_delivery,
     run_until_done,
 )
-from harness.kafka import ACCEPTING, new_cluster_id
+from harness.kafka import ACCEPTING, new_cluster_id, peer_pair_args
 from harness.logs import log
-from harness.node import free_port, wait_accepts
+from harness.node import wait_accepts
 from harness.stomp_wire import stomp_accepts
 
 SESSION_MS = 6000
@@ -49,28 +49,39 @@ def why(hit) -> str:
 def pair(cluster):
     """A primary and a backup watching each other's peer port."""
     c = cluster()
-    pa, pb = free_port(), free_port()
-    a = c.node(
-        "a", "primary", session_timeout_ms=SESSION_MS,
-        extra_args=["--peer-listen", f"127.0.0.1:{pa}", "--peer", f"127.0.0.1:{pb}"],
-    )
-    b = c.node(
-        "b", "backup", session_timeout_ms=SESSION_MS,
-        extra_args=["--peer-listen", f"127.0.0.1:{pb}", "--peer", f"127.0.0.1:{pa}"],
-    )
+    args_a, args_b = peer_pair_args()
+    a = c.node("a", "primary", session_timeout_ms=SESSION_MS, extra_args=args_a)
+    b = c.node("b", "backup", session_timeout_ms=SESSION_MS, extra_args=args_b)
     c.start_live(a)
     c.start_backup(b)
     return c, a, b
 
 
-def test_sigkill_of_the_live_is_preempted_inside_the_session_timeout(cluster, clients):
-    c, a, b = pair(cluster)
-    run_id = new_cluster_id("pre")
-    dest = "/queue/preempt"
+def traffic(c, clients, tag: str, count: int, window: int):
+    """A failover producer of `count` messages and its consumer, started."""
+    run_id = new_cluster_id(tag)
+    dest = f"/queue/{tag}"
     consumer = clients(FailoverConsumer(c.addrs(), dest, run_id))
-    producer = clients(FailoverProducer(c.addrs(), dest, 6_000, run_id, window=200))
+    producer = clients(FailoverProducer(c.addrs(), dest, count, run_id, window=window))
     consumer.start()
     producer.start()
+    return producer, consumer
+
+
+def all_delivered(producer, consumer, count: int) -> None:
+    """Lets the traffic finish; every receipted message delivered, none twice."""
+    run_until_done(producer, consumer, timeout=60)
+    consumer.stop()
+    consumer.join(timeout=10)
+    r = check_delivery(producer, consumer)
+    log(r.line())
+    assert_report(r)
+    assert r.receipted == count
+
+
+def test_sigkill_of_the_live_is_preempted_inside_the_session_timeout(cluster, clients):
+    c, a, b = pair(cluster)
+    producer, consumer = traffic(c, clients, "pre", 6_000, 200)
     assert consumer.wait_count(2_000, timeout=40), f"only {len(consumer.seen)} delivered before the kill"
     # The backup must have heard the live on the peer port by now.
     pos = b.log_pos()
@@ -85,23 +96,12 @@ def test_sigkill_of_the_live_is_preempted_inside_the_session_timeout(cluster, cl
     # have expired the dead member's session.
     assert t_acc - t_kill < SESSION_MS / 1000 - 1.5, f"accepting only after {t_acc - t_kill:.2f} s"
     assert b.count(ACCEPTING, since=pos) == 1
-    run_until_done(producer, consumer, timeout=60)
-    consumer.stop()
-    consumer.join(timeout=10)
-    r = check_delivery(producer, consumer)
-    log(r.line())
-    assert_report(r)
-    assert r.receipted == 6_000
+    all_delivered(producer, consumer, 6_000)
 
 
 def test_a_paused_live_is_preempted_and_steps_down_when_it_resumes(cluster, clients):
     c, a, b = pair(cluster)
-    run_id = new_cluster_id("pause")
-    dest = "/queue/paused"
-    consumer = clients(FailoverConsumer(c.addrs(), dest, run_id))
-    producer = clients(FailoverProducer(c.addrs(), dest, 3_000, run_id, window=100))
-    consumer.start()
-    producer.start()
+    producer, consumer = traffic(c, clients, "pause", 3_000, 100)
     assert consumer.wait_count(800, timeout=40)
     pos_a, pos_b = a.log_pos(), b.log_pos()
     t_stop = time.time()
@@ -115,13 +115,7 @@ def test_a_paused_live_is_preempted_and_steps_down_when_it_resumes(cluster, clie
         a.proc.send_signal(signal.SIGCONT)
     down = a.wait_log(SUPERSEDED_OR_FENCED, timeout=10, since=pos_a)
     log(f"a resumed and stepped down: {down.line.strip()[-100:]}")
-    run_until_done(producer, consumer, timeout=60)
-    consumer.stop()
-    consumer.join(timeout=10)
-    r = check_delivery(producer, consumer)
-    log(r.line())
-    assert_report(r)
-    assert r.receipted == 3_000
+    all_delivered(producer, consumer, 3_000)
     assert a.alive() and b.alive()
     assert stomp_accepts(b.addr, timeout=2), "the new live does not accept clients"
     assert not stomp_accepts(a.addr, timeout=2), "the fenced old live still accepts clients"
@@ -132,12 +126,7 @@ def test_sigterm_hands_over_through_the_peer_link(cluster, clients):
     """A drained live closes its peer links as it stops: the backup takes
     over on that, without waiting for the lock group to rebalance."""
     c, a, b = pair(cluster)
-    run_id = new_cluster_id("term")
-    dest = "/queue/term"
-    consumer = clients(FailoverConsumer(c.addrs(), dest, run_id))
-    producer = clients(FailoverProducer(c.addrs(), dest, 2_000, run_id, window=100))
-    consumer.start()
-    producer.start()
+    producer, consumer = traffic(c, clients, "term", 2_000, 100)
     assert consumer.wait_count(500, timeout=40)
     pos = b.log_pos()
     t_term = a.sigterm()
@@ -146,10 +135,4 @@ def test_sigterm_hands_over_through_the_peer_link(cluster, clients):
     t_acc = wait_accepts(b, timeout=10)
     log(f"SIGTERM: b took over on '{why(hit)}' after {hit.ts - t_term:.2f} s, accepting after {t_acc - t_term:.2f} s")
     assert "link closed" in why(hit)
-    run_until_done(producer, consumer, timeout=60)
-    consumer.stop()
-    consumer.join(timeout=10)
-    r = check_delivery(producer, consumer)
-    log(r.line())
-    assert_report(r)
-    assert r.receipted == 2_000
+    all_delivered(producer, consumer, 2_000)
