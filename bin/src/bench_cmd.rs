@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use clap::{ArgAction, Args};
 
 use crate::bench::harness::{AckMode, BenchConfig, BenchError, Outcome, Protocol};
+use crate::bench::node_metrics;
 use crate::bench::payload::MIN_SIZE;
 use crate::bench::plot;
 use crate::bench::schedule::Rate;
@@ -29,7 +30,8 @@ PLAIN with --user/--password); /queue/NAME becomes the address NAME with the \
 `queue` capability, /topic/NAME the address NAME with `topic`. With --rate N sends follow a \
 fixed schedule and latency counts from the scheduled time, which corrects for \
 coordinated omission. Exits 1 if nothing was received or the broker sent an \
-ERROR. See docs/bench.md.\n\n\
+ERROR. With --node-metrics the bench also reports the node's append stalls \
+(journal compaction pauses) during the measured window. See docs/bench.md.\n\n\
 Example: halyard bench --url tcp://127.0.0.1:61616 --rate 5000 --json out.json --plot plots/")]
 pub struct BenchArgs {
     /// Wire protocol: stomp (STOMP 1.2) or amqp (AMQP 1.0)
@@ -86,6 +88,9 @@ pub struct BenchArgs {
     /// Name of this run in the table, JSON and plots (default: HOST:PORT)
     #[arg(long, value_name = "NAME")]
     label: Option<String>,
+    /// A Halyard node's metrics endpoint (its --http), e.g. http://127.0.0.1:61703/metrics: scraped when the measured window starts and when it ends; the run then also reports the node's append stalls (halyard_journal_compaction_stall_seconds: journal compaction pauses) in that window, per bucket, with their count, sum, largest bucket and share above 20 ms (JSON: node_append_stalls). A failed scrape or a node without that histogram is a warning, never a failed run
+    #[arg(long, value_name = "URL")]
+    node_metrics: Option<String>,
     /// CI smoke run: 0.5 s warm-up, 2 s measured, 1 producer, 1 consumer, window 100; also fails if a message is missing
     #[arg(long, conflicts_with_all = ["duration", "warmup", "producers", "consumers", "window"])]
     smoke: bool,
@@ -156,6 +161,9 @@ fn config(a: &BenchArgs) -> Result<BenchConfig, String> {
     if a.window == 0 || a.window > 1_000_000 {
         return Err("--window must be between 1 and 1000000".into());
     }
+    if let Some(url) = &a.node_metrics {
+        node_metrics::check_url(url)?;
+    }
     let (producers, consumers, window, warmup, duration) = if a.smoke {
         (1, 1, 100, 0.5, 2.0)
     } else {
@@ -184,6 +192,7 @@ fn config(a: &BenchArgs) -> Result<BenchConfig, String> {
         drain: Duration::from_secs(5),
         connect_timeout: Duration::from_secs(5),
         progress: true,
+        node_metrics: a.node_metrics.clone(),
     })
 }
 
@@ -226,6 +235,7 @@ pub fn report(label: &str, url: &str, cfg: &BenchConfig, o: &Outcome) -> Report 
             duration_secs,
         ),
         errors: o.errors.clone(),
+        node_append_stalls: o.node_stalls.clone(),
     }
 }
 
@@ -292,6 +302,9 @@ pub fn run(a: BenchArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     }
     if t.tracking_overflowed {
         println!("note: too many gaps to track duplicates; missing/duplicates are estimates");
+    }
+    if let Some(stalls) = &r.node_append_stalls {
+        print!("{}", stalls.text());
     }
     if let Some(path) = &a.json {
         let text = serde_json::to_string_pretty(&r)?;
@@ -431,6 +444,21 @@ mod tests {
         assert_eq!(c.passcode.as_deref(), Some("secret"));
         let a = parse(&["--protocol", "amqp", "--destination", "/queue/"]).expect("parses");
         assert!(config(&a).is_err());
+    }
+
+    #[test]
+    fn node_metrics_flag() {
+        let c = config(&parse(&[]).expect("parses")).expect("valid");
+        assert_eq!(c.node_metrics, None);
+        let a = parse(&["--node-metrics", "http://127.0.0.1:61703/metrics"]).expect("parses");
+        let c = config(&a).expect("valid");
+        assert_eq!(
+            c.node_metrics.as_deref(),
+            Some("http://127.0.0.1:61703/metrics")
+        );
+        let a = parse(&["--node-metrics", "127.0.0.1:61703"]).expect("parses");
+        let e = config(&a).expect_err("not a URL");
+        assert!(e.contains("--node-metrics"), "{e}");
     }
 
     #[test]

@@ -101,6 +101,7 @@ fn cfg(addr: String) -> BenchConfig {
         drain: Duration::from_millis(300),
         connect_timeout: Duration::from_secs(5),
         progress: false,
+        node_metrics: None,
     }
 }
 

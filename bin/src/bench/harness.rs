@@ -22,6 +22,7 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 use super::amqp_client::AmqpClientError;
+use super::node_metrics::{self, StallReport};
 use super::payload;
 use super::schedule::{Rate, Schedule, Timeline};
 use super::seqset::{Insert, SeqSet};
@@ -107,6 +108,9 @@ pub struct BenchConfig {
     pub connect_timeout: Duration,
     /// Print a line per second to stderr.
     pub progress: bool,
+    /// `--node-metrics`: the node's `/metrics`, scraped when the measured
+    /// window starts and ends.
+    pub node_metrics: Option<String>,
 }
 
 impl BenchConfig {
@@ -156,6 +160,8 @@ pub struct Outcome {
     pub sent_per_sec: Vec<u64>,
     pub received_per_sec: Vec<u64>,
     pub errors: Vec<String>,
+    /// The node's append stalls in the measured window (`--node-metrics`).
+    pub node_stalls: Option<StallReport>,
 }
 
 /// Nanoseconds since the bench started, from one `Instant`.
@@ -486,6 +492,14 @@ where
     let progress = cfg
         .progress
         .then(|| tokio::spawn(report_progress(shared.clone(), tl)));
+    let scraper = cfg.node_metrics.clone().map(|url| {
+        tokio::spawn(node_metrics::scrape_window(
+            url,
+            clock.at(tl.warm_end_ns),
+            clock.at(tl.end_ns),
+            shared.abort.subscribe(),
+        ))
+    });
 
     let mut totals = Totals::default();
     let mut send_to_receipt = new_histogram();
@@ -500,6 +514,12 @@ where
         // Same bounds on both sides: adding cannot fail.
         let _ = send_to_receipt.add(&r.send_to_receipt);
     }
+    // The producers are done, so the measured window is over: the second
+    // scrape is made or under way.
+    let node_stalls = match scraper {
+        Some(s) => Some(s.await.map_err(|e| BenchError::Task(e.to_string()))?),
+        None => None,
+    };
 
     // Drain: until every expected delivery arrived, the drain time is up,
     // or something failed.
@@ -552,6 +572,7 @@ where
         sent_per_sec: load(&shared.sent_per_sec),
         received_per_sec: load(&shared.received_per_sec),
         errors,
+        node_stalls,
     })
 }
 
@@ -605,6 +626,7 @@ mod tests {
             drain: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(1),
             progress: false,
+            node_metrics: None,
         }
     }
 

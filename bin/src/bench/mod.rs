@@ -9,6 +9,8 @@
 //! - [`stomp_run`]: STOMP producers and consumers on Tokio;
 //! - [`amqp_client`], [`amqp_run`]: an AMQP 1.0 client connection on the
 //!   core codec, and AMQP producers and consumers;
+//! - [`node_metrics`]: `--node-metrics`, the node's append stalls (journal
+//!   compaction pauses) during the measured window, from its `/metrics`;
 //! - [`stats`]: HDR histograms, the report, its JSON and its table;
 //! - [`plot`]: SVG and PNG plots.
 
@@ -17,6 +19,7 @@ pub mod amqp_consumer;
 pub mod amqp_link;
 pub mod amqp_run;
 pub mod harness;
+pub mod node_metrics;
 pub mod payload;
 pub mod plot;
 pub mod schedule;
@@ -26,3 +29,5 @@ pub mod stomp_run;
 
 #[cfg(test)]
 mod amqp_tests;
+#[cfg(test)]
+mod node_metrics_tests;

@@ -3,6 +3,8 @@
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use super::node_metrics::StallReport;
+
 /// Highest latency a histogram holds: one hour in microseconds. Larger
 /// values are clamped to it (and then the max says "an hour").
 pub const MAX_LATENCY_US: u64 = 3_600_000_000;
@@ -198,6 +200,9 @@ pub struct Report {
     pub per_second: Vec<Second>,
     /// ERROR frames and lost connections, first few only.
     pub errors: Vec<String>,
+    /// `--node-metrics`: the node's append stalls (journal compaction
+    /// pauses) in the measured window; null without the flag.
+    pub node_append_stalls: Option<StallReport>,
 }
 
 /// Per-second series from counters; trailing idle seconds of the drain are
@@ -425,6 +430,7 @@ pub(crate) mod tests {
             },
             per_second: per_second(&[10; 12], &[10; 12], 2.0, 10.0),
             errors: vec![],
+            node_append_stalls: None,
         }
     }
 
@@ -439,6 +445,7 @@ pub(crate) mod tests {
             "latency_ms",
             "per_second",
             "errors",
+            "node_append_stalls",
         ] {
             assert!(v.get(key).is_some(), "missing {key}");
         }
@@ -459,6 +466,7 @@ pub(crate) mod tests {
         assert_eq!(series.len(), 52);
         assert!(series[0]["percentile"].is_number() && series[0]["ms"].is_number());
         assert!(v["latency_ms"]["end_to_end"].is_null());
+        assert!(v["node_append_stalls"].is_null());
         let ps = v["per_second"].as_array().expect("array");
         assert_eq!(ps.len(), 12);
         assert_eq!(ps[0]["phase"], "warmup");
