@@ -26,7 +26,8 @@
 #                  msg/s sent (receipted after the transaction commits); the durable consumer's
 #                  count and lag are checked and recorded (results/LABEL-rN.run).
 #   halyard-local  `halyard node` with the local journal (fsync on; a fresh data dir under target/),
-#                  serving /metrics on --http 127.0.0.1:HALYARD_HTTP_PORT that nothing scrapes
+#                  serving /metrics on --http 127.0.0.1:HALYARD_HTTP_PORT that only the bench reads,
+#                  twice (see --node-metrics below)
 #   halyard-local-paged  exactly halyard-local with --max-memory-bytes 1048576 (the least accepted):
 #                  messages past 90% of it are paged to the journal and read back (issue 14: paging
 #                  must not slow the common case, consumers keeping up)
@@ -66,7 +67,11 @@
 # The brokers get the same closed-loop `halyard bench` workload (same window, producers,
 # consumers, size, persistence), one broker at a time; the AMQP runs differ only by --protocol.
 # Every `halyard node` with the local journal (halyard-local, halyard-local-scraped,
-# halyard-local-amqp, the mirrors' server0 and their open-loop runs) gets the same --http flag.
+# halyard-local-amqp, the mirrors' server0 and their open-loop runs) gets the same --http flag,
+# and the bench of each of those runs gets --node-metrics http://127.0.0.1:HALYARD_HTTP_PORT/metrics:
+# it GETs the node's /metrics when its measured window starts and when it ends, and its JSON then
+# has the node's append stalls (journal compaction pauses) in that window (node_append_stalls;
+# the report's "Append stalls" section). A binary whose bench lacks the flag runs without it.
 # Unless LATENCY_RATE=0, halyard-local, artemis, halyard-local-amqp, artemis-amqp and the
 # halyard-mirror-* configurations also get an
 # open-loop run at LATENCY_RATE msg/s (labels LABEL-openloop): latencies at an equal offered
@@ -670,13 +675,15 @@ run_halyard_local() { # ROUND [LABEL [EXTRA BENCH ARGS...]]
     dir="$RUN/data/$label-r$round"
     start_local "$label" "$round" "$dir"
     if [[ "$label" == halyard-local-scraped ]]; then SCRAPE_URL="http://127.0.0.1:$HALYARD_HTTP_PORT/metrics"; fi
-    run_bench "$label" "$round" "$HALYARD_LOCAL_PORT" "$NODE_PID" "$RATE" "$@"
+    # start_local gave the node (a mirrored pair's active) --http 127.0.0.1:HALYARD_HTTP_PORT.
+    run_bench "$label" "$round" "$HALYARD_LOCAL_PORT" "$NODE_PID" "$RATE" "${NODE_METRICS_ARGS[@]}" "$@"
     stop_local
     rm -rf "$dir"
     if [[ "$LATENCY_RATE" != 0 && "$label" != halyard-local-scraped ]]; then
         dir="$RUN/data/$label-openloop-r$round"
         start_local "$label-openloop" "$round" "$dir"
-        run_bench "$label-openloop" "$round" "$HALYARD_LOCAL_PORT" "$NODE_PID" "$LATENCY_RATE" "$@"
+        run_bench "$label-openloop" "$round" "$HALYARD_LOCAL_PORT" "$NODE_PID" "$LATENCY_RATE" \
+            "${NODE_METRICS_ARGS[@]}" "$@"
         stop_local
         rm -rf "$dir"
     fi
@@ -753,6 +760,14 @@ if ((BUILD)); then
         || { tail -n 30 "$RUN/logs/build.log" >&2; die "build failed"; }
 fi
 [[ -x "$BIN" ]] || die "$BIN missing (cargo build --release -p halyard)"
+# The local-journal runs' benches read the node's append stalls from its /metrics (see the header),
+# if this binary's bench can.
+NODE_METRICS_ARGS=(--node-metrics "http://127.0.0.1:$HALYARD_HTTP_PORT/metrics")
+bench_help=$("$BIN" bench --help 2>/dev/null || true)
+if [[ "$bench_help" != *--node-metrics* ]]; then
+    log "note: $BIN bench has no --node-metrics; the local-journal runs report no append stalls"
+    NODE_METRICS_ARGS=()
+fi
 
 wants() { [[ " $CONFIGS " == *" $1 "* ]]; }
 
@@ -789,6 +804,7 @@ meta halyard_version "$("$BIN" --version 2>/dev/null || echo unknown)"
 meta halyard_binary_mtime "$(date -u -r "$BIN" +%Y-%m-%dT%H:%M:%SZ)"
 meta halyard_binary "$BIN"
 meta halyard_binary_source "$HALYARD_BIN_SOURCE"
+meta bench_node_metrics "$([[ ${#NODE_METRICS_ARGS[@]} -gt 0 ]] && echo "${NODE_METRICS_ARGS[1]}" || echo none)"
 meta rustc "$(rustc --version 2>/dev/null || echo unknown)"
 meta java "$(java -version 2>&1 | head -n 1)"
 meta java_runtime "$(java -version 2>&1 | sed -n 2p)"

@@ -16,6 +16,8 @@ Reads, from the run directory:
                            passive logs to logs/LABEL-rN.passive.log
   logs/LABEL-rN.scrapes.kept   halyard_mirror_* lines of the mirrored pairs' /metrics scrapes
   logs/artemis*-rN.broker.log   Artemis's output
+  (in the JSON) node_append_stalls   the node's journal compaction pauses in the measured window,
+                           read by `halyard bench --node-metrics` (the local-journal runs)
   cpu/TAG.txt              /proc samples (T: /proc/stat; P: LABEL and one thread's stat line)
   plots/LABEL-rN/          `halyard bench --plot` output
 and the machine from /proc and /sys. For every configuration the round with the median
@@ -569,6 +571,88 @@ def shell_cmd(cmd):
 # --- report -------------------------------------------------------------------------------
 
 
+def fmt_bound(le_ms, last_finite):
+    """A stall bucket's name: "≤ 20 ms", "≤ 1 s", or "> 1 s" for +Inf."""
+    def txt(ms):
+        return f"{ms / 1000:g} s" if ms >= 1000 else f"{ms:g} ms"
+
+    if isinstance(le_ms, (int, float)):
+        return "≤ " + txt(le_ms)
+    return "> " + txt(last_finite) if last_finite is not None else "any"
+
+
+def stall_section(w, rounds, picked):
+    """## Append stalls: for each run whose bench read the node's /metrics (--node-metrics), the
+    pauses of the local journal's append loop for compaction work in the measured window, one
+    table per run (the reported round), from the JSON's node_append_stalls."""
+    runs = []
+    for label in CLOSED + OPEN + EXTRA:
+        p = picked.get(label)
+        if not p or not p[1] or not isinstance(p[1].get("node_append_stalls"), dict):
+            continue
+        runs.append((label, p[0], p[1]["node_append_stalls"]))
+    if not runs:
+        return
+    w("## Append stalls (journal compaction pauses)")
+    w("")
+    w(
+        "The local journal pauses its append loop for compaction work (deleting dead segments, "
+        "cleaning): an append arriving during a pause waits at most that long. The bench of each "
+        "local-journal run read the node's `/metrics` when its measured window started and when it "
+        "ended (`halyard bench --node-metrics`); the difference of the histogram "
+        "`halyard_journal_compaction_stall_seconds` is the pauses of the measured window. Each column "
+        "counts the pauses in that bucket only (not cumulative); the reported round of each "
+        "configuration."
+    )
+    w("")
+    for label, rnd, st in runs:
+        name = NAMES.get(label, label)
+        head = f"**{name}** (`{label}`, round {rnd}"
+        if st.get("status") != "ok":
+            why = st.get("error") or "no figures"
+            if st.get("status") == "missing":
+                w(f"{head}): the node exported no compaction-stall histogram at `{st.get('url', '?')}`.")
+            else:
+                w(f"{head}): no figures, the scrape failed: {why}.")
+            w("")
+            continue
+        buckets = [b for b in st.get("buckets") or [] if isinstance(b, dict)]
+        finite = [b["le_ms"] for b in buckets if isinstance(b.get("le_ms"), (int, float))]
+        last = finite[-1] if finite else None
+        count, sum_ms, over = st.get("count") or 0, st.get("sum_ms") or 0.0, st.get("over_20ms") or 0
+        window = st.get("window_secs")
+        parts = [f"{count:,} pause{'s' if count != 1 else ''}, {sum_ms:,.1f} ms in all"
+                 + (f" ({sum_ms / 10 / window:.2f}% of the window)" if window else "")]
+        if count:
+            parts.append(f"largest bucket reached: {fmt_bound(st.get('max_le_ms'), last)}")
+            share = st.get("over_20ms_share")
+            parts.append(f"{over:,} over 20 ms" + (f" ({share * 100:.0f}%)" if share is not None else ""))
+        if st.get("node_max_ms") is not None:
+            parts.append(f"the node's longest pause since it started: {st['node_max_ms']:,.1f} ms")
+        w(
+            head
+            + (f", {window:.1f} s between the scrapes" if window else "")
+            + "): "
+            + "; ".join(parts)
+            + "."
+        )
+        others = [
+            f"round {r}: {s['count']:,} ({s.get('over_20ms') or 0:,} over 20 ms)"
+            for r, rep, _ in rounds.get(label, [])
+            if r != rnd and rep and isinstance(s := rep.get("node_append_stalls"), dict)
+            and s.get("status") == "ok" and s.get("count") is not None
+        ]
+        if others:
+            w("")
+            w("Pauses in the other rounds: " + "; ".join(others) + ".")
+        if buckets:
+            w("")
+            w("| pause | " + " | ".join(fmt_bound(b.get("le_ms"), last) for b in buckets) + " |")
+            w("| --- | " + " | ".join("---:" for _ in buckets) + " |")
+            w("| pauses | " + " | ".join(fmt_int(b.get("count")) for b in buckets) + " |")
+        w("")
+
+
 def mirror_section(w, run, rounds, picked, env, warmup, duration):
     """### Mirroring: every round of (c), (m-sync), (m-async) side by side, their ratios, CPU of
     both brokers and the active's halyard_mirror_* gauges over the measured window."""
@@ -932,7 +1016,17 @@ def main():
             break
     w(
         "- **(c)** `halyard node` with the local journal (fsync on), a fresh data dir under `target/` per round"
-        + (http_note + " (not scraped: see (c-scraped))" if http_note and "halyard-local-scraped" in rounds else http_note)
+        + (
+            http_note
+            + (
+                " (read by the bench only, at the start and end of its measured window: "
+                "`--node-metrics`; see (c-scraped))"
+                if any("--node-metrics" in cmd for _, _, cmd in cmds)
+                else " (not scraped: see (c-scraped))"
+            )
+            if http_note and "halyard-local-scraped" in rounds
+            else http_note
+        )
         + "."
     )
     if "halyard-local-scraped" in rounds:
@@ -1550,6 +1644,9 @@ def main():
                 if kind in links:
                     w(f"![{label} {kind}]({links[kind]})")
             w("")
+
+    # ---- journal compaction pauses (halyard bench --node-metrics) ----
+    stall_section(w, rounds, picked)
 
     # ---- where the time goes ----
     w("## Where the time goes")
