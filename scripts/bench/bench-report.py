@@ -571,6 +571,11 @@ def shell_cmd(cmd):
 # --- report -------------------------------------------------------------------------------
 
 
+def fmt_pause_ms(x):
+    """Milliseconds of pauses: 3 decimals below 10 ms (pauses can be microseconds)."""
+    return f"{x:,.1f}" if x >= 10 else f"{x:.3f}"
+
+
 def fmt_bound(le_ms, last_finite):
     """A stall bucket's name: "≤ 20 ms", "≤ 1 s", or "> 1 s" for +Inf."""
     def txt(ms):
@@ -621,14 +626,14 @@ def stall_section(w, rounds, picked):
         last = finite[-1] if finite else None
         count, sum_ms, over = st.get("count") or 0, st.get("sum_ms") or 0.0, st.get("over_20ms") or 0
         window = st.get("window_secs")
-        parts = [f"{count:,} pause{'s' if count != 1 else ''}, {sum_ms:,.1f} ms in all"
+        parts = [f"{count:,} pause{'s' if count != 1 else ''}, {fmt_pause_ms(sum_ms)} ms in all"
                  + (f" ({sum_ms / 10 / window:.2f}% of the window)" if window else "")]
         if count:
             parts.append(f"largest bucket reached: {fmt_bound(st.get('max_le_ms'), last)}")
             share = st.get("over_20ms_share")
             parts.append(f"{over:,} over 20 ms" + (f" ({share * 100:.0f}%)" if share is not None else ""))
         if st.get("node_max_ms") is not None:
-            parts.append(f"the node's longest pause since it started: {st['node_max_ms']:,.1f} ms")
+            parts.append(f"the node's longest pause since it started: {fmt_pause_ms(st['node_max_ms'])} ms")
         w(
             head
             + (f", {window:.1f} s between the scrapes" if window else "")

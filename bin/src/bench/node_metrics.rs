@@ -374,7 +374,7 @@ pub struct BoundMs(pub f64);
 impl BoundMs {
     fn of_secs(secs: f64) -> BoundMs {
         if secs.is_finite() {
-            BoundMs((secs * 1e9).round() / 1e6)
+            BoundMs(secs_to_ms(secs))
         } else {
             BoundMs(f64::INFINITY)
         }
@@ -479,11 +479,11 @@ impl StallReport {
                     .collect(),
             ),
             count: Some(d.count),
-            sum_ms: Some(d.sum_secs * 1000.0),
+            sum_ms: Some(secs_to_ms(d.sum_secs)),
             over_20ms: Some(over),
             over_20ms_share: (d.count > 0).then(|| over as f64 / d.count as f64),
             max_le_ms: d.max_bound().map(BoundMs::of_secs),
-            node_max_ms: after.max_secs.map(|s| s * 1000.0),
+            node_max_ms: after.max_secs.map(secs_to_ms),
         }
     }
 
@@ -534,6 +534,12 @@ impl StallReport {
         out.push('\n');
         out
     }
+}
+
+/// Seconds to milliseconds, to the nanosecond (no float noise in the
+/// JSON).
+fn secs_to_ms(secs: f64) -> f64 {
+    (secs * 1e9).round() / 1e6
 }
 
 /// `1 ms`, `0.5 ms`, `1 s`.
