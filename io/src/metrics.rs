@@ -6,8 +6,19 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 /// Upper bounds of the group-commit size histogram (node batches per write).
 pub const GROUP_BATCH_BUCKETS: [u64; 10] = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1_000];
 
+/// Upper bounds (µs) of the compaction-stall histogram.
+pub const COMPACTION_STALL_BUCKETS_US: [u64; 10] = [
+    1_000, 2_000, 5_000, 10_000, 20_000, 50_000, 100_000, 200_000, 500_000, 1_000_000,
+];
+
 #[derive(Debug, Default)]
 pub struct JournalMetrics {
+    /// Pauses of the local journal's append loop for compaction (planning a
+    /// job, applying its outcome, waiting for one): counts per bucket (not
+    /// cumulative), the last above every bound; their sum and the longest.
+    pub compaction_stalls: [AtomicU64; COMPACTION_STALL_BUCKETS_US.len() + 1],
+    pub compaction_stall_sum_us: AtomicU64,
+    pub compaction_stall_max_us: AtomicU64,
     /// Group commits written (local: appends; Kafka: transactions committed).
     pub group_commits: AtomicU64,
     /// Node batches per group commit: counts per bucket (not cumulative),
@@ -58,6 +69,17 @@ impl JournalMetrics {
         self.group_commits.fetch_add(1, Ordering::Relaxed);
         self.bytes_written.fetch_add(bytes, Ordering::Relaxed);
     }
+
+    /// The append loop paused this long for compaction work.
+    pub fn compaction_stall(&self, pause: std::time::Duration) {
+        let us = u64::try_from(pause.as_micros()).unwrap_or(u64::MAX);
+        let i = COMPACTION_STALL_BUCKETS_US.partition_point(|&bound| bound < us);
+        self.compaction_stalls[i].fetch_add(1, Ordering::Relaxed);
+        self.compaction_stall_sum_us
+            .fetch_add(us, Ordering::Relaxed);
+        self.compaction_stall_max_us
+            .fetch_max(us, Ordering::Relaxed);
+    }
 }
 
 #[cfg(test)]
@@ -81,5 +103,28 @@ mod tests {
         assert_eq!(m.group_batches_sum.load(Ordering::Relaxed), 5_004);
         assert_eq!(m.bytes_written.load(Ordering::Relaxed), 30);
         assert_eq!(m.standby_lag_records.load(Ordering::Relaxed), -1);
+    }
+
+    #[test]
+    fn compaction_stalls_land_in_their_bucket() {
+        let m = JournalMetrics::new();
+        m.compaction_stall(std::time::Duration::from_micros(300));
+        m.compaction_stall(std::time::Duration::from_millis(20));
+        m.compaction_stall(std::time::Duration::from_millis(21));
+        m.compaction_stall(std::time::Duration::from_secs(3));
+        let got: Vec<u64> = m
+            .compaction_stalls
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .collect();
+        assert_eq!(got[0], 1, "0.3 ms: at most 1 ms");
+        assert_eq!(got[4], 1, "20 ms: at most 20 ms");
+        assert_eq!(got[5], 1, "21 ms: at most 50 ms");
+        assert_eq!(got[COMPACTION_STALL_BUCKETS_US.len()], 1);
+        assert_eq!(m.compaction_stall_max_us.load(Ordering::Relaxed), 3_000_000);
+        assert_eq!(
+            m.compaction_stall_sum_us.load(Ordering::Relaxed),
+            300 + 20_000 + 21_000 + 3_000_000
+        );
     }
 }

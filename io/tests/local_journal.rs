@@ -1234,3 +1234,176 @@ fn entries_read_back_by_key_through_compaction_and_reopen() {
     let journal = open(&cfg);
     assert_eq!(journal.read_latest(&keys).expect("read after reopen"), want);
 }
+
+/// A compaction job between planning and applying, as the journal thread
+/// holds it while another thread does the file work.
+enum Pending {
+    Planned(halyard_io::local::CompactionJob),
+    Ran(halyard_io::local::CompactionOutcome),
+}
+
+#[derive(Clone, Debug)]
+enum BgOp {
+    /// One group commit: batches of (key index, value length or tombstone).
+    Append(Vec<Vec<(u8, Option<u8>)>>),
+    /// Plan a job (if none is pending), with a simulated crash after this
+    /// many file changes when given.
+    Plan(Option<u8>),
+    /// Do the pending job's file work, but do not apply it yet.
+    Run,
+    /// Apply it (running it first if needed).
+    Finish,
+    Reopen,
+}
+
+fn bg_op_strategy() -> impl Strategy<Value = BgOp> {
+    let entry = (0u8..6, proptest::option::weighted(0.6, 0u8..40));
+    let batch = proptest::collection::vec(entry, 0..4);
+    prop_oneof![
+        8 => proptest::collection::vec(batch, 1..4).prop_map(BgOp::Append),
+        3 => proptest::option::weighted(0.2, 0u8..8).prop_map(BgOp::Plan),
+        2 => Just(BgOp::Run),
+        2 => Just(BgOp::Finish),
+        1 => Just(BgOp::Reopen),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    /// Compaction off the append path: appends and reads go on between a
+    /// job's planning, its file work (renames and unlinks included) and
+    /// applying it, so keys it copies get newer puts and tombstones
+    /// meanwhile. Every read by key matches the model at every step; the
+    /// index stays consistent; replay, reopen and crashes at every step of a
+    /// job keep the model's view.
+    #[test]
+    fn compaction_jobs_interleaved_with_appends_and_reads_match_a_model(
+        segment_bytes in 48u64..400,
+        ops in proptest::collection::vec(bg_op_strategy(), 1..100),
+    ) {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let cfg = config(tmp.path(), segment_bytes);
+        let mut journal = open(&cfg);
+        let mut model: BTreeMap<Bytes, (u64, Bytes)> = BTreeMap::new();
+        let mut seq = 0u64;
+        let perm = put("permanent", "record");
+        journal.append(&[vec![perm.clone()]]).expect("append");
+        model.insert(perm.key.clone(), (seq, perm.value.clone().expect("put")));
+        let all_keys: Vec<Bytes> = (0..6)
+            .map(|k| Bytes::from(format!("key{k}")))
+            .chain([perm.key.clone()])
+            .collect();
+        let mut pending: Option<Pending> = None;
+        for (n, op) in ops.into_iter().enumerate() {
+            match op {
+                BgOp::Append(batches) => {
+                    let batches: Vec<Vec<Entry>> = batches
+                        .into_iter()
+                        .map(|b| {
+                            b.into_iter()
+                                .map(|(k, v)| Entry {
+                                    key: Bytes::from(format!("key{k}")),
+                                    value: v.map(|len| Bytes::from(format!("{n}:{}", "v".repeat(len as usize)))),
+                                })
+                                .collect()
+                        })
+                        .collect();
+                    for e in batches.iter().flatten() {
+                        seq += 1;
+                        match &e.value {
+                            Some(v) => model.insert(e.key.clone(), (seq, v.clone())),
+                            None => model.remove(&e.key),
+                        };
+                    }
+                    journal.append(&batches).expect("append");
+                }
+                BgOp::Plan(crash) => {
+                    if pending.is_none() {
+                        if let Some(steps) = crash {
+                            journal.simulate_crash_in_next_compact(u64::from(steps));
+                        }
+                        pending = journal.plan_compaction().map(Pending::Planned);
+                        if pending.is_none() {
+                            journal.cancel_simulated_crash();
+                        }
+                        prop_assert_eq!(journal.compaction_in_flight(), pending.is_some());
+                    }
+                }
+                BgOp::Run => {
+                    pending = match pending.take() {
+                        Some(Pending::Planned(job)) => Some(Pending::Ran(job.run())),
+                        other => other,
+                    };
+                }
+                BgOp::Finish => {
+                    let outcome = match pending.take() {
+                        Some(Pending::Planned(job)) => Some(job.run()),
+                        Some(Pending::Ran(outcome)) => Some(outcome),
+                        None => None,
+                    };
+                    if let Some(outcome) = outcome {
+                        let finished = journal.finish_compaction(outcome);
+                        // A crash budget the job did not use up is not for the next one.
+                        journal.cancel_simulated_crash();
+                        match finished {
+                            Ok(_) => {}
+                            Err(LocalJournalError::Poisoned { .. }) => {
+                                // A simulated crash: what is on disk must replay.
+                                drop(journal);
+                                let (j, recovery) =
+                                    LocalJournal::open(cfg.clone()).expect("reopen after crash");
+                                prop_assert_eq!(recovery.truncated_bytes, 0);
+                                journal = j;
+                            }
+                            Err(e) => panic!("compaction job: {e}"),
+                        }
+                    }
+                }
+                BgOp::Reopen => {
+                    // A job still pending dies with the process: its file
+                    // work either never ran or ran to the end.
+                    pending = None;
+                    drop(journal);
+                    let (j, recovery) = LocalJournal::open(cfg.clone()).expect("reopen");
+                    prop_assert_eq!(recovery.truncated_bytes, 0);
+                    journal = j;
+                }
+            }
+            // Reads by key work at every step, through a job's renames too.
+            let got = journal.read_latest(&all_keys).expect("read by key");
+            for (key, value) in all_keys.iter().zip(got) {
+                prop_assert_eq!(value, model.get(key).map(|(_, v)| v.clone()), "{:?} after op {}", key, n);
+            }
+            prop_assert_eq!(journal.stats().live_entries, model.len() as u64);
+            if pending.is_none() {
+                prop_assert_eq!(journal.check_index(), Ok(()), "after op {}", n);
+                let batches = journal.read_all().expect("read");
+                let want: BTreeMap<Bytes, Bytes> =
+                    model.iter().map(|(k, (_, v))| (k.clone(), v.clone())).collect();
+                prop_assert_eq!(&latest_view(&batches), &want, "after op {}", n);
+                prop_assert_eq!(journal.stats().segments, segment_files(tmp.path()).len());
+            }
+        }
+        if let Some(p) = pending.take() {
+            let outcome = match p {
+                Pending::Planned(job) => job.run(),
+                Pending::Ran(outcome) => outcome,
+            };
+            let finished = journal.finish_compaction(outcome);
+            journal.cancel_simulated_crash();
+            if finished.is_err() {
+                drop(journal);
+                journal = open(&cfg);
+            }
+        }
+        // Settles like the inline compaction, and the files replay the model.
+        compact_until_settled(&mut journal);
+        prop_assert_eq!(journal.check_index(), Ok(()));
+        drop(journal);
+        let journal = open(&cfg);
+        let want: BTreeMap<Bytes, Bytes> =
+            model.into_iter().map(|(k, (_, v))| (k, v)).collect();
+        prop_assert_eq!(latest_view(&journal.read_all().expect("read")), want);
+    }
+}

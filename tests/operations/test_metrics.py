@@ -28,6 +28,8 @@ NODE_FAMILIES = {
     "halyard_journal_written_bytes": "counter",
     "halyard_journal_group_commits": "counter",
     "halyard_journal_group_commit_batches": "histogram",
+    "halyard_journal_compaction_stall_seconds": "histogram",
+    "halyard_journal_compaction_stall_max_seconds": "gauge",
     "halyard_journal_fsyncs": "counter",
     "halyard_kafka_transaction_commits": "counter",
     "halyard_kafka_transaction_aborts": "counter",

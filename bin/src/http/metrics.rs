@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 
 use halyard_core::message::Routing;
 use halyard_core::node::{LatencyHistogram, NodeStats, QueueStats, LATENCY_BUCKETS_MS};
-use halyard_io::metrics::{JournalMetrics, GROUP_BATCH_BUCKETS};
+use halyard_io::metrics::{JournalMetrics, COMPACTION_STALL_BUCKETS_US, GROUP_BATCH_BUCKETS};
 use halyard_io::server::IoCounters;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
@@ -42,6 +42,11 @@ pub struct Snapshot {
     /// Per bucket of `GROUP_BATCH_BUCKETS` (not cumulative), then above.
     pub group_batches: Vec<u64>,
     pub group_batches_sum: u64,
+    /// Per bucket of `COMPACTION_STALL_BUCKETS_US` (not cumulative), then
+    /// above; their sum and the longest, in µs.
+    pub compaction_stalls: Vec<u64>,
+    pub compaction_stall_sum_us: u64,
+    pub compaction_stall_max_us: u64,
     pub journal_bytes: u64,
     pub fsyncs: u64,
     pub kafka_commits: u64,
@@ -81,6 +86,9 @@ impl Snapshot {
             group_commits: load(&j.group_commits),
             group_batches: j.group_batches.iter().map(load).collect(),
             group_batches_sum: load(&j.group_batches_sum),
+            compaction_stalls: j.compaction_stalls.iter().map(load).collect(),
+            compaction_stall_sum_us: load(&j.compaction_stall_sum_us),
+            compaction_stall_max_us: load(&j.compaction_stall_max_us),
             journal_bytes: load(&j.bytes_written),
             fsyncs: load(&j.fsyncs),
             kafka_commits: load(&j.kafka_commits),
@@ -498,6 +506,36 @@ impl Collector for Snapshot {
                 None,
             )?;
         }
+        {
+            let mut m = e.encode_descriptor(
+                "halyard_journal_compaction_stall",
+                "Pauses of the local journal's append loop for compaction work (deleting dead segments, cleaning): an append arriving during one waits at most that long.",
+                Some(&Unit::Seconds),
+                MetricType::Histogram,
+            )?;
+            let mut buckets: Vec<(f64, u64)> = COMPACTION_STALL_BUCKETS_US
+                .iter()
+                .zip(&self.compaction_stalls)
+                .map(|(&b, &c)| (b as f64 / 1e6, c))
+                .collect();
+            buckets.push((
+                f64::INFINITY,
+                self.compaction_stalls.last().copied().unwrap_or(0),
+            ));
+            m.encode_histogram::<NoLabelSet>(
+                self.compaction_stall_sum_us as f64 / 1e6,
+                self.compaction_stalls.iter().sum(),
+                &buckets,
+                None,
+            )?;
+        }
+        gauge(
+            e,
+            "halyard_journal_compaction_stall_max",
+            "The longest pause of the local journal's append loop for compaction work since start.",
+            Some(&Unit::Seconds),
+            self.compaction_stall_max_us as f64 / 1e6,
+        )?;
         counter(
             e,
             "halyard_journal_fsyncs",

@@ -49,18 +49,39 @@
 //!    when at least half of the prefix's bytes are sure to go (and at least
 //!    [`CLEAN_MIN_SEGMENTS`] segments are sealed), so it never repeats
 //!    itself on what it just cleaned. A `compact` that neither deletes nor
-//!    cleans costs O(segments). It runs on the caller's thread, so appends
-//!    wait while the live part of the prefix is copied.
+//!    cleans costs O(segments).
+//!
+//! The file work need not stop appends. [`LocalJournal::plan_compaction`]
+//! returns a [`CompactionJob`] (the segments to delete, or the prefix to
+//! clean with a snapshot of its live entries and open handles on its files)
+//! that another thread runs while the journal goes on appending to its
+//! current segment, which no job touches; `finish_compaction` then applies
+//! what the job did to the index. Jobs run one at a time in the order they
+//! were planned, so the files pass through exactly the states described
+//! above and every crash point stays safe. Meanwhile:
+//! - a deletion's segments are dead when planned and stay dead (appends
+//!   only ever make entries deader); the index forgets them once their files
+//!   are gone;
+//! - a cleaning's prefix is sealed, so the snapshot of its live entries is
+//!   what the files hold; reads of the prefix go through the job's open
+//!   handles, which keep the old files readable after the rename and the
+//!   unlinks until the index moves to the cleaned segment;
+//! - a key the cleaning copied may get a newer entry meanwhile. Its copy in
+//!   the cleaned segment is then dead, but it is on disk: if the newer entry
+//!   is a tombstone, that tombstone must outlive the cleaned segment, so the
+//!   index records the key as present from the cleaned segment on
+//!   (`Liveness::finish_clean`).
+//!
+//! [`LocalJournal::compact`] runs the same jobs inline, on the caller's
+//! thread.
+use std::collections::BTreeMap;
 use std::fs::File;
-use std::os::unix::fs::FileExt;
+use std::sync::Arc;
 
-use bytes::Bytes;
-
-use super::entry::Entry;
+use super::compaction_job::{CleanPlan, CompactionJob, CompactionOutcome, Done, Work};
 use super::error::LocalJournalError;
 use super::format::{self, BATCH_FRAME_BYTES, SEGMENT_HEADER_BYTES};
-use super::journal::{LocalJournal, WRITE_BUFFER_BYTES};
-use super::liveness::{position, Position};
+use super::journal::LocalJournal;
 use super::segment;
 use super::stats::CompactStats;
 
@@ -72,96 +93,228 @@ pub const CLEAN_MIN_SEGMENTS: usize = 3;
 impl LocalJournal {
     /// Deletes sealed segments whose entries are all dead, oldest first,
     /// then cleans the sealed prefix if enough of it is dead; every change
-    /// made durable before the next (see the module docs). Costs O(segments)
-    /// plus the work of what it deletes or cleans.
+    /// made durable before the next (see the module docs). Runs the jobs of
+    /// [`LocalJournal::plan_compaction`] inline. Costs O(segments) plus the
+    /// work of what it deletes or cleans.
     pub fn compact(&mut self) -> Result<CompactStats, LocalJournalError> {
         self.check_poisoned()?;
         let mut out = CompactStats::default();
-        self.delete_dead_segments(&mut out)?;
-        if let Some(prefix) = self.prefix_to_clean() {
-            self.clean_prefix(&prefix, &mut out)?;
+        self.delete_until_settled(&mut out)?;
+        if let Some(job) = self.plan_cleaning() {
+            let done = self.finish_compaction(job.run())?;
+            out.add(&done);
             // A prefix with nothing live left one empty segment behind.
-            self.delete_dead_segments(&mut out)?;
+            self.delete_until_settled(&mut out)?;
         }
         #[cfg(feature = "testkit")]
         {
             self.crash_after_steps = None;
         }
         out.segments_remaining = self.segment_bytes.len();
-        if out.segments_deleted > 0 {
-            tracing::info!(
-                segments_deleted = out.segments_deleted,
-                bytes_reclaimed = out.bytes_reclaimed,
-                segments_remaining = out.segments_remaining,
-                "journal compacted: deleted {} segments, reclaimed {} bytes",
-                out.segments_deleted,
-                out.bytes_reclaimed
-            );
-        }
         Ok(out)
     }
 
-    /// Called before each change compaction makes to the files. With the
-    /// `testkit` feature a simulated crash may stop compaction here (see
-    /// `simulate_crash_in_next_compact`).
-    #[cfg(feature = "testkit")]
-    fn crash_point(&mut self) -> Result<(), LocalJournalError> {
-        match self.crash_after_steps {
-            Some(0) => {
-                self.crash_after_steps = None;
-                let reason = "simulated crash during compaction".to_string();
+    /// Deletion jobs until none is left: deleting a segment can make the
+    /// next one dead (its tombstones had nothing left to delete).
+    fn delete_until_settled(&mut self, out: &mut CompactStats) -> Result<(), LocalJournalError> {
+        while let Some(job) = self.plan_deletion() {
+            let done = self.finish_compaction(job.run())?;
+            out.add(&done);
+        }
+        Ok(())
+    }
+
+    /// The next compaction step, if there is one: the dead sealed segments,
+    /// or else a cleaning of the sealed prefix. Run the job on any thread,
+    /// then give its outcome to [`LocalJournal::finish_compaction`]; until
+    /// then the journal appends and reads as usual but plans nothing else.
+    pub fn plan_compaction(&mut self) -> Option<CompactionJob> {
+        if self.poisoned.is_some() {
+            return None;
+        }
+        self.plan_deletion().or_else(|| self.plan_cleaning())
+    }
+
+    /// Whether a planned job has not been finished yet.
+    pub fn compaction_in_flight(&self) -> bool {
+        self.compaction_in_flight
+    }
+
+    fn job(&mut self, work: Work) -> CompactionJob {
+        assert!(
+            !self.compaction_in_flight,
+            "a compaction job is planned only after the last one finished"
+        );
+        self.compaction_in_flight = true;
+        #[cfg(feature = "testkit")]
+        let crash_after_steps = self.crash_after_steps;
+        #[cfg(not(feature = "testkit"))]
+        let crash_after_steps = None;
+        CompactionJob {
+            dir: self.config.dir.clone(),
+            fsync: self.config.fsync,
+            work,
+            crash_after_steps,
+        }
+    }
+
+    /// The sealed segments that are dead now, oldest first. O(segments).
+    fn plan_deletion(&mut self) -> Option<CompactionJob> {
+        let dead: Vec<(u64, u64)> = self
+            .segment_bytes
+            .range(..self.current.id)
+            .filter(|(id, _)| self.liveness.is_dead(**id))
+            .map(|(id, bytes)| (*id, *bytes))
+            .collect();
+        (!dead.is_empty()).then(|| self.job(Work::Delete(dead)))
+    }
+
+    /// A cleaning of the sealed prefix, if it pays (`prefix_to_clean`).
+    /// Takes a snapshot of its live entries (one pass over the index's keys)
+    /// and opens its files; checks the snapshot against the segments' counts.
+    fn plan_cleaning(&mut self) -> Option<CompactionJob> {
+        let prefix = self.prefix_to_clean()?;
+        let (first, last) = (*prefix.first()?, *prefix.last()?);
+        debug_assert!(
+            last < self.current.id,
+            "the current segment is never cleaned"
+        );
+        let live = self.liveness.live_in(first, last);
+        let expected = prefix.iter().fold((0u64, 0u64), |(n, b), id| {
+            let c = self.liveness.counts(*id);
+            (n + c.live_entries, b + c.live_bytes)
+        });
+        let found = (live.len() as u64, live.iter().map(|e| e.bytes).sum::<u64>());
+        if found != expected {
+            let detail = format!(
+                "{} live keys ({} bytes) in the prefix, the segments count {} ({} bytes)",
+                found.0, found.1, expected.0, expected.1
+            );
+            // The index cannot be trusted: reopening rebuilds it.
+            self.poison("cleaning", LocalJournalError::IndexMismatch { detail });
+            return None;
+        }
+        let mut files = BTreeMap::new();
+        for &id in &prefix {
+            let path = segment::path(&self.config.dir, id);
+            match File::open(&path) {
+                Ok(f) => {
+                    let len = self.segment_bytes.get(&id).copied().unwrap_or(0);
+                    files.insert(id, (Arc::new(f), len));
+                }
+                Err(e) => {
+                    tracing::warn!(file = %path.display(), error = %e, "cannot open a segment to clean; cleaning later");
+                    return None;
+                }
+            }
+        }
+        self.pinned = files.clone();
+        Some(self.job(Work::Clean(CleanPlan {
+            prefix,
+            files,
+            live,
+        })))
+    }
+
+    /// Applies what a job of [`LocalJournal::plan_compaction`] did to the
+    /// index. A failure that left the files in a state the index cannot
+    /// vouch for poisons the journal (reopening recovers); any other leaves
+    /// it usable, the work undone until a later try.
+    pub fn finish_compaction(
+        &mut self,
+        outcome: CompactionOutcome,
+    ) -> Result<CompactStats, LocalJournalError> {
+        assert!(
+            self.compaction_in_flight,
+            "a compaction outcome without a planned job"
+        );
+        self.compaction_in_flight = false;
+        self.pinned.clear();
+        #[cfg(feature = "testkit")]
+        {
+            self.crash_after_steps = outcome.crash_after_steps;
+        }
+        self.stats.fsyncs += outcome.fsyncs;
+        self.stats.dir_fsyncs += outcome.dir_fsyncs;
+        let mut out = CompactStats::default();
+        match outcome.done {
+            Done::Deleted(gone) => {
+                for (id, bytes) in gone {
+                    self.segment_bytes.remove(&id);
+                    self.liveness.remove_segment(id);
+                    self.stats.segments_deleted += 1;
+                    self.stats.bytes_reclaimed += bytes;
+                    out.segments_deleted += 1;
+                    out.bytes_reclaimed += bytes;
+                }
+                if out.segments_deleted > 0 {
+                    tracing::info!(
+                        segments_deleted = out.segments_deleted,
+                        bytes_reclaimed = out.bytes_reclaimed,
+                        segments_remaining = self.segment_bytes.len(),
+                        elapsed_ms = outcome.elapsed.as_millis() as u64,
+                        "journal compacted: deleted {} segments, reclaimed {} bytes",
+                        out.segments_deleted,
+                        out.bytes_reclaimed
+                    );
+                }
+            }
+            Done::Cleaned {
+                prefix,
+                cleaned_bytes,
+                kept,
+            } => {
+                let (Some(&first), Some(&last)) = (prefix.first(), prefix.last()) else {
+                    unreachable!("a cleaning covers at least one segment");
+                };
+                let prefix_bytes: u64 = prefix
+                    .iter()
+                    .map(|id| self.segment_bytes.get(id).copied().unwrap_or(0))
+                    .sum();
+                self.segment_bytes.insert(first, cleaned_bytes);
+                for id in &prefix[1..] {
+                    self.segment_bytes.remove(id);
+                }
+                let next = self
+                    .segment_bytes
+                    .range(last + 1..)
+                    .next()
+                    .map_or(self.current.id, |(id, _)| *id);
+                let copied = kept.len() as u64;
+                let kept_live = self.liveness.finish_clean(first, last, next, kept);
+                let reclaimed = prefix_bytes.saturating_sub(cleaned_bytes);
+                self.stats.cleanings += 1;
+                self.stats.segments_cleaned += prefix.len() as u64;
+                self.stats.bytes_reclaimed += reclaimed;
+                out.segments_cleaned += prefix.len();
+                out.entries_kept += kept_live;
+                out.bytes_reclaimed += reclaimed;
+                tracing::info!(
+                    segments_cleaned = prefix.len(),
+                    bytes_reclaimed = reclaimed,
+                    entries_kept = kept_live,
+                    superseded_while_cleaning = copied - kept_live,
+                    cleaned_bytes,
+                    elapsed_ms = outcome.elapsed.as_millis() as u64,
+                    file = segment::file_name(first),
+                    "journal cleaned: {} segments into 1, {} bytes reclaimed, {} live entries kept",
+                    prefix.len(),
+                    reclaimed,
+                    kept_live
+                );
+            }
+            Done::NotCleaned => {}
+        }
+        out.segments_remaining = self.segment_bytes.len();
+        match outcome.failure {
+            None => Ok(out),
+            Some((e, false)) => Err(e),
+            Some((LocalJournalError::Poisoned { reason }, true)) => {
                 self.poisoned = Some(reason.clone());
                 Err(LocalJournalError::Poisoned { reason })
             }
-            Some(n) => {
-                self.crash_after_steps = Some(n - 1);
-                Ok(())
-            }
-            None => Ok(()),
+            Some((e, true)) => Err(self.poison("compaction", e)),
         }
-    }
-
-    #[cfg(not(feature = "testkit"))]
-    fn crash_point(&mut self) -> Result<(), LocalJournalError> {
-        Ok(())
-    }
-
-    /// Step 1 of `compact`: whole dead segments, oldest first.
-    fn delete_dead_segments(&mut self, out: &mut CompactStats) -> Result<(), LocalJournalError> {
-        let sealed: Vec<u64> = self
-            .segment_bytes
-            .range(..self.current.id)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in sealed {
-            if !self.liveness.is_dead(id) {
-                continue;
-            }
-            self.crash_point()?;
-            let path = segment::path(&self.config.dir, id);
-            std::fs::remove_file(&path).map_err(|e| LocalJournalError::io("delete", &path, e))?;
-            // The file is gone from the folder whatever happens next.
-            let bytes = self.segment_bytes.remove(&id).unwrap_or(0);
-            self.liveness.remove_segment(id);
-            self.stats.segments_deleted += 1;
-            self.stats.bytes_reclaimed += bytes;
-            out.segments_deleted += 1;
-            out.bytes_reclaimed += bytes;
-            if self.config.fsync {
-                if let Err(e) = segment::sync_dir(&self.config.dir) {
-                    // Without this fsync a later deletion could become durable
-                    // before this one: stop deleting until reopened.
-                    return Err(self.poison("fsync of the folder after deleting a segment", e));
-                }
-                self.stats.dir_fsyncs += 1;
-            }
-            tracing::debug!(
-                file = segment::file_name(id),
-                bytes,
-                "deleted dead journal segment"
-            );
-        }
-        Ok(())
     }
 
     /// The sealed prefix, if cleaning it pays: at least
@@ -192,244 +345,5 @@ impl LocalJournal {
         }
         let reclaimable = bytes.saturating_sub(kept_max);
         (reclaimable > 0 && reclaimable * 2 >= bytes).then_some(prefix)
-    }
-
-    /// Step 2 of `compact`: rewrites the sealed prefix (oldest first, at
-    /// least one segment, the current one excluded) into one segment with
-    /// its latest puts. See the module docs for the order of the steps and
-    /// why a crash at any of them is safe.
-    fn clean_prefix(
-        &mut self,
-        prefix: &[u64],
-        out: &mut CompactStats,
-    ) -> Result<(), LocalJournalError> {
-        let (Some(&first), Some(&last)) = (prefix.first(), prefix.last()) else {
-            return Ok(());
-        };
-        debug_assert!(
-            last < self.current.id,
-            "the current segment is never cleaned"
-        );
-        let started = std::time::Instant::now();
-        let dir = self.config.dir.clone();
-        let tmp = segment::cleaning_path(&dir, first);
-        let prefix_bytes: u64 = prefix
-            .iter()
-            .map(|id| self.segment_bytes.get(id).copied().unwrap_or(0))
-            .sum();
-
-        // Until the rename, a failure changes nothing the journal reads: drop
-        // the output and carry on with the old files.
-        self.crash_point()?;
-        let (cleaned_bytes, kept) = match self.write_cleaned(&tmp, prefix) {
-            Ok(v) => v,
-            Err(e) => {
-                if !matches!(e, LocalJournalError::Poisoned { .. }) {
-                    if let Err(rm) = std::fs::remove_file(&tmp) {
-                        tracing::warn!(file = %tmp.display(), error = %rm, "could not delete unfinished cleaning output");
-                    }
-                }
-                if let LocalJournalError::IndexMismatch { detail } = &e {
-                    // The index cannot be trusted: reopening rebuilds it.
-                    self.poisoned = Some(format!("cleaning aborted: {detail}"));
-                    tracing::error!(%detail, "journal poisoned; it must be reopened");
-                }
-                return Err(e);
-            }
-        };
-
-        self.crash_point()?;
-        let target = segment::path(&dir, first);
-        if let Err(e) = std::fs::rename(&tmp, &target) {
-            // Whether the rename happened is unknown: reopening settles it
-            // either way (a leftover is deleted, a cleaned S0 is valid).
-            return Err(self.poison(
-                "rename of the cleaned segment",
-                LocalJournalError::io("rename", &tmp, e),
-            ));
-        }
-        self.segment_bytes.insert(first, cleaned_bytes);
-        if self.config.fsync {
-            // The rename must be durable before any old segment goes, or a
-            // crash could leave the old S0 without the tombstones after it.
-            if let Err(e) = segment::sync_dir(&dir) {
-                return Err(self.poison("fsync of the folder after cleaning", e));
-            }
-            self.stats.dir_fsyncs += 1;
-        }
-        for &id in &prefix[1..] {
-            self.crash_point()?;
-            let path = segment::path(&dir, id);
-            if let Err(e) = std::fs::remove_file(&path) {
-                return Err(self.poison(
-                    "delete of a cleaned segment",
-                    LocalJournalError::io("delete", &path, e),
-                ));
-            }
-            self.segment_bytes.remove(&id);
-            if self.config.fsync {
-                if let Err(e) = segment::sync_dir(&dir) {
-                    return Err(self.poison("fsync of the folder after deleting a segment", e));
-                }
-                self.stats.dir_fsyncs += 1;
-            }
-        }
-
-        let kept_entries = kept.len() as u64;
-        let next = self
-            .segment_bytes
-            .range(last + 1..)
-            .next()
-            .map_or(self.current.id, |(id, _)| *id);
-        self.liveness.finish_clean(first, last, next, kept);
-        let reclaimed = prefix_bytes.saturating_sub(cleaned_bytes);
-        self.stats.cleanings += 1;
-        self.stats.segments_cleaned += prefix.len() as u64;
-        self.stats.bytes_reclaimed += reclaimed;
-        out.segments_cleaned += prefix.len();
-        out.entries_kept += kept_entries;
-        out.bytes_reclaimed += reclaimed;
-        tracing::info!(
-            segments_cleaned = prefix.len(),
-            bytes_reclaimed = reclaimed,
-            entries_kept = kept_entries,
-            cleaned_bytes,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            file = segment::file_name(first),
-            "journal cleaned: {} segments into 1, {} bytes reclaimed, {} live entries kept",
-            prefix.len(),
-            reclaimed,
-            kept_entries
-        );
-        Ok(())
-    }
-
-    /// Writes the latest puts of `prefix` to `tmp` (created afresh), in
-    /// order, and makes it durable. Reads only the batches that hold them
-    /// (their places are in the index): dead bytes are never read. Returns
-    /// the file's length and each kept key with its new place. Checks the
-    /// index against the files: every entry it points at must be there, a
-    /// put of the size it recorded, and their number and bytes must be the
-    /// live counts of the prefix's segments.
-    fn write_cleaned(
-        &mut self,
-        tmp: &std::path::Path,
-        prefix: &[u64],
-    ) -> Result<(u64, Vec<(Bytes, Position)>), LocalJournalError> {
-        let (Some(&first), Some(&last)) = (prefix.first(), prefix.last()) else {
-            return Err(LocalJournalError::IndexMismatch {
-                detail: "empty prefix".into(),
-            });
-        };
-        let mismatch = |detail: String| LocalJournalError::IndexMismatch { detail };
-        let live = self.liveness.live_in(first, last);
-        let expected = prefix.iter().fold((0u64, 0u64), |(n, b), id| {
-            let c = self.liveness.counts(*id);
-            (n + c.live_entries, b + c.live_bytes)
-        });
-        let found = (live.len() as u64, live.iter().map(|e| e.bytes).sum::<u64>());
-        if found != expected {
-            return Err(mismatch(format!(
-                "{} live keys ({} bytes) in the prefix, the segments count {} ({} bytes)",
-                found.0, found.1, expected.0, expected.1
-            )));
-        }
-
-        match std::fs::remove_file(tmp) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(LocalJournalError::io("delete", tmp, e)),
-        }
-        let out = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(tmp)
-            .map_err(|e| LocalJournalError::io("create", tmp, e))?;
-        // The ids the cleaned segment replaces: if a crash leaves any of
-        // them behind after the rename, `open` deletes them.
-        let replaces = u32::try_from(last - first).map_err(|_| {
-            mismatch(format!(
-                "prefix {first}..={last} spans more than u32::MAX ids"
-            ))
-        })?;
-        out.write_all_at(&format::encode_header(first, replaces), 0)
-            .map_err(|e| LocalJournalError::io("write header of", tmp, e))?;
-        self.crash_point()?;
-
-        let dir = self.config.dir.clone();
-        let mut buf = std::mem::take(&mut self.write_buf);
-        buf.clear();
-        let mut len = SEGMENT_HEADER_BYTES;
-        let mut kept: Vec<(Bytes, Position)> = Vec::with_capacity(live.len());
-        let mut source: Option<(u64, File)> = None;
-        let mut batch: Vec<Entry> = Vec::new();
-        // Live entries sorted by place: each run with the same batch becomes
-        // one new batch, in the old order.
-        let mut rest = live.as_slice();
-        while let Some(head) = rest.first() {
-            let (segment_id, offset) = (head.at.segment, head.at.offset);
-            let run = rest
-                .iter()
-                .take_while(|e| e.at.segment == segment_id && e.at.offset == offset)
-                .count();
-            let (group, tail) = rest.split_at(run);
-            rest = tail;
-
-            if source.as_ref().is_none_or(|(id, _)| *id != segment_id) {
-                let p = segment::path(&dir, segment_id);
-                let f = File::open(&p).map_err(|e| LocalJournalError::io("open", &p, e))?;
-                source = Some((segment_id, f));
-            }
-            let Some((_, file)) = source.as_ref() else {
-                unreachable!("opened above");
-            };
-            let seg_len = self.segment_bytes.get(&segment_id).copied().unwrap_or(0);
-            let entries = segment::read_batch(file, &dir, segment_id, seg_len, offset)?;
-            batch.clear();
-            let new_offset = len + buf.len() as u64;
-            for e in group {
-                let entry = entries.get(e.at.index as usize).filter(|x| {
-                    x.key == e.key && x.value.is_some() && format::entry_bytes(x) == e.bytes
-                });
-                let Some(entry) = entry else {
-                    return Err(mismatch(format!(
-                        "entry {} of the batch at {} offset {offset} is not the live entry of its key",
-                        e.at.index,
-                        segment::file_name(segment_id)
-                    )));
-                };
-                kept.push((e.key.clone(), position(first, new_offset, batch.len())));
-                batch.push(entry.clone());
-            }
-            // A subset of a batch that was within the limits is too.
-            let payload_len = format::payload_len(&batch).map_err(|problem| {
-                mismatch(format!("a cleaned batch is over a limit: {problem}"))
-            })?;
-            format::encode_batch(&batch, payload_len, &mut buf);
-            if buf.len() >= WRITE_BUFFER_BYTES {
-                out.write_all_at(&buf, len)
-                    .map_err(|e| LocalJournalError::io("write", tmp, e))?;
-                len += buf.len() as u64;
-                buf.clear();
-            }
-        }
-        if !buf.is_empty() {
-            out.write_all_at(&buf, len)
-                .map_err(|e| LocalJournalError::io("write", tmp, e))?;
-            len += buf.len() as u64;
-            buf.clear();
-        }
-        if buf.capacity() <= 4 * WRITE_BUFFER_BYTES {
-            self.write_buf = buf;
-        }
-        if self.config.fsync {
-            // Complete on disk before the rename can make it part of the
-            // journal.
-            out.sync_all()
-                .map_err(|e| LocalJournalError::io("fsync", tmp, e))?;
-            self.stats.fsyncs += 1;
-        }
-        Ok((len, kept))
     }
 }

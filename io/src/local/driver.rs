@@ -27,6 +27,8 @@ use halyard_core::node::{Input, JournalRequest};
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
+use super::compaction_job::CompactionOutcome;
+use super::compactor::Compactor;
 use super::config::LocalJournalConfig;
 use super::entry::Entry;
 use super::error::LocalJournalError;
@@ -60,7 +62,9 @@ const GROUP_LIMITS: GroupLimits = GroupLimits {
 };
 /// Entries per `Loaded` input while reading the journal.
 const LOAD_CHUNK_ENTRIES: usize = 4096;
-/// Appends between compaction attempts.
+/// Appends between compaction attempts (a job runs on its own thread, see
+/// `compactor`; the next is planned once it is done and this many appends
+/// passed, or at once after one that changed something).
 const COMPACT_EVERY_APPENDS: u64 = 512;
 
 /// Starts the journal thread. `inputs` is the node's input channel.
@@ -143,9 +147,11 @@ fn run(
     let mut window = Window::new(0);
     let mut appends_since_compact = 0u64;
     let mut commit = GroupCommit::new(GROUP_LIMITS);
+    let mut compactor = Compactor::spawn();
     while let Some(step) = next_step(&mut rx, &mut commit, &inputs, |_| false) {
         match step {
             JournalStep::Open => {
+                settle(&mut compactor, journal.as_mut(), metrics);
                 journal = None;
                 match open_and_load(&config, &inputs) {
                     Ok(j) => {
@@ -177,11 +183,13 @@ fn run(
                 }
             }
             JournalStep::Snapshot { token, open } => {
+                settle(&mut compactor, journal.as_mut(), metrics);
                 if let Some(t) = tap.as_mut() {
                     t.snapshot(token, journal.as_ref().filter(|_| open));
                 }
             }
             JournalStep::Close => {
+                settle(&mut compactor, journal.as_mut(), metrics);
                 if let Some(j) = journal.as_ref() {
                     window.maybe_report(j, true);
                 }
@@ -216,23 +224,61 @@ fn run(
                         commit.write_failed(e.to_string());
                     }
                 }
-                appends_since_compact += 1;
-                if appends_since_compact >= COMPACT_EVERY_APPENDS {
-                    appends_since_compact = 0;
-                    if let Some(j) = journal.as_mut() {
-                        match j.compact() {
-                            Ok(s) if s.segments_deleted > 0 => info!(
-                                segments_deleted = s.segments_deleted,
-                                bytes_reclaimed = s.bytes_reclaimed,
-                                segments_remaining = s.segments_remaining,
-                                "journal compacted"
-                            ),
-                            Ok(_) => {}
-                            Err(e) => warn!(error = %e, "journal compaction failed"),
+                if let Some(j) = journal.as_mut() {
+                    if let Some(outcome) = compactor.try_done() {
+                        if apply(j, outcome, metrics) {
+                            // It changed something: the next step may be due now.
+                            appends_since_compact = COMPACT_EVERY_APPENDS;
                         }
                     }
                 }
+                appends_since_compact += 1;
+                if appends_since_compact >= COMPACT_EVERY_APPENDS && !compactor.busy() {
+                    appends_since_compact = 0;
+                    if let Some(j) = journal.as_mut() {
+                        let started = Instant::now();
+                        if let Some(job) = j.plan_compaction() {
+                            compactor.submit(job);
+                        }
+                        metrics.compaction_stall(started.elapsed());
+                    }
+                }
             }
+        }
+    }
+}
+
+/// Waits for the running compaction job, if any, and applies it: the
+/// journal is about to be read whole, closed or reopened.
+fn settle(compactor: &mut Compactor, journal: Option<&mut LocalJournal>, metrics: &JournalMetrics) {
+    let started = Instant::now();
+    let Some(outcome) = compactor.wait() else {
+        return;
+    };
+    match journal {
+        Some(j) if j.compaction_in_flight() => {
+            apply(j, outcome, metrics);
+        }
+        // The journal that planned it is gone: reopening reads the files as
+        // the job left them.
+        _ => {}
+    }
+    metrics.compaction_stall(started.elapsed());
+}
+
+/// Applies a compaction job's outcome to the index; whether it changed
+/// anything.
+fn apply(j: &mut LocalJournal, outcome: CompactionOutcome, metrics: &JournalMetrics) -> bool {
+    let started = Instant::now();
+    let result = j.finish_compaction(outcome);
+    metrics.compaction_stall(started.elapsed());
+    match result {
+        Ok(s) => s.segments_deleted > 0 || s.segments_cleaned > 0,
+        // A poisoned journal fails the next append: the node steps down and
+        // reopens it.
+        Err(e) => {
+            warn!(error = %e, "journal compaction failed");
+            false
         }
     }
 }

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use super::config::LocalJournalConfig;
 use super::entry::Entry;
@@ -55,6 +56,12 @@ pub struct LocalJournal {
     /// Set when a failure left the files in a state this handle cannot vouch for.
     pub(super) poisoned: Option<String>,
     pub(super) write_buf: Vec<u8>,
+    /// A compaction job was planned and its outcome not applied yet.
+    pub(super) compaction_in_flight: bool,
+    /// The prefix a planned cleaning rewrites, open: reads of it go through
+    /// these handles until the cleaning is applied (the job renames and
+    /// deletes the files by name meanwhile).
+    pub(super) pinned: BTreeMap<u64, (Arc<File>, u64)>,
     /// Test support: file-system changes the next `compact` may make before
     /// it stops as if the process had crashed.
     #[cfg(feature = "testkit")]
@@ -223,6 +230,8 @@ impl LocalJournal {
             stats,
             poisoned: None,
             write_buf: Vec::new(),
+            compaction_in_flight: false,
+            pinned: BTreeMap::new(),
             #[cfg(feature = "testkit")]
             crash_after_steps: None,
             _lock: lock,
@@ -234,7 +243,13 @@ impl LocalJournal {
     /// disk one batch at a time (the journal is never held in memory twice).
     /// Any invalid batch is an error here: recovery already cut the torn
     /// tail, so damage now is corruption.
+    /// Not while a compaction job is in flight: it may be renaming and
+    /// deleting the files read here.
     pub fn for_each_batch<F: FnMut(&[Entry])>(&self, mut f: F) -> Result<(), LocalJournalError> {
+        assert!(
+            !self.compaction_in_flight,
+            "the journal is read whole only between compaction jobs"
+        );
         for (&id, &len) in &self.segment_bytes {
             segment::scan_verified(&self.config.dir, id, len, &mut |_, batch| f(&batch))?;
         }

@@ -133,6 +133,16 @@ pub struct LiveEntry {
     pub bytes: u64,
 }
 
+/// One entry a cleaning copied.
+#[derive(Debug, Clone)]
+pub struct Kept {
+    pub key: Bytes,
+    /// Its place when the cleaning was planned.
+    pub was: Position,
+    /// Its place in the cleaned segment.
+    pub now: Position,
+}
+
 /// The latest cleaning: below `last`, only the keys it kept (stamped with
 /// `generation`) may still have an entry, in the cleaned segment.
 #[derive(Debug, Default, Clone, Copy)]
@@ -299,44 +309,62 @@ impl Liveness {
     }
 
     /// Applies a cleaning whose result replaced the prefix `first..=last` on
-    /// disk: segment `first` now holds exactly `kept` (each key with its new
-    /// place), the other prefix segments are gone, and `next` is the oldest
-    /// segment after the prefix.
-    pub fn finish_clean(&mut self, first: u64, last: u64, next: u64, kept: Vec<(Bytes, Position)>) {
+    /// disk: segment `first` now holds exactly the `kept` entries (each with
+    /// its old and new place), the other prefix segments are gone, and `next`
+    /// is the oldest segment after the prefix. The cleaning ran while entries
+    /// were appended after the prefix: a kept key whose latest entry is no
+    /// longer the copied one has a dead copy in segment `first`, which a
+    /// later tombstone of the key must outlive. Returns how many kept entries
+    /// are still the latest of their key.
+    pub fn finish_clean(&mut self, first: u64, last: u64, next: u64, kept: Vec<Kept>) -> u64 {
         debug_assert!(next > last, "next segment {next} inside the prefix");
         let prefix: Vec<u64> = self
             .segments
             .range(first..=last)
             .map(|(id, _)| *id)
             .collect();
-        // Keys whose latest entry was a tombstone in the prefix have no entry
-        // left anywhere. The prefix's latest puts are all kept, so the live
-        // count does not change.
+        // Keys whose latest entry is a tombstone in the prefix have no entry
+        // left anywhere. The prefix's latest puts were all copied.
         for id in prefix {
             if let Some(seg) = self.segments.remove(&id) {
                 self.forget_tombstoned(id, seg.tombstone_keys);
             }
         }
-        let generation = self.floor.generation + 1;
+        let old_floor = self.floor;
+        let generation = old_floor.generation + 1;
         let mut cleaned = SegmentState::default();
-        for (key, at) in kept {
-            let Some(state) = self.keys.get_mut(&key) else {
+        // Tombstones of superseded copies: their segment and the `first`
+        // they were counted under.
+        let mut outlive: Vec<(u64, u64)> = Vec::new();
+        for k in kept {
+            let Some(state) = self.keys.get_mut(&k.key) else {
                 debug_assert!(false, "kept key vanished");
                 continue;
             };
-            debug_assert!(!state.tombstone && at.segment == first);
-            state.latest = at;
+            debug_assert_eq!(k.now.segment, first);
+            if state.latest == k.was {
+                debug_assert!(!state.tombstone);
+                state.latest = k.now;
+                cleaned.latest_puts += 1;
+                cleaned.latest_put_bytes += state.bytes;
+            } else {
+                // Superseded while the cleaning ran, by an entry after the
+                // prefix.
+                debug_assert!(state.latest.segment > last);
+                if state.tombstone {
+                    outlive.push((state.latest.segment, effective_first(&old_floor, state)));
+                }
+            }
             state.first = first;
             state.kept_by = generation;
-            cleaned.latest_puts += 1;
-            cleaned.latest_put_bytes += state.bytes;
         }
+        let kept_live = cleaned.latest_puts;
         self.segments.insert(first, cleaned);
         // Every other key with `first <= last` has no entry before `next`
         // now: raise it there, in the counts now and in the keys as they are
         // read (`effective_first`). The counts of the prefix are gone, and
-        // a kept key is a put, so every count at or below `last` belongs to
-        // such a key.
+        // the keys the cleaning kept are puts, or the tombstones moved back
+        // to `first` below.
         self.floor = Floor {
             generation,
             last,
@@ -354,7 +382,16 @@ impl Liveness {
                 *seg.tombstone_firsts.entry(next).or_default() += moved;
             }
         }
+        for (id, was_first) in outlive {
+            let Some(seg) = self.segments.get_mut(&id) else {
+                debug_assert!(false, "tombstone segment {id} is gone");
+                continue;
+            };
+            seg.remove_tombstone_first(if was_first <= last { next } else { was_first });
+            seg.add_tombstone_first(first);
+        }
         self.maybe_shrink();
+        kept_live
     }
 
     /// Drops the keys among `keys` whose latest entry is a tombstone in
@@ -520,7 +557,11 @@ mod tests {
                     offset: 24 + 10 * i as u64,
                     index: 0,
                 };
-                (e.key, at)
+                Kept {
+                    key: e.key,
+                    was: e.at,
+                    now: at,
+                }
             })
             .collect();
         l.finish_clean(first, last, next, kept);

@@ -81,6 +81,8 @@
 //! `flock` lock and the live/backup lock built on it.
 
 mod cleaning;
+mod compaction_job;
+mod compactor;
 mod config;
 mod driver;
 mod entry;
@@ -99,6 +101,7 @@ mod stats;
 mod testkit;
 
 pub use cleaning::CLEAN_MIN_SEGMENTS;
+pub use compaction_job::{CompactionJob, CompactionOutcome};
 pub use config::LocalJournalConfig;
 pub use driver::{spawn_local_journal, spawn_local_journal_mirrored};
 pub use entry::Entry;

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -36,11 +37,18 @@ impl LocalJournal {
                     .push((index, slot));
             }
         }
-        let mut open: Option<(u64, File)> = None;
+        let mut open: Option<(u64, Arc<File>)> = None;
         for ((id, offset), slots) in wanted {
             if open.as_ref().is_none_or(|(o, _)| *o != id) {
-                let p = segment::path(&self.config.dir, id);
-                let f = File::open(&p).map_err(|e| LocalJournalError::io("open", &p, e))?;
+                // A segment a running cleaning replaces is read through the
+                // handle the cleaning holds: by name it may be gone already.
+                let f = match self.pinned.get(&id) {
+                    Some((f, _)) => f.clone(),
+                    None => {
+                        let p = segment::path(&self.config.dir, id);
+                        Arc::new(File::open(&p).map_err(|e| LocalJournalError::io("open", &p, e))?)
+                    }
+                };
                 open = Some((id, f));
             }
             let Some((_, file)) = open.as_ref() else {

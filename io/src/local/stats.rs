@@ -54,3 +54,13 @@ pub struct CompactStats {
     pub bytes_reclaimed: u64,
     pub segments_remaining: usize,
 }
+
+impl CompactStats {
+    /// Adds what another step did (`segments_remaining` is set by the caller).
+    pub fn add(&mut self, other: &CompactStats) {
+        self.segments_deleted += other.segments_deleted;
+        self.segments_cleaned += other.segments_cleaned;
+        self.entries_kept += other.entries_kept;
+        self.bytes_reclaimed += other.bytes_reclaimed;
+    }
+}

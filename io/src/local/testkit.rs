@@ -12,6 +12,11 @@ impl LocalJournal {
         self.crash_after_steps = Some(steps);
     }
 
+    /// Forgets a crash asked for by `simulate_crash_in_next_compact`.
+    pub fn cancel_simulated_crash(&mut self) {
+        self.crash_after_steps = None;
+    }
+
     /// Checks the compaction index's counters against its keys. O(keys).
     pub fn check_index(&self) -> Result<(), String> {
         self.liveness.check()
