@@ -110,8 +110,25 @@ impl LocalJournal {
         {
             self.crash_after_steps = None;
         }
+        self.tidy_index(usize::MAX);
         out.segments_remaining = self.segment_bytes.len();
         Ok(out)
+    }
+
+    /// Open handles on segments an applied cleaning replaced: the last ones,
+    /// whose closing frees the files' blocks. Close them off the append
+    /// path; left here they are closed with the next ones taken or with the
+    /// journal.
+    pub fn take_retired_files(&mut self) -> Vec<Arc<File>> {
+        std::mem::take(&mut self.retired_files)
+    }
+
+    /// Drops up to `budget` keys that removed segments left in the index
+    /// (applying a job only queues them, so that it costs O(segments) and
+    /// not O(tombstones)). Returns how many it looked at; 0 when none is
+    /// left.
+    pub fn tidy_index(&mut self, budget: usize) -> usize {
+        self.liveness.forget_some(budget)
     }
 
     /// Deletion jobs until none is left: deleting a segment can make the
@@ -229,7 +246,12 @@ impl LocalJournal {
             "a compaction outcome without a planned job"
         );
         self.compaction_in_flight = false;
-        self.pinned.clear();
+        // The last handles on files the job deleted: closing one frees its
+        // blocks, milliseconds per segment, so the caller may close them
+        // elsewhere (`take_retired_files`).
+        let pinned = std::mem::take(&mut self.pinned);
+        self.retired_files
+            .extend(pinned.into_values().map(|(file, _)| file));
         #[cfg(feature = "testkit")]
         {
             self.crash_after_steps = outcome.crash_after_steps;

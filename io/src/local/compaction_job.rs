@@ -74,6 +74,21 @@ pub struct CompactionOutcome {
     pub elapsed: Duration,
 }
 
+impl CompactionOutcome {
+    /// What it did, for the log.
+    pub fn describe(&self) -> String {
+        match &self.done {
+            Done::Deleted(ids) => format!("{} dead segments deleted", ids.len()),
+            Done::Cleaned { prefix, kept, .. } => format!(
+                "{} segments cleaned ({} entries copied)",
+                prefix.len(),
+                kept.len()
+            ),
+            Done::NotCleaned => "a cleaning that stopped".into(),
+        }
+    }
+}
+
 #[derive(Debug)]
 pub(super) enum Done {
     /// Segments whose files are gone, `(id, bytes)`.
@@ -127,6 +142,18 @@ impl Run {
 }
 
 impl CompactionJob {
+    /// What it will do, for the log.
+    pub fn describe(&self) -> String {
+        match &self.work {
+            Work::Delete(ids) => format!("deleting {} dead segments", ids.len()),
+            Work::Clean(plan) => format!(
+                "cleaning {} segments ({} live entries)",
+                plan.prefix.len(),
+                plan.live.len()
+            ),
+        }
+    }
+
     /// Does the file work. Blocking; touches only the files it names.
     pub fn run(self) -> CompactionOutcome {
         let started = Instant::now();

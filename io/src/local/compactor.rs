@@ -4,13 +4,23 @@
 //! outcome (`LocalJournal::plan_compaction` / `finish_compaction`); this
 //! thread only runs [`CompactionJob::run`], one job at a time.
 
+use std::fs::File;
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
+use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 
 use super::compaction_job::{CompactionJob, CompactionOutcome};
 
+/// What the compaction thread is given.
+enum Work {
+    Job(CompactionJob),
+    /// Handles to close: the last ones on deleted files, whose closing
+    /// frees their blocks.
+    Close(Vec<Arc<File>>),
+}
+
 pub(super) struct Compactor {
-    jobs: Option<Sender<CompactionJob>>,
+    jobs: Option<Sender<Work>>,
     done: Receiver<CompactionOutcome>,
     busy: bool,
     thread: Option<JoinHandle<()>>,
@@ -18,14 +28,19 @@ pub(super) struct Compactor {
 
 impl Compactor {
     pub(super) fn spawn() -> Compactor {
-        let (jobs, job_rx) = mpsc::channel::<CompactionJob>();
+        let (jobs, job_rx) = mpsc::channel::<Work>();
         let (done_tx, done) = mpsc::channel();
         let thread = thread::Builder::new()
             .name("halyard-compact".into())
             .spawn(move || {
-                while let Ok(job) = job_rx.recv() {
-                    if done_tx.send(job.run()).is_err() {
-                        return;
+                while let Ok(work) = job_rx.recv() {
+                    match work {
+                        Work::Job(job) => {
+                            if done_tx.send(job.run()).is_err() {
+                                return;
+                            }
+                        }
+                        Work::Close(files) => drop(files),
                     }
                 }
             })
@@ -45,12 +60,23 @@ impl Compactor {
 
     pub(super) fn submit(&mut self, job: CompactionJob) {
         assert!(!self.busy, "one compaction job at a time");
-        let sent = self.jobs.as_ref().map(|tx| tx.send(job));
+        self.send(Work::Job(job));
+        self.busy = true;
+    }
+
+    /// Closes `files` on the compaction thread.
+    pub(super) fn close(&mut self, files: Vec<Arc<File>>) {
+        if !files.is_empty() {
+            self.send(Work::Close(files));
+        }
+    }
+
+    fn send(&self, work: Work) {
+        let sent = self.jobs.as_ref().map(|tx| tx.send(work));
         assert!(
             matches!(sent, Some(Ok(()))),
             "the compaction thread is gone"
         );
-        self.busy = true;
     }
 
     /// The running job's outcome, if it is done.

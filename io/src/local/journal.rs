@@ -62,6 +62,9 @@ pub struct LocalJournal {
     /// these handles until the cleaning is applied (the job renames and
     /// deletes the files by name meanwhile).
     pub(super) pinned: BTreeMap<u64, (Arc<File>, u64)>,
+    /// Handles `pinned` held until the cleaning was applied (see
+    /// `take_retired_files`).
+    pub(super) retired_files: Vec<Arc<File>>,
     /// Test support: file-system changes the next `compact` may make before
     /// it stops as if the process had crashed.
     #[cfg(feature = "testkit")]
@@ -232,6 +235,7 @@ impl LocalJournal {
             write_buf: Vec::new(),
             compaction_in_flight: false,
             pinned: BTreeMap::new(),
+            retired_files: Vec::new(),
             #[cfg(feature = "testkit")]
             crash_after_steps: None,
             _lock: lock,
@@ -336,6 +340,7 @@ impl LocalJournal {
             bytes: self.segment_bytes.values().sum(),
             live_entries: self.liveness.live_entries(),
             tracked_keys: self.liveness.tracked_keys(),
+            keys_to_forget: self.liveness.keys_to_forget(),
             ..self.stats.clone()
         }
     }

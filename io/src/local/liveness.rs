@@ -36,7 +36,7 @@
 //! Memory is bounded by what is on disk: one state per key that still has an
 //! entry in some segment, and one key handle per tombstone still on disk.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
 
@@ -160,6 +160,13 @@ pub struct Liveness {
     segments: BTreeMap<u64, SegmentState>,
     live_puts: u64,
     floor: Floor,
+    /// Keys whose latest entry was a tombstone in a segment that is gone,
+    /// with that segment's id: dropped from `keys` a slice at a time
+    /// (`forget_some`), so that removing a segment of a hundred thousand
+    /// tombstones does not hold appends. Until then such a key is *stale*
+    /// (`is_stale`): it has no entry on disk, and a new entry of it starts
+    /// afresh.
+    to_forget: VecDeque<(u64, Vec<IndexKey>)>,
 }
 
 impl Liveness {
@@ -182,7 +189,22 @@ impl Liveness {
         let tombstone = entry.value.is_none();
         let bytes = format::entry_bytes(entry);
         let floor = self.floor;
+        let stale = self
+            .keys
+            .get(&entry.key)
+            .is_some_and(|state| is_stale(&self.segments, &floor, state));
         let first = match self.keys.get_mut(&entry.key) {
+            Some(state) if stale => {
+                // Its tombstone's segment is gone: nothing of it is on disk.
+                *state = KeyState {
+                    latest: at,
+                    bytes,
+                    tombstone,
+                    first: id,
+                    kept_by: 0,
+                };
+                id
+            }
             Some(state) => {
                 let first = effective_first(&floor, state);
                 // The previous latest entry stops counting where it is.
@@ -285,8 +307,7 @@ impl Liveness {
             return;
         };
         debug_assert_eq!(seg.latest_puts, 0, "removed segment {id} held live entries");
-        self.forget_tombstoned(id, seg.tombstone_keys);
-        self.maybe_shrink();
+        self.to_forget.push_back((id, seg.tombstone_keys));
     }
 
     /// The live entries of segments `first..=last`, in file order: what a
@@ -327,7 +348,7 @@ impl Liveness {
         // left anywhere. The prefix's latest puts were all copied.
         for id in prefix {
             if let Some(seg) = self.segments.remove(&id) {
-                self.forget_tombstoned(id, seg.tombstone_keys);
+                self.to_forget.push_back((id, seg.tombstone_keys));
             }
         }
         let old_floor = self.floor;
@@ -390,22 +411,45 @@ impl Liveness {
             seg.remove_tombstone_first(if was_first <= last { next } else { was_first });
             seg.add_tombstone_first(first);
         }
-        self.maybe_shrink();
         kept_live
     }
 
-    /// Drops the keys among `keys` whose latest entry is a tombstone in
-    /// segment `id`, which is gone.
-    fn forget_tombstoned(&mut self, id: u64, keys: Vec<IndexKey>) {
-        for key in keys {
-            if self
-                .keys
-                .get_by(&key)
-                .is_some_and(|s| s.latest.segment == id && s.tombstone)
-            {
-                self.keys.remove_by(&key);
+    /// Drops up to `budget` of the keys left by removed segments (those
+    /// whose latest entry is still the tombstone there); gives memory back
+    /// once none is left. Returns how many keys it looked at.
+    pub fn forget_some(&mut self, budget: usize) -> usize {
+        let mut looked = 0;
+        while looked < budget {
+            let Some((id, keys)) = self.to_forget.front_mut() else {
+                break;
+            };
+            let id = *id;
+            let take = keys.len().min(budget - looked);
+            // Oldest first: the keys of one segment are mostly in order.
+            let slice: Vec<IndexKey> = keys.drain(..take).collect();
+            if keys.is_empty() {
+                self.to_forget.pop_front();
+            }
+            looked += take;
+            for key in slice {
+                if self
+                    .keys
+                    .get_by(&key)
+                    .is_some_and(|s| s.latest.segment == id && s.tombstone)
+                {
+                    self.keys.remove_by(&key);
+                }
+            }
+            if self.to_forget.is_empty() {
+                self.maybe_shrink();
             }
         }
+        looked
+    }
+
+    /// Keys of removed segments not dropped yet.
+    pub fn keys_to_forget(&self) -> usize {
+        self.to_forget.iter().map(|(_, k)| k.len()).sum()
     }
 
     /// Gives memory back after many keys left, so the map is bounded by the
@@ -423,6 +467,10 @@ impl Liveness {
         let mut puts: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
         let mut firsts: BTreeMap<u64, BTreeMap<u64, u64>> = BTreeMap::new();
         for (key, s) in self.keys.iter() {
+            if is_stale(&self.segments, &self.floor, s) {
+                // Waiting in `to_forget`.
+                continue;
+            }
             let first = effective_first(&self.floor, s);
             if first > s.latest.segment || !self.segments.contains_key(&s.latest.segment) {
                 return Err(format!("key {key:?}: first {first}, latest {:?}", s.latest));
@@ -464,6 +512,14 @@ impl Liveness {
         }
         Ok(())
     }
+}
+
+/// Whether a key's latest entry is a tombstone in a segment that is gone: a
+/// deleted one, or one a cleaning replaced (the cleaned segment, which keeps
+/// the first id of its prefix, holds puts only).
+fn is_stale(segments: &BTreeMap<u64, SegmentState>, floor: &Floor, state: &KeyState) -> bool {
+    state.tombstone
+        && (state.latest.segment <= floor.last || !segments.contains_key(&state.latest.segment))
 }
 
 /// `state.first` as the latest cleaning left it: a key that cleaning did not
@@ -536,6 +592,7 @@ mod tests {
         l.remove_segment(1);
         assert!(l.is_dead(2));
         l.remove_segment(2);
+        l.forget_some(usize::MAX);
         assert_eq!(l.tracked_keys(), 1);
         assert_eq!(l.live_entries(), 1);
         l.check().expect("index consistent");
@@ -586,10 +643,12 @@ mod tests {
         assert_eq!(l.counts(1).live_entries, 2);
         assert_eq!(l.live_entries(), 2);
         // m1, m3 and x had their latest entry in the prefix: forgotten.
+        l.forget_some(usize::MAX);
         assert_eq!(l.tracked_keys(), 4, "perm, m5, and m2 and m4 in 4");
         // Their older entries are gone, so their tombstones may go too.
         assert!(l.is_dead(4));
         l.remove_segment(4);
+        l.forget_some(usize::MAX);
         assert_eq!(l.tracked_keys(), 2);
         l.check().expect("index consistent");
 
@@ -600,6 +659,7 @@ mod tests {
         rec(&mut l, 7, &[]);
         assert!(!l.is_dead(5), "segment 1 still holds m5");
         assert_eq!(clean(&mut l, 1, 6, 7), ["perm", "y"]);
+        l.forget_some(usize::MAX);
         assert_eq!(l.tracked_keys(), 2);
     }
 
@@ -622,6 +682,7 @@ mod tests {
         l.remove_segment(4);
         assert!(l.is_dead(5), "nothing older than 5 holds b");
         l.remove_segment(5);
+        l.forget_some(usize::MAX);
         assert_eq!(l.tracked_keys(), 1, "perm");
         l.check().expect("index consistent");
     }
@@ -639,11 +700,42 @@ mod tests {
         l.remove_segment(1);
         assert!(l.is_dead(2));
         l.remove_segment(2);
+        l.forget_some(usize::MAX);
         assert_eq!(l.tracked_keys(), 0);
         assert!(
             l.keys.others_capacity() < big / 8,
             "capacity {} after all keys left (was {big})",
             l.keys.others_capacity()
         );
+    }
+
+    /// A removed segment's tombstoned keys are dropped a slice at a time;
+    /// meanwhile a new entry of such a key starts afresh, and the slice that
+    /// reaches it later leaves it alone.
+    #[test]
+    fn keys_of_removed_segments_are_forgotten_in_slices() {
+        let mut l = Liveness::default();
+        let puts: Vec<Entry> = (0..10).map(|i| put(&format!("k{i}"))).collect();
+        let dels: Vec<Entry> = (0..10).map(|i| del(&format!("k{i}"))).collect();
+        rec(&mut l, 1, &puts);
+        rec(&mut l, 2, &dels);
+        rec(&mut l, 3, &[]);
+        l.remove_segment(1);
+        l.remove_segment(2);
+        assert_eq!(l.keys_to_forget(), 10);
+        assert_eq!(l.tracked_keys(), 10, "not dropped yet");
+        l.check().expect("stale keys are allowed while queued");
+        assert_eq!(l.forget_some(3), 3);
+        assert_eq!(l.tracked_keys(), 7);
+        // k9 comes back before its slice: a fresh put in segment 3.
+        rec(&mut l, 3, &[put("k9")]);
+        l.check().expect("index consistent");
+        assert_eq!(l.live_entries(), 1);
+        assert_eq!(l.counts(3).live_entries, 1);
+        assert_eq!(l.forget_some(100), 7);
+        assert_eq!(l.keys_to_forget(), 0);
+        assert_eq!(l.tracked_keys(), 1, "k9 stays");
+        assert_eq!(l.latest_put(b"k9").map(|p| p.segment), Some(3));
+        l.check().expect("index consistent");
     }
 }

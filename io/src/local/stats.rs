@@ -22,8 +22,12 @@ pub struct JournalStats {
     pub bytes: u64,
     /// Keys whose latest entry is a put.
     pub live_entries: u64,
-    /// Keys the compaction index tracks (live ones and tombstones on disk).
+    /// Keys the compaction index tracks (live ones and tombstones on disk,
+    /// plus `keys_to_forget`).
     pub tracked_keys: usize,
+    /// Keys of removed segments the index has yet to drop
+    /// (`LocalJournal::tidy_index`).
+    pub keys_to_forget: usize,
     /// `fdatasync` calls on segment files since open.
     pub fsyncs: u64,
     /// `fsync` calls on the folder since open.
