@@ -185,7 +185,12 @@ def compaction_figures(node, figs: dict) -> int:
     deleted = len(node.find(r"journal compacted: deleted"))
     cleaned = len(node.find(r"journal cleaned: "))
     note(figs, "compactions", deleted + cleaned, f"{deleted} deletions, {cleaned} cleanings")
-    note(figs, "compaction_stall_metrics", node.metrics_named("compaction_stall"))
+    count = node.metric("halyard_journal_compaction_stall_seconds_count") or 0
+    total = node.metric("halyard_journal_compaction_stall_seconds_sum")
+    longest = node.metric("halyard_journal_compaction_stall_max_seconds")
+    note(figs, "compaction_pauses", count,
+         f"{count:g} pauses of the append loop, {1000 * (total or 0):.3f} ms in all, the longest "
+         f"{1000 * (longest or 0):.3f} ms (halyard_journal_compaction_stall_*)")
     return deleted + cleaned
 
 
