@@ -1407,3 +1407,101 @@ proptest! {
         prop_assert_eq!(latest_view(&journal.read_all().expect("read")), want);
     }
 }
+
+/// A cleaning planned, then keys it copies superseded before it is applied
+/// (`keep2` tombstoned, `keep3` written again), then more segments and
+/// compaction, then a reopen: `keep2` stays deleted (its tombstone outlives
+/// the dead copy in the cleaned segment), `keep3` has its new value. With
+/// `plant_bug` the cleaning forgets the dead copies: returns what the
+/// reopened journal holds either way.
+fn superseded_while_cleaning(plant_bug: bool) -> BTreeMap<Bytes, Bytes> {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cfg = config(tmp.path(), 400);
+    let mut journal = open(&cfg);
+    if plant_bug {
+        journal.plant_bug_cleaning_forgets_superseded_copies();
+    }
+    let mut written: Vec<Vec<Entry>> = Vec::new();
+    let mut append = |journal: &mut LocalJournal, batch: Vec<Entry>| {
+        journal
+            .append(std::slice::from_ref(&batch))
+            .expect("append");
+        written.push(batch);
+    };
+    // A live key in each of the first segments (none is dead), between
+    // superseded churn: the prefix is worth cleaning.
+    let mut churn = 0;
+    for keep in ["keep1", "keep2", "keep3", "keep4"] {
+        append(&mut journal, vec![put(keep, "first")]);
+        let segment = journal.stats().segments;
+        while journal.stats().segments == segment {
+            churn += 1;
+            append(&mut journal, vec![put("churn", &format!("{churn:0>60}"))]);
+        }
+    }
+    let job = loop {
+        let job = journal.plan_compaction().expect("a compaction step is due");
+        if job.describe().starts_with("cleaning") {
+            break job;
+        }
+        journal.finish_compaction(job.run()).expect("delete");
+    };
+    // Meanwhile, on the journal's thread:
+    append(&mut journal, vec![del("keep2")]);
+    // In a segment of its own (with churn): nothing live keeps it.
+    let segment = journal.stats().segments;
+    while journal.stats().segments == segment {
+        churn += 1;
+        append(&mut journal, vec![put("churn", &format!("{churn:0>60}"))]);
+    }
+    append(&mut journal, vec![put("keep3", "second")]);
+    let outcome = job.run();
+    append(&mut journal, vec![put("churn", "while applying")]);
+    journal.finish_compaction(outcome).expect("clean");
+    assert_eq!(
+        journal
+            .read_latest(&keys(&["keep1", "keep2", "keep3"]))
+            .expect("read"),
+        vec![
+            Some(Bytes::from("first")),
+            None,
+            Some(Bytes::from("second"))
+        ]
+    );
+    // The tombstone's segment seals and compaction goes on.
+    let segment = journal.stats().segments;
+    while journal.stats().segments < segment + 4 {
+        churn += 1;
+        append(&mut journal, vec![put("churn", &format!("{churn:0>60}"))]);
+    }
+    compact_until_settled(&mut journal);
+    if !plant_bug {
+        assert_eq!(journal.check_index(), Ok(()));
+    }
+    drop(journal);
+    let journal = open(&cfg);
+    let got = latest_view(&journal.read_all().expect("read"));
+    if !plant_bug {
+        assert_eq!(got, latest_view(&written));
+    }
+    got
+}
+
+#[test]
+fn keys_superseded_while_a_cleaning_runs_stay_superseded() {
+    let got = superseded_while_cleaning(false);
+    assert!(!got.contains_key(b"keep2".as_slice()), "{got:?}");
+    assert_eq!(got.get(b"keep3".as_slice()), Some(&Bytes::from("second")));
+}
+
+/// The planted bug: the tombstone of `keep2` is dropped while the cleaned
+/// segment still holds its old put, and the reopened journal has it back.
+#[test]
+fn planted_bug_forgetting_superseded_copies_resurrects_a_deleted_key() {
+    let got = superseded_while_cleaning(true);
+    assert_eq!(
+        got.get(b"keep2".as_slice()),
+        Some(&Bytes::from("first")),
+        "the planted bug should bring keep2 back: {got:?}"
+    );
+}

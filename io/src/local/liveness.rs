@@ -167,6 +167,11 @@ pub struct Liveness {
     /// (`is_stale`): it has no entry on disk, and a new entry of it starts
     /// afresh.
     to_forget: VecDeque<(u64, Vec<IndexKey>)>,
+    /// Planted bug (tests only): a key superseded while a cleaning ran is
+    /// not recorded as present in the cleaned segment, so its tombstone may
+    /// go before the dead copy does.
+    #[cfg(feature = "testkit")]
+    pub(super) planted_forget_superseded_copies: bool,
 }
 
 impl Liveness {
@@ -372,6 +377,10 @@ impl Liveness {
                 // Superseded while the cleaning ran, by an entry after the
                 // prefix.
                 debug_assert!(state.latest.segment > last);
+                #[cfg(feature = "testkit")]
+                if self.planted_forget_superseded_copies {
+                    continue;
+                }
                 if state.tombstone {
                     outlive.push((state.latest.segment, effective_first(&old_floor, state)));
                 }

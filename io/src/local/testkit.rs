@@ -17,6 +17,14 @@ impl LocalJournal {
         self.crash_after_steps = None;
     }
 
+    /// Plants a bug: a cleaning forgets that the copies of keys superseded
+    /// while it ran are on disk in the cleaned segment (their tombstones may
+    /// then go first, and a reopen brings the keys back). For the test that
+    /// shows the interleaving test catches it.
+    pub fn plant_bug_cleaning_forgets_superseded_copies(&mut self) {
+        self.liveness.planted_forget_superseded_copies = true;
+    }
+
     /// Checks the compaction index's counters against its keys. O(keys).
     pub fn check_index(&self) -> Result<(), String> {
         self.liveness.check()
