@@ -601,8 +601,11 @@ def stall_section(w, rounds, picked):
     w("## Append stalls (journal compaction pauses)")
     w("")
     w(
-        "The local journal pauses its append loop for compaction work (deleting dead segments, "
-        "cleaning): an append arriving during a pause waits at most that long. The bench of each "
+        "The local journal does compaction's file work (deleting dead segments, cleaning) on its "
+        "own thread, `halyard-compact`; its append loop pauses only to plan a step, apply what a "
+        "step did to the index, drop a slice of the index keys removed segments left, or wait for a "
+        "running step before the journal is read whole or closed: an append arriving during a pause "
+        "waits at most that long. The bench of each "
         "local-journal run read the node's `/metrics` when its measured window started and when it "
         "ended (`halyard bench --node-metrics`); the difference of the histogram "
         "`halyard_journal_compaction_stall_seconds` is the pauses of the measured window. Each column "

@@ -223,7 +223,10 @@ fn run(
                     }
                     Err(e) => {
                         error!(error = %e, "journal append failed");
-                        // The node steps down and reopens; start from the files.
+                        // The node steps down and reopens; start from the
+                        // files, once no job changes them (another process
+                        // may open them as soon as the journal's lock goes).
+                        settle(&mut compactor, journal.as_mut(), metrics);
                         journal = None;
                         commit.write_failed(e.to_string());
                     }
@@ -273,6 +276,7 @@ fn settle(compactor: &mut Compactor, journal: Option<&mut LocalJournal>, metrics
         return;
     };
     let what = outcome.describe();
+    paused(metrics, started, || format!("waiting for {what}"));
     match journal {
         Some(j) if j.compaction_in_flight() => {
             apply(j, outcome, metrics);
@@ -282,7 +286,6 @@ fn settle(compactor: &mut Compactor, journal: Option<&mut LocalJournal>, metrics
         // the job left them.
         _ => {}
     }
-    paused(metrics, started, || format!("waiting for {what}"));
 }
 
 /// A pause of the append loop at least this long is logged.
