@@ -72,6 +72,14 @@
 //!   index records the key as present from the cleaned segment on
 //!   (`Liveness::finish_clean`).
 //!
+//! What still runs on the journal's thread, between two writes: planning a
+//! step (O(segments); a cleaning also scans the index's keys once for the
+//! prefix's live entries: under 10 ms for the 300,000 keys of a
+//! five-segment cleaning measured, so a million tracked keys would hold
+//! appends some 30 ms), applying its outcome (O(segments) plus
+//! the entries a cleaning kept) and dropping the keys removed segments left,
+//! a slice per write (`tidy_index`).
+//!
 //! [`LocalJournal::compact`] runs the same jobs inline, on the caller's
 //! thread.
 use std::collections::BTreeMap;

@@ -194,12 +194,8 @@ impl Liveness {
         let tombstone = entry.value.is_none();
         let bytes = format::entry_bytes(entry);
         let floor = self.floor;
-        let stale = self
-            .keys
-            .get(&entry.key)
-            .is_some_and(|state| is_stale(&self.segments, &floor, state));
         let first = match self.keys.get_mut(&entry.key) {
-            Some(state) if stale => {
+            Some(state) if is_stale(&self.segments, &floor, state) => {
                 // Its tombstone's segment is gone: nothing of it is on disk.
                 *state = KeyState {
                     latest: at,
