@@ -1068,6 +1068,73 @@ fn op_strategy() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// What the journal must replay to, for the model-based proptests: the
+/// latest value per key and the sequence number of its latest put, starting
+/// with a record never superseded (like the broker's activation: it pins the
+/// first segment, so only cleaning can reclaim what follows).
+struct Model {
+    latest: BTreeMap<Bytes, (u64, Bytes)>,
+    seq: u64,
+}
+
+impl Model {
+    fn start(journal: &mut LocalJournal) -> Model {
+        let perm = put("permanent", "record");
+        journal.append(&[vec![perm.clone()]]).expect("append");
+        let mut latest = BTreeMap::new();
+        latest.insert(perm.key.clone(), (0, perm.value.clone().expect("put")));
+        Model { latest, seq: 0 }
+    }
+
+    /// Appends one group commit of batches of (key index, value length or
+    /// tombstone), values tagged with the op number `n`.
+    fn append(
+        &mut self,
+        journal: &mut LocalJournal,
+        n: usize,
+        batches: Vec<Vec<(u8, Option<u8>)>>,
+    ) {
+        let batches: Vec<Vec<Entry>> = batches
+            .into_iter()
+            .map(|b| {
+                b.into_iter()
+                    .map(|(k, v)| Entry {
+                        key: Bytes::from(format!("key{k}")),
+                        value: v
+                            .map(|len| Bytes::from(format!("{n}:{}", "v".repeat(len as usize)))),
+                    })
+                    .collect()
+            })
+            .collect();
+        for e in batches.iter().flatten() {
+            self.seq += 1;
+            match &e.value {
+                Some(v) => self.latest.insert(e.key.clone(), (self.seq, v.clone())),
+                None => self.latest.remove(&e.key),
+            };
+        }
+        journal.append(&batches).expect("append");
+    }
+
+    fn view(&self) -> BTreeMap<Bytes, Bytes> {
+        self.latest
+            .iter()
+            .map(|(k, (_, v))| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    /// Keys in the order of their latest puts.
+    fn order(&self) -> Vec<Bytes> {
+        let mut order: Vec<(u64, Bytes)> = self
+            .latest
+            .iter()
+            .map(|(k, (s, _))| (*s, k.clone()))
+            .collect();
+        order.sort();
+        order.into_iter().map(|(_, k)| k).collect()
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
 
@@ -1082,37 +1149,10 @@ proptest! {
         let tmp = tempfile::tempdir().expect("tempdir");
         let cfg = config(tmp.path(), segment_bytes);
         let mut journal = open(&cfg);
-        // Latest value per key, and the sequence number of its latest put.
-        let mut model: BTreeMap<Bytes, (u64, Bytes)> = BTreeMap::new();
-        let mut seq = 0u64;
-        // A record never superseded, like the broker's activation: it pins
-        // the first segment, so only cleaning can reclaim what follows.
-        let perm = put("permanent", "record");
-        journal.append(&[vec![perm.clone()]]).expect("append");
-        model.insert(perm.key.clone(), (seq, perm.value.clone().expect("put")));
+        let mut model = Model::start(&mut journal);
         for (n, op) in ops.into_iter().enumerate() {
             match op {
-                Op::Append(batches) => {
-                    let batches: Vec<Vec<Entry>> = batches
-                        .into_iter()
-                        .map(|b| {
-                            b.into_iter()
-                                .map(|(k, v)| Entry {
-                                    key: Bytes::from(format!("key{k}")),
-                                    value: v.map(|len| Bytes::from(format!("{n}:{}", "v".repeat(len as usize)))),
-                                })
-                                .collect()
-                        })
-                        .collect();
-                    for e in batches.iter().flatten() {
-                        seq += 1;
-                        match &e.value {
-                            Some(v) => model.insert(e.key.clone(), (seq, v.clone())),
-                            None => model.remove(&e.key),
-                        };
-                    }
-                    journal.append(&batches).expect("append");
-                }
+                Op::Append(batches) => model.append(&mut journal, n, batches),
                 Op::Compact => {
                     journal.compact().expect("compact");
                 }
@@ -1135,15 +1175,9 @@ proptest! {
                 }
             }
             let batches = journal.read_all().expect("read");
-            let want: BTreeMap<Bytes, Bytes> =
-                model.iter().map(|(k, (_, v))| (k.clone(), v.clone())).collect();
-            prop_assert_eq!(&latest_view(&batches), &want, "after op {}", n);
-            let mut order: Vec<(u64, Bytes)> =
-                model.iter().map(|(k, (s, _))| (*s, k.clone())).collect();
-            order.sort();
-            let order: Vec<Bytes> = order.into_iter().map(|(_, k)| k).collect();
-            prop_assert_eq!(latest_order(&batches), order, "order after op {}", n);
-            prop_assert_eq!(journal.stats().live_entries, model.len() as u64);
+            prop_assert_eq!(&latest_view(&batches), &model.view(), "after op {}", n);
+            prop_assert_eq!(latest_order(&batches), model.order(), "order after op {}", n);
+            prop_assert_eq!(journal.stats().live_entries, model.latest.len() as u64);
             prop_assert_eq!(journal.stats().segments, segment_files(tmp.path()).len());
             prop_assert_eq!(journal.check_index(), Ok(()), "after op {}", n);
         }
@@ -1156,9 +1190,7 @@ proptest! {
         prop_assert_eq!((again.segments_deleted, again.segments_cleaned), (0, 0));
         drop(journal);
         let journal = open(&cfg);
-        let want: BTreeMap<Bytes, Bytes> =
-            model.into_iter().map(|(k, (_, v))| (k, v)).collect();
-        prop_assert_eq!(latest_view(&journal.read_all().expect("read")), want);
+        prop_assert_eq!(latest_view(&journal.read_all().expect("read")), model.view());
     }
 }
 
@@ -1285,39 +1317,15 @@ proptest! {
         let tmp = tempfile::tempdir().expect("tempdir");
         let cfg = config(tmp.path(), segment_bytes);
         let mut journal = open(&cfg);
-        let mut model: BTreeMap<Bytes, (u64, Bytes)> = BTreeMap::new();
-        let mut seq = 0u64;
-        let perm = put("permanent", "record");
-        journal.append(&[vec![perm.clone()]]).expect("append");
-        model.insert(perm.key.clone(), (seq, perm.value.clone().expect("put")));
+        let mut model = Model::start(&mut journal);
         let all_keys: Vec<Bytes> = (0..6)
             .map(|k| Bytes::from(format!("key{k}")))
-            .chain([perm.key.clone()])
+            .chain([Bytes::from("permanent")])
             .collect();
         let mut pending: Option<Pending> = None;
         for (n, op) in ops.into_iter().enumerate() {
             match op {
-                BgOp::Append(batches) => {
-                    let batches: Vec<Vec<Entry>> = batches
-                        .into_iter()
-                        .map(|b| {
-                            b.into_iter()
-                                .map(|(k, v)| Entry {
-                                    key: Bytes::from(format!("key{k}")),
-                                    value: v.map(|len| Bytes::from(format!("{n}:{}", "v".repeat(len as usize)))),
-                                })
-                                .collect()
-                        })
-                        .collect();
-                    for e in batches.iter().flatten() {
-                        seq += 1;
-                        match &e.value {
-                            Some(v) => model.insert(e.key.clone(), (seq, v.clone())),
-                            None => model.remove(&e.key),
-                        };
-                    }
-                    journal.append(&batches).expect("append");
-                }
+                BgOp::Append(batches) => model.append(&mut journal, n, batches),
                 BgOp::Plan(crash) => {
                     if pending.is_none() {
                         if let Some(steps) = crash {
@@ -1373,15 +1381,13 @@ proptest! {
             // Reads by key work at every step, through a job's renames too.
             let got = journal.read_latest(&all_keys).expect("read by key");
             for (key, value) in all_keys.iter().zip(got) {
-                prop_assert_eq!(value, model.get(key).map(|(_, v)| v.clone()), "{:?} after op {}", key, n);
+                prop_assert_eq!(value, model.latest.get(key).map(|(_, v)| v.clone()), "{:?} after op {}", key, n);
             }
-            prop_assert_eq!(journal.stats().live_entries, model.len() as u64);
+            prop_assert_eq!(journal.stats().live_entries, model.latest.len() as u64);
             if pending.is_none() {
                 prop_assert_eq!(journal.check_index(), Ok(()), "after op {}", n);
                 let batches = journal.read_all().expect("read");
-                let want: BTreeMap<Bytes, Bytes> =
-                    model.iter().map(|(k, (_, v))| (k.clone(), v.clone())).collect();
-                prop_assert_eq!(&latest_view(&batches), &want, "after op {}", n);
+                prop_assert_eq!(&latest_view(&batches), &model.view(), "after op {}", n);
                 prop_assert_eq!(journal.stats().segments, segment_files(tmp.path()).len());
             }
         }
@@ -1402,9 +1408,7 @@ proptest! {
         prop_assert_eq!(journal.check_index(), Ok(()));
         drop(journal);
         let journal = open(&cfg);
-        let want: BTreeMap<Bytes, Bytes> =
-            model.into_iter().map(|(k, (_, v))| (k, v)).collect();
-        prop_assert_eq!(latest_view(&journal.read_all().expect("read")), want);
+        prop_assert_eq!(latest_view(&journal.read_all().expect("read")), model.view());
     }
 }
 
