@@ -192,11 +192,11 @@ fn run(
                     continue;
                 }
                 match commit_group(&config, w, &group.batches, &group.publish) {
-                    Ok(()) => {
+                    Ok(phases) => {
                         let m = &config.metrics;
                         m.group_written(group.batches.len(), group.bytes as u64);
                         m.kafka_commits.fetch_add(1, Ordering::Relaxed);
-                        stats.add(group.tickets.len());
+                        stats.add(group.tickets.len(), phases);
                         stats.report(false);
                         commit.written();
                     }
@@ -241,6 +241,20 @@ struct CommitStats {
     since: Instant,
     batches: u64,
     transactions: u64,
+    phases: Phases,
+}
+
+/// Where one transaction's time went (summed in `CommitStats`): what a
+/// transaction costs, and so what the next group waits for.
+#[derive(Clone, Copy, Debug, Default)]
+struct Phases {
+    /// begin_transaction and handing the records to the producer.
+    send: Duration,
+    /// Waiting for every record's delivery report (a produce round trip,
+    /// after the producer's linger).
+    deliver: Duration,
+    /// commit_transaction (the EndTxn round trip).
+    commit: Duration,
 }
 
 impl CommitStats {
@@ -249,12 +263,16 @@ impl CommitStats {
             since: Instant::now(),
             batches: 0,
             transactions: 0,
+            phases: Phases::default(),
         }
     }
 
-    fn add(&mut self, batches: usize) {
+    fn add(&mut self, batches: usize, phases: Phases) {
         self.batches += batches as u64;
         self.transactions += 1;
+        self.phases.send += phases.send;
+        self.phases.deliver += phases.deliver;
+        self.phases.commit += phases.commit;
     }
 
     fn report(&mut self, force: bool) {
@@ -269,10 +287,18 @@ impl CommitStats {
             transactions_per_sec = format!("{:.0}", self.transactions as f64 / secs),
             batches_per_transaction =
                 format!("{:.1}", self.batches as f64 / self.transactions as f64),
+            ms_send = ms_per(self.phases.send, self.transactions),
+            ms_deliver = ms_per(self.phases.deliver, self.transactions),
+            ms_commit = ms_per(self.phases.commit, self.transactions),
             "journal group commit (Kafka)"
         );
         *self = CommitStats::new();
     }
+}
+
+/// Mean milliseconds of `total` over `n` transactions, for the log.
+fn ms_per(total: Duration, n: u64) -> String {
+    format!("{:.2}", total.as_secs_f64() * 1e3 / n.max(1) as f64)
 }
 
 /// Creates the bridged topics this group writes to that were not seen
@@ -333,7 +359,7 @@ fn commit_group(
     w: &mut Writer,
     batches: &[Vec<EncodedEntry>],
     publish: &[OutRecord],
-) -> Result<(), KafkaError> {
+) -> Result<Phases, KafkaError> {
     let t0 = Instant::now();
     // Reports left from an earlier, failed transaction are not ours.
     w.producer.context().take();
@@ -349,18 +375,25 @@ fn commit_group(
     for r in publish {
         send_bridged(&w.producer, r)?;
     }
+    let sent = Instant::now();
     if let Err(e) = serve_deliveries(&w.producer, config.timeout()) {
         abort(config, w);
         return Err(e);
     }
+    let delivered = Instant::now();
     let mut attempt = 0;
     loop {
         attempt += 1;
         match w.producer.commit_transaction(config.timeout()) {
             Ok(()) => {
+                let committed = Instant::now();
                 tracing::trace!(elapsed = ?t0.elapsed(), batches = batches.len(), "transaction committed");
                 index_written(config, w, &effects);
-                return Ok(());
+                return Ok(Phases {
+                    send: sent - t0,
+                    deliver: delivered - sent,
+                    commit: committed - delivered,
+                });
             }
             Err(e) => {
                 let retriable = matches!(&e, KafkaError::Transaction(t) if t.is_retriable());
