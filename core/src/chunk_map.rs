@@ -48,6 +48,27 @@ fn new_chunk<K, V>() -> VecDeque<(K, V)> {
     VecDeque::with_capacity(CHUNK)
 }
 
+/// Place of `key` in a sorted chunk: `Ok` if present, `Err` where it would
+/// go. The ends first, as in `ChunkMap::chunk_of`: an append past the last
+/// entry and a lookup of the first skip the search (whose probes each touch
+/// another entry, a cache line apart when values are large).
+fn place_in<K: Ord, V>(chunk: &VecDeque<(K, V)>, key: &K) -> Result<usize, usize> {
+    let (Some((first, _)), Some((last, _))) = (chunk.front(), chunk.back()) else {
+        return Err(0);
+    };
+    match last.cmp(key) {
+        std::cmp::Ordering::Less => return Err(chunk.len()),
+        std::cmp::Ordering::Equal => return Ok(chunk.len() - 1),
+        std::cmp::Ordering::Greater => {}
+    }
+    match first.cmp(key) {
+        std::cmp::Ordering::Greater => return Err(0),
+        std::cmp::Ordering::Equal => return Ok(0),
+        std::cmp::Ordering::Less => {}
+    }
+    chunk.binary_search_by(|(k, _)| k.cmp(key))
+}
+
 impl<K: Ord + Copy, V> ChunkMap<K, V> {
     pub const fn new() -> Self {
         ChunkMap {
@@ -67,8 +88,45 @@ impl<K: Ord + Copy, V> ChunkMap<K, V> {
 
     /// The chunk that holds `key` if any chunk does (or where it would go:
     /// the last chunk whose first key is at or below it, else the first).
+    ///
+    /// Most lookups are near an end: the newest keys (an insert; a
+    /// message's acknowledgement soon after its send) or the oldest (the
+    /// head of a queue). So the first chunk is tried, and the search gallops
+    /// back from the last chunk (1, 2, 4, ... chunks) before it bisects:
+    /// O(log d) probes for a key d chunks from the end. Profiled under the
+    /// bench's load, the plain bisection of every lookup was 13% of the
+    /// node's CPU (the journal's index holds every key of its live
+    /// segments).
     fn chunk_of(&self, key: &K) -> usize {
-        self.firsts.partition_point(|f| f <= key).saturating_sub(1)
+        let n = self.firsts.len();
+        if n <= 1 || self.firsts[n - 1] <= *key {
+            return n.saturating_sub(1);
+        }
+        if *key < self.firsts[1] {
+            return 0;
+        }
+        // Now firsts[1] <= key < firsts[n - 1]: find lo with
+        // firsts[lo] <= key < firsts[lo + 1].
+        let (mut lo, mut hi) = (1, n - 1);
+        let mut step = 1;
+        while hi - lo > step {
+            let probe = hi - step;
+            if self.firsts[probe] <= *key {
+                lo = probe;
+                break;
+            }
+            hi = probe;
+            step *= 2;
+        }
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            if self.firsts[mid] <= *key {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
     }
 
     /// Chunk and place of `key`: `Ok` if present, `Err` where it would go.
@@ -77,7 +135,7 @@ impl<K: Ord + Copy, V> ChunkMap<K, V> {
             return None;
         }
         let c = self.chunk_of(key);
-        Some((c, self.chunks[c].binary_search_by(|(k, _)| k.cmp(key))))
+        Some((c, place_in(&self.chunks[c], key)))
     }
 
     pub fn get(&self, key: &K) -> Option<&V> {
@@ -352,6 +410,39 @@ mod tests {
             let owned: Vec<_> = map.into_iter().collect();
             let want: Vec<_> = model.into_iter().collect();
             prop_assert_eq!(owned, want);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        /// Lookups anywhere in a map of many chunks (the search gallops
+        /// from the last chunk), after removals and inserts in the middle.
+        #[test]
+        fn finds_every_key_in_a_map_of_many_chunks(
+            gaps in prop::collection::vec(1u32..4, 300..4000),
+            removals in prop::collection::vec(any::<u32>(), 0..400),
+            inserts in prop::collection::vec(any::<u32>(), 0..400),
+        ) {
+            let mut map = ChunkMap::new();
+            let mut model = BTreeMap::new();
+            let mut k = 0;
+            for g in gaps {
+                k += g;
+                map.insert(k, k);
+                model.insert(k, k);
+            }
+            for r in removals {
+                let r = r % (k + 2);
+                prop_assert_eq!(map.remove(&r), model.remove(&r));
+            }
+            for i in inserts {
+                let i = i % (k + 2);
+                prop_assert_eq!(map.insert(i, i + 1), model.insert(i, i + 1));
+            }
+            map.check();
+            for key in 0..k + 3 {
+                prop_assert_eq!(map.get(&key), model.get(&key), "key {}", key);
+            }
         }
     }
 

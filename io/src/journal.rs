@@ -80,14 +80,23 @@ pub(crate) fn next_step(
 
 /// Moves what is waiting in the channel into the group commit, until the
 /// next group can take no more: what queued up during the last write joins
-/// the next one.
-fn gather(rx: &mut mpsc::UnboundedReceiver<JournalRequest>, commit: &mut GroupCommit) {
+/// the next one. Returns how many requests it moved. A backend may call it
+/// while a write is in flight: the requests are encoded then, not after.
+pub(crate) fn gather(
+    rx: &mut mpsc::UnboundedReceiver<JournalRequest>,
+    commit: &mut GroupCommit,
+) -> usize {
+    let mut moved = 0;
     while !commit.next_group().sealed {
         match rx.try_recv() {
-            Ok(request) => commit.push(request),
+            Ok(request) => {
+                commit.push(request);
+                moved += 1;
+            }
             Err(_) => break,
         }
     }
+    moved
 }
 
 /// Sends the answers the group commit has ready, in order; false once the

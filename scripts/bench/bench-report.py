@@ -70,7 +70,7 @@ NAMES = {
     "artemis-amqp-openloop": "(f') Artemis, AMQP 1.0, open loop",
     "artemis-defaultwindow": "(d*) Artemis, its default STOMP consumer window (10 KiB)",
 }
-GOAL_KAFKA = 0.70
+GOAL_KAFKA = 0.80  # issue 16 (was 0.70 before it)
 GOAL_BRIDGE = 0.70  # (b-bridged)/(b): the bridge costs at most 30% of the journal-only throughput
 GOAL_ARTEMIS = 1.5
 GOAL_SCRAPE = 0.03  # 1 - (c-scraped)/(c): scraping /metrics every second costs less throughput

@@ -68,6 +68,16 @@ pub fn serve_deliveries<C: ProducerContext>(
     producer: &BaseProducer<C>,
     timeout: Duration,
 ) -> Result<(), KafkaError> {
+    serve_deliveries_doing(producer, timeout, &mut || 0)
+}
+
+/// `serve_deliveries`, calling `meanwhile` between two looks instead of
+/// napping while it finds work to do (it returns how much it did; 0: nap).
+pub(crate) fn serve_deliveries_doing<C: ProducerContext>(
+    producer: &BaseProducer<C>,
+    timeout: Duration,
+    meanwhile: &mut dyn FnMut() -> usize,
+) -> Result<(), KafkaError> {
     let deadline = Instant::now() + timeout;
     loop {
         producer.poll(Duration::ZERO);
@@ -77,7 +87,9 @@ pub fn serve_deliveries<C: ProducerContext>(
         if Instant::now() > deadline {
             return Err(KafkaError::Flush(RDKafkaErrorCode::MessageTimedOut));
         }
-        std::thread::sleep(DELIVERY_NAP);
+        if meanwhile() == 0 {
+            std::thread::sleep(DELIVERY_NAP);
+        }
     }
 }
 
