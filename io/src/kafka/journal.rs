@@ -123,6 +123,7 @@ fn run(
         match step {
             JournalStep::Open => {
                 writer = None;
+                last_end = None;
                 let started = Instant::now();
                 match open_and_load(&config, &inputs, standby.take(), prepared.take()) {
                     Ok((w, loaded)) => {
@@ -197,8 +198,7 @@ fn run(
                 }
                 // While the transaction waits for its records' delivery
                 // reports, the appends queued meanwhile are taken in and
-                // encoded for the next one (not after this commit: that
-                // was a third of the time between two transactions).
+                // encoded for the next one, not after its commit.
                 let mut meanwhile = || gather(&mut rx, &mut commit);
                 let between = last_end.map(|end| end.elapsed());
                 let result =
@@ -271,9 +271,11 @@ struct Phases {
     deliver: Duration,
     /// commit_transaction (the EndTxn round trip).
     commit: Duration,
-    /// From the end of the transaction before (if one was written since
-    /// the journal opened) to this one's start: answering the last group,
-    /// encoding what was not yet, lingering for more.
+    /// Putting the committed records' offsets into the index.
+    index: Duration,
+    /// From the end of the transaction before (its indexing included; if
+    /// one was written since the journal opened) to this one's start:
+    /// answering the last group, encoding what was not yet, lingering.
     between: Option<Duration>,
 }
 
@@ -294,6 +296,7 @@ impl CommitStats {
         self.phases.send += phases.send;
         self.phases.deliver += phases.deliver;
         self.phases.commit += phases.commit;
+        self.phases.index += phases.index;
         if let Some(b) = phases.between {
             *self.phases.between.get_or_insert_default() += b;
             self.followed += 1;
@@ -315,6 +318,7 @@ impl CommitStats {
             ms_send = ms_per(self.phases.send, self.transactions),
             ms_deliver = ms_per(self.phases.deliver, self.transactions),
             ms_commit = ms_per(self.phases.commit, self.transactions),
+            ms_index = ms_per(self.phases.index, self.transactions),
             ms_between = ms_per(self.phases.between.unwrap_or_default(), self.followed),
             "journal group commit (Kafka)"
         );
@@ -420,6 +424,7 @@ fn commit_group(
                     send: sent - t0,
                     deliver: delivered - sent,
                     commit: committed - delivered,
+                    index: committed.elapsed(),
                     between: None,
                 });
             }
