@@ -8,9 +8,9 @@
 //! new one, so an in-order map is full to the last chunk; removals at the
 //! front (consumers taking the oldest) are O(1) in a chunk (`VecDeque`),
 //! and a chunk left with under a quarter of its room merges with a
-//! neighbour that can take it. Lookups are a binary search over the chunks'
-//! first keys (kept side by side, so the search stays in cache) and one in
-//! the chunk.
+//! neighbour that can take it. Lookups search the chunks' first keys (kept
+//! side by side, so the search stays in cache) from the ends, where nearly
+//! every lookup lands, and then the chunk.
 
 use std::collections::VecDeque;
 use std::fmt;

@@ -1758,7 +1758,12 @@ def main():
                 f"batches per transaction, {kafka['transactions'] / kafka['secs']:.0f} transactions/s while busy); "
                 f"{sent:,} messages were sent in the whole run, so about "
                 f"{sent / kafka['transactions']:.0f} messages (each stored and later acknowledged) "
-                f"per transaction, against {env.get('CEILING_TXN')} records per transaction for the ceiling."
+                f"per transaction, against {env.get('CEILING_TXN')} messages per transaction for the ceiling"
+                + (
+                    " (and the tombstones of the transaction before: twice as many records)."
+                    if env.get("CEILING_TOMBSTONES") == "1"
+                    else "."
+                )
                 if kafka["secs"] > 0
                 else f"- **{label}**: {kafka['transactions']:,} Kafka transactions, {kafka['batches']:,} batches."
             )

@@ -267,7 +267,8 @@ struct Phases {
     /// begin_transaction and handing the records to the producer.
     send: Duration,
     /// Waiting for every record's delivery report (a produce round trip,
-    /// after the producer's linger).
+    /// after the producer's linger), while encoding the appends queued for
+    /// the next transaction.
     deliver: Duration,
     /// commit_transaction (the EndTxn round trip).
     commit: Duration,
@@ -275,7 +276,8 @@ struct Phases {
     index: Duration,
     /// From the end of the transaction before (its indexing included; if
     /// one was written since the journal opened) to this one's start:
-    /// answering the last group, encoding what was not yet, lingering.
+    /// answering the last group, encoding what was not yet, lingering, and
+    /// at low load waiting for appends (reads and topic creation too).
     between: Option<Duration>,
 }
 
