@@ -111,23 +111,30 @@ pub(crate) async fn accept_loop(addr: SocketAddr, cx: AcceptCx) {
 }
 
 /// The TLS listener: each handshake runs in its own task, so a slow
-/// client holds up nobody.
+/// client holds up nobody, on `handshakes` if given (their CPU off the
+/// node's thread); the connection then runs on the listener's runtime.
 #[cfg(not(madsim))]
-pub(crate) async fn tls_accept_loop(tls: Arc<TlsListener>, cx: AcceptCx) {
+pub(crate) async fn tls_accept_loop(
+    tls: Arc<TlsListener>,
+    cx: AcceptCx,
+    handshakes: Option<tokio::runtime::Handle>,
+) {
     let listener = bind(tls.listen).await;
     info!(
         listen = %tls.listen,
         client_certificates = tls.client_auth,
         "accepting TLS clients (STOMP, AMQP)"
     );
+    let here = tokio::runtime::Handle::current();
+    let handshakes = handshakes.unwrap_or_else(|| here.clone());
     loop {
         let (sock, peer) = accept_one(&listener).await;
         let _ = sock.set_nodelay(true);
-        let (tls, cx) = (tls.clone(), cx.clone());
-        tokio::spawn(async move {
+        let (tls, cx, here) = (tls.clone(), cx.clone(), here.clone());
+        handshakes.spawn(async move {
             match tls.handshake(sock).await {
                 Ok((stream, user)) => {
-                    start_conn(stream, peer, user, &cx).await;
+                    here.spawn(async move { start_conn(stream, peer, user, &cx).await });
                 }
                 Err(e) => info!(%peer, "TLS handshake failed: {e}"),
             }

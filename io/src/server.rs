@@ -62,6 +62,11 @@ pub struct ServerConfig {
     /// with the plain one.
     #[cfg(not(madsim))]
     pub tls: Option<Arc<crate::tls::TlsListener>>,
+    /// Where TLS handshakes run (their CPU must not hold up the node's
+    /// thread); the node's own runtime when `None`. The connection itself
+    /// then runs beside the node.
+    #[cfg(not(madsim))]
+    pub handshakes: Option<tokio::runtime::Handle>,
     /// Published for the peer port (`crate::peer`): `Some(epoch)` while live.
     pub live_epoch: Option<tokio::sync::watch::Sender<Option<u32>>>,
 }
@@ -74,6 +79,8 @@ impl ServerConfig {
             bridge,
             #[cfg(not(madsim))]
             tls: None,
+            #[cfg(not(madsim))]
+            handshakes: None,
             live_epoch: None,
         }
     }
@@ -121,6 +128,32 @@ pub async fn check_listen(addr: SocketAddr) -> Result<(), ServerError> {
 /// for a drain, a second one exits at once. The driver returns when the node
 /// says Stopped.
 pub async fn run(
+    node: Node,
+    config: ServerConfig,
+    journal: JournalHandle,
+    lock: LockHandle,
+    backend_inputs: mpsc::Receiver<Input>,
+    shutdown: mpsc::UnboundedReceiver<()>,
+    queries: mpsc::Receiver<Query>,
+) -> Result<(), ServerError> {
+    let span = info_span!("node", id = %node.config().node_id);
+    drive(
+        node,
+        config,
+        journal,
+        lock,
+        backend_inputs,
+        shutdown,
+        queries,
+        span.clone(),
+    )
+    .instrument(span)
+    .await
+}
+
+/// The node's loop (see [`run`]), inside the node's span.
+#[allow(clippy::too_many_arguments)]
+async fn drive(
     mut node: Node,
     mut config: ServerConfig,
     journal: JournalHandle,
@@ -128,6 +161,7 @@ pub async fn run(
     mut backend_inputs: mpsc::Receiver<Input>,
     mut shutdown: mpsc::UnboundedReceiver<()>,
     mut queries: mpsc::Receiver<Query>,
+    span: tracing::Span,
 ) -> Result<(), ServerError> {
     // The node's clock is milliseconds since the Unix epoch (message expiry
     // and scheduled delivery times are wall-clock and travel in the
@@ -150,8 +184,6 @@ pub async fn run(
     let mut shutdown_asked = false;
     let mut admin = AdminWaiting::default();
     let verifiers = Arc::new(tokio::sync::Semaphore::new(PASSWORD_CHECKS_MAX));
-    let span = info_span!("node", id = %node.config().node_id);
-    let _enter = span.enter();
 
     node.handle(now(), Input::Start);
     loop {
@@ -221,8 +253,12 @@ pub async fn run(
                         #[cfg(not(madsim))]
                         if let Some(tls) = &config.tls {
                             acceptor.push(tokio::spawn(
-                                conn_io::tls_accept_loop(tls.clone(), cx.clone())
-                                    .instrument(span.clone()),
+                                conn_io::tls_accept_loop(
+                                    tls.clone(),
+                                    cx.clone(),
+                                    config.handshakes.clone(),
+                                )
+                                .instrument(span.clone()),
                             ));
                         }
                         acceptor.push(tokio::spawn(
