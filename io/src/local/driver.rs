@@ -33,7 +33,7 @@ use super::config::LocalJournalConfig;
 use super::entry::Entry;
 use super::error::LocalJournalError;
 use super::journal::LocalJournal;
-use crate::journal::{next_step, send_loaded, JournalHandle};
+use crate::journal::{next_step, send_answers, send_loaded, JournalHandle};
 #[cfg(not(madsim))]
 use crate::mirror::MirrorTap;
 
@@ -220,6 +220,11 @@ fn run(
                         metrics.fsyncs.store(j.stats().fsyncs, Ordering::Relaxed);
                         window.maybe_report(j, false);
                         commit.written();
+                        // The node hears now, not after the compaction
+                        // bookkeeping below.
+                        if !send_answers(&mut commit, &inputs) {
+                            return;
+                        }
                     }
                     Err(e) => {
                         error!(error = %e, "journal append failed");
