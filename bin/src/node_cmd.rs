@@ -64,7 +64,7 @@ pub fn run(
     // Two runtimes. The node's loop and its client connections share one
     // thread (a current-thread runtime): a socket's bytes reach the node,
     // and the node's answers the socket, without waking another thread
-    // (measured: -10% node CPU per message, +5-10% closed-loop throughput;
+    // (measured side by side: 13-15% less node CPU per message;
     // docs/bench.md "One thread for the node and its sockets"). Everything
     // else (HTTP, the lock, the peer port, mirroring, signals) runs on a
     // small runtime of its own, so that none of it holds the node up; the
