@@ -12,10 +12,6 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::{self, Backend, NodeSettings};
 
-/// Worker threads of the runtime beside the node's (HTTP, lock, peer port,
-/// mirroring): light work, so two are plenty.
-const AUX_THREADS: usize = 2;
-
 /// What the start-up on the auxiliary runtime hands to the node's runtime.
 struct Started {
     node: Node,
@@ -64,13 +60,14 @@ pub fn run(
     // Two runtimes. The node's loop and its client connections share one
     // thread (a current-thread runtime): a socket's bytes reach the node,
     // and the node's answers the socket, without waking another thread
-    // (measured side by side: 13-15% less node CPU per message;
-    // docs/bench.md "One thread for the node and its sockets"). Everything
-    // else (HTTP, the lock, the peer port, mirroring, signals) runs on a
-    // small runtime of its own, so that none of it holds the node up; the
-    // journal backends have threads of their own.
+    // (measured side by side with the binary before: less node CPU per
+    // message and more throughput; docs/bench.md "One thread for the node
+    // and its sockets"). Everything else (HTTP, the file, ZooKeeper and
+    // coordinated locks, the peer port, mirroring, the disk watch, signals,
+    // TLS handshakes) runs on a runtime of its own, one worker per core as
+    // before, so that none of it holds the node up; the journal backends,
+    // the Kafka lock and the Kafka bridge have threads of their own.
     let aux = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(AUX_THREADS)
         .thread_name("halyard-aux")
         .enable_all()
         .build()?;

@@ -110,6 +110,13 @@ pub(crate) async fn accept_loop(addr: SocketAddr, cx: AcceptCx) {
     }
 }
 
+/// TLS handshakes in progress at once per listener; further clients wait
+/// in the listen backlog. Bounds the work a burst of connects puts on the
+/// runtime the handshakes share (`handshakes`: the peer port's and the
+/// lock's in `halyard node`).
+#[cfg(not(madsim))]
+const TLS_HANDSHAKES_MAX: usize = 256;
+
 /// The TLS listener: each handshake runs in its own task, so a slow
 /// client holds up nobody, on `handshakes` if given (their CPU off the
 /// node's thread); the connection then runs on the listener's runtime.
@@ -127,18 +134,37 @@ pub(crate) async fn tls_accept_loop(
     );
     let here = tokio::runtime::Handle::current();
     let handshakes = handshakes.unwrap_or_else(|| here.clone());
+    let slots = Arc::new(tokio::sync::Semaphore::new(TLS_HANDSHAKES_MAX));
+    // Dropped with this loop (the node stopped accepting): a handshake that
+    // ends later hands the node no connection.
+    let accepting = Arc::new(());
+    let span = tracing::Span::current();
     loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
         let (sock, peer) = accept_one(&listener).await;
         let _ = sock.set_nodelay(true);
         let (tls, cx, here) = (tls.clone(), cx.clone(), here.clone());
-        handshakes.spawn(async move {
-            match tls.handshake(sock).await {
-                Ok((stream, user)) => {
-                    here.spawn(async move { start_conn(stream, peer, user, &cx).await });
+        let open = Arc::downgrade(&accepting);
+        let conn_span = span.clone();
+        handshakes.spawn(
+            async move {
+                let shaken = tls.handshake(sock).await;
+                drop(slot);
+                match shaken {
+                    Ok((stream, user)) if open.upgrade().is_some() => {
+                        here.spawn(
+                            async move { start_conn(stream, peer, user, &cx).await }
+                                .instrument(conn_span),
+                        );
+                    }
+                    Ok(_) => debug!(%peer, "TLS handshake ended after the node stopped accepting"),
+                    Err(e) => info!(%peer, "TLS handshake failed: {e}"),
                 }
-                Err(e) => info!(%peer, "TLS handshake failed: {e}"),
             }
-        });
+            .instrument(span.clone()),
+        );
     }
 }
 

@@ -1,9 +1,12 @@
 //! The Tokio driver: runs one sans-IO `Node` on real TCP connections, a
 //! journal backend and a lock backend.
 //!
-//! One task owns the node. Connection readers, writers, the journal thread
-//! and the lock task talk to it through one bounded channel of
-//! `DriverMsg`s; the node's outputs are carried out in order.
+//! One task owns the node. Connection readers and writers talk to it
+//! through a bounded channel of `DriverMsg`s, the journal, lock and other
+//! backends through `backend_inputs`; the node's outputs are carried out in
+//! order. The connections' tasks are spawned on the runtime that polls
+//! [`run`]: `halyard node` polls it on a current-thread runtime, so they
+//! share the node's thread.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
