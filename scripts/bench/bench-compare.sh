@@ -508,29 +508,30 @@ run_ceiling() { # ROUND
 # would size the ceiling runs from a cold calibration.
 warm_kafka() {
     ((KAFKA_WARMUP_MESSAGES > 0)) || return 0
-    local bootstrap topic="halyard-ceiling-$RUN_ID-warmup"
-    bootstrap=$(scripts/services/kafka.sh bootstrap)
-    local cmd=("$BIN" kafka-ceiling --bootstrap "$bootstrap" --count "$KAFKA_WARMUP_MESSAGES"
-        --size "$SIZE" --transaction-records "$CEILING_TXN" --topic "$topic" "${CEILING_FLAGS[@]}")
-    record_cmd kafka-warmup 0 "${cmd[@]}"
     log "warming Kafka up: $KAFKA_WARMUP_MESSAGES messages through kafka-ceiling, not measured"
-    "${cmd[@]}" >"$RUN/logs/kafka-warmup.log" 2>&1 \
-        || { tail -n 15 "$RUN/logs/kafka-warmup.log" >&2; die "kafka-ceiling (warm-up) failed"; }
+    unmeasured_ceiling kafka-warmup "$KAFKA_WARMUP_MESSAGES"
     meta kafka_warmup "$(sed -n 's/.*kafka ceiling: //p' "$RUN/logs/kafka-warmup.log")"
+}
+
+# Runs kafka-ceiling for COUNT messages into a topic of its own, deleted afterwards; its
+# output goes to logs/LABEL.log.
+unmeasured_ceiling() { # LABEL COUNT
+    local label=$1 n=$2 bootstrap topic="halyard-ceiling-$RUN_ID-$1"
+    bootstrap=$(scripts/services/kafka.sh bootstrap)
+    local cmd=("$BIN" kafka-ceiling --bootstrap "$bootstrap" --count "$n" --size "$SIZE"
+        --transaction-records "$CEILING_TXN" --topic "$topic" "${CEILING_FLAGS[@]}")
+    record_cmd "$label" 0 "${cmd[@]}"
+    "${cmd[@]}" >"$RUN/logs/$label.log" 2>&1 \
+        || { tail -n 15 "$RUN/logs/$label.log" >&2; die "kafka-ceiling ($label) failed"; }
     delete_topic "$topic"
     sleep "$SETTLE"
 }
 
 # Sizes the ceiling runs to take about CEILING_SECONDS: a short calibration run first.
 calibrate_ceiling() {
-    local bootstrap topic="halyard-ceiling-$RUN_ID-calibration" n=${CEILING_CALIBRATION_COUNT:-200000}
-    bootstrap=$(scripts/services/kafka.sh bootstrap)
-    local cmd=("$BIN" kafka-ceiling --bootstrap "$bootstrap" --count "$n" --size "$SIZE"
-        --transaction-records "$CEILING_TXN" --topic "$topic" "${CEILING_FLAGS[@]}")
-    record_cmd ceiling-calibration 0 "${cmd[@]}"
+    local n=${CEILING_CALIBRATION_COUNT:-200000}
     log "calibrating the ceiling run size ($n records)"
-    "${cmd[@]}" >"$RUN/logs/ceiling-calibration.log" 2>&1 \
-        || { tail -n 15 "$RUN/logs/ceiling-calibration.log" >&2; die "kafka-ceiling failed"; }
+    unmeasured_ceiling ceiling-calibration "$n"
     local rate
     rate=$(sed -n -E 's/.*msg_per_sec=([0-9.]+).*/\1/p' "$RUN/logs/ceiling-calibration.log")
     [[ -n "$rate" ]] || die "no msg_per_sec in $RUN/logs/ceiling-calibration.log"
@@ -539,8 +540,6 @@ calibrate_ceiling() {
     log "calibration: $rate msg/s -> $CEILING_COUNT records per ceiling run"
     meta ceiling_calibration_msg_per_sec "$rate"
     meta ceiling_count "$CEILING_COUNT"
-    delete_topic "$topic"
-    sleep "$SETTLE"
 }
 
 run_halyard_kafka() { # ROUND
@@ -794,8 +793,9 @@ if [[ "$bench_help" != *--node-metrics* ]]; then
 fi
 
 wants() { [[ " $CONFIGS " == *" $1 "* ]]; }
+wants_kafka() { wants ceiling || wants halyard-kafka || wants halyard-kafka-bridged; }
 
-if wants ceiling || wants halyard-kafka || wants halyard-kafka-bridged; then
+if wants_kafka; then
     if scripts/services/kafka.sh status >/dev/null 2>&1; then
         log "Kafka already running; leaving it running afterwards"
     else
@@ -832,7 +832,7 @@ meta bench_node_metrics "$([[ ${#NODE_METRICS_ARGS[@]} -gt 0 ]] && echo "${NODE_
 meta rustc "$(rustc --version 2>/dev/null || echo unknown)"
 meta java "$(java -version 2>&1 | head -n 1)"
 meta java_runtime "$(java -version 2>&1 | sed -n 2p)"
-if wants ceiling || wants halyard-kafka || wants halyard-kafka-bridged; then
+if wants_kafka; then
     meta kafka_version "$(ls target/kafka/libs/kafka_2.13-*.jar 2>/dev/null | head -n 1 | sed -E 's/.*kafka_2.13-(.*)\.jar/\1/')"
     meta kafka_bootstrap "$(scripts/services/kafka.sh bootstrap)"
     meta kafka_started_by_script "$KAFKA_STARTED"
@@ -846,7 +846,7 @@ for v in PRODUCERS CONSUMERS SIZE WINDOW DURATION WARMUP RATE DESTINATION PERSIS
 done
 meta load_at_start "$(cat /proc/loadavg)"
 
-if wants ceiling || wants halyard-kafka || wants halyard-kafka-bridged; then warm_kafka; fi
+if wants_kafka; then warm_kafka; fi
 if wants ceiling; then calibrate_ceiling; fi
 
 for ((round = 1; round <= ROUNDS; round++)); do
