@@ -1,8 +1,12 @@
 //! Reading and writing the spec's composite types: described lists whose
 //! fields are positional, trailing nulls omitted (spec 1.4).
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 
+use super::decode::{CompositeHead, Reader};
+use super::encode::{
+    begin_compound, encode_binary, encode_descriptor_code, encode_value, end_compound,
+};
 use super::error::CodecError;
 use super::value::{Described, Descriptor, Map, Symbol, Value};
 
@@ -12,7 +16,7 @@ pub(crate) fn open_composite(
     code: u64,
     name: &str,
     type_name: &'static str,
-) -> Result<FieldReader, CodecError> {
+) -> Result<FieldReader<'static, 'static>, CodecError> {
     let Value::Described(d) = v else {
         return Err(CodecError::UnexpectedType {
             expected: type_name,
@@ -26,7 +30,7 @@ pub(crate) fn open_composite(
     }
     match value {
         Value::List(items) => Ok(FieldReader {
-            items: items.into_iter(),
+            src: Source::Items(items.into_iter()),
             type_name,
         }),
         _ => Err(CodecError::UnexpectedType {
@@ -47,14 +51,72 @@ pub(crate) fn descriptor_code(d: &Descriptor, table: &[(u64, &str)]) -> Option<u
     }
 }
 
+/// Reads the fields of the composite whose head `r` just read
+/// ([`Reader::composite_head`]) straight from the bytes, with `read`,
+/// without building the list as a [`Value`] first (the hot performatives
+/// and message sections: a `Value` tree per frame was most of the cost
+/// of decoding them).
+///
+/// The outcome is what decoding the whole value and then taking it apart
+/// gives: fields `read` leaves (or skips after a typed error) are still
+/// decoded, and a decode error anywhere in the list, or a list whose
+/// items overrun or fall short of its size, wins over a typed error,
+/// because the whole list used to be decoded first.
+pub(crate) fn read_composite<T>(
+    r: &mut Reader<'_>,
+    head: CompositeHead,
+    type_name: &'static str,
+    read: impl FnOnce(&mut FieldReader<'_, '_>) -> Result<T, CodecError>,
+) -> Result<T, CodecError> {
+    let mut f = FieldReader {
+        src: Source::Wire {
+            r,
+            left: head.count,
+            end: head.end,
+            failed: None,
+        },
+        type_name,
+    };
+    let result = read(&mut f);
+    // The fields not read yet, decoded (and dropped) for their errors.
+    while let Source::Wire { left, .. } = &f.src {
+        if *left == 0 {
+            break;
+        }
+        f.value()?;
+    }
+    let Source::Wire { r, failed, end, .. } = f.src else {
+        return result;
+    };
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    r.composite_end(end)?;
+    result
+}
+
+/// Where a [`FieldReader`]'s fields come from.
+enum Source<'a, 'l> {
+    /// A list already decoded.
+    Items(std::vec::IntoIter<Value>),
+    /// `left` more items of a list ending at `end`, read as asked for;
+    /// the first decode error sticks.
+    Wire {
+        r: &'a mut Reader<'l>,
+        left: usize,
+        end: usize,
+        failed: Option<CodecError>,
+    },
+}
+
 /// The fields of one composite, read in order. A missing field reads as
 /// null; each typed read names the field in its error.
-pub(crate) struct FieldReader {
-    items: std::vec::IntoIter<Value>,
+pub(crate) struct FieldReader<'a, 'l> {
+    src: Source<'a, 'l>,
     type_name: &'static str,
 }
 
-impl FieldReader {
+impl FieldReader<'_, '_> {
     fn invalid(&self, field: &'static str) -> CodecError {
         CodecError::InvalidField {
             type_name: self.type_name,
@@ -63,17 +125,39 @@ impl FieldReader {
     }
 
     /// The next field as it is.
-    pub fn value(&mut self) -> Value {
-        self.items.next().unwrap_or(Value::Null)
+    pub fn value(&mut self) -> Result<Value, CodecError> {
+        match &mut self.src {
+            Source::Items(items) => Ok(items.next().unwrap_or(Value::Null)),
+            Source::Wire {
+                r,
+                left,
+                end,
+                failed,
+            } => {
+                if let Some(e) = failed {
+                    return Err(e.clone());
+                }
+                if *left == 0 {
+                    return Ok(Value::Null);
+                }
+                *left -= 1;
+                let v = r.read().and_then(|v| r.within(*end).map(|()| v));
+                if let Err(e) = &v {
+                    *left = 0;
+                    *failed = Some(e.clone());
+                }
+                v
+            }
+        }
     }
 
     /// The next field, or `None` when null.
-    pub fn opt(&mut self) -> Option<Value> {
-        Some(self.value()).filter(|v| !v.is_null())
+    pub fn opt(&mut self) -> Result<Option<Value>, CodecError> {
+        Ok(Some(self.value()?).filter(|v| !v.is_null()))
     }
 
     pub fn opt_bool(&mut self, field: &'static str) -> Result<Option<bool>, CodecError> {
-        match self.value() {
+        match self.value()? {
             Value::Null => Ok(None),
             Value::Bool(b) => Ok(Some(b)),
             _ => Err(self.invalid(field)),
@@ -85,7 +169,7 @@ impl FieldReader {
     }
 
     pub fn opt_u8(&mut self, field: &'static str) -> Result<Option<u8>, CodecError> {
-        match self.value() {
+        match self.value()? {
             Value::Null => Ok(None),
             Value::Ubyte(x) => Ok(Some(x)),
             _ => Err(self.invalid(field)),
@@ -93,7 +177,7 @@ impl FieldReader {
     }
 
     pub fn opt_u16(&mut self, field: &'static str) -> Result<Option<u16>, CodecError> {
-        match self.value() {
+        match self.value()? {
             Value::Null => Ok(None),
             Value::Ushort(x) => Ok(Some(x)),
             _ => Err(self.invalid(field)),
@@ -101,7 +185,7 @@ impl FieldReader {
     }
 
     pub fn opt_u32(&mut self, field: &'static str) -> Result<Option<u32>, CodecError> {
-        match self.value() {
+        match self.value()? {
             Value::Null => Ok(None),
             Value::Uint(x) => Ok(Some(x)),
             _ => Err(self.invalid(field)),
@@ -116,7 +200,7 @@ impl FieldReader {
     }
 
     pub fn opt_u64(&mut self, field: &'static str) -> Result<Option<u64>, CodecError> {
-        match self.value() {
+        match self.value()? {
             Value::Null => Ok(None),
             Value::Ulong(x) => Ok(Some(x)),
             _ => Err(self.invalid(field)),
@@ -124,7 +208,7 @@ impl FieldReader {
     }
 
     pub fn opt_timestamp(&mut self, field: &'static str) -> Result<Option<i64>, CodecError> {
-        match self.value() {
+        match self.value()? {
             Value::Null => Ok(None),
             Value::Timestamp(x) => Ok(Some(x)),
             _ => Err(self.invalid(field)),
@@ -132,7 +216,7 @@ impl FieldReader {
     }
 
     pub fn opt_string(&mut self, field: &'static str) -> Result<Option<String>, CodecError> {
-        match self.value() {
+        match self.value()? {
             Value::Null => Ok(None),
             Value::String(s) => Ok(Some(s)),
             _ => Err(self.invalid(field)),
@@ -140,7 +224,7 @@ impl FieldReader {
     }
 
     pub fn opt_symbol(&mut self, field: &'static str) -> Result<Option<Symbol>, CodecError> {
-        match self.value() {
+        match self.value()? {
             Value::Null => Ok(None),
             Value::Symbol(s) => Ok(Some(s)),
             _ => Err(self.invalid(field)),
@@ -148,7 +232,7 @@ impl FieldReader {
     }
 
     pub fn opt_binary(&mut self, field: &'static str) -> Result<Option<Bytes>, CodecError> {
-        match self.value() {
+        match self.value()? {
             Value::Null => Ok(None),
             Value::Binary(b) => Ok(Some(b)),
             _ => Err(self.invalid(field)),
@@ -156,7 +240,7 @@ impl FieldReader {
     }
 
     pub fn opt_map(&mut self, field: &'static str) -> Result<Option<Map>, CodecError> {
-        match self.value() {
+        match self.value()? {
             Value::Null => Ok(None),
             Value::Map(m) => Ok(Some(m)),
             _ => Err(self.invalid(field)),
@@ -165,7 +249,7 @@ impl FieldReader {
 
     /// A `multiple="true"` symbol field: one symbol or an array of them.
     pub fn symbols(&mut self, field: &'static str) -> Result<Vec<Symbol>, CodecError> {
-        match self.value() {
+        match self.value()? {
             Value::Null => Ok(Vec::new()),
             Value::Symbol(s) => Ok(vec![s]),
             Value::Array(items) => items
@@ -234,6 +318,99 @@ impl FieldWriter {
             items.pop();
         }
         Value::described(Descriptor::Code(code), Value::List(items))
+    }
+}
+
+/// Writes a composite straight into the output, as [`FieldWriter`]
+/// would encode it (trailing nulls dropped), for the performatives sent
+/// per message: building each as a `Value` first cost two allocations.
+pub(crate) struct FieldEncoder<'o> {
+    out: &'o mut BytesMut,
+    /// Where the list's reserved header starts.
+    start: usize,
+    count: usize,
+    /// The output's length and the field count after the last non-null
+    /// field: what is kept when the list is finished.
+    kept_len: usize,
+    kept_count: usize,
+}
+
+impl<'o> FieldEncoder<'o> {
+    pub fn new(out: &'o mut BytesMut, code: u64) -> FieldEncoder<'o> {
+        encode_descriptor_code(code, out);
+        let start = begin_compound(out);
+        let kept_len = out.len();
+        FieldEncoder {
+            out,
+            start,
+            count: 0,
+            kept_len,
+            kept_count: 0,
+        }
+    }
+
+    fn wrote(&mut self, null: bool) -> &mut Self {
+        self.count += 1;
+        if !null {
+            self.kept_len = self.out.len();
+            self.kept_count = self.count;
+        }
+        self
+    }
+
+    pub fn push(&mut self, v: impl Into<Value>) -> &mut Self {
+        let v = v.into();
+        encode_value(&v, self.out);
+        self.wrote(v.is_null())
+    }
+
+    pub fn opt<T: Into<Value>>(&mut self, v: Option<T>) -> &mut Self {
+        self.push(v.map_or(Value::Null, Into::into))
+    }
+
+    /// A field whose default is omitted (written as null).
+    pub fn unless_default<T: Into<Value> + PartialEq>(&mut self, v: T, default: T) -> &mut Self {
+        if v == default {
+            self.push(Value::Null)
+        } else {
+            self.push(v)
+        }
+    }
+
+    /// An optional binary field, written from the bytes held.
+    pub fn opt_binary(&mut self, v: Option<&[u8]>) -> &mut Self {
+        match v {
+            Some(b) => {
+                encode_binary(b, self.out);
+                self.wrote(false)
+            }
+            None => self.push(Value::Null),
+        }
+    }
+
+    /// An optional field written by `encode` (null when `None`).
+    pub fn opt_with<T>(
+        &mut self,
+        v: Option<&T>,
+        encode: impl FnOnce(&T, &mut BytesMut),
+    ) -> &mut Self {
+        match v {
+            Some(x) => {
+                encode(x, self.out);
+                self.wrote(false)
+            }
+            None => self.push(Value::Null),
+        }
+    }
+
+    pub fn finish(&mut self) {
+        self.out.truncate(self.kept_len);
+        if self.kept_count == 0 {
+            self.out.truncate(self.start);
+            self.out.put_u8(0x45);
+        } else {
+            end_compound(self.out, self.start, 0xc0, 0xd0, self.kept_count);
+        }
     }
 }
 

@@ -44,6 +44,15 @@ pub struct Reader<'l> {
     limits: &'l DecodeLimits,
 }
 
+/// A composite's head read in place by [`Reader::composite_head`]: its
+/// descriptor code, how many fields its list holds and where it ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct CompositeHead {
+    pub code: u64,
+    pub count: usize,
+    pub end: usize,
+}
+
 /// The constructor of a value: its format code and the descriptors before
 /// it, outermost first (shared by all elements of an array).
 struct Constructor {
@@ -123,6 +132,87 @@ impl<'l> Reader<'l> {
             },
         }
         Ok(start..self.pos)
+    }
+
+    /// Reads the head of a composite in place: a numeric descriptor in
+    /// `codes` and a list that fits the bytes and the limits. Anything
+    /// else (a symbolic descriptor, another code, a malformed or
+    /// over-limit list) reads nothing and returns `None`, and the caller
+    /// decodes the value with [`Reader::read`], which reports whatever is
+    /// wrong with it exactly as before.
+    ///
+    /// The fields are then read with [`Reader::read`] and
+    /// [`Reader::within`], and [`Reader::composite_end`] closes the list:
+    /// the same checks and limits as decoding the list as one value.
+    pub(crate) fn composite_head(
+        &mut self,
+        codes: std::ops::RangeInclusive<u64>,
+    ) -> Option<CompositeHead> {
+        let b = &self.buf[self.pos.min(self.buf.len())..];
+        let (code, at) = match b {
+            [0x00, 0x53, c, ..] => (u64::from(*c), 3),
+            [0x00, 0x80, rest @ ..] if rest.len() >= 8 => {
+                let mut c = [0u8; 8];
+                c.copy_from_slice(&rest[..8]);
+                (u64::from_be_bytes(c), 10)
+            }
+            _ => return None,
+        };
+        if !codes.contains(&code) {
+            return None;
+        }
+        // The list's head: code, size, count (list0 has neither).
+        let (count, fields_at, end) = match b.get(at..)? {
+            [0x45, ..] => (0, at + 1, at + 1),
+            [0xc0, size, count, ..] => {
+                let size = usize::from(*size);
+                (usize::from(*count), at + 3, at + 2 + size)
+            }
+            [0xd0, s0, s1, s2, s3, c0, c1, c2, c3, ..] => {
+                let size = u32::from_be_bytes([*s0, *s1, *s2, *s3]) as usize;
+                let count = u32::from_be_bytes([*c0, *c1, *c2, *c3]) as usize;
+                (count, at + 9, (at + 5).checked_add(size)?)
+            }
+            _ => return None,
+        };
+        // What `compound` checks, and the room for the two values (the
+        // descriptor and the list) that decoding it as one value counts.
+        let list_ok = end <= b.len()
+            && fields_at <= end
+            && count <= self.limits.items_max as usize
+            && count <= end - fields_at
+            && self.depth < self.limits.depth_max
+            && self.values_left >= 2;
+        if !list_ok {
+            return None;
+        }
+        self.values_left -= 2;
+        self.depth += 1;
+        let base = self.pos;
+        self.pos = base + fields_at;
+        Some(CompositeHead {
+            code,
+            count,
+            end: base + end,
+        })
+    }
+
+    /// An item of a compound ending at `end` must not run past it.
+    pub(crate) fn within(&self, end: usize) -> Result<(), CodecError> {
+        if self.pos > end {
+            return Err(CodecError::SizeMismatch { size: end });
+        }
+        Ok(())
+    }
+
+    /// Closes a composite opened by [`Reader::composite_head`] once its
+    /// fields are read: they must fill the list exactly.
+    pub(crate) fn composite_end(&mut self, end: usize) -> Result<(), CodecError> {
+        self.depth -= 1;
+        if self.pos != end {
+            return Err(CodecError::SizeMismatch { size: end });
+        }
+        Ok(())
     }
 
     fn take(&mut self, n: usize) -> Result<&[u8], CodecError> {

@@ -1,10 +1,11 @@
 //! Delivery states and outcomes (spec 3.4) and the transaction types that
 //! travel as delivery states and message bodies (spec 4.5).
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
-use super::composite::{descriptor_code, open_composite, FieldWriter};
+use super::composite::{descriptor_code, open_composite, FieldEncoder, FieldWriter};
 use super::definitions::{error_to_value, opt_error};
+use super::encode::encode_value;
 use super::error::{AmqpError, CodecError};
 use super::value::{Map, Value};
 
@@ -69,6 +70,16 @@ impl DeliveryState {
         )
     }
 
+    /// Appends the state, as `encode_value(&self.to_value())` would; the
+    /// outcomes sent per message without building a `Value`.
+    pub fn encode(&self, out: &mut BytesMut) {
+        match self {
+            DeliveryState::Accepted => FieldEncoder::new(out, ACCEPTED).finish(),
+            DeliveryState::Released => FieldEncoder::new(out, RELEASED).finish(),
+            other => encode_value(&other.to_value(), out),
+        }
+    }
+
     pub fn to_value(&self) -> Value {
         let mut f = FieldWriter::new();
         match self {
@@ -125,7 +136,7 @@ impl DeliveryState {
             },
             ACCEPTED => DeliveryState::Accepted,
             REJECTED => DeliveryState::Rejected {
-                error: opt_error(f.opt())?,
+                error: opt_error(f.opt()?)?,
             },
             RELEASED => DeliveryState::Released,
             MODIFIED => DeliveryState::Modified {
@@ -139,7 +150,7 @@ impl DeliveryState {
             TRANSACTIONAL_STATE => DeliveryState::Transactional {
                 txn_id: required_txn_id(&mut f)?,
                 outcome: f
-                    .opt()
+                    .opt()?
                     .map(|o| DeliveryState::from_value(o).map(Box::new))
                     .transpose()?
                     .filter(|o| o.is_terminal()),
@@ -153,7 +164,7 @@ impl DeliveryState {
     }
 }
 
-fn required_txn_id(f: &mut super::composite::FieldReader) -> Result<Bytes, CodecError> {
+fn required_txn_id(f: &mut super::composite::FieldReader<'_, '_>) -> Result<Bytes, CodecError> {
     f.opt_binary("txn-id")?.ok_or(CodecError::MissingField {
         type_name: "transaction",
         field: "txn-id",
@@ -189,7 +200,9 @@ impl TxnRequest {
         match code {
             Some(DECLARE) => {
                 let mut f = open_composite(v, DECLARE, "amqp:declare:list", "declare")?;
-                Ok(TxnRequest::Declare { global_id: f.opt() })
+                Ok(TxnRequest::Declare {
+                    global_id: f.opt()?,
+                })
             }
             Some(DISCHARGE) => {
                 let mut f = open_composite(v, DISCHARGE, "amqp:discharge:list", "discharge")?;

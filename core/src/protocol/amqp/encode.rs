@@ -103,22 +103,8 @@ pub fn encode_value(v: &Value, out: &mut BytesMut) {
         Value::Binary(b) => variable(out, 0xa0, 0xb0, b),
         Value::String(s) => variable(out, 0xa1, 0xb1, s.as_bytes()),
         Value::Symbol(s) => variable(out, 0xa3, 0xb3, s.as_str().as_bytes()),
-        Value::List(items) if items.is_empty() => out.put_u8(0x45),
-        Value::List(items) => {
-            let start = begin_compound(out);
-            for i in items {
-                encode_value(i, out);
-            }
-            end_compound(out, start, 0xc0, 0xd0, items.len());
-        }
-        Value::Map(pairs) => {
-            let start = begin_compound(out);
-            for (k, v) in pairs {
-                encode_value(k, out);
-                encode_value(v, out);
-            }
-            end_compound(out, start, 0xc1, 0xd1, pairs.len() * 2);
-        }
+        Value::List(items) => encode_list(items, out),
+        Value::Map(pairs) => encode_map(pairs, out),
         Value::Array(items) => encode_array(items, out),
         Value::Described(d) => {
             out.put_u8(0x00);
@@ -128,11 +114,46 @@ pub fn encode_value(v: &Value, out: &mut BytesMut) {
     }
 }
 
+/// Appends a list of `items` (what `Value::List` encodes to).
+pub fn encode_list(items: &[Value], out: &mut BytesMut) {
+    if items.is_empty() {
+        return out.put_u8(0x45);
+    }
+    let start = begin_compound(out);
+    for i in items {
+        encode_value(i, out);
+    }
+    end_compound(out, start, 0xc0, 0xd0, items.len());
+}
+
+/// Appends a map of `pairs` (what `Value::Map` encodes to).
+pub fn encode_map(pairs: &[(Value, Value)], out: &mut BytesMut) {
+    let start = begin_compound(out);
+    for (k, v) in pairs {
+        encode_value(k, out);
+        encode_value(v, out);
+    }
+    end_compound(out, start, 0xc1, 0xd1, pairs.len() * 2);
+}
+
+/// Appends the constructor of a value described by `code`; its value
+/// follows. Lets a caller encode a section or composite it holds by
+/// reference instead of building (and cloning into) a `Value` first.
+pub fn encode_descriptor_code(code: u64, out: &mut BytesMut) {
+    out.put_u8(0x00);
+    encode_value(&Value::Ulong(code), out);
+}
+
 fn encode_descriptor(d: &Descriptor, out: &mut BytesMut) {
     match d {
         Descriptor::Code(c) => encode_value(&Value::Ulong(*c), out),
         Descriptor::Symbol(s) => variable(out, 0xa3, 0xb3, s.as_str().as_bytes()),
     }
+}
+
+/// Appends binary `data` (what `Value::Binary` encodes to).
+pub fn encode_binary(data: &[u8], out: &mut BytesMut) {
+    variable(out, 0xa0, 0xb0, data)
 }
 
 fn variable(out: &mut BytesMut, small: u8, large: u8, data: &[u8]) {
@@ -163,7 +184,7 @@ const SHORT_HEADER: usize = 3;
 /// Reserves room for a compound's long header; its items are then encoded
 /// straight into `out` (a buffer per compound, grown and copied into its
 /// parent, was most of the cost of encoding a performative).
-fn begin_compound(out: &mut BytesMut) -> usize {
+pub(crate) fn begin_compound(out: &mut BytesMut) -> usize {
     let start = out.len();
     out.put_bytes(0, LONG_HEADER);
     start
@@ -172,7 +193,7 @@ fn begin_compound(out: &mut BytesMut) -> usize {
 /// Writes the header of the compound begun at `start`: the short form
 /// when size and count fit a byte (the body moves back over the unused
 /// header bytes), else the long form. The size counts the count field too.
-fn end_compound(out: &mut BytesMut, start: usize, small: u8, large: u8, count: usize) {
+pub(crate) fn end_compound(out: &mut BytesMut, start: usize, small: u8, large: u8, count: usize) {
     let body = out.len() - start - LONG_HEADER;
     match (u8::try_from(body + 1), u8::try_from(count)) {
         (Ok(size), Ok(count)) => {

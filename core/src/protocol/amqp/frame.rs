@@ -221,7 +221,13 @@ pub const EMPTY_FRAME: [u8; 8] = [0, 0, 0, 8, 2, 0, 0, 0];
 
 /// Appends a frame carrying `perf` and `payload` (payload only for transfers).
 pub fn encode_performative(out: &mut BytesMut, channel: u16, perf: &Performative, payload: &[u8]) {
-    encode_frame(out, false, channel, &perf.to_value(), payload);
+    let start = out.len();
+    out.put_slice(&[0, 0, 0, 0, 2, TYPE_AMQP]);
+    out.put_u16(channel);
+    perf.encode(out);
+    out.put_slice(payload);
+    let size = u32::try_from(out.len() - start).unwrap_or(u32::MAX);
+    out[start..start + 4].copy_from_slice(&size.to_be_bytes());
 }
 
 /// Decodes an AMQP frame body into its performative and payload; the
@@ -231,7 +237,7 @@ pub fn decode_amqp_body(
     limits: &DecodeLimits,
 ) -> Result<(Performative, Bytes), CodecError> {
     let mut r = Reader::new(body, limits);
-    let perf = Performative::from_value(r.read()?)?;
+    let perf = Performative::read(&mut r)?;
     let payload = r.rest();
     if !payload.is_empty() && !matches!(perf, Performative::Transfer(_)) {
         return Err(CodecError::TrailingBytes);

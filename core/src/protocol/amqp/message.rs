@@ -9,11 +9,11 @@
 
 use bytes::{Bytes, BytesMut};
 
-use super::composite::{descriptor_code, open_composite, FieldWriter};
+use super::composite::{descriptor_code, open_composite, read_composite, FieldReader, FieldWriter};
 use super::decode::{DecodeLimits, Reader};
-use super::encode::encode_value;
+use super::encode::{encode_binary, encode_descriptor_code, encode_list, encode_map, encode_value};
 use super::error::CodecError;
-use super::value::{map_get, Descriptor, Map, Symbol, Value};
+use super::value::{map_get, Map, Symbol, Value};
 
 const HEADER: u64 = 0x70;
 const DELIVERY_ANNOTATIONS: u64 = 0x71;
@@ -212,19 +212,22 @@ fn add_body_section(body: &mut Body, code: u64, v: Value) -> Result<(), CodecErr
 impl Message {
     /// Decodes every section of a transfer payload.
     pub fn decode(payload: Bytes, limits: &DecodeLimits) -> Result<Message, CodecError> {
-        Message::decode_with(payload, limits, false)
+        Message::decode_with(payload, limits, false, true)
     }
 
     /// Decodes the header, annotations, properties and footer but keeps the
     /// body sections as sent ([`Body::Raw`]).
     pub fn decode_lazy(payload: Bytes, limits: &DecodeLimits) -> Result<Message, CodecError> {
-        Message::decode_with(payload, limits, true)
+        Message::decode_with(payload, limits, true, true)
     }
 
+    /// `in_place`: the header and properties are read without a `Value`
+    /// tree (always, but for the test that compares the two ways).
     fn decode_with(
         payload: Bytes,
         limits: &DecodeLimits,
         lazy: bool,
+        in_place: bool,
     ) -> Result<Message, CodecError> {
         let mut m = Message::default();
         let mut r = Reader::new(payload.clone(), limits);
@@ -234,7 +237,12 @@ impl Message {
         let mut raw_body: Option<(BodyKind, usize, usize)> = None;
         while !r.is_empty() {
             let start = r.position();
-            let code = peek_code(&payload.slice(start..), limits)?;
+            let code = match payload.get(start..start + 3) {
+                // The usual descriptor (a small ulong), read without a
+                // reader of its own.
+                Some(&[0x00, 0x53, c]) if (HEADER..=FOOTER).contains(&u64::from(c)) => u64::from(c),
+                _ => peek_code(&payload.slice(start..), limits)?,
+            };
             let is_body = (DATA..=AMQP_VALUE).contains(&code);
             let repeat_ok = matches!(code, DATA | AMQP_SEQUENCE) && code == last;
             let other_body = is_body && (DATA..=AMQP_VALUE).contains(&last) && code != last;
@@ -253,6 +261,18 @@ impl Message {
                 let first = raw_body.map_or(start, |(_, s, _)| s);
                 raw_body = Some((kind, first, r.position()));
                 continue;
+            }
+            // The header and properties in place, without a `Value` tree.
+            if in_place && matches!(code, HEADER | PROPERTIES) {
+                if let Some(head) = r.composite_head(code..=code) {
+                    if code == HEADER {
+                        m.header = Some(read_composite(&mut r, head, "header", read_header)?);
+                    } else {
+                        m.properties =
+                            Some(read_composite(&mut r, head, "properties", read_properties)?);
+                    }
+                    continue;
+                }
             }
             let v = r.read()?;
             match code {
@@ -280,39 +300,50 @@ impl Message {
         Ok(m)
     }
 
-    /// Encodes the message as a transfer payload.
+    /// Encodes the message as a transfer payload. Sections are written
+    /// from the message as it is, never cloned into a `Value` first.
     pub fn encode(&self, out: &mut BytesMut) {
-        let section = |code: u64, v: Value, out: &mut BytesMut| {
-            encode_value(&Value::described(Descriptor::Code(code), v), out)
+        let map = |code: u64, m: &Map, out: &mut BytesMut| {
+            encode_descriptor_code(code, out);
+            encode_map(m, out);
         };
         if let Some(h) = &self.header {
             encode_value(&encode_header(h), out);
         }
         if let Some(m) = &self.delivery_annotations {
-            section(DELIVERY_ANNOTATIONS, Value::Map(m.clone()), out);
+            map(DELIVERY_ANNOTATIONS, m, out);
         }
         if let Some(m) = &self.message_annotations {
-            section(MESSAGE_ANNOTATIONS, Value::Map(m.clone()), out);
+            map(MESSAGE_ANNOTATIONS, m, out);
         }
         if let Some(p) = &self.properties {
             encode_value(&encode_properties(p), out);
         }
         if let Some(m) = &self.application_properties {
-            section(APPLICATION_PROPERTIES, Value::Map(m.clone()), out);
+            map(APPLICATION_PROPERTIES, m, out);
         }
         match &self.body {
             Body::Empty => {}
-            Body::Data(parts) => parts
-                .iter()
-                .for_each(|b| section(DATA, Value::Binary(b.clone()), out)),
-            Body::Sequence(parts) => parts
-                .iter()
-                .for_each(|l| section(AMQP_SEQUENCE, Value::List(l.clone()), out)),
-            Body::Value(v) => section(AMQP_VALUE, v.clone(), out),
+            Body::Data(parts) => {
+                for b in parts {
+                    encode_descriptor_code(DATA, out);
+                    encode_binary(b, out);
+                }
+            }
+            Body::Sequence(parts) => {
+                for l in parts {
+                    encode_descriptor_code(AMQP_SEQUENCE, out);
+                    encode_list(l, out);
+                }
+            }
+            Body::Value(v) => {
+                encode_descriptor_code(AMQP_VALUE, out);
+                encode_value(v, out);
+            }
             Body::Raw { bytes, .. } => out.extend_from_slice(bytes),
         }
         if let Some(m) = &self.footer {
-            section(FOOTER, Value::Map(m.clone()), out);
+            map(FOOTER, m, out);
         }
     }
 
@@ -359,7 +390,10 @@ fn peek_code(bytes: &Bytes, limits: &DecodeLimits) -> Result<u64, CodecError> {
 }
 
 fn decode_header(v: Value) -> Result<Header, CodecError> {
-    let mut f = open_composite(v, HEADER, NAMES[0].1, "header")?;
+    read_header(&mut open_composite(v, HEADER, NAMES[0].1, "header")?)
+}
+
+fn read_header(f: &mut FieldReader<'_, '_>) -> Result<Header, CodecError> {
     Ok(Header {
         durable: f.bool_or("durable", false)?,
         priority: f.opt_u8("priority")?.unwrap_or(4),
@@ -380,14 +414,22 @@ fn encode_header(h: &Header) -> Value {
 }
 
 fn decode_properties(v: Value) -> Result<Properties, CodecError> {
-    let mut f = open_composite(v, PROPERTIES, NAMES[3].1, "properties")?;
+    read_properties(&mut open_composite(
+        v,
+        PROPERTIES,
+        NAMES[3].1,
+        "properties",
+    )?)
+}
+
+fn read_properties(f: &mut FieldReader<'_, '_>) -> Result<Properties, CodecError> {
     Ok(Properties {
-        message_id: f.opt(),
+        message_id: f.opt()?,
         user_id: f.opt_binary("user-id")?,
         to: f.opt_string("to")?,
         subject: f.opt_string("subject")?,
         reply_to: f.opt_string("reply-to")?,
-        correlation_id: f.opt(),
+        correlation_id: f.opt()?,
         content_type: f.opt_symbol("content-type")?,
         content_encoding: f.opt_symbol("content-encoding")?,
         absolute_expiry_time: f.opt_timestamp("absolute-expiry-time")?,
@@ -414,4 +456,82 @@ fn encode_properties(p: &Properties) -> Value {
         .opt(p.group_sequence)
         .opt(p.reply_to_group_id.clone())
         .finish(PROPERTIES)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A message with every section the in-place path reads, and the
+    /// values around them.
+    fn sample() -> Bytes {
+        let m = Message {
+            header: Some(Header {
+                durable: true,
+                priority: 7,
+                ttl: Some(60_000),
+                first_acquirer: false,
+                delivery_count: 2,
+            }),
+            delivery_annotations: None,
+            message_annotations: Some(vec![(Value::symbol("x-opt-jms-msg-type"), Value::Byte(5))]),
+            properties: Some(Properties {
+                message_id: Some(Value::String("ID:abc:1:1:1-1".into())),
+                to: Some("queue://orders".into()),
+                subject: Some("s".into()),
+                correlation_id: Some(Value::Ulong(300)),
+                content_type: Symbol::new("text/plain"),
+                absolute_expiry_time: Some(1_700_000_000_000),
+                creation_time: Some(1_600_000_000_000),
+                group_sequence: Some(3),
+                ..Properties::default()
+            }),
+            application_properties: Some(vec![(Value::String("k".into()), Value::Int(1))]),
+            body: Body::Value(Value::String("hello".into())),
+            footer: None,
+        };
+        m.to_bytes()
+    }
+
+    /// Every single-byte change and every truncation of the sample decodes
+    /// to the same message, or fails with the same error, both ways.
+    #[test]
+    fn in_place_sections_decode_as_values_do() {
+        let original = sample();
+        let small = DecodeLimits {
+            depth_max: 3,
+            items_max: 12,
+            values_max: 40,
+        };
+        let mut inputs = vec![original.to_vec()];
+        for i in 0..original.len() {
+            inputs.push(original[..i].to_vec());
+            for b in [0x00, 0x40, 0x45, 0x52, 0x53, 0xa1, 0xc0, 0xd0, 0xff] {
+                let mut v = original.to_vec();
+                v[i] = b;
+                inputs.push(v);
+            }
+            let mut v = original.to_vec();
+            v[i] = v[i].wrapping_add(1);
+            inputs.push(v);
+        }
+        let mut ok = 0;
+        for limits in [DecodeLimits::default(), small] {
+            for input in &inputs {
+                for lazy in [false, true] {
+                    let b = Bytes::from(input.clone());
+                    let fast = Message::decode_with(b.clone(), &limits, lazy, true);
+                    let slow = Message::decode_with(b, &limits, lazy, false);
+                    assert_eq!(fast, slow, "input {input:02x?} lazy {lazy} {limits:?}");
+                    ok += usize::from(fast.is_ok());
+                }
+            }
+        }
+        // Both outcomes were exercised.
+        assert!(
+            ok > 10 && ok < inputs.len() * 4,
+            "{ok} of {} decoded",
+            inputs.len() * 4
+        );
+    }
 }

@@ -1,10 +1,14 @@
 //! The nine AMQP performatives (spec 2.7).
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
-use super::composite::{descriptor_code, open_composite, FieldReader, FieldWriter};
+use super::composite::{
+    descriptor_code, open_composite, read_composite, FieldEncoder, FieldReader, FieldWriter,
+};
+use super::decode::Reader;
 use super::definitions::{error_to_value, opt_error, ReceiverSettleMode, Role, SenderSettleMode};
 use super::delivery_state::DeliveryState;
+use super::encode::encode_value;
 use super::error::{AmqpError, CodecError};
 use super::terminus::{AttachTarget, Source};
 use super::value::{Map, Symbol, Value};
@@ -175,25 +179,90 @@ impl Performative {
         };
         let name = NAMES[(code - OPEN) as usize].1;
         let mut f = open_composite(v, code, name, name)?;
+        Performative::from_fields(code, &mut f)
+    }
+
+    /// Decodes the next performative from `r`: in place when it has the
+    /// usual shape (a numeric descriptor and a list), else as a [`Value`]
+    /// first; either way the same performative or the same error.
+    pub fn read(r: &mut Reader<'_>) -> Result<Performative, CodecError> {
+        match r.composite_head(OPEN..=CLOSE) {
+            Some(head) => {
+                let name = NAMES[(head.code - OPEN) as usize].1;
+                read_composite(r, head, name, |f| Performative::from_fields(head.code, f))
+            }
+            None => Performative::from_value(r.read()?),
+        }
+    }
+
+    fn from_fields(code: u64, f: &mut FieldReader<'_, '_>) -> Result<Performative, CodecError> {
         Ok(match code {
-            OPEN => Performative::Open(read_open(&mut f)?),
-            BEGIN => Performative::Begin(read_begin(&mut f)?),
-            ATTACH => Performative::Attach(Box::new(read_attach(&mut f)?)),
-            FLOW => Performative::Flow(read_flow(&mut f)?),
-            TRANSFER => Performative::Transfer(read_transfer(&mut f)?),
-            DISPOSITION => Performative::Disposition(read_disposition(&mut f)?),
+            OPEN => Performative::Open(read_open(f)?),
+            BEGIN => Performative::Begin(read_begin(f)?),
+            ATTACH => Performative::Attach(Box::new(read_attach(f)?)),
+            FLOW => Performative::Flow(read_flow(f)?),
+            TRANSFER => Performative::Transfer(read_transfer(f)?),
+            DISPOSITION => Performative::Disposition(read_disposition(f)?),
             DETACH => Performative::Detach(Detach {
                 handle: f.u32("handle")?,
                 closed: f.bool_or("closed", false)?,
-                error: opt_error(f.opt())?,
+                error: opt_error(f.opt()?)?,
             }),
             END => Performative::End {
-                error: opt_error(f.opt())?,
+                error: opt_error(f.opt()?)?,
             },
             _ => Performative::Close {
-                error: opt_error(f.opt())?,
+                error: opt_error(f.opt()?)?,
             },
         })
+    }
+
+    /// Appends the performative, exactly as `encode_value(&self.to_value())`
+    /// would; the ones sent per message (transfer, disposition, flow) are
+    /// written without building a `Value` first.
+    pub fn encode(&self, out: &mut BytesMut) {
+        match self {
+            Performative::Transfer(t) => {
+                FieldEncoder::new(out, TRANSFER)
+                    .push(t.handle)
+                    .opt(t.delivery_id)
+                    .opt_binary(t.delivery_tag.as_deref())
+                    .opt(t.message_format)
+                    .opt(t.settled)
+                    .unless_default(t.more, false)
+                    .opt(t.rcv_settle_mode.map(|m| Value::Ubyte(m.as_u8())))
+                    .opt_with(t.state.as_ref(), DeliveryState::encode)
+                    .unless_default(t.resume, false)
+                    .unless_default(t.aborted, false)
+                    .unless_default(t.batchable, false)
+                    .finish();
+            }
+            Performative::Disposition(d) => {
+                FieldEncoder::new(out, DISPOSITION)
+                    .push(d.role.is_receiver())
+                    .push(d.first)
+                    .opt(d.last)
+                    .unless_default(d.settled, false)
+                    .opt_with(d.state.as_ref(), DeliveryState::encode)
+                    .unless_default(d.batchable, false)
+                    .finish();
+            }
+            Performative::Flow(x) if x.properties.is_none() => {
+                FieldEncoder::new(out, FLOW)
+                    .opt(x.next_incoming_id)
+                    .push(x.incoming_window)
+                    .push(x.next_outgoing_id)
+                    .push(x.outgoing_window)
+                    .opt(x.handle)
+                    .opt(x.delivery_count)
+                    .opt(x.link_credit)
+                    .opt(x.available)
+                    .unless_default(x.drain, false)
+                    .unless_default(x.echo, false)
+                    .finish();
+            }
+            other => encode_value(&other.to_value(), out),
+        }
     }
 
     pub fn to_value(&self) -> Value {
@@ -284,7 +353,7 @@ impl Performative {
     }
 }
 
-fn read_open(f: &mut FieldReader) -> Result<Open, CodecError> {
+fn read_open(f: &mut FieldReader<'_, '_>) -> Result<Open, CodecError> {
     Ok(Open {
         container_id: f
             .opt_string("container-id")?
@@ -301,7 +370,7 @@ fn read_open(f: &mut FieldReader) -> Result<Open, CodecError> {
     })
 }
 
-fn read_begin(f: &mut FieldReader) -> Result<Begin, CodecError> {
+fn read_begin(f: &mut FieldReader<'_, '_>) -> Result<Begin, CodecError> {
     Ok(Begin {
         remote_channel: f.opt_u16("remote-channel")?,
         next_outgoing_id: f.u32("next-outgoing-id")?,
@@ -314,7 +383,7 @@ fn read_begin(f: &mut FieldReader) -> Result<Begin, CodecError> {
     })
 }
 
-fn read_attach(f: &mut FieldReader) -> Result<Attach, CodecError> {
+fn read_attach(f: &mut FieldReader<'_, '_>) -> Result<Attach, CodecError> {
     let name = f.opt_string("name")?.ok_or(missing("attach", "name"))?;
     let handle = f.u32("handle")?;
     let role = Role::from_bool(f.opt_bool("role")?.ok_or(missing("attach", "role"))?);
@@ -332,8 +401,8 @@ fn read_attach(f: &mut FieldReader) -> Result<Attach, CodecError> {
         role,
         snd_settle_mode,
         rcv_settle_mode,
-        source: f.opt().map(Source::from_value).transpose()?,
-        target: f.opt().map(AttachTarget::from_value).transpose()?,
+        source: f.opt()?.map(Source::from_value).transpose()?,
+        target: f.opt()?.map(AttachTarget::from_value).transpose()?,
         unsettled: f.opt_map("unsettled")?,
         incomplete_unsettled: f.bool_or("incomplete-unsettled", false)?,
         initial_delivery_count: f.opt_u32("initial-delivery-count")?,
@@ -344,7 +413,7 @@ fn read_attach(f: &mut FieldReader) -> Result<Attach, CodecError> {
     })
 }
 
-fn read_flow(f: &mut FieldReader) -> Result<Flow, CodecError> {
+fn read_flow(f: &mut FieldReader<'_, '_>) -> Result<Flow, CodecError> {
     Ok(Flow {
         next_incoming_id: f.opt_u32("next-incoming-id")?,
         incoming_window: f.u32("incoming-window")?,
@@ -360,7 +429,7 @@ fn read_flow(f: &mut FieldReader) -> Result<Flow, CodecError> {
     })
 }
 
-fn read_transfer(f: &mut FieldReader) -> Result<Transfer, CodecError> {
+fn read_transfer(f: &mut FieldReader<'_, '_>) -> Result<Transfer, CodecError> {
     Ok(Transfer {
         handle: f.u32("handle")?,
         delivery_id: f.opt_u32("delivery-id")?,
@@ -374,20 +443,20 @@ fn read_transfer(f: &mut FieldReader) -> Result<Transfer, CodecError> {
                 Some(ReceiverSettleMode::from_u8(v).ok_or(invalid("transfer", "rcv-settle-mode"))?)
             }
         },
-        state: f.opt().map(DeliveryState::from_value).transpose()?,
+        state: f.opt()?.map(DeliveryState::from_value).transpose()?,
         resume: f.bool_or("resume", false)?,
         aborted: f.bool_or("aborted", false)?,
         batchable: f.bool_or("batchable", false)?,
     })
 }
 
-fn read_disposition(f: &mut FieldReader) -> Result<Disposition, CodecError> {
+fn read_disposition(f: &mut FieldReader<'_, '_>) -> Result<Disposition, CodecError> {
     Ok(Disposition {
         role: Role::from_bool(f.opt_bool("role")?.ok_or(missing("disposition", "role"))?),
         first: f.u32("first")?,
         last: f.opt_u32("last")?,
         settled: f.bool_or("settled", false)?,
-        state: f.opt().map(DeliveryState::from_value).transpose()?,
+        state: f.opt()?.map(DeliveryState::from_value).transpose()?,
         batchable: f.bool_or("batchable", false)?,
     })
 }

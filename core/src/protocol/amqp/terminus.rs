@@ -121,8 +121,8 @@ pub enum AttachTarget {
 }
 
 impl Terminus {
-    fn read_head(f: &mut FieldReader) -> Result<Terminus, CodecError> {
-        let address = match f.value() {
+    fn read_head(f: &mut FieldReader<'_, '_>) -> Result<Terminus, CodecError> {
+        let address = match f.value()? {
             Value::Null => None,
             Value::String(s) => Some(s),
             // Some clients send addresses as symbols; read them the same.
@@ -189,7 +189,7 @@ impl Source {
         let mut terminus = Terminus::read_head(&mut f)?;
         let distribution_mode = f.opt_symbol("distribution-mode")?;
         let filter = f.opt_map("filter")?;
-        let default_outcome = f.opt().map(DeliveryState::from_value).transpose()?;
+        let default_outcome = f.opt()?.map(DeliveryState::from_value).transpose()?;
         let outcomes = f.symbols("outcomes")?;
         terminus.capabilities = f.symbols("capabilities")?;
         Ok(Source {

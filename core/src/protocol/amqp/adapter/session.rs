@@ -605,14 +605,29 @@ impl ProtocolSession for AmqpSession {
             // a bug; the message stays with this consumer until it leaves.
             Err(e) => debug_assert!(false, "AMQP send refused: {e}"),
         }
-        let mut out = BytesMut::new();
+        // Usually one buffer (the transfer and any frames queued with it):
+        // handed on as it is, copied only to join several.
+        let mut first: Option<Bytes> = None;
+        let mut joined: Option<BytesMut> = None;
         while let Some(o) = self.conn.poll_output() {
             match o {
-                Output::Transmit(b) => out.extend_from_slice(&b),
+                Output::Transmit(b) => match (&mut joined, first.take()) {
+                    (Some(j), _) => j.extend_from_slice(&b),
+                    (None, None) => first = Some(b),
+                    (None, Some(f)) => {
+                        let mut j = BytesMut::with_capacity(f.len() + b.len());
+                        j.extend_from_slice(&f);
+                        j.extend_from_slice(&b);
+                        joined = Some(j);
+                    }
+                },
                 other => self.events.push_back(other),
             }
         }
-        out.freeze()
+        match joined {
+            Some(j) => j.freeze(),
+            None => first.unwrap_or_default(),
+        }
     }
 
     fn tick(&mut self, cx: &mut SessionCx<'_>) {

@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use bytes::BytesMut;
 
 use super::event::{Event, Output};
-use crate::protocol::amqp::{encode_frame, Performative, EMPTY_FRAME};
+use crate::protocol::amqp::{encode_performative, Performative, EMPTY_FRAME};
 
 /// Frames coalesce into one byte buffer until an event or the driver
 /// takes them, so a burst of frames costs one write.
@@ -37,7 +37,7 @@ impl Outbox {
             return;
         }
         let start = self.bytes.len();
-        encode_frame(&mut self.bytes, false, channel, &perf.to_value(), payload);
+        encode_performative(&mut self.bytes, channel, perf, payload);
         let size = self.bytes.len() - start;
         if self.peer_max_frame.is_some_and(|max| size > max as usize) {
             // Unsendable: dropped, and the connection closes.
