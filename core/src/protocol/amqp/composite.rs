@@ -68,6 +68,18 @@ pub(crate) fn read_composite<T>(
     type_name: &'static str,
     read: impl FnOnce(&mut FieldReader<'_, '_>) -> Result<T, CodecError>,
 ) -> Result<T, CodecError> {
+    read_fields(r, head, type_name, read)?
+}
+
+/// [`read_composite`] with its two kinds of error apart: the outer one
+/// is about the bytes (the reader's position is then unknown, so an
+/// enclosing list cannot go on), the inner one about a field's type.
+fn read_fields<T>(
+    r: &mut Reader<'_>,
+    head: CompositeHead,
+    type_name: &'static str,
+    read: impl FnOnce(&mut FieldReader<'_, '_>) -> Result<T, CodecError>,
+) -> Result<Result<T, CodecError>, CodecError> {
     let mut f = FieldReader {
         src: Source::Wire {
             r,
@@ -86,13 +98,13 @@ pub(crate) fn read_composite<T>(
         f.value()?;
     }
     let Source::Wire { r, failed, end, .. } = f.src else {
-        return result;
+        return Ok(result);
     };
     if let Some(e) = failed {
         return Err(e);
     }
     r.composite_end(end)?;
-    result
+    Ok(result)
 }
 
 /// Where a [`FieldReader`]'s fields come from.
@@ -149,6 +161,43 @@ impl FieldReader<'_, '_> {
                 v
             }
         }
+    }
+
+    /// The next field, a composite with a code in `codes` read in place
+    /// by `read` (given the code) when it is one, else decoded as a value
+    /// and taken apart by `by_value`; `None` when null. Either way the
+    /// same outcome, as [`read_composite`].
+    pub fn opt_composite<T>(
+        &mut self,
+        codes: std::ops::RangeInclusive<u64>,
+        type_name: &'static str,
+        read: impl FnOnce(u64, &mut FieldReader<'_, '_>) -> Result<T, CodecError>,
+        by_value: impl FnOnce(Value) -> Result<T, CodecError>,
+    ) -> Result<Option<T>, CodecError> {
+        if let Source::Wire {
+            r,
+            left,
+            end,
+            failed: failed @ None,
+        } = &mut self.src
+        {
+            if *left > 0 {
+                if let Some(head) = r.composite_head(codes) {
+                    *left -= 1;
+                    let outcome = read_fields(r, head, type_name, |f| read(head.code, f))
+                        .and_then(|inner| r.within(*end).map(|()| inner));
+                    return match outcome {
+                        Ok(inner) => inner.map(Some),
+                        Err(e) => {
+                            *left = 0;
+                            *failed = Some(e.clone());
+                            Err(e)
+                        }
+                    };
+                }
+            }
+        }
+        self.opt()?.map(by_value).transpose()
     }
 
     /// The next field, or `None` when null.

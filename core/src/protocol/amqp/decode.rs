@@ -56,8 +56,18 @@ pub(crate) struct CompositeHead {
 /// The constructor of a value: its format code and the descriptors before
 /// it, outermost first (shared by all elements of an array).
 struct Constructor {
-    descriptors: Vec<Descriptor>,
+    /// The outermost descriptor: nearly every described value has one,
+    /// so it is kept without a vector's allocation.
+    outer: Option<Descriptor>,
+    /// Any further descriptors, outermost first.
+    inner: Vec<Descriptor>,
     code: u8,
+}
+
+impl Constructor {
+    fn depth(&self) -> u32 {
+        u32::from(self.outer.is_some()) + self.inner.len() as u32
+    }
 }
 
 impl<'l> Reader<'l> {
@@ -256,16 +266,25 @@ impl<'l> Reader<'l> {
     }
 
     fn constructor(&mut self) -> Result<Constructor, CodecError> {
-        let mut descriptors = Vec::new();
+        let mut c = Constructor {
+            outer: None,
+            inner: Vec::new(),
+            code: 0,
+        };
         loop {
             let code = self.u8()?;
             if code != 0x00 {
                 // The descriptors' own nesting is bounded like any other.
-                self.depth -= descriptors.len() as u32;
-                return Ok(Constructor { descriptors, code });
+                self.depth -= c.depth();
+                c.code = code;
+                return Ok(c);
             }
             self.enter()?;
-            descriptors.push(descriptor_of(self.read()?)?);
+            let d = descriptor_of(self.read()?)?;
+            match c.outer {
+                None => c.outer = Some(d),
+                Some(_) => c.inner.push(d),
+            }
         }
     }
 
@@ -277,7 +296,7 @@ impl<'l> Reader<'l> {
         }
         self.values_left -= 1;
         let mut value = self.read_code(c.code)?;
-        for d in c.descriptors.iter().rev() {
+        for d in c.inner.iter().rev().chain(c.outer.as_ref()) {
             value = Value::Described(Box::new(Described {
                 descriptor: d.clone(),
                 value,

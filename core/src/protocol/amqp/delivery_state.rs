@@ -3,7 +3,7 @@
 
 use bytes::{Bytes, BytesMut};
 
-use super::composite::{descriptor_code, open_composite, FieldEncoder, FieldWriter};
+use super::composite::{descriptor_code, open_composite, FieldEncoder, FieldReader, FieldWriter};
 use super::definitions::{error_to_value, opt_error};
 use super::encode::encode_value;
 use super::error::{AmqpError, CodecError};
@@ -124,6 +124,23 @@ impl DeliveryState {
             .find(|(c, _)| *c == code)
             .map_or("", |(_, n)| n);
         let mut f = open_composite(v, code, name, "delivery-state")?;
+        DeliveryState::from_fields(code, &mut f)
+    }
+
+    /// An optional delivery-state field of a composite being read: in
+    /// place when it has the usual shape.
+    pub(crate) fn opt_field(
+        f: &mut FieldReader<'_, '_>,
+    ) -> Result<Option<DeliveryState>, CodecError> {
+        f.opt_composite(
+            RECEIVED..=TRANSACTIONAL_STATE,
+            "delivery-state",
+            DeliveryState::from_fields,
+            DeliveryState::from_value,
+        )
+    }
+
+    fn from_fields(code: u64, f: &mut FieldReader<'_, '_>) -> Result<DeliveryState, CodecError> {
         Ok(match code {
             RECEIVED => DeliveryState::Received {
                 section_number: f.u32("section-number")?,
@@ -145,10 +162,10 @@ impl DeliveryState {
                 message_annotations: f.opt_map("message-annotations")?,
             },
             DECLARED => DeliveryState::Declared {
-                txn_id: required_txn_id(&mut f)?,
+                txn_id: required_txn_id(f)?,
             },
             TRANSACTIONAL_STATE => DeliveryState::Transactional {
-                txn_id: required_txn_id(&mut f)?,
+                txn_id: required_txn_id(f)?,
                 outcome: f
                     .opt()?
                     .map(|o| DeliveryState::from_value(o).map(Box::new))

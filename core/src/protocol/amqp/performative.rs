@@ -443,7 +443,7 @@ fn read_transfer(f: &mut FieldReader<'_, '_>) -> Result<Transfer, CodecError> {
                 Some(ReceiverSettleMode::from_u8(v).ok_or(invalid("transfer", "rcv-settle-mode"))?)
             }
         },
-        state: f.opt()?.map(DeliveryState::from_value).transpose()?,
+        state: DeliveryState::opt_field(f)?,
         resume: f.bool_or("resume", false)?,
         aborted: f.bool_or("aborted", false)?,
         batchable: f.bool_or("batchable", false)?,
@@ -456,7 +456,7 @@ fn read_disposition(f: &mut FieldReader<'_, '_>) -> Result<Disposition, CodecErr
         first: f.u32("first")?,
         last: f.opt_u32("last")?,
         settled: f.bool_or("settled", false)?,
-        state: f.opt()?.map(DeliveryState::from_value).transpose()?,
+        state: DeliveryState::opt_field(f)?,
         batchable: f.bool_or("batchable", false)?,
     })
 }
