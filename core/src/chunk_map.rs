@@ -301,6 +301,17 @@ impl<K: Ord + Copy, V> ChunkMap<K, V> {
             .map(|(k, v)| (k, v))
     }
 
+    /// Keeps the entries `keep` says yes to. Rebuilt in order, so O(n):
+    /// for rare clean-ups (a link detached), not per message.
+    pub fn retain(&mut self, mut keep: impl FnMut(&K, &mut V) -> bool) {
+        let old = std::mem::take(self);
+        for (k, mut v) in old {
+            if keep(&k, &mut v) {
+                self.insert(k, v);
+            }
+        }
+    }
+
     /// Checks the layout (tests and debug invariant checks).
     #[cfg(test)]
     fn check(&self) {
@@ -352,6 +363,8 @@ mod tests {
         Remove(u16),
         RemoveFirst,
         Range(u16, bool),
+        /// Keep the keys not divisible by this (2 to 9).
+        Retain(u32),
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -361,6 +374,7 @@ mod tests {
             3 => any::<u16>().prop_map(Op::Remove),
             4 => Just(Op::RemoveFirst),
             1 => (any::<u16>(), any::<bool>()).prop_map(|(k, e)| Op::Range(k, e)),
+            1 => (2u32..10).prop_map(Op::Retain),
         ]
     }
 
@@ -396,6 +410,10 @@ mod tests {
                         let got: Vec<_> = map.range_from(b).collect();
                         let want: Vec<_> = model.range((b, Bound::Unbounded)).collect();
                         prop_assert_eq!(got, want);
+                    }
+                    Op::Retain(m) => {
+                        map.retain(|k, _| k % m != 0);
+                        model.retain(|k, _| k % m != 0);
                     }
                 }
                 map.check();

@@ -27,7 +27,12 @@ impl Broker {
         let c = self.consumers.get_mut(&cid).ok_or_else(unknown)?;
         let seqs: Vec<u64> = match c.ack_mode {
             AckMode::Auto => return Err(AckError::AutoAck(seq.to_string())),
-            AckMode::Client => c.unacked.range(..=seq).map(|(s, _)| *s).collect(),
+            AckMode::Client => c
+                .unacked
+                .keys()
+                .copied()
+                .take_while(|s| *s <= seq)
+                .collect(),
             AckMode::ClientIndividual => vec![seq],
         };
         let mut keys = Vec::with_capacity(seqs.len());

@@ -38,14 +38,16 @@ pub(crate) struct Consumer {
     pub(crate) filter: ConsumerFilter,
     pub(crate) unacked_bytes: usize,
     /// ack seq -> (message, size), in delivery order for cumulative acks.
-    pub(crate) unacked: BTreeMap<u64, (Id, usize)>,
+    pub(crate) unacked: ChunkMap<u64, (Id, usize)>,
     pub(crate) destination: String,
 }
 
 #[derive(Clone, Debug, Default)]
 pub(crate) struct ConnFlow {
     pub(crate) subs: BTreeMap<String, ConsumerId>,
-    pub(crate) acks: BTreeMap<u64, ConsumerId>,
+    /// Ack number -> its consumer: numbered in delivery order, mostly
+    /// settled in it (a `ChunkMap` is cheaper than a B-tree at both ends).
+    pub(crate) acks: ChunkMap<u64, ConsumerId>,
     pub(crate) next_ack: u64,
     pub(crate) unflushed_bytes: usize,
 }

@@ -1,7 +1,7 @@
 //! Consumers: attaching, detaching, durable subscriptions and
 //! connection-owned queues.
 
-use std::collections::BTreeMap;
+use crate::chunk_map::ChunkMap;
 
 use super::errors::SubscribeError;
 use super::queue::{ConsumerId, Queue, QueueOwner, RefState};
@@ -96,7 +96,7 @@ impl Broker {
                 browsed_to: None,
                 filter: spec.filter,
                 unacked_bytes: 0,
-                unacked: BTreeMap::new(),
+                unacked: ChunkMap::new(),
                 destination: spec.destination,
             },
         );

@@ -22,6 +22,7 @@ use tracing::debug;
 use super::convert::{from_neutral, to_neutral};
 use super::links::{routing_of_jms_dest, LinkKind, PRODUCER_CREDIT};
 use crate::broker::Delivery;
+use crate::chunk_map::ChunkMap;
 use crate::message::Routing;
 use crate::node::{
     NodeConfig, Op, OpError, Outcome, ProtocolSession, Refusal, SessionAction, SessionCx,
@@ -71,10 +72,12 @@ pub struct AmqpSession {
     pub(super) links: BTreeMap<LinkId, LinkKind>,
     /// Subscription id -> its link.
     pub(super) subs: BTreeMap<String, LinkId>,
-    pub(super) waiting: BTreeMap<u64, Waiting>,
+    /// Operations with the node, by tag (given in order, finished mostly
+    /// in order: a `ChunkMap`, cheaper than a B-tree at both ends).
+    pub(super) waiting: ChunkMap<u64, Waiting>,
     pub(super) next_tag: u64,
     /// Deliveries sent and not settled: (link, delivery id) -> ack number.
-    pub(super) unsettled: BTreeMap<(LinkId, u32), u64>,
+    pub(super) unsettled: ChunkMap<(LinkId, u32), u64>,
     /// Open transactions: txn-id -> the node's name for it.
     pub(super) txs: BTreeMap<Bytes, String>,
     pub(super) next_tx: u64,
@@ -94,9 +97,9 @@ impl AmqpSession {
             container_id: String::new(),
             links: BTreeMap::new(),
             subs: BTreeMap::new(),
-            waiting: BTreeMap::new(),
+            waiting: ChunkMap::new(),
             next_tag: 1,
-            unsettled: BTreeMap::new(),
+            unsettled: ChunkMap::new(),
             txs: BTreeMap::new(),
             next_tx: 1,
             next_temporary: 1,

@@ -6,6 +6,7 @@
 //! free on our side too, and one number names both ends.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::ops::Bound;
 
 use bytes::{Bytes, BytesMut};
 
@@ -14,6 +15,7 @@ use super::event::{AttachRequest, Event, LinkId, Received, SessionId};
 use super::fault::{Fault, ProtocolError};
 use super::link::{serial_diff, Link, LinkState, Partial};
 use super::outbox::Outbox;
+use crate::chunk_map::ChunkMap;
 use crate::protocol::amqp::{
     AmqpError, Attach, Begin, DeliveryState, Detach, Disposition, Flow, Performative, Role,
     SenderSettleMode, Transfer,
@@ -76,9 +78,9 @@ pub(crate) struct Session {
     pub handle_max: u32,
     pub links: BTreeMap<u32, Link>,
     /// Deliveries we sent and the peer has not settled: handle and tag.
-    pub unsettled_out: BTreeMap<u32, (u32, Bytes)>,
+    pub unsettled_out: ChunkMap<u32, (u32, Bytes)>,
     /// Deliveries we received and have not settled: handle.
-    pub unsettled_in: BTreeMap<u32, u32>,
+    pub unsettled_in: ChunkMap<u32, u32>,
     pub queue: VecDeque<Queued>,
     pub queued_bytes: usize,
     pub dispositions: Vec<PendingDisposition>,
@@ -97,8 +99,8 @@ impl Session {
             next_delivery_id: 0,
             handle_max: begin.handle_max.min(config.handle_max),
             links: BTreeMap::new(),
-            unsettled_out: BTreeMap::new(),
-            unsettled_in: BTreeMap::new(),
+            unsettled_out: ChunkMap::new(),
+            unsettled_in: ChunkMap::new(),
             queue: VecDeque::new(),
             queued_bytes: 0,
             dispositions: Vec::new(),
@@ -492,13 +494,13 @@ impl Session {
     /// Delivery ids from `first` to `last` among `keys`, in serial order,
     /// found by walking the map rather than the range (which a peer may
     /// make four billion long).
-    fn ids_in(keys: &BTreeMap<u32, impl Sized>, first: u32, last: u32) -> Vec<u32> {
+    fn ids_in(keys: &ChunkMap<u32, impl Sized>, first: u32, last: u32) -> Vec<u32> {
+        let from_first = keys.range_from(Bound::Included(&first)).map(|(k, _)| *k);
         if first <= last {
-            keys.range(first..=last).map(|(k, _)| *k).collect()
+            from_first.take_while(|k| *k <= last).collect()
         } else {
-            keys.range(first..)
-                .chain(keys.range(..=last))
-                .map(|(k, _)| *k)
+            from_first
+                .chain(keys.keys().copied().take_while(|k| *k <= last))
                 .collect()
         }
     }
