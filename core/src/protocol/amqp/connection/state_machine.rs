@@ -527,26 +527,24 @@ impl Connection {
         perf: Performative,
         payload: Bytes,
     ) -> Result<(), ProtocolError> {
-        let Some(mut session) = self.sessions.remove(&channel) else {
+        // Borrowed in place (the context borrows other fields): a session
+        // is large, and moving it out and back per frame showed in profiles.
+        let Some(session) = self.sessions.get_mut(&channel) else {
             return Err(ProtocolError::UnmappedChannel(channel));
         };
-        let result = {
-            let mut ctx = ctx!(self);
-            match session.on_frame(&mut ctx, perf, payload) {
-                Ok(()) => Ok(()),
-                Err(Fault::Connection(e)) => Err(e),
-                Err(Fault::Session(e)) => {
-                    session.end(&mut ctx, Some(e.to_amqp()));
-                    Ok(())
-                }
-                Err(Fault::Link(handle, e)) => {
-                    session.detach_with_error(&mut ctx, handle, e.to_amqp());
-                    Ok(())
-                }
+        let mut ctx = ctx!(self);
+        match session.on_frame(&mut ctx, perf, payload) {
+            Ok(()) => Ok(()),
+            Err(Fault::Connection(e)) => Err(e),
+            Err(Fault::Session(e)) => {
+                session.end(&mut ctx, Some(e.to_amqp()));
+                Ok(())
             }
-        };
-        self.sessions.insert(channel, session);
-        result
+            Err(Fault::Link(handle, e)) => {
+                session.detach_with_error(&mut ctx, handle, e.to_amqp());
+                Ok(())
+            }
+        }
     }
 
     /// Tells the owner every session and link is gone.
