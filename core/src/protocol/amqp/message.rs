@@ -348,7 +348,14 @@ impl Message {
     }
 
     pub fn to_bytes(&self) -> Bytes {
-        let mut out = BytesMut::new();
+        // Sized for the body and typical sections: one allocation, not a
+        // series of regrowths each copying the body so far.
+        let body = match &self.body {
+            Body::Data(parts) => parts.iter().map(Bytes::len).sum(),
+            Body::Raw { bytes, .. } => bytes.len(),
+            _ => 0,
+        };
+        let mut out = BytesMut::with_capacity(body + 256);
         self.encode(&mut out);
         out.freeze()
     }
