@@ -33,6 +33,15 @@
 //! ([`DecodeLimits`]), checks every declared size against the bytes that
 //! remain before allocating, shares binary values with the input buffer,
 //! and never panics on input (see `fuzz/fuzz_targets/amqp_decode.rs`).
+//!
+//! What a message costs per hop is read and written in place, without a
+//! [`Value`] tree: the transfer, disposition and flow performatives, a
+//! transfer's or disposition's delivery state, and a message's header and
+//! properties (`composite::read_composite`, `composite::FieldEncoder`).
+//! Everything else goes through [`Value`]. Both ways give the same bytes,
+//! and for any input the same result or the same error
+//! (`tests/amqp_in_place.rs` and the message module's test change every
+//! byte of valid encodings and compare).
 
 pub mod adapter;
 mod composite;
