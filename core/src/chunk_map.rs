@@ -301,13 +301,28 @@ impl<K: Ord + Copy, V> ChunkMap<K, V> {
             .map(|(k, v)| (k, v))
     }
 
-    /// Keeps the entries `keep` says yes to. Rebuilt in order, so O(n):
+    /// Keeps the entries `keep` says yes to (each asked once, in order).
+    /// Untouched when it keeps them all; else rebuilt in order, so O(n):
     /// for rare clean-ups (a link detached), not per message.
     pub fn retain(&mut self, mut keep: impl FnMut(&K, &mut V) -> bool) {
+        let mut dropped = Vec::new();
+        for (c, chunk) in self.chunks.iter_mut().enumerate() {
+            for (i, (k, v)) in chunk.iter_mut().enumerate() {
+                if !keep(k, v) {
+                    dropped.push((c, i));
+                }
+            }
+        }
+        if dropped.is_empty() {
+            return;
+        }
+        let mut dropped = dropped.into_iter().peekable();
         let old = std::mem::take(self);
-        for (k, mut v) in old {
-            if keep(&k, &mut v) {
-                self.insert(k, v);
+        for (c, chunk) in old.chunks.into_iter().enumerate() {
+            for (i, (k, v)) in chunk.into_iter().enumerate() {
+                if dropped.next_if_eq(&(c, i)).is_none() {
+                    self.insert(k, v);
+                }
             }
         }
     }

@@ -6,9 +6,9 @@
 
 use bytes::{Bytes, BytesMut};
 use halyard_core::protocol::amqp::{
-    encode_value, AmqpError, Begin, CodecError, Condition, DecodeLimits, DeliveryState, Detach,
-    Disposition, Flow, Open, Performative, Reader, ReceiverSettleMode, Role, Symbol, Transfer,
-    Value,
+    encode_value, to_bytes, AmqpError, Begin, CodecError, Condition, DecodeLimits, DeliveryState,
+    Descriptor, Detach, Disposition, Flow, Open, Performative, Reader, ReceiverSettleMode, Role,
+    Symbol, Transfer, Value,
 };
 use proptest::prelude::*;
 
@@ -53,7 +53,49 @@ fn states() -> Vec<Option<DeliveryState>> {
             txn_id: Bytes::from_static(b"\0\0\0\x01"),
             outcome: Some(Box::new(DeliveryState::Accepted)),
         }),
+        // Long enough that the state and its performative are list32s.
+        Some(DeliveryState::Rejected {
+            error: Some(AmqpError::new(Condition::InternalError, "x".repeat(300))),
+        }),
     ]
+}
+
+/// The value encoded in the wide forms a peer may use: every numeric
+/// descriptor as a ulong (`0x80`), every list and map as list32/map32.
+fn wide(v: &Value, out: &mut Vec<u8>) {
+    fn compound(code: u8, items: &[&Value], out: &mut Vec<u8>) {
+        let mut body = Vec::new();
+        for i in items {
+            wide(i, &mut body);
+        }
+        out.push(code);
+        out.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
+        out.extend_from_slice(&(items.len() as u32).to_be_bytes());
+        out.extend_from_slice(&body);
+    }
+    match v {
+        Value::Described(d) => match &d.descriptor {
+            Descriptor::Code(c) => {
+                out.extend_from_slice(&[0x00, 0x80]);
+                out.extend_from_slice(&c.to_be_bytes());
+                wide(&d.value, out);
+            }
+            Descriptor::Symbol(_) => out.extend_from_slice(&to_bytes(v)),
+        },
+        Value::List(items) => compound(0xd0, &items.iter().collect::<Vec<_>>(), out),
+        Value::Map(pairs) => compound(
+            0xd1,
+            &pairs.iter().flat_map(|(k, v)| [k, v]).collect::<Vec<_>>(),
+            out,
+        ),
+        other => out.extend_from_slice(&to_bytes(other)),
+    }
+}
+
+fn wide_encoding(p: &Performative) -> Vec<u8> {
+    let mut out = Vec::new();
+    wide(&p.to_value(), &mut out);
+    out
 }
 
 /// One of each performative, the per-message ones in many shapes.
@@ -152,10 +194,13 @@ fn in_place_decoding_agrees_with_the_value_path_on_every_change() {
         values_max: 9,
     };
     let (mut inputs, mut agreed_ok, mut agreed_err) = (0, 0, 0);
-    for p in samples() {
-        let original = by_value(&p);
-        // A valid encoding decodes to what was encoded, both ways.
-        let limits = DecodeLimits::default();
+    let limits = DecodeLimits::default();
+    let originals = samples().into_iter().flat_map(|p| {
+        let (narrow, wide) = (by_value(&p), wide_encoding(&p));
+        [(p.clone(), narrow), (p, wide)]
+    });
+    for (p, original) in originals {
+        // A valid encoding, narrow or wide, decodes to what was encoded.
         assert_eq!(
             read_in_place(&original, &limits),
             Ok((p.clone(), original.len()))
@@ -195,6 +240,36 @@ fn in_place_decoding_agrees_with_the_value_path_on_every_change() {
         agreed_ok > 1000 && agreed_err > 1000,
         "{inputs}: {agreed_ok} ok, {agreed_err} errors"
     );
+}
+
+/// Every limit at and around what the samples need, on their valid
+/// encodings (narrow and wide): the same result or the same error.
+#[test]
+fn in_place_decoding_agrees_at_every_limit() {
+    let (mut ok, mut err) = (0, 0);
+    for p in samples() {
+        for encoding in [by_value(&p), wide_encoding(&p)] {
+            for depth_max in 0..=3 {
+                for values_max in [0, 1, 2, 3, 4, 6, 9, 12, 20] {
+                    for items_max in [0, 1, 2, 3, 5, 6, 11, 14] {
+                        let limits = DecodeLimits {
+                            depth_max,
+                            items_max,
+                            values_max,
+                        };
+                        let fast = read_in_place(&encoding, &limits);
+                        assert_eq!(fast, read_by_value(&encoding, &limits), "{p:?} {limits:?}");
+                        if fast.is_ok() {
+                            ok += 1;
+                        } else {
+                            err += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(ok > 100 && err > 100, "{ok} ok, {err} errors");
 }
 
 proptest! {

@@ -485,7 +485,8 @@ mod tests {
             properties: Some(Properties {
                 message_id: Some(Value::String("ID:abc:1:1:1-1".into())),
                 to: Some("queue://orders".into()),
-                subject: Some("s".into()),
+                // Long enough that the properties are a list32.
+                subject: Some("s".repeat(300)),
                 correlation_id: Some(Value::Ulong(300)),
                 content_type: Symbol::new("text/plain"),
                 absolute_expiry_time: Some(1_700_000_000_000),
