@@ -4,9 +4,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::decode::{CompositeHead, Reader};
-use super::encode::{
-    begin_compound, encode_binary, encode_descriptor_code, encode_value, end_compound,
-};
+use super::encode::{begin_compound, encode_descriptor_code, encode_value, end_compound};
 use super::error::CodecError;
 use super::value::{Described, Descriptor, Map, Symbol, Value};
 
@@ -313,6 +311,56 @@ impl FieldReader<'_, '_> {
     }
 }
 
+/// The fields of a composite being written, in order, trailing nulls
+/// dropped: into a `Value` ([`FieldWriter`]) or straight into the output
+/// ([`FieldEncoder`]), so that each type lists its fields once for both.
+pub(crate) trait Fields: Sized {
+    /// Appends one field.
+    fn field(&mut self, v: Value) -> &mut Self;
+
+    /// An optional field held by reference: built by `to_value` for a
+    /// `Value`, written by `encode` into bytes (no `Value` in between).
+    fn opt_with<T>(
+        &mut self,
+        v: Option<&T>,
+        to_value: impl FnOnce(&T) -> Value,
+        encode: impl FnOnce(&T, &mut BytesMut),
+    ) -> &mut Self;
+
+    fn push(&mut self, v: impl Into<Value>) -> &mut Self {
+        self.field(v.into())
+    }
+
+    fn opt<T: Into<Value>>(&mut self, v: Option<T>) -> &mut Self {
+        self.field(v.map_or(Value::Null, Into::into))
+    }
+
+    /// A field whose default is omitted (written as null).
+    fn unless_default<T: Into<Value> + PartialEq>(&mut self, v: T, default: T) -> &mut Self {
+        if v == default {
+            self.field(Value::Null)
+        } else {
+            self.push(v)
+        }
+    }
+}
+
+impl Fields for FieldWriter {
+    fn field(&mut self, v: Value) -> &mut Self {
+        self.items.push(v);
+        self
+    }
+
+    fn opt_with<T>(
+        &mut self,
+        v: Option<&T>,
+        to_value: impl FnOnce(&T) -> Value,
+        _encode: impl FnOnce(&T, &mut BytesMut),
+    ) -> &mut Self {
+        self.field(v.map_or(Value::Null, to_value))
+    }
+}
+
 /// Builds a composite: fields pushed in order, trailing nulls dropped.
 pub(crate) struct FieldWriter {
     items: Vec<Value>,
@@ -324,30 +372,6 @@ impl FieldWriter {
         FieldWriter {
             items: Vec::with_capacity(16),
         }
-    }
-
-    pub fn push(&mut self, v: impl Into<Value>) -> &mut FieldWriter {
-        self.items.push(v.into());
-        self
-    }
-
-    pub fn opt<T: Into<Value>>(&mut self, v: Option<T>) -> &mut FieldWriter {
-        self.items.push(v.map_or(Value::Null, Into::into));
-        self
-    }
-
-    /// A field whose default is omitted (written as null).
-    pub fn unless_default<T: Into<Value> + PartialEq>(
-        &mut self,
-        v: T,
-        default: T,
-    ) -> &mut FieldWriter {
-        if v == default {
-            self.items.push(Value::Null);
-        } else {
-            self.items.push(v.into());
-        }
-        self
     }
 
     /// A `multiple="true"` symbol field: null when empty.
@@ -407,51 +431,6 @@ impl<'o> FieldEncoder<'o> {
         self
     }
 
-    pub fn push(&mut self, v: impl Into<Value>) -> &mut Self {
-        let v = v.into();
-        encode_value(&v, self.out);
-        self.wrote(v.is_null())
-    }
-
-    pub fn opt<T: Into<Value>>(&mut self, v: Option<T>) -> &mut Self {
-        self.push(v.map_or(Value::Null, Into::into))
-    }
-
-    /// A field whose default is omitted (written as null).
-    pub fn unless_default<T: Into<Value> + PartialEq>(&mut self, v: T, default: T) -> &mut Self {
-        if v == default {
-            self.push(Value::Null)
-        } else {
-            self.push(v)
-        }
-    }
-
-    /// An optional binary field, written from the bytes held.
-    pub fn opt_binary(&mut self, v: Option<&[u8]>) -> &mut Self {
-        match v {
-            Some(b) => {
-                encode_binary(b, self.out);
-                self.wrote(false)
-            }
-            None => self.push(Value::Null),
-        }
-    }
-
-    /// An optional field written by `encode` (null when `None`).
-    pub fn opt_with<T>(
-        &mut self,
-        v: Option<&T>,
-        encode: impl FnOnce(&T, &mut BytesMut),
-    ) -> &mut Self {
-        match v {
-            Some(x) => {
-                encode(x, self.out);
-                self.wrote(false)
-            }
-            None => self.push(Value::Null),
-        }
-    }
-
     pub fn finish(&mut self) {
         self.out.truncate(self.kept_len);
         if self.kept_count == 0 {
@@ -459,6 +438,28 @@ impl<'o> FieldEncoder<'o> {
             self.out.put_u8(0x45);
         } else {
             end_compound(self.out, self.start, 0xc0, 0xd0, self.kept_count);
+        }
+    }
+}
+
+impl Fields for FieldEncoder<'_> {
+    fn field(&mut self, v: Value) -> &mut Self {
+        encode_value(&v, self.out);
+        self.wrote(v.is_null())
+    }
+
+    fn opt_with<T>(
+        &mut self,
+        v: Option<&T>,
+        _to_value: impl FnOnce(&T) -> Value,
+        encode: impl FnOnce(&T, &mut BytesMut),
+    ) -> &mut Self {
+        match v {
+            Some(x) => {
+                encode(x, self.out);
+                self.wrote(false)
+            }
+            None => self.field(Value::Null),
         }
     }
 }

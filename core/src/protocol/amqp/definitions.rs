@@ -1,7 +1,7 @@
 //! Small definitions shared by the performatives (spec 2.8): roles,
 //! settlement modes and the `error` composite.
 
-use super::composite::{open_composite, FieldWriter};
+use super::composite::{open_composite, FieldWriter, Fields};
 use super::error::{AmqpError, CodecError, Condition};
 use super::value::{Symbol, Value};
 

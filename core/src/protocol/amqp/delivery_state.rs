@@ -3,7 +3,9 @@
 
 use bytes::{Bytes, BytesMut};
 
-use super::composite::{descriptor_code, open_composite, FieldEncoder, FieldReader, FieldWriter};
+use super::composite::{
+    descriptor_code, open_composite, FieldEncoder, FieldReader, FieldWriter, Fields,
+};
 use super::definitions::{error_to_value, opt_error};
 use super::encode::encode_value;
 use super::error::{AmqpError, CodecError};

@@ -9,7 +9,9 @@
 
 use bytes::{Bytes, BytesMut};
 
-use super::composite::{descriptor_code, open_composite, read_composite, FieldReader, FieldWriter};
+use super::composite::{
+    descriptor_code, open_composite, read_composite, FieldReader, FieldWriter, Fields,
+};
 use super::decode::{DecodeLimits, Reader};
 use super::encode::{encode_binary, encode_descriptor_code, encode_list, encode_map, encode_value};
 use super::error::CodecError;

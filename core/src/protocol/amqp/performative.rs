@@ -3,12 +3,12 @@
 use bytes::{Bytes, BytesMut};
 
 use super::composite::{
-    descriptor_code, open_composite, read_composite, FieldEncoder, FieldReader, FieldWriter,
+    descriptor_code, open_composite, read_composite, FieldEncoder, FieldReader, FieldWriter, Fields,
 };
 use super::decode::Reader;
 use super::definitions::{error_to_value, opt_error, ReceiverSettleMode, Role, SenderSettleMode};
 use super::delivery_state::DeliveryState;
-use super::encode::encode_value;
+use super::encode::{encode_binary, encode_map, encode_value};
 use super::error::{AmqpError, CodecError};
 use super::terminus::{AttachTarget, Source};
 use super::value::{Map, Symbol, Value};
@@ -223,44 +223,12 @@ impl Performative {
     pub fn encode(&self, out: &mut BytesMut) {
         match self {
             Performative::Transfer(t) => {
-                FieldEncoder::new(out, TRANSFER)
-                    .push(t.handle)
-                    .opt(t.delivery_id)
-                    .opt_binary(t.delivery_tag.as_deref())
-                    .opt(t.message_format)
-                    .opt(t.settled)
-                    .unless_default(t.more, false)
-                    .opt(t.rcv_settle_mode.map(|m| Value::Ubyte(m.as_u8())))
-                    .opt_with(t.state.as_ref(), DeliveryState::encode)
-                    .unless_default(t.resume, false)
-                    .unless_default(t.aborted, false)
-                    .unless_default(t.batchable, false)
-                    .finish();
+                transfer_fields(t, &mut FieldEncoder::new(out, TRANSFER)).finish()
             }
             Performative::Disposition(d) => {
-                FieldEncoder::new(out, DISPOSITION)
-                    .push(d.role.is_receiver())
-                    .push(d.first)
-                    .opt(d.last)
-                    .unless_default(d.settled, false)
-                    .opt_with(d.state.as_ref(), DeliveryState::encode)
-                    .unless_default(d.batchable, false)
-                    .finish();
+                disposition_fields(d, &mut FieldEncoder::new(out, DISPOSITION)).finish()
             }
-            Performative::Flow(x) if x.properties.is_none() => {
-                FieldEncoder::new(out, FLOW)
-                    .opt(x.next_incoming_id)
-                    .push(x.incoming_window)
-                    .push(x.next_outgoing_id)
-                    .push(x.outgoing_window)
-                    .opt(x.handle)
-                    .opt(x.delivery_count)
-                    .opt(x.link_credit)
-                    .opt(x.available)
-                    .unless_default(x.drain, false)
-                    .unless_default(x.echo, false)
-                    .finish();
-            }
+            Performative::Flow(x) => flow_fields(x, &mut FieldEncoder::new(out, FLOW)).finish(),
             other => encode_value(&other.to_value(), out),
         }
     }
@@ -306,40 +274,9 @@ impl Performative {
                 .symbols(&a.desired_capabilities)
                 .opt(a.properties.clone())
                 .finish(ATTACH),
-            Performative::Flow(x) => f
-                .opt(x.next_incoming_id)
-                .push(x.incoming_window)
-                .push(x.next_outgoing_id)
-                .push(x.outgoing_window)
-                .opt(x.handle)
-                .opt(x.delivery_count)
-                .opt(x.link_credit)
-                .opt(x.available)
-                .unless_default(x.drain, false)
-                .unless_default(x.echo, false)
-                .opt(x.properties.clone())
-                .finish(FLOW),
-            Performative::Transfer(t) => f
-                .push(t.handle)
-                .opt(t.delivery_id)
-                .opt(t.delivery_tag.clone())
-                .opt(t.message_format)
-                .opt(t.settled)
-                .unless_default(t.more, false)
-                .opt(t.rcv_settle_mode.map(|m| Value::Ubyte(m.as_u8())))
-                .opt(t.state.as_ref().map(DeliveryState::to_value))
-                .unless_default(t.resume, false)
-                .unless_default(t.aborted, false)
-                .unless_default(t.batchable, false)
-                .finish(TRANSFER),
-            Performative::Disposition(d) => f
-                .push(d.role.is_receiver())
-                .push(d.first)
-                .opt(d.last)
-                .unless_default(d.settled, false)
-                .opt(d.state.as_ref().map(DeliveryState::to_value))
-                .unless_default(d.batchable, false)
-                .finish(DISPOSITION),
+            Performative::Flow(x) => flow_fields(x, &mut f).finish(FLOW),
+            Performative::Transfer(t) => transfer_fields(t, &mut f).finish(TRANSFER),
+            Performative::Disposition(d) => disposition_fields(d, &mut f).finish(DISPOSITION),
             Performative::Detach(d) => f
                 .push(d.handle)
                 .unless_default(d.closed, false)
@@ -351,6 +288,61 @@ impl Performative {
             }
         }
     }
+}
+
+/// The fields of the performatives sent per message, listed once for
+/// both writers (`to_value` and `encode`).
+fn transfer_fields<'f, F: Fields>(t: &Transfer, f: &'f mut F) -> &'f mut F {
+    f.push(t.handle)
+        .opt(t.delivery_id)
+        .opt_with(
+            t.delivery_tag.as_ref(),
+            |b| Value::Binary(b.clone()),
+            |b, out| encode_binary(b, out),
+        )
+        .opt(t.message_format)
+        .opt(t.settled)
+        .unless_default(t.more, false)
+        .opt(t.rcv_settle_mode.map(|m| Value::Ubyte(m.as_u8())))
+        .opt_with(
+            t.state.as_ref(),
+            DeliveryState::to_value,
+            DeliveryState::encode,
+        )
+        .unless_default(t.resume, false)
+        .unless_default(t.aborted, false)
+        .unless_default(t.batchable, false)
+}
+
+fn disposition_fields<'f, F: Fields>(d: &Disposition, f: &'f mut F) -> &'f mut F {
+    f.push(d.role.is_receiver())
+        .push(d.first)
+        .opt(d.last)
+        .unless_default(d.settled, false)
+        .opt_with(
+            d.state.as_ref(),
+            DeliveryState::to_value,
+            DeliveryState::encode,
+        )
+        .unless_default(d.batchable, false)
+}
+
+fn flow_fields<'f, F: Fields>(x: &Flow, f: &'f mut F) -> &'f mut F {
+    f.opt(x.next_incoming_id)
+        .push(x.incoming_window)
+        .push(x.next_outgoing_id)
+        .push(x.outgoing_window)
+        .opt(x.handle)
+        .opt(x.delivery_count)
+        .opt(x.link_credit)
+        .opt(x.available)
+        .unless_default(x.drain, false)
+        .unless_default(x.echo, false)
+        .opt_with(
+            x.properties.as_ref(),
+            |m| Value::Map(m.clone()),
+            |m, out| encode_map(m, out),
+        )
 }
 
 fn read_open(f: &mut FieldReader<'_, '_>) -> Result<Open, CodecError> {

@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 
-use super::composite::{descriptor_code, open_composite, FieldWriter};
+use super::composite::{descriptor_code, open_composite, FieldWriter, Fields};
 use super::error::CodecError;
 use super::value::{Symbol, Value};
 

@@ -1,7 +1,7 @@
 //! Link termini: source, target and the transaction coordinator
 //! (spec 3.5 and 4.5.1), with the filters JMS clients put on a source.
 
-use super::composite::{descriptor_code, open_composite, FieldReader, FieldWriter};
+use super::composite::{descriptor_code, open_composite, FieldReader, FieldWriter, Fields};
 use super::delivery_state::DeliveryState;
 use super::error::CodecError;
 use super::value::{Map, Symbol, Value};
