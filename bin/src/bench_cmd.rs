@@ -227,6 +227,7 @@ pub fn report(label: &str, url: &str, cfg: &BenchConfig, o: &Outcome) -> Report 
         latency_ms: Latencies {
             send_to_receipt: stats::summarize(&o.send_to_receipt),
             end_to_end: stats::summarize(&o.end_to_end),
+            send_lag: stats::summarize(&o.send_lag),
         },
         per_second: stats::per_second(
             &o.sent_per_sec,

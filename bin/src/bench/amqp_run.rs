@@ -23,6 +23,7 @@ use super::amqp_link::{flow, open, refused, terminus};
 use super::harness::{
     self, BenchConfig, BenchError, Clock, Outcome, Pacer, ProducerResult, Shared, StartProducer,
 };
+use super::hires;
 use super::payload::{self, Stamp};
 use super::schedule::Timeline;
 
@@ -397,6 +398,8 @@ async fn run_producer(
     let (tx, mut rx) = mpsc::unbounded_channel();
     let reader = tokio::spawn(producer_reader(r, clock, tx));
     let mut abort = shared.abort.subscribe();
+    // Tokio's timer would wake the schedule up to 1 ms late (hires.rs).
+    let mut timer = hires::Timer::new();
     let mut pacer = Pacer::new(&cfg, tl, p.index);
     let keep_ns = keepalive(&remote_open).map(|d| d.as_nanos() as u64);
     let mut last_write = clock.now_ns();
@@ -457,11 +460,12 @@ async fn run_producer(
                 Some(m) => p.on_rx(m),
                 None => p.dead = true,
             },
-            _ = tokio::time::sleep_until(clock.at(wake_ns)) => {}
+            _ = timer.sleep_until(clock.at(wake_ns).into_std()) => {}
             _ = abort.changed() => {}
         }
     }
     p.res.behind_schedule = pacer.behind_schedule();
+    p.res.send_lag = pacer.take_lag();
     // Wait for the outcomes still owed, then detach, end and close: once
     // the broker's close comes back it has handled every frame we sent.
     if !p.dead && !*abort.borrow() {

@@ -157,6 +157,9 @@ pub struct Outcome {
     pub received_measured: u64,
     pub send_to_receipt: Histogram<u64>,
     pub end_to_end: Histogram<u64>,
+    /// Open loop: how late each measured send was taken up after its
+    /// scheduled time.
+    pub send_lag: Histogram<u64>,
     pub sent_per_sec: Vec<u64>,
     pub received_per_sec: Vec<u64>,
     pub errors: Vec<String>,
@@ -302,6 +305,7 @@ pub struct ProducerResult {
     pub unreceipted: u64,
     pub behind_schedule: u64,
     pub send_to_receipt: Histogram<u64>,
+    pub send_lag: Histogram<u64>,
 }
 
 impl ProducerResult {
@@ -313,6 +317,7 @@ impl ProducerResult {
             unreceipted: 0,
             behind_schedule: 0,
             send_to_receipt: new_histogram(),
+            send_lag: new_histogram(),
         }
     }
 }
@@ -340,11 +345,14 @@ impl ConsumerResult {
 
 /// When a producer's next message is due: closed loop (as soon as the
 /// window has room) or the open-loop schedule.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Pacer {
     tl: Timeline,
     schedule: Option<Schedule>,
     next_seq: u64,
+    /// Open loop: how late each send scheduled in the measured window was
+    /// taken up (the producer woke late, or the window was full).
+    lag: Histogram<u64>,
 }
 
 impl Pacer {
@@ -356,6 +364,7 @@ impl Pacer {
                 Rate::Max => None,
             },
             next_seq: 0,
+            lag: new_histogram(),
         }
     }
 
@@ -381,6 +390,9 @@ impl Pacer {
                 if due > now || due >= self.tl.end_ns {
                     return None;
                 }
+                if self.tl.measured(due) {
+                    record_ns(&mut self.lag, now - due);
+                }
                 due
             }
             None if now < self.tl.end_ns => now,
@@ -397,6 +409,11 @@ impl Pacer {
             Some(s) if !blocked => s.due_ns(self.next_seq).min(self.tl.end_ns),
             _ => self.tl.end_ns,
         }
+    }
+
+    /// The send lag recorded so far (empty in closed loop).
+    pub fn take_lag(&mut self) -> Histogram<u64> {
+        std::mem::replace(&mut self.lag, new_histogram())
     }
 
     /// Messages scheduled before the deadline but never sent.
@@ -503,6 +520,7 @@ where
 
     let mut totals = Totals::default();
     let mut send_to_receipt = new_histogram();
+    let mut send_lag = new_histogram();
     let mut sent_measured = 0;
     for p in producers {
         let r = p.await.map_err(|e| BenchError::Task(e.to_string()))?;
@@ -513,6 +531,7 @@ where
         sent_measured += r.sent_measured;
         // Same bounds on both sides: adding cannot fail.
         let _ = send_to_receipt.add(&r.send_to_receipt);
+        let _ = send_lag.add(&r.send_lag);
     }
     // The producers are done, so the measured window is over: the second
     // scrape is made or under way.
@@ -569,6 +588,7 @@ where
         received_measured,
         send_to_receipt,
         end_to_end,
+        send_lag,
         sent_per_sec: load(&shared.sent_per_sec),
         received_per_sec: load(&shared.received_per_sec),
         errors,
@@ -641,6 +661,7 @@ mod tests {
         assert_eq!(p.next_due(1000), None);
         assert_eq!(p.behind_schedule(), 0);
         assert_eq!(p.wake_ns(false), 1000);
+        assert!(p.take_lag().is_empty(), "no schedule, no lag");
     }
 
     #[test]
@@ -653,6 +674,15 @@ mod tests {
         assert_eq!(p.wake_ns(false), 1_000_000);
         assert_eq!(p.wake_ns(true), 1_000_000_000);
         assert_eq!(p.next_due(2_500_000), Some((1, 1_000_000)));
+        // Taken up on time, then 1.5 ms late.
+        let lag = p.take_lag();
+        assert_eq!(lag.len(), 2);
+        assert_eq!(lag.min(), 0);
+        assert_eq!(
+            lag.max() / 100,
+            15,
+            "1500 µs, within the histogram's precision"
+        );
         // Past the deadline what was due before it is still owed...
         assert!(!p.finished(1_000_000_000, false));
         // ...unless the window is full: then it is behind schedule.

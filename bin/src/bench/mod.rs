@@ -19,6 +19,7 @@ pub mod amqp_consumer;
 pub mod amqp_link;
 pub mod amqp_run;
 pub mod harness;
+pub mod hires;
 pub mod node_metrics;
 pub mod payload;
 pub mod plot;

@@ -171,6 +171,10 @@ pub struct Latencies {
     pub send_to_receipt: Option<LatencySummary>,
     /// From the (scheduled) send to the consumer reading the MESSAGE.
     pub end_to_end: Option<LatencySummary>,
+    /// Open loop only (null in closed loop): from a send's scheduled time
+    /// to the producer taking it up. Both latencies above include it; a
+    /// large lag with an empty window means the bench itself ran late.
+    pub send_lag: Option<LatencySummary>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -281,10 +285,13 @@ pub fn table(reports: &[Report]) -> String {
         } else {
             "send->receipt"
         };
-        let rows: [(&str, &Option<LatencySummary>); 2] = [
+        let mut rows: Vec<(&str, &Option<LatencySummary>)> = vec![
             (confirmed, &r.latency_ms.send_to_receipt),
             ("end-to-end", &r.latency_ms.end_to_end),
         ];
+        if r.latency_ms.send_lag.is_some() {
+            rows.push(("send lag", &r.latency_ms.send_lag));
+        }
         for (i, (name, l)) in rows.iter().enumerate() {
             let (label, sent, recv, mb) = if i == 0 {
                 (
@@ -427,6 +434,7 @@ pub(crate) mod tests {
             latency_ms: Latencies {
                 send_to_receipt: summarize(&h),
                 end_to_end: None,
+                send_lag: None,
             },
             per_second: per_second(&[10; 12], &[10; 12], 2.0, 10.0),
             errors: vec![],
@@ -466,6 +474,10 @@ pub(crate) mod tests {
         assert_eq!(series.len(), 52);
         assert!(series[0]["percentile"].is_number() && series[0]["ms"].is_number());
         assert!(v["latency_ms"]["end_to_end"].is_null());
+        assert!(
+            v["latency_ms"]["send_lag"].is_null(),
+            "closed loop has no lag"
+        );
         assert!(v["node_append_stalls"].is_null());
         let ps = v["per_second"].as_array().expect("array");
         assert_eq!(ps.len(), 12);
@@ -486,5 +498,22 @@ pub(crate) mod tests {
             "{t}"
         );
         assert!(lines[2].contains("end-to-end") && lines[2].trim_end().ends_with('-'));
+    }
+
+    #[test]
+    fn open_loop_table_has_a_send_lag_row() {
+        let mut r = sample_report();
+        let mut lag = new_histogram();
+        record_ns(&mut lag, 150_000);
+        r.latency_ms.send_lag = summarize(&lag);
+        let t = table(&[r]);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines.len(), 4, "{t}");
+        assert!(
+            lines[3].contains("send lag") && lines[3].contains("0.150"),
+            "{t}"
+        );
+        let v = serde_json::to_value(sample_report()).expect("serializes");
+        assert!(v["latency_ms"].get("send_lag").is_some());
     }
 }

@@ -15,6 +15,7 @@ use super::harness::{
     self, AckMode, BenchConfig, BenchError, Clock, ConsumerResult, ConsumerTask, Outcome, Pacer,
     ProducerResult, Shared, StartProducer,
 };
+use super::hires;
 use super::payload::{self, Stamp};
 use super::schedule::Timeline;
 
@@ -189,6 +190,8 @@ async fn run_producer(
     let (tx, mut rx) = mpsc::channel(window + 16);
     let reader = tokio::spawn(producer_reader(r, clock, tx));
     let mut abort = shared.abort.subscribe();
+    // Tokio's timer would wake the schedule up to 1 ms late (hires.rs).
+    let mut timer = hires::Timer::new();
     let mut pacer = Pacer::new(&cfg, tl, index);
     let mut p = Producer {
         index,
@@ -250,11 +253,12 @@ async fn run_producer(
                 Some(m) => p.on_rx(m),
                 None => p.dead = true,
             },
-            _ = tokio::time::sleep_until(clock.at(wake_ns)) => {}
+            _ = timer.sleep_until(clock.at(wake_ns).into_std()) => {}
             _ = abort.changed() => {}
         }
     }
     p.res.behind_schedule = pacer.behind_schedule();
+    p.res.send_lag = pacer.take_lag();
     // Wait for the receipts still owed, then DISCONNECT with a receipt: once
     // it comes back the broker has processed every send of this connection.
     if !p.dead && !*abort.borrow() {
