@@ -227,6 +227,24 @@ impl Harness {
         self.pump();
     }
 
+    /// Makes up to `n` in-flight batches durable, in order, and answers
+    /// them in one `Input::Journals`, as a driver does for a group commit.
+    pub fn complete_together(&mut self, n: usize) {
+        let mut answers = Vec::new();
+        while answers.len() < n {
+            let Some((ticket, entries, publish)) = self.in_flight.pop_front() else {
+                break;
+            };
+            self.journal.push(entries);
+            self.published.extend(publish);
+            answers.push(JournalEvent::Durable { ticket });
+        }
+        if !answers.is_empty() {
+            self.node.handle(self.now, Input::Journals(answers));
+        }
+        self.pump();
+    }
+
     /// Opens a connection and sends CONNECT (STOMP 1.2).
     pub fn connect(&mut self, conn: u64) -> ConnId {
         self.connect_with(conn, &[])

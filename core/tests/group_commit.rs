@@ -8,7 +8,7 @@ use halyard_core::journal::group_commit::{
     GroupCommit, GroupLimits, JournalStep, NextGroup, WriteGroup, NOT_OPEN_REASON,
 };
 use halyard_core::journal::{encode_entry, Entry, Key, Record};
-use halyard_core::node::{JournalEvent, JournalRequest};
+use halyard_core::node::{Input, JournalEvent, JournalRequest};
 use proptest::prelude::*;
 
 const LIMITS: GroupLimits = GroupLimits {
@@ -73,6 +73,32 @@ fn open() -> GroupCommit {
     c.opened();
     assert_eq!(events(&mut c), vec![JournalEvent::Ready]);
     c
+}
+
+#[test]
+fn a_writes_answers_come_as_one_input() {
+    let mut c = open();
+    assert_eq!(c.poll_answers(), None, "nothing to answer");
+    c.push(append(1));
+    let _ = write(&mut c);
+    c.written();
+    assert_eq!(
+        c.poll_answers(),
+        Some(Input::Journal(JournalEvent::Durable { ticket: Ticket(1) })),
+        "one answer alone"
+    );
+    for t in 2..=4 {
+        c.push(append(t));
+    }
+    let _ = write(&mut c);
+    c.written();
+    assert_eq!(
+        c.poll_answers(),
+        Some(Input::Journals(durable(&[2, 3, 4]))),
+        "a group's answers together, in order"
+    );
+    assert_eq!(c.poll_answers(), None);
+    assert!(events(&mut c).is_empty());
 }
 
 #[test]

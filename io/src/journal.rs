@@ -99,13 +99,13 @@ pub(crate) fn gather(
     moved
 }
 
-/// Sends the answers the group commit has ready, in order; false once the
-/// node is gone (its input channel closed).
+/// Sends the answers the group commit has ready, in order, as one input
+/// (`Input::Journals` when there are several: one channel hop and one
+/// round of the node's after-input work per group commit instead of one
+/// per append); false once the node is gone (its input channel closed).
 pub(crate) fn send_answers(commit: &mut GroupCommit, inputs: &mpsc::Sender<Input>) -> bool {
-    while let Some(ev) = commit.poll_event() {
-        if inputs.blocking_send(Input::Journal(ev)).is_err() {
-            return false;
-        }
+    match commit.poll_answers() {
+        Some(input) => inputs.blocking_send(input).is_ok(),
+        None => true,
     }
-    true
 }

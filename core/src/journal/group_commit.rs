@@ -10,7 +10,7 @@
 //! ```text
 //! commit.push(request);                      // every JournalRequest, in order
 //! while let Some(step) = commit.poll_step() {
-//!     while let Some(ev) = commit.poll_event() { /* send Input::Journal(ev) */ }
+//!     if let Some(input) = commit.poll_answers() { /* send it to the node */ }
 //!     match step {
 //!         JournalStep::Open => { /* fence, send Loaded*; */ commit.opened() /* or open_failed(reason) */ }
 //!         JournalStep::Write(group) => { /* write group.batches; */ commit.written() /* or write_failed / write_fenced */ }
@@ -18,15 +18,16 @@
 //!         JournalStep::Read(ids) => { /* read them; */ commit.read_done(ids, found) /* or read_failed */ }
 //!     }
 //! }
-//! while let Some(ev) = commit.poll_event() { /* send Input::Journal(ev) */ }
+//! if let Some(input) = commit.poll_answers() { /* send it to the node */ }
 //! ```
 //!
 //! Requests are taken strictly in the order they were pushed: a group is the
 //! appends at the head of the queue, up to the next `Open` or `Close` and
 //! within [`GroupLimits`]; an `Open` or `Close` waits for the write in flight
-//! before it; appends behind an `Open` wait for it to finish. Drain
-//! [`GroupCommit::poll_event`] before carrying out a step, so that the
-//! driver's own `Loaded` inputs never overtake earlier answers.
+//! before it; appends behind an `Open` wait for it to finish. Take the
+//! answers ([`GroupCommit::poll_answers`], all ready ones as one input, or
+//! [`GroupCommit::poll_event`] one by one) before carrying out a step, so
+//! that the driver's own `Loaded` inputs never overtake earlier answers.
 //!
 //! # Answers, and what a failure does
 //!
@@ -79,7 +80,7 @@ use super::codec::encode_entry;
 use crate::bridge::OutRecord;
 use crate::ids::{Id, Ticket};
 use crate::message::Message;
-use crate::node::{JournalEvent, JournalRequest};
+use crate::node::{Input, JournalEvent, JournalRequest};
 
 /// Why an append is answered `Failed` while no journal is open.
 pub const NOT_OPEN_REASON: &str = "journal is not open";
@@ -323,6 +324,21 @@ impl GroupCommit {
     #[must_use]
     pub fn poll_event(&mut self) -> Option<JournalEvent> {
         self.events.pop_front()
+    }
+
+    /// Every answer ready, in ticket order, as one input for the node:
+    /// `Input::Journal` for one, `Input::Journals` for several (what a
+    /// write made durable costs the node one input, not one per append).
+    #[must_use]
+    pub fn poll_answers(&mut self) -> Option<Input> {
+        let first = self.events.pop_front()?;
+        if self.events.is_empty() {
+            return Some(Input::Journal(first));
+        }
+        let mut all = Vec::with_capacity(self.events.len() + 1);
+        all.push(first);
+        all.extend(self.events.drain(..));
+        Some(Input::Journals(all))
     }
 
     /// What the next write would take if it started now. O(1).

@@ -91,7 +91,15 @@ impl SyncGate {
     }
 
     /// A journal event (or any input the journal thread sends), in order.
+    /// Several at once (`Input::Journals`) are held and passed on one by
+    /// one, each `Durable` waiting for its own group.
     pub fn event(&mut self, input: Input) {
+        if let Input::Journals(evs) = input {
+            for ev in evs {
+                self.event(Input::Journal(ev));
+            }
+            return;
+        }
         let waits = match &input {
             Input::Journal(JournalEvent::Durable { ticket }) => self.ticket_seq.remove(ticket),
             _ => None,
@@ -189,6 +197,31 @@ mod tests {
         assert!(drain(&mut g).is_empty(), "c has not acknowledged");
         g.acked("c", 7, 1);
         assert_eq!(drain(&mut g), vec![durable(10), durable(11)]);
+    }
+
+    #[test]
+    fn answers_that_come_together_are_held_one_by_one() {
+        // The journal thread sends a group commit's answers as one input;
+        // each durable answer still waits for its own group.
+        let mut g = SyncGate::new();
+        g.start_stream(3);
+        g.set_required(3, peers(&["b"]));
+        g.written(1, &[Ticket(1)]);
+        g.written(2, &[Ticket(2)]);
+        g.event(Input::Journals(vec![
+            JournalEvent::Durable { ticket: Ticket(1) },
+            JournalEvent::Durable { ticket: Ticket(2) },
+            JournalEvent::Ready,
+        ]));
+        assert_eq!(g.held(), 3);
+        assert!(drain(&mut g).is_empty());
+        g.acked("b", 3, 1);
+        assert_eq!(drain(&mut g), vec![durable(1)]);
+        g.acked("b", 3, 2);
+        assert_eq!(
+            drain(&mut g),
+            vec![durable(2), Input::Journal(JournalEvent::Ready)]
+        );
     }
 
     #[test]

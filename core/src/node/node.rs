@@ -185,6 +185,11 @@ impl Node {
             }
             Input::Conn(ConnEvent::Identified { conn, user }) => self.on_identified(conn, user),
             Input::Journal(ev) => self.on_journal(ev),
+            Input::Journals(evs) => {
+                for ev in evs {
+                    self.on_journal(ev);
+                }
+            }
             Input::Lock(ev) => self.on_lock(ev),
             Input::Admin { id, op } => self.on_admin(id, op),
             Input::Bridge(ev) => self.on_bridge(ev),

@@ -25,6 +25,13 @@ pub enum Input {
     Shutdown,
     Conn(ConnEvent),
     Journal(JournalEvent),
+    /// Several journal answers at once, in the order the journal gave
+    /// them: handled as that many `Journal` inputs, except that the work
+    /// after an input (deliveries, housekeeping, flushing the sessions)
+    /// runs once, after the last. A driver sends one per group commit, so
+    /// the node pays one channel hop and one round of that work for all
+    /// the appends an fsync made durable, not one per append.
+    Journals(Vec<JournalEvent>),
     Lock(LockEvent),
     /// The Kafka bridge's reader.
     Bridge(BridgeEvent),

@@ -290,15 +290,13 @@ async fn journal_task(
     }
 }
 
-/// Sends the group commit's answers to the node, in order; false once the
-/// node is gone.
+/// Sends the group commit's answers to the node, in order and as one input
+/// (as the real drivers do); false once the node is gone.
 async fn send_answers(commit: &mut GroupCommit, inputs: &mpsc::Sender<Input>) -> bool {
-    while let Some(ev) = commit.poll_event() {
-        if inputs.send(Input::Journal(ev)).await.is_err() {
-            return false;
-        }
+    match commit.poll_answers() {
+        Some(input) => inputs.send(input).await.is_ok(),
+        None => true,
     }
-    true
 }
 
 /// Fences older writers and reads the journal to its end, sending `Loaded`

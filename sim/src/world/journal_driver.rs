@@ -201,9 +201,10 @@ impl JournalDriver {
         }
     }
 
+    /// As the real drivers do: a write's answers reach the node as one input.
     fn answers(&mut self, out: &mut Vec<Effect>) {
-        while let Some(ev) = self.commit.poll_event() {
-            out.push(Effect::Input(Input::Journal(ev)));
+        if let Some(input) = self.commit.poll_answers() {
+            out.push(Effect::Input(input));
         }
     }
 
