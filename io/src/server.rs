@@ -323,13 +323,9 @@ async fn drive(
                 info!("stop signal received, draining");
                 node.handle(now(), Input::Shutdown);
             }
-            Some((conn, bytes)) = flush_rx.recv() => {
-                node.handle(now(), Input::Conn(ConnEvent::Flushed { conn, bytes }));
-                for _ in 0..INPUTS_PER_TURN_MAX {
-                    match flush_rx.try_recv() {
-                        Ok((conn, bytes)) => node.handle(now(), Input::Conn(ConnEvent::Flushed { conn, bytes })),
-                        Err(_) => break,
-                    }
+            Some(first) = flush_rx.recv() => {
+                for (conn, bytes) in flushed_per_conn(first, &mut flush_rx) {
+                    node.handle(now(), Input::Conn(ConnEvent::Flushed { conn, bytes }));
                 }
             }
             Some(input) = backend_inputs.recv() => {
@@ -395,6 +391,27 @@ async fn drive(
     // Let writers flush their last frames.
     tokio::time::sleep(Duration::from_millis(50)).await;
     Ok(())
+}
+
+/// What the writers flushed since the last turn, one sum per connection in
+/// the order they first reported (at most `INPUTS_PER_TURN_MAX` reports
+/// taken): each input costs the node a round of deliveries, and a busy
+/// writer reports many small flushes.
+fn flushed_per_conn(
+    first: (ConnId, usize),
+    rx: &mut mpsc::UnboundedReceiver<(ConnId, usize)>,
+) -> Vec<(ConnId, usize)> {
+    let mut flushed = vec![first];
+    for _ in 0..INPUTS_PER_TURN_MAX {
+        let Ok((conn, bytes)) = rx.try_recv() else {
+            break;
+        };
+        match flushed.iter_mut().find(|(c, _)| *c == conn) {
+            Some((_, sum)) => *sum += bytes,
+            None => flushed.push((conn, bytes)),
+        }
+    }
+    flushed
 }
 
 /// Management changes waiting for the node's answer, by request id.
@@ -486,4 +503,41 @@ async fn check_password(
     let _ = tx
         .send(Input::Conn(ConnEvent::PasswordChecked { conn, ok }).into())
         .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flushes_are_summed_per_connection_in_first_report_order() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        for report in [
+            (ConnId(2), 10),
+            (ConnId(1), 5),
+            (ConnId(2), 7),
+            (ConnId(3), 1),
+        ] {
+            tx.send(report).unwrap();
+        }
+        assert_eq!(
+            flushed_per_conn((ConnId(1), 100), &mut rx),
+            vec![(ConnId(1), 105), (ConnId(2), 17), (ConnId(3), 1)]
+        );
+        assert!(rx.try_recv().is_err(), "all taken");
+    }
+
+    #[test]
+    fn one_turn_takes_a_bounded_number_of_reports() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        for _ in 0..INPUTS_PER_TURN_MAX + 10 {
+            tx.send((ConnId(1), 1)).unwrap();
+        }
+        assert_eq!(
+            flushed_per_conn((ConnId(1), 1), &mut rx),
+            vec![(ConnId(1), INPUTS_PER_TURN_MAX + 1)]
+        );
+        let left = std::iter::from_fn(|| rx.try_recv().ok()).count();
+        assert_eq!(left, 10, "the rest wait for the next turn");
+    }
 }
