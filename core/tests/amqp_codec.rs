@@ -6,7 +6,7 @@ use halyard_core::protocol::amqp::{
     decode_amqp_body, decode_value, encode_performative, to_bytes, AttachTarget, Body, BodyKind,
     CodecError, Condition, DecodeLimits, DeliveryState, Descriptor, FrameDecoder, FrameError,
     Header, Item, Message, Performative, Properties, ProtocolHeader, Source, Symbol, Target,
-    Terminus, TxnRequest, Value,
+    Terminus, TxnRequest, Value, AMQP_HEADER,
 };
 use proptest::prelude::*;
 
@@ -576,4 +576,139 @@ fn jms_message_types_map_to_their_annotation_bytes() {
     assert_eq!(JmsMsgType::Bytes.to_value(), Value::Byte(3));
     assert_eq!(JmsMsgType::from_value(&Value::Byte(6)), None);
     assert!(jms::has_capability(&[Symbol::from("topic")], jms::TOPIC));
+}
+
+/// Everything a decoder yields from `inputs`, pushed in turn; after an
+/// input the items are drained only if its flag says so (a driver may push
+/// again first). Stops at the first error.
+fn frame_items(inputs: &[(Vec<u8>, bool)], copy: bool) -> (Vec<Item>, Option<FrameError>) {
+    let mut d = FrameDecoder::new(4096, 1 << 20);
+    let mut items = Vec::new();
+    let drain = |d: &mut FrameDecoder, items: &mut Vec<Item>| -> Option<FrameError> {
+        loop {
+            match d.next_item() {
+                Ok(Some(i)) => items.push(i),
+                Ok(None) => return None,
+                Err(e) => return Some(e),
+            }
+        }
+    };
+    for (bytes, drain_now) in inputs {
+        let pushed = if copy {
+            d.push(bytes)
+        } else {
+            d.push_bytes(Bytes::copy_from_slice(bytes))
+        };
+        if let Err(e) = pushed {
+            return (items, Some(e));
+        }
+        if *drain_now {
+            if let Some(e) = drain(&mut d, &mut items) {
+                return (items, Some(kind_of(e)));
+            }
+        }
+    }
+    let e = drain(&mut d, &mut items).map(kind_of);
+    (items, e)
+}
+
+/// A bad protocol header is reported with the bytes seen when it was
+/// found, which depends on the cut; its kind does not.
+fn kind_of(e: FrameError) -> FrameError {
+    match e {
+        FrameError::BadHeader(_) => FrameError::BadHeader(Vec::new()),
+        e => e,
+    }
+}
+
+/// A stream: a protocol header, then frames of the given body sizes,
+/// channels and data offsets; `flip` then changes one byte (if any).
+fn frame_stream(frames: &[(usize, u16, u8)], flip: Option<(usize, u8)>) -> Vec<u8> {
+    let mut out = AMQP_HEADER.to_vec();
+    for (i, &(body, channel, doff)) in frames.iter().enumerate() {
+        let doff = doff.clamp(2, 4);
+        let size = (usize::from(doff) * 4 + body) as u32;
+        out.extend_from_slice(&size.to_be_bytes());
+        out.push(doff);
+        out.push(0);
+        out.extend_from_slice(&channel.to_be_bytes());
+        out.resize(out.len() + usize::from(doff) * 4 - 8, 0xee);
+        out.extend((0..body).map(|k| (k + i) as u8));
+    }
+    if let Some((at, xor)) = flip {
+        if !out.is_empty() {
+            let at = at % out.len();
+            out[at] ^= xor;
+        }
+    }
+    out
+}
+
+proptest! {
+    /// However a stream is cut into inputs, and whether or not it is
+    /// drained between them, the decoder yields what it yields for the
+    /// whole stream at once: the same frames (slices of the input or
+    /// copies), then the same error if any.
+    #[test]
+    fn frames_do_not_depend_on_how_the_input_is_cut(
+        frames in proptest::collection::vec((0usize..3000, any::<u16>(), 2u8..5), 0..12),
+        flip in proptest::option::of((any::<usize>(), 1u8..=255)),
+        cuts in proptest::collection::vec((1usize..5000, any::<bool>()), 0..20),
+    ) {
+        let stream = frame_stream(&frames, flip);
+        let whole = frame_items(&[(stream.clone(), true)], false);
+        if flip.is_none() {
+            prop_assert!(whole.1.is_none(), "{:?}", whole.1);
+            prop_assert_eq!(whole.0.len(), frames.len() + 1);
+        }
+        let mut inputs = Vec::new();
+        let mut rest = &stream[..];
+        for (n, drain) in cuts {
+            if rest.is_empty() {
+                break;
+            }
+            let n = n.min(rest.len());
+            inputs.push((rest[..n].to_vec(), drain));
+            rest = &rest[n..];
+        }
+        if !rest.is_empty() {
+            inputs.push((rest.to_vec(), true));
+        }
+        prop_assert_eq!(&frame_items(&inputs, false), &whole);
+        prop_assert_eq!(&frame_items(&inputs, true), &whole);
+        // One byte at a time.
+        let bytewise: Vec<(Vec<u8>, bool)> = stream.iter().map(|b| (vec![*b], true)).collect();
+        prop_assert_eq!(&frame_items(&bytewise, false), &whole);
+    }
+}
+
+#[test]
+fn a_frame_whole_in_one_input_is_a_slice_of_it() {
+    let stream = frame_stream(&[(100, 1, 2), (50, 2, 2)], None);
+    let input = Bytes::from(stream);
+    let mut d = FrameDecoder::new(4096, 1 << 20);
+    // The first 40 bytes of the second frame arrive with the first.
+    let cut = 8 + 108 + 40;
+    d.push_bytes(input.slice(..cut)).unwrap();
+    assert_eq!(
+        d.next_item().unwrap(),
+        Some(Item::Header(ProtocolHeader::Amqp))
+    );
+    let Some(Item::Frame(f)) = d.next_item().unwrap() else {
+        panic!("a frame")
+    };
+    let inside = input.as_ptr() as usize..input.as_ptr() as usize + input.len();
+    assert!(
+        inside.contains(&(f.body.as_ptr() as usize)),
+        "the frame's body points into the input: no copy"
+    );
+    assert_eq!(d.next_item().unwrap(), None);
+    assert_eq!(d.buffered_bytes(), 40, "the begun frame is kept");
+    d.push_bytes(input.slice(cut..)).unwrap();
+    let Some(Item::Frame(g)) = d.next_item().unwrap() else {
+        panic!("the second frame")
+    };
+    assert_eq!(g.channel, 2);
+    assert_eq!(g.body.len(), 50);
+    assert_eq!(d.buffered_bytes(), 0);
 }

@@ -82,21 +82,45 @@ impl FrameError {
 
 /// Splits bytes into protocol headers and frames.
 ///
+/// A frame that lies whole in one input is handed on as a slice of that
+/// input (no copy); only a frame or header begun in one input and ended in
+/// a later one is copied together, and only its own bytes are.
+///
 /// Errors are sticky: after one, `next_item` keeps returning it.
 #[derive(Debug)]
 pub struct FrameDecoder {
-    buf: BytesMut,
+    /// An item begun in an earlier input, copied together until complete.
+    /// While it is incomplete, `input` is empty.
+    partial: BytesMut,
+    /// The rest of the latest input, shared with it.
+    input: Bytes,
     max_frame_size: u32,
     pending_bytes_max: usize,
     expect_header: bool,
     failed: Option<FrameError>,
 }
 
+/// What the bytes at the front of a buffer hold.
+enum Head {
+    /// Not enough bytes to tell.
+    NeedMore,
+    /// A protocol header (8 bytes).
+    Header,
+    /// A frame of `size` bytes, valid as far as its header tells.
+    Frame {
+        size: usize,
+        doff: u8,
+        sasl: bool,
+        channel: u16,
+    },
+}
+
 impl FrameDecoder {
     /// A decoder that first expects a protocol header.
     pub fn new(max_frame_size: u32, pending_bytes_max: usize) -> FrameDecoder {
         FrameDecoder {
-            buf: BytesMut::new(),
+            partial: BytesMut::new(),
+            input: Bytes::new(),
             max_frame_size,
             pending_bytes_max,
             expect_header: true,
@@ -110,20 +134,84 @@ impl FrameDecoder {
     }
 
     pub fn buffered_bytes(&self) -> usize {
-        self.buf.len()
+        self.partial.len() + self.input.len()
     }
 
+    /// Adds bytes read from the transport (copied).
     pub fn push(&mut self, data: &[u8]) -> Result<(), FrameError> {
+        self.push_bytes(Bytes::copy_from_slice(data))
+    }
+
+    /// Adds bytes read from the transport; the frames that lie whole in
+    /// them are handed on as slices of `data`.
+    pub fn push_bytes(&mut self, data: Bytes) -> Result<(), FrameError> {
         if let Some(e) = &self.failed {
             return Err(e.clone());
         }
-        if self.buf.len() + data.len() > self.pending_bytes_max {
+        if self.buffered_bytes() + data.len() > self.pending_bytes_max {
             return Err(self.fail(FrameError::PendingTooLarge {
                 max: self.pending_bytes_max,
             }));
         }
-        self.buf.extend_from_slice(data);
+        if !self.input.is_empty() {
+            // Not drained since the last input: keep the order, copying.
+            let rest = std::mem::take(&mut self.input);
+            self.partial.extend_from_slice(&rest);
+        }
+        self.input = data;
         Ok(())
+    }
+
+    /// Bytes the item at the front of `buf` still lacks (0: complete, or
+    /// its header is bad and `head` says so).
+    fn missing(&self, buf: &[u8]) -> usize {
+        match self.head(buf) {
+            Ok(Head::NeedMore) => 8 - buf.len().min(8),
+            Ok(Head::Header) | Err(_) => 0,
+            Ok(Head::Frame { size, .. }) => size.saturating_sub(buf.len()),
+        }
+    }
+
+    /// What the front of `buf` holds. Checked on the header alone, so an
+    /// oversized frame is refused before its bytes are buffered.
+    fn head(&self, buf: &[u8]) -> Result<Head, FrameError> {
+        if self.expect_header {
+            let n = buf.len().min(8);
+            // Refuse as soon as the bytes cannot become "AMQP", so a client
+            // of another protocol is not kept waiting for 8 bytes.
+            if buf[..n.min(4)] != AMQP_HEADER[..n.min(4)] {
+                return Err(FrameError::BadHeader(buf[..n].to_vec()));
+            }
+            return Ok(if n < 8 { Head::NeedMore } else { Head::Header });
+        }
+        if buf.len() < FRAME_HEADER_BYTES {
+            return Ok(Head::NeedMore);
+        }
+        let size = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
+        let doff = buf[4];
+        let kind = buf[5];
+        let channel = u16::from_be_bytes([buf[6], buf[7]]);
+        if (size as usize) < FRAME_HEADER_BYTES {
+            return Err(FrameError::BadSize(size));
+        }
+        if size > self.max_frame_size {
+            return Err(FrameError::TooLarge {
+                size,
+                max: self.max_frame_size,
+            });
+        }
+        if doff < 2 || u32::from(doff) * 4 > size {
+            return Err(FrameError::BadDataOffset { doff, size });
+        }
+        if kind != TYPE_AMQP && kind != TYPE_SASL {
+            return Err(FrameError::UnknownType(kind));
+        }
+        Ok(Head::Frame {
+            size: size as usize,
+            doff,
+            sasl: kind == TYPE_SASL,
+            channel,
+        })
     }
 
     fn fail(&mut self, e: FrameError) -> FrameError {
@@ -135,67 +223,72 @@ impl FrameDecoder {
         if let Some(e) = &self.failed {
             return Err(e.clone());
         }
-        if self.expect_header {
-            return self.next_header();
+        // An item begun in an earlier input comes first: copy from the
+        // input only what it lacks.
+        while !self.partial.is_empty() && !self.input.is_empty() {
+            let missing = self.missing(&self.partial);
+            if missing == 0 {
+                break;
+            }
+            let take = missing.min(self.input.len());
+            let more = self.input.split_to(take);
+            self.partial.extend_from_slice(&more);
         }
-        if self.buf.len() < FRAME_HEADER_BYTES {
-            return Ok(None);
-        }
-        let size = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]);
-        let doff = self.buf[4];
-        let kind = self.buf[5];
-        let channel = u16::from_be_bytes([self.buf[6], self.buf[7]]);
-        // Checked on the header alone, so an oversized frame is refused
-        // before its bytes are buffered.
-        if (size as usize) < FRAME_HEADER_BYTES {
-            return Err(self.fail(FrameError::BadSize(size)));
-        }
-        if size > self.max_frame_size {
-            return Err(self.fail(FrameError::TooLarge {
-                size,
-                max: self.max_frame_size,
-            }));
-        }
-        if doff < 2 || u32::from(doff) * 4 > size {
-            return Err(self.fail(FrameError::BadDataOffset { doff, size }));
-        }
-        if kind != TYPE_AMQP && kind != TYPE_SASL {
-            return Err(self.fail(FrameError::UnknownType(kind)));
-        }
-        if self.buf.len() < size as usize {
-            return Ok(None);
-        }
-        let mut frame = self.buf.split_to(size as usize);
-        // The extended header (doff > 2) carries nothing we use.
-        frame.advance(usize::from(doff) * 4);
-        Ok(Some(Item::Frame(RawFrame {
-            sasl: kind == TYPE_SASL,
-            channel,
-            body: frame.freeze(),
-        })))
-    }
-
-    fn next_header(&mut self) -> Result<Option<Item>, FrameError> {
-        let n = self.buf.len().min(8);
-        // Refuse as soon as the bytes cannot become "AMQP", so a client of
-        // another protocol is not kept waiting for 8 bytes.
-        if self.buf[..n.min(4)] != AMQP_HEADER[..n.min(4)] {
-            let got = self.buf[..n].to_vec();
-            return Err(self.fail(FrameError::BadHeader(got)));
-        }
-        if n < 8 {
-            return Ok(None);
-        }
-        let h = self.buf.split_to(8);
-        let header = if h[..] == AMQP_HEADER {
-            ProtocolHeader::Amqp
-        } else if h[..] == SASL_HEADER {
-            ProtocolHeader::Sasl
+        let from_partial = !self.partial.is_empty();
+        let buf: &[u8] = if from_partial {
+            &self.partial
         } else {
-            return Err(self.fail(FrameError::BadHeader(h.to_vec())));
+            &self.input
         };
-        self.expect_header = false;
-        Ok(Some(Item::Header(header)))
+        if buf.is_empty() {
+            return Ok(None);
+        }
+        let head = match self.head(buf) {
+            Ok(h) => h,
+            Err(e) => return Err(self.fail(e)),
+        };
+        let (len, frame) = match head {
+            Head::NeedMore => (usize::MAX, None),
+            Head::Header => (8, None),
+            Head::Frame {
+                size,
+                doff,
+                sasl,
+                channel,
+            } => (size, Some((doff, sasl, channel))),
+        };
+        if buf.len() < len {
+            if !from_partial {
+                // The input's last item is incomplete: keep its bytes (less
+                // than a frame) for the next input to complete.
+                let rest = std::mem::take(&mut self.input);
+                self.partial.extend_from_slice(&rest);
+            }
+            return Ok(None);
+        }
+        let mut bytes = if from_partial {
+            self.partial.split_to(len).freeze()
+        } else {
+            self.input.split_to(len)
+        };
+        let Some((doff, sasl, channel)) = frame else {
+            let header = if bytes[..] == AMQP_HEADER {
+                ProtocolHeader::Amqp
+            } else if bytes[..] == SASL_HEADER {
+                ProtocolHeader::Sasl
+            } else {
+                return Err(self.fail(FrameError::BadHeader(bytes.to_vec())));
+            };
+            self.expect_header = false;
+            return Ok(Some(Item::Header(header)));
+        };
+        // The extended header (doff > 2) carries nothing we use.
+        bytes.advance(usize::from(doff) * 4);
+        Ok(Some(Item::Frame(RawFrame {
+            sasl,
+            channel,
+            body: bytes,
+        })))
     }
 }
 

@@ -126,7 +126,7 @@ impl Connection {
                 if self.phase == Phase::Done || self.out.disconnecting() {
                     return;
                 }
-                match self.decoder.push(&b) {
+                match self.decoder.push_bytes(b) {
                     Ok(()) => self.process(),
                     Err(e) => self.fail(e.into()),
                 }
