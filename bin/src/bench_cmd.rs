@@ -29,7 +29,8 @@ delivery (end to end). --protocol amqp speaks AMQP 1.0 (SASL ANONYMOUS, or \
 PLAIN with --user/--password); /queue/NAME becomes the address NAME with the \
 `queue` capability, /topic/NAME the address NAME with `topic`. With --rate N sends follow a \
 fixed schedule and latency counts from the scheduled time, which corrects for \
-coordinated omission. Exits 1 if nothing was received or the broker sent an \
+coordinated omission; the producers wake on a sub-millisecond timer, and a `send lag` row \
+reports how late they took each scheduled send up. Exits 1 if nothing was received or the broker sent an \
 ERROR. With --node-metrics the bench also reports the node's append stalls \
 (journal compaction pauses) during the measured window. See docs/bench.md.\n\n\
 Example: halyard bench --url tcp://127.0.0.1:61616 --rate 5000 --json out.json --plot plots/")]
