@@ -227,6 +227,16 @@ impl Harness {
         self.pump();
     }
 
+    /// Messages in `queue` (the node's stats), or `None` if it has none.
+    pub fn queue_depth(&self, queue: &str) -> Option<u64> {
+        self.node
+            .stats(100)
+            .queues
+            .iter()
+            .find(|q| q.name == queue)
+            .map(|q| q.messages)
+    }
+
     /// Makes up to `n` in-flight batches durable, in order, and answers
     /// them in one `Input::Journals`, as a driver does for a group commit.
     pub fn complete_together(&mut self, n: usize) {

@@ -27,15 +27,6 @@ fn fill(h: &mut Harness, dest: &str, n: usize) {
     h.close(c);
 }
 
-fn depth(h: &Harness, queue: &str) -> Option<u64> {
-    h.node
-        .stats(100)
-        .queues
-        .iter()
-        .find(|q| q.name == queue)
-        .map(|q| q.messages)
-}
-
 fn admin(h: &mut Harness, id: u64, op: AdminOp) -> Result<AdminReply, AdminError> {
     h.input(Input::Admin { id, op });
     let (got, result) = h.admin.pop().expect("an answer");
@@ -113,9 +104,9 @@ fn purge_is_answered_when_durable_and_survives_a_restart() {
         ))
     );
     h.hold_journal = false;
-    assert_eq!(depth(&h, "a"), Some(0));
+    assert_eq!(h.queue_depth("a"), Some(0));
     let r = h.restart();
-    assert_eq!(depth(&r, "a"), Some(0), "the purge is in the journal");
+    assert_eq!(r.queue_depth("a"), Some(0), "the purge is in the journal");
 }
 
 #[test]
@@ -142,7 +133,10 @@ fn retry_moves_dead_letters_back_and_move_takes_another_address() {
             remaining: 0
         })
     );
-    assert_eq!((depth(&h, "DLQ"), depth(&h, "orders")), (Some(0), Some(5)));
+    assert_eq!(
+        (h.queue_depth("DLQ"), h.queue_depth("orders")),
+        (Some(0), Some(5))
+    );
     let r = admin(
         &mut h,
         2,
@@ -153,9 +147,9 @@ fn retry_moves_dead_letters_back_and_move_takes_another_address() {
     );
     assert!(matches!(r, Ok(AdminReply::Moved { moved: 5, .. })), "{r:?}");
     let restarted = h.restart();
-    assert_eq!(depth(&restarted, "orders"), Some(0));
-    assert_eq!(depth(&restarted, "archive"), Some(5));
-    assert_eq!(depth(&restarted, "DLQ"), Some(0));
+    assert_eq!(restarted.queue_depth("orders"), Some(0));
+    assert_eq!(restarted.queue_depth("archive"), Some(5));
+    assert_eq!(restarted.queue_depth("DLQ"), Some(0));
 }
 
 #[test]
@@ -200,8 +194,8 @@ fn bad_requests_are_refused_with_a_reason() {
         admin(&mut h, 4, AdminOp::DeleteQueue { queue: "a".into() }),
         Ok(AdminReply::Deleted { messages: 1 })
     );
-    assert_eq!(depth(&h, "a"), None);
-    assert_eq!(depth(&h.restart(), "a"), None);
+    assert_eq!(h.queue_depth("a"), None);
+    assert_eq!(h.restart().queue_depth("a"), None);
 }
 
 #[test]
@@ -223,7 +217,7 @@ fn retry_leaves_dead_letters_of_a_multicast_address_untouched() {
         .expect("a delivery")
         .to_owned();
     h.send(c, nack(&ack));
-    assert_eq!(depth(&h, "DLQ"), Some(1));
+    assert_eq!(h.queue_depth("DLQ"), Some(1));
     let r = admin(
         &mut h,
         1,

@@ -11,16 +11,6 @@ use halyard_core::protocol::amqp::{DeliveryState, Performative, Role};
 use halyard_core::testkit::frames::{ack, body, receipts, send_receipt, subscribe};
 use halyard_core::testkit::Harness;
 
-/// Messages in `queue` (the node's stats).
-fn depth(h: &Harness, queue: &str) -> Option<u64> {
-    h.node
-        .stats(100)
-        .queues
-        .iter()
-        .find(|q| q.name == queue)
-        .map(|q| q.messages)
-}
-
 /// What a STOMP producer and consumer see when five sends become durable
 /// either one answer at a time or all in one input, and the queue's depth
 /// after the consumer acknowledged three and the node restarted.
@@ -63,7 +53,7 @@ fn stomp_run(together: bool) -> (Vec<String>, Vec<String>, Option<u64>) {
         h.complete(usize::MAX);
     }
     h.hold_journal = false;
-    let left = depth(&h.restart(), "q");
+    let left = h.restart().queue_depth("q");
     (got_receipts, bodies, left)
 }
 
