@@ -17,6 +17,7 @@ use tracing::{debug, error, info, info_span, warn, Instrument};
 
 #[cfg(not(madsim))]
 use crate::tls::TlsListener;
+use crate::write_gather::Gather;
 
 /// Bytes read from a socket at a time.
 const READ_BUFFER_BYTES: usize = 64 * 1024;
@@ -303,23 +304,23 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     tx: mpsc::Sender<DriverMsg>,
     counters: Arc<IoCounters>,
 ) {
-    let mut batch: Vec<u8> = Vec::with_capacity(64 * 1024);
+    let mut batch = Gather::default();
     loop {
         let Some(first) = rx.recv().await else {
             return;
         };
         let mut close = false;
         let mut pending = Some(first);
-        // Coalesce what is queued into one write.
+        // What is queued goes out in one write.
         while let Some(cmd) = pending.take() {
             match cmd {
-                WriteCmd::Data(b) => batch.extend_from_slice(&b),
+                WriteCmd::Data(b) => batch.push(b),
                 WriteCmd::Close => {
                     close = true;
                     break;
                 }
             }
-            if batch.len() >= 256 * 1024 {
+            if batch.full() {
                 break;
             }
             pending = rx.try_recv().ok();
@@ -328,7 +329,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             let n = batch.len();
             // flush: a no-op on a real socket, but generic writers (madsim's
             // simulated TCP) may hold bytes until it.
-            let written = match wr.write_all(&batch).await {
+            let written = match batch.write_to(&mut wr).await {
                 Ok(()) => wr.flush().await,
                 Err(e) => Err(e),
             };
@@ -339,7 +340,6 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                     .await;
                 return;
             }
-            batch.clear();
             counters.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
             if flushed.send((id, n)).is_err() {
                 return;

@@ -35,5 +35,6 @@ pub mod proxy;
 pub mod server;
 #[cfg(not(madsim))]
 pub mod tls;
+mod write_gather;
 #[cfg(not(madsim))]
 pub mod zookeeper;

@@ -158,7 +158,7 @@ pub async fn run(
 #[allow(clippy::too_many_arguments)]
 async fn drive(
     mut node: Node,
-    mut config: ServerConfig,
+    config: ServerConfig,
     journal: JournalHandle,
     lock: LockHandle,
     mut backend_inputs: mpsc::Receiver<Input>,
@@ -180,13 +180,21 @@ async fn drive(
     // Writers report flushed bytes on a channel of their own that is served
     // first: deliveries must resume even while readers flood the node.
     let (flush_tx, mut flush_rx) = mpsc::unbounded_channel::<(ConnId, usize)>();
-    let next_conn = Arc::new(AtomicU64::new(1));
-    let mut conns: HashMap<ConnId, ConnHandle> = HashMap::new();
-    // The accept loops (plain, and TLS if configured) while live.
-    let mut acceptor: Vec<JoinHandle<()>> = Vec::new();
+    let mut d = Driver {
+        config,
+        journal,
+        lock,
+        tx,
+        flush_tx,
+        next_conn: Arc::new(AtomicU64::new(1)),
+        conns: HashMap::new(),
+        acceptor: Vec::new(),
+        admin: AdminWaiting::default(),
+        verifiers: Arc::new(tokio::sync::Semaphore::new(PASSWORD_CHECKS_MAX)),
+        span,
+        stopped: false,
+    };
     let mut shutdown_asked = false;
-    let mut admin = AdminWaiting::default();
-    let verifiers = Arc::new(tokio::sync::Semaphore::new(PASSWORD_CHECKS_MAX));
 
     node.handle(now(), Input::Start);
     loop {
@@ -195,100 +203,10 @@ async fn drive(
         // management request must not starve behind it.
         while let Ok(q) = queries.try_recv() {
             let t = now();
-            answer_query(&mut node, q, t, &conns, &mut admin);
+            answer_query(&mut node, q, t, &d.conns, &mut d.admin);
         }
-        // Carry out everything the node asked for.
-        let mut stopped = false;
-        while let Some(out) = node.poll_output() {
-            match out {
-                Output::Conn(ConnRequest::Send { conn, bytes }) => {
-                    if let Some(c) = conns.get(&conn) {
-                        let _ = c.writer.send(WriteCmd::Data(bytes));
-                    }
-                }
-                Output::Conn(ConnRequest::Close { conn }) => {
-                    if let Some(c) = conns.remove(&conn) {
-                        let _ = c.writer.send(WriteCmd::Close);
-                        c.reader.abort();
-                    }
-                }
-                Output::Conn(ConnRequest::PauseReading { conn }) => {
-                    if let Some(c) = conns.get(&conn) {
-                        let _ = c.pause.send(true);
-                    }
-                }
-                Output::Conn(ConnRequest::ResumeReading { conn }) => {
-                    if let Some(c) = conns.get(&conn) {
-                        let _ = c.pause.send(false);
-                    }
-                }
-                Output::Conn(ConnRequest::CheckPassword {
-                    conn,
-                    hash,
-                    password,
-                }) => {
-                    tokio::spawn(check_password(
-                        conn,
-                        hash,
-                        password,
-                        verifiers.clone(),
-                        tx.clone(),
-                    ));
-                }
-                Output::Journal(
-                    request @ (JournalRequest::Append { .. }
-                    | JournalRequest::Read { .. }
-                    | JournalRequest::Snapshot { .. }),
-                ) => journal.send(request),
-                Output::Bridge(request) => config.bridge.send(request),
-                Output::Journal(JournalRequest::Open) => journal.send(JournalRequest::Open),
-                Output::Journal(JournalRequest::Close) => journal.send(JournalRequest::Close),
-                Output::Lock(LockRequest::Acquire) => lock.send(LockRequest::Acquire, None),
-                Output::Lock(LockRequest::Release) => lock.send(LockRequest::Release, None),
-                Output::Accept(AcceptRequest::Start) => {
-                    if acceptor.is_empty() {
-                        let cx = AcceptCx {
-                            tx: tx.clone(),
-                            flush_tx: flush_tx.clone(),
-                            next_conn: next_conn.clone(),
-                            counters: config.counters.clone(),
-                        };
-                        #[cfg(not(madsim))]
-                        if let Some(tls) = &config.tls {
-                            acceptor.push(tokio::spawn(
-                                conn_io::tls_accept_loop(
-                                    tls.clone(),
-                                    cx.clone(),
-                                    config.handshakes.clone(),
-                                )
-                                .instrument(span.clone()),
-                            ));
-                        }
-                        acceptor.push(tokio::spawn(
-                            conn_io::accept_loop(config.listen, cx).instrument(span.clone()),
-                        ));
-                    }
-                }
-                Output::Accept(AcceptRequest::Stop) => {
-                    if !acceptor.is_empty() {
-                        acceptor.drain(..).for_each(|a| a.abort());
-                        info!(listen = %config.listen, "stopped accepting clients");
-                    }
-                }
-                Output::Event(e) => log_event(&e),
-                Output::Admin { id, result } => {
-                    match &result {
-                        Ok(r) => info!(id, ?r, "management request done"),
-                        Err(e) => info!(id, "management request refused: {e}"),
-                    }
-                    if let Some(reply) = admin.waiting.remove(&id) {
-                        let _ = reply.send(result);
-                    }
-                }
-                Output::Stopped => stopped = true,
-            }
-        }
-        if let Some(live) = &config.live_epoch {
+        d.carry_out(&mut node);
+        if let Some(live) = &d.config.live_epoch {
             // A draining node still says live: its peers take over when it
             // has finished and its links close (below), not while it drains.
             // A stopped node keeps its last word until its links close.
@@ -299,7 +217,7 @@ async fn drive(
             };
             live.send_if_modified(|v| std::mem::replace(v, now_live) != now_live);
         }
-        if stopped {
+        if d.stopped {
             break;
         }
         let deadline = node.next_deadline();
@@ -343,15 +261,15 @@ async fn drive(
                 loop {
                     match msg {
                         DriverMsg::Register(id, h) => {
-                            conns.insert(id, h);
+                            d.conns.insert(id, h);
                         }
                         DriverMsg::Input(i) => {
                             match &i {
                                 Input::Conn(ConnEvent::Closed { conn }) => {
-                                    conns.remove(conn);
+                                    d.conns.remove(conn);
                                 }
                                 Input::Conn(ConnEvent::Received { conn, .. }) => {
-                                    if let Some(c) = conns.get(conn) {
+                                    if let Some(c) = d.conns.get(conn) {
                                         c.credit.add_permits(1);
                                     }
                                 }
@@ -370,10 +288,18 @@ async fn drive(
                     }
                 }
             }
-            Some(q) = queries.recv() => answer_query(&mut node, q, now(), &conns, &mut admin),
+            Some(q) = queries.recv() => answer_query(&mut node, q, now(), &d.conns, &mut d.admin),
             _ = sleep => node.handle(now(), Input::Tick),
         }
     }
+    let Driver {
+        mut config,
+        journal,
+        lock,
+        mut acceptor,
+        mut conns,
+        ..
+    } = d;
     acceptor.drain(..).for_each(|a| a.abort());
     for (_, c) in conns.drain() {
         let _ = c.writer.send(WriteCmd::Close);
@@ -391,6 +317,120 @@ async fn drive(
     // Let writers flush their last frames.
     tokio::time::sleep(Duration::from_millis(50)).await;
     Ok(())
+}
+
+/// What the node's loop holds besides the node: where its outputs go.
+struct Driver {
+    config: ServerConfig,
+    journal: JournalHandle,
+    lock: LockHandle,
+    tx: mpsc::Sender<DriverMsg>,
+    flush_tx: mpsc::UnboundedSender<(ConnId, usize)>,
+    next_conn: Arc<AtomicU64>,
+    conns: HashMap<ConnId, ConnHandle>,
+    /// The accept loops (plain, and TLS if configured) while live.
+    acceptor: Vec<JoinHandle<()>>,
+    admin: AdminWaiting,
+    verifiers: Arc<tokio::sync::Semaphore>,
+    span: tracing::Span,
+    /// The node said `Stopped`.
+    stopped: bool,
+}
+
+impl Driver {
+    /// Carries out everything the node asked for, in order.
+    fn carry_out(&mut self, node: &mut Node) {
+        while let Some(out) = node.poll_output() {
+            match out {
+                Output::Conn(ConnRequest::Send { conn, bytes }) => {
+                    if let Some(c) = self.conns.get(&conn) {
+                        let _ = c.writer.send(WriteCmd::Data(bytes));
+                    }
+                }
+                Output::Conn(ConnRequest::Close { conn }) => {
+                    if let Some(c) = self.conns.remove(&conn) {
+                        let _ = c.writer.send(WriteCmd::Close);
+                        c.reader.abort();
+                    }
+                }
+                Output::Conn(ConnRequest::PauseReading { conn }) => {
+                    if let Some(c) = self.conns.get(&conn) {
+                        let _ = c.pause.send(true);
+                    }
+                }
+                Output::Conn(ConnRequest::ResumeReading { conn }) => {
+                    if let Some(c) = self.conns.get(&conn) {
+                        let _ = c.pause.send(false);
+                    }
+                }
+                Output::Conn(ConnRequest::CheckPassword {
+                    conn,
+                    hash,
+                    password,
+                }) => {
+                    tokio::spawn(check_password(
+                        conn,
+                        hash,
+                        password,
+                        self.verifiers.clone(),
+                        self.tx.clone(),
+                    ));
+                }
+                Output::Journal(
+                    request @ (JournalRequest::Append { .. }
+                    | JournalRequest::Read { .. }
+                    | JournalRequest::Snapshot { .. }),
+                ) => self.journal.send(request),
+                Output::Bridge(request) => self.config.bridge.send(request),
+                Output::Journal(JournalRequest::Open) => self.journal.send(JournalRequest::Open),
+                Output::Journal(JournalRequest::Close) => self.journal.send(JournalRequest::Close),
+                Output::Lock(LockRequest::Acquire) => self.lock.send(LockRequest::Acquire, None),
+                Output::Lock(LockRequest::Release) => self.lock.send(LockRequest::Release, None),
+                Output::Accept(AcceptRequest::Start) => {
+                    if self.acceptor.is_empty() {
+                        let cx = AcceptCx {
+                            tx: self.tx.clone(),
+                            flush_tx: self.flush_tx.clone(),
+                            next_conn: self.next_conn.clone(),
+                            counters: self.config.counters.clone(),
+                        };
+                        #[cfg(not(madsim))]
+                        if let Some(tls) = &self.config.tls {
+                            self.acceptor.push(tokio::spawn(
+                                conn_io::tls_accept_loop(
+                                    tls.clone(),
+                                    cx.clone(),
+                                    self.config.handshakes.clone(),
+                                )
+                                .instrument(self.span.clone()),
+                            ));
+                        }
+                        self.acceptor.push(tokio::spawn(
+                            conn_io::accept_loop(self.config.listen, cx)
+                                .instrument(self.span.clone()),
+                        ));
+                    }
+                }
+                Output::Accept(AcceptRequest::Stop) => {
+                    if !self.acceptor.is_empty() {
+                        self.acceptor.drain(..).for_each(|a| a.abort());
+                        info!(listen = %self.config.listen, "stopped accepting clients");
+                    }
+                }
+                Output::Event(e) => log_event(&e),
+                Output::Admin { id, result } => {
+                    match &result {
+                        Ok(r) => info!(id, ?r, "management request done"),
+                        Err(e) => info!(id, "management request refused: {e}"),
+                    }
+                    if let Some(reply) = self.admin.waiting.remove(&id) {
+                        let _ = reply.send(result);
+                    }
+                }
+                Output::Stopped => self.stopped = true,
+            }
+        }
+    }
 }
 
 /// What the writers flushed since the last turn, one sum per connection in
