@@ -564,70 +564,22 @@ pub fn resolve(s: NodeSettings) -> Result<Resolved, ConfigError> {
         .filter_map(|p| p.split_once('='))
         .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
         .collect();
-    let backend = match s.kafka_bootstrap.filter(|b| !b.trim().is_empty()) {
-        None => Backend::Local,
-        Some(bootstrap) => {
-            let cluster_id = s.cluster_id.unwrap_or_else(|| "halyard".into());
-            if cluster_id.is_empty()
-                || !cluster_id
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
-            {
-                return Err(ConfigError::Invalid {
-                    name: "cluster_id",
-                    value: cluster_id,
-                    why: "use letters, digits, '.', '_' and '-' (it names Kafka topics)",
-                });
-            }
-            let mut config = halyard_io::kafka::KafkaConfig::new(bootstrap, cluster_id);
-            for p in s.kafka_properties.unwrap_or_default() {
-                let Some((k, v)) = p.split_once('=') else {
-                    return Err(ConfigError::Invalid {
-                        name: "kafka_properties",
-                        value: p,
-                        why: "each must be KEY=VALUE",
-                    });
-                };
-                config
-                    .properties
-                    .push((k.trim().to_string(), v.trim().to_string()));
-            }
-            if let Some(r) = s.kafka_replication_factor {
-                if r < 1 {
-                    return Err(ConfigError::Invalid {
-                        name: "kafka_replication_factor",
-                        value: r.to_string(),
-                        why: "must be at least 1",
-                    });
-                }
-                config.replication_factor = r;
-            }
-            let session_timeout_ms = s.kafka_session_timeout_ms.unwrap_or(6_000);
-            if session_timeout_ms < 1_000 {
-                return Err(ConfigError::Invalid {
-                    name: "kafka_session_timeout_ms",
-                    value: session_timeout_ms.to_string(),
-                    why: "must be at least 1000 (and within the broker's group.min/max.session.timeout.ms)",
-                });
-            }
-            // Frequent heartbeats make a clean hand-over (the live leaves the
-            // group) reach the backup quickly; a few nodes make little traffic.
-            let heartbeat_ms = s
-                .kafka_heartbeat_ms
-                .unwrap_or((session_timeout_ms / 3).min(500))
-                .max(100);
-            if heartbeat_ms >= session_timeout_ms {
-                return Err(ConfigError::Invalid {
-                    name: "kafka_heartbeat_ms",
-                    value: heartbeat_ms.to_string(),
-                    why: "must be lower than kafka_session_timeout_ms",
-                });
-            }
-            Backend::Kafka {
-                config,
-                session_timeout_ms,
-                heartbeat_ms,
-            }
+    let backend = match crate::kafka_config::resolve(crate::kafka_config::KafkaSettings {
+        bootstrap: s.kafka_bootstrap,
+        cluster_id: s.cluster_id,
+        properties: s.kafka_properties,
+        replication_factor: s.kafka_replication_factor,
+        session_timeout_ms: s.kafka_session_timeout_ms,
+        heartbeat_ms: s.kafka_heartbeat_ms,
+    }) {
+        Ok(None) => Backend::Local,
+        Ok(Some(k)) => Backend::Kafka {
+            config: k.config,
+            session_timeout_ms: k.session_timeout_ms,
+            heartbeat_ms: k.heartbeat_ms,
+        },
+        Err(crate::kafka_config::Invalid { name, value, why }) => {
+            return Err(ConfigError::Invalid { name, value, why })
         }
     };
     let bridge = crate::bridge_config::resolve(
@@ -780,6 +732,16 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(resolve(s).unwrap().node.amqp.idle_timeout_ms, 6_000);
+        let s = NodeSettings {
+            kafka_bootstrap: Some("127.0.0.1:9092".into()),
+            kafka_session_timeout_ms: Some(10),
+            ..Default::default()
+        };
+        let e = resolve(s).unwrap_err().to_string();
+        assert!(
+            e.starts_with("invalid setting kafka_session_timeout_ms = 10:"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@ mod ceiling_cmd;
 mod clients;
 mod config;
 mod http;
+mod kafka_config;
 mod limits_config;
 mod manage_cmd;
 mod mirror_cmd;
