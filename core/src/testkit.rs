@@ -104,6 +104,7 @@ impl Harness {
                 match out {
                     Output::Conn(ConnRequest::Send { conn, bytes }) => {
                         let n = bytes.len();
+                        let bytes = bytes.joined();
                         if let Some(r) = self.raw.get_mut(&conn) {
                             r.extend_from_slice(&bytes);
                         } else if let Some(d) = self.clients.get_mut(&conn) {

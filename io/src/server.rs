@@ -344,7 +344,9 @@ impl Driver {
             match out {
                 Output::Conn(ConnRequest::Send { conn, bytes }) => {
                     if let Some(c) = self.conns.get(&conn) {
-                        let _ = c.writer.send(WriteCmd::Data(bytes));
+                        for piece in bytes.pieces() {
+                            let _ = c.writer.send(WriteCmd::Data(piece));
+                        }
                     }
                 }
                 Output::Conn(ConnRequest::Close { conn }) => {

@@ -369,8 +369,10 @@ impl Node {
             s.get().sent(self.now);
         }
         self.broker.charge(conn, bytes.len());
-        self.outputs
-            .push_back(Output::Conn(ConnRequest::Send { conn, bytes }));
+        self.outputs.push_back(Output::Conn(ConnRequest::Send {
+            conn,
+            bytes: bytes.into(),
+        }));
     }
 
     /// Hands ready messages to consumers, encoded by their sessions.

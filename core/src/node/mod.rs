@@ -57,7 +57,7 @@ pub use ops::{
 };
 pub use ports::{
     AcceptRequest, ConnEvent, ConnRequest, Input, JournalEvent, JournalRequest, LockEvent,
-    LockRequest, Output,
+    LockRequest, Output, WireBytes,
 };
 pub use stats::{
     AddressStats, ConnectionCounts, ConnectionStats, LatencyHistogram, NodeCounters, NodeStats,

@@ -16,6 +16,7 @@ use bytes::Bytes;
 use thiserror::Error;
 
 use super::config::NodeConfig;
+use super::ports::WireBytes;
 use crate::broker::{
     AckError, AckMode, Broker, Delivery, SelectorError, SendError, SubscribeError,
 };
@@ -284,7 +285,7 @@ pub trait ProtocolSession {
     /// when it was refused. Called in the order the operations were pushed.
     fn completed(&mut self, cx: &mut SessionCx<'_>, tag: u64, result: Result<(), OpError>);
     /// Encodes a delivery for the client.
-    fn deliver(&mut self, now: Millis, config: &NodeConfig, delivery: &Delivery) -> Bytes;
+    fn deliver(&mut self, now: Millis, config: &NodeConfig, delivery: &Delivery) -> WireBytes;
     /// Time passed: heart-beats out, timeouts.
     fn tick(&mut self, cx: &mut SessionCx<'_>);
     /// When `tick` is next needed.

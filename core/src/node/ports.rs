@@ -152,12 +152,61 @@ pub enum Output {
     Stopped,
 }
 
+/// Bytes for a client, in order. Usually one buffer (`head`); a delivery
+/// with a large body carries the body as stored (`body`) between its
+/// frame's start and end (`tail`), so the node does not copy it: the driver
+/// hands the pieces to the socket in one gathered write.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WireBytes {
+    pub head: Bytes,
+    pub body: Bytes,
+    pub tail: Bytes,
+}
+
+impl WireBytes {
+    pub fn len(&self) -> usize {
+        self.head.len() + self.body.len() + self.tail.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The pieces in order, empty ones left out.
+    pub fn pieces(self) -> impl Iterator<Item = Bytes> {
+        [self.head, self.body, self.tail]
+            .into_iter()
+            .filter(|b| !b.is_empty())
+    }
+
+    /// One buffer: the head itself when it is the only piece, else a copy.
+    pub fn joined(self) -> Bytes {
+        if self.body.is_empty() && self.tail.is_empty() {
+            return self.head;
+        }
+        let mut out = bytes::BytesMut::with_capacity(self.len());
+        for p in self.pieces() {
+            out.extend_from_slice(&p);
+        }
+        out.freeze()
+    }
+}
+
+impl From<Bytes> for WireBytes {
+    fn from(head: Bytes) -> Self {
+        WireBytes {
+            head,
+            ..WireBytes::default()
+        }
+    }
+}
+
 /// What the node asks of a client connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ConnRequest {
     Send {
         conn: ConnId,
-        bytes: Bytes,
+        bytes: WireBytes,
     },
     /// Flush what was sent, then close.
     Close {

@@ -157,7 +157,9 @@ impl World {
                         t,
                         Event::BytesToClient {
                             connection: conn.0,
-                            bytes,
+                            // One event per send, as the pieces leave in
+                            // one write.
+                            bytes: bytes.joined(),
                         },
                     );
                 }

@@ -12,24 +12,38 @@ use bytes::{Bytes, BytesMut};
 use crate::broker::Delivery;
 use crate::ids::Id;
 use crate::message::{Body, Routing, Value};
-use crate::node::NodeConfig;
+use crate::node::{NodeConfig, WireBytes};
 
-use super::encode::FrameWriter;
+use super::encode::{FrameWriter, FRAME_END};
 use super::frame::{Command, Version};
 use super::send::{DUPLICATE_ID_HEADER, SCHEDULED_PROPERTY};
 
+/// Bodies this long or longer leave beside their frame rather than copied
+/// into it (the driver's gathered write takes pieces of 512 bytes or more
+/// as they are; smaller ones it copies anyway).
+const BODY_APART_MIN: usize = 512;
+
 /// The MESSAGE frame for a delivery, as `version` writes it.
-pub(super) fn message_bytes(config: &NodeConfig, d: &Delivery, version: Version) -> Bytes {
+pub(super) fn message_bytes(config: &NodeConfig, d: &Delivery, version: Version) -> WireBytes {
     let body = match &d.message.body {
         Body::Text(b) | Body::Bytes(b) => b.clone(),
         Body::Value(v) => Bytes::from(header_text(v).into_owned()),
     };
+    let apart = body.len() >= BODY_APART_MIN;
     // Room for the dozen headers of a typical MESSAGE.
-    let mut out = BytesMut::with_capacity(body.len() + 384);
+    let mut out = BytesMut::with_capacity(if apart { 384 } else { body.len() + 384 });
     let mut w = FrameWriter::start(&mut out, Command::Message, version, body.len());
     write_headers(&mut w, config, d);
+    if apart {
+        w.finish_head();
+        return WireBytes {
+            head: out.freeze(),
+            body,
+            tail: Bytes::from_static(FRAME_END),
+        };
+    }
     w.finish(&body);
-    out.freeze()
+    out.freeze().into()
 }
 
 fn write_headers(f: &mut FrameWriter<'_>, config: &NodeConfig, d: &Delivery) {
@@ -138,5 +152,77 @@ pub(super) fn header_text(v: &Value) -> Cow<'_, str> {
         Value::Double(x) => Cow::Owned(x.to_string()),
         Value::Char(c) => Cow::Owned(c.to_string()),
         other => Cow::Owned(format!("{other:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::ids::ConnId;
+    use crate::message::Message;
+    use crate::protocol::stomp::Limits;
+    use crate::protocol::stomp::{Decoded, Decoder};
+
+    fn delivery(body: Bytes) -> Delivery {
+        Delivery {
+            conn: ConnId(1),
+            sub_id: "s".into(),
+            ack: Some(7),
+            message_id: Id { epoch: 1, seq: 3 },
+            queue: Id { epoch: 1, seq: 1 },
+            message: Arc::new(Message {
+                address: "q".into(),
+                routing: Routing::Anycast,
+                durable: true,
+                priority: 4,
+                expiration_ms: None,
+                deliver_at_ms: None,
+                dup_id: None,
+                properties: None,
+                application: vec![("colour".into(), Value::String("red".into()))],
+                annotations: Vec::new(),
+                body: Body::Bytes(body),
+            }),
+            deliveries: 1,
+            destination: "/queue/q".into(),
+            original_address: None,
+            expired: false,
+            auto_settled: None,
+            auto_settle_entries: Vec::new(),
+        }
+    }
+
+    /// Small bodies in the frame, large ones beside it as stored; either
+    /// way the bytes are one whole MESSAGE frame with that body.
+    #[test]
+    fn a_large_body_leaves_as_stored_and_the_frame_is_the_same() {
+        let config = NodeConfig::default();
+        for len in [0, 1, BODY_APART_MIN - 1, BODY_APART_MIN, 5000] {
+            let body = Bytes::from((0..len).map(|i| (i % 251) as u8).collect::<Vec<_>>());
+            let wire = message_bytes(&config, &delivery(body.clone()), Version::V1_2);
+            let apart = len >= BODY_APART_MIN;
+            assert_eq!(!wire.body.is_empty(), apart, "{len} bytes");
+            if apart {
+                assert_eq!(wire.body.as_ptr(), body.as_ptr(), "not copied");
+                assert_eq!(&wire.tail[..], FRAME_END);
+            }
+            let total = wire.len();
+            let bytes = wire.joined();
+            assert_eq!(bytes.len(), total);
+            let mut d = Decoder::new(Limits::default());
+            d.push(&bytes).unwrap();
+            let Some(Decoded::Frame(f)) = d.next().unwrap() else {
+                panic!("{len} bytes: no frame");
+            };
+            assert!(d.next().unwrap().is_none(), "one frame, nothing after it");
+            assert_eq!(f.command, Command::Message);
+            assert_eq!(f.body, body);
+            assert_eq!(f.header("colour"), Some("red"));
+            assert_eq!(f.header("ack"), Some("7"));
+            let length = f.header("content-length").map(str::to_owned);
+            assert_eq!(length, (len > 0).then(|| len.to_string()), "{len} bytes");
+        }
     }
 }

@@ -7,6 +7,8 @@ use super::frame::{parse_content_length, Command, Frame, Version};
 
 /// A heart-beat: one EOL between frames.
 pub const HEARTBEAT: &[u8] = b"\n";
+/// What ends every frame.
+pub const FRAME_END: &[u8] = b"\0";
 
 /// Appends `frame` to `out` as `version` writes it.
 ///
@@ -111,14 +113,25 @@ impl<'a> FrameWriter<'a> {
     /// that has none) and writes the body and the NUL.
     pub fn finish(self, body: &[u8]) {
         assert_eq!(body.len(), self.body_len, "FrameWriter body length");
-        if !self.has_content_length && !body.is_empty() {
+        let out = self.end_headers();
+        out.put_slice(body);
+        out.put_slice(FRAME_END);
+    }
+
+    /// Ends the headers only: the caller sends the body (of the length
+    /// given to `start`) and then [`FRAME_END`] itself.
+    pub fn finish_head(self) {
+        self.end_headers();
+    }
+
+    fn end_headers(self) -> &'a mut BytesMut {
+        if !self.has_content_length && self.body_len > 0 {
             self.out.put_slice(b"content-length:");
-            write_len(self.out, body.len());
+            write_len(self.out, self.body_len);
             self.out.put_u8(b'\n');
         }
         self.out.put_u8(b'\n');
-        self.out.put_slice(body);
-        self.out.put_u8(0);
+        self.out
     }
 }
 

@@ -19,7 +19,7 @@ use crate::journal::DurableSub;
 use crate::message::Routing;
 use crate::node::{
     Gate, NodeConfig, Op, OpError, Outcome, ProtocolSession, Refusal, SessionAction, SessionCx,
-    SubscribeOp, SubscribeTarget,
+    SubscribeOp, SubscribeTarget, WireBytes,
 };
 use crate::security::Secret;
 use crate::Millis;
@@ -422,7 +422,7 @@ impl ProtocolSession for StompSession {
         }
     }
 
-    fn deliver(&mut self, now: Millis, config: &NodeConfig, delivery: &Delivery) -> Bytes {
+    fn deliver(&mut self, now: Millis, config: &NodeConfig, delivery: &Delivery) -> WireBytes {
         self.last_send = now;
         message_bytes(config, delivery, self.version)
     }

@@ -25,7 +25,7 @@ use crate::broker::Delivery;
 use crate::chunk_map::ChunkMap;
 use crate::message::Routing;
 use crate::node::{
-    NodeConfig, Op, OpError, Outcome, ProtocolSession, Refusal, SessionAction, SessionCx,
+    NodeConfig, Op, OpError, Outcome, ProtocolSession, Refusal, SessionAction, SessionCx, WireBytes,
 };
 use crate::protocol::amqp::connection::{
     AttachAnswer, CloseReason, Connection, ConnectionConfig, Event, Input, LinkId, Outgoing,
@@ -583,9 +583,9 @@ impl ProtocolSession for AmqpSession {
         self.drain_events(cx);
     }
 
-    fn deliver(&mut self, _now: Millis, _config: &NodeConfig, d: &Delivery) -> Bytes {
+    fn deliver(&mut self, _now: Millis, _config: &NodeConfig, d: &Delivery) -> WireBytes {
         let Some(&link) = self.subs.get(&d.sub_id) else {
-            return Bytes::new();
+            return WireBytes::default();
         };
         let m = from_neutral(&d.message, d.deliveries, d.expired);
         let tag = d.ack.unwrap_or(d.message_id.seq).to_be_bytes();
@@ -628,8 +628,8 @@ impl ProtocolSession for AmqpSession {
             }
         }
         match joined {
-            Some(j) => j.freeze(),
-            None => first.unwrap_or_default(),
+            Some(j) => j.freeze().into(),
+            None => first.unwrap_or_default().into(),
         }
     }
 
