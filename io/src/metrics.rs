@@ -11,6 +11,12 @@ pub const COMPACTION_STALL_BUCKETS_US: [u64; 10] = [
     1_000, 2_000, 5_000, 10_000, 20_000, 50_000, 100_000, 200_000, 500_000, 1_000_000,
 ];
 
+/// Upper bounds (µs) of the local journal's write-time histogram.
+pub const WRITE_BUCKETS_US: [u64; 13] = [
+    100, 200, 500, 1_000, 2_000, 5_000, 10_000, 20_000, 50_000, 100_000, 200_000, 500_000,
+    1_000_000,
+];
+
 #[derive(Debug, Default)]
 pub struct JournalMetrics {
     /// Pauses of the local journal's append loop for compaction (planning a
@@ -19,6 +25,12 @@ pub struct JournalMetrics {
     pub compaction_stalls: [AtomicU64; COMPACTION_STALL_BUCKETS_US.len() + 1],
     pub compaction_stall_sum_us: AtomicU64,
     pub compaction_stall_max_us: AtomicU64,
+    /// The local journal's group commits, from the write's start to
+    /// fdatasync's return: counts per bucket of `WRITE_BUCKETS_US` (not
+    /// cumulative), the last above every bound; their sum and the longest.
+    pub writes: [AtomicU64; WRITE_BUCKETS_US.len() + 1],
+    pub write_sum_us: AtomicU64,
+    pub write_max_us: AtomicU64,
     /// Group commits written (local: appends; Kafka: transactions committed).
     pub group_commits: AtomicU64,
     /// Node batches per group commit: counts per bucket (not cumulative),
@@ -72,14 +84,42 @@ impl JournalMetrics {
 
     /// The append loop paused this long for compaction work.
     pub fn compaction_stall(&self, pause: std::time::Duration) {
-        let us = u64::try_from(pause.as_micros()).unwrap_or(u64::MAX);
-        let i = COMPACTION_STALL_BUCKETS_US.partition_point(|&bound| bound < us);
-        self.compaction_stalls[i].fetch_add(1, Ordering::Relaxed);
-        self.compaction_stall_sum_us
-            .fetch_add(us, Ordering::Relaxed);
-        self.compaction_stall_max_us
-            .fetch_max(us, Ordering::Relaxed);
+        record(
+            &COMPACTION_STALL_BUCKETS_US,
+            &self.compaction_stalls,
+            &self.compaction_stall_sum_us,
+            &self.compaction_stall_max_us,
+            pause,
+        );
     }
+
+    /// A local group commit took this long to write and fdatasync.
+    pub fn group_write(&self, took: std::time::Duration) {
+        record(
+            &WRITE_BUCKETS_US,
+            &self.writes,
+            &self.write_sum_us,
+            &self.write_max_us,
+            took,
+        );
+    }
+}
+
+/// Counts `d` in the bucket of the first bound at or above it (the last
+/// bucket: above every bound), and in the sum and the longest.
+fn record(
+    bounds: &[u64],
+    counts: &[AtomicU64],
+    sum_us: &AtomicU64,
+    max_us: &AtomicU64,
+    d: std::time::Duration,
+) {
+    debug_assert_eq!(counts.len(), bounds.len() + 1);
+    let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+    let i = bounds.partition_point(|&bound| bound < us);
+    counts[i].fetch_add(1, Ordering::Relaxed);
+    sum_us.fetch_add(us, Ordering::Relaxed);
+    max_us.fetch_max(us, Ordering::Relaxed);
 }
 
 #[cfg(test)]
@@ -125,6 +165,28 @@ mod tests {
         assert_eq!(
             m.compaction_stall_sum_us.load(Ordering::Relaxed),
             300 + 20_000 + 21_000 + 3_000_000
+        );
+    }
+
+    #[test]
+    fn write_times_land_in_their_bucket() {
+        let m = JournalMetrics::new();
+        m.group_write(std::time::Duration::from_micros(100));
+        m.group_write(std::time::Duration::from_micros(101));
+        m.group_write(std::time::Duration::from_millis(15));
+        let got: Vec<u64> = m.writes.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+        assert_eq!(got[0], 1, "0.1 ms: at most 0.1 ms");
+        assert_eq!(got[1], 1, "0.101 ms: at most 0.2 ms");
+        assert_eq!(got[7], 1, "15 ms: at most 20 ms");
+        assert_eq!(got.iter().sum::<u64>(), 3);
+        assert_eq!(m.write_max_us.load(Ordering::Relaxed), 15_000);
+        assert_eq!(m.write_sum_us.load(Ordering::Relaxed), 15_201);
+        assert_eq!(
+            m.compaction_stalls
+                .iter()
+                .map(|c| c.load(Ordering::Relaxed))
+                .sum::<u64>(),
+            0
         );
     }
 }

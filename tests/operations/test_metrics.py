@@ -30,6 +30,8 @@ NODE_FAMILIES = {
     "halyard_journal_group_commit_batches": "histogram",
     "halyard_journal_compaction_stall_seconds": "histogram",
     "halyard_journal_compaction_stall_max_seconds": "gauge",
+    "halyard_journal_write_seconds": "histogram",
+    "halyard_journal_write_max_seconds": "gauge",
     "halyard_journal_fsyncs": "counter",
     "halyard_kafka_transaction_commits": "counter",
     "halyard_kafka_transaction_aborts": "counter",
@@ -130,6 +132,12 @@ def test_queue_counters_follow_sends_acks_and_dead_letters(nodes, clients):
     assert 0 < groups <= batches1, (groups, batches1)
     check_histogram(m.histogram("halyard_journal_group_commit_batches"), "group commit batches")
     assert m.histogram("halyard_journal_group_commit_batches").count == groups
+    # Each group commit's write and fdatasync was timed.
+    writes = m.histogram("halyard_journal_write_seconds")
+    check_histogram(writes, "journal writes")
+    # (within one: a scrape reads the two counters one after the other)
+    assert writes.count > 0 and abs(writes.count - groups) <= 1, (writes.count, groups)
+    assert 0 < m.value("halyard_journal_write_max_seconds") <= writes.sum, writes.sum
     assert m.value("halyard_journal_fsyncs_total") >= groups
     assert m.value("halyard_journal_written_bytes_total") > N
     assert m.value("halyard_kafka_transaction_commits_total") == 0

@@ -7,7 +7,9 @@ use std::sync::atomic::Ordering;
 
 use halyard_core::message::Routing;
 use halyard_core::node::{LatencyHistogram, NodeStats, QueueStats, LATENCY_BUCKETS_MS};
-use halyard_io::metrics::{JournalMetrics, COMPACTION_STALL_BUCKETS_US, GROUP_BATCH_BUCKETS};
+use halyard_io::metrics::{
+    JournalMetrics, COMPACTION_STALL_BUCKETS_US, GROUP_BATCH_BUCKETS, WRITE_BUCKETS_US,
+};
 use halyard_io::server::IoCounters;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
@@ -47,6 +49,11 @@ pub struct Snapshot {
     pub compaction_stalls: Vec<u64>,
     pub compaction_stall_sum_us: u64,
     pub compaction_stall_max_us: u64,
+    /// Per bucket of `WRITE_BUCKETS_US` (not cumulative), then above; their
+    /// sum and the longest, in µs.
+    pub writes: Vec<u64>,
+    pub write_sum_us: u64,
+    pub write_max_us: u64,
     pub journal_bytes: u64,
     pub fsyncs: u64,
     pub kafka_commits: u64,
@@ -89,6 +96,9 @@ impl Snapshot {
             compaction_stalls: j.compaction_stalls.iter().map(load).collect(),
             compaction_stall_sum_us: load(&j.compaction_stall_sum_us),
             compaction_stall_max_us: load(&j.compaction_stall_max_us),
+            writes: j.writes.iter().map(load).collect(),
+            write_sum_us: load(&j.write_sum_us),
+            write_max_us: load(&j.write_max_us),
             journal_bytes: load(&j.bytes_written),
             fsyncs: load(&j.fsyncs),
             kafka_commits: load(&j.kafka_commits),
@@ -156,6 +166,26 @@ fn gauge(
 ) -> Result<(), std::fmt::Error> {
     let m = e.encode_descriptor(name, help, unit, MetricType::Gauge)?;
     ConstGauge::new(v).encode(m)
+}
+
+/// A histogram of durations counted in µs per bucket (not cumulative, the
+/// last above every bound), in seconds.
+fn micros_histogram(
+    e: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    bounds_us: &[u64],
+    counts: &[u64],
+    sum_us: u64,
+) -> Result<(), std::fmt::Error> {
+    let mut m = e.encode_descriptor(name, help, Some(&Unit::Seconds), MetricType::Histogram)?;
+    let mut buckets: Vec<(f64, u64)> = bounds_us
+        .iter()
+        .zip(counts)
+        .map(|(&b, &c)| (b as f64 / 1e6, c))
+        .collect();
+    buckets.push((f64::INFINITY, counts.last().copied().unwrap_or(0)));
+    m.encode_histogram::<NoLabelSet>(sum_us as f64 / 1e6, counts.iter().sum(), &buckets, None)
 }
 
 /// A family: one series per label set.
@@ -506,35 +536,35 @@ impl Collector for Snapshot {
                 None,
             )?;
         }
-        {
-            let mut m = e.encode_descriptor(
-                "halyard_journal_compaction_stall",
-                "Pauses of the local journal's append loop for compaction work (deleting dead segments, cleaning): an append arriving during one waits at most that long.",
-                Some(&Unit::Seconds),
-                MetricType::Histogram,
-            )?;
-            let mut buckets: Vec<(f64, u64)> = COMPACTION_STALL_BUCKETS_US
-                .iter()
-                .zip(&self.compaction_stalls)
-                .map(|(&b, &c)| (b as f64 / 1e6, c))
-                .collect();
-            buckets.push((
-                f64::INFINITY,
-                self.compaction_stalls.last().copied().unwrap_or(0),
-            ));
-            m.encode_histogram::<NoLabelSet>(
-                self.compaction_stall_sum_us as f64 / 1e6,
-                self.compaction_stalls.iter().sum(),
-                &buckets,
-                None,
-            )?;
-        }
+        micros_histogram(
+            e,
+            "halyard_journal_compaction_stall",
+            "Pauses of the local journal's append loop for compaction work (deleting dead segments, cleaning): an append arriving during one waits at most that long.",
+            &COMPACTION_STALL_BUCKETS_US,
+            &self.compaction_stalls,
+            self.compaction_stall_sum_us,
+        )?;
         gauge(
             e,
             "halyard_journal_compaction_stall_max",
             "The longest pause of the local journal's append loop for compaction work since start.",
             Some(&Unit::Seconds),
             self.compaction_stall_max_us as f64 / 1e6,
+        )?;
+        micros_histogram(
+            e,
+            "halyard_journal_write",
+            "Local journal group commits, from the write's start to fdatasync's return (a filled segment's fdatasync and the next one's creation included).",
+            &WRITE_BUCKETS_US,
+            &self.writes,
+            self.write_sum_us,
+        )?;
+        gauge(
+            e,
+            "halyard_journal_write_max",
+            "The longest local journal group commit (write and fdatasync) since start.",
+            Some(&Unit::Seconds),
+            self.write_max_us as f64 / 1e6,
         )?;
         counter(
             e,

@@ -211,12 +211,15 @@ fn run(
                 let mirrored = tap
                     .as_ref()
                     .map(|_| (group.batches.clone(), group.tickets.clone()));
+                let started = Instant::now();
                 match j.append(&to_raw(group)) {
                     Ok(()) => {
+                        let took = started.elapsed();
                         if let (Some(t), Some((batches, tickets))) = (tap.as_mut(), mirrored) {
                             t.written(batches, tickets);
                         }
                         metrics.group_written(batches, bytes);
+                        metrics.group_write(took);
                         metrics.fsyncs.store(j.stats().fsyncs, Ordering::Relaxed);
                         window.maybe_report(j, false);
                         commit.written();
