@@ -9,10 +9,12 @@
 use std::io::{self, IoSlice};
 
 use bytes::Bytes;
+use halyard_core::node::WireBytes;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-/// Pieces shorter than this are copied into the shared buffer.
-const COPY_BELOW: usize = 512;
+/// Pieces shorter than this are copied into the shared buffer (the size
+/// from which the node leaves a body beside its frame).
+const COPY_BELOW: usize = WireBytes::APART_MIN;
 /// Pieces (iovecs) per write; Linux takes at most 1024.
 pub(crate) const PIECES_MAX: usize = 256;
 /// Bytes gathered before a write goes out.

@@ -164,6 +164,11 @@ pub struct WireBytes {
 }
 
 impl WireBytes {
+    /// Pieces this long or longer are worth a piece of their own: the
+    /// driver hands them to the socket as they are and copies shorter ones
+    /// together (an iovec per small frame costs more than the copy).
+    pub const APART_MIN: usize = 512;
+
     pub fn len(&self) -> usize {
         self.head.len() + self.body.len() + self.tail.len()
     }

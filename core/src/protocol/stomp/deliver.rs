@@ -19,9 +19,8 @@ use super::frame::{Command, Version};
 use super::send::{DUPLICATE_ID_HEADER, SCHEDULED_PROPERTY};
 
 /// Bodies this long or longer leave beside their frame rather than copied
-/// into it (the driver's gathered write takes pieces of 512 bytes or more
-/// as they are; smaller ones it copies anyway).
-const BODY_APART_MIN: usize = 512;
+/// into it (smaller ones the driver copies anyway).
+const BODY_APART_MIN: usize = WireBytes::APART_MIN;
 
 /// The MESSAGE frame for a delivery, as `version` writes it.
 pub(super) fn message_bytes(config: &NodeConfig, d: &Delivery, version: Version) -> WireBytes {
