@@ -22,6 +22,7 @@ pub mod selector;
 /// An in-memory driver for tests and benches (feature `testkit`).
 #[cfg(feature = "testkit")]
 pub mod testkit;
+pub mod wire_bytes;
 
 /// The node's clock, owned by the driver: milliseconds since the Unix epoch
 /// (message expiry and scheduled delivery times are wall-clock and travel in

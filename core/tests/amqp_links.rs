@@ -7,12 +7,13 @@ mod amqp_client;
 use amqp_client::*;
 use bytes::{Bytes, BytesMut};
 use halyard_core::protocol::amqp::connection::{
-    AttachAnswer, CommandError, ConnectionConfig, Event, Outgoing,
+    AttachAnswer, CommandError, ConnectionConfig, Event, Outgoing, Output,
 };
 use halyard_core::protocol::amqp::{
-    encode_performative, AmqpError, Condition, DeliveryState, Detach, Disposition, Performative,
-    Role, Transfer,
+    decode_amqp_body, encode_performative, AmqpError, Condition, DecodeLimits, DeliveryState,
+    Detach, Disposition, FrameDecoder, Item, Performative, Role, Transfer, AMQP_HEADER,
 };
+use halyard_core::wire_bytes::WireBytes;
 
 #[test]
 fn consumer_credit_arriving_before_the_answer_and_drain() {
@@ -54,7 +55,7 @@ fn consumer_credit_arriving_before_the_answer_and_drain() {
     for i in 0..2u8 {
         let d = Outgoing {
             tag: Bytes::from(vec![i]),
-            payload: Bytes::from_static(b"msg"),
+            payload: Bytes::from_static(b"msg").into(),
             settled: false,
             message_format: 0,
         };
@@ -62,7 +63,7 @@ fn consumer_credit_arriving_before_the_answer_and_drain() {
     }
     let third = Outgoing {
         tag: Bytes::from_static(b"x"),
-        payload: Bytes::new(),
+        payload: Bytes::new().into(),
         settled: false,
         message_format: 0,
     };
@@ -110,7 +111,7 @@ fn dispositions_from_the_peer_cover_ranges_of_what_we_sent() {
     for i in 0..4u8 {
         let d = Outgoing {
             tag: Bytes::from(vec![i]),
-            payload: Bytes::from_static(b"m"),
+            payload: Bytes::from_static(b"m").into(),
             settled: false,
             message_format: 0,
         };
@@ -244,9 +245,15 @@ fn outgoing_messages_are_split_to_the_peers_frame_size() {
     let link = c.attach_link(1, Role::Receiver);
     c.send(0, flow(1, 0, 1, false));
     let payload: Bytes = (0..5000u32).map(|i| i as u8).collect::<Vec<u8>>().into();
+    // In pieces, as a message with its body apart comes.
+    let pieces = WireBytes {
+        head: payload.slice(..10),
+        body: payload.slice(10..4990),
+        tail: payload.slice(4990..),
+    };
     let d = Outgoing {
         tag: Bytes::from_static(b"t"),
-        payload: payload.clone(),
+        payload: pieces,
         settled: true,
         message_format: 0,
     };
@@ -266,6 +273,59 @@ fn outgoing_messages_are_split_to_the_peers_frame_size() {
     assert!(mores.len() >= 10);
     assert!(mores[..mores.len() - 1].iter().all(|m| *m) && !mores[mores.len() - 1]);
     assert_eq!(Bytes::from(joined), payload);
+}
+
+/// A payload in pieces leaves as one frame whose large body is the
+/// caller's buffer (no copy) and whose bytes decode to the whole payload;
+/// small pieces join the frame's own buffer.
+#[test]
+fn a_large_body_leaves_as_its_own_buffer() {
+    for body_len in [100usize, 511, 512, 3000] {
+        let mut c = Client::opened_with_frame(ConnectionConfig::default(), 65_536);
+        let link = c.attach_link(1, Role::Receiver);
+        c.send(0, flow(1, 0, 1, false));
+        c.drain();
+        c.take_frames();
+        let body: Bytes = vec![0x5a; body_len].into();
+        let payload = WireBytes {
+            head: Bytes::from_static(b"head"),
+            body: body.clone(),
+            tail: Bytes::from_static(b"tail"),
+        };
+        let d = Outgoing {
+            tag: Bytes::from_static(b"t"),
+            payload: payload.clone(),
+            settled: true,
+            message_format: 0,
+        };
+        c.conn.send(link, d).unwrap();
+        let mut wire = BytesMut::new();
+        let mut pieces = Vec::new();
+        while let Some(o) = c.conn.poll_output() {
+            if let Output::Transmit(b) = o {
+                wire.extend_from_slice(&b);
+                pieces.push(b);
+            }
+        }
+        let apart = pieces.iter().any(|p| p.as_ptr() == body.as_ptr());
+        assert_eq!(
+            apart,
+            body_len >= WireBytes::APART_MIN,
+            "{body_len}: {} pieces",
+            pieces.len()
+        );
+        let mut dec = FrameDecoder::new(1 << 20, 1 << 20);
+        dec.push(&AMQP_HEADER).unwrap();
+        assert!(matches!(dec.next_item().unwrap(), Some(Item::Header(_))));
+        dec.push(&wire).unwrap();
+        let Some(Item::Frame(f)) = dec.next_item().unwrap() else {
+            panic!("no frame")
+        };
+        let (perf, got) = decode_amqp_body(f.body, &DecodeLimits::default()).unwrap();
+        assert!(matches!(perf, Performative::Transfer(t) if !t.more));
+        assert_eq!(got, payload.joined());
+        assert!(dec.next_item().unwrap().is_none(), "one frame only");
+    }
 }
 
 #[test]

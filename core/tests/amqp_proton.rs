@@ -159,7 +159,7 @@ fn serve(stream: TcpStream, store: Store) {
                 tag += 1;
                 let d = Outgoing {
                     tag: Bytes::from(tag.to_be_bytes().to_vec()),
-                    payload,
+                    payload: payload.into(),
                     settled: false,
                     message_format: 0,
                 };

@@ -11,7 +11,7 @@ use super::conn::{Conn, Session};
 use super::events::Event;
 use super::node::Node;
 use super::ops::{Refusal, SessionAction, SessionCx};
-use super::ports::{ConnRequest, Output};
+use super::ports::{ConnRequest, Output, WireBytes};
 use super::work::{Effects, Work};
 use crate::broker::RefKey;
 use crate::ha::HaState;
@@ -361,7 +361,8 @@ impl Node {
         );
     }
 
-    pub(crate) fn send_bytes(&mut self, conn: ConnId, bytes: Bytes) {
+    pub(crate) fn send_bytes(&mut self, conn: ConnId, bytes: impl Into<WireBytes>) {
+        let bytes = bytes.into();
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
@@ -369,10 +370,8 @@ impl Node {
             s.get().sent(self.now);
         }
         self.broker.charge(conn, bytes.len());
-        self.outputs.push_back(Output::Conn(ConnRequest::Send {
-            conn,
-            bytes: bytes.into(),
-        }));
+        self.outputs
+            .push_back(Output::Conn(ConnRequest::Send { conn, bytes }));
     }
 
     /// Hands ready messages to consumers, encoded by their sessions.

@@ -181,8 +181,9 @@ pub enum OpError {
 pub enum SessionAction {
     /// Execute an operation; `tag` comes back with its completion.
     Op { tag: u64, op: Op },
-    /// Write these bytes now (a handshake answer, a heart-beat).
-    Send(Bytes),
+    /// Write these bytes now (a handshake answer, a heart-beat, frames
+    /// made outside a delivery).
+    Send(WireBytes),
     /// Write these bytes once everything this connection asked for before
     /// is complete (a receipt for a frame with nothing to do, an error
     /// owed after earlier receipts), then close if `close`.

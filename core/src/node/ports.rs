@@ -13,6 +13,7 @@ use crate::ids::{ConnId, Id, Ticket};
 use crate::journal::Entry;
 use crate::message::Message;
 use crate::security::Secret;
+pub use crate::wire_bytes::WireBytes;
 
 /// Something that happened, reported by the driver.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -150,60 +151,6 @@ pub enum Output {
     },
     /// The node has stopped; the driver may exit.
     Stopped,
-}
-
-/// Bytes for a client, in order. Usually one buffer (`head`); a delivery
-/// with a large body carries the body as stored (`body`) between its
-/// frame's start and end (`tail`), so the node does not copy it: the driver
-/// hands the pieces to the socket in one gathered write.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct WireBytes {
-    pub head: Bytes,
-    pub body: Bytes,
-    pub tail: Bytes,
-}
-
-impl WireBytes {
-    /// Pieces this long or longer are worth a piece of their own: the
-    /// driver hands them to the socket as they are and copies shorter ones
-    /// together (an iovec per small frame costs more than the copy).
-    pub const APART_MIN: usize = 512;
-
-    pub fn len(&self) -> usize {
-        self.head.len() + self.body.len() + self.tail.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// The pieces in order, empty ones left out.
-    pub fn pieces(self) -> impl Iterator<Item = Bytes> {
-        [self.head, self.body, self.tail]
-            .into_iter()
-            .filter(|b| !b.is_empty())
-    }
-
-    /// One buffer: the head itself when it is the only piece, else a copy.
-    pub fn joined(self) -> Bytes {
-        if self.body.is_empty() && self.tail.is_empty() {
-            return self.head;
-        }
-        let mut out = bytes::BytesMut::with_capacity(self.len());
-        for p in self.pieces() {
-            out.extend_from_slice(&p);
-        }
-        out.freeze()
-    }
-}
-
-impl From<Bytes> for WireBytes {
-    fn from(head: Bytes) -> Self {
-        WireBytes {
-            head,
-            ..WireBytes::default()
-        }
-    }
 }
 
 /// What the node asks of a client connection.

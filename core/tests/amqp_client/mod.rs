@@ -148,6 +148,11 @@ impl Client {
 
     /// Header, SASL ANONYMOUS, open and a session on channel 0.
     pub fn opened(config: ConnectionConfig) -> Client {
+        Client::opened_with_frame(config, 512)
+    }
+
+    /// Opened with our (the client's) max-frame-size `max_frame`.
+    pub fn opened_with_frame(config: ConnectionConfig, max_frame: u32) -> Client {
         let mut c = Client::new(config);
         c.input(&SASL_HEADER);
         c.input(&sasl(SaslFrame::Init {
@@ -156,7 +161,14 @@ impl Client {
             hostname: None,
         }));
         c.conn.sasl_outcome(true).unwrap();
-        c.input(&[&AMQP_HEADER[..], &open_frame(512, None), &begin_frame(0)].concat());
+        c.input(
+            &[
+                &AMQP_HEADER[..],
+                &open_frame(max_frame, None),
+                &begin_frame(0),
+            ]
+            .concat(),
+        );
         assert!(
             matches!(
                 c.events.as_slice(),

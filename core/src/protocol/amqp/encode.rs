@@ -156,18 +156,28 @@ pub fn encode_binary(data: &[u8], out: &mut BytesMut) {
     variable(out, 0xa0, 0xb0, data)
 }
 
+/// The constructor and length of a binary of `len` bytes, without the
+/// bytes: for a caller that sends them apart.
+pub fn encode_binary_head(len: usize, out: &mut BytesMut) {
+    variable_head(out, 0xa0, 0xb0, len)
+}
+
 fn variable(out: &mut BytesMut, small: u8, large: u8, data: &[u8]) {
-    match u8::try_from(data.len()) {
+    variable_head(out, small, large, data.len());
+    out.put_slice(data);
+}
+
+fn variable_head(out: &mut BytesMut, small: u8, large: u8, len: usize) {
+    match u8::try_from(len) {
         Ok(n) => {
             out.put_u8(small);
             out.put_u8(n);
         }
         Err(_) => {
             out.put_u8(large);
-            out.put_u32(len32(data.len()));
+            out.put_u32(len32(len));
         }
     }
-    out.put_slice(data);
 }
 
 /// Lengths beyond u32 cannot be encoded; nothing this crate builds comes

@@ -314,13 +314,27 @@ pub const EMPTY_FRAME: [u8; 8] = [0, 0, 0, 8, 2, 0, 0, 0];
 
 /// Appends a frame carrying `perf` and `payload` (payload only for transfers).
 pub fn encode_performative(out: &mut BytesMut, channel: u16, perf: &Performative, payload: &[u8]) {
+    encode_performative_head(out, channel, perf, payload.len());
+    out.put_slice(payload);
+}
+
+/// Appends a frame's header and `perf`, sized for a payload of
+/// `payload_len` bytes that the caller sends right after (apart, so a
+/// large one is not copied). Returns the whole frame's size.
+pub fn encode_performative_head(
+    out: &mut BytesMut,
+    channel: u16,
+    perf: &Performative,
+    payload_len: usize,
+) -> usize {
     let start = out.len();
     out.put_slice(&[0, 0, 0, 0, 2, TYPE_AMQP]);
     out.put_u16(channel);
     perf.encode(out);
-    out.put_slice(payload);
-    let size = u32::try_from(out.len() - start).unwrap_or(u32::MAX);
-    out[start..start + 4].copy_from_slice(&size.to_be_bytes());
+    let size = out.len() - start + payload_len;
+    let size32 = u32::try_from(size).unwrap_or(u32::MAX);
+    out[start..start + 4].copy_from_slice(&size32.to_be_bytes());
+    size
 }
 
 /// Decodes an AMQP frame body into its performative and payload; the

@@ -13,9 +13,13 @@ use super::composite::{
     descriptor_code, open_composite, read_composite, FieldReader, FieldWriter, Fields,
 };
 use super::decode::{DecodeLimits, Reader};
-use super::encode::{encode_binary, encode_descriptor_code, encode_list, encode_map, encode_value};
+use super::encode::{
+    encode_binary, encode_binary_head, encode_descriptor_code, encode_list, encode_map,
+    encode_value,
+};
 use super::error::CodecError;
 use super::value::{map_get, Map, Symbol, Value};
+use crate::wire_bytes::WireBytes;
 
 const HEADER: u64 = 0x70;
 const DELIVERY_ANNOTATIONS: u64 = 0x71;
@@ -305,6 +309,39 @@ impl Message {
     /// Encodes the message as a transfer payload. Sections are written
     /// from the message as it is, never cloned into a `Value` first.
     pub fn encode(&self, out: &mut BytesMut) {
+        self.encode_before_body(out);
+        self.encode_body(out);
+        self.encode_footer(out);
+    }
+
+    /// The message as a transfer payload in pieces: a large body (one data
+    /// section, or a body kept as sent) is the buffer it is stored in, not
+    /// a copy; the sections before it are the head and a footer the tail.
+    pub fn to_wire(&self) -> WireBytes {
+        let apart = match &self.body {
+            Body::Data(parts) if parts.len() == 1 => &parts[0],
+            Body::Raw { bytes, .. } => bytes,
+            _ => return self.to_bytes().into(),
+        };
+        if apart.len() < WireBytes::APART_MIN {
+            return self.to_bytes().into();
+        }
+        let mut head = BytesMut::with_capacity(256);
+        self.encode_before_body(&mut head);
+        if let Body::Data(_) = &self.body {
+            encode_descriptor_code(DATA, &mut head);
+            encode_binary_head(apart.len(), &mut head);
+        }
+        let mut tail = BytesMut::new();
+        self.encode_footer(&mut tail);
+        WireBytes {
+            head: head.freeze(),
+            body: apart.clone(),
+            tail: tail.freeze(),
+        }
+    }
+
+    fn encode_before_body(&self, out: &mut BytesMut) {
         let map = |code: u64, m: &Map, out: &mut BytesMut| {
             encode_descriptor_code(code, out);
             encode_map(m, out);
@@ -324,6 +361,9 @@ impl Message {
         if let Some(m) = &self.application_properties {
             map(APPLICATION_PROPERTIES, m, out);
         }
+    }
+
+    fn encode_body(&self, out: &mut BytesMut) {
         match &self.body {
             Body::Empty => {}
             Body::Data(parts) => {
@@ -344,8 +384,12 @@ impl Message {
             }
             Body::Raw { bytes, .. } => out.extend_from_slice(bytes),
         }
+    }
+
+    fn encode_footer(&self, out: &mut BytesMut) {
         if let Some(m) = &self.footer {
-            map(FOOTER, m, out);
+            encode_descriptor_code(FOOTER, out);
+            encode_map(m, out);
         }
     }
 
@@ -543,5 +587,60 @@ mod tests {
             "{ok} of {} decoded",
             inputs.len() * 4
         );
+    }
+
+    /// A message in pieces is the same bytes as in one buffer, and a large
+    /// body (one data section, or a body kept as sent) is the stored
+    /// buffer itself.
+    #[test]
+    fn pieces_join_to_the_one_buffer_encoding() {
+        let data = |n: usize| Bytes::from((0..n).map(|i| i as u8).collect::<Vec<u8>>());
+        let with = |body: Body, footer: bool| Message {
+            message_annotations: Some(vec![(Value::symbol("x-opt-jms-msg-type"), Value::Byte(3))]),
+            application_properties: Some(vec![(Value::String("k".into()), Value::Int(1))]),
+            footer: footer.then(|| vec![(Value::symbol("x-f"), Value::Ulong(9))]),
+            body,
+            ..Message::default()
+        };
+        let mut cases = Vec::new();
+        for n in [0, 1, 255, 256, 511, 512, 1024, 70_000] {
+            for footer in [false, true] {
+                let b = data(n);
+                let apart = n >= WireBytes::APART_MIN;
+                cases.push((
+                    with(Body::Data(vec![b.clone()]), footer),
+                    apart.then_some(b),
+                ));
+            }
+        }
+        cases.push((with(Body::Data(vec![data(600), data(600)]), false), None));
+        cases.push((
+            with(Body::Value(Value::String("x".repeat(900))), true),
+            None,
+        ));
+        cases.push((with(Body::Empty, false), None));
+        // A body kept as sent (lazy decode) comes apart as its raw bytes.
+        let sent = with(Body::Data(vec![data(2000)]), true).to_bytes();
+        let lazy = Message::decode_lazy(sent, &DecodeLimits::default()).unwrap();
+        let Body::Raw { bytes, .. } = &lazy.body else {
+            panic!("not kept as sent: {:?}", lazy.body)
+        };
+        let raw = bytes.clone();
+        cases.push((lazy, Some(raw)));
+        for (m, apart) in cases {
+            let one = m.to_bytes();
+            let wire = m.to_wire();
+            assert_eq!(wire.len(), one.len());
+            match &apart {
+                Some(b) => {
+                    assert_eq!(wire.body.as_ptr(), b.as_ptr(), "body copied");
+                    assert_eq!(wire.body.len(), b.len());
+                }
+                None => assert!(wire.body.is_empty() && wire.tail.is_empty()),
+            }
+            assert_eq!(wire.joined(), one);
+            let again = Message::decode(one.clone(), &DecodeLimits::default()).unwrap();
+            assert_eq!(again.to_bytes(), one);
+        }
     }
 }

@@ -66,9 +66,9 @@ pub use delivery_state::{DeliveryState, TxnRequest};
 pub use encode::{encode_value, to_bytes};
 pub use error::{AmqpError, CodecError, Condition};
 pub use frame::{
-    decode_amqp_body, decode_sasl_body, encode_frame, encode_performative, FrameDecoder,
-    FrameError, Item, ProtocolHeader, RawFrame, AMQP_HEADER, EMPTY_FRAME, FRAME_HEADER_BYTES,
-    MIN_MAX_FRAME_SIZE, SASL_HEADER,
+    decode_amqp_body, decode_sasl_body, encode_frame, encode_performative,
+    encode_performative_head, FrameDecoder, FrameError, Item, ProtocolHeader, RawFrame,
+    AMQP_HEADER, EMPTY_FRAME, FRAME_HEADER_BYTES, MIN_MAX_FRAME_SIZE, SASL_HEADER,
 };
 pub use message::{Body, BodyKind, Header, Message, Properties};
 pub use performative::{Attach, Begin, Detach, Disposition, Flow, Open, Performative, Transfer};

@@ -221,7 +221,9 @@ impl StompSession {
             .with_header("server", concat!("halyard/", env!("CARGO_PKG_VERSION")))
             .with_header("session", cx.conn.to_string())
             .with_header("heart-beat", format!("{hb},{hb}"));
-        cx.push(SessionAction::Send(encode_to_bytes(&reply, self.version)));
+        cx.push(SessionAction::Send(
+            encode_to_bytes(&reply, self.version).into(),
+        ));
     }
 
     /// Where a frame goes; `routing` is the routing type it asks for on
@@ -415,7 +417,9 @@ impl ProtocolSession for StompSession {
             Ok(()) => {
                 if let Some(r) = receipt {
                     let f = Frame::new(Command::Receipt).with_header("receipt-id", r);
-                    cx.push(SessionAction::Send(encode_to_bytes(&f, self.version)));
+                    cx.push(SessionAction::Send(
+                        encode_to_bytes(&f, self.version).into(),
+                    ));
                 }
             }
             Err(e) => self.protocol_error(cx, Refused::new(e.to_string()), receipt.as_deref()),
@@ -446,7 +450,7 @@ impl ProtocolSession for StompSession {
             return;
         }
         if self.hb_send_ms > 0 && now >= self.last_send + self.hb_send_ms {
-            cx.push(SessionAction::Send(Bytes::from_static(HEARTBEAT)));
+            cx.push(SessionAction::Send(Bytes::from_static(HEARTBEAT).into()));
         }
     }
 

@@ -16,7 +16,7 @@
 use crate::node::Gate;
 use std::collections::{BTreeMap, VecDeque};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tracing::debug;
 
 use super::convert::{from_neutral, to_neutral};
@@ -110,13 +110,23 @@ impl AmqpSession {
     }
 
     /// Moves the connection's output along: bytes go out now (in the order
-    /// the connection made them), events wait for `step`.
+    /// the connection made them), events wait for `step`. The pieces of one
+    /// run of bytes (a transfer's large body comes apart) leave as one send.
     pub(super) fn pump(&mut self, cx: &mut SessionCx<'_>) {
+        let mut run = WireBytes::default();
         while let Some(out) = self.conn.poll_output() {
             match out {
-                Output::Transmit(b) => cx.push(SessionAction::Send(b)),
-                other => self.events.push_back(other),
+                Output::Transmit(b) => run.push(b),
+                other => {
+                    if !run.is_empty() {
+                        cx.push(SessionAction::Send(std::mem::take(&mut run)));
+                    }
+                    self.events.push_back(other)
+                }
             }
+        }
+        if !run.is_empty() {
+            cx.push(SessionAction::Send(run));
         }
     }
 
@@ -138,7 +148,7 @@ impl AmqpSession {
 
     fn on_output(&mut self, cx: &mut SessionCx<'_>, out: Output) {
         match out {
-            Output::Transmit(b) => cx.push(SessionAction::Send(b)),
+            Output::Transmit(b) => cx.push(SessionAction::Send(b.into())),
             Output::Disconnect => {
                 self.closed = true;
                 cx.push(SessionAction::Close);
@@ -593,7 +603,7 @@ impl ProtocolSession for AmqpSession {
             link,
             Outgoing {
                 tag: Bytes::copy_from_slice(&tag),
-                payload: m.to_bytes(),
+                payload: m.to_wire(),
                 settled: d.ack.is_none(),
                 message_format: 0,
             },
@@ -608,29 +618,17 @@ impl ProtocolSession for AmqpSession {
             // a bug; the message stays with this consumer until it leaves.
             Err(e) => debug_assert!(false, "AMQP send refused: {e}"),
         }
-        // Usually one buffer (the transfer and any frames queued with it):
-        // handed on as it is, copied only to join several.
-        let mut first: Option<Bytes> = None;
-        let mut joined: Option<BytesMut> = None;
+        // Usually one buffer, or three when the body comes apart (the
+        // frame's start, the body as stored, the rest): handed on as they
+        // are, copied only beyond three.
+        let mut wire = WireBytes::default();
         while let Some(o) = self.conn.poll_output() {
             match o {
-                Output::Transmit(b) => match (&mut joined, first.take()) {
-                    (Some(j), _) => j.extend_from_slice(&b),
-                    (None, None) => first = Some(b),
-                    (None, Some(f)) => {
-                        let mut j = BytesMut::with_capacity(f.len() + b.len());
-                        j.extend_from_slice(&f);
-                        j.extend_from_slice(&b);
-                        joined = Some(j);
-                    }
-                },
+                Output::Transmit(b) => wire.push(b),
                 other => self.events.push_back(other),
             }
         }
-        match joined {
-            Some(j) => j.freeze().into(),
-            None => first.unwrap_or_default().into(),
-        }
+        wire
     }
 
     fn tick(&mut self, cx: &mut SessionCx<'_>) {

@@ -3,6 +3,8 @@
 
 use bytes::Bytes;
 
+use crate::wire_bytes::WireBytes;
+
 use crate::protocol::amqp::{
     AmqpError, AttachTarget, DeliveryState, Map, ReceiverSettleMode, Role, SenderSettleMode,
     Source, Symbol,
@@ -194,7 +196,8 @@ pub enum Event {
 pub struct Outgoing {
     /// At most 32 bytes.
     pub tag: Bytes,
-    pub payload: Bytes,
+    /// The encoded message, in pieces (a large body apart, not copied).
+    pub payload: WireBytes,
     /// Pre-settled. Ignored when the link's snd-settle-mode fixes it.
     pub settled: bool,
     pub message_format: u32,

@@ -5,7 +5,10 @@ use std::collections::VecDeque;
 use bytes::BytesMut;
 
 use super::event::{Event, Output};
-use crate::protocol::amqp::{encode_performative, Performative, EMPTY_FRAME};
+use crate::protocol::amqp::{
+    encode_performative, encode_performative_head, Performative, EMPTY_FRAME,
+};
+use crate::wire_bytes::WireBytes;
 
 /// Frames coalesce into one byte buffer until an event or the driver
 /// takes them, so a burst of frames costs one write.
@@ -44,6 +47,31 @@ impl Outbox {
             self.bytes.truncate(start);
             self.oversize.get_or_insert((perf.name(), size));
             return;
+        }
+        self.active = true;
+    }
+
+    /// A transfer frame whose payload comes in pieces: a piece of
+    /// [`WireBytes::APART_MIN`] or more leaves as its own output (the
+    /// stored buffer, not a copy); smaller ones join the frames around.
+    pub fn transfer(&mut self, channel: u16, perf: &Performative, payload: WireBytes) {
+        if self.disconnect {
+            return;
+        }
+        let start = self.bytes.len();
+        let size = encode_performative_head(&mut self.bytes, channel, perf, payload.len());
+        if self.peer_max_frame.is_some_and(|max| size > max as usize) {
+            self.bytes.truncate(start);
+            self.oversize.get_or_insert((perf.name(), size));
+            return;
+        }
+        for piece in payload.pieces() {
+            if piece.len() >= WireBytes::APART_MIN {
+                self.flush();
+                self.queue.push_back(Output::Transmit(piece));
+            } else {
+                self.bytes.extend_from_slice(&piece);
+            }
         }
         self.active = true;
     }

@@ -20,6 +20,7 @@ use crate::protocol::amqp::{
     AmqpError, Attach, Begin, DeliveryState, Detach, Disposition, Flow, Performative, Role,
     SenderSettleMode, Transfer,
 };
+use crate::wire_bytes::WireBytes;
 
 /// Our first transfer-id on every session.
 pub(crate) const INITIAL_OUTGOING_ID: u32 = 0;
@@ -51,7 +52,7 @@ pub(crate) enum SessionState {
 pub(crate) struct Queued {
     pub handle: u32,
     pub transfer: Transfer,
-    pub payload: Bytes,
+    pub payload: WireBytes,
 }
 
 /// A disposition waiting to be coalesced into ranges.
@@ -199,10 +200,10 @@ impl Session {
                 break;
             };
             self.queued_bytes -= q.payload.len();
-            out.frame(
+            out.transfer(
                 self.channel(),
                 &Performative::Transfer(q.transfer),
-                &q.payload,
+                q.payload,
             );
             self.next_outgoing_id = self.next_outgoing_id.wrapping_add(1);
             self.remote_incoming_window -= 1;

@@ -1,8 +1,6 @@
 //! The owner's commands on a session's links: answer an attach, send,
 //! settle, grant credit, end a drain, detach.
 
-use bytes::Bytes;
-
 use super::event::{AttachAnswer, CommandError, Event, Outgoing};
 use super::link::{Link, LinkState};
 use super::session::{Ctx, PendingDisposition, Queued, Session};
@@ -10,6 +8,7 @@ use crate::protocol::amqp::{
     to_bytes, AmqpError, Attach, DeliveryState, Detach, Performative, ReceiverSettleMode, Role,
     SenderSettleMode, Transfer, FRAME_HEADER_BYTES,
 };
+use crate::wire_bytes::WireBytes;
 
 /// A delivery tag is at most 32 bytes (spec 2.8.7).
 const DELIVERY_TAG_BYTES_MAX: usize = 32;
@@ -158,7 +157,7 @@ impl Session {
         Ok(delivery_id)
     }
 
-    fn queue_frames(&mut self, peer_max_frame: u32, mut first: Transfer, payload: Bytes) {
+    fn queue_frames(&mut self, peer_max_frame: u32, mut first: Transfer, payload: WireBytes) {
         let handle = first.handle;
         if FRAME_HEADER_BYTES + TRANSFER_BYTES_MAX + payload.len() <= peer_max_frame as usize {
             // Surely one frame: no need to encode the transfer to measure it.
@@ -177,7 +176,9 @@ impl Session {
         // The peer's max-frame-size is at least 512 and a transfer
         // performative at most about 80 bytes, so there is always room.
         let room = (peer_max_frame as usize).saturating_sub(overhead).max(1);
-        let mut rest = payload;
+        // Split from one buffer: a message larger than a frame is copied
+        // once (rare, and dwarfed by its frames' own cost).
+        let mut rest = payload.joined();
         let mut transfer = first;
         loop {
             let chunk = rest.split_to(rest.len().min(room));
@@ -186,7 +187,7 @@ impl Session {
             self.queue.push_back(Queued {
                 handle,
                 transfer: transfer.clone(),
-                payload: chunk,
+                payload: chunk.into(),
             });
             if rest.is_empty() {
                 break;
