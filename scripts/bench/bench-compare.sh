@@ -764,6 +764,9 @@ run_artemis_amqp() { # ROUND
 
 log "run $RUN_ID: configurations [$CONFIGS], $ROUNDS round(s); results in $RUN"
 
+# The work tree as the build sees it: files edited while the run goes on are not in the binary.
+DIRTY_RUST=$(git status --porcelain -- '*.rs' 'Cargo.toml' 'Cargo.lock' '**/Cargo.toml' 2>/dev/null | wc -l)
+DIRTY_FILES=$(git status --porcelain -- '*.rs' 'Cargo.toml' 'Cargo.lock' '**/Cargo.toml' 2>/dev/null | awk '{print $2}' | tr '\n' ' ')
 if ((BUILD)); then
     log "cargo build --release -p halyard"
     cargo build --release -p halyard >"$RUN/logs/build.log" 2>&1 \
@@ -809,8 +812,8 @@ meta run_id "$RUN_ID"
 meta started_utc "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 meta git_commit "$(git rev-parse HEAD 2>/dev/null || echo unknown)"
 meta git_commit_subject "$(git log -1 --format=%s 2>/dev/null || echo unknown)"
-meta git_dirty_rust "$(git status --porcelain -- '*.rs' 'Cargo.toml' 'Cargo.lock' '**/Cargo.toml' 2>/dev/null | wc -l)"
-meta git_dirty_files "$(git status --porcelain -- '*.rs' 'Cargo.toml' 'Cargo.lock' '**/Cargo.toml' 2>/dev/null | awk '{print $2}' | tr '\n' ' ')"
+meta git_dirty_rust "$DIRTY_RUST"
+meta git_dirty_files "$DIRTY_FILES"
 meta halyard_version "$("$BIN" --version 2>/dev/null || echo unknown)"
 meta halyard_binary_mtime "$(date -u -r "$BIN" +%Y-%m-%dT%H:%M:%SZ)"
 meta halyard_binary "$BIN"
