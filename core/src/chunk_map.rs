@@ -16,11 +16,51 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::ops::Bound;
 
+use crate::ids::Id;
+
 /// Entries per chunk: large enough that the per-chunk overhead is noise,
 /// small enough that an insert in the middle moves little.
 const CHUNK: usize = 64;
 /// A chunk below this many entries merges with a neighbour that has room.
 const CHUNK_MERGE_BELOW: usize = CHUNK / 4;
+
+/// A map's key. Keys that are consecutive integers where nothing was
+/// removed (message ids, sequence numbers) can say how far past a chunk's
+/// first key they lie, so a lookup tries that one entry before it bisects
+/// the chunk: a bisection's probes each touch another entry, a cache miss
+/// apiece when values are large, and under the bench's load they were 8 %
+/// of the node's samples.
+pub trait ChunkKey: Ord + Copy {
+    /// How many keys after `first` this one is, if keys are consecutive
+    /// integers; `None` when the key cannot tell. Only a guess: the entry
+    /// found there is checked.
+    fn steps_from(&self, _first: &Self) -> Option<usize> {
+        None
+    }
+}
+
+impl ChunkKey for u64 {
+    fn steps_from(&self, first: &u64) -> Option<usize> {
+        usize::try_from(self.checked_sub(*first)?).ok()
+    }
+}
+
+impl ChunkKey for u32 {
+    fn steps_from(&self, first: &u32) -> Option<usize> {
+        usize::try_from(self.checked_sub(*first)?).ok()
+    }
+}
+
+impl ChunkKey for Id {
+    fn steps_from(&self, first: &Id) -> Option<usize> {
+        if self.epoch != first.epoch {
+            return None;
+        }
+        self.seq.steps_from(&first.seq)
+    }
+}
+
+impl<A: Ord + Copy, B: Ord + Copy> ChunkKey for (A, B) {}
 
 #[derive(Clone)]
 pub struct ChunkMap<K, V> {
@@ -32,13 +72,13 @@ pub struct ChunkMap<K, V> {
     len: usize,
 }
 
-impl<K: Ord + Copy, V> Default for ChunkMap<K, V> {
+impl<K: ChunkKey, V> Default for ChunkMap<K, V> {
     fn default() -> Self {
         ChunkMap::new()
     }
 }
 
-impl<K: Ord + Copy + fmt::Debug, V: fmt::Debug> fmt::Debug for ChunkMap<K, V> {
+impl<K: ChunkKey + fmt::Debug, V: fmt::Debug> fmt::Debug for ChunkMap<K, V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_map().entries(self.iter()).finish()
     }
@@ -52,7 +92,7 @@ fn new_chunk<K, V>() -> VecDeque<(K, V)> {
 /// go. The ends first, as in `ChunkMap::chunk_of`: an append past the last
 /// entry and a lookup of the first skip the search (whose probes each touch
 /// another entry, a cache line apart when values are large).
-fn place_in<K: Ord, V>(chunk: &VecDeque<(K, V)>, key: &K) -> Result<usize, usize> {
+fn place_in<K: ChunkKey, V>(chunk: &VecDeque<(K, V)>, key: &K) -> Result<usize, usize> {
     let (Some((first, _)), Some((last, _))) = (chunk.front(), chunk.back()) else {
         return Err(0);
     };
@@ -66,10 +106,15 @@ fn place_in<K: Ord, V>(chunk: &VecDeque<(K, V)>, key: &K) -> Result<usize, usize
         std::cmp::Ordering::Equal => return Ok(0),
         std::cmp::Ordering::Less => {}
     }
+    if let Some(i) = key.steps_from(first) {
+        if chunk.get(i).is_some_and(|(k, _)| k == key) {
+            return Ok(i);
+        }
+    }
     chunk.binary_search_by(|(k, _)| k.cmp(key))
 }
 
-impl<K: Ord + Copy, V> ChunkMap<K, V> {
+impl<K: ChunkKey, V> ChunkMap<K, V> {
     pub const fn new() -> Self {
         ChunkMap {
             chunks: VecDeque::new(),
@@ -346,7 +391,7 @@ impl<K: Ord + Copy, V> ChunkMap<K, V> {
     }
 }
 
-impl<K: Ord + Copy, V> IntoIterator for ChunkMap<K, V> {
+impl<K: ChunkKey, V> IntoIterator for ChunkMap<K, V> {
     type Item = (K, V);
     type IntoIter = std::iter::Flatten<std::collections::vec_deque::IntoIter<VecDeque<(K, V)>>>;
     fn into_iter(self) -> Self::IntoIter {
@@ -354,7 +399,7 @@ impl<K: Ord + Copy, V> IntoIterator for ChunkMap<K, V> {
     }
 }
 
-impl<'a, K: Ord + Copy, V> IntoIterator for &'a ChunkMap<K, V> {
+impl<'a, K: ChunkKey, V> IntoIterator for &'a ChunkMap<K, V> {
     type Item = (&'a K, &'a V);
     type IntoIter = Box<dyn Iterator<Item = (&'a K, &'a V)> + 'a>;
     fn into_iter(self) -> Self::IntoIter {
@@ -521,5 +566,43 @@ mod tests {
         assert_eq!(map.get(&5), Some(&3));
         assert_eq!(map.range_from(Bound::Excluded(&5)).count(), 0);
         assert_eq!(map.range_from(Bound::Included(&5)).count(), 1);
+    }
+
+    /// Consecutive keys with holes: the guessed place is right where
+    /// nothing was removed before a key, wrong after a hole, and either
+    /// way the lookup agrees with a `BTreeMap`.
+    #[test]
+    fn dense_keys_with_holes_are_found_guessed_or_searched() {
+        let mut map = ChunkMap::new();
+        let mut model = BTreeMap::new();
+        for k in 0..10 * CHUNK as u64 {
+            map.insert(k, k);
+            model.insert(k, k);
+        }
+        for k in (0..10 * CHUNK as u64).filter(|k| k % 7 == 3 || (k / 100) % 3 == 1) {
+            assert_eq!(map.remove(&k), model.remove(&k));
+        }
+        map.check();
+        for k in 0..11 * CHUNK as u64 {
+            assert_eq!(map.get(&k), model.get(&k), "key {k}");
+            assert_eq!(map.contains_key(&k), model.contains_key(&k));
+        }
+        // Reinserted holes land in order.
+        for k in (0..10 * CHUNK as u64).step_by(7) {
+            assert_eq!(map.insert(k, k + 1), model.insert(k, k + 1));
+        }
+        map.check();
+        assert!(map.iter().eq(model.iter()));
+        let ids = |seq| Id::new(2, seq);
+        let mut by_id = ChunkMap::new();
+        for seq in 10..200 {
+            by_id.insert(ids(seq), seq);
+        }
+        by_id.insert(Id::new(3, 0), 0);
+        by_id.remove(&ids(50));
+        assert_eq!(by_id.get(&ids(51)), Some(&51));
+        assert_eq!(by_id.get(&ids(50)), None);
+        assert_eq!(by_id.get(&Id::new(3, 0)), Some(&0));
+        assert_eq!(by_id.get(&Id::new(1, 20)), None);
     }
 }

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeSet, VecDeque};
 
-use crate::chunk_map::ChunkMap;
+use crate::chunk_map::{ChunkKey, ChunkMap};
 
 use crate::ids::{ConnId, Id};
 use crate::journal::{QueueKind, Routing};
@@ -65,6 +65,15 @@ pub enum RefState {
 pub(crate) struct ReadyKey {
     rank: u8,
     pos: u64,
+}
+
+impl ChunkKey for ReadyKey {
+    fn steps_from(&self, first: &ReadyKey) -> Option<usize> {
+        if self.rank != first.rank {
+            return None;
+        }
+        self.pos.steps_from(&first.pos)
+    }
 }
 
 #[derive(Clone, Debug)]
