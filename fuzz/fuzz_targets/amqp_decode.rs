@@ -16,6 +16,7 @@ use halyard_core::protocol::amqp::{
     decode_value, to_bytes, Body, DecodeLimits, DeliveryState, FrameDecoder, FrameError, Item,
     Message, AMQP_HEADER,
 };
+use halyard_core::wire_bytes::WireBytes;
 use libfuzzer_sys::fuzz_target;
 
 /// Small limits, so the fuzzer reaches every one of them.
@@ -120,7 +121,13 @@ fn connection(data: &[u8], split: usize) {
                     for i in 0..credit.min(3) {
                         let d = Outgoing {
                             tag: Bytes::from(vec![i as u8]),
-                            payload: Bytes::from(vec![0u8; 5000]),
+                            // In pieces, as a delivery with its body
+                            // apart: one frame or split to the peer's size.
+                            payload: WireBytes {
+                                head: Bytes::from_static(b"head"),
+                                body: Bytes::from(vec![0u8; 5000]),
+                                tail: Bytes::from_static(b"tail"),
+                            },
                             settled: i % 2 == 0,
                             message_format: 0,
                         };
