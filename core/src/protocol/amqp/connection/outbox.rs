@@ -5,9 +5,7 @@ use std::collections::VecDeque;
 use bytes::BytesMut;
 
 use super::event::{Event, Output};
-use crate::protocol::amqp::{
-    encode_performative, encode_performative_head, Performative, EMPTY_FRAME,
-};
+use crate::protocol::amqp::{encode_performative_head, Performative, EMPTY_FRAME};
 use crate::wire_bytes::WireBytes;
 
 /// Frames coalesce into one byte buffer until an event or the driver
@@ -35,32 +33,22 @@ impl Outbox {
         self.active = true;
     }
 
-    pub fn frame(&mut self, channel: u16, perf: &Performative, payload: &[u8]) {
-        if self.disconnect {
-            return;
-        }
-        let start = self.bytes.len();
-        encode_performative(&mut self.bytes, channel, perf, payload);
-        let size = self.bytes.len() - start;
-        if self.peer_max_frame.is_some_and(|max| size > max as usize) {
-            // Unsendable: dropped, and the connection closes.
-            self.bytes.truncate(start);
-            self.oversize.get_or_insert((perf.name(), size));
-            return;
-        }
-        self.active = true;
+    /// A frame with no payload.
+    pub fn frame(&mut self, channel: u16, perf: &Performative) {
+        self.frame_with(channel, perf, WireBytes::default());
     }
 
-    /// A transfer frame whose payload comes in pieces: a piece of
+    /// A frame whose payload (a transfer's) comes in pieces: a piece of
     /// [`WireBytes::APART_MIN`] or more leaves as its own output (the
     /// stored buffer, not a copy); smaller ones join the frames around.
-    pub fn transfer(&mut self, channel: u16, perf: &Performative, payload: WireBytes) {
+    pub fn frame_with(&mut self, channel: u16, perf: &Performative, payload: WireBytes) {
         if self.disconnect {
             return;
         }
         let start = self.bytes.len();
         let size = encode_performative_head(&mut self.bytes, channel, perf, payload.len());
         if self.peer_max_frame.is_some_and(|max| size > max as usize) {
+            // Unsendable: dropped, and the connection closes.
             self.bytes.truncate(start);
             self.oversize.get_or_insert((perf.name(), size));
             return;

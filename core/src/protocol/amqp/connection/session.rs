@@ -128,7 +128,7 @@ impl Session {
     /// keep the order the owner caused them in.
     pub fn write(&mut self, out: &mut Outbox, perf: &Performative) {
         self.flush_dispositions(out);
-        out.frame(self.channel(), perf, &[]);
+        out.frame(self.channel(), perf);
     }
 
     /// Sends pending dispositions, consecutive ids with the same role,
@@ -158,7 +158,7 @@ impl Session {
                 state: first.state,
                 batchable: false,
             };
-            out.frame(self.channel(), &Performative::Disposition(d), &[]);
+            out.frame(self.channel(), &Performative::Disposition(d));
         }
     }
 
@@ -200,7 +200,7 @@ impl Session {
                 break;
             };
             self.queued_bytes -= q.payload.len();
-            out.transfer(
+            out.frame_with(
                 self.channel(),
                 &Performative::Transfer(q.transfer),
                 q.payload,

@@ -316,7 +316,7 @@ impl Connection {
             }),
             (Phase::Opened, Performative::Close { error }) => {
                 self.announce_all(error.clone());
-                self.out.frame(0, &Performative::Close { error: None }, &[]);
+                self.out.frame(0, &Performative::Close { error: None });
                 self.finish(CloseReason::Peer(error));
                 Ok(())
             }
@@ -451,7 +451,7 @@ impl Connection {
             heartbeat_interval_ms,
         });
         let open = self.our_open();
-        self.out.frame(0, &open, &[]);
+        self.out.frame(0, &open);
         self.phase = Phase::Opened;
         self.out.event(Event::Opened(PeerOpen {
             container_id: o.container_id,
@@ -495,7 +495,7 @@ impl Connection {
             .filter(|s| s.state == SessionState::Mapped)
             .count();
         let reply = session.begin_reply(&self.config);
-        self.out.frame(channel, &reply, &[]);
+        self.out.frame(channel, &reply);
         if live >= self.config.sessions_max {
             // Begun only to be ended at once: the spec's way to refuse.
             let error = ProtocolError::SessionsMax(self.config.sessions_max).to_amqp();
@@ -578,7 +578,7 @@ impl Connection {
             Phase::Open => {
                 // A close must follow an open: refuse with open then close.
                 let open = self.our_open();
-                self.out.frame(0, &open, &[]);
+                self.out.frame(0, &open);
                 self.close_with(Some(error.clone()));
                 self.announce_closed(CloseReason::Protocol(error));
             }
@@ -595,7 +595,7 @@ impl Connection {
         for s in self.sessions.values_mut() {
             s.flush_dispositions(&mut self.out);
         }
-        self.out.frame(0, &Performative::Close { error }, &[]);
+        self.out.frame(0, &Performative::Close { error });
         self.phase = Phase::Closing {
             deadline: self.now + self.config.close_timeout_ms,
         };
