@@ -18,17 +18,15 @@ use super::encode::{FrameWriter, FRAME_END};
 use super::frame::{Command, Version};
 use super::send::{DUPLICATE_ID_HEADER, SCHEDULED_PROPERTY};
 
-/// Bodies this long or longer leave beside their frame rather than copied
-/// into it (smaller ones the driver copies anyway).
-const BODY_APART_MIN: usize = WireBytes::APART_MIN;
-
 /// The MESSAGE frame for a delivery, as `version` writes it.
 pub(super) fn message_bytes(config: &NodeConfig, d: &Delivery, version: Version) -> WireBytes {
     let body = match &d.message.body {
         Body::Text(b) | Body::Bytes(b) => b.clone(),
         Body::Value(v) => Bytes::from(header_text(v).into_owned()),
     };
-    let apart = body.len() >= BODY_APART_MIN;
+    // A large body leaves beside its frame rather than copied into it
+    // (smaller ones the driver copies anyway).
+    let apart = body.len() >= WireBytes::APART_MIN;
     // Room for the dozen headers of a typical MESSAGE.
     let mut out = BytesMut::with_capacity(if apart { 384 } else { body.len() + 384 });
     let mut w = FrameWriter::start(&mut out, Command::Message, version, body.len());
@@ -198,10 +196,10 @@ mod tests {
     #[test]
     fn a_large_body_leaves_as_stored_and_the_frame_is_the_same() {
         let config = NodeConfig::default();
-        for len in [0, 1, BODY_APART_MIN - 1, BODY_APART_MIN, 5000] {
+        for len in [0, 1, WireBytes::APART_MIN - 1, WireBytes::APART_MIN, 5000] {
             let body = Bytes::from((0..len).map(|i| (i % 251) as u8).collect::<Vec<_>>());
             let wire = message_bytes(&config, &delivery(body.clone()), Version::V1_2);
-            let apart = len >= BODY_APART_MIN;
+            let apart = len >= WireBytes::APART_MIN;
             assert_eq!(!wire.body.is_empty(), apart, "{len} bytes");
             if apart {
                 assert_eq!(wire.body.as_ptr(), body.as_ptr(), "not copied");
