@@ -30,7 +30,7 @@ fn entry(n: u64) -> Entry {
 fn append(t: u64) -> JournalRequest {
     JournalRequest::Append {
         ticket: Ticket(t),
-        entries: vec![entry(t)],
+        entries: vec![entry(t)].into(),
         publish: Vec::new(),
     }
 }
@@ -140,14 +140,14 @@ fn the_byte_limit_bounds_a_group_but_a_large_append_goes_alone() {
     c.opened();
     let big = JournalRequest::Append {
         ticket: Ticket(2),
-        entries: vec![entry(2); 5],
+        entries: vec![entry(2); 5].into(),
         publish: Vec::new(),
     };
     c.push(big);
     for t in [4, 6, 8] {
         c.push(JournalRequest::Append {
             ticket: Ticket(t),
-            entries: vec![entry(2)],
+            entries: vec![entry(2)].into(),
             publish: Vec::new(),
         });
     }

@@ -96,7 +96,7 @@ impl Driver {
         self.next_ticket += 1;
         self.handle.send(JournalRequest::Append {
             ticket,
-            entries,
+            entries: entries.into(),
             publish: Vec::new(),
         });
         self.next()

@@ -1,6 +1,8 @@
 //! The journal pipeline: submitting work with its batch, completing it in
 //! order once durable, and the housekeeping batch after every input.
 
+use std::sync::Arc;
+
 use super::config::PlantedBug;
 use super::node::Node;
 use super::ops::{OpError, SubscribeOp, SubscribeTarget};
@@ -18,6 +20,7 @@ const AFTER_INPUT_ROUNDS_MAX: usize = 8;
 
 impl Node {
     pub(crate) fn submit(&mut self, entries: Vec<Entry>, mut work: Work) {
+        let entries = Arc::new(entries);
         let publish = match &mut work {
             Work::Op { effects, .. }
             | Work::Admin { effects, .. }
@@ -33,7 +36,7 @@ impl Node {
             self.outputs
                 .push_back(Output::Journal(JournalRequest::Append {
                     ticket: t,
-                    entries: entries.clone(),
+                    entries: Arc::clone(&entries),
                     publish,
                 }));
             self.counters.journal_batches += 1;
@@ -88,7 +91,7 @@ impl Node {
             let Some(p) = self.pipeline.pop_front() else {
                 break;
             };
-            for e in &p.entries {
+            for e in p.entries.iter() {
                 self.broker.apply(e);
             }
             if let Some(c) = p.work.conn().and_then(|c| self.conns.get_mut(&c)) {

@@ -194,7 +194,9 @@ pub enum JournalRequest {
     /// transaction; only a Kafka journal is ever given any).
     Append {
         ticket: Ticket,
-        entries: Vec<Entry>,
+        /// Shared with the node's pipeline, which applies them to the broker
+        /// once durable (no copy of the batch per append).
+        entries: Arc<Vec<Entry>>,
         publish: Vec<OutRecord>,
     },
     /// Fence older writers, then read the whole journal: `Loaded`* then `Ready`.

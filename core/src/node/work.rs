@@ -22,8 +22,9 @@ use crate::Millis;
 pub(crate) struct Pending {
     pub ticket: Option<Ticket>,
     pub done: bool,
-    /// Applied to the broker when the entry completes.
-    pub entries: Vec<Entry>,
+    /// Applied to the broker when the entry completes (the journal request
+    /// holds the same batch).
+    pub entries: Arc<Vec<Entry>>,
     pub work: Work,
     /// When it was submitted (for the latency histograms).
     pub submitted_at: Millis,
