@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use super::destination::Destination;
 use super::errors::SendError;
 use super::queue::Queue;
 use super::state::Broker;
@@ -67,7 +66,8 @@ impl Broker {
     /// the anycast queue (or declaring the multicast address).
     pub fn plan_send(
         &mut self,
-        dest: &Destination,
+        address: &str,
+        routing: Routing,
         persistent: bool,
         origin: Option<ConnId>,
         ids: &mut IdGen,
@@ -76,10 +76,9 @@ impl Broker {
             return Err(SendError::Full(self.messages.len()));
         }
         let mut plan = SendPlan::default();
-        match dest.routing {
+        match routing {
             Routing::Anycast => {
-                let (id, create) =
-                    self.plan_queue(&dest.address, &dest.address, QueueKind::Anycast, ids);
+                let (id, create) = self.plan_queue(address, address, QueueKind::Anycast, ids);
                 plan.creates.extend(create);
                 // A temporary queue is not journaled: neither are its messages.
                 let durable = self.queues.get(&id).is_none_or(Queue::durable);
@@ -90,7 +89,7 @@ impl Broker {
                 }
             }
             Routing::Multicast => {
-                if let Some(a) = self.addresses.get(&dest.address) {
+                if let Some(a) = self.addresses.get(address) {
                     for q in &a.multicast {
                         if origin.is_some_and(|o| self.no_local_on(*q, o)) {
                             continue;
@@ -105,14 +104,14 @@ impl Broker {
                 }
                 // Durable subscriptions being created right now also get it.
                 for def in self.planned.values() {
-                    if def.address == dest.address
+                    if def.address == address
                         && matches!(def.kind, QueueKind::DurableSubscription(_))
                         && persistent
                     {
                         plan.durable_queues.push(def.id);
                     }
                 }
-                plan.declare = self.plan_address(&dest.address);
+                plan.declare = self.plan_address(address);
             }
         }
         Ok(plan)

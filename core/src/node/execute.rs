@@ -8,7 +8,7 @@ use super::node::Node;
 use super::ops::{Op, OpError, Outcome, SubscribeOp, SubscribeTarget};
 use super::work::{Effects, VolatileSend, Work};
 use crate::bridge::BridgeMode;
-use crate::broker::{ConsumerFilter, Destination, Selector, Settled};
+use crate::broker::{ConsumerFilter, Selector, Settled};
 use crate::ids::ConnId;
 use crate::journal::{Entry, Key, QueueKind, Record, Routing};
 use crate::message::Message;
@@ -217,13 +217,13 @@ impl Node {
         } else {
             None
         };
-        let dest = Destination {
-            address: message.address.clone(),
-            routing: message.routing,
-        };
-        let plan = self
-            .broker
-            .plan_send(&dest, message.durable, origin, &mut self.ids)?;
+        let plan = self.broker.plan_send(
+            &message.address,
+            message.routing,
+            message.durable,
+            origin,
+            &mut self.ids,
+        )?;
         let id = self.ids.next_id();
         entries.extend(
             plan.creates
