@@ -490,7 +490,7 @@ pub async fn run_node(
         tokio::spawn(async move {
             while let Some(cmd) = erx.recv().await {
                 if let JournalRequest::Append { entries, .. } = &cmd {
-                    for e in entries {
+                    for e in entries.iter() {
                         if let Entry::Put(halyard_core::journal::Record::Activation {
                             epoch: ep,
                             ..
