@@ -178,6 +178,21 @@ fn end_offset(config: &KafkaConfig) -> i64 {
         .1
 }
 
+/// The end offset once it has reached `want`, or what it is after `WAIT`.
+/// A producer's commit returns once the coordinator has logged it; the
+/// commit markers reach the partition a little later, so the end offset
+/// just after a commit may not count them yet.
+fn end_offset_reaching(config: &KafkaConfig, want: i64) -> i64 {
+    let t = Instant::now();
+    loop {
+        let end = end_offset(config);
+        if end >= want || t.elapsed() > WAIT {
+            return end;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn assert_found(found: &[(Id, Arc<Message>)], want: &[Id]) {
     let ids: Vec<Id> = found.iter().map(|(id, _)| *id).collect();
     assert_eq!(ids, want, "ids found, in order");
@@ -344,7 +359,7 @@ fn the_fetcher_reads_given_offsets_and_reports_what_is_not_there() {
     a.durable(vec![stored(1, 1), stored(1, 2), stored(1, 3)]);
     a.durable(vec![stored(1, 4), stored(1, 5)]);
     a.durable(vec![stored(1, 6), stored(1, 7)]);
-    let end = end_offset(&config);
+    let end = end_offset_reaching(&config, 10);
     assert_eq!(end, 10, "three transactions of 3, 2 and 2 records");
     let mut f = Fetcher::new(&config).expect("fetcher");
     let read = |f: &mut Fetcher, wanted: &[i64], visible_below: i64| {
