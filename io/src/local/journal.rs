@@ -16,6 +16,7 @@ use super::file_lock::FileLock;
 use super::format::{self, BATCH_FRAME_BYTES, SEGMENT_HEADER_BYTES};
 use super::liveness::{position, Liveness};
 use super::segment;
+use super::spare::{self, Spare};
 use super::stats::{JournalStats, Recovery};
 
 /// Lock file in the journal folder, held by the open journal.
@@ -31,6 +32,9 @@ pub(super) struct Current {
     file: File,
     /// Bytes in the file that belong to the journal (where the next batch goes).
     len: u64,
+    /// The file was a zero-filled spare: it is longer than `len`, and is cut
+    /// to `len` when sealed.
+    preallocated: bool,
 }
 
 /// Where an append call started, to undo its writes if one fails.
@@ -69,6 +73,9 @@ pub struct LocalJournal {
     /// it stops as if the process had crashed.
     #[cfg(feature = "testkit")]
     pub(super) crash_after_steps: Option<u64>,
+    /// The next segment, being zero-filled (only when syncing: without
+    /// syncs there is nothing to gain). Dropped before the lock.
+    spare: Option<Spare>,
     /// Held while the journal is open, so two handles (in this process or
     /// another) never append to the same folder. Declared last: dropped
     /// after the segment file is closed.
@@ -103,6 +110,9 @@ impl LocalJournal {
             tracing::warn!(file = %leftover.display(), "deleting unfinished journal cleaning output");
             std::fs::remove_file(leftover)
                 .map_err(|e| LocalJournalError::io("delete", leftover, e))?;
+        }
+        if spare::delete_leftover(&dir)? {
+            tracing::info!(dir = %dir.display(), "deleted a spare segment a stop left behind");
         }
         let ids = listing.ids;
 
@@ -166,11 +176,24 @@ impl LocalJournal {
                         });
                     }
                     let torn = scan.file_bytes - scan.valid_bytes;
-                    tracing::warn!(
-                        file, offset, torn_bytes = torn, %problem,
-                        "cutting off torn tail of the last journal segment"
-                    );
-                    recovery.truncated_bytes += torn;
+                    if scan.stop_at_zeros && offset > 0 {
+                        // The unused end of a zero-filled segment (or a
+                        // batch whose write never reached the disk): cut, so
+                        // nothing a crash left past it can ever be read.
+                        tracing::debug!(
+                            file,
+                            offset,
+                            zero_bytes = torn,
+                            "cutting the zero-filled end off the last journal segment"
+                        );
+                        recovery.zero_bytes_cut += torn;
+                    } else {
+                        tracing::warn!(
+                            file, offset, torn_bytes = torn, %problem,
+                            "cutting off torn tail of the last journal segment"
+                        );
+                        recovery.truncated_bytes += torn;
+                    }
                     repair_tail(&config, id, scan.valid_bytes, &mut stats)?
                 }
             };
@@ -187,6 +210,7 @@ impl LocalJournal {
                     id,
                     file: segment::open_for_append(&dir, id)?,
                     len,
+                    preallocated: false,
                 }
             }
             None => {
@@ -204,6 +228,7 @@ impl LocalJournal {
                     id: 1,
                     file,
                     len: SEGMENT_HEADER_BYTES,
+                    preallocated: false,
                 }
             }
         };
@@ -238,6 +263,7 @@ impl LocalJournal {
             retired_files: Vec::new(),
             #[cfg(feature = "testkit")]
             crash_after_steps: None,
+            spare: None,
             _lock: lock,
         };
         Ok((journal, recovery))
@@ -331,7 +357,21 @@ impl LocalJournal {
             self.stats.entries_appended += batch.len() as u64;
         }
         self.stats.batches_appended += batches.len() as u64;
+        self.maybe_start_spare();
         Ok(())
+    }
+
+    /// Starts zero-filling the next segment once the current one is a
+    /// quarter full: early enough to be ready at the roll under a steady
+    /// load, late enough that a journal that never fills a segment (most
+    /// tests, idle brokers) never writes one.
+    fn maybe_start_spare(&mut self) {
+        if self.config.fsync
+            && self.spare.is_none()
+            && self.current.len > self.config.segment_bytes / 4
+        {
+            self.spare = Some(Spare::start(&self.config.dir, self.config.segment_bytes));
+        }
     }
 
     pub fn stats(&self) -> JournalStats {
@@ -406,6 +446,14 @@ impl LocalJournal {
 
     /// Seals the current segment and starts the next one.
     fn roll(&mut self, undo: &mut AppendUndo) -> Result<(), LocalJournalError> {
+        if self.current.preallocated {
+            // A sealed segment ends at its last batch, so only the last
+            // segment ever has zeros past its data.
+            self.current
+                .file
+                .set_len(self.current.len)
+                .map_err(|e| LocalJournalError::io("cut the zeros off", self.current_path(), e))?;
+        }
         if self.config.fsync {
             // The sealed segment must be complete on disk before anything
             // lands in the next one, or a crash could tear an older segment.
@@ -428,7 +476,21 @@ impl LocalJournal {
                 .ok_or(LocalJournalError::SegmentIdsExhausted {
                     last: self.current.id,
                 })?;
-        let file = segment::create(&self.config.dir, next)?;
+        let ready = self.spare.as_ref().is_some_and(Spare::is_ready);
+        let spare = if ready {
+            self.spare.take().and_then(Spare::take)
+        } else {
+            None
+        };
+        let (file, preallocated) = match spare {
+            Some((path, bytes)) if bytes == self.config.segment_bytes => {
+                (segment::adopt(&self.config.dir, next, &path)?, true)
+            }
+            _ => (segment::create(&self.config.dir, next)?, false),
+        };
+        if preallocated {
+            self.stats.segments_preallocated += 1;
+        }
         undo.sealed.push((self.current.id, self.current.len));
         undo.created.push(next);
         tracing::debug!(
@@ -440,6 +502,7 @@ impl LocalJournal {
             id: next,
             file,
             len: SEGMENT_HEADER_BYTES,
+            preallocated,
         };
         Ok(())
     }
@@ -478,10 +541,13 @@ impl LocalJournal {
                     segment::sync_dir(&dir)?;
                 }
             }
+            // Cut to where the call started, zeros included: it appends
+            // to a growing file from here.
             Ok(Current {
                 id: undo.start_id,
                 file,
                 len: undo.start_len,
+                preallocated: false,
             })
         })();
         match result {

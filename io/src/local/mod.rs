@@ -58,10 +58,18 @@
 //! synced before the next one is created, and the folder is fsynced after a
 //! segment is created, so a crash can only ever tear the last segment.
 //!
+//! A segment may start as a *spare*: a file of `segment_bytes` zeros,
+//! written and synced on a thread of its own while the previous segment
+//! filled, and renamed into place at the roll (see `spare`). A zero frame is
+//! invalid, so the zeros past the last batch end the segment as a torn tail
+//! would; a segment is cut to its last batch when sealed, so only the last
+//! one can hold zeros.
+//!
 //! On `open` every batch of every segment is verified. A bad header or batch
 //! in the *last* segment is what a crash during an append leaves behind (a
 //! half-written or never-synced batch): that tail is cut off and reported in
-//! [`Recovery::truncated_bytes`]. The same damage in an older segment cannot
+//! [`Recovery::truncated_bytes`] (or, when it starts with a frame of zeros,
+//! as a spare's unused end does, in [`Recovery::zero_bytes_cut`]). The same damage in an older segment cannot
 //! come from a crash, so it is an error and nothing is dropped.
 //!
 //!
@@ -74,7 +82,8 @@
 //! # Layout of this module
 //!
 //! `entry` (what is stored) <- `format` (bytes and limits) <- `error` <-
-//! `segment` (files) and `liveness` (the compaction index) <- `journal`
+//! `segment` (files), `spare` (the next segment, zero-filled ahead) and
+//! `liveness` (the compaction index) <- `journal`
 //! (open, append, recovery) <- `cleaning` (compaction) and `reads` (an
 //! entry read back by key, for paging); `driver` runs a
 //! journal on a thread with group commit; `file_lock` and `lock` are the
@@ -96,6 +105,7 @@ mod lock;
 mod peek;
 mod reads;
 mod segment;
+mod spare;
 mod stats;
 #[cfg(feature = "testkit")]
 mod testkit;

@@ -107,6 +107,24 @@ pub fn create(dir: &Path, id: u64) -> Result<File, LocalJournalError> {
     Ok(file)
 }
 
+/// Makes the zero-filled file at `spare` segment `id`: renames it into place
+/// and writes the header (not synced). Fails if the segment exists.
+pub fn adopt(dir: &Path, id: u64, spare: &Path) -> Result<File, LocalJournalError> {
+    let p = path(dir, id);
+    if p.exists() {
+        return Err(LocalJournalError::io(
+            "rename a spare to",
+            &p,
+            std::io::Error::from(ErrorKind::AlreadyExists),
+        ));
+    }
+    std::fs::rename(spare, &p).map_err(|e| LocalJournalError::io("rename a spare to", &p, e))?;
+    let file = open_for_append(dir, id)?;
+    file.write_all_at(&format::encode_header(id, 0), 0)
+        .map_err(|e| LocalJournalError::io("write header of", &p, e))?;
+    Ok(file)
+}
+
 /// Opens an existing segment for appending at offsets we track ourselves.
 pub fn open_for_append(dir: &Path, id: u64) -> Result<File, LocalJournalError> {
     let p = path(dir, id);
@@ -136,6 +154,9 @@ pub struct Scan {
     pub replaces: u32,
     /// The first invalid thing and its offset; `None` if all of it is valid.
     pub stop: Option<(u64, Corruption)>,
+    /// The stop is a batch frame of zeros: where a zero-filled segment's
+    /// unused space begins (or a crash lost the frame's write).
+    pub stop_at_zeros: bool,
 }
 
 /// Reads segment `id` from the start, verifying the header and every batch,
@@ -163,6 +184,7 @@ pub fn scan(
         entries: 0,
         replaces: 0,
         stop: None,
+        stop_at_zeros: false,
     };
 
     let header_len = file_bytes.min(SEGMENT_HEADER_BYTES) as usize;
@@ -183,7 +205,11 @@ pub fn scan(
     while offset < file_bytes {
         let available = file_bytes - offset;
         if available < BATCH_FRAME_BYTES {
+            let mut rest = [0u8; BATCH_FRAME_BYTES as usize];
+            let rest = &mut rest[..available as usize];
+            reader.read_exact(rest).map_err(io("read"))?;
             scan.stop = Some((offset, Corruption::FrameShort { available }));
+            scan.stop_at_zeros = rest.iter().all(|b| *b == 0);
             break;
         }
         let mut frame = [0u8; BATCH_FRAME_BYTES as usize];
@@ -192,6 +218,7 @@ pub fn scan(
             Ok(v) => v,
             Err(c) => {
                 scan.stop = Some((offset, c));
+                scan.stop_at_zeros = frame.iter().all(|b| *b == 0);
                 break;
             }
         };

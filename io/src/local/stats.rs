@@ -10,6 +10,11 @@ pub struct Recovery {
     pub bytes: u64,
     /// Bytes of torn tail cut off the last segment.
     pub truncated_bytes: u64,
+    /// Bytes cut off the last segment from a frame of zeros on: the unused
+    /// end of a segment written full of zeros ahead of time, or a write a
+    /// crash kept from the disk (the two look the same, and neither held
+    /// anything acknowledged).
+    pub zero_bytes_cut: u64,
     /// Segments deleted to finish a cleaning a crash interrupted.
     pub replaced_segments_deleted: usize,
 }
@@ -34,6 +39,9 @@ pub struct JournalStats {
     pub dir_fsyncs: u64,
     pub batches_appended: u64,
     pub entries_appended: u64,
+    /// Segments started from a zero-filled spare (see `spare`) rather than
+    /// as an empty file.
+    pub segments_preallocated: u64,
     /// Dead segments deleted whole.
     pub segments_deleted: u64,
     /// Cleanings done (each rewrote a sealed prefix into one segment).
