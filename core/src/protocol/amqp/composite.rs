@@ -151,6 +151,9 @@ impl FieldReader<'_, '_> {
                     return Ok(Value::Null);
                 }
                 *left -= 1;
+                if let Some(v) = r.read_scalar(*end) {
+                    return Ok(v);
+                }
                 let v = r.read().and_then(|v| r.within(*end).map(|()| v));
                 if let Err(e) = &v {
                     *left = 0;

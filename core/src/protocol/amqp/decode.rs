@@ -207,6 +207,41 @@ impl<'l> Reader<'l> {
         })
     }
 
+    /// The next value when it is one of the scalars composite fields nearly
+    /// always are (null, booleans, uint, ulong, ubyte, a short binary),
+    /// read without the general path's constructor and format-code table.
+    /// `None`, with nothing consumed, for anything else and for anything
+    /// that would fail or run past `end`: the caller then reads it with
+    /// [`Reader::read`], so values and errors are exactly that path's.
+    pub(crate) fn read_scalar(&mut self, end: usize) -> Option<Value> {
+        if self.values_left == 0 {
+            return None;
+        }
+        let b = self.buf.get(self.pos..end.min(self.buf.len()))?;
+        let (value, len) = match *b.first()? {
+            0x40 => (Value::Null, 1),
+            0x41 => (Value::Bool(true), 1),
+            0x42 => (Value::Bool(false), 1),
+            0x43 => (Value::Uint(0), 1),
+            0x44 => (Value::Ulong(0), 1),
+            0x50 => (Value::Ubyte(*b.get(1)?), 2),
+            0x52 => (Value::Uint((*b.get(1)?).into()), 2),
+            0x53 => (Value::Ulong((*b.get(1)?).into()), 2),
+            0x70 => (Value::Uint(u32::from_be_bytes(b.get(1..5)?.try_into().ok()?)), 5),
+            0x80 => (Value::Ulong(u64::from_be_bytes(b.get(1..9)?.try_into().ok()?)), 9),
+            0xa0 => {
+                let n = usize::from(*b.get(1)?);
+                b.get(2..2 + n)?;
+                let start = self.pos + 2;
+                (Value::Binary(self.buf.slice(start..start + n)), 2 + n)
+            }
+            _ => return None,
+        };
+        self.pos += len;
+        self.values_left -= 1;
+        Some(value)
+    }
+
     /// An item of a compound ending at `end` must not run past it.
     pub(crate) fn within(&self, end: usize) -> Result<(), CodecError> {
         if self.pos > end {
