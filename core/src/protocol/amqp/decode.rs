@@ -227,8 +227,14 @@ impl<'l> Reader<'l> {
             0x50 => (Value::Ubyte(*b.get(1)?), 2),
             0x52 => (Value::Uint((*b.get(1)?).into()), 2),
             0x53 => (Value::Ulong((*b.get(1)?).into()), 2),
-            0x70 => (Value::Uint(u32::from_be_bytes(b.get(1..5)?.try_into().ok()?)), 5),
-            0x80 => (Value::Ulong(u64::from_be_bytes(b.get(1..9)?.try_into().ok()?)), 9),
+            0x70 => (
+                Value::Uint(u32::from_be_bytes(b.get(1..5)?.try_into().ok()?)),
+                5,
+            ),
+            0x80 => (
+                Value::Ulong(u64::from_be_bytes(b.get(1..9)?.try_into().ok()?)),
+                9,
+            ),
             0xa0 => {
                 let n = usize::from(*b.get(1)?);
                 b.get(2..2 + n)?;
