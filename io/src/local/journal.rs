@@ -476,17 +476,12 @@ impl LocalJournal {
                 .ok_or(LocalJournalError::SegmentIdsExhausted {
                     last: self.current.id,
                 })?;
-        let ready = self.spare.as_ref().is_some_and(Spare::is_ready);
-        let spare = if ready {
-            self.spare.take().and_then(Spare::take)
-        } else {
-            None
-        };
+        // A spare still being written stays for the next roll; it is always
+        // `segment_bytes` long (the config does not change).
+        let spare = self.spare.take_if(|s| s.is_ready()).and_then(Spare::take);
         let (file, preallocated) = match spare {
-            Some((path, bytes)) if bytes == self.config.segment_bytes => {
-                (segment::adopt(&self.config.dir, next, &path)?, true)
-            }
-            _ => (segment::create(&self.config.dir, next)?, false),
+            Some(path) => (segment::adopt(&self.config.dir, next, &path)?, true),
+            None => (segment::create(&self.config.dir, next)?, false),
         };
         if preallocated {
             self.stats.segments_preallocated += 1;

@@ -69,8 +69,9 @@
 //! in the *last* segment is what a crash during an append leaves behind (a
 //! half-written or never-synced batch): that tail is cut off and reported in
 //! [`Recovery::truncated_bytes`] (or, when it starts with a frame of zeros,
-//! as a spare's unused end does, in [`Recovery::zero_bytes_cut`]). The same damage in an older segment cannot
-//! come from a crash, so it is an error and nothing is dropped.
+//! as a spare's unused end does, in [`Recovery::zero_bytes_cut`]). The same
+//! damage in an older segment cannot come from a crash, so it is an error
+//! and nothing is dropped.
 //!
 //!
 //! # Compaction

@@ -39,7 +39,6 @@ pub fn path(dir: &Path) -> PathBuf {
 #[derive(Debug)]
 pub struct Spare {
     path: PathBuf,
-    bytes: u64,
     cancel: Arc<AtomicBool>,
     worker: Option<JoinHandle<Result<(), LocalJournalError>>>,
 }
@@ -66,7 +65,6 @@ impl Spare {
         };
         Spare {
             path,
-            bytes,
             cancel,
             worker,
         }
@@ -77,15 +75,16 @@ impl Spare {
         self.worker.as_ref().is_some_and(|w| w.is_finished())
     }
 
-    /// The spare's path and size if it is ready and was written without
-    /// error; the caller renames it. `None` (and the file deleted) otherwise.
-    pub fn take(mut self) -> Option<(PathBuf, u64)> {
+    /// The spare's path if it is ready and was written without error (then
+    /// it holds the `bytes` zeros `start` was given); the caller renames it.
+    /// `None` (and the file deleted) otherwise.
+    pub fn take(mut self) -> Option<PathBuf> {
         if !self.is_ready() {
             return None;
         }
         let worker = self.worker.take()?;
         match worker.join() {
-            Ok(Ok(())) => Some((std::mem::take(&mut self.path), self.bytes)),
+            Ok(Ok(())) => Some(std::mem::take(&mut self.path)),
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "spare segment not written; the next segment grows as it is appended to");
                 None
@@ -106,12 +105,8 @@ impl Drop for Spare {
             let _ = w.join();
         }
         if !self.path.as_os_str().is_empty() {
-            match std::fs::remove_file(&self.path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    tracing::warn!(file = %self.path.display(), error = %e, "could not delete the spare segment")
-                }
+            if let Err(e) = remove_if_present(&self.path) {
+                tracing::warn!(file = %self.path.display(), error = %e, "could not delete the spare segment");
             }
         }
     }
@@ -150,10 +145,15 @@ fn fill(path: &Path, bytes: u64, cancel: &AtomicBool) -> Result<(), LocalJournal
 /// Deletes a spare a crash left behind. Only under the folder's lock.
 pub fn delete_leftover(dir: &Path) -> Result<bool, LocalJournalError> {
     let p = path(dir);
-    match std::fs::remove_file(&p) {
+    remove_if_present(&p).map_err(|e| LocalJournalError::io("delete", &p, e))
+}
+
+/// Deletes `p`; false if there was nothing to delete.
+fn remove_if_present(p: &Path) -> std::io::Result<bool> {
+    match std::fs::remove_file(p) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(LocalJournalError::io("delete", &p, e)),
+        Err(e) => Err(e),
     }
 }
 
@@ -168,10 +168,9 @@ mod tests {
         while !spare.is_ready() {
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
-        let (p, bytes) = spare.take().expect("written");
-        assert_eq!(bytes, 3 * CHUNK_BYTES as u64 + 5);
+        let p = spare.take().expect("written");
         let data = std::fs::read(&p).unwrap();
-        assert_eq!(data.len() as u64, bytes);
+        assert_eq!(data.len(), 3 * CHUNK_BYTES + 5);
         assert!(data.iter().all(|b| *b == 0));
 
         let spare = Spare::start(dir.path(), 1 << 30);
