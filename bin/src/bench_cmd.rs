@@ -35,10 +35,10 @@ ERROR. With --node-metrics the bench also reports the node's append stalls \
 (journal compaction pauses) during the measured window. See docs/bench.md.\n\n\
 Example: halyard bench --url tcp://127.0.0.1:61616 --rate 5000 --json out.json --plot plots/")]
 pub struct BenchArgs {
-    /// Wire protocol: stomp (STOMP 1.2) or amqp (AMQP 1.0)
-    #[arg(long, default_value = "stomp", value_parser = ["stomp", "amqp"])]
-    protocol: String,
-    /// Broker: tcp://HOST:PORT (also stomp:// or amqp://; one broker, no failover)
+    /// Wire protocol: stomp (STOMP 1.2) or amqp (AMQP 1.0) [default: amqp for an amqp:// URL, else stomp]
+    #[arg(long, value_parser = ["stomp", "amqp"])]
+    protocol: Option<String>,
+    /// Broker: tcp://HOST:PORT (also stomp:// or amqp://, which name the protocol; one broker, no failover)
     #[arg(long, default_value = "tcp://127.0.0.1:61616", env = "HALYARD_URL")]
     url: String,
     /// Destination: /queue/NAME (each message to one consumer) or /topic/NAME (to every consumer)
@@ -124,6 +124,26 @@ pub fn parse_url(url: &str) -> Result<String, String> {
     }
 }
 
+/// `--protocol` as given, or as the URL's scheme names it; an error if
+/// they disagree (a bench of the wrong protocol measures something else).
+fn protocol(given: Option<&str>, url: &str) -> Result<Protocol, String> {
+    let by_url = if url.starts_with("amqp://") {
+        Some(Protocol::Amqp)
+    } else if url.starts_with("stomp://") {
+        Some(Protocol::Stomp)
+    } else {
+        None
+    };
+    let given: Option<Protocol> = given.map(str::parse).transpose()?;
+    match (given, by_url) {
+        (Some(p), Some(u)) if p != u => Err(format!(
+            "--protocol {p} does not match --url {url:?}: use --protocol {u} or a tcp:// URL"
+        )),
+        (Some(p), _) | (None, Some(p)) => Ok(p),
+        (None, None) => Ok(Protocol::Stomp),
+    }
+}
+
 fn secs(what: &str, v: f64, min: f64) -> Result<Duration, String> {
     if v.is_finite() && v >= min && v <= 86_400.0 {
         Ok(Duration::from_secs_f64(v))
@@ -134,7 +154,7 @@ fn secs(what: &str, v: f64, min: f64) -> Result<Duration, String> {
 
 fn config(a: &BenchArgs) -> Result<BenchConfig, String> {
     let addr = parse_url(&a.url)?;
-    let protocol: Protocol = a.protocol.parse()?;
+    let protocol = protocol(a.protocol.as_deref(), &a.url)?;
     if protocol == Protocol::Amqp {
         let name = a
             .destination
@@ -446,6 +466,34 @@ mod tests {
         assert_eq!(c.passcode.as_deref(), Some("secret"));
         let a = parse(&["--protocol", "amqp", "--destination", "/queue/"]).expect("parses");
         assert!(config(&a).is_err());
+    }
+
+    #[test]
+    fn the_url_scheme_names_the_protocol_unless_told() {
+        let protocol_of = |args: &[&str]| config(&parse(args).expect("parses")).map(|c| c.protocol);
+        assert_eq!(
+            protocol_of(&["--url", "amqp://127.0.0.1:5672"]),
+            Ok(Protocol::Amqp)
+        );
+        assert_eq!(
+            protocol_of(&["--url", "stomp://127.0.0.1:1"]),
+            Ok(Protocol::Stomp)
+        );
+        assert_eq!(
+            protocol_of(&["--url", "tcp://127.0.0.1:1"]),
+            Ok(Protocol::Stomp)
+        );
+        assert_eq!(
+            protocol_of(&["--url", "tcp://127.0.0.1:1", "--protocol", "amqp"]),
+            Ok(Protocol::Amqp)
+        );
+        let err = protocol_of(&["--url", "amqp://127.0.0.1:1", "--protocol", "stomp"])
+            .expect_err("they disagree");
+        assert!(
+            err.contains("--protocol stomp") && err.contains("amqp://"),
+            "{err}"
+        );
+        assert!(protocol_of(&["--url", "stomp://127.0.0.1:1", "--protocol", "amqp"]).is_err());
     }
 
     #[test]

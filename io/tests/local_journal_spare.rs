@@ -1,9 +1,11 @@
 //! The local journal's zero-filled spare segments: a roll renames one into
 //! place, sealed segments end at their last batch, recovery cuts the zeros
-//! (and anything a crash left past them) off the last segment, and a spare
-//! left by a stop is deleted.
+//! (and anything a crash left past them) off the last segment, a spare left
+//! by a stop is deleted, and a dead segment is overwritten with zeros and
+//! reused as a spare instead of being deleted.
 
 use std::fs;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -14,6 +16,7 @@ use halyard_io::local::{
 
 const SEGMENT_BYTES: u64 = 64 * 1024;
 const SPARE: &str = "next-segment.zeroed";
+const RECYCLED: &str = "dead-segment.recycle";
 
 fn config(dir: &Path) -> LocalJournalConfig {
     LocalJournalConfig {
@@ -200,5 +203,114 @@ fn a_spare_left_by_a_stop_is_deleted_at_open() {
     let (journal, recovery) = LocalJournal::open(config(&dir)).expect("open");
     assert!(!dir.join(SPARE).exists());
     assert_eq!(recovery.truncated_bytes, 0);
+    assert_eq!(journal.read_all().expect("read"), vec![batch(0)]);
+}
+
+/// Waits until `path` is `SEGMENT_BYTES` long and then a little more (its
+/// last sync), at most 2 s.
+fn wait_whole(path: &Path) {
+    let t = Instant::now();
+    while !fs::metadata(path).is_ok_and(|m| m.len() == SEGMENT_BYTES)
+        && t.elapsed() < Duration::from_secs(2)
+    {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    std::thread::sleep(Duration::from_millis(50));
+}
+
+/// A batch of one of five keys, so that older segments die as newer ones
+/// supersede their entries.
+fn churn(i: usize) -> Vec<Entry> {
+    vec![Entry::put(
+        Bytes::from(format!("key-{}", i % 5)),
+        Bytes::from(vec![b'a' + (i % 26) as u8; 1500 + i % 700]),
+    )]
+}
+
+#[test]
+fn a_dead_segment_is_zeroed_and_reused_as_the_next_segment() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("journal");
+    let (mut journal, _) = LocalJournal::open(config(&dir)).expect("open");
+    let mut i = 0;
+    // Three segments; the first is dead once the third is written.
+    while segment_files(&dir).len() < 3 {
+        journal.append(&[churn(i)]).expect("append");
+        i += 1;
+    }
+    let first = segment_files(&dir).remove(0);
+    let first_ino = fs::metadata(&first).expect("stat").ino();
+    let before = fs::read(&first).expect("read");
+    // The spare made for the third segment, if any, was taken or is still
+    // being written: let it finish before the roll below takes it.
+    if dir.join(SPARE).exists() {
+        wait_whole(&dir.join(SPARE));
+    }
+    let compacted = journal.compact().expect("compact");
+    assert!(compacted.segments_deleted >= 1, "{compacted:?}");
+    assert!(!first.exists(), "the segment is gone as a segment");
+    let recycled = dir.join(RECYCLED);
+    assert_eq!(
+        fs::metadata(&recycled).expect("kept for a spare").ino(),
+        first_ino
+    );
+    assert_eq!(fs::read(&recycled).expect("read"), before, "untouched yet");
+
+    // The next spare overwrites it; the roll after that renames it into place.
+    let rolls = |dir: &Path| segment_files(dir).pop().expect("a segment");
+    let current = rolls(&dir);
+    while rolls(&dir) == current {
+        if journal.stats().segments_recycled == 1 && dir.join(SPARE).exists() {
+            wait_whole(&dir.join(SPARE));
+            let spare = fs::read(dir.join(SPARE)).expect("read");
+            if spare.iter().all(|b| *b == 0) {
+                assert_eq!(
+                    fs::metadata(dir.join(SPARE)).expect("stat").ino(),
+                    first_ino
+                );
+            }
+        }
+        journal.append(&[churn(i)]).expect("append");
+        i += 1;
+    }
+    assert_eq!(journal.stats().segments_recycled, 1);
+    assert!(!recycled.exists());
+    let reused = rolls(&dir);
+    assert_eq!(
+        fs::metadata(&reused).expect("stat").ino(),
+        first_ino,
+        "the same blocks"
+    );
+    journal.append(&[churn(i)]).expect("append");
+
+    // A crash now: the reused segment holds its own batch and zeros, none
+    // of the batches it held before.
+    let copy = tmp.path().join("copy");
+    fs::create_dir_all(&copy).expect("mkdir");
+    for f in segment_files(&dir) {
+        fs::copy(&f, copy.join(f.file_name().expect("name"))).expect("copy");
+    }
+    let want = journal.read_all().expect("read");
+    drop(journal);
+    let (journal, recovery) = LocalJournal::open(config(&copy)).expect("reopen");
+    assert_eq!(recovery.truncated_bytes, 0);
+    assert_eq!(journal.read_all().expect("read"), want);
+    let bytes = fs::read(copy.join(reused.file_name().expect("name"))).expect("read");
+    let end = data_end(&bytes);
+    assert!(bytes[end..].iter().all(|b| *b == 0), "zeros past its data");
+}
+
+#[test]
+fn a_recycled_segment_left_by_a_stop_is_deleted_at_open() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("journal");
+    let (mut journal, _) = LocalJournal::open(config(&dir)).expect("open");
+    journal.append(&[batch(0)]).expect("append");
+    drop(journal);
+    // A dead segment's bytes (valid batches) under the recycling name.
+    let seg = segment_files(&dir).pop().expect("segment");
+    fs::copy(&seg, dir.join(RECYCLED)).expect("copy");
+    let (journal, _) = LocalJournal::open(config(&dir)).expect("open");
+    assert!(!dir.join(RECYCLED).exists());
     assert_eq!(journal.read_all().expect("read"), vec![batch(0)]);
 }

@@ -5,10 +5,12 @@
 //! things, in this order, every step on disk made durable before the next:
 //!
 //! 1. It deletes dead sealed segments oldest first, fsyncing the folder after
-//!    each unlink. Deleting in that order, durably one at a time, means that
-//!    after a crash at any point the files left give the same latest entry
-//!    per key: a tombstone's segment is only deleted after every older
-//!    segment holding its key is gone for good.
+//!    each unlink (or, for one at a time, a rename to the name a spare
+//!    reuses, which recovery treats the same way: see `spare`). Deleting in
+//!    that order, durably one at a time, means that after a crash at any
+//!    point the files left give the same latest entry per key: a
+//!    tombstone's segment is only deleted after every older segment holding
+//!    its key is gone for good.
 //!
 //! 2. It *cleans* the sealed prefix, as Kafka's log cleaner does. Deleting
 //!    whole segments alone stalls on the broker's pattern: a few permanent
@@ -89,7 +91,7 @@ use std::sync::Arc;
 use super::compaction_job::{CleanPlan, CompactionJob, CompactionOutcome, Done, Work};
 use super::error::LocalJournalError;
 use super::format::{self, BATCH_FRAME_BYTES, SEGMENT_HEADER_BYTES};
-use super::journal::LocalJournal;
+use super::journal::{LocalJournal, Recycled};
 use super::segment;
 use super::stats::CompactStats;
 
@@ -179,6 +181,7 @@ impl LocalJournal {
             dir: self.config.dir.clone(),
             fsync: self.config.fsync,
             work,
+            recycle_to: None,
             crash_after_steps,
         }
     }
@@ -191,7 +194,12 @@ impl LocalJournal {
             .filter(|(id, _)| self.liveness.is_dead(**id))
             .map(|(id, bytes)| (*id, *bytes))
             .collect();
-        (!dead.is_empty()).then(|| self.job(Work::Delete(dead)))
+        if dead.is_empty() {
+            return None;
+        }
+        let mut job = self.job(Work::Delete(dead));
+        job.recycle_to = self.recycle_slot();
+        Some(job)
     }
 
     /// A cleaning of the sealed prefix, if it pays (`prefix_to_clean`).
@@ -254,6 +262,13 @@ impl LocalJournal {
             "a compaction outcome without a planned job"
         );
         self.compaction_in_flight = false;
+        if self.recycled == Recycled::Planned {
+            self.recycled = if outcome.recycled {
+                Recycled::Waiting
+            } else {
+                Recycled::None
+            };
+        }
         // The last handles on files the job deleted: closing one frees its
         // blocks, milliseconds per segment, so the caller may close them
         // elsewhere (`take_retired_files`).

@@ -32,6 +32,11 @@ pub struct CompactionJob {
     pub(super) dir: PathBuf,
     pub(super) fsync: bool,
     pub(super) work: Work,
+    /// Where a deletion renames its first segment instead of deleting it,
+    /// for the next spare to overwrite (see `spare`): deleting frees the
+    /// blocks, which costs the appends' syncs milliseconds on a file system
+    /// that trims what is freed.
+    pub(super) recycle_to: Option<PathBuf>,
     /// Test support: file changes left before a simulated crash.
     pub(super) crash_after_steps: Option<u64>,
 }
@@ -66,6 +71,9 @@ pub struct CompactionOutcome {
     pub(super) failure: Option<(LocalJournalError, bool)>,
     pub(super) fsyncs: u64,
     pub(super) dir_fsyncs: u64,
+    /// A deleted segment went to `recycle_to` (it is gone as a segment all
+    /// the same).
+    pub(super) recycled: bool,
     /// Test support: what is left of the crash budget (read back by the
     /// journal only with the `testkit` feature).
     #[cfg_attr(not(feature = "testkit"), allow(dead_code))]
@@ -111,6 +119,8 @@ struct Run {
     crash_after_steps: Option<u64>,
     fsyncs: u64,
     dir_fsyncs: u64,
+    recycle_to: Option<PathBuf>,
+    recycled: bool,
 }
 
 impl Run {
@@ -163,6 +173,8 @@ impl CompactionJob {
             crash_after_steps: self.crash_after_steps,
             fsyncs: 0,
             dir_fsyncs: 0,
+            recycle_to: self.recycle_to,
+            recycled: false,
         };
         let (done, failure) = match self.work {
             Work::Delete(ids) => delete(&mut run, ids),
@@ -173,6 +185,7 @@ impl CompactionJob {
             failure,
             fsyncs: run.fsyncs,
             dir_fsyncs: run.dir_fsyncs,
+            recycled: run.recycled,
             crash_after_steps: run.crash_after_steps,
             elapsed: started.elapsed(),
         }
@@ -181,7 +194,9 @@ impl CompactionJob {
 
 type Failure = Option<(LocalJournalError, bool)>;
 
-/// Unlinks each segment and makes that durable before the next.
+/// Unlinks each segment (the first may be renamed to `recycle_to`
+/// instead: for recovery the same as deleting it, as the name is not a
+/// segment's) and makes that durable before the next.
 fn delete(run: &mut Run, ids: Vec<(u64, u64)>) -> (Done, Failure) {
     let mut gone = Vec::with_capacity(ids.len());
     for (id, bytes) in ids {
@@ -189,7 +204,11 @@ fn delete(run: &mut Run, ids: Vec<(u64, u64)>) -> (Done, Failure) {
             return (Done::Deleted(gone), Some((e, true)));
         }
         let path = segment::path(&run.dir, id);
-        if let Err(e) = std::fs::remove_file(&path) {
+        let removed = match run.recycle_to.take() {
+            Some(to) => std::fs::rename(&path, to).inspect(|()| run.recycled = true),
+            None => std::fs::remove_file(&path),
+        };
+        if let Err(e) = removed {
             // Nothing changed: the segment stays, dead, for the next try.
             return (
                 Done::Deleted(gone),

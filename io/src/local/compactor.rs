@@ -13,7 +13,7 @@ use super::compaction_job::{CompactionJob, CompactionOutcome};
 
 /// What the compaction thread is given.
 enum Work {
-    Job(CompactionJob),
+    Job(Box<CompactionJob>),
     /// Handles to close: the last ones on deleted files, whose closing
     /// frees their blocks.
     Close(Vec<Arc<File>>),
@@ -60,7 +60,7 @@ impl Compactor {
 
     pub(super) fn submit(&mut self, job: CompactionJob) {
         assert!(!self.busy, "one compaction job at a time");
-        self.send(Work::Job(job));
+        self.send(Work::Job(Box::new(job)));
         self.busy = true;
     }
 

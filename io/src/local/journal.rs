@@ -76,10 +76,22 @@ pub struct LocalJournal {
     /// The next segment, being zero-filled (only when syncing: without
     /// syncs there is nothing to gain). Dropped before the lock.
     spare: Option<Spare>,
+    /// A dead segment kept for the next spare (see `spare`).
+    pub(super) recycled: Recycled,
     /// Held while the journal is open, so two handles (in this process or
     /// another) never append to the same folder. Declared last: dropped
     /// after the segment file is closed.
     _lock: FileLock,
+}
+
+/// The dead segment a deletion may keep for the next spare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Recycled {
+    None,
+    /// A planned deletion renames one to `spare::recycle_path`.
+    Planned,
+    /// It is there.
+    Waiting,
 }
 
 impl LocalJournal {
@@ -111,7 +123,7 @@ impl LocalJournal {
             std::fs::remove_file(leftover)
                 .map_err(|e| LocalJournalError::io("delete", leftover, e))?;
         }
-        if spare::delete_leftover(&dir)? {
+        if spare::delete_leftovers(&dir)? > 0 {
             tracing::info!(dir = %dir.display(), "deleted a spare segment a stop left behind");
         }
         let ids = listing.ids;
@@ -264,6 +276,7 @@ impl LocalJournal {
             #[cfg(feature = "testkit")]
             crash_after_steps: None,
             spare: None,
+            recycled: Recycled::None,
             _lock: lock,
         };
         Ok((journal, recovery))
@@ -370,8 +383,23 @@ impl LocalJournal {
             && self.spare.is_none()
             && self.current.len > self.config.segment_bytes / 4
         {
-            self.spare = Some(Spare::start(&self.config.dir, self.config.segment_bytes));
+            let recycle = self.recycled == Recycled::Waiting;
+            if recycle {
+                self.recycled = Recycled::None;
+            }
+            let spare = Spare::start(&self.config.dir, self.config.segment_bytes, recycle);
+            self.stats.segments_recycled += u64::from(spare.recycled());
+            self.spare = Some(spare);
         }
+    }
+
+    /// Where the next deletion should put a dead segment for a spare to
+    /// reuse, if it should (only when syncing, and one at a time).
+    pub(super) fn recycle_slot(&mut self) -> Option<std::path::PathBuf> {
+        (self.config.fsync && self.recycled == Recycled::None).then(|| {
+            self.recycled = Recycled::Planned;
+            spare::recycle_path(&self.config.dir)
+        })
     }
 
     pub fn stats(&self) -> JournalStats {

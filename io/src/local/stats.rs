@@ -42,6 +42,8 @@ pub struct JournalStats {
     /// Segments started from a zero-filled spare (see `spare`) rather than
     /// as an empty file.
     pub segments_preallocated: u64,
+    /// Spares written over a dead segment's blocks rather than new ones.
+    pub segments_recycled: u64,
     /// Dead segments deleted whole.
     pub segments_deleted: u64,
     /// Cleanings done (each rewrote a sealed prefix into one segment).
