@@ -16,7 +16,8 @@ use halyard_io::local::{
 
 const SEGMENT_BYTES: u64 = 64 * 1024;
 const SPARE: &str = "next-segment.zeroed";
-const RECYCLED: &str = "dead-segment.recycle";
+/// The first name a journal gives a dead segment it keeps for a spare.
+const RECYCLED: &str = "dead-segment-1.recycle";
 
 fn config(dir: &Path) -> LocalJournalConfig {
     LocalJournalConfig {

@@ -91,7 +91,7 @@ use std::sync::Arc;
 use super::compaction_job::{CleanPlan, CompactionJob, CompactionOutcome, Done, Work};
 use super::error::LocalJournalError;
 use super::format::{self, BATCH_FRAME_BYTES, SEGMENT_HEADER_BYTES};
-use super::journal::{LocalJournal, Recycled};
+use super::journal::LocalJournal;
 use super::segment;
 use super::stats::CompactStats;
 
@@ -181,7 +181,7 @@ impl LocalJournal {
             dir: self.config.dir.clone(),
             fsync: self.config.fsync,
             work,
-            recycle_to: None,
+            recycle_to: Vec::new(),
             crash_after_steps,
         }
     }
@@ -198,7 +198,7 @@ impl LocalJournal {
             return None;
         }
         let mut job = self.job(Work::Delete(dead));
-        job.recycle_to = self.recycle_slot();
+        job.recycle_to = self.recycle_names();
         Some(job)
     }
 
@@ -262,12 +262,8 @@ impl LocalJournal {
             "a compaction outcome without a planned job"
         );
         self.compaction_in_flight = false;
-        if self.recycled == Recycled::Planned {
-            self.recycled = if outcome.recycled {
-                Recycled::Waiting
-            } else {
-                Recycled::None
-            };
+        if let Some(used) = outcome.recycled {
+            self.recycled.done(used);
         }
         // The last handles on files the job deleted: closing one frees its
         // blocks, milliseconds per segment, so the caller may close them

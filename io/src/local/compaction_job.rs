@@ -32,11 +32,11 @@ pub struct CompactionJob {
     pub(super) dir: PathBuf,
     pub(super) fsync: bool,
     pub(super) work: Work,
-    /// Where a deletion renames its first segment instead of deleting it,
-    /// for the next spare to overwrite (see `spare`): deleting frees the
-    /// blocks, which costs the appends' syncs milliseconds on a file system
-    /// that trims what is freed.
-    pub(super) recycle_to: Option<PathBuf>,
+    /// Where a deletion renames its first segments instead of deleting
+    /// them, one name each, for the next spares to overwrite (see `spare`):
+    /// deleting frees the blocks, which costs the appends' syncs
+    /// milliseconds on a file system that trims what is freed.
+    pub(super) recycle_to: Vec<PathBuf>,
     /// Test support: file changes left before a simulated crash.
     pub(super) crash_after_steps: Option<u64>,
 }
@@ -71,9 +71,9 @@ pub struct CompactionOutcome {
     pub(super) failure: Option<(LocalJournalError, bool)>,
     pub(super) fsyncs: u64,
     pub(super) dir_fsyncs: u64,
-    /// A deleted segment went to `recycle_to` (it is gone as a segment all
-    /// the same).
-    pub(super) recycled: bool,
+    /// For a job given `recycle_to` names, the files it renamed to them
+    /// (gone as segments all the same).
+    pub(super) recycled: Option<Vec<PathBuf>>,
     /// Test support: what is left of the crash budget (read back by the
     /// journal only with the `testkit` feature).
     #[cfg_attr(not(feature = "testkit"), allow(dead_code))]
@@ -119,8 +119,8 @@ struct Run {
     crash_after_steps: Option<u64>,
     fsyncs: u64,
     dir_fsyncs: u64,
-    recycle_to: Option<PathBuf>,
-    recycled: bool,
+    recycle_to: std::vec::IntoIter<PathBuf>,
+    recycled: Vec<PathBuf>,
 }
 
 impl Run {
@@ -167,14 +167,15 @@ impl CompactionJob {
     /// Does the file work. Blocking; touches only the files it names.
     pub fn run(self) -> CompactionOutcome {
         let started = Instant::now();
+        let gave_names = !self.recycle_to.is_empty();
         let mut run = Run {
             dir: self.dir,
             fsync: self.fsync,
             crash_after_steps: self.crash_after_steps,
             fsyncs: 0,
             dir_fsyncs: 0,
-            recycle_to: self.recycle_to,
-            recycled: false,
+            recycle_to: self.recycle_to.into_iter(),
+            recycled: Vec::new(),
         };
         let (done, failure) = match self.work {
             Work::Delete(ids) => delete(&mut run, ids),
@@ -185,7 +186,7 @@ impl CompactionJob {
             failure,
             fsyncs: run.fsyncs,
             dir_fsyncs: run.dir_fsyncs,
-            recycled: run.recycled,
+            recycled: gave_names.then_some(run.recycled),
             crash_after_steps: run.crash_after_steps,
             elapsed: started.elapsed(),
         }
@@ -194,9 +195,9 @@ impl CompactionJob {
 
 type Failure = Option<(LocalJournalError, bool)>;
 
-/// Unlinks each segment (the first may be renamed to `recycle_to`
-/// instead: for recovery the same as deleting it, as the name is not a
-/// segment's) and makes that durable before the next.
+/// Unlinks each segment (the first ones may be renamed to `recycle_to`
+/// instead: for recovery the same as deleting them, as those names are not
+/// segments') and makes that durable before the next.
 fn delete(run: &mut Run, ids: Vec<(u64, u64)>) -> (Done, Failure) {
     let mut gone = Vec::with_capacity(ids.len());
     for (id, bytes) in ids {
@@ -204,8 +205,8 @@ fn delete(run: &mut Run, ids: Vec<(u64, u64)>) -> (Done, Failure) {
             return (Done::Deleted(gone), Some((e, true)));
         }
         let path = segment::path(&run.dir, id);
-        let removed = match run.recycle_to.take() {
-            Some(to) => std::fs::rename(&path, to).inspect(|()| run.recycled = true),
+        let removed = match run.recycle_to.next() {
+            Some(to) => std::fs::rename(&path, &to).map(|()| run.recycled.push(to)),
             None => std::fs::remove_file(&path),
         };
         if let Err(e) = removed {

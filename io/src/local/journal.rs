@@ -16,7 +16,7 @@ use super::file_lock::FileLock;
 use super::format::{self, BATCH_FRAME_BYTES, SEGMENT_HEADER_BYTES};
 use super::liveness::{position, Liveness};
 use super::segment;
-use super::spare::{self, Spare};
+use super::spare::{self, RecyclePool, Spare};
 use super::stats::{JournalStats, Recovery};
 
 /// Lock file in the journal folder, held by the open journal.
@@ -76,22 +76,12 @@ pub struct LocalJournal {
     /// The next segment, being zero-filled (only when syncing: without
     /// syncs there is nothing to gain). Dropped before the lock.
     spare: Option<Spare>,
-    /// A dead segment kept for the next spare (see `spare`).
-    pub(super) recycled: Recycled,
+    /// Dead segments kept for the next spares (see `spare`).
+    pub(super) recycled: RecyclePool,
     /// Held while the journal is open, so two handles (in this process or
     /// another) never append to the same folder. Declared last: dropped
     /// after the segment file is closed.
     _lock: FileLock,
-}
-
-/// The dead segment a deletion may keep for the next spare.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Recycled {
-    None,
-    /// A planned deletion renames one to `spare::recycle_path`.
-    Planned,
-    /// It is there.
-    Waiting,
 }
 
 impl LocalJournal {
@@ -276,7 +266,7 @@ impl LocalJournal {
             #[cfg(feature = "testkit")]
             crash_after_steps: None,
             spare: None,
-            recycled: Recycled::None,
+            recycled: RecyclePool::default(),
             _lock: lock,
         };
         Ok((journal, recovery))
@@ -383,23 +373,20 @@ impl LocalJournal {
             && self.spare.is_none()
             && self.current.len > self.config.segment_bytes / 4
         {
-            let recycle = self.recycled == Recycled::Waiting;
-            if recycle {
-                self.recycled = Recycled::None;
-            }
+            let recycle = self.recycled.take();
             let spare = Spare::start(&self.config.dir, self.config.segment_bytes, recycle);
             self.stats.segments_recycled += u64::from(spare.recycled());
             self.spare = Some(spare);
         }
     }
 
-    /// Where the next deletion should put a dead segment for a spare to
-    /// reuse, if it should (only when syncing, and one at a time).
-    pub(super) fn recycle_slot(&mut self) -> Option<std::path::PathBuf> {
-        (self.config.fsync && self.recycled == Recycled::None).then(|| {
-            self.recycled = Recycled::Planned;
-            spare::recycle_path(&self.config.dir)
-        })
+    /// Where the next deletion should put dead segments for spares to
+    /// reuse (only when syncing: there are no spares otherwise).
+    pub(super) fn recycle_names(&mut self) -> Vec<std::path::PathBuf> {
+        if !self.config.fsync {
+            return Vec::new();
+        }
+        self.recycled.names(&self.config.dir)
     }
 
     pub fn stats(&self) -> JournalStats {

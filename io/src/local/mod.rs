@@ -64,11 +64,11 @@
 //! invalid, so the zeros past the last batch end the segment as a torn tail
 //! would; a segment is cut to its last batch when sealed, so only the last
 //! one can hold zeros. The spare is, when there is one, a dead segment that
-//! compaction renamed to `dead-segment.recycle` instead of deleting it, then
-//! overwritten with zeros in place: its blocks are reused, not freed (on a
-//! file system that trims freed blocks, each deletion of a segment held the
-//! appends' syncs 8 to 15 ms). Neither name is a segment's, and `open`
-//! deletes both.
+//! compaction renamed to `dead-segment-N.recycle` instead of deleting it
+//! (at most four wait), then overwritten with zeros in place: its blocks
+//! are reused, not freed (on a file system that trims freed blocks, each
+//! deletion of a segment held the appends' syncs 8 to 15 ms). None of these
+//! names is a segment's, and `open` deletes them all.
 //!
 //! On `open` every batch of every segment is verified. A bad header or batch
 //! in the *last* segment is what a crash during an append leaves behind (a

@@ -10,8 +10,8 @@
 //! while the current one fills, and a roll renames it into place.
 //!
 //! The spare is, when it can be, a dead segment given back by compaction
-//! (renamed to [`RECYCLE_FILE_NAME`] instead of deleted, then overwritten
-//! with zeros in place): its blocks are reused rather than freed and
+//! (renamed to `dead-segment-N.recycle` instead of deleted, at most
+//! [`RECYCLE_POOL_MAX`] at a time, then overwritten with zeros in place): its blocks are reused rather than freed and
 //! allocated again. On a file system mounted with `discard` (this project's
 //! machines, many cloud disks) freeing a 64 MiB segment trims it inside the
 //! file system's journal commit, and every `fdatasync` that lands on that
@@ -41,16 +41,73 @@ pub const SPARE_FILE_NAME: &str = "next-segment.zeroed";
 /// the device's queue short for the appends' own syncs.
 const CHUNK_BYTES: usize = 1024 * 1024;
 
-/// A dead segment compaction renamed instead of deleting, waiting to be
-/// the next spare; not a segment name either.
-pub const RECYCLE_FILE_NAME: &str = "dead-segment.recycle";
+/// How a dead segment that compaction renamed instead of deleting is
+/// named while it waits to be a spare (`dead-segment-N.recycle`); not a
+/// segment name either.
+const RECYCLE_PREFIX: &str = "dead-segment-";
+const RECYCLE_SUFFIX: &str = ".recycle";
+/// Dead segments kept for spares at most: enough for the segments a burst
+/// of deletions frees (deleting one often makes the next one dead), few
+/// enough that the disk space they hold stays small.
+pub const RECYCLE_POOL_MAX: usize = 4;
 
 pub fn path(dir: &Path) -> PathBuf {
     dir.join(SPARE_FILE_NAME)
 }
 
-pub fn recycle_path(dir: &Path) -> PathBuf {
-    dir.join(RECYCLE_FILE_NAME)
+fn is_recycle_name(name: &str) -> bool {
+    name.strip_prefix(RECYCLE_PREFIX)
+        .and_then(|n| n.strip_suffix(RECYCLE_SUFFIX))
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// The dead segments kept for spares, and the names for more.
+#[derive(Debug, Default)]
+pub struct RecyclePool {
+    waiting: std::collections::VecDeque<PathBuf>,
+    /// A deletion was given names and has not reported back.
+    planned: bool,
+    next_name: u64,
+}
+
+impl RecyclePool {
+    /// Names a deletion may rename dead segments to instead of deleting
+    /// them, as many as the pool has room for; none while another
+    /// deletion's are out. Report what was done with them to
+    /// [`RecyclePool::done`] unless there are none.
+    pub fn names(&mut self, dir: &Path) -> Vec<PathBuf> {
+        let room = RECYCLE_POOL_MAX.saturating_sub(self.waiting.len());
+        if self.planned || room == 0 {
+            return Vec::new();
+        }
+        self.planned = true;
+        (0..room)
+            .map(|_| {
+                self.next_name += 1;
+                dir.join(format!(
+                    "{RECYCLE_PREFIX}{}{RECYCLE_SUFFIX}",
+                    self.next_name
+                ))
+            })
+            .collect()
+    }
+
+    /// The deletion given [`RecyclePool::names`] is done: `used` are the
+    /// files it renamed (the other names were not used).
+    pub fn done(&mut self, used: Vec<PathBuf>) {
+        assert!(
+            self.planned,
+            "recycled segments reported without names handed out"
+        );
+        self.planned = false;
+        self.waiting.extend(used);
+        assert!(self.waiting.len() <= RECYCLE_POOL_MAX);
+    }
+
+    /// The oldest waiting file, for a spare.
+    pub fn take(&mut self) -> Option<PathBuf> {
+        self.waiting.pop_front()
+    }
 }
 
 /// A spare being written, or written.
@@ -64,22 +121,18 @@ pub struct Spare {
 
 impl Spare {
     /// Starts writing a spare of `bytes` zeros at `dir`'s spare path,
-    /// replacing any file there. With `recycle`, the file at
-    /// [`recycle_path`] becomes the spare and is overwritten in place
-    /// (a new file if that rename fails).
-    pub fn start(dir: &Path, bytes: u64, recycle: bool) -> Spare {
+    /// replacing any file there. With `recycle`, that file (from a
+    /// [`RecyclePool`]) becomes the spare and is overwritten in place (a new
+    /// file if that rename fails).
+    pub fn start(dir: &Path, bytes: u64, recycle: Option<PathBuf>) -> Spare {
         let path = path(dir);
-        let recycle = recycle
-            && {
-                let from = recycle_path(dir);
-                match std::fs::rename(&from, &path) {
-                    Ok(()) => true,
-                    Err(e) => {
-                        tracing::warn!(file = %from.display(), error = %e, "could not reuse a dead segment as the spare; writing a new one");
-                        false
-                    }
-                }
-            };
+        let recycle = recycle.is_some_and(|from| match std::fs::rename(&from, &path) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(file = %from.display(), error = %e, "could not reuse a dead segment as the spare; writing a new one");
+                false
+            }
+        });
         let cancel = Arc::new(AtomicBool::new(false));
         let worker = {
             let (path, cancel) = (path.clone(), cancel.clone());
@@ -190,11 +243,19 @@ fn fill(
     Ok(())
 }
 
-/// Deletes a spare and a recycled segment a stop or a crash left behind;
-/// how many there were. Only under the folder's lock.
+/// Deletes a spare and the recycled segments a stop or a crash left
+/// behind; how many there were. Only under the folder's lock.
 pub fn delete_leftovers(dir: &Path) -> Result<usize, LocalJournalError> {
+    let listing = std::fs::read_dir(dir).map_err(|e| LocalJournalError::io("list", dir, e))?;
+    let mut recycled = Vec::new();
+    for item in listing {
+        let item = item.map_err(|e| LocalJournalError::io("list", dir, e))?;
+        if item.file_name().to_str().is_some_and(is_recycle_name) {
+            recycled.push(item.path());
+        }
+    }
     let mut deleted = 0;
-    for p in [path(dir), recycle_path(dir)] {
+    for p in recycled.into_iter().chain([path(dir)]) {
         if remove_if_present(&p).map_err(|e| LocalJournalError::io("delete", &p, e))? {
             deleted += 1;
         }
@@ -218,7 +279,7 @@ mod tests {
     #[test]
     fn a_spare_is_zeros_of_the_size_asked_and_deleted_if_not_taken() {
         let dir = tempfile::tempdir().unwrap();
-        let spare = Spare::start(dir.path(), 3 * CHUNK_BYTES as u64 + 5, false);
+        let spare = Spare::start(dir.path(), 3 * CHUNK_BYTES as u64 + 5, None);
         while !spare.is_ready() {
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
@@ -227,7 +288,7 @@ mod tests {
         assert_eq!(data.len(), 3 * CHUNK_BYTES + 5);
         assert!(data.iter().all(|b| *b == 0));
 
-        let spare = Spare::start(dir.path(), 1 << 30, false);
+        let spare = Spare::start(dir.path(), 1 << 30, None);
         drop(spare);
         assert!(!path(dir.path()).exists(), "cancelled and deleted");
     }
@@ -237,23 +298,39 @@ mod tests {
         use std::os::unix::fs::MetadataExt;
         let dir = tempfile::tempdir().unwrap();
         let bytes = 2 * CHUNK_BYTES as u64 + 7;
+        let mut pool = RecyclePool::default();
         for old_len in [10, bytes, 3 * CHUNK_BYTES as u64] {
-            std::fs::write(recycle_path(dir.path()), vec![0xA5u8; old_len as usize]).unwrap();
-            let ino = std::fs::metadata(recycle_path(dir.path())).unwrap().ino();
-            let spare = Spare::start(dir.path(), bytes, true);
+            let names = pool.names(dir.path());
+            assert_eq!(names.len(), RECYCLE_POOL_MAX);
+            assert!(pool.names(dir.path()).is_empty(), "one deletion at a time");
+            std::fs::write(&names[0], vec![0xA5u8; old_len as usize]).unwrap();
+            let ino = std::fs::metadata(&names[0]).unwrap().ino();
+            pool.done(vec![names[0].clone()]);
+            let recycled = pool.take().expect("one waits");
+            assert_eq!(recycled, names[0]);
+            assert_eq!(pool.take(), None);
+            let spare = Spare::start(dir.path(), bytes, Some(recycled));
             while !spare.is_ready() {
                 std::thread::sleep(std::time::Duration::from_millis(1));
             }
             let p = spare.take().expect("written");
             assert_eq!(std::fs::metadata(&p).unwrap().ino(), ino, "the same file");
-            assert!(!recycle_path(dir.path()).exists());
+            assert!(!names[0].exists());
             let data = std::fs::read(&p).unwrap();
             assert_eq!(data.len() as u64, bytes, "old length {old_len}");
             assert!(data.iter().all(|b| *b == 0), "old length {old_len}");
             std::fs::remove_file(p).unwrap();
         }
-        // Nothing to recycle: a new file.
-        let spare = Spare::start(dir.path(), 5, true);
+        // A full pool hands out no names until a spare takes one.
+        let names = pool.names(dir.path());
+        pool.done(names.clone());
+        assert!(pool.names(dir.path()).is_empty());
+        assert_eq!(pool.take().as_ref(), names.first());
+        assert_eq!(pool.names(dir.path()).len(), 1);
+        pool.done(Vec::new());
+        // The file to recycle is gone: a new one.
+        let spare = Spare::start(dir.path(), 5, Some(dir.path().join("gone")));
+        assert!(!spare.recycled());
         while !spare.is_ready() {
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
@@ -261,5 +338,31 @@ mod tests {
             std::fs::read(spare.take().expect("written")).unwrap(),
             vec![0; 5]
         );
+    }
+
+    #[test]
+    fn leftovers_are_the_spare_and_recycled_segments_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut pool = RecyclePool::default();
+        let names = pool.names(dir.path());
+        for n in &names[..2] {
+            std::fs::write(n, b"old").unwrap();
+        }
+        std::fs::write(path(dir.path()), b"spare").unwrap();
+        let others = [
+            "00000000000000000001.seg",
+            "dead-segment-.recycle",
+            "dead-segment-1x.recycle",
+        ];
+        for keep in others {
+            std::fs::write(dir.path().join(keep), b"x").unwrap();
+        }
+        assert_eq!(delete_leftovers(dir.path()).unwrap(), 3);
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, others);
     }
 }
