@@ -5,8 +5,8 @@
 //! things, in this order, every step on disk made durable before the next:
 //!
 //! 1. It deletes dead sealed segments oldest first, fsyncing the folder after
-//!    each unlink (or, for one at a time, a rename to the name a spare
-//!    reuses, which recovery treats the same way: see `spare`). Deleting in
+//!    each unlink (or, for a few, a rename to a name that a spare reuses,
+//!    which recovery treats the same way: see `spare`). Deleting in
 //!    that order, durably one at a time, means that after a crash at any
 //!    point the files left give the same latest entry per key: a
 //!    tombstone's segment is only deleted after every older segment holding

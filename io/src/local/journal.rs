@@ -113,8 +113,9 @@ impl LocalJournal {
             std::fs::remove_file(leftover)
                 .map_err(|e| LocalJournalError::io("delete", leftover, e))?;
         }
-        if spare::delete_leftovers(&dir)? > 0 {
-            tracing::info!(dir = %dir.display(), "deleted a spare segment a stop left behind");
+        let leftovers = spare::delete_leftovers(&dir)?;
+        if leftovers > 0 {
+            tracing::info!(dir = %dir.display(), files = leftovers, "deleted {leftovers} spare or recycled segment files a stop left behind");
         }
         let ids = listing.ids;
 
