@@ -59,6 +59,18 @@ fn data_end(bytes: &[u8]) -> usize {
     at
 }
 
+/// Waits until `path` is `SEGMENT_BYTES` long and then a little more (its
+/// last sync), at most 2 s.
+fn wait_whole(path: &Path) {
+    let t = Instant::now();
+    while !fs::metadata(path).is_ok_and(|m| m.len() == SEGMENT_BYTES)
+        && t.elapsed() < Duration::from_secs(2)
+    {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    std::thread::sleep(Duration::from_millis(50));
+}
+
 /// Appends `n` batches one call at a time, pausing once the segment is half
 /// full until the spare is on disk, so that every roll
 /// after the first can use one.
@@ -71,14 +83,7 @@ fn fill(journal: &mut LocalJournal, dir: &Path, written: &mut Vec<Vec<Entry>>, n
         let len = data_end(&fs::read(&last).expect("read")) as u64;
         if len >= SEGMENT_BYTES / 2 && waited_in.as_ref() != Some(&last) {
             waited_in = Some(last);
-            // Written (its size) and then synced (a few ms later).
-            let t = Instant::now();
-            let written_whole =
-                || fs::metadata(dir.join(SPARE)).is_ok_and(|m| m.len() == SEGMENT_BYTES);
-            while !written_whole() && t.elapsed() < Duration::from_secs(2) {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            std::thread::sleep(Duration::from_millis(50));
+            wait_whole(&dir.join(SPARE));
         }
         journal.append(std::slice::from_ref(&b)).expect("append");
         written.push(b);
@@ -193,32 +198,6 @@ fn a_batch_past_the_zeros_is_never_read_back() {
     );
 }
 
-#[test]
-fn a_spare_left_by_a_stop_is_deleted_at_open() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let dir = tmp.path().join("journal");
-    let (mut journal, _) = LocalJournal::open(config(&dir)).expect("open");
-    journal.append(&[batch(0)]).expect("append");
-    drop(journal);
-    fs::write(dir.join(SPARE), vec![7u8; 1000]).expect("write");
-    let (journal, recovery) = LocalJournal::open(config(&dir)).expect("open");
-    assert!(!dir.join(SPARE).exists());
-    assert_eq!(recovery.truncated_bytes, 0);
-    assert_eq!(journal.read_all().expect("read"), vec![batch(0)]);
-}
-
-/// Waits until `path` is `SEGMENT_BYTES` long and then a little more (its
-/// last sync), at most 2 s.
-fn wait_whole(path: &Path) {
-    let t = Instant::now();
-    while !fs::metadata(path).is_ok_and(|m| m.len() == SEGMENT_BYTES)
-        && t.elapsed() < Duration::from_secs(2)
-    {
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    std::thread::sleep(Duration::from_millis(50));
-}
-
 /// A batch of one of five keys, so that older segments die as newer ones
 /// supersede their entries.
 fn churn(i: usize) -> Vec<Entry> {
@@ -302,16 +281,19 @@ fn a_dead_segment_is_zeroed_and_reused_as_the_next_segment() {
 }
 
 #[test]
-fn a_recycled_segment_left_by_a_stop_is_deleted_at_open() {
+fn a_spare_and_a_recycled_segment_left_by_a_stop_are_deleted_at_open() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("journal");
     let (mut journal, _) = LocalJournal::open(config(&dir)).expect("open");
     journal.append(&[batch(0)]).expect("append");
     drop(journal);
+    fs::write(dir.join(SPARE), vec![7u8; 1000]).expect("write");
     // A dead segment's bytes (valid batches) under the recycling name.
     let seg = segment_files(&dir).pop().expect("segment");
     fs::copy(&seg, dir.join(RECYCLED)).expect("copy");
-    let (journal, _) = LocalJournal::open(config(&dir)).expect("open");
+    let (journal, recovery) = LocalJournal::open(config(&dir)).expect("open");
+    assert!(!dir.join(SPARE).exists());
     assert!(!dir.join(RECYCLED).exists());
+    assert_eq!(recovery.truncated_bytes, 0);
     assert_eq!(journal.read_all().expect("read"), vec![batch(0)]);
 }

@@ -262,9 +262,7 @@ impl LocalJournal {
             "a compaction outcome without a planned job"
         );
         self.compaction_in_flight = false;
-        if let Some(used) = outcome.recycled {
-            self.recycled.done(used);
-        }
+        self.recycled.done(outcome.recycled);
         // The last handles on files the job deleted: closing one frees its
         // blocks, milliseconds per segment, so the caller may close them
         // elsewhere (`take_retired_files`).

@@ -71,9 +71,9 @@ pub struct CompactionOutcome {
     pub(super) failure: Option<(LocalJournalError, bool)>,
     pub(super) fsyncs: u64,
     pub(super) dir_fsyncs: u64,
-    /// For a job given `recycle_to` names, the files it renamed to them
-    /// (gone as segments all the same).
-    pub(super) recycled: Option<Vec<PathBuf>>,
+    /// The files it renamed to `recycle_to` names (gone as segments all the
+    /// same).
+    pub(super) recycled: Vec<PathBuf>,
     /// Test support: what is left of the crash budget (read back by the
     /// journal only with the `testkit` feature).
     #[cfg_attr(not(feature = "testkit"), allow(dead_code))]
@@ -167,7 +167,6 @@ impl CompactionJob {
     /// Does the file work. Blocking; touches only the files it names.
     pub fn run(self) -> CompactionOutcome {
         let started = Instant::now();
-        let gave_names = !self.recycle_to.is_empty();
         let mut run = Run {
             dir: self.dir,
             fsync: self.fsync,
@@ -186,7 +185,7 @@ impl CompactionJob {
             failure,
             fsyncs: run.fsyncs,
             dir_fsyncs: run.dir_fsyncs,
-            recycled: gave_names.then_some(run.recycled),
+            recycled: run.recycled,
             crash_after_steps: run.crash_after_steps,
             elapsed: started.elapsed(),
         }

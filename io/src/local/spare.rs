@@ -73,8 +73,8 @@ pub struct RecyclePool {
 impl RecyclePool {
     /// Names a deletion may rename dead segments to instead of deleting
     /// them, as many as the pool has room for; none while another
-    /// deletion's are out. Report what was done with them to
-    /// [`RecyclePool::done`] unless there are none.
+    /// deletion's are out. Report every finished job to
+    /// [`RecyclePool::done`].
     pub fn names(&mut self, dir: &Path) -> Vec<PathBuf> {
         let room = RECYCLE_POOL_MAX.saturating_sub(self.waiting.len());
         if self.planned || room == 0 {
@@ -92,11 +92,13 @@ impl RecyclePool {
             .collect()
     }
 
-    /// The deletion given [`RecyclePool::names`] is done: `used` are the
-    /// files it renamed (the other names were not used).
+    /// A compaction job is done: `used` are the files it renamed to names
+    /// from [`RecyclePool::names`] (the other names were not used; a job
+    /// given none renamed none). Jobs run one at a time, so the names out,
+    /// if any, were this job's.
     pub fn done(&mut self, used: Vec<PathBuf>) {
         assert!(
-            self.planned,
+            self.planned || used.is_empty(),
             "recycled segments reported without names handed out"
         );
         self.planned = false;
