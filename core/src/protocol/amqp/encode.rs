@@ -156,6 +156,16 @@ pub fn encode_binary(data: &[u8], out: &mut BytesMut) {
     variable(out, 0xa0, 0xb0, data)
 }
 
+/// A string (what `Value::String` encodes to), from a borrowed `str`.
+pub fn encode_str(s: &str, out: &mut BytesMut) {
+    variable(out, 0xa1, 0xb1, s.as_bytes())
+}
+
+/// A symbol (what `Value::Symbol` encodes to), from a borrowed `str`.
+pub fn encode_symbol(s: &str, out: &mut BytesMut) {
+    variable(out, 0xa3, 0xb3, s.as_bytes())
+}
+
 /// The constructor and length of a binary of `len` bytes, without the
 /// bytes: for a caller that sends them apart.
 pub fn encode_binary_head(len: usize, out: &mut BytesMut) {

@@ -10,12 +10,12 @@
 use bytes::{Bytes, BytesMut};
 
 use super::composite::{
-    descriptor_code, open_composite, read_composite, FieldReader, FieldWriter, Fields,
+    descriptor_code, open_composite, read_composite, FieldEncoder, FieldReader, Fields,
 };
 use super::decode::{DecodeLimits, Reader};
 use super::encode::{
     encode_binary, encode_binary_head, encode_descriptor_code, encode_list, encode_map,
-    encode_value,
+    encode_str, encode_symbol, encode_value,
 };
 use super::error::CodecError;
 use super::value::{map_get, Map, Symbol, Value};
@@ -347,7 +347,7 @@ impl Message {
             encode_map(m, out);
         };
         if let Some(h) = &self.header {
-            encode_value(&encode_header(h), out);
+            header_fields(h, &mut FieldEncoder::new(out, HEADER)).finish();
         }
         if let Some(m) = &self.delivery_annotations {
             map(DELIVERY_ANNOTATIONS, m, out);
@@ -356,7 +356,7 @@ impl Message {
             map(MESSAGE_ANNOTATIONS, m, out);
         }
         if let Some(p) = &self.properties {
-            encode_value(&encode_properties(p), out);
+            properties_fields(p, &mut FieldEncoder::new(out, PROPERTIES)).finish();
         }
         if let Some(m) = &self.application_properties {
             map(APPLICATION_PROPERTIES, m, out);
@@ -456,14 +456,14 @@ fn read_header(f: &mut FieldReader<'_, '_>) -> Result<Header, CodecError> {
     })
 }
 
-fn encode_header(h: &Header) -> Value {
-    FieldWriter::new()
-        .unless_default(h.durable, false)
+/// The header's fields, listed once for both writers: straight into the
+/// output for every delivery, as a `Value` where a caller wants one.
+fn header_fields<'f, F: Fields>(h: &Header, f: &'f mut F) -> &'f mut F {
+    f.unless_default(h.durable, false)
         .opt((h.priority != 4).then_some(Value::Ubyte(h.priority)))
         .opt(h.ttl)
         .unless_default(h.first_acquirer, false)
         .unless_default(h.delivery_count, 0)
-        .finish(HEADER)
 }
 
 fn decode_properties(v: Value) -> Result<Properties, CodecError> {
@@ -493,22 +493,40 @@ fn read_properties(f: &mut FieldReader<'_, '_>) -> Result<Properties, CodecError
     })
 }
 
-fn encode_properties(p: &Properties) -> Value {
-    FieldWriter::new()
-        .opt(p.message_id.clone())
-        .opt(p.user_id.clone())
-        .opt(p.to.clone())
-        .opt(p.subject.clone())
-        .opt(p.reply_to.clone())
-        .opt(p.correlation_id.clone())
-        .opt(p.content_type.clone())
-        .opt(p.content_encoding.clone())
+/// The properties' fields, the same way: held by reference, so a
+/// delivery clones none of its strings to encode them.
+fn properties_fields<'f, F: Fields>(p: &Properties, f: &'f mut F) -> &'f mut F {
+    let text = |s: &String| Value::String(s.clone());
+    let put_text = |s: &String, out: &mut BytesMut| encode_str(s, out);
+    f.opt_with(p.message_id.as_ref().filter(|v| !v.is_null()), Value::clone, encode_value)
+        .opt_with(
+            p.user_id.as_ref(),
+            |b| Value::Binary(b.clone()),
+            |b, out| encode_binary(b, out),
+        )
+        .opt_with(p.to.as_ref(), text, put_text)
+        .opt_with(p.subject.as_ref(), text, put_text)
+        .opt_with(p.reply_to.as_ref(), text, put_text)
+        .opt_with(
+            p.correlation_id.as_ref().filter(|v| !v.is_null()),
+            Value::clone,
+            encode_value,
+        )
+        .opt_with(
+            p.content_type.as_ref(),
+            |s| Value::Symbol(s.clone()),
+            |s, out| encode_symbol(s.as_str(), out),
+        )
+        .opt_with(
+            p.content_encoding.as_ref(),
+            |s| Value::Symbol(s.clone()),
+            |s, out| encode_symbol(s.as_str(), out),
+        )
         .opt(p.absolute_expiry_time.map(Value::Timestamp))
         .opt(p.creation_time.map(Value::Timestamp))
-        .opt(p.group_id.clone())
+        .opt_with(p.group_id.as_ref(), text, put_text)
         .opt(p.group_sequence)
-        .opt(p.reply_to_group_id.clone())
-        .finish(PROPERTIES)
+        .opt_with(p.reply_to_group_id.as_ref(), text, put_text)
 }
 
 #[cfg(test)]
@@ -545,6 +563,76 @@ mod tests {
             footer: None,
         };
         m.to_bytes()
+    }
+
+    /// The header and properties written in place are the bytes their
+    /// `Value`s encode to, with every field set, none, and one at a time
+    /// (trailing nulls dropped the same way).
+    #[test]
+    fn header_and_properties_in_place_match_their_values() {
+        use super::super::composite::FieldWriter;
+        use super::super::encode;
+        let full = Properties {
+            message_id: Some(Value::String("ID:abc:1:1:1-1".into())),
+            user_id: Some(Bytes::from_static(b"me")),
+            to: Some("queue://orders".into()),
+            subject: Some("s".repeat(300)),
+            reply_to: Some("temp-queue://x".into()),
+            correlation_id: Some(Value::Ulong(300)),
+            content_type: Symbol::new("text/plain"),
+            content_encoding: Symbol::new("gzip"),
+            absolute_expiry_time: Some(1_700_000_000_000),
+            creation_time: Some(1_600_000_000_000),
+            group_id: Some("g".into()),
+            group_sequence: Some(3),
+            reply_to_group_id: Some("rg".into()),
+        };
+        let mut cases = vec![full.clone(), Properties::default()];
+        for i in 0..13 {
+            let mut one = Properties::default();
+            match i {
+                0 => one.message_id = full.message_id.clone(),
+                1 => one.user_id = full.user_id.clone(),
+                2 => one.to = full.to.clone(),
+                3 => one.subject = full.subject.clone(),
+                4 => one.reply_to = full.reply_to.clone(),
+                5 => one.correlation_id = full.correlation_id.clone(),
+                6 => one.content_type = full.content_type.clone(),
+                7 => one.content_encoding = full.content_encoding.clone(),
+                8 => one.absolute_expiry_time = full.absolute_expiry_time,
+                9 => one.creation_time = full.creation_time,
+                10 => one.group_id = full.group_id.clone(),
+                11 => one.group_sequence = full.group_sequence,
+                _ => one.reply_to_group_id = full.reply_to_group_id.clone(),
+            }
+            cases.push(one);
+        }
+        for p in &cases {
+            let mut fast = BytesMut::new();
+            properties_fields(p, &mut FieldEncoder::new(&mut fast, PROPERTIES)).finish();
+            let value = properties_fields(p, &mut FieldWriter::new()).finish(PROPERTIES);
+            assert_eq!(fast, encode::to_bytes(&value), "{p:?}");
+        }
+        let headers = [
+            Header::default(),
+            Header {
+                durable: true,
+                priority: 9,
+                ttl: Some(1_000),
+                first_acquirer: true,
+                delivery_count: 300,
+            },
+            Header {
+                durable: true,
+                ..Header::default()
+            },
+        ];
+        for h in &headers {
+            let mut fast = BytesMut::new();
+            header_fields(h, &mut FieldEncoder::new(&mut fast, HEADER)).finish();
+            let value = header_fields(h, &mut FieldWriter::new()).finish(HEADER);
+            assert_eq!(fast, encode::to_bytes(&value), "{h:?}");
+        }
     }
 
     /// Every single-byte change and every truncation of the sample decodes

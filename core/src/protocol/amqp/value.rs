@@ -4,6 +4,7 @@
 //! order a peer sent is what we send back, and the core never iterates a
 //! hash map.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use bytes::Bytes;
@@ -11,15 +12,17 @@ use bytes::Bytes;
 /// An AMQP map: pairs in wire order.
 pub type Map = Vec<(Value, Value)>;
 
-/// A symbolic value: ASCII, compared byte for byte.
+/// A symbolic value: ASCII, compared byte for byte. The spec's symbols
+/// (capabilities, annotation keys, conditions) are literals: held as
+/// borrowed, they cost no allocation each time one is sent.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct Symbol(String);
+pub struct Symbol(Cow<'static, str>);
 
 impl Symbol {
     /// `None` unless `s` is ASCII (the spec's symbols are).
     pub fn new(s: impl Into<String>) -> Option<Symbol> {
         let s = s.into();
-        s.is_ascii().then_some(Symbol(s))
+        s.is_ascii().then_some(Symbol(Cow::Owned(s)))
     }
 
     pub fn as_str(&self) -> &str {
@@ -38,13 +41,13 @@ impl From<&'static str> for Symbol {
     /// conversion cannot fail.
     fn from(s: &'static str) -> Symbol {
         if s.is_ascii() {
-            Symbol(s.to_owned())
+            Symbol(Cow::Borrowed(s))
         } else {
-            Symbol(
+            Symbol(Cow::Owned(
                 s.chars()
                     .map(|c| if c.is_ascii() { c } else { '?' })
                     .collect(),
-            )
+            ))
         }
     }
 }
