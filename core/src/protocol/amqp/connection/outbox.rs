@@ -8,6 +8,13 @@ use super::event::{Event, Output};
 use crate::protocol::amqp::{encode_performative_head, Performative, EMPTY_FRAME};
 use crate::wire_bytes::WireBytes;
 
+/// Room kept ahead for a frame's performative and small payload pieces.
+const FRAME_HEAD_ROOM: usize = 512;
+/// What the buffer grows by when that room runs out: a chunk serves
+/// dozens of deliveries' heads, and an idle connection holds at most
+/// one (small beside its socket's buffers).
+const OUTBOX_CHUNK: usize = 4 * 1024;
+
 /// Frames coalesce into one byte buffer until an event or the driver
 /// takes them, so a burst of frames costs one write.
 #[derive(Debug, Default)]
@@ -45,6 +52,7 @@ impl Outbox {
         if self.disconnect {
             return;
         }
+        self.room();
         let start = self.bytes.len();
         let size = encode_performative_head(&mut self.bytes, channel, perf, payload.len());
         if self.peer_max_frame.is_some_and(|max| size > max as usize) {
@@ -94,6 +102,17 @@ impl Outbox {
 
     pub fn disconnecting(&self) -> bool {
         self.disconnect
+    }
+
+    /// Makes room for a frame's head ahead of time. The buffer is handed
+    /// out (split off) at every flush, a delivery's flush among them, so
+    /// without this each frame started from a buffer with no room left
+    /// and grew it by reallocation a few bytes at a time. A chunk is
+    /// shared by the frames split from it and freed with the last of them.
+    fn room(&mut self) {
+        if self.bytes.capacity() - self.bytes.len() < FRAME_HEAD_ROOM {
+            self.bytes.reserve(OUTBOX_CHUNK);
+        }
     }
 
     fn flush(&mut self) {
