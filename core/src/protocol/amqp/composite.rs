@@ -446,10 +446,11 @@ impl<'o> FieldEncoder<'o> {
 }
 
 impl Fields for FieldEncoder<'_> {
-    /// Inlined, so that a scalar built by `push`, `opt` or
-    /// `unless_default` is written where it is made: no call into the
-    /// general encoder and no drop of a `Value` per field. The bytes are
-    /// `encode_value`'s (the performative tests compare both writers).
+    /// The scalars the per-message performatives are made of (null,
+    /// booleans, uints, ubytes) are written here, without a call into the
+    /// general encoder or a drop of a `Value` each. The bytes are
+    /// `encode_value`'s (`core/tests/amqp_in_place.rs` compares both
+    /// writers).
     #[inline]
     fn field(&mut self, v: Value) -> &mut Self {
         match v {
