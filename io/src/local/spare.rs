@@ -12,8 +12,9 @@
 //! The spare is, when it can be, a dead segment given back by compaction
 //! (renamed to `dead-segment-N.recycle` instead of deleted, at most
 //! [`RECYCLE_POOL_MAX`] at a time, then overwritten with zeros in place):
-//! its blocks are reused rather than freed and allocated again. On a file system mounted with `discard` (this project's
-//! machines, many cloud disks) freeing a 64 MiB segment trims it inside the
+//! its blocks are reused rather than freed and allocated again. On a file
+//! system mounted with `discard` (this project's machines, many cloud
+//! disks) freeing a 64 MiB segment trims it inside the
 //! file system's journal commit, and every `fdatasync` that lands on that
 //! commit waited 8 to 15 ms (docs/bench.md).
 //!

@@ -446,45 +446,9 @@ impl<'o> FieldEncoder<'o> {
 }
 
 impl Fields for FieldEncoder<'_> {
-    /// The scalars the per-message performatives are made of (null,
-    /// booleans, uints, ubytes) are written here, without a call into the
-    /// general encoder or a drop of a `Value` each. The bytes are
-    /// `encode_value`'s (`core/tests/amqp_in_place.rs` compares both
-    /// writers).
-    #[inline]
     fn field(&mut self, v: Value) -> &mut Self {
-        match v {
-            Value::Null => {
-                self.out.put_u8(0x40);
-                self.wrote(true)
-            }
-            Value::Bool(b) => {
-                self.out.put_u8(if b { 0x41 } else { 0x42 });
-                self.wrote(false)
-            }
-            Value::Uint(0) => {
-                self.out.put_u8(0x43);
-                self.wrote(false)
-            }
-            Value::Uint(x) => {
-                match u8::try_from(x) {
-                    Ok(b) => self.out.put_slice(&[0x52, b]),
-                    Err(_) => {
-                        let [a, b, c, d] = x.to_be_bytes();
-                        self.out.put_slice(&[0x70, a, b, c, d]);
-                    }
-                }
-                self.wrote(false)
-            }
-            Value::Ubyte(x) => {
-                self.out.put_slice(&[0x50, x]);
-                self.wrote(false)
-            }
-            other => {
-                encode_value(&other, self.out);
-                self.wrote(other.is_null())
-            }
-        }
+        encode_value(&v, self.out);
+        self.wrote(v.is_null())
     }
 
     fn opt_with<T>(

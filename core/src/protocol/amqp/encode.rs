@@ -100,9 +100,9 @@ pub fn encode_value(v: &Value, out: &mut BytesMut) {
             out.put_u8(0x98);
             out.put_slice(u);
         }
-        Value::Binary(b) => variable(out, 0xa0, 0xb0, b),
-        Value::String(s) => variable(out, 0xa1, 0xb1, s.as_bytes()),
-        Value::Symbol(s) => variable(out, 0xa3, 0xb3, s.as_str().as_bytes()),
+        Value::Binary(b) => encode_binary(b, out),
+        Value::String(s) => encode_str(s, out),
+        Value::Symbol(s) => encode_symbol(s.as_str(), out),
         Value::List(items) => encode_list(items, out),
         Value::Map(pairs) => encode_map(pairs, out),
         Value::Array(items) => encode_array(items, out),
@@ -147,7 +147,7 @@ pub fn encode_descriptor_code(code: u64, out: &mut BytesMut) {
 fn encode_descriptor(d: &Descriptor, out: &mut BytesMut) {
     match d {
         Descriptor::Code(c) => encode_value(&Value::Ulong(*c), out),
-        Descriptor::Symbol(s) => variable(out, 0xa3, 0xb3, s.as_str().as_bytes()),
+        Descriptor::Symbol(s) => encode_symbol(s.as_str(), out),
     }
 }
 

@@ -498,39 +498,29 @@ fn read_properties(f: &mut FieldReader<'_, '_>) -> Result<Properties, CodecError
 fn properties_fields<'f, F: Fields>(p: &Properties, f: &'f mut F) -> &'f mut F {
     let text = |s: &String| Value::String(s.clone());
     let put_text = |s: &String, out: &mut BytesMut| encode_str(s, out);
-    f.opt_with(
-        p.message_id.as_ref().filter(|v| !v.is_null()),
-        Value::clone,
-        encode_value,
-    )
-    .opt_with(
-        p.user_id.as_ref(),
-        |b| Value::Binary(b.clone()),
-        |b, out| encode_binary(b, out),
-    )
-    .opt_with(p.to.as_ref(), text, put_text)
-    .opt_with(p.subject.as_ref(), text, put_text)
-    .opt_with(p.reply_to.as_ref(), text, put_text)
-    .opt_with(
-        p.correlation_id.as_ref().filter(|v| !v.is_null()),
-        Value::clone,
-        encode_value,
-    )
-    .opt_with(
-        p.content_type.as_ref(),
-        |s| Value::Symbol(s.clone()),
-        |s, out| encode_symbol(s.as_str(), out),
-    )
-    .opt_with(
-        p.content_encoding.as_ref(),
-        |s| Value::Symbol(s.clone()),
-        |s, out| encode_symbol(s.as_str(), out),
-    )
-    .opt(p.absolute_expiry_time.map(Value::Timestamp))
-    .opt(p.creation_time.map(Value::Timestamp))
-    .opt_with(p.group_id.as_ref(), text, put_text)
-    .opt(p.group_sequence)
-    .opt_with(p.reply_to_group_id.as_ref(), text, put_text)
+    let symbol = |s: &Symbol| Value::Symbol(s.clone());
+    let put_symbol = |s: &Symbol, out: &mut BytesMut| encode_symbol(s.as_str(), out);
+    // An id that is null is written as an absent field (trailing nulls go).
+    fn id(v: &Option<Value>) -> Option<&Value> {
+        v.as_ref().filter(|v| !v.is_null())
+    }
+    f.opt_with(id(&p.message_id), Value::clone, encode_value)
+        .opt_with(
+            p.user_id.as_ref(),
+            |b| Value::Binary(b.clone()),
+            |b, out| encode_binary(b, out),
+        )
+        .opt_with(p.to.as_ref(), text, put_text)
+        .opt_with(p.subject.as_ref(), text, put_text)
+        .opt_with(p.reply_to.as_ref(), text, put_text)
+        .opt_with(id(&p.correlation_id), Value::clone, encode_value)
+        .opt_with(p.content_type.as_ref(), symbol, put_symbol)
+        .opt_with(p.content_encoding.as_ref(), symbol, put_symbol)
+        .opt(p.absolute_expiry_time.map(Value::Timestamp))
+        .opt(p.creation_time.map(Value::Timestamp))
+        .opt_with(p.group_id.as_ref(), text, put_text)
+        .opt(p.group_sequence)
+        .opt_with(p.reply_to_group_id.as_ref(), text, put_text)
 }
 
 #[cfg(test)]
