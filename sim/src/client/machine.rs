@@ -65,6 +65,11 @@ pub struct Client {
     /// The broker refused one of its operations for want of a permission.
     pub refused: bool,
     connect_deadline: Millis,
+    /// When a producer's pacing timer is due: one chain of them per
+    /// producer, however many times it connects (each connect used to start
+    /// another, so a producer that reconnected often polled every
+    /// millisecond or so).
+    pace_at: Option<Millis>,
     /// Report every message (for a printed trace).
     pub verbose: bool,
 }
@@ -110,6 +115,7 @@ impl Client {
             expect_refusal: false,
             refused: false,
             connect_deadline: 0,
+            pace_at: None,
             verbose: false,
         }
     }
@@ -226,9 +232,17 @@ impl Client {
             w.on_timer(now, out);
         }
         self.produce_some(now, out);
-        if self.is_producer() && !self.done {
-            out.push(Action::Timer(now + self.rng.range(5, 40)));
+        self.pace(now, out);
+    }
+
+    /// Arms a producer's pacing timer unless one is pending.
+    fn pace(&mut self, now: Millis, out: &mut Vec<Action>) {
+        if !self.is_producer() || self.done || self.pace_at.is_some_and(|t| t > now) {
+            return;
         }
+        let t = now + self.rng.range(5, 40);
+        self.pace_at = Some(t);
+        out.push(Action::Timer(t));
     }
 
     pub fn on_bytes(&mut self, now: Millis, bytes: &[u8], out: &mut Vec<Action>) {
@@ -262,7 +276,7 @@ impl Client {
                     Kind::Producer { .. } => {
                         self.resend_pending(out);
                         self.produce_some(now, out);
-                        out.push(Action::Timer(now + self.rng.range(5, 40)));
+                        self.pace(now, out);
                     }
                     Kind::Consumer { .. } => {
                         if let Wire::Stomp(w) = &mut self.wire {
@@ -444,5 +458,83 @@ impl Client {
         let seqs: Vec<u64> = (self.next_seq..end).collect();
         self.next_seq = end;
         self.send_seqs(&seqs, out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Timers a connected producer gets in its sixth to tenth second
+    /// connected, after `sessions` short sessions before (each timer is
+    /// handed back to it when due, as the world does).
+    fn timers_in_a_session_after(sessions: u64) -> usize {
+        let kind = Kind::Producer {
+            destination: "/queue/orders".into(),
+            total: 1_000_000,
+            window: 20,
+            duplicate_ids: false,
+            transaction_size: None,
+            wait_for_subscriptions: false,
+        };
+        let mut c = Client::new("qp0".into(), kind, Protocol::Stomp, 3, Rng::new(7));
+        let mut due: Vec<Millis> = Vec::new();
+        let mut out = Vec::new();
+        let mut now = 0;
+        c.start(now, &mut out);
+        let mut fired = 0;
+        for session in 0..=sessions {
+            // Fire what is due until the client asks to connect.
+            while !c.connecting {
+                take_timers(&mut out, &mut due);
+                due.sort_unstable();
+                now = due.remove(0);
+                c.on_timer(now, &mut out);
+            }
+            c.on_open(&mut out);
+            c.on_bytes(now, b"CONNECTED\nversion:1.2\n\n\0", &mut out);
+            assert!(c.connected, "the CONNECTED frame connects it");
+            let last = session == sessions;
+            let (count_from, until) = if last {
+                (now + 5_000, now + 10_000)
+            } else {
+                (Millis::MAX, now + 500)
+            };
+            loop {
+                take_timers(&mut out, &mut due);
+                due.sort_unstable();
+                if due.first().is_none_or(|&t| t > until) {
+                    break;
+                }
+                now = due.remove(0);
+                if now >= count_from {
+                    fired += 1;
+                }
+                c.on_timer(now, &mut out);
+            }
+            now = until;
+            c.on_closed(now, &mut out);
+        }
+        fired
+    }
+
+    fn take_timers(out: &mut Vec<Action>, due: &mut Vec<Millis>) {
+        for a in out.drain(..) {
+            if let Action::Timer(t) = a {
+                due.push(t);
+            }
+        }
+    }
+
+    #[test]
+    fn a_producer_keeps_one_pacing_timer_however_often_it_reconnects() {
+        let once = timers_in_a_session_after(0);
+        let often = timers_in_a_session_after(30);
+        // One chain of 5 to 40 ms timers: 125 to 1,000 in 5 s.
+        assert!((125..=1_000).contains(&once), "{once} timers in 5 s");
+        assert!(
+            often <= once * 3 / 2,
+            "{often} timers after 30 reconnects, {once} after none"
+        );
     }
 }

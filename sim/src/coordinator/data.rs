@@ -65,11 +65,20 @@ impl Disk {
 
     /// The messages the queue holds.
     pub fn messages(&self) -> BTreeSet<u64> {
-        self.state.keys().filter_map(|k| msg_of(k)).collect()
+        self.held().collect()
+    }
+
+    /// The messages the queue holds, oldest first: keys are zero-padded, so
+    /// the map's order is the numbers' (a consume looks at the first few
+    /// instead of collecting them all).
+    fn held(&self) -> impl Iterator<Item = u64> + '_ {
+        self.state.keys().filter_map(|k| msg_of(k))
     }
 }
 
 fn key_of(msg: u64) -> Bytes {
+    // Eight digits keep the keys' order the numbers' (`Disk::held`).
+    assert!(msg < 100_000_000, "message number {msg} outgrows its key");
     Bytes::from(format!("m{msg:08}"))
 }
 
@@ -462,11 +471,7 @@ impl Data {
                 if self.active.is_none() {
                     return;
                 }
-                let oldest = self
-                    .disk
-                    .messages()
-                    .into_iter()
-                    .find(|m| !self.consuming.contains(m));
+                let oldest = self.disk.held().find(|m| !self.consuming.contains(m));
                 if let Some(msg) = oldest {
                     self.consuming.insert(msg);
                     self.out.push(DataOut::Tombstoned(msg));

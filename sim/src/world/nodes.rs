@@ -180,7 +180,12 @@ impl World {
                 hash,
                 password,
             }) => {
-                let ok = halyard_core::security::password::verify(&hash, &password.0);
+                let ok = *self
+                    .password_checks
+                    .entry((hash, password.0))
+                    .or_insert_with_key(|(hash, password)| {
+                        halyard_core::security::password::verify(hash, password)
+                    });
                 inputs.push_back(Input::Conn(ConnEvent::PasswordChecked { conn, ok }));
             }
             // Requests in flight stay in flight through a close: the group

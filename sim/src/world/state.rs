@@ -69,6 +69,10 @@ pub(crate) struct World {
     pub(super) peers: PeerLinks,
     /// The liveness rule's bookkeeping (see `liveness_check`).
     pub(crate) liveness: LivenessWatch,
+    /// Password checks already answered, by (hash, password): a check is a
+    /// pure function and costs about 200,000 instructions, and a seed's
+    /// clients log in again with the same few pairs after every failover.
+    pub(super) password_checks: std::collections::HashMap<(String, Vec<u8>), bool>,
 }
 
 impl World {
@@ -109,6 +113,7 @@ impl World {
             disk: Default::default(),
             peers,
             liveness,
+            password_checks: Default::default(),
         };
         if w.cfg.security {
             w.security = Some(std::sync::Arc::new(crate::security_check::security()));
