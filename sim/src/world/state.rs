@@ -72,7 +72,8 @@ pub(crate) struct World {
     /// Password checks already answered, by (hash, password): a check is a
     /// pure function and costs about 200,000 instructions, and a seed's
     /// clients log in again with the same few pairs after every failover.
-    pub(super) password_checks: std::collections::HashMap<(String, Vec<u8>), bool>,
+    /// Ordered, like the rest of the world, so nothing hangs on a hasher's seed.
+    pub(super) password_checks: BTreeMap<(String, Vec<u8>), bool>,
 }
 
 impl World {
