@@ -276,7 +276,8 @@ impl Node {
         self.housekeeping_moves.clear();
         self.expiry_scan_at = 0;
         self.planned_dups.clear();
-        self.broker = Broker::new(self.config.broker_config());
+        let old = std::mem::replace(&mut self.broker, Broker::new(self.config.broker_config()));
+        self.retired_broker = Some(old);
         self.outputs
             .push_back(Output::Journal(JournalRequest::Close));
     }

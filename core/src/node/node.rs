@@ -28,6 +28,13 @@ pub struct Node {
     pub(crate) epoch: u32,
     pub(crate) ids: IdGen,
     pub(crate) broker: Broker,
+    /// The broker of a live period just left, not yet freed: freeing 100,000
+    /// messages takes tens of milliseconds, which a stopping or stepping-down
+    /// node should not spend before its outputs (the lock release, the
+    /// closed listener) are carried out. The driver takes it
+    /// ([`Node::take_retired_broker`]) to free elsewhere; else the next input
+    /// frees it.
+    pub(crate) retired_broker: Option<Broker>,
     pub(crate) conns: BTreeMap<ConnId, Conn>,
     /// Work waiting for the journal, in the order it was issued.
     pub(crate) pipeline: VecDeque<Pending>,
@@ -89,6 +96,7 @@ impl Node {
             epoch: 0,
             ids: IdGen::new(0),
             broker,
+            retired_broker: None,
             conns: BTreeMap::new(),
             pipeline: VecDeque::new(),
             next_ticket: 1,
@@ -144,6 +152,12 @@ impl Node {
         &self.broker
     }
 
+    /// The broker state of the live period this node left, if not freed
+    /// yet: a driver frees it off its loop (see `retired_broker`).
+    pub fn take_retired_broker(&mut self) -> Option<Broker> {
+        self.retired_broker.take()
+    }
+
     pub fn is_live(&self) -> bool {
         self.state == HaState::Live
     }
@@ -170,6 +184,8 @@ impl Node {
     pub fn handle(&mut self, now: Millis, input: Input) {
         debug_assert!(now >= self.now, "time went backwards: {now} < {}", self.now);
         self.now = self.now.max(now);
+        // Freed here if the driver did not take it after the last input.
+        self.retired_broker = None;
         match input {
             Input::Tick => self.on_tick(),
             Input::Start => self.on_start(),
