@@ -33,8 +33,9 @@ const FETCH_BYTES_MAX: &str = "4194304";
 const PARTITION_FETCH_BYTES: &str = "2097152";
 /// How long librdkafka waits before fetching again once the prefetch is
 /// full (`fetch.queue.backoff.ms`, default 1000): a read that drains it
-/// should not wait that long for the records after.
-const FULL_QUEUE_BACKOFF_MS: &str = "5";
+/// should not wait that long for the records after. Every journal reader
+/// sets it (the standby reader, the full load, the pager).
+pub(super) const FULL_QUEUE_BACKOFF_MS: &str = "5";
 /// One poll's wait, so the deadline is looked at.
 const POLL_STEP: Duration = Duration::from_millis(100);
 

@@ -15,7 +15,7 @@ use tracing::{debug, warn};
 
 use super::config::KafkaConfig;
 use super::error::{KafkaJournalError, ReadError};
-use super::fetch::Fetcher;
+use super::fetch::{Fetcher, FULL_QUEUE_BACKOFF_MS};
 use super::offsets::OffsetIndex;
 use super::produce::{JournalContext, JournalProducer};
 use super::read::{assign_from_start, read_position, ReaderContext};
@@ -272,6 +272,9 @@ fn reader(config: &KafkaConfig) -> Result<BaseConsumer<ReaderContext>, ReadError
         // end shows as EOF after an empty fetch, which should not idle for
         // the default 500 ms.
         .set("fetch.wait.max.ms", "10")
+        // Not the default 1 s pause after the prefetch queue fills: a load
+        // drains it at once and wants the next records.
+        .set("fetch.queue.backoff.ms", FULL_QUEUE_BACKOFF_MS)
         .set("auto.offset.reset", "earliest")
         .set("fetch.max.bytes", "52428800")
         .set(

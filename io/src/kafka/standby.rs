@@ -34,6 +34,7 @@ use tracing::{debug, info, warn};
 
 use super::config::KafkaConfig;
 use super::error::{ReadError, StandbyError};
+use super::fetch::FULL_QUEUE_BACKOFF_MS;
 use super::read::{assign_from_start, read_position, ReaderContext};
 use super::topic::{ensure_topic, JOURNAL_TOPIC_CONFIG, RECORD_BYTES_MAX};
 use super::view::View;
@@ -132,6 +133,11 @@ fn consumer(config: &KafkaConfig, topic: &str) -> Result<BaseConsumer<ReaderCont
         .set("isolation.level", "read_committed")
         .set("enable.partition.eof", "true")
         .set("fetch.wait.max.ms", FETCH_WAIT_MS)
+        // Reading a long journal fills the prefetch queue; with the default
+        // 1 s back-off the copy then stood still for up to a second after
+        // draining it, and a failover in that second waited for it
+        // (docs/failover.md).
+        .set("fetch.queue.backoff.ms", FULL_QUEUE_BACKOFF_MS)
         .set("auto.offset.reset", "earliest")
         .set(
             "max.partition.fetch.bytes",
