@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use halyard_core::journal::{decode_entry, Entry, Key, Record};
 use halyard_core::node::Input;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::Producer;
 use rdkafka::{Offset, TopicPartitionList};
@@ -86,12 +86,7 @@ pub(super) fn open_and_load(
         None => new_producer(config)?,
     };
     // Fence every older live: after this, their writes fail.
-    producer
-        .init_transactions(config.timeout())
-        .map_err(|source| KafkaJournalError::InitTransactions {
-            bootstrap: config.bootstrap.clone(),
-            source,
-        })?;
+    let producer = fence(config, producer)?;
     let t_fenced = t0.elapsed();
     // Fenced: the end offset read now is final, no older live can add to
     // it. The standby copy is used only if it gets there.
@@ -127,6 +122,76 @@ pub(super) fn open_and_load(
         fetcher: loaded.fetcher.take(),
     };
     Ok((writer, loaded))
+}
+
+/// How long the first `init_transactions` (on the producer made while this
+/// node was a backup, already connected: it answers in a few milliseconds)
+/// may wait before a fresh producer asks again. A live killed inside a
+/// transaction leaves it open; the first InitProducerId makes the
+/// coordinator abort it and is answered CONCURRENT_TRANSACTIONS, which
+/// librdkafka retries only after a fixed 500 ms
+/// (`rd_kafka_idemp_pid_timer_restart`), while the abort takes a few
+/// milliseconds. A fresh producer asks at once (docs/failover.md).
+const FENCE_FIRST_TRY: Duration = Duration::from_millis(60);
+/// A fresh producer's try: it connects and finds the coordinator first.
+const FENCE_FRESH_TRY: Duration = Duration::from_millis(100);
+/// Quick tries (60 ms, then 100 ms each: 460 ms in all, under librdkafka's
+/// own 500 ms retry) before one that waits the whole operation timeout.
+const FENCE_QUICK_TRIES: u32 = 5;
+
+/// `init_transactions` on the journal's transactional id: bumps the producer
+/// epoch, which fences every older producer and aborts its open
+/// transaction. A try that times out is given up for a fresh producer (see
+/// `FENCE_FIRST_TRY`), dropped at once. A given-up try may still have
+/// bumped the epoch; the next one bumps it again, so only the producer
+/// returned can write, which is all the fence needs (were a given-up one
+/// to get in last after all, the journal's first write would be fenced and
+/// the node step down: a failed activation, never a second writer).
+fn fence(
+    config: &KafkaConfig,
+    mut producer: JournalProducer,
+) -> Result<JournalProducer, KafkaJournalError> {
+    let failed = |source| KafkaJournalError::InitTransactions {
+        bootstrap: config.bootstrap.clone(),
+        source,
+    };
+    for attempt in 1..=FENCE_QUICK_TRIES {
+        let wait = if attempt == 1 {
+            FENCE_FIRST_TRY
+        } else {
+            FENCE_FRESH_TRY
+        };
+        match producer.init_transactions(wait) {
+            Ok(()) => return Ok(producer),
+            // A try that runs out of time returns the last error librdkafka
+            // met (CONCURRENT_TRANSACTIONS, retriable), or a timeout.
+            Err(KafkaError::Transaction(e))
+                if e.is_retriable() || e.code() == RDKafkaErrorCode::OperationTimedOut =>
+            {
+                debug!(attempt, error = %e, "init_transactions not done yet; asking again with a fresh producer");
+                let fresh = new_producer(config)?;
+                drop_elsewhere(std::mem::replace(&mut producer, fresh));
+            }
+            Err(source) => return Err(failed(source)),
+        }
+    }
+    producer
+        .init_transactions(config.timeout())
+        .map_err(failed)?;
+    Ok(producer)
+}
+
+/// Drops a given-up producer on a thread of its own: its destruction
+/// flushes and joins librdkafka's threads, which the activation need not
+/// wait for.
+fn drop_elsewhere(producer: JournalProducer) {
+    let spawned = std::thread::Builder::new()
+        .name("halyard-kafka-drop".into())
+        .spawn(move || drop(producer));
+    if let Err(e) = spawned {
+        // The producer went with the failed spawn's closure: dropped already.
+        debug!(error = %e, "cannot start a thread to drop a producer");
+    }
 }
 
 /// The journal's transactional producer, not yet initialised.
