@@ -17,7 +17,12 @@ from harness.logs import log
 from harness.node import wait_accepts
 
 COUNT = 20_000
-KILL_AFTER = 6_000
+# The kill comes once the producer has this many receipts and the consumer
+# this many deliveries: both mid-stream. (Waiting on the consumer alone let a
+# producer far ahead of it finish all 20,000 first on a busy machine, and
+# then it had nothing to fail over with.)
+KILL_AFTER_RECEIPTS = 6_000
+KILL_AFTER_DELIVERIES = 2_000
 
 
 def test_sigkill_of_live_fails_over_to_backup_without_loss(cluster, clients):
@@ -36,9 +41,14 @@ def test_sigkill_of_live_fails_over_to_backup_without_loss(cluster, clients):
     consumer.start()
     producer.start()
 
-    assert consumer.wait_count(KILL_AFTER, timeout=40), (
+    assert consumer.wait_count(KILL_AFTER_DELIVERIES, timeout=40), (
         f"only {len(consumer.seen)} delivered before the kill; producer receipted {len(producer.receipted)}"
     )
+    with producer.cv:
+        assert producer.cv.wait_for(lambda: len(producer.receipted) >= KILL_AFTER_RECEIPTS, timeout=40), (
+            f"only {len(producer.receipted)} receipted before the kill"
+        )
+        assert len(producer.receipted) < COUNT, "the producer finished before the kill: nothing to fail over"
     pos = backup.log_pos()
     with producer.cv:
         receipted_at_kill = len(producer.receipted)
