@@ -448,6 +448,7 @@ impl Driver {
 /// messages that takes tens of milliseconds, which would otherwise delay the
 /// node's next input (and, at a stop, the closing of the peer links that
 /// tells the backups to take over).
+#[cfg(not(madsim))]
 fn free_elsewhere(old: halyard_core::broker::Broker) {
     let spawned = std::thread::Builder::new()
         .name("halyard-free".into())
@@ -456,6 +457,12 @@ fn free_elsewhere(old: halyard_core::broker::Broker) {
         // The state went with the failed spawn's closure: freed already.
         debug!(error = %e, "cannot start a thread to free the old broker state");
     }
+}
+
+/// Under madsim everything runs on the simulation's one thread: freed here.
+#[cfg(madsim)]
+fn free_elsewhere(old: halyard_core::broker::Broker) {
+    drop(old);
 }
 
 /// What the writers flushed since the last turn, one sum per connection in
