@@ -19,6 +19,7 @@ pub mod client;
 mod conn_io;
 pub mod coordinator;
 pub mod disk;
+mod drop_elsewhere;
 pub mod journal;
 #[cfg(not(madsim))]
 pub mod kafka;

@@ -28,6 +28,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, info_span, warn, Instrument};
 
+use crate::drop_elsewhere::drop_elsewhere;
+
 use crate::bridge::BridgeHandle;
 pub use crate::conn_io::IoCounters;
 use crate::conn_io::{self, AcceptCx, ConnHandle, DriverMsg, WriteCmd};
@@ -438,31 +440,12 @@ impl Driver {
                 Output::Stopped => self.stopped = true,
             }
         }
+        // Freeing it here would delay the next input (and, at a stop, the
+        // closing of the peer links that tells the backups to take over).
         if let Some(old) = node.take_retired_broker() {
-            free_elsewhere(old);
+            drop_elsewhere("halyard-free", old);
         }
     }
-}
-
-/// Frees a live period's broker state on a thread of its own: with 100,000
-/// messages that takes tens of milliseconds, which would otherwise delay the
-/// node's next input (and, at a stop, the closing of the peer links that
-/// tells the backups to take over).
-#[cfg(not(madsim))]
-fn free_elsewhere(old: halyard_core::broker::Broker) {
-    let spawned = std::thread::Builder::new()
-        .name("halyard-free".into())
-        .spawn(move || drop(old));
-    if let Err(e) = spawned {
-        // The state went with the failed spawn's closure: freed already.
-        debug!(error = %e, "cannot start a thread to free the old broker state");
-    }
-}
-
-/// Under madsim everything runs on the simulation's one thread: freed here.
-#[cfg(madsim)]
-fn free_elsewhere(old: halyard_core::broker::Broker) {
-    drop(old);
 }
 
 /// What the writers flushed since the last turn, one sum per connection in

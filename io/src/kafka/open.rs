@@ -22,6 +22,7 @@ use super::read::{assign_from_start, read_position, ReaderContext};
 use super::standby::Standby;
 use super::topic::{ensure_topic, JOURNAL_TOPIC_CONFIG, RECORD_BYTES_MAX};
 use super::view::View;
+use crate::drop_elsewhere::drop_elsewhere;
 use crate::journal::send_loaded;
 
 /// Entries per `Loaded` input while reading the journal.
@@ -170,7 +171,10 @@ fn fence(
             {
                 debug!(attempt, error = %e, "init_transactions not done yet; asking again with a fresh producer");
                 let fresh = new_producer(config)?;
-                drop_elsewhere(std::mem::replace(&mut producer, fresh));
+                drop_elsewhere(
+                    "halyard-kafka-drop",
+                    std::mem::replace(&mut producer, fresh),
+                );
             }
             Err(source) => return Err(failed(source)),
         }
@@ -179,19 +183,6 @@ fn fence(
         .init_transactions(config.timeout())
         .map_err(failed)?;
     Ok(producer)
-}
-
-/// Drops a given-up producer on a thread of its own: its destruction
-/// flushes and joins librdkafka's threads, which the activation need not
-/// wait for.
-fn drop_elsewhere(producer: JournalProducer) {
-    let spawned = std::thread::Builder::new()
-        .name("halyard-kafka-drop".into())
-        .spawn(move || drop(producer));
-    if let Err(e) = spawned {
-        // The producer went with the failed spawn's closure: dropped already.
-        debug!(error = %e, "cannot start a thread to drop a producer");
-    }
 }
 
 /// The journal's transactional producer, not yet initialised.
